@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Definitions of the maps and globals declared in maps.bpf.h. Only this
+ * file defines them; the linker points every other program at these.
+ */
+#define TS_DEFINE_MAPS
+#include "maps.bpf.h"
+
+/* Set by `run`: the agent's own process (its threads are never tracked). */
+const volatile __u32 agent_tgid = 0;
+/* Set by `run --pid`: track only processes/threads listed in pid_filter. */
+const volatile __u32 filter_pids = 0;
+/* Set by `run --max-threads`: usable entries of `threads`. */
+const volatile __u32 max_slots = 1;
+/* free_ring's size minus one (a power of two minus one). */
+const volatile __u64 ring_mask = 0;
+
+__u64 free_head = 0;
+__u64 free_tail = 0;
+__u32 next_fresh = 0;
+__u32 reconcile_gen = 0;
+struct ts_counters counters = {};
+
+/* Emit the enums' BTF so the skeleton's `types` module carries them. */
+const volatile enum ts_slot_state ts_slot_state_btf = TS_SLOT_FREE;
+const volatile enum ts_thread_flags ts_thread_flags_btf = TS_F_ON_CPU;
+const volatile enum ts_perf_flags ts_perf_flags_btf = TS_P_VALID;
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Maps, globals and the small helpers every hook shares.
+ *
+ * maps.bpf.c defines the maps and globals (TS_DEFINE_MAPS); every other
+ * .bpf.c file sees `extern` declarations that libbpf's static linker
+ * resolves against those definitions, so all programs share one state
+ * table. The definitions must stay identical: the linker checks.
+ */
+#ifndef TASKSCOPE_MAPS_BPF_H
+#define TASKSCOPE_MAPS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "taskscope.h"
+
+#ifdef TS_DEFINE_MAPS
+#define TS_EXTERN
+#else
+#define TS_EXTERN extern
+#endif
+
+#define PF_KTHREAD 0x00200000
+#define TS_ENOSYS 38
+#define BPF_F_MMAPABLE_ (1U << 10)
+#define BPF_F_NO_PREALLOC_ (1U << 0)
+#define BPF_LOCAL_STORAGE_GET_F_CREATE_ (1ULL << 0)
+#define REQ_OP_MASK_ 0xff
+
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x)) = (v)
+#define barrier() asm volatile("" ::: "memory")
+
+/* The per-thread state table, scanned by userspace through mmap. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, struct ts_thread);
+	__uint(max_entries, 1); /* sized at load time: --max-threads */
+} threads SEC(".maps");
+
+/* Recycled slot numbers, produced by userspace and consumed by the hooks. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1); /* power of two >= threads' size, set at load */
+} free_ring SEC(".maps");
+
+/* task -> slot it owns. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC_);
+	__type(key, int);
+	__type(value, struct ts_slot_ref);
+} slot_of SEC(".maps");
+
+/* Block requests in flight, by request pointer. LRU: never leaks. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64);
+	__type(value, struct ts_request);
+	__uint(max_entries, 16384);
+} requests SEC(".maps");
+
+/* Processes (tgid) or threads (tid) to track when --pid is given. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 4096);
+} pid_filter SEC(".maps");
+
+/* Set before load. */
+TS_EXTERN const volatile __u32 agent_tgid;  /* the agent itself (automatic) */
+TS_EXTERN const volatile __u32 filter_pids; /* --pid given: track only pid_filter */
+TS_EXTERN const volatile __u32 max_slots;   /* --max-threads */
+TS_EXTERN const volatile __u64 ring_mask;   /* free_ring size - 1 */
+
+/* Shared with userspace through the mmap-ed .bss. */
+TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */
+TS_EXTERN __u64 free_tail;      /* next free_ring entry to fill (userspace) */
+TS_EXTERN __u32 next_fresh;     /* slots never used start here */
+TS_EXTERN __u32 reconcile_gen;  /* current reconciliation pass (userspace) */
+TS_EXTERN struct ts_counters counters;
+
+/*
+ * Sequence counter for the single-writer regions (seq, perf_seq). On x86
+ * stores are not reordered with other stores, so a compiler barrier is
+ * enough; elsewhere the fetch-and-add is a full barrier.
+ */
+static __always_inline void ts_seq_begin(__u32 *seq)
+{
+#if defined(__TARGET_ARCH_x86)
+	WRITE_ONCE(*seq, READ_ONCE(*seq) + 1);
+	barrier();
+#else
+	__sync_fetch_and_add(seq, 1);
+#endif
+}
+
+static __always_inline void ts_seq_end(__u32 *seq)
+{
+#if defined(__TARGET_ARCH_x86)
+	barrier();
+	WRITE_ONCE(*seq, READ_ONCE(*seq) + 1);
+#else
+	__sync_fetch_and_add(seq, 1);
+#endif
+}
+
+/* The state-table entry a task owns, or NULL if it is not tracked. */
+static __always_inline struct ts_thread *thread_of(struct task_struct *task)
+{
+	struct ts_slot_ref *ref;
+	__u32 idx;
+
+	ref = bpf_task_storage_get(&slot_of, task, 0, 0);
+	if (!ref || ref->slot == TS_NO_SLOT)
+		return NULL;
+	idx = ref->slot - 1;
+	return bpf_map_lookup_elem(&threads, &idx);
+}
+
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+/* task->__state (5.14+) or task->state (older). */
+static __always_inline __u32 task_state(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return task->__state;
+	return ((struct task_struct___pre514 *)task)->state;
+}
+
+struct thread_info___cpu {
+	__u32 cpu;
+} __attribute__((preserve_access_index));
+
+struct task_struct___cpu {
+	unsigned int cpu;
+} __attribute__((preserve_access_index));
+
+/* The CPU a task runs on or last ran on. */
+static __always_inline __u32 task_cpu(struct task_struct *task)
+{
+	struct task_struct___cpu *t = (void *)task;
+
+	if (bpf_core_field_exists(t->cpu))
+		return t->cpu;
+	return ((struct thread_info___cpu *)&task->thread_info)->cpu;
+}
+
+/*
+ * The syscall a task is inside right now according to its saved user
+ * registers, or -1. Valid for a task that is off CPU (and for the current
+ * task when it is in kernel mode): the entry code leaves the syscall number
+ * in orig_ax and -ENOSYS in ax until the syscall returns.
+ */
+static __always_inline long syscall_in_progress(struct task_struct *task)
+{
+	struct pt_regs *regs;
+
+	if (task->flags & PF_KTHREAD)
+		return -1;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs)
+		return -1;
+#if defined(__TARGET_ARCH_x86)
+	{
+		long orig = regs->orig_ax;
+		long ax = regs->ax;
+
+		if (ax != -TS_ENOSYS || orig < 0 || orig > 4095)
+			return -1;
+		return orig;
+	}
+#elif defined(__TARGET_ARCH_arm64)
+	{
+		int nr = regs->syscallno;
+
+		return nr >= 0 ? nr : -1;
+	}
+#else
+	return -1;
+#endif
+}
+
+/* The first three syscall arguments from the syscall's saved registers. */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_ARG0(regs) ((regs)->di)
+#define SYSCALL_ARG1(regs) ((regs)->si)
+#define SYSCALL_ARG2(regs) ((regs)->dx)
+#elif defined(__TARGET_ARCH_arm64)
+#define SYSCALL_ARG0(regs) ((regs)->orig_x0)
+#define SYSCALL_ARG1(regs) ((regs)->regs[1])
+#define SYSCALL_ARG2(regs) ((regs)->regs[2])
+#endif
+
+static __always_inline void copy_comm(char *dst, struct task_struct *task)
+{
+	/* two direct 8-byte loads; a thread renaming itself at this moment
+	 * can at worst show a mix of old and new name for one sample */
+	__u64 *d = (__u64 *)dst;
+	__u64 *s = (__u64 *)task->comm;
+
+	d[0] = s[0];
+	d[1] = s[1];
+}
+
+#endif /* TASKSCOPE_MAPS_BPF_H */

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * On-CPU sample: a cpu-clock perf event per CPU, at the sampling frequency,
+ * records what the running thread is doing right now (user mode, or inside
+ * which syscall). Without it a thread that returned from a syscall and kept
+ * running would look as if it were still in that syscall, because there is
+ * no sys_exit hook.
+ */
+#include "maps.bpf.h"
+
+SEC("perf_event")
+int on_cpu_sample(struct bpf_perf_event_data *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ts_thread *t = thread_of(task);
+	__u32 flags = TS_P_VALID;
+	long nr = -1;
+	bool user;
+
+	if (!t)
+		return 0;
+	/* Context fields must be read at their full width. */
+#if defined(__TARGET_ARCH_x86)
+	{
+		/* cs is 16 bits wide in newer kernels (FRED union), but the
+		 * context only allows 8-byte loads: read the word it starts. */
+		__u64 cs = *(__u64 *)((char *)ctx + bpf_core_field_offset(struct pt_regs, cs));
+
+		user = (cs & 3) != 0;
+	}
+#elif defined(__TARGET_ARCH_arm64)
+	{
+		__u64 pstate = ctx->regs.pstate;
+
+		barrier_var(pstate);
+		user = (pstate & 0xf) == 0;
+	}
+#else
+	user = false;
+#endif
+	if (user)
+		flags |= TS_P_USER;
+	else
+		nr = syscall_in_progress(task);
+	if (nr >= 0)
+		flags |= TS_P_IN_SYSCALL;
+
+	ts_seq_begin(&t->perf_seq);
+	t->perf_ns = bpf_ktime_get_ns();
+	t->perf_flags = flags;
+	t->perf_syscall_nr = nr;
+	ts_seq_end(&t->perf_seq);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Scheduler hooks: they keep each tracked thread's entry in the state table
+ * true at every moment, so the sampler never asks the kernel about threads
+ * that did nothing.
+ *
+ *   sched_switch      prev goes off CPU (state word, voluntary or not,
+ *                     whether it is still inside a syscall), next comes on
+ *   sched_wakeup(_new) time a thread became runnable (RUNQUEUE wait)
+ *   sched_process_fork a new thread or process gets a slot
+ *   sched_process_exec tid (de_thread), comm and credentials change
+ *   sched_process_free the task is reaped and freed: its slot is released
+ *
+ * The slot is released at sched_process_free, not sched_process_exit, so a
+ * zombie stays visible as ZOMBIE until its parent reaps it.
+ */
+#include "track.bpf.h"
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct ts_thread *t;
+
+	t = thread_of(prev);
+	if (t) {
+		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN);
+		long nr = syscall_in_progress(prev);
+
+		flags |= TS_F_SWITCH_KNOWN;
+		if (preempt) {
+			flags |= TS_F_PREEMPTED;
+			if (next->tgid == agent_tgid)
+				flags |= TS_F_AGENT_PREEMPTED;
+		}
+		if (nr >= 0) {
+			flags |= TS_F_IN_SYSCALL;
+			if (nr != t->syscall_nr)
+				flags &= ~TS_F_ENTER_KNOWN;
+		}
+		ts_seq_begin(&t->seq);
+		t->switch_out_ns = now;
+		/* A preempted task stays runnable whatever its state word says. */
+		t->sched_state = preempt ? 0 : task_state(prev);
+		t->exit_state = prev->exit_state;
+		if (nr >= 0)
+			t->syscall_nr = nr;
+		copy_comm(t->comm, prev);
+		t->flags = flags;
+		ts_seq_end(&t->seq);
+	}
+
+	t = thread_of(next);
+	if (t) {
+		ts_seq_begin(&t->seq);
+		t->switch_in_ns = now;
+		t->cpu = bpf_get_smp_processor_id();
+		t->flags = (t->flags & ~(TS_F_PREEMPTED | TS_F_AGENT_PREEMPTED)) |
+			   TS_F_ON_CPU | TS_F_SWITCH_KNOWN;
+		ts_seq_end(&t->seq);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(on_sched_wakeup, struct task_struct *p)
+{
+	struct ts_thread *t = thread_of(p);
+
+	if (t)
+		WRITE_ONCE(t->wakeup_ns, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(on_sched_wakeup_new, struct task_struct *p)
+{
+	struct ts_thread *t = thread_of(p);
+
+	if (t)
+		WRITE_ONCE(t->wakeup_ns, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	track_task(child, bpf_ktime_get_ns(), false);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_sched_process_exec, struct task_struct *p, pid_t old_pid,
+	     struct linux_binprm *bprm)
+{
+	struct ts_thread *t = thread_of(p);
+
+	if (!t)
+		return 0;
+	ts_seq_begin(&t->seq);
+	/* A non-leader thread that execs takes over the leader's pid. */
+	t->tid = p->pid;
+	copy_comm(t->comm, p);
+	t->exec_count += 1;
+	ts_seq_end(&t->seq);
+	WRITE_ONCE(t->euid, task_euid(p));
+	WRITE_ONCE(t->exe_id, task_exe_id(p));
+	return 0;
+}
+
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(on_sched_process_free, struct task_struct *p)
+{
+	struct ts_slot_ref *ref;
+	struct ts_thread *t;
+	__u32 idx;
+
+	ref = bpf_task_storage_get(&slot_of, p, 0, 0);
+	if (!ref || ref->slot == TS_NO_SLOT)
+		return 0;
+	idx = ref->slot - 1;
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (t) {
+		/* Reconciliation may already have recycled the slot. */
+		if (t->slot_gen == ref->slot_gen && t->slot_state == TS_SLOT_LIVE)
+			WRITE_ONCE(t->slot_state, TS_SLOT_EXITED);
+		else
+			__sync_fetch_and_add(&counters.freed_mismatch, 1);
+	}
+	bpf_task_storage_delete(&slot_of, p);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

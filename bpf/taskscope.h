@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Everything that crosses the kernel/user boundary: the per-thread state
+ * table entry, the task-storage slot reference, the per-request I/O record,
+ * the shared counters and the flag/state enums.
+ *
+ * Included by every .bpf.c file in bpf/; userspace sees these types through the
+ * skeleton's generated `types` module (never through a hand-copied twin).
+ * Field order matters for the sampler's scan: the first 64 bytes hold
+ * everything the filter needs, so a pass over idle threads touches one cache
+ * line per thread.
+ */
+#ifndef TASKSCOPE_H
+#define TASKSCOPE_H
+
+#define TS_COMM_LEN 16
+/* Slot references are stored +1 so that zero-filled task storage means "none". */
+#define TS_NO_SLOT 0
+
+/* Lifecycle of a slot in the `threads` table. */
+enum ts_slot_state {
+	TS_SLOT_FREE = 0,   /* never used, or recycled by userspace */
+	TS_SLOT_LIVE = 1,   /* owned by a thread */
+	TS_SLOT_EXITED = 2, /* thread freed; userspace will recycle the slot */
+};
+
+/* Bits of `ts_thread.flags` (sched region). */
+enum ts_thread_flags {
+	TS_F_ON_CPU = 1 << 0,          /* running on a CPU now */
+	TS_F_PREEMPTED = 1 << 1,       /* last switch-out was involuntary */
+	TS_F_AGENT_PREEMPTED = 1 << 2, /* ... and the agent's own thread took the CPU */
+	TS_F_IN_SYSCALL = 1 << 3,      /* inside `syscall_nr` (as of the newest event) */
+	TS_F_KTHREAD = 1 << 4,         /* kernel thread */
+	TS_F_SWITCH_KNOWN = 1 << 5,    /* switch_in/out times are real, not seeded */
+	TS_F_ENTER_KNOWN = 1 << 6,     /* syscall_enter_ns is the real entry time */
+};
+
+/* Bits of `ts_thread.perf_flags` (on-CPU sample region). */
+enum ts_perf_flags {
+	TS_P_VALID = 1 << 0,      /* a sample has been taken */
+	TS_P_IN_SYSCALL = 1 << 1, /* the sample hit the thread inside a syscall */
+	TS_P_USER = 1 << 2,       /* the sample hit the thread in user mode */
+};
+
+/*
+ * One entry of the mmap-able `threads` array. Three writer classes, each
+ * with its own sequence counter (odd while an update is in progress):
+ *
+ *   seq      - the thread's own context: sys_enter, sched_switch (as prev
+ *              or next), exec, and slot initialisation. These never overlap
+ *              for one thread, so the counter needs no atomic RMW on x86.
+ *   perf_seq - the on-CPU perf_event program (runs on the thread's CPU).
+ *   io_seq   - block-layer hooks, which run on any CPU; writers take the
+ *              counter with a compare-and-swap.
+ *
+ * wakeup_ns, seen_gen, euid and cgroup_id are single aligned stores that
+ * need no counter.
+ */
+struct ts_thread {
+	/* cache line 0: what the filter looks at */
+	__u32 seq;
+	__u32 slot_state;   /* enum ts_slot_state */
+	__u32 tid;
+	__u32 tgid;
+	__u32 flags;        /* enum ts_thread_flags */
+	__u32 sched_state;  /* task->__state at switch-out; 0 if preempted */
+	__u32 exit_state;   /* task->exit_state at switch-out */
+	__u32 cpu;          /* CPU it runs on, or last ran on */
+	__u64 switch_in_ns; /* CLOCK_MONOTONIC of the last switch-in */
+	__u64 switch_out_ns;
+	__u64 wakeup_ns;    /* last sched_wakeup/sched_wakeup_new */
+	__u32 slot_gen;     /* bumped each time the slot is handed to a thread */
+	__u32 seen_gen;     /* reconciliation pass that last saw the thread */
+
+	/* cache line 1: identity and syscall */
+	char comm[TS_COMM_LEN];
+	__s32 syscall_nr;   /* last syscall entered (-1: none seen) */
+	__u32 euid;
+	__u64 syscall_enter_ns;
+	__u64 syscall_seq;  /* syscalls entered since the slot was taken */
+	__u64 syscall_args[3];
+
+	/* cache line 2: process identity, on-CPU sample */
+	__u64 start_ns;     /* task->start_time */
+	__u64 exe_id;       /* identity of the process image (mm->exe_file) */
+	__u64 cgroup_id;    /* cgroup v2 id (kernfs inode) */
+	__u32 exec_count;   /* execs seen since the slot was taken */
+	__u32 perf_seq;
+	__u32 perf_flags;   /* enum ts_perf_flags */
+	__s32 perf_syscall_nr;
+	__u64 perf_ns;      /* time of the last on-CPU sample */
+	__u64 reserved2[2];
+
+	/* cache line 3: block I/O (written from any CPU) */
+	__u32 io_seq;
+	__u32 io_dev;       /* kernel dev_t: major << 20 | minor */
+	__u64 io_rq;        /* request cookie; 0 = nothing in flight */
+	__u64 io_insert_ns;
+	__u64 io_issue_ns;  /* 0 = not yet issued to the device */
+	__u64 io_sector;
+	__u32 io_bytes;
+	__u32 io_op;        /* REQ_OP_* */
+	__u32 io_inflight;  /* requests of this thread in flight */
+	__u32 io_pad;
+	__u64 io_reserved;
+};
+
+_Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines");
+
+/* Task-local storage: which slot a task owns. */
+struct ts_slot_ref {
+	__u32 slot;     /* slot index + 1; TS_NO_SLOT if none */
+	__u32 slot_gen; /* ts_thread.slot_gen at allocation */
+};
+
+/* One block request in flight, keyed by the request pointer. */
+struct ts_request {
+	__u32 slot;
+	__u32 slot_gen;
+	__u64 insert_ns;
+	__u64 issue_ns;
+	__u64 sector;
+	__u32 bytes;
+	__u32 dev;
+	__u32 op;
+	__u32 tid;
+};
+
+/*
+ * Counters of events the hooks could not handle, shared through .bss.
+ * Userspace logs them when they change.
+ */
+struct ts_counters {
+	__u64 slots_exhausted;  /* new thread not tracked: table full */
+	__u64 storage_failed;   /* task storage could not be created */
+	__u64 alloc_races;      /* two paths allocated a slot for one task */
+	__u64 io_contended;     /* I/O update dropped: region busy */
+	__u64 io_untracked;     /* request of an untracked thread */
+	__u64 freed_mismatch;   /* free hook saw a slot owned by another thread */
+};
+
+#endif /* TASKSCOPE_H */

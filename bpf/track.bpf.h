@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Giving a task a slot in the state table. Used by the fork hook (new
+ * tasks) and the task iterator (tasks that existed before the agent, and
+ * anything a hook missed).
+ *
+ * A slot is initialised completely before it is published in the task's
+ * storage, so no hook can write to it half-made. Two paths racing for the
+ * same task both allocate; the loser's slot is marked EXITED and userspace
+ * recycles it.
+ */
+#ifndef TASKSCOPE_TRACK_BPF_H
+#define TASKSCOPE_TRACK_BPF_H
+
+#include "maps.bpf.h"
+
+/* Whether --pid (if given) selects this task. */
+static __always_inline bool pid_selected(struct task_struct *task)
+{
+	__u32 tgid, tid;
+
+	if (!filter_pids)
+		return true;
+	tgid = task->tgid;
+	tid = task->pid;
+	return bpf_map_lookup_elem(&pid_filter, &tgid) ||
+	       bpf_map_lookup_elem(&pid_filter, &tid);
+}
+
+/* A free slot index, or -1 when the table is full. */
+static __always_inline long alloc_slot(void)
+{
+	__u32 fresh;
+
+	for (int i = 0; i < 4; i++) {
+		__u64 head = READ_ONCE(free_head);
+		__u64 tail = READ_ONCE(free_tail);
+		__u32 idx, *slot;
+
+		if (head >= tail)
+			break;
+		idx = head & ring_mask;
+		slot = bpf_map_lookup_elem(&free_ring, &idx);
+		if (!slot)
+			break;
+		if (__sync_val_compare_and_swap(&free_head, head, head + 1) == head)
+			return READ_ONCE(*slot);
+	}
+	if (READ_ONCE(next_fresh) >= max_slots)
+		return -1;
+	fresh = __sync_fetch_and_add(&next_fresh, 1);
+	if (fresh < max_slots)
+		return fresh;
+	return -1;
+}
+
+static __always_inline __u64 task_cgroup_id(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+static __always_inline __u32 task_euid(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cred, euid.val);
+}
+
+/* Same value for every thread of one process image; changes on exec. */
+static __always_inline __u64 task_exe_id(struct task_struct *task)
+{
+	return (__u64)BPF_CORE_READ(task, mm, exe_file);
+}
+
+/*
+ * Make sure `task` owns a slot. `seeded` is true for tasks found by the
+ * iterator, whose switch times are unknown; false for a task being forked
+ * right now (its state is known: new and waiting for a CPU since `now`).
+ */
+static __always_inline void track_task(struct task_struct *task, __u64 now, bool seeded)
+{
+	struct ts_slot_ref *ref;
+	struct ts_thread *t;
+	__u64 want, *packed;
+	__u32 idx, flags = 0;
+	long slot, nr = -1;
+
+	if (task->tgid == agent_tgid || !pid_selected(task))
+		return;
+	ref = bpf_task_storage_get(&slot_of, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE_);
+	if (!ref) {
+		__sync_fetch_and_add(&counters.storage_failed, 1);
+		return;
+	}
+	if (READ_ONCE(ref->slot) != TS_NO_SLOT) {
+		/* Already tracked: the iterator just marks it as seen. */
+		if (seeded) {
+			idx = ref->slot - 1;
+			t = bpf_map_lookup_elem(&threads, &idx);
+			if (t) {
+				WRITE_ONCE(t->seen_gen, reconcile_gen);
+				WRITE_ONCE(t->euid, task_euid(task));
+				WRITE_ONCE(t->cgroup_id, task_cgroup_id(task));
+			}
+		}
+		return;
+	}
+
+	slot = alloc_slot();
+	if (slot < 0) {
+		__sync_fetch_and_add(&counters.slots_exhausted, 1);
+		return;
+	}
+	idx = slot;
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!t)
+		return;
+
+	if (task->flags & PF_KTHREAD)
+		flags |= TS_F_KTHREAD;
+	ts_seq_begin(&t->seq);
+	t->tid = task->pid;
+	t->tgid = task->tgid;
+	t->exit_state = task->exit_state;
+	t->wakeup_ns = 0;
+	t->syscall_enter_ns = 0;
+	t->syscall_seq = 0;
+	t->syscall_args[0] = 0;
+	t->syscall_args[1] = 0;
+	t->syscall_args[2] = 0;
+	t->exec_count = 0;
+	t->perf_flags = 0;
+	t->perf_ns = 0;
+	t->io_rq = 0;
+	t->io_inflight = 0;
+	t->start_ns = task->start_time;
+	t->exe_id = task_exe_id(task);
+	t->euid = task_euid(task);
+	t->cgroup_id = task_cgroup_id(task);
+	t->seen_gen = reconcile_gen;
+	t->slot_gen += 1;
+	copy_comm(t->comm, task);
+	if (seeded) {
+		/* What the task struct says now; switch times unknown. */
+		t->sched_state = task_state(task);
+		t->cpu = task_cpu(task);
+		t->switch_in_ns = 0;
+		t->switch_out_ns = 0;
+		if (task->on_cpu)
+			flags |= TS_F_ON_CPU;
+		else
+			nr = syscall_in_progress(task);
+		if (nr >= 0)
+			flags |= TS_F_IN_SYSCALL;
+	} else {
+		/* A new task is runnable and waits for its first CPU. */
+		t->sched_state = 0;
+		t->cpu = task_cpu(task);
+		t->switch_in_ns = 0;
+		t->switch_out_ns = now;
+		flags |= TS_F_SWITCH_KNOWN;
+	}
+	t->syscall_nr = nr;
+	t->flags = flags;
+	t->slot_state = TS_SLOT_LIVE;
+	ts_seq_end(&t->seq);
+
+	/* Publish: slot + 1 and its generation, in one 8-byte CAS. */
+	want = ((__u64)t->slot_gen << 32) | (__u32)(slot + 1);
+	packed = (__u64 *)ref;
+	if (__sync_val_compare_and_swap(packed, 0, want) != 0) {
+		/* Another path tracked this task first. */
+		WRITE_ONCE(t->slot_state, TS_SLOT_EXITED);
+		__sync_fetch_and_add(&counters.alloc_races, 1);
+	}
+}
+
+#endif /* TASKSCOPE_TRACK_BPF_H */

@@ -1,0 +1,242 @@
+//! The per-thread state table, read through `mmap` without syscalls.
+//!
+//! The kernel hooks write entries concurrently with this reader. Each entry
+//! has three sequence counters, one per writer class (see `bpf/taskscope.h`);
+//! a read copies the entry between two loads of all three and retries when
+//! any was odd or changed. So a scan never uses a half-updated entry, and
+//! never takes a lock the hooks would wait on.
+//!
+//! This module is also the single producer of the free-slot ring: slots the
+//! kernel marked EXITED are handed back to the hooks from here.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+
+use super::types::{bss, ts_counters, ts_slot_state, ts_thread};
+
+/// Retries of a torn read before giving the entry up for this pass.
+const READ_ATTEMPTS: usize = 8;
+
+/// The first cache line of an entry: enough to decide whether to sample it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peek {
+    pub slot_state: u32,
+    pub flags: u32,
+    pub sched_state: u32,
+    pub exit_state: u32,
+    pub switch_out_ns: u64,
+    pub wakeup_ns: u64,
+}
+
+/// A mapping of one BPF array map.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: BorrowedFd<'_>, len: usize, what: &str) -> Result<Mapping> {
+        let page = rustix::param::page_size();
+        let len = len.div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of a BPF_F_MMAPABLE array map of at
+        // least `len` bytes (the kernel checks the length against the map).
+        let base = unsafe {
+            rustix::mm::mmap(
+                ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(io::Error::from)
+        .with_context(|| format!("cannot mmap the {what} map"))?;
+        let base = NonNull::new(base.cast::<u8>()).context("mmap returned NULL")?;
+        Ok(Mapping { base, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; no references into it
+        // outlive the table (all reads copy).
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The mmap-ed `threads` map, the free-slot ring and the shared globals.
+pub struct StateTable {
+    entries: Mapping,
+    capacity: usize,
+    ring: Mapping,
+    ring_mask: u64,
+    /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
+    /// outlives this table (see `Agent`'s field order).
+    globals: NonNull<bss>,
+}
+
+// SAFETY: the table only holds pointers into shared mappings that stay valid
+// for its lifetime; every access is atomic or volatile.
+unsafe impl Send for StateTable {}
+
+impl StateTable {
+    /// Map the tables.
+    ///
+    /// # Safety
+    /// `globals` must point to the loaded skeleton's mmap-ed .bss and stay
+    /// valid for the lifetime of the returned table.
+    pub(crate) unsafe fn new(
+        threads: BorrowedFd<'_>,
+        capacity: usize,
+        ring: BorrowedFd<'_>,
+        ring_size: usize,
+        globals: NonNull<bss>,
+    ) -> Result<StateTable> {
+        Ok(StateTable {
+            entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
+            capacity,
+            ring: Mapping::new(ring, ring_size * size_of::<u32>(), "free_ring")?,
+            ring_mask: ring_size as u64 - 1,
+            globals,
+        })
+    }
+
+    /// Number of slots in the table.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn entry(&self, slot: usize) -> *mut ts_thread {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        // SAFETY: in bounds of the mapping (checked above).
+        unsafe { self.entries.base.as_ptr().cast::<ts_thread>().add(slot) }
+    }
+
+    fn u32_at(&self, field: *mut u32) -> &AtomicU32 {
+        // SAFETY: `field` points into a live shared mapping, is 4-aligned,
+        // and is only ever accessed atomically from this side.
+        unsafe { AtomicU32::from_ptr(field) }
+    }
+
+    fn u64_at(&self, field: *mut u64) -> &AtomicU64 {
+        // SAFETY: as for `u32_at`, 8-aligned.
+        unsafe { AtomicU64::from_ptr(field) }
+    }
+
+    /// Slots that have ever been handed out: the scan stops here.
+    pub fn high_water(&self) -> usize {
+        // SAFETY: field of the live .bss mapping.
+        let next = self.u32_at(unsafe { &raw mut (*self.globals.as_ptr()).next_fresh });
+        (next.load(Ordering::Acquire) as usize).min(self.capacity)
+    }
+
+    /// The filter-relevant fields of one entry, without consistency checks.
+    pub fn peek(&self, slot: usize) -> Peek {
+        let e = self.entry(slot);
+        // SAFETY: fields of an in-bounds entry.
+        unsafe {
+            Peek {
+                slot_state: self.u32_at(&raw mut (*e).slot_state).load(Ordering::Acquire),
+                flags: self.u32_at(&raw mut (*e).flags).load(Ordering::Relaxed),
+                sched_state: self.u32_at(&raw mut (*e).sched_state).load(Ordering::Relaxed),
+                exit_state: self.u32_at(&raw mut (*e).exit_state).load(Ordering::Relaxed),
+                switch_out_ns: self.u64_at(&raw mut (*e).switch_out_ns).load(Ordering::Relaxed),
+                wakeup_ns: self.u64_at(&raw mut (*e).wakeup_ns).load(Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// A consistent copy of one entry, or `None` if writers kept it busy.
+    pub fn read(&self, slot: usize) -> Option<ts_thread> {
+        let e = self.entry(slot);
+        // SAFETY: fields of an in-bounds entry.
+        let (seq, perf_seq, io_seq) = unsafe {
+            (
+                self.u32_at(&raw mut (*e).seq),
+                self.u32_at(&raw mut (*e).perf_seq),
+                self.u32_at(&raw mut (*e).io_seq),
+            )
+        };
+        for _ in 0..READ_ATTEMPTS {
+            let before = [seq.load(Ordering::Acquire), perf_seq.load(Ordering::Acquire), io_seq.load(Ordering::Acquire)];
+            if before.iter().any(|s| s & 1 != 0) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SAFETY: a volatile copy of plain-old-data; the kernel may write
+            // concurrently, which the counters detect.
+            let copy = unsafe { ptr::read_volatile(e) };
+            fence(Ordering::Acquire);
+            let after = [seq.load(Ordering::Relaxed), perf_seq.load(Ordering::Relaxed), io_seq.load(Ordering::Relaxed)];
+            if before == after {
+                return Some(copy);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Hand an EXITED slot back to the hooks. Only one thread may call this
+    /// (the ring has a single producer).
+    pub fn recycle(&self, slot: usize) {
+        let e = self.entry(slot);
+        // SAFETY: fields of an in-bounds entry and of the live .bss/ring
+        // mappings; the ring index is masked to its size.
+        unsafe {
+            self.u32_at(&raw mut (*e).slot_state).store(ts_slot_state::TS_SLOT_FREE.0, Ordering::Release);
+            let tail = self.u64_at(&raw mut (*self.globals.as_ptr()).free_tail);
+            let at = tail.load(Ordering::Relaxed);
+            let cell = self.ring.base.as_ptr().cast::<u32>().add((at & self.ring_mask) as usize);
+            self.u32_at(cell).store(slot as u32, Ordering::Relaxed);
+            tail.store(at + 1, Ordering::Release);
+        }
+    }
+
+    /// Mark a LIVE slot whose task no longer exists as EXITED.
+    pub fn mark_exited(&self, slot: usize) {
+        let e = self.entry(slot);
+        // SAFETY: field of an in-bounds entry.
+        let state = self.u32_at(unsafe { &raw mut (*e).slot_state });
+        let _ = state.compare_exchange(
+            ts_slot_state::TS_SLOT_LIVE.0,
+            ts_slot_state::TS_SLOT_EXITED.0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The reconciliation pass the iterator stamps into entries it sees.
+    pub fn set_reconcile_gen(&self, generation: u32) {
+        // SAFETY: field of the live .bss mapping.
+        self.u32_at(unsafe { &raw mut (*self.globals.as_ptr()).reconcile_gen })
+            .store(generation, Ordering::Release);
+    }
+
+    /// The reconciliation pass that last saw `slot`'s thread.
+    pub fn seen_gen(&self, slot: usize) -> u32 {
+        let e = self.entry(slot);
+        // SAFETY: field of an in-bounds entry.
+        self.u32_at(unsafe { &raw mut (*e).seen_gen }).load(Ordering::Acquire)
+    }
+
+    /// Slots on the free ring that the hooks have not taken yet.
+    pub fn free_ring_len(&self) -> u64 {
+        // SAFETY: fields of the live .bss mapping.
+        unsafe {
+            let tail = self.u64_at(&raw mut (*self.globals.as_ptr()).free_tail).load(Ordering::Acquire);
+            let head = self.u64_at(&raw mut (*self.globals.as_ptr()).free_head).load(Ordering::Acquire);
+            tail.saturating_sub(head)
+        }
+    }
+
+    /// The hooks' error counters.
+    pub fn counters(&self) -> ts_counters {
+        // SAFETY: a volatile copy of plain-old-data in the live .bss mapping.
+        unsafe { ptr::read_volatile(&raw const (*self.globals.as_ptr()).counters) }
+    }
+}

@@ -1,0 +1,322 @@
+//! Command-line flags as the user typed them.
+//!
+//! This module only parses: no I/O, no checks that need the system. The
+//! `config` module turns [`RunArgs`] into a validated `Config`. Every flag's
+//! parse test sits in this file's tests, next to the others of its kind.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Always-on thread-state sampling for Linux (Active Session History for threads)";
+
+const LONG_ABOUT: &str = "\
+taskscope samples the state of every thread on the machine at a fixed rate \
+(on CPU, waiting for a CPU, sleeping, waiting for disk, stopped, ...) together \
+with the syscall it is in and the block I/O it waits for, and writes the samples \
+to rotating, compressed files that DuckDB and awk read directly.
+
+eBPF hooks keep each thread's state current in the kernel; the sampler only \
+reads that table, so sampling costs the same on an idle and a busy machine.";
+
+/// taskscope command line.
+#[derive(Debug, Parser)]
+#[command(name = "taskscope", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// More log output: -v for debug, -vv for trace
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample thread states into the output directory until stopped
+    ///
+    /// Runs until SIGINT or SIGTERM (or --duration), then publishes the
+    /// current files and exits 0. Needs root (CAP_BPF and CAP_PERFMON).
+    Run(RunArgs),
+}
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// RFC 4180 CSV with a header row, compressed with zstd (.csv.zst)
+    Csv,
+    /// Apache Parquet (not available yet)
+    Parquet,
+}
+
+/// Flags of `taskscope run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory the sample files are written under
+    ///
+    /// Created (mode 0755) if missing. It must be owned by root and not
+    /// writable by other users, and must not be a symlink.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/taskscope")]
+    pub output_dir: PathBuf,
+
+    /// Samples per second, 1 to 1000
+    ///
+    /// Every sampled thread produces one row per tick; each row carries
+    /// weight_us = 1,000,000 / HZ so sums of weight_us are thread-time.
+    #[arg(short = 'F', long, value_name = "HZ", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub frequency: u32,
+
+    /// Include sleeping and idle threads
+    ///
+    /// By default only threads that are on a CPU, runnable, in
+    /// uninterruptible sleep (DISK), stopped or traced are written.
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// Only sample this process (or thread); repeat for more
+    ///
+    /// The filter is applied in the kernel: other threads are not tracked
+    /// at all. A PID that does not exist when sampling starts is an error.
+    #[arg(short, long = "pid", value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Stop after this long (seconds, or a number with s, m, h, d)
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Output format
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Csv)]
+    pub format: Format,
+
+    /// Start a new file at every multiple of this interval (UTC), 1m to 24h
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub rotate: Duration,
+
+    /// Make the file being written readable after a crash at least this often
+    ///
+    /// Data in the current file is flushed (compressed block boundary and
+    /// fdatasync) at this interval, bounding what a crash can lose.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Size of the in-kernel thread table (default: the machine's pid and
+    /// thread limits, at most 65536)
+    ///
+    /// Threads beyond this many are not tracked; each tick counts them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub max_threads: Option<u32>,
+
+    /// Where to pin the thread table for other readers (a bpffs directory)
+    ///
+    /// Skipped with a warning when no BPF filesystem is mounted there.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/taskscope",
+          conflicts_with = "no_pin")]
+    pub pin_dir: PathBuf,
+
+    /// Do not pin the thread table
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// Rotation interval in seconds, below the 1m minimum (for tests)
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub test_rotate_secs: Option<u64>,
+}
+
+/// Parse `10`, `10s`, `500ms`, `5m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 30s, 5m, 1h, 7d)"))?;
+    let millis_per_unit: u64 = match unit {
+        "" | "s" => 1_000,
+        "ms" => 1,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)")),
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// Print a clap error the way taskscope prints every error: one line, then
+/// exit 2. Help and version requests print normally and exit 0.
+pub fn exit_on_parse_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::from(crate::EXIT_USAGE)
+        }
+        _ => {
+            eprintln!("taskscope: {}", one_line(&err));
+            ExitCode::from(crate::EXIT_USAGE)
+        }
+    }
+}
+
+/// clap's first line ("error: ..."), with a pointer to --help.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("error: invalid arguments")
+        .trim();
+    let hint = std::env::args_os()
+        .nth(1)
+        .filter(|sub| sub == &OsString::from("run"))
+        .map(|_| "taskscope run --help")
+        .unwrap_or("taskscope --help");
+    format!("{first} (see '{hint}')")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("taskscope").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        match parse(&all).expect("parses").command {
+            Command::Run(run) => run,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let run = run_args(&[]);
+        assert_eq!(run.output_dir, PathBuf::from("/var/lib/taskscope"));
+        assert_eq!(run.frequency, 1);
+        assert!(!run.all);
+        assert!(run.pids.is_empty());
+        assert_eq!(run.duration, None);
+        assert_eq!(run.format, Format::Csv);
+        assert_eq!(run.rotate, Duration::from_secs(3600));
+        assert_eq!(run.flush_interval, Duration::from_secs(10));
+        assert_eq!(run.max_threads, None);
+        assert!(!run.no_pin);
+    }
+
+    #[test]
+    fn output_dir_flag() {
+        assert_eq!(run_args(&["--output-dir", "/tmp/x"]).output_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn frequency_flag_accepts_1_to_1000() {
+        assert_eq!(run_args(&["--frequency", "1000"]).frequency, 1000);
+        assert_eq!(run_args(&["-F", "20"]).frequency, 20);
+        for bad in ["0", "5000", "-1", "ten"] {
+            assert!(parse(&["run", "--frequency", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn all_flag() {
+        assert!(run_args(&["--all"]).all);
+        assert!(run_args(&["-a"]).all);
+    }
+
+    #[test]
+    fn pid_flag_repeats() {
+        assert_eq!(run_args(&["--pid", "12", "--pid", "34", "-p", "5"]).pids, vec![12, 34, 5]);
+        assert!(parse(&["run", "--pid", "0"]).is_err());
+        assert!(parse(&["run", "--pid", "x"]).is_err());
+    }
+
+    #[test]
+    fn duration_flag() {
+        assert_eq!(run_args(&["--duration", "10"]).duration, Some(Duration::from_secs(10)));
+        assert_eq!(run_args(&["-d", "2m"]).duration, Some(Duration::from_secs(120)));
+        assert!(parse(&["run", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn format_flag() {
+        assert_eq!(run_args(&["--format", "csv"]).format, Format::Csv);
+        assert_eq!(run_args(&["--format", "parquet"]).format, Format::Parquet);
+        assert!(parse(&["run", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn rotate_flag() {
+        assert_eq!(run_args(&["--rotate", "15m"]).rotate, Duration::from_secs(900));
+        assert!(parse(&["run", "--rotate", "1y"]).is_err());
+    }
+
+    #[test]
+    fn flush_interval_flag() {
+        assert_eq!(run_args(&["--flush-interval", "2s"]).flush_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn max_threads_flag() {
+        assert_eq!(run_args(&["--max-threads", "1024"]).max_threads, Some(1024));
+        assert!(parse(&["run", "--max-threads", "1"]).is_err());
+    }
+
+    #[test]
+    fn pin_flags() {
+        assert_eq!(run_args(&["--pin-dir", "/sys/fs/bpf/x"]).pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+        assert!(run_args(&["--no-pin"]).no_pin);
+        assert!(parse(&["run", "--no-pin", "--pin-dir", "/x"]).is_err());
+    }
+
+    #[test]
+    fn verbose_flag_counts() {
+        assert_eq!(parse(&["-vv", "run"]).unwrap().verbose, 2);
+        assert_eq!(parse(&["run", "-v"]).unwrap().verbose, 1);
+    }
+
+    #[test]
+    fn unknown_flag_is_one_line() {
+        let err = parse(&["run", "--bogus"]).unwrap_err();
+        let line = one_line(&err);
+        assert!(line.starts_with("error: unexpected argument '--bogus'"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn help_describes_every_flag() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run subcommand");
+        for arg in run.get_arguments() {
+            if arg.is_hide_set() {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{} has no help text", arg.get_id());
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Validated configuration of `taskscope run`.
+//!
+//! [`Config::from_args`] checks every flag against the others and against
+//! the machine (pid limits, host name, whether a --pid exists) and resolves
+//! paths. It writes nothing: a bad flag is reported before any file or
+//! kernel object exists.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{Format, RunArgs};
+
+/// Largest default thread table; more needs --max-threads.
+const DEFAULT_MAX_THREADS_CAP: u32 = 65_536;
+/// How often the task iterator reconciles the table with the kernel.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything `run` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute, lexically normalised; not resolved through symlinks.
+    pub output_dir: PathBuf,
+    pub frequency: u32,
+    pub include_all: bool,
+    pub pids: Vec<u32>,
+    pub duration: Option<Duration>,
+    pub format: Format,
+    pub rotate: Duration,
+    pub flush_interval: Duration,
+    pub max_threads: u32,
+    pub pin_dir: Option<PathBuf>,
+    pub reconcile_interval: Duration,
+    /// Host name as used in file names.
+    pub host: String,
+}
+
+impl Config {
+    pub fn from_args(args: &RunArgs) -> Result<Config> {
+        if args.format == Format::Parquet {
+            bail!("--format parquet is not available in this version yet; use --format csv");
+        }
+        let rotate = match args.test_rotate_secs {
+            Some(0) => bail!("--test-rotate-secs must be at least 1"),
+            Some(secs) => Duration::from_secs(secs),
+            None => {
+                check_range("--rotate", args.rotate, Duration::from_secs(60), Duration::from_secs(86_400))?;
+                if args.rotate.subsec_nanos() != 0 {
+                    bail!("--rotate must be a whole number of seconds");
+                }
+                args.rotate
+            }
+        };
+        check_range(
+            "--flush-interval",
+            args.flush_interval,
+            Duration::from_secs(1),
+            Duration::from_secs(3_600),
+        )?;
+        if let Some(duration) = args.duration {
+            if duration.is_zero() {
+                bail!("--duration must be longer than 0");
+            }
+        }
+        for pid in &args.pids {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("--pid {pid}: no such process");
+            }
+        }
+        let max_threads = match args.max_threads {
+            Some(n) => n,
+            None => default_max_threads(),
+        };
+        Ok(Config {
+            output_dir: absolute_path(&args.output_dir)?,
+            frequency: args.frequency,
+            include_all: args.all,
+            pids: args.pids.clone(),
+            duration: args.duration,
+            format: args.format,
+            rotate,
+            flush_interval: args.flush_interval,
+            max_threads,
+            pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
+            reconcile_interval: RECONCILE_INTERVAL,
+            host: host_name(),
+        })
+    }
+
+    /// Sampling period.
+    pub fn period(&self) -> Duration {
+        Duration::from_nanos(1_000_000_000 / u64::from(self.frequency))
+    }
+
+    /// The weight of one sample row in microseconds of thread time.
+    pub fn weight_us(&self) -> u64 {
+        1_000_000 / u64::from(self.frequency)
+    }
+}
+
+fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<()> {
+    if value < min || value > max {
+        bail!(
+            "{flag} {} is out of range ({} to {})",
+            crate::timefmt::human_duration(value),
+            crate::timefmt::human_duration(min),
+            crate::timefmt::human_duration(max)
+        );
+    }
+    Ok(())
+}
+
+/// The machine's own limits: no more threads can exist than pids or
+/// threads-max allow.
+fn default_max_threads() -> u32 {
+    let read = |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
+    let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(u32::MAX);
+    pid_max.min(threads_max).min(DEFAULT_MAX_THREADS_CAP).max(16)
+}
+
+/// Make `path` absolute against the current directory and drop `.` and
+/// `..` lexically. The current directory is already free of symlinks, so
+/// a leading `..` is resolved the way the kernel would.
+pub fn absolute_path(path: &Path) -> Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        bail!("--output-dir must not be empty");
+    }
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(path)
+    };
+    let mut out = PathBuf::from("/");
+    let mut seen_normal = false;
+    for component in joined.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Prefix(_) => bail!("unsupported path {}", path.display()),
+            Component::ParentDir => {
+                if seen_normal && path.is_absolute() {
+                    bail!(
+                        "--output-dir {} contains '..'; give the directory's real path",
+                        path.display()
+                    );
+                }
+                out.pop();
+            }
+            Component::Normal(part) => {
+                seen_normal = true;
+                out.push(part);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The host name, restricted to characters that are safe in file names.
+fn host_name() -> String {
+    let raw = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let clean: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    if clean.is_empty() {
+        "localhost".to_string()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let cli = Cli::try_parse_from(["taskscope", "run"].iter().chain(args.iter())).expect("parses");
+        match cli.command {
+            Command::Run(run) => Config::from_args(&run),
+        }
+    }
+
+    #[test]
+    fn parquet_is_rejected_clearly() {
+        let err = config(&["--format", "parquet"]).unwrap_err().to_string();
+        assert!(err.contains("--format parquet is not available"), "{err}");
+    }
+
+    #[test]
+    fn rotate_limits() {
+        assert!(config(&["--rotate", "59s"]).is_err());
+        assert!(config(&["--rotate", "25h"]).is_err());
+        assert!(config(&["--rotate", "1500ms"]).is_err());
+        assert_eq!(config(&["--rotate", "1m"]).unwrap().rotate, Duration::from_secs(60));
+        assert_eq!(config(&["--test-rotate-secs", "2"]).unwrap().rotate, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn weight_and_period() {
+        let cfg = config(&["--frequency", "50"]).unwrap();
+        assert_eq!(cfg.weight_us(), 20_000);
+        assert_eq!(cfg.period(), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn missing_pid_is_an_error() {
+        let err = config(&["--pid", "4194304"]).unwrap_err().to_string();
+        assert_eq!(err, "--pid 4194304: no such process");
+        assert_eq!(config(&["--pid", "1"]).unwrap().pids, vec![1]);
+    }
+
+    #[test]
+    fn zero_duration_is_an_error() {
+        assert!(config(&["--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn default_table_size_follows_the_machine() {
+        let n = config(&[]).unwrap().max_threads;
+        assert!((16..=DEFAULT_MAX_THREADS_CAP).contains(&n), "{n}");
+        assert_eq!(config(&["--max-threads", "100"]).unwrap().max_threads, 100);
+    }
+
+    #[test]
+    fn pinning_can_be_turned_off() {
+        assert_eq!(config(&[]).unwrap().pin_dir, Some(PathBuf::from("/sys/fs/bpf/taskscope")));
+        assert_eq!(config(&["--no-pin"]).unwrap().pin_dir, None);
+    }
+
+    #[test]
+    fn paths_are_made_absolute_lexically() {
+        assert_eq!(absolute_path(Path::new("/a/./b/")).unwrap(), PathBuf::from("/a/b"));
+        assert!(absolute_path(Path::new("/a/../b")).is_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute_path(Path::new("data")).unwrap(), cwd.join("data"));
+        assert_eq!(absolute_path(Path::new("../data")).unwrap(), cwd.parent().unwrap().join("data"));
+        assert!(absolute_path(Path::new("")).is_err());
+    }
+
+    #[test]
+    fn host_name_is_file_name_safe() {
+        let host = host_name();
+        assert!(!host.is_empty());
+        assert!(host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)), "{host}");
+    }
+}

@@ -1,0 +1,265 @@
+//! Turning numbers into names: syscalls, users, cgroups, executables.
+//!
+//! Runs on the writer thread, never on the sampling tick. Every lookup is
+//! cached; caches are bounded (cleared when they grow past a limit) and a
+//! miss that needs a filesystem walk (cgroups) is rate-limited, so a flood
+//! of new ids cannot turn enrichment into the agent's main cost.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+/// Entries per cache before it is cleared.
+const CACHE_LIMIT: usize = 65_536;
+/// Minimum time between two walks of the cgroup tree.
+const CGROUP_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Name of syscall `nr` on the architecture taskscope was built for.
+pub fn syscall_name(nr: i32) -> Option<&'static str> {
+    let nr = usize::try_from(nr).ok()?;
+    #[cfg(target_arch = "x86_64")]
+    let sysno = syscalls::x86_64::Sysno::new(nr);
+    #[cfg(target_arch = "aarch64")]
+    let sysno = syscalls::aarch64::Sysno::new(nr);
+    sysno.map(|s| s.name())
+}
+
+/// Name of a block request operation (REQ_OP_*).
+pub fn io_op_name(op: u32) -> &'static str {
+    match op {
+        0 => "READ",
+        1 => "WRITE",
+        2 => "FLUSH",
+        3 => "DISCARD",
+        5 => "SECURE_ERASE",
+        7 => "ZONE_APPEND",
+        9 => "WRITE_ZEROES",
+        10 => "ZONE_OPEN",
+        11 => "ZONE_CLOSE",
+        12 => "ZONE_FINISH",
+        13 => "ZONE_RESET",
+        15 => "ZONE_RESET_ALL",
+        34 => "DRV_IN",
+        35 => "DRV_OUT",
+        _ => "OTHER",
+    }
+}
+
+/// `major:minor` of a kernel dev_t (major << 20 | minor).
+pub fn dev_name(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+}
+
+/// Cached id-to-name lookups.
+pub struct Enricher {
+    users: HashMap<u32, Arc<str>>,
+    exes: HashMap<(u32, u64), Arc<str>>,
+    cgroups: CgroupNames,
+    empty: Arc<str>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Enricher::new()
+    }
+}
+
+impl Enricher {
+    pub fn new() -> Enricher {
+        Enricher {
+            users: HashMap::new(),
+            exes: HashMap::new(),
+            cgroups: CgroupNames::new(),
+            empty: Arc::from(""),
+        }
+    }
+
+    /// User name of `uid`, or the number when it has no name.
+    pub fn user(&mut self, uid: u32) -> Arc<str> {
+        if let Some(name) = self.users.get(&uid) {
+            return name.clone();
+        }
+        let name: Arc<str> = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(user)) => Arc::from(user.name),
+            _ => Arc::from(uid.to_string()),
+        };
+        bounded_insert(&mut self.users, uid, name.clone());
+        name
+    }
+
+    /// Path of the executable of process `tgid` (image `exe_id`); empty for
+    /// kernel threads and processes that are already gone.
+    pub fn exe(&mut self, tgid: u32, exe_id: u64) -> Arc<str> {
+        if exe_id == 0 {
+            return self.empty.clone();
+        }
+        if let Some(path) = self.exes.get(&(tgid, exe_id)) {
+            return path.clone();
+        }
+        let path: Arc<str> = match std::fs::read_link(format!("/proc/{tgid}/exe")) {
+            Ok(path) => Arc::from(path.to_string_lossy().as_ref()),
+            Err(_) => self.empty.clone(),
+        };
+        bounded_insert(&mut self.exes, (tgid, exe_id), path.clone());
+        path
+    }
+
+    /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
+    pub fn cgroup(&mut self, id: u64) -> Arc<str> {
+        self.cgroups.name(id).unwrap_or_else(|| self.empty.clone())
+    }
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+/// cgroup id to path, from a walk of the cgroup v2 hierarchy (a cgroup's
+/// id is the inode number of its directory).
+struct CgroupNames {
+    root: Option<PathBuf>,
+    names: HashMap<u64, Arc<str>>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupNames {
+    fn new() -> CgroupNames {
+        let root = cgroup2_mount();
+        debug!(root = ?root, "cgroup v2 hierarchy");
+        CgroupNames { root, names: HashMap::new(), last_scan: None }
+    }
+
+    fn name(&mut self, id: u64) -> Option<Arc<str>> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(name) = self.names.get(&id) {
+            return Some(name.clone());
+        }
+        let due = self.last_scan.is_none_or(|at| at.elapsed() >= CGROUP_RESCAN_INTERVAL);
+        if due {
+            self.rescan();
+        }
+        self.names.get(&id).cloned()
+    }
+
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(root) = self.root.clone() else { return };
+        let mut names = HashMap::new();
+        walk_cgroups(&root, &root, &mut names, 0);
+        self.names = names;
+    }
+}
+
+fn walk_cgroups(root: &Path, dir: &Path, names: &mut HashMap<u64, Arc<str>>, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    if depth > 32 || names.len() >= CACHE_LIMIT {
+        return;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    names.insert(meta.ino(), Arc::from(format!("/{}", relative.display()).as_str()));
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_cgroups(root, &entry.path(), names, depth + 1);
+        }
+    }
+}
+
+/// Mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mount(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_names() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(syscall_name(0), Some("read"));
+            assert_eq!(syscall_name(202), Some("futex"));
+            assert_eq!(syscall_name(230), Some("clock_nanosleep"));
+            assert_eq!(syscall_name(75), Some("fdatasync"));
+        }
+        assert_eq!(syscall_name(-1), None);
+        assert_eq!(syscall_name(100_000), None);
+    }
+
+    #[test]
+    fn devices_and_ops() {
+        assert_eq!(dev_name((254 << 20) | 3), "254:3");
+        assert_eq!(dev_name((259 << 20) | 1_048_575), "259:1048575");
+        assert_eq!(io_op_name(1), "WRITE");
+        assert_eq!(io_op_name(2), "FLUSH");
+        assert_eq!(io_op_name(99), "OTHER");
+    }
+
+    #[test]
+    fn users_and_exes() {
+        let mut e = Enricher::new();
+        assert_eq!(&*e.user(0), "root");
+        assert_eq!(&*e.user(4_000_000), "4000000");
+        let me = std::process::id();
+        let exe = e.exe(me, 1);
+        assert_eq!(&*exe, std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(&*e.exe(me, 0), "");
+        assert_eq!(&*e.exe(4_000_000, 7), "");
+    }
+
+    #[test]
+    fn own_cgroup_resolves() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = cgroup2_mount() else {
+            panic!("no cgroup2 hierarchy mounted; taskscope's cgroup column needs one");
+        };
+        // Our own cgroup v2 path from /proc/self/cgroup ("0::/path").
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 entry").to_string();
+        let dir = root.join(path.trim_start_matches('/'));
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let mut e = Enricher::new();
+        assert_eq!(&*e.cgroup(id), path.as_str());
+        assert_eq!(&*e.cgroup(0), "");
+    }
+
+    #[test]
+    fn mountinfo_unescaping() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,49 @@
+//! taskscope: an always-on thread-state sampling agent for Linux.
+//!
+//! CO-RE eBPF hooks keep one entry per thread up to date in an mmap-able
+//! array map (`bpf`); a sampler thread scans that table at a fixed rate
+//! without a syscall per thread (`sampler`, `record`); a writer thread
+//! enriches the rows (`enrich`) and writes rotating, compressed files
+//! (`output`) whose columns all come from one table (`schema`).
+//!
+//! The one decision a reader must know: the kernel side never emits
+//! per-event output. Hooks only overwrite the thread's entry, so the cost of
+//! sampling depends on the number of threads and the frequency, never on how
+//! busy the machine is.
+
+pub mod bpf;
+pub mod cli;
+pub mod config;
+pub mod enrich;
+pub mod logging;
+pub mod output;
+pub mod privileges;
+pub mod record;
+pub mod sampler;
+pub mod schema;
+pub mod timefmt;
+
+use std::process::ExitCode;
+
+/// Exit status for runtime failures (usage errors exit with 2).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for bad command-line input.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Run the command the user asked for.
+pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    logging::init(cli.verbose);
+    match cli.command {
+        cli::Command::Run(args) => {
+            let config = match config::Config::from_args(&args) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("taskscope: error: {err:#}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            sampler::run_agent(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The output directory, opened safely.
+//!
+//! The agent runs as root and writes where other users read, so every path
+//! operation after the first open is relative to a directory fd, refuses to
+//! follow symlinks (`O_NOFOLLOW`), creates with explicit modes (`O_EXCL`,
+//! then `fchmod`, so the umask does not matter) and publishes with
+//! `RENAME_NOREPLACE`. Renaming or replacing a directory above the output
+//! directory after start-up cannot redirect the writes.
+//!
+//! [`check`] inspects the output directory and its ancestors without
+//! writing anything; [`OutputDir::create`] then creates what is missing.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+
+/// Mode of directories taskscope creates.
+pub const DIR_MODE: u32 = 0o755;
+/// Mode of files taskscope creates.
+pub const FILE_MODE: u32 = 0o644;
+/// Lock file that keeps two agents out of one directory.
+const LOCK_NAME: &str = ".taskscope.lock";
+
+/// The result of [`check`]: what exists and what must be created.
+#[derive(Debug)]
+pub struct OutputPlan {
+    path: PathBuf,
+    /// The nearest existing directory, and the names to create below it.
+    existing: PathBuf,
+    missing: Vec<String>,
+}
+
+/// Check that `path` (absolute) can be the output directory. Writes nothing.
+pub fn check(path: &Path) -> Result<OutputPlan> {
+    let owner = rustix::process::geteuid().as_raw();
+    let mut existing = path.to_path_buf();
+    let mut missing = Vec::new();
+    loop {
+        match std::fs::symlink_metadata(&existing) {
+            Ok(meta) => {
+                let what = if missing.is_empty() { "output directory" } else { "parent directory" };
+                if meta.file_type().is_symlink() {
+                    bail!("{what} {} is a symlink; refusing to follow it (give the real path)", existing.display());
+                }
+                if !meta.is_dir() {
+                    bail!("{what} {} exists and is not a directory", existing.display());
+                }
+                check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                break;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let name = existing
+                    .file_name()
+                    .ok_or_else(|| anyhow!("cannot create {}", path.display()))?
+                    .to_str()
+                    .ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))?
+                    .to_string();
+                missing.push(name);
+                existing.pop();
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot inspect {}", existing.display())),
+        }
+    }
+    missing.reverse();
+    // Directories above: nobody but root may be able to move things in them
+    // (sticky directories such as /tmp are fine: others cannot rename our
+    // entries there).
+    for ancestor in existing.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor).with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 && meta.uid() != owner {
+            bail!(
+                "{} is inside {}, which is owned by uid {}: another user could redirect the agent's writes; \
+                 pick a directory owned by root (for example /var/lib/taskscope)",
+                path.display(),
+                ancestor.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o022 != 0 && !sticky {
+            bail!(
+                "{} is inside {}, which other users can write to (mode {:04o}); pick a directory owned by root",
+                path.display(),
+                ancestor.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(OutputPlan { path: path.to_path_buf(), existing, missing })
+}
+
+fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
+    if uid != owner {
+        bail!(
+            "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner})",
+            path.display()
+        );
+    }
+    if mode & 0o022 != 0 {
+        bail!(
+            "{what} {} is writable by other users (mode {:04o}); it must be writable only by its owner \
+             (chmod go-w {})",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The open output directory. Holds the lock for the agent's lifetime.
+pub struct OutputDir {
+    path: PathBuf,
+    fd: OwnedFd,
+    _lock: File,
+}
+
+impl OutputDir {
+    /// Create whatever `plan` found missing and open the directory.
+    pub fn create(plan: &OutputPlan) -> Result<OutputDir> {
+        let mut fd = open_dir(&plan.existing)?;
+        let mut at = plan.existing.clone();
+        for name in &plan.missing {
+            at.push(name);
+            fd = ensure_dir(&fd, name).with_context(|| format!("cannot create {}", at.display()))?;
+        }
+        let lock = lock(&fd).with_context(|| format!("cannot lock {}", plan.path.display()))?;
+        Ok(OutputDir { path: plan.path.clone(), fd, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+/// Open an existing directory by path, not following a final symlink, and
+/// verify what was actually opened.
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    verify_dir(&fd).with_context(|| format!("refusing {}", path.display()))?;
+    Ok(fd)
+}
+
+/// Open subdirectory `name` of `parent`, creating it (mode 0755) if missing.
+pub fn ensure_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd> {
+    let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(DIR_MODE)) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::EXIST) => false,
+        Err(err) => return Err(io::Error::from(err)).with_context(|| format!("mkdir {name}")),
+    };
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .with_context(|| format!("cannot open directory {name} (a symlink?)"))?;
+    if created {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(io::Error::from)?;
+    }
+    verify_dir(&fd).with_context(|| format!("refusing directory {name}"))?;
+    Ok(fd)
+}
+
+fn verify_dir(fd: &OwnedFd) -> Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(io::Error::from)?;
+    let owner = rustix::process::geteuid().as_raw();
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        bail!("not a directory");
+    }
+    if st.st_uid != owner {
+        bail!("owned by uid {}, not {owner}", st.st_uid);
+    }
+    if st.st_mode & 0o022 != 0 {
+        bail!("writable by other users (mode {:04o})", st.st_mode & 0o7777);
+    }
+    Ok(())
+}
+
+/// Create a new file `name` in `dir` with exactly `mode`; fails if anything
+/// (file or symlink) already has that name.
+pub fn create_file(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    Ok(File::from(fd))
+}
+
+/// Move `from` (in `from_dir`) to `to` (in `to_dir`) without replacing
+/// anything; makes both directory entries durable.
+pub fn publish(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
+    rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)?;
+    rustix::fs::fsync(to_dir)?;
+    rustix::fs::fsync(from_dir)?;
+    Ok(())
+}
+
+/// Remove file `name` from `dir` (never a directory, never through a link).
+pub fn remove_file(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// Whether `name` exists in `dir` (as anything, symlinks included).
+pub fn exists(dir: &OwnedFd, name: &str) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+}
+
+fn lock(dir: &OwnedFd) -> Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        LOCK_NAME,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(FILE_MODE),
+    )
+    .map_err(io::Error::from)?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!("another taskscope agent is already writing here"),
+        Err(err) => Err(io::Error::from(err).into()),
+    }
+}
+
+impl AsFd for OutputDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn tmp() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn creates_missing_directories_with_explicit_modes() {
+        let base = tmp();
+        let out = base.path().join("a/b/out");
+        let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+        let plan = check(&out).unwrap();
+        assert!(!out.exists(), "check must not write");
+        let dir = OutputDir::create(&plan).unwrap();
+        rustix::process::umask(old);
+        for p in [base.path().join("a"), base.path().join("a/b"), out.clone()] {
+            assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, DIR_MODE, "{}", p.display());
+        }
+        let f = create_file(dir.fd(), "x", FILE_MODE).unwrap();
+        assert_eq!(f.metadata().unwrap().mode() & 0o7777, FILE_MODE);
+        assert!(create_file(dir.fd(), "x", FILE_MODE).is_err(), "O_EXCL");
+    }
+
+    #[test]
+    fn refuses_symlinked_output_dir() {
+        let base = tmp();
+        let real = base.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = base.path().join("link");
+        symlink(&real, &link).unwrap();
+        let err = check(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+    }
+
+    #[test]
+    fn refuses_world_writable_dirs() {
+        let base = tmp();
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check(&open).unwrap_err().to_string();
+        assert!(err.contains("writable by other users"), "{err}");
+        // Creating into it is refused as well.
+        let err = check(&open.join("out")).unwrap_err().to_string();
+        assert!(err.contains("parent directory") && err.contains("writable by other users"), "{err}");
+        // Even sticky: the issue forbids creating into dirs others can write.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check(&open.join("out")).is_err());
+    }
+
+    #[test]
+    fn refuses_dirs_owned_by_others() {
+        let base = tmp();
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+        let err = check(&theirs).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        let err = check(&theirs.join("sub/out")).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+    }
+
+    #[test]
+    fn refuses_symlinks_inside() {
+        let base = tmp();
+        let plan = check(&base.path().join("out")).unwrap();
+        let dir = OutputDir::create(&plan).unwrap();
+        symlink("/etc", base.path().join("out/samples")).unwrap();
+        assert!(ensure_dir(dir.fd(), "samples").is_err());
+        symlink("/etc/passwd", base.path().join("out/f")).unwrap();
+        assert!(create_file(dir.fd(), "f", FILE_MODE).is_err());
+    }
+
+    #[test]
+    fn one_agent_per_directory() {
+        let base = tmp();
+        let plan = check(&base.path().join("out")).unwrap();
+        let _first = OutputDir::create(&plan).unwrap();
+        let err = format!("{:#}", OutputDir::create(&check(&base.path().join("out")).unwrap()).err().unwrap());
+        assert!(err.contains("another taskscope agent"), "{err}");
+    }
+
+    #[test]
+    fn publish_never_replaces() {
+        let base = tmp();
+        let dir = OutputDir::create(&check(&base.path().join("out")).unwrap()).unwrap();
+        create_file(dir.fd(), "a.tmp", FILE_MODE).unwrap();
+        create_file(dir.fd(), "b", FILE_MODE).unwrap();
+        assert!(publish(dir.fd(), "a.tmp", dir.fd(), "b").is_err());
+        publish(dir.fd(), "a.tmp", dir.fd(), "c").unwrap();
+        assert!(exists(dir.fd(), "c") && !exists(dir.fd(), "a.tmp"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Periods and file names.
+//!
+//! A period is a multiple of `--rotate` counted from the Unix epoch (UTC),
+//! so hourly files start on the hour on every host. A file is named after
+//! its first row's second and lives in the hive partition of that time:
+//! `<table>/date=YYYY-MM-DD/hour=HH/<host>-YYYYMMDDTHHMMSSZ.<ext>`.
+
+use std::time::Duration;
+
+use crate::timefmt::Civil;
+
+/// A half-open time range `[start_us, end_us)`, microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+impl Period {
+    /// The period of length `rotate` that contains `ts_us`.
+    pub fn containing(ts_us: i64, rotate: Duration) -> Period {
+        let len = rotate.as_micros().max(1) as i64;
+        let start_us = ts_us.div_euclid(len) * len;
+        Period { start_us, end_us: start_us + len }
+    }
+
+    pub fn contains(&self, ts_us: i64) -> bool {
+        (self.start_us..self.end_us).contains(&ts_us)
+    }
+}
+
+/// Where a file whose first row is at `first_us` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    /// `date=2026-11-22`
+    pub date_dir: String,
+    /// `hour=13`
+    pub hour_dir: String,
+    /// `host-20261122T130000Z` (without extension)
+    pub stem: String,
+}
+
+impl FileName {
+    pub fn new(host: &str, first_us: i64) -> FileName {
+        let c = Civil::from_unix(first_us.div_euclid(1_000_000));
+        FileName {
+            date_dir: format!("date={}", c.date()),
+            hour_dir: format!("hour={:02}", c.hour),
+            stem: format!("{host}-{}", c.compact()),
+        }
+    }
+
+    /// The final name with extension, `-N` added when `attempt` > 0.
+    pub fn with_ext(&self, ext: &str, attempt: u32) -> String {
+        if attempt == 0 {
+            format!("{}.{ext}", self.stem)
+        } else {
+            format!("{}-{attempt}.{ext}", self.stem)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_aligned_to_the_epoch() {
+        let hour = Duration::from_secs(3_600);
+        // 2026-11-22 13:04:05.5 UTC
+        let ts = 1_795_352_645_500_000;
+        let p = Period::containing(ts, hour);
+        assert_eq!(p.start_us, 1_795_352_400_000_000);
+        assert_eq!(p.end_us - p.start_us, 3_600_000_000);
+        assert!(p.contains(ts) && !p.contains(p.end_us));
+        let m = Period::containing(ts, Duration::from_secs(60));
+        assert_eq!(m.start_us, 1_795_352_640_000_000);
+    }
+
+    #[test]
+    fn names_and_partitions() {
+        let f = FileName::new("web-1", 1_795_352_645_500_000);
+        assert_eq!(f.date_dir, "date=2026-11-22");
+        assert_eq!(f.hour_dir, "hour=13");
+        assert_eq!(f.with_ext("csv.zst", 0), "web-1-20261122T130405Z.csv.zst");
+        assert_eq!(f.with_ext("csv.zst", 2), "web-1-20261122T130405Z-2.csv.zst");
+    }
+}

@@ -1,0 +1,421 @@
+//! Decoding a state-table entry into a [`Sample`].
+//!
+//! The state name comes from the full state word the scheduler had at
+//! switch-out (plus whether the thread was woken since, or is on a CPU), so
+//! a `TASK_IDLE` kernel thread is `IDLE`, not `DISK`, and nothing is masked.
+//!
+//! Whether a thread is inside a syscall is decided by the newest evidence:
+//! its saved registers at switch-out, a later sys_enter, or (for threads on
+//! a CPU) a later on-CPU sample. There is no sys_exit hook, so this rule is
+//! what keeps a thread that returned to user mode from looking as if it
+//! were still in its last syscall.
+
+use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
+use crate::bpf::table::Peek;
+
+/// Kernel task state bits (include/linux/sched.h; stable from 5.15 on).
+mod bits {
+    pub const TASK_INTERRUPTIBLE: u32 = 0x0001;
+    pub const TASK_UNINTERRUPTIBLE: u32 = 0x0002;
+    pub const TASK_STOPPED: u32 = 0x0004;
+    pub const TASK_TRACED: u32 = 0x0008;
+    pub const EXIT_DEAD: u32 = 0x0010;
+    pub const EXIT_ZOMBIE: u32 = 0x0020;
+    pub const TASK_PARKED: u32 = 0x0040;
+    pub const TASK_DEAD: u32 = 0x0080;
+    pub const TASK_WAKING: u32 = 0x0200;
+    pub const TASK_NOLOAD: u32 = 0x0400;
+    pub const TASK_NEW: u32 = 0x0800;
+    pub const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    pub const TASK_FROZEN: u32 = 0x8000;
+}
+
+/// What a thread is doing, as the scheduler knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadState {
+    /// Running on a CPU.
+    OnCpu,
+    /// Runnable, waiting for a CPU.
+    RunQueue,
+    /// Interruptible sleep (TASK_INTERRUPTIBLE).
+    Sleep,
+    /// Uninterruptible sleep (TASK_UNINTERRUPTIBLE), usually I/O.
+    Disk,
+    /// TASK_IDLE: uninterruptible but not counted as load (idle kernel threads).
+    Idle,
+    Stopped,
+    Traced,
+    /// Exited, not yet reaped by its parent.
+    Zombie,
+    Dead,
+    /// Parked kernel thread (CPU hotplug).
+    Parked,
+    /// Created, not yet run.
+    New,
+    /// Frozen by the cgroup freezer or suspend.
+    Frozen,
+    /// Waiting for an rt-mutex based lock (PREEMPT_RT).
+    RtLockWait,
+    Unknown,
+}
+
+impl ThreadState {
+    /// The name written to files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadState::OnCpu => "ON_CPU",
+            ThreadState::RunQueue => "RUNQUEUE",
+            ThreadState::Sleep => "SLEEP",
+            ThreadState::Disk => "DISK",
+            ThreadState::Idle => "IDLE",
+            ThreadState::Stopped => "STOPPED",
+            ThreadState::Traced => "TRACED",
+            ThreadState::Zombie => "ZOMBIE",
+            ThreadState::Dead => "DEAD",
+            ThreadState::Parked => "PARKED",
+            ThreadState::New => "NEW",
+            ThreadState::Frozen => "FROZEN",
+            ThreadState::RtLockWait => "RTLOCK_WAIT",
+            ThreadState::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Sampled without --all: on CPU, runnable, uninterruptible, stopped or
+    /// traced (and the rare states that behave like those).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ThreadState::OnCpu
+                | ThreadState::RunQueue
+                | ThreadState::Disk
+                | ThreadState::Stopped
+                | ThreadState::Traced
+                | ThreadState::New
+                | ThreadState::Frozen
+                | ThreadState::RtLockWait
+        )
+    }
+}
+
+/// The state of a thread from its entry's scheduler fields.
+pub fn thread_state(flags: u32, sched_state: u32, exit_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> ThreadState {
+    use bits::*;
+    if flags & (ts_thread_flags::TS_F_ON_CPU.0 | ts_thread_flags::TS_F_AGENT_PREEMPTED.0) != 0 {
+        // Preempted by the agent itself: report it as it was before the tick.
+        return ThreadState::OnCpu;
+    }
+    if exit_state & EXIT_ZOMBIE != 0 {
+        return ThreadState::Zombie;
+    }
+    if exit_state & EXIT_DEAD != 0 || sched_state & TASK_DEAD != 0 {
+        return ThreadState::Dead;
+    }
+    if sched_state == 0 || wakeup_ns > switch_out_ns || sched_state & TASK_WAKING != 0 {
+        return ThreadState::RunQueue;
+    }
+    if sched_state & TASK_NEW != 0 {
+        ThreadState::New
+    } else if sched_state & TASK_FROZEN != 0 {
+        ThreadState::Frozen
+    } else if sched_state & TASK_PARKED != 0 {
+        ThreadState::Parked
+    } else if sched_state & TASK_TRACED != 0 {
+        ThreadState::Traced
+    } else if sched_state & TASK_STOPPED != 0 {
+        ThreadState::Stopped
+    } else if sched_state & TASK_RTLOCK_WAIT != 0 {
+        ThreadState::RtLockWait
+    } else if sched_state & TASK_UNINTERRUPTIBLE != 0 {
+        if sched_state & TASK_NOLOAD != 0 {
+            ThreadState::Idle
+        } else {
+            ThreadState::Disk
+        }
+    } else if sched_state & TASK_INTERRUPTIBLE != 0 {
+        ThreadState::Sleep
+    } else {
+        ThreadState::Unknown
+    }
+}
+
+/// The state of a peeked (first cache line only) entry.
+pub fn peek_state(peek: &Peek) -> ThreadState {
+    thread_state(peek.flags, peek.sched_state, peek.exit_state, peek.switch_out_ns, peek.wakeup_ns)
+}
+
+/// The syscall a sampled thread is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallSample {
+    pub nr: i32,
+    /// Time in the syscall so far, when its entry was seen.
+    pub elapsed_us: Option<u64>,
+    /// First three arguments, when its entry was seen.
+    pub args: Option<[u64; 3]>,
+}
+
+/// The block request a sampled thread has in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoSample {
+    /// Kernel dev_t: major << 20 | minor.
+    pub dev: u32,
+    /// REQ_OP_* number.
+    pub op: u32,
+    pub bytes: u32,
+    pub sector: u64,
+    /// Age of the request (since insert, or issue if it skipped the queue).
+    pub age_us: u64,
+}
+
+/// One thread at one tick, before enrichment.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+    pub state: ThreadState,
+    pub state_since_us: Option<u64>,
+    pub cpu: u32,
+    pub syscall: Option<SyscallSample>,
+    pub io: Option<IoSample>,
+    pub euid: u32,
+    pub cgroup_id: u64,
+    /// Identity of the process image, for the executable-name cache.
+    pub exe_id: u64,
+    pub kthread: bool,
+}
+
+impl Sample {
+    /// `comm` up to its NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        &self.comm[..len]
+    }
+}
+
+fn since(now_ns: u64, then_ns: u64) -> u64 {
+    now_ns.saturating_sub(then_ns) / 1_000
+}
+
+/// Decode a consistent copy of an entry, as of `now_ns` (CLOCK_MONOTONIC).
+pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
+    let flags = entry.flags;
+    let has = |flag: ts_thread_flags| flags & flag.0 != 0;
+    let state = thread_state(flags, entry.sched_state, entry.exit_state, entry.switch_out_ns, entry.wakeup_ns);
+    let switch_known = has(ts_thread_flags::TS_F_SWITCH_KNOWN);
+
+    let state_since_us = match state {
+        ThreadState::OnCpu => (switch_known && entry.switch_in_ns != 0).then(|| since(now_ns, entry.switch_in_ns)),
+        ThreadState::RunQueue if entry.wakeup_ns > entry.switch_out_ns => Some(since(now_ns, entry.wakeup_ns)),
+        _ => (switch_known && entry.switch_out_ns != 0).then(|| since(now_ns, entry.switch_out_ns)),
+    };
+
+    let syscall = current_syscall(entry, state).map(|nr| {
+        let entered = has(ts_thread_flags::TS_F_ENTER_KNOWN) && nr == entry.syscall_nr;
+        SyscallSample {
+            nr,
+            elapsed_us: entered.then(|| since(now_ns, entry.syscall_enter_ns)),
+            args: entered.then_some(entry.syscall_args),
+        }
+    });
+
+    let io = (entry.io_rq != 0).then(|| IoSample {
+        dev: entry.io_dev,
+        op: entry.io_op,
+        bytes: entry.io_bytes,
+        sector: entry.io_sector,
+        age_us: since(now_ns, entry.io_insert_ns),
+    });
+
+    Sample {
+        tid: entry.tid,
+        tgid: entry.tgid,
+        comm: entry.comm.map(|c| c as u8),
+        state,
+        state_since_us,
+        cpu: entry.cpu,
+        syscall,
+        io,
+        euid: entry.euid,
+        cgroup_id: entry.cgroup_id,
+        exe_id: entry.exe_id,
+        kthread: has(ts_thread_flags::TS_F_KTHREAD),
+    }
+}
+
+/// The syscall the thread is in now, by the newest evidence.
+fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
+    let flags = entry.flags;
+    if flags & ts_thread_flags::TS_F_KTHREAD.0 != 0 || matches!(state, ThreadState::Zombie | ThreadState::Dead) {
+        return None;
+    }
+    let from_sched = (flags & ts_thread_flags::TS_F_IN_SYSCALL.0 != 0).then_some(entry.syscall_nr);
+    let running = flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
+    if !running {
+        // Off CPU (or preempted by the agent): fixed since the switch-out.
+        return from_sched;
+    }
+    let entered_ns = if flags & ts_thread_flags::TS_F_ENTER_KNOWN.0 != 0 { entry.syscall_enter_ns } else { 0 };
+    let sched_evidence_ns = entered_ns.max(entry.switch_out_ns);
+    let perf_valid = entry.perf_flags & ts_perf_flags::TS_P_VALID.0 != 0;
+    if perf_valid && entry.perf_ns > sched_evidence_ns {
+        return (entry.perf_flags & ts_perf_flags::TS_P_IN_SYSCALL.0 != 0).then_some(entry.perf_syscall_nr);
+    }
+    from_sched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bits::*;
+    use super::*;
+
+    const ON_CPU: u32 = ts_thread_flags::TS_F_ON_CPU.0;
+    const AGENT: u32 = ts_thread_flags::TS_F_AGENT_PREEMPTED.0;
+    const IN_SYSCALL: u32 = ts_thread_flags::TS_F_IN_SYSCALL.0;
+    const SWITCH: u32 = ts_thread_flags::TS_F_SWITCH_KNOWN.0;
+    const ENTER: u32 = ts_thread_flags::TS_F_ENTER_KNOWN.0;
+
+    #[test]
+    fn states_from_the_full_state_word() {
+        let s = |sched, exit| thread_state(0, sched, exit, 100, 0);
+        assert_eq!(s(TASK_INTERRUPTIBLE, 0), ThreadState::Sleep);
+        assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Disk);
+        // TASK_IDLE = UNINTERRUPTIBLE | NOLOAD: not DISK.
+        assert_eq!(s(TASK_UNINTERRUPTIBLE | TASK_NOLOAD, 0), ThreadState::Idle);
+        // TASK_KILLABLE = UNINTERRUPTIBLE | WAKEKILL is still DISK.
+        assert_eq!(s(TASK_UNINTERRUPTIBLE | 0x100, 0), ThreadState::Disk);
+        assert_eq!(s(TASK_STOPPED | 0x100, 0), ThreadState::Stopped);
+        assert_eq!(s(TASK_TRACED, 0), ThreadState::Traced);
+        assert_eq!(s(TASK_PARKED, 0), ThreadState::Parked);
+        assert_eq!(s(TASK_DEAD, EXIT_ZOMBIE), ThreadState::Zombie);
+        assert_eq!(s(TASK_DEAD, EXIT_DEAD), ThreadState::Dead);
+        assert_eq!(s(TASK_NEW, 0), ThreadState::New);
+        assert_eq!(s(TASK_FROZEN, 0), ThreadState::Frozen);
+        assert_eq!(s(TASK_RTLOCK_WAIT, 0), ThreadState::RtLockWait);
+        assert_eq!(s(0, 0), ThreadState::RunQueue);
+        assert_eq!(s(0x4000_0000, 0), ThreadState::Unknown);
+    }
+
+    #[test]
+    fn woken_threads_wait_for_a_cpu() {
+        assert_eq!(thread_state(0, TASK_INTERRUPTIBLE, 0, 100, 150), ThreadState::RunQueue);
+        // A wakeup before the switch-out does not count.
+        assert_eq!(thread_state(0, TASK_INTERRUPTIBLE, 0, 100, 50), ThreadState::Sleep);
+        assert_eq!(thread_state(0, TASK_STOPPED, 0, 100, 150), ThreadState::RunQueue);
+    }
+
+    #[test]
+    fn threads_the_agent_preempted_stay_on_cpu() {
+        assert_eq!(thread_state(AGENT, 0, 0, 100, 0), ThreadState::OnCpu);
+        assert_eq!(thread_state(ON_CPU, TASK_INTERRUPTIBLE, 0, 100, 0), ThreadState::OnCpu);
+    }
+
+    #[test]
+    fn active_filter() {
+        let active: Vec<_> = [
+            ThreadState::OnCpu,
+            ThreadState::RunQueue,
+            ThreadState::Sleep,
+            ThreadState::Disk,
+            ThreadState::Idle,
+            ThreadState::Stopped,
+            ThreadState::Traced,
+            ThreadState::Zombie,
+        ]
+        .into_iter()
+        .filter(|s| s.is_active())
+        .map(ThreadState::name)
+        .collect();
+        assert_eq!(active, ["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"]);
+    }
+
+    fn entry(flags: u32) -> ts_thread {
+        ts_thread {
+            tid: 42,
+            tgid: 40,
+            flags,
+            sched_state: TASK_INTERRUPTIBLE,
+            switch_in_ns: 1_000_000,
+            switch_out_ns: 2_000_000,
+            syscall_nr: 230,
+            syscall_enter_ns: 1_500_000,
+            syscall_args: [0, 0, 0x7ffd_0000],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sleeping_in_a_syscall() {
+        let s = decode(&entry(IN_SYSCALL | SWITCH | ENTER), 10_000_000);
+        assert_eq!(s.state, ThreadState::Sleep);
+        assert_eq!(s.state_since_us, Some(8_000));
+        assert_eq!(
+            s.syscall,
+            Some(SyscallSample { nr: 230, elapsed_us: Some(8_500), args: Some([0, 0, 0x7ffd_0000]) })
+        );
+    }
+
+    #[test]
+    fn seeded_threads_have_no_times() {
+        let mut e = entry(IN_SYSCALL);
+        e.switch_in_ns = 0;
+        e.switch_out_ns = 0;
+        e.syscall_enter_ns = 0;
+        let s = decode(&e, 10_000_000);
+        assert_eq!(s.state_since_us, None);
+        assert_eq!(s.syscall, Some(SyscallSample { nr: 230, elapsed_us: None, args: None }));
+    }
+
+    #[test]
+    fn a_newer_on_cpu_sample_overrides_the_last_syscall() {
+        let mut e = entry(ON_CPU | IN_SYSCALL | SWITCH | ENTER);
+        e.switch_in_ns = 3_000_000;
+        // Sampled in user mode after the syscall was entered: it returned.
+        e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_USER.0;
+        e.perf_ns = 4_000_000;
+        let s = decode(&e, 5_000_000);
+        assert_eq!(s.state, ThreadState::OnCpu);
+        assert_eq!(s.state_since_us, Some(2_000));
+        assert_eq!(s.syscall, None);
+        // A syscall entered after that sample wins again.
+        e.syscall_enter_ns = 4_500_000;
+        assert_eq!(decode(&e, 5_000_000).syscall.map(|c| c.nr), Some(230));
+        // A sample inside another syscall: that one, time unknown.
+        e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
+        e.perf_syscall_nr = 0;
+        e.perf_ns = 4_800_000;
+        assert_eq!(decode(&e, 5_000_000).syscall, Some(SyscallSample { nr: 0, elapsed_us: None, args: None }));
+    }
+
+    #[test]
+    fn zombies_and_kernel_threads_are_not_in_syscalls() {
+        let mut e = entry(IN_SYSCALL | SWITCH);
+        e.exit_state = EXIT_ZOMBIE;
+        e.sched_state = TASK_DEAD;
+        assert_eq!(decode(&e, 10_000_000).syscall, None);
+        let k = entry(IN_SYSCALL | SWITCH | ts_thread_flags::TS_F_KTHREAD.0);
+        assert_eq!(decode(&k, 10_000_000).syscall, None);
+    }
+
+    #[test]
+    fn io_in_flight() {
+        let mut e = entry(SWITCH);
+        e.sched_state = TASK_UNINTERRUPTIBLE;
+        e.io_rq = 0xffff_8880_0000_1000;
+        e.io_dev = (254 << 20) | 1;
+        e.io_op = 1;
+        e.io_bytes = 4096;
+        e.io_insert_ns = 9_000_000;
+        let s = decode(&e, 10_000_000);
+        assert_eq!(s.state, ThreadState::Disk);
+        assert_eq!(s.io.map(|io| (io.dev, io.age_us)), Some(((254 << 20) | 1, 1_000)));
+    }
+
+    #[test]
+    fn runqueue_time_counts_from_the_wakeup() {
+        let mut e = entry(SWITCH);
+        e.wakeup_ns = 9_000_000;
+        let s = decode(&e, 10_000_000);
+        assert_eq!(s.state, ThreadState::RunQueue);
+        assert_eq!(s.state_since_us, Some(1_000));
+    }
+}

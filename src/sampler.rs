@@ -1,0 +1,312 @@
+//! The sampling loop and the agent's lifecycle.
+//!
+//! Ticks fall on absolute deadlines (start + n × period on CLOCK_MONOTONIC),
+//! so there is no drift; a tick that starts a whole period late skips the
+//! missed deadlines and counts them as overruns instead of queueing them.
+//! Each tick scans the mmap-ed thread table up to its high-water mark (no
+//! syscalls), decodes the threads that pass the filter and hands the batch
+//! to the writer thread. If the writer falls behind, whole ticks are dropped
+//! and counted; the sampler never blocks on it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use tracing::{info, warn};
+
+use crate::bpf::types::ts_slot_state;
+use crate::bpf::{Agent, LoadOptions, StateTable};
+use crate::config::Config;
+use crate::output::{self, OutputDir, Writer, WriterConfig};
+use crate::privileges;
+use crate::record::{self, Sample};
+use crate::timefmt;
+
+/// Ticks the writer may be behind before the sampler drops ticks.
+const QUEUE_TICKS: usize = 64;
+/// Minimum time between two log lines about overruns or drops.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One tick's worth of samples.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// Wall-clock time of the tick, microseconds since the epoch (UTC).
+    pub ts_us: i64,
+    /// Thread time each row stands for.
+    pub weight_us: u64,
+    pub samples: Vec<Sample>,
+    pub stats: TickStats,
+}
+
+/// What one tick cost and saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TickStats {
+    /// Live slots scanned.
+    pub walked: u32,
+    /// Rows produced.
+    pub emitted: u32,
+    /// Entries skipped because writers kept changing them.
+    pub torn: u32,
+    /// CPU time of the scan, microseconds.
+    pub pass_us: u64,
+    /// Deadlines missed just before this tick.
+    pub missed_ticks: u64,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn thread_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Scan the table once: decode every live thread that passes the filter,
+/// and hand back slots the kernel released.
+pub fn scan(table: &StateTable, include_all: bool, now_ns: u64, samples: &mut Vec<Sample>) -> TickStats {
+    let mut stats = TickStats::default();
+    for slot in 0..table.high_water() {
+        let peek = table.peek(slot);
+        if peek.slot_state == ts_slot_state::TS_SLOT_EXITED.0 {
+            table.recycle(slot);
+            continue;
+        }
+        if peek.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+            continue;
+        }
+        stats.walked += 1;
+        if !include_all && !record::peek_state(&peek).is_active() {
+            continue;
+        }
+        let Some(entry) = table.read(slot) else {
+            stats.torn += 1;
+            continue;
+        };
+        if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+            continue;
+        }
+        let sample = record::decode(&entry, now_ns);
+        if include_all || sample.state.is_active() {
+            samples.push(sample);
+        }
+    }
+    stats.emitted = samples.len() as u32;
+    stats
+}
+
+/// Request to stop, set from the signal thread.
+#[derive(Clone)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    sampler: thread::Thread,
+}
+
+impl Shutdown {
+    /// Stop on SIGTERM or SIGINT: set the flag and wake the calling thread.
+    pub fn install() -> Result<Shutdown> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let shutdown = Shutdown { flag: Arc::new(AtomicBool::new(false)), sampler: thread::current() };
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+        let notify = shutdown.clone();
+        thread::Builder::new()
+            .name("taskscope-signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    info!(signal, "stopping");
+                    notify.request();
+                }
+            })
+            .context("cannot start the signal thread")?;
+        Ok(shutdown)
+    }
+
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.sampler.unpark();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sleep until `deadline_ns` (CLOCK_MONOTONIC); false if asked to stop.
+    fn sleep_until(&self, deadline_ns: u64) -> bool {
+        loop {
+            if self.requested() {
+                return false;
+            }
+            let now = monotonic_ns();
+            if now >= deadline_ns {
+                return true;
+            }
+            thread::park_timeout(Duration::from_nanos(deadline_ns - now));
+        }
+    }
+}
+
+/// `taskscope run`: check, load, sample until told to stop, publish.
+pub fn run_agent(config: &Config) -> Result<()> {
+    privileges::check_can_trace()?;
+    let plan = output::dir::check(&config.output_dir)?;
+    let mut agent = Agent::load(&LoadOptions {
+        agent_tgid: std::process::id(),
+        pids: config.pids.clone(),
+        max_threads: config.max_threads,
+        frequency: config.frequency,
+        pin_dir: config.pin_dir.clone(),
+    })?;
+    let out = OutputDir::create(&plan)?;
+    info!(
+        output_dir = %out.path().display(),
+        frequency = config.frequency,
+        all = config.include_all,
+        rotate = %timefmt::human_duration(config.rotate),
+        "sampling"
+    );
+    let writer = Writer::new(
+        out,
+        WriterConfig { host: config.host.clone(), rotate: config.rotate, flush_interval: config.flush_interval },
+    )?;
+    let shutdown = Shutdown::install()?;
+    let (sender, receiver) = bounded(QUEUE_TICKS);
+    let flush_interval = config.flush_interval;
+    let writer_thread = thread::Builder::new()
+        .name("taskscope-writer".into())
+        .spawn(move || writer_loop(writer, receiver, flush_interval))
+        .context("cannot start the writer thread")?;
+
+    let result = sample_loop(&mut agent, config, &shutdown, sender);
+    let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    info!(ticks = stats.ticks, rows = stats.rows, files = stats.files_published, "stopped");
+    result
+}
+
+fn writer_loop(mut writer: Writer, receiver: Receiver<Tick>, flush_interval: Duration) -> output::WriterStats {
+    let wait = flush_interval.min(Duration::from_secs(1));
+    loop {
+        match receiver.recv_timeout(wait) {
+            Ok(tick) => writer.write_tick(&tick),
+            Err(RecvTimeoutError::Timeout) => writer.flush_if_due(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    writer.close()
+}
+
+struct LoopCounters {
+    ticks: u64,
+    missed: u64,
+    dropped_ticks: u64,
+    torn: u64,
+    last_log: Option<Instant>,
+    slots_exhausted: u64,
+}
+
+fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: Sender<Tick>) -> Result<()> {
+    let period_ns = config.period().as_nanos() as u64;
+    let start_ns = monotonic_ns();
+    let stop_ns = config.duration.map(|d| start_ns + d.as_nanos() as u64);
+    let reconcile_ns = config.reconcile_interval.as_nanos() as u64;
+    let mut next_ns = start_ns;
+    let mut last_reconcile_ns = start_ns;
+    let mut generation = 1u32;
+    let mut counters = LoopCounters { ticks: 0, missed: 0, dropped_ticks: 0, torn: 0, last_log: None, slots_exhausted: 0 };
+    let mut samples_capacity = 64;
+
+    loop {
+        let wake_ns = stop_ns.map_or(next_ns, |stop| stop.min(next_ns));
+        if !shutdown.sleep_until(wake_ns) {
+            break;
+        }
+        let now_ns = monotonic_ns();
+        if stop_ns.is_some_and(|stop| now_ns >= stop) {
+            break;
+        }
+        let late_ns = now_ns - next_ns;
+        let mut missed = 0;
+        if late_ns >= period_ns {
+            missed = late_ns / period_ns;
+            next_ns += missed * period_ns;
+            counters.missed += missed;
+        }
+
+        let cpu_before = thread_cpu_ns();
+        let ts_us = timefmt::unix_micros_now();
+        let mut samples = Vec::with_capacity(samples_capacity);
+        let mut stats = scan(agent.table(), config.include_all, now_ns, &mut samples);
+        stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
+        stats.missed_ticks = missed;
+        samples_capacity = samples.len().max(64);
+        counters.ticks += 1;
+        counters.torn += u64::from(stats.torn);
+
+        let tick = Tick { ts_us, weight_us: config.weight_us(), samples, stats };
+        match sender.try_send(tick) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => counters.dropped_ticks += 1,
+            Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
+        }
+        next_ns += period_ns;
+
+        if now_ns - last_reconcile_ns >= reconcile_ns {
+            generation = generation.wrapping_add(1);
+            reconcile(agent, generation);
+            last_reconcile_ns = now_ns;
+        }
+        log_trouble(agent.table(), &mut counters);
+    }
+    info!(
+        ticks = counters.ticks,
+        missed_ticks = counters.missed,
+        dropped_ticks = counters.dropped_ticks,
+        torn_reads = counters.torn,
+        "sampler finished"
+    );
+    Ok(())
+}
+
+/// Run the task iterator, then release slots of threads that two passes in
+/// a row did not see (their exit was missed by the hooks).
+fn reconcile(agent: &mut Agent, generation: u32) {
+    if let Err(err) = agent.reconcile(generation) {
+        warn!("reconciliation pass failed: {err:#}");
+        return;
+    }
+    let table = agent.table();
+    let mut released = 0;
+    for slot in 0..table.high_water() {
+        if table.peek(slot).slot_state == ts_slot_state::TS_SLOT_LIVE.0
+            && generation.wrapping_sub(table.seen_gen(slot)) >= 2
+        {
+            table.mark_exited(slot);
+            released += 1;
+        }
+    }
+    if released > 0 {
+        info!(released, "released slots of threads whose exit was not seen");
+    }
+}
+
+fn log_trouble(table: &StateTable, counters: &mut LoopCounters) {
+    let due = counters.last_log.is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
+    if !due {
+        return;
+    }
+    let exhausted = table.counters().slots_exhausted;
+    if counters.missed > 0 || counters.dropped_ticks > 0 || exhausted > counters.slots_exhausted {
+        warn!(
+            missed_ticks = counters.missed,
+            dropped_ticks = counters.dropped_ticks,
+            untracked_threads = exhausted - counters.slots_exhausted,
+            "sampler is behind or the thread table is full (totals since start, new untracked threads since last report)"
+        );
+        counters.slots_exhausted = exhausted;
+        counters.last_log = Some(Instant::now());
+    }
+}

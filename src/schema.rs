@@ -1,0 +1,297 @@
+//! The single source of truth for every output column.
+//!
+//! Each table is a list of [`Column`]s: name, type, description and the
+//! function that extracts the value from a row. The CSV header, the CSV
+//! fields, the docs (`taskscope schema`, the README's schema section) are
+//! all produced from these lists, and tests check that they agree.
+
+use std::fmt::Write;
+
+use crate::enrich::{dev_name, io_op_name};
+use crate::record::Sample;
+
+/// Logical type of a column (the SQL type DuckDB reads it as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTC timestamp with microseconds.
+    Timestamp,
+    /// 64-bit signed integer.
+    Int64,
+    /// UTF-8 text.
+    Text,
+}
+
+impl ColumnType {
+    /// The DuckDB SQL type name.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Int64 => "BIGINT",
+            ColumnType::Text => "VARCHAR",
+        }
+    }
+}
+
+/// One value of one row; `Null` is written as an empty CSV field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'r> {
+    Null,
+    Int(i64),
+    Text(&'r str),
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp(i64),
+}
+
+/// A table of output files.
+pub trait Table: 'static {
+    /// What one row is made from.
+    type Row<'a>;
+    /// Directory name under the output directory.
+    const NAME: &'static str;
+    /// One sentence for the docs.
+    const DESCRIPTION: &'static str;
+    fn columns() -> &'static [Column<Self>];
+}
+
+/// One column of table `T`.
+pub struct Column<T: Table + ?Sized> {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub description: &'static str,
+    pub value: for<'r, 'a> fn(&'r T::Row<'a>) -> Value<'r>,
+}
+
+/// The `samples` table: one row per sampled thread per tick.
+pub struct Samples;
+
+/// A sample with its names resolved, ready to be written.
+pub struct SampleRow<'a> {
+    pub ts_us: i64,
+    pub weight_us: u64,
+    pub sample: &'a Sample,
+    pub comm: &'a str,
+    pub exe: &'a str,
+    pub user: &'a str,
+    pub cgroup: &'a str,
+    pub syscall: Option<&'static str>,
+    pub io_dev: Option<&'a str>,
+}
+
+fn opt_int(v: Option<u64>) -> Value<'static> {
+    v.map_or(Value::Null, |v| Value::Int(v as i64))
+}
+
+fn opt_text(s: &str) -> Value<'_> {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::Text(s)
+    }
+}
+
+fn syscall_arg(row: &SampleRow<'_>, index: usize) -> Value<'static> {
+    // Registers are shown as signed: fds and small values read naturally,
+    // AT_FDCWD is -100, user-space pointers stay positive.
+    match row.sample.syscall.and_then(|s| s.args) {
+        Some(args) => Value::Int(args[index] as i64),
+        None => Value::Null,
+    }
+}
+
+impl Table for Samples {
+    type Row<'a> = SampleRow<'a>;
+    const NAME: &'static str = "samples";
+    const DESCRIPTION: &'static str = "One row per sampled thread per tick.";
+    fn columns() -> &'static [Column<Self>] {
+        SAMPLE_COLUMNS
+    }
+}
+
+static SAMPLE_COLUMNS: &[Column<Samples>] = &[
+    Column {
+        name: "ts",
+        ty: ColumnType::Timestamp,
+        description: "Time of the tick (UTC, microseconds); the same for every row of one tick",
+        value: |r| Value::Timestamp(r.ts_us),
+    },
+    Column { name: "tid", ty: ColumnType::Int64, description: "Thread id", value: |r| Value::Int(r.sample.tid.into()) },
+    Column {
+        name: "tgid",
+        ty: ColumnType::Int64,
+        description: "Process id (thread group id)",
+        value: |r| Value::Int(r.sample.tgid.into()),
+    },
+    Column {
+        name: "comm",
+        ty: ColumnType::Text,
+        description: "Thread name (task comm, at most 15 bytes)",
+        value: |r| Value::Text(r.comm),
+    },
+    Column {
+        name: "exe",
+        ty: ColumnType::Text,
+        description: "Path of the process's executable; empty for kernel threads and processes gone before lookup",
+        value: |r| opt_text(r.exe),
+    },
+    Column {
+        name: "user",
+        ty: ColumnType::Text,
+        description: "Effective user name (the uid when it has no name)",
+        value: |r| Value::Text(r.user),
+    },
+    Column {
+        name: "state",
+        ty: ColumnType::Text,
+        description: "ON_CPU, RUNQUEUE, SLEEP, DISK, IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
+        value: |r| Value::Text(r.sample.state.name()),
+    },
+    Column {
+        name: "state_since_us",
+        ty: ColumnType::Int64,
+        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others); empty if the thread has not switched since the agent started",
+        value: |r| opt_int(r.sample.state_since_us),
+    },
+    Column {
+        name: "cpu",
+        ty: ColumnType::Int64,
+        description: "CPU the thread runs on, or last ran on",
+        value: |r| Value::Int(r.sample.cpu.into()),
+    },
+    Column {
+        name: "syscall",
+        ty: ColumnType::Text,
+        description: "Name of the syscall the thread is in; empty when not in a syscall",
+        value: |r| r.syscall.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "syscall_nr",
+        ty: ColumnType::Int64,
+        description: "Number of that syscall",
+        value: |r| r.sample.syscall.map_or(Value::Null, |s| Value::Int(s.nr.into())),
+    },
+    Column {
+        name: "syscall_us",
+        ty: ColumnType::Int64,
+        description: "Time in that syscall so far; empty when its entry happened before the agent started",
+        value: |r| opt_int(r.sample.syscall.and_then(|s| s.elapsed_us)),
+    },
+    Column {
+        name: "syscall_arg0",
+        ty: ColumnType::Int64,
+        description: "First syscall argument (signed 64-bit register value)",
+        value: |r| syscall_arg(r, 0),
+    },
+    Column {
+        name: "syscall_arg1",
+        ty: ColumnType::Int64,
+        description: "Second syscall argument",
+        value: |r| syscall_arg(r, 1),
+    },
+    Column {
+        name: "syscall_arg2",
+        ty: ColumnType::Int64,
+        description: "Third syscall argument",
+        value: |r| syscall_arg(r, 2),
+    },
+    Column {
+        name: "io_dev",
+        ty: ColumnType::Text,
+        description: "major:minor of the block device of the thread's request in flight",
+        value: |r| r.io_dev.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "io_op",
+        ty: ColumnType::Text,
+        description: "Operation of that request: READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
+        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Text(io_op_name(io.op))),
+    },
+    Column {
+        name: "io_bytes",
+        ty: ColumnType::Int64,
+        description: "Size of that request in bytes",
+        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Int(io.bytes.into())),
+    },
+    Column {
+        name: "io_us",
+        ty: ColumnType::Int64,
+        description: "Age of that request (since it was queued)",
+        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Int(io.age_us as i64)),
+    },
+    Column {
+        name: "cgroup",
+        ty: ColumnType::Text,
+        description: "cgroup v2 path of the thread",
+        value: |r| opt_text(r.cgroup),
+    },
+    Column {
+        name: "weight_us",
+        ty: ColumnType::Int64,
+        description: "Thread time this row stands for: 1,000,000 / frequency",
+        value: |r| Value::Int(r.weight_us as i64),
+    },
+];
+
+/// The `io_dev` text of a sample, computed once per row.
+pub fn io_dev_text(sample: &Sample) -> Option<String> {
+    sample.io.map(|io| dev_name(io.dev))
+}
+
+/// Column names of table `T`, in file order.
+pub fn column_names<T: Table>() -> Vec<&'static str> {
+    T::columns().iter().map(|c| c.name).collect()
+}
+
+/// Text or Markdown description of table `T`.
+pub fn describe<T: Table>(markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        let _ = writeln!(out, "### `{}`\n\n{}\n", T::NAME, T::DESCRIPTION);
+        let _ = writeln!(out, "| column | type | description |\n| --- | --- | --- |");
+        for c in T::columns() {
+            let _ = writeln!(out, "| `{}` | {} | {} |", c.name, c.ty.sql(), c.description);
+        }
+    } else {
+        let _ = writeln!(out, "{}: {}", T::NAME, T::DESCRIPTION);
+        for c in T::columns() {
+            let _ = writeln!(out, "  {:<16} {:<10} {}", c.name, c.ty.sql(), c.description);
+        }
+    }
+    out
+}
+
+/// Every table's description, as `taskscope schema` prints it.
+pub fn describe_all(markdown: bool) -> String {
+    describe::<Samples>(markdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_columns_are_present_in_order() {
+        let names = column_names::<Samples>();
+        let required = [
+            "ts", "tid", "tgid", "comm", "exe", "user", "state", "state_since_us", "cpu", "syscall", "syscall_nr",
+            "syscall_us", "syscall_arg0", "syscall_arg1", "syscall_arg2", "io_dev", "io_op", "io_bytes", "io_us",
+            "cgroup", "weight_us",
+        ];
+        for name in required {
+            assert!(names.contains(&name), "missing column {name}");
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate column names");
+    }
+
+    #[test]
+    fn every_column_is_described() {
+        for c in Samples::columns() {
+            assert!(!c.description.is_empty(), "{} has no description", c.name);
+            assert!(!c.description.contains('|'), "{} breaks the markdown table", c.name);
+        }
+        let md = describe::<Samples>(true);
+        assert!(md.contains("| `ts` | TIMESTAMP |"));
+    }
+}

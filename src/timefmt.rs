@@ -1,0 +1,159 @@
+//! UTC calendar arithmetic and the text forms of times used in files.
+//!
+//! All times in taskscope's files are UTC. Formatting a timestamp is on the
+//! writer's per-row path, so this is a small allocation-free conversion
+//! (days-to-civil) rather than a general date library.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A UTC calendar date and time of day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Civil {
+    /// The calendar time of `secs` seconds since the Unix epoch.
+    pub fn from_unix(secs: i64) -> Civil {
+        let days = secs.div_euclid(86_400);
+        let of_day = secs.rem_euclid(86_400) as u32;
+        // Days to civil date, proleptic Gregorian (era-based algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Civil {
+            year,
+            month,
+            day,
+            hour: of_day / 3_600,
+            minute: of_day / 60 % 60,
+            second: of_day % 60,
+        }
+    }
+
+    /// `2026-11-22`
+    pub fn date(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+
+    /// `20261122T130000Z`
+    pub fn compact(&self) -> String {
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn unix_micros_now() -> i64 {
+    unix_micros(SystemTime::now())
+}
+
+/// Microseconds since the Unix epoch of `time` (negative before 1970).
+pub fn unix_micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_micros() as i64,
+        Err(before) => -(before.duration().as_micros() as i64),
+    }
+}
+
+/// Append `2026-11-22 13:00:00.123456` (UTC) to `out`.
+pub fn write_timestamp_micros(out: &mut String, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let c = Civil::from_unix(secs);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, frac
+    );
+}
+
+/// `1m`, `24h`, `10s`, `250ms`: the shortest exact form.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1_000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1_000;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= size && s % size == 0 {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_and_known_dates() {
+        assert_eq!(
+            Civil::from_unix(0),
+            Civil { year: 1970, month: 1, day: 1, hour: 0, minute: 0, second: 0 }
+        );
+        // 2026-11-22T13:04:05Z
+        let c = Civil::from_unix(1_795_352_645);
+        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (2026, 11, 22, 13, 4, 5));
+        assert_eq!(c.date(), "2026-11-22");
+        assert_eq!(c.compact(), "20261122T130405Z");
+        // Leap day and the day before the epoch.
+        let leap = Civil::from_unix(951_782_400);
+        assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+        let before = Civil::from_unix(-1);
+        assert_eq!((before.year, before.month, before.day, before.second), (1969, 12, 31, 59));
+    }
+
+    #[test]
+    fn matches_the_system_calendar_over_many_days() {
+        // Every 7 hours 13 minutes for ~60 years, against `date -u` style
+        // rules: month lengths and leap years.
+        let mut t: i64 = 0;
+        let mut last = Civil::from_unix(0);
+        while t < 60 * 365 * 86_400 {
+            t += 7 * 3_600 + 13 * 60;
+            let c = Civil::from_unix(t);
+            let month_len = match c.month {
+                2 if (c.year % 4 == 0 && c.year % 100 != 0) || c.year % 400 == 0 => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            assert!(c.day >= 1 && c.day <= month_len, "{c:?}");
+            assert!((c.year, c.month, c.day) >= (last.year, last.month, last.day));
+            assert_eq!(i64::from(c.hour * 3_600 + c.minute * 60 + c.second), t.rem_euclid(86_400));
+            last = c;
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let mut s = String::new();
+        write_timestamp_micros(&mut s, 1_795_352_645_000_123);
+        assert_eq!(s, "2026-11-22 13:04:05.000123");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(human_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(human_duration(Duration::from_millis(1_500)), "1500ms");
+        assert_eq!(human_duration(Duration::from_secs(7_200)), "2h");
+    }
+}
