@@ -4,6 +4,12 @@
  * thread, insert and issue time, device, sector, bytes, op) and, in each
  * thread's entry, the request it has in flight.
  *
+ * A request is first seen at block_io_start (6.5+: when it is built from a
+ * bio, in the submitter's context, for every request including the one a
+ * thread waits on while the block layer flushes the device cache), else at
+ * block_rq_insert, else at block_rq_issue (requests that bypass the I/O
+ * scheduler), and attributed to the thread current at that moment.
+ *
  * Requests are often issued and completed on other CPUs than the one that
  * submitted them, so the thread's I/O region is updated under a try-lock
  * (compare-and-swap on io_seq). The request map is an LRU hash and entries
@@ -20,12 +26,24 @@ struct request_queue___disk {
 	struct gendisk *disk;
 } __attribute__((preserve_access_index));
 
+struct bio___bdev {
+	struct block_device *bi_bdev;
+} __attribute__((preserve_access_index));
+
 /* Kernel dev_t (major << 20 | minor) of the partition, else of the disk. */
 static __always_inline __u32 request_dev(struct request *rq)
 {
-	struct block_device *part = BPF_CORE_READ(rq, part);
+	struct block_device *part = NULL;
 	struct gendisk *disk;
 
+	if (bpf_core_field_exists(((struct bio___bdev *)0)->bi_bdev)) {
+		struct bio___bdev *bio = (void *)BPF_CORE_READ(rq, bio);
+
+		if (bio)
+			part = BPF_CORE_READ(bio, bi_bdev);
+	}
+	if (!part)
+		part = BPF_CORE_READ(rq, part);
 	if (part)
 		return BPF_CORE_READ(part, bd_dev);
 	if (bpf_core_field_exists(((struct request_queue___disk *)0)->disk)) {
@@ -38,6 +56,22 @@ static __always_inline __u32 request_dev(struct request *rq)
 	if (!disk)
 		return 0;
 	return (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
+}
+
+/* The REQ_* flags taskscope reports, normalised (bit numbers vary). */
+static __always_inline __u32 request_flags(__u64 cmd_flags)
+{
+	__u32 flags = 0;
+
+	if (cmd_flags & (1ULL << bpf_core_enum_value(enum req_flag_bits, __REQ_SYNC)))
+		flags |= TS_IO_SYNC;
+	if (cmd_flags & (1ULL << bpf_core_enum_value(enum req_flag_bits, __REQ_META)))
+		flags |= TS_IO_META;
+	if (cmd_flags & (1ULL << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)))
+		flags |= TS_IO_FUA;
+	if (cmd_flags & (1ULL << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH)))
+		flags |= TS_IO_PREFLUSH;
+	return flags;
 }
 
 static __always_inline bool io_lock(struct ts_thread *t)
@@ -76,7 +110,7 @@ static __always_inline struct ts_request *request_start(struct request *rq, __u6
 	struct ts_slot_ref *ref;
 	struct ts_request req = {};
 	struct ts_thread *t;
-	__u64 key = (__u64)rq;
+	__u64 key = (__u64)rq, cmd_flags;
 	__u32 idx;
 
 	ref = bpf_task_storage_get(&slot_of, task, 0, 0);
@@ -95,7 +129,9 @@ static __always_inline struct ts_request *request_start(struct request *rq, __u6
 	req.sector = BPF_CORE_READ(rq, __sector);
 	req.bytes = BPF_CORE_READ(rq, __data_len);
 	req.dev = request_dev(rq);
-	req.op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK_;
+	cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+	req.op = cmd_flags & REQ_OP_MASK_;
+	req.flags = request_flags(cmd_flags);
 	req.tid = task->pid;
 	if (bpf_map_update_elem(&requests, &key, &req, BPF_ANY))
 		return NULL;
@@ -108,16 +144,27 @@ static __always_inline struct ts_request *request_start(struct request *rq, __u6
 		t->io_bytes = req.bytes;
 		t->io_dev = req.dev;
 		t->io_op = req.op;
+		t->io_flags = req.flags;
 		t->io_inflight += 1;
 		io_unlock(t);
 	}
 	return bpf_map_lookup_elem(&requests, &key);
 }
 
+SEC("?tp_btf/block_io_start")
+int BPF_PROG(on_block_io_start, struct request *rq)
+{
+	request_start(rq, bpf_ktime_get_ns());
+	return 0;
+}
+
 SEC("?tp_btf/block_rq_insert")
 int BPF_PROG(on_block_rq_insert, struct request *rq)
 {
-	request_start(rq, bpf_ktime_get_ns());
+	__u64 key = (__u64)rq;
+
+	if (!bpf_map_lookup_elem(&requests, &key))
+		request_start(rq, bpf_ktime_get_ns());
 	return 0;
 }
 

@@ -25,5 +25,6 @@ struct ts_counters counters = {};
 const volatile enum ts_slot_state ts_slot_state_btf = TS_SLOT_FREE;
 const volatile enum ts_thread_flags ts_thread_flags_btf = TS_F_ON_CPU;
 const volatile enum ts_perf_flags ts_perf_flags_btf = TS_P_VALID;
+const volatile enum ts_io_flags ts_io_flags_btf = TS_IO_SYNC;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -156,15 +156,29 @@ static __always_inline __u32 task_cpu(struct task_struct *task)
 	return ((struct thread_info___cpu *)&task->thread_info)->cpu;
 }
 
+/* The first three syscall arguments from the syscall's saved registers. */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_ARG0(regs) ((regs)->di)
+#define SYSCALL_ARG1(regs) ((regs)->si)
+#define SYSCALL_ARG2(regs) ((regs)->dx)
+#elif defined(__TARGET_ARCH_arm64)
+#define SYSCALL_ARG0(regs) ((regs)->orig_x0)
+#define SYSCALL_ARG1(regs) ((regs)->regs[1])
+#define SYSCALL_ARG2(regs) ((regs)->regs[2])
+#endif
+
 /*
  * The syscall a task is inside right now according to its saved user
- * registers, or -1. Valid for a task that is off CPU (and for the current
- * task when it is in kernel mode): the entry code leaves the syscall number
- * in orig_ax and -ENOSYS in ax until the syscall returns.
+ * registers, or -1; with `args` non-NULL also its first three arguments,
+ * which stay in the saved registers for the whole syscall. Valid for a
+ * task that is off CPU (and for the current task when it is in kernel
+ * mode): the entry code leaves the syscall number in orig_ax and -ENOSYS
+ * in ax until the syscall returns.
  */
-static __always_inline long syscall_in_progress(struct task_struct *task)
+static __always_inline long syscall_in_progress(struct task_struct *task, __u64 *args)
 {
 	struct pt_regs *regs;
+	long nr = -1;
 
 	if (task->flags & PF_KTHREAD)
 		return -1;
@@ -176,31 +190,24 @@ static __always_inline long syscall_in_progress(struct task_struct *task)
 		long orig = regs->orig_ax;
 		long ax = regs->ax;
 
-		if (ax != -TS_ENOSYS || orig < 0 || orig > 4095)
-			return -1;
-		return orig;
+		if (ax == -TS_ENOSYS && orig >= 0 && orig <= 4095)
+			nr = orig;
 	}
 #elif defined(__TARGET_ARCH_arm64)
 	{
-		int nr = regs->syscallno;
+		int syscallno = regs->syscallno;
 
-		return nr >= 0 ? nr : -1;
+		if (syscallno >= 0)
+			nr = syscallno;
 	}
-#else
-	return -1;
 #endif
+	if (nr >= 0 && args) {
+		args[0] = SYSCALL_ARG0(regs);
+		args[1] = SYSCALL_ARG1(regs);
+		args[2] = SYSCALL_ARG2(regs);
+	}
+	return nr;
 }
-
-/* The first three syscall arguments from the syscall's saved registers. */
-#if defined(__TARGET_ARCH_x86)
-#define SYSCALL_ARG0(regs) ((regs)->di)
-#define SYSCALL_ARG1(regs) ((regs)->si)
-#define SYSCALL_ARG2(regs) ((regs)->dx)
-#elif defined(__TARGET_ARCH_arm64)
-#define SYSCALL_ARG0(regs) ((regs)->orig_x0)
-#define SYSCALL_ARG1(regs) ((regs)->regs[1])
-#define SYSCALL_ARG2(regs) ((regs)->regs[2])
-#endif
 
 static __always_inline void copy_comm(char *dst, struct task_struct *task)
 {

@@ -41,7 +41,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	if (user)
 		flags |= TS_P_USER;
 	else
-		nr = syscall_in_progress(task);
+		nr = syscall_in_progress(task, NULL);
 	if (nr >= 0)
 		flags |= TS_P_IN_SYSCALL;
 

@@ -25,27 +25,38 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 
 	t = thread_of(prev);
 	if (t) {
-		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN);
-		long nr = syscall_in_progress(prev);
+		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN);
+		/* A preempted task stays runnable whatever its state word says. */
+		__u32 state = preempt ? 0 : task_state(prev);
+		long nr = syscall_in_progress(prev, NULL);
 
 		flags |= TS_F_SWITCH_KNOWN;
-		if (preempt) {
+		/*
+		 * Involuntary as the kernel counts it (nivcsw): kernel preemption,
+		 * or a switch while still runnable - which is how a task running
+		 * in user mode is preempted (schedule() on return from the
+		 * interrupt, with preempt == false).
+		 */
+		if (state == 0) {
 			flags |= TS_F_PREEMPTED;
 			if (next->tgid == agent_tgid)
 				flags |= TS_F_AGENT_PREEMPTED;
 		}
 		if (nr >= 0) {
-			flags |= TS_F_IN_SYSCALL;
+			flags |= TS_F_IN_SYSCALL | TS_F_ARGS_KNOWN;
+			/* A syscall whose entry was not seen: no entry time, and
+			 * its arguments come from the saved registers below. */
 			if (nr != t->syscall_nr)
 				flags &= ~TS_F_ENTER_KNOWN;
 		}
 		ts_seq_begin(&t->seq);
 		t->switch_out_ns = now;
-		/* A preempted task stays runnable whatever its state word says. */
-		t->sched_state = preempt ? 0 : task_state(prev);
+		t->sched_state = state;
 		t->exit_state = prev->exit_state;
-		if (nr >= 0)
+		if (nr >= 0 && nr != t->syscall_nr) {
 			t->syscall_nr = nr;
+			syscall_in_progress(prev, t->syscall_args);
+		}
 		copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);

@@ -25,7 +25,7 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	t->syscall_args[1] = SYSCALL_ARG1(regs);
 	t->syscall_args[2] = SYSCALL_ARG2(regs);
 	t->syscall_seq += 1;
-	t->flags |= TS_F_IN_SYSCALL | TS_F_ENTER_KNOWN;
+	t->flags |= TS_F_IN_SYSCALL | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN;
 	ts_seq_end(&t->seq);
 	return 0;
 }

@@ -27,12 +27,13 @@ enum ts_slot_state {
 /* Bits of `ts_thread.flags` (sched region). */
 enum ts_thread_flags {
 	TS_F_ON_CPU = 1 << 0,          /* running on a CPU now */
-	TS_F_PREEMPTED = 1 << 1,       /* last switch-out was involuntary */
+	TS_F_PREEMPTED = 1 << 1,       /* last switch-out was involuntary (still runnable) */
 	TS_F_AGENT_PREEMPTED = 1 << 2, /* ... and the agent's own thread took the CPU */
 	TS_F_IN_SYSCALL = 1 << 3,      /* inside `syscall_nr` (as of the newest event) */
 	TS_F_KTHREAD = 1 << 4,         /* kernel thread */
 	TS_F_SWITCH_KNOWN = 1 << 5,    /* switch_in/out times are real, not seeded */
 	TS_F_ENTER_KNOWN = 1 << 6,     /* syscall_enter_ns is the real entry time */
+	TS_F_ARGS_KNOWN = 1 << 7,      /* syscall_args belong to syscall_nr */
 };
 
 /* Bits of `ts_thread.perf_flags` (on-CPU sample region). */
@@ -101,11 +102,19 @@ struct ts_thread {
 	__u32 io_bytes;
 	__u32 io_op;        /* REQ_OP_* */
 	__u32 io_inflight;  /* requests of this thread in flight */
-	__u32 io_pad;
+	__u32 io_flags;     /* enum ts_io_flags */
 	__u64 io_reserved;
 };
 
 _Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines");
+
+/* Bits of `ts_thread.io_flags` and `ts_request.flags` (from REQ_* flags). */
+enum ts_io_flags {
+	TS_IO_SYNC = 1 << 0,
+	TS_IO_META = 1 << 1,
+	TS_IO_FUA = 1 << 2,
+	TS_IO_PREFLUSH = 1 << 3,
+};
 
 /* Task-local storage: which slot a task owns. */
 struct ts_slot_ref {
@@ -124,6 +133,8 @@ struct ts_request {
 	__u32 dev;
 	__u32 op;
 	__u32 tid;
+	__u32 flags;
+	__u32 pad;
 };
 
 /*

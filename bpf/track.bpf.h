@@ -147,9 +147,9 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 		if (task->on_cpu)
 			flags |= TS_F_ON_CPU;
 		else
-			nr = syscall_in_progress(task);
+			nr = syscall_in_progress(task, t->syscall_args);
 		if (nr >= 0)
-			flags |= TS_F_IN_SYSCALL;
+			flags |= TS_F_IN_SYSCALL | TS_F_ARGS_KNOWN;
 	} else {
 		/* A new task is runnable and waits for its first CPU. */
 		t->sched_state = 0;

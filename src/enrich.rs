@@ -27,8 +27,13 @@ pub fn syscall_name(nr: i32) -> Option<&'static str> {
     sysno.map(|s| s.name())
 }
 
-/// Name of a block request operation (REQ_OP_*).
-pub fn io_op_name(op: u32) -> &'static str {
+/// Name of a block request: its REQ_OP_*, or FLUSH for a data-less write
+/// that asks for a cache flush (what fsync waits on).
+pub fn io_op_name(op: u32, flags: u32, bytes: u32) -> &'static str {
+    use crate::bpf::types::ts_io_flags;
+    if op == 1 && bytes == 0 && flags & ts_io_flags::TS_IO_PREFLUSH.0 != 0 {
+        return "FLUSH";
+    }
     match op {
         0 => "READ",
         1 => "WRITE",
@@ -224,9 +229,12 @@ mod tests {
     fn devices_and_ops() {
         assert_eq!(dev_name((254 << 20) | 3), "254:3");
         assert_eq!(dev_name((259 << 20) | 1_048_575), "259:1048575");
-        assert_eq!(io_op_name(1), "WRITE");
-        assert_eq!(io_op_name(2), "FLUSH");
-        assert_eq!(io_op_name(99), "OTHER");
+        let preflush = crate::bpf::types::ts_io_flags::TS_IO_PREFLUSH.0;
+        assert_eq!(io_op_name(1, 0, 4096), "WRITE");
+        assert_eq!(io_op_name(1, preflush, 0), "FLUSH");
+        assert_eq!(io_op_name(1, preflush, 4096), "WRITE");
+        assert_eq!(io_op_name(2, 0, 0), "FLUSH");
+        assert_eq!(io_op_name(99, 0, 0), "OTHER");
     }
 
     #[test]

@@ -97,20 +97,99 @@ impl ThreadState {
     }
 }
 
-/// The state of a thread from its entry's scheduler fields.
-pub fn thread_state(flags: u32, sched_state: u32, exit_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> ThreadState {
-    use bits::*;
-    if flags & (ts_thread_flags::TS_F_ON_CPU.0 | ts_thread_flags::TS_F_AGENT_PREEMPTED.0) != 0 {
-        // Preempted by the agent itself: report it as it was before the tick.
-        return ThreadState::OnCpu;
+/// The scheduler fields of an entry that decide its state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SchedFields {
+    pub flags: u32,
+    pub sched_state: u32,
+    pub exit_state: u32,
+    pub switch_in_ns: u64,
+    pub switch_out_ns: u64,
+    pub wakeup_ns: u64,
+}
+
+impl From<&Peek> for SchedFields {
+    fn from(p: &Peek) -> SchedFields {
+        SchedFields {
+            flags: p.flags,
+            sched_state: p.sched_state,
+            exit_state: p.exit_state,
+            switch_in_ns: p.switch_in_ns,
+            switch_out_ns: p.switch_out_ns,
+            wakeup_ns: p.wakeup_ns,
+        }
     }
+}
+
+impl From<&ts_thread> for SchedFields {
+    fn from(e: &ts_thread) -> SchedFields {
+        SchedFields {
+            flags: e.flags,
+            sched_state: e.sched_state,
+            exit_state: e.exit_state,
+            switch_in_ns: e.switch_in_ns,
+            switch_out_ns: e.switch_out_ns,
+            wakeup_ns: e.wakeup_ns,
+        }
+    }
+}
+
+/// Whether the agent's own thread took the CPU from this thread during the
+/// current tick (after `tick_ns`, when the sampler's wakeup was due). Such a
+/// thread is reported as it was before the tick: on CPU. An older flag
+/// means the scheduler ran someone else after the agent, so the thread
+/// really is waiting.
+fn preempted_by_this_tick(f: &SchedFields, tick_ns: u64) -> bool {
+    f.flags & ts_thread_flags::TS_F_AGENT_PREEMPTED.0 != 0 && f.switch_out_ns >= tick_ns
+}
+
+/// The state of a thread at `now_ns` (when the scan started) and since
+/// when it has been in it, from its entry's scheduler fields; `tick_ns` is
+/// the tick's deadline.
+///
+/// A scan is not an atomic snapshot: a thread may switch while the table is
+/// being read. Every switch carries its time, so a switch after `now_ns` is
+/// rewound: switched in later means it was waiting for the CPU at `now_ns`,
+/// switched out later means it was still running. All rows of a tick thus
+/// describe the same instant.
+pub fn thread_state_since(f: &SchedFields, tick_ns: u64, now_ns: u64) -> (ThreadState, Option<u64>) {
+    let since = |then_ns: u64| (then_ns != 0).then(|| now_ns.saturating_sub(then_ns) / 1_000);
+    let known = f.flags & ts_thread_flags::TS_F_SWITCH_KNOWN.0 != 0;
+    // Woken, and not switched in again since: the wakeup counts if it
+    // happened after the last switch-out and by `now_ns`.
+    let woken_at = (f.wakeup_ns > f.switch_out_ns && f.wakeup_ns <= now_ns).then_some(f.wakeup_ns);
+    let waiting_since = || match woken_at {
+        Some(woken) => since(woken),
+        None if known => since(f.switch_out_ns),
+        None => None,
+    };
+    if known && f.switch_in_ns > now_ns {
+        return (ThreadState::RunQueue, waiting_since());
+    }
+    let on_cpu = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
+    if on_cpu || (known && f.switch_out_ns > now_ns) || preempted_by_this_tick(f, tick_ns) {
+        return (ThreadState::OnCpu, if known { since(f.switch_in_ns) } else { None });
+    }
+    let state = state_word(f.sched_state, f.exit_state, woken_at.is_some());
+    let since = match state {
+        ThreadState::RunQueue => waiting_since(),
+        _ if known => since(f.switch_out_ns),
+        _ => None,
+    };
+    (state, since)
+}
+
+/// The state of a thread that is off CPU, from the state word it had at
+/// switch-out and whether it was woken since.
+fn state_word(sched_state: u32, exit_state: u32, woken: bool) -> ThreadState {
+    use bits::*;
     if exit_state & EXIT_ZOMBIE != 0 {
         return ThreadState::Zombie;
     }
     if exit_state & EXIT_DEAD != 0 || sched_state & TASK_DEAD != 0 {
         return ThreadState::Dead;
     }
-    if sched_state == 0 || wakeup_ns > switch_out_ns || sched_state & TASK_WAKING != 0 {
+    if sched_state == 0 || woken || sched_state & TASK_WAKING != 0 {
         return ThreadState::RunQueue;
     }
     if sched_state & TASK_NEW != 0 {
@@ -139,8 +218,8 @@ pub fn thread_state(flags: u32, sched_state: u32, exit_state: u32, switch_out_ns
 }
 
 /// The state of a peeked (first cache line only) entry.
-pub fn peek_state(peek: &Peek) -> ThreadState {
-    thread_state(peek.flags, peek.sched_state, peek.exit_state, peek.switch_out_ns, peek.wakeup_ns)
+pub fn peek_state(peek: &Peek, tick_ns: u64, now_ns: u64) -> ThreadState {
+    thread_state_since(&SchedFields::from(peek), tick_ns, now_ns).0
 }
 
 /// The syscall a sampled thread is in.
@@ -160,6 +239,8 @@ pub struct IoSample {
     pub dev: u32,
     /// REQ_OP_* number.
     pub op: u32,
+    /// `ts_io_flags` bits.
+    pub flags: u32,
     pub bytes: u32,
     pub sector: u64,
     /// Age of the request (since insert, or issue if it skipped the queue).
@@ -196,31 +277,28 @@ fn since(now_ns: u64, then_ns: u64) -> u64 {
     now_ns.saturating_sub(then_ns) / 1_000
 }
 
-/// Decode a consistent copy of an entry, as of `now_ns` (CLOCK_MONOTONIC).
-pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
+/// Decode a consistent copy of an entry, as of `now_ns` (CLOCK_MONOTONIC),
+/// for the tick whose deadline was `tick_ns`.
+pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
     let flags = entry.flags;
     let has = |flag: ts_thread_flags| flags & flag.0 != 0;
-    let state = thread_state(flags, entry.sched_state, entry.exit_state, entry.switch_out_ns, entry.wakeup_ns);
-    let switch_known = has(ts_thread_flags::TS_F_SWITCH_KNOWN);
-
-    let state_since_us = match state {
-        ThreadState::OnCpu => (switch_known && entry.switch_in_ns != 0).then(|| since(now_ns, entry.switch_in_ns)),
-        ThreadState::RunQueue if entry.wakeup_ns > entry.switch_out_ns => Some(since(now_ns, entry.wakeup_ns)),
-        _ => (switch_known && entry.switch_out_ns != 0).then(|| since(now_ns, entry.switch_out_ns)),
-    };
+    let (state, state_since_us) = thread_state_since(&SchedFields::from(entry), tick_ns, now_ns);
 
     let syscall = current_syscall(entry, state).map(|nr| {
-        let entered = has(ts_thread_flags::TS_F_ENTER_KNOWN) && nr == entry.syscall_nr;
+        let same = nr == entry.syscall_nr;
+        let entered = same && has(ts_thread_flags::TS_F_ENTER_KNOWN);
         SyscallSample {
             nr,
             elapsed_us: entered.then(|| since(now_ns, entry.syscall_enter_ns)),
-            args: entered.then_some(entry.syscall_args),
+            args: (same && has(ts_thread_flags::TS_F_ARGS_KNOWN)).then_some(entry.syscall_args),
         }
     });
 
-    let io = (entry.io_rq != 0).then(|| IoSample {
+    // A request started after the scan began did not exist at `now_ns`.
+    let io = (entry.io_rq != 0 && entry.io_insert_ns <= now_ns).then(|| IoSample {
         dev: entry.io_dev,
         op: entry.io_op,
+        flags: entry.io_flags,
         bytes: entry.io_bytes,
         sector: entry.io_sector,
         age_us: since(now_ns, entry.io_insert_ns),
@@ -272,11 +350,20 @@ mod tests {
     const AGENT: u32 = ts_thread_flags::TS_F_AGENT_PREEMPTED.0;
     const IN_SYSCALL: u32 = ts_thread_flags::TS_F_IN_SYSCALL.0;
     const SWITCH: u32 = ts_thread_flags::TS_F_SWITCH_KNOWN.0;
-    const ENTER: u32 = ts_thread_flags::TS_F_ENTER_KNOWN.0;
+    const ENTER: u32 = ts_thread_flags::TS_F_ENTER_KNOWN.0 | ts_thread_flags::TS_F_ARGS_KNOWN.0;
+    const ARGS: u32 = ts_thread_flags::TS_F_ARGS_KNOWN.0;
+
+    fn state(f: SchedFields, tick_ns: u64, now_ns: u64) -> ThreadState {
+        thread_state_since(&f, tick_ns, now_ns).0
+    }
+
+    fn fields(flags: u32, sched_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> SchedFields {
+        SchedFields { flags: flags | SWITCH, sched_state, switch_in_ns: 50, switch_out_ns, wakeup_ns, ..Default::default() }
+    }
 
     #[test]
     fn states_from_the_full_state_word() {
-        let s = |sched, exit| thread_state(0, sched, exit, 100, 0);
+        let s = |sched_state, exit_state| state(SchedFields { sched_state, exit_state, ..fields(0, 0, 100, 0) }, 0, 1_000);
         assert_eq!(s(TASK_INTERRUPTIBLE, 0), ThreadState::Sleep);
         assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Disk);
         // TASK_IDLE = UNINTERRUPTIBLE | NOLOAD: not DISK.
@@ -297,16 +384,37 @@ mod tests {
 
     #[test]
     fn woken_threads_wait_for_a_cpu() {
-        assert_eq!(thread_state(0, TASK_INTERRUPTIBLE, 0, 100, 150), ThreadState::RunQueue);
+        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 150), 0, 1_000), ThreadState::RunQueue);
         // A wakeup before the switch-out does not count.
-        assert_eq!(thread_state(0, TASK_INTERRUPTIBLE, 0, 100, 50), ThreadState::Sleep);
-        assert_eq!(thread_state(0, TASK_STOPPED, 0, 100, 150), ThreadState::RunQueue);
+        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 50), 0, 1_000), ThreadState::Sleep);
+        assert_eq!(state(fields(0, TASK_STOPPED, 100, 150), 0, 1_000), ThreadState::RunQueue);
     }
 
     #[test]
     fn threads_the_agent_preempted_stay_on_cpu() {
-        assert_eq!(thread_state(AGENT, 0, 0, 100, 0), ThreadState::OnCpu);
-        assert_eq!(thread_state(ON_CPU, TASK_INTERRUPTIBLE, 0, 100, 0), ThreadState::OnCpu);
+        // Preempted by the agent after this tick's deadline (90): on CPU.
+        assert_eq!(state(fields(AGENT, 0, 100, 0), 90, 1_000), ThreadState::OnCpu);
+        // Flag from an earlier tick: someone else got the CPU since.
+        assert_eq!(state(fields(AGENT, 0, 100, 0), 110, 1_000), ThreadState::RunQueue);
+        assert_eq!(state(fields(ON_CPU, TASK_INTERRUPTIBLE, 100, 0), 0, 1_000), ThreadState::OnCpu);
+    }
+
+    #[test]
+    fn switches_during_the_scan_are_rewound() {
+        let now = 1_000;
+        // Switched in after the scan started: it was waiting at `now`.
+        let mut f = fields(ON_CPU, 0, 900, 0);
+        f.switch_in_ns = 1_200;
+        assert_eq!(thread_state_since(&f, 0, now), (ThreadState::RunQueue, Some(0)));
+        // Switched out (to sleep) after the scan started: it was running.
+        let mut f = fields(0, TASK_INTERRUPTIBLE, 1_500, 0);
+        f.switch_in_ns = 500;
+        assert_eq!(state(f, 0, now), ThreadState::OnCpu);
+        // Woken after the scan started: it was still asleep.
+        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 1_100), 0, now), ThreadState::Sleep);
+        // Seeded entries (no switch seen) are taken as they are.
+        let seeded = SchedFields { flags: ON_CPU, ..Default::default() };
+        assert_eq!(thread_state_since(&seeded, 0, now), (ThreadState::OnCpu, None));
     }
 
     #[test]
@@ -345,7 +453,7 @@ mod tests {
 
     #[test]
     fn sleeping_in_a_syscall() {
-        let s = decode(&entry(IN_SYSCALL | SWITCH | ENTER), 10_000_000);
+        let s = decode(&entry(IN_SYSCALL | SWITCH | ENTER), 0, 10_000_000);
         assert_eq!(s.state, ThreadState::Sleep);
         assert_eq!(s.state_since_us, Some(8_000));
         assert_eq!(
@@ -355,14 +463,16 @@ mod tests {
     }
 
     #[test]
-    fn seeded_threads_have_no_times() {
-        let mut e = entry(IN_SYSCALL);
+    fn seeded_threads_have_no_times_but_arguments() {
+        let mut e = entry(IN_SYSCALL | ARGS);
         e.switch_in_ns = 0;
         e.switch_out_ns = 0;
         e.syscall_enter_ns = 0;
-        let s = decode(&e, 10_000_000);
+        let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state_since_us, None);
-        assert_eq!(s.syscall, Some(SyscallSample { nr: 230, elapsed_us: None, args: None }));
+        assert_eq!(s.syscall, Some(SyscallSample { nr: 230, elapsed_us: None, args: Some([0, 0, 0x7ffd_0000]) }));
+        let s = decode(&entry(IN_SYSCALL), 0, 10_000_000);
+        assert_eq!(s.syscall.and_then(|c| c.args), None);
     }
 
     #[test]
@@ -372,18 +482,18 @@ mod tests {
         // Sampled in user mode after the syscall was entered: it returned.
         e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_USER.0;
         e.perf_ns = 4_000_000;
-        let s = decode(&e, 5_000_000);
+        let s = decode(&e, 0, 5_000_000);
         assert_eq!(s.state, ThreadState::OnCpu);
         assert_eq!(s.state_since_us, Some(2_000));
         assert_eq!(s.syscall, None);
         // A syscall entered after that sample wins again.
         e.syscall_enter_ns = 4_500_000;
-        assert_eq!(decode(&e, 5_000_000).syscall.map(|c| c.nr), Some(230));
+        assert_eq!(decode(&e, 0, 5_000_000).syscall.map(|c| c.nr), Some(230));
         // A sample inside another syscall: that one, time unknown.
         e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
         e.perf_syscall_nr = 0;
         e.perf_ns = 4_800_000;
-        assert_eq!(decode(&e, 5_000_000).syscall, Some(SyscallSample { nr: 0, elapsed_us: None, args: None }));
+        assert_eq!(decode(&e, 0, 5_000_000).syscall, Some(SyscallSample { nr: 0, elapsed_us: None, args: None }));
     }
 
     #[test]
@@ -391,9 +501,9 @@ mod tests {
         let mut e = entry(IN_SYSCALL | SWITCH);
         e.exit_state = EXIT_ZOMBIE;
         e.sched_state = TASK_DEAD;
-        assert_eq!(decode(&e, 10_000_000).syscall, None);
+        assert_eq!(decode(&e, 0, 10_000_000).syscall, None);
         let k = entry(IN_SYSCALL | SWITCH | ts_thread_flags::TS_F_KTHREAD.0);
-        assert_eq!(decode(&k, 10_000_000).syscall, None);
+        assert_eq!(decode(&k, 0, 10_000_000).syscall, None);
     }
 
     #[test]
@@ -405,7 +515,7 @@ mod tests {
         e.io_op = 1;
         e.io_bytes = 4096;
         e.io_insert_ns = 9_000_000;
-        let s = decode(&e, 10_000_000);
+        let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state, ThreadState::Disk);
         assert_eq!(s.io.map(|io| (io.dev, io.age_us)), Some(((254 << 20) | 1, 1_000)));
     }
@@ -414,7 +524,7 @@ mod tests {
     fn runqueue_time_counts_from_the_wakeup() {
         let mut e = entry(SWITCH);
         e.wakeup_ns = 9_000_000;
-        let s = decode(&e, 10_000_000);
+        let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state, ThreadState::RunQueue);
         assert_eq!(s.state_since_us, Some(1_000));
     }

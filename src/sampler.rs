@@ -68,8 +68,9 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// Scan the table once: decode every live thread that passes the filter,
-/// and hand back slots the kernel released.
-pub fn scan(table: &StateTable, include_all: bool, now_ns: u64, samples: &mut Vec<Sample>) -> TickStats {
+/// and hand back slots the kernel released. `tick_ns` is the tick's
+/// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
+pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, samples: &mut Vec<Sample>) -> TickStats {
     let mut stats = TickStats::default();
     for slot in 0..table.high_water() {
         let peek = table.peek(slot);
@@ -81,7 +82,7 @@ pub fn scan(table: &StateTable, include_all: bool, now_ns: u64, samples: &mut Ve
             continue;
         }
         stats.walked += 1;
-        if !include_all && !record::peek_state(&peek).is_active() {
+        if !include_all && !record::peek_state(&peek, tick_ns, now_ns).is_active() {
             continue;
         }
         let Some(entry) = table.read(slot) else {
@@ -91,7 +92,7 @@ pub fn scan(table: &StateTable, include_all: bool, now_ns: u64, samples: &mut Ve
         if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
-        let sample = record::decode(&entry, now_ns);
+        let sample = record::decode(&entry, tick_ns, now_ns);
         if include_all || sample.state.is_active() {
             samples.push(sample);
         }
@@ -239,7 +240,7 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         let cpu_before = thread_cpu_ns();
         let ts_us = timefmt::unix_micros_now();
         let mut samples = Vec::with_capacity(samples_capacity);
-        let mut stats = scan(agent.table(), config.include_all, now_ns, &mut samples);
+        let mut stats = scan(agent.table(), config.include_all, next_ns, now_ns, &mut samples);
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         stats.missed_ticks = missed;
         samples_capacity = samples.len().max(64);

@@ -203,7 +203,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         name: "io_op",
         ty: ColumnType::Text,
         description: "Operation of that request: READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
-        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Text(io_op_name(io.op))),
+        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Text(io_op_name(io.op, io.flags, io.bytes))),
     },
     Column {
         name: "io_bytes",

@@ -59,6 +59,8 @@ pub struct LoadOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Features {
     pub block_io: bool,
+    /// Requests are attributed when built (block_io_start, Linux 6.5+).
+    pub block_io_start: bool,
     /// CPUs with an on-CPU perf event attached.
     pub oncpu_cpus: usize,
     pub pinned: Option<PathBuf>,
@@ -116,6 +118,10 @@ impl Agent {
         if !block_io {
             warn!("block I/O tracepoints not found in kernel BTF: io_* columns will stay empty");
         }
+        // 6.5+: requests are seen when built, in the submitter's context,
+        // including the ones threads wait on during cache flushes.
+        let io_start = block_io && kernel_has_tracepoints(&["block_io_start"]);
+        open.progs.on_block_io_start.set_autoload(io_start);
 
         let mut skel = open.load().map_err(|err| explain_load_error(&err))?;
 
@@ -139,6 +145,9 @@ impl Agent {
                 ("sys_enter", &progs.on_sys_enter),
             ] {
                 links.push(prog.attach().with_context(|| format!("cannot attach to tracepoint {name}"))?);
+            }
+            if io_start {
+                links.push(progs.on_block_io_start.attach().context("cannot attach to tracepoint block_io_start")?);
             }
             if block_io {
                 for (name, prog) in [
@@ -180,9 +189,10 @@ impl Agent {
             None => None,
         };
 
-        let features = Features { block_io, oncpu_cpus, pinned: pinned.clone() };
+        let features = Features { block_io, block_io_start: io_start, oncpu_cpus, pinned: pinned.clone() };
         info!(
             block_io = features.block_io,
+            block_io_start = features.block_io_start,
             oncpu_cpus = features.oncpu_cpus,
             pinned = ?features.pinned,
             max_threads = options.max_threads,
@@ -225,11 +235,16 @@ impl Drop for Agent {
     }
 }
 
+/// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
+/// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
+/// exercise this error on a kernel that has BTF.
 fn check_btf() -> Result<()> {
-    if !Path::new(VMLINUX_BTF).exists() {
+    let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF").map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
+    if !path.exists() {
         bail!(
-            "kernel BTF not found at {VMLINUX_BTF}: taskscope needs a kernel built with \
-             CONFIG_DEBUG_INFO_BTF=y (Linux 5.15 or newer)"
+            "kernel BTF not found at {}: taskscope needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y (Linux 5.15 or newer)",
+            path.display()
         );
     }
     Ok(())

@@ -28,6 +28,7 @@ pub struct Peek {
     pub flags: u32,
     pub sched_state: u32,
     pub exit_state: u32,
+    pub switch_in_ns: u64,
     pub switch_out_ns: u64,
     pub wakeup_ns: u64,
 }
@@ -145,6 +146,7 @@ impl StateTable {
                 flags: self.u32_at(&raw mut (*e).flags).load(Ordering::Relaxed),
                 sched_state: self.u32_at(&raw mut (*e).sched_state).load(Ordering::Relaxed),
                 exit_state: self.u32_at(&raw mut (*e).exit_state).load(Ordering::Relaxed),
+                switch_in_ns: self.u64_at(&raw mut (*e).switch_in_ns).load(Ordering::Relaxed),
                 switch_out_ns: self.u64_at(&raw mut (*e).switch_out_ns).load(Ordering::Relaxed),
                 wakeup_ns: self.u64_at(&raw mut (*e).wakeup_ns).load(Ordering::Relaxed),
             }

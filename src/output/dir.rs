@@ -51,6 +51,10 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
                     bail!("{what} {} exists and is not a directory", existing.display());
                 }
                 check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                // Catches read-only file systems before anything is loaded.
+                rustix::fs::access(&existing, rustix::fs::Access::WRITE_OK)
+                    .map_err(io::Error::from)
+                    .with_context(|| format!("cannot write to {}", existing.display()))?;
                 break;
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -229,6 +233,7 @@ fn lock(dir: &OwnedFd) -> Result<File> {
         Mode::from_raw_mode(FILE_MODE),
     )
     .map_err(io::Error::from)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE)).map_err(io::Error::from)?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(File::from(fd)),
         Err(rustix::io::Errno::WOULDBLOCK) => bail!("another taskscope agent is already writing here"),

@@ -1,0 +1,225 @@
+//! The agent against threads in known states, checked with DuckDB and
+//! against /proc.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Share of a thread's rows matching `predicate` (SQL).
+fn share(dir: &Path, tid: i64, predicate: &str) -> f64 {
+    query_number(
+        dir,
+        &format!(
+            "SELECT avg(CASE WHEN {predicate} THEN 1.0 ELSE 0.0 END) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"
+        ),
+    )
+}
+
+/// One thread as /proc/<pid>/task/<tid> shows it: state letter and the
+/// syscall line (`nr arg0 arg1 ...` in hex, or `running`).
+struct ProcView {
+    state: char,
+    syscall: Vec<String>,
+}
+
+fn proc_view(pid: u32, tid: i64) -> ProcView {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).expect("read stat");
+    let after_comm = &stat[stat.rfind(')').expect("comm end") + 2..];
+    let state = after_comm.chars().next().expect("state");
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    ProcView { state, syscall }
+}
+
+fn proc_letter(state: &str) -> char {
+    match state {
+        "ON_CPU" | "RUNQUEUE" => 'R',
+        "SLEEP" => 'S',
+        "DISK" => 'D',
+        "IDLE" => 'I',
+        "STOPPED" => 'T',
+        "TRACED" => 't',
+        "ZOMBIE" => 'Z',
+        "DEAD" => 'X',
+        "PARKED" => 'P',
+        other => panic!("unexpected state {other}"),
+    }
+}
+
+#[test]
+fn ground_truth_states_with_all() {
+    require_root();
+    let _serial = exclusive();
+    let workload = Workload::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+
+    // /proc is read while the agent samples, then compared with the rows of
+    // the agent's tick nearest to that moment.
+    let agent = std::process::Command::new(AGENT)
+        .args(["run", "--all", "--frequency", "50", "--duration", "6", "--no-pin", "--output-dir"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start taskscope");
+    std::thread::sleep(Duration::from_secs(4));
+    let proc_at = taskscope::timefmt::unix_micros_now();
+    let stable = ["piperead", "futex", "sleeper"];
+    let mut views: HashMap<&str, ProcView> = stable.iter().map(|&name| (name, proc_view(workload.pid(), workload.tid(name)))).collect();
+    views.insert("stopped", proc_view(workload.info["stopped"].as_u64().unwrap() as u32, workload.info["stopped"].as_i64().unwrap()));
+    views.insert("zombie", proc_view(workload.info["zombie"].as_u64().unwrap() as u32, workload.info["zombie"].as_i64().unwrap()));
+    let status = wait_with_limit(agent, Duration::from_secs(30));
+    assert_success(&status);
+
+    // Every tick saw every workload thread (none dropped, none twice).
+    let ticks = query_number(&out, "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')");
+    assert!((280.0..=301.0).contains(&ticks), "expected ~300 ticks at 50 Hz for 6 s, got {ticks}");
+    let mut all_tids = workload.spinners();
+    for name in ["sleeper", "piperead", "futex", "fsync", "stopped", "zombie"] {
+        all_tids.push(workload.tid(name));
+    }
+    for tid in &all_tids {
+        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
+        let distinct = query_number(&out, &format!("SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
+        assert_eq!(rows, distinct, "tid {tid} appears twice in one tick");
+        assert!(rows >= ticks * 0.98, "tid {tid} is in {rows} of {ticks} ticks");
+    }
+
+    // Shares of the right state and syscall, per thread.
+    let sleeper = share(&out, workload.tid("sleeper"), "state = 'SLEEP' AND syscall = 'clock_nanosleep'");
+    assert!(sleeper >= 0.90, "sleeper: {sleeper:.3} SLEEP in clock_nanosleep");
+    let piperead = share(&out, workload.tid("piperead"), "state = 'SLEEP' AND syscall = 'read'");
+    assert!(piperead >= 0.99, "pipe reader: {piperead:.3} SLEEP in read");
+    let pipe_fd = workload.info["pipe_fd"].as_i64().unwrap();
+    let fd_ok = share(&out, workload.tid("piperead"), &format!("syscall_arg0 = {pipe_fd} AND syscall_arg2 = 1"));
+    assert!(fd_ok >= 0.99, "pipe reader's read(fd={pipe_fd}, _, 1) arguments: {fd_ok:.3}");
+    let futex = share(&out, workload.tid("futex"), "state = 'SLEEP' AND syscall = 'futex'");
+    assert!(futex >= 0.99, "condvar waiter: {futex:.3} SLEEP in futex");
+    let stopped = share(&out, workload.tid("stopped"), "state = 'STOPPED'");
+    assert!(stopped >= 0.99, "stopped child: {stopped:.3} STOPPED");
+    let zombie = share(&out, workload.tid("zombie"), "state = 'ZOMBIE' AND syscall IS NULL");
+    assert!(zombie >= 0.99, "zombie child: {zombie:.3} ZOMBIE");
+
+    // Spinners: always running or runnable, never in a syscall; with one
+    // more spinner than CPUs some of them wait for a CPU.
+    let spin_list = workload.spinners().iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let spin_rows = format!("FROM read_csv('samples/*/*/*.csv.zst') WHERE tid IN ({spin_list})");
+    let runnable = query_number(&out, &format!("SELECT avg(CASE WHEN state IN ('ON_CPU','RUNQUEUE') THEN 1.0 ELSE 0 END) {spin_rows}"));
+    assert!(runnable >= 0.99, "spinners ON_CPU or RUNQUEUE: {runnable:.3}");
+    let waiting = query_number(&out, &format!("SELECT avg(CASE WHEN state = 'RUNQUEUE' THEN 1.0 ELSE 0 END) {spin_rows}"));
+    assert!(waiting >= 0.10, "spinners RUNQUEUE share {waiting:.3}: more spinners than CPUs must queue");
+    let running = query_number(&out, &format!("SELECT avg(CASE WHEN state = 'ON_CPU' THEN 1.0 ELSE 0 END) {spin_rows}"));
+    assert!(running >= 0.30, "spinners ON_CPU share {running:.3}");
+    let no_syscall = query_number(&out, &format!("SELECT avg(CASE WHEN syscall IS NULL THEN 1.0 ELSE 0 END) {spin_rows}"));
+    assert!(no_syscall >= 0.98, "spinners outside syscalls: {no_syscall:.3}");
+    // No tick has more threads on a CPU than there are CPUs.
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    let max_on_cpu = query_number(
+        &out,
+        "SELECT max(n) FROM (SELECT count(*) n FROM read_csv('samples/*/*/*.csv.zst') WHERE state = 'ON_CPU' GROUP BY ts)",
+    );
+    assert!(max_on_cpu <= cpus, "{max_on_cpu} threads ON_CPU in one tick on {cpus} CPUs");
+
+    // fdatasync: waits for the disk, with the request's device filled in.
+    let fsync = workload.tid("fsync");
+    let device = device_of(Path::new(workload.info["fsync_file"].as_str().unwrap()).parent().unwrap());
+    let disk = share(&out, fsync, &format!("state = 'DISK' AND io_dev = '{device}' AND syscall = 'fdatasync'"));
+    assert!(disk >= 0.05, "fsync thread: {disk:.3} DISK on {device} in fdatasync");
+    let wrong_dev = share(&out, fsync, &format!("io_dev IS NOT NULL AND io_dev <> '{device}'"));
+    assert_eq!(wrong_dev, 0.0, "fsync thread's requests must be on {device}");
+    let ops = query(&out, &format!("SELECT DISTINCT io_op FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND io_op IS NOT NULL"));
+    for op in &ops {
+        let op = op["io_op"].as_str().unwrap();
+        assert!(["WRITE", "FLUSH"].contains(&op), "fsync thread issued {op}");
+    }
+
+    // The agent never samples itself, and every row has the tick's weight.
+    let own = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE comm LIKE 'taskscope%'");
+    assert_eq!(own, 0.0, "the agent's own threads must not be sampled");
+    let weights = query(&out, "SELECT DISTINCT weight_us FROM read_csv('samples/*/*/*.csv.zst')");
+    assert_eq!(weights.len(), 1);
+    assert_eq!(weights[0]["weight_us"].as_i64(), Some(20_000));
+
+    // Cross-check the tick nearest to the /proc reading.
+    let nearest = query(
+        &out,
+        &format!(
+            "SELECT tid, state, syscall_nr, syscall_arg0, syscall_arg1, syscall_arg2 FROM read_csv('samples/*/*/*.csv.zst') \
+             WHERE ts = (SELECT ts FROM read_csv('samples/*/*/*.csv.zst') ORDER BY abs(epoch_us(ts) - {proc_at}) LIMIT 1)"
+        ),
+    );
+    let by_tid: HashMap<i64, &serde_json::Map<String, serde_json::Value>> =
+        nearest.iter().map(|row| (row["tid"].as_i64().unwrap(), row)).collect();
+    for (name, view) in &views {
+        let tid = workload.tid(name);
+        let row = by_tid.get(&tid).unwrap_or_else(|| panic!("{name} ({tid}) missing from the tick nearest /proc"));
+        let state = row["state"].as_str().unwrap();
+        if *name == "sleeper" && view.state != 'S' {
+            continue; // caught between two sleeps by /proc; nothing stable to compare
+        }
+        assert_eq!(proc_letter(state), view.state, "{name}: agent says {state}, /proc says {}", view.state);
+        if view.state == 'S' {
+            let nr: i64 = view.syscall[0].parse().expect("syscall nr");
+            assert_eq!(row["syscall_nr"].as_i64(), Some(nr), "{name}: syscall number vs /proc");
+            for (i, column) in ["syscall_arg0", "syscall_arg1", "syscall_arg2"].iter().enumerate() {
+                let proc_arg = u64::from_str_radix(view.syscall[i + 1].trim_start_matches("0x"), 16).expect("hex arg");
+                let agent_arg = row[*column].as_i64().expect("argument") as u64;
+                assert_eq!(agent_arg, proc_arg, "{name}: {column} vs /proc");
+            }
+        }
+    }
+}
+
+#[test]
+fn default_filter_writes_only_active_threads() {
+    require_root();
+    let _serial = exclusive();
+    let workload = Workload::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let status = run_agent(
+        &["run", "--frequency", "20", "--duration", "3", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_success(&status);
+    let states = query(&out, "SELECT DISTINCT state FROM read_csv('samples/*/*/*.csv.zst') ORDER BY state");
+    for row in &states {
+        let state = row["state"].as_str().unwrap();
+        assert!(["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"].contains(&state), "{state} written without --all");
+    }
+    for name in ["sleeper", "piperead", "futex", "zombie"] {
+        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}", workload.tid(name)));
+        assert_eq!(rows, 0.0, "{name} is not active and must not be written");
+    }
+    for tid in workload.spinners().iter().chain([workload.tid("stopped")].iter()) {
+        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
+        assert!(rows >= 55.0, "active thread {tid} in only {rows} of ~60 ticks");
+    }
+}
+
+#[test]
+fn pid_filter_tracks_only_that_process() {
+    require_root();
+    let _serial = exclusive();
+    let workload = Workload::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let pid = workload.pid().to_string();
+    let status = run_agent(
+        &["run", "--all", "--pid", &pid, "--frequency", "20", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_success(&status);
+    let tgids = query(&out, "SELECT DISTINCT tgid FROM read_csv('samples/*/*/*.csv.zst')");
+    assert_eq!(tgids.len(), 1, "rows from other processes: {tgids:?}");
+    assert_eq!(tgids[0]["tgid"].as_i64(), Some(workload.pid() as i64));
+    let threads = query_number(&out, "SELECT count(DISTINCT tid) FROM read_csv('samples/*/*/*.csv.zst')");
+    // main + spinners + sleeper, piperead, futex, fsync
+    let expected = 1 + workload.spinners().len() + 4;
+    assert_eq!(threads as usize, expected, "every thread of the process, and only those");
+}

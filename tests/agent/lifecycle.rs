@@ -1,0 +1,226 @@
+//! Start, rotate, stop: signals, --duration, file names, modes, pinning.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn spawn_agent(args: &[&str]) -> std::process::Child {
+    Command::new(AGENT)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start taskscope")
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+}
+
+fn published(out: &Path) -> Vec<std::path::PathBuf> {
+    files_under(out).into_iter().filter(|p| p.starts_with("samples")).collect()
+}
+
+/// Wait until the agent has attached (first published or in-progress file).
+fn wait_for_start(out: &Path) {
+    let start = Instant::now();
+    while !out.join(".inprogress").exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn sigterm_and_sigint_publish_everything_and_exit_0_quickly() {
+    require_root();
+    let _serial = exclusive();
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let scratch = scratch();
+        let out = scratch.path().join("out");
+        let child = spawn_agent(&["run", "--all", "--frequency", "10", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+        wait_for_start(&out);
+        std::thread::sleep(Duration::from_secs(1));
+        signal(&child, sig);
+        let sent = Instant::now();
+        let status = wait_with_limit(child, Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert_success(&status);
+        assert!(took < Duration::from_secs(2), "{sig}: exit took {took:?}");
+        let files = published(&out);
+        assert_eq!(files.len(), 1, "{sig}: {files:?}");
+        assert!(files_under(&out.join(".inprogress")).is_empty(), "{sig}: in-progress file left behind");
+        let rows = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
+        assert!(rows > 0.0, "{sig}: no rows");
+        // The file is a complete zstd frame with a valid checksum.
+        shell(&out, "zstd -tq samples/*/*/*.csv.zst");
+    }
+}
+
+#[test]
+fn duration_stops_the_agent_with_exit_0() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let start = Instant::now();
+    let status = run_agent(&["run", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
+    assert_success(&status);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "ran for {took:?}");
+    assert_eq!(published(&out).len(), 1);
+}
+
+#[test]
+fn rotation_publishes_complete_files_in_utc_partitions() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let status = run_agent(
+        &["run", "--all", "--frequency", "20", "--duration", "5", "--test-rotate-secs", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_success(&status);
+    let files = published(&out);
+    assert!((3..=4).contains(&files.len()), "5 s in 2 s periods: {files:?}");
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    for file in &files {
+        let parts: Vec<_> = file.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        assert_eq!(parts.len(), 4, "{file:?}");
+        assert!(parts[1].starts_with("date=") && parts[2].starts_with("hour="), "{file:?}");
+        assert!(parts[3].starts_with(&format!("{host}-")) && parts[3].ends_with("Z.csv.zst"), "{file:?}");
+        // Each file holds only rows of its own period, and its partition
+        // and name agree with its first row (UTC).
+        let rows = query(
+            &out,
+            &format!(
+                "SELECT min(ts)::VARCHAR first_ts, strftime(min(ts), '%Y%m%dT%H%M%SZ') stamp, \
+                 strftime(min(ts), 'date=%Y-%m-%d') d, strftime(min(ts), 'hour=%H') h, \
+                 count(DISTINCT epoch_us(ts) // 2000000) periods FROM read_csv('{}')",
+                file.display()
+            ),
+        );
+        assert_eq!(rows[0]["periods"].as_i64(), Some(1), "{file:?} spans periods");
+        assert_eq!(rows[0]["d"].as_str(), Some(parts[1].as_str()));
+        assert_eq!(rows[0]["h"].as_str(), Some(parts[2].as_str()));
+        assert!(parts[3].contains(rows[0]["stamp"].as_str().unwrap()), "{file:?} vs first row {}", rows[0]["first_ts"]);
+    }
+    // No tick lost or duplicated across files.
+    let ticks = query_number(&out, "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')");
+    assert!((95.0..=101.0).contains(&ticks), "{ticks} ticks in 5 s at 20 Hz");
+}
+
+#[test]
+fn sigkill_leaves_only_complete_files_visible() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let child = spawn_agent(&["run", "--all", "--frequency", "20", "--test-rotate-secs", "1", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    wait_for_start(&out);
+    std::thread::sleep(Duration::from_millis(3_300));
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_with_limit(child, Duration::from_secs(10));
+    let files = published(&out);
+    assert!(files.len() >= 2, "rotations before the kill: {files:?}");
+    // Every visible file is complete and reads cleanly.
+    shell(&out, "zstd -tq samples/*/*/*.csv.zst");
+    let rows = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
+    assert!(rows > 0.0);
+    // The file being written when killed is out of the glob's reach.
+    assert_eq!(files_under(&out.join(".inprogress")).len(), 1);
+}
+
+#[test]
+fn files_are_world_readable_and_dirs_private_to_root() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    // A restrictive umask must not change the modes.
+    let status = {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(["run", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc_umask(0o077);
+                Ok(())
+            });
+        }
+        wait_with_limit(cmd.spawn().unwrap(), Duration::from_secs(30))
+    };
+    assert_success(&status);
+    for entry in files_under(&out) {
+        let path = out.join(&entry);
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o644, "{entry:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 0);
+        let mut dir = path.parent().unwrap();
+        while dir.starts_with(&out) {
+            let meta = std::fs::metadata(dir).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o755, "{}", dir.display());
+            assert_eq!(meta.uid(), 0);
+            dir = dir.parent().unwrap();
+        }
+    }
+    // An unprivileged user reads the data with zstdcat.
+    let out_str = out.to_str().unwrap();
+    let read = Command::new("sh")
+        .args(["-c", &format!("zstdcat {out_str}/samples/*/*/*.csv.zst | head -1")])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert!(String::from_utf8_lossy(&read.stdout).starts_with("ts,tid,tgid,comm"));
+}
+
+fn libc_umask(mask: u32) {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+}
+
+#[test]
+fn second_agent_on_the_same_directory_is_refused() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let first = spawn_agent(&["run", "--duration", "5", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    wait_for_start(&out);
+    let second = run_agent(&["run", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another taskscope agent is already writing here"));
+    signal(&first, nix::sys::signal::Signal::SIGTERM);
+    assert_success(&wait_with_limit(first, Duration::from_secs(10)));
+}
+
+#[test]
+fn thread_table_is_pinned_while_running() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let bpffs = scratch.path().join("bpffs");
+    std::fs::create_dir(&bpffs).unwrap();
+    std::fs::set_permissions(&bpffs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mounted = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().unwrap();
+    assert!(mounted.success(), "mounting a BPF filesystem failed");
+    let pin_dir = bpffs.join("taskscope");
+    let out = scratch.path().join("out");
+    let child = spawn_agent(&["run", "--duration", "3", "--pin-dir", pin_dir.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
+    wait_for_start(&out);
+    let pinned = pin_dir.join("threads").exists();
+    let status = wait_with_limit(child, Duration::from_secs(20));
+    let unpinned = !pin_dir.join("threads").exists();
+    let _ = Command::new("umount").arg(&bpffs).status();
+    assert_success(&status);
+    assert!(pinned, "thread table not pinned at {}", pin_dir.display());
+    assert!(unpinned, "pin left behind after exit");
+}

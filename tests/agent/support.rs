@@ -1,0 +1,223 @@
+//! Helpers that run the real agent against real workloads and read its
+//! files with the real DuckDB CLI and `zstdcat`.
+//!
+//! Nothing here skips: a test that needs root, BPF or DuckDB fails with the
+//! reason when the machine cannot provide it.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The agent binary under test.
+pub const AGENT: &str = env!("CARGO_BIN_EXE_taskscope");
+
+/// Tests that load the BPF programs and keep CPUs busy run one at a time:
+/// parallel workloads would distort each other's thread states.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Fail (never skip) unless running as root, which loading BPF needs.
+pub fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests load BPF programs and must run as root (the README's test command does)"
+    );
+}
+
+/// A private scratch directory (mode 0755, owned by root) for one test.
+pub fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("taskscope-test-").tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// A directory on a real block device (not tmpfs), for I/O workloads.
+pub fn disk_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dev = std::fs::metadata(&dir).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).expect("stat target dir");
+    let major = rustix::fs::major(dev);
+    assert_ne!(major, 0, "{} is not on a block device (major 0); I/O tests need a real disk", dir.display());
+    dir
+}
+
+/// `major:minor` of the whole disk (or partition) holding `path`, as the
+/// agent reports it.
+pub fn device_of(path: &Path) -> String {
+    let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(path).expect("stat"));
+    format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
+/// The ground-truth workload binary, compiled once per test run.
+pub fn groundtruth_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/groundtruth.c");
+        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("groundtruth");
+        let status = Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .expect("run cc (install gcc)");
+        assert!(status.success(), "compiling {} failed", source.display());
+        binary
+    })
+}
+
+/// A running ground-truth workload; stopped (and its children reaped) on drop.
+pub struct Workload {
+    child: Child,
+    pub info: Value,
+}
+
+impl Workload {
+    pub fn start() -> Workload {
+        let mut child = Command::new(groundtruth_binary())
+            .arg(disk_dir())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the ground-truth workload");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read workload tids");
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        Workload { child, info }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The tid of role `name` ("sleeper", "piperead", ...).
+    pub fn tid(&self, name: &str) -> i64 {
+        self.info[name].as_i64().unwrap_or_else(|| panic!("workload has no {name}"))
+    }
+
+    pub fn spinners(&self) -> Vec<i64> {
+        self.info["spin"].as_array().expect("spin").iter().map(|v| v.as_i64().expect("tid")).collect()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the agent to completion with `args`; fails the test if it outlives
+/// `limit`.
+pub fn run_agent(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(AGENT)
+        .args(args)
+        .env("TASKSCOPE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start taskscope");
+    wait_with_limit(child, limit)
+}
+
+/// Wait for `child`, killing it and failing the test after `limit`.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "process did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Assert the agent exited 0, showing its log otherwise.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "taskscope failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The DuckDB CLI (`pip install duckdb-cli`, done by the test command).
+pub fn duckdb() -> PathBuf {
+    if let Some(path) = std::env::var_os("TASKSCOPE_DUCKDB") {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("duckdb")).find(|candidate| candidate.is_file())
+    });
+    found.expect("the duckdb CLI is not on PATH: install it with `pip install duckdb-cli` (the README's test command does)")
+}
+
+/// Run `sql` in DuckDB with `dir` as working directory; rows as JSON objects.
+pub fn query(dir: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
+    let out = Command::new(duckdb())
+        .current_dir(dir)
+        .args(["-json", "-c", sql])
+        .output()
+        .expect("run duckdb");
+    assert!(
+        out.status.success(),
+        "duckdb failed on:\n{sql}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let rows: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("duckdb printed {text:?}: {e}"));
+    rows.as_array()
+        .expect("array of rows")
+        .iter()
+        .map(|row| row.as_object().expect("row object").clone())
+        .collect()
+}
+
+/// One number from a single-row, single-column query.
+pub fn query_number(dir: &Path, sql: &str) -> f64 {
+    let rows = query(dir, sql);
+    assert_eq!(rows.len(), 1, "expected one row from {sql}");
+    let value = rows[0].values().next().expect("one column");
+    value.as_f64().or_else(|| value.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0)
+}
+
+/// Files below `dir` (recursively), as paths relative to it.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(base, &path, out);
+            } else {
+                out.push(path.strip_prefix(base).expect("under base").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Run a shell pipeline (`sh -c`) in `dir`; its stdout.
+pub fn shell(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh").current_dir(dir).args(["-c", script]).output().expect("run sh");
+    assert!(out.status.success(), "`{script}` failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
