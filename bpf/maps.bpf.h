@@ -51,6 +51,14 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* power of two >= threads' size, set at load */
 } free_ring SEC(".maps");
 
+/* Per-CPU state, indexed by CPU number. */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ts_cpu);
+	__uint(max_entries, 1); /* number of possible CPUs, set at load */
+} cpus SEC(".maps");
+
 /* task -> slot it owns. */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -113,17 +121,110 @@ static __always_inline void ts_seq_end(__u32 *seq)
 #endif
 }
 
-/* The state-table entry a task owns, or NULL if it is not tracked. */
-static __always_inline struct ts_thread *thread_of(struct task_struct *task)
+/* The entry at `slot` + 1, or NULL. */
+static __always_inline struct ts_thread *thread_at(__u32 slot)
+{
+	__u32 idx = slot - 1;
+
+	if (slot == TS_NO_SLOT || slot == TS_CPU_UNTRACKED)
+		return NULL;
+	return bpf_map_lookup_elem(&threads, &idx);
+}
+
+/* The state-table entry a task owns, or NULL if it is not tracked; with
+ * `slot` non-NULL also its slot + 1 (0 when untracked). */
+static __always_inline struct ts_thread *thread_of_slot(struct task_struct *task, __u32 *slot)
 {
 	struct ts_slot_ref *ref;
 	__u32 idx;
 
+	if (slot)
+		*slot = TS_NO_SLOT;
 	ref = bpf_task_storage_get(&slot_of, task, 0, 0);
 	if (!ref || ref->slot == TS_NO_SLOT)
 		return NULL;
 	idx = ref->slot - 1;
+	if (slot)
+		*slot = ref->slot;
 	return bpf_map_lookup_elem(&threads, &idx);
+}
+
+
+static __always_inline struct ts_thread *thread_of(struct task_struct *task)
+{
+	return thread_of_slot(task, NULL);
+}
+
+
+/* This CPU's state. */
+static __always_inline struct ts_cpu *this_cpu_state(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&cpus, &cpu);
+}
+
+struct cfs_rq___grp {
+	struct rq *rq;
+} __attribute__((preserve_access_index));
+
+struct sched_entity___grp {
+	struct cfs_rq___grp *cfs_rq;
+} __attribute__((preserve_access_index));
+
+struct task_struct___grp {
+	struct sched_entity___grp se;
+} __attribute__((preserve_access_index));
+
+/*
+ * The run queue of the CPU `task` is on, through its CFS group run queue
+ * (CONFIG_FAIR_GROUP_SCHED, which distributions enable); NULL otherwise.
+ * Reaching it this way needs no kallsyms entry for `runqueues`.
+ */
+static __always_inline struct rq *task_rq_of(struct task_struct *task)
+{
+	struct task_struct___grp *t = (void *)task;
+	struct cfs_rq___grp *cfs;
+
+	if (!bpf_core_field_exists(t->se.cfs_rq))
+		return NULL;
+	cfs = t->se.cfs_rq;
+	if (!cfs)
+		return NULL;
+	return cfs->rq;
+}
+
+/* Recalibrate a CPU's clock offset this often (scheduler clock time). */
+#define TS_CALIBRATE_NS (50ULL * 1000 * 1000)
+
+/*
+ * CLOCK_MONOTONIC now, from the scheduler clock of `rq` (fresh in the
+ * scheduler hooks) and the offset of the CPU it belongs to. Falls back to a
+ * real clock read without a run queue or until that CPU is calibrated.
+ */
+static __always_inline __u64 rq_now(struct rq *rq, struct ts_cpu *c)
+{
+	if (!rq || !c || !c->calibrated_at)
+		return bpf_ktime_get_ns();
+	return rq->clock + c->clock_offset;
+}
+
+/* As rq_now for this CPU's run queue `rq`, recalibrating the offset when
+ * it is old. Only for sched_switch, where rq->clock was just updated. */
+static __always_inline __u64 switch_now(struct rq *rq, struct ts_cpu *c)
+{
+	__u64 clock, now;
+
+	if (!rq)
+		return bpf_ktime_get_ns();
+	clock = rq->clock;
+	if (!c->calibrated_at || clock - c->calibrated_at > TS_CALIBRATE_NS) {
+		now = bpf_ktime_get_ns();
+		c->clock_offset = (__s64)(now - clock);
+		c->calibrated_at = clock ? clock : 1;
+		return now;
+	}
+	return clock + c->clock_offset;
 }
 
 struct task_struct___pre514 {
@@ -155,6 +256,13 @@ static __always_inline __u32 task_cpu(struct task_struct *task)
 		return t->cpu;
 	return ((struct thread_info___cpu *)&task->thread_info)->cpu;
 }
+
+#if defined(__TARGET_ARCH_x86)
+#define TS_NR_PRCTL 157
+#elif defined(__TARGET_ARCH_arm64)
+#define TS_NR_PRCTL 167
+#endif
+#define TS_PR_SET_NAME 15
 
 /* The first three syscall arguments from the syscall's saved registers. */
 #if defined(__TARGET_ARCH_x86)
@@ -207,6 +315,14 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
 		args[2] = SYSCALL_ARG2(regs);
 	}
 	return nr;
+}
+
+static __always_inline bool comm_equal(char *have, struct task_struct *task)
+{
+	__u64 *h = (__u64 *)have;
+	__u64 *s = (__u64 *)task->comm;
+
+	return h[0] == s[0] && h[1] == s[1];
 }
 
 static __always_inline void copy_comm(char *dst, struct task_struct *task)

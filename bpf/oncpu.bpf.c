@@ -12,7 +12,8 @@ SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct ts_thread *t = thread_of(task);
+	struct ts_cpu *c = this_cpu_state();
+	struct ts_thread *t = c ? thread_at(c->slot) : NULL;
 	__u32 flags = TS_P_VALID;
 	long nr = -1;
 	bool user;
@@ -46,6 +47,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		flags |= TS_P_IN_SYSCALL;
 
 	ts_seq_begin(&t->perf_seq);
+	/* Refresh the name (renamed through /proc/<tid>/comm, say). */
+	copy_comm(t->comm, task);
 	t->perf_ns = bpf_ktime_get_ns();
 	t->perf_flags = flags;
 	t->perf_syscall_nr = nr;

@@ -6,6 +6,7 @@
  *
  *   sched_switch      prev goes off CPU (state word, voluntary or not,
  *                     whether it is still inside a syscall), next comes on
+ *                     and becomes this CPU's running thread
  *   sched_wakeup(_new) time a thread became runnable (RUNQUEUE wait)
  *   sched_process_fork a new thread or process gets a slot
  *   sched_process_exec tid (de_thread), comm and credentials change
@@ -13,19 +14,44 @@
  *
  * The slot is released at sched_process_free, not sched_process_exit, so a
  * zombie stays visible as ZOMBIE until its parent reaps it.
+ *
+ * Times come from the scheduler clock the kernel has just updated
+ * (rq->clock, see rq_now), so the hot hooks read no clock themselves.
  */
 #include "track.bpf.h"
+
+/* The entry of `prev`, the thread this CPU is switching away from. */
+static __always_inline struct ts_thread *prev_thread(struct ts_cpu *c, struct task_struct *prev)
+{
+	struct ts_thread *t;
+
+	if (c->slot == TS_CPU_UNTRACKED)
+		return NULL;
+	if (c->slot != TS_NO_SLOT) {
+		t = thread_at(c->slot);
+		if (t && t->tid == prev->pid)
+			return t;
+	}
+	/* First switch on this CPU since attach (or a tid changed by exec). */
+	return thread_of(prev);
+}
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next)
 {
-	__u64 now = bpf_ktime_get_ns();
+	struct ts_cpu *c = this_cpu_state();
 	struct ts_thread *t;
+	__u32 next_slot;
+	__u64 now;
 
-	t = thread_of(prev);
+	if (!c)
+		return 0;
+	now = switch_now(task_rq_of(prev), c);
+	t = prev_thread(c, prev);
 	if (t) {
 		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN);
+		bool renamed = t->flags & TS_F_COMM_DIRTY;
 		/* A preempted task stays runnable whatever its state word says. */
 		__u32 state = preempt ? 0 : task_state(prev);
 		long nr = syscall_in_progress(prev, NULL);
@@ -52,17 +78,32 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		ts_seq_begin(&t->seq);
 		t->switch_out_ns = now;
 		t->sched_state = state;
-		t->exit_state = prev->exit_state;
+		/* Only a dying task's last switch has an exit state. */
+		t->exit_state = state & 0x80 /* TASK_DEAD */ ? prev->exit_state : 0;
 		if (nr >= 0 && nr != t->syscall_nr) {
 			t->syscall_nr = nr;
 			syscall_in_progress(prev, t->syscall_args);
 		}
-		copy_comm(t->comm, prev);
+		/* Names change rarely; copying one at every switch would touch a
+		 * second cache line of the entry on the hottest path. */
+		if (renamed)
+			copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);
 	}
 
-	t = thread_of(next);
+	/* Usually `next` was just woken onto this CPU and mark_woken left its
+	 * slot here; the tid check catches a hint overwritten meanwhile. */
+	t = NULL;
+	if (c->woken_task == (__u64)next) {
+		next_slot = c->woken_slot;
+		t = thread_at(next_slot);
+		if (t && t->tid != next->pid)
+			t = NULL;
+	}
+	if (!t)
+		t = thread_of_slot(next, &next_slot);
+	c->slot = next_slot != TS_NO_SLOT ? next_slot : TS_CPU_UNTRACKED;
 	if (t) {
 		ts_seq_begin(&t->seq);
 		t->switch_in_ns = now;
@@ -74,23 +115,36 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	return 0;
 }
 
+/* Mark `p` woken, at the scheduler clock of the run queue it was put on. */
+static __always_inline void mark_woken(struct task_struct *p)
+{
+	struct ts_thread *t;
+	struct ts_cpu *c;
+	__u32 cpu, slot;
+
+	t = thread_of_slot(p, &slot);
+	if (!t)
+		return;
+	cpu = task_cpu(p);
+	c = bpf_map_lookup_elem(&cpus, &cpu);
+	WRITE_ONCE(t->wakeup_ns, rq_now(task_rq_of(p), c));
+	if (c) {
+		c->woken_slot = slot;
+		c->woken_task = (__u64)p;
+	}
+}
+
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(on_sched_wakeup, struct task_struct *p)
 {
-	struct ts_thread *t = thread_of(p);
-
-	if (t)
-		WRITE_ONCE(t->wakeup_ns, bpf_ktime_get_ns());
+	mark_woken(p);
 	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(on_sched_wakeup_new, struct task_struct *p)
 {
-	struct ts_thread *t = thread_of(p);
-
-	if (t)
-		WRITE_ONCE(t->wakeup_ns, bpf_ktime_get_ns());
+	mark_woken(p);
 	return 0;
 }
 

@@ -16,6 +16,8 @@
 #define TS_COMM_LEN 16
 /* Slot references are stored +1 so that zero-filled task storage means "none". */
 #define TS_NO_SLOT 0
+/* ts_cpu.slot when the running thread is not tracked. */
+#define TS_CPU_UNTRACKED 0xffffffffU
 
 /* Lifecycle of a slot in the `threads` table. */
 enum ts_slot_state {
@@ -34,6 +36,7 @@ enum ts_thread_flags {
 	TS_F_SWITCH_KNOWN = 1 << 5,    /* switch_in/out times are real, not seeded */
 	TS_F_ENTER_KNOWN = 1 << 6,     /* syscall_enter_ns is the real entry time */
 	TS_F_ARGS_KNOWN = 1 << 7,      /* syscall_args belong to syscall_nr */
+	TS_F_COMM_DIRTY = 1 << 8,      /* prctl(PR_SET_NAME) seen: copy comm at switch-out */
 };
 
 /* Bits of `ts_thread.perf_flags` (on-CPU sample region). */
@@ -114,6 +117,28 @@ enum ts_io_flags {
 	TS_IO_META = 1 << 1,
 	TS_IO_FUA = 1 << 2,
 	TS_IO_PREFLUSH = 1 << 3,
+};
+
+/*
+ * Per-CPU state, one 64-byte entry per CPU in the `cpus` array:
+ *  - the slot of the thread running on the CPU, set at every switch-in, so
+ *    hooks that run in the current thread's context (sys_enter, the on-CPU
+ *    sample, sched_switch's prev) find its entry without a task-storage
+ *    lookup;
+ *  - the offset that turns this CPU's scheduler clock (rq->clock, just
+ *    updated by the scheduler at every switch and wakeup) into
+ *    CLOCK_MONOTONIC, so the hot hooks need no clock read of their own.
+ */
+struct ts_cpu {
+	__u32 slot;           /* slot + 1 of the running thread; 0: not known
+	                       * yet; TS_CPU_UNTRACKED: not tracked */
+	__u32 pad;
+	__s64 clock_offset;   /* CLOCK_MONOTONIC - rq->clock */
+	__u64 calibrated_at;  /* rq->clock at the last calibration; 0: never */
+	__u64 woken_task;     /* last task woken onto this CPU (a hint for the */
+	__u32 woken_slot;     /* switch-in that usually follows): its slot + 1 */
+	__u32 pad2;
+	__u64 reserved[3];
 };
 
 /* Task-local storage: which slot a task owns. */

@@ -97,6 +97,12 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 			t = bpf_map_lookup_elem(&threads, &idx);
 			if (t) {
 				WRITE_ONCE(t->seen_gen, reconcile_gen);
+				/* Catch renames through /proc/<tid>/comm of threads
+				 * that have not run since. No sequence counter is
+				 * taken (each belongs to one writer), so a reader
+				 * may see a half-updated name once. */
+				if (!comm_equal(t->comm, task))
+					copy_comm(t->comm, task);
 				WRITE_ONCE(t->euid, task_euid(task));
 				WRITE_ONCE(t->cgroup_id, task_cgroup_id(task));
 			}

@@ -105,6 +105,8 @@ impl Agent {
         }
         open.maps.threads.set_max_entries(options.max_threads)?;
         open.maps.free_ring.set_max_entries(ring_size as u32)?;
+        let cpus = libbpf_rs::num_possible_cpus().context("cannot count the possible CPUs")?;
+        open.maps.cpus.set_max_entries(cpus as u32)?;
 
         let block_io = kernel_has_tracepoints(&["block_rq_insert", "block_rq_issue", "block_rq_complete", "block_rq_merge"]);
         for prog in [
@@ -238,6 +240,10 @@ impl Drop for Agent {
 /// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
 /// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
 /// exercise this error on a kernel that has BTF.
+/// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
+/// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
+/// exercise this error on a kernel that has BTF.
+
 fn check_btf() -> Result<()> {
     let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF").map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
     if !path.exists() {

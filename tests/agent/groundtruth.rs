@@ -90,6 +90,12 @@ fn ground_truth_states_with_all() {
         assert!(rows >= ticks * 0.98, "tid {tid} is in {rows} of {ticks} ticks");
     }
 
+    // Names set with prctl(PR_SET_NAME) right after thread creation.
+    for (name, comm) in [("sleeper", "gt-sleeper"), ("piperead", "gt-piperead"), ("futex", "gt-futex"), ("fsync", "gt-fsync")] {
+        let named = share(&out, workload.tid(name), &format!("comm = '{comm}'"));
+        assert!(named >= 0.99, "{name}: comm '{comm}' in {named:.3} of rows");
+    }
+
     // Shares of the right state and syscall, per thread.
     let sleeper = share(&out, workload.tid("sleeper"), "state = 'SLEEP' AND syscall = 'clock_nanosleep'");
     assert!(sleeper >= 0.90, "sleeper: {sleeper:.3} SLEEP in clock_nanosleep");

@@ -1,0 +1,54 @@
+//! Shared helpers of the benchmark harnesses.
+//!
+//! Every figure is a ratio or difference measured side by side in one run:
+//! passes with and without the agent alternate, and the median of each side
+//! is reported, because these machines are noisy.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use taskscope::bpf::{Agent, LoadOptions};
+
+/// Load the agent's programs as `taskscope run` would, but tracking this
+/// process too (the real agent excludes itself; here the benchmark's own
+/// threads are the workload).
+pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
+    assert!(rustix::process::geteuid().is_root(), "benchmarks load BPF programs: run them as root");
+    Agent::load(&LoadOptions {
+        agent_tgid: u32::MAX,
+        pids: Vec::new(),
+        max_threads,
+        frequency,
+        pin_dir: None,
+    })
+    .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pin the calling thread to `cpu`.
+pub fn pin_to(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Number of passes per side, from `TASKSCOPE_BENCH_PASSES` (default given).
+pub fn passes(default: usize) -> usize {
+    std::env::var("TASKSCOPE_BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

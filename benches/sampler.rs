@@ -1,0 +1,189 @@
+//! Sampling cost at 10,000 threads: the per-tick scan, the per-row cost of
+//! writing, bytes per row on disk and the agent's resident memory.
+//!
+//! The workload is this process: 10,000 threads (32 KiB stacks) that sleep
+//! on a condition variable and wake every 1-10 s, like idle daemon threads.
+//! Run as root: `cargo bench --bench sampler`.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use taskscope::output::{self, OutputDir, Writer, WriterConfig};
+use taskscope::sampler::{monotonic_ns, scan, Tick};
+
+struct Sleepers {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn spawn_sleepers(n: usize) -> Sleepers {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let threads = (0..n)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .stack_size(32 * 1024)
+                .name(format!("sleeper{}", i % 100))
+                .spawn(move || {
+                    let period = Duration::from_millis(1_000 + (i as u64 * 7_919) % 9_000);
+                    let (lock, cvar) = &*stop;
+                    let mut stopped = lock.lock().unwrap();
+                    while !*stopped {
+                        stopped = cvar.wait_timeout(stopped, period).unwrap().0;
+                    }
+                })
+                .expect("spawn sleeper")
+        })
+        .collect();
+    Sleepers { stop, threads }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    dir
+}
+
+fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut rows = 0;
+    for entry in walk(&dir.join("samples")) {
+        bytes += std::fs::metadata(&entry).unwrap().size();
+        let out = Command::new("sh").arg("-c").arg(format!("zstdcat '{}' | wc -l", entry.display())).output().unwrap();
+        rows += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap() - 1;
+    }
+    (bytes, rows)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// Run the real agent binary for `secs`; its peak RSS (KiB) and files.
+fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskscope"))
+        .arg("run")
+        .args(args)
+        .args(["--no-pin", "--output-dir"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start taskscope");
+    std::thread::sleep(Duration::from_secs(secs));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    hwm
+}
+
+fn main() {
+    let threads: usize = std::env::var("TASKSCOPE_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let passes = passes(40);
+    let started = Instant::now();
+    let sleepers = spawn_sleepers(threads);
+    println!("{threads} sleeping threads started in {:.1} s", started.elapsed().as_secs_f64());
+    let mut agent = load_agent(65_536, 1);
+
+    // 1. The scan with the default (active) filter.
+    let mut default_pass = Vec::new();
+    let mut samples = Vec::new();
+    let mut walked = 0;
+    for _ in 0..passes {
+        samples.clear();
+        let before = thread_cpu();
+        let now = monotonic_ns();
+        let stats = scan(agent.table(), false, now, now, &mut samples);
+        default_pass.push((thread_cpu() - before).as_secs_f64() * 1e3);
+        walked = stats.walked;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // For comparison: one walk of every task with the task iterator (what
+    // reconciliation does every 10 s, and what iterator-based tools do
+    // every tick).
+    let mut iterator_pass = Vec::new();
+    for generation in 0..10 {
+        let before = thread_cpu();
+        agent.reconcile(100 + generation).unwrap();
+        iterator_pass.push((thread_cpu() - before).as_secs_f64() * 1e3);
+    }
+
+    // 2. --all: scan + decode + enrich + CSV + zstd, per row.
+    let dir = scratch_dir("bench-write");
+    let plan = output::dir::check(&dir).unwrap();
+    let mut writer = Writer::new(
+        OutputDir::create(&plan).unwrap(),
+        WriterConfig { host: "bench".into(), rotate: Duration::from_secs(3_600), flush_interval: Duration::from_secs(10) },
+    )
+    .unwrap();
+    let ticks = 30;
+    let mut per_row = Vec::new();
+    let mut min_rows = usize::MAX;
+    let base_ts = taskscope::timefmt::unix_micros_now();
+    for i in 0..ticks {
+        // Ticks one second apart, as at 1 Hz.
+        let now = monotonic_ns();
+        let before = thread_cpu();
+        let mut samples = Vec::with_capacity(threads + 64);
+        let stats = scan(agent.table(), true, now, now, &mut samples);
+        let rows = samples.len();
+        let tick = Tick { ts_us: base_ts + i * 1_000_000, weight_us: 1_000_000, samples, stats };
+        writer.write_tick(&tick);
+        per_row.push((thread_cpu() - before).as_nanos() as f64 / rows as f64);
+        min_rows = min_rows.min(rows);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writer.close();
+    drop(agent);
+
+    // 3. Bytes per row and resident memory of the real agent.
+    let dir_1hz = scratch_dir("bench-agent-1hz");
+    let _ = run_agent(&["--all", "--frequency", "1"], 30, &dir_1hz);
+    let (bytes_1hz, rows_1hz) = file_bytes_and_rows(&dir_1hz);
+    let dir_20hz = scratch_dir("bench-agent-20hz-all");
+    let rss_all = run_agent(&["--all", "--frequency", "20"], 20, &dir_20hz);
+    let (bytes_20hz, rows_20hz) = file_bytes_and_rows(&dir_20hz);
+    let dir_default = scratch_dir("bench-agent-20hz");
+    let rss_default = run_agent(&["--frequency", "20"], 20, &dir_default);
+    drop(sleepers);
+
+    println!();
+    println!("| measure ({threads} threads) | result |");
+    println!("| --- | --- |");
+    println!("| scan, default (active) filter, CPU per pass | {:.3} ms (walked {walked} threads) |", median(&mut default_pass));
+    println!("| task-iterator walk of all tasks, CPU per pass (reference) | {:.3} ms |", median(&mut iterator_pass));
+    println!("| --all: scan + enrich + CSV + zstd, CPU per row | {:.2} µs |", median(&mut per_row) / 1e3);
+    println!("| --all: fewest rows in a tick (threads dropped: none if ≥ {threads}) | {min_rows} |");
+    println!("| bytes per row on disk, --all at 1 Hz for 30 s | {:.1} ({rows_1hz} rows) |", bytes_1hz as f64 / rows_1hz as f64);
+    println!("| bytes per row on disk, --all at 20 Hz for 20 s | {:.1} ({rows_20hz} rows) |", bytes_20hz as f64 / rows_20hz as f64);
+    println!("| agent peak RSS, --all at 20 Hz | {:.1} MiB |", rss_all as f64 / 1024.0);
+    println!("| agent peak RSS, default filter at 20 Hz | {:.1} MiB |", rss_default as f64 / 1024.0);
+}
