@@ -263,6 +263,10 @@ pub struct Sample {
     /// Identity of the process image, for the executable-name cache.
     pub exe_id: u64,
     pub kthread: bool,
+    /// Raw switch times (CLOCK_MONOTONIC ns; 0 = not seen), for the
+    /// per-CPU consistency pass.
+    pub switch_in_ns: u64,
+    pub switch_out_ns: u64,
 }
 
 impl Sample {
@@ -317,6 +321,40 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
         cgroup_id: entry.cgroup_id,
         exe_id: entry.exe_id,
         kthread: has(ts_thread_flags::TS_F_KTHREAD),
+        switch_in_ns: entry.switch_in_ns,
+        switch_out_ns: entry.switch_out_ns,
+    }
+}
+
+/// At any instant a CPU runs one thread. A thread reported on CPU because
+/// the agent preempted it, or because its switch-out came after the scan
+/// started, can collide with the thread that was really switched in last
+/// on that CPU; keep the latest switch-in and report the others as waiting
+/// since their switch-out.
+pub fn settle_cpus(samples: &mut [Sample], now_ns: u64) {
+    let mut holder: Vec<Option<usize>> = Vec::new();
+    for i in 0..samples.len() {
+        if samples[i].state != ThreadState::OnCpu {
+            continue;
+        }
+        let cpu = samples[i].cpu as usize;
+        if cpu >= holder.len() {
+            holder.resize(cpu + 1, None);
+        }
+        let loser = match holder[cpu] {
+            None => {
+                holder[cpu] = Some(i);
+                continue;
+            }
+            Some(j) if samples[i].switch_in_ns > samples[j].switch_in_ns => {
+                holder[cpu] = Some(i);
+                j
+            }
+            Some(_) => i,
+        };
+        let s = &mut samples[loser];
+        s.state = ThreadState::RunQueue;
+        s.state_since_us = (s.switch_out_ns != 0 && s.switch_out_ns <= now_ns).then(|| since(now_ns, s.switch_out_ns));
     }
 }
 
@@ -518,6 +556,32 @@ mod tests {
         let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state, ThreadState::Disk);
         assert_eq!(s.io.map(|io| (io.dev, io.age_us)), Some(((254 << 20) | 1, 1_000)));
+    }
+
+    #[test]
+    fn one_thread_per_cpu() {
+        let mut victim = decode(&entry(AGENT | SWITCH), 1_500_000, 10_000_000);
+        victim.state = ThreadState::OnCpu;
+        victim.cpu = 0;
+        victim.switch_in_ns = 1_000_000;
+        victim.switch_out_ns = 2_000_000;
+        let mut kworker = victim;
+        kworker.tid = 7;
+        kworker.switch_in_ns = 9_000_000;
+        let mut other_cpu = victim;
+        other_cpu.tid = 8;
+        other_cpu.cpu = 1;
+        let mut samples = vec![victim, kworker, other_cpu];
+        settle_cpus(&mut samples, 10_000_000);
+        let states: Vec<_> = samples.iter().map(|s| (s.tid, s.state, s.state_since_us)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (42, ThreadState::RunQueue, Some(8_000)),
+                (7, ThreadState::OnCpu, samples[1].state_since_us),
+                (8, ThreadState::OnCpu, samples[2].state_since_us),
+            ]
+        );
     }
 
     #[test]

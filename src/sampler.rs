@@ -97,6 +97,7 @@ pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, sa
             samples.push(sample);
         }
     }
+    record::settle_cpus(samples, now_ns);
     stats.emitted = samples.len() as u32;
     stats
 }

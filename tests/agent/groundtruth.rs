@@ -55,7 +55,7 @@ fn proc_letter(state: &str) -> char {
 fn ground_truth_states_with_all() {
     require_root();
     let _serial = exclusive();
-    let workload = Workload::start();
+    let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
 
@@ -74,6 +74,7 @@ fn ground_truth_states_with_all() {
     views.insert("stopped", proc_view(workload.info["stopped"].as_u64().unwrap() as u32, workload.info["stopped"].as_i64().unwrap()));
     views.insert("zombie", proc_view(workload.info["zombie"].as_u64().unwrap() as u32, workload.info["zombie"].as_i64().unwrap()));
     let status = wait_with_limit(agent, Duration::from_secs(30));
+    workload.stop();
     assert_success(&status);
 
     // Every tick saw every workload thread (none dropped, none twice).
@@ -185,13 +186,14 @@ fn ground_truth_states_with_all() {
 fn default_filter_writes_only_active_threads() {
     require_root();
     let _serial = exclusive();
-    let workload = Workload::start();
+    let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
     let status = run_agent(
         &["run", "--frequency", "20", "--duration", "3", "--no-pin", "--output-dir", out.to_str().unwrap()],
         Duration::from_secs(30),
     );
+    workload.stop();
     assert_success(&status);
     let states = query(&out, "SELECT DISTINCT state FROM read_csv('samples/*/*/*.csv.zst') ORDER BY state");
     for row in &states {
@@ -212,7 +214,7 @@ fn default_filter_writes_only_active_threads() {
 fn pid_filter_tracks_only_that_process() {
     require_root();
     let _serial = exclusive();
-    let workload = Workload::start();
+    let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
     let pid = workload.pid().to_string();
@@ -220,6 +222,7 @@ fn pid_filter_tracks_only_that_process() {
         &["run", "--all", "--pid", &pid, "--frequency", "20", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
         Duration::from_secs(30),
     );
+    workload.stop();
     assert_success(&status);
     let tgids = query(&out, "SELECT DISTINCT tgid FROM read_csv('samples/*/*/*.csv.zst')");
     assert_eq!(tgids.len(), 1, "rows from other processes: {tgids:?}");

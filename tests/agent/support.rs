@@ -71,9 +71,11 @@ pub fn groundtruth_binary() -> &'static Path {
     })
 }
 
-/// A running ground-truth workload; stopped (and its children reaped) on drop.
+/// A running ground-truth workload; stopped (and its children reaped) on
+/// drop or by `stop`, after which its tids can still be looked up.
 pub struct Workload {
     child: Child,
+    pid: u32,
     pub info: Value,
 }
 
@@ -87,11 +89,19 @@ impl Workload {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read workload tids");
         let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
-        Workload { child, info }
+        let pid = child.id();
+        Workload { child, pid, info }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    /// Stop the workload (its spinners would slow down the queries).
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
     }
 
     /// The tid of role `name` ("sleeper", "piperead", ...).
@@ -106,9 +116,7 @@ impl Workload {
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
