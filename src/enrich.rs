@@ -5,12 +5,13 @@
 //! miss that needs a filesystem walk (cgroups) is rate-limited, so a flood
 //! of new ids cannot turn enrichment into the agent's main cost.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use tracing::debug;
+
+use crate::record::Sample;
 
 /// Entries per cache before it is cleared.
 const CACHE_LIMIT: usize = 65_536;
@@ -58,12 +59,14 @@ pub fn dev_name(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xf_ffff)
 }
 
-/// Cached id-to-name lookups.
+/// Cached id-to-name lookups, in two phases per tick: [`Enricher::prepare`]
+/// resolves whatever the tick's samples need (the only phase that may touch
+/// the file system), then [`Enricher::names`] lends `&str`s for writing, so
+/// rows borrow names instead of counting references.
 pub struct Enricher {
-    users: HashMap<u32, Arc<str>>,
-    exes: HashMap<(u32, u64), Arc<str>>,
+    users: FxHashMap<u32, Box<str>>,
+    exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
-    empty: Arc<str>,
 }
 
 impl Default for Enricher {
@@ -74,62 +77,76 @@ impl Default for Enricher {
 
 impl Enricher {
     pub fn new() -> Enricher {
-        Enricher {
-            users: HashMap::new(),
-            exes: HashMap::new(),
-            cgroups: CgroupNames::new(),
-            empty: Arc::from(""),
+        Enricher { users: FxHashMap::default(), exes: FxHashMap::default(), cgroups: CgroupNames::new() }
+    }
+
+    /// Resolve and cache every name `samples` refer to.
+    pub fn prepare(&mut self, samples: &[Sample]) {
+        for map_len in [self.users.len(), self.exes.len()] {
+            if map_len >= CACHE_LIMIT {
+                self.users.clear();
+                self.exes.clear();
+            }
+        }
+        for sample in samples {
+            self.users.entry(sample.euid).or_insert_with(|| user_name(sample.euid));
+            if sample.exe_id != 0 {
+                self.exes
+                    .entry((sample.tgid, sample.exe_id))
+                    .or_insert_with(|| exe_path(sample.tgid));
+            }
+            self.cgroups.prepare(sample.cgroup_id);
         }
     }
 
-    /// User name of `uid`, or the number when it has no name.
-    pub fn user(&mut self, uid: u32) -> Arc<str> {
-        if let Some(name) = self.users.get(&uid) {
-            return name.clone();
-        }
-        let name: Arc<str> = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(Some(user)) => Arc::from(user.name),
-            _ => Arc::from(uid.to_string()),
-        };
-        bounded_insert(&mut self.users, uid, name.clone());
-        name
-    }
-
-    /// Path of the executable of process `tgid` (image `exe_id`); empty for
-    /// kernel threads and processes that are already gone.
-    pub fn exe(&mut self, tgid: u32, exe_id: u64) -> Arc<str> {
-        if exe_id == 0 {
-            return self.empty.clone();
-        }
-        if let Some(path) = self.exes.get(&(tgid, exe_id)) {
-            return path.clone();
-        }
-        let path: Arc<str> = match std::fs::read_link(format!("/proc/{tgid}/exe")) {
-            Ok(path) => Arc::from(path.to_string_lossy().as_ref()),
-            Err(_) => self.empty.clone(),
-        };
-        bounded_insert(&mut self.exes, (tgid, exe_id), path.clone());
-        path
-    }
-
-    /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
-    pub fn cgroup(&mut self, id: u64) -> Arc<str> {
-        self.cgroups.name(id).unwrap_or_else(|| self.empty.clone())
+    /// Names resolved by the last `prepare`.
+    pub fn names(&self) -> Names<'_> {
+        Names { enricher: self }
     }
 }
 
-fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() >= CACHE_LIMIT {
-        map.clear();
+/// Read-only view of an [`Enricher`]'s caches.
+pub struct Names<'a> {
+    enricher: &'a Enricher,
+}
+
+impl<'a> Names<'a> {
+    /// Effective user name of `uid` (the number when it has no name).
+    pub fn user(&self, uid: u32) -> &'a str {
+        self.enricher.users.get(&uid).map_or("", |name| name)
     }
-    map.insert(key, value);
+
+    /// Executable of process `tgid` with image `exe_id`; empty for kernel
+    /// threads and processes gone before the lookup.
+    pub fn exe(&self, tgid: u32, exe_id: u64) -> &'a str {
+        self.enricher.exes.get(&(tgid, exe_id)).map_or("", |path| path)
+    }
+
+    /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
+    pub fn cgroup(&self, id: u64) -> &'a str {
+        self.enricher.cgroups.names.get(&id).map_or("", |path| path)
+    }
+}
+
+fn user_name(uid: u32) -> Box<str> {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name.into_boxed_str(),
+        _ => uid.to_string().into_boxed_str(),
+    }
+}
+
+fn exe_path(tgid: u32) -> Box<str> {
+    match std::fs::read_link(format!("/proc/{tgid}/exe")) {
+        Ok(path) => path.to_string_lossy().into(),
+        Err(_) => "".into(),
+    }
 }
 
 /// cgroup id to path, from a walk of the cgroup v2 hierarchy (a cgroup's
 /// id is the inode number of its directory).
 struct CgroupNames {
     root: Option<PathBuf>,
-    names: HashMap<u64, Arc<str>>,
+    names: FxHashMap<u64, Box<str>>,
     last_scan: Option<Instant>,
 }
 
@@ -137,40 +154,38 @@ impl CgroupNames {
     fn new() -> CgroupNames {
         let root = cgroup2_mount();
         debug!(root = ?root, "cgroup v2 hierarchy");
-        CgroupNames { root, names: HashMap::new(), last_scan: None }
+        CgroupNames { root, names: FxHashMap::default(), last_scan: None }
     }
 
-    fn name(&mut self, id: u64) -> Option<Arc<str>> {
-        if id == 0 {
-            return None;
-        }
-        if let Some(name) = self.names.get(&id) {
-            return Some(name.clone());
+    /// Make sure `id` is known if it can be: walk the tree again on a miss,
+    /// at most every CGROUP_RESCAN_INTERVAL.
+    fn prepare(&mut self, id: u64) {
+        if id == 0 || self.names.contains_key(&id) {
+            return;
         }
         let due = self.last_scan.is_none_or(|at| at.elapsed() >= CGROUP_RESCAN_INTERVAL);
         if due {
             self.rescan();
         }
-        self.names.get(&id).cloned()
     }
 
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
         let Some(root) = self.root.clone() else { return };
-        let mut names = HashMap::new();
+        let mut names = FxHashMap::default();
         walk_cgroups(&root, &root, &mut names, 0);
         self.names = names;
     }
 }
 
-fn walk_cgroups(root: &Path, dir: &Path, names: &mut HashMap<u64, Arc<str>>, depth: usize) {
+fn walk_cgroups(root: &Path, dir: &Path, names: &mut FxHashMap<u64, Box<str>>, depth: usize) {
     use std::os::unix::fs::MetadataExt;
     if depth > 32 || names.len() >= CACHE_LIMIT {
         return;
     }
     let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
     let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    names.insert(meta.ino(), Arc::from(format!("/{}", relative.display()).as_str()));
+    names.insert(meta.ino(), format!("/{}", relative.display()).into_boxed_str());
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -237,16 +252,22 @@ mod tests {
         assert_eq!(io_op_name(99, 0, 0), "OTHER");
     }
 
+    fn sample(tgid: u32, euid: u32, exe_id: u64, cgroup_id: u64) -> Sample {
+        let entry = crate::bpf::types::ts_thread { tid: tgid, tgid, euid, exe_id, cgroup_id, ..Default::default() };
+        crate::record::decode(&entry, 0, 0)
+    }
+
     #[test]
     fn users_and_exes() {
-        let mut e = Enricher::new();
-        assert_eq!(&*e.user(0), "root");
-        assert_eq!(&*e.user(4_000_000), "4000000");
         let me = std::process::id();
-        let exe = e.exe(me, 1);
-        assert_eq!(&*exe, std::env::current_exe().unwrap().to_string_lossy());
-        assert_eq!(&*e.exe(me, 0), "");
-        assert_eq!(&*e.exe(4_000_000, 7), "");
+        let mut e = Enricher::new();
+        e.prepare(&[sample(me, 0, 1, 0), sample(me, 4_000_000, 0, 0), sample(4_000_000, 0, 7, 0)]);
+        let names = e.names();
+        assert_eq!(names.user(0), "root");
+        assert_eq!(names.user(4_000_000), "4000000");
+        assert_eq!(names.exe(me, 1), std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(names.exe(me, 0), "");
+        assert_eq!(names.exe(4_000_000, 7), "");
     }
 
     #[test]
@@ -261,8 +282,9 @@ mod tests {
         let dir = root.join(path.trim_start_matches('/'));
         let id = std::fs::metadata(&dir).unwrap().ino();
         let mut e = Enricher::new();
-        assert_eq!(&*e.cgroup(id), path.as_str());
-        assert_eq!(&*e.cgroup(0), "");
+        e.prepare(&[sample(1, 0, 0, id), sample(1, 0, 0, 0)]);
+        assert_eq!(e.names().cgroup(id), path.as_str());
+        assert_eq!(e.names().cgroup(0), "");
     }
 
     #[test]

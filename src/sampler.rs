@@ -25,6 +25,8 @@ use crate::privileges;
 use crate::record::{self, Sample};
 use crate::timefmt;
 
+/// How many entries ahead the scan prefetches.
+const PREFETCH_AHEAD: usize = 12;
 /// Ticks the writer may be behind before the sampler drops ticks.
 const QUEUE_TICKS: usize = 64;
 /// Minimum time between two log lines about overruns or drops.
@@ -72,7 +74,11 @@ fn thread_cpu_ns() -> u64 {
 /// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
 pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, samples: &mut Vec<Sample>) -> TickStats {
     let mut stats = TickStats::default();
-    for slot in 0..table.high_water() {
+    let high_water = table.high_water();
+    for slot in 0..high_water {
+        // The scan is bound by memory latency (one cache line per entry,
+        // entries 256 bytes apart): ask for entries ahead of time.
+        table.prefetch(slot + PREFETCH_AHEAD);
         let peek = table.peek(slot);
         if peek.slot_state == ts_slot_state::TS_SLOT_EXITED.0 {
             table.recycle(slot);

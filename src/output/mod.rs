@@ -113,21 +113,20 @@ impl Writer {
     }
 
     fn write_rows(&mut self, tick: &Tick) -> Result<()> {
+        self.enrich.prepare(&tick.samples);
+        let names = self.enrich.names();
         let file = self.current.as_mut().expect("open file");
         for sample in &tick.samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let exe = self.enrich.exe(sample.tgid, sample.exe_id);
-            let user = self.enrich.user(sample.euid);
-            let cgroup = self.enrich.cgroup(sample.cgroup_id);
             let io_dev = io_dev_text(sample);
             let row = SampleRow {
                 ts_us: tick.ts_us,
                 weight_us: tick.weight_us,
                 sample,
                 comm: &comm,
-                exe: &exe,
-                user: &user,
-                cgroup: &cgroup,
+                exe: names.exe(sample.tgid, sample.exe_id),
+                user: names.user(sample.euid),
+                cgroup: names.cgroup(sample.cgroup_id),
                 syscall: sample.syscall.and_then(|s| syscall_name(s.nr)),
                 io_dev: io_dev.as_deref(),
             };

@@ -1,0 +1,167 @@
+//! Writer throughput: rows per second and bytes per row of the file
+//! writer alone, on synthetic ticks shaped like real ones (10,000 threads
+//! of a few hundred processes, mostly sleeping, some in syscalls and I/O),
+//! with the stages timed separately. No BPF; runs as any user.
+//! `cargo bench --bench writer`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::median;
+use taskscope::bpf::types::{ts_thread, ts_thread_flags};
+use taskscope::output::csv::CsvFile;
+use taskscope::output::{OutputDir, Writer, WriterConfig};
+use taskscope::record::{decode, Sample};
+use taskscope::sampler::{Tick, TickStats};
+use taskscope::schema::{SampleRow, Samples};
+
+const THREADS: u32 = 10_000;
+const TICKS: i64 = 30;
+
+/// One tick of synthetic samples, `tick` seconds into the run.
+fn tick_samples(tick: u64) -> Vec<Sample> {
+    let now = 1_000_000_000_000 + tick * 1_000_000_000;
+    (0..THREADS)
+        .map(|i| {
+            let busy = i % 50 == 0;
+            let mut entry = ts_thread {
+                tid: 1_000 + i,
+                tgid: 1_000 + i / 40 * 40,
+                flags: ts_thread_flags::TS_F_SWITCH_KNOWN.0
+                    | ts_thread_flags::TS_F_IN_SYSCALL.0
+                    | ts_thread_flags::TS_F_ENTER_KNOWN.0
+                    | ts_thread_flags::TS_F_ARGS_KNOWN.0,
+                sched_state: 1,
+                switch_out_ns: now - 1_000_000 * u64::from(i % 997) - 17 * u64::from(i),
+                switch_in_ns: now - 2_000_000_000,
+                syscall_nr: [202, 0, 7, 230, 232][(i % 5) as usize],
+                syscall_enter_ns: now - 1_000_000 * u64::from(i % 997) - 20_000,
+                syscall_args: [u64::from(i % 64), 0x7ffd_1234_0000 + u64::from(i) * 64, 128],
+                cpu: i % 2,
+                euid: if i % 3 == 0 { 0 } else { 1000 },
+                cgroup_id: 1,
+                exe_id: u64::from(i / 40) + 1,
+                ..Default::default()
+            };
+            entry.comm[..8].copy_from_slice(&b"worker-0".map(|b| b as i8));
+            entry.comm[7] = (b'0' + (i % 10) as u8) as i8;
+            if busy {
+                entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
+            }
+            decode(&entry, now, now)
+        })
+        .collect()
+}
+
+fn main() {
+    let ticks: Vec<Vec<Sample>> = (0..TICKS as u64).map(tick_samples).collect();
+    let names = ("/usr/lib/jvm/java-17/bin/java", "root", "/system.slice/app.service");
+
+    // Stage 1, for comparison: the same rows through the csv crate's writer
+    // into a null sink (what taskscope used before its own encoder).
+    let mut format = Vec::new();
+    for samples in &ticks {
+        let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(std::io::sink());
+        let start = Instant::now();
+        for sample in samples {
+            let comm = String::from_utf8_lossy(sample.comm_bytes());
+            let row = SampleRow {
+                ts_us: 1,
+                weight_us: 1_000_000,
+                sample,
+                comm: &comm,
+                exe: names.0,
+                user: names.1,
+                cgroup: names.2,
+                syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
+                io_dev: None,
+            };
+            for column in <Samples as taskscope::schema::Table>::columns() {
+                match (column.value)(&row) {
+                    taskscope::schema::Value::Null => csv.write_field(b"").unwrap(),
+                    taskscope::schema::Value::Int(v) => csv.write_field(itoa::Buffer::new().format(v)).unwrap(),
+                    taskscope::schema::Value::Text(t) => csv.write_field(t).unwrap(),
+                    taskscope::schema::Value::Timestamp(_) => csv.write_field("2026-11-22 13:00:00.000000").unwrap(),
+                }
+            }
+            csv.write_record(None::<&[u8]>).unwrap();
+        }
+        format.push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
+    }
+
+    // Stage 2: the real CsvFile (format + zstd) into a file.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-writer");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut compress = Vec::new();
+    let file = std::fs::File::create(dir.join("stage2.csv.zst")).unwrap();
+    let mut csv_file = CsvFile::create::<Samples>(file).unwrap();
+    for (i, samples) in ticks.iter().enumerate() {
+        let start = Instant::now();
+        for sample in samples {
+            let comm = String::from_utf8_lossy(sample.comm_bytes());
+            let row = SampleRow {
+                ts_us: 1_795_352_645_000_000 + i as i64 * 1_000_000,
+                weight_us: 1_000_000,
+                sample,
+                comm: &comm,
+                exe: names.0,
+                user: names.1,
+                cgroup: names.2,
+                syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
+                io_dev: None,
+            };
+            csv_file.write_row::<Samples>(&row).unwrap();
+        }
+        compress.push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
+    }
+    csv_file.finish().unwrap();
+
+    // Stage 3: the whole Writer (enrichment with /proc lookups that fail
+    // fast for these made-up pids, rotation, durability flushes).
+    let out = dir.join("out");
+    let plan = taskscope::output::dir::check(&out).unwrap();
+    let mut writer = Writer::new(
+        OutputDir::create(&plan).unwrap(),
+        WriterConfig { host: "bench".into(), rotate: Duration::from_secs(3_600), flush_interval: Duration::from_secs(10) },
+    )
+    .unwrap();
+    let mut whole = Vec::new();
+    let started = Instant::now();
+    for (i, samples) in ticks.into_iter().enumerate() {
+        let rows = samples.len();
+        let tick = Tick { ts_us: 1_795_352_645_000_000 + i as i64 * 1_000_000, weight_us: 1_000_000, samples, stats: TickStats::default() };
+        let start = Instant::now();
+        writer.write_tick(&tick);
+        whole.push(start.elapsed().as_nanos() as f64 / rows as f64);
+    }
+    let stats = writer.close();
+    let elapsed = started.elapsed();
+    let bytes: u64 = walk(&out.join("samples")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+
+    println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
+    println!("| --- | --- |");
+    println!("| csv crate formatting only, for comparison | {:.2} µs |", median(&mut format) / 1e3);
+    println!("| CSV + zstd into a file | {:.2} µs |", median(&mut compress) / 1e3);
+    println!("| whole writer (enrichment, CSV, zstd, rotation) | {:.2} µs |", median(&mut whole) / 1e3);
+    println!();
+    println!(
+        "writer throughput: {:.0} rows/s; {:.1} bytes per row on disk ({} rows)",
+        stats.rows as f64 / elapsed.as_secs_f64(),
+        bytes as f64 / stats.rows as f64,
+        stats.rows
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
