@@ -41,6 +41,25 @@ pub enum Command {
     /// Runs until SIGINT or SIGTERM (or --duration), then publishes the
     /// current files and exits 0. Needs root (CAP_BPF and CAP_PERFMON).
     Run(RunArgs),
+    /// Print the columns of every output table, with types and descriptions
+    Schema(SchemaArgs),
+}
+
+/// How `taskscope schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFormat {
+    /// Aligned plain text
+    Text,
+    /// Markdown tables (as in the README)
+    Markdown,
+}
+
+/// Flags of `taskscope schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Text)]
+    pub format: SchemaFormat,
 }
 
 /// Output file format.
@@ -200,7 +219,19 @@ mod tests {
         all.extend_from_slice(args);
         match parse(&all).expect("parses").command {
             Command::Run(run) => run,
+            other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn schema_format_flag() {
+        for (args, want) in [(vec!["schema"], SchemaFormat::Text), (vec!["schema", "--format", "markdown"], SchemaFormat::Markdown)] {
+            match parse(&args).unwrap().command {
+                Command::Schema(schema) => assert_eq!(schema.format, want),
+                other => panic!("parsed as {other:?}"),
+            }
+        }
+        assert!(parse(&["schema", "--format", "html"]).is_err());
     }
 
     #[test]

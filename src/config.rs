@@ -182,6 +182,7 @@ mod tests {
         let cli = Cli::try_parse_from(["taskscope", "run"].iter().chain(args.iter())).expect("parses");
         match cli.command {
             Command::Run(run) => Config::from_args(&run),
+            other => panic!("parsed as {other:?}"),
         }
     }
 

@@ -45,5 +45,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             sampler::run_agent(&config)?;
             Ok(ExitCode::SUCCESS)
         }
+        cli::Command::Schema(args) => {
+            print!("{}", schema::describe_all(args.format == cli::SchemaFormat::Markdown));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -4,4 +4,5 @@
 mod cli;
 mod groundtruth;
 mod lifecycle;
+mod readme;
 mod support;

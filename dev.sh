@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Build, run and test taskscope on a Debian 12 machine, installing what is
+# missing first (idempotent: nothing is reinstalled on a second run).
+#
+#   ./dev.sh run [taskscope run flags...]   build and run the agent (as root)
+#   ./dev.sh test                           build and run the whole test suite
+#   ./dev.sh bench                          run the benchmarks (as root)
+#   ./dev.sh setup                          only install the prerequisites
+#
+# Installs: clang (compiles the BPF programs), libelf-dev, zlib1g-dev and
+# pkg-config (vendored libbpf), gcc and zstd (test workloads and checks),
+# and DuckDB for Python and its CLI (the tests query the files with it).
+# Needs an existing Rust toolchain (cargo), as rustup installs it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config gcc zstd make)
+
+say() { printf 'dev.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+require_root() {
+    [ "$(id -u)" -eq 0 ] || die "'$1' must run as root: loading BPF programs needs CAP_BPF and CAP_PERFMON"
+}
+
+install_debian_packages() {
+    local missing=()
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}); run as root to install them"
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pip_install() {
+    # A distribution Python refuses system-wide installs (PEP 668); this is
+    # a build machine, so say so explicitly in that case.
+    python3 -m pip install -q "$@" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages "$@"
+}
+
+install_duckdb() {
+    command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-pip)"
+    python3 -m pip --version >/dev/null 2>&1 || { [ "$(id -u)" -eq 0 ] && apt-get install -y -qq python3-pip >/dev/null; }
+    python3 -c 'import duckdb' 2>/dev/null || { say "installing duckdb (Python)"; pip_install duckdb; }
+    local scripts
+    scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    export PATH="$scripts:$HOME/.local/bin:$PATH"
+    command -v duckdb >/dev/null || { say "installing the duckdb CLI"; pip_install duckdb-cli; }
+    TASKSCOPE_DUCKDB="$(command -v duckdb)" || die "the duckdb CLI did not install"
+    export TASKSCOPE_DUCKDB
+}
+
+find_cargo() {
+    if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.82 or newer) with rustup"
+}
+
+setup() {
+    install_debian_packages
+    install_duckdb
+    find_cargo
+}
+
+command="${1:-}"
+[ $# -gt 0 ] && shift
+case "$command" in
+    setup)
+        setup
+        say "ready: $(clang --version | head -1); $(cargo --version); duckdb $("$TASKSCOPE_DUCKDB" --version)"
+        ;;
+    run)
+        require_root run
+        setup
+        cargo build --release --locked
+        exec ./target/release/taskscope run "$@"
+        ;;
+    test)
+        require_root test
+        setup
+        cargo build --release --locked --all-targets
+        cargo test --release --locked
+        ;;
+    bench)
+        require_root bench
+        setup
+        cargo bench --locked "$@"
+        ;;
+    *)
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+        ;;
+esac
