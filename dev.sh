@@ -86,7 +86,13 @@ case "$command" in
         require_root test
         setup
         cargo build --release --locked --all-targets
-        cargo test --release --locked
+        log="$(mktemp)"
+        trap 'rm -f "$log"' EXIT
+        status=0
+        cargo test --release --locked --lib --tests "$@" 2>&1 | tee "$log" || status=$?
+        # One closing line for the whole suite (unit and integration tests).
+        awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+        exit "$status"
         ;;
     bench)
         require_root bench

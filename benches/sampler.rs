@@ -63,7 +63,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
     let mut bytes = 0;
     let mut rows = 0;
-    for entry in walk(&dir.join("samples")) {
+    for entry in files_below(&dir.join("samples")) {
         bytes += std::fs::metadata(&entry).unwrap().size();
         let out = Command::new("sh").arg("-c").arg(format!("zstdcat '{}' | wc -l", entry.display())).output().unwrap();
         rows += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap() - 1;
@@ -71,17 +71,6 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
     (bytes, rows)
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
-}
 
 /// Run the real agent binary for `secs`; its peak RSS (KiB) and files.
 fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {

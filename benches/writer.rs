@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::median;
+use common::{files_below, median};
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
 use taskscope::output::csv::CsvFile;
 use taskscope::output::{OutputDir, Writer, WriterConfig};
@@ -54,9 +54,25 @@ fn tick_samples(tick: u64) -> Vec<Sample> {
         .collect()
 }
 
+const NAMES: (&str, &str, &str) = ("/usr/lib/jvm/java-17/bin/java", "root", "/system.slice/app.service");
+
+/// A sample as the writer turns it into a row (names fixed).
+fn row<'a>(sample: &'a Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
+    SampleRow {
+        ts_us,
+        weight_us: 1_000_000,
+        sample,
+        comm,
+        exe: NAMES.0,
+        user: NAMES.1,
+        cgroup: NAMES.2,
+        syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
+        io_dev: None,
+    }
+}
+
 fn main() {
     let ticks: Vec<Vec<Sample>> = (0..TICKS as u64).map(tick_samples).collect();
-    let names = ("/usr/lib/jvm/java-17/bin/java", "root", "/system.slice/app.service");
 
     // Stage 1, for comparison: the same rows through the csv crate's writer
     // into a null sink (what taskscope used before its own encoder).
@@ -66,17 +82,7 @@ fn main() {
         let start = Instant::now();
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let row = SampleRow {
-                ts_us: 1,
-                weight_us: 1_000_000,
-                sample,
-                comm: &comm,
-                exe: names.0,
-                user: names.1,
-                cgroup: names.2,
-                syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
-                io_dev: None,
-            };
+            let row = row(sample, &comm, 1);
             for column in <Samples as taskscope::schema::Table>::columns() {
                 match (column.value)(&row) {
                     taskscope::schema::Value::Null => csv.write_field(b"").unwrap(),
@@ -101,18 +107,7 @@ fn main() {
         let start = Instant::now();
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let row = SampleRow {
-                ts_us: 1_795_352_645_000_000 + i as i64 * 1_000_000,
-                weight_us: 1_000_000,
-                sample,
-                comm: &comm,
-                exe: names.0,
-                user: names.1,
-                cgroup: names.2,
-                syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
-                io_dev: None,
-            };
-            csv_file.write_row::<Samples>(&row).unwrap();
+            csv_file.write_row::<Samples>(&row(sample, &comm, 1_795_352_645_000_000 + i as i64 * 1_000_000)).unwrap();
         }
         compress.push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
     }
@@ -138,7 +133,7 @@ fn main() {
     }
     let stats = writer.close();
     let elapsed = started.elapsed();
-    let bytes: u64 = walk(&out.join("samples")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let bytes: u64 = files_below(&out.join("samples")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
 
     println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
     println!("| --- | --- |");
@@ -152,16 +147,4 @@ fn main() {
         bytes as f64 / stats.rows as f64,
         stats.rows
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }

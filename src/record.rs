@@ -11,7 +11,6 @@
 //! were still in its last syscall.
 
 use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
-use crate::bpf::table::Peek;
 
 /// Kernel task state bits (include/linux/sched.h; stable from 5.15 on).
 mod bits {
@@ -108,19 +107,6 @@ pub struct SchedFields {
     pub wakeup_ns: u64,
 }
 
-impl From<&Peek> for SchedFields {
-    fn from(p: &Peek) -> SchedFields {
-        SchedFields {
-            flags: p.flags,
-            sched_state: p.sched_state,
-            exit_state: p.exit_state,
-            switch_in_ns: p.switch_in_ns,
-            switch_out_ns: p.switch_out_ns,
-            wakeup_ns: p.wakeup_ns,
-        }
-    }
-}
-
 impl From<&ts_thread> for SchedFields {
     fn from(e: &ts_thread) -> SchedFields {
         SchedFields {
@@ -143,40 +129,80 @@ fn preempted_by_this_tick(f: &SchedFields, tick_ns: u64) -> bool {
     f.flags & ts_thread_flags::TS_F_AGENT_PREEMPTED.0 != 0 && f.switch_out_ns >= tick_ns
 }
 
-/// The state of a thread at `now_ns` (when the scan started) and since
-/// when it has been in it, from its entry's scheduler fields; `tick_ns` is
-/// the tick's deadline.
+/// A thread's state at one instant, as decoded from its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateAt {
+    pub state: ThreadState,
+    /// Time in that state, microseconds; None when not known.
+    pub since_us: Option<u64>,
+    /// For ON_CPU: when it was switched in (CLOCK_MONOTONIC ns; 0 if not
+    /// known), which decides who holds a CPU claimed twice.
+    pub running_since_ns: u64,
+}
+
+/// The state of a thread at `now_ns` (when the scan started), from its
+/// entry's scheduler fields; `tick_ns` is the tick's deadline.
 ///
 /// A scan is not an atomic snapshot: a thread may switch while the table is
-/// being read. Every switch carries its time, so a switch after `now_ns` is
-/// rewound: switched in later means it was waiting for the CPU at `now_ns`,
-/// switched out later means it was still running. All rows of a tick thus
-/// describe the same instant.
-pub fn thread_state_since(f: &SchedFields, tick_ns: u64, now_ns: u64) -> (ThreadState, Option<u64>) {
-    let since = |then_ns: u64| (then_ns != 0).then(|| now_ns.saturating_sub(then_ns) / 1_000);
-    let known = f.flags & ts_thread_flags::TS_F_SWITCH_KNOWN.0 != 0;
-    // Woken, and not switched in again since: the wakeup counts if it
-    // happened after the last switch-out and by `now_ns`.
-    let woken_at = (f.wakeup_ns > f.switch_out_ns && f.wakeup_ns <= now_ns).then_some(f.wakeup_ns);
-    let waiting_since = || match woken_at {
-        Some(woken) => since(woken),
-        None if known => since(f.switch_out_ns),
-        None => None,
-    };
-    if known && f.switch_in_ns > now_ns {
-        return (ThreadState::RunQueue, waiting_since());
+/// being read, even twice (out and back in) when the sampler is preempted
+/// mid-scan. The entry holds the latest switch-in, switch-out and wakeup
+/// times, which is enough to reconstruct the state at `now_ns` in every
+/// case; all rows of a tick thus describe the same instant.
+pub fn thread_state_at(f: &SchedFields, tick_ns: u64, now_ns: u64) -> StateAt {
+    let since = |then_ns: u64| (then_ns != 0 && then_ns <= now_ns).then(|| (now_ns - then_ns) / 1_000);
+    let on_cpu = |since_ns: u64| StateAt { state: ThreadState::OnCpu, since_us: since(since_ns), running_since_ns: since_ns };
+    let off = |state: ThreadState, since_ns: u64| StateAt { state, since_us: since(since_ns), running_since_ns: 0 };
+    let (switch_in, switch_out, wakeup) = (f.switch_in_ns, f.switch_out_ns, f.wakeup_ns);
+    let running = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
+
+    if f.flags & ts_thread_flags::TS_F_SWITCH_KNOWN.0 == 0 {
+        // Seeded from the task struct and not switched since: as found.
+        let woken = wakeup != 0 && wakeup <= now_ns;
+        return if running {
+            on_cpu(0)
+        } else if woken {
+            off(ThreadState::RunQueue, wakeup)
+        } else {
+            off(state_word(f.sched_state, f.exit_state, false), 0)
+        };
     }
-    let on_cpu = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
-    if on_cpu || (known && f.switch_out_ns > now_ns) || preempted_by_this_tick(f, tick_ns) {
-        return (ThreadState::OnCpu, if known { since(f.switch_in_ns) } else { None });
-    }
-    let state = state_word(f.sched_state, f.exit_state, woken_at.is_some());
-    let since = match state {
-        ThreadState::RunQueue => waiting_since(),
-        _ if known => since(f.switch_out_ns),
-        _ => None,
+    // Off CPU since `out` (<= now): woken by now (after `out`), or in the
+    // state it switched out in.
+    let off_since = |out: u64| {
+        if wakeup > out && wakeup <= now_ns {
+            off(ThreadState::RunQueue, wakeup)
+        } else {
+            let state = state_word(f.sched_state, f.exit_state, false);
+            off(state, out)
+        }
     };
-    (state, since)
+    match (running, switch_in <= now_ns, switch_out <= now_ns) {
+        // Last event a switch-in, before now: on CPU.
+        (true, true, _) => on_cpu(switch_in),
+        // Switched in after now, out before: waiting at now.
+        (true, false, true) => off_since(switch_out),
+        // Out and back in, both after now: it was still running at now.
+        (true, false, false) => on_cpu(0),
+        // Last event a switch-out, before now.
+        (false, _, true) => {
+            if preempted_by_this_tick(f, tick_ns) {
+                on_cpu(switch_in)
+            } else {
+                off_since(switch_out)
+            }
+        }
+        // Switched out after now, in before: still running at now.
+        (false, true, false) => on_cpu(switch_in),
+        // In and out again, both after now: waiting for that switch-in at
+        // now (its earlier sleep state is gone; the latest stands in).
+        (false, false, false) => {
+            if wakeup != 0 && wakeup <= now_ns {
+                off(ThreadState::RunQueue, wakeup)
+            } else {
+                off(state_word(f.sched_state, f.exit_state, false), 0)
+            }
+        }
+    }
 }
 
 /// The state of a thread that is off CPU, from the state word it had at
@@ -218,8 +244,8 @@ fn state_word(sched_state: u32, exit_state: u32, woken: bool) -> ThreadState {
 }
 
 /// The state of a peeked (first cache line only) entry.
-pub fn peek_state(peek: &Peek, tick_ns: u64, now_ns: u64) -> ThreadState {
-    thread_state_since(&SchedFields::from(peek), tick_ns, now_ns).0
+pub fn peek_state(peek: &SchedFields, tick_ns: u64, now_ns: u64) -> ThreadState {
+    thread_state_at(peek, tick_ns, now_ns).state
 }
 
 /// The syscall a sampled thread is in.
@@ -263,9 +289,10 @@ pub struct Sample {
     /// Identity of the process image, for the executable-name cache.
     pub exe_id: u64,
     pub kthread: bool,
-    /// Raw switch times (CLOCK_MONOTONIC ns; 0 = not seen), for the
-    /// per-CPU consistency pass.
-    pub switch_in_ns: u64,
+    /// For ON_CPU rows: when the thread was switched in (0 if unknown);
+    /// decides who holds a CPU that two rows claim.
+    pub running_since_ns: u64,
+    /// Last switch-out (CLOCK_MONOTONIC ns; 0 = not seen).
     pub switch_out_ns: u64,
 }
 
@@ -286,7 +313,8 @@ fn since(now_ns: u64, then_ns: u64) -> u64 {
 pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
     let flags = entry.flags;
     let has = |flag: ts_thread_flags| flags & flag.0 != 0;
-    let (state, state_since_us) = thread_state_since(&SchedFields::from(entry), tick_ns, now_ns);
+    let StateAt { state, since_us: state_since_us, running_since_ns } =
+        thread_state_at(&SchedFields::from(entry), tick_ns, now_ns);
 
     let syscall = current_syscall(entry, state).map(|nr| {
         let same = nr == entry.syscall_nr;
@@ -321,7 +349,7 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
         cgroup_id: entry.cgroup_id,
         exe_id: entry.exe_id,
         kthread: has(ts_thread_flags::TS_F_KTHREAD),
-        switch_in_ns: entry.switch_in_ns,
+        running_since_ns,
         switch_out_ns: entry.switch_out_ns,
     }
 }
@@ -346,7 +374,7 @@ pub fn settle_cpus(samples: &mut [Sample], now_ns: u64) {
                 holder[cpu] = Some(i);
                 continue;
             }
-            Some(j) if samples[i].switch_in_ns > samples[j].switch_in_ns => {
+            Some(j) if samples[i].running_since_ns > samples[j].running_since_ns => {
                 holder[cpu] = Some(i);
                 j
             }
@@ -392,7 +420,7 @@ mod tests {
     const ARGS: u32 = ts_thread_flags::TS_F_ARGS_KNOWN.0;
 
     fn state(f: SchedFields, tick_ns: u64, now_ns: u64) -> ThreadState {
-        thread_state_since(&f, tick_ns, now_ns).0
+        thread_state_at(&f, tick_ns, now_ns).state
     }
 
     fn fields(flags: u32, sched_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> SchedFields {
@@ -440,19 +468,27 @@ mod tests {
     #[test]
     fn switches_during_the_scan_are_rewound() {
         let now = 1_000;
-        // Switched in after the scan started: it was waiting at `now`.
-        let mut f = fields(ON_CPU, 0, 900, 0);
-        f.switch_in_ns = 1_200;
-        assert_eq!(thread_state_since(&f, 0, now), (ThreadState::RunQueue, Some(0)));
-        // Switched out (to sleep) after the scan started: it was running.
-        let mut f = fields(0, TASK_INTERRUPTIBLE, 1_500, 0);
-        f.switch_in_ns = 500;
-        assert_eq!(state(f, 0, now), ThreadState::OnCpu);
+        let at = |flags, sched_state, switch_in_ns, switch_out_ns, wakeup_ns| {
+            let f = SchedFields { flags: flags | SWITCH, sched_state, switch_in_ns, switch_out_ns, wakeup_ns, ..Default::default() };
+            let s = thread_state_at(&f, 0, now);
+            (s.state, s.since_us)
+        };
+        // Switched in after the scan started: it was waiting at `now`
+        // (woken at 800).
+        assert_eq!(at(ON_CPU, TASK_INTERRUPTIBLE, 1_200, 500, 800), (ThreadState::RunQueue, Some(0)));
+        // ... or asleep, when the wakeup came after `now` too.
+        assert_eq!(at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_200, 500, 1_100), (ThreadState::Disk, Some(0)));
+        // Switched out (to sleep) after the scan started: still running.
+        assert_eq!(at(0, TASK_INTERRUPTIBLE, 500, 1_500, 0).0, ThreadState::OnCpu);
+        // Out and back in, both after `now`: it was running at `now`.
+        assert_eq!(at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_300, 1_100, 1_300), (ThreadState::OnCpu, None));
+        // In and out again, both after `now`: waiting for that switch-in.
+        assert_eq!(at(0, TASK_UNINTERRUPTIBLE, 1_100, 1_300, 900).0, ThreadState::RunQueue);
         // Woken after the scan started: it was still asleep.
-        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 1_100), 0, now), ThreadState::Sleep);
+        assert_eq!(at(0, TASK_INTERRUPTIBLE, 50, 100, 1_100).0, ThreadState::Sleep);
         // Seeded entries (no switch seen) are taken as they are.
         let seeded = SchedFields { flags: ON_CPU, ..Default::default() };
-        assert_eq!(thread_state_since(&seeded, 0, now), (ThreadState::OnCpu, None));
+        assert_eq!(thread_state_at(&seeded, 0, now), StateAt { state: ThreadState::OnCpu, since_us: None, running_since_ns: 0 });
     }
 
     #[test]
@@ -563,11 +599,11 @@ mod tests {
         let mut victim = decode(&entry(AGENT | SWITCH), 1_500_000, 10_000_000);
         victim.state = ThreadState::OnCpu;
         victim.cpu = 0;
-        victim.switch_in_ns = 1_000_000;
+        victim.running_since_ns = 1_000_000;
         victim.switch_out_ns = 2_000_000;
         let mut kworker = victim;
         kworker.tid = 7;
-        kworker.switch_in_ns = 9_000_000;
+        kworker.running_since_ns = 9_000_000;
         let mut other_cpu = victim;
         other_cpu.tid = 8;
         other_cpu.cpu = 1;

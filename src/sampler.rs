@@ -79,16 +79,16 @@ pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, sa
         // The scan is bound by memory latency (one cache line per entry,
         // entries 256 bytes apart): ask for entries ahead of time.
         table.prefetch(slot + PREFETCH_AHEAD);
-        let peek = table.peek(slot);
-        if peek.slot_state == ts_slot_state::TS_SLOT_EXITED.0 {
+        let slot_state = table.slot_state(slot);
+        if slot_state == ts_slot_state::TS_SLOT_EXITED.0 {
             table.recycle(slot);
             continue;
         }
-        if peek.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+        if slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
         stats.walked += 1;
-        if !include_all && !record::peek_state(&peek, tick_ns, now_ns).is_active() {
+        if !include_all && !record::peek_state(&table.peek(slot), tick_ns, now_ns).is_active() {
             continue;
         }
         let Some(entry) = table.read(slot) else {
@@ -269,11 +269,15 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         }
         log_trouble(agent.table(), &mut counters);
     }
+    let hooks = agent.table().counters();
     info!(
         ticks = counters.ticks,
         missed_ticks = counters.missed,
         dropped_ticks = counters.dropped_ticks,
         torn_reads = counters.torn,
+        requests_in_flight = agent.requests_in_flight(),
+        untracked_threads = hooks.slots_exhausted,
+        io_contended = hooks.io_contended,
         "sampler finished"
     );
     Ok(())
@@ -289,7 +293,7 @@ fn reconcile(agent: &mut Agent, generation: u32) {
     let table = agent.table();
     let mut released = 0;
     for slot in 0..table.high_water() {
-        if table.peek(slot).slot_state == ts_slot_state::TS_SLOT_LIVE.0
+        if table.slot_state(slot) == ts_slot_state::TS_SLOT_LIVE.0
             && generation.wrapping_sub(table.seen_gen(slot)) >= 2
         {
             table.mark_exited(slot);

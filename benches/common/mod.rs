@@ -48,6 +48,19 @@ pub fn pin_to(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
 }
 
+/// Every file below `dir`.
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(files_below(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
 /// Number of passes per side, from `TASKSCOPE_BENCH_PASSES` (default given).
 pub fn passes(default: usize) -> usize {
     std::env::var("TASKSCOPE_BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -215,6 +215,11 @@ impl Agent {
         &self.features
     }
 
+    /// Block requests the kernel side currently tracks as in flight.
+    pub fn requests_in_flight(&self) -> usize {
+        self.skel.maps.requests.keys().count()
+    }
+
     /// Walk every task in the kernel once (task iterator): track threads
     /// that are missing, stamp the ones present with `generation`.
     pub fn reconcile(&mut self, generation: u32) -> Result<()> {

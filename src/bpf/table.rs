@@ -17,21 +17,10 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use anyhow::{Context, Result};
 
 use super::types::{bss, ts_counters, ts_slot_state, ts_thread};
+use crate::record::SchedFields;
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
-
-/// The first cache line of an entry: enough to decide whether to sample it.
-#[derive(Debug, Clone, Copy)]
-pub struct Peek {
-    pub slot_state: u32,
-    pub flags: u32,
-    pub sched_state: u32,
-    pub exit_state: u32,
-    pub switch_in_ns: u64,
-    pub switch_out_ns: u64,
-    pub wakeup_ns: u64,
-}
 
 /// A mapping of one BPF array map.
 struct Mapping {
@@ -150,13 +139,20 @@ impl StateTable {
         }
     }
 
-    /// The filter-relevant fields of one entry, without consistency checks.
-    pub fn peek(&self, slot: usize) -> Peek {
+    /// The slot state of one entry.
+    pub fn slot_state(&self, slot: usize) -> u32 {
+        let e = self.entry(slot);
+        // SAFETY: field of an in-bounds entry.
+        self.u32_at(unsafe { &raw mut (*e).slot_state }).load(Ordering::Acquire)
+    }
+
+    /// The scheduler fields of one entry (its first cache line: enough to
+    /// decide whether to sample it), without consistency checks.
+    pub fn peek(&self, slot: usize) -> SchedFields {
         let e = self.entry(slot);
         // SAFETY: fields of an in-bounds entry.
         unsafe {
-            Peek {
-                slot_state: self.u32_at(&raw mut (*e).slot_state).load(Ordering::Acquire),
+            SchedFields {
                 flags: self.u32_at(&raw mut (*e).flags).load(Ordering::Relaxed),
                 sched_state: self.u32_at(&raw mut (*e).sched_state).load(Ordering::Relaxed),
                 exit_state: self.u32_at(&raw mut (*e).exit_state).load(Ordering::Relaxed),

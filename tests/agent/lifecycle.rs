@@ -224,3 +224,30 @@ fn thread_table_is_pinned_while_running() {
     assert!(pinned, "thread table not pinned at {}", pin_dir.display());
     assert!(unpinned, "pin left behind after exit");
 }
+
+#[test]
+fn missed_deadlines_are_counted_not_absorbed() {
+    require_root();
+    let _serial = exclusive();
+    // Spinners on every CPU and 1000 Hz --all: some deadlines are missed.
+    let (_workload, _scratch, _out, log) = {
+        let mut workload = Workload::start();
+        let scratch = scratch();
+        let out = scratch.path().join("out");
+        let status = run_agent(
+            &["run", "--all", "--frequency", "1000", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        workload.stop();
+        assert_success(&status);
+        let log = String::from_utf8_lossy(&status.stderr).into_owned();
+        (workload, scratch, out, log)
+    };
+    let (ticks, missed) = (log_field(&log, "sampler finished", "ticks"), log_field(&log, "sampler finished", "missed_ticks"));
+    // Every deadline is either a tick or a counted miss.
+    let deadlines = ticks + missed;
+    assert!((1_900..=2_001).contains(&deadlines), "{ticks} ticks + {missed} missed for 2000 deadlines");
+    if missed > 0 {
+        assert!(log.contains("sampler is behind"), "missed deadlines were not logged:\n{log}");
+    }
+}

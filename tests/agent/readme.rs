@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -78,15 +77,7 @@ fn flag_table_names_every_flag() {
 fn query_examples_run_on_real_data() {
     require_root();
     let _serial = exclusive();
-    let mut workload = Workload::start();
-    let scratch = scratch();
-    let out = scratch.path().join("out");
-    let status = run_agent(
-        &["run", "--all", "--frequency", "20", "--duration", "3", "--no-pin", "--output-dir", out.to_str().unwrap()],
-        Duration::from_secs(30),
-    );
-    workload.stop();
-    assert_success(&status);
+    let (_workload, _scratch, out) = sample_workload(&["run", "--all", "--frequency", "20", "--duration", "3"]);
 
     let examples = query_examples(&readme());
     assert!(examples.len() >= 6, "expected the README's DuckDB and awk examples, found {}", examples.len());

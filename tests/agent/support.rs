@@ -120,6 +120,22 @@ impl Drop for Workload {
     }
 }
 
+/// Sample a fresh ground-truth workload: start it, run the agent with
+/// `args` plus `--no-pin --output-dir <scratch>/out` to completion, stop
+/// the workload. Returns the (stopped) workload, the scratch directory that
+/// owns the files, and the output directory.
+pub fn sample_workload(args: &[&str]) -> (Workload, tempfile::TempDir, PathBuf) {
+    let mut workload = Workload::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--no-pin", "--output-dir", out.to_str().expect("utf-8 path")]);
+    let status = run_agent(&all, Duration::from_secs(30));
+    workload.stop();
+    assert_success(&status);
+    (workload, scratch, out)
+}
+
 /// Run the agent to completion with `args`; fails the test if it outlives
 /// `limit`.
 pub fn run_agent(args: &[&str], limit: Duration) -> Output {
@@ -221,6 +237,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The value of `key=` on the agent's log line containing `message`.
+pub fn log_field(log: &str, message: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|line| line.contains(message))
+        .unwrap_or_else(|| panic!("no '{message}' line in the log:\n{log}"));
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{key}=")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in: {line}"))
 }
 
 /// Run a shell pipeline (`sh -c`) in `dir`; its stdout.

@@ -6,12 +6,12 @@
  *   gt-sleeper     nanosleep(200 ms) in a loop      -> SLEEP, clock_nanosleep
  *   gt-piperead    read() on an empty pipe          -> SLEEP, read
  *   gt-futex       pthread_cond_wait, never signaled-> SLEEP, futex
- *   gt-fsync       pwrite + fdatasync on a disk file -> DISK with io_* set
+ *   gt-fsync       pwrite 256 KiB + fdatasync on a disk file -> DISK with io_*
  *                  (nice -10, so it is not starved by the spinners)
  *   gt-stopped     child process stopped by SIGSTOP -> STOPPED
  *   gt-zombie      child process that exited, never reaped -> ZOMBIE
  *
- * Usage: groundtruth DIR   (DIR must be on a block device; a 4 KiB file
+ * Usage: groundtruth DIR   (DIR must be on a block device; a 256 KiB file
  * is created there). Prints one JSON line with every tid, then runs until
  * SIGTERM/SIGINT, when it kills and reaps its children and exits.
  * Built with frame pointers so user stacks can be walked.
@@ -99,9 +99,11 @@ __attribute__((noinline)) static void wait_futex_forever(void)
 		pthread_cond_wait(&never_cond, &never_lock);
 }
 
+#define FSYNC_BYTES (256 * 1024)
+
 __attribute__((noinline)) static void fsync_forever(void)
 {
-	char block[4096];
+	static char block[FSYNC_BYTES];
 	int fd = open(fsync_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 
 	if (fd < 0) {
