@@ -92,17 +92,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		ts_seq_end(&t->seq);
 	}
 
-	/* Usually `next` was just woken onto this CPU and mark_woken left its
-	 * slot here; the tid check catches a hint overwritten meanwhile. */
-	t = NULL;
-	if (c->woken_task == (__u64)next) {
-		next_slot = c->woken_slot;
-		t = thread_at(next_slot);
-		if (t && t->tid != next->pid)
-			t = NULL;
-	}
-	if (!t)
-		t = thread_of_slot(next, &next_slot);
+	t = thread_of_slot(next, &next_slot);
 	c->slot = next_slot != TS_NO_SLOT ? next_slot : TS_CPU_UNTRACKED;
 	if (t) {
 		ts_seq_begin(&t->seq);
@@ -118,20 +108,13 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 /* Mark `p` woken, at the scheduler clock of the run queue it was put on. */
 static __always_inline void mark_woken(struct task_struct *p)
 {
-	struct ts_thread *t;
-	struct ts_cpu *c;
-	__u32 cpu, slot;
+	struct ts_thread *t = thread_of(p);
+	__u32 cpu;
 
-	t = thread_of_slot(p, &slot);
 	if (!t)
 		return;
 	cpu = task_cpu(p);
-	c = bpf_map_lookup_elem(&cpus, &cpu);
-	WRITE_ONCE(t->wakeup_ns, rq_now(task_rq_of(p), c));
-	if (c) {
-		c->woken_slot = slot;
-		c->woken_task = (__u64)p;
-	}
+	WRITE_ONCE(t->wakeup_ns, rq_now(task_rq_of(p), bpf_map_lookup_elem(&cpus, &cpu)));
 }
 
 SEC("tp_btf/sched_wakeup")

@@ -135,10 +135,7 @@ struct ts_cpu {
 	__u32 pad;
 	__s64 clock_offset;   /* CLOCK_MONOTONIC - rq->clock */
 	__u64 calibrated_at;  /* rq->clock at the last calibration; 0: never */
-	__u64 woken_task;     /* last task woken onto this CPU (a hint for the */
-	__u32 woken_slot;     /* switch-in that usually follows): its slot + 1 */
-	__u32 pad2;
-	__u64 reserved[3];
+	__u64 reserved[5];
 };
 
 /* Task-local storage: which slot a task owns. */
