@@ -130,7 +130,7 @@ fn main() {
     let plan = output::dir::check(&dir).unwrap();
     let mut writer = Writer::new(
         OutputDir::create(&plan).unwrap(),
-        WriterConfig { host: "bench".into(), rotate: Duration::from_secs(3_600), flush_interval: Duration::from_secs(10) },
+        WriterConfig::csv("bench", Duration::from_secs(3_600), Duration::from_secs(10)),
     )
     .unwrap();
     let ticks = 30;

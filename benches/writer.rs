@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use common::{files_below, median};
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
 use taskscope::output::csv::CsvFile;
-use taskscope::output::{OutputDir, Writer, WriterConfig};
+use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
 use taskscope::record::{decode, Sample};
 use taskscope::sampler::{Tick, TickStats};
 use taskscope::schema::{SampleRow, Samples};
 
 const THREADS: u32 = 10_000;
-const TICKS: i64 = 30;
+const TICKS: i64 = 60;
 
 /// One tick of synthetic samples, `tick` seconds into the run.
 fn tick_samples(tick: u64) -> Vec<Sample> {
@@ -113,38 +113,53 @@ fn main() {
     }
     csv_file.finish().unwrap();
 
-    // Stage 3: the whole Writer (enrichment with /proc lookups that fail
-    // fast for these made-up pids, rotation, durability flushes).
-    let out = dir.join("out");
-    let plan = taskscope::output::dir::check(&out).unwrap();
-    let mut writer = Writer::new(
-        OutputDir::create(&plan).unwrap(),
-        WriterConfig { host: "bench".into(), rotate: Duration::from_secs(3_600), flush_interval: Duration::from_secs(10) },
-    )
-    .unwrap();
-    let mut whole = Vec::new();
-    let started = Instant::now();
-    for (i, samples) in ticks.into_iter().enumerate() {
-        let rows = samples.len();
-        let tick = Tick { ts_us: 1_795_352_645_000_000 + i as i64 * 1_000_000, weight_us: 1_000_000, samples, stats: TickStats::default() };
-        let start = Instant::now();
-        writer.write_tick(&tick);
-        whole.push(start.elapsed().as_nanos() as f64 / rows as f64);
+    // Stage 3: the whole Writer per format, ticks 100 ms apart (10 Hz):
+    // enrichment with /proc lookups that fail fast for these made-up pids,
+    // journal, Parquet, flushes, publication.
+    let mut results = Vec::new();
+    for (label, formats) in [
+        ("CSV (csv.zst)", Formats { csv: true, parquet: false }),
+        ("Parquet (+ CSV journal)", Formats { csv: false, parquet: true }),
+        ("CSV and Parquet", Formats { csv: true, parquet: true }),
+    ] {
+        let out = dir.join(format!("out-{}-{}", u8::from(formats.csv), u8::from(formats.parquet)));
+        let plan = taskscope::output::dir::check(&out).unwrap();
+        let mut config = WriterConfig::csv("bench", Duration::from_secs(3_600), Duration::from_secs(10));
+        config.formats = formats;
+        let mut writer = Writer::new(OutputDir::create(&plan).unwrap(), config).unwrap();
+        let mut per_row = Vec::new();
+        let cpu_start = common::thread_cpu();
+        for (i, samples) in ticks.iter().enumerate() {
+            let rows = samples.len();
+            let tick = Tick {
+                ts_us: 1_795_352_645_000_000 + i as i64 * 100_000,
+                weight_us: 100_000,
+                samples: samples.clone(),
+                stats: TickStats::default(),
+            };
+            let start = Instant::now();
+            writer.write_tick(&tick);
+            per_row.push(start.elapsed().as_nanos() as f64 / rows as f64);
+        }
+        let stats = writer.close();
+        let cpu = (common::thread_cpu() - cpu_start).as_secs_f64();
+        let bytes = |ext: &str| -> u64 {
+            files_below(&out.join("samples")).iter().filter(|p| p.to_string_lossy().ends_with(ext)).map(|p| std::fs::metadata(p).unwrap().len()).sum()
+        };
+        let csv_bytes = bytes(".csv.zst");
+        let parquet_bytes = bytes(".parquet");
+        results.push((label, median(&mut per_row), stats.rows as f64 / cpu, csv_bytes as f64 / stats.rows as f64, parquet_bytes as f64 / stats.rows as f64));
     }
-    let stats = writer.close();
-    let elapsed = started.elapsed();
-    let bytes: u64 = files_below(&out.join("samples")).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
 
     println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
     println!("| --- | --- |");
     println!("| csv crate formatting only, for comparison | {:.2} µs |", median(&mut format) / 1e3);
-    println!("| CSV + zstd into a file | {:.2} µs |", median(&mut compress) / 1e3);
-    println!("| whole writer (enrichment, CSV, zstd, rotation) | {:.2} µs |", median(&mut whole) / 1e3);
+    println!("| CSV encoder + zstd into a file | {:.2} µs |", median(&mut compress) / 1e3);
     println!();
-    println!(
-        "writer throughput: {:.0} rows/s; {:.1} bytes per row on disk ({} rows)",
-        stats.rows as f64 / elapsed.as_secs_f64(),
-        bytes as f64 / stats.rows as f64,
-        stats.rows
-    );
+    println!("| whole writer, 10,000 threads × 10 Hz | CPU per row | rows/s per CPU | bytes/row CSV | bytes/row Parquet |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (label, per_row, rate, csv, parquet) in results {
+        let show = |b: f64| if b > 0.0 { format!("{b:.1}") } else { "–".to_string() };
+        println!("| {label} | {:.2} µs | {:.0} | {} | {} |", per_row / 1e3, rate, show(csv), show(parquet));
+    }
 }

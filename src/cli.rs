@@ -67,7 +67,7 @@ pub struct SchemaArgs {
 pub enum Format {
     /// RFC 4180 CSV with a header row, compressed with zstd (.csv.zst)
     Csv,
-    /// Apache Parquet (not available yet)
+    /// Apache Parquet, zstd-compressed, dictionary-encoded strings (.parquet)
     Parquet,
 }
 
@@ -108,9 +108,9 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Output format
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Csv)]
-    pub format: Format,
+    /// Output format: csv, parquet, or both (csv,parquet)
+    #[arg(long, value_enum, value_name = "FORMAT", value_delimiter = ',', default_value = "csv")]
+    pub format: Vec<Format>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -122,6 +122,24 @@ pub struct RunArgs {
     /// fdatasync) at this interval, bounding what a crash can lose.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub flush_interval: Duration,
+
+    /// Delete the oldest periods when the output directory grows beyond this
+    /// (1G, 500M, 20GB)
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = crate::output::retention::parse_size)]
+    pub max_disk: u64,
+
+    /// Delete periods older than this (1h, 7d, 30d)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// Mode of the files written (octal); directories get x where files
+    /// get r. 0640 with --group gives read access to one group only
+    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = parse_mode)]
+    pub file_mode: u32,
+
+    /// Group that owns the files and directories written (name or number)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 
     /// Size of the in-kernel thread table (default: the machine's pid and
     /// thread limits, at most 65536)
@@ -144,6 +162,11 @@ pub struct RunArgs {
     /// Rotation interval in seconds, below the 1m minimum (for tests)
     #[arg(long, value_name = "SECS", hide = true)]
     pub test_rotate_secs: Option<u64>,
+}
+
+/// Parse an octal file mode (`0640`, `640`).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8).map_err(|_| format!("'{text}' is not an octal mode such as 0644"))
 }
 
 /// Parse `10`, `10s`, `500ms`, `5m`, `2h`, `7d`.
@@ -242,7 +265,11 @@ mod tests {
         assert!(!run.all);
         assert!(run.pids.is_empty());
         assert_eq!(run.duration, None);
-        assert_eq!(run.format, Format::Csv);
+        assert_eq!(run.format, vec![Format::Csv]);
+        assert_eq!(run.max_disk, 1 << 30);
+        assert_eq!(run.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(run.file_mode, 0o644);
+        assert_eq!(run.group, None);
         assert_eq!(run.rotate, Duration::from_secs(3600));
         assert_eq!(run.flush_interval, Duration::from_secs(10));
         assert_eq!(run.max_threads, None);
@@ -285,9 +312,24 @@ mod tests {
 
     #[test]
     fn format_flag() {
-        assert_eq!(run_args(&["--format", "csv"]).format, Format::Csv);
-        assert_eq!(run_args(&["--format", "parquet"]).format, Format::Parquet);
+        assert_eq!(run_args(&["--format", "csv"]).format, vec![Format::Csv]);
+        assert_eq!(run_args(&["--format", "parquet"]).format, vec![Format::Parquet]);
+        assert_eq!(run_args(&["--format", "csv,parquet"]).format, vec![Format::Csv, Format::Parquet]);
         assert!(parse(&["run", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn retention_flags() {
+        assert_eq!(run_args(&["--max-disk", "500M"]).max_disk, 500 << 20);
+        assert_eq!(run_args(&["--max-age", "1d"]).max_age, Duration::from_secs(86_400));
+        assert!(parse(&["run", "--max-disk", "lots"]).is_err());
+    }
+
+    #[test]
+    fn permission_flags() {
+        let run = run_args(&["--file-mode", "0640", "--group", "adm"]);
+        assert_eq!((run.file_mode, run.group.as_deref()), (0o640, Some("adm")));
+        assert!(parse(&["run", "--file-mode", "rw-r--r--"]).is_err());
     }
 
     #[test]

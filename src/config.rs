@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{Format, RunArgs};
+use crate::output::{Formats, Permissions, Retention};
 
 /// Largest default thread table; more needs --max-threads.
 const DEFAULT_MAX_THREADS_CAP: u32 = 65_536;
@@ -26,9 +27,11 @@ pub struct Config {
     pub include_all: bool,
     pub pids: Vec<u32>,
     pub duration: Option<Duration>,
-    pub format: Format,
+    pub formats: Formats,
     pub rotate: Duration,
     pub flush_interval: Duration,
+    pub retention: Retention,
+    pub perms: Permissions,
     pub max_threads: u32,
     pub pin_dir: Option<PathBuf>,
     pub reconcile_interval: Duration,
@@ -38,9 +41,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: &RunArgs) -> Result<Config> {
-        if args.format == Format::Parquet {
-            bail!("--format parquet is not available in this version yet; use --format csv");
-        }
+        let formats = Formats { csv: args.format.contains(&Format::Csv), parquet: args.format.contains(&Format::Parquet) };
+        let group = args.group.as_deref().map(resolve_group).transpose()?;
+        let perms = Permissions::new(args.file_mode, group)?;
         let rotate = match args.test_rotate_secs {
             Some(0) => bail!("--test-rotate-secs must be at least 1"),
             Some(secs) => Duration::from_secs(secs),
@@ -52,6 +55,16 @@ impl Config {
                 args.rotate
             }
         };
+        if args.max_age < rotate {
+            bail!(
+                "--max-age {} is shorter than --rotate {}: every file would be deleted as it is published",
+                crate::timefmt::human_duration(args.max_age),
+                crate::timefmt::human_duration(rotate)
+            );
+        }
+        if args.max_disk < 64 << 10 {
+            bail!("--max-disk must be at least 64KiB");
+        }
         check_range(
             "--flush-interval",
             args.flush_interval,
@@ -78,9 +91,11 @@ impl Config {
             include_all: args.all,
             pids: args.pids.clone(),
             duration: args.duration,
-            format: args.format,
+            formats,
             rotate,
             flush_interval: args.flush_interval,
+            retention: Retention { max_bytes: args.max_disk, max_age: args.max_age },
+            perms,
             max_threads,
             pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
             reconcile_interval: RECONCILE_INTERVAL,
@@ -109,6 +124,18 @@ fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Res
         );
     }
     Ok(())
+}
+
+/// A group by name or number.
+fn resolve_group(group: &str) -> Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        Ok(None) => bail!("--group {group}: no such group"),
+        Err(err) => bail!("--group {group}: cannot look it up: {err}"),
+    }
 }
 
 /// The machine's own limits: no more threads can exist than pids or
@@ -187,9 +214,23 @@ mod tests {
     }
 
     #[test]
-    fn parquet_is_rejected_clearly() {
-        let err = config(&["--format", "parquet"]).unwrap_err().to_string();
-        assert!(err.contains("--format parquet is not available"), "{err}");
+    fn formats() {
+        assert_eq!(config(&[]).unwrap().formats, Formats { csv: true, parquet: false });
+        assert_eq!(config(&["--format", "parquet"]).unwrap().formats, Formats { csv: false, parquet: true });
+        assert_eq!(config(&["--format", "parquet,csv"]).unwrap().formats, Formats { csv: true, parquet: true });
+    }
+
+    #[test]
+    fn retention_and_permissions() {
+        let cfg = config(&["--max-disk", "2G", "--max-age", "2d", "--file-mode", "0640", "--group", "0"]).unwrap();
+        assert_eq!(cfg.retention, Retention { max_bytes: 2 << 30, max_age: Duration::from_secs(2 * 86_400) });
+        assert_eq!(cfg.perms, Permissions { file_mode: 0o640, dir_mode: 0o750, group: Some(0) });
+        assert_eq!(config(&["--group", "root"]).unwrap().perms.group, Some(0));
+        assert!(config(&["--group", "no-such-group-here"]).unwrap_err().to_string().contains("no such group"));
+        assert!(config(&["--file-mode", "0666"]).is_err());
+        assert!(config(&["--max-age", "30m"]).is_err(), "max-age shorter than the 1h rotation");
+        assert!(config(&["--max-disk", "1000"]).is_err());
+        assert!(config(&["--max-disk", "64K"]).is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::bpf::types::ts_slot_state;
 use crate::bpf::{Agent, LoadOptions, StateTable};
 use crate::config::Config;
-use crate::output::{self, OutputDir, Writer, WriterConfig};
+use crate::output::{self, Message, OutputDir, Writer, WriterConfig};
 use crate::privileges;
 use crate::record::{self, Sample};
 use crate::timefmt;
@@ -58,6 +58,10 @@ pub struct TickStats {
     pub pass_us: u64,
     /// Deadlines missed just before this tick.
     pub missed_ticks: u64,
+    /// Ticks dropped since start because the writer fell behind.
+    pub dropped_ticks_total: u64,
+    /// New threads not tracked since start because the table was full.
+    pub untracked_total: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
@@ -110,30 +114,47 @@ pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, sa
     stats
 }
 
-/// Request to stop, set from the signal thread.
+/// Requests from signals: stop (SIGTERM, SIGINT) and publish now (SIGHUP).
 #[derive(Clone)]
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
+    publish: Arc<AtomicBool>,
     sampler: thread::Thread,
 }
 
 impl Shutdown {
-    /// Stop on SIGTERM or SIGINT: set the flag and wake the calling thread.
+    /// Stop on SIGTERM or SIGINT (set the flag, wake the calling thread);
+    /// ask for publication on SIGHUP.
     pub fn install() -> Result<Shutdown> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let shutdown = Shutdown { flag: Arc::new(AtomicBool::new(false)), sampler: thread::current() };
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let shutdown = Shutdown {
+            flag: Arc::new(AtomicBool::new(false)),
+            publish: Arc::new(AtomicBool::new(false)),
+            sampler: thread::current(),
+        };
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
         let notify = shutdown.clone();
         thread::Builder::new()
             .name("taskscope-signals".into())
             .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
+                for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        notify.publish.store(true, Ordering::SeqCst);
+                        continue;
+                    }
                     info!(signal, "stopping");
                     notify.request();
+                    break;
                 }
             })
             .context("cannot start the signal thread")?;
         Ok(shutdown)
+    }
+
+    /// Whether a publication was asked for since the last call.
+    pub fn take_publish_request(&self) -> bool {
+        self.publish.swap(false, Ordering::SeqCst)
     }
 
     pub fn request(&self) {
@@ -171,7 +192,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         frequency: config.frequency,
         pin_dir: config.pin_dir.clone(),
     })?;
-    let out = OutputDir::create(&plan)?;
+    let out = OutputDir::create_with(&plan, config.perms)?;
     info!(
         output_dir = %out.path().display(),
         frequency = config.frequency,
@@ -181,32 +202,61 @@ pub fn run_agent(config: &Config) -> Result<()> {
     );
     let writer = Writer::new(
         out,
-        WriterConfig { host: config.host.clone(), rotate: config.rotate, flush_interval: config.flush_interval },
+        WriterConfig {
+            host: config.host.clone(),
+            rotate: config.rotate,
+            flush_interval: config.flush_interval,
+            formats: config.formats,
+            retention: config.retention,
+            metadata: file_metadata(config),
+        },
     )?;
     let shutdown = Shutdown::install()?;
     let (sender, receiver) = bounded(QUEUE_TICKS);
     let flush_interval = config.flush_interval;
+    let publish = shutdown.clone();
     let writer_thread = thread::Builder::new()
         .name("taskscope-writer".into())
-        .spawn(move || writer_loop(writer, receiver, flush_interval))
+        .spawn(move || writer_loop(writer, receiver, flush_interval, publish))
         .context("cannot start the writer thread")?;
 
     let result = sample_loop(&mut agent, config, &shutdown, sender);
     let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-    info!(ticks = stats.ticks, rows = stats.rows, files = stats.files_published, "stopped");
+    info!(ticks = stats.ticks, rows = stats.rows, dropped_rows = stats.rows_dropped, "stopped");
     result
 }
 
-fn writer_loop(mut writer: Writer, receiver: Receiver<Tick>, flush_interval: Duration) -> output::WriterStats {
-    let wait = flush_interval.min(Duration::from_secs(1));
+fn writer_loop(mut writer: Writer, receiver: Receiver<Tick>, flush_interval: Duration, signals: Shutdown) -> output::WriterStats {
+    // Wake at least every 250 ms: SIGHUP is answered within that.
+    let wait = flush_interval.min(Duration::from_millis(250));
     loop {
         match receiver.recv_timeout(wait) {
-            Ok(tick) => writer.write_tick(&tick),
+            Ok(tick) => writer.handle(Message::Tick(tick)),
             Err(RecvTimeoutError::Timeout) => writer.flush_if_due(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        if signals.take_publish_request() {
+            writer.handle(Message::Publish);
+        }
     }
     writer.close()
+}
+
+/// Key/value metadata of Parquet files: where and how they were made.
+fn file_metadata(config: &Config) -> Vec<(String, String)> {
+    let uname = rustix::system::uname();
+    let boot_time = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| stat.lines().find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().to_string())))
+        .unwrap_or_default();
+    vec![
+        ("host".into(), config.host.clone()),
+        ("kernel".into(), uname.release().to_string_lossy().into_owned()),
+        ("taskscope_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("frequency_hz".into(), config.frequency.to_string()),
+        ("weight_us".into(), config.weight_us().to_string()),
+        ("boot_time".into(), boot_time),
+    ]
 }
 
 struct LoopCounters {
@@ -252,6 +302,8 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         let mut stats = scan(agent.table(), config.include_all, next_ns, now_ns, &mut samples);
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         stats.missed_ticks = missed;
+        stats.dropped_ticks_total = counters.dropped_ticks;
+        stats.untracked_total = agent.table().counters().slots_exhausted;
         samples_capacity = samples.len().max(64);
         counters.ticks += 1;
         counters.torn += u64::from(stats.torn);

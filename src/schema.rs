@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use crate::enrich::{dev_name, io_op_name};
 use crate::record::Sample;
+use crate::sampler::TickStats;
 
 /// Logical type of a column (the SQL type DuckDB reads it as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,31 @@ impl ColumnType {
             ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::Int64 => "BIGINT",
             ColumnType::Text => "VARCHAR",
+        }
+    }
+
+    /// The Arrow type written to Parquet. Text is dictionary-encoded: names,
+    /// states and paths repeat on almost every row.
+    pub fn arrow(self) -> arrow_schema::DataType {
+        use arrow_schema::{DataType, TimeUnit};
+        match self {
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Text => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        }
+    }
+
+    /// Parse one CSV field written for this type (empty is NULL).
+    pub fn parse(self, field: &str) -> Result<Value<'_>, String> {
+        if field.is_empty() {
+            return Ok(Value::Null);
+        }
+        match self {
+            ColumnType::Text => Ok(Value::Text(field)),
+            ColumnType::Int64 => field.parse().map(Value::Int).map_err(|_| format!("'{field}' is not an integer")),
+            ColumnType::Timestamp => crate::timefmt::parse_timestamp_micros(field)
+                .map(Value::Timestamp)
+                .ok_or_else(|| format!("'{field}' is not a timestamp")),
         }
     }
 }
@@ -259,9 +285,95 @@ pub fn describe<T: Table>(markdown: bool) -> String {
     out
 }
 
+/// The `ticks` table: one row per tick, the agent's own cost and coverage.
+pub struct Ticks;
+
+/// One tick's self-metrics, ready to be written.
+pub struct TickRow<'a> {
+    pub ts_us: i64,
+    pub weight_us: u64,
+    pub stats: &'a TickStats,
+    /// Sample rows not written since start (write errors, full disk).
+    pub dropped_rows: u64,
+}
+
+impl Table for Ticks {
+    type Row<'a> = TickRow<'a>;
+    const NAME: &'static str = "ticks";
+    const DESCRIPTION: &'static str = "One row per tick: what the sampler saw and what it cost, and what was lost.";
+    fn columns() -> &'static [Column<Self>] {
+        TICK_COLUMNS
+    }
+}
+
+fn int(v: impl Into<i64>) -> Value<'static> {
+    Value::Int(v.into())
+}
+
+static TICK_COLUMNS: &[Column<Ticks>] = &[
+    Column { name: "ts", ty: ColumnType::Timestamp, description: "Time of the tick (UTC), as in samples", value: |r| Value::Timestamp(r.ts_us) },
+    Column {
+        name: "weight_us",
+        ty: ColumnType::Int64,
+        description: "Thread time each sample row of this tick stands for",
+        value: |r| int(r.weight_us as i64),
+    },
+    Column { name: "threads", ty: ColumnType::Int64, description: "Tracked threads scanned", value: |r| int(r.stats.walked) },
+    Column { name: "rows", ty: ColumnType::Int64, description: "Sample rows the tick produced", value: |r| int(r.stats.emitted) },
+    Column {
+        name: "pass_us",
+        ty: ColumnType::Int64,
+        description: "CPU time of the scan, microseconds",
+        value: |r| int(r.stats.pass_us as i64),
+    },
+    Column {
+        name: "missed_ticks",
+        ty: ColumnType::Int64,
+        description: "Deadlines skipped just before this tick because the previous one overran (0: on time)",
+        value: |r| int(r.stats.missed_ticks as i64),
+    },
+    Column {
+        name: "torn_reads",
+        ty: ColumnType::Int64,
+        description: "Threads skipped in this tick because their entry kept changing while read",
+        value: |r| int(r.stats.torn),
+    },
+    Column {
+        name: "dropped_ticks",
+        ty: ColumnType::Int64,
+        description: "Ticks dropped since start because the writer fell behind",
+        value: |r| int(r.stats.dropped_ticks_total as i64),
+    },
+    Column {
+        name: "dropped_rows",
+        ty: ColumnType::Int64,
+        description: "Sample rows not written since start because of write errors (full disk)",
+        value: |r| int(r.dropped_rows as i64),
+    },
+    Column {
+        name: "untracked_threads",
+        ty: ColumnType::Int64,
+        description: "New threads not tracked since start because the thread table was full",
+        value: |r| int(r.stats.untracked_total as i64),
+    },
+];
+
 /// Every table's description, as `taskscope schema` prints it.
 pub fn describe_all(markdown: bool) -> String {
-    describe::<Samples>(markdown)
+    let mut out = describe::<Samples>(markdown);
+    out.push('\n');
+    out.push_str(&describe::<Ticks>(markdown));
+    out
+}
+
+/// The Arrow schema of table `T`.
+pub fn arrow_schema<T: Table>() -> arrow_schema::Schema {
+    arrow_schema::Schema::new(
+        T::columns()
+            .iter()
+            .map(|c| arrow_schema::Field::new(c.name, c.ty.arrow(), true))
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[cfg(test)]
@@ -283,6 +395,28 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate column names");
+    }
+
+    #[test]
+    fn values_parse_back_from_csv() {
+        assert_eq!(ColumnType::Int64.parse("-100"), Ok(Value::Int(-100)));
+        assert_eq!(ColumnType::Int64.parse(""), Ok(Value::Null));
+        assert_eq!(ColumnType::Text.parse("a,b"), Ok(Value::Text("a,b")));
+        assert_eq!(
+            ColumnType::Timestamp.parse("2026-11-22 13:04:05.000123"),
+            Ok(Value::Timestamp(1_795_352_645_000_123))
+        );
+        assert!(ColumnType::Int64.parse("x").is_err());
+        assert!(ColumnType::Timestamp.parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn ticks_columns_are_described() {
+        let names = column_names::<Ticks>();
+        for name in ["ts", "threads", "rows", "pass_us", "missed_ticks", "dropped_ticks", "dropped_rows"] {
+            assert!(names.contains(&name), "ticks lacks {name}");
+        }
+        assert_eq!(arrow_schema::<Ticks>().fields().len(), names.len());
     }
 
     #[test]

@@ -82,6 +82,58 @@ pub fn write_timestamp_micros(out: &mut String, micros: i64) {
     );
 }
 
+/// Days since the epoch of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parse `2026-11-22 13:00:00.123456` (UTC; the fraction may be shorter or
+/// absent) into microseconds since the epoch.
+pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once(' ')?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Parse the `YYYYMMDDTHHMMSSZ` stamp of a file name.
+pub fn parse_compact(stamp: &str) -> Option<i64> {
+    if stamp.len() != 16 || !stamp.ends_with('Z') || stamp.as_bytes()[8] != b'T' {
+        return None;
+    }
+    let text = format!(
+        "{}-{}-{} {}:{}:{}",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    parse_timestamp_micros(&text).map(|us| us / 1_000_000)
+}
+
 /// `1m`, `24h`, `10s`, `250ms`: the shortest exact form.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -146,6 +198,20 @@ mod tests {
         let mut s = String::new();
         write_timestamp_micros(&mut s, 1_795_352_645_000_123);
         assert_eq!(s, "2026-11-22 13:04:05.000123");
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        for micros in [0, 951_782_400_000_001, 1_795_352_645_000_123, 4_102_444_799_999_999] {
+            let mut s = String::new();
+            write_timestamp_micros(&mut s, micros);
+            assert_eq!(parse_timestamp_micros(&s), Some(micros), "{s}");
+        }
+        assert_eq!(parse_timestamp_micros("2026-11-22 13:04:05"), Some(1_795_352_645_000_000));
+        assert_eq!(parse_timestamp_micros("2026-11-22 13:04:05.5"), Some(1_795_352_645_500_000));
+        assert_eq!(parse_timestamp_micros("2026-13-22 13:04:05"), None);
+        assert_eq!(parse_compact("20261122T130405Z"), Some(1_795_352_645));
+        assert_eq!(parse_compact("20261122T130405"), None);
     }
 
     #[test]

@@ -92,6 +92,22 @@ impl CsvFile {
                 }
             }
         }
+        self.end_row()
+    }
+
+    /// Append one row given as its fields' text (journal recovery).
+    pub fn write_fields<'f>(&mut self, fields: impl IntoIterator<Item = &'f [u8]>) -> io::Result<()> {
+        for (i, field) in fields.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            push_field(&mut self.buf, field);
+        }
+        self.end_row()
+    }
+
+    /// Terminate the row and hand full chunks to zstd.
+    fn end_row(&mut self) -> io::Result<()> {
         self.buf.push(b'\n');
         self.rows += 1;
         if self.buf.len() >= CHUNK {

@@ -19,10 +19,56 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 
-/// Mode of directories taskscope creates.
+/// Mode of directories taskscope creates, by default.
 pub const DIR_MODE: u32 = 0o755;
-/// Mode of files taskscope creates.
+/// Mode of files taskscope creates, by default.
 pub const FILE_MODE: u32 = 0o644;
+
+/// Modes and group of what taskscope creates (`--file-mode`, `--group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    pub file_mode: u32,
+    /// The file mode with search (x) wherever it has read.
+    pub dir_mode: u32,
+    pub group: Option<u32>,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions { file_mode: FILE_MODE, dir_mode: DIR_MODE, group: None }
+    }
+}
+
+impl Permissions {
+    /// Permissions for files of `file_mode`, owned by group `group`.
+    /// Refuses modes that let anyone but the owner write, or execute.
+    pub fn new(file_mode: u32, group: Option<u32>) -> Result<Permissions> {
+        if file_mode & !0o777 != 0 {
+            bail!("--file-mode {file_mode:o} has bits other than rwx for owner, group and others");
+        }
+        if file_mode & 0o022 != 0 {
+            bail!("--file-mode {file_mode:04o} lets others than the owner write; use e.g. 0644 or 0640");
+        }
+        if file_mode & 0o111 != 0 {
+            bail!("--file-mode {file_mode:04o} makes data files executable");
+        }
+        if file_mode & 0o600 != 0o600 {
+            bail!("--file-mode {file_mode:04o} must let the owner read and write");
+        }
+        let dir_mode = file_mode | ((file_mode & 0o444) >> 2);
+        Ok(Permissions { file_mode, dir_mode, group })
+    }
+
+    fn apply(&self, fd: &OwnedFd, mode: u32) -> io::Result<()> {
+        if let Some(gid) = self.group {
+            rustix::fs::fchown(fd, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+        }
+        // After chown: changing the group clears set-id bits, and the
+        // umask must not matter.
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+        Ok(())
+    }
+}
 /// Lock file that keeps two agents out of one directory.
 const LOCK_NAME: &str = ".taskscope.lock";
 
@@ -121,20 +167,31 @@ fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Re
 pub struct OutputDir {
     path: PathBuf,
     fd: OwnedFd,
+    perms: Permissions,
     _lock: File,
 }
 
 impl OutputDir {
     /// Create whatever `plan` found missing and open the directory.
     pub fn create(plan: &OutputPlan) -> Result<OutputDir> {
+        OutputDir::create_with(plan, Permissions::default())
+    }
+
+    /// As `create`, giving what is created `perms`.
+    pub fn create_with(plan: &OutputPlan, perms: Permissions) -> Result<OutputDir> {
         let mut fd = open_dir(&plan.existing)?;
         let mut at = plan.existing.clone();
         for name in &plan.missing {
             at.push(name);
-            fd = ensure_dir(&fd, name).with_context(|| format!("cannot create {}", at.display()))?;
+            fd = ensure_dir_with(&fd, name, &perms).with_context(|| format!("cannot create {}", at.display()))?;
         }
         let lock = lock(&fd).with_context(|| format!("cannot lock {}", plan.path.display()))?;
-        Ok(OutputDir { path: plan.path.clone(), fd, _lock: lock })
+        Ok(OutputDir { path: plan.path.clone(), fd, perms, _lock: lock })
+    }
+
+    /// Permissions of what is created inside.
+    pub fn perms(&self) -> &Permissions {
+        &self.perms
     }
 
     pub fn path(&self) -> &Path {
@@ -158,7 +215,13 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
 
 /// Open subdirectory `name` of `parent`, creating it (mode 0755) if missing.
 pub fn ensure_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd> {
-    let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(DIR_MODE)) {
+    ensure_dir_with(parent, name, &Permissions::default())
+}
+
+/// Open subdirectory `name` of `parent`, creating it with `perms` if
+/// missing.
+pub fn ensure_dir_with(parent: &OwnedFd, name: &str, perms: &Permissions) -> Result<OwnedFd> {
+    let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(perms.dir_mode)) {
         Ok(()) => true,
         Err(rustix::io::Errno::EXIST) => false,
         Err(err) => return Err(io::Error::from(err)).with_context(|| format!("mkdir {name}")),
@@ -172,7 +235,7 @@ pub fn ensure_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd> {
     .map_err(io::Error::from)
     .with_context(|| format!("cannot open directory {name} (a symlink?)"))?;
     if created {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(io::Error::from)?;
+        perms.apply(&fd, perms.dir_mode)?;
     }
     verify_dir(&fd).with_context(|| format!("refusing directory {name}"))?;
     Ok(fd)
@@ -196,14 +259,65 @@ fn verify_dir(fd: &OwnedFd) -> Result<()> {
 /// Create a new file `name` in `dir` with exactly `mode`; fails if anything
 /// (file or symlink) already has that name.
 pub fn create_file(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<File> {
+    create_file_with(dir, name, &Permissions { file_mode: mode, ..Permissions::default() })
+}
+
+/// Create a new file `name` in `dir` with `perms`; fails if anything (file
+/// or symlink) already has that name.
+pub fn create_file_with(dir: &OwnedFd, name: &str, perms: &Permissions) -> io::Result<File> {
     let fd = rustix::fs::openat(
         dir,
         name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
+        Mode::from_raw_mode(perms.file_mode),
     )?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    perms.apply(&fd, perms.file_mode)?;
     Ok(File::from(fd))
+}
+
+/// Open an existing regular file `name` in `dir` for reading, never
+/// through a symlink.
+pub fn open_file(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Open subdirectory `name` of `dir` if it exists, never through a symlink.
+pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Names of the entries of `dir` with their types (no `.` and `..`).
+pub fn list(dir: &OwnedFd) -> io::Result<Vec<(String, FileType)>> {
+    let fd = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            out.push((name, entry.file_type()));
+        }
+    }
+    Ok(out)
+}
+
+/// Size in bytes of entry `name` of `dir` (not following symlinks).
+pub fn size_of(dir: &OwnedFd, name: &str) -> io::Result<u64> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?.st_size as u64)
+}
+
+/// Remove the empty subdirectory `name` of `dir`; false if not empty.
+pub fn remove_empty_dir(dir: &OwnedFd, name: &str) -> io::Result<bool> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Move `from` (in `from_dir`) to `to` (in `to_dir`) without replacing
@@ -323,6 +437,27 @@ mod tests {
         assert!(ensure_dir(dir.fd(), "samples").is_err());
         symlink("/etc/passwd", base.path().join("out/f")).unwrap();
         assert!(create_file(dir.fd(), "f", FILE_MODE).is_err());
+    }
+
+    #[test]
+    fn permissions_follow_the_file_mode_and_group() {
+        assert_eq!(Permissions::new(0o640, Some(4)).unwrap(), Permissions { file_mode: 0o640, dir_mode: 0o750, group: Some(4) });
+        assert_eq!(Permissions::new(0o600, None).unwrap().dir_mode, 0o700);
+        for bad in [0o666, 0o646, 0o755, 0o400, 0o4644] {
+            assert!(Permissions::new(bad, None).is_err(), "{bad:o}");
+        }
+        let base = tmp();
+        let perms = Permissions::new(0o640, Some(4)).unwrap();
+        let plan = check(&base.path().join("out")).unwrap();
+        let dir = OutputDir::create_with(&plan, perms).unwrap();
+        let sub = ensure_dir_with(dir.fd(), "samples", &perms).unwrap();
+        let file = create_file_with(&sub, "f", &perms).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4));
+        let meta = std::fs::metadata(base.path().join("out/samples")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4));
+        assert_eq!(list(&sub).unwrap(), vec![("f".to_string(), FileType::RegularFile)]);
+        assert_eq!(size_of(&sub, "f").unwrap(), 0);
     }
 
     #[test]

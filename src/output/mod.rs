@@ -1,44 +1,79 @@
-//! Writing ticks to rotating, compressed files.
+//! Writing ticks to rotating, compressed files that never break.
 //!
-//! A file is written in `OUT/.inprogress/` and moved into its hive
-//! partition (`OUT/samples/date=…/hour=…/`) only when complete, with a
-//! no-replace rename: a glob over the partitions never sees a partial file,
-//! and no published file is ever overwritten. While a file is open, its
-//! rows are made durable every `--flush-interval`.
+//! Each table (`samples`, `ticks`) is written period by period. A period's
+//! files are built in `OUT/.inprogress/` — an append-only CSV.zst journal
+//! made durable every `--flush-interval`, plus the Parquet file when asked
+//! for — and moved into their hive partition (`OUT/<table>/date=…/hour=…/`)
+//! only when complete, with a no-replace rename. So a glob over the
+//! partitions never sees a partial file, and after a crash at most one
+//! flush interval is lost: the next start publishes the journals first
+//! (`recover`). A write error (a full disk) abandons the open period — its
+//! journal stays for recovery — drops and counts rows, logs once a minute,
+//! and writing resumes with a new period as soon as a write succeeds.
+//! After each publication, retention deletes the oldest periods beyond
+//! `--max-disk` or `--max-age`.
 //!
 //! The writer runs on its own thread and owns enrichment (names, users,
 //! cgroups, executables), so slow lookups never delay a sampling tick.
 
 pub mod csv;
 pub mod dir;
+pub mod parquet;
+pub mod recover;
+pub mod retention;
 pub mod rotate;
+pub mod table;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracing::{debug, error, info};
+use tracing::{error, info, warn};
 
 use crate::enrich::{syscall_name, Enricher};
 use crate::sampler::Tick;
-use crate::schema::{io_dev_text, SampleRow, Samples, Table};
-use csv::CsvFile;
-pub use dir::{OutputDir, OutputPlan};
-use rotate::{FileName, Period};
+use crate::schema::{io_dev_text, SampleRow, Samples, Table, TickRow, Ticks};
+pub use dir::{OutputDir, OutputPlan, Permissions};
+pub use recover::Recovered;
+pub use retention::Retention;
+pub use table::Formats;
+use table::{Abandoned, TableWriter, Target};
 
 /// Where files are written before they are complete.
 pub const INPROGRESS_DIR: &str = ".inprogress";
-/// Extension of CSV files.
-pub const CSV_EXT: &str = "csv.zst";
-/// Minimum time between two error log lines of the same kind.
+/// Every table, in the order their files are written.
+pub const TABLES: [&str; 2] = [Samples::NAME, Ticks::NAME];
+/// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// After a write error, ticks are dropped without touching the disk until
+/// this much time has passed (no flood of empty files on a full disk).
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How files are cut.
+/// How files are cut, kept and made.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub host: String,
     pub rotate: Duration,
     pub flush_interval: Duration,
+    pub formats: Formats,
+    pub retention: Retention,
+    /// Key/value metadata of Parquet files.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl WriterConfig {
+    /// CSV only, no retention limits, no metadata: for tests and benches.
+    pub fn csv(host: &str, rotate: Duration, flush_interval: Duration) -> WriterConfig {
+        WriterConfig {
+            host: host.to_string(),
+            rotate,
+            flush_interval,
+            formats: Formats { csv: true, parquet: false },
+            retention: Retention { max_bytes: u64::MAX, max_age: Duration::from_secs(100 * 365 * 86_400) },
+            metadata: Vec::new(),
+        }
+    }
 }
 
 /// What the writer did, for the final log line and tests.
@@ -46,80 +81,171 @@ pub struct WriterConfig {
 pub struct WriterStats {
     pub ticks: u64,
     pub rows: u64,
-    pub files_published: u64,
     pub rows_dropped: u64,
+    pub recovered: Recovered,
 }
 
-struct OpenFile {
-    csv: CsvFile,
-    name: FileName,
-    tmp: String,
-    period: Period,
-    last_flush: Instant,
+/// Work for the writer thread.
+pub enum Message {
+    Tick(Tick),
+    /// Publish the periods being written now (SIGHUP).
+    Publish,
 }
 
-/// Writes the `samples` table.
-pub struct Writer {
+/// Where and how files are made: everything publishing needs.
+struct Place {
     out: OutputDir,
     inprogress: OwnedFd,
     config: WriterConfig,
-    current: Option<OpenFile>,
+}
+
+impl Place {
+    fn target(&self) -> Target<'_> {
+        Target {
+            out: self.out.fd(),
+            inprogress: &self.inprogress,
+            perms: self.out.perms(),
+            formats: self.config.formats,
+            metadata: &self.config.metadata,
+        }
+    }
+}
+
+/// The open period of every table.
+#[derive(Default)]
+struct Tables {
+    samples: TableWriter<Samples>,
+    ticks: TableWriter<Ticks>,
+}
+
+impl Tables {
+    /// Give up both tables' periods; the samples period, if any.
+    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Option<Abandoned>) {
+        (self.samples.abandon(target), self.ticks.abandon(target))
+    }
+
+    fn journals(&self) -> Vec<String> {
+        [self.samples.journal(), self.ticks.journal()].into_iter().flatten().map(String::from).collect()
+    }
+}
+
+/// Writes every table.
+pub struct Writer {
+    place: Place,
+    tables: Tables,
     enrich: Enricher,
     stats: WriterStats,
+    /// A write failed and nothing has been made durable since.
+    failing: bool,
+    /// Journals of abandoned sample periods and the rows written to them:
+    /// what their recovery does not bring back is counted as dropped.
+    at_risk: HashMap<String, u64>,
+    /// When the last write failed.
+    failed_at: Option<Instant>,
     last_error_log: Option<Instant>,
     errors_since_log: u64,
 }
 
 impl Writer {
+    /// Prepare the output directory: publish what earlier runs left in
+    /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
-        let inprogress = dir::ensure_dir(out.fd(), INPROGRESS_DIR)
+        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
             .with_context(|| format!("cannot create {}/{INPROGRESS_DIR}", out.path().display()))?;
-        dir::ensure_dir(out.fd(), Samples::NAME)
-            .with_context(|| format!("cannot create {}/{}", out.path().display(), Samples::NAME))?;
-        Ok(Writer {
-            out,
-            inprogress,
-            config,
-            current: None,
+        for table in TABLES {
+            dir::ensure_dir_with(out.fd(), table, out.perms())
+                .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
+        }
+        let mut writer = Writer {
+            place: Place { out, inprogress, config },
+            tables: Tables::default(),
             enrich: Enricher::new(),
             stats: WriterStats::default(),
+            failing: false,
+            at_risk: HashMap::new(),
+            failed_at: None,
             last_error_log: None,
             errors_since_log: 0,
-        })
+        };
+        let (recovered, _) = recover::recover_all(&writer.place.target(), &[]).context("cannot recover earlier files")?;
+        if recovered.files > 0 {
+            info!(files = recovered.files, rows = recovered.rows, "published the files an earlier run left unfinished");
+        }
+        writer.stats.recovered = recovered;
+        writer.apply_retention();
+        Ok(writer)
     }
 
-    /// Write one tick's rows. Errors are logged (rate-limited) and counted
-    /// as dropped rows; the writer carries on with a new file.
-    pub fn write_tick(&mut self, tick: &Tick) {
-        self.stats.ticks += 1;
-        if self.current.as_ref().is_some_and(|f| !f.period.contains(tick.ts_us)) {
-            self.publish_current();
-        }
-        if self.current.is_none() {
-            match self.open(tick.ts_us) {
-                Ok(file) => self.current = Some(file),
-                Err(err) => {
-                    self.drop_rows(tick.samples.len() as u64, &err);
-                    return;
-                }
+    /// Handle one message.
+    pub fn handle(&mut self, message: Message) {
+        match message {
+            Message::Tick(tick) => self.write_tick(&tick),
+            Message::Publish => {
+                info!("publishing the current files on request");
+                self.publish_all();
             }
         }
-        if let Err(err) = self.write_rows(tick) {
-            self.abandon_current();
-            self.drop_rows(tick.samples.len() as u64, &err);
+    }
+
+    /// Write one tick's rows.
+    pub fn write_tick(&mut self, tick: &Tick) {
+        self.stats.ticks += 1;
+        if self.failing && self.failed_at.is_some_and(|at| at.elapsed() < RETRY_INTERVAL) {
+            self.stats.rows_dropped += tick.samples.len() as u64;
             return;
+        }
+        if self.tables.samples.needs_rotation(tick.ts_us) || self.tables.ticks.needs_rotation(tick.ts_us) {
+            self.publish_all();
+        }
+        match self.write_rows(tick) {
+            Ok(()) => self.stats.rows += tick.samples.len() as u64,
+            Err(err) => {
+                // The tick's rows count as lost through the abandoned period.
+                self.abandon_all();
+                self.drop_rows(0, &err);
+                return;
+            }
         }
         self.flush_if_due();
     }
 
+    /// Give up the open periods after a write error and account for them.
+    fn abandon_all(&mut self) {
+        let (samples, ticks) = self.tables.abandon(&self.place.target());
+        for (abandoned, counts) in [(samples, true), (ticks, false)] {
+            let Some(abandoned) = abandoned else { continue };
+            if abandoned.rows_durable == 0 {
+                // Nothing in it ever became durable: nothing to recover.
+                let _ = dir::remove_file(&self.place.inprogress, &abandoned.journal);
+                if counts {
+                    self.stats.rows_dropped += abandoned.rows_written;
+                }
+            } else if counts {
+                self.at_risk.insert(abandoned.journal, abandoned.rows_written);
+            }
+        }
+    }
+
+    /// A flush or publication succeeded: the disk takes data again.
+    fn durable_again(&mut self) {
+        if self.failing {
+            self.failing = false;
+            info!(dropped_rows_total = self.stats.rows_dropped, "writing again");
+            self.recover_orphans();
+        }
+    }
+
     fn write_rows(&mut self, tick: &Tick) -> Result<()> {
+        let target = self.place.target();
+        let (host, rotate) = (&self.place.config.host, self.place.config.rotate);
+        self.tables.samples.ensure_open(&target, host, tick.ts_us, rotate)?;
+        self.tables.ticks.ensure_open(&target, host, tick.ts_us, rotate)?;
         self.enrich.prepare(&tick.samples);
         let names = self.enrich.names();
-        let file = self.current.as_mut().expect("open file");
         for sample in &tick.samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
             let io_dev = io_dev_text(sample);
-            let row = SampleRow {
+            self.tables.samples.write(&SampleRow {
                 ts_us: tick.ts_us,
                 weight_us: tick.weight_us,
                 sample,
@@ -129,116 +255,96 @@ impl Writer {
                 cgroup: names.cgroup(sample.cgroup_id),
                 syscall: sample.syscall.and_then(|s| syscall_name(s.nr)),
                 io_dev: io_dev.as_deref(),
-            };
-            file.csv.write_row::<Samples>(&row).context("cannot write a sample row")?;
+            })?;
         }
-        self.stats.rows += tick.samples.len() as u64;
+        self.tables.ticks.write(&TickRow {
+            ts_us: tick.ts_us,
+            weight_us: tick.weight_us,
+            stats: &tick.stats,
+            dropped_rows: self.stats.rows_dropped,
+        })?;
         Ok(())
     }
 
-    /// Flush the open file if the flush interval has passed.
+    /// Make the open files' rows durable if the flush interval has passed
+    /// (at once while writes are failing, to learn whether they work again).
     pub fn flush_if_due(&mut self) {
-        let due = self
-            .current
-            .as_ref()
-            .is_some_and(|f| f.last_flush.elapsed() >= self.config.flush_interval);
-        if !due {
-            return;
-        }
-        let file = self.current.as_mut().expect("open file");
-        match file.csv.flush_durable() {
-            Ok(()) => file.last_flush = Instant::now(),
+        let interval = if self.failing { Duration::ZERO } else { self.place.config.flush_interval };
+        let result = self.tables.samples.flush_if_due(interval).and_then(|a| Ok(a | self.tables.ticks.flush_if_due(interval)?));
+        match result {
+            Ok(true) => self.durable_again(),
+            Ok(false) => {}
             Err(err) => {
-                let rows = file.csv.rows();
-                self.abandon_current();
-                self.drop_rows(rows, &anyhow::Error::from(err).context("cannot flush the current file"));
+                // The journals keep what their last flush made durable.
+                self.abandon_all();
+                self.drop_rows(0, &err);
             }
         }
     }
 
-    /// Publish the open file (if any) and return the totals.
+    /// Publish every table's open period.
+    pub fn publish_all(&mut self) {
+        let target = self.place.target();
+        let published = self.tables.samples.publish(&target).and_then(|()| self.tables.ticks.publish(&target));
+        if let Err(err) = published {
+            self.abandon_all();
+            self.drop_rows(0, &err.context("cannot publish"));
+            return;
+        }
+        self.durable_again();
+        self.apply_retention();
+    }
+
+    /// Publish journals of periods abandoned after write errors.
+    fn recover_orphans(&mut self) {
+        let open = self.tables.journals();
+        let open: Vec<&str> = open.iter().map(String::as_str).collect();
+        match recover::recover_all(&self.place.target(), &open) {
+            Ok((done, per_journal)) => {
+                self.stats.recovered.files += done.files;
+                self.stats.recovered.rows += done.rows;
+                for (journal, recovered) in per_journal {
+                    if let Some(written) = self.at_risk.remove(&journal) {
+                        self.stats.rows_dropped += written.saturating_sub(recovered.unwrap_or(0));
+                    }
+                }
+            }
+            Err(err) => warn!("cannot recover abandoned files yet: {err:#}"),
+        }
+    }
+
+    fn apply_retention(&mut self) {
+        let now = crate::timefmt::unix_micros_now() / 1_000_000;
+        let place = &self.place;
+        if let Err(err) = retention::enforce(place.out.fd(), &place.inprogress, &TABLES, place.config.retention, now) {
+            warn!("retention failed: {err:#}");
+        }
+    }
+
+    /// Publish the open files (if any) and return the totals.
     pub fn close(mut self) -> WriterStats {
-        self.publish_current();
+        self.publish_all();
         info!(
             ticks = self.stats.ticks,
             rows = self.stats.rows,
-            files = self.stats.files_published,
-            dropped = self.stats.rows_dropped,
+            dropped_rows = self.stats.rows_dropped,
+            recovered_rows = self.stats.recovered.rows,
             "writer finished"
         );
         self.stats.clone()
     }
 
-    fn open(&mut self, first_us: i64) -> Result<OpenFile> {
-        let name = FileName::new(&self.config.host, first_us);
-        let mut attempt = 0;
-        let (tmp, file) = loop {
-            let tmp = format!("{}-{}.tmp", Samples::NAME, name.with_ext(CSV_EXT, attempt));
-            match dir::create_file(&self.inprogress, &tmp, dir::FILE_MODE) {
-                Ok(file) => break (tmp, file),
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(err) => return Err(err).with_context(|| format!("cannot create {INPROGRESS_DIR}/{tmp}")),
-            }
-        };
-        let csv = CsvFile::create::<Samples>(file).with_context(|| format!("cannot start {tmp}"))?;
-        debug!(file = %tmp, "started file");
-        Ok(OpenFile {
-            csv,
-            name,
-            tmp,
-            period: Period::containing(first_us, self.config.rotate),
-            last_flush: Instant::now(),
-        })
-    }
-
-    fn publish_current(&mut self) {
-        let Some(file) = self.current.take() else { return };
-        let rows = file.csv.rows();
-        let tmp = file.tmp.clone();
-        if let Err(err) = self.publish(file) {
-            let _ = dir::remove_file(&self.inprogress, &tmp);
-            self.drop_rows(rows, &err);
-        }
-    }
-
-    fn publish(&mut self, file: OpenFile) -> Result<()> {
-        file.csv.finish().with_context(|| format!("cannot finish {}", file.tmp))?;
-        let table = dir::ensure_dir(self.out.fd(), Samples::NAME)?;
-        let date = dir::ensure_dir(&table, &file.name.date_dir)?;
-        let hour = dir::ensure_dir(&date, &file.name.hour_dir)?;
-        for attempt in 0..100 {
-            let final_name = file.name.with_ext(CSV_EXT, attempt);
-            if dir::exists(&hour, &final_name) {
-                continue;
-            }
-            match dir::publish(&self.inprogress, &file.tmp, &hour, &final_name) {
-                Ok(()) => {
-                    self.stats.files_published += 1;
-                    debug!(file = %format!("{}/{}/{}/{final_name}", Samples::NAME, file.name.date_dir, file.name.hour_dir), "published");
-                    return Ok(());
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(err).with_context(|| format!("cannot publish {final_name}")),
-            }
-        }
-        anyhow::bail!("cannot find a free name for {}", file.name.stem)
-    }
-
-    fn abandon_current(&mut self) {
-        if let Some(file) = self.current.take() {
-            let _ = dir::remove_file(&self.inprogress, &file.tmp);
-        }
-    }
-
     fn drop_rows(&mut self, rows: u64, err: &anyhow::Error) {
         self.stats.rows_dropped += rows;
         self.errors_since_log += 1;
+        self.failing = true;
+        self.failed_at = Some(Instant::now());
         let due = self.last_error_log.is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL);
         if due {
             error!(
                 dropped_rows_total = self.stats.rows_dropped,
                 errors = self.errors_since_log,
-                "cannot write samples: {err:#}"
+                "cannot write samples (will keep trying): {err:#}"
             );
             self.last_error_log = Some(Instant::now());
             self.errors_since_log = 0;

@@ -50,6 +50,18 @@ impl FileName {
         }
     }
 
+    /// The file name of a stem as made by `new` (`<host>-<stamp>`, maybe
+    /// with `-N` appended).
+    pub fn from_stem(stem: &str) -> Option<FileName> {
+        let start = stamp_of(stem)?;
+        let c = Civil::from_unix(start);
+        Some(FileName {
+            date_dir: format!("date={}", c.date()),
+            hour_dir: format!("hour={:02}", c.hour),
+            stem: stem.to_string(),
+        })
+    }
+
     /// The final name with extension, `-N` added when `attempt` > 0.
     pub fn with_ext(&self, ext: &str, attempt: u32) -> String {
         if attempt == 0 {
@@ -58,6 +70,24 @@ impl FileName {
             format!("{}-{attempt}.{ext}", self.stem)
         }
     }
+}
+
+/// Start time (seconds since the epoch) in a file name or stem
+/// `<host>-YYYYMMDDTHHMMSSZ[-N][.ext]`.
+pub fn stamp_of(name: &str) -> Option<i64> {
+    let base = name.split('.').next()?;
+    let rest = match base.rsplit_once('-') {
+        Some((rest, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with('Z') => rest,
+        _ => base,
+    };
+    if rest.len() < 17 || !rest.is_char_boundary(rest.len() - 17) {
+        return None;
+    }
+    let (host_dash, stamp) = rest.split_at(rest.len() - 16);
+    if !host_dash.ends_with('-') {
+        return None;
+    }
+    crate::timefmt::parse_compact(stamp)
 }
 
 #[cfg(test)]
@@ -84,5 +114,15 @@ mod tests {
         assert_eq!(f.hour_dir, "hour=13");
         assert_eq!(f.with_ext("csv.zst", 0), "web-1-20261122T130405Z.csv.zst");
         assert_eq!(f.with_ext("csv.zst", 2), "web-1-20261122T130405Z-2.csv.zst");
+        assert_eq!(FileName::from_stem(&f.stem), Some(f.clone()));
+    }
+
+    #[test]
+    fn stamps_from_names() {
+        assert_eq!(stamp_of("web-1-20261122T130405Z.csv.zst"), Some(1_795_352_645));
+        assert_eq!(stamp_of("web-1-20261122T130405Z-3.parquet"), Some(1_795_352_645));
+        assert_eq!(stamp_of("web-1-20261122T130405Z-3"), Some(1_795_352_645));
+        assert_eq!(stamp_of("20261122T130405Z.csv.zst"), None);
+        assert_eq!(stamp_of("notes.txt"), None);
     }
 }

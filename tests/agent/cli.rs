@@ -73,11 +73,21 @@ fn frequency_out_of_range() {
 }
 
 #[test]
-fn parquet_is_not_available_yet() {
+fn bad_storage_flags() {
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
-    let out = taskscope(&["run", "--format", "parquet", "--output-dir", out_dir.to_str().unwrap()]);
-    assert_one_line_error(&out, 2, "--format parquet is not available");
+    for (args, needle) in [
+        (vec!["--format", "json"], "invalid value 'json' for '--format <FORMAT>'"),
+        (vec!["--max-disk", "lots"], "invalid value 'lots' for '--max-disk <SIZE>'"),
+        (vec!["--max-disk", "1K"], "--max-disk must be at least 64KiB"),
+        (vec!["--max-age", "10m"], "--max-age 10m is shorter than --rotate 1h"),
+        (vec!["--file-mode", "0666"], "--file-mode 0666 lets others than the owner write"),
+        (vec!["--group", "no-such-group-anywhere"], "--group no-such-group-anywhere: no such group"),
+    ] {
+        let mut all = vec!["run", "--no-pin", "--output-dir", out_dir.to_str().unwrap()];
+        all.extend(args);
+        assert_one_line_error(&taskscope(&all), 2, needle);
+    }
     assert_nothing_written(&out_dir);
 }
 

@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn spawn_agent(args: &[&str]) -> std::process::Child {
-    Command::new(AGENT)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start taskscope")
-}
 
-fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
-}
 
 fn published(out: &Path) -> Vec<std::path::PathBuf> {
     files_under(out).into_iter().filter(|p| p.starts_with("samples")).collect()
@@ -45,7 +34,7 @@ fn sigterm_and_sigint_publish_everything_and_exit_0_quickly() {
         let child = spawn_agent(&["run", "--all", "--frequency", "10", "--no-pin", "--output-dir", out.to_str().unwrap()]);
         wait_for_start(&out);
         std::thread::sleep(Duration::from_secs(1));
-        signal(&child, sig);
+        send_signal(&child, sig);
         let sent = Instant::now();
         let status = wait_with_limit(child, Duration::from_secs(10));
         let took = sent.elapsed();
@@ -124,7 +113,7 @@ fn sigkill_leaves_only_complete_files_visible() {
     let child = spawn_agent(&["run", "--all", "--frequency", "20", "--test-rotate-secs", "1", "--no-pin", "--output-dir", out.to_str().unwrap()]);
     wait_for_start(&out);
     std::thread::sleep(Duration::from_millis(3_300));
-    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    send_signal(&child, nix::sys::signal::Signal::SIGKILL);
     let _ = wait_with_limit(child, Duration::from_secs(10));
     let files = published(&out);
     assert!(files.len() >= 2, "rotations before the kill: {files:?}");
@@ -132,8 +121,10 @@ fn sigkill_leaves_only_complete_files_visible() {
     shell(&out, "zstd -tq samples/*/*/*.csv.zst");
     let rows = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
     assert!(rows > 0.0);
-    // The file being written when killed is out of the glob's reach.
-    assert_eq!(files_under(&out.join(".inprogress")).len(), 1);
+    // The journals being written when killed (samples, ticks) are out of
+    // the globs' reach.
+    let journals = files_under(&out.join(".inprogress"));
+    assert!(!journals.is_empty() && journals.len() <= 2, "{journals:?}");
 }
 
 #[test]
@@ -198,7 +189,7 @@ fn second_agent_on_the_same_directory_is_refused() {
     let second = run_agent(&["run", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
     assert_eq!(second.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&second.stderr).contains("another taskscope agent is already writing here"));
-    signal(&first, nix::sys::signal::Signal::SIGTERM);
+    send_signal(&first, nix::sys::signal::Signal::SIGTERM);
     assert_success(&wait_with_limit(first, Duration::from_secs(10)));
 }
 

@@ -5,4 +5,5 @@ mod cli;
 mod groundtruth;
 mod lifecycle;
 mod readme;
+mod storage;
 mod support;

@@ -77,7 +77,7 @@ fn flag_table_names_every_flag() {
 fn query_examples_run_on_real_data() {
     require_root();
     let _serial = exclusive();
-    let (_workload, _scratch, out) = sample_workload(&["run", "--all", "--frequency", "20", "--duration", "3"]);
+    let (_workload, _scratch, out) = sample_workload(&["run", "--all", "--frequency", "20", "--duration", "3", "--format", "csv,parquet"]);
 
     let examples = query_examples(&readme());
     assert!(examples.len() >= 6, "expected the README's DuckDB and awk examples, found {}", examples.len());

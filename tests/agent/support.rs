@@ -136,6 +136,22 @@ pub fn sample_workload(args: &[&str]) -> (Workload, tempfile::TempDir, PathBuf) 
     (workload, scratch, out)
 }
 
+/// Start the agent with `args` in the background (log on stderr, piped).
+pub fn spawn_agent(args: &[&str]) -> Child {
+    Command::new(AGENT)
+        .args(args)
+        .env("TASKSCOPE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start taskscope")
+}
+
+/// Send `sig` to `child`.
+pub fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+}
+
 /// Run the agent to completion with `args`; fails the test if it outlives
 /// `limit`.
 pub fn run_agent(args: &[&str], limit: Duration) -> Output {

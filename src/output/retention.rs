@@ -1,0 +1,200 @@
+//! Retention: keep the output directory under `--max-disk` and younger
+//! than `--max-age` by deleting whole periods, oldest first.
+//!
+//! A period is every published file (of every table and format) that
+//! starts at the same second — the files one open period produced. Files in
+//! `.inprogress/` are never deleted, but their size counts, so the limit
+//! holds for what is on disk. The directory is walked on every pass
+//! (through directory fds, never following links), so the limit holds
+//! across restarts and for files left by earlier runs.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rustix::fs::FileType;
+use tracing::{debug, info};
+
+use super::dir;
+use super::rotate::stamp_of;
+use super::table::{CSV_EXT, PARQUET_EXT};
+
+/// Limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+/// What a pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub files: usize,
+    pub bytes: u64,
+    /// Bytes on disk after the pass (published and in progress).
+    pub remaining: u64,
+}
+
+struct Published {
+    table: String,
+    date: String,
+    hour: String,
+    name: String,
+    size: u64,
+}
+
+/// Delete what `limits` no longer allow among the published files of
+/// `tables` under `out`; `now_secs` is the current time.
+pub fn enforce(out: &OwnedFd, inprogress: &OwnedFd, tables: &[&str], limits: Retention, now_secs: i64) -> Result<Swept> {
+    let mut periods: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
+    let mut total: u64 = 0;
+    for (name, kind) in dir::list(inprogress).context("cannot list .inprogress")? {
+        if kind == FileType::RegularFile {
+            total += dir::size_of(inprogress, &name).unwrap_or(0);
+        }
+    }
+    for table in tables {
+        for file in published(out, table)? {
+            total += file.size;
+            if let Some(start) = stamp_of(&file.name) {
+                periods.entry(start).or_default().push(file);
+            }
+        }
+    }
+
+    let oldest_allowed = now_secs - limits.max_age.as_secs() as i64;
+    let mut swept = Swept::default();
+    while let Some((&start, _)) = periods.first_key_value() {
+        if start >= oldest_allowed && total <= limits.max_bytes {
+            break;
+        }
+        let files = periods.remove(&start).expect("present");
+        for file in &files {
+            let table = dir::open_subdir(out, &file.table)?;
+            let date = dir::open_subdir(&table, &file.date)?;
+            let hour = dir::open_subdir(&date, &file.hour)?;
+            dir::remove_file(&hour, &file.name).with_context(|| format!("cannot delete {}/{}", file.table, file.name))?;
+            total = total.saturating_sub(file.size);
+            swept.files += 1;
+            swept.bytes += file.size;
+            debug!(file = %format!("{}/{}/{}/{}", file.table, file.date, file.hour, file.name), "retention deleted");
+            // Partitions left empty go too.
+            if dir::remove_empty_dir(&date, &file.hour).unwrap_or(false) {
+                let _ = dir::remove_empty_dir(&table, &file.date);
+            }
+        }
+    }
+    swept.remaining = total;
+    if swept.files > 0 {
+        info!(files = swept.files, bytes = swept.bytes, remaining = total, "retention deleted the oldest periods");
+    }
+    Ok(swept)
+}
+
+/// Published data files of `table`: `table/date=*/hour=*/*.{csv.zst,parquet}`.
+fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
+    let mut files = Vec::new();
+    let Ok(table_dir) = dir::open_subdir(out, table) else { return Ok(files) };
+    for (date, kind) in dir::list(&table_dir)? {
+        if kind != FileType::Directory || !date.starts_with("date=") {
+            continue;
+        }
+        let Ok(date_dir) = dir::open_subdir(&table_dir, &date) else { continue };
+        for (hour, kind) in dir::list(&date_dir)? {
+            if kind != FileType::Directory || !hour.starts_with("hour=") {
+                continue;
+            }
+            let Ok(hour_dir) = dir::open_subdir(&date_dir, &hour) else { continue };
+            for (name, kind) in dir::list(&hour_dir)? {
+                let data = name.ends_with(&format!(".{CSV_EXT}")) || name.ends_with(&format!(".{PARQUET_EXT}"));
+                if kind != FileType::RegularFile || !data {
+                    continue;
+                }
+                let size = dir::size_of(&hour_dir, &name).unwrap_or(0);
+                files.push(Published { table: table.to_string(), date: date.clone(), hour: hour.clone(), name, size });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Parse a size: `1GiB`, `500M`, `10MB`, `4096` (bytes). K, M, G, T and
+/// their -iB forms are powers of 1024; KB, MB, GB, TB of 1000.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (examples: 500M, 1GiB, 20GB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{text}' (use K, M, G, T, KB, MB, GB, TB)")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::dir::{check, create_file, ensure_dir, OutputDir, FILE_MODE};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    fn write(dir: &OwnedFd, name: &str, bytes: usize) {
+        create_file(dir, name, FILE_MODE).unwrap().write_all(&vec![b'x'; bytes]).unwrap();
+    }
+
+    #[test]
+    fn deletes_oldest_periods_first_and_empty_partitions() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = OutputDir::create(&check(&base.path().join("out")).unwrap()).unwrap();
+        let inprogress = ensure_dir(out.fd(), ".inprogress").unwrap();
+        write(&inprogress, "samples-h-20261122T140000Z.csv.zst.tmp", 100);
+        for (table, size) in [("samples", 1_000), ("ticks", 100)] {
+            let t = ensure_dir(out.fd(), table).unwrap();
+            let d = ensure_dir(&t, "date=2026-11-22").unwrap();
+            for hour in ["11", "12", "13"] {
+                let h = ensure_dir(&d, &format!("hour={hour}")).unwrap();
+                write(&h, &format!("h-20261122T{hour}0000Z.csv.zst"), size);
+                write(&h, &format!("h-20261122T{hour}0000Z.parquet"), size / 2);
+            }
+        }
+        // 3 periods of 1650 bytes + 100 in progress; allow 3500: the oldest goes.
+        let now = stamp_of("h-20261122T140000Z").unwrap();
+        let limits = Retention { max_bytes: 3_500, max_age: Duration::from_secs(86_400) };
+        let swept = enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
+        assert_eq!(swept, Swept { files: 4, bytes: 1_650, remaining: 3_400 });
+        assert!(!base.path().join("out/samples/date=2026-11-22/hour=11").exists());
+        assert!(base.path().join("out/samples/date=2026-11-22/hour=12/h-20261122T120000Z.csv.zst").exists());
+        // Max age: periods starting more than 90 minutes ago go.
+        let limits = Retention { max_bytes: u64::MAX, max_age: Duration::from_secs(90 * 60) };
+        let swept = enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
+        assert_eq!(swept.files, 4);
+        assert!(base.path().join("out/ticks/date=2026-11-22/hour=13").exists());
+        // The file being written is never deleted, even over the limit.
+        let limits = Retention { max_bytes: 0, max_age: Duration::from_secs(86_400) };
+        enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
+        assert!(base.path().join("out/.inprogress/samples-h-20261122T140000Z.csv.zst.tmp").exists());
+        assert!(!base.path().join("out/samples/date=2026-11-22").exists());
+    }
+}
