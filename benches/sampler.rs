@@ -144,7 +144,7 @@ fn main() {
         let mut samples = Vec::with_capacity(threads + 64);
         let stats = scan(agent.table(), true, now, now, &mut samples);
         let rows = samples.len();
-        let tick = Tick { ts_us: base_ts + i * 1_000_000, weight_us: 1_000_000, samples, stats };
+        let tick = Tick { ts_us: base_ts + i * 1_000_000, weight_us: 1_000_000, samples, stacks: Vec::new(), stats };
         writer.write_tick(&tick);
         per_row.push((thread_cpu() - before).as_nanos() as f64 / rows as f64);
         min_rows = min_rows.min(rows);

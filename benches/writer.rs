@@ -68,8 +68,11 @@ fn row<'a>(sample: &'a Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
         cgroup: NAMES.2,
         syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
         io_dev: None,
+        stacks: &NO_STACKS,
     }
 }
+
+static NO_STACKS: taskscope::stacks::Resolved = taskscope::stacks::Resolved { kstack: None, ustack: None, kfunc: None };
 
 fn main() {
     let ticks: Vec<Vec<Sample>> = (0..TICKS as u64).map(tick_samples).collect();
@@ -89,6 +92,7 @@ fn main() {
                     taskscope::schema::Value::Int(v) => csv.write_field(itoa::Buffer::new().format(v)).unwrap(),
                     taskscope::schema::Value::Text(t) => csv.write_field(t).unwrap(),
                     taskscope::schema::Value::Timestamp(_) => csv.write_field("2026-11-22 13:00:00.000000").unwrap(),
+                    taskscope::schema::Value::Bool(b) => csv.write_field(if b { "true" } else { "false" }).unwrap(),
                 }
             }
             csv.write_record(None::<&[u8]>).unwrap();
@@ -135,6 +139,7 @@ fn main() {
                 ts_us: 1_795_352_645_000_000 + i as i64 * 100_000,
                 weight_us: 100_000,
                 samples: samples.clone(),
+                stacks: Vec::new(),
                 stats: TickStats::default(),
             };
             let start = Instant::now();

@@ -20,4 +20,96 @@ int seed_threads(struct bpf_iter__task *ctx)
 	return 0;
 }
 
+/* A frame of the frame-pointer chain: saved frame pointer, return address. */
+struct user_frame {
+	__u64 fp;
+	__u64 ret;
+};
+
+/*
+ * Refresh pass: capture the stacks of the threads userspace asked for (a
+ * sampled thread whose last capture predates its current wait, or that has
+ * not switched since the agent started). Sleepable, so it can read another
+ * process's memory: the user stack is a frame-pointer walk from the
+ * thread's saved registers, and the top of its stack is copied for the
+ * unwinder in userspace. Only off-CPU threads are served; a running
+ * thread's stacks come from the on-CPU sample.
+ */
+SEC("?iter.s/task")
+int refresh_stacks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct ts_slot_ref *ref;
+	struct ts_stack *s;
+	struct ts_thread *t;
+	struct pt_regs *regs;
+	__u32 idx, seq, flags = TS_S_ITER;
+	__u64 *want;
+	__u64 fp, now;
+	long n;
+
+	if (!task || task->on_cpu)
+		return 0;
+	ref = bpf_task_storage_get(&slot_of, task, 0, 0);
+	if (!ref || ref->slot == TS_NO_SLOT)
+		return 0;
+	idx = ref->slot - 1;
+	want = bpf_map_lookup_elem(&stack_requests, &idx);
+	s = bpf_map_lookup_elem(&stacks, &idx);
+	t = bpf_map_lookup_elem(&threads, &idx);
+	if (!want || !s || !t || (__u32)READ_ONCE(*want) == READ_ONCE(s->served))
+		return 0;
+	seq = READ_ONCE(s->seq);
+	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return 0;
+	now = bpf_ktime_get_ns();
+	s->served = (__u32)READ_ONCE(*want);
+	s->captured_ns = now;
+	s->switch_out_ns = READ_ONCE(t->switch_out_ns);
+	s->kframes = 0;
+	s->uframes = 0;
+	if (stack_kinds & TS_S_KERNEL) {
+		n = bpf_get_task_stack(task, s->kips, sizeof(s->kips), 0);
+		if (n > 0) {
+			s->kframes = n / 8;
+			flags |= TS_S_KERNEL;
+		}
+	}
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if ((stack_kinds & TS_S_USER) && regs && !(task->flags & PF_KTHREAD)) {
+#if defined(__TARGET_ARCH_x86)
+		s->uips[0] = regs->ip;
+		s->user_sp = regs->sp;
+		fp = regs->bp;
+#elif defined(__TARGET_ARCH_arm64)
+		s->uips[0] = regs->pc;
+		s->user_sp = regs->sp;
+		fp = regs->regs[29];
+#else
+		fp = 0;
+#endif
+		s->user_bp = fp;
+		s->uframes = 1;
+		for (int i = 1; i < TS_USTACK_DEPTH; i++) {
+			struct user_frame frame;
+
+			if (!fp || bpf_copy_from_user_task(&frame, sizeof(frame), (void *)fp, task, 0))
+				break;
+			if (!frame.ret)
+				break;
+			s->uips[i & (TS_USTACK_DEPTH - 1)] = frame.ret;
+			s->uframes = i + 1;
+			if (frame.fp <= fp)
+				break;
+			fp = frame.fp;
+		}
+		flags |= TS_S_USER;
+		if (!bpf_copy_from_user_task(s->peek, sizeof(s->peek), (void *)s->user_sp, task, 0))
+			flags |= TS_S_PEEK;
+	}
+	s->flags = flags;
+	__sync_fetch_and_add(&s->seq, 1);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

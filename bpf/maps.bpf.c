@@ -14,11 +14,17 @@ const volatile __u32 filter_pids = 0;
 const volatile __u32 max_slots = 1;
 /* free_ring's size minus one (a power of two minus one). */
 const volatile __u64 ring_mask = 0;
+/* Set by `run --stacks`: TS_S_KERNEL and/or TS_S_USER (0: none). */
+const volatile __u32 stack_kinds = 0;
+/* Set from `run --frequency`: one sampling period. */
+const volatile __u64 stack_interval_ns = 1000000000;
 
 __u64 free_head = 0;
 __u64 free_tail = 0;
 __u32 next_fresh = 0;
 __u32 reconcile_gen = 0;
+/* 0 until the sampler sets the first window. */
+__u64 capture_from_ns = 0;
 struct ts_counters counters = {};
 
 /* Emit the enums' BTF so the skeleton's `types` module carries them. */
@@ -26,5 +32,6 @@ const volatile enum ts_slot_state ts_slot_state_btf = TS_SLOT_FREE;
 const volatile enum ts_thread_flags ts_thread_flags_btf = TS_F_ON_CPU;
 const volatile enum ts_perf_flags ts_perf_flags_btf = TS_P_VALID;
 const volatile enum ts_io_flags ts_io_flags_btf = TS_IO_SYNC;
+const volatile enum ts_stack_flags ts_stack_flags_btf = TS_S_ONCPU;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -42,14 +42,40 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* sized at load time: --max-threads */
 } threads SEC(".maps");
 
-/* Recycled slot numbers, produced by userspace and consumed by the hooks. */
+/*
+ * Recycled slot numbers, produced by userspace and consumed by the hooks.
+ * Values of mmap-able arrays are laid out 8 bytes apart at least, so
+ * values shared with userspace through mmap are 64-bit.
+ */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE_);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 	__uint(max_entries, 1); /* power of two >= threads' size, set at load */
 } free_ring SEC(".maps");
+
+/* Stacks, one entry per slot of `threads` (mmap-able). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, struct ts_stack);
+	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
+} stacks SEC(".maps");
+
+/*
+ * Stack refresh requests, one per slot, written by userspace only: a slot
+ * whose request is ahead of its stack's `served` mark gets its stacks
+ * captured by the next refresh pass (iter.bpf.c).
+ */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
+} stack_requests SEC(".maps");
 
 /* Per-CPU state, indexed by CPU number. */
 TS_EXTERN struct {
@@ -88,12 +114,15 @@ TS_EXTERN const volatile __u32 agent_tgid;  /* the agent itself (automatic) */
 TS_EXTERN const volatile __u32 filter_pids; /* --pid given: track only pid_filter */
 TS_EXTERN const volatile __u32 max_slots;   /* --max-threads */
 TS_EXTERN const volatile __u64 ring_mask;   /* free_ring size - 1 */
+TS_EXTERN const volatile __u32 stack_kinds; /* --stacks: TS_S_KERNEL | TS_S_USER */
+TS_EXTERN const volatile __u64 stack_interval_ns; /* at most one switch-out capture per thread per period */
 
 /* Shared with userspace through the mmap-ed .bss. */
 TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */
 TS_EXTERN __u64 free_tail;      /* next free_ring entry to fill (userspace) */
 TS_EXTERN __u32 next_fresh;     /* slots never used start here */
 TS_EXTERN __u32 reconcile_gen;  /* current reconciliation pass (userspace) */
+TS_EXTERN __u64 capture_from_ns; /* every switch-out from here to the next tick captures stacks (userspace) */
 TS_EXTERN struct ts_counters counters;
 
 /*
@@ -315,6 +344,56 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
 		args[2] = SYSCALL_ARG2(regs);
 	}
 	return nr;
+}
+
+/*
+ * Capture `task`'s stacks into `s` (task is current unless `ctx` is NULL:
+ * then only the kernel stack, through bpf_get_task_stack). Captures are
+ * rare, and may come from another CPU (the iterator), so the entry is taken
+ * with a compare-and-swap; a busy entry is skipped.
+ */
+static __always_inline void capture_stacks(void *ctx, struct task_struct *task, struct ts_stack *s,
+					   __u64 now, __u64 switch_out_ns, __u32 how)
+{
+	__u32 seq = READ_ONCE(s->seq), flags = how;
+	long n;
+
+	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return;
+	s->captured_ns = now;
+	s->switch_out_ns = switch_out_ns;
+	s->kframes = 0;
+	s->uframes = 0;
+	if (stack_kinds & TS_S_KERNEL) {
+		n = ctx ? bpf_get_stack(ctx, s->kips, sizeof(s->kips), 0)
+			: bpf_get_task_stack(task, s->kips, sizeof(s->kips), 0);
+		if (n > 0) {
+			s->kframes = n / 8;
+			flags |= TS_S_KERNEL;
+		}
+	}
+	if ((stack_kinds & TS_S_USER) && ctx && !(task->flags & PF_KTHREAD)) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+
+		n = bpf_get_stack(ctx, s->uips, sizeof(s->uips), BPF_F_USER_STACK);
+		if (n > 0) {
+			s->uframes = n / 8;
+			flags |= TS_S_USER;
+		}
+		if (regs) {
+#if defined(__TARGET_ARCH_x86)
+			s->user_sp = regs->sp;
+			s->user_bp = regs->bp;
+#elif defined(__TARGET_ARCH_arm64)
+			s->user_sp = regs->sp;
+			s->user_bp = regs->regs[29];
+#endif
+			if (!bpf_probe_read_user(s->peek, sizeof(s->peek), (void *)s->user_sp))
+				flags |= TS_S_PEEK;
+		}
+	}
+	s->flags = flags;
+	__sync_fetch_and_add(&s->seq, 1);
 }
 
 static __always_inline bool comm_equal(char *have, struct task_struct *task)

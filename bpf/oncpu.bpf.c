@@ -16,6 +16,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	struct ts_thread *t = c ? thread_at(c->slot) : NULL;
 	__u32 flags = TS_P_VALID;
 	long nr = -1;
+	__u64 now;
 	bool user;
 
 	if (!t)
@@ -46,13 +47,22 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	if (nr >= 0)
 		flags |= TS_P_IN_SYSCALL;
 
+	now = bpf_ktime_get_ns();
 	ts_seq_begin(&t->perf_seq);
 	/* Refresh the name (renamed through /proc/<tid>/comm, say). */
 	copy_comm(t->comm, task);
-	t->perf_ns = bpf_ktime_get_ns();
+	t->perf_ns = now;
 	t->perf_flags = flags;
 	t->perf_syscall_nr = nr;
 	ts_seq_end(&t->perf_seq);
+	/* Where it runs: the stacks of the running thread. */
+	if (stack_kinds) {
+		__u32 idx = c->slot - 1;
+		struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
+
+		if (s)
+			capture_stacks(ctx, task, s, now, 0, TS_S_ONCPU);
+	}
 	return 0;
 }
 

@@ -20,20 +20,24 @@
  */
 #include "track.bpf.h"
 
-/* The entry of `prev`, the thread this CPU is switching away from. */
-static __always_inline struct ts_thread *prev_thread(struct ts_cpu *c, struct task_struct *prev)
+/* The entry of `prev`, the thread this CPU is switching away from, and
+ * its slot + 1. */
+static __always_inline struct ts_thread *prev_thread(struct ts_cpu *c, struct task_struct *prev, __u32 *slot)
 {
 	struct ts_thread *t;
 
+	*slot = TS_NO_SLOT;
 	if (c->slot == TS_CPU_UNTRACKED)
 		return NULL;
 	if (c->slot != TS_NO_SLOT) {
 		t = thread_at(c->slot);
-		if (t && t->tid == prev->pid)
+		if (t && t->tid == prev->pid) {
+			*slot = c->slot;
 			return t;
+		}
 	}
 	/* First switch on this CPU since attach (or a tid changed by exec). */
-	return thread_of(prev);
+	return thread_of_slot(prev, slot);
 }
 
 SEC("tp_btf/sched_switch")
@@ -42,13 +46,13 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 {
 	struct ts_cpu *c = this_cpu_state();
 	struct ts_thread *t;
-	__u32 next_slot;
+	__u32 next_slot, prev_slot;
 	__u64 now;
 
 	if (!c)
 		return 0;
 	now = switch_now(task_rq_of(prev), c);
-	t = prev_thread(c, prev);
+	t = prev_thread(c, prev, &prev_slot);
 	if (t) {
 		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN);
 		bool renamed = t->flags & TS_F_COMM_DIRTY;
@@ -90,6 +94,26 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);
+		/*
+		 * Where it waits: captured when the wait starts just before a
+		 * tick (so short waits that a tick sees have their stacks), and
+		 * otherwise at most once per sampling period per thread;
+		 * capturing at every switch halves a pipe ping-pong.
+		 */
+		if (stack_kinds && state != 0) {
+			t->wait_ns = now;
+			__u64 window = READ_ONCE(capture_from_ns);
+
+			if ((window && now >= window) || now - t->stack_ns >= stack_interval_ns) {
+				__u32 idx = prev_slot - 1;
+				struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
+
+				if (s) {
+					t->stack_ns = now;
+					capture_stacks(ctx, prev, s, now, now, 0);
+				}
+			}
+		}
 	}
 
 	t = thread_of_slot(next, &next_slot);

@@ -93,7 +93,8 @@ struct ts_thread {
 	__u32 perf_flags;   /* enum ts_perf_flags */
 	__s32 perf_syscall_nr;
 	__u64 perf_ns;      /* time of the last on-CPU sample */
-	__u64 reserved2[2];
+	__u64 stack_ns;     /* last stack capture at switch-out (rate limit) */
+	__u64 wait_ns;      /* last voluntary switch-out (stacks on only) */
 
 	/* cache line 3: block I/O (written from any CPU) */
 	__u32 io_seq;
@@ -137,6 +138,45 @@ struct ts_cpu {
 	__u64 calibrated_at;  /* rq->clock at the last calibration; 0: never */
 	__u64 reserved[5];
 };
+
+#define TS_KSTACK_DEPTH 24
+#define TS_USTACK_DEPTH 32
+#define TS_USTACK_PEEK 256
+
+/* Bits of `ts_stack.flags`. */
+enum ts_stack_flags {
+	TS_S_ONCPU = 1 << 0,       /* captured by the on-CPU sample (else at switch-out) */
+	TS_S_KERNEL = 1 << 1,      /* kips valid */
+	TS_S_USER = 1 << 2,        /* uips valid */
+	TS_S_PEEK = 1 << 3,        /* peek holds the user stack at user_sp */
+	TS_S_ITER = 1 << 4,        /* captured by the task iterator (off CPU) */
+};
+
+/*
+ * The stacks of one thread, one entry per slot of `threads` in the
+ * mmap-able `stacks` array: the last capture, with the switch-out it
+ * belongs to, so the sampler can tell whether it still describes where the
+ * thread waits. User stacks are frame-pointer walks plus a copy of the top
+ * of the user stack (`peek`), from which userspace unwinds the innermost
+ * frames of libraries built without frame pointers.
+ */
+struct ts_stack {
+	__u32 seq;            /* odd while being written */
+	__u32 flags;          /* enum ts_stack_flags */
+	__u32 served;         /* last stack_requests value served by the iterator */
+	__u32 pad;
+	__u64 captured_ns;
+	__u64 switch_out_ns;  /* switch-out the capture belongs to (off CPU) */
+	__u32 kframes;
+	__u32 uframes;
+	__u64 user_sp;
+	__u64 user_bp;
+	__u64 kips[TS_KSTACK_DEPTH];
+	__u64 uips[TS_USTACK_DEPTH];
+	__u8 peek[TS_USTACK_PEEK];
+};
+
+_Static_assert(sizeof(struct ts_stack) == 760, "ts_stack layout");
 
 /* Task-local storage: which slot a task owns. */
 struct ts_slot_ref {

@@ -35,7 +35,8 @@ static __always_inline long alloc_slot(void)
 	for (int i = 0; i < 4; i++) {
 		__u64 head = READ_ONCE(free_head);
 		__u64 tail = READ_ONCE(free_tail);
-		__u32 idx, *slot;
+		__u64 *slot;
+		__u32 idx;
 
 		if (head >= tail)
 			break;
@@ -44,7 +45,7 @@ static __always_inline long alloc_slot(void)
 		if (!slot)
 			break;
 		if (__sync_val_compare_and_swap(&free_head, head, head + 1) == head)
-			return READ_ONCE(*slot);
+			return (__u32)READ_ONCE(*slot);
 	}
 	if (READ_ONCE(next_fresh) >= max_slots)
 		return -1;

@@ -71,6 +71,17 @@ pub enum Format {
     Parquet,
 }
 
+/// Which stacks to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StackChoice {
+    /// Kernel stacks (kstack_id, kfunc)
+    Kernel,
+    /// User stacks (ustack_id); frame pointers plus .eh_frame for leaves
+    User,
+    /// No stacks
+    None,
+}
+
 /// Flags of `taskscope run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -111,6 +122,13 @@ pub struct RunArgs {
     /// Output format: csv, parquet, or both (csv,parquet)
     #[arg(long, value_enum, value_name = "FORMAT", value_delimiter = ',', default_value = "csv")]
     pub format: Vec<Format>,
+
+    /// Stacks to capture: kernel, user, both (kernel,user) or none
+    ///
+    /// Samples get kstack_id, ustack_id and kfunc; the stacks table holds
+    /// the symbolized frames of every id a period's samples use.
+    #[arg(long, value_enum, value_name = "KINDS", value_delimiter = ',', default_value = "kernel,user")]
+    pub stacks: Vec<StackChoice>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -308,6 +326,14 @@ mod tests {
         assert_eq!(run_args(&["--duration", "10"]).duration, Some(Duration::from_secs(10)));
         assert_eq!(run_args(&["-d", "2m"]).duration, Some(Duration::from_secs(120)));
         assert!(parse(&["run", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn stacks_flag() {
+        assert_eq!(run_args(&[]).stacks, vec![StackChoice::Kernel, StackChoice::User]);
+        assert_eq!(run_args(&["--stacks", "none"]).stacks, vec![StackChoice::None]);
+        assert_eq!(run_args(&["--stacks", "user"]).stacks, vec![StackChoice::User]);
+        assert!(parse(&["run", "--stacks", "python"]).is_err());
     }
 
     #[test]

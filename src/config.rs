@@ -10,13 +10,25 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{Format, RunArgs};
+use crate::bpf::StackKinds;
+use crate::cli::{Format, RunArgs, StackChoice};
 use crate::output::{Formats, Permissions, Retention};
 
 /// Largest default thread table; more needs --max-threads.
 const DEFAULT_MAX_THREADS_CAP: u32 = 65_536;
 /// How often the task iterator reconciles the table with the kernel.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The kinds `--stacks` asks for; `none` cannot be combined.
+fn stack_kinds(choices: &[StackChoice]) -> Result<StackKinds> {
+    if choices.contains(&StackChoice::None) {
+        if choices.len() > 1 {
+            bail!("--stacks none cannot be combined with other kinds");
+        }
+        return Ok(StackKinds::default());
+    }
+    Ok(StackKinds { kernel: choices.contains(&StackChoice::Kernel), user: choices.contains(&StackChoice::User) })
+}
 
 /// Everything `run` needs, checked.
 #[derive(Debug, Clone)]
@@ -28,6 +40,7 @@ pub struct Config {
     pub pids: Vec<u32>,
     pub duration: Option<Duration>,
     pub formats: Formats,
+    pub stacks: StackKinds,
     pub rotate: Duration,
     pub flush_interval: Duration,
     pub retention: Retention,
@@ -42,6 +55,7 @@ pub struct Config {
 impl Config {
     pub fn from_args(args: &RunArgs) -> Result<Config> {
         let formats = Formats { csv: args.format.contains(&Format::Csv), parquet: args.format.contains(&Format::Parquet) };
+        let stacks = stack_kinds(&args.stacks)?;
         let group = args.group.as_deref().map(resolve_group).transpose()?;
         let perms = Permissions::new(args.file_mode, group)?;
         let rotate = match args.test_rotate_secs {
@@ -92,6 +106,7 @@ impl Config {
             pids: args.pids.clone(),
             duration: args.duration,
             formats,
+            stacks,
             rotate,
             flush_interval: args.flush_interval,
             retention: Retention { max_bytes: args.max_disk, max_age: args.max_age },
@@ -211,6 +226,15 @@ mod tests {
             Command::Run(run) => Config::from_args(&run),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn stacks() {
+        assert_eq!(config(&[]).unwrap().stacks, StackKinds { kernel: true, user: true });
+        assert_eq!(config(&["--stacks", "kernel"]).unwrap().stacks, StackKinds { kernel: true, user: false });
+        assert_eq!(config(&["--stacks", "none"]).unwrap().stacks, StackKinds::default());
+        let err = config(&["--stacks", "none,user"]).unwrap_err().to_string();
+        assert!(err.contains("--stacks none"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod output;
 pub mod privileges;
 pub mod record;
 pub mod sampler;
+pub mod stacks;
 pub mod schema;
 pub mod timefmt;
 

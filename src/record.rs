@@ -11,6 +11,7 @@
 //! were still in its last syscall.
 
 use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
+use crate::stacks::StackRef;
 
 /// Kernel task state bits (include/linux/sched.h; stable from 5.15 on).
 mod bits {
@@ -294,6 +295,12 @@ pub struct Sample {
     pub running_since_ns: u64,
     /// Last switch-out (CLOCK_MONOTONIC ns; 0 = not seen).
     pub switch_out_ns: u64,
+    /// Last voluntary switch-out (0 = not seen, or stacks off).
+    pub wait_ns: u64,
+    /// Slot of the thread in the table.
+    pub slot: u32,
+    /// The capture of its stacks that describes this row, if any.
+    pub stack: Option<StackRef>,
 }
 
 impl Sample {
@@ -351,6 +358,9 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
         kthread: has(ts_thread_flags::TS_F_KTHREAD),
         running_since_ns,
         switch_out_ns: entry.switch_out_ns,
+        wait_ns: entry.wait_ns,
+        slot: 0,
+        stack: None,
     }
 }
 

@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::output::{self, Message, OutputDir, Writer, WriterConfig};
 use crate::privileges;
 use crate::record::{self, Sample};
+use crate::stacks::collect::Collector;
+use crate::stacks::RawStacks;
 use crate::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
@@ -42,6 +44,8 @@ pub struct Tick {
     /// Thread time each row stands for.
     pub weight_us: u64,
     pub samples: Vec<Sample>,
+    /// Stack captures the writer has not seen (`StackRef::raw` indexes).
+    pub stacks: Vec<RawStacks>,
     pub stats: TickStats,
 }
 
@@ -62,6 +66,10 @@ pub struct TickStats {
     pub dropped_ticks_total: u64,
     /// New threads not tracked since start because the table was full.
     pub untracked_total: u64,
+    /// Rows with stacks.
+    pub stack_rows: u32,
+    /// Threads the stack refresh pass was asked to capture.
+    pub stack_requests: u32,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
@@ -104,7 +112,8 @@ pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, sa
         if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
-        let sample = record::decode(&entry, tick_ns, now_ns);
+        let mut sample = record::decode(&entry, tick_ns, now_ns);
+        sample.slot = slot as u32;
         if include_all || sample.state.is_active() {
             samples.push(sample);
         }
@@ -191,6 +200,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         max_threads: config.max_threads,
         frequency: config.frequency,
         pin_dir: config.pin_dir.clone(),
+        stacks: config.stacks,
     })?;
     let out = OutputDir::create_with(&plan, config.perms)?;
     info!(
@@ -200,28 +210,45 @@ pub fn run_agent(config: &Config) -> Result<()> {
         rotate = %timefmt::human_duration(config.rotate),
         "sampling"
     );
-    let writer = Writer::new(
-        out,
-        WriterConfig {
-            host: config.host.clone(),
-            rotate: config.rotate,
-            flush_interval: config.flush_interval,
-            formats: config.formats,
-            retention: config.retention,
-            metadata: file_metadata(config),
-        },
-    )?;
+    let writer_config = WriterConfig {
+        host: config.host.clone(),
+        rotate: config.rotate,
+        flush_interval: config.flush_interval,
+        formats: config.formats,
+        retention: config.retention,
+        metadata: file_metadata(config),
+    };
     let shutdown = Shutdown::install()?;
     let (sender, receiver) = bounded(QUEUE_TICKS);
     let flush_interval = config.flush_interval;
     let publish = shutdown.clone();
+    // The writer is made on its own thread (the symbolizer it owns cannot
+    // move between threads); it reports whether it could start.
+    let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
     let writer_thread = thread::Builder::new()
         .name("taskscope-writer".into())
-        .spawn(move || writer_loop(writer, receiver, flush_interval, publish))
+        .spawn(move || match Writer::new(out, writer_config) {
+            Ok(writer) => {
+                let _ = ready_tx.send(Ok(()));
+                Some(writer_loop(writer, receiver, flush_interval, publish))
+            }
+            Err(err) => {
+                let _ = ready_tx.send(Err(err));
+                None
+            }
+        })
         .context("cannot start the writer thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(err),
+        Err(_) => anyhow::bail!("the writer thread stopped while starting"),
+    }
 
     let result = sample_loop(&mut agent, config, &shutdown, sender);
-    let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    let stats = writer_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
+        .context("the writer thread did not start")?;
     info!(ticks = stats.ticks, rows = stats.rows, dropped_rows = stats.rows_dropped, "stopped");
     result
 }
@@ -278,6 +305,7 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
     let mut generation = 1u32;
     let mut counters = LoopCounters { ticks: 0, missed: 0, dropped_ticks: 0, torn: 0, last_log: None, slots_exhausted: 0 };
     let mut samples_capacity = 64;
+    let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
 
     loop {
         let wake_ns = stop_ns.map_or(next_ns, |stop| stop.min(next_ns));
@@ -300,6 +328,13 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         let ts_us = timefmt::unix_micros_now();
         let mut samples = Vec::with_capacity(samples_capacity);
         let mut stats = scan(agent.table(), config.include_all, next_ns, now_ns, &mut samples);
+        let mut stacks = Vec::new();
+        if let Some(collector) = &mut collector {
+            let (raws, collected) = collector.collect(agent, &mut samples, now_ns);
+            stacks = raws;
+            stats.stack_rows = collected.with_stacks;
+            stats.stack_requests = collected.requested;
+        }
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         stats.missed_ticks = missed;
         stats.dropped_ticks_total = counters.dropped_ticks;
@@ -308,13 +343,22 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         counters.ticks += 1;
         counters.torn += u64::from(stats.torn);
 
-        let tick = Tick { ts_us, weight_us: config.weight_us(), samples, stats };
+        let tick = Tick { ts_us, weight_us: config.weight_us(), samples, stacks, stats };
         match sender.try_send(tick) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => counters.dropped_ticks += 1,
+            Err(TrySendError::Full(_)) => {
+                counters.dropped_ticks += 1;
+                // Its new captures never reached the writer.
+                if let Some(collector) = &mut collector {
+                    collector.forget();
+                }
+            }
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
         }
         next_ns += period_ns;
+        if let Some(collector) = &collector {
+            collector.arm(agent.table(), next_ns);
+        }
 
         if now_ns - last_reconcile_ns >= reconcile_ns {
             generation = generation.wrapping_add(1);

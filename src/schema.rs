@@ -10,6 +10,7 @@ use std::fmt::Write;
 use crate::enrich::{dev_name, io_op_name};
 use crate::record::Sample;
 use crate::sampler::TickStats;
+use crate::stacks::{Resolved, StackDef};
 
 /// Logical type of a column (the SQL type DuckDB reads it as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub enum ColumnType {
     Int64,
     /// UTF-8 text.
     Text,
+    /// true or false.
+    Bool,
 }
 
 impl ColumnType {
@@ -29,6 +32,7 @@ impl ColumnType {
             ColumnType::Timestamp => "TIMESTAMP",
             ColumnType::Int64 => "BIGINT",
             ColumnType::Text => "VARCHAR",
+            ColumnType::Bool => "BOOLEAN",
         }
     }
 
@@ -40,6 +44,7 @@ impl ColumnType {
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Text => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            ColumnType::Bool => DataType::Boolean,
         }
     }
 
@@ -50,6 +55,11 @@ impl ColumnType {
         }
         match self {
             ColumnType::Text => Ok(Value::Text(field)),
+            ColumnType::Bool => match field {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => Err(format!("'{field}' is not true or false")),
+            },
             ColumnType::Int64 => field.parse().map(Value::Int).map_err(|_| format!("'{field}' is not an integer")),
             ColumnType::Timestamp => crate::timefmt::parse_timestamp_micros(field)
                 .map(Value::Timestamp)
@@ -66,6 +76,7 @@ pub enum Value<'r> {
     Text(&'r str),
     /// Microseconds since the Unix epoch, UTC.
     Timestamp(i64),
+    Bool(bool),
 }
 
 /// A table of output files.
@@ -101,6 +112,7 @@ pub struct SampleRow<'a> {
     pub cgroup: &'a str,
     pub syscall: Option<&'static str>,
     pub io_dev: Option<&'a str>,
+    pub stacks: &'a Resolved,
 }
 
 fn opt_int(v: Option<u64>) -> Value<'static> {
@@ -255,6 +267,24 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         description: "Thread time this row stands for: 1,000,000 / frequency",
         value: |r| Value::Int(r.weight_us as i64),
     },
+    Column {
+        name: "kfunc",
+        ty: ColumnType::Text,
+        description: "Innermost kernel function of the kernel stack outside the scheduler: where the thread waits (what wchan showed)",
+        value: |r| r.stacks.kfunc.as_deref().map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "kstack_id",
+        ty: ColumnType::Int64,
+        description: "Kernel stack of the thread (stacks.stack_id); empty when not captured",
+        value: |r| r.stacks.kstack.map_or(Value::Null, Value::Int),
+    },
+    Column {
+        name: "ustack_id",
+        ty: ColumnType::Int64,
+        description: "User stack of the thread (stacks.stack_id); empty when not captured and for kernel threads",
+        value: |r| r.stacks.ustack.map_or(Value::Null, Value::Int),
+    },
 ];
 
 /// The `io_dev` text of a sample, computed once per row.
@@ -323,7 +353,7 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
     Column {
         name: "pass_us",
         ty: ColumnType::Int64,
-        description: "CPU time of the scan, microseconds",
+        description: "CPU time of the scan and of stack collection, microseconds",
         value: |r| int(r.stats.pass_us as i64),
     },
     Column {
@@ -356,11 +386,67 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
         description: "New threads not tracked since start because the thread table was full",
         value: |r| int(r.stats.untracked_total as i64),
     },
+    Column {
+        name: "stack_rows",
+        ty: ColumnType::Int64,
+        description: "Sample rows of this tick with stacks",
+        value: |r| int(r.stats.stack_rows),
+    },
+    Column {
+        name: "stack_refreshes",
+        ty: ColumnType::Int64,
+        description: "Threads whose stacks were captured anew for this tick (their capture predated their wait)",
+        value: |r| int(r.stats.stack_requests),
+    },
+];
+
+/// The `stacks` table: the symbolized stacks a period's samples refer to.
+pub struct Stacks;
+
+impl Table for Stacks {
+    type Row<'a> = StackDef;
+    const NAME: &'static str = "stacks";
+    const DESCRIPTION: &'static str =
+        "One row per stack referenced by the same period's samples (kstack_id, ustack_id); each period's file stands on its own.";
+    fn columns() -> &'static [Column<Self>] {
+        STACK_COLUMNS
+    }
+}
+
+static STACK_COLUMNS: &[Column<Stacks>] = &[
+    Column {
+        name: "stack_id",
+        ty: ColumnType::Int64,
+        description: "Hash of the kind and the symbolized frames: the same path has the same id in every process and run",
+        value: |r| Value::Int(r.id),
+    },
+    Column { name: "kind", ty: ColumnType::Text, description: "kernel or user", value: |r| Value::Text(r.kind.name()) },
+    Column {
+        name: "frames",
+        ty: ColumnType::Text,
+        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress",
+        value: |r| Value::Text(&r.frames),
+    },
+    Column {
+        name: "module",
+        ty: ColumnType::Text,
+        description: "Module of the innermost frame: vmlinux, a kernel module, or a binary or library name",
+        value: |r| Value::Text(&r.module),
+    },
+    Column { name: "depth", ty: ColumnType::Int64, description: "Number of frames", value: |r| Value::Int(r.depth.into()) },
+    Column {
+        name: "truncated",
+        ty: ColumnType::Bool,
+        description: "The stack is known to be incomplete: the depth limit was reached, or a user stack does not end in a thread entry point",
+        value: |r| Value::Bool(r.truncated),
+    },
 ];
 
 /// Every table's description, as `taskscope schema` prints it.
 pub fn describe_all(markdown: bool) -> String {
     let mut out = describe::<Samples>(markdown);
+    out.push('\n');
+    out.push_str(&describe::<Stacks>(markdown));
     out.push('\n');
     out.push_str(&describe::<Ticks>(markdown));
     out

@@ -21,6 +21,7 @@ pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
         max_threads,
         frequency,
         pin_dir: None,
+        stacks: taskscope::bpf::StackKinds { kernel: std::env::var_os("TS_STACKS").is_some(), user: std::env::var_os("TS_STACKS").is_some() },
     })
     .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
 }

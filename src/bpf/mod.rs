@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 pub use skel::types;
 use skel::{TaskscopeSkel, TaskscopeSkelBuilder};
-pub use table::StateTable;
+pub use table::{StackHeader, StateTable};
 
 /// Where the kernel publishes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -53,6 +53,21 @@ pub struct LoadOptions {
     pub frequency: u32,
     /// bpffs directory to pin the thread table in.
     pub pin_dir: Option<PathBuf>,
+    /// Which stacks to capture.
+    pub stacks: StackKinds,
+}
+
+/// Which stacks to capture (`--stacks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StackKinds {
+    pub kernel: bool,
+    pub user: bool,
+}
+
+impl StackKinds {
+    pub fn any(self) -> bool {
+        self.kernel || self.user
+    }
 }
 
 /// Which optional parts are running.
@@ -73,6 +88,7 @@ pub struct Agent {
     links: Vec<Link>,
     perf_events: Vec<OwnedFd>,
     iter_link: Link,
+    refresh_link: Option<Link>,
     table: StateTable,
     pinned: Option<PathBuf>,
     features: Features,
@@ -102,9 +118,22 @@ impl Agent {
             rodata.filter_pids = u32::from(!options.pids.is_empty());
             rodata.max_slots = options.max_threads;
             rodata.ring_mask = ring_size as u64 - 1;
+            rodata.stack_kinds = (if options.stacks.kernel { types::ts_stack_flags::TS_S_KERNEL.0 } else { 0 })
+                | (if options.stacks.user { types::ts_stack_flags::TS_S_USER.0 } else { 0 });
+            rodata.stack_interval_ns = if std::env::var_os("TS_STACK_EVERY").is_some() { 0 } else { 1_000_000_000 / u64::from(options.frequency.max(1)) };
         }
         open.maps.threads.set_max_entries(options.max_threads)?;
         open.maps.free_ring.set_max_entries(ring_size as u32)?;
+        let stack_slots = if options.stacks.any() { options.max_threads } else { 1 };
+        open.maps.stacks.set_max_entries(stack_slots)?;
+        open.maps.stack_requests.set_max_entries(stack_slots)?;
+        // The refresh pass reads other processes' memory from a sleepable
+        // iterator with task storage: Linux 5.18 and later.
+        let refresh = options.stacks.any() && kernel_at_least(5, 18);
+        open.progs.refresh_stacks.set_autoload(refresh);
+        if options.stacks.any() && !refresh {
+            warn!("kernel older than 5.18: stacks of threads that wait without switching are not refreshed");
+        }
         let cpus = libbpf_rs::num_possible_cpus().context("cannot count the possible CPUs")?;
         open.maps.cpus.set_max_entries(cpus as u32)?;
 
@@ -163,6 +192,11 @@ impl Agent {
             }
         }
         let iter_link = skel.progs.seed_threads.attach().context("cannot create the task iterator")?;
+        let refresh_link = if refresh {
+            Some(skel.progs.refresh_stacks.attach().context("cannot create the stack refresh iterator")?)
+        } else {
+            None
+        };
 
         let (perf_events, oncpu_links) = attach_oncpu(&skel, options.frequency);
         let oncpu_cpus = oncpu_links.len();
@@ -176,12 +210,14 @@ impl Agent {
             .ok_or_else(|| anyhow!("BPF object has no .bss"))?;
         // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
         // long as `skel`; the Agent drops the table before the skeleton.
+        let stack_maps = options.stacks.any().then(|| (skel.maps.stacks.as_fd(), skel.maps.stack_requests.as_fd()));
         let table = unsafe {
             StateTable::new(
                 skel.maps.threads.as_fd(),
                 options.max_threads as usize,
                 skel.maps.free_ring.as_fd(),
                 ring_size,
+                stack_maps,
                 globals,
             )?
         };
@@ -200,7 +236,7 @@ impl Agent {
             max_threads = options.max_threads,
             "BPF programs attached"
         );
-        let mut agent = Agent { links, perf_events, iter_link, table, pinned, features, skel };
+        let mut agent = Agent { links, perf_events, iter_link, refresh_link, table, pinned, features, skel };
         agent.reconcile(1)?;
         Ok(agent)
     }
@@ -213,6 +249,16 @@ impl Agent {
     /// Which optional parts are running.
     pub fn features(&self) -> &Features {
         &self.features
+    }
+
+    /// Run the stack refresh pass (serves `StateTable::request_stack`);
+    /// false when the kernel cannot.
+    pub fn refresh_stacks(&self) -> Result<bool> {
+        let Some(link) = &self.refresh_link else { return Ok(false) };
+        let mut iter = Iter::new(link).context("cannot start the stack refresh iterator")?;
+        let mut sink = Vec::new();
+        iter.read_to_end(&mut sink).context("stack refresh iterator failed")?;
+        Ok(true)
     }
 
     /// Block requests the kernel side currently tracks as in flight.
@@ -248,6 +294,14 @@ impl Drop for Agent {
 /// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
 /// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
 /// exercise this error on a kernel that has BTF.
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version >= (major, minor)
+}
 
 fn check_btf() -> Result<()> {
     let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF").map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);

@@ -16,11 +16,16 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::types::{bss, ts_counters, ts_slot_state, ts_thread};
+use super::types::{bss, ts_counters, ts_slot_state, ts_stack, ts_thread};
 use crate::record::SchedFields;
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
+
+// The kernel lays out the values of an mmap-able array 8-byte aligned
+// (round_up(value_size, 8) apart): every value shared through mmap must
+// be a multiple of 8 bytes for index × size to address it.
+const _: () = assert!(size_of::<ts_thread>() % 8 == 0 && size_of::<ts_stack>() % 8 == 0);
 
 /// A mapping of one BPF array map.
 struct Mapping {
@@ -59,12 +64,22 @@ impl Drop for Mapping {
     }
 }
 
+/// The part of a stack entry that says what it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StackHeader {
+    pub flags: u32,
+    pub captured_ns: u64,
+    pub switch_out_ns: u64,
+}
+
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
 pub struct StateTable {
     entries: Mapping,
     capacity: usize,
     ring: Mapping,
     ring_mask: u64,
+    /// `stacks` and `stack_requests`, when stacks are captured.
+    stacks: Option<(Mapping, Mapping)>,
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
     /// outlives this table (see `Agent`'s field order).
     globals: NonNull<bss>,
@@ -85,15 +100,82 @@ impl StateTable {
         capacity: usize,
         ring: BorrowedFd<'_>,
         ring_size: usize,
+        stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
         globals: NonNull<bss>,
     ) -> Result<StateTable> {
+        let stacks = match stacks {
+            Some((stacks, requests)) => Some((
+                Mapping::new(stacks, capacity * size_of::<ts_stack>(), "stacks")?,
+                Mapping::new(requests, capacity * size_of::<u64>(), "stack_requests")?,
+            )),
+            None => None,
+        };
         Ok(StateTable {
             entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
             capacity,
-            ring: Mapping::new(ring, ring_size * size_of::<u32>(), "free_ring")?,
+            ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,
             ring_mask: ring_size as u64 - 1,
+            stacks,
             globals,
         })
+    }
+
+    fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        // SAFETY: in bounds of the mapping (same capacity as `threads`).
+        self.stacks.as_ref().map(|(m, _)| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
+    }
+
+    /// What slot `slot`'s stacks describe, or None (no stacks, or busy).
+    pub fn stack_header(&self, slot: usize) -> Option<StackHeader> {
+        let e = self.stack_entry(slot)?;
+        // SAFETY: fields of an in-bounds stack entry.
+        unsafe {
+            let seq = self.u32_at(&raw mut (*e).seq);
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 != 0 {
+                return None;
+            }
+            let header = StackHeader {
+                flags: ptr::read_volatile(&raw const (*e).flags),
+                captured_ns: ptr::read_volatile(&raw const (*e).captured_ns),
+                switch_out_ns: ptr::read_volatile(&raw const (*e).switch_out_ns),
+            };
+            fence(Ordering::Acquire);
+            (seq.load(Ordering::Relaxed) == before).then_some(header)
+        }
+    }
+
+    /// A consistent copy of slot `slot`'s stacks.
+    pub fn read_stack(&self, slot: usize) -> Option<ts_stack> {
+        let e = self.stack_entry(slot)?;
+        // SAFETY: an in-bounds stack entry; the copy is checked against its
+        // sequence counter as for `read`.
+        let seq = self.u32_at(unsafe { &raw mut (*e).seq });
+        for _ in 0..READ_ATTEMPTS {
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let copy = unsafe { ptr::read_volatile(e) };
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return Some(copy);
+            }
+        }
+        None
+    }
+
+    /// Ask the next refresh pass to capture slot `slot`'s stacks.
+    pub fn request_stack(&self, slot: usize) {
+        if let Some((_, requests)) = &self.stacks {
+            assert!(slot < self.capacity, "slot {slot} out of range");
+            // SAFETY: an in-bounds u32 of the requests mapping, written only
+            // from here.
+            let cell = self.u64_at(unsafe { requests.base.as_ptr().cast::<u64>().add(slot) });
+            cell.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Number of slots in the table.
@@ -203,10 +285,17 @@ impl StateTable {
             self.u32_at(&raw mut (*e).slot_state).store(ts_slot_state::TS_SLOT_FREE.0, Ordering::Release);
             let tail = self.u64_at(&raw mut (*self.globals.as_ptr()).free_tail);
             let at = tail.load(Ordering::Relaxed);
-            let cell = self.ring.base.as_ptr().cast::<u32>().add((at & self.ring_mask) as usize);
-            self.u32_at(cell).store(slot as u32, Ordering::Relaxed);
+            let cell = self.ring.base.as_ptr().cast::<u64>().add((at & self.ring_mask) as usize);
+            self.u64_at(cell).store(slot as u64, Ordering::Relaxed);
             tail.store(at + 1, Ordering::Release);
         }
+    }
+
+    /// Capture the stacks of every thread that goes to sleep from
+    /// `from_ns` (CLOCK_MONOTONIC) on, until the next call.
+    pub fn set_capture_window(&self, from_ns: u64) {
+        // SAFETY: a field of the live .bss mapping.
+        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }.store(from_ns, Ordering::Relaxed);
     }
 
     /// Mark a LIVE slot whose task no longer exists as EXITED.

@@ -82,6 +82,7 @@ impl CsvFile {
                 Value::Null => {}
                 Value::Int(v) => self.buf.extend_from_slice(self.number.format(v).as_bytes()),
                 Value::Text(s) => push_field(&mut self.buf, s.as_bytes()),
+                Value::Bool(b) => self.buf.extend_from_slice(if b { b"true" } else { b"false" }),
                 Value::Timestamp(us) => {
                     if self.ts_cached != Some(us) {
                         self.ts_text.clear();

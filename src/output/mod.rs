@@ -1,6 +1,6 @@
 //! Writing ticks to rotating, compressed files that never break.
 //!
-//! Each table (`samples`, `ticks`) is written period by period. A period's
+//! Each table (`samples`, `stacks`, `ticks`) is written period by period. A period's
 //! files are built in `OUT/.inprogress/` — an append-only CSV.zst journal
 //! made durable every `--flush-interval`, plus the Parquet file when asked
 //! for — and moved into their hive partition (`OUT/<table>/date=…/hour=…/`)
@@ -14,7 +14,14 @@
 //! `--max-disk` or `--max-age`.
 //!
 //! The writer runs on its own thread and owns enrichment (names, users,
-//! cgroups, executables), so slow lookups never delay a sampling tick.
+//! cgroups, executables) and stack symbolization, so slow lookups never
+//! delay a sampling tick.
+//!
+//! A period's `stacks` file holds every stack its samples refer to: a
+//! stack's row is written before the first sample row that uses it in the
+//! period, the tables are flushed together (stacks first) and published
+//! stacks first, so neither a crash nor a reader racing publication sees a
+//! sample whose stack is missing.
 
 pub mod csv;
 pub mod dir;
@@ -33,7 +40,8 @@ use tracing::{error, info, warn};
 
 use crate::enrich::{syscall_name, Enricher};
 use crate::sampler::Tick;
-use crate::schema::{io_dev_text, SampleRow, Samples, Table, TickRow, Ticks};
+use crate::schema::{io_dev_text, SampleRow, Samples, Stacks, Table, TickRow, Ticks};
+use crate::stacks::{Resolved, StackResolver};
 pub use dir::{OutputDir, OutputPlan, Permissions};
 pub use recover::Recovered;
 pub use retention::Retention;
@@ -43,7 +51,7 @@ use table::{Abandoned, TableWriter, Target};
 /// Where files are written before they are complete.
 pub const INPROGRESS_DIR: &str = ".inprogress";
 /// Every table, in the order their files are written.
-pub const TABLES: [&str; 2] = [Samples::NAME, Ticks::NAME];
+pub const TABLES: [&str; 3] = [Stacks::NAME, Samples::NAME, Ticks::NAME];
 /// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, ticks are dropped without touching the disk until
@@ -114,18 +122,58 @@ impl Place {
 /// The open period of every table.
 #[derive(Default)]
 struct Tables {
+    stacks: TableWriter<Stacks>,
     samples: TableWriter<Samples>,
     ticks: TableWriter<Ticks>,
 }
 
 impl Tables {
-    /// Give up both tables' periods; the samples period, if any.
-    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Option<Abandoned>) {
-        (self.samples.abandon(target), self.ticks.abandon(target))
+    /// Give up every table's period; (samples, others).
+    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
+        let others = [self.stacks.abandon(target), self.ticks.abandon(target)];
+        (self.samples.abandon(target), others.into_iter().flatten().collect())
     }
 
     fn journals(&self) -> Vec<String> {
-        [self.samples.journal(), self.ticks.journal()].into_iter().flatten().map(String::from).collect()
+        [self.stacks.journal(), self.samples.journal(), self.ticks.journal()]
+            .into_iter()
+            .flatten()
+            .map(String::from)
+            .collect()
+    }
+
+    fn needs_rotation(&self, ts_us: i64) -> bool {
+        self.stacks.needs_rotation(ts_us) || self.samples.needs_rotation(ts_us) || self.ticks.needs_rotation(ts_us)
+    }
+
+    /// Open every table's period (stacks first); whether the stacks
+    /// period is new.
+    fn ensure_open(&mut self, target: &Target<'_>, host: &str, ts_us: i64, rotate: Duration) -> Result<bool> {
+        let fresh = self.stacks.journal().is_none();
+        self.stacks.ensure_open(target, host, ts_us, rotate)?;
+        self.samples.ensure_open(target, host, ts_us, rotate)?;
+        self.ticks.ensure_open(target, host, ts_us, rotate)?;
+        Ok(fresh)
+    }
+
+    /// Flush all tables together, stacks first, when the flush interval
+    /// has passed for any; whether they were flushed.
+    fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
+        let due = [self.stacks.flush_due(interval), self.samples.flush_due(interval), self.ticks.flush_due(interval)];
+        if !due.contains(&true) {
+            return Ok(false);
+        }
+        self.stacks.flush_if_due(Duration::ZERO)?;
+        self.samples.flush_if_due(Duration::ZERO)?;
+        self.ticks.flush_if_due(Duration::ZERO)?;
+        Ok(true)
+    }
+
+    /// Publish every table's period, stacks first.
+    fn publish(&mut self, target: &Target<'_>) -> Result<()> {
+        self.stacks.publish(target)?;
+        self.samples.publish(target)?;
+        self.ticks.publish(target)
     }
 }
 
@@ -134,6 +182,9 @@ pub struct Writer {
     place: Place,
     tables: Tables,
     enrich: Enricher,
+    stacks: StackResolver,
+    /// The stacks of the current tick's samples.
+    resolved: Vec<Resolved>,
     stats: WriterStats,
     /// A write failed and nothing has been made durable since.
     failing: bool,
@@ -160,6 +211,8 @@ impl Writer {
             place: Place { out, inprogress, config },
             tables: Tables::default(),
             enrich: Enricher::new(),
+            stacks: StackResolver::new(),
+            resolved: Vec::new(),
             stats: WriterStats::default(),
             failing: false,
             at_risk: HashMap::new(),
@@ -190,11 +243,14 @@ impl Writer {
     /// Write one tick's rows.
     pub fn write_tick(&mut self, tick: &Tick) {
         self.stats.ticks += 1;
+        // Resolve even rows that are dropped: later rows reuse their
+        // captures without a copy.
+        self.resolve_stacks(tick);
         if self.failing && self.failed_at.is_some_and(|at| at.elapsed() < RETRY_INTERVAL) {
             self.stats.rows_dropped += tick.samples.len() as u64;
             return;
         }
-        if self.tables.samples.needs_rotation(tick.ts_us) || self.tables.ticks.needs_rotation(tick.ts_us) {
+        if self.tables.needs_rotation(tick.ts_us) {
             self.publish_all();
         }
         match self.write_rows(tick) {
@@ -211,9 +267,9 @@ impl Writer {
 
     /// Give up the open periods after a write error and account for them.
     fn abandon_all(&mut self) {
-        let (samples, ticks) = self.tables.abandon(&self.place.target());
-        for (abandoned, counts) in [(samples, true), (ticks, false)] {
-            let Some(abandoned) = abandoned else { continue };
+        let (samples, others) = self.tables.abandon(&self.place.target());
+        let all = samples.map(|s| (s, true)).into_iter().chain(others.into_iter().map(|a| (a, false)));
+        for (abandoned, counts) in all {
             if abandoned.rows_durable == 0 {
                 // Nothing in it ever became durable: nothing to recover.
                 let _ = dir::remove_file(&self.place.inprogress, &abandoned.journal);
@@ -235,14 +291,38 @@ impl Writer {
         }
     }
 
+    /// The stacks of every sample of `tick`, in `self.resolved`.
+    fn resolve_stacks(&mut self, tick: &Tick) {
+        self.resolved.clear();
+        for sample in &tick.samples {
+            let resolved = match &sample.stack {
+                Some(stack) => {
+                    let raw = stack.raw.and_then(|i| tick.stacks.get(i as usize));
+                    self.stacks.resolve(sample.tgid, sample.exe_id, stack, raw)
+                }
+                None => Resolved::default(),
+            };
+            self.resolved.push(resolved);
+        }
+    }
+
     fn write_rows(&mut self, tick: &Tick) -> Result<()> {
         let target = self.place.target();
         let (host, rotate) = (&self.place.config.host, self.place.config.rotate);
-        self.tables.samples.ensure_open(&target, host, tick.ts_us, rotate)?;
-        self.tables.ticks.ensure_open(&target, host, tick.ts_us, rotate)?;
+        if self.tables.ensure_open(&target, host, tick.ts_us, rotate)? {
+            self.stacks.new_period();
+        }
+        // Stacks first: a sample row never precedes its stack's row.
+        for resolved in &self.resolved {
+            for id in [resolved.kstack, resolved.ustack].into_iter().flatten() {
+                if let Some(def) = self.stacks.unwritten(id) {
+                    self.tables.stacks.write(&def)?;
+                }
+            }
+        }
         self.enrich.prepare(&tick.samples);
         let names = self.enrich.names();
-        for sample in &tick.samples {
+        for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
             let io_dev = io_dev_text(sample);
             self.tables.samples.write(&SampleRow {
@@ -255,6 +335,7 @@ impl Writer {
                 cgroup: names.cgroup(sample.cgroup_id),
                 syscall: sample.syscall.and_then(|s| syscall_name(s.nr)),
                 io_dev: io_dev.as_deref(),
+                stacks,
             })?;
         }
         self.tables.ticks.write(&TickRow {
@@ -270,8 +351,7 @@ impl Writer {
     /// (at once while writes are failing, to learn whether they work again).
     pub fn flush_if_due(&mut self) {
         let interval = if self.failing { Duration::ZERO } else { self.place.config.flush_interval };
-        let result = self.tables.samples.flush_if_due(interval).and_then(|a| Ok(a | self.tables.ticks.flush_if_due(interval)?));
-        match result {
+        match self.tables.flush_if_due(interval) {
             Ok(true) => self.durable_again(),
             Ok(false) => {}
             Err(err) => {
@@ -285,8 +365,7 @@ impl Writer {
     /// Publish every table's open period.
     pub fn publish_all(&mut self) {
         let target = self.place.target();
-        let published = self.tables.samples.publish(&target).and_then(|()| self.tables.ticks.publish(&target));
-        if let Err(err) = published {
+        if let Err(err) = self.tables.publish(&target) {
             self.abandon_all();
             self.drop_rows(0, &err.context("cannot publish"));
             return;

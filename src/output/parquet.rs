@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{BooleanBuilder, Int64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder};
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -35,6 +35,7 @@ enum Builder {
     Timestamp(TimestampMicrosecondBuilder),
     Int(Int64Builder),
     Text(StringDictionaryBuilder<Int32Type>),
+    Bool(BooleanBuilder),
 }
 
 impl Builder {
@@ -43,6 +44,7 @@ impl Builder {
             ColumnType::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
             ColumnType::Int64 => Builder::Int(Int64Builder::with_capacity(BATCH_ROWS)),
             ColumnType::Text => Builder::Text(StringDictionaryBuilder::new()),
+            ColumnType::Bool => Builder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
         }
     }
 
@@ -56,6 +58,8 @@ impl Builder {
                 b.append(v).map_err(io::Error::other)?;
             }
             (Builder::Text(b), Value::Null) => b.append_null(),
+            (Builder::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (Builder::Bool(b), Value::Null) => b.append_null(),
             (_, value) => return Err(io::Error::other(format!("value {value:?} does not fit the column type"))),
         }
         Ok(())
@@ -66,6 +70,7 @@ impl Builder {
             Builder::Timestamp(b) => Arc::new(b.finish()),
             Builder::Int(b) => Arc::new(b.finish()),
             Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::dir::{self, Permissions};
 use super::parquet::ParquetFile;
 use super::rotate::FileName;
 use super::table::{parse_journal_name, publish_file, Target, CSV_EXT, PARQUET_EXT, TMP_SUFFIX};
-use crate::schema::{Samples, Table, Ticks, Value};
+use crate::schema::{Samples, Stacks, Table, Ticks, Value};
 
 /// What a recovery pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +83,7 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Vec
         let Some((table, stem)) = parse_journal_name(&name) else { continue };
         let result = match table {
             Samples::NAME => recover_journal::<Samples>(target, &name, stem),
+            Stacks::NAME => recover_journal::<Stacks>(target, &name, stem),
             Ticks::NAME => recover_journal::<Ticks>(target, &name, stem),
             other => {
                 warn!("{name}: unknown table {other}; left in place");

@@ -178,6 +178,12 @@ impl<T: Table> TableWriter<T> {
         Ok(())
     }
 
+    /// Whether `interval` has passed since the open period was last made
+    /// durable.
+    pub fn flush_due(&self, interval: Duration) -> bool {
+        self.current.as_ref().is_some_and(|f| f.last_flush.elapsed() >= interval)
+    }
+
     /// Make the journal durable if `interval` has passed since the last
     /// time (zero: now). Whether a flush happened.
     pub fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {

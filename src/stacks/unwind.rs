@@ -1,0 +1,247 @@
+//! Recovering the frames a frame-pointer walk loses.
+//!
+//! The kernel walks user stacks by frame pointer. Distribution libraries
+//! (libc above all) are built without frame pointers, so the walk from a
+//! thread blocked in `nanosleep` or `read` goes from the libc leaf straight
+//! to the caller's caller: the application function that called libc —
+//! the one a user wants to see — is lost. The capture also copies the top
+//! of the user stack (`peek`, 256 bytes at the stack pointer: enough for
+//! the frames of libc's blocking calls, `pthread_cond_wait`'s 192 bytes
+//! being the largest common one). Here the innermost frames are unwound
+//! with the modules' `.eh_frame` (DWARF CFI, through framehop) over that
+//! window, and the result is spliced onto the frame-pointer chain where
+//! the two meet.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::maps::{MappedFile, ProcessMaps};
+
+/// A user stack as captured.
+#[derive(Debug, Clone, Default)]
+pub struct RawUser<'a> {
+    /// Frame-pointer walk: instruction pointer, then return addresses.
+    pub ips: &'a [u64],
+    pub sp: u64,
+    pub bp: u64,
+    /// The user stack at `sp`, if it could be copied.
+    pub peek: Option<&'a [u8]>,
+    /// The process, whose live stack extends the window (0: none).
+    pub tgid: u32,
+}
+
+/// Unwind sections of one ELF file.
+#[derive(Clone)]
+struct ElfUnwind {
+    text_svma: Option<Range<u64>>,
+    got_svma: Option<Range<u64>>,
+    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
+    /// (file offset, file size, virtual address) of each PT_LOAD segment.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+fn read_elf_unwind(file: &MappedFile) -> Option<ElfUnwind> {
+    use object::{Object, ObjectSection, ObjectSegment};
+    let handle = std::fs::File::open(&file.open_path).ok()?;
+    let cache = object::ReadCache::new(handle);
+    let elf = object::File::parse(&cache).ok()?;
+    let range = |s: &object::Section<'_, '_, &object::ReadCache<std::fs::File>>| s.address()..s.address() + s.size();
+    let section = |name: &str| {
+        let s = elf.section_by_name(name)?;
+        let data: Arc<[u8]> = Arc::from(s.data().ok()?);
+        Some((range(&s), data))
+    };
+    Some(ElfUnwind {
+        text_svma: elf.section_by_name(".text").map(|s| range(&s)),
+        got_svma: elf.section_by_name(".got").map(|s| range(&s)),
+        eh_frame: section(".eh_frame"),
+        eh_frame_hdr: section(".eh_frame_hdr"),
+        segments: elf.segments().map(|s| (s.file_range().0, s.file_range().1, s.address())).collect(),
+    })
+}
+
+/// Unwind data of mapped files, parsed once per file.
+#[derive(Default)]
+pub struct UnwindCache {
+    elves: FxHashMap<(u64, u64), Option<ElfUnwind>>,
+    #[cfg(target_arch = "x86_64")]
+    rules: Option<framehop::x86_64::CacheX86_64>,
+}
+
+impl UnwindCache {
+    fn elf(&mut self, file: &MappedFile) -> Option<ElfUnwind> {
+        if self.elves.len() > 2_048 {
+            self.elves.clear();
+        }
+        self.elves.entry(file.key).or_insert_with(|| read_elf_unwind(file)).clone()
+    }
+
+    /// Files parsed (with or without unwind data).
+    pub fn len(&self) -> usize {
+        self.elves.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.elves.is_empty()
+    }
+}
+
+/// The user stack with the innermost frames recovered where possible.
+pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+    let fp = raw.ips;
+    if fp.is_empty() {
+        return Vec::new();
+    }
+    let unwound = unwind_window(raw, maps, cache);
+    if unwound.len() <= 1 {
+        return fp.to_vec();
+    }
+    // Where the unwound frames meet the frame-pointer chain, continue
+    // with the chain; if they never meet, the chain's first frame after the
+    // leaf is its caller's caller (the leaf kept the frame pointer).
+    for (j, addr) in unwound.iter().enumerate().skip(1) {
+        if let Some(p) = fp.iter().skip(1).position(|a| a == addr) {
+            let mut out = unwound[..j].to_vec();
+            out.extend_from_slice(&fp[p + 1..]);
+            return out;
+        }
+    }
+    let mut out = unwound;
+    out.extend_from_slice(&fp[1..]);
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+    use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
+
+    let Some(peek) = raw.peek else { return Vec::new() };
+    let mut unwinder: UnwinderX86_64<Arc<[u8]>> = UnwinderX86_64::new();
+    for m in maps.mappings.iter().filter(|m| m.exec) {
+        let Some(file) = &m.file else { continue };
+        let Some(elf) = cache.elf(file) else { continue };
+        // Load bias: where the mapping's first byte lives in the file's
+        // address space.
+        let Some(&(seg_off, _, seg_vaddr)) =
+            elf.segments.iter().find(|&&(off, size, _)| (off..off + size.max(1)).contains(&m.offset))
+        else {
+            continue;
+        };
+        let bias = m.start.wrapping_sub(seg_vaddr + (m.offset - seg_off));
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: elf.text_svma.clone(),
+            got_svma: elf.got_svma.clone(),
+            eh_frame_svma: elf.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: elf.eh_frame.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_hdr_svma: elf.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: elf.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            ..Default::default()
+        };
+        unwinder.add_module(Module::new(file.name(), m.start..m.end, bias, info));
+    }
+    let mut memory = StackMemory { tgid: raw.tgid, sp: raw.sp, window: peek, live: None };
+    let mut read_stack = |addr: u64| memory.read(addr);
+    let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
+    let regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
+    let mut frames = unwinder.iter_frames(raw.ips[0], regs, rules, &mut read_stack);
+    let mut out = Vec::new();
+    while out.len() < MAX_FRAMES {
+        match frames.next() {
+            Ok(Some(FrameAddress::InstructionPointer(ip))) => out.push(ip),
+            Ok(Some(FrameAddress::ReturnAddress(ret))) => out.push(ret.get()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Frames unwound at most (the kernel's walk keeps 32).
+const MAX_FRAMES: usize = 32;
+/// Live stack read beyond the captured window, at most.
+const LIVE_STACK_BYTES: usize = 64 * 1024;
+
+/// The stack as the unwinder reads it: the captured window, then, beyond
+/// it, the live stack of the process — only while its top still matches
+/// the window byte for byte. Callers' frames lie above the window and do
+/// not change while the thread stays inside the calls the window shows;
+/// a thread that has returned past them has rewritten the window.
+struct StackMemory<'a> {
+    tgid: u32,
+    sp: u64,
+    window: &'a [u8],
+    /// The live stack from `sp`, read once when first needed; empty when
+    /// unreadable or changed.
+    live: Option<Vec<u8>>,
+}
+
+impl StackMemory<'_> {
+    fn read(&mut self, addr: u64) -> Result<u64, ()> {
+        let off = addr.checked_sub(self.sp).ok_or(())? as usize;
+        let word = |bytes: &[u8]| -> Result<u64, ()> {
+            Ok(u64::from_le_bytes(bytes.get(off..off + 8).ok_or(())?.try_into().map_err(|_| ())?))
+        };
+        if off + 8 <= self.window.len() {
+            return word(self.window);
+        }
+        let live = self.live.get_or_insert_with(|| read_live(self.tgid, self.sp, self.window));
+        word(live)
+    }
+}
+
+/// The live stack of process `tgid` from `sp`, if its first bytes are
+/// still `window`.
+fn read_live(tgid: u32, sp: u64, window: &[u8]) -> Vec<u8> {
+    use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+    if tgid == 0 {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; LIVE_STACK_BYTES];
+    let remote = [RemoteIoVec { base: sp as usize, len: LIVE_STACK_BYTES }];
+    let pid = nix::unistd::Pid::from_raw(tgid as i32);
+    // A partial read ends at the top of the stack mapping.
+    let n = process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).unwrap_or(0);
+    buf.truncate(n);
+    if buf.len() < window.len() || buf[..window.len()] != *window {
+        buf.clear();
+    }
+    buf
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn unwind_window(_raw: &RawUser<'_>, _maps: &ProcessMaps, _cache: &mut UnwindCache) -> Vec<u64> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_stack_extends_a_matching_window_only() {
+        let frame = std::hint::black_box([0x5au8; 512]);
+        let sp = frame.as_ptr() as u64;
+        let me = std::process::id();
+        let live = read_live(me, sp, &frame[..128]);
+        assert!(live.len() >= 512 && live[..512] == frame[..], "read {} bytes", live.len());
+        let mut other = frame;
+        other[3] = 0;
+        assert!(read_live(me, sp, &other[..128]).is_empty(), "a changed window must not be extended");
+        assert!(read_live(0, sp, &frame[..128]).is_empty());
+        let mut memory = StackMemory { tgid: me, sp, window: &frame[..16], live: None };
+        assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
+        assert_eq!(memory.read(sp - 8), Err(()));
+    }
+
+    #[test]
+    fn without_a_window_the_chain_is_kept() {
+        let ips = [0x1000, 0x2000, 0x3000];
+        let raw = RawUser { ips: &ips, sp: 0x7000, bp: 0x7100, peek: None, tgid: 0 };
+        assert_eq!(recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()), ips);
+        assert!(recover(&RawUser::default(), &ProcessMaps::default(), &mut UnwindCache::default()).is_empty());
+    }
+}
