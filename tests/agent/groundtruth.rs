@@ -147,8 +147,19 @@ fn ground_truth_states_with_all() {
     // fdatasync: waits for the disk, with the request's device filled in.
     let fsync = workload.tid("fsync");
     let device = device_of(Path::new(workload.info["fsync_file"].as_str().unwrap()).parent().unwrap());
+    // How long the disk takes varies from machine to machine (the CI disk is
+    // faster than this one's), so the share of DISK is only required to be
+    // visible; what must hold is *where* the thread waits.
     let disk = share(&out, fsync, &format!("state = 'DISK' AND io_dev = '{device}' AND syscall = 'fdatasync'"));
-    assert!(disk >= 0.20, "fsync thread: {disk:.3} DISK on {device} in fdatasync");
+    assert!(disk >= 0.03, "fsync thread: {disk:.3} DISK on {device} in fdatasync");
+    let disk_in_io = query_number(
+        &out,
+        &format!(
+            "SELECT avg(CASE WHEN syscall IN ('fdatasync', 'pwrite64') THEN 1.0 ELSE 0 END) \
+             FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND state = 'DISK'"
+        ),
+    );
+    assert!(disk_in_io >= 0.99, "fsync thread's DISK rows in fdatasync or pwrite64: {disk_in_io:.3}");
     let wrong_dev = share(&out, fsync, &format!("io_dev IS NOT NULL AND io_dev <> '{device}'"));
     assert_eq!(wrong_dev, 0.0, "fsync thread's requests must be on {device}");
     let ops = query(&out, &format!("SELECT DISTINCT io_op FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND io_op IS NOT NULL"));
@@ -218,9 +229,21 @@ fn default_filter_writes_only_active_threads() {
         let state = row["state"].as_str().unwrap();
         assert!(["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"].contains(&state), "{state} written without --all");
     }
-    for name in ["sleeper", "piperead", "futex", "zombie"] {
+    for name in ["piperead", "futex", "zombie"] {
         let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}", workload.tid(name)));
         assert_eq!(rows, 0.0, "{name} is not active and must not be written");
+    }
+    // The sleeper wakes every 200 ms and then really is runnable for a moment
+    // (longer on a busy machine, behind the spinners): a tick may catch it
+    // there, but never asleep.
+    let sleeper = query(
+        &out,
+        &format!("SELECT state FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}", workload.tid("sleeper")),
+    );
+    assert!(sleeper.len() <= 6, "sleeper written in {} of ~60 ticks", sleeper.len());
+    for row in &sleeper {
+        let state = row["state"].as_str().unwrap();
+        assert!(["ON_CPU", "RUNQUEUE"].contains(&state), "sleeper written as {state} without --all");
     }
     for tid in workload.spinners().iter().chain([workload.tid("stopped")].iter()) {
         let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));

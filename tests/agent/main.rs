@@ -5,5 +5,6 @@ mod cli;
 mod groundtruth;
 mod lifecycle;
 mod readme;
+mod stacks;
 mod storage;
 mod support;

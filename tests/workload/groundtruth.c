@@ -14,6 +14,11 @@
  * Usage: groundtruth DIR   (DIR must be on a block device; a 256 KiB file
  * is created there). Prints one JSON line with every tid, then runs until
  * SIGTERM/SIGINT, when it kills and reaps its children and exits.
+ *
+ *        groundtruth --nap MS     a short-lived process: sleeps MS ms in
+ *                                 nap_then_exit() as gt-nap, then exits
+ *        groundtruth --churn      creates and joins short threads (gt-churn,
+ *                                 ~2 ms each) one after another until killed
  * Built with frame pointers so user stacks can be walked.
  */
 #define _GNU_SOURCE
@@ -126,6 +131,35 @@ __attribute__((noinline)) static void fsync_forever(void)
 	}
 }
 
+__attribute__((noinline)) static void nap_then_exit(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+	exit(0);
+}
+
+static void *churn_briefly(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_NAME, "gt-churn");
+	usleep(2000);
+	return NULL;
+}
+
+__attribute__((noinline)) static void churn_forever(void)
+{
+	for (;;) {
+		pthread_t thread;
+
+		if (pthread_create(&thread, NULL, churn_briefly, NULL) != 0) {
+			perror("pthread_create");
+			exit(1);
+		}
+		pthread_join(thread, NULL);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -167,8 +201,16 @@ int main(int argc, char **argv)
 	pid_t stopped, zombie;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
+	if (argc == 3 && strcmp(argv[1], "--nap") == 0) {
+		prctl(PR_SET_NAME, "gt-nap");
+		nap_then_exit(atol(argv[2]));
+	}
+	if (argc == 2 && strcmp(argv[1], "--churn") == 0) {
+		prctl(PR_SET_NAME, "gt-churner");
+		churn_forever();
+	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
+		fprintf(stderr, "usage: %s DIR | --nap MS | --churn\n", argv[0]);
 		return 2;
 	}
 	snprintf(fsync_path, sizeof(fsync_path), "%s/groundtruth-fsync.dat", argv[1]);
