@@ -41,3 +41,19 @@ mod tests {
         assert!(!allows_tracing(CapabilitySet::empty()));
     }
 }
+
+/// Raise the soft limit of open files to the hard limit (at most 65,536):
+/// symbolization keeps the binaries of sampled processes open (at most a
+/// few hundred) so that files deleted or replaced since still symbolize,
+/// and the usual soft limit of 1,024 is shared with the output files.
+pub fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(65_536).min(65_536);
+    if limit.current.is_some_and(|current| current < wanted) {
+        limit.current = Some(wanted);
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(%err, "cannot raise the open-file limit");
+        }
+    }
+}

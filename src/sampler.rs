@@ -193,6 +193,7 @@ impl Shutdown {
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
     privileges::check_can_trace()?;
+    privileges::raise_open_file_limit();
     let plan = output::dir::check(&config.output_dir)?;
     let mut agent = Agent::load(&LoadOptions {
         agent_tgid: std::process::id(),
@@ -313,6 +314,9 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
             break;
         }
         let now_ns = monotonic_ns();
+        if let Some(collector) = &collector {
+            collector.disarm(agent.table());
+        }
         if stop_ns.is_some_and(|stop| now_ns >= stop) {
             break;
         }
@@ -356,7 +360,7 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
         }
         next_ns += period_ns;
-        if let Some(collector) = &collector {
+        if let Some(collector) = &mut collector {
             collector.arm(agent.table(), next_ns);
         }
 

@@ -295,7 +295,7 @@ impl StateTable {
     /// `from_ns` (CLOCK_MONOTONIC) on, until the next call.
     pub fn set_capture_window(&self, from_ns: u64) {
         // SAFETY: a field of the live .bss mapping.
-        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }.store(from_ns, Ordering::Relaxed);
+        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }.store(from_ns, Ordering::SeqCst);
     }
 
     /// Mark a LIVE slot whose task no longer exists as EXITED.

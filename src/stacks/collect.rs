@@ -44,7 +44,14 @@ const WINDOW_PERIOD_DIVISOR: u64 = 20;
 /// been running or runnable since: it is where an ON_CPU or preempted
 /// RUNQUEUE thread runs), or a capture of the wait that began at the row's
 /// switch-out.
-pub fn describes(header: &StackHeader, sample: &Sample) -> bool {
+///
+/// `window`: the capture window that was open until the scan instant
+/// (every voluntary switch-out in it was captured). A thread switching
+/// thousands of times a second has switched again by the time its entry is
+/// read, so the row's switch-out is newer than any capture; but if the row
+/// says it was waiting at the scan instant and its latest capture is a
+/// switch-out inside the window, that capture is the start of this wait.
+pub fn describes(header: &StackHeader, sample: &Sample, window: Option<(u64, u64)>) -> bool {
     let has = |flag: ts_stack_flags| header.flags & flag.0 != 0;
     if !has(ts_stack_flags::TS_S_KERNEL) && !has(ts_stack_flags::TS_S_USER) {
         return false;
@@ -56,7 +63,11 @@ pub fn describes(header: &StackHeader, sample: &Sample) -> bool {
             matches!(sample.state, ThreadState::OnCpu | ThreadState::RunQueue) && header.captured_ns >= sample.wait_ns
         }
         ThreadState::OnCpu => false,
-        _ => header.switch_out_ns == sample.switch_out_ns,
+        _ if header.switch_out_ns == sample.switch_out_ns => true,
+        // A preempted or woken thread may have run since: only an exact
+        // match tells its stack.
+        ThreadState::RunQueue => false,
+        _ => window.is_some_and(|(from, to)| (from..=to).contains(&header.switch_out_ns)),
     }
 }
 
@@ -82,6 +93,8 @@ pub struct Collector {
     /// in turn.
     rotate: usize,
     refresh_failed: bool,
+    /// Start of the capture window armed for the coming tick (0: none).
+    armed_from_ns: u64,
 }
 
 impl Collector {
@@ -93,6 +106,7 @@ impl Collector {
             window_ns: (period_ns / WINDOW_PERIOD_DIVISOR).min(WINDOW_MAX_NS),
             rotate: 0,
             refresh_failed: false,
+            armed_from_ns: 0,
         }
     }
 
@@ -104,8 +118,11 @@ impl Collector {
         let mut stats = CollectStats::default();
         let mut stale: Vec<usize> = Vec::new();
         let mut headers: Vec<Option<StackHeader>> = Vec::with_capacity(samples.len());
+        // The window closed at the scan instant (`disarm` runs right after
+        // `now_ns` is read; a capture after it only fails to match).
+        let window = (self.armed_from_ns != 0).then_some((self.armed_from_ns, now_ns));
         for (i, sample) in samples.iter().enumerate() {
-            let header = table.stack_header(sample.slot as usize).filter(|h| describes(h, sample));
+            let header = table.stack_header(sample.slot as usize).filter(|h| describes(h, sample, window));
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }
@@ -126,7 +143,7 @@ impl Collector {
             match refreshed {
                 Ok(true) => {
                     for &i in &chosen {
-                        headers[i] = table.stack_header(samples[i].slot as usize).filter(|h| describes(h, &samples[i]));
+                        headers[i] = table.stack_header(samples[i].slot as usize).filter(|h| describes(h, &samples[i], None));
                     }
                 }
                 Ok(false) => self.refresh_failed = true,
@@ -149,7 +166,7 @@ impl Collector {
             // it describes the row too.
             let Some(copy) = table.read_stack(slot as usize) else { continue };
             let copied = StackHeader { flags: copy.flags, captured_ns: copy.captured_ns, switch_out_ns: copy.switch_out_ns };
-            if copied != header && !describes(&copied, sample) {
+            if copied != header && !describes(&copied, sample, window) {
                 continue;
             }
             sample.stack = Some(StackRef { slot, captured_ns: copied.captured_ns, raw: Some(raws.len() as u32) });
@@ -166,8 +183,16 @@ impl Collector {
 
     /// Capture every thread that goes to sleep in the window before the
     /// tick due at `tick_ns`.
-    pub fn arm(&self, table: &StateTable, tick_ns: u64) {
-        table.set_capture_window(tick_ns.saturating_sub(self.window_ns).max(1));
+    pub fn arm(&mut self, table: &StateTable, tick_ns: u64) {
+        self.armed_from_ns = tick_ns.saturating_sub(self.window_ns).max(1);
+        table.set_capture_window(self.armed_from_ns);
+    }
+
+    /// Close the window as the tick begins: a capture made after the scan
+    /// instant would replace the one that describes the sample (a thread
+    /// switching thousands of times a second would never keep one).
+    pub fn disarm(&self, table: &StateTable) {
+        table.set_capture_window(0);
     }
 
     /// The writer did not get the last captures handed over (a dropped
@@ -194,6 +219,10 @@ mod tests {
         s
     }
 
+    fn describes_now(header: &StackHeader, sample: &Sample) -> bool {
+        describes(header, sample, None)
+    }
+
     const K: u32 = ts_stack_flags::TS_S_KERNEL.0;
     const U: u32 = ts_stack_flags::TS_S_USER.0;
     const ONCPU: u32 = ts_stack_flags::TS_S_ONCPU.0;
@@ -204,28 +233,45 @@ mod tests {
         let at = |flags, captured_ns| StackHeader { flags, captured_ns, switch_out_ns: 0 };
         // Slept until 1,000, then ran (and was preempted at 1,700).
         let running = sample(ThreadState::OnCpu, 1_000, 1_700);
-        assert!(describes(&at(ONCPU | K | U, 1_500), &running));
-        assert!(!describes(&at(ONCPU | K | U, 900), &running), "before it last slept");
-        assert!(!describes(&at(ONCPU, 1_500), &running), "nothing captured");
+        assert!(describes_now(&at(ONCPU | K | U, 1_500), &running));
+        assert!(!describes_now(&at(ONCPU | K | U, 900), &running), "before it last slept");
+        assert!(!describes_now(&at(ONCPU, 1_500), &running), "nothing captured");
         let preempted = sample(ThreadState::RunQueue, 1_000, 1_700);
-        assert!(describes(&at(ONCPU | U, 1_500), &preempted));
+        assert!(describes_now(&at(ONCPU | U, 1_500), &preempted));
         // Never slept since the agent started: any on-CPU capture.
-        assert!(describes(&at(ONCPU | U, 10), &sample(ThreadState::OnCpu, 0, 0)));
+        assert!(describes_now(&at(ONCPU | U, 10), &sample(ThreadState::OnCpu, 0, 0)));
         // A switch-out capture never describes a running thread.
-        assert!(!describes(&StackHeader { flags: K | U, captured_ns: 1_700, switch_out_ns: 1_700 }, &running));
+        assert!(!describes_now(&StackHeader { flags: K | U, captured_ns: 1_700, switch_out_ns: 1_700 }, &running));
     }
 
     #[test]
     fn waiting_rows_take_captures_of_the_same_wait() {
         let waiting = sample(ThreadState::Sleep, 2_000, 2_000);
         let at = |flags, switch_out_ns| StackHeader { flags, captured_ns: 2_500, switch_out_ns };
-        assert!(describes(&at(K | U, 2_000), &waiting));
-        assert!(!describes(&at(K | U, 1_000), &waiting), "an earlier wait");
-        assert!(!describes(&at(ONCPU | K, 0), &waiting), "an on-CPU capture");
+        assert!(describes_now(&at(K | U, 2_000), &waiting));
+        assert!(!describes_now(&at(K | U, 1_000), &waiting), "an earlier wait");
+        assert!(!describes_now(&at(ONCPU | K, 0), &waiting), "an on-CPU capture");
         // Asleep since before the agent started: a refresh capture.
-        assert!(describes(&at(ITER | K, 0), &sample(ThreadState::Sleep, 0, 0)));
-        assert!(!describes(&at(K, 2_000), &sample(ThreadState::Zombie, 2_000, 2_000)));
+        assert!(describes_now(&at(ITER | K, 0), &sample(ThreadState::Sleep, 0, 0)));
+        assert!(!describes_now(&at(K, 2_000), &sample(ThreadState::Zombie, 2_000, 2_000)));
         assert!(refreshable(&waiting) && refreshable(&sample(ThreadState::RunQueue, 0, 1)));
         assert!(!refreshable(&sample(ThreadState::OnCpu, 1, 0)) && !refreshable(&sample(ThreadState::Zombie, 0, 1)));
+    }
+
+    #[test]
+    fn a_fast_switcher_takes_the_last_capture_inside_the_window() {
+        // Window armed from 10,000; scan instant 12,000. The entry was read
+        // after the thread switched again at 12,300: its row's switch-out is
+        // newer than every capture.
+        let window = Some((10_000, 12_000));
+        let rewound = sample(ThreadState::Sleep, 12_300, 12_300);
+        let at = |switch_out_ns| StackHeader { flags: K | U, captured_ns: switch_out_ns, switch_out_ns };
+        assert!(describes(&at(11_900), &rewound, window), "the last switch-out before the scan");
+        assert!(!describes(&at(9_000), &rewound, window), "before the window: a wait may have begun since");
+        assert!(!describes(&at(12_200), &rewound, window), "after the scan instant");
+        assert!(!describes(&at(11_900), &rewound, None), "no window armed");
+        // Runnable rows may have run since their last wait.
+        assert!(!describes(&at(11_900), &sample(ThreadState::RunQueue, 12_300, 12_300), window));
+        assert!(!describes(&at(11_900), &sample(ThreadState::OnCpu, 12_300, 12_300), window));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 /// Files kept open before the least recently opened ones are closed.
-const FILE_LIMIT: usize = 1_024;
+const FILE_LIMIT: usize = 256;
 
 /// An opened mapped file, identified by device and inode.
 #[derive(Debug)]
@@ -56,6 +56,9 @@ pub struct Mapping {
 #[derive(Debug, Default)]
 pub struct ProcessMaps {
     pub mappings: Vec<Mapping>,
+    /// Unique per reading of a maps file (0: none), so that what is built
+    /// from one reading (an unwinder) can be cached against it.
+    pub reading: u64,
 }
 
 impl ProcessMaps {
@@ -117,7 +120,8 @@ pub fn read_maps(tgid: u32, files: &mut FileCache) -> std::io::Result<ProcessMap
     let text = std::fs::read_to_string(format!("/proc/{tgid}/maps"))?;
     let mut mappings: Vec<Mapping> = text.lines().filter_map(|line| parse_line(line, tgid, files)).collect();
     mappings.sort_by_key(|m| m.start);
-    Ok(ProcessMaps { mappings })
+    static READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    Ok(ProcessMaps { mappings, reading: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) })
 }
 
 fn parse_line(line: &str, tgid: u32, files: &mut FileCache) -> Option<Mapping> {

@@ -17,6 +17,7 @@ pub mod maps;
 pub mod symbolize;
 pub mod unwind;
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,55 @@ pub use crate::bpf::StackKinds;
 use crate::bpf::types::ts_stack;
 
 /// Processes whose maps are kept before the cache is cleared.
-const PROCESS_LIMIT: usize = 4_096;
+const PROCESS_LIMIT: usize = 1_024;
+/// A process's maps are dropped when none of its stacks needed them for
+/// this long (checked every `PRUNE_EVERY`); they are read again if needed.
+const PROCESS_IDLE: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Stack definitions kept (ids seen) before the cache is cleared.
 const DEFINITION_LIMIT: usize = 100_000;
 /// A process's maps are read again at most this often when an address
 /// falls outside them (a library loaded since).
 const MAPS_REFRESH: Duration = Duration::from_secs(10);
+
+/// What a user stack's unwinding depends on: the process, the
+/// frame-pointer chain, where the frame pointer is relative to the stack
+/// pointer, and the code addresses in the stack window with their
+/// offsets. The rest of the window is data (a sleep's timespec, an
+/// interpreter's locals) that changes between otherwise identical waits.
+fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128 {
+    let code: Vec<(usize, u64)> = raw
+        .peek
+        .as_deref()
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, word)| (i, u64::from_le_bytes(word.try_into().expect("8 bytes"))))
+        .filter(|&(_, word)| maps.find(word).is_some_and(|m| m.exec))
+        .collect();
+    content_key(&(tgid, exe_id, &raw.user, raw.user_bp.wrapping_sub(raw.user_sp), code))
+}
+
+/// Memo entries of each kind kept before the memo is cleared.
+const MEMO_LIMIT: usize = 65_536;
+
+/// A 128-bit digest of what `feed` hashes (two independent 64-bit hashes),
+/// so that a memo hit is a true repeat.
+fn content_key<T: Hash>(value: &T) -> u128 {
+    let mut fx = rustc_hash::FxHasher::default();
+    value.hash(&mut fx);
+    #[allow(deprecated)]
+    let mut sip = std::hash::SipHasher::new_with_keys(0x7461_736b_7363_6f70, 0x6d65_6d6f_6b65_7973);
+    value.hash(&mut sip);
+    (u128::from(sip.finish()) << 64) | u128::from(fx.finish())
+}
+
+fn memo_insert<V>(memo: &mut FxHashMap<u128, V>, key: u128, value: V) {
+    if memo.len() >= MEMO_LIMIT {
+        memo.clear();
+    }
+    memo.insert(key, value);
+}
 
 /// Where a sample's stacks are: a capture in the table, identified by its
 /// slot and time; `raw` indexes `Tick::stacks` when the writer has not
@@ -161,6 +205,7 @@ fn is_thread_entry(frames: &Frames) -> bool {
 struct Process {
     maps: ProcessMaps,
     read_at: Instant,
+    used_at: Instant,
 }
 
 /// Turns captures into stack ids, `kfunc` and `stacks` rows.
@@ -170,7 +215,15 @@ pub struct StackResolver {
     files: FileCache,
     unwind: UnwindCache,
     processes: FxHashMap<(u32, u64), Process>,
+    pruned_at: Option<Instant>,
     by_slot: FxHashMap<u32, (u64, Resolved)>,
+    /// Captures resolved before, by content: a thread that waits in the
+    /// same place again (a worker idling in its loop) yields the same raw
+    /// stack, and unwinding and symbolizing it again would give the same
+    /// ids. Kernel part by its addresses; user part by process, addresses,
+    /// registers and stack window.
+    kernel_memo: FxHashMap<u128, (Option<i64>, Option<Arc<str>>)>,
+    user_memo: FxHashMap<u128, Option<i64>>,
     definitions: FxHashMap<i64, Arc<StackDef>>,
     /// Ids written to the current period's `stacks` file.
     emitted: FxHashSet<i64>,
@@ -191,6 +244,9 @@ impl StackResolver {
             }
         }
         let Some(raw) = raw else { return Resolved::default() };
+        if self.definitions.len() >= DEFINITION_LIMIT {
+            self.evict_definitions();
+        }
         let resolved = self.resolve_raw(tgid, exe_id, raw);
         self.resolved += 1;
         self.by_slot.insert(stack.slot, (stack.captured_ns, resolved.clone()));
@@ -199,7 +255,10 @@ impl StackResolver {
 
     fn resolve_raw(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> Resolved {
         let mut resolved = Resolved::default();
-        if !raw.kernel.is_empty() {
+        let kernel_key = (!raw.kernel.is_empty()).then(|| content_key(&(&raw.kernel, raw.kernel_first_exact, raw.kernel_full)));
+        if let Some((kstack, kfunc)) = kernel_key.and_then(|key| self.kernel_memo.get(&key)) {
+            (resolved.kstack, resolved.kfunc) = (*kstack, kfunc.clone());
+        } else if let Some(key) = kernel_key {
             let frames = self.symbolizer().kernel(&raw.kernel, raw.kernel_first_exact);
             // The wait point first: a capture at switch-out starts in the
             // agent's own hook and the scheduler, one from the iterator
@@ -207,10 +266,17 @@ impl StackResolver {
             let frames: Vec<Frames> = frames.into_iter().skip_while(is_switch_frame).collect();
             resolved.kfunc = frames.first().and_then(|f| f.function.clone());
             resolved.kstack = self.define(StackKind::Kernel, &frames, raw.kernel_full);
+            memo_insert(&mut self.kernel_memo, key, (resolved.kstack, resolved.kfunc.clone()));
         }
-        if !raw.user.is_empty() {
-            self.ensure_process(tgid, exe_id, &raw.user);
-            let process = &self.processes[&(tgid, exe_id)];
+        if raw.user.is_empty() {
+            return resolved;
+        }
+        self.ensure_process(tgid, exe_id, &raw.user);
+        let process = &self.processes[&(tgid, exe_id)];
+        let key = user_key(tgid, exe_id, raw, &process.maps);
+        if let Some(ustack) = self.user_memo.get(&key) {
+            resolved.ustack = *ustack;
+        } else {
             let ips = unwind::recover(
                 &RawUser { ips: &raw.user, sp: raw.user_sp, bp: raw.user_bp, peek: raw.peek.as_deref(), tgid },
                 &process.maps,
@@ -225,6 +291,7 @@ impl StackResolver {
                 frames.truncate(entry + 1);
             }
             resolved.ustack = self.define(StackKind::User, &frames, entry.is_none());
+            memo_insert(&mut self.user_memo, key, resolved.ustack);
         }
         resolved
     }
@@ -240,6 +307,13 @@ impl StackResolver {
             None => true,
             Some(p) => p.read_at.elapsed() >= MAPS_REFRESH && ips.iter().any(|a| p.maps.find(*a).is_none()),
         };
+        if self.pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.processes.retain(|_, p| p.used_at.elapsed() < PROCESS_IDLE);
+            self.pruned_at = Some(Instant::now());
+        }
+        if let Some(p) = self.processes.get_mut(&(tgid, exe_id)) {
+            p.used_at = Instant::now();
+        }
         if !stale {
             return;
         }
@@ -248,13 +322,13 @@ impl StackResolver {
         }
         match maps::read_maps(tgid, &mut self.files) {
             Ok(maps) => {
-                self.processes.insert((tgid, exe_id), Process { maps, read_at: Instant::now() });
+                self.processes.insert((tgid, exe_id), Process { maps, read_at: Instant::now(), used_at: Instant::now() });
             }
             Err(_) => {
                 // Gone: keep what we had, or remember that there is nothing.
                 self.processes
                     .entry((tgid, exe_id))
-                    .or_insert_with(|| Process { maps: ProcessMaps::default(), read_at: Instant::now() });
+                    .or_insert_with(|| Process { maps: ProcessMaps::default(), read_at: Instant::now(), used_at: Instant::now() });
             }
         }
     }
@@ -266,9 +340,6 @@ impl StackResolver {
         }
         let text = frames.iter().flat_map(|f| f.texts.iter().map(|t| &**t)).collect::<Vec<_>>().join(";");
         let depth = frames.iter().map(|f| f.texts.len() as u32).sum();
-        if self.definitions.len() >= DEFINITION_LIMIT {
-            self.definitions.clear();
-        }
         // Two different paths never share an id: on a hash collision the
         // later one is salted.
         for salt in 0..16 {
@@ -285,6 +356,16 @@ impl StackResolver {
             }
         }
         None
+    }
+
+    /// Forget the definitions no thread's current stacks use (and the
+    /// memos, which may name them). Those in use stay: a sample that reuses
+    /// its thread's resolved stacks in a later period must find them.
+    fn evict_definitions(&mut self) {
+        let live: FxHashSet<i64> = self.by_slot.values().flat_map(|(_, r)| [r.kstack, r.ustack]).flatten().collect();
+        self.definitions.retain(|id, _| live.contains(id));
+        self.kernel_memo.clear();
+        self.user_memo.clear();
     }
 
     /// The definition of `id` if the current period's `stacks` file does
@@ -346,6 +427,30 @@ mod tests {
         r.new_period();
         assert!(r.unwritten(id).is_some());
         assert_eq!(r.define(StackKind::User, &[], false), None);
+    }
+
+    #[test]
+    fn eviction_keeps_the_definitions_threads_still_use() {
+        let mut r = StackResolver::new();
+        let used = r.define(StackKind::Kernel, &frames(&["schedule_timeout", "do_sys_poll"]), false).unwrap();
+        let old = r.define(StackKind::Kernel, &frames(&["pipe_read", "vfs_read"]), false).unwrap();
+        r.by_slot.insert(7, (1, Resolved { kstack: Some(used), ..Resolved::default() }));
+        r.kernel_memo.insert(1, (Some(old), None));
+        r.evict_definitions();
+        assert!(r.definitions.contains_key(&used) && !r.definitions.contains_key(&old));
+        assert!(r.kernel_memo.is_empty(), "memos may name evicted ids");
+        // A thread still sleeping where it was gets its id defined again in
+        // a new period.
+        r.new_period();
+        assert!(r.unwritten(used).is_some());
+    }
+
+    #[test]
+    fn content_keys_tell_stacks_apart() {
+        let a = content_key(&(&vec![1u64, 2, 3], true, false));
+        assert_eq!(a, content_key(&(&vec![1u64, 2, 3], true, false)));
+        assert_ne!(a, content_key(&(&vec![1u64, 2, 3], false, false)));
+        assert_ne!(a, content_key(&(&vec![1u64, 2, 4], true, false)));
     }
 
     #[test]

@@ -28,6 +28,11 @@ use super::maps::ProcessMaps;
 const KERNEL: &str = "vmlinux";
 /// Cached frames before the caches are cleared.
 const FRAME_CACHE_LIMIT: usize = 200_000;
+/// Distinct files blazesym has opened (and keeps parsed: ELF sections,
+/// DWARF) before it is replaced by a fresh instance. Without this a host
+/// that runs ever new binaries (deploys, build jobs) would grow the agent
+/// without bound.
+const PARSED_FILE_LIMIT: usize = 128;
 
 /// One symbolized address: the frame texts (an address inside inlined
 /// calls yields several, innermost first) and the function it is in.
@@ -50,6 +55,8 @@ pub struct Symbolizer {
     /// By (file, file offset, is a return address).
     user: FxHashMap<((u64, u64), u64, bool), Frames>,
     sched_text: Option<Range<u64>>,
+    /// Files handed to `blaze` since it was created.
+    parsed: rustc_hash::FxHashSet<(u64, u64)>,
 }
 
 impl Default for Symbolizer {
@@ -60,8 +67,13 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Symbolizer {
-        let blaze = Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
-        Symbolizer { blaze, kernel: FxHashMap::default(), user: FxHashMap::default(), sched_text: sched_text_range() }
+        Symbolizer {
+            blaze: new_blaze(),
+            kernel: FxHashMap::default(),
+            user: FxHashMap::default(),
+            sched_text: sched_text_range(),
+            parsed: Default::default(),
+        }
     }
 
     /// Addresses cached.
@@ -69,10 +81,19 @@ impl Symbolizer {
         self.kernel.len() + self.user.len()
     }
 
+    /// Files blazesym holds parsed right now.
+    pub fn parsed_files(&self) -> usize {
+        self.parsed.len()
+    }
+
     fn trim(&mut self) {
         if self.cached() > FRAME_CACHE_LIMIT {
             self.kernel.clear();
             self.user.clear();
+        }
+        if self.parsed.len() > PARSED_FILE_LIMIT {
+            self.blaze = new_blaze();
+            self.parsed.clear();
         }
     }
 
@@ -130,6 +151,7 @@ impl Symbolizer {
             let file = located.iter().flatten().find(|(_, p, _)| *p == path).expect("present");
             let (file_key, module) = (file.0 .0, file.2.clone());
             let offsets: Vec<u64> = wanted.iter().map(|&(offset, _)| offset).collect();
+            self.parsed.insert(file_key);
             let source = Source::Elf(Elf::new(path));
             let results = self.blaze.symbolize(&source, Input::FileOffset(&offsets)).unwrap_or_default();
             for (i, &(offset, ret)) in wanted.iter().enumerate() {
@@ -148,6 +170,10 @@ impl Symbolizer {
             })
             .collect()
     }
+}
+
+fn new_blaze() -> Blaze {
+    Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build()
 }
 
 fn raw_frames(text: String, module: &str, sched: bool) -> Frames {

@@ -69,11 +69,17 @@ pub struct UnwindCache {
     elves: FxHashMap<(u64, u64), Option<ElfUnwind>>,
     #[cfg(target_arch = "x86_64")]
     rules: Option<framehop::x86_64::CacheX86_64>,
+    /// Unwinders with every executable mapping of one maps reading added,
+    /// by `ProcessMaps::reading`: building one costs a few µs per mapping.
+    #[cfg(target_arch = "x86_64")]
+    unwinders: FxHashMap<u64, framehop::x86_64::UnwinderX86_64<Arc<[u8]>>>,
 }
 
 impl UnwindCache {
     fn elf(&mut self, file: &MappedFile) -> Option<ElfUnwind> {
-        if self.elves.len() > 2_048 {
+        // Unwind tables are copies of .eh_frame/.eh_frame_hdr (libc's are
+        // ~100 KiB): keep those of the files in use, not of every file seen.
+        if self.elves.len() > 128 {
             self.elves.clear();
         }
         self.elves.entry(file.key).or_insert_with(|| read_elf_unwind(file)).clone()
@@ -116,10 +122,40 @@ pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -
 
 #[cfg(target_arch = "x86_64")]
 fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
-    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-    use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
+    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+    use framehop::{FrameAddress, Unwinder};
 
     let Some(peek) = raw.peek else { return Vec::new() };
+    if !cache.unwinders.contains_key(&maps.reading) {
+        if cache.unwinders.len() >= 256 {
+            cache.unwinders.clear();
+        }
+        let unwinder = build_unwinder(maps, cache);
+        cache.unwinders.insert(maps.reading, unwinder);
+    }
+    let mut memory = StackMemory { tgid: raw.tgid, sp: raw.sp, window: peek, live: None };
+    let mut read_stack = |addr: u64| memory.read(addr);
+    let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
+    let unwinder = &cache.unwinders[&maps.reading];
+    let regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
+    let mut frames = unwinder.iter_frames(raw.ips[0], regs, rules, &mut read_stack);
+    let mut out = Vec::new();
+    while out.len() < MAX_FRAMES {
+        match frames.next() {
+            Ok(Some(FrameAddress::InstructionPointer(ip))) => out.push(ip),
+            Ok(Some(FrameAddress::ReturnAddress(ret))) => out.push(ret.get()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// An unwinder for every executable, file-backed mapping in `maps`.
+#[cfg(target_arch = "x86_64")]
+fn build_unwinder(maps: &ProcessMaps, cache: &mut UnwindCache) -> framehop::x86_64::UnwinderX86_64<Arc<[u8]>> {
+    use framehop::x86_64::UnwinderX86_64;
+    use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+
     let mut unwinder: UnwinderX86_64<Arc<[u8]>> = UnwinderX86_64::new();
     for m in maps.mappings.iter().filter(|m| m.exec) {
         let Some(file) = &m.file else { continue };
@@ -144,24 +180,13 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
         };
         unwinder.add_module(Module::new(file.name(), m.start..m.end, bias, info));
     }
-    let mut memory = StackMemory { tgid: raw.tgid, sp: raw.sp, window: peek, live: None };
-    let mut read_stack = |addr: u64| memory.read(addr);
-    let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
-    let regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
-    let mut frames = unwinder.iter_frames(raw.ips[0], regs, rules, &mut read_stack);
-    let mut out = Vec::new();
-    while out.len() < MAX_FRAMES {
-        match frames.next() {
-            Ok(Some(FrameAddress::InstructionPointer(ip))) => out.push(ip),
-            Ok(Some(FrameAddress::ReturnAddress(ret))) => out.push(ret.get()),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    out
+    unwinder
 }
 
 /// Frames unwound at most (the kernel's walk keeps 32).
 const MAX_FRAMES: usize = 32;
+/// Live stack read first.
+const LIVE_STACK_FIRST: usize = 4 * 1024;
 /// Live stack read beyond the captured window, at most.
 const LIVE_STACK_BYTES: usize = 64 * 1024;
 
@@ -188,20 +213,26 @@ impl StackMemory<'_> {
         if off + 8 <= self.window.len() {
             return word(self.window);
         }
-        let live = self.live.get_or_insert_with(|| read_live(self.tgid, self.sp, self.window));
+        // Most callers' frames are within a few KiB: read that much first,
+        // all of it only when the unwinder goes further.
+        let short = self.live.is_none();
+        let live = self.live.get_or_insert_with(|| read_live(self.tgid, self.sp, self.window, LIVE_STACK_FIRST));
+        if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && short {
+            *live = read_live(self.tgid, self.sp, self.window, LIVE_STACK_BYTES);
+        }
         word(live)
     }
 }
 
 /// The live stack of process `tgid` from `sp`, if its first bytes are
 /// still `window`.
-fn read_live(tgid: u32, sp: u64, window: &[u8]) -> Vec<u8> {
+fn read_live(tgid: u32, sp: u64, window: &[u8], bytes: usize) -> Vec<u8> {
     use nix::sys::uio::{process_vm_readv, RemoteIoVec};
     if tgid == 0 {
         return Vec::new();
     }
-    let mut buf = vec![0u8; LIVE_STACK_BYTES];
-    let remote = [RemoteIoVec { base: sp as usize, len: LIVE_STACK_BYTES }];
+    let mut buf = vec![0u8; bytes];
+    let remote = [RemoteIoVec { base: sp as usize, len: bytes }];
     let pid = nix::unistd::Pid::from_raw(tgid as i32);
     // A partial read ends at the top of the stack mapping.
     let n = process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).unwrap_or(0);
@@ -226,12 +257,12 @@ mod tests {
         let frame = std::hint::black_box([0x5au8; 512]);
         let sp = frame.as_ptr() as u64;
         let me = std::process::id();
-        let live = read_live(me, sp, &frame[..128]);
+        let live = read_live(me, sp, &frame[..128], LIVE_STACK_BYTES);
         assert!(live.len() >= 512 && live[..512] == frame[..], "read {} bytes", live.len());
         let mut other = frame;
         other[3] = 0;
-        assert!(read_live(me, sp, &other[..128]).is_empty(), "a changed window must not be extended");
-        assert!(read_live(0, sp, &frame[..128]).is_empty());
+        assert!(read_live(me, sp, &other[..128], LIVE_STACK_BYTES).is_empty(), "a changed window must not be extended");
+        assert!(read_live(0, sp, &frame[..128], LIVE_STACK_BYTES).is_empty());
         let mut memory = StackMemory { tgid: me, sp, window: &frame[..16], live: None };
         assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
         assert_eq!(memory.read(sp - 8), Err(()));

@@ -1,0 +1,340 @@
+//! What stacks cost: symbolization throughput, the agent's CPU with and
+//! without stacks, the window captures' cost to a context-switch-heavy
+//! workload, and the agent's memory under process churn.
+//!
+//! 1. Symbolization, in this process: kernel addresses (kallsyms) and user
+//!    addresses in this binary and libc, cold (fresh caches) and warm.
+//! 2. The real agent at 20 Hz `--all` over 1,000 threads that wake every
+//!    50-500 ms: its CPU time with `--stacks none` and with both kinds,
+//!    alternating, from /proc/<pid>/stat.
+//! 3. Same-CPU pipe ping-pong under the real agent at 20 Hz, `--stacks none`
+//!    vs both kinds, alternating pairs.
+//! 4. The agent's RSS while 10 short-lived processes per second start,
+//!    each from its own (deleted) copy of a binary: the worst case for the
+//!    per-process and per-file caches.
+//!
+//! Run as root: `cargo bench --bench stacks`. `TASKSCOPE_BENCH_CHURN_SECS`
+//! sets the length of part 4 (default 60).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use taskscope::stacks::maps::{read_maps, FileCache};
+use taskscope::stacks::symbolize::Symbolizer;
+
+const FRAMES_PER_STACK: usize = 20;
+
+/// Kernel text addresses from kallsyms (a few bytes into each function).
+fn kernel_addresses(n: usize) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/kallsyms").expect("read /proc/kallsyms");
+    let all: Vec<u64> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let kind = fields.next()?;
+            (matches!(kind, "t" | "T") && addr != 0 && fields.nth(1).is_none()).then_some(addr + 0x10)
+        })
+        .collect();
+    assert!(!all.is_empty(), "kallsyms shows no addresses (kptr_restrict?)");
+    let step = (all.len() / n).max(1);
+    all.iter().step_by(step).take(n).copied().collect()
+}
+
+/// Addresses spread over this process's executable file mappings.
+fn user_addresses(n: usize) -> Vec<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let ranges: Vec<(u64, u64)> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')) && l.contains('/'))
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect();
+    let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+    let step = total / n as u64;
+    (0..n as u64)
+        .map(|i| {
+            let mut at = i * step + 5;
+            for (a, b) in &ranges {
+                if at < b - a {
+                    return a + at;
+                }
+                at -= b - a;
+            }
+            unreachable!()
+        })
+        .collect()
+}
+
+/// µs per frame: (cold, warm).
+fn symbolize_rate(kernel: bool, addrs: &[u64]) -> (f64, f64) {
+    let mut files = FileCache::default();
+    let maps = read_maps(std::process::id(), &mut files).expect("own maps");
+    let mut symbolizer = Symbolizer::new();
+    let pass = |s: &mut Symbolizer| {
+        let start = Instant::now();
+        for chunk in addrs.chunks(FRAMES_PER_STACK) {
+            let frames = if kernel { s.kernel(chunk, false) } else { s.user(&maps, chunk) };
+            assert_eq!(frames.len(), chunk.len());
+        }
+        start.elapsed().as_secs_f64() * 1e6 / addrs.len() as f64
+    };
+    let cold = pass(&mut symbolizer);
+    let warm = pass(&mut symbolizer);
+    (cold, warm)
+}
+
+/// 1,000 threads waking every 50-500 ms.
+struct Wakers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn spawn_wakers(n: usize) -> Wakers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = (0..n)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let period = Duration::from_millis(50 + (i as u64 * 7_919) % 450);
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(period);
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    Wakers { stop, threads }
+}
+
+impl Drop for Wakers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The real agent, started and given time to attach.
+fn start_agent(args: &[&str], dir: &Path) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_taskscope"))
+        .arg("run")
+        .args(args)
+        .args(["--no-pin", "--output-dir"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start taskscope");
+    std::thread::sleep(Duration::from_secs(2));
+    child
+}
+
+fn stop_agent(child: Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "agent failed");
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// (anonymous, file-backed) resident KiB: the symbolizer maps the binaries
+/// it reads, and those pages are the page cache's, reclaimable.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap()
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+fn pingpong_per_sec(round_trips: u64) -> f64 {
+    let pipe = || {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        (std::fs::File::from(r), std::fs::File::from(w))
+    };
+    let (mut to_echo_r, mut to_echo_w) = pipe();
+    let (mut back_r, mut back_w) = pipe();
+    let echo = std::thread::spawn(move || {
+        pin_to(0);
+        let mut byte = [0u8; 1];
+        for _ in 0..round_trips {
+            to_echo_r.read_exact(&mut byte).unwrap();
+            back_w.write_all(&byte).unwrap();
+        }
+    });
+    pin_to(0);
+    let mut byte = [7u8; 1];
+    let start = Instant::now();
+    for _ in 0..round_trips {
+        to_echo_w.write_all(&byte).unwrap();
+        back_r.read_exact(&mut byte).unwrap();
+    }
+    let rate = round_trips as f64 / start.elapsed().as_secs_f64();
+    echo.join().unwrap();
+    rate
+}
+
+/// The ground-truth workload binary (its `--nap MS` mode is the
+/// short-lived process).
+fn nap_binary() -> PathBuf {
+    let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-groundtruth");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/groundtruth.c");
+    let status = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(source)
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    binary
+}
+
+fn main() {
+    let passes = passes(6);
+
+    // 1. Symbolization.
+    let kernel = kernel_addresses(4_000);
+    let user = user_addresses(4_000);
+    let (k_cold, k_warm) = symbolize_rate(true, &kernel);
+    let (u_cold, u_warm) = symbolize_rate(false, &user);
+
+    // 2. Agent CPU, stacks off vs on, 1,000 waking threads.
+    let wakers = spawn_wakers(1_000);
+    let (mut cpu_off, mut cpu_on, mut cpu_ratio) = (vec![], vec![], vec![]);
+    let measure = Duration::from_secs(10);
+    for pass in 0..passes {
+        let mut pair = [0.0; 2];
+        for with in [pass % 2 == 0, pass % 2 == 1] {
+            let stacks = if with { "kernel,user" } else { "none" };
+            let dir = scratch("bench-stacks-cpu");
+            let agent = start_agent(&["--all", "-F", "20", "--stacks", stacks], &dir);
+            let before = process_cpu(agent.id());
+            std::thread::sleep(measure);
+            let used = process_cpu(agent.id()) - before;
+            stop_agent(agent);
+            pair[usize::from(with)] = 100.0 * used / measure.as_secs_f64();
+        }
+        cpu_off.push(pair[0]);
+        cpu_on.push(pair[1]);
+        cpu_ratio.push(pair[1] / pair[0]);
+    }
+    let rows_per_tick = std::fs::read_dir("/proc").unwrap().flatten()
+        .filter_map(|e| std::fs::read_dir(e.path().join("task")).ok())
+        .map(|tasks| tasks.count() as u32)
+        .sum::<u32>();
+    drop(wakers);
+
+    // 3. Ping-pong under the agent, stacks off vs on.
+    let (mut pp_ratio, mut pp_off, mut pp_on) = (vec![], vec![], vec![]);
+    for pass in 0..passes * 2 {
+        let mut pair = [0.0; 2];
+        for with in [pass % 2 == 0, pass % 2 == 1] {
+            let stacks = if with { "kernel,user" } else { "none" };
+            let dir = scratch("bench-stacks-pingpong");
+            let agent = start_agent(&["-F", "20", "--stacks", stacks], &dir);
+            // Steady state: the first stacks of this (large, debug-info)
+            // binary are symbolized cold during the warm-up.
+            pingpong_per_sec(200_000);
+            pair[usize::from(with)] = pingpong_per_sec(200_000);
+            stop_agent(agent);
+        }
+        pp_off.push(pair[0]);
+        pp_on.push(pair[1]);
+        pp_ratio.push(pair[1] / pair[0]);
+    }
+
+    // 4. RSS under process churn.
+    let churn_secs: u64 = std::env::var("TASKSCOPE_BENCH_CHURN_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let nap = nap_binary();
+    let dir = scratch("bench-stacks-churn");
+    let agent = start_agent(&["--all", "-F", "20"], &dir);
+    let copies = scratch("bench-stacks-copies");
+    std::fs::create_dir_all(&copies).unwrap();
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    let mut children = Vec::new();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(churn_secs) {
+        let copy = copies.join(format!("nap-{n}"));
+        std::fs::copy(&nap, &copy).unwrap();
+        children.push(Command::new(&copy).args(["--nap", "300"]).spawn().unwrap());
+        std::fs::remove_file(&copy).unwrap();
+        n += 1;
+        children.retain_mut(|c| c.try_wait().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(100));
+        let at = started.elapsed().as_secs();
+        if at > 0 && at % 10 == 0 && rss.last().is_none_or(|(t, _)| *t != at) {
+            rss.push((at, rss_kib(agent.id())));
+        }
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    stop_agent(agent);
+    let rows = Command::new("sh")
+        .current_dir(&dir)
+        .args(["-c", "zstdcat stacks/*/*/*.csv.zst | grep -c nap_then_exit"])
+        .output()
+        .unwrap();
+
+    println!();
+    println!("| measure | result |");
+    println!("| --- | --- |");
+    let per_stack = |us_per_frame: f64| 1e6 / (us_per_frame * FRAMES_PER_STACK as f64);
+    println!(
+        "| symbolize kernel frame (kallsyms), cold / warm | {k_cold:.2} µs / {k_warm:.3} µs ({:.0} / {:.0} stacks/s of {FRAMES_PER_STACK} frames) |",
+        per_stack(k_cold),
+        per_stack(k_warm)
+    );
+    println!(
+        "| symbolize user frame (ELF + DWARF), cold / warm | {u_cold:.2} µs / {u_warm:.3} µs ({:.0} / {:.0} stacks/s) |",
+        per_stack(u_cold),
+        per_stack(u_warm)
+    );
+    let (off, on) = (median(&mut cpu_off), median(&mut cpu_on));
+    // Rows per second: the 1,000 wakers plus this process's other threads
+    // and the rest of the machine, about 1,100 threads at 20 Hz.
+    let rows_per_sec = f64::from(rows_per_tick) * 20.0;
+    println!(
+        "| agent CPU, --all 20 Hz, 1,000 waking threads: --stacks none / both | {off:.2}% / {on:.2}% of a CPU (×{:.2}; +{:.2} µs per sampled row) |",
+        median(&mut cpu_ratio),
+        (on - off) / 100.0 * 1e6 / rows_per_sec
+    );
+    println!(
+        "| same-CPU pipe ping-pong under the agent at 20 Hz: stacks on vs off | {:.1}% ({:.0} vs {:.0} rt/s) |",
+        100.0 * median(&mut pp_ratio),
+        median(&mut pp_on),
+        median(&mut pp_off)
+    );
+    let rss_text = rss
+        .iter()
+        .map(|(t, (anon, file))| format!("{t} s: {:.1} + {:.1}", *anon as f64 / 1024.0, *file as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("| agent RSS, anonymous + file-backed MiB, {n} short-lived processes from distinct binaries over {churn_secs} s | {rss_text} |");
+    println!("| distinct nap stacks defined (one per period expected) | {} |", String::from_utf8_lossy(&rows.stdout).trim());
+}
