@@ -159,7 +159,7 @@ fn default_max_threads() -> u32 {
     let read = |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
     let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(u32::MAX);
-    pid_max.min(threads_max).min(DEFAULT_MAX_THREADS_CAP).max(16)
+    pid_max.min(threads_max).clamp(16, DEFAULT_MAX_THREADS_CAP)
 }
 
 /// Make `path` absolute against the current directory and drop `.` and

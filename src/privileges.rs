@@ -28,20 +28,6 @@ fn allows_tracing(effective: CapabilitySet) -> bool {
         || effective.contains(CapabilitySet::BPF | CapabilitySet::PERFMON)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capability_rules() {
-        assert!(allows_tracing(CapabilitySet::SYS_ADMIN));
-        assert!(allows_tracing(CapabilitySet::BPF | CapabilitySet::PERFMON));
-        assert!(!allows_tracing(CapabilitySet::BPF));
-        assert!(!allows_tracing(CapabilitySet::PERFMON));
-        assert!(!allows_tracing(CapabilitySet::empty()));
-    }
-}
-
 /// Raise the soft limit of open files to the hard limit (at most 65,536):
 /// symbolization keeps the binaries of sampled processes open (at most a
 /// few hundred) so that files deleted or replaced since still symbolize,
@@ -55,5 +41,19 @@ pub fn raise_open_file_limit() {
         if let Err(err) = setrlimit(Resource::Nofile, limit) {
             tracing::debug!(%err, "cannot raise the open-file limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_rules() {
+        assert!(allows_tracing(CapabilitySet::SYS_ADMIN));
+        assert!(allows_tracing(CapabilitySet::BPF | CapabilitySet::PERFMON));
+        assert!(!allows_tracing(CapabilitySet::BPF));
+        assert!(!allows_tracing(CapabilitySet::PERFMON));
+        assert!(!allows_tracing(CapabilitySet::empty()));
     }
 }

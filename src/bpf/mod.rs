@@ -206,7 +206,7 @@ impl Agent {
             .maps
             .bss_data
             .as_deref_mut()
-            .map(|bss| NonNull::from(bss))
+            .map(NonNull::from)
             .ok_or_else(|| anyhow!("BPF object has no .bss"))?;
         // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
         // long as `skel`; the Agent drops the table before the skeleton.
@@ -288,13 +288,6 @@ impl Drop for Agent {
     }
 }
 
-/// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
-/// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
-/// exercise this error on a kernel that has BTF.
-/// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
-/// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
-/// exercise this error on a kernel that has BTF.
-
 /// Whether the running kernel is at least `major.minor`.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
@@ -303,6 +296,9 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     version >= (major, minor)
 }
 
+/// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
+/// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
+/// exercise this error on a kernel that has BTF.
 fn check_btf() -> Result<()> {
     let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF").map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
     if !path.exists() {
@@ -430,7 +426,7 @@ fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path) -> Option<PathBuf> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
-        Ok(fs) if fs.f_type as i64 == BPF_FS_MAGIC => {}
+        Ok(fs) if fs.f_type == BPF_FS_MAGIC => {}
         _ => {
             warn!("not pinning the thread table: {} is not a mounted BPF filesystem", parent.display());
             return None;
