@@ -61,7 +61,9 @@ fn build() -> anyhow::Result<()> {
                 "-mcpu=v3".to_string(),
             ])
             .build()
-            .map_err(|err| anyhow::anyhow!("compiling bpf/{source} with {}: {err:#}", clang.display()))?;
+            .map_err(|err| {
+                anyhow::anyhow!("compiling bpf/{source} with {}: {err:#}", clang.display())
+            })?;
         objects.push(obj);
     }
 
@@ -93,7 +95,10 @@ fn find_clang() -> anyhow::Result<PathBuf> {
         return if targets_bpf(&clang) {
             Ok(clang)
         } else {
-            anyhow::bail!("TASKSCOPE_CLANG={} is not a clang that can target BPF", clang.display())
+            anyhow::bail!(
+                "TASKSCOPE_CLANG={} is not a clang that can target BPF",
+                clang.display()
+            )
         };
     }
     let mut candidates = vec!["clang".to_string()];

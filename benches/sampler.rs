@@ -65,12 +65,19 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
     let mut rows = 0;
     for entry in files_below(&dir.join("samples")) {
         bytes += std::fs::metadata(&entry).unwrap().size();
-        let out = Command::new("sh").arg("-c").arg(format!("zstdcat '{}' | wc -l", entry.display())).output().unwrap();
-        rows += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap() - 1;
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstdcat '{}' | wc -l", entry.display()))
+            .output()
+            .unwrap();
+        rows += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            - 1;
     }
     (bytes, rows)
 }
-
 
 /// Run the real agent binary for `secs`; its peak RSS (KiB) and files.
 fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {
@@ -89,17 +96,27 @@ fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert!(child.wait().unwrap().success());
     hwm
 }
 
 fn main() {
-    let threads: usize = std::env::var("TASKSCOPE_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let threads: usize = std::env::var("TASKSCOPE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let passes = passes(40);
     let started = Instant::now();
     let sleepers = spawn_sleepers(threads);
-    println!("{threads} sleeping threads started in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{threads} sleeping threads started in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let mut agent = load_agent(65_536, 1);
 
     // 1. The scan with the default (active) filter.
@@ -144,7 +161,13 @@ fn main() {
         let mut samples = Vec::with_capacity(threads + 64);
         let stats = scan(agent.table(), true, now, now, &mut samples);
         let rows = samples.len();
-        let tick = Tick { ts_us: base_ts + i * 1_000_000, weight_us: 1_000_000, samples, stacks: Vec::new(), stats };
+        let tick = Tick {
+            ts_us: base_ts + i * 1_000_000,
+            weight_us: 1_000_000,
+            samples,
+            stacks: Vec::new(),
+            stats,
+        };
         writer.write_tick(&tick);
         per_row.push((thread_cpu() - before).as_nanos() as f64 / rows as f64);
         min_rows = min_rows.min(rows);
@@ -156,7 +179,11 @@ fn main() {
     let quick = std::env::var_os("TASKSCOPE_BENCH_QUICK").is_some();
     if quick {
         drop(sleepers);
-        println!("scan, default filter: {:.3} ms (walked {walked}); --all per row: {:.2} µs", median(&mut default_pass), median(&mut per_row) / 1e3);
+        println!(
+            "scan, default filter: {:.3} ms (walked {walked}); --all per row: {:.2} µs",
+            median(&mut default_pass),
+            median(&mut per_row) / 1e3
+        );
         return;
     }
     // 3. Bytes per row and resident memory of the real agent.
@@ -173,12 +200,35 @@ fn main() {
     println!();
     println!("| measure ({threads} threads) | result |");
     println!("| --- | --- |");
-    println!("| scan, default (active) filter, CPU per pass | {:.3} ms (walked {walked} threads) |", median(&mut default_pass));
-    println!("| task-iterator walk of all tasks, CPU per pass (reference) | {:.3} ms |", median(&mut iterator_pass));
-    println!("| --all: scan + enrich + CSV + zstd, CPU per row | {:.2} µs |", median(&mut per_row) / 1e3);
-    println!("| --all: fewest rows in a tick (threads dropped: none if ≥ {threads}) | {min_rows} |");
-    println!("| bytes per row on disk, --all at 1 Hz for 30 s | {:.1} ({rows_1hz} rows) |", bytes_1hz as f64 / rows_1hz as f64);
-    println!("| bytes per row on disk, --all at 20 Hz for 20 s | {:.1} ({rows_20hz} rows) |", bytes_20hz as f64 / rows_20hz as f64);
-    println!("| agent peak RSS, --all at 20 Hz | {:.1} MiB |", rss_all as f64 / 1024.0);
-    println!("| agent peak RSS, default filter at 20 Hz | {:.1} MiB |", rss_default as f64 / 1024.0);
+    println!(
+        "| scan, default (active) filter, CPU per pass | {:.3} ms (walked {walked} threads) |",
+        median(&mut default_pass)
+    );
+    println!(
+        "| task-iterator walk of all tasks, CPU per pass (reference) | {:.3} ms |",
+        median(&mut iterator_pass)
+    );
+    println!(
+        "| --all: scan + enrich + CSV + zstd, CPU per row | {:.2} µs |",
+        median(&mut per_row) / 1e3
+    );
+    println!(
+        "| --all: fewest rows in a tick (threads dropped: none if ≥ {threads}) | {min_rows} |"
+    );
+    println!(
+        "| bytes per row on disk, --all at 1 Hz for 30 s | {:.1} ({rows_1hz} rows) |",
+        bytes_1hz as f64 / rows_1hz as f64
+    );
+    println!(
+        "| bytes per row on disk, --all at 20 Hz for 20 s | {:.1} ({rows_20hz} rows) |",
+        bytes_20hz as f64 / rows_20hz as f64
+    );
+    println!(
+        "| agent peak RSS, --all at 20 Hz | {:.1} MiB |",
+        rss_all as f64 / 1024.0
+    );
+    println!(
+        "| agent peak RSS, default filter at 20 Hz | {:.1} MiB |",
+        rss_default as f64 / 1024.0
+    );
 }

@@ -40,10 +40,14 @@ fn kernel_addresses(n: usize) -> Vec<u64> {
             let mut fields = line.split_whitespace();
             let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
             let kind = fields.next()?;
-            (matches!(kind, "t" | "T") && addr != 0 && fields.nth(1).is_none()).then_some(addr + 0x10)
+            (matches!(kind, "t" | "T") && addr != 0 && fields.nth(1).is_none())
+                .then_some(addr + 0x10)
         })
         .collect();
-    assert!(!all.is_empty(), "kallsyms shows no addresses (kptr_restrict?)");
+    assert!(
+        !all.is_empty(),
+        "kallsyms shows no addresses (kptr_restrict?)"
+    );
     let step = (all.len() / n).max(1);
     all.iter().step_by(step).take(n).copied().collect()
 }
@@ -56,7 +60,10 @@ fn user_addresses(n: usize) -> Vec<u64> {
         .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')) && l.contains('/'))
         .filter_map(|l| {
             let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
         })
         .collect();
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
@@ -83,7 +90,11 @@ fn symbolize_rate(kernel: bool, addrs: &[u64]) -> (f64, f64) {
     let pass = |s: &mut Symbolizer| {
         let start = Instant::now();
         for chunk in addrs.chunks(FRAMES_PER_STACK) {
-            let frames = if kernel { s.kernel(chunk, false) } else { s.user(&maps, chunk) };
+            let frames = if kernel {
+                s.kernel(chunk, false)
+            } else {
+                s.user(&maps, chunk)
+            };
             assert_eq!(frames.len(), chunk.len());
         }
         start.elapsed().as_secs_f64() * 1e6 / addrs.len() as f64
@@ -148,7 +159,11 @@ fn start_agent(args: &[&str], dir: &Path) -> Child {
 }
 
 fn stop_agent(child: Child) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "agent failed");
 }
@@ -156,7 +171,9 @@ fn stop_agent(child: Child) {
 /// CPU seconds (user + system) of process `pid` so far.
 fn process_cpu(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / rustix::param::clock_ticks_per_second() as f64
 }
@@ -166,7 +183,11 @@ fn process_cpu(pid: u32) -> f64 {
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| -> u64 {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
     };
     (field("RssAnon:"), field("RssFile:"))
 }
@@ -242,7 +263,9 @@ fn main() {
         cpu_on.push(pair[1]);
         cpu_ratio.push(pair[1] / pair[0]);
     }
-    let rows_per_tick = std::fs::read_dir("/proc").unwrap().flatten()
+    let rows_per_tick = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
         .filter_map(|e| std::fs::read_dir(e.path().join("task")).ok())
         .map(|tasks| tasks.count() as u32)
         .sum::<u32>();
@@ -268,7 +291,10 @@ fn main() {
     }
 
     // 4. RSS under process churn.
-    let churn_secs: u64 = std::env::var("TASKSCOPE_BENCH_CHURN_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let churn_secs: u64 = std::env::var("TASKSCOPE_BENCH_CHURN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let nap = nap_binary();
     let dir = scratch("bench-stacks-churn");
     let agent = start_agent(&["--all", "-F", "20"], &dir);
@@ -332,9 +358,18 @@ fn main() {
     );
     let rss_text = rss
         .iter()
-        .map(|(t, (anon, file))| format!("{t} s: {:.1} + {:.1}", *anon as f64 / 1024.0, *file as f64 / 1024.0))
+        .map(|(t, (anon, file))| {
+            format!(
+                "{t} s: {:.1} + {:.1}",
+                *anon as f64 / 1024.0,
+                *file as f64 / 1024.0
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     println!("| agent RSS, anonymous + file-backed MiB, {n} short-lived processes from distinct binaries over {churn_secs} s | {rss_text} |");
-    println!("| distinct nap stacks defined (one per period expected) | {} |", String::from_utf8_lossy(&rows.stdout).trim());
+    println!(
+        "| distinct nap stacks defined (one per period expected) | {} |",
+        String::from_utf8_lossy(&rows.stdout).trim()
+    );
 }

@@ -54,7 +54,11 @@ fn tick_samples(tick: u64) -> Vec<Sample> {
         .collect()
 }
 
-const NAMES: (&str, &str, &str) = ("/usr/lib/jvm/java-17/bin/java", "root", "/system.slice/app.service");
+const NAMES: (&str, &str, &str) = (
+    "/usr/lib/jvm/java-17/bin/java",
+    "root",
+    "/system.slice/app.service",
+);
 
 /// A sample as the writer turns it into a row (names fixed).
 fn row<'a>(sample: &'a Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
@@ -66,13 +70,19 @@ fn row<'a>(sample: &'a Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
         exe: NAMES.0,
         user: NAMES.1,
         cgroup: NAMES.2,
-        syscall: sample.syscall.and_then(|s| taskscope::enrich::syscall_name(s.nr)),
+        syscall: sample
+            .syscall
+            .and_then(|s| taskscope::enrich::syscall_name(s.nr)),
         io_dev: None,
         stacks: &NO_STACKS,
     }
 }
 
-static NO_STACKS: taskscope::stacks::Resolved = taskscope::stacks::Resolved { kstack: None, ustack: None, kfunc: None };
+static NO_STACKS: taskscope::stacks::Resolved = taskscope::stacks::Resolved {
+    kstack: None,
+    ustack: None,
+    kfunc: None,
+};
 
 fn main() {
     let ticks: Vec<Vec<Sample>> = (0..TICKS as u64).map(tick_samples).collect();
@@ -81,7 +91,9 @@ fn main() {
     // into a null sink (what taskscope used before its own encoder).
     let mut format = Vec::new();
     for samples in &ticks {
-        let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(std::io::sink());
+        let mut csv = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(std::io::sink());
         let start = Instant::now();
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
@@ -89,10 +101,16 @@ fn main() {
             for column in <Samples as taskscope::schema::Table>::columns() {
                 match (column.value)(&row) {
                     taskscope::schema::Value::Null => csv.write_field(b"").unwrap(),
-                    taskscope::schema::Value::Int(v) => csv.write_field(itoa::Buffer::new().format(v)).unwrap(),
+                    taskscope::schema::Value::Int(v) => {
+                        csv.write_field(itoa::Buffer::new().format(v)).unwrap()
+                    }
                     taskscope::schema::Value::Text(t) => csv.write_field(t).unwrap(),
-                    taskscope::schema::Value::Timestamp(_) => csv.write_field("2026-11-22 13:00:00.000000").unwrap(),
-                    taskscope::schema::Value::Bool(b) => csv.write_field(if b { "true" } else { "false" }).unwrap(),
+                    taskscope::schema::Value::Timestamp(_) => {
+                        csv.write_field("2026-11-22 13:00:00.000000").unwrap()
+                    }
+                    taskscope::schema::Value::Bool(b) => {
+                        csv.write_field(if b { "true" } else { "false" }).unwrap()
+                    }
                 }
             }
             csv.write_record(None::<&[u8]>).unwrap();
@@ -111,7 +129,13 @@ fn main() {
         let start = Instant::now();
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            csv_file.write_row::<Samples>(&row(sample, &comm, 1_795_352_645_000_000 + i as i64 * 1_000_000)).unwrap();
+            csv_file
+                .write_row::<Samples>(&row(
+                    sample,
+                    &comm,
+                    1_795_352_645_000_000 + i as i64 * 1_000_000,
+                ))
+                .unwrap();
         }
         compress.push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
     }
@@ -122,13 +146,36 @@ fn main() {
     // journal, Parquet, flushes, publication.
     let mut results = Vec::new();
     for (label, formats) in [
-        ("CSV (csv.zst)", Formats { csv: true, parquet: false }),
-        ("Parquet (+ CSV journal)", Formats { csv: false, parquet: true }),
-        ("CSV and Parquet", Formats { csv: true, parquet: true }),
+        (
+            "CSV (csv.zst)",
+            Formats {
+                csv: true,
+                parquet: false,
+            },
+        ),
+        (
+            "Parquet (+ CSV journal)",
+            Formats {
+                csv: false,
+                parquet: true,
+            },
+        ),
+        (
+            "CSV and Parquet",
+            Formats {
+                csv: true,
+                parquet: true,
+            },
+        ),
     ] {
-        let out = dir.join(format!("out-{}-{}", u8::from(formats.csv), u8::from(formats.parquet)));
+        let out = dir.join(format!(
+            "out-{}-{}",
+            u8::from(formats.csv),
+            u8::from(formats.parquet)
+        ));
         let plan = taskscope::output::dir::check(&out).unwrap();
-        let mut config = WriterConfig::csv("bench", Duration::from_secs(3_600), Duration::from_secs(10));
+        let mut config =
+            WriterConfig::csv("bench", Duration::from_secs(3_600), Duration::from_secs(10));
         config.formats = formats;
         let mut writer = Writer::new(OutputDir::create(&plan).unwrap(), config).unwrap();
         let mut per_row = Vec::new();
@@ -149,22 +196,50 @@ fn main() {
         let stats = writer.close();
         let cpu = (common::thread_cpu() - cpu_start).as_secs_f64();
         let bytes = |ext: &str| -> u64 {
-            files_below(&out.join("samples")).iter().filter(|p| p.to_string_lossy().ends_with(ext)).map(|p| std::fs::metadata(p).unwrap().len()).sum()
+            files_below(&out.join("samples"))
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(ext))
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum()
         };
         let csv_bytes = bytes(".csv.zst");
         let parquet_bytes = bytes(".parquet");
-        results.push((label, median(&mut per_row), stats.rows as f64 / cpu, csv_bytes as f64 / stats.rows as f64, parquet_bytes as f64 / stats.rows as f64));
+        results.push((
+            label,
+            median(&mut per_row),
+            stats.rows as f64 / cpu,
+            csv_bytes as f64 / stats.rows as f64,
+            parquet_bytes as f64 / stats.rows as f64,
+        ));
     }
 
     println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
     println!("| --- | --- |");
-    println!("| csv crate formatting only, for comparison | {:.2} µs |", median(&mut format) / 1e3);
-    println!("| CSV encoder + zstd into a file | {:.2} µs |", median(&mut compress) / 1e3);
+    println!(
+        "| csv crate formatting only, for comparison | {:.2} µs |",
+        median(&mut format) / 1e3
+    );
+    println!(
+        "| CSV encoder + zstd into a file | {:.2} µs |",
+        median(&mut compress) / 1e3
+    );
     println!();
     println!("| whole writer, 10,000 threads × 10 Hz | CPU per row | rows/s per CPU | bytes/row CSV | bytes/row Parquet |");
     println!("| --- | --- | --- | --- | --- |");
     for (label, per_row, rate, csv, parquet) in results {
-        let show = |b: f64| if b > 0.0 { format!("{b:.1}") } else { "–".to_string() };
-        println!("| {label} | {:.2} µs | {:.0} | {} | {} |", per_row / 1e3, rate, show(csv), show(parquet));
+        let show = |b: f64| {
+            if b > 0.0 {
+                format!("{b:.1}")
+            } else {
+                "–".to_string()
+            }
+        };
+        println!(
+            "| {label} | {:.2} µs | {:.0} | {} | {} |",
+            per_row / 1e3,
+            rate,
+            show(csv),
+            show(parquet)
+        );
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-const ABOUT: &str = "Always-on thread-state sampling for Linux (Active Session History for threads)";
+const ABOUT: &str =
+    "Always-on thread-state sampling for Linux (Active Session History for threads)";
 
 const LONG_ABOUT: &str = "\
 taskscope samples the state of every thread on the machine at a fixed rate \
@@ -120,14 +121,26 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
 
     /// Output format: csv, parquet, or both (csv,parquet)
-    #[arg(long, value_enum, value_name = "FORMAT", value_delimiter = ',', default_value = "csv")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        value_delimiter = ',',
+        default_value = "csv"
+    )]
     pub format: Vec<Format>,
 
     /// Stacks to capture: kernel, user, both (kernel,user) or none
     ///
     /// Samples get kstack_id, ustack_id and kfunc; the stacks table holds
     /// the symbolized frames of every id a period's samples use.
-    #[arg(long, value_enum, value_name = "KINDS", value_delimiter = ',', default_value = "kernel,user")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KINDS",
+        value_delimiter = ',',
+        default_value = "kernel,user"
+    )]
     pub stacks: Vec<StackChoice>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
@@ -169,8 +182,12 @@ pub struct RunArgs {
     /// Where to pin the thread table for other readers (a bpffs directory)
     ///
     /// Skipped with a warning when no BPF filesystem is mounted there.
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/taskscope",
-          conflicts_with = "no_pin")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/fs/bpf/taskscope",
+        conflicts_with = "no_pin"
+    )]
     pub pin_dir: PathBuf,
 
     /// Do not pin the thread table
@@ -184,7 +201,8 @@ pub struct RunArgs {
 
 /// Parse an octal file mode (`0640`, `640`).
 pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0o"), 8).map_err(|_| format!("'{text}' is not an octal mode such as 0644"))
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("'{text}' is not an octal mode such as 0644"))
 }
 
 /// Parse `10`, `10s`, `500ms`, `5m`, `2h`, `7d`.
@@ -203,7 +221,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
+            ))
+        }
     };
     number
         .checked_mul(millis_per_unit)
@@ -266,7 +288,13 @@ mod tests {
 
     #[test]
     fn schema_format_flag() {
-        for (args, want) in [(vec!["schema"], SchemaFormat::Text), (vec!["schema", "--format", "markdown"], SchemaFormat::Markdown)] {
+        for (args, want) in [
+            (vec!["schema"], SchemaFormat::Text),
+            (
+                vec!["schema", "--format", "markdown"],
+                SchemaFormat::Markdown,
+            ),
+        ] {
             match parse(&args).unwrap().command {
                 Command::Schema(schema) => assert_eq!(schema.format, want),
                 other => panic!("parsed as {other:?}"),
@@ -296,7 +324,10 @@ mod tests {
 
     #[test]
     fn output_dir_flag() {
-        assert_eq!(run_args(&["--output-dir", "/tmp/x"]).output_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            run_args(&["--output-dir", "/tmp/x"]).output_dir,
+            PathBuf::from("/tmp/x")
+        );
     }
 
     #[test]
@@ -316,38 +347,65 @@ mod tests {
 
     #[test]
     fn pid_flag_repeats() {
-        assert_eq!(run_args(&["--pid", "12", "--pid", "34", "-p", "5"]).pids, vec![12, 34, 5]);
+        assert_eq!(
+            run_args(&["--pid", "12", "--pid", "34", "-p", "5"]).pids,
+            vec![12, 34, 5]
+        );
         assert!(parse(&["run", "--pid", "0"]).is_err());
         assert!(parse(&["run", "--pid", "x"]).is_err());
     }
 
     #[test]
     fn duration_flag() {
-        assert_eq!(run_args(&["--duration", "10"]).duration, Some(Duration::from_secs(10)));
-        assert_eq!(run_args(&["-d", "2m"]).duration, Some(Duration::from_secs(120)));
+        assert_eq!(
+            run_args(&["--duration", "10"]).duration,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            run_args(&["-d", "2m"]).duration,
+            Some(Duration::from_secs(120))
+        );
         assert!(parse(&["run", "--duration", "soon"]).is_err());
     }
 
     #[test]
     fn stacks_flag() {
-        assert_eq!(run_args(&[]).stacks, vec![StackChoice::Kernel, StackChoice::User]);
-        assert_eq!(run_args(&["--stacks", "none"]).stacks, vec![StackChoice::None]);
-        assert_eq!(run_args(&["--stacks", "user"]).stacks, vec![StackChoice::User]);
+        assert_eq!(
+            run_args(&[]).stacks,
+            vec![StackChoice::Kernel, StackChoice::User]
+        );
+        assert_eq!(
+            run_args(&["--stacks", "none"]).stacks,
+            vec![StackChoice::None]
+        );
+        assert_eq!(
+            run_args(&["--stacks", "user"]).stacks,
+            vec![StackChoice::User]
+        );
         assert!(parse(&["run", "--stacks", "python"]).is_err());
     }
 
     #[test]
     fn format_flag() {
         assert_eq!(run_args(&["--format", "csv"]).format, vec![Format::Csv]);
-        assert_eq!(run_args(&["--format", "parquet"]).format, vec![Format::Parquet]);
-        assert_eq!(run_args(&["--format", "csv,parquet"]).format, vec![Format::Csv, Format::Parquet]);
+        assert_eq!(
+            run_args(&["--format", "parquet"]).format,
+            vec![Format::Parquet]
+        );
+        assert_eq!(
+            run_args(&["--format", "csv,parquet"]).format,
+            vec![Format::Csv, Format::Parquet]
+        );
         assert!(parse(&["run", "--format", "json"]).is_err());
     }
 
     #[test]
     fn retention_flags() {
         assert_eq!(run_args(&["--max-disk", "500M"]).max_disk, 500 << 20);
-        assert_eq!(run_args(&["--max-age", "1d"]).max_age, Duration::from_secs(86_400));
+        assert_eq!(
+            run_args(&["--max-age", "1d"]).max_age,
+            Duration::from_secs(86_400)
+        );
         assert!(parse(&["run", "--max-disk", "lots"]).is_err());
     }
 
@@ -360,13 +418,19 @@ mod tests {
 
     #[test]
     fn rotate_flag() {
-        assert_eq!(run_args(&["--rotate", "15m"]).rotate, Duration::from_secs(900));
+        assert_eq!(
+            run_args(&["--rotate", "15m"]).rotate,
+            Duration::from_secs(900)
+        );
         assert!(parse(&["run", "--rotate", "1y"]).is_err());
     }
 
     #[test]
     fn flush_interval_flag() {
-        assert_eq!(run_args(&["--flush-interval", "2s"]).flush_interval, Duration::from_secs(2));
+        assert_eq!(
+            run_args(&["--flush-interval", "2s"]).flush_interval,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
@@ -377,7 +441,10 @@ mod tests {
 
     #[test]
     fn pin_flags() {
-        assert_eq!(run_args(&["--pin-dir", "/sys/fs/bpf/x"]).pin_dir, PathBuf::from("/sys/fs/bpf/x"));
+        assert_eq!(
+            run_args(&["--pin-dir", "/sys/fs/bpf/x"]).pin_dir,
+            PathBuf::from("/sys/fs/bpf/x")
+        );
         assert!(run_args(&["--no-pin"]).no_pin);
         assert!(parse(&["run", "--no-pin", "--pin-dir", "/x"]).is_err());
     }
@@ -392,7 +459,10 @@ mod tests {
     fn unknown_flag_is_one_line() {
         let err = parse(&["run", "--bogus"]).unwrap_err();
         let line = one_line(&err);
-        assert!(line.starts_with("error: unexpected argument '--bogus'"), "{line}");
+        assert!(
+            line.starts_with("error: unexpected argument '--bogus'"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
     }
 
@@ -415,7 +485,11 @@ mod tests {
             if arg.is_hide_set() {
                 continue;
             }
-            assert!(arg.get_help().is_some(), "--{} has no help text", arg.get_id());
+            assert!(
+                arg.get_help().is_some(),
+                "--{} has no help text",
+                arg.get_id()
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ fn stack_kinds(choices: &[StackChoice]) -> Result<StackKinds> {
         }
         return Ok(StackKinds::default());
     }
-    Ok(StackKinds { kernel: choices.contains(&StackChoice::Kernel), user: choices.contains(&StackChoice::User) })
+    Ok(StackKinds {
+        kernel: choices.contains(&StackChoice::Kernel),
+        user: choices.contains(&StackChoice::User),
+    })
 }
 
 /// Everything `run` needs, checked.
@@ -54,7 +57,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: &RunArgs) -> Result<Config> {
-        let formats = Formats { csv: args.format.contains(&Format::Csv), parquet: args.format.contains(&Format::Parquet) };
+        let formats = Formats {
+            csv: args.format.contains(&Format::Csv),
+            parquet: args.format.contains(&Format::Parquet),
+        };
         let stacks = stack_kinds(&args.stacks)?;
         let group = args.group.as_deref().map(resolve_group).transpose()?;
         let perms = Permissions::new(args.file_mode, group)?;
@@ -62,7 +68,12 @@ impl Config {
             Some(0) => bail!("--test-rotate-secs must be at least 1"),
             Some(secs) => Duration::from_secs(secs),
             None => {
-                check_range("--rotate", args.rotate, Duration::from_secs(60), Duration::from_secs(86_400))?;
+                check_range(
+                    "--rotate",
+                    args.rotate,
+                    Duration::from_secs(60),
+                    Duration::from_secs(86_400),
+                )?;
                 if args.rotate.subsec_nanos() != 0 {
                     bail!("--rotate must be a whole number of seconds");
                 }
@@ -109,7 +120,10 @@ impl Config {
             stacks,
             rotate,
             flush_interval: args.flush_interval,
-            retention: Retention { max_bytes: args.max_disk, max_age: args.max_age },
+            retention: Retention {
+                max_bytes: args.max_disk,
+                max_age: args.max_age,
+            },
             perms,
             max_threads,
             pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
@@ -156,7 +170,8 @@ fn resolve_group(group: &str) -> Result<u32> {
 /// The machine's own limits: no more threads can exist than pids or
 /// threads-max allow.
 fn default_max_threads() -> u32 {
-    let read = |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let read =
+        |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
     let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(u32::MAX);
     pid_max.min(threads_max).clamp(16, DEFAULT_MAX_THREADS_CAP)
@@ -202,10 +217,19 @@ pub fn absolute_path(path: &Path) -> Result<PathBuf> {
 
 /// The host name, restricted to characters that are safe in file names.
 fn host_name() -> String {
-    let raw = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let raw = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     let clean: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if clean.is_empty() {
         "localhost".to_string()
@@ -221,7 +245,8 @@ mod tests {
     use clap::Parser;
 
     fn config(args: &[&str]) -> Result<Config> {
-        let cli = Cli::try_parse_from(["taskscope", "run"].iter().chain(args.iter())).expect("parses");
+        let cli =
+            Cli::try_parse_from(["taskscope", "run"].iter().chain(args.iter())).expect("parses");
         match cli.command {
             Command::Run(run) => Config::from_args(&run),
             other => panic!("parsed as {other:?}"),
@@ -230,29 +255,91 @@ mod tests {
 
     #[test]
     fn stacks() {
-        assert_eq!(config(&[]).unwrap().stacks, StackKinds { kernel: true, user: true });
-        assert_eq!(config(&["--stacks", "kernel"]).unwrap().stacks, StackKinds { kernel: true, user: false });
-        assert_eq!(config(&["--stacks", "none"]).unwrap().stacks, StackKinds::default());
+        assert_eq!(
+            config(&[]).unwrap().stacks,
+            StackKinds {
+                kernel: true,
+                user: true
+            }
+        );
+        assert_eq!(
+            config(&["--stacks", "kernel"]).unwrap().stacks,
+            StackKinds {
+                kernel: true,
+                user: false
+            }
+        );
+        assert_eq!(
+            config(&["--stacks", "none"]).unwrap().stacks,
+            StackKinds::default()
+        );
         let err = config(&["--stacks", "none,user"]).unwrap_err().to_string();
         assert!(err.contains("--stacks none"), "{err}");
     }
 
     #[test]
     fn formats() {
-        assert_eq!(config(&[]).unwrap().formats, Formats { csv: true, parquet: false });
-        assert_eq!(config(&["--format", "parquet"]).unwrap().formats, Formats { csv: false, parquet: true });
-        assert_eq!(config(&["--format", "parquet,csv"]).unwrap().formats, Formats { csv: true, parquet: true });
+        assert_eq!(
+            config(&[]).unwrap().formats,
+            Formats {
+                csv: true,
+                parquet: false
+            }
+        );
+        assert_eq!(
+            config(&["--format", "parquet"]).unwrap().formats,
+            Formats {
+                csv: false,
+                parquet: true
+            }
+        );
+        assert_eq!(
+            config(&["--format", "parquet,csv"]).unwrap().formats,
+            Formats {
+                csv: true,
+                parquet: true
+            }
+        );
     }
 
     #[test]
     fn retention_and_permissions() {
-        let cfg = config(&["--max-disk", "2G", "--max-age", "2d", "--file-mode", "0640", "--group", "0"]).unwrap();
-        assert_eq!(cfg.retention, Retention { max_bytes: 2 << 30, max_age: Duration::from_secs(2 * 86_400) });
-        assert_eq!(cfg.perms, Permissions { file_mode: 0o640, dir_mode: 0o750, group: Some(0) });
+        let cfg = config(&[
+            "--max-disk",
+            "2G",
+            "--max-age",
+            "2d",
+            "--file-mode",
+            "0640",
+            "--group",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.retention,
+            Retention {
+                max_bytes: 2 << 30,
+                max_age: Duration::from_secs(2 * 86_400)
+            }
+        );
+        assert_eq!(
+            cfg.perms,
+            Permissions {
+                file_mode: 0o640,
+                dir_mode: 0o750,
+                group: Some(0)
+            }
+        );
         assert_eq!(config(&["--group", "root"]).unwrap().perms.group, Some(0));
-        assert!(config(&["--group", "no-such-group-here"]).unwrap_err().to_string().contains("no such group"));
+        assert!(config(&["--group", "no-such-group-here"])
+            .unwrap_err()
+            .to_string()
+            .contains("no such group"));
         assert!(config(&["--file-mode", "0666"]).is_err());
-        assert!(config(&["--max-age", "30m"]).is_err(), "max-age shorter than the 1h rotation");
+        assert!(
+            config(&["--max-age", "30m"]).is_err(),
+            "max-age shorter than the 1h rotation"
+        );
         assert!(config(&["--max-disk", "1000"]).is_err());
         assert!(config(&["--max-disk", "64K"]).is_ok());
     }
@@ -262,8 +349,14 @@ mod tests {
         assert!(config(&["--rotate", "59s"]).is_err());
         assert!(config(&["--rotate", "25h"]).is_err());
         assert!(config(&["--rotate", "1500ms"]).is_err());
-        assert_eq!(config(&["--rotate", "1m"]).unwrap().rotate, Duration::from_secs(60));
-        assert_eq!(config(&["--test-rotate-secs", "2"]).unwrap().rotate, Duration::from_secs(2));
+        assert_eq!(
+            config(&["--rotate", "1m"]).unwrap().rotate,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config(&["--test-rotate-secs", "2"]).unwrap().rotate,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
@@ -294,17 +387,26 @@ mod tests {
 
     #[test]
     fn pinning_can_be_turned_off() {
-        assert_eq!(config(&[]).unwrap().pin_dir, Some(PathBuf::from("/sys/fs/bpf/taskscope")));
+        assert_eq!(
+            config(&[]).unwrap().pin_dir,
+            Some(PathBuf::from("/sys/fs/bpf/taskscope"))
+        );
         assert_eq!(config(&["--no-pin"]).unwrap().pin_dir, None);
     }
 
     #[test]
     fn paths_are_made_absolute_lexically() {
-        assert_eq!(absolute_path(Path::new("/a/./b/")).unwrap(), PathBuf::from("/a/b"));
+        assert_eq!(
+            absolute_path(Path::new("/a/./b/")).unwrap(),
+            PathBuf::from("/a/b")
+        );
         assert!(absolute_path(Path::new("/a/../b")).is_err());
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(absolute_path(Path::new("data")).unwrap(), cwd.join("data"));
-        assert_eq!(absolute_path(Path::new("../data")).unwrap(), cwd.parent().unwrap().join("data"));
+        assert_eq!(
+            absolute_path(Path::new("../data")).unwrap(),
+            cwd.parent().unwrap().join("data")
+        );
         assert!(absolute_path(Path::new("")).is_err());
     }
 
@@ -312,6 +414,10 @@ mod tests {
     fn host_name_is_file_name_safe() {
         let host = host_name();
         assert!(!host.is_empty());
-        assert!(host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)), "{host}");
+        assert!(
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)),
+            "{host}"
+        );
     }
 }

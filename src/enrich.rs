@@ -77,7 +77,11 @@ impl Default for Enricher {
 
 impl Enricher {
     pub fn new() -> Enricher {
-        Enricher { users: FxHashMap::default(), exes: FxHashMap::default(), cgroups: CgroupNames::new() }
+        Enricher {
+            users: FxHashMap::default(),
+            exes: FxHashMap::default(),
+            cgroups: CgroupNames::new(),
+        }
     }
 
     /// Resolve and cache every name `samples` refer to.
@@ -89,7 +93,9 @@ impl Enricher {
             }
         }
         for sample in samples {
-            self.users.entry(sample.euid).or_insert_with(|| user_name(sample.euid));
+            self.users
+                .entry(sample.euid)
+                .or_insert_with(|| user_name(sample.euid));
             if sample.exe_id != 0 {
                 self.exes
                     .entry((sample.tgid, sample.exe_id))
@@ -119,7 +125,10 @@ impl<'a> Names<'a> {
     /// Executable of process `tgid` with image `exe_id`; empty for kernel
     /// threads and processes gone before the lookup.
     pub fn exe(&self, tgid: u32, exe_id: u64) -> &'a str {
-        self.enricher.exes.get(&(tgid, exe_id)).map_or("", |path| path)
+        self.enricher
+            .exes
+            .get(&(tgid, exe_id))
+            .map_or("", |path| path)
     }
 
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
@@ -154,7 +163,11 @@ impl CgroupNames {
     fn new() -> CgroupNames {
         let root = cgroup2_mount();
         debug!(root = ?root, "cgroup v2 hierarchy");
-        CgroupNames { root, names: FxHashMap::default(), last_scan: None }
+        CgroupNames {
+            root,
+            names: FxHashMap::default(),
+            last_scan: None,
+        }
     }
 
     /// Make sure `id` is known if it can be: walk the tree again on a miss,
@@ -163,7 +176,9 @@ impl CgroupNames {
         if id == 0 || self.names.contains_key(&id) {
             return;
         }
-        let due = self.last_scan.is_none_or(|at| at.elapsed() >= CGROUP_RESCAN_INTERVAL);
+        let due = self
+            .last_scan
+            .is_none_or(|at| at.elapsed() >= CGROUP_RESCAN_INTERVAL);
         if due {
             self.rescan();
         }
@@ -171,7 +186,9 @@ impl CgroupNames {
 
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let Some(root) = self.root.clone() else { return };
+        let Some(root) = self.root.clone() else {
+            return;
+        };
         let mut names = FxHashMap::default();
         walk_cgroups(&root, &root, &mut names, 0);
         self.names = names;
@@ -183,10 +200,17 @@ fn walk_cgroups(root: &Path, dir: &Path, names: &mut FxHashMap<u64, Box<str>>, d
     if depth > 32 || names.len() >= CACHE_LIMIT {
         return;
     }
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
     let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    names.insert(meta.ino(), format!("/{}", relative.display()).into_boxed_str());
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    names.insert(
+        meta.ino(),
+        format!("/{}", relative.display()).into_boxed_str(),
+    );
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk_cgroups(root, &entry.path(), names, depth + 1);
@@ -211,8 +235,15 @@ fn unescape_mount(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(value as u8);
             i += 4;
         } else {
@@ -253,7 +284,14 @@ mod tests {
     }
 
     fn sample(tgid: u32, euid: u32, exe_id: u64, cgroup_id: u64) -> Sample {
-        let entry = crate::bpf::types::ts_thread { tid: tgid, tgid, euid, exe_id, cgroup_id, ..Default::default() };
+        let entry = crate::bpf::types::ts_thread {
+            tid: tgid,
+            tgid,
+            euid,
+            exe_id,
+            cgroup_id,
+            ..Default::default()
+        };
         crate::record::decode(&entry, 0, 0)
     }
 
@@ -261,11 +299,18 @@ mod tests {
     fn users_and_exes() {
         let me = std::process::id();
         let mut e = Enricher::new();
-        e.prepare(&[sample(me, 0, 1, 0), sample(me, 4_000_000, 0, 0), sample(4_000_000, 0, 7, 0)]);
+        e.prepare(&[
+            sample(me, 0, 1, 0),
+            sample(me, 4_000_000, 0, 0),
+            sample(4_000_000, 0, 7, 0),
+        ]);
         let names = e.names();
         assert_eq!(names.user(0), "root");
         assert_eq!(names.user(4_000_000), "4000000");
-        assert_eq!(names.exe(me, 1), std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(
+            names.exe(me, 1),
+            std::env::current_exe().unwrap().to_string_lossy()
+        );
         assert_eq!(names.exe(me, 0), "");
         assert_eq!(names.exe(4_000_000, 7), "");
     }
@@ -278,7 +323,11 @@ mod tests {
         };
         // Our own cgroup v2 path from /proc/self/cgroup ("0::/path").
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("cgroup v2 entry").to_string();
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("cgroup v2 entry")
+            .to_string();
         let dir = root.join(path.trim_start_matches('/'));
         let id = std::fs::metadata(&dir).unwrap().ino();
         let mut e = Enricher::new();

@@ -20,8 +20,8 @@ pub mod output;
 pub mod privileges;
 pub mod record;
 pub mod sampler;
-pub mod stacks;
 pub mod schema;
+pub mod stacks;
 pub mod timefmt;
 
 use std::process::ExitCode;
@@ -47,7 +47,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Schema(args) => {
-            print!("{}", schema::describe_all(args.format == cli::SchemaFormat::Markdown));
+            print!(
+                "{}",
+                schema::describe_all(args.format == cli::SchemaFormat::Markdown)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

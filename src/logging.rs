@@ -26,10 +26,17 @@ pub fn init(verbose: u8) {
             .with_default_directive(level.into())
             .with_env_var("TASKSCOPE_LOG")
             .from_env_lossy();
-        let journald = if stderr_is_journal() { tracing_journald::layer().ok() } else { None };
+        let journald = if stderr_is_journal() {
+            tracing_journald::layer().ok()
+        } else {
+            None
+        };
         match journald {
             Some(layer) => {
-                tracing_subscriber::registry().with(filter).with(layer).init();
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .init();
             }
             None => {
                 tracing_subscriber::registry()
@@ -56,23 +63,26 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     match rustix::fs::fstat(std::io::stderr().as_fd()) {
-        Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino),
+        Ok(st) => {
+            dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+        }
         Err(_) => false,
     }
 }
 
 fn route_libbpf(verbose: u8) {
     use libbpf_rs::PrintLevel;
-    let level = if verbose >= 2 { PrintLevel::Debug } else { PrintLevel::Info };
-    libbpf_rs::set_print(Some((
-        level,
-        |level: PrintLevel, msg: String| {
-            let msg = msg.trim_end();
-            match level {
-                PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
-                PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),
-                PrintLevel::Debug => tracing::trace!(target: "libbpf", "{msg}"),
-            }
-        },
-    )));
+    let level = if verbose >= 2 {
+        PrintLevel::Debug
+    } else {
+        PrintLevel::Info
+    };
+    libbpf_rs::set_print(Some((level, |level: PrintLevel, msg: String| {
+        let msg = msg.trim_end();
+        match level {
+            PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+            PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),
+            PrintLevel::Debug => tracing::trace!(target: "libbpf", "{msg}"),
+        }
+    })));
 }

@@ -150,9 +150,18 @@ pub struct StateAt {
 /// times, which is enough to reconstruct the state at `now_ns` in every
 /// case; all rows of a tick thus describe the same instant.
 pub fn thread_state_at(f: &SchedFields, tick_ns: u64, now_ns: u64) -> StateAt {
-    let since = |then_ns: u64| (then_ns != 0 && then_ns <= now_ns).then(|| (now_ns - then_ns) / 1_000);
-    let on_cpu = |since_ns: u64| StateAt { state: ThreadState::OnCpu, since_us: since(since_ns), running_since_ns: since_ns };
-    let off = |state: ThreadState, since_ns: u64| StateAt { state, since_us: since(since_ns), running_since_ns: 0 };
+    let since =
+        |then_ns: u64| (then_ns != 0 && then_ns <= now_ns).then(|| (now_ns - then_ns) / 1_000);
+    let on_cpu = |since_ns: u64| StateAt {
+        state: ThreadState::OnCpu,
+        since_us: since(since_ns),
+        running_since_ns: since_ns,
+    };
+    let off = |state: ThreadState, since_ns: u64| StateAt {
+        state,
+        since_us: since(since_ns),
+        running_since_ns: 0,
+    };
     let (switch_in, switch_out, wakeup) = (f.switch_in_ns, f.switch_out_ns, f.wakeup_ns);
     let running = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
 
@@ -306,7 +315,11 @@ pub struct Sample {
 impl Sample {
     /// `comm` up to its NUL.
     pub fn comm_bytes(&self) -> &[u8] {
-        let len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let len = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         &self.comm[..len]
     }
 }
@@ -320,8 +333,11 @@ fn since(now_ns: u64, then_ns: u64) -> u64 {
 pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
     let flags = entry.flags;
     let has = |flag: ts_thread_flags| flags & flag.0 != 0;
-    let StateAt { state, since_us: state_since_us, running_since_ns } =
-        thread_state_at(&SchedFields::from(entry), tick_ns, now_ns);
+    let StateAt {
+        state,
+        since_us: state_since_us,
+        running_since_ns,
+    } = thread_state_at(&SchedFields::from(entry), tick_ns, now_ns);
 
     let syscall = current_syscall(entry, state).map(|nr| {
         let same = nr == entry.syscall_nr;
@@ -392,14 +408,17 @@ pub fn settle_cpus(samples: &mut [Sample], now_ns: u64) {
         };
         let s = &mut samples[loser];
         s.state = ThreadState::RunQueue;
-        s.state_since_us = (s.switch_out_ns != 0 && s.switch_out_ns <= now_ns).then(|| since(now_ns, s.switch_out_ns));
+        s.state_since_us = (s.switch_out_ns != 0 && s.switch_out_ns <= now_ns)
+            .then(|| since(now_ns, s.switch_out_ns));
     }
 }
 
 /// The syscall the thread is in now, by the newest evidence.
 fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
     let flags = entry.flags;
-    if flags & ts_thread_flags::TS_F_KTHREAD.0 != 0 || matches!(state, ThreadState::Zombie | ThreadState::Dead) {
+    if flags & ts_thread_flags::TS_F_KTHREAD.0 != 0
+        || matches!(state, ThreadState::Zombie | ThreadState::Dead)
+    {
         return None;
     }
     let from_sched = (flags & ts_thread_flags::TS_F_IN_SYSCALL.0 != 0).then_some(entry.syscall_nr);
@@ -408,11 +427,16 @@ fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
         // Off CPU (or preempted by the agent): fixed since the switch-out.
         return from_sched;
     }
-    let entered_ns = if flags & ts_thread_flags::TS_F_ENTER_KNOWN.0 != 0 { entry.syscall_enter_ns } else { 0 };
+    let entered_ns = if flags & ts_thread_flags::TS_F_ENTER_KNOWN.0 != 0 {
+        entry.syscall_enter_ns
+    } else {
+        0
+    };
     let sched_evidence_ns = entered_ns.max(entry.switch_out_ns);
     let perf_valid = entry.perf_flags & ts_perf_flags::TS_P_VALID.0 != 0;
     if perf_valid && entry.perf_ns > sched_evidence_ns {
-        return (entry.perf_flags & ts_perf_flags::TS_P_IN_SYSCALL.0 != 0).then_some(entry.perf_syscall_nr);
+        return (entry.perf_flags & ts_perf_flags::TS_P_IN_SYSCALL.0 != 0)
+            .then_some(entry.perf_syscall_nr);
     }
     from_sched
 }
@@ -434,12 +458,29 @@ mod tests {
     }
 
     fn fields(flags: u32, sched_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> SchedFields {
-        SchedFields { flags: flags | SWITCH, sched_state, switch_in_ns: 50, switch_out_ns, wakeup_ns, ..Default::default() }
+        SchedFields {
+            flags: flags | SWITCH,
+            sched_state,
+            switch_in_ns: 50,
+            switch_out_ns,
+            wakeup_ns,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn states_from_the_full_state_word() {
-        let s = |sched_state, exit_state| state(SchedFields { sched_state, exit_state, ..fields(0, 0, 100, 0) }, 0, 1_000);
+        let s = |sched_state, exit_state| {
+            state(
+                SchedFields {
+                    sched_state,
+                    exit_state,
+                    ..fields(0, 0, 100, 0)
+                },
+                0,
+                1_000,
+            )
+        };
         assert_eq!(s(TASK_INTERRUPTIBLE, 0), ThreadState::Sleep);
         assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Disk);
         // TASK_IDLE = UNINTERRUPTIBLE | NOLOAD: not DISK.
@@ -460,45 +501,98 @@ mod tests {
 
     #[test]
     fn woken_threads_wait_for_a_cpu() {
-        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 150), 0, 1_000), ThreadState::RunQueue);
+        assert_eq!(
+            state(fields(0, TASK_INTERRUPTIBLE, 100, 150), 0, 1_000),
+            ThreadState::RunQueue
+        );
         // A wakeup before the switch-out does not count.
-        assert_eq!(state(fields(0, TASK_INTERRUPTIBLE, 100, 50), 0, 1_000), ThreadState::Sleep);
-        assert_eq!(state(fields(0, TASK_STOPPED, 100, 150), 0, 1_000), ThreadState::RunQueue);
+        assert_eq!(
+            state(fields(0, TASK_INTERRUPTIBLE, 100, 50), 0, 1_000),
+            ThreadState::Sleep
+        );
+        assert_eq!(
+            state(fields(0, TASK_STOPPED, 100, 150), 0, 1_000),
+            ThreadState::RunQueue
+        );
     }
 
     #[test]
     fn threads_the_agent_preempted_stay_on_cpu() {
         // Preempted by the agent after this tick's deadline (90): on CPU.
-        assert_eq!(state(fields(AGENT, 0, 100, 0), 90, 1_000), ThreadState::OnCpu);
+        assert_eq!(
+            state(fields(AGENT, 0, 100, 0), 90, 1_000),
+            ThreadState::OnCpu
+        );
         // Flag from an earlier tick: someone else got the CPU since.
-        assert_eq!(state(fields(AGENT, 0, 100, 0), 110, 1_000), ThreadState::RunQueue);
-        assert_eq!(state(fields(ON_CPU, TASK_INTERRUPTIBLE, 100, 0), 0, 1_000), ThreadState::OnCpu);
+        assert_eq!(
+            state(fields(AGENT, 0, 100, 0), 110, 1_000),
+            ThreadState::RunQueue
+        );
+        assert_eq!(
+            state(fields(ON_CPU, TASK_INTERRUPTIBLE, 100, 0), 0, 1_000),
+            ThreadState::OnCpu
+        );
     }
 
     #[test]
     fn switches_during_the_scan_are_rewound() {
         let now = 1_000;
         let at = |flags, sched_state, switch_in_ns, switch_out_ns, wakeup_ns| {
-            let f = SchedFields { flags: flags | SWITCH, sched_state, switch_in_ns, switch_out_ns, wakeup_ns, ..Default::default() };
+            let f = SchedFields {
+                flags: flags | SWITCH,
+                sched_state,
+                switch_in_ns,
+                switch_out_ns,
+                wakeup_ns,
+                ..Default::default()
+            };
             let s = thread_state_at(&f, 0, now);
             (s.state, s.since_us)
         };
         // Switched in after the scan started: it was waiting at `now`
         // (woken at 800).
-        assert_eq!(at(ON_CPU, TASK_INTERRUPTIBLE, 1_200, 500, 800), (ThreadState::RunQueue, Some(0)));
+        assert_eq!(
+            at(ON_CPU, TASK_INTERRUPTIBLE, 1_200, 500, 800),
+            (ThreadState::RunQueue, Some(0))
+        );
         // ... or asleep, when the wakeup came after `now` too.
-        assert_eq!(at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_200, 500, 1_100), (ThreadState::Disk, Some(0)));
+        assert_eq!(
+            at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_200, 500, 1_100),
+            (ThreadState::Disk, Some(0))
+        );
         // Switched out (to sleep) after the scan started: still running.
-        assert_eq!(at(0, TASK_INTERRUPTIBLE, 500, 1_500, 0).0, ThreadState::OnCpu);
+        assert_eq!(
+            at(0, TASK_INTERRUPTIBLE, 500, 1_500, 0).0,
+            ThreadState::OnCpu
+        );
         // Out and back in, both after `now`: it was running at `now`.
-        assert_eq!(at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_300, 1_100, 1_300), (ThreadState::OnCpu, None));
+        assert_eq!(
+            at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_300, 1_100, 1_300),
+            (ThreadState::OnCpu, None)
+        );
         // In and out again, both after `now`: waiting for that switch-in.
-        assert_eq!(at(0, TASK_UNINTERRUPTIBLE, 1_100, 1_300, 900).0, ThreadState::RunQueue);
+        assert_eq!(
+            at(0, TASK_UNINTERRUPTIBLE, 1_100, 1_300, 900).0,
+            ThreadState::RunQueue
+        );
         // Woken after the scan started: it was still asleep.
-        assert_eq!(at(0, TASK_INTERRUPTIBLE, 50, 100, 1_100).0, ThreadState::Sleep);
+        assert_eq!(
+            at(0, TASK_INTERRUPTIBLE, 50, 100, 1_100).0,
+            ThreadState::Sleep
+        );
         // Seeded entries (no switch seen) are taken as they are.
-        let seeded = SchedFields { flags: ON_CPU, ..Default::default() };
-        assert_eq!(thread_state_at(&seeded, 0, now), StateAt { state: ThreadState::OnCpu, since_us: None, running_since_ns: 0 });
+        let seeded = SchedFields {
+            flags: ON_CPU,
+            ..Default::default()
+        };
+        assert_eq!(
+            thread_state_at(&seeded, 0, now),
+            StateAt {
+                state: ThreadState::OnCpu,
+                since_us: None,
+                running_since_ns: 0
+            }
+        );
     }
 
     #[test]
@@ -542,7 +636,11 @@ mod tests {
         assert_eq!(s.state_since_us, Some(8_000));
         assert_eq!(
             s.syscall,
-            Some(SyscallSample { nr: 230, elapsed_us: Some(8_500), args: Some([0, 0, 0x7ffd_0000]) })
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: Some(8_500),
+                args: Some([0, 0, 0x7ffd_0000])
+            })
         );
     }
 
@@ -554,7 +652,14 @@ mod tests {
         e.syscall_enter_ns = 0;
         let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state_since_us, None);
-        assert_eq!(s.syscall, Some(SyscallSample { nr: 230, elapsed_us: None, args: Some([0, 0, 0x7ffd_0000]) }));
+        assert_eq!(
+            s.syscall,
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: None,
+                args: Some([0, 0, 0x7ffd_0000])
+            })
+        );
         let s = decode(&entry(IN_SYSCALL), 0, 10_000_000);
         assert_eq!(s.syscall.and_then(|c| c.args), None);
     }
@@ -577,7 +682,14 @@ mod tests {
         e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
         e.perf_syscall_nr = 0;
         e.perf_ns = 4_800_000;
-        assert_eq!(decode(&e, 0, 5_000_000).syscall, Some(SyscallSample { nr: 0, elapsed_us: None, args: None }));
+        assert_eq!(
+            decode(&e, 0, 5_000_000).syscall,
+            Some(SyscallSample {
+                nr: 0,
+                elapsed_us: None,
+                args: None
+            })
+        );
     }
 
     #[test]
@@ -601,7 +713,10 @@ mod tests {
         e.io_insert_ns = 9_000_000;
         let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state, ThreadState::Disk);
-        assert_eq!(s.io.map(|io| (io.dev, io.age_us)), Some(((254 << 20) | 1, 1_000)));
+        assert_eq!(
+            s.io.map(|io| (io.dev, io.age_us)),
+            Some(((254 << 20) | 1, 1_000))
+        );
     }
 
     #[test]
@@ -619,7 +734,10 @@ mod tests {
         other_cpu.cpu = 1;
         let mut samples = vec![victim, kworker, other_cpu];
         settle_cpus(&mut samples, 10_000_000);
-        let states: Vec<_> = samples.iter().map(|s| (s.tid, s.state, s.state_since_us)).collect();
+        let states: Vec<_> = samples
+            .iter()
+            .map(|s| (s.tid, s.state, s.state_since_us))
+            .collect();
         assert_eq!(
             states,
             vec![

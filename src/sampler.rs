@@ -86,7 +86,13 @@ fn thread_cpu_ns() -> u64 {
 /// Scan the table once: decode every live thread that passes the filter,
 /// and hand back slots the kernel released. `tick_ns` is the tick's
 /// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
-pub fn scan(table: &StateTable, include_all: bool, tick_ns: u64, now_ns: u64, samples: &mut Vec<Sample>) -> TickStats {
+pub fn scan(
+    table: &StateTable,
+    include_all: bool,
+    tick_ns: u64,
+    now_ns: u64,
+    samples: &mut Vec<Sample>,
+) -> TickStats {
     let mut stats = TickStats::default();
     let high_water = table.high_water();
     for slot in 0..high_water {
@@ -141,8 +147,8 @@ impl Shutdown {
             publish: Arc::new(AtomicBool::new(false)),
             sampler: thread::current(),
         };
-        let mut signals =
-            signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .context("cannot install signal handlers")?;
         let notify = shutdown.clone();
         thread::Builder::new()
             .name("taskscope-signals".into())
@@ -250,11 +256,21 @@ pub fn run_agent(config: &Config) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
         .context("the writer thread did not start")?;
-    info!(ticks = stats.ticks, rows = stats.rows, dropped_rows = stats.rows_dropped, "stopped");
+    info!(
+        ticks = stats.ticks,
+        rows = stats.rows,
+        dropped_rows = stats.rows_dropped,
+        "stopped"
+    );
     result
 }
 
-fn writer_loop(mut writer: Writer, receiver: Receiver<Tick>, flush_interval: Duration, signals: Shutdown) -> output::WriterStats {
+fn writer_loop(
+    mut writer: Writer,
+    receiver: Receiver<Tick>,
+    flush_interval: Duration,
+    signals: Shutdown,
+) -> output::WriterStats {
     // Wake at least every 250 ms: SIGHUP is answered within that.
     let wait = flush_interval.min(Duration::from_millis(250));
     loop {
@@ -275,11 +291,17 @@ fn file_metadata(config: &Config) -> Vec<(String, String)> {
     let uname = rustix::system::uname();
     let boot_time = std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|stat| stat.lines().find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().to_string())))
+        .and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().to_string()))
+        })
         .unwrap_or_default();
     vec![
         ("host".into(), config.host.clone()),
-        ("kernel".into(), uname.release().to_string_lossy().into_owned()),
+        (
+            "kernel".into(),
+            uname.release().to_string_lossy().into_owned(),
+        ),
         ("taskscope_version".into(), env!("CARGO_PKG_VERSION").into()),
         ("frequency_hz".into(), config.frequency.to_string()),
         ("weight_us".into(), config.weight_us().to_string()),
@@ -296,7 +318,12 @@ struct LoopCounters {
     slots_exhausted: u64,
 }
 
-fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: Sender<Tick>) -> Result<()> {
+fn sample_loop(
+    agent: &mut Agent,
+    config: &Config,
+    shutdown: &Shutdown,
+    sender: Sender<Tick>,
+) -> Result<()> {
     let period_ns = config.period().as_nanos() as u64;
     let start_ns = monotonic_ns();
     let stop_ns = config.duration.map(|d| start_ns + d.as_nanos() as u64);
@@ -304,7 +331,14 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
     let mut next_ns = start_ns;
     let mut last_reconcile_ns = start_ns;
     let mut generation = 1u32;
-    let mut counters = LoopCounters { ticks: 0, missed: 0, dropped_ticks: 0, torn: 0, last_log: None, slots_exhausted: 0 };
+    let mut counters = LoopCounters {
+        ticks: 0,
+        missed: 0,
+        dropped_ticks: 0,
+        torn: 0,
+        last_log: None,
+        slots_exhausted: 0,
+    };
     let mut samples_capacity = 64;
     let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
 
@@ -331,7 +365,13 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         let cpu_before = thread_cpu_ns();
         let ts_us = timefmt::unix_micros_now();
         let mut samples = Vec::with_capacity(samples_capacity);
-        let mut stats = scan(agent.table(), config.include_all, next_ns, now_ns, &mut samples);
+        let mut stats = scan(
+            agent.table(),
+            config.include_all,
+            next_ns,
+            now_ns,
+            &mut samples,
+        );
         let mut stacks = Vec::new();
         if let Some(collector) = &mut collector {
             let (raws, collected) = collector.collect(agent, &mut samples, now_ns);
@@ -347,7 +387,13 @@ fn sample_loop(agent: &mut Agent, config: &Config, shutdown: &Shutdown, sender: 
         counters.ticks += 1;
         counters.torn += u64::from(stats.torn);
 
-        let tick = Tick { ts_us, weight_us: config.weight_us(), samples, stacks, stats };
+        let tick = Tick {
+            ts_us,
+            weight_us: config.weight_us(),
+            samples,
+            stacks,
+            stats,
+        };
         match sender.try_send(tick) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -403,12 +449,17 @@ fn reconcile(agent: &mut Agent, generation: u32) {
         }
     }
     if released > 0 {
-        info!(released, "released slots of threads whose exit was not seen");
+        info!(
+            released,
+            "released slots of threads whose exit was not seen"
+        );
     }
 }
 
 fn log_trouble(table: &StateTable, counters: &mut LoopCounters) {
-    let due = counters.last_log.is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
+    let due = counters
+        .last_log
+        .is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
     if !due {
         return;
     }

@@ -43,7 +43,9 @@ impl ColumnType {
         match self {
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Int64 => DataType::Int64,
-            ColumnType::Text => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            ColumnType::Text => {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+            }
             ColumnType::Bool => DataType::Boolean,
         }
     }
@@ -60,7 +62,10 @@ impl ColumnType {
                 "false" => Ok(Value::Bool(false)),
                 _ => Err(format!("'{field}' is not true or false")),
             },
-            ColumnType::Int64 => field.parse().map(Value::Int).map_err(|_| format!("'{field}' is not an integer")),
+            ColumnType::Int64 => field
+                .parse()
+                .map(Value::Int)
+                .map_err(|_| format!("'{field}' is not an integer")),
             ColumnType::Timestamp => crate::timefmt::parse_timestamp_micros(field)
                 .map(Value::Timestamp)
                 .ok_or_else(|| format!("'{field}' is not a timestamp")),
@@ -330,7 +335,8 @@ pub struct TickRow<'a> {
 impl Table for Ticks {
     type Row<'a> = TickRow<'a>;
     const NAME: &'static str = "ticks";
-    const DESCRIPTION: &'static str = "One row per tick: what the sampler saw and what it cost, and what was lost.";
+    const DESCRIPTION: &'static str =
+        "One row per tick: what the sampler saw and what it cost, and what was lost.";
     fn columns() -> &'static [Column<Self>] {
         TICK_COLUMNS
     }
@@ -470,9 +476,27 @@ mod tests {
     fn issue_columns_are_present_in_order() {
         let names = column_names::<Samples>();
         let required = [
-            "ts", "tid", "tgid", "comm", "exe", "user", "state", "state_since_us", "cpu", "syscall", "syscall_nr",
-            "syscall_us", "syscall_arg0", "syscall_arg1", "syscall_arg2", "io_dev", "io_op", "io_bytes", "io_us",
-            "cgroup", "weight_us",
+            "ts",
+            "tid",
+            "tgid",
+            "comm",
+            "exe",
+            "user",
+            "state",
+            "state_since_us",
+            "cpu",
+            "syscall",
+            "syscall_nr",
+            "syscall_us",
+            "syscall_arg0",
+            "syscall_arg1",
+            "syscall_arg2",
+            "io_dev",
+            "io_op",
+            "io_bytes",
+            "io_us",
+            "cgroup",
+            "weight_us",
         ];
         for name in required {
             assert!(names.contains(&name), "missing column {name}");
@@ -499,7 +523,15 @@ mod tests {
     #[test]
     fn ticks_columns_are_described() {
         let names = column_names::<Ticks>();
-        for name in ["ts", "threads", "rows", "pass_us", "missed_ticks", "dropped_ticks", "dropped_rows"] {
+        for name in [
+            "ts",
+            "threads",
+            "rows",
+            "pass_us",
+            "missed_ticks",
+            "dropped_ticks",
+            "dropped_rows",
+        ] {
             assert!(names.contains(&name), "ticks lacks {name}");
         }
         assert_eq!(arrow_schema::<Ticks>().fields().len(), names.len());
@@ -509,7 +541,11 @@ mod tests {
     fn every_column_is_described() {
         for c in Samples::columns() {
             assert!(!c.description.is_empty(), "{} has no description", c.name);
-            assert!(!c.description.contains('|'), "{} breaks the markdown table", c.name);
+            assert!(
+                !c.description.contains('|'),
+                "{} breaks the markdown table",
+                c.name
+            );
         }
         let md = describe::<Samples>(true);
         assert!(md.contains("| `ts` | TIMESTAMP |"));

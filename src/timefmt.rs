@@ -106,13 +106,22 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     let hour: i64 = t.next()?.parse().ok()?;
     let minute: i64 = t.next()?.parse().ok()?;
     let second: i64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().ok()?
+    };
     let secs = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
     Some(secs * 1_000_000 + micros)
 }
@@ -157,18 +166,31 @@ mod tests {
     fn epoch_and_known_dates() {
         assert_eq!(
             Civil::from_unix(0),
-            Civil { year: 1970, month: 1, day: 1, hour: 0, minute: 0, second: 0 }
+            Civil {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0
+            }
         );
         // 2026-11-22T13:04:05Z
         let c = Civil::from_unix(1_795_352_645);
-        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (2026, 11, 22, 13, 4, 5));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.minute, c.second),
+            (2026, 11, 22, 13, 4, 5)
+        );
         assert_eq!(c.date(), "2026-11-22");
         assert_eq!(c.compact(), "20261122T130405Z");
         // Leap day and the day before the epoch.
         let leap = Civil::from_unix(951_782_400);
         assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
         let before = Civil::from_unix(-1);
-        assert_eq!((before.year, before.month, before.day, before.second), (1969, 12, 31, 59));
+        assert_eq!(
+            (before.year, before.month, before.day, before.second),
+            (1969, 12, 31, 59)
+        );
     }
 
     #[test]
@@ -188,7 +210,10 @@ mod tests {
             };
             assert!(c.day >= 1 && c.day <= month_len, "{c:?}");
             assert!((c.year, c.month, c.day) >= (last.year, last.month, last.day));
-            assert_eq!(i64::from(c.hour * 3_600 + c.minute * 60 + c.second), t.rem_euclid(86_400));
+            assert_eq!(
+                i64::from(c.hour * 3_600 + c.minute * 60 + c.second),
+                t.rem_euclid(86_400)
+            );
             last = c;
         }
     }
@@ -202,13 +227,24 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        for micros in [0, 951_782_400_000_001, 1_795_352_645_000_123, 4_102_444_799_999_999] {
+        for micros in [
+            0,
+            951_782_400_000_001,
+            1_795_352_645_000_123,
+            4_102_444_799_999_999,
+        ] {
             let mut s = String::new();
             write_timestamp_micros(&mut s, micros);
             assert_eq!(parse_timestamp_micros(&s), Some(micros), "{s}");
         }
-        assert_eq!(parse_timestamp_micros("2026-11-22 13:04:05"), Some(1_795_352_645_000_000));
-        assert_eq!(parse_timestamp_micros("2026-11-22 13:04:05.5"), Some(1_795_352_645_500_000));
+        assert_eq!(
+            parse_timestamp_micros("2026-11-22 13:04:05"),
+            Some(1_795_352_645_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_micros("2026-11-22 13:04:05.5"),
+            Some(1_795_352_645_500_000)
+        );
         assert_eq!(parse_timestamp_micros("2026-13-22 13:04:05"), None);
         assert_eq!(parse_compact("20261122T130405Z"), Some(1_795_352_645));
         assert_eq!(parse_compact("20261122T130405"), None);

@@ -14,14 +14,20 @@ use taskscope::bpf::{Agent, LoadOptions};
 /// process too (the real agent excludes itself; here the benchmark's own
 /// threads are the workload).
 pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
-    assert!(rustix::process::geteuid().is_root(), "benchmarks load BPF programs: run them as root");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "benchmarks load BPF programs: run them as root"
+    );
     Agent::load(&LoadOptions {
         agent_tgid: u32::MAX,
         pids: Vec::new(),
         max_threads,
         frequency,
         pin_dir: None,
-        stacks: taskscope::bpf::StackKinds { kernel: std::env::var_os("TS_STACKS").is_some(), user: std::env::var_os("TS_STACKS").is_some() },
+        stacks: taskscope::bpf::StackKinds {
+            kernel: std::env::var_os("TS_STACKS").is_some(),
+            user: std::env::var_os("TS_STACKS").is_some(),
+        },
     })
     .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
 }
@@ -64,5 +70,8 @@ pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Number of passes per side, from `TASKSCOPE_BENCH_PASSES` (default given).
 pub fn passes(default: usize) -> usize {
-    std::env::var("TASKSCOPE_BENCH_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("TASKSCOPE_BENCH_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

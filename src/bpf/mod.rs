@@ -102,7 +102,8 @@ impl Agent {
         check_btf()?;
         // The open object must outlive the skeleton that borrows it; one is
         // created per load, so leaking the (pointer-sized) holder is fine.
-        let open_object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let open_object: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = TaskscopeSkelBuilder::default()
             .open(open_object)
             .context("cannot open the BPF object")?;
@@ -118,13 +119,28 @@ impl Agent {
             rodata.filter_pids = u32::from(!options.pids.is_empty());
             rodata.max_slots = options.max_threads;
             rodata.ring_mask = ring_size as u64 - 1;
-            rodata.stack_kinds = (if options.stacks.kernel { types::ts_stack_flags::TS_S_KERNEL.0 } else { 0 })
-                | (if options.stacks.user { types::ts_stack_flags::TS_S_USER.0 } else { 0 });
-            rodata.stack_interval_ns = if std::env::var_os("TS_STACK_EVERY").is_some() { 0 } else { 1_000_000_000 / u64::from(options.frequency.max(1)) };
+            rodata.stack_kinds = (if options.stacks.kernel {
+                types::ts_stack_flags::TS_S_KERNEL.0
+            } else {
+                0
+            }) | (if options.stacks.user {
+                types::ts_stack_flags::TS_S_USER.0
+            } else {
+                0
+            });
+            rodata.stack_interval_ns = if std::env::var_os("TS_STACK_EVERY").is_some() {
+                0
+            } else {
+                1_000_000_000 / u64::from(options.frequency.max(1))
+            };
         }
         open.maps.threads.set_max_entries(options.max_threads)?;
         open.maps.free_ring.set_max_entries(ring_size as u32)?;
-        let stack_slots = if options.stacks.any() { options.max_threads } else { 1 };
+        let stack_slots = if options.stacks.any() {
+            options.max_threads
+        } else {
+            1
+        };
         open.maps.stacks.set_max_entries(stack_slots)?;
         open.maps.stack_requests.set_max_entries(stack_slots)?;
         // The refresh pass reads other processes' memory from a sleepable
@@ -137,7 +153,12 @@ impl Agent {
         let cpus = libbpf_rs::num_possible_cpus().context("cannot count the possible CPUs")?;
         open.maps.cpus.set_max_entries(cpus as u32)?;
 
-        let block_io = kernel_has_tracepoints(&["block_rq_insert", "block_rq_issue", "block_rq_complete", "block_rq_merge"]);
+        let block_io = kernel_has_tracepoints(&[
+            "block_rq_insert",
+            "block_rq_issue",
+            "block_rq_complete",
+            "block_rq_merge",
+        ]);
         for prog in [
             &mut open.progs.on_block_rq_insert,
             &mut open.progs.on_block_rq_issue,
@@ -175,10 +196,18 @@ impl Agent {
                 ("sched_wakeup_new", &progs.on_sched_wakeup_new),
                 ("sys_enter", &progs.on_sys_enter),
             ] {
-                links.push(prog.attach().with_context(|| format!("cannot attach to tracepoint {name}"))?);
+                links.push(
+                    prog.attach()
+                        .with_context(|| format!("cannot attach to tracepoint {name}"))?,
+                );
             }
             if io_start {
-                links.push(progs.on_block_io_start.attach().context("cannot attach to tracepoint block_io_start")?);
+                links.push(
+                    progs
+                        .on_block_io_start
+                        .attach()
+                        .context("cannot attach to tracepoint block_io_start")?,
+                );
             }
             if block_io {
                 for (name, prog) in [
@@ -187,13 +216,25 @@ impl Agent {
                     ("block_rq_complete", &progs.on_block_rq_complete),
                     ("block_rq_merge", &progs.on_block_rq_merge),
                 ] {
-                    links.push(prog.attach().with_context(|| format!("cannot attach to tracepoint {name}"))?);
+                    links.push(
+                        prog.attach()
+                            .with_context(|| format!("cannot attach to tracepoint {name}"))?,
+                    );
                 }
             }
         }
-        let iter_link = skel.progs.seed_threads.attach().context("cannot create the task iterator")?;
+        let iter_link = skel
+            .progs
+            .seed_threads
+            .attach()
+            .context("cannot create the task iterator")?;
         let refresh_link = if refresh {
-            Some(skel.progs.refresh_stacks.attach().context("cannot create the stack refresh iterator")?)
+            Some(
+                skel.progs
+                    .refresh_stacks
+                    .attach()
+                    .context("cannot create the stack refresh iterator")?,
+            )
         } else {
             None
         };
@@ -210,7 +251,10 @@ impl Agent {
             .ok_or_else(|| anyhow!("BPF object has no .bss"))?;
         // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
         // long as `skel`; the Agent drops the table before the skeleton.
-        let stack_maps = options.stacks.any().then(|| (skel.maps.stacks.as_fd(), skel.maps.stack_requests.as_fd()));
+        let stack_maps = options
+            .stacks
+            .any()
+            .then(|| (skel.maps.stacks.as_fd(), skel.maps.stack_requests.as_fd()));
         let table = unsafe {
             StateTable::new(
                 skel.maps.threads.as_fd(),
@@ -227,7 +271,12 @@ impl Agent {
             None => None,
         };
 
-        let features = Features { block_io, block_io_start: io_start, oncpu_cpus, pinned: pinned.clone() };
+        let features = Features {
+            block_io,
+            block_io_start: io_start,
+            oncpu_cpus,
+            pinned: pinned.clone(),
+        };
         info!(
             block_io = features.block_io,
             block_io_start = features.block_io_start,
@@ -236,7 +285,16 @@ impl Agent {
             max_threads = options.max_threads,
             "BPF programs attached"
         );
-        let mut agent = Agent { links, perf_events, iter_link, refresh_link, table, pinned, features, skel };
+        let mut agent = Agent {
+            links,
+            perf_events,
+            iter_link,
+            refresh_link,
+            table,
+            pinned,
+            features,
+            skel,
+        };
         agent.reconcile(1)?;
         Ok(agent)
     }
@@ -254,10 +312,13 @@ impl Agent {
     /// Run the stack refresh pass (serves `StateTable::request_stack`);
     /// false when the kernel cannot.
     pub fn refresh_stacks(&self) -> Result<bool> {
-        let Some(link) = &self.refresh_link else { return Ok(false) };
+        let Some(link) = &self.refresh_link else {
+            return Ok(false);
+        };
         let mut iter = Iter::new(link).context("cannot start the stack refresh iterator")?;
         let mut sink = Vec::new();
-        iter.read_to_end(&mut sink).context("stack refresh iterator failed")?;
+        iter.read_to_end(&mut sink)
+            .context("stack refresh iterator failed")?;
         Ok(true)
     }
 
@@ -272,7 +333,8 @@ impl Agent {
         self.table.set_reconcile_gen(generation);
         let mut iter = Iter::new(&self.iter_link).context("cannot start the task iterator")?;
         let mut sink = Vec::new();
-        iter.read_to_end(&mut sink).context("task iterator failed")?;
+        iter.read_to_end(&mut sink)
+            .context("task iterator failed")?;
         Ok(())
     }
 }
@@ -284,14 +346,23 @@ impl Drop for Agent {
                 warn!("cannot remove pin {}: {err}", path.display());
             }
         }
-        debug!(links = self.links.len(), perf_events = self.perf_events.len(), "detaching BPF programs");
+        debug!(
+            links = self.links.len(),
+            perf_events = self.perf_events.len(),
+            "detaching BPF programs"
+        );
     }
 }
 
 /// Whether the running kernel is at least `major.minor`.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     version >= (major, minor)
 }
@@ -300,7 +371,8 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
 /// exercise this error on a kernel that has BTF.
 fn check_btf() -> Result<()> {
-    let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF").map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
+    let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF")
+        .map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
     if !path.exists() {
         bail!(
             "kernel BTF not found at {}: taskscope needs a kernel built with \
@@ -321,7 +393,9 @@ fn kernel_has_tracepoints(names: &[&str]) -> bool {
         }
     };
     names.iter().all(|name| {
-        let found = btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{name}")).is_some();
+        let found = btf
+            .type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{name}"))
+            .is_some();
         if !found {
             debug!("tracepoint {name} not in kernel BTF");
         }
@@ -370,7 +444,9 @@ fn attach_oncpu(skel: &TaskscopeSkel<'_>, frequency: u32) -> (Vec<OwnedFd>, Vec<
 }
 
 fn open_cpu_clock(cpu: u32, frequency: u32) -> std::io::Result<OwnedFd> {
-    use libbpf_rs::libbpf_sys::{perf_event_attr, PERF_COUNT_SW_CPU_CLOCK, PERF_FLAG_FD_CLOEXEC, PERF_TYPE_SOFTWARE};
+    use libbpf_rs::libbpf_sys::{
+        perf_event_attr, PERF_COUNT_SW_CPU_CLOCK, PERF_FLAG_FD_CLOEXEC, PERF_TYPE_SOFTWARE,
+    };
     let mut attr: perf_event_attr = unsafe {
         // SAFETY: perf_event_attr is plain-old-data; all-zero is its
         // documented default.
@@ -428,19 +504,28 @@ fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path) -> Option<PathBuf> {
     match rustix::fs::statfs(parent) {
         Ok(fs) if fs.f_type == BPF_FS_MAGIC => {}
         _ => {
-            warn!("not pinning the thread table: {} is not a mounted BPF filesystem", parent.display());
+            warn!(
+                "not pinning the thread table: {} is not a mounted BPF filesystem",
+                parent.display()
+            );
             return None;
         }
     }
     if let Err(err) = std::fs::create_dir(dir) {
         if err.kind() != std::io::ErrorKind::AlreadyExists {
-            warn!("not pinning the thread table: cannot create {}: {err}", dir.display());
+            warn!(
+                "not pinning the thread table: cannot create {}: {err}",
+                dir.display()
+            );
             return None;
         }
     }
     let path = dir.join("threads");
     if path.exists() {
-        warn!("replacing {} (left by an earlier taskscope?)", path.display());
+        warn!(
+            "replacing {} (left by an earlier taskscope?)",
+            path.display()
+        );
         let _ = std::fs::remove_file(&path);
     }
     match skel.maps.threads.pin(&path) {

@@ -123,7 +123,9 @@ impl StateTable {
     fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
         assert!(slot < self.capacity, "slot {slot} out of range");
         // SAFETY: in bounds of the mapping (same capacity as `threads`).
-        self.stacks.as_ref().map(|(m, _)| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
+        self.stacks
+            .as_ref()
+            .map(|(m, _)| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
     }
 
     /// What slot `slot`'s stacks describe, or None (no stacks, or busy).
@@ -217,7 +219,10 @@ impl StateTable {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: prefetching has no side effects; the address is in bounds.
         unsafe {
-            std::arch::x86_64::_mm_prefetch(self.entry(slot).cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+            std::arch::x86_64::_mm_prefetch(
+                self.entry(slot).cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            );
         }
     }
 
@@ -225,7 +230,8 @@ impl StateTable {
     pub fn slot_state(&self, slot: usize) -> u32 {
         let e = self.entry(slot);
         // SAFETY: field of an in-bounds entry.
-        self.u32_at(unsafe { &raw mut (*e).slot_state }).load(Ordering::Acquire)
+        self.u32_at(unsafe { &raw mut (*e).slot_state })
+            .load(Ordering::Acquire)
     }
 
     /// The scheduler fields of one entry (its first cache line: enough to
@@ -236,10 +242,18 @@ impl StateTable {
         unsafe {
             SchedFields {
                 flags: self.u32_at(&raw mut (*e).flags).load(Ordering::Relaxed),
-                sched_state: self.u32_at(&raw mut (*e).sched_state).load(Ordering::Relaxed),
-                exit_state: self.u32_at(&raw mut (*e).exit_state).load(Ordering::Relaxed),
-                switch_in_ns: self.u64_at(&raw mut (*e).switch_in_ns).load(Ordering::Relaxed),
-                switch_out_ns: self.u64_at(&raw mut (*e).switch_out_ns).load(Ordering::Relaxed),
+                sched_state: self
+                    .u32_at(&raw mut (*e).sched_state)
+                    .load(Ordering::Relaxed),
+                exit_state: self
+                    .u32_at(&raw mut (*e).exit_state)
+                    .load(Ordering::Relaxed),
+                switch_in_ns: self
+                    .u64_at(&raw mut (*e).switch_in_ns)
+                    .load(Ordering::Relaxed),
+                switch_out_ns: self
+                    .u64_at(&raw mut (*e).switch_out_ns)
+                    .load(Ordering::Relaxed),
                 wakeup_ns: self.u64_at(&raw mut (*e).wakeup_ns).load(Ordering::Relaxed),
             }
         }
@@ -257,7 +271,11 @@ impl StateTable {
             )
         };
         for _ in 0..READ_ATTEMPTS {
-            let before = [seq.load(Ordering::Acquire), perf_seq.load(Ordering::Acquire), io_seq.load(Ordering::Acquire)];
+            let before = [
+                seq.load(Ordering::Acquire),
+                perf_seq.load(Ordering::Acquire),
+                io_seq.load(Ordering::Acquire),
+            ];
             if before.iter().any(|s| s & 1 != 0) {
                 std::hint::spin_loop();
                 continue;
@@ -266,7 +284,11 @@ impl StateTable {
             // concurrently, which the counters detect.
             let copy = unsafe { ptr::read_volatile(e) };
             fence(Ordering::Acquire);
-            let after = [seq.load(Ordering::Relaxed), perf_seq.load(Ordering::Relaxed), io_seq.load(Ordering::Relaxed)];
+            let after = [
+                seq.load(Ordering::Relaxed),
+                perf_seq.load(Ordering::Relaxed),
+                io_seq.load(Ordering::Relaxed),
+            ];
             if before == after {
                 return Some(copy);
             }
@@ -282,10 +304,16 @@ impl StateTable {
         // SAFETY: fields of an in-bounds entry and of the live .bss/ring
         // mappings; the ring index is masked to its size.
         unsafe {
-            self.u32_at(&raw mut (*e).slot_state).store(ts_slot_state::TS_SLOT_FREE.0, Ordering::Release);
+            self.u32_at(&raw mut (*e).slot_state)
+                .store(ts_slot_state::TS_SLOT_FREE.0, Ordering::Release);
             let tail = self.u64_at(&raw mut (*self.globals.as_ptr()).free_tail);
             let at = tail.load(Ordering::Relaxed);
-            let cell = self.ring.base.as_ptr().cast::<u64>().add((at & self.ring_mask) as usize);
+            let cell = self
+                .ring
+                .base
+                .as_ptr()
+                .cast::<u64>()
+                .add((at & self.ring_mask) as usize);
             self.u64_at(cell).store(slot as u64, Ordering::Relaxed);
             tail.store(at + 1, Ordering::Release);
         }
@@ -295,7 +323,8 @@ impl StateTable {
     /// `from_ns` (CLOCK_MONOTONIC) on, until the next call.
     pub fn set_capture_window(&self, from_ns: u64) {
         // SAFETY: a field of the live .bss mapping.
-        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }.store(from_ns, Ordering::SeqCst);
+        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }
+            .store(from_ns, Ordering::SeqCst);
     }
 
     /// Mark a LIVE slot whose task no longer exists as EXITED.
@@ -322,15 +351,20 @@ impl StateTable {
     pub fn seen_gen(&self, slot: usize) -> u32 {
         let e = self.entry(slot);
         // SAFETY: field of an in-bounds entry.
-        self.u32_at(unsafe { &raw mut (*e).seen_gen }).load(Ordering::Acquire)
+        self.u32_at(unsafe { &raw mut (*e).seen_gen })
+            .load(Ordering::Acquire)
     }
 
     /// Slots on the free ring that the hooks have not taken yet.
     pub fn free_ring_len(&self) -> u64 {
         // SAFETY: fields of the live .bss mapping.
         unsafe {
-            let tail = self.u64_at(&raw mut (*self.globals.as_ptr()).free_tail).load(Ordering::Acquire);
-            let head = self.u64_at(&raw mut (*self.globals.as_ptr()).free_head).load(Ordering::Acquire);
+            let tail = self
+                .u64_at(&raw mut (*self.globals.as_ptr()).free_tail)
+                .load(Ordering::Acquire);
+            let head = self
+                .u64_at(&raw mut (*self.globals.as_ptr()).free_head)
+                .load(Ordering::Acquire);
             tail.saturating_sub(head)
         }
     }

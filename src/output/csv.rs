@@ -42,7 +42,10 @@ pub struct CsvFile {
 /// Append `field` to `out`, quoted if it contains a delimiter, quote or
 /// line break.
 pub fn push_field(out: &mut Vec<u8>, field: &[u8]) {
-    if field.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+    if field
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
         out.push(b'"');
         for &b in field {
             if b == b'"' {
@@ -59,7 +62,10 @@ pub fn push_field(out: &mut Vec<u8>, field: &[u8]) {
 impl CsvFile {
     /// Start a file: zstd stream and the header row of table `T`.
     pub fn create<T: Table>(file: File) -> io::Result<CsvFile> {
-        let mut encoder = zstd::stream::write::Encoder::new(BufWriter::with_capacity(256 * 1024, file), ZSTD_LEVEL)?;
+        let mut encoder = zstd::stream::write::Encoder::new(
+            BufWriter::with_capacity(256 * 1024, file),
+            ZSTD_LEVEL,
+        )?;
         encoder.include_checksum(true)?;
         let mut buf = Vec::with_capacity(CHUNK + 4096);
         for (i, column) in T::columns().iter().enumerate() {
@@ -69,7 +75,14 @@ impl CsvFile {
             push_field(&mut buf, column.name.as_bytes());
         }
         buf.push(b'\n');
-        Ok(CsvFile { encoder, buf, rows: 0, ts_text: String::new(), ts_cached: None, number: itoa::Buffer::new() })
+        Ok(CsvFile {
+            encoder,
+            buf,
+            rows: 0,
+            ts_text: String::new(),
+            ts_cached: None,
+            number: itoa::Buffer::new(),
+        })
     }
 
     /// Append one row.
@@ -82,7 +95,9 @@ impl CsvFile {
                 Value::Null => {}
                 Value::Int(v) => self.buf.extend_from_slice(self.number.format(v).as_bytes()),
                 Value::Text(s) => push_field(&mut self.buf, s.as_bytes()),
-                Value::Bool(b) => self.buf.extend_from_slice(if b { b"true" } else { b"false" }),
+                Value::Bool(b) => self
+                    .buf
+                    .extend_from_slice(if b { b"true" } else { b"false" }),
                 Value::Timestamp(us) => {
                     if self.ts_cached != Some(us) {
                         self.ts_text.clear();
@@ -97,7 +112,10 @@ impl CsvFile {
     }
 
     /// Append one row given as its fields' text (journal recovery).
-    pub fn write_fields<'f>(&mut self, fields: impl IntoIterator<Item = &'f [u8]>) -> io::Result<()> {
+    pub fn write_fields<'f>(
+        &mut self,
+        fields: impl IntoIterator<Item = &'f [u8]>,
+    ) -> io::Result<()> {
         for (i, field) in fields.into_iter().enumerate() {
             if i > 0 {
                 self.buf.push(b',');
@@ -165,7 +183,15 @@ mod tests {
     #[test]
     fn rows_parse_back_with_the_csv_crate() {
         // Awkward names survive a round trip through a standard reader.
-        let names = ["worker", "a,b", "q\"uote", "new\nline", "cr\rhere", "ünï", ""];
+        let names = [
+            "worker",
+            "a,b",
+            "q\"uote",
+            "new\nline",
+            "cr\rhere",
+            "ünï",
+            "",
+        ];
         let mut buf = Vec::new();
         for name in names {
             push_field(&mut buf, name.as_bytes());
@@ -173,7 +199,9 @@ mod tests {
             push_field(&mut buf, b"42");
             buf.push(b'\n');
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(buf.as_slice());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(buf.as_slice());
         let parsed: Vec<(String, String)> = reader
             .records()
             .map(|r| {
@@ -181,7 +209,10 @@ mod tests {
                 (r[0].to_string(), r[1].to_string())
             })
             .collect();
-        let expected: Vec<(String, String)> = names.iter().map(|n| (n.to_string(), "42".to_string())).collect();
+        let expected: Vec<(String, String)> = names
+            .iter()
+            .map(|n| (n.to_string(), "42".to_string()))
+            .collect();
         assert_eq!(parsed, expected);
     }
 }

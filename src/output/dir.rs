@@ -35,7 +35,11 @@ pub struct Permissions {
 
 impl Default for Permissions {
     fn default() -> Self {
-        Permissions { file_mode: FILE_MODE, dir_mode: DIR_MODE, group: None }
+        Permissions {
+            file_mode: FILE_MODE,
+            dir_mode: DIR_MODE,
+            group: None,
+        }
     }
 }
 
@@ -56,7 +60,11 @@ impl Permissions {
             bail!("--file-mode {file_mode:04o} must let the owner read and write");
         }
         let dir_mode = file_mode | ((file_mode & 0o444) >> 2);
-        Ok(Permissions { file_mode, dir_mode, group })
+        Ok(Permissions {
+            file_mode,
+            dir_mode,
+            group,
+        })
     }
 
     fn apply(&self, fd: &OwnedFd, mode: u32) -> io::Result<()> {
@@ -89,12 +97,22 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
     loop {
         match std::fs::symlink_metadata(&existing) {
             Ok(meta) => {
-                let what = if missing.is_empty() { "output directory" } else { "parent directory" };
+                let what = if missing.is_empty() {
+                    "output directory"
+                } else {
+                    "parent directory"
+                };
                 if meta.file_type().is_symlink() {
-                    bail!("{what} {} is a symlink; refusing to follow it (give the real path)", existing.display());
+                    bail!(
+                        "{what} {} is a symlink; refusing to follow it (give the real path)",
+                        existing.display()
+                    );
                 }
                 if !meta.is_dir() {
-                    bail!("{what} {} exists and is not a directory", existing.display());
+                    bail!(
+                        "{what} {} exists and is not a directory",
+                        existing.display()
+                    );
                 }
                 check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
                 // Catches read-only file systems before anything is loaded.
@@ -113,7 +131,9 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
                 missing.push(name);
                 existing.pop();
             }
-            Err(err) => return Err(err).with_context(|| format!("cannot inspect {}", existing.display())),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot inspect {}", existing.display()))
+            }
         }
     }
     missing.reverse();
@@ -121,7 +141,8 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
     // (sticky directories such as /tmp are fine: others cannot rename our
     // entries there).
     for ancestor in existing.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor).with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
         let sticky = meta.mode() & 0o1000 != 0;
         if meta.uid() != 0 && meta.uid() != owner {
             bail!(
@@ -141,7 +162,11 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
             );
         }
     }
-    Ok(OutputPlan { path: path.to_path_buf(), existing, missing })
+    Ok(OutputPlan {
+        path: path.to_path_buf(),
+        existing,
+        missing,
+    })
 }
 
 fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
@@ -183,10 +208,16 @@ impl OutputDir {
         let mut at = plan.existing.clone();
         for name in &plan.missing {
             at.push(name);
-            fd = ensure_dir_with(&fd, name, &perms).with_context(|| format!("cannot create {}", at.display()))?;
+            fd = ensure_dir_with(&fd, name, &perms)
+                .with_context(|| format!("cannot create {}", at.display()))?;
         }
         let lock = lock(&fd).with_context(|| format!("cannot lock {}", plan.path.display()))?;
-        Ok(OutputDir { path: plan.path.clone(), fd, perms, _lock: lock })
+        Ok(OutputDir {
+            path: plan.path.clone(),
+            fd,
+            perms,
+            _lock: lock,
+        })
     }
 
     /// Permissions of what is created inside.
@@ -206,9 +237,13 @@ impl OutputDir {
 /// Open an existing directory by path, not following a final symlink, and
 /// verify what was actually opened.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(io::Error::from)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .with_context(|| format!("cannot open {}", path.display()))?;
     verify_dir(&fd).with_context(|| format!("refusing {}", path.display()))?;
     Ok(fd)
 }
@@ -259,7 +294,14 @@ fn verify_dir(fd: &OwnedFd) -> Result<()> {
 /// Create a new file `name` in `dir` with exactly `mode`; fails if anything
 /// (file or symlink) already has that name.
 pub fn create_file(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<File> {
-    create_file_with(dir, name, &Permissions { file_mode: mode, ..Permissions::default() })
+    create_file_with(
+        dir,
+        name,
+        &Permissions {
+            file_mode: mode,
+            ..Permissions::default()
+        },
+    )
 }
 
 /// Create a new file `name` in `dir` with `perms`; fails if anything (file
@@ -278,7 +320,12 @@ pub fn create_file_with(dir: &OwnedFd, name: &str, perms: &Permissions) -> io::R
 /// Open an existing regular file `name` in `dir` for reading, never
 /// through a symlink.
 pub fn open_file(dir: &OwnedFd, name: &str) -> io::Result<File> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok(File::from(fd))
 }
 
@@ -294,7 +341,12 @@ pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
 
 /// Names of the entries of `dir` with their types (no `.` and `..`).
 pub fn list(dir: &OwnedFd) -> io::Result<Vec<(String, FileType)>> {
-    let fd = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut out = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
@@ -350,7 +402,9 @@ fn lock(dir: &OwnedFd) -> Result<File> {
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE)).map_err(io::Error::from)?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::WOULDBLOCK) => bail!("another taskscope agent is already writing here"),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            bail!("another taskscope agent is already writing here")
+        }
         Err(err) => Err(io::Error::from(err).into()),
     }
 }
@@ -382,7 +436,12 @@ mod tests {
         let dir = OutputDir::create(&plan).unwrap();
         rustix::process::umask(old);
         for p in [base.path().join("a"), base.path().join("a/b"), out.clone()] {
-            assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, DIR_MODE, "{}", p.display());
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().mode() & 0o7777,
+                DIR_MODE,
+                "{}",
+                p.display()
+            );
         }
         let f = create_file(dir.fd(), "x", FILE_MODE).unwrap();
         assert_eq!(f.metadata().unwrap().mode() & 0o7777, FILE_MODE);
@@ -410,7 +469,10 @@ mod tests {
         assert!(err.contains("writable by other users"), "{err}");
         // Creating into it is refused as well.
         let err = check(&open.join("out")).unwrap_err().to_string();
-        assert!(err.contains("parent directory") && err.contains("writable by other users"), "{err}");
+        assert!(
+            err.contains("parent directory") && err.contains("writable by other users"),
+            "{err}"
+        );
         // Even sticky: the issue forbids creating into dirs others can write.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(check(&open.join("out")).is_err());
@@ -441,7 +503,14 @@ mod tests {
 
     #[test]
     fn permissions_follow_the_file_mode_and_group() {
-        assert_eq!(Permissions::new(0o640, Some(4)).unwrap(), Permissions { file_mode: 0o640, dir_mode: 0o750, group: Some(4) });
+        assert_eq!(
+            Permissions::new(0o640, Some(4)).unwrap(),
+            Permissions {
+                file_mode: 0o640,
+                dir_mode: 0o750,
+                group: Some(4)
+            }
+        );
         assert_eq!(Permissions::new(0o600, None).unwrap().dir_mode, 0o700);
         for bad in [0o666, 0o646, 0o755, 0o400, 0o4644] {
             assert!(Permissions::new(bad, None).is_err(), "{bad:o}");
@@ -456,7 +525,10 @@ mod tests {
         assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4));
         let meta = std::fs::metadata(base.path().join("out/samples")).unwrap();
         assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4));
-        assert_eq!(list(&sub).unwrap(), vec![("f".to_string(), FileType::RegularFile)]);
+        assert_eq!(
+            list(&sub).unwrap(),
+            vec![("f".to_string(), FileType::RegularFile)]
+        );
         assert_eq!(size_of(&sub, "f").unwrap(), 0);
     }
 
@@ -465,7 +537,12 @@ mod tests {
         let base = tmp();
         let plan = check(&base.path().join("out")).unwrap();
         let _first = OutputDir::create(&plan).unwrap();
-        let err = format!("{:#}", OutputDir::create(&check(&base.path().join("out")).unwrap()).err().unwrap());
+        let err = format!(
+            "{:#}",
+            OutputDir::create(&check(&base.path().join("out")).unwrap())
+                .err()
+                .unwrap()
+        );
         assert!(err.contains("another taskscope agent"), "{err}");
     }
 

@@ -77,8 +77,14 @@ impl WriterConfig {
             host: host.to_string(),
             rotate,
             flush_interval,
-            formats: Formats { csv: true, parquet: false },
-            retention: Retention { max_bytes: u64::MAX, max_age: Duration::from_secs(100 * 365 * 86_400) },
+            formats: Formats {
+                csv: true,
+                parquet: false,
+            },
+            retention: Retention {
+                max_bytes: u64::MAX,
+                max_age: Duration::from_secs(100 * 365 * 86_400),
+            },
             metadata: Vec::new(),
         }
     }
@@ -131,24 +137,39 @@ impl Tables {
     /// Give up every table's period; (samples, others).
     fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
         let others = [self.stacks.abandon(target), self.ticks.abandon(target)];
-        (self.samples.abandon(target), others.into_iter().flatten().collect())
+        (
+            self.samples.abandon(target),
+            others.into_iter().flatten().collect(),
+        )
     }
 
     fn journals(&self) -> Vec<String> {
-        [self.stacks.journal(), self.samples.journal(), self.ticks.journal()]
-            .into_iter()
-            .flatten()
-            .map(String::from)
-            .collect()
+        [
+            self.stacks.journal(),
+            self.samples.journal(),
+            self.ticks.journal(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::from)
+        .collect()
     }
 
     fn needs_rotation(&self, ts_us: i64) -> bool {
-        self.stacks.needs_rotation(ts_us) || self.samples.needs_rotation(ts_us) || self.ticks.needs_rotation(ts_us)
+        self.stacks.needs_rotation(ts_us)
+            || self.samples.needs_rotation(ts_us)
+            || self.ticks.needs_rotation(ts_us)
     }
 
     /// Open every table's period (stacks first); whether the stacks
     /// period is new.
-    fn ensure_open(&mut self, target: &Target<'_>, host: &str, ts_us: i64, rotate: Duration) -> Result<bool> {
+    fn ensure_open(
+        &mut self,
+        target: &Target<'_>,
+        host: &str,
+        ts_us: i64,
+        rotate: Duration,
+    ) -> Result<bool> {
         let fresh = self.stacks.journal().is_none();
         self.stacks.ensure_open(target, host, ts_us, rotate)?;
         self.samples.ensure_open(target, host, ts_us, rotate)?;
@@ -159,7 +180,11 @@ impl Tables {
     /// Flush all tables together, stacks first, when the flush interval
     /// has passed for any; whether they were flushed.
     fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        let due = [self.stacks.flush_due(interval), self.samples.flush_due(interval), self.ticks.flush_due(interval)];
+        let due = [
+            self.stacks.flush_due(interval),
+            self.samples.flush_due(interval),
+            self.ticks.flush_due(interval),
+        ];
         if !due.contains(&true) {
             return Ok(false);
         }
@@ -208,7 +233,11 @@ impl Writer {
                 .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
         }
         let mut writer = Writer {
-            place: Place { out, inprogress, config },
+            place: Place {
+                out,
+                inprogress,
+                config,
+            },
             tables: Tables::default(),
             enrich: Enricher::new(),
             stacks: StackResolver::new(),
@@ -220,9 +249,14 @@ impl Writer {
             last_error_log: None,
             errors_since_log: 0,
         };
-        let (recovered, _) = recover::recover_all(&writer.place.target(), &[]).context("cannot recover earlier files")?;
+        let (recovered, _) = recover::recover_all(&writer.place.target(), &[])
+            .context("cannot recover earlier files")?;
         if recovered.files > 0 {
-            info!(files = recovered.files, rows = recovered.rows, "published the files an earlier run left unfinished");
+            info!(
+                files = recovered.files,
+                rows = recovered.rows,
+                "published the files an earlier run left unfinished"
+            );
         }
         writer.stats.recovered = recovered;
         writer.apply_retention();
@@ -246,7 +280,11 @@ impl Writer {
         // Resolve even rows that are dropped: later rows reuse their
         // captures without a copy.
         self.resolve_stacks(tick);
-        if self.failing && self.failed_at.is_some_and(|at| at.elapsed() < RETRY_INTERVAL) {
+        if self.failing
+            && self
+                .failed_at
+                .is_some_and(|at| at.elapsed() < RETRY_INTERVAL)
+        {
             self.stats.rows_dropped += tick.samples.len() as u64;
             return;
         }
@@ -268,7 +306,10 @@ impl Writer {
     /// Give up the open periods after a write error and account for them.
     fn abandon_all(&mut self) {
         let (samples, others) = self.tables.abandon(&self.place.target());
-        let all = samples.map(|s| (s, true)).into_iter().chain(others.into_iter().map(|a| (a, false)));
+        let all = samples
+            .map(|s| (s, true))
+            .into_iter()
+            .chain(others.into_iter().map(|a| (a, false)));
         for (abandoned, counts) in all {
             if abandoned.rows_durable == 0 {
                 // Nothing in it ever became durable: nothing to recover.
@@ -277,7 +318,8 @@ impl Writer {
                     self.stats.rows_dropped += abandoned.rows_written;
                 }
             } else if counts {
-                self.at_risk.insert(abandoned.journal, abandoned.rows_written);
+                self.at_risk
+                    .insert(abandoned.journal, abandoned.rows_written);
             }
         }
     }
@@ -286,7 +328,10 @@ impl Writer {
     fn durable_again(&mut self) {
         if self.failing {
             self.failing = false;
-            info!(dropped_rows_total = self.stats.rows_dropped, "writing again");
+            info!(
+                dropped_rows_total = self.stats.rows_dropped,
+                "writing again"
+            );
             self.recover_orphans();
         }
     }
@@ -350,7 +395,11 @@ impl Writer {
     /// Make the open files' rows durable if the flush interval has passed
     /// (at once while writes are failing, to learn whether they work again).
     pub fn flush_if_due(&mut self) {
-        let interval = if self.failing { Duration::ZERO } else { self.place.config.flush_interval };
+        let interval = if self.failing {
+            Duration::ZERO
+        } else {
+            self.place.config.flush_interval
+        };
         match self.tables.flush_if_due(interval) {
             Ok(true) => self.durable_again(),
             Ok(false) => {}
@@ -395,7 +444,13 @@ impl Writer {
     fn apply_retention(&mut self) {
         let now = crate::timefmt::unix_micros_now() / 1_000_000;
         let place = &self.place;
-        if let Err(err) = retention::enforce(place.out.fd(), &place.inprogress, &TABLES, place.config.retention, now) {
+        if let Err(err) = retention::enforce(
+            place.out.fd(),
+            &place.inprogress,
+            &TABLES,
+            place.config.retention,
+            now,
+        ) {
             warn!("retention failed: {err:#}");
         }
     }
@@ -418,7 +473,9 @@ impl Writer {
         self.errors_since_log += 1;
         self.failing = true;
         self.failed_at = Some(Instant::now());
-        let due = self.last_error_log.is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL);
+        let due = self
+            .last_error_log
+            .is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL);
         if due {
             error!(
                 dropped_rows_total = self.stats.rows_dropped,

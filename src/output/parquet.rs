@@ -14,15 +14,17 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Int64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Int64Builder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 
 use crate::schema::{arrow_schema, ColumnType, Table, Value};
 
@@ -41,7 +43,9 @@ enum Builder {
 impl Builder {
     fn new(ty: ColumnType) -> Builder {
         match ty {
-            ColumnType::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
+            ColumnType::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS))
+            }
             ColumnType::Int64 => Builder::Int(Int64Builder::with_capacity(BATCH_ROWS)),
             ColumnType::Text => Builder::Text(StringDictionaryBuilder::new()),
             ColumnType::Bool => Builder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
@@ -60,7 +64,11 @@ impl Builder {
             (Builder::Text(b), Value::Null) => b.append_null(),
             (Builder::Bool(b), Value::Bool(v)) => b.append_value(v),
             (Builder::Bool(b), Value::Null) => b.append_null(),
-            (_, value) => return Err(io::Error::other(format!("value {value:?} does not fit the column type"))),
+            (_, value) => {
+                return Err(io::Error::other(format!(
+                    "value {value:?} does not fit the column type"
+                )))
+            }
         }
         Ok(())
     }
@@ -89,20 +97,37 @@ impl ParquetFile {
     pub fn create<T: Table>(file: File, metadata: &[(String, String)]) -> io::Result<ParquetFile> {
         let schema: SchemaRef = Arc::new(arrow_schema::<T>());
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(io::Error::other)?))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(io::Error::other)?,
+            ))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("taskscope {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(
-                metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect(),
+                metadata
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .collect(),
             ))
             .build();
         // The Arrow schema blob only helps Arrow readers rebuild dictionary
         // types; DuckDB reads the Parquet types, so it is left out.
-        let options = ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true);
-        let writer = ArrowWriter::try_new_with_options(BufWriter::with_capacity(256 * 1024, file), schema.clone(), options)
-            .map_err(io::Error::other)?;
+        let options = ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let writer = ArrowWriter::try_new_with_options(
+            BufWriter::with_capacity(256 * 1024, file),
+            schema.clone(),
+            options,
+        )
+        .map_err(io::Error::other)?;
         let builders = T::columns().iter().map(|c| Builder::new(c.ty)).collect();
-        Ok(ParquetFile { writer, schema, builders, buffered: 0, rows: 0 })
+        Ok(ParquetFile {
+            writer,
+            schema,
+            builders,
+            buffered: 0,
+            rows: 0,
+        })
     }
 
     /// Append one row of table `T`.
@@ -114,14 +139,20 @@ impl ParquetFile {
     }
 
     /// Append one row given as values in column order (journal recovery).
-    pub fn write_values<'a>(&mut self, values: impl IntoIterator<Item = Value<'a>>) -> io::Result<()> {
+    pub fn write_values<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = Value<'a>>,
+    ) -> io::Result<()> {
         let mut count = 0;
         for (builder, value) in self.builders.iter_mut().zip(values) {
             builder.append(value)?;
             count += 1;
         }
         if count != self.builders.len() {
-            return Err(io::Error::other(format!("row has {count} values, the table {} columns", self.builders.len())));
+            return Err(io::Error::other(format!(
+                "row has {count} values, the table {} columns",
+                self.builders.len()
+            )));
         }
         self.row_done()
     }

@@ -62,7 +62,10 @@ impl<R: Read> Read for TolerantEnd<R> {
 /// being written now); remove leftovers of interrupted recoveries and
 /// Parquet files whose writing was cut short. Returns the totals and the
 /// rows recovered per journal (None: unreadable, set aside).
-pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Vec<(String, Option<u64>)>)> {
+pub fn recover_all(
+    target: &Target<'_>,
+    open: &[&str],
+) -> Result<(Recovered, Vec<(String, Option<u64>)>)> {
     let mut total = Recovered::default();
     let mut per_journal = Vec::new();
     for (name, kind) in dir::list(target.inprogress).context("cannot list .inprogress")? {
@@ -73,14 +76,19 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Vec
             let _ = dir::remove_file(target.inprogress, &name);
             continue;
         }
-        if let Some(base) = name.strip_suffix(TMP_SUFFIX).and_then(|n| n.strip_suffix(&format!(".{PARQUET_EXT}"))) {
+        if let Some(base) = name
+            .strip_suffix(TMP_SUFFIX)
+            .and_then(|n| n.strip_suffix(&format!(".{PARQUET_EXT}")))
+        {
             let journal = format!("{base}.{CSV_EXT}{TMP_SUFFIX}");
             if !open.contains(&journal.as_str()) {
                 let _ = dir::remove_file(target.inprogress, &name);
             }
             continue;
         }
-        let Some((table, stem)) = parse_journal_name(&name) else { continue };
+        let Some((table, stem)) = parse_journal_name(&name) else {
+            continue;
+        };
         let result = match table {
             Samples::NAME => recover_journal::<Samples>(target, &name, stem),
             Stacks::NAME => recover_journal::<Stacks>(target, &name, stem),
@@ -102,12 +110,20 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Vec
             }
             Err(err) if is_io_failure(&err) => {
                 // A full disk, say: the journal stays for the next attempt.
-                let _ = dir::remove_file(target.inprogress, &format!("{}.out", name.trim_end_matches(TMP_SUFFIX)));
+                let _ = dir::remove_file(
+                    target.inprogress,
+                    &format!("{}.out", name.trim_end_matches(TMP_SUFFIX)),
+                );
                 return Err(err.context(format!("cannot recover {name} yet")));
             }
             Err(err) => {
                 warn!("cannot recover {name}: {err:#}; keeping it as {name}.broken");
-                let _ = rustix::fs::renameat(target.inprogress, name.as_str(), target.inprogress, format!("{name}.broken").as_str());
+                let _ = rustix::fs::renameat(
+                    target.inprogress,
+                    name.as_str(),
+                    target.inprogress,
+                    format!("{name}.broken").as_str(),
+                );
                 per_journal.push((name, None));
             }
         }
@@ -127,14 +143,26 @@ fn is_io_failure(err: &anyhow::Error) -> bool {
 }
 
 /// Recover one journal of table `T`.
-pub fn recover_journal<T: Table>(target: &Target<'_>, journal: &str, stem: &str) -> Result<Recovered> {
+pub fn recover_journal<T: Table>(
+    target: &Target<'_>,
+    journal: &str,
+    stem: &str,
+) -> Result<Recovered> {
     let Some(name) = FileName::from_stem(stem) else {
         return Err(BadJournal(format!("{journal}: no time in its name")).into());
     };
-    let file = dir::open_file(target.inprogress, journal).with_context(|| format!("cannot open {journal}"))?;
+    let file = dir::open_file(target.inprogress, journal)
+        .with_context(|| format!("cannot open {journal}"))?;
     let decoder = zstd::stream::read::Decoder::new(file)?;
-    let mut stream = TolerantEnd { inner: decoder, last: None, failed: false };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(&mut stream);
+    let mut stream = TolerantEnd {
+        inner: decoder,
+        last: None,
+        failed: false,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(&mut stream);
     let expected: Vec<&str> = T::columns().iter().map(|c| c.name).collect();
     match reader.headers() {
         Ok(headers) if headers.iter().eq(expected.iter().copied()) => {}
@@ -146,7 +174,11 @@ pub fn recover_journal<T: Table>(target: &Target<'_>, journal: &str, stem: &str)
         }
         Ok(headers) => {
             let columns = headers.iter().collect::<Vec<_>>().join(",");
-            return Err(BadJournal(format!("its columns ({columns}) are not those of {}", T::NAME)).into());
+            return Err(BadJournal(format!(
+                "its columns ({columns}) are not those of {}",
+                T::NAME
+            ))
+            .into());
         }
         Err(err) => return Err(BadJournal(format!("unreadable header: {err}")).into()),
     }
@@ -183,7 +215,8 @@ pub fn recover_journal<T: Table>(target: &Target<'_>, journal: &str, stem: &str)
         return Ok(recovered);
     }
     outputs.publish::<T>(target, &name)?;
-    dir::remove_file(target.inprogress, journal).with_context(|| format!("cannot remove {journal}"))?;
+    dir::remove_file(target.inprogress, journal)
+        .with_context(|| format!("cannot remove {journal}"))?;
     Ok(recovered)
 }
 
@@ -196,41 +229,67 @@ impl Outputs {
     fn create<T: Table>(target: &Target<'_>, csv_out: &str, parquet_out: &str) -> Result<Outputs> {
         let open = |name: &str, perms: &Permissions| {
             let _ = dir::remove_file(target.inprogress, name);
-            dir::create_file_with(target.inprogress, name, perms).with_context(|| format!("cannot create {name}"))
+            dir::create_file_with(target.inprogress, name, perms)
+                .with_context(|| format!("cannot create {name}"))
         };
         let csv = match target.formats.csv {
-            true => Some((CsvFile::create::<T>(open(csv_out, target.perms)?)?, csv_out.to_string())),
+            true => Some((
+                CsvFile::create::<T>(open(csv_out, target.perms)?)?,
+                csv_out.to_string(),
+            )),
             false => None,
         };
         let parquet = match target.formats.parquet {
-            true => Some((ParquetFile::create::<T>(open(parquet_out, target.perms)?, target.metadata)?, parquet_out.to_string())),
+            true => Some((
+                ParquetFile::create::<T>(open(parquet_out, target.perms)?, target.metadata)?,
+                parquet_out.to_string(),
+            )),
             false => None,
         };
         Ok(Outputs { csv, parquet })
     }
 
-    fn write<T: Table>(&mut self, record: &csv::ByteRecord, recovered: &mut Recovered) -> Result<()> {
+    fn write<T: Table>(
+        &mut self,
+        record: &csv::ByteRecord,
+        recovered: &mut Recovered,
+    ) -> Result<()> {
         let columns = T::columns();
-        let fields: Vec<&str> = record.iter().filter_map(|f| std::str::from_utf8(f).ok()).collect();
+        let fields: Vec<&str> = record
+            .iter()
+            .filter_map(|f| std::str::from_utf8(f).ok())
+            .collect();
         let values: Option<Vec<Value<'_>>> = (fields.len() == columns.len())
-            .then(|| fields.iter().zip(columns).map(|(f, c)| c.ty.parse(f).ok()).collect())
+            .then(|| {
+                fields
+                    .iter()
+                    .zip(columns)
+                    .map(|(f, c)| c.ty.parse(f).ok())
+                    .collect()
+            })
             .flatten();
         let Some(values) = values else {
             recovered.dropped_rows += 1;
             return Ok(());
         };
         if let Some((csv, name)) = &mut self.csv {
-            csv.write_fields(fields.iter().map(|f| f.as_bytes())).with_context(|| format!("cannot write {name}"))?;
+            csv.write_fields(fields.iter().map(|f| f.as_bytes()))
+                .with_context(|| format!("cannot write {name}"))?;
         }
         if let Some((parquet, name)) = &mut self.parquet {
-            parquet.write_values(values).with_context(|| format!("cannot write {name}"))?;
+            parquet
+                .write_values(values)
+                .with_context(|| format!("cannot write {name}"))?;
         }
         recovered.rows += 1;
         Ok(())
     }
 
     fn discard(self, target: &Target<'_>) {
-        for name in [self.csv.map(|(_, n)| n), self.parquet.map(|(_, n)| n)].into_iter().flatten() {
+        for name in [self.csv.map(|(_, n)| n), self.parquet.map(|(_, n)| n)]
+            .into_iter()
+            .flatten()
+        {
             let _ = dir::remove_file(target.inprogress, &name);
         }
     }
@@ -239,13 +298,21 @@ impl Outputs {
     /// (an earlier attempt got that far before failing).
     fn publish<T: Table>(self, target: &Target<'_>, name: &FileName) -> Result<()> {
         let already = |ext: &str| -> bool {
-            let Ok(table) = dir::open_subdir(target.out, T::NAME) else { return false };
-            let Ok(date) = dir::open_subdir(&table, &name.date_dir) else { return false };
-            let Ok(hour) = dir::open_subdir(&date, &name.hour_dir) else { return false };
+            let Ok(table) = dir::open_subdir(target.out, T::NAME) else {
+                return false;
+            };
+            let Ok(date) = dir::open_subdir(&table, &name.date_dir) else {
+                return false;
+            };
+            let Ok(hour) = dir::open_subdir(&date, &name.hour_dir) else {
+                return false;
+            };
             dir::exists(&hour, &name.with_ext(ext, 0))
         };
         if let Some((parquet, tmp)) = self.parquet {
-            parquet.finish().with_context(|| format!("cannot finish {tmp}"))?;
+            parquet
+                .finish()
+                .with_context(|| format!("cannot finish {tmp}"))?;
             if already(PARQUET_EXT) {
                 dir::remove_file(target.inprogress, &tmp)?;
             } else {
@@ -253,7 +320,8 @@ impl Outputs {
             }
         }
         if let Some((csv, tmp)) = self.csv {
-            csv.finish().with_context(|| format!("cannot finish {tmp}"))?;
+            csv.finish()
+                .with_context(|| format!("cannot finish {tmp}"))?;
             if already(CSV_EXT) {
                 dir::remove_file(target.inprogress, &tmp)?;
             } else {

@@ -46,7 +46,13 @@ struct Published {
 
 /// Delete what `limits` no longer allow among the published files of
 /// `tables` under `out`; `now_secs` is the current time.
-pub fn enforce(out: &OwnedFd, inprogress: &OwnedFd, tables: &[&str], limits: Retention, now_secs: i64) -> Result<Swept> {
+pub fn enforce(
+    out: &OwnedFd,
+    inprogress: &OwnedFd,
+    tables: &[&str],
+    limits: Retention,
+    now_secs: i64,
+) -> Result<Swept> {
     let mut periods: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
     let mut total: u64 = 0;
     for (name, kind) in dir::list(inprogress).context("cannot list .inprogress")? {
@@ -74,7 +80,8 @@ pub fn enforce(out: &OwnedFd, inprogress: &OwnedFd, tables: &[&str], limits: Ret
             let table = dir::open_subdir(out, &file.table)?;
             let date = dir::open_subdir(&table, &file.date)?;
             let hour = dir::open_subdir(&date, &file.hour)?;
-            dir::remove_file(&hour, &file.name).with_context(|| format!("cannot delete {}/{}", file.table, file.name))?;
+            dir::remove_file(&hour, &file.name)
+                .with_context(|| format!("cannot delete {}/{}", file.table, file.name))?;
             total = total.saturating_sub(file.size);
             swept.files += 1;
             swept.bytes += file.size;
@@ -87,7 +94,12 @@ pub fn enforce(out: &OwnedFd, inprogress: &OwnedFd, tables: &[&str], limits: Ret
     }
     swept.remaining = total;
     if swept.files > 0 {
-        info!(files = swept.files, bytes = swept.bytes, remaining = total, "retention deleted the oldest periods");
+        info!(
+            files = swept.files,
+            bytes = swept.bytes,
+            remaining = total,
+            "retention deleted the oldest periods"
+        );
     }
     Ok(swept)
 }
@@ -95,24 +107,37 @@ pub fn enforce(out: &OwnedFd, inprogress: &OwnedFd, tables: &[&str], limits: Ret
 /// Published data files of `table`: `table/date=*/hour=*/*.{csv.zst,parquet}`.
 fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
     let mut files = Vec::new();
-    let Ok(table_dir) = dir::open_subdir(out, table) else { return Ok(files) };
+    let Ok(table_dir) = dir::open_subdir(out, table) else {
+        return Ok(files);
+    };
     for (date, kind) in dir::list(&table_dir)? {
         if kind != FileType::Directory || !date.starts_with("date=") {
             continue;
         }
-        let Ok(date_dir) = dir::open_subdir(&table_dir, &date) else { continue };
+        let Ok(date_dir) = dir::open_subdir(&table_dir, &date) else {
+            continue;
+        };
         for (hour, kind) in dir::list(&date_dir)? {
             if kind != FileType::Directory || !hour.starts_with("hour=") {
                 continue;
             }
-            let Ok(hour_dir) = dir::open_subdir(&date_dir, &hour) else { continue };
+            let Ok(hour_dir) = dir::open_subdir(&date_dir, &hour) else {
+                continue;
+            };
             for (name, kind) in dir::list(&hour_dir)? {
-                let data = name.ends_with(&format!(".{CSV_EXT}")) || name.ends_with(&format!(".{PARQUET_EXT}"));
+                let data = name.ends_with(&format!(".{CSV_EXT}"))
+                    || name.ends_with(&format!(".{PARQUET_EXT}"));
                 if kind != FileType::RegularFile || !data {
                     continue;
                 }
                 let size = dir::size_of(&hour_dir, &name).unwrap_or(0);
-                files.push(Published { table: table.to_string(), date: date.clone(), hour: hour.clone(), name, size });
+                files.push(Published {
+                    table: table.to_string(),
+                    date: date.clone(),
+                    hour: hour.clone(),
+                    name,
+                    size,
+                });
             }
         }
     }
@@ -123,9 +148,13 @@ fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
 /// their -iB forms are powers of 1024; KB, MB, GB, TB of 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (examples: 500M, 1GiB, 20GB)"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 500M, 1GiB, 20GB)"))?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
@@ -136,9 +165,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => return Err(format!("unknown size unit '{other}' in '{text}' (use K, M, G, T, KB, MB, GB, TB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}' (use K, M, G, T, KB, MB, GB, TB)"
+            ))
+        }
     };
-    number.checked_mul(scale).ok_or_else(|| format!("'{text}' is too large"))
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 #[cfg(test)]
@@ -160,7 +195,10 @@ mod tests {
     }
 
     fn write(dir: &OwnedFd, name: &str, bytes: usize) {
-        create_file(dir, name, FILE_MODE).unwrap().write_all(&vec![b'x'; bytes]).unwrap();
+        create_file(dir, name, FILE_MODE)
+            .unwrap()
+            .write_all(&vec![b'x'; bytes])
+            .unwrap();
     }
 
     #[test]
@@ -181,20 +219,48 @@ mod tests {
         }
         // 3 periods of 1650 bytes + 100 in progress; allow 3500: the oldest goes.
         let now = stamp_of("h-20261122T140000Z").unwrap();
-        let limits = Retention { max_bytes: 3_500, max_age: Duration::from_secs(86_400) };
+        let limits = Retention {
+            max_bytes: 3_500,
+            max_age: Duration::from_secs(86_400),
+        };
         let swept = enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
-        assert_eq!(swept, Swept { files: 4, bytes: 1_650, remaining: 3_400 });
-        assert!(!base.path().join("out/samples/date=2026-11-22/hour=11").exists());
-        assert!(base.path().join("out/samples/date=2026-11-22/hour=12/h-20261122T120000Z.csv.zst").exists());
+        assert_eq!(
+            swept,
+            Swept {
+                files: 4,
+                bytes: 1_650,
+                remaining: 3_400
+            }
+        );
+        assert!(!base
+            .path()
+            .join("out/samples/date=2026-11-22/hour=11")
+            .exists());
+        assert!(base
+            .path()
+            .join("out/samples/date=2026-11-22/hour=12/h-20261122T120000Z.csv.zst")
+            .exists());
         // Max age: periods starting more than 90 minutes ago go.
-        let limits = Retention { max_bytes: u64::MAX, max_age: Duration::from_secs(90 * 60) };
+        let limits = Retention {
+            max_bytes: u64::MAX,
+            max_age: Duration::from_secs(90 * 60),
+        };
         let swept = enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
         assert_eq!(swept.files, 4);
-        assert!(base.path().join("out/ticks/date=2026-11-22/hour=13").exists());
+        assert!(base
+            .path()
+            .join("out/ticks/date=2026-11-22/hour=13")
+            .exists());
         // The file being written is never deleted, even over the limit.
-        let limits = Retention { max_bytes: 0, max_age: Duration::from_secs(86_400) };
+        let limits = Retention {
+            max_bytes: 0,
+            max_age: Duration::from_secs(86_400),
+        };
         enforce(out.fd(), &inprogress, &["samples", "ticks"], limits, now).unwrap();
-        assert!(base.path().join("out/.inprogress/samples-h-20261122T140000Z.csv.zst.tmp").exists());
+        assert!(base
+            .path()
+            .join("out/.inprogress/samples-h-20261122T140000Z.csv.zst.tmp")
+            .exists());
         assert!(!base.path().join("out/samples/date=2026-11-22").exists());
     }
 }

@@ -21,7 +21,10 @@ impl Period {
     pub fn containing(ts_us: i64, rotate: Duration) -> Period {
         let len = rotate.as_micros().max(1) as i64;
         let start_us = ts_us.div_euclid(len) * len;
-        Period { start_us, end_us: start_us + len }
+        Period {
+            start_us,
+            end_us: start_us + len,
+        }
     }
 
     pub fn contains(&self, ts_us: i64) -> bool {
@@ -77,7 +80,11 @@ impl FileName {
 pub fn stamp_of(name: &str) -> Option<i64> {
     let base = name.split('.').next()?;
     let rest = match base.rsplit_once('-') {
-        Some((rest, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with('Z') => rest,
+        Some((rest, n))
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with('Z') =>
+        {
+            rest
+        }
         _ => base,
     };
     if rest.len() < 17 || !rest.is_char_boundary(rest.len() - 17) {
@@ -119,8 +126,14 @@ mod tests {
 
     #[test]
     fn stamps_from_names() {
-        assert_eq!(stamp_of("web-1-20261122T130405Z.csv.zst"), Some(1_795_352_645));
-        assert_eq!(stamp_of("web-1-20261122T130405Z-3.parquet"), Some(1_795_352_645));
+        assert_eq!(
+            stamp_of("web-1-20261122T130405Z.csv.zst"),
+            Some(1_795_352_645)
+        );
+        assert_eq!(
+            stamp_of("web-1-20261122T130405Z-3.parquet"),
+            Some(1_795_352_645)
+        );
         assert_eq!(stamp_of("web-1-20261122T130405Z-3"), Some(1_795_352_645));
         assert_eq!(stamp_of("20261122T130405Z.csv.zst"), None);
         assert_eq!(stamp_of("notes.txt"), None);

@@ -55,13 +55,22 @@ pub fn parquet_tmp_name(table: &str, stem: &str) -> String {
 
 /// The table and stem of a journal name made by `journal_name`.
 pub fn parse_journal_name(name: &str) -> Option<(&str, &str)> {
-    let base = name.strip_suffix(TMP_SUFFIX)?.strip_suffix(CSV_EXT)?.strip_suffix('.')?;
+    let base = name
+        .strip_suffix(TMP_SUFFIX)?
+        .strip_suffix(CSV_EXT)?
+        .strip_suffix('.')?;
     base.split_once('-')
 }
 
 /// Move a finished file from `.inprogress/tmp` to its partition under a
 /// name no other file has (`-N` appended when needed).
-pub fn publish_file(target: &Target<'_>, table: &str, tmp: &str, name: &FileName, ext: &str) -> Result<String> {
+pub fn publish_file(
+    target: &Target<'_>,
+    table: &str,
+    tmp: &str,
+    name: &FileName,
+    ext: &str,
+) -> Result<String> {
     let table_dir = dir::ensure_dir_with(target.out, table, target.perms)?;
     let date = dir::ensure_dir_with(&table_dir, &name.date_dir, target.perms)?;
     let hour = dir::ensure_dir_with(&date, &name.hour_dir, target.perms)?;
@@ -113,7 +122,11 @@ pub struct TableWriter<T: Table> {
 
 impl<T: Table> Default for TableWriter<T> {
     fn default() -> Self {
-        TableWriter { current: None, failed: None, _table: PhantomData }
+        TableWriter {
+            current: None,
+            failed: None,
+            _table: PhantomData,
+        }
     }
 }
 
@@ -125,11 +138,19 @@ impl<T: Table> TableWriter<T> {
 
     /// Whether the open period (if any) ends before `ts_us`.
     pub fn needs_rotation(&self, ts_us: i64) -> bool {
-        self.current.as_ref().is_some_and(|f| !f.period.contains(ts_us))
+        self.current
+            .as_ref()
+            .is_some_and(|f| !f.period.contains(ts_us))
     }
 
     /// Open a period for a first row at `first_us`, unless one is open.
-    pub fn ensure_open(&mut self, target: &Target<'_>, host: &str, first_us: i64, rotate: Duration) -> Result<()> {
+    pub fn ensure_open(
+        &mut self,
+        target: &Target<'_>,
+        host: &str,
+        first_us: i64,
+        rotate: Duration,
+    ) -> Result<()> {
         if self.current.is_some() {
             return Ok(());
         }
@@ -147,12 +168,17 @@ impl<T: Table> TableWriter<T> {
                 Err(err) => return Err(err).with_context(|| format!("cannot create {journal}")),
             }
         };
-        let journal = CsvFile::create::<T>(file).with_context(|| format!("cannot start {journal_name}"))?;
+        let journal =
+            CsvFile::create::<T>(file).with_context(|| format!("cannot start {journal_name}"))?;
         let parquet = if target.formats.parquet {
             let tmp = parquet_tmp_name(T::NAME, &name.stem);
             let file = dir::create_file_with(target.inprogress, &tmp, target.perms)
                 .with_context(|| format!("cannot create {tmp}"))?;
-            Some((ParquetFile::create::<T>(file, target.metadata).with_context(|| format!("cannot start {tmp}"))?, tmp))
+            Some((
+                ParquetFile::create::<T>(file, target.metadata)
+                    .with_context(|| format!("cannot start {tmp}"))?,
+                tmp,
+            ))
         } else {
             None
         };
@@ -171,9 +197,13 @@ impl<T: Table> TableWriter<T> {
     /// Append one row to the open period.
     pub fn write(&mut self, row: &T::Row<'_>) -> Result<()> {
         let file = self.current.as_mut().context("no open file")?;
-        file.journal.write_row::<T>(row).with_context(|| format!("cannot write {}", file.journal_name))?;
+        file.journal
+            .write_row::<T>(row)
+            .with_context(|| format!("cannot write {}", file.journal_name))?;
         if let Some((parquet, tmp)) = &mut file.parquet {
-            parquet.write_row::<T>(row).with_context(|| format!("cannot write {tmp}"))?;
+            parquet
+                .write_row::<T>(row)
+                .with_context(|| format!("cannot write {tmp}"))?;
         }
         Ok(())
     }
@@ -181,17 +211,23 @@ impl<T: Table> TableWriter<T> {
     /// Whether `interval` has passed since the open period was last made
     /// durable.
     pub fn flush_due(&self, interval: Duration) -> bool {
-        self.current.as_ref().is_some_and(|f| f.last_flush.elapsed() >= interval)
+        self.current
+            .as_ref()
+            .is_some_and(|f| f.last_flush.elapsed() >= interval)
     }
 
     /// Make the journal durable if `interval` has passed since the last
     /// time (zero: now). Whether a flush happened.
     pub fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        let Some(file) = self.current.as_mut() else { return Ok(false) };
+        let Some(file) = self.current.as_mut() else {
+            return Ok(false);
+        };
         if file.last_flush.elapsed() < interval {
             return Ok(false);
         }
-        file.journal.flush_durable().with_context(|| format!("cannot flush {}", file.journal_name))?;
+        file.journal
+            .flush_durable()
+            .with_context(|| format!("cannot flush {}", file.journal_name))?;
         file.last_flush = Instant::now();
         file.rows_durable = file.journal.rows();
         Ok(true)
@@ -205,9 +241,22 @@ impl<T: Table> TableWriter<T> {
     /// Finish the open period and move its files into their partition.
     /// On failure the journal stays in `.inprogress/` for recovery.
     pub fn publish(&mut self, target: &Target<'_>) -> Result<()> {
-        let Some(file) = self.current.take() else { return Ok(()) };
-        let OpenFile { journal, journal_name, parquet, name, rows_durable, .. } = file;
-        self.failed = Some(Abandoned { journal: journal_name.clone(), rows_written: journal.rows(), rows_durable });
+        let Some(file) = self.current.take() else {
+            return Ok(());
+        };
+        let OpenFile {
+            journal,
+            journal_name,
+            parquet,
+            name,
+            rows_durable,
+            ..
+        } = file;
+        self.failed = Some(Abandoned {
+            journal: journal_name.clone(),
+            rows_written: journal.rows(),
+            rows_durable,
+        });
         if let Some((parquet, tmp)) = parquet {
             let published = parquet
                 .finish()
@@ -220,11 +269,14 @@ impl<T: Table> TableWriter<T> {
                 return Err(err);
             }
         }
-        journal.finish().with_context(|| format!("cannot finish {journal_name}"))?;
+        journal
+            .finish()
+            .with_context(|| format!("cannot finish {journal_name}"))?;
         if target.formats.csv {
             publish_file(target, T::NAME, &journal_name, &name, CSV_EXT)?;
         } else {
-            dir::remove_file(target.inprogress, &journal_name).with_context(|| format!("cannot remove {journal_name}"))?;
+            dir::remove_file(target.inprogress, &journal_name)
+                .with_context(|| format!("cannot remove {journal_name}"))?;
         }
         self.failed = None;
         Ok(())
@@ -238,7 +290,11 @@ impl<T: Table> TableWriter<T> {
             if let Some((_, tmp)) = &file.parquet {
                 let _ = dir::remove_file(target.inprogress, tmp);
             }
-            return Some(Abandoned { journal: file.journal_name, rows_written: file.journal.rows(), rows_durable: file.rows_durable });
+            return Some(Abandoned {
+                journal: file.journal_name,
+                rows_written: file.journal.rows(),
+                rows_durable: file.rows_durable,
+            });
         }
         self.failed.take()
     }
@@ -252,8 +308,14 @@ mod tests {
     fn journal_names_round_trip() {
         let name = journal_name("samples", "web-1-20261122T130405Z");
         assert_eq!(name, "samples-web-1-20261122T130405Z.csv.zst.tmp");
-        assert_eq!(parse_journal_name(&name), Some(("samples", "web-1-20261122T130405Z")));
-        assert_eq!(parse_journal_name(&journal_name("ticks", "h-20261122T130405Z-2")), Some(("ticks", "h-20261122T130405Z-2")));
+        assert_eq!(
+            parse_journal_name(&name),
+            Some(("samples", "web-1-20261122T130405Z"))
+        );
+        assert_eq!(
+            parse_journal_name(&journal_name("ticks", "h-20261122T130405Z-2")),
+            Some(("ticks", "h-20261122T130405Z-2"))
+        );
         assert_eq!(parse_journal_name("samples-x.parquet.tmp"), None);
     }
 }

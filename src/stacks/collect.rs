@@ -27,8 +27,8 @@ use tracing::warn;
 use super::{RawStacks, StackRef};
 use crate::bpf::types::ts_stack_flags;
 use crate::bpf::{Agent, StackHeader, StateTable};
-use crate::sampler::monotonic_ns;
 use crate::record::{Sample, ThreadState};
+use crate::sampler::monotonic_ns;
 
 /// Threads the refresh pass is asked for at most per pass.
 const REFRESH_BUDGET: usize = 256;
@@ -60,7 +60,8 @@ pub fn describes(header: &StackHeader, sample: &Sample, window: Option<(u64, u64
         // Exited: there is nothing left to capture.
         ThreadState::Zombie | ThreadState::Dead => false,
         _ if has(ts_stack_flags::TS_S_ONCPU) => {
-            matches!(sample.state, ThreadState::OnCpu | ThreadState::RunQueue) && header.captured_ns >= sample.wait_ns
+            matches!(sample.state, ThreadState::OnCpu | ThreadState::RunQueue)
+                && header.captured_ns >= sample.wait_ns
         }
         ThreadState::OnCpu => false,
         _ if header.switch_out_ns == sample.switch_out_ns => true,
@@ -113,7 +114,12 @@ impl Collector {
     /// Attach a capture to every row it describes (refreshing stale ones
     /// when due) and return the captures the writer has not seen, which
     /// `StackRef::raw` indexes.
-    pub fn collect(&mut self, agent: &Agent, samples: &mut [Sample], now_ns: u64) -> (Vec<RawStacks>, CollectStats) {
+    pub fn collect(
+        &mut self,
+        agent: &Agent,
+        samples: &mut [Sample],
+        now_ns: u64,
+    ) -> (Vec<RawStacks>, CollectStats) {
         let table = agent.table();
         let mut stats = CollectStats::default();
         let mut stale: Vec<usize> = Vec::new();
@@ -122,7 +128,9 @@ impl Collector {
         // `now_ns` is read; a capture after it only fails to match).
         let window = (self.armed_from_ns != 0).then_some((self.armed_from_ns, now_ns));
         for (i, sample) in samples.iter().enumerate() {
-            let header = table.stack_header(sample.slot as usize).filter(|h| describes(h, sample, window));
+            let header = table
+                .stack_header(sample.slot as usize)
+                .filter(|h| describes(h, sample, window));
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }
@@ -130,7 +138,13 @@ impl Collector {
         }
         if !stale.is_empty() && now_ns >= self.next_refresh_ns && !self.refresh_failed {
             let start = self.rotate % stale.len();
-            let chosen: Vec<usize> = stale.iter().cycle().skip(start).take(stale.len().min(REFRESH_BUDGET)).copied().collect();
+            let chosen: Vec<usize> = stale
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(stale.len().min(REFRESH_BUDGET))
+                .copied()
+                .collect();
             self.rotate = self.rotate.wrapping_add(chosen.len());
             for &i in &chosen {
                 table.request_stack(samples[i].slot as usize);
@@ -143,7 +157,9 @@ impl Collector {
             match refreshed {
                 Ok(true) => {
                     for &i in &chosen {
-                        headers[i] = table.stack_header(samples[i].slot as usize).filter(|h| describes(h, &samples[i], None));
+                        headers[i] = table
+                            .stack_header(samples[i].slot as usize)
+                            .filter(|h| describes(h, &samples[i], None));
                     }
                 }
                 Ok(false) => self.refresh_failed = true,
@@ -158,25 +174,40 @@ impl Collector {
             let Some(header) = header else { continue };
             let slot = sample.slot;
             if self.sent.get(&slot) == Some(&header.captured_ns) {
-                sample.stack = Some(StackRef { slot, captured_ns: header.captured_ns, raw: None });
+                sample.stack = Some(StackRef {
+                    slot,
+                    captured_ns: header.captured_ns,
+                    raw: None,
+                });
                 stats.with_stacks += 1;
                 continue;
             }
             // Copy it out; a capture that replaced it meanwhile counts if
             // it describes the row too.
-            let Some(copy) = table.read_stack(slot as usize) else { continue };
-            let copied = StackHeader { flags: copy.flags, captured_ns: copy.captured_ns, switch_out_ns: copy.switch_out_ns };
+            let Some(copy) = table.read_stack(slot as usize) else {
+                continue;
+            };
+            let copied = StackHeader {
+                flags: copy.flags,
+                captured_ns: copy.captured_ns,
+                switch_out_ns: copy.switch_out_ns,
+            };
             if copied != header && !describes(&copied, sample, window) {
                 continue;
             }
-            sample.stack = Some(StackRef { slot, captured_ns: copied.captured_ns, raw: Some(raws.len() as u32) });
+            sample.stack = Some(StackRef {
+                slot,
+                captured_ns: copied.captured_ns,
+                raw: Some(raws.len() as u32),
+            });
             raws.push(RawStacks::from_capture(&copy));
             self.sent.insert(slot, copied.captured_ns);
             stats.with_stacks += 1;
         }
         stats.copied = raws.len() as u32;
         if self.sent.len() > table.capacity() * 2 {
-            self.sent.retain(|&slot, _| (slot as usize) < table.high_water());
+            self.sent
+                .retain(|&slot, _| (slot as usize) < table.high_water());
         }
         (raws, stats)
     }
@@ -204,7 +235,10 @@ impl Collector {
 
 /// Rows whose thread a refresh pass can capture: off CPU and not exited.
 fn refreshable(sample: &Sample) -> bool {
-    !matches!(sample.state, ThreadState::OnCpu | ThreadState::Zombie | ThreadState::Dead)
+    !matches!(
+        sample.state,
+        ThreadState::OnCpu | ThreadState::Zombie | ThreadState::Dead
+    )
 }
 
 #[cfg(test)]
@@ -230,32 +264,71 @@ mod tests {
 
     #[test]
     fn running_rows_take_captures_since_the_last_sleep() {
-        let at = |flags, captured_ns| StackHeader { flags, captured_ns, switch_out_ns: 0 };
+        let at = |flags, captured_ns| StackHeader {
+            flags,
+            captured_ns,
+            switch_out_ns: 0,
+        };
         // Slept until 1,000, then ran (and was preempted at 1,700).
         let running = sample(ThreadState::OnCpu, 1_000, 1_700);
         assert!(describes_now(&at(ONCPU | K | U, 1_500), &running));
-        assert!(!describes_now(&at(ONCPU | K | U, 900), &running), "before it last slept");
-        assert!(!describes_now(&at(ONCPU, 1_500), &running), "nothing captured");
+        assert!(
+            !describes_now(&at(ONCPU | K | U, 900), &running),
+            "before it last slept"
+        );
+        assert!(
+            !describes_now(&at(ONCPU, 1_500), &running),
+            "nothing captured"
+        );
         let preempted = sample(ThreadState::RunQueue, 1_000, 1_700);
         assert!(describes_now(&at(ONCPU | U, 1_500), &preempted));
         // Never slept since the agent started: any on-CPU capture.
-        assert!(describes_now(&at(ONCPU | U, 10), &sample(ThreadState::OnCpu, 0, 0)));
+        assert!(describes_now(
+            &at(ONCPU | U, 10),
+            &sample(ThreadState::OnCpu, 0, 0)
+        ));
         // A switch-out capture never describes a running thread.
-        assert!(!describes_now(&StackHeader { flags: K | U, captured_ns: 1_700, switch_out_ns: 1_700 }, &running));
+        assert!(!describes_now(
+            &StackHeader {
+                flags: K | U,
+                captured_ns: 1_700,
+                switch_out_ns: 1_700
+            },
+            &running
+        ));
     }
 
     #[test]
     fn waiting_rows_take_captures_of_the_same_wait() {
         let waiting = sample(ThreadState::Sleep, 2_000, 2_000);
-        let at = |flags, switch_out_ns| StackHeader { flags, captured_ns: 2_500, switch_out_ns };
+        let at = |flags, switch_out_ns| StackHeader {
+            flags,
+            captured_ns: 2_500,
+            switch_out_ns,
+        };
         assert!(describes_now(&at(K | U, 2_000), &waiting));
-        assert!(!describes_now(&at(K | U, 1_000), &waiting), "an earlier wait");
-        assert!(!describes_now(&at(ONCPU | K, 0), &waiting), "an on-CPU capture");
+        assert!(
+            !describes_now(&at(K | U, 1_000), &waiting),
+            "an earlier wait"
+        );
+        assert!(
+            !describes_now(&at(ONCPU | K, 0), &waiting),
+            "an on-CPU capture"
+        );
         // Asleep since before the agent started: a refresh capture.
-        assert!(describes_now(&at(ITER | K, 0), &sample(ThreadState::Sleep, 0, 0)));
-        assert!(!describes_now(&at(K, 2_000), &sample(ThreadState::Zombie, 2_000, 2_000)));
+        assert!(describes_now(
+            &at(ITER | K, 0),
+            &sample(ThreadState::Sleep, 0, 0)
+        ));
+        assert!(!describes_now(
+            &at(K, 2_000),
+            &sample(ThreadState::Zombie, 2_000, 2_000)
+        ));
         assert!(refreshable(&waiting) && refreshable(&sample(ThreadState::RunQueue, 0, 1)));
-        assert!(!refreshable(&sample(ThreadState::OnCpu, 1, 0)) && !refreshable(&sample(ThreadState::Zombie, 0, 1)));
+        assert!(
+            !refreshable(&sample(ThreadState::OnCpu, 1, 0))
+                && !refreshable(&sample(ThreadState::Zombie, 0, 1))
+        );
     }
 
     #[test]
@@ -265,13 +338,34 @@ mod tests {
         // newer than every capture.
         let window = Some((10_000, 12_000));
         let rewound = sample(ThreadState::Sleep, 12_300, 12_300);
-        let at = |switch_out_ns| StackHeader { flags: K | U, captured_ns: switch_out_ns, switch_out_ns };
-        assert!(describes(&at(11_900), &rewound, window), "the last switch-out before the scan");
-        assert!(!describes(&at(9_000), &rewound, window), "before the window: a wait may have begun since");
-        assert!(!describes(&at(12_200), &rewound, window), "after the scan instant");
+        let at = |switch_out_ns| StackHeader {
+            flags: K | U,
+            captured_ns: switch_out_ns,
+            switch_out_ns,
+        };
+        assert!(
+            describes(&at(11_900), &rewound, window),
+            "the last switch-out before the scan"
+        );
+        assert!(
+            !describes(&at(9_000), &rewound, window),
+            "before the window: a wait may have begun since"
+        );
+        assert!(
+            !describes(&at(12_200), &rewound, window),
+            "after the scan instant"
+        );
         assert!(!describes(&at(11_900), &rewound, None), "no window armed");
         // Runnable rows may have run since their last wait.
-        assert!(!describes(&at(11_900), &sample(ThreadState::RunQueue, 12_300, 12_300), window));
-        assert!(!describes(&at(11_900), &sample(ThreadState::OnCpu, 12_300, 12_300), window));
+        assert!(!describes(
+            &at(11_900),
+            &sample(ThreadState::RunQueue, 12_300, 12_300),
+            window
+        ));
+        assert!(!describes(
+            &at(11_900),
+            &sample(ThreadState::OnCpu, 12_300, 12_300),
+            window
+        ));
     }
 }

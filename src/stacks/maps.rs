@@ -33,8 +33,13 @@ pub struct MappedFile {
 impl MappedFile {
     /// Base name of the file (`libc.so.6`), without ` (deleted)`.
     pub fn name(&self) -> String {
-        let name = self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        name.strip_suffix(" (deleted)").map(str::to_string).unwrap_or(name)
+        let name = self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        name.strip_suffix(" (deleted)")
+            .map(str::to_string)
+            .unwrap_or(name)
     }
 }
 
@@ -78,7 +83,13 @@ pub struct FileCache {
 }
 
 impl FileCache {
-    fn get_or_open(&mut self, key: (u64, u64), tgid: u32, range: &str, path: &str) -> Option<Arc<MappedFile>> {
+    fn get_or_open(
+        &mut self,
+        key: (u64, u64),
+        tgid: u32,
+        range: &str,
+        path: &str,
+    ) -> Option<Arc<MappedFile>> {
         use std::os::unix::fs::MetadataExt;
         if let Some(file) = self.files.get(&key) {
             return Some(file.clone());
@@ -118,10 +129,16 @@ impl FileCache {
 /// Read `/proc/<tgid>/maps` and open its mapped files.
 pub fn read_maps(tgid: u32, files: &mut FileCache) -> std::io::Result<ProcessMaps> {
     let text = std::fs::read_to_string(format!("/proc/{tgid}/maps"))?;
-    let mut mappings: Vec<Mapping> = text.lines().filter_map(|line| parse_line(line, tgid, files)).collect();
+    let mut mappings: Vec<Mapping> = text
+        .lines()
+        .filter_map(|line| parse_line(line, tgid, files))
+        .collect();
     mappings.sort_by_key(|m| m.start);
     static READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    Ok(ProcessMaps { mappings, reading: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) })
+    Ok(ProcessMaps {
+        mappings,
+        reading: READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    })
 }
 
 fn parse_line(line: &str, tgid: u32, files: &mut FileCache) -> Option<Mapping> {
@@ -132,14 +149,33 @@ fn parse_line(line: &str, tgid: u32, files: &mut FileCache) -> Option<Mapping> {
     let dev = fields.next()?;
     let inode: u64 = fields.next()?.parse().ok()?;
     // The path is the rest of the line (it may contain spaces).
-    let path = line.splitn(6, |c: char| c.is_ascii_whitespace()).nth(5).map(str::trim).unwrap_or("");
+    let path = line
+        .splitn(6, |c: char| c.is_ascii_whitespace())
+        .nth(5)
+        .map(str::trim)
+        .unwrap_or("");
     let (start, end) = range.split_once('-')?;
-    let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+    let (start, end) = (
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+    );
     let (major, minor) = dev.split_once(':')?;
-    let dev = libc::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?);
+    let dev = libc::makedev(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
     let exec = perms.as_bytes().get(2) == Some(&b'x');
-    let file = (inode != 0 && path.starts_with('/')).then(|| files.get_or_open((dev, inode), tgid, range, path)).flatten();
-    Some(Mapping { start, end, offset, exec, file, name: Arc::from(path) })
+    let file = (inode != 0 && path.starts_with('/'))
+        .then(|| files.get_or_open((dev, inode), tgid, range, path))
+        .flatten();
+    Some(Mapping {
+        start,
+        end,
+        offset,
+        exec,
+        file,
+        name: Arc::from(path),
+    })
 }
 
 #[cfg(test)]
@@ -154,7 +190,10 @@ mod tests {
         let m = maps.find(here).expect("own code is mapped");
         assert!(m.exec);
         let file = m.file.as_ref().expect("own binary opened");
-        assert_eq!(std::fs::canonicalize(&file.path).unwrap(), std::env::current_exe().unwrap());
+        assert_eq!(
+            std::fs::canonicalize(&file.path).unwrap(),
+            std::env::current_exe().unwrap()
+        );
         assert!(std::fs::metadata(&file.open_path).is_ok());
         assert!(maps.find(0).is_none());
         assert!(!files.is_empty());
@@ -165,18 +204,31 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gone.so");
-        std::fs::File::create(&path).unwrap().write_all(&[7u8; 4096]).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&[7u8; 4096])
+            .unwrap();
         let file = File::open(&path).unwrap();
         // SAFETY: a fresh private read-only mapping of a whole file.
         let addr = unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), 4096, rustix::mm::ProtFlags::READ, rustix::mm::MapFlags::PRIVATE, &file, 0)
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                4096,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::PRIVATE,
+                &file,
+                0,
+            )
         }
         .unwrap();
         std::fs::remove_file(&path).unwrap();
         let mut files = FileCache::default();
         let maps = read_maps(std::process::id(), &mut files).unwrap();
         let m = maps.find(addr as u64).expect("mapped");
-        let opened = m.file.as_ref().expect("a deleted file is opened through map_files");
+        let opened = m
+            .file
+            .as_ref()
+            .expect("a deleted file is opened through map_files");
         assert_eq!(opened.name(), "gone.so");
         assert_eq!(std::fs::read(&opened.open_path).unwrap(), vec![7u8; 4096]);
         // SAFETY: the mapping made above, no longer used.

@@ -27,8 +27,8 @@ use maps::{FileCache, ProcessMaps};
 use symbolize::{Frames, Symbolizer};
 use unwind::{RawUser, UnwindCache};
 
-pub use crate::bpf::StackKinds;
 use crate::bpf::types::ts_stack;
+pub use crate::bpf::StackKinds;
 
 /// Processes whose maps are kept before the cache is cleared.
 const PROCESS_LIMIT: usize = 1_024;
@@ -57,7 +57,13 @@ fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128
         .map(|(i, word)| (i, u64::from_le_bytes(word.try_into().expect("8 bytes"))))
         .filter(|&(_, word)| maps.find(word).is_some_and(|m| m.exec))
         .collect();
-    content_key(&(tgid, exe_id, &raw.user, raw.user_bp.wrapping_sub(raw.user_sp), code))
+    content_key(&(
+        tgid,
+        exe_id,
+        &raw.user,
+        raw.user_bp.wrapping_sub(raw.user_sp),
+        code,
+    ))
 }
 
 /// Memo entries of each kind kept before the memo is cleared.
@@ -114,8 +120,16 @@ impl RawStacks {
         let kframes = (s.kframes as usize).min(s.kips.len());
         let uframes = (s.uframes as usize).min(s.uips.len());
         RawStacks {
-            kernel: if has(f::TS_S_KERNEL) { s.kips[..kframes].to_vec() } else { Vec::new() },
-            user: if has(f::TS_S_USER) { s.uips[..uframes].to_vec() } else { Vec::new() },
+            kernel: if has(f::TS_S_KERNEL) {
+                s.kips[..kframes].to_vec()
+            } else {
+                Vec::new()
+            },
+            user: if has(f::TS_S_USER) {
+                s.uips[..uframes].to_vec()
+            } else {
+                Vec::new()
+            },
             user_sp: s.user_sp,
             user_bp: s.user_bp,
             peek: has(f::TS_S_PEEK).then(|| s.peek.to_vec().into_boxed_slice()),
@@ -169,7 +183,12 @@ pub struct Resolved {
 /// The id of a stack: a 63-bit FNV-1a hash of its kind and frames.
 pub fn stack_id(kind: StackKind, frames: &str, salt: u32) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = [kind.name().as_bytes(), b":", frames.as_bytes(), &salt.to_le_bytes()];
+    let bytes = [
+        kind.name().as_bytes(),
+        b":",
+        frames.as_bytes(),
+        &salt.to_le_bytes(),
+    ];
     for byte in bytes.iter().flat_map(|b| b.iter()) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -184,9 +203,16 @@ pub fn stack_id(kind: StackKind, frames: &str, salt: u32) -> i64 {
 fn is_switch_frame(frames: &Frames) -> bool {
     frames.sched
         || frames.function.as_deref().is_some_and(|f| {
-            ["bpf_", "__bpf_", "__traceiter_", "trace_event_", "perf_trace_", "finish_task_switch"]
-                .iter()
-                .any(|p| f.starts_with(p))
+            [
+                "bpf_",
+                "__bpf_",
+                "__traceiter_",
+                "trace_event_",
+                "perf_trace_",
+                "finish_task_switch",
+            ]
+            .iter()
+            .any(|p| f.starts_with(p))
         })
 }
 
@@ -196,7 +222,15 @@ fn is_thread_entry(frames: &Frames) -> bool {
     frames.function.as_deref().is_some_and(|f| {
         matches!(
             f,
-            "__libc_start_call_main" | "__libc_start_main" | "_start" | "start_thread" | "thread_start" | "clone" | "clone3" | "__clone" | "__clone3"
+            "__libc_start_call_main"
+                | "__libc_start_main"
+                | "_start"
+                | "start_thread"
+                | "thread_start"
+                | "clone"
+                | "clone3"
+                | "__clone"
+                | "__clone3"
         )
     })
 }
@@ -237,36 +271,52 @@ impl StackResolver {
     }
 
     /// The stacks of a sample of process `tgid` (image `exe_id`).
-    pub fn resolve(&mut self, tgid: u32, exe_id: u64, stack: &StackRef, raw: Option<&RawStacks>) -> Resolved {
+    pub fn resolve(
+        &mut self,
+        tgid: u32,
+        exe_id: u64,
+        stack: &StackRef,
+        raw: Option<&RawStacks>,
+    ) -> Resolved {
         if let Some((captured, resolved)) = self.by_slot.get(&stack.slot) {
             if *captured == stack.captured_ns {
                 return resolved.clone();
             }
         }
-        let Some(raw) = raw else { return Resolved::default() };
+        let Some(raw) = raw else {
+            return Resolved::default();
+        };
         if self.definitions.len() >= DEFINITION_LIMIT {
             self.evict_definitions();
         }
         let resolved = self.resolve_raw(tgid, exe_id, raw);
         self.resolved += 1;
-        self.by_slot.insert(stack.slot, (stack.captured_ns, resolved.clone()));
+        self.by_slot
+            .insert(stack.slot, (stack.captured_ns, resolved.clone()));
         resolved
     }
 
     fn resolve_raw(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> Resolved {
         let mut resolved = Resolved::default();
-        let kernel_key = (!raw.kernel.is_empty()).then(|| content_key(&(&raw.kernel, raw.kernel_first_exact, raw.kernel_full)));
+        let kernel_key = (!raw.kernel.is_empty())
+            .then(|| content_key(&(&raw.kernel, raw.kernel_first_exact, raw.kernel_full)));
         if let Some((kstack, kfunc)) = kernel_key.and_then(|key| self.kernel_memo.get(&key)) {
             (resolved.kstack, resolved.kfunc) = (*kstack, kfunc.clone());
         } else if let Some(key) = kernel_key {
-            let frames = self.symbolizer().kernel(&raw.kernel, raw.kernel_first_exact);
+            let frames = self
+                .symbolizer()
+                .kernel(&raw.kernel, raw.kernel_first_exact);
             // The wait point first: a capture at switch-out starts in the
             // agent's own hook and the scheduler, one from the iterator
             // at the caller of the scheduler; both name the same stack.
             let frames: Vec<Frames> = frames.into_iter().skip_while(is_switch_frame).collect();
             resolved.kfunc = frames.first().and_then(|f| f.function.clone());
             resolved.kstack = self.define(StackKind::Kernel, &frames, raw.kernel_full);
-            memo_insert(&mut self.kernel_memo, key, (resolved.kstack, resolved.kfunc.clone()));
+            memo_insert(
+                &mut self.kernel_memo,
+                key,
+                (resolved.kstack, resolved.kfunc.clone()),
+            );
         }
         if raw.user.is_empty() {
             return resolved;
@@ -278,7 +328,13 @@ impl StackResolver {
             resolved.ustack = *ustack;
         } else {
             let ips = unwind::recover(
-                &RawUser { ips: &raw.user, sp: raw.user_sp, bp: raw.user_bp, peek: raw.peek.as_deref(), tgid },
+                &RawUser {
+                    ips: &raw.user,
+                    sp: raw.user_sp,
+                    bp: raw.user_bp,
+                    peek: raw.peek.as_deref(),
+                    tgid,
+                },
                 &process.maps,
                 &mut self.unwind,
             );
@@ -305,10 +361,13 @@ impl StackResolver {
     fn ensure_process(&mut self, tgid: u32, exe_id: u64, ips: &[u64]) {
         let stale = match self.processes.get(&(tgid, exe_id)) {
             None => true,
-            Some(p) => p.read_at.elapsed() >= MAPS_REFRESH && ips.iter().any(|a| p.maps.find(*a).is_none()),
+            Some(p) => {
+                p.read_at.elapsed() >= MAPS_REFRESH && ips.iter().any(|a| p.maps.find(*a).is_none())
+            }
         };
         if self.pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            self.processes.retain(|_, p| p.used_at.elapsed() < PROCESS_IDLE);
+            self.processes
+                .retain(|_, p| p.used_at.elapsed() < PROCESS_IDLE);
             self.pruned_at = Some(Instant::now());
         }
         if let Some(p) = self.processes.get_mut(&(tgid, exe_id)) {
@@ -322,13 +381,24 @@ impl StackResolver {
         }
         match maps::read_maps(tgid, &mut self.files) {
             Ok(maps) => {
-                self.processes.insert((tgid, exe_id), Process { maps, read_at: Instant::now(), used_at: Instant::now() });
+                self.processes.insert(
+                    (tgid, exe_id),
+                    Process {
+                        maps,
+                        read_at: Instant::now(),
+                        used_at: Instant::now(),
+                    },
+                );
             }
             Err(_) => {
                 // Gone: keep what we had, or remember that there is nothing.
                 self.processes
                     .entry((tgid, exe_id))
-                    .or_insert_with(|| Process { maps: ProcessMaps::default(), read_at: Instant::now(), used_at: Instant::now() });
+                    .or_insert_with(|| Process {
+                        maps: ProcessMaps::default(),
+                        read_at: Instant::now(),
+                        used_at: Instant::now(),
+                    });
             }
         }
     }
@@ -338,7 +408,11 @@ impl StackResolver {
         if frames.is_empty() {
             return None;
         }
-        let text = frames.iter().flat_map(|f| f.texts.iter().map(|t| &**t)).collect::<Vec<_>>().join(";");
+        let text = frames
+            .iter()
+            .flat_map(|f| f.texts.iter().map(|t| &**t))
+            .collect::<Vec<_>>()
+            .join(";");
         let depth = frames.iter().map(|f| f.texts.len() as u32).sum();
         // Two different paths never share an id: on a hash collision the
         // later one is salted.
@@ -349,7 +423,14 @@ impl StackResolver {
                 Some(_) => continue,
                 None => {
                     let module = frames[0].module.to_string();
-                    let def = StackDef { id, kind, frames: text, module, depth, truncated: cut };
+                    let def = StackDef {
+                        id,
+                        kind,
+                        frames: text,
+                        module,
+                        depth,
+                        truncated: cut,
+                    };
                     self.definitions.insert(id, Arc::new(def));
                     return Some(id);
                 }
@@ -362,7 +443,12 @@ impl StackResolver {
     /// memos, which may name them). Those in use stay: a sample that reuses
     /// its thread's resolved stacks in a later period must find them.
     fn evict_definitions(&mut self) {
-        let live: FxHashSet<i64> = self.by_slot.values().flat_map(|(_, r)| [r.kstack, r.ustack]).flatten().collect();
+        let live: FxHashSet<i64> = self
+            .by_slot
+            .values()
+            .flat_map(|(_, r)| [r.kstack, r.ustack])
+            .flatten()
+            .collect();
         self.definitions.retain(|id, _| live.contains(id));
         self.kernel_memo.clear();
         self.user_memo.clear();
@@ -386,7 +472,12 @@ impl StackResolver {
     /// Sizes of the caches, for logs and benchmarks.
     pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
         let symbols = self.symbolizer.as_ref().map_or(0, Symbolizer::cached);
-        (self.processes.len(), self.files.len(), symbols, self.definitions.len())
+        (
+            self.processes.len(),
+            self.files.len(),
+            symbols,
+            self.definitions.len(),
+        )
     }
 }
 
@@ -419,10 +510,18 @@ mod tests {
     #[test]
     fn definitions_are_written_once_per_period() {
         let mut r = StackResolver::new();
-        let id = r.define(StackKind::User, &frames(&["f", "start_thread"]), false).unwrap();
-        assert_eq!(r.define(StackKind::User, &frames(&["f", "start_thread"]), false), Some(id));
+        let id = r
+            .define(StackKind::User, &frames(&["f", "start_thread"]), false)
+            .unwrap();
+        assert_eq!(
+            r.define(StackKind::User, &frames(&["f", "start_thread"]), false),
+            Some(id)
+        );
         let def = r.unwritten(id).expect("first time in this period");
-        assert_eq!((def.frames.as_str(), def.depth, def.module.as_str()), ("f+0x1;start_thread+0x1", 2, "m"));
+        assert_eq!(
+            (def.frames.as_str(), def.depth, def.module.as_str()),
+            ("f+0x1;start_thread+0x1", 2, "m")
+        );
         assert!(r.unwritten(id).is_none());
         r.new_period();
         assert!(r.unwritten(id).is_some());
@@ -432,9 +531,30 @@ mod tests {
     #[test]
     fn eviction_keeps_the_definitions_threads_still_use() {
         let mut r = StackResolver::new();
-        let used = r.define(StackKind::Kernel, &frames(&["schedule_timeout", "do_sys_poll"]), false).unwrap();
-        let old = r.define(StackKind::Kernel, &frames(&["pipe_read", "vfs_read"]), false).unwrap();
-        r.by_slot.insert(7, (1, Resolved { kstack: Some(used), ..Resolved::default() }));
+        let used = r
+            .define(
+                StackKind::Kernel,
+                &frames(&["schedule_timeout", "do_sys_poll"]),
+                false,
+            )
+            .unwrap();
+        let old = r
+            .define(
+                StackKind::Kernel,
+                &frames(&["pipe_read", "vfs_read"]),
+                false,
+            )
+            .unwrap();
+        r.by_slot.insert(
+            7,
+            (
+                1,
+                Resolved {
+                    kstack: Some(used),
+                    ..Resolved::default()
+                },
+            ),
+        );
         r.kernel_memo.insert(1, (Some(old), None));
         r.evict_definitions();
         assert!(r.definitions.contains_key(&used) && !r.definitions.contains_key(&old));
@@ -455,7 +575,14 @@ mod tests {
 
     #[test]
     fn switch_frames_and_entries() {
-        let mut f = frames(&["bpf_prog_1234_on_sched_switch", "__traceiter_sched_switch", "finish_task_switch.isra.0", "io_schedule", "folio_wait_bit", "start_thread"]);
+        let mut f = frames(&[
+            "bpf_prog_1234_on_sched_switch",
+            "__traceiter_sched_switch",
+            "finish_task_switch.isra.0",
+            "io_schedule",
+            "folio_wait_bit",
+            "start_thread",
+        ]);
         f[3].sched = true;
         assert_eq!(f.iter().take_while(|f| is_switch_frame(f)).count(), 4);
         assert!(is_thread_entry(&f[5]) && !is_thread_entry(&f[4]));

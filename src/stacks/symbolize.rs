@@ -101,16 +101,34 @@ impl Symbolizer {
     /// interrupted instruction, not a return address.
     pub fn kernel(&mut self, ips: &[u64], first_exact: bool) -> Vec<Frames> {
         self.trim();
-        let keys: Vec<(u64, bool)> = ips.iter().enumerate().map(|(i, &a)| (a, i > 0 || !first_exact)).collect();
-        let mut missing: Vec<(u64, bool)> = keys.iter().copied().filter(|k| !self.kernel.contains_key(k)).collect();
+        let keys: Vec<(u64, bool)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (a, i > 0 || !first_exact))
+            .collect();
+        let mut missing: Vec<(u64, bool)> = keys
+            .iter()
+            .copied()
+            .filter(|k| !self.kernel.contains_key(k))
+            .collect();
         missing.sort_unstable();
         missing.dedup();
         if !missing.is_empty() {
             let lookups: Vec<u64> = missing.iter().map(|&(a, ret)| a - u64::from(ret)).collect();
-            let source = Source::Kernel(Kernel { vmlinux: MaybeDefault::None, debug_syms: false, ..Kernel::default() });
-            let results = self.blaze.symbolize(&source, Input::AbsAddr(&lookups)).unwrap_or_default();
+            let source = Source::Kernel(Kernel {
+                vmlinux: MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            let results = self
+                .blaze
+                .symbolize(&source, Input::AbsAddr(&lookups))
+                .unwrap_or_default();
             for (i, &(addr, ret)) in missing.iter().enumerate() {
-                let sched = self.sched_text.as_ref().is_some_and(|r| r.contains(&(addr - u64::from(ret))));
+                let sched = self
+                    .sched_text
+                    .as_ref()
+                    .is_some_and(|r| r.contains(&(addr - u64::from(ret))));
                 let frames = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => frames_of(sym, KERNEL, sched, ret),
                     _ => raw_frames(format!("0x{addr:x}"), KERNEL, sched),
@@ -135,7 +153,11 @@ impl Symbolizer {
                 let lookup = addr - u64::from(ret);
                 let m = maps.find(lookup)?;
                 let file = m.file.as_ref()?;
-                Some(((file.key, lookup - m.start + m.offset, ret), file.open_path.as_path(), file.name()))
+                Some((
+                    (file.key, lookup - m.start + m.offset, ret),
+                    file.open_path.as_path(),
+                    file.name(),
+                ))
             })
             .collect();
         // Symbolize what is not cached, file by file.
@@ -148,16 +170,27 @@ impl Symbolizer {
         for (path, mut wanted) in by_file {
             wanted.sort_unstable();
             wanted.dedup();
-            let file = located.iter().flatten().find(|(_, p, _)| *p == path).expect("present");
+            let file = located
+                .iter()
+                .flatten()
+                .find(|(_, p, _)| *p == path)
+                .expect("present");
             let (file_key, module) = (file.0 .0, file.2.clone());
             let offsets: Vec<u64> = wanted.iter().map(|&(offset, _)| offset).collect();
             self.parsed.insert(file_key);
             let source = Source::Elf(Elf::new(path));
-            let results = self.blaze.symbolize(&source, Input::FileOffset(&offsets)).unwrap_or_default();
+            let results = self
+                .blaze
+                .symbolize(&source, Input::FileOffset(&offsets))
+                .unwrap_or_default();
             for (i, &(offset, ret)) in wanted.iter().enumerate() {
                 let frames = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => frames_of(sym, &module, false, ret),
-                    _ => raw_frames(format!("{module}+0x{:x}", offset + u64::from(ret)), &module, false),
+                    _ => raw_frames(
+                        format!("{module}+0x{:x}", offset + u64::from(ret)),
+                        &module,
+                        false,
+                    ),
                 };
                 self.user.insert((file_key, offset, ret), frames);
             }
@@ -166,22 +199,37 @@ impl Symbolizer {
             .zip(&located)
             .map(|(addr, located)| match located {
                 Some((key, _, _)) => self.user[key].clone(),
-                None => raw_frames(format!("0x{addr:x}"), maps.find(*addr).map_or("", |m| &m.name), false),
+                None => raw_frames(
+                    format!("0x{addr:x}"),
+                    maps.find(*addr).map_or("", |m| &m.name),
+                    false,
+                ),
             })
             .collect()
     }
 }
 
 fn new_blaze() -> Blaze {
-    Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build()
+    Blaze::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
 }
 
 fn raw_frames(text: String, module: &str, sched: bool) -> Frames {
-    Frames { texts: vec![Arc::from(text.as_str())], function: None, module: Arc::from(module), sched }
+    Frames {
+        texts: vec![Arc::from(text.as_str())],
+        function: None,
+        module: Arc::from(module),
+        sched,
+    }
 }
 
 fn location(code: &blazesym::symbolize::CodeInfo<'_>) -> String {
-    let file = Path::new(&code.file).file_name().map_or_else(|| code.file.to_string_lossy(), |f| f.to_string_lossy());
+    let file = Path::new(&code.file)
+        .file_name()
+        .map_or_else(|| code.file.to_string_lossy(), |f| f.to_string_lossy());
     match code.line {
         Some(line) => format!(" [{file}:{line}]"),
         None => format!(" [{file}]"),
@@ -195,7 +243,11 @@ fn location(code: &blazesym::symbolize::CodeInfo<'_>) -> String {
 /// symbol names (`ext4`), if any.
 fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
     let module = match (module, sym.module.as_deref()) {
-        (KERNEL, Some(m)) => Path::new(m).file_name().unwrap_or(m).to_string_lossy().into_owned(),
+        (KERNEL, Some(m)) => Path::new(m)
+            .file_name()
+            .unwrap_or(m)
+            .to_string_lossy()
+            .into_owned(),
         _ => module.to_string(),
     };
     let mut texts = Vec::with_capacity(1 + sym.inlined.len());
@@ -204,16 +256,35 @@ fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
     // symbol's code info.
     let inlined = &sym.inlined;
     for (i, f) in inlined.iter().enumerate().rev() {
-        let at = if i + 1 == inlined.len() { sym.code_info.as_deref().map(location) } else { inlined[i + 1].code_info.as_ref().map(location) };
-        texts.push(Arc::from(format!("{} [inlined]{}", f.name, at.unwrap_or_default()).as_str()));
+        let at = if i + 1 == inlined.len() {
+            sym.code_info.as_deref().map(location)
+        } else {
+            inlined[i + 1].code_info.as_ref().map(location)
+        };
+        texts.push(Arc::from(
+            format!("{} [inlined]{}", f.name, at.unwrap_or_default()).as_str(),
+        ));
     }
     let outer_at = match inlined.first() {
         Some(first) => first.code_info.as_ref().map(location),
         None => sym.code_info.as_deref().map(location),
     };
     let offset = sym.offset + usize::from(ret);
-    texts.push(Arc::from(format!("{}+0x{:x}{}", sym.name, offset, outer_at.unwrap_or_default()).as_str()));
-    Frames { texts, function: Some(Arc::from(sym.name.as_ref())), module: Arc::from(module.as_str()), sched }
+    texts.push(Arc::from(
+        format!(
+            "{}+0x{:x}{}",
+            sym.name,
+            offset,
+            outer_at.unwrap_or_default()
+        )
+        .as_str(),
+    ));
+    Frames {
+        texts,
+        function: Some(Arc::from(sym.name.as_ref())),
+        module: Arc::from(module.as_str()),
+        sched,
+    }
 }
 
 /// The kernel's `.sched.text` section, from kallsyms.
@@ -224,7 +295,9 @@ fn sched_text_range() -> Option<Range<u64>> {
             let mut f = l.split_whitespace();
             let addr = f.next()?;
             let _kind = f.next()?;
-            (f.next()? == name).then(|| u64::from_str_radix(addr, 16).ok()).flatten()
+            (f.next()? == name)
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
         })
     };
     let (start, end) = (find("__sched_text_start")?, find("__sched_text_end")?);
@@ -249,7 +322,10 @@ mod tests {
         let mut s = Symbolizer::new();
         let frames = s.user(&maps, &[addr, 0x10]);
         let text = frames[0].texts.last().unwrap();
-        assert!(text.contains("marker_function_for_symbolization+0x4"), "{text}");
+        assert!(
+            text.contains("marker_function_for_symbolization+0x4"),
+            "{text}"
+        );
         assert!(text.contains("symbolize.rs:"), "no file:line in {text}");
         assert_eq!(&*frames[1].texts[0], "0x10");
         // As a return address it is looked up one byte earlier, shown as is.

@@ -48,7 +48,9 @@ fn read_elf_unwind(file: &MappedFile) -> Option<ElfUnwind> {
     let handle = std::fs::File::open(&file.open_path).ok()?;
     let cache = object::ReadCache::new(handle);
     let elf = object::File::parse(&cache).ok()?;
-    let range = |s: &object::Section<'_, '_, &object::ReadCache<std::fs::File>>| s.address()..s.address() + s.size();
+    let range = |s: &object::Section<'_, '_, &object::ReadCache<std::fs::File>>| {
+        s.address()..s.address() + s.size()
+    };
     let section = |name: &str| {
         let s = elf.section_by_name(name)?;
         let data: Arc<[u8]> = Arc::from(s.data().ok()?);
@@ -59,7 +61,10 @@ fn read_elf_unwind(file: &MappedFile) -> Option<ElfUnwind> {
         got_svma: elf.section_by_name(".got").map(|s| range(&s)),
         eh_frame: section(".eh_frame"),
         eh_frame_hdr: section(".eh_frame_hdr"),
-        segments: elf.segments().map(|s| (s.file_range().0, s.file_range().1, s.address())).collect(),
+        segments: elf
+            .segments()
+            .map(|s| (s.file_range().0, s.file_range().1, s.address()))
+            .collect(),
     })
 }
 
@@ -82,7 +87,10 @@ impl UnwindCache {
         if self.elves.len() > 128 {
             self.elves.clear();
         }
-        self.elves.entry(file.key).or_insert_with(|| read_elf_unwind(file)).clone()
+        self.elves
+            .entry(file.key)
+            .or_insert_with(|| read_elf_unwind(file))
+            .clone()
     }
 
     /// Files parsed (with or without unwind data).
@@ -125,7 +133,9 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
     use framehop::{FrameAddress, Unwinder};
 
-    let Some(peek) = raw.peek else { return Vec::new() };
+    let Some(peek) = raw.peek else {
+        return Vec::new();
+    };
     if !cache.unwinders.contains_key(&maps.reading) {
         if cache.unwinders.len() >= 256 {
             cache.unwinders.clear();
@@ -133,7 +143,12 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
         let unwinder = build_unwinder(maps, cache);
         cache.unwinders.insert(maps.reading, unwinder);
     }
-    let mut memory = StackMemory { tgid: raw.tgid, sp: raw.sp, window: peek, live: None };
+    let mut memory = StackMemory {
+        tgid: raw.tgid,
+        sp: raw.sp,
+        window: peek,
+        live: None,
+    };
     let mut read_stack = |addr: u64| memory.read(addr);
     let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
     let unwinder = &cache.unwinders[&maps.reading];
@@ -152,7 +167,10 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
 
 /// An unwinder for every executable, file-backed mapping in `maps`.
 #[cfg(target_arch = "x86_64")]
-fn build_unwinder(maps: &ProcessMaps, cache: &mut UnwindCache) -> framehop::x86_64::UnwinderX86_64<Arc<[u8]>> {
+fn build_unwinder(
+    maps: &ProcessMaps,
+    cache: &mut UnwindCache,
+) -> framehop::x86_64::UnwinderX86_64<Arc<[u8]>> {
     use framehop::x86_64::UnwinderX86_64;
     use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 
@@ -162,8 +180,10 @@ fn build_unwinder(maps: &ProcessMaps, cache: &mut UnwindCache) -> framehop::x86_
         let Some(elf) = cache.elf(file) else { continue };
         // Load bias: where the mapping's first byte lives in the file's
         // address space.
-        let Some(&(seg_off, _, seg_vaddr)) =
-            elf.segments.iter().find(|&&(off, size, _)| (off..off + size.max(1)).contains(&m.offset))
+        let Some(&(seg_off, _, seg_vaddr)) = elf
+            .segments
+            .iter()
+            .find(|&&(off, size, _)| (off..off + size.max(1)).contains(&m.offset))
         else {
             continue;
         };
@@ -208,7 +228,13 @@ impl StackMemory<'_> {
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let off = addr.checked_sub(self.sp).ok_or(())? as usize;
         let word = |bytes: &[u8]| -> Result<u64, ()> {
-            Ok(u64::from_le_bytes(bytes.get(off..off + 8).ok_or(())?.try_into().map_err(|_| ())?))
+            Ok(u64::from_le_bytes(
+                bytes
+                    .get(off..off + 8)
+                    .ok_or(())?
+                    .try_into()
+                    .map_err(|_| ())?,
+            ))
         };
         if off + 8 <= self.window.len() {
             return word(self.window);
@@ -216,7 +242,9 @@ impl StackMemory<'_> {
         // Most callers' frames are within a few KiB: read that much first,
         // all of it only when the unwinder goes further.
         let short = self.live.is_none();
-        let live = self.live.get_or_insert_with(|| read_live(self.tgid, self.sp, self.window, LIVE_STACK_FIRST));
+        let live = self
+            .live
+            .get_or_insert_with(|| read_live(self.tgid, self.sp, self.window, LIVE_STACK_FIRST));
         if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && short {
             *live = read_live(self.tgid, self.sp, self.window, LIVE_STACK_BYTES);
         }
@@ -232,7 +260,10 @@ fn read_live(tgid: u32, sp: u64, window: &[u8], bytes: usize) -> Vec<u8> {
         return Vec::new();
     }
     let mut buf = vec![0u8; bytes];
-    let remote = [RemoteIoVec { base: sp as usize, len: bytes }];
+    let remote = [RemoteIoVec {
+        base: sp as usize,
+        len: bytes,
+    }];
     let pid = nix::unistd::Pid::from_raw(tgid as i32);
     // A partial read ends at the top of the stack mapping.
     let n = process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).unwrap_or(0);
@@ -258,12 +289,24 @@ mod tests {
         let sp = frame.as_ptr() as u64;
         let me = std::process::id();
         let live = read_live(me, sp, &frame[..128], LIVE_STACK_BYTES);
-        assert!(live.len() >= 512 && live[..512] == frame[..], "read {} bytes", live.len());
+        assert!(
+            live.len() >= 512 && live[..512] == frame[..],
+            "read {} bytes",
+            live.len()
+        );
         let mut other = frame;
         other[3] = 0;
-        assert!(read_live(me, sp, &other[..128], LIVE_STACK_BYTES).is_empty(), "a changed window must not be extended");
+        assert!(
+            read_live(me, sp, &other[..128], LIVE_STACK_BYTES).is_empty(),
+            "a changed window must not be extended"
+        );
         assert!(read_live(0, sp, &frame[..128], LIVE_STACK_BYTES).is_empty());
-        let mut memory = StackMemory { tgid: me, sp, window: &frame[..16], live: None };
+        let mut memory = StackMemory {
+            tgid: me,
+            sp,
+            window: &frame[..16],
+            live: None,
+        };
         assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
         assert_eq!(memory.read(sp - 8), Err(()));
     }
@@ -271,8 +314,22 @@ mod tests {
     #[test]
     fn without_a_window_the_chain_is_kept() {
         let ips = [0x1000, 0x2000, 0x3000];
-        let raw = RawUser { ips: &ips, sp: 0x7000, bp: 0x7100, peek: None, tgid: 0 };
-        assert_eq!(recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()), ips);
-        assert!(recover(&RawUser::default(), &ProcessMaps::default(), &mut UnwindCache::default()).is_empty());
+        let raw = RawUser {
+            ips: &ips,
+            sp: 0x7000,
+            bp: 0x7100,
+            peek: None,
+            tgid: 0,
+        };
+        assert_eq!(
+            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+            ips
+        );
+        assert!(recover(
+            &RawUser::default(),
+            &ProcessMaps::default(),
+            &mut UnwindCache::default()
+        )
+        .is_empty());
     }
 }

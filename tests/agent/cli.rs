@@ -24,15 +24,28 @@ fn taskscope(args: &[&str]) -> Output {
 /// Exit code `code` and exactly one line on stderr containing `needle`.
 fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "exit status; stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status; stderr:\n{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line of error, got:\n{stderr}");
     assert!(lines[0].starts_with("taskscope: error"), "{}", lines[0]);
-    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} does not mention {needle:?}",
+        lines[0]
+    );
 }
 
 fn assert_nothing_written(dir: &Path) {
-    assert!(!dir.exists() || files_under(dir).is_empty(), "{} has files: {:?}", dir.display(), files_under(dir));
+    assert!(
+        !dir.exists() || files_under(dir).is_empty(),
+        "{} has files: {:?}",
+        dir.display(),
+        files_under(dir)
+    );
 }
 
 #[test]
@@ -40,11 +53,23 @@ fn help_and_version() {
     let out = taskscope(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("run") && help.contains("Sample thread states"), "{help}");
+    assert!(
+        help.contains("run") && help.contains("Sample thread states"),
+        "{help}"
+    );
     let out = taskscope(&["run", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--output-dir", "--frequency", "--all", "--pid", "--duration", "--format", "--rotate", "--verbose"] {
+    for flag in [
+        "--output-dir",
+        "--frequency",
+        "--all",
+        "--pid",
+        "--duration",
+        "--format",
+        "--rotate",
+        "--verbose",
+    ] {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
     let out = taskscope(&["--version"]);
@@ -66,8 +91,18 @@ fn frequency_out_of_range() {
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
     for bad in ["0", "5000"] {
-        let out = taskscope(&["run", "--frequency", bad, "--output-dir", out_dir.to_str().unwrap()]);
-        assert_one_line_error(&out, 2, &format!("invalid value '{bad}' for '--frequency <HZ>'"));
+        let out = taskscope(&[
+            "run",
+            "--frequency",
+            bad,
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert_one_line_error(
+            &out,
+            2,
+            &format!("invalid value '{bad}' for '--frequency <HZ>'"),
+        );
     }
     assert_nothing_written(&out_dir);
 }
@@ -77,12 +112,30 @@ fn bad_storage_flags() {
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
     for (args, needle) in [
-        (vec!["--format", "json"], "invalid value 'json' for '--format <FORMAT>'"),
-        (vec!["--max-disk", "lots"], "invalid value 'lots' for '--max-disk <SIZE>'"),
-        (vec!["--max-disk", "1K"], "--max-disk must be at least 64KiB"),
-        (vec!["--max-age", "10m"], "--max-age 10m is shorter than --rotate 1h"),
-        (vec!["--file-mode", "0666"], "--file-mode 0666 lets others than the owner write"),
-        (vec!["--group", "no-such-group-anywhere"], "--group no-such-group-anywhere: no such group"),
+        (
+            vec!["--format", "json"],
+            "invalid value 'json' for '--format <FORMAT>'",
+        ),
+        (
+            vec!["--max-disk", "lots"],
+            "invalid value 'lots' for '--max-disk <SIZE>'",
+        ),
+        (
+            vec!["--max-disk", "1K"],
+            "--max-disk must be at least 64KiB",
+        ),
+        (
+            vec!["--max-age", "10m"],
+            "--max-age 10m is shorter than --rotate 1h",
+        ),
+        (
+            vec!["--file-mode", "0666"],
+            "--file-mode 0666 lets others than the owner write",
+        ),
+        (
+            vec!["--group", "no-such-group-anywhere"],
+            "--group no-such-group-anywhere: no such group",
+        ),
     ] {
         let mut all = vec!["run", "--no-pin", "--output-dir", out_dir.to_str().unwrap()];
         all.extend(args);
@@ -99,7 +152,14 @@ fn symlinked_output_dir_is_refused() {
     std::fs::create_dir(&target).unwrap();
     let link = scratch.path().join("link");
     symlink(&target, &link).unwrap();
-    let out = taskscope(&["run", "--duration", "1", "--no-pin", "--output-dir", link.to_str().unwrap()]);
+    let out = taskscope(&[
+        "run",
+        "--duration",
+        "1",
+        "--no-pin",
+        "--output-dir",
+        link.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, 1, "is a symlink");
     assert_nothing_written(&target);
 }
@@ -111,12 +171,26 @@ fn world_writable_output_dir_is_refused() {
     let open = scratch.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = taskscope(&["run", "--duration", "1", "--no-pin", "--output-dir", open.to_str().unwrap()]);
+    let out = taskscope(&[
+        "run",
+        "--duration",
+        "1",
+        "--no-pin",
+        "--output-dir",
+        open.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, 1, "writable by other users");
     assert_nothing_written(&open);
     // Creating a new output directory inside it is refused as well.
     let inside = open.join("out");
-    let out = taskscope(&["run", "--duration", "1", "--no-pin", "--output-dir", inside.to_str().unwrap()]);
+    let out = taskscope(&[
+        "run",
+        "--duration",
+        "1",
+        "--no-pin",
+        "--output-dir",
+        inside.to_str().unwrap(),
+    ]);
     assert_one_line_error(&out, 1, "writable by other users");
     assert!(!inside.exists());
 }
@@ -127,10 +201,21 @@ fn unwritable_output_dir() {
     let scratch = scratch();
     let readonly = scratch.path().join("ro");
     std::fs::create_dir(&readonly).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "ro,mode=0755,size=1m", "none"]).arg(&readonly).status().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,mode=0755,size=1m", "none"])
+        .arg(&readonly)
+        .status()
+        .unwrap();
     assert!(mounted.success(), "mounting a read-only tmpfs failed");
     let out_dir = readonly.join("out");
-    let out = taskscope(&["run", "--duration", "1", "--no-pin", "--output-dir", out_dir.to_str().unwrap()]);
+    let out = taskscope(&[
+        "run",
+        "--duration",
+        "1",
+        "--no-pin",
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
     let _ = Command::new("umount").arg(&readonly).status();
     assert_one_line_error(&out, 1, "cannot write to");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
@@ -143,7 +228,14 @@ fn not_root_is_refused() {
     let out_dir = scratch.path().join("out");
     let out = wait_with_limit(
         Command::new(AGENT)
-            .args(["run", "--duration", "1", "--no-pin", "--output-dir", out_dir.to_str().unwrap()])
+            .args([
+                "run",
+                "--duration",
+                "1",
+                "--no-pin",
+                "--output-dir",
+                out_dir.to_str().unwrap(),
+            ])
             .uid(65534)
             .gid(65534)
             .stdout(std::process::Stdio::piped())
@@ -153,7 +245,10 @@ fn not_root_is_refused() {
         Duration::from_secs(30),
     );
     assert_one_line_error(&out, 1, "needs root");
-    assert!(!out_dir.exists(), "nothing may be created without privileges");
+    assert!(
+        !out_dir.exists(),
+        "nothing may be created without privileges"
+    );
 }
 
 #[test]
@@ -163,7 +258,14 @@ fn missing_kernel_btf() {
     let out_dir = scratch.path().join("out");
     let out = wait_with_limit(
         Command::new(AGENT)
-            .args(["run", "--duration", "1", "--no-pin", "--output-dir", out_dir.to_str().unwrap()])
+            .args([
+                "run",
+                "--duration",
+                "1",
+                "--no-pin",
+                "--output-dir",
+                out_dir.to_str().unwrap(),
+            ])
             .env("TASKSCOPE_TEST_SYSFS_BTF", "/nonexistent/vmlinux")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -177,6 +279,13 @@ fn missing_kernel_btf() {
 
 #[test]
 fn missing_pid() {
-    let out = taskscope(&["run", "--pid", "4194304", "--no-pin", "--output-dir", "/nonexistent"]);
+    let out = taskscope(&[
+        "run",
+        "--pid",
+        "4194304",
+        "--no-pin",
+        "--output-dir",
+        "/nonexistent",
+    ]);
     assert_one_line_error(&out, 2, "--pid 4194304: no such process");
 }

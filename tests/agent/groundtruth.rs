@@ -62,7 +62,16 @@ fn ground_truth_states_with_all() {
     // /proc is read while the agent samples, then compared with the rows of
     // the agent's tick nearest to that moment.
     let agent = std::process::Command::new(AGENT)
-        .args(["run", "--all", "--frequency", "50", "--duration", "6", "--no-pin", "--output-dir"])
+        .args([
+            "run",
+            "--all",
+            "--frequency",
+            "50",
+            "--duration",
+            "6",
+            "--no-pin",
+            "--output-dir",
+        ])
         .arg(&out)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -79,79 +88,186 @@ fn ground_truth_states_with_all() {
         .take(20)
         .collect();
     assert!(!idle_kthreads.is_empty(), "no idle kernel threads to check");
-    let mut views: HashMap<&str, ProcView> = stable.iter().map(|&name| (name, proc_view(workload.pid(), workload.tid(name)))).collect();
-    views.insert("stopped", proc_view(workload.info["stopped"].as_u64().unwrap() as u32, workload.info["stopped"].as_i64().unwrap()));
-    views.insert("zombie", proc_view(workload.info["zombie"].as_u64().unwrap() as u32, workload.info["zombie"].as_i64().unwrap()));
+    let mut views: HashMap<&str, ProcView> = stable
+        .iter()
+        .map(|&name| (name, proc_view(workload.pid(), workload.tid(name))))
+        .collect();
+    views.insert(
+        "stopped",
+        proc_view(
+            workload.info["stopped"].as_u64().unwrap() as u32,
+            workload.info["stopped"].as_i64().unwrap(),
+        ),
+    );
+    views.insert(
+        "zombie",
+        proc_view(
+            workload.info["zombie"].as_u64().unwrap() as u32,
+            workload.info["zombie"].as_i64().unwrap(),
+        ),
+    );
     let status = wait_with_limit(agent, Duration::from_secs(30));
     workload.stop();
     assert_success(&status);
     // Requests are removed when they complete: nothing accumulates.
-    let in_flight = log_field(&String::from_utf8_lossy(&status.stderr), "sampler finished", "requests_in_flight");
-    assert!(in_flight <= 16, "{in_flight} block requests still tracked after the run");
+    let in_flight = log_field(
+        &String::from_utf8_lossy(&status.stderr),
+        "sampler finished",
+        "requests_in_flight",
+    );
+    assert!(
+        in_flight <= 16,
+        "{in_flight} block requests still tracked after the run"
+    );
 
     // Every tick saw every workload thread (none dropped, none twice).
-    let ticks = query_number(&out, "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')");
-    assert!((280.0..=301.0).contains(&ticks), "expected ~300 ticks at 50 Hz for 6 s, got {ticks}");
+    let ticks = query_number(
+        &out,
+        "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')",
+    );
+    assert!(
+        (280.0..=301.0).contains(&ticks),
+        "expected ~300 ticks at 50 Hz for 6 s, got {ticks}"
+    );
     let mut all_tids = workload.spinners();
     for name in ["sleeper", "piperead", "futex", "fsync", "stopped", "zombie"] {
         all_tids.push(workload.tid(name));
     }
     for tid in &all_tids {
-        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
+        let rows = query_number(
+            &out,
+            &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"),
+        );
         let distinct = query_number(&out, &format!("SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
         assert_eq!(rows, distinct, "tid {tid} appears twice in one tick");
-        assert!(rows >= ticks * 0.98, "tid {tid} is in {rows} of {ticks} ticks");
+        assert!(
+            rows >= ticks * 0.98,
+            "tid {tid} is in {rows} of {ticks} ticks"
+        );
     }
 
     // Names set with prctl(PR_SET_NAME) right after thread creation.
-    for (name, comm) in [("sleeper", "gt-sleeper"), ("piperead", "gt-piperead"), ("futex", "gt-futex"), ("fsync", "gt-fsync")] {
+    for (name, comm) in [
+        ("sleeper", "gt-sleeper"),
+        ("piperead", "gt-piperead"),
+        ("futex", "gt-futex"),
+        ("fsync", "gt-fsync"),
+    ] {
         let named = share(&out, workload.tid(name), &format!("comm = '{comm}'"));
         assert!(named >= 0.99, "{name}: comm '{comm}' in {named:.3} of rows");
     }
 
     // Shares of the right state and syscall, per thread.
-    let sleeper = share(&out, workload.tid("sleeper"), "state = 'SLEEP' AND syscall = 'clock_nanosleep'");
-    assert!(sleeper >= 0.90, "sleeper: {sleeper:.3} SLEEP in clock_nanosleep");
-    let piperead = share(&out, workload.tid("piperead"), "state = 'SLEEP' AND syscall = 'read'");
+    let sleeper = share(
+        &out,
+        workload.tid("sleeper"),
+        "state = 'SLEEP' AND syscall = 'clock_nanosleep'",
+    );
+    assert!(
+        sleeper >= 0.90,
+        "sleeper: {sleeper:.3} SLEEP in clock_nanosleep"
+    );
+    let piperead = share(
+        &out,
+        workload.tid("piperead"),
+        "state = 'SLEEP' AND syscall = 'read'",
+    );
     assert!(piperead >= 0.99, "pipe reader: {piperead:.3} SLEEP in read");
     let pipe_fd = workload.info["pipe_fd"].as_i64().unwrap();
-    let fd_ok = share(&out, workload.tid("piperead"), &format!("syscall_arg0 = {pipe_fd} AND syscall_arg2 = 1"));
-    assert!(fd_ok >= 0.99, "pipe reader's read(fd={pipe_fd}, _, 1) arguments: {fd_ok:.3}");
-    let futex = share(&out, workload.tid("futex"), "state = 'SLEEP' AND syscall = 'futex'");
+    let fd_ok = share(
+        &out,
+        workload.tid("piperead"),
+        &format!("syscall_arg0 = {pipe_fd} AND syscall_arg2 = 1"),
+    );
+    assert!(
+        fd_ok >= 0.99,
+        "pipe reader's read(fd={pipe_fd}, _, 1) arguments: {fd_ok:.3}"
+    );
+    let futex = share(
+        &out,
+        workload.tid("futex"),
+        "state = 'SLEEP' AND syscall = 'futex'",
+    );
     assert!(futex >= 0.99, "condvar waiter: {futex:.3} SLEEP in futex");
     let stopped = share(&out, workload.tid("stopped"), "state = 'STOPPED'");
     assert!(stopped >= 0.99, "stopped child: {stopped:.3} STOPPED");
-    let zombie = share(&out, workload.tid("zombie"), "state = 'ZOMBIE' AND syscall IS NULL");
+    let zombie = share(
+        &out,
+        workload.tid("zombie"),
+        "state = 'ZOMBIE' AND syscall IS NULL",
+    );
     assert!(zombie >= 0.99, "zombie child: {zombie:.3} ZOMBIE");
 
     // Spinners: always running or runnable, never in a syscall; with one
     // more spinner than CPUs some of them wait for a CPU.
-    let spin_list = workload.spinners().iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let spin_list = workload
+        .spinners()
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let spin_rows = format!("FROM read_csv('samples/*/*/*.csv.zst') WHERE tid IN ({spin_list})");
-    let runnable = query_number(&out, &format!("SELECT avg(CASE WHEN state IN ('ON_CPU','RUNQUEUE') THEN 1.0 ELSE 0 END) {spin_rows}"));
-    assert!(runnable >= 0.99, "spinners ON_CPU or RUNQUEUE: {runnable:.3}");
-    let waiting = query_number(&out, &format!("SELECT avg(CASE WHEN state = 'RUNQUEUE' THEN 1.0 ELSE 0 END) {spin_rows}"));
-    assert!(waiting >= 0.10, "spinners RUNQUEUE share {waiting:.3}: more spinners than CPUs must queue");
-    let running = query_number(&out, &format!("SELECT avg(CASE WHEN state = 'ON_CPU' THEN 1.0 ELSE 0 END) {spin_rows}"));
+    let runnable = query_number(
+        &out,
+        &format!(
+            "SELECT avg(CASE WHEN state IN ('ON_CPU','RUNQUEUE') THEN 1.0 ELSE 0 END) {spin_rows}"
+        ),
+    );
+    assert!(
+        runnable >= 0.99,
+        "spinners ON_CPU or RUNQUEUE: {runnable:.3}"
+    );
+    let waiting = query_number(
+        &out,
+        &format!("SELECT avg(CASE WHEN state = 'RUNQUEUE' THEN 1.0 ELSE 0 END) {spin_rows}"),
+    );
+    assert!(
+        waiting >= 0.10,
+        "spinners RUNQUEUE share {waiting:.3}: more spinners than CPUs must queue"
+    );
+    let running = query_number(
+        &out,
+        &format!("SELECT avg(CASE WHEN state = 'ON_CPU' THEN 1.0 ELSE 0 END) {spin_rows}"),
+    );
     assert!(running >= 0.30, "spinners ON_CPU share {running:.3}");
-    let no_syscall = query_number(&out, &format!("SELECT avg(CASE WHEN syscall IS NULL THEN 1.0 ELSE 0 END) {spin_rows}"));
-    assert!(no_syscall >= 0.98, "spinners outside syscalls: {no_syscall:.3}");
+    let no_syscall = query_number(
+        &out,
+        &format!("SELECT avg(CASE WHEN syscall IS NULL THEN 1.0 ELSE 0 END) {spin_rows}"),
+    );
+    assert!(
+        no_syscall >= 0.98,
+        "spinners outside syscalls: {no_syscall:.3}"
+    );
     // No tick has more threads on a CPU than there are CPUs.
     let cpus = std::thread::available_parallelism().unwrap().get() as f64;
     let max_on_cpu = query_number(
         &out,
         "SELECT max(n) FROM (SELECT count(*) n FROM read_csv('samples/*/*/*.csv.zst') WHERE state = 'ON_CPU' GROUP BY ts)",
     );
-    assert!(max_on_cpu <= cpus, "{max_on_cpu} threads ON_CPU in one tick on {cpus} CPUs");
+    assert!(
+        max_on_cpu <= cpus,
+        "{max_on_cpu} threads ON_CPU in one tick on {cpus} CPUs"
+    );
 
     // fdatasync: waits for the disk, with the request's device filled in.
     let fsync = workload.tid("fsync");
-    let device = device_of(Path::new(workload.info["fsync_file"].as_str().unwrap()).parent().unwrap());
+    let device = device_of(
+        Path::new(workload.info["fsync_file"].as_str().unwrap())
+            .parent()
+            .unwrap(),
+    );
     // How long the disk takes varies from machine to machine (the CI disk is
     // faster than this one's), so the share of DISK is only required to be
     // visible; what must hold is *where* the thread waits.
-    let disk = share(&out, fsync, &format!("state = 'DISK' AND io_dev = '{device}' AND syscall = 'fdatasync'"));
-    assert!(disk >= 0.03, "fsync thread: {disk:.3} DISK on {device} in fdatasync");
+    let disk = share(
+        &out,
+        fsync,
+        &format!("state = 'DISK' AND io_dev = '{device}' AND syscall = 'fdatasync'"),
+    );
+    assert!(
+        disk >= 0.03,
+        "fsync thread: {disk:.3} DISK on {device} in fdatasync"
+    );
     let disk_in_io = query_number(
         &out,
         &format!(
@@ -159,9 +275,19 @@ fn ground_truth_states_with_all() {
              FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND state = 'DISK'"
         ),
     );
-    assert!(disk_in_io >= 0.99, "fsync thread's DISK rows in fdatasync or pwrite64: {disk_in_io:.3}");
-    let wrong_dev = share(&out, fsync, &format!("io_dev IS NOT NULL AND io_dev <> '{device}'"));
-    assert_eq!(wrong_dev, 0.0, "fsync thread's requests must be on {device}");
+    assert!(
+        disk_in_io >= 0.99,
+        "fsync thread's DISK rows in fdatasync or pwrite64: {disk_in_io:.3}"
+    );
+    let wrong_dev = share(
+        &out,
+        fsync,
+        &format!("io_dev IS NOT NULL AND io_dev <> '{device}'"),
+    );
+    assert_eq!(
+        wrong_dev, 0.0,
+        "fsync thread's requests must be on {device}"
+    );
     let ops = query(&out, &format!("SELECT DISTINCT io_op FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND io_op IS NOT NULL"));
     for op in &ops {
         let op = op["io_op"].as_str().unwrap();
@@ -169,9 +295,15 @@ fn ground_truth_states_with_all() {
     }
 
     // The agent never samples itself, and every row has the tick's weight.
-    let own = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE comm LIKE 'taskscope%'");
+    let own = query_number(
+        &out,
+        "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE comm LIKE 'taskscope%'",
+    );
     assert_eq!(own, 0.0, "the agent's own threads must not be sampled");
-    let weights = query(&out, "SELECT DISTINCT weight_us FROM read_csv('samples/*/*/*.csv.zst')");
+    let weights = query(
+        &out,
+        "SELECT DISTINCT weight_us FROM read_csv('samples/*/*/*.csv.zst')",
+    );
     assert_eq!(weights.len(), 1);
     assert_eq!(weights[0]["weight_us"].as_i64(), Some(20_000));
 
@@ -183,10 +315,16 @@ fn ground_truth_states_with_all() {
              WHERE ts = (SELECT ts FROM read_csv('samples/*/*/*.csv.zst') ORDER BY abs(epoch_us(ts) - {proc_at}) LIMIT 1)"
         ),
     );
-    let by_tid: HashMap<i64, &serde_json::Map<String, serde_json::Value>> =
-        nearest.iter().map(|row| (row["tid"].as_i64().unwrap(), row)).collect();
+    let by_tid: HashMap<i64, &serde_json::Map<String, serde_json::Value>> = nearest
+        .iter()
+        .map(|row| (row["tid"].as_i64().unwrap(), row))
+        .collect();
     // Idle kernel threads wait as IDLE (they run now and then), never DISK.
-    let idle_list = idle_kthreads.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let idle_list = idle_kthreads
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let idle = query(
         &out,
         &format!(
@@ -194,24 +332,46 @@ fn ground_truth_states_with_all() {
              FROM read_csv('samples/*/*/*.csv.zst') WHERE tid IN ({idle_list})"
         ),
     );
-    let (idle_rows, disk_rows, total) =
-        (idle[0]["idle"].as_f64().unwrap(), idle[0]["disk"].as_f64().unwrap(), idle[0]["total"].as_f64().unwrap());
+    let (idle_rows, disk_rows, total) = (
+        idle[0]["idle"].as_f64().unwrap(),
+        idle[0]["disk"].as_f64().unwrap(),
+        idle[0]["total"].as_f64().unwrap(),
+    );
     assert!(total > 0.0, "idle kernel threads missing from the samples");
     assert_eq!(disk_rows, 0.0, "TASK_IDLE kernel threads reported as DISK");
-    assert!(idle_rows >= 0.8 * total, "idle kernel threads IDLE in only {idle_rows} of {total} rows");
+    assert!(
+        idle_rows >= 0.8 * total,
+        "idle kernel threads IDLE in only {idle_rows} of {total} rows"
+    );
     for (name, view) in &views {
         let tid = workload.tid(name);
-        let row = by_tid.get(&tid).unwrap_or_else(|| panic!("{name} ({tid}) missing from the tick nearest /proc"));
+        let row = by_tid
+            .get(&tid)
+            .unwrap_or_else(|| panic!("{name} ({tid}) missing from the tick nearest /proc"));
         let state = row["state"].as_str().unwrap();
         if *name == "sleeper" && view.state != 'S' {
             continue; // caught between two sleeps by /proc; nothing stable to compare
         }
-        assert_eq!(proc_letter(state), view.state, "{name}: agent says {state}, /proc says {}", view.state);
+        assert_eq!(
+            proc_letter(state),
+            view.state,
+            "{name}: agent says {state}, /proc says {}",
+            view.state
+        );
         if view.state == 'S' {
             let nr: i64 = view.syscall[0].parse().expect("syscall nr");
-            assert_eq!(row["syscall_nr"].as_i64(), Some(nr), "{name}: syscall number vs /proc");
-            for (i, column) in ["syscall_arg0", "syscall_arg1", "syscall_arg2"].iter().enumerate() {
-                let proc_arg = u64::from_str_radix(view.syscall[i + 1].trim_start_matches("0x"), 16).expect("hex arg");
+            assert_eq!(
+                row["syscall_nr"].as_i64(),
+                Some(nr),
+                "{name}: syscall number vs /proc"
+            );
+            for (i, column) in ["syscall_arg0", "syscall_arg1", "syscall_arg2"]
+                .iter()
+                .enumerate()
+            {
+                let proc_arg =
+                    u64::from_str_radix(view.syscall[i + 1].trim_start_matches("0x"), 16)
+                        .expect("hex arg");
                 let agent_arg = row[*column].as_i64().expect("argument") as u64;
                 assert_eq!(agent_arg, proc_arg, "{name}: {column} vs /proc");
             }
@@ -223,14 +383,27 @@ fn ground_truth_states_with_all() {
 fn default_filter_writes_only_active_threads() {
     require_root();
     let _serial = exclusive();
-    let (workload, _scratch, out) = sample_workload(&["run", "--frequency", "20", "--duration", "3"]);
-    let states = query(&out, "SELECT DISTINCT state FROM read_csv('samples/*/*/*.csv.zst') ORDER BY state");
+    let (workload, _scratch, out) =
+        sample_workload(&["run", "--frequency", "20", "--duration", "3"]);
+    let states = query(
+        &out,
+        "SELECT DISTINCT state FROM read_csv('samples/*/*/*.csv.zst') ORDER BY state",
+    );
     for row in &states {
         let state = row["state"].as_str().unwrap();
-        assert!(["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"].contains(&state), "{state} written without --all");
+        assert!(
+            ["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"].contains(&state),
+            "{state} written without --all"
+        );
     }
     for name in ["piperead", "futex", "zombie"] {
-        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}", workload.tid(name)));
+        let rows = query_number(
+            &out,
+            &format!(
+                "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}",
+                workload.tid(name)
+            ),
+        );
         assert_eq!(rows, 0.0, "{name} is not active and must not be written");
     }
     // The sleeper wakes every 200 ms and then really is runnable for a moment
@@ -238,16 +411,36 @@ fn default_filter_writes_only_active_threads() {
     // there, but never asleep.
     let sleeper = query(
         &out,
-        &format!("SELECT state FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}", workload.tid("sleeper")),
+        &format!(
+            "SELECT state FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}",
+            workload.tid("sleeper")
+        ),
     );
-    assert!(sleeper.len() <= 6, "sleeper written in {} of ~60 ticks", sleeper.len());
+    assert!(
+        sleeper.len() <= 6,
+        "sleeper written in {} of ~60 ticks",
+        sleeper.len()
+    );
     for row in &sleeper {
         let state = row["state"].as_str().unwrap();
-        assert!(["ON_CPU", "RUNQUEUE"].contains(&state), "sleeper written as {state} without --all");
+        assert!(
+            ["ON_CPU", "RUNQUEUE"].contains(&state),
+            "sleeper written as {state} without --all"
+        );
     }
-    for tid in workload.spinners().iter().chain([workload.tid("stopped")].iter()) {
-        let rows = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"));
-        assert!(rows >= 55.0, "active thread {tid} in only {rows} of ~60 ticks");
+    for tid in workload
+        .spinners()
+        .iter()
+        .chain([workload.tid("stopped")].iter())
+    {
+        let rows = query_number(
+            &out,
+            &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {tid}"),
+        );
+        assert!(
+            rows >= 55.0,
+            "active thread {tid} in only {rows} of ~60 ticks"
+        );
     }
 }
 
@@ -261,16 +454,37 @@ fn pid_filter_tracks_only_that_process() {
     let out = scratch.path().join("out");
     let pid = workload.pid().to_string();
     let status = run_agent(
-        &["run", "--all", "--pid", &pid, "--frequency", "20", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        &[
+            "run",
+            "--all",
+            "--pid",
+            &pid,
+            "--frequency",
+            "20",
+            "--duration",
+            "2",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
     workload.stop();
     assert_success(&status);
-    let tgids = query(&out, "SELECT DISTINCT tgid FROM read_csv('samples/*/*/*.csv.zst')");
+    let tgids = query(
+        &out,
+        "SELECT DISTINCT tgid FROM read_csv('samples/*/*/*.csv.zst')",
+    );
     assert_eq!(tgids.len(), 1, "rows from other processes: {tgids:?}");
     assert_eq!(tgids[0]["tgid"].as_i64(), Some(workload.pid() as i64));
-    let threads = query_number(&out, "SELECT count(DISTINCT tid) FROM read_csv('samples/*/*/*.csv.zst')");
+    let threads = query_number(
+        &out,
+        "SELECT count(DISTINCT tid) FROM read_csv('samples/*/*/*.csv.zst')",
+    );
     // main + spinners + sleeper, piperead, futex, fsync
     let expected = 1 + workload.spinners().len() + 4;
-    assert_eq!(threads as usize, expected, "every thread of the process, and only those");
+    assert_eq!(
+        threads as usize, expected,
+        "every thread of the process, and only those"
+    );
 }

@@ -8,17 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-
-
 fn published(out: &Path) -> Vec<std::path::PathBuf> {
-    files_under(out).into_iter().filter(|p| p.starts_with("samples")).collect()
+    files_under(out)
+        .into_iter()
+        .filter(|p| p.starts_with("samples"))
+        .collect()
 }
 
 /// Wait until the agent has attached (first published or in-progress file).
 fn wait_for_start(out: &Path) {
     let start = Instant::now();
     while !out.join(".inprogress").exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "agent did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -28,10 +32,21 @@ fn wait_for_start(out: &Path) {
 fn sigterm_and_sigint_publish_everything_and_exit_0_quickly() {
     require_root();
     let _serial = exclusive();
-    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         let scratch = scratch();
         let out = scratch.path().join("out");
-        let child = spawn_agent(&["run", "--all", "--frequency", "10", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+        let child = spawn_agent(&[
+            "run",
+            "--all",
+            "--frequency",
+            "10",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ]);
         wait_for_start(&out);
         std::thread::sleep(Duration::from_secs(1));
         send_signal(&child, sig);
@@ -42,8 +57,14 @@ fn sigterm_and_sigint_publish_everything_and_exit_0_quickly() {
         assert!(took < Duration::from_secs(2), "{sig}: exit took {took:?}");
         let files = published(&out);
         assert_eq!(files.len(), 1, "{sig}: {files:?}");
-        assert!(files_under(&out.join(".inprogress")).is_empty(), "{sig}: in-progress file left behind");
-        let rows = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
+        assert!(
+            files_under(&out.join(".inprogress")).is_empty(),
+            "{sig}: in-progress file left behind"
+        );
+        let rows = query_number(
+            &out,
+            "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')",
+        );
         assert!(rows > 0.0, "{sig}: no rows");
         // The file is a complete zstd frame with a valid checksum.
         shell(&out, "zstd -tq samples/*/*/*.csv.zst");
@@ -57,10 +78,23 @@ fn duration_stops_the_agent_with_exit_0() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let start = Instant::now();
-    let status = run_agent(&["run", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
+    let status = run_agent(
+        &[
+            "run",
+            "--duration",
+            "2",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
     assert_success(&status);
     let took = start.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "ran for {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "ran for {took:?}"
+    );
     assert_eq!(published(&out).len(), 1);
 }
 
@@ -71,18 +105,45 @@ fn rotation_publishes_complete_files_in_utc_partitions() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let status = run_agent(
-        &["run", "--all", "--frequency", "20", "--duration", "5", "--test-rotate-secs", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        &[
+            "run",
+            "--all",
+            "--frequency",
+            "20",
+            "--duration",
+            "5",
+            "--test-rotate-secs",
+            "2",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
     assert_success(&status);
     let files = published(&out);
-    assert!((3..=4).contains(&files.len()), "5 s in 2 s periods: {files:?}");
-    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    assert!(
+        (3..=4).contains(&files.len()),
+        "5 s in 2 s periods: {files:?}"
+    );
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     for file in &files {
-        let parts: Vec<_> = file.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let parts: Vec<_> = file
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(parts.len(), 4, "{file:?}");
-        assert!(parts[1].starts_with("date=") && parts[2].starts_with("hour="), "{file:?}");
-        assert!(parts[3].starts_with(&format!("{host}-")) && parts[3].ends_with("Z.csv.zst"), "{file:?}");
+        assert!(
+            parts[1].starts_with("date=") && parts[2].starts_with("hour="),
+            "{file:?}"
+        );
+        assert!(
+            parts[3].starts_with(&format!("{host}-")) && parts[3].ends_with("Z.csv.zst"),
+            "{file:?}"
+        );
         // Each file holds only rows of its own period, and its partition
         // and name agree with its first row (UTC).
         let rows = query(
@@ -94,14 +155,28 @@ fn rotation_publishes_complete_files_in_utc_partitions() {
                 file.display()
             ),
         );
-        assert_eq!(rows[0]["periods"].as_i64(), Some(1), "{file:?} spans periods");
+        assert_eq!(
+            rows[0]["periods"].as_i64(),
+            Some(1),
+            "{file:?} spans periods"
+        );
         assert_eq!(rows[0]["d"].as_str(), Some(parts[1].as_str()));
         assert_eq!(rows[0]["h"].as_str(), Some(parts[2].as_str()));
-        assert!(parts[3].contains(rows[0]["stamp"].as_str().unwrap()), "{file:?} vs first row {}", rows[0]["first_ts"]);
+        assert!(
+            parts[3].contains(rows[0]["stamp"].as_str().unwrap()),
+            "{file:?} vs first row {}",
+            rows[0]["first_ts"]
+        );
     }
     // No tick lost or duplicated across files.
-    let ticks = query_number(&out, "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')");
-    assert!((95.0..=101.0).contains(&ticks), "{ticks} ticks in 5 s at 20 Hz");
+    let ticks = query_number(
+        &out,
+        "SELECT count(DISTINCT ts) FROM read_csv('samples/*/*/*.csv.zst')",
+    );
+    assert!(
+        (95.0..=101.0).contains(&ticks),
+        "{ticks} ticks in 5 s at 20 Hz"
+    );
 }
 
 #[test]
@@ -110,7 +185,17 @@ fn sigkill_leaves_only_complete_files_visible() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let child = spawn_agent(&["run", "--all", "--frequency", "20", "--test-rotate-secs", "1", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    let child = spawn_agent(&[
+        "run",
+        "--all",
+        "--frequency",
+        "20",
+        "--test-rotate-secs",
+        "1",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     wait_for_start(&out);
     std::thread::sleep(Duration::from_millis(3_300));
     send_signal(&child, nix::sys::signal::Signal::SIGKILL);
@@ -119,7 +204,10 @@ fn sigkill_leaves_only_complete_files_visible() {
     assert!(files.len() >= 2, "rotations before the kill: {files:?}");
     // Every visible file is complete and reads cleanly.
     shell(&out, "zstd -tq samples/*/*/*.csv.zst");
-    let rows = query_number(&out, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
+    let rows = query_number(
+        &out,
+        "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')",
+    );
     assert!(rows > 0.0);
     // The journals being written when killed (stacks, samples, ticks) are
     // out of the globs' reach.
@@ -136,9 +224,16 @@ fn files_are_world_readable_and_dirs_private_to_root() {
     // A restrictive umask must not change the modes.
     let status = {
         let mut cmd = Command::new(AGENT);
-        cmd.args(["run", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            "--duration",
+            "1",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         // SAFETY: umask is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -165,12 +260,19 @@ fn files_are_world_readable_and_dirs_private_to_root() {
     // An unprivileged user reads the data with zstdcat.
     let out_str = out.to_str().unwrap();
     let read = Command::new("sh")
-        .args(["-c", &format!("zstdcat {out_str}/samples/*/*/*.csv.zst | head -1")])
+        .args([
+            "-c",
+            &format!("zstdcat {out_str}/samples/*/*/*.csv.zst | head -1"),
+        ])
         .uid(65534)
         .gid(65534)
         .output()
         .unwrap();
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
     assert!(String::from_utf8_lossy(&read.stdout).starts_with("ts,tid,tgid,comm"));
 }
 
@@ -184,11 +286,29 @@ fn second_agent_on_the_same_directory_is_refused() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let first = spawn_agent(&["run", "--duration", "5", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    let first = spawn_agent(&[
+        "run",
+        "--duration",
+        "5",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     wait_for_start(&out);
-    let second = run_agent(&["run", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
+    let second = run_agent(
+        &[
+            "run",
+            "--duration",
+            "1",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
     assert_eq!(second.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("another taskscope agent is already writing here"));
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains("another taskscope agent is already writing here"));
     send_signal(&first, nix::sys::signal::Signal::SIGTERM);
     assert_success(&wait_with_limit(first, Duration::from_secs(10)));
 }
@@ -201,11 +321,23 @@ fn thread_table_is_pinned_while_running() {
     let bpffs = scratch.path().join("bpffs");
     std::fs::create_dir(&bpffs).unwrap();
     std::fs::set_permissions(&bpffs, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let mounted = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&bpffs)
+        .status()
+        .unwrap();
     assert!(mounted.success(), "mounting a BPF filesystem failed");
     let pin_dir = bpffs.join("taskscope");
     let out = scratch.path().join("out");
-    let child = spawn_agent(&["run", "--duration", "3", "--pin-dir", pin_dir.to_str().unwrap(), "--output-dir", out.to_str().unwrap()]);
+    let child = spawn_agent(&[
+        "run",
+        "--duration",
+        "3",
+        "--pin-dir",
+        pin_dir.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     wait_for_start(&out);
     let pinned = pin_dir.join("threads").exists();
     let status = wait_with_limit(child, Duration::from_secs(20));
@@ -226,7 +358,17 @@ fn missed_deadlines_are_counted_not_absorbed() {
         let scratch = scratch();
         let out = scratch.path().join("out");
         let status = run_agent(
-            &["run", "--all", "--frequency", "1000", "--duration", "2", "--no-pin", "--output-dir", out.to_str().unwrap()],
+            &[
+                "run",
+                "--all",
+                "--frequency",
+                "1000",
+                "--duration",
+                "2",
+                "--no-pin",
+                "--output-dir",
+                out.to_str().unwrap(),
+            ],
             Duration::from_secs(30),
         );
         workload.stop();
@@ -234,11 +376,20 @@ fn missed_deadlines_are_counted_not_absorbed() {
         let log = String::from_utf8_lossy(&status.stderr).into_owned();
         (workload, scratch, out, log)
     };
-    let (ticks, missed) = (log_field(&log, "sampler finished", "ticks"), log_field(&log, "sampler finished", "missed_ticks"));
+    let (ticks, missed) = (
+        log_field(&log, "sampler finished", "ticks"),
+        log_field(&log, "sampler finished", "missed_ticks"),
+    );
     // Every deadline is either a tick or a counted miss.
     let deadlines = ticks + missed;
-    assert!((1_900..=2_001).contains(&deadlines), "{ticks} ticks + {missed} missed for 2000 deadlines");
+    assert!(
+        (1_900..=2_001).contains(&deadlines),
+        "{ticks} ticks + {missed} missed for 2000 deadlines"
+    );
     if missed > 0 {
-        assert!(log.contains("sampler is behind"), "missed deadlines were not logged:\n{log}");
+        assert!(
+            log.contains("sampler is behind"),
+            "missed deadlines were not logged:\n{log}"
+        );
     }
 }

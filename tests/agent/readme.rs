@@ -8,7 +8,8 @@ use std::process::Command;
 use crate::support::*;
 
 fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md")
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md")
 }
 
 /// Fenced ```sh blocks that start with `duckdb` or `zstdcat`.
@@ -39,9 +40,15 @@ fn query_examples(text: &str) -> Vec<String> {
 #[test]
 fn schema_section_matches_the_binary() {
     let text = readme();
-    let start = text.find("<!-- schema:begin -->").expect("schema:begin marker") + "<!-- schema:begin -->".len();
+    let start = text
+        .find("<!-- schema:begin -->")
+        .expect("schema:begin marker")
+        + "<!-- schema:begin -->".len();
     let end = text.find("<!-- schema:end -->").expect("schema:end marker");
-    let out = Command::new(AGENT).args(["schema", "--format", "markdown"]).output().unwrap();
+    let out = Command::new(AGENT)
+        .args(["schema", "--format", "markdown"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(
         text[start..end].trim(),
@@ -53,10 +60,15 @@ fn schema_section_matches_the_binary() {
 #[test]
 fn flag_table_names_every_flag() {
     let text = readme();
-    let out = Command::new(AGENT).args(["run", "--help"]).output().unwrap();
+    let out = Command::new(AGENT)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for word in help.split_whitespace() {
-        let Some(start) = word.find("--") else { continue };
+        let Some(start) = word.find("--") else {
+            continue;
+        };
         let flag: String = word[start..]
             .chars()
             .enumerate()
@@ -77,24 +89,54 @@ fn flag_table_names_every_flag() {
 fn query_examples_run_on_real_data() {
     require_root();
     let _serial = exclusive();
-    let (_workload, _scratch, out) = sample_workload(&["run", "--all", "--frequency", "20", "--duration", "3", "--format", "csv,parquet"]);
+    let (_workload, _scratch, out) = sample_workload(&[
+        "run",
+        "--all",
+        "--frequency",
+        "20",
+        "--duration",
+        "3",
+        "--format",
+        "csv,parquet",
+    ]);
 
     let examples = query_examples(&readme());
-    assert!(examples.len() >= 6, "expected the README's DuckDB and awk examples, found {}", examples.len());
+    assert!(
+        examples.len() >= 6,
+        "expected the README's DuckDB and awk examples, found {}",
+        examples.len()
+    );
     let duckdb_dir = duckdb().parent().unwrap().to_path_buf();
     for example in examples {
         let script = example.replace("/var/lib/taskscope", out.to_str().unwrap());
         let result = Command::new("bash")
             .args(["-o", "pipefail", "-c", &script])
-            .env("PATH", format!("{}:{}", duckdb_dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    duckdb_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .output()
             .expect("run bash");
         let stdout = String::from_utf8_lossy(&result.stdout);
-        assert!(result.status.success(), "example failed:\n{example}\n{}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "example failed:\n{example}\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         let rows = stdout.lines().filter(|l| !l.trim().is_empty()).count();
-        assert!(rows >= 2, "example printed no rows:\n{example}\noutput:\n{stdout}");
+        assert!(
+            rows >= 2,
+            "example printed no rows:\n{example}\noutput:\n{stdout}"
+        );
         if example.contains("$7") {
-            assert!(stdout.contains("SLEEP"), "state counts lack SLEEP:\n{stdout}");
+            assert!(
+                stdout.contains("SLEEP"),
+                "state counts lack SLEEP:\n{stdout}"
+            );
         }
     }
 }

@@ -15,8 +15,16 @@ const STACKS: &str = "read_csv('stacks/*/*/*.csv.zst', filename = true)";
 /// Share of `tid`'s rows (restricted by `filter`) whose `kind` stack
 /// exists; and among those, the share whose frames contain every `needle`.
 fn stack_share(dir: &Path, tid: i64, filter: &str, kind: &str, needles: &[&str]) -> (f64, f64) {
-    let id = if kind == "kernel" { "kstack_id" } else { "ustack_id" };
-    let contains = needles.iter().map(|n| format!("t.frames LIKE '%{n}%'")).collect::<Vec<_>>().join(" AND ");
+    let id = if kind == "kernel" {
+        "kstack_id"
+    } else {
+        "ustack_id"
+    };
+    let contains = needles
+        .iter()
+        .map(|n| format!("t.frames LIKE '%{n}%'"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let rows = query(
         dir,
         &format!(
@@ -28,7 +36,14 @@ fn stack_share(dir: &Path, tid: i64, filter: &str, kind: &str, needles: &[&str])
     let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
     let (n, with_stack, matching) = (get("n"), get("with_stack"), get("matching"));
     assert!(n > 0.0, "tid {tid} has no rows where {filter}");
-    (with_stack / n, if with_stack > 0.0 { matching / with_stack } else { 0.0 })
+    (
+        with_stack / n,
+        if with_stack > 0.0 {
+            matching / with_stack
+        } else {
+            0.0
+        },
+    )
 }
 
 /// Every stack id referenced by a samples file is defined in the stacks
@@ -43,7 +58,10 @@ fn assert_ids_resolve(dir: &Path) {
                   AND regexp_extract(t.filename, 'date=.*$') = regexp_extract(s.filename, 'date=.*$'))"
             ),
         );
-        assert_eq!(dangling, 0.0, "{id}: rows whose stack is not in the same period's stacks file");
+        assert_eq!(
+            dangling, 0.0,
+            "{id}: rows whose stack is not in the same period's stacks file"
+        );
     }
     let ambiguous = query_number(
         dir,
@@ -62,7 +80,10 @@ fn assert_ids_resolve(dir: &Path) {
 fn start_deleted_nap(dir: &Path, n: usize, ms: u32) -> Child {
     let copy = dir.join(format!("gt-nap-{n}"));
     std::fs::copy(groundtruth_binary(), &copy).expect("copy the workload binary");
-    let child = Command::new(&copy).args(["--nap", &ms.to_string()]).spawn().expect("start a nap");
+    let child = Command::new(&copy)
+        .args(["--nap", &ms.to_string()])
+        .spawn()
+        .expect("start a nap");
     std::fs::remove_file(&copy).expect("delete the running binary");
     child
 }
@@ -74,7 +95,17 @@ fn stacks_show_where_each_thread_waits() {
     let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&["run", "--all", "-F", "20", "--duration", "5", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    let agent = spawn_agent(&[
+        "run",
+        "--all",
+        "-F",
+        "20",
+        "--duration",
+        "5",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     // Short-lived processes from deleted binaries, one after another, while
     // the agent runs: each lives 0.4 s and is gone long before the period
     // is written.
@@ -102,10 +133,22 @@ fn stacks_show_where_each_thread_waits() {
         let tid = workload.tid(name);
         let (have, right) = stack_share(&out, tid, filter, "kernel", &[kernel_fn, "entry_SYSCALL"]);
         assert!(have >= 0.95, "{name}: kernel stack on {have:.3} of rows");
-        assert!(right >= 0.99, "{name}: {right:.3} of kernel stacks contain {kernel_fn}");
-        let (have, right) = stack_share(&out, tid, filter, "user", &[user_fn, "worker_main", "start_thread"]);
+        assert!(
+            right >= 0.99,
+            "{name}: {right:.3} of kernel stacks contain {kernel_fn}"
+        );
+        let (have, right) = stack_share(
+            &out,
+            tid,
+            filter,
+            "user",
+            &[user_fn, "worker_main", "start_thread"],
+        );
         assert!(have >= 0.95, "{name}: user stack on {have:.3} of rows");
-        assert!(right >= 0.99, "{name}: {right:.3} of user stacks contain {user_fn} < worker_main < start_thread");
+        assert!(
+            right >= 0.99,
+            "{name}: {right:.3} of user stacks contain {user_fn} < worker_main < start_thread"
+        );
         // kfunc is the innermost kernel frame's function, on every row with a kernel stack.
         let kfunc = query_number(
             &out,
@@ -114,7 +157,10 @@ fn stacks_show_where_each_thread_waits() {
                  JOIN (SELECT DISTINCT stack_id, frames FROM {STACKS}) t ON t.stack_id = s.kstack_id WHERE s.tid = {tid}"
             ),
         );
-        assert_eq!(kfunc, 1.0, "{name}: kfunc is not the innermost kernel frame");
+        assert_eq!(
+            kfunc, 1.0,
+            "{name}: kfunc is not the innermost kernel frame"
+        );
     }
     // The workload's function carries its source line.
     let lines = query_number(
@@ -125,9 +171,21 @@ fn stacks_show_where_each_thread_waits() {
 
     // Spinners on a CPU: user stacks from the perf event, in spin_forever.
     for tid in workload.spinners() {
-        let (have, right) = stack_share(&out, tid, "state = 'ON_CPU'", "user", &["spin_forever", "worker_main"]);
-        assert!(have >= 0.80, "spinner {tid}: user stack on {have:.3} of ON_CPU rows");
-        assert!(right >= 0.99, "spinner {tid}: {right:.3} of user stacks in spin_forever");
+        let (have, right) = stack_share(
+            &out,
+            tid,
+            "state = 'ON_CPU'",
+            "user",
+            &["spin_forever", "worker_main"],
+        );
+        assert!(
+            have >= 0.80,
+            "spinner {tid}: user stack on {have:.3} of ON_CPU rows"
+        );
+        assert!(
+            right >= 0.99,
+            "spinner {tid}: {right:.3} of user stacks in spin_forever"
+        );
     }
 
     // The fsync thread, waiting for the disk, is in the fdatasync or pwrite path.
@@ -136,7 +194,10 @@ fn stacks_show_where_each_thread_waits() {
         &out,
         &format!("SELECT count(kstack_id) FROM {SAMPLES} WHERE tid = {fsync} AND state = 'DISK'"),
     );
-    assert!(disk_stacks >= 1.0, "no kernel stack for the fsync thread in DISK");
+    assert!(
+        disk_stacks >= 1.0,
+        "no kernel stack for the fsync thread in DISK"
+    );
     let wrong = query(
         &out,
         &format!(
@@ -144,11 +205,18 @@ fn stacks_show_where_each_thread_waits() {
              WHERE s.tid = {fsync} AND s.state = 'DISK' AND t.frames NOT LIKE '%fsync%' AND t.frames NOT LIKE '%pwrite%'"
         ),
     );
-    assert!(wrong.is_empty(), "fsync thread in DISK outside fdatasync/pwrite: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "fsync thread in DISK outside fdatasync/pwrite: {wrong:?}"
+    );
 
     // Short-lived processes from deleted binaries symbolize, and the same
     // code path in different processes has the same id.
-    let nap_list = naps.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let nap_list = naps
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let nap_ids = query(
         &out,
         &format!(
@@ -160,8 +228,15 @@ fn stacks_show_where_each_thread_waits() {
         &out,
         &format!("SELECT count(DISTINCT tid) FROM {SAMPLES} s JOIN {STACKS} t ON t.stack_id = s.ustack_id WHERE s.tid IN ({nap_list}) AND t.frames LIKE '%nap_then_exit%'"),
     );
-    assert!(napped >= 4.0, "only {napped} of 5 short-lived processes have a symbolized user stack");
-    assert_eq!(nap_ids.len(), 1, "the nap path in 5 processes should have one id: {nap_ids:?}");
+    assert!(
+        napped >= 4.0,
+        "only {napped} of 5 short-lived processes have a symbolized user stack"
+    );
+    assert_eq!(
+        nap_ids.len(),
+        1,
+        "the nap path in 5 processes should have one id: {nap_ids:?}"
+    );
 
     // zstdcat | awk: the wait point is in the samples file itself.
     let awk = shell(
@@ -172,21 +247,37 @@ fn stacks_show_where_each_thread_waits() {
             workload.tid("piperead")
         ),
     );
-    assert!(awk.lines().all(|f| f.contains("pipe_read")) && !awk.is_empty(), "pipe reader's kfunc via awk: {awk:?}");
+    assert!(
+        awk.lines().all(|f| f.contains("pipe_read")) && !awk.is_empty(),
+        "pipe reader's kfunc via awk: {awk:?}"
+    );
 }
 
 #[test]
 fn stacks_none_leaves_the_columns_empty() {
     require_root();
     let _serial = exclusive();
-    let (_workload, _scratch, out) = sample_workload(&["run", "--all", "-F", "10", "--duration", "2", "--stacks", "none"]);
+    let (_workload, _scratch, out) = sample_workload(&[
+        "run",
+        "--all",
+        "-F",
+        "10",
+        "--duration",
+        "2",
+        "--stacks",
+        "none",
+    ]);
     let rows = query(
         &out,
         &format!("SELECT count(*) AS n, count(kstack_id) AS k, count(ustack_id) AS u, count(kfunc) AS f FROM {SAMPLES}"),
     );
     assert!(rows[0]["n"].as_f64().unwrap() > 0.0, "no samples");
     for column in ["k", "u", "f"] {
-        assert_eq!(rows[0][column].as_f64(), Some(0.0), "--stacks none still filled {column}");
+        assert_eq!(
+            rows[0][column].as_f64(),
+            Some(0.0),
+            "--stacks none still filled {column}"
+        );
     }
     let stacks = query_number(&out, &format!("SELECT count(*) FROM {STACKS}"));
     assert_eq!(stacks, 0.0, "--stacks none wrote stacks");
@@ -196,11 +287,29 @@ fn stacks_none_leaves_the_columns_empty() {
 fn kernel_only_stacks() {
     require_root();
     let _serial = exclusive();
-    let (workload, _scratch, out) = sample_workload(&["run", "--all", "-F", "10", "--duration", "2", "--stacks", "kernel"]);
+    let (workload, _scratch, out) = sample_workload(&[
+        "run",
+        "--all",
+        "-F",
+        "10",
+        "--duration",
+        "2",
+        "--stacks",
+        "kernel",
+    ]);
     let users = query_number(&out, &format!("SELECT count(ustack_id) FROM {SAMPLES}"));
     assert_eq!(users, 0.0, "--stacks kernel wrote user stacks");
-    let (have, right) = stack_share(&out, workload.tid("futex"), "true", "kernel", &["futex_wait"]);
-    assert!(have >= 0.95 && right >= 0.99, "futex kernel stacks: {have:.3} present, {right:.3} right");
+    let (have, right) = stack_share(
+        &out,
+        workload.tid("futex"),
+        "true",
+        "kernel",
+        &["futex_wait"],
+    );
+    assert!(
+        have >= 0.95 && right >= 0.99,
+        "futex kernel stacks: {have:.3} present, {right:.3} right"
+    );
 }
 
 #[test]
@@ -209,35 +318,88 @@ fn recycled_slots_keep_each_thread_its_own_state() {
     let _serial = exclusive();
     // Thousands of 2 ms threads through a 1024-slot table: every slot is
     // freed and reused several times during the run.
-    let mut churn = Command::new(groundtruth_binary()).arg("--churn").spawn().expect("start the churner");
+    let mut churn = Command::new(groundtruth_binary())
+        .arg("--churn")
+        .spawn()
+        .expect("start the churner");
     // One-second periods: each period's stacks file must define the ids its
     // samples use, even those already written in earlier periods.
     let (workload, _scratch, out) = sample_workload(&[
-        "run", "--all", "-F", "20", "--duration", "4", "--max-threads", "1024", "--test-rotate-secs", "1",
+        "run",
+        "--all",
+        "-F",
+        "20",
+        "--duration",
+        "4",
+        "--max-threads",
+        "1024",
+        "--test-rotate-secs",
+        "1",
     ]);
     let _ = churn.kill();
     let _ = churn.wait();
-    let periods = query_number(&out, &format!("SELECT count(DISTINCT filename) FROM {STACKS}"));
-    assert!(periods >= 3.0, "only {periods} stacks files in 4 s of 1 s periods");
+    let periods = query_number(
+        &out,
+        &format!("SELECT count(DISTINCT filename) FROM {STACKS}"),
+    );
+    assert!(
+        periods >= 3.0,
+        "only {periods} stacks files in 4 s of 1 s periods"
+    );
 
-    let churned = query_number(&out, &format!("SELECT count(DISTINCT tid) FROM {SAMPLES} WHERE comm = 'gt-churn'"));
+    let churned = query_number(
+        &out,
+        &format!("SELECT count(DISTINCT tid) FROM {SAMPLES} WHERE comm = 'gt-churn'"),
+    );
     assert!(churned >= 20.0, "only {churned} churn threads sampled");
     let ticks = query_number(&out, "SELECT count(*) FROM read_csv('ticks/*/*/*.csv.zst')");
     for name in ["sleeper", "piperead", "futex"] {
         let tid = workload.tid(name);
-        let rows = query_number(&out, &format!("SELECT count(*) FROM {SAMPLES} WHERE tid = {tid}"));
+        let rows = query_number(
+            &out,
+            &format!("SELECT count(*) FROM {SAMPLES} WHERE tid = {tid}"),
+        );
         assert!(rows >= ticks * 0.98, "{name} in {rows} of {ticks} ticks");
     }
-    let twice = query_number(&out, &format!("SELECT count(*) FROM (SELECT ts, tid FROM {SAMPLES} GROUP BY ALL HAVING count(*) > 1)"));
+    let twice = query_number(
+        &out,
+        &format!(
+            "SELECT count(*) FROM (SELECT ts, tid FROM {SAMPLES} GROUP BY ALL HAVING count(*) > 1)"
+        ),
+    );
     assert_eq!(twice, 0.0, "a thread appears twice in one tick");
-    for (name, user_fn) in [("sleeper", "sleep_forever"), ("piperead", "read_pipe_forever"), ("futex", "wait_futex_forever")] {
-        let (have, right) = stack_share(&out, workload.tid(name), "state = 'SLEEP'", "user", &[user_fn]);
-        assert!(have >= 0.95 && right >= 0.99, "{name}: user stacks {have:.3} present, {right:.3} right");
+    for (name, user_fn) in [
+        ("sleeper", "sleep_forever"),
+        ("piperead", "read_pipe_forever"),
+        ("futex", "wait_futex_forever"),
+    ] {
+        let (have, right) = stack_share(
+            &out,
+            workload.tid(name),
+            "state = 'SLEEP'",
+            "user",
+            &[user_fn],
+        );
+        assert!(
+            have >= 0.95 && right >= 0.99,
+            "{name}: user stacks {have:.3} present, {right:.3} right"
+        );
     }
     // Churn threads never show another thread's stack (each starts fresh
     // in start_thread; the functions below belong to other threads).
-    let others = ["churn_forever", "sleep_forever", "read_pipe_forever", "wait_futex_forever", "fsync_forever", "spin_forever"];
-    let foreign_frames = others.iter().map(|f| format!("t.frames LIKE '%{f}%'")).collect::<Vec<_>>().join(" OR ");
+    let others = [
+        "churn_forever",
+        "sleep_forever",
+        "read_pipe_forever",
+        "wait_futex_forever",
+        "fsync_forever",
+        "spin_forever",
+    ];
+    let foreign_frames = others
+        .iter()
+        .map(|f| format!("t.frames LIKE '%{f}%'"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let foreign = query(
         &out,
         &format!(
@@ -252,7 +414,13 @@ fn recycled_slots_keep_each_thread_its_own_state() {
              WHERE s.comm = 'gt-churn' AND t.frames LIKE '%churn_briefly%'"
         ),
     );
-    assert!(own >= 10.0, "only {own} churn rows with a user stack in churn_briefly");
-    assert!(foreign.is_empty(), "churn threads with foreign user stacks: {foreign:?}");
+    assert!(
+        own >= 10.0,
+        "only {own} churn rows with a user stack in churn_briefly"
+    );
+    assert!(
+        foreign.is_empty(),
+        "churn threads with foreign user stacks: {foreign:?}"
+    );
     assert_ids_resolve(&out);
 }

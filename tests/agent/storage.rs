@@ -10,24 +10,36 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-
-
 /// Every published data file is whole: zstd frames check out, Parquet
 /// footers read, and DuckDB reads every row of both tables.
 fn assert_files_whole(out: &Path) {
     let files = files_under(out);
-    let csv: Vec<_> = files.iter().filter(|f| f.to_string_lossy().ends_with(".csv.zst") && !f.starts_with(".inprogress")).collect();
-    let parquet: Vec<_> = files.iter().filter(|f| f.to_string_lossy().ends_with(".parquet") && !f.starts_with(".inprogress")).collect();
+    let csv: Vec<_> = files
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".csv.zst") && !f.starts_with(".inprogress"))
+        .collect();
+    let parquet: Vec<_> = files
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".parquet") && !f.starts_with(".inprogress"))
+        .collect();
     for f in &csv {
         shell(out, &format!("zstd -tq '{}'", f.display()));
     }
     for table in ["samples", "ticks"] {
         if csv.iter().any(|f| f.starts_with(table)) {
-            let nulls = query_number(out, &format!("SELECT count(*) FROM read_csv('{table}/*/*/*.csv.zst') WHERE ts IS NULL"));
+            let nulls = query_number(
+                out,
+                &format!("SELECT count(*) FROM read_csv('{table}/*/*/*.csv.zst') WHERE ts IS NULL"),
+            );
             assert_eq!(nulls, 0.0, "{table}: rows without a timestamp");
         }
         if parquet.iter().any(|f| f.starts_with(table)) {
-            let nulls = query_number(out, &format!("SELECT count(*) FROM read_parquet('{table}/*/*/*.parquet') WHERE ts IS NULL"));
+            let nulls = query_number(
+                out,
+                &format!(
+                    "SELECT count(*) FROM read_parquet('{table}/*/*/*.parquet') WHERE ts IS NULL"
+                ),
+            );
             assert_eq!(nulls, 0.0, "{table}: parquet rows without a timestamp");
         }
     }
@@ -37,12 +49,29 @@ fn assert_files_whole(out: &Path) {
 fn csv_and_parquet_hold_identical_rows_with_the_right_types() {
     require_root();
     let _serial = exclusive();
-    let (_workload, _scratch, out) =
-        sample_workload(&["run", "--all", "--frequency", "20", "--duration", "3", "--format", "csv,parquet"]);
+    let (_workload, _scratch, out) = sample_workload(&[
+        "run",
+        "--all",
+        "--frequency",
+        "20",
+        "--duration",
+        "3",
+        "--format",
+        "csv,parquet",
+    ]);
     for table in ["samples", "ticks"] {
-        let csv = query_number(&out, &format!("SELECT count(*) FROM read_csv('{table}/*/*/*.csv.zst')"));
-        let parquet = query_number(&out, &format!("SELECT count(*) FROM read_parquet('{table}/*/*/*.parquet')"));
-        assert!(csv > 0.0 && csv == parquet, "{table}: {csv} CSV rows, {parquet} Parquet rows");
+        let csv = query_number(
+            &out,
+            &format!("SELECT count(*) FROM read_csv('{table}/*/*/*.csv.zst')"),
+        );
+        let parquet = query_number(
+            &out,
+            &format!("SELECT count(*) FROM read_parquet('{table}/*/*/*.parquet')"),
+        );
+        assert!(
+            csv > 0.0 && csv == parquet,
+            "{table}: {csv} CSV rows, {parquet} Parquet rows"
+        );
         let differing = query_number(
             &out,
             &format!(
@@ -52,15 +81,39 @@ fn csv_and_parquet_hold_identical_rows_with_the_right_types() {
         assert_eq!(differing, 0.0, "{table}: Parquet rows missing from CSV");
     }
     let types = query(&out, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('samples/*/*/*.parquet'))");
-    let type_of = |name: &str| types.iter().find(|r| r["column_name"] == name).map(|r| r["column_type"].as_str().unwrap().to_string());
+    let type_of = |name: &str| {
+        types
+            .iter()
+            .find(|r| r["column_name"] == name)
+            .map(|r| r["column_type"].as_str().unwrap().to_string())
+    };
     assert_eq!(type_of("ts").as_deref(), Some("TIMESTAMP"));
-    for int in ["tid", "tgid", "state_since_us", "syscall_nr", "io_bytes", "weight_us"] {
+    for int in [
+        "tid",
+        "tgid",
+        "state_since_us",
+        "syscall_nr",
+        "io_bytes",
+        "weight_us",
+    ] {
         assert_eq!(type_of(int).as_deref(), Some("BIGINT"), "{int}");
     }
     assert_eq!(type_of("state").as_deref(), Some("VARCHAR"));
-    let meta = query(&out, "SELECT DISTINCT key::VARCHAR k FROM parquet_kv_metadata('samples/*/*/*.parquet')");
-    for key in ["host", "kernel", "taskscope_version", "frequency_hz", "boot_time"] {
-        assert!(meta.iter().any(|r| r["k"] == key), "Parquet metadata lacks {key}: {meta:?}");
+    let meta = query(
+        &out,
+        "SELECT DISTINCT key::VARCHAR k FROM parquet_kv_metadata('samples/*/*/*.parquet')",
+    );
+    for key in [
+        "host",
+        "kernel",
+        "taskscope_version",
+        "frequency_hz",
+        "boot_time",
+    ] {
+        assert!(
+            meta.iter().any(|r| r["k"] == key),
+            "Parquet metadata lacks {key}: {meta:?}"
+        );
     }
     // One ticks row per tick, counting the tick's sample rows.
     let mismatched = query_number(
@@ -69,7 +122,10 @@ fn csv_and_parquet_hold_identical_rows_with_the_right_types() {
          (SELECT ts, count(*) n FROM read_parquet('samples/*/*/*.parquet') GROUP BY ts) s USING (ts) \
          WHERE t.rows IS DISTINCT FROM s.n",
     );
-    assert_eq!(mismatched, 0.0, "ticks.rows must match the samples of each tick");
+    assert_eq!(
+        mismatched, 0.0,
+        "ticks.rows must match the samples of each tick"
+    );
 }
 
 #[test]
@@ -79,13 +135,30 @@ fn readers_never_see_a_partial_file() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let child = spawn_agent(&[
-        "run", "--all", "--frequency", "10", "--format", "csv,parquet", "--test-rotate-secs", "1", "--flush-interval", "1s",
-        "--no-pin", "--output-dir", out.to_str().unwrap(),
+        "run",
+        "--all",
+        "--frequency",
+        "10",
+        "--format",
+        "csv,parquet",
+        "--test-rotate-secs",
+        "1",
+        "--flush-interval",
+        "1s",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
     ]);
     // Wait for the first published files.
     let start = Instant::now();
-    while !files_under(&out).iter().any(|f| f.starts_with("samples") && f.to_string_lossy().ends_with(".parquet")) {
-        assert!(start.elapsed() < Duration::from_secs(20), "nothing published");
+    while !files_under(&out)
+        .iter()
+        .any(|f| f.starts_with("samples") && f.to_string_lossy().ends_with(".parquet"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing published"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Every 100 ms, alternately over the CSV and the Parquet glob: every
@@ -106,7 +179,11 @@ fn readers_never_see_a_partial_file() {
             "SELECT count(*) FROM read_parquet('samples/*/*/*.parquet') WHERE ts IS NOT NULL AND weight_us IS NOT NULL"
         };
         let rows = query_number(&out, sql);
-        assert!(rows >= last[which], "rows disappeared: {} -> {rows}", last[which]);
+        assert!(
+            rows >= last[which],
+            "rows disappeared: {} -> {rows}",
+            last[which]
+        );
         last[which] = rows;
         queries += 1;
         std::thread::sleep(Duration::from_millis(100));
@@ -115,7 +192,10 @@ fn readers_never_see_a_partial_file() {
     assert_success(&wait_with_limit(child, Duration::from_secs(10)));
     assert!(queries >= 15, "only {queries} queries ran");
     assert_files_whole(&out);
-    let final_rows = query_number(&out, "SELECT count(*) FROM read_parquet('samples/*/*/*.parquet')");
+    let final_rows = query_number(
+        &out,
+        "SELECT count(*) FROM read_parquet('samples/*/*/*.parquet')",
+    );
     assert!(final_rows >= last[1]);
 }
 
@@ -124,7 +204,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next_ms(&mut self, low: u64, high: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         low + (self.0 >> 33) % (high - low)
     }
 }
@@ -139,8 +222,19 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
     println!("seed {seed}");
     let mut rng = Lcg(seed);
     let args = [
-        "run", "--all", "--frequency", "20", "--format", "csv,parquet", "--test-rotate-secs", "2", "--flush-interval", "1s",
-        "--no-pin", "--output-dir", out.to_str().unwrap(),
+        "run",
+        "--all",
+        "--frequency",
+        "20",
+        "--format",
+        "csv,parquet",
+        "--test-rotate-secs",
+        "2",
+        "--flush-interval",
+        "1s",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
     ];
     // (start, kill) wall-clock times in microseconds of each run.
     let mut runs = Vec::new();
@@ -156,14 +250,38 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
         assert_files_whole(&out);
     }
     // A last, clean run recovers the last journal.
-    let status = run_agent(&["run", "--all", "--frequency", "20", "--format", "csv,parquet", "--duration", "1", "--no-pin", "--output-dir", out.to_str().unwrap()], Duration::from_secs(30));
+    let status = run_agent(
+        &[
+            "run",
+            "--all",
+            "--frequency",
+            "20",
+            "--format",
+            "csv,parquet",
+            "--duration",
+            "1",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
     assert_success(&status);
     assert_files_whole(&out);
-    assert!(files_under(&out.join(".inprogress")).is_empty(), "journals left behind");
+    assert!(
+        files_under(&out.join(".inprogress")).is_empty(),
+        "journals left behind"
+    );
 
-    for format in ["read_csv('samples/*/*/*.csv.zst')", "read_parquet('samples/*/*/*.parquet')"] {
+    for format in [
+        "read_csv('samples/*/*/*.csv.zst')",
+        "read_parquet('samples/*/*/*.parquet')",
+    ] {
         // Nothing was published twice.
-        let dupes = query_number(&out, &format!("SELECT count(*) - count(DISTINCT (ts, tid)) FROM {format}"));
+        let dupes = query_number(
+            &out,
+            &format!("SELECT count(*) - count(DISTINCT (ts, tid)) FROM {format}"),
+        );
         assert_eq!(dupes, 0.0, "{format}: rows published twice");
         for (i, (started, killed)) in runs.iter().enumerate() {
             // From the run's first tick to one flush interval (plus a tick)
@@ -176,7 +294,9 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
                     killed - 1_100_000
                 ),
             );
-            let first = window[0]["first_us"].as_i64().unwrap_or_else(|| panic!("run {i}: no samples at all"));
+            let first = window[0]["first_us"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("run {i}: no samples at all"));
             let ticks = window[0]["ticks"].as_f64().unwrap();
             let expected = ((killed - 1_100_000 - first) as f64 / 50_000.0).floor() + 1.0;
             assert!(
@@ -194,7 +314,11 @@ fn a_full_disk_is_survived_and_counted() {
     let scratch = scratch();
     let small = scratch.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=640k,mode=0755", "tmpfs"]).arg(&small).status().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=640k,mode=0755", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
     assert!(mounted.success(), "cannot mount a small tmpfs");
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
@@ -205,8 +329,19 @@ fn a_full_disk_is_survived_and_counted() {
     let _unmount = Unmount(&small);
     let out = small.join("out");
     let child = spawn_agent(&[
-        "run", "--all", "--frequency", "50", "--format", "csv,parquet", "--test-rotate-secs", "1", "--flush-interval", "1s",
-        "--no-pin", "--output-dir", out.to_str().unwrap(),
+        "run",
+        "--all",
+        "--frequency",
+        "50",
+        "--format",
+        "csv,parquet",
+        "--test-rotate-secs",
+        "1",
+        "--flush-interval",
+        "1s",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
     ]);
     // Fill it up.
     let start = Instant::now();
@@ -215,28 +350,52 @@ fn a_full_disk_is_survived_and_counted() {
         if st.f_bavail < 8 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the file system did not fill up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the file system did not fill up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
     let mut child = child;
-    assert!(child.try_wait().unwrap().is_none(), "the agent died on a full disk");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent died on a full disk"
+    );
     // Make room: writing resumes.
     let room_at = taskscope::timefmt::unix_micros_now();
-    let grown = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&small).status().unwrap();
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&small)
+        .status()
+        .unwrap();
     assert!(grown.success());
     std::thread::sleep(Duration::from_secs(4));
     send_signal(&child, nix::sys::signal::Signal::SIGTERM);
     let status = wait_with_limit(child, Duration::from_secs(20));
     assert_success(&status);
     let log = String::from_utf8_lossy(&status.stderr);
-    let errors = log.lines().filter(|l| l.contains("cannot write samples")).count();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("cannot write samples"))
+        .count();
     assert!(errors >= 1, "the full disk was not reported:\n{log}");
-    assert!(errors <= 3, "errors are logged at most once a minute, got {errors}:\n{log}");
+    assert!(
+        errors <= 3,
+        "errors are logged at most once a minute, got {errors}:\n{log}"
+    );
     assert_files_whole(&out);
-    let dropped = query_number(&out, "SELECT max(dropped_rows) FROM read_parquet('ticks/*/*/*.parquet')");
+    let dropped = query_number(
+        &out,
+        "SELECT max(dropped_rows) FROM read_parquet('ticks/*/*/*.parquet')",
+    );
     assert!(dropped > 0.0, "ticks.dropped_rows does not show the loss");
-    let after = query_number(&out, &format!("SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE epoch_us(ts) > {room_at}"));
+    let after = query_number(
+        &out,
+        &format!(
+            "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE epoch_us(ts) > {room_at}"
+        ),
+    );
     assert!(after > 0.0, "writing did not resume after space returned");
 }
 
@@ -249,8 +408,21 @@ fn retention_keeps_the_newest_periods_under_the_limit() {
     let limit: u64 = 256 << 10;
     let status = run_agent(
         &[
-            "run", "--all", "--frequency", "50", "--format", "csv,parquet", "--test-rotate-secs", "1", "--max-disk", "256K",
-            "--duration", "12", "--no-pin", "--output-dir", out.to_str().unwrap(),
+            "run",
+            "--all",
+            "--frequency",
+            "50",
+            "--format",
+            "csv,parquet",
+            "--test-rotate-secs",
+            "1",
+            "--max-disk",
+            "256K",
+            "--duration",
+            "12",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
         ],
         Duration::from_secs(60),
     );
@@ -260,16 +432,37 @@ fn retention_keeps_the_newest_periods_under_the_limit() {
         .filter(|f| !f.starts_with(".inprogress") && f.to_string_lossy().contains("date="))
         .map(|f| std::fs::metadata(out.join(f)).unwrap().len())
         .sum();
-    assert!(total <= limit, "{total} bytes published over the {limit} limit");
-    assert!(String::from_utf8_lossy(&status.stderr).contains("retention deleted"), "nothing was deleted");
+    assert!(
+        total <= limit,
+        "{total} bytes published over the {limit} limit"
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("retention deleted"),
+        "nothing was deleted"
+    );
     // What remains is the newest periods: no gap between them and the end.
-    let last = query_number(&out, "SELECT epoch_us(max(ts)) FROM read_parquet('samples/*/*/*.parquet')");
-    let end = query_number(&out, "SELECT epoch_us(max(ts)) FROM read_parquet('ticks/*/*/*.parquet')");
+    let last = query_number(
+        &out,
+        "SELECT epoch_us(max(ts)) FROM read_parquet('samples/*/*/*.parquet')",
+    );
+    let end = query_number(
+        &out,
+        "SELECT epoch_us(max(ts)) FROM read_parquet('ticks/*/*/*.parquet')",
+    );
     assert!(end - last < 1_000_000.0, "the newest period is missing");
-    let first = query_number(&out, "SELECT epoch_us(min(ts)) FROM read_parquet('samples/*/*/*.parquet')");
-    let kept_ticks = query_number(&out, "SELECT count(DISTINCT ts) FROM read_parquet('samples/*/*/*.parquet')");
+    let first = query_number(
+        &out,
+        "SELECT epoch_us(min(ts)) FROM read_parquet('samples/*/*/*.parquet')",
+    );
+    let kept_ticks = query_number(
+        &out,
+        "SELECT count(DISTINCT ts) FROM read_parquet('samples/*/*/*.parquet')",
+    );
     let span_ticks = (last - first) / 20_000.0 + 1.0;
-    assert!(kept_ticks >= span_ticks * 0.95, "periods are missing in the middle: {kept_ticks} of {span_ticks}");
+    assert!(
+        kept_ticks >= span_ticks * 0.95,
+        "periods are missing in the middle: {kept_ticks} of {span_ticks}"
+    );
 }
 
 #[test]
@@ -280,25 +473,55 @@ fn group_only_access_with_file_mode_and_group() {
     let out = scratch.path().join("out");
     // gid 4 is Debian's `adm`; nobody (65534) is not in it.
     let status = run_agent(
-        &["run", "--duration", "1", "--file-mode", "0640", "--group", "4", "--no-pin", "--output-dir", out.to_str().unwrap()],
+        &[
+            "run",
+            "--duration",
+            "1",
+            "--file-mode",
+            "0640",
+            "--group",
+            "4",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
     assert_success(&status);
-    for entry in files_under(&out).iter().filter(|f| f.to_string_lossy().contains("date=")) {
+    for entry in files_under(&out)
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("date="))
+    {
         let meta = std::fs::metadata(out.join(entry)).unwrap();
         assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4), "{entry:?}");
         let hour = out.join(entry).parent().unwrap().to_path_buf();
         let meta = std::fs::metadata(&hour).unwrap();
-        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4), "{}", hour.display());
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.gid()),
+            (0o750, 4),
+            "{}",
+            hour.display()
+        );
     }
     let glob = format!("{}/samples/*/*/*.csv.zst", out.display());
     let read_as = |gid: u32| {
-        Command::new("sh").args(["-c", &format!("zstdcat {glob} | head -1")]).uid(65534).gid(gid).output().unwrap()
+        Command::new("sh")
+            .args(["-c", &format!("zstdcat {glob} | head -1")])
+            .uid(65534)
+            .gid(gid)
+            .output()
+            .unwrap()
     };
     let member = read_as(4);
-    assert!(String::from_utf8_lossy(&member.stdout).starts_with("ts,"), "a member of the group cannot read");
+    assert!(
+        String::from_utf8_lossy(&member.stdout).starts_with("ts,"),
+        "a member of the group cannot read"
+    );
     let stranger = read_as(65534);
-    assert!(!String::from_utf8_lossy(&stranger.stdout).starts_with("ts,"), "someone outside the group can read");
+    assert!(
+        !String::from_utf8_lossy(&stranger.stdout).starts_with("ts,"),
+        "someone outside the group can read"
+    );
 }
 
 #[test]
@@ -308,17 +531,38 @@ fn sighup_publishes_the_current_period_at_once() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     // Hourly files: without SIGHUP nothing would be published for an hour.
-    let child = spawn_agent(&["run", "--all", "--frequency", "10", "--format", "parquet", "--no-pin", "--output-dir", out.to_str().unwrap()]);
+    let child = spawn_agent(&[
+        "run",
+        "--all",
+        "--frequency",
+        "10",
+        "--format",
+        "parquet",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_secs(3));
-    let parquet = |out: &Path| files_under(out).into_iter().filter(|f| f.starts_with("samples") && f.to_string_lossy().ends_with(".parquet")).count();
+    let parquet = |out: &Path| {
+        files_under(out)
+            .into_iter()
+            .filter(|f| f.starts_with("samples") && f.to_string_lossy().ends_with(".parquet"))
+            .count()
+    };
     assert_eq!(parquet(&out), 0, "published before the period ended");
     send_signal(&child, nix::sys::signal::Signal::SIGHUP);
     let asked = Instant::now();
     while parquet(&out) == 0 {
-        assert!(asked.elapsed() < Duration::from_secs(2), "SIGHUP did not publish within 2 s");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "SIGHUP did not publish within 2 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let rows = query_number(&out, "SELECT count(*) FROM read_parquet('samples/*/*/*.parquet')");
+    let rows = query_number(
+        &out,
+        "SELECT count(*) FROM read_parquet('samples/*/*/*.parquet')",
+    );
     assert!(rows > 0.0);
     // Sampling goes on into a new file; SIGTERM publishes that one too.
     std::thread::sleep(Duration::from_secs(1));

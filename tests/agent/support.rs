@@ -33,7 +33,10 @@ pub fn require_root() {
 
 /// A private scratch directory (mode 0755, owned by root) for one test.
 pub fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("taskscope-test-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("taskscope-test-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
 }
@@ -41,9 +44,16 @@ pub fn scratch() -> tempfile::TempDir {
 /// A directory on a real block device (not tmpfs), for I/O workloads.
 pub fn disk_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dev = std::fs::metadata(&dir).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).expect("stat target dir");
+    let dev = std::fs::metadata(&dir)
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+        .expect("stat target dir");
     let major = rustix::fs::major(dev);
-    assert_ne!(major, 0, "{} is not on a block device (major 0); I/O tests need a real disk", dir.display());
+    assert_ne!(
+        major,
+        0,
+        "{} is not on a block device (major 0); I/O tests need a real disk",
+        dir.display()
+    );
     dir
 }
 
@@ -61,7 +71,15 @@ pub fn groundtruth_binary() -> &'static Path {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/groundtruth.c");
         let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("groundtruth");
         let status = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall", "-Werror", "-o"])
+            .args([
+                "-O1",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-pthread",
+                "-Wall",
+                "-Werror",
+                "-o",
+            ])
             .arg(&binary)
             .arg(&source)
             .status()
@@ -87,8 +105,11 @@ impl Workload {
             .spawn()
             .expect("start the ground-truth workload");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read workload tids");
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read workload tids");
+        let info: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
         let pid = child.id();
         Workload { child, pid, info }
     }
@@ -106,11 +127,18 @@ impl Workload {
 
     /// The tid of role `name` ("sleeper", "piperead", ...).
     pub fn tid(&self, name: &str) -> i64 {
-        self.info[name].as_i64().unwrap_or_else(|| panic!("workload has no {name}"))
+        self.info[name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("workload has no {name}"))
     }
 
     pub fn spinners(&self) -> Vec<i64> {
-        self.info["spin"].as_array().expect("spin").iter().map(|v| v.as_i64().expect("tid")).collect()
+        self.info["spin"]
+            .as_array()
+            .expect("spin")
+            .iter()
+            .map(|v| v.as_i64().expect("tid"))
+            .collect()
     }
 }
 
@@ -129,7 +157,11 @@ pub fn sample_workload(args: &[&str]) -> (Workload, tempfile::TempDir, PathBuf) 
     let scratch = scratch();
     let out = scratch.path().join("out");
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--no-pin", "--output-dir", out.to_str().expect("utf-8 path")]);
+    all.extend([
+        "--no-pin",
+        "--output-dir",
+        out.to_str().expect("utf-8 path"),
+    ]);
     let status = run_agent(&all, Duration::from_secs(30));
     workload.stop();
     assert_success(&status);
@@ -200,7 +232,9 @@ pub fn duckdb() -> PathBuf {
         return PathBuf::from(path);
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("duckdb")).find(|candidate| candidate.is_file())
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("duckdb"))
+            .find(|candidate| candidate.is_file())
     });
     found.expect("the duckdb CLI is not on PATH: install it with `pip install duckdb-cli` (the README's test command does)")
 }
@@ -221,7 +255,8 @@ pub fn query(dir: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
     if text.trim().is_empty() {
         return Vec::new();
     }
-    let rows: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("duckdb printed {text:?}: {e}"));
+    let rows: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("duckdb printed {text:?}: {e}"));
     rows.as_array()
         .expect("array of rows")
         .iter()
@@ -234,7 +269,10 @@ pub fn query_number(dir: &Path, sql: &str) -> f64 {
     let rows = query(dir, sql);
     assert_eq!(rows.len(), 1, "expected one row from {sql}");
     let value = rows[0].values().next().expect("one column");
-    value.as_f64().or_else(|| value.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0)
+    value
+        .as_f64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// Files below `dir` (recursively), as paths relative to it.
@@ -269,7 +307,15 @@ pub fn log_field(log: &str, message: &str, key: &str) -> u64 {
 
 /// Run a shell pipeline (`sh -c`) in `dir`; its stdout.
 pub fn shell(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh").current_dir(dir).args(["-c", script]).output().expect("run sh");
-    assert!(out.status.success(), "`{script}` failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .current_dir(dir)
+        .args(["-c", script])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
