@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Instant;
 
 use common::*;
@@ -27,35 +26,6 @@ fn getppid_ns() -> f64 {
     start.elapsed().as_nanos() as f64 / SYSCALLS as f64
 }
 
-/// Round trips per second between two threads pinned to CPU 0, over pipes.
-fn pingpong_per_sec() -> f64 {
-    let (mut to_echo_r, mut to_echo_w) = pipe();
-    let (mut back_r, mut back_w) = pipe();
-    let echo = std::thread::spawn(move || {
-        pin_to(0);
-        let mut byte = [0u8; 1];
-        for _ in 0..ROUND_TRIPS {
-            to_echo_r.read_exact(&mut byte).expect("read");
-            back_w.write_all(&byte).expect("write");
-        }
-    });
-    pin_to(0);
-    let mut byte = [7u8; 1];
-    let start = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        to_echo_w.write_all(&byte).expect("write");
-        back_r.read_exact(&mut byte).expect("read");
-    }
-    let rate = ROUND_TRIPS as f64 / start.elapsed().as_secs_f64();
-    echo.join().expect("echo thread");
-    rate
-}
-
-fn pipe() -> (std::fs::File, std::fs::File) {
-    let (r, w) = rustix::pipe::pipe().expect("pipe");
-    (std::fs::File::from(r), std::fs::File::from(w))
-}
-
 fn main() {
     let passes = passes(30);
     let (mut sys_off, mut sys_on, mut pp_off, mut pp_on) = (vec![], vec![], vec![], vec![]);
@@ -67,7 +37,7 @@ fn main() {
         for with in [with_first, !with_first] {
             let agent = with.then(|| load_agent(32_768, 1));
             let syscall = getppid_ns();
-            let pingpong = pingpong_per_sec();
+            let pingpong = pingpong_per_sec(ROUND_TRIPS);
             drop(agent);
             pair[usize::from(with)] = (syscall, pingpong);
         }

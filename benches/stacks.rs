@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,33 +189,6 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap()
     };
     (field("RssAnon:"), field("RssFile:"))
-}
-
-fn pingpong_per_sec(round_trips: u64) -> f64 {
-    let pipe = || {
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        (std::fs::File::from(r), std::fs::File::from(w))
-    };
-    let (mut to_echo_r, mut to_echo_w) = pipe();
-    let (mut back_r, mut back_w) = pipe();
-    let echo = std::thread::spawn(move || {
-        pin_to(0);
-        let mut byte = [0u8; 1];
-        for _ in 0..round_trips {
-            to_echo_r.read_exact(&mut byte).unwrap();
-            back_w.write_all(&byte).unwrap();
-        }
-    });
-    pin_to(0);
-    let mut byte = [7u8; 1];
-    let start = Instant::now();
-    for _ in 0..round_trips {
-        to_echo_w.write_all(&byte).unwrap();
-        back_r.read_exact(&mut byte).unwrap();
-    }
-    let rate = round_trips as f64 / start.elapsed().as_secs_f64();
-    echo.join().unwrap();
-    rate
 }
 
 /// The ground-truth workload binary (its `--nap MS` mode is the

@@ -75,3 +75,33 @@ pub fn passes(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Round trips per second between two threads pinned to CPU 0, over pipes
+/// (each round trip: 4 syscalls, 2 context switches, 2 wakeups).
+pub fn pingpong_per_sec(round_trips: u64) -> f64 {
+    use std::io::{Read, Write};
+    let pipe = || {
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        (std::fs::File::from(r), std::fs::File::from(w))
+    };
+    let (mut to_echo_r, mut to_echo_w) = pipe();
+    let (mut back_r, mut back_w) = pipe();
+    let echo = std::thread::spawn(move || {
+        pin_to(0);
+        let mut byte = [0u8; 1];
+        for _ in 0..round_trips {
+            to_echo_r.read_exact(&mut byte).expect("read");
+            back_w.write_all(&byte).expect("write");
+        }
+    });
+    pin_to(0);
+    let mut byte = [7u8; 1];
+    let start = std::time::Instant::now();
+    for _ in 0..round_trips {
+        to_echo_w.write_all(&byte).expect("write");
+        back_r.read_exact(&mut byte).expect("read");
+    }
+    let rate = round_trips as f64 / start.elapsed().as_secs_f64();
+    echo.join().expect("echo thread");
+    rate
+}
