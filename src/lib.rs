@@ -12,6 +12,7 @@
 //! busy the machine is.
 
 pub mod bpf;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod enrich;
