@@ -163,8 +163,10 @@ fn main() {
         let rows = samples.len();
         let tick = Tick {
             ts_us: base_ts + i * 1_000_000,
+            mono_ns: 0,
             weight_us: 1_000_000,
             samples,
+            completions: Vec::new(),
             stacks: Vec::new(),
             stats,
         };

@@ -184,8 +184,10 @@ fn main() {
             let rows = samples.len();
             let tick = Tick {
                 ts_us: 1_795_352_645_000_000 + i as i64 * 100_000,
+                mono_ns: 0,
                 weight_us: 100_000,
                 samples: samples.clone(),
+                completions: Vec::new(),
                 stacks: Vec::new(),
                 stats: TickStats::default(),
             };

@@ -133,21 +133,26 @@ static __always_inline struct ts_request *request_start(struct request *rq, __u6
 	req.op = cmd_flags & REQ_OP_MASK_;
 	req.flags = request_flags(cmd_flags);
 	req.tid = task->pid;
-	if (bpf_map_update_elem(&requests, &key, &req, BPF_ANY))
+	/* The thread's request number goes with the request: --track io
+	 * follows the one a sample saw in flight. */
+	if (!io_lock(t))
 		return NULL;
-
-	if (io_lock(t)) {
-		t->io_rq = key;
-		t->io_insert_ns = now;
-		t->io_issue_ns = 0;
-		t->io_sector = req.sector;
-		t->io_bytes = req.bytes;
-		t->io_dev = req.dev;
-		t->io_op = req.op;
-		t->io_flags = req.flags;
-		t->io_inflight += 1;
+	req.seq = t->io_rq_seq + 1;
+	if (bpf_map_update_elem(&requests, &key, &req, BPF_ANY)) {
 		io_unlock(t);
+		return NULL;
 	}
+	t->io_rq_seq = req.seq;
+	t->io_rq = key;
+	t->io_insert_ns = now;
+	t->io_issue_ns = 0;
+	t->io_sector = req.sector;
+	t->io_bytes = req.bytes;
+	t->io_dev = req.dev;
+	t->io_op = req.op;
+	t->io_flags = req.flags;
+	t->io_inflight += 1;
+	io_unlock(t);
 	return bpf_map_lookup_elem(&requests, &key);
 }
 
@@ -195,8 +200,43 @@ int BPF_PROG(on_block_rq_issue, struct request *rq)
 	return 0;
 }
 
-/* The request is finished (or merged away): forget it. */
-static __always_inline void request_end(struct request *rq)
+/* --track io: report the completion of a request a sample saw in flight. */
+static __always_inline void report_completion(struct ts_request *req, struct ts_thread *t,
+					      int error)
+{
+	struct ts_completion *rec;
+	__u64 *want;
+	__u32 idx = req->slot;
+
+	want = bpf_map_lookup_elem(&track_io, &idx);
+	if (!want || *want == 0 || *want != req->seq)
+		return;
+	*want = 0;
+	rec = bpf_ringbuf_reserve(&completions, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&counters.completions_lost, 1);
+		return;
+	}
+	rec->kind = TS_C_IO;
+	rec->tid = req->tid;
+	rec->tgid = t->tgid;
+	rec->syscall_nr = -1;
+	rec->seq = req->seq;
+	rec->start_ns = req->insert_ns;
+	rec->issue_ns = req->issue_ns;
+	rec->end_ns = bpf_ktime_get_ns();
+	rec->ret = error;
+	rec->sector = req->sector;
+	rec->bytes = req->bytes;
+	rec->dev = req->dev;
+	rec->op = req->op;
+	rec->flags = req->flags;
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* The request is finished (`completed`, with `error`) or merged away:
+ * forget it. */
+static __always_inline void request_end(struct request *rq, bool completed, int error)
 {
 	__u64 key = (__u64)rq;
 	struct ts_request *req;
@@ -206,6 +246,8 @@ static __always_inline void request_end(struct request *rq)
 	if (!req)
 		return;
 	t = request_owner(req);
+	if (t && completed && (track_kinds & TS_TRACK_IO))
+		report_completion(req, t, error);
 	if (t && io_lock(t)) {
 		if (t->io_rq == key)
 			t->io_rq = 0;
@@ -222,14 +264,14 @@ int BPF_PROG(on_block_rq_complete, struct request *rq, int error, unsigned int n
 	/* A partial completion leaves the rest of the request in flight. */
 	if (nr_bytes < BPF_CORE_READ(rq, __data_len))
 		return 0;
-	request_end(rq);
+	request_end(rq, true, error);
 	return 0;
 }
 
 SEC("?tp_btf/block_rq_merge")
 int BPF_PROG(on_block_rq_merge, struct request *rq)
 {
-	request_end(rq);
+	request_end(rq, false, 0);
 	return 0;
 }
 

@@ -18,6 +18,8 @@ const volatile __u64 ring_mask = 0;
 const volatile __u32 stack_kinds = 0;
 /* Set from `run --frequency`: one sampling period. */
 const volatile __u64 stack_interval_ns = 1000000000;
+/* Set by `run --track`: enum ts_track_kinds. */
+const volatile __u32 track_kinds = 0;
 
 __u64 free_head = 0;
 __u64 free_tail = 0;
@@ -33,5 +35,9 @@ const volatile enum ts_thread_flags ts_thread_flags_btf = TS_F_ON_CPU;
 const volatile enum ts_perf_flags ts_perf_flags_btf = TS_P_VALID;
 const volatile enum ts_io_flags ts_io_flags_btf = TS_IO_SYNC;
 const volatile enum ts_stack_flags ts_stack_flags_btf = TS_S_ONCPU;
+const volatile enum ts_track_kinds ts_track_kinds_btf = TS_TRACK_SYSCALLS;
+const volatile enum ts_completion_kind ts_completion_kind_btf = TS_C_SYSCALL;
+/* ... and the ring buffer record's struct. */
+struct ts_completion ts_completion_btf = {};
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -101,6 +101,32 @@ TS_EXTERN struct {
 	__uint(max_entries, 16384);
 } requests SEC(".maps");
 
+/*
+ * --track: per slot, the syscall_seq (track_syscalls) or io_rq_seq
+ * (track_io) a sample caught in progress, written by userspace; 0: none.
+ */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1); /* max_slots when syscalls are tracked, set at load */
+} track_syscalls SEC(".maps");
+
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1); /* max_slots when I/O is tracked, set at load */
+} track_io SEC(".maps");
+
+/* Completions of tracked syscalls and requests (struct ts_completion). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096); /* sized at load when tracking */
+} completions SEC(".maps");
+
 /* Processes (tgid) or threads (tid) to track when --pid is given. */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -116,6 +142,7 @@ TS_EXTERN const volatile __u32 max_slots;   /* --max-threads */
 TS_EXTERN const volatile __u64 ring_mask;   /* free_ring size - 1 */
 TS_EXTERN const volatile __u32 stack_kinds; /* --stacks: TS_S_KERNEL | TS_S_USER */
 TS_EXTERN const volatile __u64 stack_interval_ns; /* at most one switch-out capture per thread per period */
+TS_EXTERN const volatile __u32 track_kinds; /* --track: enum ts_track_kinds */
 
 /* Shared with userspace through the mmap-ed .bss. */
 TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Syscall entry: number, entry time, first three arguments and a per-thread
- * sequence number. There is deliberately no sys_exit hook: it would double
+ * sequence number. There is no sys_exit hook by default: it would double
  * the cost paid on every syscall of the machine. Whether a thread is still
  * inside the syscall is decided from its saved registers when it switches
  * out (sched.bpf.c) and, for threads on a CPU, by the on-CPU sample
- * (oncpu.bpf.c).
+ * (oncpu.bpf.c). With --track syscalls, a sys_exit hook reports the end of
+ * the syscalls that samples caught in progress, and nothing else.
  *
  * This hook runs on every syscall of every tracked thread, so it does no
  * helper call but the CPU id: the entry comes from the per-CPU running
@@ -46,6 +47,55 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	if (id == TS_NR_PRCTL && t->syscall_args[0] == TS_PR_SET_NAME)
 		t->flags |= TS_F_COMM_DIRTY;
 	ts_seq_end(&t->seq);
+	return 0;
+}
+
+/*
+ * --track syscalls: the end of a syscall a sample caught in progress.
+ * Userspace wrote the thread's syscall_seq at that sample into its
+ * track_syscalls cell; every other exit costs two array lookups and a
+ * compare.
+ */
+SEC("?tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct ts_cpu *c = this_cpu_state();
+	struct ts_completion *rec;
+	struct ts_thread *t;
+	__u64 *want, seq;
+	__u32 idx;
+
+	if (!c)
+		return 0;
+	t = thread_at(c->slot);
+	if (!t)
+		return 0;
+	idx = c->slot - 1;
+	want = bpf_map_lookup_elem(&track_syscalls, &idx);
+	seq = t->syscall_seq;
+	if (!want || *want == 0 || *want != seq)
+		return 0;
+	*want = 0;
+	rec = bpf_ringbuf_reserve(&completions, sizeof(*rec), 0);
+	if (!rec) {
+		__sync_fetch_and_add(&counters.completions_lost, 1);
+		return 0;
+	}
+	rec->kind = TS_C_SYSCALL;
+	rec->tid = t->tid;
+	rec->tgid = t->tgid;
+	rec->syscall_nr = t->syscall_nr;
+	rec->seq = seq;
+	rec->start_ns = t->syscall_enter_ns;
+	rec->issue_ns = 0;
+	rec->end_ns = bpf_ktime_get_ns();
+	rec->ret = ret;
+	rec->sector = 0;
+	rec->bytes = 0;
+	rec->dev = 0;
+	rec->op = 0;
+	rec->flags = 0;
+	bpf_ringbuf_submit(rec, 0);
 	return 0;
 }
 

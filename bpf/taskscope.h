@@ -107,7 +107,8 @@ struct ts_thread {
 	__u32 io_op;        /* REQ_OP_* */
 	__u32 io_inflight;  /* requests of this thread in flight */
 	__u32 io_flags;     /* enum ts_io_flags */
-	__u64 io_reserved;
+	__u32 io_rq_seq;    /* requests started since the slot was taken; io_rq's number */
+	__u32 io_reserved;
 };
 
 _Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines");
@@ -196,7 +197,7 @@ struct ts_request {
 	__u32 op;
 	__u32 tid;
 	__u32 flags;
-	__u32 pad;
+	__u32 seq;      /* the submitter's io_rq_seq for this request */
 };
 
 /*
@@ -210,6 +211,45 @@ struct ts_counters {
 	__u64 io_contended;     /* I/O update dropped: region busy */
 	__u64 io_untracked;     /* request of an untracked thread */
 	__u64 freed_mismatch;   /* free hook saw a slot owned by another thread */
+	__u64 completions_lost; /* tracked completion dropped: ring buffer full */
 };
+
+/* Bits of the `track_kinds` tunable (--track). */
+enum ts_track_kinds {
+	TS_TRACK_SYSCALLS = 1 << 0,
+	TS_TRACK_IO = 1 << 1,
+};
+
+/* Kinds of `ts_completion` records. */
+enum ts_completion_kind {
+	TS_C_SYSCALL = 1,
+	TS_C_IO = 2,
+};
+
+/*
+ * The end of a syscall or block request that a sample caught in progress
+ * (--track), sent through the `completions` ring buffer. Userspace marks
+ * what to follow in `track_syscalls` / `track_io` (one cell per slot, the
+ * thread's syscall_seq or io_rq_seq); the exit or completion hook emits a
+ * record only when its sequence number matches, so the hooks stay cheap.
+ */
+struct ts_completion {
+	__u32 kind;       /* enum ts_completion_kind */
+	__u32 tid;
+	__u32 tgid;
+	__s32 syscall_nr; /* syscalls */
+	__u64 seq;        /* syscall_seq or io_rq_seq */
+	__u64 start_ns;   /* syscall entry / request queued (CLOCK_MONOTONIC) */
+	__u64 issue_ns;   /* request issued to the device (0: not seen) */
+	__u64 end_ns;     /* syscall exit / request completion */
+	__s64 ret;        /* syscall return value / blk_status_t of the request */
+	__u64 sector;
+	__u32 bytes;
+	__u32 dev;        /* kernel dev_t: major << 20 | minor */
+	__u32 op;         /* REQ_OP_* */
+	__u32 flags;      /* enum ts_io_flags */
+};
+
+_Static_assert(sizeof(struct ts_completion) == 80, "ts_completion layout");
 
 #endif /* TASKSCOPE_H */

@@ -83,6 +83,15 @@ pub enum StackChoice {
     None,
 }
 
+/// What `--track` follows to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrackChoice {
+    /// Syscalls that samples catch in progress (syscalls table)
+    Syscalls,
+    /// Block requests that samples see in flight (iorq table)
+    Io,
+}
+
 /// Flags of `taskscope run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -142,6 +151,17 @@ pub struct RunArgs {
         default_value = "kernel,user"
     )]
     pub stacks: Vec<StackChoice>,
+
+    /// Record how sampled syscalls and block requests end: syscalls, io,
+    /// or both (syscalls,io)
+    ///
+    /// When a sample catches a thread inside a syscall (or with a request
+    /// in flight), its exact duration and result go to the syscalls (iorq)
+    /// table, joined to samples by (tid, syscall_seq / io_seq). Only sampled
+    /// events are followed; tracking syscalls adds a sys_exit hook (about
+    /// 30-40 ns to every syscall).
+    #[arg(long, value_enum, value_name = "KINDS", value_delimiter = ',')]
+    pub track: Vec<TrackChoice>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -383,6 +403,17 @@ mod tests {
             vec![StackChoice::User]
         );
         assert!(parse(&["run", "--stacks", "python"]).is_err());
+    }
+
+    #[test]
+    fn track_flag() {
+        assert!(run_args(&[]).track.is_empty());
+        assert_eq!(
+            run_args(&["--track", "syscalls,io"]).track,
+            vec![TrackChoice::Syscalls, TrackChoice::Io]
+        );
+        assert_eq!(run_args(&["--track", "io"]).track, vec![TrackChoice::Io]);
+        assert!(parse(&["run", "--track", "futex"]).is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bpf::StackKinds;
-use crate::cli::{Format, RunArgs, StackChoice};
+use crate::bpf::{StackKinds, TrackKinds};
+use crate::cli::{Format, RunArgs, StackChoice, TrackChoice};
 use crate::output::{Formats, Permissions, Retention};
 
 /// Largest default thread table; more needs --max-threads.
@@ -44,6 +44,7 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub formats: Formats,
     pub stacks: StackKinds,
+    pub track: TrackKinds,
     pub rotate: Duration,
     pub flush_interval: Duration,
     pub retention: Retention,
@@ -118,6 +119,10 @@ impl Config {
             duration: args.duration,
             formats,
             stacks,
+            track: TrackKinds {
+                syscalls: args.track.contains(&TrackChoice::Syscalls),
+                io: args.track.contains(&TrackChoice::Io),
+            },
             rotate,
             flush_interval: args.flush_interval,
             retention: Retention {
@@ -275,6 +280,18 @@ mod tests {
         );
         let err = config(&["--stacks", "none,user"]).unwrap_err().to_string();
         assert!(err.contains("--stacks none"), "{err}");
+    }
+
+    #[test]
+    fn track() {
+        assert_eq!(config(&[]).unwrap().track, TrackKinds::default());
+        assert_eq!(
+            config(&["--track", "io,syscalls"]).unwrap().track,
+            TrackKinds {
+                syscalls: true,
+                io: true
+            }
+        );
     }
 
     #[test]

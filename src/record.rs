@@ -266,6 +266,9 @@ pub struct SyscallSample {
     pub elapsed_us: Option<u64>,
     /// First three arguments, when its entry was seen.
     pub args: Option<[u64; 3]>,
+    /// The thread's syscall number (1, 2, ...) of this call, when its entry
+    /// was seen: with `tid`, the key of its `syscalls` row (--track).
+    pub seq: Option<u64>,
 }
 
 /// The block request a sampled thread has in flight.
@@ -281,6 +284,9 @@ pub struct IoSample {
     pub sector: u64,
     /// Age of the request (since insert, or issue if it skipped the queue).
     pub age_us: u64,
+    /// The thread's request number (1, 2, ...) of this request: with
+    /// `tid`, the key of its `iorq` row (--track).
+    pub seq: u32,
 }
 
 /// One thread at one tick, before enrichment.
@@ -346,6 +352,7 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
             nr,
             elapsed_us: entered.then(|| since(now_ns, entry.syscall_enter_ns)),
             args: (same && has(ts_thread_flags::TS_F_ARGS_KNOWN)).then_some(entry.syscall_args),
+            seq: entered.then_some(entry.syscall_seq),
         }
     });
 
@@ -357,6 +364,7 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
         bytes: entry.io_bytes,
         sector: entry.io_sector,
         age_us: since(now_ns, entry.io_insert_ns),
+        seq: entry.io_rq_seq,
     });
 
     Sample {
@@ -625,6 +633,7 @@ mod tests {
             syscall_nr: 230,
             syscall_enter_ns: 1_500_000,
             syscall_args: [0, 0, 0x7ffd_0000],
+            syscall_seq: 7,
             ..Default::default()
         }
     }
@@ -639,7 +648,8 @@ mod tests {
             Some(SyscallSample {
                 nr: 230,
                 elapsed_us: Some(8_500),
-                args: Some([0, 0, 0x7ffd_0000])
+                args: Some([0, 0, 0x7ffd_0000]),
+                seq: Some(7),
             })
         );
     }
@@ -657,7 +667,8 @@ mod tests {
             Some(SyscallSample {
                 nr: 230,
                 elapsed_us: None,
-                args: Some([0, 0, 0x7ffd_0000])
+                args: Some([0, 0, 0x7ffd_0000]),
+                seq: None,
             })
         );
         let s = decode(&entry(IN_SYSCALL), 0, 10_000_000);
@@ -687,7 +698,8 @@ mod tests {
             Some(SyscallSample {
                 nr: 0,
                 elapsed_us: None,
-                args: None
+                args: None,
+                seq: None,
             })
         );
     }
@@ -711,11 +723,12 @@ mod tests {
         e.io_op = 1;
         e.io_bytes = 4096;
         e.io_insert_ns = 9_000_000;
+        e.io_rq_seq = 3;
         let s = decode(&e, 0, 10_000_000);
         assert_eq!(s.state, ThreadState::Disk);
         assert_eq!(
-            s.io.map(|io| (io.dev, io.age_us)),
-            Some(((254 << 20) | 1, 1_000))
+            s.io.map(|io| (io.dev, io.age_us, io.seq)),
+            Some(((254 << 20) | 1, 1_000, 3))
         );
     }
 

@@ -17,8 +17,8 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tracing::{info, warn};
 
-use crate::bpf::types::ts_slot_state;
-use crate::bpf::{Agent, LoadOptions, StateTable};
+use crate::bpf::types::{ts_completion, ts_slot_state};
+use crate::bpf::{Agent, LoadOptions, StateTable, Tracked};
 use crate::config::Config;
 use crate::output::{self, Message, OutputDir, Writer, WriterConfig};
 use crate::privileges;
@@ -41,9 +41,13 @@ const LOG_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Tick {
     /// Wall-clock time of the tick, microseconds since the epoch (UTC).
     pub ts_us: i64,
+    /// CLOCK_MONOTONIC nanoseconds at `ts_us` (converts kernel times).
+    pub mono_ns: u64,
     /// Thread time each row stands for.
     pub weight_us: u64,
     pub samples: Vec<Sample>,
+    /// Ends of tracked syscalls and requests reported since the last tick.
+    pub completions: Vec<ts_completion>,
     /// Stack captures the writer has not seen (`StackRef::raw` indexes).
     pub stacks: Vec<RawStacks>,
     pub stats: TickStats,
@@ -129,6 +133,19 @@ pub fn scan(
     stats
 }
 
+/// --track: ask the hooks to report how the syscalls and requests the
+/// samples caught in progress end.
+fn follow(table: &StateTable, samples: &[Sample]) {
+    for sample in samples {
+        if let Some(seq) = sample.syscall.and_then(|s| s.seq) {
+            table.track(Tracked::Syscall, sample.slot as usize, seq);
+        }
+        if let Some(io) = sample.io.filter(|io| io.seq != 0) {
+            table.track(Tracked::Io, sample.slot as usize, io.seq.into());
+        }
+    }
+}
+
 /// Requests from signals: stop (SIGTERM, SIGINT) and publish now (SIGHUP).
 #[derive(Clone)]
 pub struct Shutdown {
@@ -208,6 +225,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         frequency: config.frequency,
         pin_dir: config.pin_dir.clone(),
         stacks: config.stacks,
+        track: config.track,
     })?;
     let out = OutputDir::create_with(&plan, config.perms)?;
     info!(
@@ -224,6 +242,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         formats: config.formats,
         retention: config.retention,
         metadata: file_metadata(config),
+        track: agent.features().track,
     };
     let shutdown = Shutdown::install()?;
     let (sender, receiver) = bounded(QUEUE_TICKS);
@@ -379,6 +398,13 @@ fn sample_loop(
             stats.stack_rows = collected.with_stacks;
             stats.stack_requests = collected.requested;
         }
+        let mut completions = Vec::new();
+        if config.track.any() {
+            follow(agent.table(), &samples);
+            if let Err(err) = agent.drain_completions(&mut completions) {
+                warn!("{err:#}");
+            }
+        }
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         stats.missed_ticks = missed;
         stats.dropped_ticks_total = counters.dropped_ticks;
@@ -389,8 +415,10 @@ fn sample_loop(
 
         let tick = Tick {
             ts_us,
+            mono_ns: now_ns,
             weight_us: config.weight_us(),
             samples,
+            completions,
             stacks,
             stats,
         };

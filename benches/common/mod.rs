@@ -28,8 +28,18 @@ pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
             kernel: std::env::var_os("TS_STACKS").is_some(),
             user: std::env::var_os("TS_STACKS").is_some(),
         },
+        track: track_from_env(),
     })
     .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
+}
+
+/// `TS_TRACK=syscalls,io` loads the agent with `--track` hooks.
+pub fn track_from_env() -> taskscope::bpf::TrackKinds {
+    let kinds = std::env::var("TS_TRACK").unwrap_or_default();
+    taskscope::bpf::TrackKinds {
+        syscalls: kinds.split(',').any(|k| k == "syscalls"),
+        io: kinds.split(',').any(|k| k == "io"),
+    }
 }
 
 pub fn median(values: &mut [f64]) -> f64 {

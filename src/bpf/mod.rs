@@ -27,6 +27,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -35,7 +36,7 @@ use tracing::{debug, info, warn};
 
 pub use skel::types;
 use skel::{TaskscopeSkel, TaskscopeSkelBuilder};
-pub use table::{StackHeader, StateTable};
+pub use table::{StackHeader, StateTable, Tracked};
 
 /// Where the kernel publishes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -55,7 +56,26 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Which stacks to capture.
     pub stacks: StackKinds,
+    /// Which ends of sampled syscalls and requests to report (--track).
+    pub track: TrackKinds,
 }
+
+/// What `--track` follows to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrackKinds {
+    pub syscalls: bool,
+    pub io: bool,
+}
+
+impl TrackKinds {
+    pub fn any(self) -> bool {
+        self.syscalls || self.io
+    }
+}
+
+/// Bytes of the completions ring buffer: 13,000 records, far more than
+/// one tick of a busy machine produces (it is drained every tick).
+const COMPLETIONS_RING_BYTES: u32 = 1 << 20;
 
 /// Which stacks to capture (`--stacks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +99,8 @@ pub struct Features {
     /// CPUs with an on-CPU perf event attached.
     pub oncpu_cpus: usize,
     pub pinned: Option<PathBuf>,
+    /// What --track follows (I/O only when the block hooks run).
+    pub track: TrackKinds,
 }
 
 /// The loaded and attached programs and their maps.
@@ -89,6 +111,10 @@ pub struct Agent {
     perf_events: Vec<OwnedFd>,
     iter_link: Link,
     refresh_link: Option<Link>,
+    completions: Option<(
+        libbpf_rs::RingBuffer<'static>,
+        Arc<Mutex<Vec<types::ts_completion>>>,
+    )>,
     table: StateTable,
     pinned: Option<PathBuf>,
     features: Features,
@@ -128,6 +154,15 @@ impl Agent {
             } else {
                 0
             });
+            rodata.track_kinds = (if options.track.syscalls {
+                types::ts_track_kinds::TS_TRACK_SYSCALLS.0
+            } else {
+                0
+            }) | (if options.track.io {
+                types::ts_track_kinds::TS_TRACK_IO.0
+            } else {
+                0
+            });
             rodata.stack_interval_ns = if std::env::var_os("TS_STACK_EVERY").is_some() {
                 0
             } else {
@@ -143,6 +178,19 @@ impl Agent {
         };
         open.maps.stacks.set_max_entries(stack_slots)?;
         open.maps.stack_requests.set_max_entries(stack_slots)?;
+        let slots_if = |on: bool| if on { options.max_threads } else { 1 };
+        open.maps
+            .track_syscalls
+            .set_max_entries(slots_if(options.track.syscalls))?;
+        open.maps
+            .track_io
+            .set_max_entries(slots_if(options.track.io))?;
+        if options.track.any() {
+            open.maps
+                .completions
+                .set_max_entries(COMPLETIONS_RING_BYTES)?;
+        }
+        open.progs.on_sys_exit.set_autoload(options.track.syscalls);
         // The refresh pass reads other processes' memory from a sleepable
         // iterator with task storage: Linux 5.18 and later.
         let refresh = options.stacks.any() && kernel_at_least(5, 18);
@@ -169,6 +217,9 @@ impl Agent {
         }
         if !block_io {
             warn!("block I/O tracepoints not found in kernel BTF: io_* columns will stay empty");
+            if options.track.io {
+                warn!("--track io: no block I/O tracepoints, the iorq table will stay empty");
+            }
         }
         // 6.5+: requests are seen when built, in the submitter's context,
         // including the ones threads wait on during cache flushes.
@@ -199,6 +250,14 @@ impl Agent {
                 links.push(
                     prog.attach()
                         .with_context(|| format!("cannot attach to tracepoint {name}"))?,
+                );
+            }
+            if options.track.syscalls {
+                links.push(
+                    progs
+                        .on_sys_exit
+                        .attach()
+                        .context("cannot attach to tracepoint sys_exit (--track syscalls)")?,
                 );
             }
             if io_start {
@@ -255,6 +314,14 @@ impl Agent {
             .stacks
             .any()
             .then(|| (skel.maps.stacks.as_fd(), skel.maps.stack_requests.as_fd()));
+        let track_io = options.track.io && block_io;
+        let track_maps = [
+            options
+                .track
+                .syscalls
+                .then(|| skel.maps.track_syscalls.as_fd()),
+            track_io.then(|| skel.maps.track_io.as_fd()),
+        ];
         let table = unsafe {
             StateTable::new(
                 skel.maps.threads.as_fd(),
@@ -262,8 +329,14 @@ impl Agent {
                 skel.maps.free_ring.as_fd(),
                 ring_size,
                 stack_maps,
+                track_maps,
                 globals,
             )?
+        };
+        let completions = if options.track.any() {
+            Some(completions_reader(&skel)?)
+        } else {
+            None
         };
 
         let pinned = match &options.pin_dir {
@@ -276,6 +349,10 @@ impl Agent {
             block_io_start: io_start,
             oncpu_cpus,
             pinned: pinned.clone(),
+            track: TrackKinds {
+                syscalls: options.track.syscalls,
+                io: track_io,
+            },
         };
         info!(
             block_io = features.block_io,
@@ -290,6 +367,7 @@ impl Agent {
             perf_events,
             iter_link,
             refresh_link,
+            completions,
             table,
             pinned,
             features,
@@ -322,6 +400,19 @@ impl Agent {
         Ok(true)
     }
 
+    /// Append the completions the hooks reported since the last call
+    /// (--track) to `out`; no syscall, the ring buffer is mmap-ed.
+    pub fn drain_completions(&self, out: &mut Vec<types::ts_completion>) -> Result<()> {
+        let Some((ring, received)) = &self.completions else {
+            return Ok(());
+        };
+        ring.consume()
+            .context("cannot read the completions ring buffer")?;
+        let mut received = received.lock().unwrap_or_else(|p| p.into_inner());
+        out.append(&mut received);
+        Ok(())
+    }
+
     /// Block requests the kernel side currently tracks as in flight.
     pub fn requests_in_flight(&self) -> usize {
         self.skel.maps.requests.keys().count()
@@ -352,6 +443,36 @@ impl Drop for Agent {
             "detaching BPF programs"
         );
     }
+}
+
+/// A reader of the completions ring buffer that collects records into the
+/// returned vector.
+fn completions_reader(
+    skel: &TaskscopeSkel<'_>,
+) -> Result<(
+    libbpf_rs::RingBuffer<'static>,
+    Arc<Mutex<Vec<types::ts_completion>>>,
+)> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.completions, move |bytes: &[u8]| {
+            if bytes.len() < size_of::<types::ts_completion>() {
+                return 0;
+            }
+            // SAFETY: the kernel wrote a whole ts_completion (plain old
+            // data, any bit pattern valid); the read is unaligned-safe.
+            let record =
+                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<types::ts_completion>()) };
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+            0
+        })
+        .context("cannot attach to the completions ring buffer")?;
+    let ring = builder
+        .build()
+        .context("cannot map the completions ring buffer")?;
+    Ok((ring, received))
 }
 
 /// Whether the running kernel is at least `major.minor`.
@@ -549,6 +670,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(types::ts_thread, start_ns), 128);
         assert_eq!(std::mem::offset_of!(types::ts_thread, io_seq), 192);
         assert_eq!(size_of::<types::ts_slot_ref>(), 8);
+        assert_eq!(size_of::<types::ts_completion>(), 80);
     }
 
     #[test]

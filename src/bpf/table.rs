@@ -72,6 +72,13 @@ pub struct StackHeader {
     pub switch_out_ns: u64,
 }
 
+/// What `--track` follows to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    Syscall = 0,
+    Io = 1,
+}
+
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
 pub struct StateTable {
     entries: Mapping,
@@ -80,6 +87,8 @@ pub struct StateTable {
     ring_mask: u64,
     /// `stacks` and `stack_requests`, when stacks are captured.
     stacks: Option<(Mapping, Mapping)>,
+    /// `track_syscalls` and `track_io` (--track), one u64 cell per slot.
+    track: [Option<Mapping>; 2],
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
     /// outlives this table (see `Agent`'s field order).
     globals: NonNull<bss>,
@@ -101,8 +110,19 @@ impl StateTable {
         ring: BorrowedFd<'_>,
         ring_size: usize,
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+        track: [Option<BorrowedFd<'_>>; 2],
         globals: NonNull<bss>,
     ) -> Result<StateTable> {
+        let [track_syscalls, track_io] = track;
+        let cells = capacity * size_of::<u64>();
+        let track = [
+            track_syscalls
+                .map(|fd| Mapping::new(fd, cells, "track_syscalls"))
+                .transpose()?,
+            track_io
+                .map(|fd| Mapping::new(fd, cells, "track_io"))
+                .transpose()?,
+        ];
         let stacks = match stacks {
             Some((stacks, requests)) => Some((
                 Mapping::new(stacks, capacity * size_of::<ts_stack>(), "stacks")?,
@@ -116,8 +136,25 @@ impl StateTable {
             ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,
             ring_mask: ring_size as u64 - 1,
             stacks,
+            track,
             globals,
         })
+    }
+
+    fn track_cell(&self, kind: Tracked, slot: usize) -> Option<&AtomicU64> {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        let mapping = self.track[kind as usize].as_ref()?;
+        // SAFETY: an in-bounds u64 cell of the mapping (one per slot).
+        Some(self.u64_at(unsafe { mapping.base.as_ptr().cast::<u64>().add(slot) }))
+    }
+
+    /// Ask the hooks to report the end of syscall or request number `seq`
+    /// of slot `slot`'s thread (--track); no-op when that kind is not
+    /// tracked.
+    pub fn track(&self, kind: Tracked, slot: usize, seq: u64) {
+        if let Some(cell) = self.track_cell(kind, slot) {
+            cell.store(seq, Ordering::Release);
+        }
     }
 
     fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
@@ -300,6 +337,12 @@ impl StateTable {
     /// Hand an EXITED slot back to the hooks. Only one thread may call this
     /// (the ring has a single producer).
     pub fn recycle(&self, slot: usize) {
+        // The next owner numbers its syscalls and requests from 1 again.
+        for kind in [Tracked::Syscall, Tracked::Io] {
+            if let Some(cell) = self.track_cell(kind, slot) {
+                cell.store(0, Ordering::Relaxed);
+            }
+        }
         let e = self.entry(slot);
         // SAFETY: fields of an in-bounds entry and of the live .bss/ring
         // mappings; the ring index is masked to its size.

@@ -38,20 +38,32 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
+use crate::bpf::types::ts_completion_kind;
+use crate::bpf::TrackKinds;
+use crate::enrich::dev_name;
 use crate::enrich::{syscall_name, Enricher};
 use crate::sampler::Tick;
-use crate::schema::{io_dev_text, SampleRow, Samples, Stacks, Table, TickRow, Ticks};
+use crate::schema::{
+    io_dev_text, Iorq, IorqRow, SampleRow, Samples, Stacks, SyscallRow, Syscalls, Table, TickRow,
+    Ticks,
+};
 use crate::stacks::{Resolved, StackResolver};
 pub use dir::{OutputDir, OutputPlan, Permissions};
 pub use recover::Recovered;
 pub use retention::Retention;
 pub use table::Formats;
-use table::{Abandoned, TableWriter, Target};
+use table::{Abandoned, PeriodFiles, TableWriter, Target};
 
 /// Where files are written before they are complete.
 pub const INPROGRESS_DIR: &str = ".inprogress";
 /// Every table, in the order their files are written.
-pub const TABLES: [&str; 3] = [Stacks::NAME, Samples::NAME, Ticks::NAME];
+pub const TABLES: [&str; 5] = [
+    Stacks::NAME,
+    Samples::NAME,
+    Syscalls::NAME,
+    Iorq::NAME,
+    Ticks::NAME,
+];
 /// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, ticks are dropped without touching the disk until
@@ -68,6 +80,8 @@ pub struct WriterConfig {
     pub retention: Retention,
     /// Key/value metadata of Parquet files.
     pub metadata: Vec<(String, String)>,
+    /// Tables of completions written (--track).
+    pub track: TrackKinds,
 }
 
 impl WriterConfig {
@@ -86,6 +100,7 @@ impl WriterConfig {
                 max_age: Duration::from_secs(100 * 365 * 86_400),
             },
             metadata: Vec::new(),
+            track: TrackKinds::default(),
         }
     }
 }
@@ -130,35 +145,64 @@ impl Place {
 struct Tables {
     stacks: TableWriter<Stacks>,
     samples: TableWriter<Samples>,
+    /// With --track syscalls.
+    syscalls: Option<TableWriter<Syscalls>>,
+    /// With --track io.
+    iorq: Option<TableWriter<Iorq>>,
     ticks: TableWriter<Ticks>,
 }
 
 impl Tables {
-    /// Give up every table's period; (samples, others).
-    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
-        let others = [self.stacks.abandon(target), self.ticks.abandon(target)];
-        (
-            self.samples.abandon(target),
-            others.into_iter().flatten().collect(),
-        )
+    fn new(track: TrackKinds) -> Tables {
+        Tables {
+            syscalls: track.syscalls.then(TableWriter::default),
+            iorq: track.io.then(TableWriter::default),
+            ..Tables::default()
+        }
     }
 
-    fn journals(&self) -> Vec<String> {
+    /// Every table written, stacks first (a sample row never precedes the
+    /// stack it refers to), samples before what joins to them.
+    fn all(&self) -> impl Iterator<Item = &dyn PeriodFiles> {
         [
-            self.stacks.journal(),
-            self.samples.journal(),
-            self.ticks.journal(),
+            Some(&self.stacks as &dyn PeriodFiles),
+            Some(&self.samples as &dyn PeriodFiles),
+            self.syscalls.as_ref().map(|t| t as &dyn PeriodFiles),
+            self.iorq.as_ref().map(|t| t as &dyn PeriodFiles),
+            Some(&self.ticks as &dyn PeriodFiles),
         ]
         .into_iter()
         .flatten()
-        .map(String::from)
-        .collect()
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut dyn PeriodFiles> {
+        [
+            Some(&mut self.stacks as &mut dyn PeriodFiles),
+            Some(&mut self.samples as &mut dyn PeriodFiles),
+            self.syscalls.as_mut().map(|t| t as &mut dyn PeriodFiles),
+            self.iorq.as_mut().map(|t| t as &mut dyn PeriodFiles),
+            Some(&mut self.ticks as &mut dyn PeriodFiles),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Give up every table's period; (samples, others).
+    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
+        let samples = self.samples.abandon(target);
+        let others = self.all_mut().filter_map(|t| t.abandon(target)).collect();
+        (samples, others)
+    }
+
+    fn journals(&self) -> Vec<String> {
+        self.all()
+            .filter_map(|t| t.journal())
+            .map(String::from)
+            .collect()
     }
 
     fn needs_rotation(&self, ts_us: i64) -> bool {
-        self.stacks.needs_rotation(ts_us)
-            || self.samples.needs_rotation(ts_us)
-            || self.ticks.needs_rotation(ts_us)
+        self.all().any(|t| t.needs_rotation(ts_us))
     }
 
     /// Open every table's period (stacks first); whether the stacks
@@ -171,34 +215,30 @@ impl Tables {
         rotate: Duration,
     ) -> Result<bool> {
         let fresh = self.stacks.journal().is_none();
-        self.stacks.ensure_open(target, host, ts_us, rotate)?;
-        self.samples.ensure_open(target, host, ts_us, rotate)?;
-        self.ticks.ensure_open(target, host, ts_us, rotate)?;
+        for table in self.all_mut() {
+            table.ensure_open(target, host, ts_us, rotate)?;
+        }
         Ok(fresh)
     }
 
     /// Flush all tables together, stacks first, when the flush interval
     /// has passed for any; whether they were flushed.
     fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        let due = [
-            self.stacks.flush_due(interval),
-            self.samples.flush_due(interval),
-            self.ticks.flush_due(interval),
-        ];
-        if !due.contains(&true) {
+        if !self.all().any(|t| t.flush_due(interval)) {
             return Ok(false);
         }
-        self.stacks.flush_if_due(Duration::ZERO)?;
-        self.samples.flush_if_due(Duration::ZERO)?;
-        self.ticks.flush_if_due(Duration::ZERO)?;
+        for table in self.all_mut() {
+            table.flush_if_due(Duration::ZERO)?;
+        }
         Ok(true)
     }
 
     /// Publish every table's period, stacks first.
     fn publish(&mut self, target: &Target<'_>) -> Result<()> {
-        self.stacks.publish(target)?;
-        self.samples.publish(target)?;
-        self.ticks.publish(target)
+        for table in self.all_mut() {
+            table.publish(target)?;
+        }
+        Ok(())
     }
 }
 
@@ -229,16 +269,25 @@ impl Writer {
         let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
             .with_context(|| format!("cannot create {}/{INPROGRESS_DIR}", out.path().display()))?;
         for table in TABLES {
+            let tracked = match table {
+                Syscalls::NAME => config.track.syscalls,
+                Iorq::NAME => config.track.io,
+                _ => true,
+            };
+            if !tracked {
+                continue;
+            }
             dir::ensure_dir_with(out.fd(), table, out.perms())
                 .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
         }
+        let tables = Tables::new(config.track);
         let mut writer = Writer {
             place: Place {
                 out,
                 inprogress,
                 config,
             },
-            tables: Tables::default(),
+            tables,
             enrich: Enricher::new(),
             stacks: StackResolver::new(),
             resolved: Vec::new(),
@@ -383,12 +432,44 @@ impl Writer {
                 stacks,
             })?;
         }
+        self.write_completions(tick)?;
         self.tables.ticks.write(&TickRow {
             ts_us: tick.ts_us,
             weight_us: tick.weight_us,
             stats: &tick.stats,
             dropped_rows: self.stats.rows_dropped,
         })?;
+        Ok(())
+    }
+
+    /// The ends of tracked syscalls and requests that arrived with `tick`.
+    fn write_completions(&mut self, tick: &Tick) -> Result<()> {
+        // Monotonic nanoseconds to wall-clock microseconds, as of the tick.
+        let wall_us = |mono_ns: u64| tick.ts_us + (mono_ns as i64 - tick.mono_ns as i64) / 1_000;
+        for record in &tick.completions {
+            match ts_completion_kind(record.kind) {
+                ts_completion_kind::TS_C_SYSCALL => {
+                    if let Some(table) = &mut self.tables.syscalls {
+                        table.write(&SyscallRow {
+                            record,
+                            enter_us: wall_us(record.start_ns),
+                            syscall: syscall_name(record.syscall_nr),
+                        })?;
+                    }
+                }
+                ts_completion_kind::TS_C_IO => {
+                    if let Some(table) = &mut self.tables.iorq {
+                        let dev = dev_name(record.dev);
+                        table.write(&IorqRow {
+                            record,
+                            start_us: wall_us(record.start_ns),
+                            dev: &dev,
+                        })?;
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 

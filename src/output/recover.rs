@@ -19,7 +19,7 @@ use super::dir::{self, Permissions};
 use super::parquet::ParquetFile;
 use super::rotate::FileName;
 use super::table::{parse_journal_name, publish_file, Target, CSV_EXT, PARQUET_EXT, TMP_SUFFIX};
-use crate::schema::{Samples, Stacks, Table, Ticks, Value};
+use crate::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
 
 /// What a recovery pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub fn recover_all(
             Samples::NAME => recover_journal::<Samples>(target, &name, stem),
             Stacks::NAME => recover_journal::<Stacks>(target, &name, stem),
             Ticks::NAME => recover_journal::<Ticks>(target, &name, stem),
+            Syscalls::NAME => recover_journal::<Syscalls>(target, &name, stem),
+            Iorq::NAME => recover_journal::<Iorq>(target, &name, stem),
             other => {
                 warn!("{name}: unknown table {other}; left in place");
                 continue;

@@ -300,6 +300,54 @@ impl<T: Table> TableWriter<T> {
     }
 }
 
+/// One table's open period, whatever the table: what the writer does to
+/// every table at once.
+pub trait PeriodFiles {
+    fn journal(&self) -> Option<&str>;
+    fn needs_rotation(&self, ts_us: i64) -> bool;
+    fn ensure_open(
+        &mut self,
+        target: &Target<'_>,
+        host: &str,
+        first_us: i64,
+        rotate: Duration,
+    ) -> Result<()>;
+    fn flush_due(&self, interval: Duration) -> bool;
+    fn flush_if_due(&mut self, interval: Duration) -> Result<bool>;
+    fn publish(&mut self, target: &Target<'_>) -> Result<()>;
+    fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned>;
+}
+
+impl<T: Table> PeriodFiles for TableWriter<T> {
+    fn journal(&self) -> Option<&str> {
+        TableWriter::journal(self)
+    }
+    fn needs_rotation(&self, ts_us: i64) -> bool {
+        TableWriter::needs_rotation(self, ts_us)
+    }
+    fn ensure_open(
+        &mut self,
+        target: &Target<'_>,
+        host: &str,
+        first_us: i64,
+        rotate: Duration,
+    ) -> Result<()> {
+        TableWriter::ensure_open(self, target, host, first_us, rotate)
+    }
+    fn flush_due(&self, interval: Duration) -> bool {
+        TableWriter::flush_due(self, interval)
+    }
+    fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
+        TableWriter::flush_if_due(self, interval)
+    }
+    fn publish(&mut self, target: &Target<'_>) -> Result<()> {
+        TableWriter::publish(self, target)
+    }
+    fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned> {
+        TableWriter::abandon(self, target)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

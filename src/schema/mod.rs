@@ -5,7 +5,11 @@
 //! fields, the docs (`taskscope schema`, the README's schema section) are
 //! all produced from these lists, and tests check that they agree.
 
+mod completions;
+
 use std::fmt::Write;
+
+pub use completions::{io_flags_text, Iorq, IorqRow, SyscallRow, Syscalls};
 
 use crate::enrich::{dev_name, io_op_name};
 use crate::record::Sample;
@@ -290,6 +294,18 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         description: "User stack of the thread (stacks.stack_id); empty when not captured and for kernel threads",
         value: |r| r.stacks.ustack.map_or(Value::Null, Value::Int),
     },
+    Column {
+        name: "syscall_seq",
+        ty: ColumnType::Int64,
+        description: "The thread's syscall number of that syscall (1, 2, ... since tracking began); empty when its entry was not seen. With --track syscalls, syscalls.seq",
+        value: |r| opt_int(r.sample.syscall.and_then(|s| s.seq)),
+    },
+    Column {
+        name: "io_seq",
+        ty: ColumnType::Int64,
+        description: "The thread's request number of the request in flight. With --track io, iorq.seq",
+        value: |r| r.sample.io.map_or(Value::Null, |io| Value::Int(io.seq.into())),
+    },
 ];
 
 /// The `io_dev` text of a sample, computed once per row.
@@ -455,6 +471,10 @@ pub fn describe_all(markdown: bool) -> String {
     out.push_str(&describe::<Stacks>(markdown));
     out.push('\n');
     out.push_str(&describe::<Ticks>(markdown));
+    out.push('\n');
+    out.push_str(&describe::<Syscalls>(markdown));
+    out.push('\n');
+    out.push_str(&describe::<Iorq>(markdown));
     out
 }
 
