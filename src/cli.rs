@@ -44,6 +44,131 @@ pub enum Command {
     Run(RunArgs),
     /// Print the columns of every output table, with types and descriptions
     Schema(SchemaArgs),
+    /// Summarise the files: average active threads by state, syscall, ...
+    ///
+    /// The Active-Session-History view: sample rows weighted by weight_us
+    /// and divided by the time sampled give the average number of threads
+    /// in each group. Reads only the files (any user who can read them).
+    /// --latency shows the durations recorded by `run --track`;
+    /// --timeline draws active threads over time.
+    Report(ReportArgs),
+    /// Draw an SVG flame graph of the sampled stacks (on- and off-CPU)
+    ///
+    /// Each sample counts its weight_us; the root frames are thread states,
+    /// and every frame is coloured by the state at its root.
+    Flamegraph(FlamegraphArgs),
+}
+
+/// Which files and rows a reading command looks at.
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// The agent's output directory
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/taskscope")]
+    pub dir: PathBuf,
+
+    /// Window ending now (or at --to): 30m, 2h, 7d [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from")]
+    pub since: Option<Duration>,
+
+    /// Start of the window, UTC: '2026-11-22 03:00[:00]'
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+
+    /// End of the window (exclusive), UTC [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+}
+
+/// Output of `taskscope report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns (and charts) for a terminal
+    Table,
+    /// CSV with a header row
+    Csv,
+    /// One JSON document
+    Json,
+}
+
+/// The table `report --latency` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LatencyOf {
+    /// Syscalls (table syscalls; `run --track syscalls`)
+    Syscalls,
+    /// Block requests (table iorq; `run --track io`)
+    Io,
+}
+
+/// Flags of `taskscope report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub window: WindowArgs,
+
+    /// Columns to group by, comma-separated [default: state,comm,syscall,kfunc;
+    /// with --latency: syscall, or dev,op]
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub by: Vec<String>,
+
+    /// Only rows for which this SQL predicate is true, e.g.
+    /// "state = 'DISK' AND comm LIKE 'postgres%'"
+    #[arg(long = "where", value_name = "PREDICATE")]
+    pub filter: Option<String>,
+
+    /// Show at most this many groups
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+
+    /// Durations of tracked syscalls (default) or block requests: count,
+    /// avg, p50/p95/p99/max and a log2 histogram per group
+    #[arg(long, value_enum, value_name = "OF", num_args = 0..=1,
+          default_missing_value = "syscalls", conflicts_with = "timeline")]
+    pub latency: Option<LatencyOf>,
+
+    /// Average active threads per time bucket, by state, as a chart
+    #[arg(long)]
+    pub timeline: bool,
+
+    /// Bucket width of --timeline [default: about 40 buckets]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "timeline")]
+    pub bucket: Option<Duration>,
+}
+
+/// Flags of `taskscope flamegraph`.
+#[derive(Debug, Args)]
+pub struct FlamegraphArgs {
+    #[command(flatten)]
+    pub window: WindowArgs,
+
+    /// Only samples for which this SQL predicate is true
+    #[arg(long = "where", value_name = "PREDICATE")]
+    pub filter: Option<String>,
+
+    /// Stacks to draw: kernel, user or both
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KINDS",
+        value_delimiter = ',',
+        default_value = "kernel,user"
+    )]
+    pub kind: Vec<StackChoice>,
+
+    /// Write here instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Write folded stacks (`frame;frame weight` lines) instead of SVG
+    #[arg(long)]
+    pub folded: bool,
+
+    /// Title of the graph
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
 }
 
 /// How `taskscope schema` prints.
@@ -321,6 +446,59 @@ mod tests {
             }
         }
         assert!(parse(&["schema", "--format", "html"]).is_err());
+    }
+
+    #[test]
+    fn report_flags() {
+        let report = |args: &[&str]| {
+            let mut all = vec!["report"];
+            all.extend_from_slice(args);
+            match parse(&all).expect("parses").command {
+                Command::Report(report) => report,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let r = report(&[]);
+        assert_eq!(r.window.dir, PathBuf::from("/var/lib/taskscope"));
+        assert_eq!(
+            (r.top, r.format, r.latency, r.timeline),
+            (20, ReportFormat::Table, None, false)
+        );
+        let r = report(&[
+            "--since",
+            "2h",
+            "--by",
+            "state,comm",
+            "--where",
+            "tid = 1",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(r.window.since, Some(Duration::from_secs(7_200)));
+        assert_eq!(r.by, vec!["state", "comm"]);
+        assert_eq!(r.filter.as_deref(), Some("tid = 1"));
+        assert_eq!(report(&["--latency"]).latency, Some(LatencyOf::Syscalls));
+        assert_eq!(report(&["--latency", "io"]).latency, Some(LatencyOf::Io));
+        assert!(report(&["--timeline", "--bucket", "5m"]).bucket.is_some());
+        assert!(parse(&["report", "--since", "1h", "--from", "2026-11-22 03:00"]).is_err());
+        assert!(parse(&["report", "--latency", "--timeline"]).is_err());
+        assert!(parse(&["report", "--bucket", "5m"]).is_err());
+        assert!(parse(&["report", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn flamegraph_flags() {
+        match parse(&["flamegraph", "--kind", "user", "-o", "x.svg", "--folded"])
+            .unwrap()
+            .command
+        {
+            Command::Flamegraph(f) => {
+                assert_eq!(f.kind, vec![StackChoice::User]);
+                assert_eq!(f.output, Some(PathBuf::from("x.svg")));
+                assert!(f.folded);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod output;
 pub mod privileges;
 pub mod record;
+pub mod report;
 pub mod sampler;
 pub mod schema;
 pub mod stacks;
@@ -31,6 +32,19 @@ use std::process::ExitCode;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for bad command-line input.
 pub const EXIT_USAGE: u8 = 2;
+
+/// Bad flags of the reading commands exit 2 with their one-line message;
+/// other failures are returned.
+fn report_outcome(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) if err.is::<report::BadFlag>() => {
+            eprintln!("taskscope: error: {err:#}");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+        Err(err) => Err(err),
+    }
+}
 
 /// Run the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
@@ -46,6 +60,12 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             };
             sampler::run_agent(&config)?;
             Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Report(args) => {
+            report_outcome(report::check(&args).and_then(|()| report::run(&args)))
+        }
+        cli::Command::Flamegraph(args) => {
+            report_outcome(report::check_flamegraph(&args).and_then(|()| report::flame::run(&args)))
         }
         cli::Command::Schema(args) => {
             print!(

@@ -1,0 +1,716 @@
+//! `--where`: a SQL predicate over one table's columns, evaluated on each
+//! row without a database.
+//!
+//! The subset is what a WHERE clause on these tables needs: comparisons
+//! (`= != <> < <= > >=`) between columns and literals, `AND`, `OR`, `NOT`,
+//! parentheses, `IS [NOT] NULL`, `[NOT] LIKE` / `ILIKE` with `%` and `_`,
+//! `[NOT] IN (…)` and `[NOT] BETWEEN … AND …`. Literals are numbers,
+//! 'quoted text' (timestamps as text: `ts >= '2026-11-22 03:12'`), TRUE,
+//! FALSE and NULL. NULL follows SQL's three-valued logic: a row passes only
+//! when the predicate is true. Anything else is a one-line error that
+//! points at the offending text.
+
+use std::cmp::Ordering;
+
+use anyhow::{bail, Result};
+
+use super::read::{Cell, Projection, Row};
+use crate::schema::{ColumnType, Table};
+
+/// A parsed predicate, its columns resolved against a projection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Compare(Operand, CompareOp, Operand),
+    IsNull(Operand, bool),
+    Like {
+        operand: Operand,
+        pattern: String,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    In {
+        operand: Operand,
+        list: Vec<Operand>,
+        negated: bool,
+    },
+    Constant(Option<bool>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// Position in the projection.
+    Column(usize),
+    Literal(Literal),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    Timestamp(i64),
+}
+
+/// Parse `text` as a predicate over table `T`, adding the columns it uses
+/// to `projection`.
+pub fn parse<T: Table>(text: &str, projection: &mut Projection) -> Result<Expr> {
+    let tokens = tokenize(text)?;
+    let mut parser = Parser {
+        tokens,
+        at: 0,
+        text,
+        projection,
+        table: std::marker::PhantomData::<T>,
+    };
+    let expr = parser.or()?;
+    if let Some(token) = parser.tokens.get(parser.at) {
+        bail!(
+            "--where: unexpected '{}' at character {} of '{text}'",
+            token.text,
+            token.offset + 1
+        );
+    }
+    Ok(expr)
+}
+
+/// Whether `row` passes (the predicate is true, not false or NULL).
+pub fn passes(expr: &Expr, row: &dyn Row) -> bool {
+    eval(expr, row) == Some(true)
+}
+
+fn eval(expr: &Expr, row: &dyn Row) -> Option<bool> {
+    match expr {
+        Expr::And(a, b) => match (eval(a, row), eval(b, row)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Expr::Or(a, b) => match (eval(a, row), eval(b, row)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Expr::Not(a) => eval(a, row).map(|v| !v),
+        Expr::Compare(a, op, b) => {
+            let ordering = compare(&value(a, row), &value(b, row))?;
+            Some(match op {
+                CompareOp::Eq => ordering == Ordering::Equal,
+                CompareOp::Ne => ordering != Ordering::Equal,
+                CompareOp::Lt => ordering == Ordering::Less,
+                CompareOp::Le => ordering != Ordering::Greater,
+                CompareOp::Gt => ordering == Ordering::Greater,
+                CompareOp::Ge => ordering != Ordering::Less,
+            })
+        }
+        Expr::IsNull(a, negated) => Some(matches!(value(a, row), Value::Null) != *negated),
+        Expr::Like {
+            operand,
+            pattern,
+            negated,
+            case_insensitive,
+        } => match value(operand, row) {
+            Value::Text(text) => {
+                let hit = if *case_insensitive {
+                    like(&text.to_lowercase(), &pattern.to_lowercase())
+                } else {
+                    like(text, pattern)
+                };
+                Some(hit != *negated)
+            }
+            Value::Null => None,
+            other => Some(like(&other.to_string(), pattern) != *negated),
+        },
+        Expr::In {
+            operand,
+            list,
+            negated,
+        } => {
+            let left = value(operand, row);
+            if matches!(left, Value::Null) {
+                return None;
+            }
+            let mut unknown = false;
+            for item in list {
+                match compare(&left, &value(item, row)) {
+                    Some(Ordering::Equal) => return Some(!negated),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+            if unknown {
+                None
+            } else {
+                Some(*negated)
+            }
+        }
+        Expr::Constant(v) => *v,
+    }
+}
+
+enum Value<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => Ok(()),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Text(v) => f.write_str(v),
+            Value::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+fn value<'a>(operand: &'a Operand, row: &'a dyn Row) -> Value<'a> {
+    match operand {
+        Operand::Column(i) => match row.cell(*i) {
+            Cell::Null => Value::Null,
+            Cell::Int(v) | Cell::Timestamp(v) => Value::Int(v),
+            Cell::Text(v) => Value::Text(v),
+            Cell::Bool(v) => Value::Bool(v),
+        },
+        Operand::Literal(Literal::Null) => Value::Null,
+        Operand::Literal(Literal::Int(v) | Literal::Timestamp(v)) => Value::Int(*v),
+        Operand::Literal(Literal::Float(v)) => Value::Float(*v),
+        Operand::Literal(Literal::Text(v)) => Value::Text(v),
+        Operand::Literal(Literal::Bool(v)) => Value::Bool(*v),
+    }
+}
+
+fn compare(a: &Value<'_>, b: &Value<'_>) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
+        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
+        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
+        (Value::Text(x), Value::Text(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// SQL LIKE: `%` any run, `_` one character.
+fn like(text: &str, pattern: &str) -> bool {
+    let text: Vec<char> = text.chars().collect();
+    let pattern: Vec<char> = pattern.chars().collect();
+    let (mut t, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '_' || pattern[p] == text[t]) {
+            t += 1;
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == '%' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '%')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Word,
+    Quoted,
+    Number,
+    Symbol,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: Kind,
+    text: String,
+    offset: usize,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>> {
+    let mut tokens = Vec::new();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (offset, c) = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' || c == '"' {
+            // 'text' literal, or "identifier"; a doubled quote is a quote.
+            let mut value = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => bail!(
+                        "--where: unterminated {c} starting at character {} of '{text}'",
+                        offset + 1
+                    ),
+                    Some(&(_, q)) if q == c => {
+                        if chars.get(i + 1).is_some_and(|&(_, n)| n == c) {
+                            value.push(c);
+                            i += 2;
+                        } else {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    Some(&(_, other)) => {
+                        value.push(other);
+                        i += 1;
+                    }
+                }
+            }
+            let kind = if c == '\'' { Kind::Quoted } else { Kind::Word };
+            tokens.push(Token {
+                kind,
+                text: value,
+                offset,
+            });
+        } else if c.is_ascii_digit()
+            || (c == '-'
+                && chars.get(i + 1).is_some_and(|&(_, n)| n.is_ascii_digit())
+                && !last_is_operand(&tokens))
+        {
+            let start = i;
+            i += 1;
+            while chars
+                .get(i)
+                .is_some_and(|&(_, n)| n.is_ascii_alphanumeric() || n == '.' || n == '_')
+            {
+                i += 1;
+            }
+            let end = chars.get(i).map_or(text.len(), |&(o, _)| o);
+            tokens.push(Token {
+                kind: Kind::Number,
+                text: text[chars[start].0..end].replace('_', ""),
+                offset,
+            });
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while chars
+                .get(i)
+                .is_some_and(|&(_, n)| n.is_alphanumeric() || n == '_')
+            {
+                i += 1;
+            }
+            let end = chars.get(i).map_or(text.len(), |&(o, _)| o);
+            tokens.push(Token {
+                kind: Kind::Word,
+                text: text[chars[start].0..end].to_string(),
+                offset,
+            });
+        } else {
+            let two: String = chars[i..chars.len().min(i + 2)]
+                .iter()
+                .map(|&(_, c)| c)
+                .collect();
+            let symbol = match two.as_str() {
+                "<=" | ">=" | "<>" | "!=" | "==" => two,
+                _ if "=<>(),".contains(c) => c.to_string(),
+                _ => bail!(
+                    "--where: unexpected '{c}' at character {} of '{text}'",
+                    offset + 1
+                ),
+            };
+            i += symbol.chars().count();
+            tokens.push(Token {
+                kind: Kind::Symbol,
+                text: symbol,
+                offset,
+            });
+        }
+    }
+    Ok(tokens)
+}
+
+fn last_is_operand(tokens: &[Token]) -> bool {
+    tokens
+        .last()
+        .is_some_and(|t| t.kind != Kind::Symbol || t.text == ")")
+}
+
+struct Parser<'p, T> {
+    tokens: Vec<Token>,
+    at: usize,
+    text: &'p str,
+    projection: &'p mut Projection,
+    table: std::marker::PhantomData<T>,
+}
+
+impl<T: Table> Parser<'_, T> {
+    fn peek_keyword(&self, keyword: &str) -> bool {
+        self.tokens
+            .get(self.at)
+            .is_some_and(|t| t.kind == Kind::Word && t.text.eq_ignore_ascii_case(keyword))
+    }
+
+    fn keyword(&mut self, keyword: &str) -> bool {
+        let hit = self.peek_keyword(keyword);
+        if hit {
+            self.at += 1;
+        }
+        hit
+    }
+
+    fn symbol(&mut self, symbol: &str) -> bool {
+        let hit = self
+            .tokens
+            .get(self.at)
+            .is_some_and(|t| t.kind == Kind::Symbol && t.text == symbol);
+        if hit {
+            self.at += 1;
+        }
+        hit
+    }
+
+    fn error<V>(&self, expected: &str) -> Result<V> {
+        match self.tokens.get(self.at) {
+            Some(token) => bail!(
+                "--where: expected {expected} at character {} ('{}') of '{}'",
+                token.offset + 1,
+                token.text,
+                self.text
+            ),
+            None => bail!("--where: expected {expected} at the end of '{}'", self.text),
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr> {
+        let mut left = self.and()?;
+        while self.keyword("OR") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr> {
+        let mut left = self.not()?;
+        while self.keyword("AND") {
+            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr> {
+        if self.keyword("NOT") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.predicate()
+    }
+
+    fn predicate(&mut self) -> Result<Expr> {
+        if self.symbol("(") {
+            let inner = self.or()?;
+            if !self.symbol(")") {
+                return self.error("')'");
+            }
+            return Ok(inner);
+        }
+        let left = self.operand()?;
+        if let Operand::Literal(Literal::Bool(b)) = left {
+            if !self.at_comparison() {
+                return Ok(Expr::Constant(Some(b)));
+            }
+        }
+        if self.keyword("IS") {
+            let negated = self.keyword("NOT");
+            if !self.keyword("NULL") {
+                return self.error("NULL");
+            }
+            return Ok(Expr::IsNull(left, negated));
+        }
+        let negated = self.keyword("NOT");
+        if self.keyword("LIKE") || self.peek_keyword("ILIKE") {
+            let case_insensitive = self.keyword("ILIKE");
+            let pattern = match self.tokens.get(self.at) {
+                Some(t) if t.kind == Kind::Quoted => t.text.clone(),
+                _ => return self.error("a 'pattern'"),
+            };
+            self.at += 1;
+            return Ok(Expr::Like {
+                operand: left,
+                pattern,
+                negated,
+                case_insensitive,
+            });
+        }
+        if self.keyword("IN") {
+            if !self.symbol("(") {
+                return self.error("'(' after IN");
+            }
+            let mut list = vec![self.typed_operand(&left)?];
+            while self.symbol(",") {
+                list.push(self.typed_operand(&left)?);
+            }
+            if !self.symbol(")") {
+                return self.error("')'");
+            }
+            return Ok(Expr::In {
+                operand: left,
+                list,
+                negated,
+            });
+        }
+        if self.keyword("BETWEEN") {
+            let low = self.typed_operand(&left)?;
+            if !self.keyword("AND") {
+                return self.error("AND");
+            }
+            let high = self.typed_operand(&left)?;
+            let range = Expr::And(
+                Box::new(Expr::Compare(left.clone(), CompareOp::Ge, low)),
+                Box::new(Expr::Compare(left, CompareOp::Le, high)),
+            );
+            return Ok(if negated {
+                Expr::Not(Box::new(range))
+            } else {
+                range
+            });
+        }
+        if negated {
+            return self.error("LIKE, ILIKE, IN or BETWEEN after NOT");
+        }
+        let op = match self
+            .tokens
+            .get(self.at)
+            .filter(|t| t.kind == Kind::Symbol)
+            .map(|t| t.text.as_str())
+        {
+            Some("=") | Some("==") => CompareOp::Eq,
+            Some("!=") | Some("<>") => CompareOp::Ne,
+            Some("<") => CompareOp::Lt,
+            Some("<=") => CompareOp::Le,
+            Some(">") => CompareOp::Gt,
+            Some(">=") => CompareOp::Ge,
+            _ => return self.error("a comparison (=, <>, <, <=, >, >=, IS, LIKE, IN, BETWEEN)"),
+        };
+        self.at += 1;
+        let right = self.typed_operand(&left)?;
+        let left = self.retype(left, &right)?;
+        Ok(Expr::Compare(left, op, right))
+    }
+
+    fn at_comparison(&self) -> bool {
+        self.tokens
+            .get(self.at)
+            .is_some_and(|t| t.kind == Kind::Symbol && t.text != ")" && t.text != ",")
+            || ["IS", "LIKE", "ILIKE", "IN", "BETWEEN", "NOT"]
+                .iter()
+                .any(|k| self.peek_keyword(k))
+    }
+
+    fn operand(&mut self) -> Result<Operand> {
+        let Some(token) = self.tokens.get(self.at).cloned() else {
+            return self.error("a column or a value");
+        };
+        let operand = match token.kind {
+            Kind::Quoted => Operand::Literal(Literal::Text(token.text)),
+            Kind::Number => Operand::Literal(number(&token.text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--where: '{}' is not a number (character {} of '{}')",
+                    token.text,
+                    token.offset + 1,
+                    self.text
+                )
+            })?),
+            Kind::Word if token.text.eq_ignore_ascii_case("NULL") => {
+                Operand::Literal(Literal::Null)
+            }
+            Kind::Word if token.text.eq_ignore_ascii_case("TRUE") => {
+                Operand::Literal(Literal::Bool(true))
+            }
+            Kind::Word if token.text.eq_ignore_ascii_case("FALSE") => {
+                Operand::Literal(Literal::Bool(false))
+            }
+            Kind::Word => {
+                let name = token.text.to_ascii_lowercase();
+                Operand::Column(self.projection.require::<T>(&name, "--where")?)
+            }
+            Kind::Symbol => return self.error("a column or a value"),
+        };
+        self.at += 1;
+        Ok(operand)
+    }
+
+    /// An operand compared with `other`: text literals compared with a
+    /// timestamp column are read as timestamps.
+    fn typed_operand(&mut self, other: &Operand) -> Result<Operand> {
+        let operand = self.operand()?;
+        self.retype(operand, other)
+    }
+
+    fn retype(&self, operand: Operand, other: &Operand) -> Result<Operand> {
+        let Operand::Column(column) = *other else {
+            return Ok(operand);
+        };
+        let ty = self.projection.types[column];
+        let name = &self.projection.names[column];
+        match (&operand, ty) {
+            (Operand::Literal(Literal::Text(text)), ColumnType::Timestamp) => {
+                match parse_time(text) {
+                    Some(ts) => Ok(Operand::Literal(Literal::Timestamp(ts))),
+                    None => bail!("--where: '{text}' is not a timestamp for column {name} (use 'YYYY-MM-DD HH:MM[:SS]', UTC)"),
+                }
+            }
+            (Operand::Literal(Literal::Text(text)), ColumnType::Int64) => match text.parse::<i64>()
+            {
+                Ok(v) => Ok(Operand::Literal(Literal::Int(v))),
+                Err(_) => bail!("--where: column {name} holds numbers, not '{text}'"),
+            },
+            (Operand::Literal(Literal::Int(_) | Literal::Float(_)), ColumnType::Text) => {
+                bail!("--where: column {name} holds text: quote the value ('…')")
+            }
+            _ => Ok(operand),
+        }
+    }
+}
+
+fn number(text: &str) -> Option<Literal> {
+    if let Ok(v) = text.parse::<i64>() {
+        return Some(Literal::Int(v));
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(Literal::Float)
+}
+
+/// A UTC time as users type it: `2026-11-22 03:12`, `…:05`, `…:05.123456`,
+/// with `T` instead of the space and an optional trailing `Z`, or a date.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim().trim_end_matches('Z').replacen('T', " ", 1);
+    let full = match text.split_once(' ') {
+        None => format!("{text} 00:00:00"),
+        Some((date, time)) if time.matches(':').count() == 1 => format!("{date} {time}:00"),
+        Some(_) => text.clone(),
+    };
+    crate::timefmt::parse_timestamp_micros(&full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Samples;
+
+    struct Fixed(Vec<Cell<'static>>);
+    impl Row for Fixed {
+        fn cell(&self, column: usize) -> Cell<'_> {
+            self.0[column]
+        }
+    }
+
+    fn check(predicate: &str, row: &[(&str, Cell<'static>)]) -> Result<bool> {
+        let mut projection = Projection::of::<Samples>(&[], "test").unwrap();
+        let expr = parse::<Samples>(predicate, &mut projection)?;
+        let cells = projection
+            .names
+            .iter()
+            .map(|n| {
+                row.iter()
+                    .find(|(name, _)| name == n)
+                    .map_or(Cell::Null, |(_, c)| *c)
+            })
+            .collect();
+        Ok(passes(&expr, &Fixed(cells)))
+    }
+
+    #[test]
+    fn comparisons_and_logic() {
+        let row = [
+            ("comm", Cell::Text("gt-sleeper")),
+            ("tid", Cell::Int(42)),
+            ("state", Cell::Text("SLEEP")),
+            ("syscall", Cell::Null),
+            ("ts", Cell::Timestamp(1_795_352_645_000_000)),
+        ];
+        for (predicate, want) in [
+            ("tid = 42", true),
+            ("tid <> 42", false),
+            ("tid > 40 AND tid <= 42", true),
+            ("tid BETWEEN 1 AND 41", false),
+            ("tid NOT BETWEEN 1 AND 41", true),
+            ("comm LIKE 'gt-%'", true),
+            ("comm LIKE 'gt_sleeper'", true),
+            ("comm NOT LIKE '%sleep'", true),
+            ("comm ILIKE 'GT-%'", true),
+            ("state IN ('DISK', 'SLEEP')", true),
+            ("state NOT IN ('DISK', 'SLEEP')", false),
+            ("syscall IS NULL", true),
+            ("syscall IS NOT NULL", false),
+            ("syscall = 'read'", false),
+            ("NOT syscall = 'read'", false), // NULL stays NULL
+            ("syscall = 'read' OR tid = 42", true),
+            ("(state = 'DISK' OR state = 'SLEEP') AND NOT tid = 1", true),
+            ("ts >= '2026-11-22 13:04'", true),
+            ("ts < '2026-11-22T13:04:05Z'", false),
+            ("tid = -1", false),
+            ("TRUE", true),
+        ] {
+            assert_eq!(check(predicate, &row).unwrap(), want, "{predicate}");
+        }
+    }
+
+    #[test]
+    fn clear_errors() {
+        let row = [("tid", Cell::Int(1))];
+        for (predicate, message) in [
+            ("nosuch = 1", "no column 'nosuch' in table samples"),
+            ("tid = ", "expected a column or a value at the end"),
+            ("tid = 1 AND", "expected a column or a value at the end"),
+            ("comm = 5", "holds text"),
+            ("tid = 'x'", "holds numbers"),
+            ("ts > 'yesterday'", "not a timestamp"),
+            ("comm = 'unterminated", "unterminated"),
+            ("tid ; 1", "unexpected ';'"),
+            ("(tid = 1", "expected ')'"),
+            ("tid = 1 tid", "unexpected 'tid'"),
+        ] {
+            let err = check(predicate, &row).unwrap_err().to_string();
+            assert!(err.contains(message), "{predicate}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("abc", "a%c"));
+        assert!(like("abc", "%"));
+        assert!(like("", "%"));
+        assert!(!like("abc", "a_"));
+        assert!(like("a%c", "a%%c"));
+        assert!(like("xxabcabc", "%abc"));
+    }
+
+    #[test]
+    fn user_times() {
+        assert_eq!(parse_time("2026-11-22 13:04"), Some(1_795_352_640_000_000));
+        assert_eq!(
+            parse_time("2026-11-22T13:04:05Z"),
+            Some(1_795_352_645_000_000)
+        );
+        assert_eq!(parse_time("2026-11-22"), Some(1_795_305_600_000_000));
+        assert_eq!(parse_time("13:04"), None);
+    }
+}

@@ -1,0 +1,438 @@
+//! Printing report results: aligned tables for people, CSV and JSON for
+//! scripts (one JSON document per run, numbers as numbers, NULL as null).
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::{json, Map, Value};
+
+use super::aggregate::{Active, Latency, Timeline};
+use crate::catalog::Window;
+use crate::cli::ReportFormat;
+use crate::output::csv::push_field;
+use crate::timefmt;
+
+/// `2026-11-22 03:00:00 – 04:00:00 UTC`.
+pub fn window_text(window: &Window) -> String {
+    let mut from = String::new();
+    timefmt::write_timestamp_micros(&mut from, window.from_us);
+    let mut to = String::new();
+    timefmt::write_timestamp_micros(&mut to, window.to_us);
+    let trim = |s: &str| s.split('.').next().unwrap_or(s).to_string();
+    format!("{} to {} UTC", trim(&from), trim(&to))
+}
+
+fn ts_text(us: i64) -> String {
+    let mut text = String::new();
+    timefmt::write_timestamp_micros(&mut text, us);
+    text
+}
+
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (| head) is not an error worth a message.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let mut line = Vec::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        push_field(&mut line, field.as_bytes());
+    }
+    line.push(b'\n');
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Columns aligned with two spaces; numbers (by `numeric`) right-aligned.
+fn table(header: &[String], rows: &[Vec<String>], numeric: &[bool]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if numeric.get(i).copied().unwrap_or(false) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn key_json(groups: &[String], key: &[Option<String>]) -> Map<String, Value> {
+    groups
+        .iter()
+        .zip(key)
+        .map(|(name, value)| {
+            (
+                name.clone(),
+                value.clone().map_or(Value::Null, Value::String),
+            )
+        })
+        .collect()
+}
+
+/// The Active-Session-History report.
+pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
+    let shown = &report.rows[..report.rows.len().min(top)];
+    match format {
+        ReportFormat::Json => {
+            let rows: Vec<Value> = shown
+                .iter()
+                .map(|g| {
+                    let mut object = key_json(&report.groups, &g.key);
+                    object.insert("avg_active".into(), json!(report.avg_active(g)));
+                    object.insert("share".into(), json!(report.share(g)));
+                    object.insert("samples".into(), json!(g.samples));
+                    object.insert("thread_seconds".into(), json!(g.weight_us as f64 / 1e6));
+                    Value::Object(object)
+                })
+                .collect();
+            let document = json!({
+                "from": ts_text(report.window.from_us),
+                "to": ts_text(report.window.to_us),
+                "sampled_seconds": report.sampled_us as f64 / 1e6,
+                "avg_active_total": report.total_us as f64 / report.sampled_us.max(1) as f64,
+                "groups": report.groups,
+                "rows": rows,
+            });
+            print(&format!("{}\n", serde_json::to_string_pretty(&document)?))
+        }
+        ReportFormat::Csv => {
+            let mut header = report.groups.clone();
+            header.extend(["avg_active", "share", "samples"].map(String::from));
+            let mut text = csv_line(&header);
+            for g in shown {
+                let mut fields: Vec<String> = g
+                    .key
+                    .iter()
+                    .map(|v| v.clone().unwrap_or_default())
+                    .collect();
+                fields.push(format!("{:.4}", report.avg_active(g)));
+                fields.push(format!("{:.4}", report.share(g)));
+                fields.push(g.samples.to_string());
+                text.push_str(&csv_line(&fields));
+            }
+            print(&text)
+        }
+        ReportFormat::Table => {
+            let mut text = format!(
+                "{}: {:.2} average active threads over {:.0} s sampled\n\n",
+                window_text(&report.window),
+                report.total_us as f64 / report.sampled_us.max(1) as f64,
+                report.sampled_us as f64 / 1e6
+            );
+            let mut header: Vec<String> = vec!["AVG_ACTIVE".into(), "SHARE".into()];
+            header.extend(report.groups.iter().map(|g| g.to_ascii_uppercase()));
+            let rows: Vec<Vec<String>> = shown
+                .iter()
+                .map(|g| {
+                    let mut row = vec![
+                        format!("{:.3}", report.avg_active(g)),
+                        format!("{:.1}%", 100.0 * report.share(g)),
+                    ];
+                    row.extend(
+                        g.key
+                            .iter()
+                            .map(|v| v.clone().unwrap_or_else(|| "-".into())),
+                    );
+                    row
+                })
+                .collect();
+            text.push_str(&table(&header, &rows, &[true, true]));
+            if report.rows.len() > shown.len() {
+                text.push_str(&format!(
+                    "({} more groups; --top N shows more)\n",
+                    report.rows.len() - shown.len()
+                ));
+            }
+            print(&text)
+        }
+    }
+}
+
+/// States in chart order, with their letter and ANSI colour.
+const STATES: [(&str, char, &str); 6] = [
+    ("ON_CPU", 'C', "32"),
+    ("RUNQUEUE", 'R', "33"),
+    ("DISK", 'D', "31"),
+    ("SLEEP", 'S', "34"),
+    ("IDLE", 'I', "90"),
+    ("STOPPED", 'T', "35"),
+];
+const CHART_WIDTH: f64 = 60.0;
+
+fn state_style(state: &str) -> (char, &'static str) {
+    STATES
+        .iter()
+        .find(|(name, _, _)| *name == state)
+        .map_or(('o', "36"), |&(_, letter, color)| (letter, color))
+}
+
+/// Active threads per bucket and state: a chart on a terminal.
+pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Result<()> {
+    let active = |sampled: i64, weight: i64| weight as f64 / sampled.max(1) as f64;
+    match format {
+        ReportFormat::Json | ReportFormat::Csv => {
+            let mut rows = Vec::new();
+            for (start, (sampled, states)) in &timeline.buckets {
+                for (state, weight) in states {
+                    rows.push((ts_text(*start), state.clone(), active(*sampled, *weight)));
+                }
+            }
+            if format == ReportFormat::Csv {
+                let mut text = csv_line(&["bucket".into(), "state".into(), "avg_active".into()]);
+                for (bucket, state, value) in rows {
+                    text.push_str(&csv_line(&[bucket, state, format!("{value:.4}")]));
+                }
+                return print(&text);
+            }
+            let rows: Vec<Value> = rows
+                .into_iter()
+                .map(|(bucket, state, value)| json!({"bucket": bucket, "state": state, "avg_active": value}))
+                .collect();
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&json!({
+                    "bucket_seconds": timeline.bucket.as_secs_f64(),
+                    "rows": rows,
+                }))?
+            ))
+        }
+        ReportFormat::Table => {
+            let totals: Vec<f64> = timeline
+                .buckets
+                .values()
+                .map(|(sampled, states)| active(*sampled, states.values().sum()))
+                .collect();
+            let peak = totals.iter().copied().fold(0.0, f64::max).max(1e-9);
+            let mut text = format!(
+                "{}: average active threads per {}, by state\n",
+                window_text(&timeline.window),
+                timefmt::human_duration(timeline.bucket)
+            );
+            for ((start, (sampled, states)), total) in timeline.buckets.iter().zip(&totals) {
+                let mut stamp = ts_text(*start);
+                stamp.truncate(19);
+                let mut bar = String::new();
+                let mut order: Vec<(&String, &i64)> = states.iter().collect();
+                order.sort_by_key(|(state, _)| {
+                    STATES
+                        .iter()
+                        .position(|(name, _, _)| name == state)
+                        .unwrap_or(STATES.len())
+                });
+                for (state, weight) in order {
+                    let cells = (active(*sampled, *weight) / peak * CHART_WIDTH).round() as usize;
+                    let (letter, code) = state_style(state);
+                    let run: String = std::iter::repeat_n(letter, cells).collect();
+                    if color && cells > 0 {
+                        bar.push_str(&format!("\x1b[{code}m{run}\x1b[0m"));
+                    } else {
+                        bar.push_str(&run);
+                    }
+                }
+                let sampled_mark = if *sampled == 0 { " (no ticks)" } else { "" };
+                text.push_str(&format!("{stamp}  {total:>7.2}  {bar}{sampled_mark}\n"));
+            }
+            let legend: Vec<String> = STATES
+                .iter()
+                .map(|(name, letter, _)| format!("{letter}={name}"))
+                .chain(std::iter::once("o=other".to_string()))
+                .collect();
+            text.push_str(&format!(
+                "scale: {} columns = {peak:.2} threads; {}\n",
+                CHART_WIDTH as usize,
+                legend.join(" ")
+            ));
+            print(&text)
+        }
+    }
+}
+
+/// Latency of tracked syscalls or requests.
+pub fn latency(latency: &Latency, format: ReportFormat, top: usize, color: bool) -> Result<()> {
+    let shown = &latency.rows[..latency.rows.len().min(top)];
+    match format {
+        ReportFormat::Json => {
+            let rows: Vec<Value> = shown
+                .iter()
+                .map(|g| {
+                    let mut object = key_json(&latency.groups, &g.key);
+                    object.insert("count".into(), json!(g.durations.len()));
+                    object.insert("estimated_count".into(), json!(g.estimated));
+                    object.insert("avg_us".into(), json!(g.mean()));
+                    for (name, p) in [("p50_us", 50.0), ("p95_us", 95.0), ("p99_us", 99.0), ("max_us", 100.0)] {
+                        object.insert(name.into(), json!(g.percentile(p)));
+                    }
+                    let histogram: Vec<Value> = g
+                        .histogram()
+                        .into_iter()
+                        .map(|(low, high, count)| json!({"low_us": low, "high_us": high, "count": count}))
+                        .collect();
+                    object.insert("histogram".into(), Value::Array(histogram));
+                    Value::Object(object)
+                })
+                .collect();
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&json!({
+                    "table": latency.table,
+                    "from": ts_text(latency.window.from_us),
+                    "to": ts_text(latency.window.to_us),
+                    "sampling_period_us": latency.period_us,
+                    "groups": latency.groups,
+                    "rows": rows,
+                }))?
+            ))
+        }
+        ReportFormat::Csv => {
+            let mut header = latency.groups.clone();
+            header.extend(
+                [
+                    "count",
+                    "estimated_count",
+                    "avg_us",
+                    "p50_us",
+                    "p95_us",
+                    "p99_us",
+                    "max_us",
+                ]
+                .map(String::from),
+            );
+            let mut text = csv_line(&header);
+            for g in shown {
+                let mut fields: Vec<String> = g
+                    .key
+                    .iter()
+                    .map(|v| v.clone().unwrap_or_default())
+                    .collect();
+                fields.push(g.durations.len().to_string());
+                fields.push(g.estimated.map_or(String::new(), |e| format!("{e:.0}")));
+                fields.push(format!("{:.0}", g.mean()));
+                for p in [50.0, 95.0, 99.0, 100.0] {
+                    fields.push(g.percentile(p).to_string());
+                }
+                text.push_str(&csv_line(&fields));
+            }
+            print(&text)
+        }
+        ReportFormat::Table => {
+            let mut text = format!(
+                "{}: {} that samples caught in progress (durations exact; long ones are over-represented, see estimated)\n\n",
+                window_text(&latency.window),
+                latency.table
+            );
+            let mut header: Vec<String> = latency
+                .groups
+                .iter()
+                .map(|g| g.to_ascii_uppercase())
+                .collect();
+            header.extend(
+                ["COUNT", "ESTIMATED", "AVG", "P50", "P95", "P99", "MAX"].map(String::from),
+            );
+            let n = latency.groups.len();
+            let rows: Vec<Vec<String>> = shown
+                .iter()
+                .map(|g| {
+                    let mut row: Vec<String> = g
+                        .key
+                        .iter()
+                        .map(|v| v.clone().unwrap_or_else(|| "-".into()))
+                        .collect();
+                    row.push(g.durations.len().to_string());
+                    row.push(g.estimated.map_or("-".into(), |e| format!("{e:.0}")));
+                    row.push(micros(g.mean() as u64));
+                    for p in [50.0, 95.0, 99.0, 100.0] {
+                        row.push(micros(g.percentile(p)));
+                    }
+                    row
+                })
+                .collect();
+            let numeric: Vec<bool> = (0..n + 7).map(|i| i >= n).collect();
+            text.push_str(&table(&header, &rows, &numeric));
+            for g in shown {
+                let name: Vec<String> = g
+                    .key
+                    .iter()
+                    .map(|v| v.clone().unwrap_or_else(|| "-".into()))
+                    .collect();
+                text.push_str(&format!("\n{}\n", name.join(" ")));
+                let histogram = g.histogram();
+                let peak = histogram.iter().map(|b| b.2).max().unwrap_or(1).max(1);
+                for (low, high, count) in histogram {
+                    let cells = (count as f64 / peak as f64 * 40.0).round() as usize;
+                    let bar: String = std::iter::repeat_n('*', cells).collect();
+                    let bar = if color && cells > 0 {
+                        format!("\x1b[36m{bar}\x1b[0m")
+                    } else {
+                        bar
+                    };
+                    text.push_str(&format!(
+                        "  {:>9} .. {:<9} {:>8}  |{bar}\n",
+                        micros(low),
+                        micros(high),
+                        count
+                    ));
+                }
+            }
+            print(&text)
+        }
+    }
+}
+
+/// `850us`, `12.5ms`, `1.20s`.
+fn micros(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}us"),
+        1_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_tables() {
+        let text = table(
+            &["A".into(), "NAME".into()],
+            &[
+                vec!["1.5".into(), "x".into()],
+                vec!["10.25".into(), "long".into()],
+            ],
+            &[true],
+        );
+        assert_eq!(text, "    A  NAME\n  1.5  x\n10.25  long\n");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(micros(850), "850us");
+        assert_eq!(micros(12_500), "12.5ms");
+        assert_eq!(micros(1_200_000), "1.20s");
+    }
+}
