@@ -1,0 +1,359 @@
+-- taskscope.sql: DuckDB views and named queries over taskscope's data files.
+--
+-- Start DuckDB with it, pointed at a data directory (the agent's --output-dir):
+--
+--   cd /var/lib/taskscope && duckdb -init /usr/share/taskscope/taskscope.sql
+--   TASKSCOPE_DIR=/var/lib/taskscope duckdb -init /usr/share/taskscope/taskscope.sql
+--   duckdb -cmd "SET VARIABLE taskscope_dir = '/srv/taskscope'" \
+--          -cmd ".read /usr/share/taskscope/taskscope.sql"
+--
+-- The directory is the variable taskscope_dir if set, else $TASKSCOPE_DIR,
+-- else the current directory. The file format is the variable
+-- taskscope_format (or $TASKSCOPE_FORMAT): 'auto' (the default), 'csv' or
+-- 'parquet'. In an open session, SET VARIABLE one of them and `.read` this
+-- file again to switch.
+--
+-- Views (one per table, columns as `taskscope schema` prints them, plus the
+-- hive partition columns date DATE and hour INTEGER; `WHERE date >= ...`
+-- skips whole files):
+--   samples, ticks, syscalls, iorq   the rows of every period
+--   stacks                           one row per stack_id (periods repeat ids)
+--   taskscope_sources                what each view reads, and how
+--   taskscope_tables                 the tables' columns and types
+-- Named queries (table macros; from_ts/to_ts are optional UTC bounds,
+-- from_ts <= ts < to_ts; ago('1 hour') is the UTC time an hour ago):
+--   top_activity(from_ts, to_ts)          average active threads by state, comm, syscall, kfunc
+--   top_waits(from_ts, to_ts)             off-CPU time by state, syscall, kfunc
+--   active_threads(bucket, from_ts, to_ts) average active threads per time bucket and state
+--   top_stacks(kind, from_ts, to_ts)      sampled time per kernel or user stack, with frames
+--   top_syscalls(from_ts, to_ts)          sampled time in each syscall, and recorded latencies
+--   latency_summary(from_ts, to_ts, pid)  count, avg, p50/p95/p99/max of recorded syscalls and I/O
+--   latency_histogram(from_ts, to_ts, pid) the same as log2 histograms (pid: one process only)
+--
+-- "Average active threads" is the Active-Session-History measure: every
+-- sample row stands for weight_us of one thread's time, so the sum of
+-- weight_us over a group, divided by the time the agent sampled (the sum of
+-- ticks.weight_us in the window), is how many threads were in that group on
+-- average. Without --all the agent writes only ON_CPU, RUNQUEUE, DISK,
+-- STOPPED and TRACED threads; with --all, sleeping and idle ones as well.
+--
+-- How the views are built, and why:
+--  * DuckDB fails a query when a glob matches no file ("No files found that
+--    match the pattern"), and DuckDB 1.5 has no option to read such a glob
+--    as an empty table; yet tables do go missing (no --track: no syscalls or
+--    iorq files; a fresh directory: nothing yet). So this script lists the
+--    files once, when it is read, and writes each view's SELECT as text: a
+--    read over the table's glob when it has files, else a typed empty
+--    SELECT. The views run that text with query(). Globs are expanded again
+--    by every query, so new files of a table that had files are always seen;
+--    a table that had none stays empty until this file is read again.
+--  * Formats: with --format csv,parquet every period exists twice. In
+--    'auto', a table whose every CSV file has its Parquet twin (same
+--    directory, same name) is read from Parquet only; a table with CSV
+--    files only, from CSV; a table where only some periods have Parquet
+--    (the format changed between runs), from Parquet plus the CSV files that
+--    have no twin (this reads every CSV file to choose them: slower). No
+--    period is counted twice.
+--  * Types are explicit: CSV columns are typed by name (an empty field is
+--    NULL), and every column is cast to the schema's type, so inference
+--    never turns a numeric user name into BIGINT or an empty period's
+--    columns into VARCHAR.
+--  * Everything is TEMP: nothing is written to an attached database file,
+--    and reading this file again replaces it all.
+-- getenv() exists only in the DuckDB CLI; elsewhere, SET VARIABLE
+-- taskscope_dir and taskscope_format first and replace the getenv() calls.
+
+SET VARIABLE taskscope_dir = coalesce(
+    getvariable('taskscope_dir'), nullif(getenv('TASKSCOPE_DIR'), ''), '.');
+SET VARIABLE taskscope_format = coalesce(
+    getvariable('taskscope_format'), nullif(getenv('TASKSCOPE_FORMAT'), ''), 'auto');
+SET VARIABLE taskscope_format = CASE
+    WHEN getvariable('taskscope_format') IN ('auto', 'csv', 'parquet')
+        THEN getvariable('taskscope_format')
+    ELSE error('taskscope_format must be auto, csv or parquet, not '
+               || getvariable('taskscope_format'))
+    END;
+
+-- The tables and their columns, as `taskscope schema` prints them (a test
+-- checks they agree).
+CREATE OR REPLACE TEMP TABLE taskscope_tables (name VARCHAR, columns VARCHAR);
+INSERT INTO taskscope_tables VALUES
+    ('samples',
+     'ts TIMESTAMP, tid BIGINT, tgid BIGINT, comm VARCHAR, exe VARCHAR, user VARCHAR, '
+     'state VARCHAR, state_since_us BIGINT, cpu BIGINT, syscall VARCHAR, syscall_nr BIGINT, '
+     'syscall_us BIGINT, syscall_arg0 BIGINT, syscall_arg1 BIGINT, syscall_arg2 BIGINT, '
+     'io_dev VARCHAR, io_op VARCHAR, io_bytes BIGINT, io_us BIGINT, cgroup VARCHAR, '
+     'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
+     'syscall_seq BIGINT, io_seq BIGINT'),
+    ('stacks',
+     'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN'),
+    ('ticks',
+     'ts TIMESTAMP, weight_us BIGINT, threads BIGINT, rows BIGINT, pass_us BIGINT, '
+     'missed_ticks BIGINT, torn_reads BIGINT, dropped_ticks BIGINT, dropped_rows BIGINT, '
+     'untracked_threads BIGINT, stack_rows BIGINT, stack_refreshes BIGINT'),
+    ('syscalls',
+     'enter_ts TIMESTAMP, tid BIGINT, tgid BIGINT, syscall VARCHAR, syscall_nr BIGINT, '
+     'seq BIGINT, duration_us BIGINT, ret BIGINT'),
+    ('iorq',
+     'start_ts TIMESTAMP, tid BIGINT, tgid BIGINT, seq BIGINT, dev VARCHAR, op VARCHAR, '
+     'flags VARCHAR, sector BIGINT, bytes BIGINT, queued_us BIGINT, service_us BIGINT, '
+     'duration_us BIGINT, error BIGINT');
+
+-- What each table has on disk now, what its view reads, and the SELECT it
+-- runs. Paths are <dir>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>.<ext>;
+-- the period being written lives in <dir>/.inprogress and shows up here
+-- when it is complete (every --rotate interval, 1h by default).
+CREATE OR REPLACE TEMP TABLE taskscope_sources AS
+WITH
+files AS (
+    SELECT file,
+           split_part(parse_dirpath(parse_dirpath(parse_dirpath(file))), '/', -1) AS name,
+           CASE WHEN file LIKE '%.parquet' THEN 'parquet'
+                WHEN file LIKE '%.csv.zst' THEN 'csv' END AS format
+    FROM glob(getvariable('taskscope_dir') || '/*/date=*/hour=*/*')
+),
+counted AS (
+    SELECT t.name,
+           count(f.file) FILTER (f.format = 'parquet') AS parquet_files,
+           count(f.file) FILTER (f.format = 'csv') AS csv_files,
+           -- CSV files of periods that have no Parquet file.
+           count(f.file) FILTER (f.format = 'csv' AND NOT EXISTS (
+               SELECT 1 FROM files p
+               WHERE p.file = regexp_replace(f.file, '\.csv\.zst$', '.parquet'))) AS csv_only_files
+    FROM taskscope_tables t LEFT JOIN files f USING (name)
+    GROUP BY t.name
+),
+columns AS (
+    SELECT name, ordinal,
+           split_part(definition, ' ', 1) AS column_name,
+           split_part(definition, ' ', 2) AS column_type
+    FROM (SELECT name, unnest(string_split(columns, ', ')) AS definition,
+                 generate_subscripts(string_split(columns, ', '), 1) AS ordinal
+          FROM taskscope_tables)
+),
+pieces AS (
+    SELECT name,
+           -- Every column cast to its schema type, then the partition columns.
+           string_agg(format('CAST("{}" AS {}) AS "{}"', column_name, column_type, column_name), ', '
+                      ORDER BY ordinal) || ', CAST(date AS DATE) AS date, CAST(hour AS INTEGER) AS hour'
+               AS typed_columns,
+           string_agg(format('CAST(NULL AS {}) AS "{}"', column_type, column_name), ', '
+                      ORDER BY ordinal) || ', CAST(NULL AS DATE) AS date, CAST(NULL AS INTEGER) AS hour'
+               AS null_columns,
+           -- read_csv's types: by name, so the CSV header decides the order.
+           '{' || string_agg(format('''{}'': ''{}''', column_name, column_type), ', '
+                             ORDER BY ordinal) || '}' AS csv_types
+    FROM columns
+    GROUP BY name
+),
+reads AS (
+    SELECT c.*, p.*,
+           format('{}/{}/*/*/*', replace(getvariable('taskscope_dir'), '''', ''''''), c.name) AS file_glob,
+           'hive_partitioning = true, hive_types = {''date'': ''DATE'', ''hour'': ''INTEGER''}' AS hive,
+           CASE
+               WHEN getvariable('taskscope_format') = 'csv'
+                   THEN CASE WHEN csv_files > 0 THEN 'csv' ELSE 'none' END
+               WHEN getvariable('taskscope_format') = 'parquet'
+                   THEN CASE WHEN parquet_files > 0 THEN 'parquet' ELSE 'none' END
+               WHEN parquet_files = 0 AND csv_files = 0 THEN 'none'
+               WHEN parquet_files = 0 THEN 'csv'
+               WHEN csv_only_files = 0 THEN 'parquet'
+               ELSE 'parquet+csv'
+           END AS reads
+    FROM counted c JOIN pieces p USING (name)
+),
+readers AS (
+    SELECT *,
+           format('read_parquet(''{}.parquet'', {})', file_glob, hive) AS parquet_reader,
+           -- The dialect is fixed and every type given, so the sniffer only
+           -- maps header names: a small sample keeps binding fast.
+           format('read_csv(''{}.csv.zst'', header = true, delim = '','', quote = ''"'', '
+                  'escape = ''"'', sample_size = 1024, types = {}, {})',
+                  file_glob, csv_types, hive) AS csv_reader
+    FROM reads
+)
+SELECT name, reads, parquet_files, csv_files, csv_only_files,
+       CASE reads
+           WHEN 'none' THEN format('SELECT {} WHERE false', null_columns)
+           WHEN 'csv' THEN format('SELECT {} FROM {}', typed_columns, csv_reader)
+           WHEN 'parquet' THEN format('SELECT {} FROM {}', typed_columns, parquet_reader)
+           -- Parquet, plus the CSV files whose period has no Parquet file.
+           ELSE format('SELECT {} FROM {} UNION ALL SELECT {} FROM {} '
+                       'WHERE filename NOT IN (SELECT regexp_replace(file, ''\.parquet$'', ''.csv.zst'') '
+                       'FROM glob(''{}.parquet''))',
+                       typed_columns, parquet_reader, typed_columns, csv_reader, file_glob)
+       END AS sql
+FROM readers
+ORDER BY name;
+
+SET VARIABLE taskscope_sql = (SELECT map(list(name), list(sql)) FROM taskscope_sources);
+
+-- The tables. query() runs the SELECT chosen above; DuckDB plans it like a
+-- subquery, so filters on date and hour still skip files.
+CREATE OR REPLACE TEMP VIEW samples AS FROM query(getvariable('taskscope_sql')['samples']);
+CREATE OR REPLACE TEMP VIEW ticks AS FROM query(getvariable('taskscope_sql')['ticks']);
+CREATE OR REPLACE TEMP VIEW syscalls AS FROM query(getvariable('taskscope_sql')['syscalls']);
+CREATE OR REPLACE TEMP VIEW iorq AS FROM query(getvariable('taskscope_sql')['iorq']);
+-- Each period's stacks file repeats the stacks its samples use, so the same
+-- stack_id appears once per period: keep one row per id (the id is a hash
+-- of kind and frames, so the rows are identical), and samples join to it
+-- without multiplying rows.
+CREATE OR REPLACE TEMP VIEW stacks AS
+SELECT DISTINCT ON (stack_id) stack_id, kind, frames, module, depth, truncated
+FROM query(getvariable('taskscope_sql')['stacks']);
+
+-- ago('2 hours'): that long before now, as a UTC timestamp like ts.
+CREATE OR REPLACE TEMP MACRO ago(span) AS
+    make_timestamp(epoch_us(now())) - CAST(span AS INTERVAL);
+
+-- from_ts <= t < to_ts, either bound NULL for none.
+CREATE OR REPLACE TEMP MACRO taskscope_in_window(t, from_ts, to_ts) AS
+    (from_ts IS NULL OR t >= from_ts) AND (to_ts IS NULL OR t < to_ts);
+
+-- Microseconds of wall-clock time the agent sampled in the window: the sum
+-- of the ticks' weights. Dividing thread time by it gives average threads,
+-- and gaps when the agent was not running do not count as idle time.
+CREATE OR REPLACE TEMP MACRO taskscope_sampled_us(from_ts, to_ts) AS (
+    SELECT sum(weight_us) FROM ticks WHERE taskscope_in_window(ts, from_ts, to_ts));
+
+-- Active Session History: average active threads by state, thread name,
+-- syscall and kernel wait function, and each group's share of the sampled
+-- thread time. Example: FROM top_activity(from_ts := ago('1 hour')) LIMIT 20;
+CREATE OR REPLACE TEMP MACRO top_activity(from_ts := NULL, to_ts := NULL) AS TABLE
+SELECT state, comm, syscall, kfunc,
+       count(DISTINCT tid) AS threads,
+       round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
+       round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
+FROM samples
+WHERE taskscope_in_window(ts, from_ts, to_ts)
+GROUP BY state, comm, syscall, kfunc
+ORDER BY avg_threads DESC, state, comm, syscall, kfunc;
+
+-- What threads waited on: every state but ON_CPU (and the IDLE and PARKED
+-- kernel threads that have nothing to do), by state, syscall and kernel
+-- wait function, with the thread name seen most. share is of waiting time.
+CREATE OR REPLACE TEMP MACRO top_waits(from_ts := NULL, to_ts := NULL) AS TABLE
+SELECT state, syscall, kfunc,
+       count(DISTINCT tid) AS threads,
+       mode(comm) AS top_comm,
+       round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
+       round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
+FROM samples
+WHERE state NOT IN ('ON_CPU', 'IDLE', 'PARKED')
+  AND taskscope_in_window(ts, from_ts, to_ts)
+GROUP BY state, syscall, kfunc
+ORDER BY avg_threads DESC, state, syscall, kfunc;
+
+-- Average active threads per time bucket and state (the ASH timeline).
+-- Example: FROM active_threads(INTERVAL '1 minute') WHERE state <> 'IDLE';
+CREATE OR REPLACE TEMP MACRO active_threads(bucket := INTERVAL '1 minute', from_ts := NULL, to_ts := NULL) AS TABLE
+WITH
+sampled AS (
+    SELECT time_bucket(CAST(bucket AS INTERVAL), ts) AS bucket_start, sum(weight_us) AS sampled_us
+    FROM ticks WHERE taskscope_in_window(ts, from_ts, to_ts)
+    GROUP BY ALL
+),
+busy AS (
+    SELECT time_bucket(CAST(bucket AS INTERVAL), ts) AS bucket_start, state, sum(weight_us) AS thread_us
+    FROM samples WHERE taskscope_in_window(ts, from_ts, to_ts)
+    GROUP BY ALL
+)
+SELECT bucket_start, state, round(thread_us / sampled_us, 3) AS avg_threads
+FROM busy JOIN sampled USING (bucket_start)
+ORDER BY bucket_start, avg_threads DESC, state;
+
+-- Sampled thread time per stack: kind 'kernel' (kstack_id), 'user'
+-- (ustack_id) or NULL for both. frames are innermost first, ';'-joined.
+-- (Inside a macro a parameter's name shadows columns: hence stack_kind.)
+-- Example: SELECT avg_threads, frames FROM top_stacks('user') LIMIT 10;
+CREATE OR REPLACE TEMP MACRO top_stacks(kind := NULL, from_ts := NULL, to_ts := NULL) AS TABLE
+WITH sampled_stacks AS (
+    SELECT 'kernel' AS stack_kind, kstack_id AS stack_id, tid, comm, state, weight_us
+    FROM samples WHERE kstack_id IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+    UNION ALL
+    SELECT 'user', ustack_id, tid, comm, state, weight_us
+    FROM samples WHERE ustack_id IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+)
+SELECT s.stack_kind AS kind, s.stack_id,
+       count(DISTINCT s.tid) AS threads,
+       mode(s.comm) AS top_comm,
+       string_agg(DISTINCT s.state, ',' ORDER BY s.state) AS states,
+       round(sum(s.weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
+       round(sum(s.weight_us) / sum(sum(s.weight_us)) OVER (PARTITION BY s.stack_kind), 4) AS share,
+       any_value(k.depth) AS depth,
+       any_value(k.frames) AS frames
+FROM sampled_stacks s LEFT JOIN stacks k USING (stack_id)
+WHERE kind IS NULL OR s.stack_kind = kind
+GROUP BY s.stack_kind, s.stack_id
+ORDER BY avg_threads DESC, s.stack_kind, s.stack_id;
+
+-- Syscalls by sampled time (avg_threads: how many threads were inside it on
+-- average), with the latencies of the calls that --track syscalls recorded.
+CREATE OR REPLACE TEMP MACRO top_syscalls(from_ts := NULL, to_ts := NULL) AS TABLE
+WITH
+sampled AS (
+    SELECT syscall, count(DISTINCT tid) AS threads, mode(comm) AS top_comm,
+           round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
+           round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
+    FROM samples
+    WHERE syscall IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+    GROUP BY syscall
+),
+recorded AS (
+    SELECT syscall, count(*) AS recorded_calls,
+           round(avg(duration_us)) AS avg_us, max(duration_us) AS max_us
+    FROM syscalls WHERE taskscope_in_window(enter_ts, from_ts, to_ts)
+    GROUP BY syscall
+)
+SELECT syscall, threads, top_comm, avg_threads, share,
+       coalesce(recorded_calls, 0) AS recorded_calls, avg_us, max_us
+FROM sampled LEFT JOIN recorded USING (syscall)
+ORDER BY avg_threads DESC, syscall;
+
+-- Recorded latencies of one kind of event: syscalls by name, block I/O by
+-- device and operation ('8:0 WRITE'). Only events that a sample caught in
+-- progress are recorded, and a long event is more likely to be caught than
+-- a short one (an event of d microseconds with samples every T is caught
+-- with probability about min(1, d/T)): these are exact figures for the
+-- recorded events, not for all of them; weight each by max(1, T/d) to
+-- estimate the whole population.
+CREATE OR REPLACE TEMP MACRO taskscope_latencies(from_ts, to_ts, pid) AS TABLE
+SELECT 'syscall' AS kind, syscall AS name, duration_us
+FROM syscalls
+WHERE taskscope_in_window(enter_ts, from_ts, to_ts) AND (pid IS NULL OR tgid = pid)
+UNION ALL
+SELECT 'io', dev || ' ' || op, duration_us
+FROM iorq
+WHERE taskscope_in_window(start_ts, from_ts, to_ts) AND (pid IS NULL OR tgid = pid);
+
+-- count, average and percentiles of the recorded syscalls and block I/O,
+-- of one process (pid, the tgid column) or of all.
+-- Example: FROM latency_summary(pid := 1234) WHERE name = 'fdatasync';
+CREATE OR REPLACE TEMP MACRO latency_summary(from_ts := NULL, to_ts := NULL, pid := NULL) AS TABLE
+SELECT kind, name, count(*) AS count,
+       round(avg(duration_us)) AS avg_us,
+       quantile_disc(duration_us, 0.50) AS p50_us,
+       quantile_disc(duration_us, 0.95) AS p95_us,
+       quantile_disc(duration_us, 0.99) AS p99_us,
+       max(duration_us) AS max_us,
+       round(sum(duration_us) / 1e6, 3) AS total_s
+FROM taskscope_latencies(from_ts, to_ts, pid)
+GROUP BY kind, name
+ORDER BY sum(duration_us) DESC, kind, name;
+
+-- log2 histogram of the same: bucket [low_us, high_us) with its count and
+-- a bar scaled to the fullest bucket of that name. low_us 0 holds 0 us.
+-- Example: FROM latency_histogram() WHERE name = 'clock_nanosleep';
+CREATE OR REPLACE TEMP MACRO latency_histogram(from_ts := NULL, to_ts := NULL, pid := NULL) AS TABLE
+WITH buckets AS (
+    SELECT kind, name,
+           CASE WHEN duration_us < 1 THEN 0
+                ELSE CAST(pow(2, floor(log2(duration_us))) AS BIGINT) END AS low_us,
+           count(*) AS count
+    FROM taskscope_latencies(from_ts, to_ts, pid)
+    GROUP BY ALL
+)
+SELECT kind, name, low_us, greatest(2 * low_us, 1) AS high_us, count,
+       repeat('#', CAST(ceil(40 * count / max(count) OVER (PARTITION BY kind, name)) AS INTEGER)) AS bar
+FROM buckets
+ORDER BY kind, name, low_us;
