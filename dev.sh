@@ -9,12 +9,13 @@
 #
 # Installs: clang (compiles the BPF programs), libelf-dev, zlib1g-dev and
 # pkg-config (vendored libbpf), gcc and zstd (test workloads and checks),
+# python3 and chromium (the tests parse and render flame graphs headless),
 # and DuckDB for Python and its CLI (the tests query the files with it).
 # Needs an existing Rust toolchain (cargo), as rustup installs it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config gcc zstd make)
+DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config gcc zstd make python3 chromium)
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }

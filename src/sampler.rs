@@ -133,16 +133,25 @@ pub fn scan(
     stats
 }
 
-/// --track: ask the hooks to report how the syscalls and requests the
-/// samples caught in progress end.
-fn follow(table: &StateTable, samples: &[Sample]) {
+/// --track: the syscalls and requests `samples` caught in progress, as
+/// (what, slot, sequence number).
+fn in_progress(samples: &[Sample]) -> Vec<(Tracked, usize, u64)> {
+    let mut events = Vec::new();
     for sample in samples {
         if let Some(seq) = sample.syscall.and_then(|s| s.seq) {
-            table.track(Tracked::Syscall, sample.slot as usize, seq);
+            events.push((Tracked::Syscall, sample.slot as usize, seq));
         }
         if let Some(io) = sample.io.filter(|io| io.seq != 0) {
-            table.track(Tracked::Io, sample.slot as usize, io.seq.into());
+            events.push((Tracked::Io, sample.slot as usize, io.seq.into()));
         }
+    }
+    events
+}
+
+/// Ask the hooks to report how `events` end.
+fn follow(table: &StateTable, events: &[(Tracked, usize, u64)]) {
+    for &(kind, slot, seq) in events {
+        table.track(kind, slot, seq);
     }
 }
 
@@ -399,8 +408,9 @@ fn sample_loop(
             stats.stack_requests = collected.requested;
         }
         let mut completions = Vec::new();
+        let mut to_follow = Vec::new();
         if config.track.any() {
-            follow(agent.table(), &samples);
+            to_follow = in_progress(&samples);
             if let Err(err) = agent.drain_completions(&mut completions) {
                 warn!("{err:#}");
             }
@@ -423,7 +433,9 @@ fn sample_loop(
             stats,
         };
         match sender.try_send(tick) {
-            Ok(()) => {}
+            // Follow only what rows were written about: every syscalls and
+            // iorq row joins a sample.
+            Ok(()) => follow(agent.table(), &to_follow),
             Err(TrySendError::Full(_)) => {
                 counters.dropped_ticks += 1;
                 // Its new captures never reached the writer.

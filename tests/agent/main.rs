@@ -5,6 +5,7 @@ mod cli;
 mod groundtruth;
 mod lifecycle;
 mod readme;
+mod report;
 mod sql;
 mod stacks;
 mod storage;
