@@ -151,30 +151,43 @@ pub fn active(
     let (projection, group_columns, extra, expr) =
         prepare::<Samples>(groups, &["ts", "weight_us"], predicate)?;
     let (ts, weight) = (extra[0], extra[1]);
+    type Sums = (HashMap<Vec<u8>, (i64, u64)>, KeyBuffer, i64);
+    let parts = read::scan_parallel(
+        samples,
+        &projection,
+        || -> Sums { (HashMap::new(), KeyBuffer::default(), 0) },
+        |(sums, key, total_us), row| {
+            if !row.cell(ts).as_int().is_some_and(|t| window.contains(t)) {
+                return Ok(());
+            }
+            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+                return Ok(());
+            }
+            let w = row.cell(weight).as_int().unwrap_or(0);
+            *total_us += w;
+            let k = key.build(row, &group_columns);
+            match sums.get_mut(k) {
+                Some(sum) => {
+                    sum.0 += w;
+                    sum.1 += 1;
+                }
+                None => {
+                    sums.insert(k.to_vec(), (w, 1));
+                }
+            }
+            Ok(())
+        },
+    )?;
     let mut sums: HashMap<Vec<u8>, (i64, u64)> = HashMap::new();
-    let mut key = KeyBuffer::default();
     let mut total_us = 0;
-    read::scan(samples, &projection, |row| {
-        if !row.cell(ts).as_int().is_some_and(|t| window.contains(t)) {
-            return Ok(());
+    for (part, _, part_total) in parts {
+        total_us += part_total;
+        for (key, (w, n)) in part {
+            let sum = sums.entry(key).or_default();
+            sum.0 += w;
+            sum.1 += n;
         }
-        if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-            return Ok(());
-        }
-        let w = row.cell(weight).as_int().unwrap_or(0);
-        total_us += w;
-        let k = key.build(row, &group_columns);
-        match sums.get_mut(k) {
-            Some(sum) => {
-                sum.0 += w;
-                sum.1 += 1;
-            }
-            None => {
-                sums.insert(k.to_vec(), (w, 1));
-            }
-        }
-        Ok(())
-    })?;
+    }
     let mut rows: Vec<Group> = sums
         .into_iter()
         .map(|(key, (weight_us, samples))| Group {
@@ -240,27 +253,40 @@ pub fn timeline(
     }
     let (projection, _, extra, expr) =
         prepare::<Samples>(&[], &["ts", "weight_us", "state"], predicate)?;
-    read::scan(samples, &projection, |row| {
-        let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
-            return Ok(());
-        };
-        if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-            return Ok(());
-        }
-        let Cell::Text(state) = row.cell(extra[2]) else {
-            return Ok(());
-        };
-        if let Some(entry) = buckets.get_mut(&start_of(ts)) {
+    let parts = read::scan_parallel(
+        samples,
+        &projection,
+        HashMap::<(i64, String), i64>::new,
+        |weights, row| {
+            let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
+                return Ok(());
+            };
+            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+                return Ok(());
+            }
+            let Cell::Text(state) = row.cell(extra[2]) else {
+                return Ok(());
+            };
             let w = row.cell(extra[1]).as_int().unwrap_or(0);
-            match entry.1.get_mut(state) {
+            match weights.get_mut(&(start_of(ts), state.to_string())) {
                 Some(sum) => *sum += w,
                 None => {
-                    entry.1.insert(state.to_string(), w);
+                    weights.insert((start_of(ts), state.to_string()), w);
                 }
             }
+            Ok(())
+        },
+    )?;
+    for part in parts {
+        for ((start, state), w) in part {
+            *buckets
+                .entry(start)
+                .or_default()
+                .1
+                .entry(state)
+                .or_default() += w;
         }
-        Ok(())
-    })?;
+    }
     Ok(Timeline {
         bucket,
         buckets,

@@ -117,6 +117,48 @@ pub fn scan(
     Ok(())
 }
 
+/// Like [`scan`], on every CPU: files are taken one at a time by worker
+/// threads, each folding rows into its own state from `init`; the states
+/// come back for the caller to merge (order of rows is not kept).
+pub fn scan_parallel<S: Send>(
+    files: &[DataFile],
+    projection: &Projection,
+    init: impl Fn() -> S + Sync,
+    each: impl Fn(&mut S, &dyn Row) -> Result<()> + Sync,
+) -> Result<Vec<S>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<S> {
+                    let mut state = init();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return Ok(state);
+                        };
+                        scan(std::slice::from_ref(file), projection, |row| {
+                            each(&mut state, row)
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?
+            })
+            .collect()
+    })
+}
+
 struct CsvRow<'r> {
     record: &'r csv::ByteRecord,
     /// Field index of each projected column in this file (None: absent).

@@ -1,0 +1,212 @@
+//! `taskscope report` on a week of data: 1 Hz on a 1,000-thread host whose
+//! default filter writes ~50 active threads per tick (5%), i.e. 30 million
+//! rows in 168 hourly files per table. The data is made by the real writer
+//! (CSV, then Parquet), then the real binary reports on it, timed by wall
+//! clock; DuckDB's CLI runs the same aggregation for comparison when it is
+//! on PATH. No BPF; runs as any user.
+//!
+//! `cargo bench --bench report` (TASKSCOPE_BENCH_REPORT_DAYS=7,
+//! TASKSCOPE_BENCH_REPORT_ROWS=50 per tick).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use taskscope::bpf::types::{ts_thread, ts_thread_flags};
+use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
+use taskscope::record::{decode, Sample};
+use taskscope::sampler::{Tick, TickStats};
+
+const THREADS: u32 = 1_000;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The active threads of tick `tick`: `rows` of the 1,000, on CPU, queued,
+/// in disk waits and in syscalls.
+fn tick_samples(tick: u64, rows: u32) -> Vec<Sample> {
+    let now = 1_000_000_000_000 + tick * 1_000_000_000;
+    let stride = THREADS / rows.max(1);
+    (0..rows)
+        .map(|k| {
+            let i = (k * stride + (tick as u32 % stride.max(1))) % THREADS;
+            let mut entry = ts_thread {
+                tid: 1_000 + i,
+                tgid: 1_000 + i / 40 * 40,
+                flags: ts_thread_flags::TS_F_SWITCH_KNOWN.0
+                    | ts_thread_flags::TS_F_IN_SYSCALL.0
+                    | ts_thread_flags::TS_F_ENTER_KNOWN.0,
+                sched_state: if i % 7 == 0 { 2 } else { 0 },
+                switch_out_ns: now - 1_000_000,
+                switch_in_ns: now - 2_000_000_000,
+                syscall_nr: [202, 0, 7, 230, 232, 17, 74][(i % 7) as usize],
+                syscall_enter_ns: now - 20_000,
+                syscall_seq: tick,
+                cpu: i % 8,
+                cgroup_id: 1,
+                exe_id: u64::from(i / 40) + 1,
+                ..Default::default()
+            };
+            let name = format!("app-{:02}", i % 40);
+            for (d, s) in entry.comm.iter_mut().zip(name.bytes()) {
+                *d = s as i8;
+            }
+            if i % 3 == 0 {
+                entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
+            }
+            decode(&entry, now, now)
+        })
+        .collect()
+}
+
+fn write_week(out: &Path, formats: Formats, days: u64, rows: u32, end_us: i64) -> Duration {
+    let plan = taskscope::output::dir::check(out).unwrap();
+    let mut config = WriterConfig::csv(
+        "bench",
+        Duration::from_secs(3_600),
+        Duration::from_secs(600),
+    );
+    config.formats = formats;
+    let mut writer = Writer::new(OutputDir::create(&plan).unwrap(), config).unwrap();
+    let variants: Vec<Vec<Sample>> = (0..20).map(|t| tick_samples(t, rows)).collect();
+    let ticks = days * 86_400;
+    let start_us = end_us - ticks as i64 * 1_000_000;
+    let started = Instant::now();
+    for t in 0..ticks {
+        writer.write_tick(&Tick {
+            ts_us: start_us + t as i64 * 1_000_000,
+            mono_ns: 0,
+            weight_us: 1_000_000,
+            samples: variants[(t % 20) as usize].clone(),
+            completions: Vec::new(),
+            stacks: Vec::new(),
+            stats: TickStats::default(),
+        });
+    }
+    writer.close();
+    started.elapsed()
+}
+
+fn timed(program: &str, args: &[&str]) -> (Duration, String) {
+    let started = Instant::now();
+    let out = Command::new(program).args(args).output().expect("run");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (took, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn main() {
+    let days = env("TASKSCOPE_BENCH_REPORT_DAYS", 7);
+    let rows = env("TASKSCOPE_BENCH_REPORT_ROWS", 50) as u32;
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let end_us = taskscope::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
+    let csv_dir = base.join("csv");
+    let parquet_dir = base.join("parquet");
+    let total_rows = days * 86_400 * u64::from(rows);
+    println!("report bench: {days} days at 1 Hz, {rows} rows per tick = {total_rows} sample rows");
+    let took = write_week(
+        &csv_dir,
+        Formats {
+            csv: true,
+            parquet: false,
+        },
+        days,
+        rows,
+        end_us,
+    );
+    println!("  wrote CSV in {:.1} s", took.as_secs_f64());
+    let took = write_week(
+        &parquet_dir,
+        Formats {
+            csv: false,
+            parquet: true,
+        },
+        days,
+        rows,
+        end_us,
+    );
+    println!("  wrote Parquet in {:.1} s", took.as_secs_f64());
+    let size = |dir: &Path| -> u64 {
+        common::files_below(&dir.join("samples"))
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    println!(
+        "  samples on disk: CSV {:.0} MiB, Parquet {:.0} MiB",
+        size(&csv_dir) as f64 / 1048576.0,
+        size(&parquet_dir) as f64 / 1048576.0
+    );
+
+    let agent = env!("CARGO_BIN_EXE_taskscope");
+    let week = format!("{}d", days);
+    println!("  {:<58} {:>9} {:>9}", "query", "CSV", "Parquet");
+    for (label, args) in [
+        (
+            "report (state,comm,syscall,kfunc) over the whole window",
+            vec!["report", "--since", week.as_str()],
+        ),
+        (
+            "report --by comm --where \"state = 'DISK'\"",
+            vec![
+                "report",
+                "--since",
+                week.as_str(),
+                "--by",
+                "comm",
+                "--where",
+                "state = 'DISK'",
+            ],
+        ),
+        (
+            "report --timeline (6 h buckets)",
+            vec!["report", "--since", week.as_str(), "--timeline"],
+        ),
+        ("report --since 2h", vec!["report", "--since", "2h"]),
+    ] {
+        let mut times = Vec::new();
+        for dir in [&csv_dir, &parquet_dir] {
+            let mut all = args.clone();
+            all.extend(["--dir", dir.to_str().unwrap()]);
+            times.push(timed(agent, &all).0);
+        }
+        println!(
+            "  {label:<58} {:>8.2}s {:>8.2}s",
+            times[0].as_secs_f64(),
+            times[1].as_secs_f64()
+        );
+    }
+    let duckdb = std::env::var("TASKSCOPE_DUCKDB").unwrap_or_else(|_| "duckdb".into());
+    if Command::new(&duckdb)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mut times = Vec::new();
+        for (dir, glob) in [(&csv_dir, "*.csv.zst"), (&parquet_dir, "*.parquet")] {
+            let sql = format!(
+                "SELECT state, comm, syscall, kfunc, sum(weight_us) w FROM '{}/samples/*/*/{glob}' GROUP BY ALL ORDER BY w DESC LIMIT 20",
+                dir.display()
+            );
+            times.push(timed(&duckdb, &["-c", &sql]).0);
+        }
+        println!(
+            "  {:<58} {:>8.2}s {:>8.2}s",
+            "duckdb CLI, the same GROUP BY (for comparison)",
+            times[0].as_secs_f64(),
+            times[1].as_secs_f64()
+        );
+    }
+}
