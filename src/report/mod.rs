@@ -7,8 +7,8 @@
 //! threads*. The time sampled is the sum of `weight_us` over the `ticks`
 //! table in the window — not the window's length — so gaps (agent stopped,
 //! ticks dropped) do not dilute the averages. The files are read directly
-//! (CSV through the csv crate, Parquet through arrow with column
-//! projection): DuckDB's Rust crate compiles its C++ engine for more than
+//! (CSV through a splitter that stops at the last column needed, Parquet
+//! through arrow with column projection, files spread over every CPU): DuckDB's Rust crate compiles its C++ engine for more than
 //! ten minutes here, and a scan of the few columns a report needs is all
 //! the engine this takes.
 

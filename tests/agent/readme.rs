@@ -98,6 +98,8 @@ fn query_examples_run_on_real_data() {
         "3",
         "--format",
         "csv,parquet",
+        "--track",
+        "syscalls,io",
     ]);
 
     let examples = query_examples(&readme());

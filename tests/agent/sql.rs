@@ -23,7 +23,19 @@ fn script_path() -> PathBuf {
 }
 
 fn readme_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("share/README-sql.md")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")
+}
+
+/// The README's section on the shipped SQL (between its sql markers).
+fn readme_sql_section() -> String {
+    let text = std::fs::read_to_string(readme_path()).expect("read README.md");
+    let start = text
+        .find("<!-- sql:begin -->")
+        .expect("sql:begin marker in README.md");
+    let end = text
+        .find("<!-- sql:end -->")
+        .expect("sql:end marker in README.md");
+    text[start..end].to_string()
 }
 
 /// (kind, name) of every `CREATE OR REPLACE TEMP TABLE|VIEW|MACRO` in the
@@ -757,11 +769,11 @@ fn check_answers(dir: &Path, format: &str, device: &str, pid: u32) {
     );
 }
 
-/// The README's examples (share/README-sql.md): ```sql blocks run in a
+/// The README's shipped-SQL examples: ```sql blocks run in a
 /// session started with the script, ```sh blocks that use the script or
 /// zstdcat run with the installed paths pointed at this checkout and `dir`.
 fn check_readme_examples(dir: &Path) {
-    let text = std::fs::read_to_string(readme_path()).expect("read share/README-sql.md");
+    let text = readme_sql_section();
     let mut blocks: Vec<(String, String)> = Vec::new();
     let mut current: Option<(String, String)> = None;
     for line in text.lines() {
