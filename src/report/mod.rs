@@ -8,9 +8,10 @@
 //! table in the window — not the window's length — so gaps (agent stopped,
 //! ticks dropped) do not dilute the averages. The files are read directly
 //! (CSV through a splitter that stops at the last column needed, Parquet
-//! through arrow with column projection, files spread over every CPU): DuckDB's Rust crate compiles its C++ engine for more than
-//! ten minutes here, and a scan of the few columns a report needs is all
-//! the engine this takes.
+//! through arrow with column projection, files spread over every CPU):
+//! DuckDB's Rust crate would compile DuckDB's whole C++ engine into every
+//! build, and a scan of the few columns a report needs is all the engine
+//! this takes.
 
 mod aggregate;
 mod filter;
