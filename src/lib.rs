@@ -22,6 +22,7 @@ pub mod privileges;
 pub mod record;
 pub mod sampler;
 pub mod schema;
+pub mod service;
 pub mod stacks;
 pub mod timefmt;
 

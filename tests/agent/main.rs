@@ -5,6 +5,7 @@ mod cli;
 mod groundtruth;
 mod lifecycle;
 mod readme;
+mod service;
 mod stacks;
 mod storage;
 mod support;
