@@ -187,7 +187,10 @@ impl Service {
     fn send(&self, message: &str) {
         if let Some((socket, address)) = &self.shared.socket {
             if let Err(err) = socket.send_to_addr(message.as_bytes(), address) {
-                warn!("cannot notify the service manager ({}): {err}", message.trim_end());
+                warn!(
+                    "cannot notify the service manager ({}): {err}",
+                    message.trim_end()
+                );
             }
         }
     }

@@ -138,7 +138,12 @@ fn an_agent_that_cannot_start_never_says_ready() {
     let socket = UnixDatagram::bind(&socket_path).expect("bind");
     // Refused before anything is loaded: the parent is world-writable.
     let out = Command::new(AGENT)
-        .args(["run", "--no-pin", "--output-dir", "/tmp/taskscope-never-ready"])
+        .args([
+            "run",
+            "--no-pin",
+            "--output-dir",
+            "/tmp/taskscope-never-ready",
+        ])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
         .output()
