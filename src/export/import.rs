@@ -116,6 +116,12 @@ fn extract(archive: &Path, into: &Path) -> Result<(Manifest, Found)> {
             .path()
             .context("an entry has an unreadable name")?
             .into_owned();
+        let kind = entry.header().entry_type();
+        let plain = path.components().any(|c| matches!(c, Component::Normal(_)));
+        if kind.is_dir() && !plain {
+            // "./" of an archive re-made with `tar -C dir .`.
+            continue;
+        }
         let (first, rest) = split_top(&path)?;
         match &top {
             None => top = Some(first.clone()),
@@ -127,7 +133,6 @@ fn extract(archive: &Path, into: &Path) -> Result<(Manifest, Found)> {
             }
             Some(_) => {}
         }
-        let kind = entry.header().entry_type();
         if kind.is_dir() {
             if let Some(rest) = rest {
                 std::fs::create_dir_all(into.join(rest))

@@ -669,20 +669,26 @@ impl Progress {
         {
             return;
         }
-        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let size = |bytes: u64| {
+            if bytes < 1 << 20 {
+                format!("{:.0} KiB", bytes as f64 / 1024.0)
+            } else {
+                format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+            }
+        };
         let width = 30usize;
         let filled = (self.done_bytes * width as u64)
             .checked_div(self.total_bytes)
             .unwrap_or(width as u64) as usize;
         let _ = write!(
             std::io::stderr(),
-            "\r\x1b[Kexporting [{}{}] {}/{} files, {:.1}/{:.1} MiB",
+            "\r\x1b[Kexporting [{}{}] {}/{} files, {} of {}",
             "#".repeat(filled.min(width)),
             " ".repeat(width - filled.min(width)),
             self.done_files,
             self.total_files,
-            mib(self.done_bytes),
-            mib(self.total_bytes)
+            size(self.done_bytes),
+            size(self.total_bytes)
         );
         self.drawn = Some(Instant::now());
     }

@@ -2,6 +2,7 @@
 //! read back with the real DuckDB CLI and zstdcat/awk.
 
 mod cli;
+mod export;
 mod groundtruth;
 mod lifecycle;
 mod readme;
