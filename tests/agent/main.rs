@@ -5,6 +5,7 @@ mod cli;
 mod export;
 mod groundtruth;
 mod lifecycle;
+mod packaging;
 mod readme;
 mod service;
 mod stacks;
