@@ -567,7 +567,8 @@ mod tests {
         let ok = finding(Level::Ok, "a", "");
         let degraded = finding(Level::Degraded, "b", "less");
         let fails = finding(Level::Fails, "c", "no");
-        assert!(report(&[ok.clone()]).ends_with("taskscope can run here, with every feature.\n"));
+        assert!(report(std::slice::from_ref(&ok))
+            .ends_with("taskscope can run here, with every feature.\n"));
         assert!(report(&[ok.clone(), degraded.clone()]).ends_with("can run here, degraded: b.\n"));
         let text = report(&[ok, degraded, fails]);
         assert!(text.ends_with("taskscope cannot run here: c.\n"), "{text}");

@@ -85,14 +85,15 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
         );
     }
 
-    let selected = select(&data_dir, &window)?;
+    let mut progress = Progress::new();
+    let selected = select(&data_dir, &window, &mut progress)?;
     if selected.is_empty() {
         warn!(
             "no data files in {} overlap the window; the archive holds only its manifest",
             data_dir.display()
         );
     }
-    let mut archive = Archive::create(&target, args.force)?;
+    let mut archive = Archive::create(&target, args.force, progress)?;
     let manifest = match args.format {
         ExportFormat::Copy => archive.copy_files(&selected, &window)?,
         ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
@@ -206,15 +207,23 @@ pub fn archive_end(name: &str) -> Option<i64> {
 /// The files to archive with what they hold: the catalog's candidates
 /// (one format per period, Parquet preferred) of every table, without the
 /// periods whose rows turn out not to reach into the window.
-fn select(dir: &Path, window: &Window) -> Result<Vec<(DataFile, Contents)>> {
-    let mut candidates = Vec::new();
+fn select(
+    dir: &Path,
+    window: &Window,
+    progress: &mut Progress,
+) -> Result<Vec<(DataFile, Contents)>> {
+    let mut files = Vec::new();
     for table in crate::output::TABLES {
-        for file in catalog::select(dir, table, window, Prefer::Parquet)? {
-            let name = file.relative.display().to_string();
-            let mut handle = open_data_file(&file.path, &name)?;
-            let contents = manifest::inspect(&mut handle, file.format, &name)?;
-            candidates.push((file, contents));
-        }
+        files.extend(catalog::select(dir, table, window, Prefer::Parquet)?);
+    }
+    progress.start("reading", files.iter().map(|f| f.size).sum(), files.len());
+    let mut candidates = Vec::new();
+    for file in files {
+        let name = file.relative.display().to_string();
+        let mut handle = open_data_file(&file.path, &name)?;
+        let contents = manifest::inspect(&mut handle, file.format, &name)?;
+        progress.advance(file.size);
+        candidates.push((file, contents));
     }
     // A period is kept if any of its files has rows in the window, or if
     // none of them has timestamps to tell.
@@ -261,7 +270,7 @@ struct Archive {
 }
 
 impl Archive {
-    fn create(target: &Path, force: bool) -> Result<Archive> {
+    fn create(target: &Path, force: bool, progress: Progress) -> Result<Archive> {
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -286,7 +295,7 @@ impl Archive {
             top: name.trim_end_matches(ARCHIVE_EXT).to_string(),
             builder: Some(builder),
             mode: 0o644,
-            progress: Progress::new(),
+            progress,
         })
     }
 
@@ -330,8 +339,11 @@ impl Archive {
         selected: &[(DataFile, Contents)],
         window: &Window,
     ) -> Result<Manifest> {
-        self.progress
-            .start(selected.iter().map(|(f, _)| f.size).sum(), selected.len());
+        self.progress.start(
+            "archiving",
+            selected.iter().map(|(f, _)| f.size).sum(),
+            selected.len(),
+        );
         let mut files = Vec::new();
         for (file, contents) in selected {
             let name = file.relative.display().to_string();
@@ -365,8 +377,11 @@ impl Archive {
         selected: &[(DataFile, Contents)],
         window: &Window,
     ) -> Result<Manifest> {
-        self.progress
-            .start(selected.iter().map(|(f, _)| f.size).sum(), selected.len());
+        self.progress.start(
+            "archiving",
+            selected.iter().map(|(f, _)| f.size).sum(),
+            selected.len(),
+        );
         let mut groups: BTreeMap<(&str, &str), Vec<&(DataFile, Contents)>> = BTreeMap::new();
         for entry in selected {
             groups
@@ -626,6 +641,7 @@ fn prune(target: &Path, keep_for: Duration, now_us: i64) -> Result<()> {
 /// otherwise.
 struct Progress {
     enabled: bool,
+    label: &'static str,
     total_bytes: u64,
     done_bytes: u64,
     total_files: usize,
@@ -637,6 +653,7 @@ impl Progress {
     fn new() -> Progress {
         Progress {
             enabled: std::io::stderr().is_terminal(),
+            label: "",
             total_bytes: 0,
             done_bytes: 0,
             total_files: 0,
@@ -645,9 +662,12 @@ impl Progress {
         }
     }
 
-    fn start(&mut self, total_bytes: u64, total_files: usize) {
+    fn start(&mut self, label: &'static str, total_bytes: u64, total_files: usize) {
+        self.label = label;
         self.total_bytes = total_bytes;
         self.total_files = total_files;
+        self.done_bytes = 0;
+        self.done_files = 0;
         self.draw(true);
     }
 
@@ -682,7 +702,8 @@ impl Progress {
             .unwrap_or(width as u64) as usize;
         let _ = write!(
             std::io::stderr(),
-            "\r\x1b[Kexporting [{}{}] {}/{} files, {} of {}",
+            "\r\x1b[K{:<9} [{}{}] {}/{} files, {} of {}",
+            self.label,
             "#".repeat(filled.min(width)),
             " ".repeat(width - filled.min(width)),
             self.done_files,

@@ -399,7 +399,7 @@ fn progress_bar_only_on_a_terminal() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("exporting ["),
+        text.contains("reading   [") && text.contains("archiving ["),
         "no progress bar on a terminal: {text:?}"
     );
 }
