@@ -110,7 +110,8 @@ impl Setting {
     }
 }
 
-/// The `run` subcommand's definition.
+/// The `run` subcommand's definition (it exists by construction of
+/// `cli::Command`; the unit tests exercise this on every run).
 fn run_command() -> clap::Command {
     Cli::command()
         .find_subcommand("run")

@@ -532,7 +532,7 @@ pub fn doctor(args: &DoctorArgs) -> Result<ExitCode> {
         Err(failure) => return Ok(failure.exit()),
     };
     let crate::cli::Command::Run(run) = cli.command else {
-        unreachable!("parsed a run command line");
+        anyhow::bail!("internal error: `taskscope run --check` did not parse as run");
     };
     match Config::from_args(&run) {
         Ok(config) => check(&config),

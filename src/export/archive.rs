@@ -26,10 +26,10 @@ use crate::timefmt;
 /// renamed into place only when complete.
 pub struct Archive {
     target: PathBuf,
-    temp: PathBuf,
+    temp: TempPath,
     force: bool,
     top: String,
-    builder: Option<tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>>>,
+    builder: tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>>,
     /// Mode the archive gets: 0644, less what a source file withholds.
     mode: u32,
     progress: Progress,
@@ -49,6 +49,10 @@ impl Archive {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&temp)
             .with_context(|| format!("cannot create {}", temp.display()))?;
+        let temp = TempPath {
+            path: temp,
+            keep: false,
+        };
         // The content is mostly compressed already: the fastest level.
         let encoder = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1)
             .context("cannot start zstd")?;
@@ -59,16 +63,10 @@ impl Archive {
             temp,
             force,
             top: name.trim_end_matches(ARCHIVE_EXT).to_string(),
-            builder: Some(builder),
+            builder,
             mode: 0o644,
             progress,
         })
-    }
-
-    fn builder(
-        &mut self,
-    ) -> &mut tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>> {
-        self.builder.as_mut().expect("the archive is open")
     }
 
     /// Add `size` bytes of `reader` as `path` (below the top directory);
@@ -81,7 +79,7 @@ impl Archive {
         header.set_entry_type(tar::EntryType::Regular);
         let mut hashing = HashingReader::new(reader.take(size));
         let full = format!("{}/{path}", self.top);
-        self.builder()
+        self.builder
             .append_data(&mut header, &full, &mut hashing)
             .with_context(|| format!("cannot write {path} into the archive"))?;
         if hashing.bytes != size {
@@ -155,7 +153,12 @@ impl Archive {
                 .or_default()
                 .push(entry);
         }
-        let scratch_dir = self.temp.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let scratch_dir = self
+            .temp
+            .path
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
         let mut files = Vec::new();
         for ((table, host), group) in groups {
             let sources: Vec<DataFile> = group.iter().map(|(f, _)| f.clone()).collect();
@@ -255,7 +258,14 @@ impl Archive {
             json.len() as u64,
             mtime,
         )?;
-        let builder = self.builder.take().expect("the archive is open");
+        let Archive {
+            target,
+            mut temp,
+            force,
+            builder,
+            mode,
+            ..
+        } = self;
         let encoder = builder.into_inner().context("cannot finish the archive")?;
         let buffered = encoder
             .finish()
@@ -265,32 +275,28 @@ impl Archive {
             .map_err(|err| err.into_error())
             .context("cannot write the archive")?;
         let umask = current_umask();
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-            self.mode & !umask,
-        ))
-        .context("cannot set the archive's mode")?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & !umask))
+            .context("cannot set the archive's mode")?;
         file.sync_all()
             .context("cannot write the archive to disk")?;
         let cwd = rustix::fs::CWD;
-        let flags = if self.force {
+        let flags = if force {
             rustix::fs::RenameFlags::empty()
         } else {
             rustix::fs::RenameFlags::NOREPLACE
         };
-        rustix::fs::renameat_with(cwd, &self.temp, cwd, &self.target, flags).map_err(|err| {
+        rustix::fs::renameat_with(cwd, &temp.path, cwd, &target, flags).map_err(|err| {
             if err == rustix::io::Errno::EXIST {
                 anyhow!(
                     "{} appeared while exporting; nothing replaced (use --force)",
-                    self.target.display()
+                    target.display()
                 )
             } else {
-                anyhow!(
-                    "cannot move the archive to {}: {err}",
-                    self.target.display()
-                )
+                anyhow!("cannot move the archive to {}: {err}", target.display())
             }
         })?;
-        if let Some(parent) = self.target.parent() {
+        temp.keep = true;
+        if let Some(parent) = target.parent() {
             if let Ok(dir) = File::open(parent) {
                 let _ = dir.sync_all();
             }
@@ -299,11 +305,17 @@ impl Archive {
     }
 }
 
-impl Drop for Archive {
+/// The archive's temporary name: removed on any error, kept (renamed)
+/// only by a successful commit.
+struct TempPath {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempPath {
     fn drop(&mut self) {
-        // Not committed (an error): leave nothing behind.
-        if self.builder.is_some() {
-            let _ = std::fs::remove_file(&self.temp);
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -463,5 +475,21 @@ impl Progress {
         if self.enabled {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_that_is_not_committed_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.tar.zst");
+        let mut archive = Archive::create(&target, false, Progress::new()).unwrap();
+        archive.add("a.txt", &b"abc"[..], 3, 0).unwrap();
+        drop(archive);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(!target.exists());
     }
 }
