@@ -246,6 +246,15 @@ mod tests {
             !page.contains("test\\-rotate\\-secs"),
             "hidden flags stay hidden"
         );
+        // The hand-written synopsis names every visible subcommand.
+        for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let name = sub.get_name();
+            assert!(
+                SYNOPSIS.contains(&format!("\\fBtaskscope {name}\\fR"))
+                    || SYNOPSIS.contains(&format!("\\fB{name}\\fR")),
+                "SYNOPSIS in src/manpage.rs lacks `taskscope {name}`"
+            );
+        }
         for section in [
             "FILES",
             "SIGNALS",
