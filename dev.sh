@@ -12,7 +12,8 @@
 # pkg-config (vendored libbpf), gcc and zstd (test workloads and checks),
 # DuckDB for Python and its CLI (the tests query the files with it),
 # systemd, man-db and dpkg-dev (unit, man page and package tests) and
-# cargo-deb (builds the package; compiled once, about 3.5 minutes).
+# cargo-deb for test, package and setup (builds the package; compiled
+# once, about 3.5 minutes).
 # Needs an existing Rust toolchain (cargo), as rustup installs it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -77,7 +78,6 @@ setup() {
     install_debian_packages
     install_duckdb
     find_cargo
-    install_cargo_deb
 }
 
 command="${1:-}"
@@ -85,6 +85,7 @@ command="${1:-}"
 case "$command" in
     setup)
         setup
+        install_cargo_deb
         say "ready: $(clang --version | head -1); $(cargo --version); duckdb $("$TASKSCOPE_DUCKDB" --version)"
         ;;
     run)
@@ -96,6 +97,7 @@ case "$command" in
     test)
         require_root test
         setup
+        install_cargo_deb
         cargo build --release --locked --all-targets
         log="$(mktemp)"
         trap 'rm -f "$log"' EXIT
@@ -112,6 +114,7 @@ case "$command" in
         ;;
     package)
         setup
+        install_cargo_deb
         cargo build --release --locked
         cargo deb --no-build --locked "$@"
         ;;
