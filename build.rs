@@ -4,6 +4,10 @@
 //! linked with libbpf's static linker into one object, so they share the
 //! maps defined in `maps.bpf.c`. The clang used is `$TASKSCOPE_CLANG`, else
 //! `clang`, else the newest versioned `clang-N` on `$PATH`.
+//!
+//! It also records the git commit for `taskscope --version`
+//! (`TASKSCOPE_GIT_COMMIT`): from the environment when set (builds from a
+//! tarball), else `git rev-parse`, else "unknown".
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ const SOURCES: &[&str] = &[
 ];
 
 fn main() {
+    git_commit();
     if let Err(err) = build() {
         // One clear line, visible in cargo's output.
         eprintln!("error: {err:#}");
@@ -121,4 +126,30 @@ fn targets_bpf(clang: &Path) -> bool {
         .output()
         .map(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).contains("bpf"))
         .unwrap_or(false)
+}
+
+/// Set `TASKSCOPE_GIT_COMMIT` for `taskscope --version`.
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=TASKSCOPE_GIT_COMMIT");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
+    };
+    let commit = env::var("TASKSCOPE_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_string());
+    // Rerun when HEAD moves (a commit, a checkout), worktrees included. A
+    // missing file would make cargo rerun this script on every build.
+    let head_ref = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in std::iter::once("HEAD").chain(head_ref.as_deref()) {
+        if let Some(file) = git(&["rev-parse", "--git-path", name]) {
+            if Path::new(&file).exists() {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
+    }
+    println!("cargo:rustc-env=TASKSCOPE_GIT_COMMIT={commit}");
 }

@@ -57,6 +57,26 @@ pub enum Command {
     /// Each sample counts its weight_us; the root frames are thread states,
     /// and every frame is coloured by the state at its root.
     Flamegraph(FlamegraphArgs),
+    // Administration (issue 6): flags in `cli_admin`.
+    /// Write one archive of every table for a time window (any user who
+    /// can read the data)
+    ///
+    /// The archive (.tar.zst) holds the files of every period that overlaps
+    /// the window and a manifest.json with host, kernel, agent version,
+    /// frequency, time range, row counts and SHA-256 checksums.
+    Export(crate::cli_admin::ExportArgs),
+    /// Extract an export archive into a directory and verify its checksums
+    Import(crate::cli_admin::ImportArgs),
+    /// Check whether the agent could run here (BTF, privileges, each hook)
+    /// and what would be degraded; writes nothing
+    ///
+    /// The same check as `taskscope run --check`. Exits 0 if the agent
+    /// could run, 1 if not.
+    Doctor(crate::cli_admin::DoctorArgs),
+    /// Print a file generated from this command line: the man page or the
+    /// default settings file
+    #[command(hide = true)]
+    Generate(crate::cli_admin::GenerateArgs),
 }
 
 /// Which files and rows a reading command looks at.
@@ -342,6 +362,20 @@ pub struct RunArgs {
     /// Rotation interval in seconds, below the 1m minimum (for tests)
     #[arg(long, value_name = "SECS", hide = true)]
     pub test_rotate_secs: Option<u64>,
+
+    /// Read settings from this TOML file; flags given here win over it
+    ///
+    /// Keys are the long names of these flags (frequency = 10, all = true,
+    /// pid = [1234]); see /etc/taskscope/taskscope.toml. Unknown keys and
+    /// bad values are errors naming the file and line.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Only check that the agent could run with these settings: privileges,
+    /// BTF, every hook, the output directory; print what would be degraded
+    /// and exit 0 (could run) or 1 (could not), without writing anything
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Parse an octal file mode (`0640`, `640`).
@@ -383,8 +417,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn exit_on_parse_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+        ErrorKind::DisplayHelp => {
             let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayVersion => {
+            // Version, commit and the kernel's features (issue 6).
+            print!("{}", crate::doctor::version_text());
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {

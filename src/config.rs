@@ -221,7 +221,7 @@ pub fn absolute_path(path: &Path) -> Result<PathBuf> {
 }
 
 /// The host name, restricted to characters that are safe in file names.
-fn host_name() -> String {
+pub fn host_name() -> String {
     let raw = rustix::system::uname()
         .nodename()
         .to_string_lossy()

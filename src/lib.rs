@@ -14,15 +14,21 @@
 pub mod bpf;
 pub mod catalog;
 pub mod cli;
+pub mod cli_admin;
 pub mod config;
+pub mod config_file;
+pub mod doctor;
 pub mod enrich;
+pub mod export;
 pub mod logging;
+pub mod manpage;
 pub mod output;
 pub mod privileges;
 pub mod record;
 pub mod report;
 pub mod sampler;
 pub mod schema;
+pub mod service;
 pub mod stacks;
 pub mod timefmt;
 
@@ -54,10 +60,16 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             let config = match config::Config::from_args(&args) {
                 Ok(config) => config,
                 Err(err) => {
-                    eprintln!("taskscope: error: {err:#}");
+                    let source = args.config.as_ref().map(|path| {
+                        format!(" (settings: the command line and {})", path.display())
+                    });
+                    eprintln!("taskscope: error: {err:#}{}", source.unwrap_or_default());
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
             };
+            if args.check {
+                return doctor::check(&config);
+            }
             sampler::run_agent(&config)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -71,6 +83,19 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             print!(
                 "{}",
                 schema::describe_all(args.format == cli::SchemaFormat::Markdown)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Export(args) => export::export(&args),
+        cli::Command::Import(args) => export::import(&args),
+        cli::Command::Doctor(args) => doctor::doctor(&args),
+        cli::Command::Generate(args) => {
+            print!(
+                "{}",
+                match args.what {
+                    cli_admin::Generated::Manpage => manpage::render()?,
+                    cli_admin::Generated::Config => config_file::default_file(),
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

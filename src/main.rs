@@ -1,13 +1,12 @@
-//! `taskscope` binary: parse flags, run, print any error once.
+//! `taskscope` binary: parse flags (and the --config file), run, print any
+//! error once.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = match taskscope::cli::Cli::try_parse() {
+    let cli = match taskscope::config_file::parse_command_line(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(err) => return taskscope::cli::exit_on_parse_error(err),
+        Err(failure) => return failure.exit(),
     };
     match taskscope::run(cli) {
         Ok(code) => code,

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::output::{self, Message, OutputDir, Writer, WriterConfig};
 use crate::privileges;
 use crate::record::{self, Sample};
+use crate::service::Service;
 use crate::stacks::collect::Collector;
 use crate::stacks::RawStacks;
 use crate::timefmt;
@@ -254,6 +255,14 @@ pub fn run_agent(config: &Config) -> Result<()> {
         track: agent.features().track,
     };
     let shutdown = Shutdown::install()?;
+    let service = Service::from_env();
+    service.check_period(config.period());
+    let status = format!(
+        "sampling at {} Hz into {}",
+        config.frequency,
+        config.output_dir.display()
+    );
+    let writer_service = service.clone();
     let (sender, receiver) = bounded(QUEUE_TICKS);
     let flush_interval = config.flush_interval;
     let publish = shutdown.clone();
@@ -265,7 +274,14 @@ pub fn run_agent(config: &Config) -> Result<()> {
         .spawn(move || match Writer::new(out, writer_config) {
             Ok(writer) => {
                 let _ = ready_tx.send(Ok(()));
-                Some(writer_loop(writer, receiver, flush_interval, publish))
+                Some(writer_loop(
+                    writer,
+                    receiver,
+                    flush_interval,
+                    publish,
+                    writer_service,
+                    status,
+                ))
             }
             Err(err) => {
                 let _ = ready_tx.send(Err(err));
@@ -279,7 +295,8 @@ pub fn run_agent(config: &Config) -> Result<()> {
         Err(_) => anyhow::bail!("the writer thread stopped while starting"),
     }
 
-    let result = sample_loop(&mut agent, config, &shutdown, sender);
+    let result = sample_loop(&mut agent, config, &shutdown, sender, &service);
+    service.stopping();
     let stats = writer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
@@ -298,15 +315,21 @@ fn writer_loop(
     receiver: Receiver<Tick>,
     flush_interval: Duration,
     signals: Shutdown,
+    service: Service,
+    status: String,
 ) -> output::WriterStats {
     // Wake at least every 250 ms: SIGHUP is answered within that.
     let wait = flush_interval.min(Duration::from_millis(250));
     loop {
         match receiver.recv_timeout(wait) {
-            Ok(tick) => writer.handle(Message::Tick(tick)),
+            Ok(tick) => {
+                writer.handle(Message::Tick(tick));
+                service.tick_written(&status);
+            }
             Err(RecvTimeoutError::Timeout) => writer.flush_if_due(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        service.writer_alive();
         if signals.take_publish_request() {
             writer.handle(Message::Publish);
         }
@@ -351,6 +374,7 @@ fn sample_loop(
     config: &Config,
     shutdown: &Shutdown,
     sender: Sender<Tick>,
+    service: &Service,
 ) -> Result<()> {
     let period_ns = config.period().as_nanos() as u64;
     let start_ns = monotonic_ns();
@@ -456,6 +480,7 @@ fn sample_loop(
             last_reconcile_ns = now_ns;
         }
         log_trouble(agent.table(), &mut counters);
+        service.sampler_alive();
     }
     let hooks = agent.table().counters();
     info!(

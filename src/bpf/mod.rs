@@ -476,7 +476,7 @@ fn completions_reader(
 }
 
 /// Whether the running kernel is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = rustix::system::uname()
         .release()
         .to_string_lossy()
@@ -491,7 +491,7 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// Fail unless the kernel publishes its BTF (CO-RE and tp_btf need it).
 /// `TASKSCOPE_TEST_SYSFS_BTF` replaces the path, so the test suite can
 /// exercise this error on a kernel that has BTF.
-fn check_btf() -> Result<()> {
+pub fn check_btf() -> Result<()> {
     let path = std::env::var_os("TASKSCOPE_TEST_SYSFS_BTF")
         .map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
     if !path.exists() {
@@ -505,7 +505,7 @@ fn check_btf() -> Result<()> {
 }
 
 /// Whether the kernel's BTF knows `btf_trace_<name>` for each name.
-fn kernel_has_tracepoints(names: &[&str]) -> bool {
+pub fn kernel_has_tracepoints(names: &[&str]) -> bool {
     let btf = match libbpf_rs::btf::Btf::from_vmlinux() {
         Ok(btf) => btf,
         Err(err) => {

@@ -2,10 +2,13 @@
 //! read back with the real DuckDB CLI and zstdcat/awk.
 
 mod cli;
+mod export;
 mod groundtruth;
 mod lifecycle;
+mod packaging;
 mod readme;
 mod report;
+mod service;
 mod sql;
 mod stacks;
 mod storage;

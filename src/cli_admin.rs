@@ -1,0 +1,229 @@
+//! Flags of the administration subcommands: `export`, `import`, `doctor`
+//! and the hidden `generate`, as the user typed them.
+//!
+//! Like `cli` (which holds `run` and `schema`), this only parses: times are
+//! turned into microseconds here because that needs no I/O, but "yesterday"
+//! and "now" are resolved by `export` against the clock. Each flag's parse
+//! test sits in this file's tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::parse_duration;
+
+/// What `taskscope export` puts in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// The period files as the agent wrote them (Parquet when a period has
+    /// both formats), byte for byte
+    Copy,
+    /// One Parquet file per table and host, compacted from the periods
+    Parquet,
+}
+
+/// Flags of `taskscope export`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("window").required(true).args(["from", "since", "day"])))]
+pub struct ExportArgs {
+    /// Data directory to export from (the agent's --output-dir)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/taskscope")]
+    pub dir: PathBuf,
+
+    /// Start of the window, UTC: "2026-11-22 13:00", "2026-11-22T13:00:05Z",
+    /// "2026-11-22"
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+
+    /// End of the window (excluded), UTC, same forms as --from; default: now
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "from",
+          conflicts_with_all = ["since", "day"])]
+    pub to: Option<i64>,
+
+    /// The window is the last DURATION up to now (30m, 2h, 1d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+
+    /// The window is one whole UTC day: yesterday, today or YYYY-MM-DD
+    #[arg(long, value_name = "DAY")]
+    pub day: Option<String>,
+
+    /// Archive to write (.tar.zst); if this is a directory, the archive is
+    /// named <host>-<from>-<to>.tar.zst inside it
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// copy: the period files as they are; parquet: one Parquet file per
+    /// table
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ExportFormat::Copy)]
+    pub format: ExportFormat,
+
+    /// Replace the archive if it exists
+    #[arg(long)]
+    pub force: bool,
+
+    /// After writing, delete the archives in the same directory that
+    /// taskscope export named and whose window ended longer ago than this
+    /// (the archive directory's own retention, e.g. 30d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_for: Option<Duration>,
+}
+
+/// Flags of `taskscope import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Archive written by taskscope export
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+
+    /// Directory to extract into (created; must be empty if it exists);
+    /// default: the archive's name without .tar.zst, next to it
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Flags of `taskscope doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check with the settings of this file, as `run --config FILE --check`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// What `taskscope generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// man/taskscope.8
+    Manpage,
+    /// packaging/taskscope.toml
+    Config,
+}
+
+/// Flags of the hidden `taskscope generate` (files derived from the CLI).
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Which file to print on stdout
+    #[arg(value_enum)]
+    pub what: Generated,
+}
+
+/// Parse a UTC time: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, with a
+/// space or `T` between date and time, optionally ending in `Z`.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let trimmed = text.trim();
+    let trimmed = trimmed.strip_suffix('Z').unwrap_or(trimmed);
+    let normalized = match trimmed.len() {
+        10 => format!("{trimmed} 00:00:00"),
+        _ => trimmed.replacen('T', " ", 1),
+    };
+    let with_seconds = match normalized.split_once(' ') {
+        Some((_, time)) if time.matches(':').count() == 1 => format!("{normalized}:00"),
+        _ => normalized,
+    };
+    crate::timefmt::parse_timestamp_micros(&with_seconds).ok_or_else(|| {
+        format!("'{text}' is not a UTC time such as \"2026-11-22 13:00\" or 2026-11-22T13:00:05Z")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("taskscope").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    fn export(args: &[&str]) -> ExportArgs {
+        let mut all = vec!["export"];
+        all.extend_from_slice(args);
+        match parse(&all).expect("parses") {
+            Command::Export(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    const NOON: i64 = 1_795_352_400_000_000 - 3_600_000_000; // 2026-11-22 12:00 UTC
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("2026-11-22 12:00"), Ok(NOON));
+        assert_eq!(parse_time("2026-11-22T12:00:00Z"), Ok(NOON));
+        assert_eq!(parse_time("2026-11-22 12:00:00.5"), Ok(NOON + 500_000));
+        assert_eq!(parse_time("2026-11-22"), Ok(NOON - 12 * 3_600_000_000));
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-01").is_err());
+        assert!(parse_time("12:00").is_err());
+    }
+
+    #[test]
+    fn export_window_flags() {
+        let args = export(&[
+            "--from",
+            "2026-11-22 12:00",
+            "--to",
+            "2026-11-22 13:00",
+            "-o",
+            "x",
+        ]);
+        assert_eq!(
+            (args.from, args.to),
+            (Some(NOON), Some(NOON + 3_600_000_000))
+        );
+        assert_eq!(args.dir, PathBuf::from("/var/lib/taskscope"));
+        assert_eq!(args.format, ExportFormat::Copy);
+        assert!(!args.force);
+        let args = export(&["--since", "2h", "-o", "x", "--format", "parquet"]);
+        assert_eq!(args.since, Some(Duration::from_secs(7_200)));
+        assert_eq!(args.format, ExportFormat::Parquet);
+        let args = export(&[
+            "--day",
+            "yesterday",
+            "-o",
+            "/a",
+            "--keep-for",
+            "30d",
+            "--force",
+        ]);
+        assert_eq!(args.day.as_deref(), Some("yesterday"));
+        assert_eq!(args.keep_for, Some(Duration::from_secs(30 * 86_400)));
+        assert!(args.force);
+        // Exactly one window, and --to only with --from.
+        assert!(parse(&["export", "-o", "x"]).is_err());
+        assert!(parse(&["export", "--since", "1h", "--day", "today", "-o", "x"]).is_err());
+        assert!(parse(&["export", "--since", "1h", "--to", "2026-11-22", "-o", "x"]).is_err());
+        assert!(
+            parse(&["export", "--since", "1h"]).is_err(),
+            "-o is required"
+        );
+        assert!(parse(&["export", "--from", "noon", "-o", "x"]).is_err());
+    }
+
+    #[test]
+    fn import_flags() {
+        match parse(&["import", "a.tar.zst", "--dir", "out"]).unwrap() {
+            Command::Import(args) => {
+                assert_eq!(args.archive, PathBuf::from("a.tar.zst"));
+                assert_eq!(args.dir, Some(PathBuf::from("out")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["import"]).is_err());
+    }
+
+    #[test]
+    fn doctor_and_generate_flags() {
+        match parse(&["doctor", "--config", "/etc/taskscope/taskscope.toml"]).unwrap() {
+            Command::Doctor(args) => assert!(args.config.is_some()),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["generate", "manpage"]).unwrap() {
+            Command::Generate(args) => assert_eq!(args.what, Generated::Manpage),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["generate", "readme"]).is_err());
+    }
+}

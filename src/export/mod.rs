@@ -1,0 +1,376 @@
+//! `taskscope export`: one self-contained archive of every table for a
+//! time window, for post-mortems on another machine; `taskscope import`
+//! (in `import`) reads it back.
+//!
+//! The archive is a zstd-compressed tar with one top directory named like
+//! the archive. Below it, the agent's own layout (`samples/date=…/hour=…/
+//! <host>-<stamp>.csv.zst`, every table the agent writes, taken from
+//! `output::TABLES`) and `manifest.json` (see `manifest`). So the README's
+//! DuckDB and awk commands work on an imported archive as they do on the
+//! agent's directory.
+//!
+//! The decision a reader must know: an archive holds whole *periods* —
+//! every file whose rows reach into the window, found by the catalog and
+//! confirmed by reading the file — never a cut of one. A period's stacks
+//! file then still defines every stack its samples use, files keep their
+//! names, and `--format copy` archives them byte for byte (the manifest's
+//! checksums are the agent's files' checksums). Queries filter `ts` for
+//! the exact window. Export needs nothing but read access: any user who
+//! can read the data can export it, and the archive is made no more
+//! readable than the files it holds.
+
+mod archive;
+mod compact;
+mod import;
+pub mod manifest;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tracing::{info, warn};
+
+use archive::{Archive, Progress};
+pub use import::import;
+use manifest::Contents;
+
+use crate::catalog::{self, DataFile, Prefer, Window};
+use crate::cli_admin::{ExportArgs, ExportFormat};
+use crate::timefmt::{self, Civil};
+
+/// Archives end in this.
+pub const ARCHIVE_EXT: &str = ".tar.zst";
+const DAY_US: i64 = 86_400_000_000;
+
+/// A usage error (exit 2) as opposed to a failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// `taskscope export`.
+pub fn export(args: &ExportArgs) -> Result<ExitCode> {
+    match run(args) {
+        Ok(path) => {
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) if err.is::<Usage>() => {
+            eprintln!("taskscope: error: {err:#}");
+            Ok(ExitCode::from(crate::EXIT_USAGE))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn run(args: &ExportArgs) -> Result<PathBuf> {
+    let now_us = timefmt::unix_micros_now();
+    let window = window(args, now_us)?;
+    let data_dir = absolute(&args.dir)?;
+    match std::fs::metadata(&data_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("{} is not a directory", data_dir.display()),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("cannot read data directory {}", data_dir.display()))
+        }
+    }
+    let target = archive_path(&args.output, &window)?;
+    if !args.force && std::fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "{} exists; give another -o or --force to replace it",
+            target.display()
+        );
+    }
+
+    let mut progress = Progress::new();
+    let selected = select(&data_dir, &window, &mut progress)?;
+    if selected.is_empty() {
+        warn!(
+            "no data files in {} overlap the window; the archive holds only its manifest",
+            data_dir.display()
+        );
+    }
+    let mut archive = Archive::create(&target, args.force, progress)?;
+    let manifest = match args.format {
+        ExportFormat::Copy => archive.copy_files(&selected, &window)?,
+        ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
+    };
+    archive.commit(&manifest)?;
+    if let Some(keep_for) = args.keep_for {
+        prune(&target, keep_for, now_us)?;
+    }
+    Ok(target)
+}
+
+/// The window asked for, `[from, to)` in microseconds.
+fn window(args: &ExportArgs, now_us: i64) -> Result<Window> {
+    let window = if let Some(from_us) = args.from {
+        Window {
+            from_us,
+            to_us: args.to.unwrap_or(now_us),
+        }
+    } else if let Some(since) = args.since {
+        Window {
+            from_us: now_us - since.as_micros() as i64,
+            to_us: now_us,
+        }
+    } else if let Some(day) = &args.day {
+        let today = now_us.div_euclid(DAY_US) * DAY_US;
+        let start = match day.as_str() {
+            "today" => today,
+            "yesterday" => today - DAY_US,
+            date => crate::cli_admin::parse_time(date)
+                .ok()
+                .filter(|us| us.rem_euclid(DAY_US) == 0 && date.trim().len() == 10)
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "--day {date}: expected yesterday, today or YYYY-MM-DD"
+                    ))
+                })?,
+        };
+        Window {
+            from_us: start,
+            to_us: start + DAY_US,
+        }
+    } else {
+        return Err(Usage("give the window: --from, --since or --day".into()).into());
+    };
+    if window.from_us >= window.to_us {
+        return Err(Usage(format!(
+            "the window is empty: --from {} is not before --to {}",
+            manifest::timestamp(window.from_us),
+            manifest::timestamp(window.to_us)
+        ))
+        .into());
+    }
+    Ok(window)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(path))
+}
+
+/// `-o`: a file, or a directory to name the archive in.
+fn archive_path(output: &Path, window: &Window) -> Result<PathBuf> {
+    let output = absolute(output)?;
+    if output.is_dir() {
+        return Ok(output.join(archive_name(&crate::config::host_name(), window)));
+    }
+    let name = output
+        .file_name()
+        .ok_or_else(|| Usage(format!("-o {}: not a file name", output.display())))?;
+    if !name.to_string_lossy().ends_with(ARCHIVE_EXT) {
+        return Err(Usage(format!(
+            "-o {}: the archive's name must end in {ARCHIVE_EXT}",
+            output.display()
+        ))
+        .into());
+    }
+    let parent = output.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a directory",
+            output.display(),
+            parent.display()
+        );
+    }
+    Ok(output)
+}
+
+/// `<host>-<from>-<to>.tar.zst`, both times `YYYYMMDDTHHMMSSZ`.
+pub fn archive_name(host: &str, window: &Window) -> String {
+    let stamp = |us: i64| Civil::from_unix(us.div_euclid(1_000_000)).compact();
+    format!(
+        "{host}-{}-{}{ARCHIVE_EXT}",
+        stamp(window.from_us),
+        stamp(window.to_us)
+    )
+}
+
+/// The end of the window an archive named by [`archive_name`] covers.
+pub fn archive_end(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ARCHIVE_EXT)?;
+    let (rest, to) = stem.rsplit_once('-')?;
+    let (_, from) = rest.rsplit_once('-')?;
+    timefmt::parse_compact(from)?;
+    timefmt::parse_compact(to).map(|secs| secs * 1_000_000)
+}
+
+/// The files to archive with what they hold: the catalog's candidates
+/// (one format per period, Parquet preferred) of every table, without the
+/// periods whose rows turn out not to reach into the window.
+fn select(
+    dir: &Path,
+    window: &Window,
+    progress: &mut Progress,
+) -> Result<Vec<(DataFile, Contents)>> {
+    let mut files = Vec::new();
+    for table in crate::output::TABLES {
+        files.extend(catalog::select(dir, table, window, Prefer::Parquet)?);
+    }
+    progress.start("reading", files.iter().map(|f| f.size).sum(), files.len());
+    let mut candidates = Vec::new();
+    for file in files {
+        let name = file.relative.display().to_string();
+        let mut handle = open_data_file(&file.path, &name)?;
+        let contents = manifest::inspect(&mut handle, file.format, &name)?;
+        progress.advance(file.size);
+        candidates.push((file, contents));
+    }
+    // A period is kept if any of its files has rows in the window, or if
+    // none of them has timestamps to tell.
+    let mut by_stem: BTreeMap<&str, Option<bool>> = BTreeMap::new();
+    for (file, contents) in &candidates {
+        let verdict = by_stem.entry(file.stem.as_str()).or_insert(None);
+        if let (Some(first), Some(last)) = (contents.first_us, contents.last_us) {
+            let inside = first < window.to_us && last >= window.from_us;
+            *verdict = Some(verdict.unwrap_or(false) || inside);
+        }
+    }
+    let keep: BTreeSet<String> = by_stem
+        .into_iter()
+        .filter(|(_, verdict)| verdict.unwrap_or(true))
+        .map(|(stem, _)| stem.to_string())
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|(file, _)| keep.contains(&file.stem))
+        .collect())
+}
+
+fn open_data_file(path: &Path, name: &str) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| {
+            format!("cannot open {name} (export needs read access to every file of the window)")
+        })
+}
+
+/// `--keep-for`: delete archives in the target's directory, named by
+/// export, whose window ended more than `keep_for` before `now_us`.
+fn prune(target: &Path, keep_for: Duration, now_us: i64) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let oldest = now_us - keep_for.as_micros() as i64;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path == target || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if archive_end(&name).is_some_and(|end| end < oldest) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot delete {}", path.display()))?;
+            info!(archive = %path.display(), "deleted: older than --keep-for");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = DAY_US;
+    const NOV22: i64 = 1_795_305_600_000_000; // 2026-11-22 00:00 UTC
+
+    fn args(extra: &[&str]) -> ExportArgs {
+        use clap::Parser;
+        let argv = ["taskscope", "export", "-o", "x.tar.zst"]
+            .iter()
+            .chain(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Export(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn windows() {
+        let now = NOV22 + 13 * 3_600_000_000;
+        let w = |extra: &[&str]| window(&args(extra), now).map(|w| (w.from_us, w.to_us));
+        assert_eq!(w(&["--day", "yesterday"]).unwrap(), (NOV22 - DAY, NOV22));
+        assert_eq!(w(&["--day", "today"]).unwrap(), (NOV22, NOV22 + DAY));
+        assert_eq!(w(&["--day", "2026-11-22"]).unwrap(), (NOV22, NOV22 + DAY));
+        assert_eq!(w(&["--since", "1h"]).unwrap(), (now - 3_600_000_000, now));
+        assert_eq!(
+            w(&["--from", "2026-11-22 12:00"]).unwrap(),
+            (now - 3_600_000_000, now)
+        );
+        let err = w(&["--from", "2026-11-22 14:00"]).unwrap_err();
+        assert!(
+            err.is::<Usage>() && err.to_string().contains("window is empty"),
+            "{err}"
+        );
+        assert!(w(&["--day", "2026-11-22 13:00"]).unwrap_err().is::<Usage>());
+        assert!(w(&["--day", "monday"]).unwrap_err().is::<Usage>());
+    }
+
+    #[test]
+    fn archive_names_round_trip() {
+        let window = Window {
+            from_us: NOV22 - DAY,
+            to_us: NOV22,
+        };
+        let name = archive_name("web-1", &window);
+        assert_eq!(name, "web-1-20261121T000000Z-20261122T000000Z.tar.zst");
+        assert_eq!(archive_end(&name), Some(NOV22));
+        assert_eq!(archive_end("notes.tar.zst"), None);
+        assert_eq!(archive_end("web-1-20261121T000000Z.csv.zst"), None);
+    }
+
+    #[test]
+    fn pruning_deletes_only_old_archives_it_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = archive_name(
+            "h",
+            &Window {
+                from_us: NOV22 - 40 * DAY,
+                to_us: NOV22 - 39 * DAY,
+            },
+        );
+        let recent = archive_name(
+            "h",
+            &Window {
+                from_us: NOV22 - 2 * DAY,
+                to_us: NOV22 - DAY,
+            },
+        );
+        for name in [old.as_str(), recent.as_str(), "mine.tar.zst", "h-notes.txt"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let target = dir.path().join(archive_name(
+            "h",
+            &Window {
+                from_us: NOV22 - DAY,
+                to_us: NOV22,
+            },
+        ));
+        std::fs::write(&target, b"x").unwrap();
+        prune(&target, Duration::from_secs(30 * 86_400), NOV22).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            recent,
+            "mine.tar.zst".into(),
+            "h-notes.txt".into(),
+            target.file_name().unwrap().to_string_lossy().into_owned(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
+}
