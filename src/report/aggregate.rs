@@ -83,13 +83,22 @@ fn decode_key(key: &[u8]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// What a scan reads: the projection, where the group columns and the
+/// extra columns are in it, and the parsed `--where`.
+struct Prepared {
+    projection: Projection,
+    groups: Vec<usize>,
+    extra: Vec<usize>,
+    expr: Option<Expr>,
+}
+
 /// Projection of `T` with `groups` first, then `extra`, and the parsed
 /// `--where` (which may add columns).
 fn prepare<T: Table>(
     groups: &[String],
     extra: &[&str],
     predicate: Option<&str>,
-) -> Result<(Projection, Vec<usize>, Vec<usize>, Option<Expr>)> {
+) -> Result<Prepared> {
     let mut projection = Projection::of::<T>(groups, "--by")?;
     let group_columns: Vec<usize> = (0..groups.len()).collect();
     let mut extra_columns = Vec::new();
@@ -99,13 +108,23 @@ fn prepare<T: Table>(
     let expr = predicate
         .map(|text| filter::parse::<T>(text, &mut projection))
         .transpose()?;
-    Ok((projection, group_columns, extra_columns, expr))
+    Ok(Prepared {
+        projection,
+        groups: group_columns,
+        extra: extra_columns,
+        expr,
+    })
 }
 
 /// Time sampled in `window`: the sum of the ticks' weight_us, or the
 /// window's length when there is no ticks table.
 pub fn sampled_us(ticks: &[DataFile], window: &Window) -> Result<i64> {
-    let (projection, _, columns, _) = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
+    let Prepared {
+        projection,
+        groups: _,
+        extra: columns,
+        expr: _,
+    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
     let mut total = 0i64;
     read::scan(ticks, &projection, |row| {
         if row
@@ -123,7 +142,12 @@ pub fn sampled_us(ticks: &[DataFile], window: &Window) -> Result<i64> {
 /// The sampling period (the most common tick weight) in `window`, if any
 /// tick says.
 pub fn sampling_period(ticks: &[DataFile], window: &Window) -> Result<Option<i64>> {
-    let (projection, _, columns, _) = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
+    let Prepared {
+        projection,
+        groups: _,
+        extra: columns,
+        expr: _,
+    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
     let mut counts: HashMap<i64, u64> = HashMap::new();
     read::scan(ticks, &projection, |row| {
         if row
@@ -148,8 +172,12 @@ pub fn active(
     groups: &[String],
     predicate: Option<&str>,
 ) -> Result<Active> {
-    let (projection, group_columns, extra, expr) =
-        prepare::<Samples>(groups, &["ts", "weight_us"], predicate)?;
+    let Prepared {
+        projection,
+        groups: group_columns,
+        extra,
+        expr,
+    } = prepare::<Samples>(groups, &["ts", "weight_us"], predicate)?;
     let (ts, weight) = (extra[0], extra[1]);
     type Sums = (HashMap<Vec<u8>, (i64, u64)>, KeyBuffer, i64);
     let parts = read::scan_parallel(
@@ -232,7 +260,12 @@ pub fn timeline(
     // Buckets from the first to the last one with ticks (a week's window
     // over an hour of data is an hour of chart), gaps included.
     let mut buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)> = BTreeMap::new();
-    let (projection, _, columns, _) = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
+    let Prepared {
+        projection,
+        groups: _,
+        extra: columns,
+        expr: _,
+    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
     read::scan(ticks, &projection, |row| {
         if let Some(ts) = row
             .cell(columns[0])
@@ -251,8 +284,12 @@ pub fn timeline(
             at += width;
         }
     }
-    let (projection, _, extra, expr) =
-        prepare::<Samples>(&[], &["ts", "weight_us", "state"], predicate)?;
+    let Prepared {
+        projection,
+        groups: _,
+        extra,
+        expr,
+    } = prepare::<Samples>(&[], &["ts", "weight_us", "state"], predicate)?;
     let parts = read::scan_parallel(
         samples,
         &projection,
@@ -359,8 +396,12 @@ pub fn latency<T: Table>(
     time_column: &str,
     period_us: Option<i64>,
 ) -> Result<Latency> {
-    let (projection, group_columns, extra, expr) =
-        prepare::<T>(groups, &[time_column, "duration_us"], predicate)?;
+    let Prepared {
+        projection,
+        groups: group_columns,
+        extra,
+        expr,
+    } = prepare::<T>(groups, &[time_column, "duration_us"], predicate)?;
     let mut by_group: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
     let mut key = KeyBuffer::default();
     read::scan(files, &projection, |row| {
