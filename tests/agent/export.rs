@@ -324,6 +324,9 @@ fn exported_window_reads_back_with_duckdb_and_matching_checksums() {
 
 #[test]
 fn daily_export_names_the_day_and_prunes_old_archives() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     // Export reads files, it loads nothing: an empty data directory will do.
     let scratch = scratch();
     let data = scratch.path().join("data");
@@ -381,6 +384,9 @@ fn daily_export_names_the_day_and_prunes_old_archives() {
 
 #[test]
 fn progress_bar_only_on_a_terminal() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     let scratch = scratch();
     let data = scratch.path().join("data");
     std::fs::create_dir(&data).unwrap();

@@ -56,6 +56,9 @@ fn unit_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     let units = unit_files();
     let names: Vec<String> = units
         .iter()
@@ -100,6 +103,9 @@ fn every_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn man_page_is_current_complete_and_renders_without_warnings() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     let generated = assert_ok(
         "taskscope generate manpage",
         &run(AGENT, &["generate", "manpage"]),
@@ -177,6 +183,9 @@ fn shipped_settings_file_is_current() {
 
 #[test]
 fn settings_file_errors_are_one_line_naming_file_and_line_and_exit_2() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     let scratch = scratch();
     let path = scratch.path().join("taskscope.toml");
     for (text, expected) in [

@@ -254,6 +254,9 @@ fn every_shipped_view_and_macro_has_a_check() {
 /// and types of `taskscope schema`, and every query runs and prints nothing.
 #[test]
 fn empty_directory_gives_typed_empty_views() {
+    // Timing-sensitive tests elsewhere run under this lock: keep this
+    // CPU-heavy one from running beside them.
+    let _serial = exclusive();
     let scratch = scratch();
     let dir = scratch.path();
     let mut queries: Vec<String> = Vec::new();
