@@ -293,7 +293,7 @@ pub fn timeline(
     let parts = read::scan_parallel(
         samples,
         &projection,
-        HashMap::<(i64, String), i64>::new,
+        HashMap::<i64, HashMap<String, i64>>::new,
         |weights, row| {
             let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
                 return Ok(());
@@ -305,23 +305,23 @@ pub fn timeline(
                 return Ok(());
             };
             let w = row.cell(extra[1]).as_int().unwrap_or(0);
-            match weights.get_mut(&(start_of(ts), state.to_string())) {
+            // Look up by &str: a new String only for a bucket's new state.
+            let states = weights.entry(start_of(ts)).or_default();
+            match states.get_mut(state) {
                 Some(sum) => *sum += w,
                 None => {
-                    weights.insert((start_of(ts), state.to_string()), w);
+                    states.insert(state.to_string(), w);
                 }
             }
             Ok(())
         },
     )?;
     for part in parts {
-        for ((start, state), w) in part {
-            *buckets
-                .entry(start)
-                .or_default()
-                .1
-                .entry(state)
-                .or_default() += w;
+        for (start, states) in part {
+            let bucket = &mut buckets.entry(start).or_default().1;
+            for (state, w) in states {
+                *bucket.entry(state).or_default() += w;
+            }
         }
     }
     Ok(Timeline {

@@ -108,32 +108,9 @@ fn query_examples_run_on_real_data() {
         "expected the README's DuckDB and awk examples, found {}",
         examples.len()
     );
-    let duckdb_dir = duckdb().parent().unwrap().to_path_buf();
     for example in examples {
         let script = example.replace("/var/lib/taskscope", out.to_str().unwrap());
-        let result = Command::new("bash")
-            .args(["-o", "pipefail", "-c", &script])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    duckdb_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .expect("run bash");
-        let stdout = String::from_utf8_lossy(&result.stdout);
-        assert!(
-            result.status.success(),
-            "example failed:\n{example}\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
-        let rows = stdout.lines().filter(|l| !l.trim().is_empty()).count();
-        assert!(
-            rows >= 2,
-            "example printed no rows:\n{example}\noutput:\n{stdout}"
-        );
+        let stdout = run_example(&example, &script);
         if example.contains("$7") {
             assert!(
                 stdout.contains("SLEEP"),

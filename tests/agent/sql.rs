@@ -823,7 +823,6 @@ fn check_readme_examples(dir: &Path) {
         "expected the README's shell examples, found {}",
         shell.len()
     );
-    let duckdb_dir = duckdb().parent().unwrap().to_path_buf();
     for example in shell {
         let script = example
             .replace(
@@ -831,28 +830,7 @@ fn check_readme_examples(dir: &Path) {
                 script_path().to_str().unwrap(),
             )
             .replace("/var/lib/taskscope", dir.to_str().unwrap());
-        let out = Command::new("bash")
-            .args(["-o", "pipefail", "-c", &script])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    duckdb_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .expect("run bash");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "README example failed:\n{example}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
-            "README example printed no rows:\n{example}\n{stdout}"
-        );
+        run_example(&example, &script);
     }
 }
 

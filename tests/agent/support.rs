@@ -319,3 +319,33 @@ pub fn shell(dir: &Path, script: &str) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+/// Run a README shell example with `bash -o pipefail`, the DuckDB CLI on
+/// PATH; fails the test unless it succeeds and prints at least two
+/// non-empty lines (a header and a row). Its stdout.
+pub fn run_example(example: &str, script: &str) -> String {
+    let duckdb_dir = duckdb().parent().expect("duckdb's directory").to_path_buf();
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                duckdb_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "README example failed:\n{example}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "README example printed no rows:\n{example}\noutput:\n{stdout}"
+    );
+    stdout
+}
