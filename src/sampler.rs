@@ -35,6 +35,10 @@ const PREFETCH_AHEAD: usize = 48;
 const QUEUE_TICKS: usize = 64;
 /// Minimum time between two log lines about overruns or drops.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Reconciliation interval while threads are left out of a full table:
+/// the pass both measures how many are left out and tracks them as slots
+/// free up (a pass over 10,000 threads costs ~4 ms of CPU).
+const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
 
 /// One tick's worth of samples.
 #[derive(Debug, Clone)]
@@ -70,6 +74,12 @@ pub struct TickStats {
     pub dropped_ticks_total: u64,
     /// New threads not tracked since start because the table was full.
     pub untracked_total: u64,
+    /// Live threads left out of the full table now (see `Coverage`).
+    pub untracked_now: u64,
+    /// Slots of the table in use (owned, or exited and not yet recycled).
+    pub slots_used: u64,
+    /// BPF map updates that failed in the hooks since start.
+    pub map_update_failed: u64,
     /// Rows with stacks.
     pub stack_rows: u32,
     /// Threads the stack refresh pass was asked to capture.
@@ -337,6 +347,25 @@ fn file_metadata(config: &Config) -> Vec<(String, String)> {
     ]
 }
 
+/// How many live threads the full table leaves out. Measured by each
+/// reconciliation pass (it tries to track every thread it walks); between
+/// passes, forks that found the table full are added. An upper bound until
+/// the next pass (left-out threads that exit are not seen), and passes run
+/// every `FULL_TABLE_RECONCILE` while the count is not zero.
+#[derive(Debug, Clone, Copy)]
+struct Coverage {
+    /// Threads the last pass could not give a slot.
+    left_out_at_pass: u64,
+    /// `slots_exhausted` when the last pass ended.
+    exhausted_at_pass: u64,
+}
+
+impl Coverage {
+    fn untracked_now(&self, exhausted_now: u64) -> u64 {
+        self.left_out_at_pass + exhausted_now.saturating_sub(self.exhausted_at_pass)
+    }
+}
+
 struct LoopCounters {
     ticks: u64,
     missed: u64,
@@ -367,6 +396,11 @@ fn sample_loop(
         last_log: None,
         slots_exhausted: 0,
     };
+    let mut coverage = Coverage {
+        left_out_at_pass: agent.seed_left_out(),
+        exhausted_at_pass: agent.table().counters().slots_exhausted,
+    };
+    let full_reconcile_ns = reconcile_ns.min(FULL_TABLE_RECONCILE.as_nanos() as u64);
     let mut samples_capacity = 64;
     let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
 
@@ -418,7 +452,11 @@ fn sample_loop(
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         stats.missed_ticks = missed;
         stats.dropped_ticks_total = counters.dropped_ticks;
-        stats.untracked_total = agent.table().counters().slots_exhausted;
+        let hooks = agent.table().counters();
+        stats.untracked_total = hooks.slots_exhausted;
+        stats.untracked_now = coverage.untracked_now(hooks.slots_exhausted);
+        stats.slots_used = agent.table().slots_used();
+        stats.map_update_failed = hooks.map_update_failed;
         samples_capacity = samples.len().max(64);
         counters.ticks += 1;
         counters.torn += u64::from(stats.torn);
@@ -450,12 +488,22 @@ fn sample_loop(
             collector.arm(agent.table(), next_ns);
         }
 
-        if now_ns - last_reconcile_ns >= reconcile_ns {
+        let interval_ns = if stats.untracked_now > 0 {
+            full_reconcile_ns
+        } else {
+            reconcile_ns
+        };
+        if now_ns - last_reconcile_ns >= interval_ns {
             generation = generation.wrapping_add(1);
-            reconcile(agent, generation);
+            if let Some(left_out) = reconcile(agent, generation) {
+                coverage = Coverage {
+                    left_out_at_pass: left_out,
+                    exhausted_at_pass: agent.table().counters().slots_exhausted,
+                };
+            }
             last_reconcile_ns = now_ns;
         }
-        log_trouble(agent.table(), &mut counters);
+        log_trouble(agent.table(), &mut counters, stats.untracked_now);
     }
     let hooks = agent.table().counters();
     info!(
@@ -466,18 +514,23 @@ fn sample_loop(
         requests_in_flight = agent.requests_in_flight(),
         untracked_threads = hooks.slots_exhausted,
         io_contended = hooks.io_contended,
+        map_update_failed = hooks.map_update_failed,
         "sampler finished"
     );
     Ok(())
 }
 
 /// Run the task iterator, then release slots of threads that two passes in
-/// a row did not see (their exit was missed by the hooks).
-fn reconcile(agent: &mut Agent, generation: u32) {
-    if let Err(err) = agent.reconcile(generation) {
-        warn!("reconciliation pass failed: {err:#}");
-        return;
-    }
+/// a row did not see (their exit was missed by the hooks). Returns how
+/// many live threads the pass left out (table full); `None` if it failed.
+fn reconcile(agent: &mut Agent, generation: u32) -> Option<u64> {
+    let left_out = match agent.reconcile(generation) {
+        Ok(left_out) => left_out,
+        Err(err) => {
+            warn!("reconciliation pass failed: {err:#}");
+            return None;
+        }
+    };
     let table = agent.table();
     let mut released = 0;
     for slot in 0..table.high_water() {
@@ -494,22 +547,31 @@ fn reconcile(agent: &mut Agent, generation: u32) {
             "released slots of threads whose exit was not seen"
         );
     }
+    Some(left_out)
 }
 
-fn log_trouble(table: &StateTable, counters: &mut LoopCounters) {
+fn log_trouble(table: &StateTable, counters: &mut LoopCounters, untracked_now: u64) {
     let due = counters
         .last_log
         .is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
     if !due {
         return;
     }
-    let exhausted = table.counters().slots_exhausted;
-    if counters.missed > 0 || counters.dropped_ticks > 0 || exhausted > counters.slots_exhausted {
+    let hooks = table.counters();
+    let exhausted = hooks.slots_exhausted;
+    if counters.missed > 0
+        || counters.dropped_ticks > 0
+        || exhausted > counters.slots_exhausted
+        || untracked_now > 0
+        || hooks.map_update_failed > 0
+    {
         warn!(
             missed_ticks = counters.missed,
             dropped_ticks = counters.dropped_ticks,
             untracked_threads = exhausted - counters.slots_exhausted,
-            "sampler is behind or the thread table is full (totals since start, new untracked threads since last report)"
+            untracked_now,
+            map_update_failed = hooks.map_update_failed,
+            "sampler is behind or the thread table is full (totals since start; new untracked threads since last report; live threads left out now, raise --max-threads)"
         );
         counters.slots_exhausted = exhausted;
         counters.last_log = Some(Instant::now());

@@ -4,6 +4,7 @@
 mod cli;
 mod groundtruth;
 mod lifecycle;
+mod load;
 mod readme;
 mod report;
 mod sql;
