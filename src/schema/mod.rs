@@ -381,7 +381,7 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
     Column {
         name: "missed_ticks",
         ty: ColumnType::Int64,
-        description: "Deadlines skipped just before this tick because the previous one overran (0: on time)",
+        description: "Deadlines skipped because ticks overran, since the previous row (0: on time); the sum over rows is every skipped deadline",
         value: |r| int(r.stats.missed_ticks as i64),
     },
     Column {

@@ -151,10 +151,15 @@ fn full_table_counts_left_out_threads_and_recovers() {
         ),
     );
     let number = |row: &serde_json::Map<String, serde_json::Value>, key: &str| {
-        row[key].as_f64().unwrap_or_else(|| panic!("{key} in {row:?}"))
+        row[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {row:?}"))
     };
     let row = &full[0];
-    assert!(number(row, "n") >= 20.0, "too few ticks before release: {row:?}");
+    assert!(
+        number(row, "n") >= 20.0,
+        "too few ticks before release: {row:?}"
+    );
     for key in ["lo", "hi"] {
         assert!(
             (number(row, key) - excess).abs() <= 3.0,
@@ -320,5 +325,89 @@ fn churn_reclaims_slots_and_samples_every_lasting_thread() {
     eprintln!(
         "churn: {summary} in {elapsed:.1} s; RSS {rss_20s} -> {rss_end} KiB; \
          slots_used {slots_used} vs {live} live; {lasting} lasting threads, {missing} missing"
+    );
+}
+
+/// Overload: 1000 Hz `--all` over 10,000 sleeping threads for 20 s. The
+/// sampler cannot keep up: deadlines are skipped and counted
+/// (`missed_ticks`), the writer's bounded queue drops whole ticks
+/// (`dropped_ticks`), every deadline is accounted for, memory stays flat
+/// and the files DuckDB reads are complete.
+#[test]
+fn overload_skips_and_drops_ticks_with_flat_memory() {
+    const THREADS: usize = 10_000;
+    const SECS: u64 = 20;
+    require_root();
+    let _guard = exclusive();
+    let crowd = Crowd::start(THREADS);
+    assert!(crowd.live_threads() > THREADS, "crowd did not start");
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let agent = spawn_agent(&[
+        "run",
+        "--all",
+        "-F",
+        "1000",
+        "--duration",
+        &SECS.to_string(),
+        "--no-pin",
+        "--output-dir",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let agent_pid = agent.id();
+    let mut rss = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(6));
+        rss.push(rss_kib(agent_pid));
+    }
+    let status = wait_with_limit(agent, Duration::from_secs(SECS + 60));
+    assert_success(&status);
+    drop(crowd);
+
+    // The writer's queue may fill after the first reading: it holds at
+    // most 64 MiB of ticks (sampler.rs QUEUE_BYTES). Beyond that and 10%,
+    // memory grew without bound (before the byte budget: +97 MB in 12 s).
+    let first = rss[0] as f64;
+    let most = *rss.iter().max().expect("three readings") as f64;
+    assert!(
+        most <= first * 1.10 + 64.0 * 1024.0,
+        "agent RSS grew under overload beyond the queue's budget: {rss:?} KiB at 6, 12, 18 s"
+    );
+    let row = &query(
+        &out,
+        &format!(
+            "SELECT count(*) AS written, sum(missed_ticks) AS missed, max(dropped_ticks) AS dropped, \
+             sum(rows) AS tick_rows, max(threads) AS threads FROM {TICKS}"
+        ),
+    )[0];
+    let number = |key: &str| {
+        row[key]
+            .as_f64()
+            .or_else(|| row[key].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("{key} in {row:?}"))
+    };
+    let (written, missed, dropped) = (number("written"), number("missed"), number("dropped"));
+    assert!(missed > 0.0, "no deadline was skipped at 1000 Hz: {row:?}");
+    assert!(
+        number("threads") >= THREADS as f64,
+        "crowd not tracked: {row:?}"
+    );
+    // Every deadline is a tick written, dropped or skipped (the last few
+    // ticks may still be in flight when --duration ends).
+    let deadlines = (SECS * 1000) as f64;
+    let accounted = written + missed + dropped;
+    assert!(
+        (accounted - deadlines).abs() <= deadlines * 0.02,
+        "{accounted} ticks accounted for ({row:?}) of {deadlines} deadlines"
+    );
+    let samples = query_number(&out, &format!("SELECT count(*) FROM {SAMPLES}"));
+    assert_eq!(
+        samples,
+        number("tick_rows"),
+        "samples files hold other than the rows the ticks table says were written"
+    );
+    eprintln!(
+        "overload: {written} ticks written, {missed} skipped, {dropped} dropped of {deadlines}; \
+         {samples} rows; RSS {rss:?} KiB at 6, 12, 18 s"
     );
 }
