@@ -31,6 +31,8 @@ use crate::timefmt;
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
 /// line per thread).
 const PREFETCH_AHEAD: usize = 48;
+/// How often the writer checks that the output directory still exists.
+const OUTPUT_DIR_CHECK: Duration = Duration::from_secs(1);
 /// Ticks the writer may be behind before the sampler drops ticks.
 const QUEUE_TICKS: usize = 64;
 /// Memory the queued ticks may hold (`Tick::approx_bytes`) before the
@@ -363,10 +365,14 @@ pub fn run_agent(config: &Config) -> Result<()> {
     }
 
     let result = sample_loop(&mut agent, config, &shutdown, sender, &queued_bytes);
-    let stats = writer_thread
+    let (stats, writer_error) = writer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
         .context("the writer thread did not start")?;
+    // The sampler stops with "the writer thread stopped"; the writer says why.
+    if let Some(err) = writer_error {
+        return Err(err);
+    }
     info!(
         ticks = stats.ticks,
         rows = stats.rows,
@@ -382,10 +388,18 @@ fn writer_loop(
     queued_bytes: QueuedBytes,
     flush_interval: Duration,
     signals: Shutdown,
-) -> output::WriterStats {
+) -> (output::WriterStats, Option<anyhow::Error>) {
     // Wake at least every 250 ms: SIGHUP is answered within that.
     let wait = flush_interval.min(Duration::from_millis(250));
+    let mut dir_checked = Instant::now();
     loop {
+        if dir_checked.elapsed() >= OUTPUT_DIR_CHECK {
+            dir_checked = Instant::now();
+            if let Err(err) = writer.check_output_dir() {
+                // Dropping the receiver stops the sampler.
+                return (writer.close(), Some(err));
+            }
+        }
         match receiver.recv_timeout(wait) {
             Ok(tick) => {
                 let bytes = tick.approx_bytes();
@@ -399,7 +413,7 @@ fn writer_loop(
             writer.handle(Message::Publish);
         }
     }
-    writer.close()
+    (writer.close(), None)
 }
 
 /// Key/value metadata of Parquet files: where and how they were made.

@@ -2,6 +2,7 @@
 //! read back with the real DuckDB CLI and zstdcat/awk.
 
 mod cli;
+mod faults;
 mod groundtruth;
 mod lifecycle;
 mod load;
