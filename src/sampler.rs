@@ -568,10 +568,9 @@ fn sample_loop(
         };
         let bytes = tick.approx_bytes();
         let sent = if queued_bytes.try_reserve(bytes) {
-            sender.try_send(tick).map_err(|err| {
-                queued_bytes.release(bytes);
-                err
-            })
+            sender
+                .try_send(tick)
+                .inspect_err(|_| queued_bytes.release(bytes))
         } else {
             Err(TrySendError::Full(tick))
         };
