@@ -282,6 +282,65 @@ impl Shutdown {
     }
 }
 
+/// --max-cpu: the agent's own CPU time (all its threads) measured every
+/// second; over the budget, the stride between taken ticks doubles, below
+/// a third of it, halves. Deadlines stay on the schedule of the configured
+/// frequency, a tick is taken every `stride` of them, and its rows weigh
+/// `stride` times as much, so sums of weight_us stay thread-time.
+struct CpuBudget {
+    percent: u32,
+    since_mono_ns: u64,
+    since_cpu_ns: u64,
+    stride: u64,
+    max_stride: u64,
+}
+
+impl CpuBudget {
+    fn new(percent: u32, frequency: u32, now_ns: u64) -> CpuBudget {
+        CpuBudget {
+            percent,
+            since_mono_ns: now_ns,
+            since_cpu_ns: process_cpu_ns(),
+            stride: 1,
+            // Never below one tick a second.
+            max_stride: u64::from(frequency).max(1),
+        }
+    }
+
+    /// Re-measure if a second has passed; the stride to use from now on.
+    fn update(&mut self, now_ns: u64) -> u64 {
+        let elapsed = now_ns.saturating_sub(self.since_mono_ns);
+        if elapsed < 1_000_000_000 {
+            return self.stride;
+        }
+        let cpu = process_cpu_ns();
+        let used_percent = (cpu.saturating_sub(self.since_cpu_ns) * 100) as f64 / elapsed as f64;
+        self.since_mono_ns = now_ns;
+        self.since_cpu_ns = cpu;
+        let before = self.stride;
+        if used_percent > f64::from(self.percent) {
+            self.stride = (self.stride * 2).min(self.max_stride);
+        } else if used_percent < f64::from(self.percent) / 3.0 {
+            self.stride = (self.stride / 2).max(1);
+        }
+        if self.stride != before {
+            info!(
+                cpu_percent = format!("{used_percent:.1}"),
+                max_cpu = self.percent,
+                stride = self.stride,
+                "CPU budget: taking one tick in {} (weight_us scaled to match)",
+                self.stride
+            );
+        }
+        self.stride
+    }
+}
+
+fn process_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// One malloc arena for the whole agent (glibc). Each tick's rows are
 /// allocated on the sampler thread and freed on the writer thread; with an
 /// arena per thread, glibc kept the freed memory and the agent's RSS crept
@@ -479,6 +538,10 @@ fn sample_loop(
     let stop_ns = config.duration.map(|d| start_ns + d.as_nanos() as u64);
     let reconcile_ns = config.reconcile_interval.as_nanos() as u64;
     let mut next_ns = start_ns;
+    let mut budget = config
+        .max_cpu
+        .map(|percent| CpuBudget::new(percent, config.frequency, start_ns));
+    let mut stride = 1u64;
     let mut last_reconcile_ns = start_ns;
     let mut generation = 1u32;
     let mut counters = LoopCounters {
@@ -511,11 +574,12 @@ fn sample_loop(
         if stop_ns.is_some_and(|stop| now_ns >= stop) {
             break;
         }
+        let taken_period_ns = period_ns * stride;
         let late_ns = now_ns - next_ns;
         let mut missed = 0;
-        if late_ns >= period_ns {
-            missed = late_ns / period_ns;
-            next_ns += missed * period_ns;
+        if late_ns >= taken_period_ns {
+            missed = late_ns / taken_period_ns;
+            next_ns += missed * taken_period_ns;
             counters.missed += missed;
         }
 
@@ -560,7 +624,7 @@ fn sample_loop(
         let tick = Tick {
             ts_us,
             mono_ns: now_ns,
-            weight_us: config.weight_us(),
+            weight_us: config.weight_us() * stride,
             samples,
             completions,
             stacks,
@@ -590,7 +654,10 @@ fn sample_loop(
             }
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
         }
-        next_ns += period_ns;
+        next_ns += taken_period_ns;
+        if let Some(budget) = &mut budget {
+            stride = budget.update(now_ns);
+        }
         if let Some(collector) = &mut collector {
             collector.arm(agent.table(), next_ns);
         }

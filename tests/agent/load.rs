@@ -411,3 +411,89 @@ fn overload_skips_and_drops_ticks_with_flat_memory() {
          {samples} rows; RSS {rss:?} KiB at 6, 12, 18 s"
     );
 }
+
+/// CPU time of process `pid` (user + system), seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime and stime the 14th and 15th.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// `--max-cpu 10` with a load that would take far more (1000 Hz `--all`
+/// over 3,000 threads): after the first seconds the agent's measured CPU
+/// stays near 10% of one CPU, ticks are taken less often, and their
+/// weight_us grows so that the ticks' weights still add up to the time
+/// sampled.
+#[test]
+fn max_cpu_keeps_the_agent_near_its_budget() {
+    const SECS: f64 = 16.0;
+    require_root();
+    let _guard = exclusive();
+    let crowd = Crowd::start(3000);
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let agent = spawn_agent(&[
+        "run",
+        "--all",
+        "-F",
+        "1000",
+        "--max-cpu",
+        "10",
+        "--duration",
+        "16",
+        "--no-pin",
+        "--output-dir",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let pid = agent.id();
+    std::thread::sleep(Duration::from_secs(6));
+    let (cpu_from, at_from) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(9));
+    let used = (cpu_seconds(pid) - cpu_from) / at_from.elapsed().as_secs_f64() * 100.0;
+    let status = wait_with_limit(agent, Duration::from_secs(40));
+    assert_success(&status);
+    drop(crowd);
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        log.contains("CPU budget"),
+        "no log line about the budget:\n{log}"
+    );
+    assert!(
+        used <= 15.0,
+        "agent used {used:.1}% of a CPU with --max-cpu 10"
+    );
+    let row = &query(
+        &out,
+        &format!(
+            "SELECT max(weight_us) AS w, sum(weight_us) AS covered, count(*) AS n FROM {TICKS}"
+        ),
+    )[0];
+    let number = |key: &str| {
+        row[key]
+            .as_f64()
+            .or_else(|| row[key].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("{key} in {row:?}"))
+    };
+    assert!(number("w") >= 8000.0, "weight_us never grew: {row:?}");
+    let sample_weights = query_number(
+        &out,
+        &format!("SELECT count(DISTINCT weight_us) FROM {SAMPLES}"),
+    );
+    assert!(
+        sample_weights >= 2.0,
+        "rows do not carry the effective weight"
+    );
+    // Ticks that were skipped (missed) or dropped do not count; with the
+    // budget there should be few. The weights cover the run within 15%.
+    let covered = number("covered") / 1e6;
+    assert!(
+        (covered - SECS).abs() <= SECS * 0.15,
+        "ticks' weight_us add up to {covered:.1} s of a {SECS} s run: {row:?}"
+    );
+    eprintln!("max-cpu: {used:.1}% of a CPU measured; ticks {row:?}");
+}
