@@ -341,25 +341,8 @@ fn process_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One malloc arena for the whole agent (glibc). Each tick's rows are
-/// allocated on the sampler thread and freed on the writer thread; with an
-/// arena per thread, glibc kept the freed memory and the agent's RSS crept
-/// up under overload (measured at 1000 Hz over 10,000 threads, RSS from
-/// 3 s to 27 s: 191 → 282 MB with per-thread arenas, 203 → 218 MB with
-/// MALLOC_ARENA_MAX=1). The two busy threads rarely
-/// allocate at the same time, so the shared lock costs little.
-fn use_one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it runs before
-    // the agent starts its other threads.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
-    use_one_malloc_arena();
     privileges::check_can_trace()?;
     privileges::raise_open_file_limit();
     let plan = output::dir::check(&config.output_dir)?;
