@@ -139,6 +139,7 @@ static __always_inline struct ts_request *request_start(struct request *rq, __u6
 		return NULL;
 	req.seq = t->io_rq_seq + 1;
 	if (bpf_map_update_elem(&requests, &key, &req, BPF_ANY)) {
+		__sync_fetch_and_add(&counters.map_update_failed, 1);
 		io_unlock(t);
 		return NULL;
 	}

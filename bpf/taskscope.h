@@ -212,6 +212,12 @@ struct ts_counters {
 	__u64 io_untracked;     /* request of an untracked thread */
 	__u64 freed_mismatch;   /* free hook saw a slot owned by another thread */
 	__u64 completions_lost; /* tracked completion dropped: ring buffer full */
+	__u64 seed_no_slot;     /* thread a task-iterator pass found untracked and
+	                         * could not give a slot (table full); one count
+	                         * per pass per thread: userspace takes the
+	                         * difference around a pass as the number of live
+	                         * threads left out */
+	__u64 map_update_failed; /* bpf_map_update_elem failed (map full, no memory) */
 };
 
 /* Bits of the `track_kinds` tunable (--track). */

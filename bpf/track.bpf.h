@@ -113,7 +113,12 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 
 	slot = alloc_slot();
 	if (slot < 0) {
-		__sync_fetch_and_add(&counters.slots_exhausted, 1);
+		/* A fork is a new thread left out; an iterator pass counts every
+		 * live thread still left out, for the `untracked_now` gauge. */
+		if (seeded)
+			__sync_fetch_and_add(&counters.seed_no_slot, 1);
+		else
+			__sync_fetch_and_add(&counters.slots_exhausted, 1);
 		return;
 	}
 	idx = slot;

@@ -359,6 +359,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_pin: bool,
 
+    /// CPU budget of the agent, in percent of one CPU (default: none)
+    ///
+    /// Measured every second; while over it, only every 2nd, 4th, ... tick
+    /// is taken (logged), and rows carry the larger weight_us.
+    #[arg(long, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_cpu: Option<u32>,
+
     /// Rotation interval in seconds, below the 1m minimum (for tests)
     #[arg(long, value_name = "SECS", hide = true)]
     pub test_rotate_secs: Option<u64>,
@@ -679,6 +687,14 @@ mod tests {
             run_args(&["--flush-interval", "2s"]).flush_interval,
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn max_cpu_flag() {
+        assert_eq!(run_args(&[]).max_cpu, None);
+        assert_eq!(run_args(&["--max-cpu", "5"]).max_cpu, Some(5));
+        assert!(parse(&["run", "--max-cpu", "0"]).is_err());
+        assert!(parse(&["run", "--max-cpu", "101"]).is_err());
     }
 
     #[test]

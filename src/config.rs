@@ -54,6 +54,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Host name as used in file names.
     pub host: String,
+    /// --max-cpu: the agent's CPU budget, percent of one CPU.
+    pub max_cpu: Option<u32>,
 }
 
 impl Config {
@@ -133,6 +135,7 @@ impl Config {
             max_threads,
             pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
             reconcile_interval: RECONCILE_INTERVAL,
+            max_cpu: args.max_cpu,
             host: host_name(),
         })
     }

@@ -8,7 +8,7 @@
 //! to the writer thread. If the writer falls behind, whole ticks are dropped
 //! and counted; the sampler never blocks on it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,10 +32,20 @@ use crate::timefmt;
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
 /// line per thread).
 const PREFETCH_AHEAD: usize = 48;
+/// How often the writer checks that the output directory still exists.
+const OUTPUT_DIR_CHECK: Duration = Duration::from_secs(1);
 /// Ticks the writer may be behind before the sampler drops ticks.
 const QUEUE_TICKS: usize = 64;
+/// Memory the queued ticks may hold (`Tick::approx_bytes`) before the
+/// sampler drops ticks: 64 ticks of 10,000 threads with stacks would
+/// otherwise be ~700 MB.
+const QUEUE_BYTES: usize = 64 << 20;
 /// Minimum time between two log lines about overruns or drops.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Reconciliation interval while threads are left out of a full table:
+/// the pass both measures how many are left out and tracks them as slots
+/// free up (a pass over 10,000 threads costs ~4 ms of CPU).
+const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
 
 /// One tick's worth of samples.
 #[derive(Debug, Clone)]
@@ -54,6 +64,48 @@ pub struct Tick {
     pub stats: TickStats,
 }
 
+impl Tick {
+    /// Heap memory the tick holds, roughly (what the writer queue counts).
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let stacks: usize = self
+            .stacks
+            .iter()
+            .map(|s| {
+                size_of::<RawStacks>()
+                    + (s.kernel.capacity() + s.user.capacity()) * size_of::<u64>()
+                    + s.peek.as_ref().map_or(0, |p| p.len())
+            })
+            .sum();
+        size_of::<Tick>()
+            + self.samples.capacity() * size_of::<Sample>()
+            + self.completions.capacity() * size_of::<ts_completion>()
+            + stacks
+    }
+}
+
+/// Memory held by the ticks in the writer's queue, shared by the sampler
+/// (adds before sending) and the writer (subtracts once written).
+#[derive(Clone, Default)]
+pub struct QueuedBytes(Arc<AtomicUsize>);
+
+impl QueuedBytes {
+    /// Reserve `bytes` unless that would pass `QUEUE_BYTES`. A tick is
+    /// always let through into an empty queue, however large.
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let queued = self.0.load(Ordering::Acquire);
+        if queued > 0 && queued + bytes > QUEUE_BYTES {
+            return false;
+        }
+        self.0.fetch_add(bytes, Ordering::AcqRel);
+        true
+    }
+
+    fn release(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 /// What one tick cost and saw.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TickStats {
@@ -65,12 +117,20 @@ pub struct TickStats {
     pub torn: u32,
     /// CPU time of the scan, microseconds.
     pub pass_us: u64,
-    /// Deadlines missed just before this tick.
+    /// Deadlines skipped since the previous tick the writer got (those
+    /// skipped before dropped ticks included), so the `ticks` table sums
+    /// to every skipped deadline.
     pub missed_ticks: u64,
     /// Ticks dropped since start because the writer fell behind.
     pub dropped_ticks_total: u64,
     /// New threads not tracked since start because the table was full.
     pub untracked_total: u64,
+    /// Live threads left out of the full table now (see `Coverage`).
+    pub untracked_now: u64,
+    /// Slots of the table in use (owned, or exited and not yet recycled).
+    pub slots_used: u64,
+    /// BPF map updates that failed in the hooks since start.
+    pub map_update_failed: u64,
     /// Rows with stacks.
     pub stack_rows: u32,
     /// Threads the stack refresh pass was asked to capture.
@@ -223,6 +283,65 @@ impl Shutdown {
     }
 }
 
+/// --max-cpu: the agent's own CPU time (all its threads) measured every
+/// second; over the budget, the stride between taken ticks doubles, below
+/// a third of it, halves. Deadlines stay on the schedule of the configured
+/// frequency, a tick is taken every `stride` of them, and its rows weigh
+/// `stride` times as much, so sums of weight_us stay thread-time.
+struct CpuBudget {
+    percent: u32,
+    since_mono_ns: u64,
+    since_cpu_ns: u64,
+    stride: u64,
+    max_stride: u64,
+}
+
+impl CpuBudget {
+    fn new(percent: u32, frequency: u32, now_ns: u64) -> CpuBudget {
+        CpuBudget {
+            percent,
+            since_mono_ns: now_ns,
+            since_cpu_ns: process_cpu_ns(),
+            stride: 1,
+            // Never below one tick a second.
+            max_stride: u64::from(frequency).max(1),
+        }
+    }
+
+    /// Re-measure if a second has passed; the stride to use from now on.
+    fn update(&mut self, now_ns: u64) -> u64 {
+        let elapsed = now_ns.saturating_sub(self.since_mono_ns);
+        if elapsed < 1_000_000_000 {
+            return self.stride;
+        }
+        let cpu = process_cpu_ns();
+        let used_percent = (cpu.saturating_sub(self.since_cpu_ns) * 100) as f64 / elapsed as f64;
+        self.since_mono_ns = now_ns;
+        self.since_cpu_ns = cpu;
+        let before = self.stride;
+        if used_percent > f64::from(self.percent) {
+            self.stride = (self.stride * 2).min(self.max_stride);
+        } else if used_percent < f64::from(self.percent) / 3.0 {
+            self.stride = (self.stride / 2).max(1);
+        }
+        if self.stride != before {
+            info!(
+                cpu_percent = format!("{used_percent:.1}"),
+                max_cpu = self.percent,
+                stride = self.stride,
+                "CPU budget: taking one tick in {} (weight_us scaled to match)",
+                self.stride
+            );
+        }
+        self.stride
+    }
+}
+
+fn process_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
     privileges::check_can_trace()?;
@@ -264,6 +383,8 @@ pub fn run_agent(config: &Config) -> Result<()> {
     );
     let writer_service = service.clone();
     let (sender, receiver) = bounded(QUEUE_TICKS);
+    let queued_bytes = QueuedBytes::default();
+    let writer_queued = queued_bytes.clone();
     let flush_interval = config.flush_interval;
     let publish = shutdown.clone();
     // The writer is made on its own thread (the symbolizer it owns cannot
@@ -277,6 +398,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
                 Some(writer_loop(
                     writer,
                     receiver,
+                    writer_queued,
                     flush_interval,
                     publish,
                     writer_service,
@@ -295,12 +417,23 @@ pub fn run_agent(config: &Config) -> Result<()> {
         Err(_) => anyhow::bail!("the writer thread stopped while starting"),
     }
 
-    let result = sample_loop(&mut agent, config, &shutdown, sender, &service);
+    let result = sample_loop(
+        &mut agent,
+        config,
+        &shutdown,
+        sender,
+        &service,
+        &queued_bytes,
+    );
     service.stopping();
-    let stats = writer_thread
+    let (stats, writer_error) = writer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
         .context("the writer thread did not start")?;
+    // The sampler stops with "the writer thread stopped"; the writer says why.
+    if let Some(err) = writer_error {
+        return Err(err);
+    }
     info!(
         ticks = stats.ticks,
         rows = stats.rows,
@@ -313,17 +446,28 @@ pub fn run_agent(config: &Config) -> Result<()> {
 fn writer_loop(
     mut writer: Writer,
     receiver: Receiver<Tick>,
+    queued_bytes: QueuedBytes,
     flush_interval: Duration,
     signals: Shutdown,
     service: Service,
     status: String,
-) -> output::WriterStats {
+) -> (output::WriterStats, Option<anyhow::Error>) {
     // Wake at least every 250 ms: SIGHUP is answered within that.
     let wait = flush_interval.min(Duration::from_millis(250));
+    let mut dir_checked = Instant::now();
     loop {
+        if dir_checked.elapsed() >= OUTPUT_DIR_CHECK {
+            dir_checked = Instant::now();
+            if let Err(err) = writer.check_output_dir() {
+                // Dropping the receiver stops the sampler.
+                return (writer.close(), Some(err));
+            }
+        }
         match receiver.recv_timeout(wait) {
             Ok(tick) => {
+                let bytes = tick.approx_bytes();
                 writer.handle(Message::Tick(tick));
+                queued_bytes.release(bytes);
                 service.tick_written(&status);
             }
             Err(RecvTimeoutError::Timeout) => writer.flush_if_due(),
@@ -334,7 +478,7 @@ fn writer_loop(
             writer.handle(Message::Publish);
         }
     }
-    writer.close()
+    (writer.close(), None)
 }
 
 /// Key/value metadata of Parquet files: where and how they were made.
@@ -360,6 +504,25 @@ fn file_metadata(config: &Config) -> Vec<(String, String)> {
     ]
 }
 
+/// How many live threads the full table leaves out. Measured by each
+/// reconciliation pass (it tries to track every thread it walks); between
+/// passes, forks that found the table full are added. An upper bound until
+/// the next pass (left-out threads that exit are not seen), and passes run
+/// every `FULL_TABLE_RECONCILE` while the count is not zero.
+#[derive(Debug, Clone, Copy)]
+struct Coverage {
+    /// Threads the last pass could not give a slot.
+    left_out_at_pass: u64,
+    /// `slots_exhausted` when the last pass ended.
+    exhausted_at_pass: u64,
+}
+
+impl Coverage {
+    fn untracked_now(&self, exhausted_now: u64) -> u64 {
+        self.left_out_at_pass + exhausted_now.saturating_sub(self.exhausted_at_pass)
+    }
+}
+
 struct LoopCounters {
     ticks: u64,
     missed: u64,
@@ -375,12 +538,17 @@ fn sample_loop(
     shutdown: &Shutdown,
     sender: Sender<Tick>,
     service: &Service,
+    queued_bytes: &QueuedBytes,
 ) -> Result<()> {
     let period_ns = config.period().as_nanos() as u64;
     let start_ns = monotonic_ns();
     let stop_ns = config.duration.map(|d| start_ns + d.as_nanos() as u64);
     let reconcile_ns = config.reconcile_interval.as_nanos() as u64;
     let mut next_ns = start_ns;
+    let mut budget = config
+        .max_cpu
+        .map(|percent| CpuBudget::new(percent, config.frequency, start_ns));
+    let mut stride = 1u64;
     let mut last_reconcile_ns = start_ns;
     let mut generation = 1u32;
     let mut counters = LoopCounters {
@@ -391,6 +559,13 @@ fn sample_loop(
         last_log: None,
         slots_exhausted: 0,
     };
+    let mut coverage = Coverage {
+        left_out_at_pass: agent.seed_left_out(),
+        exhausted_at_pass: agent.table().counters().slots_exhausted,
+    };
+    // Skipped deadlines not yet in a tick the writer got.
+    let mut unreported_missed = 0u64;
+    let full_reconcile_ns = reconcile_ns.min(FULL_TABLE_RECONCILE.as_nanos() as u64);
     let mut samples_capacity = 64;
     let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
 
@@ -406,11 +581,12 @@ fn sample_loop(
         if stop_ns.is_some_and(|stop| now_ns >= stop) {
             break;
         }
+        let taken_period_ns = period_ns * stride;
         let late_ns = now_ns - next_ns;
         let mut missed = 0;
-        if late_ns >= period_ns {
-            missed = late_ns / period_ns;
-            next_ns += missed * period_ns;
+        if late_ns >= taken_period_ns {
+            missed = late_ns / taken_period_ns;
+            next_ns += missed * taken_period_ns;
             counters.missed += missed;
         }
 
@@ -440,9 +616,14 @@ fn sample_loop(
             }
         }
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
-        stats.missed_ticks = missed;
+        unreported_missed += missed;
+        stats.missed_ticks = unreported_missed;
         stats.dropped_ticks_total = counters.dropped_ticks;
-        stats.untracked_total = agent.table().counters().slots_exhausted;
+        let hooks = agent.table().counters();
+        stats.untracked_total = hooks.slots_exhausted;
+        stats.untracked_now = coverage.untracked_now(hooks.slots_exhausted);
+        stats.slots_used = agent.table().slots_used();
+        stats.map_update_failed = hooks.map_update_failed;
         samples_capacity = samples.len().max(64);
         counters.ticks += 1;
         counters.torn += u64::from(stats.torn);
@@ -450,36 +631,60 @@ fn sample_loop(
         let tick = Tick {
             ts_us,
             mono_ns: now_ns,
-            weight_us: config.weight_us(),
+            weight_us: config.weight_us() * stride,
             samples,
             completions,
             stacks,
             stats,
         };
-        match sender.try_send(tick) {
+        let bytes = tick.approx_bytes();
+        let sent = if queued_bytes.try_reserve(bytes) {
+            sender
+                .try_send(tick)
+                .inspect_err(|_| queued_bytes.release(bytes))
+        } else {
+            Err(TrySendError::Full(tick))
+        };
+        match sent {
             // Follow only what rows were written about: every syscalls and
             // iorq row joins a sample.
-            Ok(()) => follow(agent.table(), &to_follow),
-            Err(TrySendError::Full(_)) => {
+            Ok(()) => {
+                unreported_missed = 0;
+                follow(agent.table(), &to_follow);
+            }
+            Err(TrySendError::Full(tick)) => {
                 counters.dropped_ticks += 1;
                 // Its new captures never reached the writer.
                 if let Some(collector) = &mut collector {
-                    collector.forget();
+                    collector.forget_dropped(&tick.samples);
                 }
             }
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
         }
-        next_ns += period_ns;
+        next_ns += taken_period_ns;
+        if let Some(budget) = &mut budget {
+            stride = budget.update(now_ns);
+        }
         if let Some(collector) = &mut collector {
             collector.arm(agent.table(), next_ns);
         }
 
-        if now_ns - last_reconcile_ns >= reconcile_ns {
+        let interval_ns = if stats.untracked_now > 0 {
+            full_reconcile_ns
+        } else {
+            reconcile_ns
+        };
+        if now_ns - last_reconcile_ns >= interval_ns {
             generation = generation.wrapping_add(1);
-            reconcile(agent, generation);
+            if let Some(left_out) = reconcile(agent, generation) {
+                coverage = Coverage {
+                    left_out_at_pass: left_out,
+                    exhausted_at_pass: agent.table().counters().slots_exhausted,
+                };
+            }
             last_reconcile_ns = now_ns;
         }
-        log_trouble(agent.table(), &mut counters);
+        log_trouble(agent.table(), &mut counters, stats.untracked_now);
         service.sampler_alive();
     }
     let hooks = agent.table().counters();
@@ -491,18 +696,23 @@ fn sample_loop(
         requests_in_flight = agent.requests_in_flight(),
         untracked_threads = hooks.slots_exhausted,
         io_contended = hooks.io_contended,
+        map_update_failed = hooks.map_update_failed,
         "sampler finished"
     );
     Ok(())
 }
 
 /// Run the task iterator, then release slots of threads that two passes in
-/// a row did not see (their exit was missed by the hooks).
-fn reconcile(agent: &mut Agent, generation: u32) {
-    if let Err(err) = agent.reconcile(generation) {
-        warn!("reconciliation pass failed: {err:#}");
-        return;
-    }
+/// a row did not see (their exit was missed by the hooks). Returns how
+/// many live threads the pass left out (table full); `None` if it failed.
+fn reconcile(agent: &mut Agent, generation: u32) -> Option<u64> {
+    let left_out = match agent.reconcile(generation) {
+        Ok(left_out) => left_out,
+        Err(err) => {
+            warn!("reconciliation pass failed: {err:#}");
+            return None;
+        }
+    };
     let table = agent.table();
     let mut released = 0;
     for slot in 0..table.high_water() {
@@ -519,22 +729,31 @@ fn reconcile(agent: &mut Agent, generation: u32) {
             "released slots of threads whose exit was not seen"
         );
     }
+    Some(left_out)
 }
 
-fn log_trouble(table: &StateTable, counters: &mut LoopCounters) {
+fn log_trouble(table: &StateTable, counters: &mut LoopCounters, untracked_now: u64) {
     let due = counters
         .last_log
         .is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
     if !due {
         return;
     }
-    let exhausted = table.counters().slots_exhausted;
-    if counters.missed > 0 || counters.dropped_ticks > 0 || exhausted > counters.slots_exhausted {
+    let hooks = table.counters();
+    let exhausted = hooks.slots_exhausted;
+    if counters.missed > 0
+        || counters.dropped_ticks > 0
+        || exhausted > counters.slots_exhausted
+        || untracked_now > 0
+        || hooks.map_update_failed > 0
+    {
         warn!(
             missed_ticks = counters.missed,
             dropped_ticks = counters.dropped_ticks,
             untracked_threads = exhausted - counters.slots_exhausted,
-            "sampler is behind or the thread table is full (totals since start, new untracked threads since last report)"
+            untracked_now,
+            map_update_failed = hooks.map_update_failed,
+            "sampler is behind or the thread table is full (totals since start; new untracked threads since last report; live threads left out now, raise --max-threads)"
         );
         counters.slots_exhausted = exhausted;
         counters.last_log = Some(Instant::now());

@@ -118,6 +118,8 @@ pub struct Agent {
     table: StateTable,
     pinned: Option<PathBuf>,
     features: Features,
+    /// Live threads the seeding pass could not give a slot.
+    seed_left_out: u64,
     skel: TaskscopeSkel<'static>,
 }
 
@@ -371,10 +373,17 @@ impl Agent {
             table,
             pinned,
             features,
+            seed_left_out: 0,
             skel,
         };
-        agent.reconcile(1)?;
+        agent.seed_left_out = agent.reconcile(1)?;
         Ok(agent)
+    }
+
+    /// Live threads the seeding pass at load could not give a slot
+    /// because the table was full.
+    pub fn seed_left_out(&self) -> u64 {
+        self.seed_left_out
     }
 
     /// The thread table.
@@ -419,14 +428,18 @@ impl Agent {
     }
 
     /// Walk every task in the kernel once (task iterator): track threads
-    /// that are missing, stamp the ones present with `generation`.
-    pub fn reconcile(&mut self, generation: u32) -> Result<()> {
+    /// that are missing, stamp the ones present with `generation`. Returns
+    /// how many live threads the pass could not give a slot (table full).
+    pub fn reconcile(&mut self, generation: u32) -> Result<u64> {
         self.table.set_reconcile_gen(generation);
+        let before = self.table.counters().seed_no_slot;
         let mut iter = Iter::new(&self.iter_link).context("cannot start the task iterator")?;
         let mut sink = Vec::new();
         iter.read_to_end(&mut sink)
             .context("task iterator failed")?;
-        Ok(())
+        // Only the iterator adds to seed_no_slot, and only one pass runs at
+        // a time (this one), so the difference is this pass's count.
+        Ok(self.table.counters().seed_no_slot.saturating_sub(before))
     }
 }
 

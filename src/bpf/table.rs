@@ -412,6 +412,12 @@ impl StateTable {
         }
     }
 
+    /// Slots owned by threads (or exited and not yet recycled): those
+    /// handed out minus those waiting on the free ring.
+    pub fn slots_used(&self) -> u64 {
+        (self.high_water() as u64).saturating_sub(self.free_ring_len())
+    }
+
     /// The hooks' error counters.
     pub fn counters(&self) -> ts_counters {
         // SAFETY: a volatile copy of plain-old-data in the live .bss mapping.

@@ -232,6 +232,28 @@ impl OutputDir {
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
+
+    /// Whether the path still names the directory this one has open (not
+    /// removed, renamed away or replaced since it was opened).
+    pub fn still_at_path(&self) -> Result<bool> {
+        let opened = rustix::fs::fstat(&self.fd)
+            .map_err(io::Error::from)
+            .with_context(|| format!("cannot inspect the open {}", self.path.display()))?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => {
+                Ok(meta.dev() == opened.st_dev as u64 && meta.ino() == opened.st_ino as u64)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("cannot inspect {}", self.path.display())),
+        }
+    }
+
+    /// Create the directory again at its path after it was removed, with
+    /// the checks and permissions of the first start ([`check`]).
+    pub fn recreate(&self) -> Result<OutputDir> {
+        let plan = check(&self.path)?;
+        OutputDir::create_with(&plan, self.perms)
+    }
 }
 
 /// Open an existing directory by path, not following a final symlink, and

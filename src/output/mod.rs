@@ -536,6 +536,47 @@ impl Writer {
         }
     }
 
+    /// Notice that the output directory was removed (or replaced) while
+    /// running and create it again, with the checks of the first start.
+    /// The rows of the open periods went with the removed directory and
+    /// are counted as dropped. An error means the directory cannot be made
+    /// again safely: the agent must stop.
+    pub fn check_output_dir(&mut self) -> Result<()> {
+        if self.place.out.still_at_path()? {
+            return Ok(());
+        }
+        let path = self.place.out.path().display().to_string();
+        warn!(output_dir = %path, "the output directory was removed or replaced while running; creating it again");
+        let out = self.place.out.recreate().with_context(|| {
+            format!(
+                "the output directory {path} was removed while running and cannot be created again"
+            )
+        })?;
+        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
+            .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
+        let track = self.place.config.track;
+        for table in TABLES {
+            let tracked = match table {
+                Syscalls::NAME => track.syscalls,
+                Iorq::NAME => track.io,
+                _ => true,
+            };
+            if !tracked {
+                continue;
+            }
+            dir::ensure_dir_with(out.fd(), table, out.perms())
+                .with_context(|| format!("cannot create {path}/{table}"))?;
+        }
+        let (samples, _) = self.tables.abandon(&self.place.target());
+        if let Some(samples) = samples {
+            self.stats.rows_dropped += samples.rows_written;
+        }
+        self.at_risk.clear();
+        self.place.out = out;
+        self.place.inprogress = inprogress;
+        Ok(())
+    }
+
     /// Publish the open files (if any) and return the totals.
     pub fn close(mut self) -> WriterStats {
         self.publish_all();

@@ -381,7 +381,7 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
     Column {
         name: "missed_ticks",
         ty: ColumnType::Int64,
-        description: "Deadlines skipped just before this tick because the previous one overran (0: on time)",
+        description: "Deadlines skipped because ticks overran, since the previous row (0: on time); the sum over rows is every skipped deadline",
         value: |r| int(r.stats.missed_ticks as i64),
     },
     Column {
@@ -407,6 +407,24 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
         ty: ColumnType::Int64,
         description: "New threads not tracked since start because the thread table was full",
         value: |r| int(r.stats.untracked_total as i64),
+    },
+    Column {
+        name: "untracked_now",
+        ty: ColumnType::Int64,
+        description: "Live threads left out because the thread table is full, as of the last task-iterator pass (every second while not 0) plus new threads refused since",
+        value: |r| int(r.stats.untracked_now as i64),
+    },
+    Column {
+        name: "slots_used",
+        ty: ColumnType::Int64,
+        description: "Thread-table slots in use (threads tracked, plus exited threads' slots not yet recycled)",
+        value: |r| int(r.stats.slots_used as i64),
+    },
+    Column {
+        name: "map_update_failures",
+        ty: ColumnType::Int64,
+        description: "BPF map updates that failed in the hooks since start (their event was dropped)",
+        value: |r| int(r.stats.map_update_failed as i64),
     },
     Column {
         name: "stack_rows",

@@ -226,10 +226,20 @@ impl Collector {
         table.set_capture_window(0);
     }
 
-    /// The writer did not get the last captures handed over (a dropped
-    /// tick): hand every capture over again.
-    pub fn forget(&mut self) {
-        self.sent.clear();
+    /// The writer did not get the captures of a dropped tick whose rows
+    /// are `samples`: hand those over again with the next tick. Only
+    /// those: forgetting every capture would make the tick after each drop
+    /// carry a copy of every stack, which under overload (drops every
+    /// tick) multiplies both the scan cost and the queued memory.
+    pub fn forget_dropped(&mut self, samples: &[Sample]) {
+        for sample in samples {
+            if let Some(StackRef {
+                slot, raw: Some(_), ..
+            }) = sample.stack
+            {
+                self.sent.remove(&slot);
+            }
+        }
     }
 }
 

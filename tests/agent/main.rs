@@ -3,8 +3,10 @@
 
 mod cli;
 mod export;
+mod faults;
 mod groundtruth;
 mod lifecycle;
+mod load;
 mod packaging;
 mod readme;
 mod report;
