@@ -57,7 +57,10 @@ pub struct Mapping {
     pub name: Arc<str>,
 }
 
-/// A process's executable (and other) mappings.
+/// A process's executable mappings: the only ones a code address can be
+/// in. The others (a thread stack and guard page per thread, heaps, data
+/// files) are left out, so a process with thousands of threads costs the
+/// cache a few dozen entries, not thousands.
 #[derive(Debug, Default)]
 pub struct ProcessMaps {
     pub mappings: Vec<Mapping>,
@@ -165,6 +168,9 @@ fn parse_line(line: &str, tgid: u32, files: &mut FileCache) -> Option<Mapping> {
         u32::from_str_radix(minor, 16).ok()?,
     );
     let exec = perms.as_bytes().get(2) == Some(&b'x');
+    if !exec {
+        return None;
+    }
     let file = (inode != 0 && path.starts_with('/'))
         .then(|| files.get_or_open((dev, inode), tgid, range, path))
         .flatten();
@@ -197,6 +203,10 @@ mod tests {
         assert!(std::fs::metadata(&file.open_path).is_ok());
         assert!(maps.find(0).is_none());
         assert!(!files.is_empty());
+        // Data is not code: a stack variable's address is in no mapping.
+        let local = 0u64;
+        assert!(maps.find(&local as *const u64 as u64).is_none());
+        assert!(maps.mappings.iter().all(|m| m.exec));
     }
 
     #[test]
@@ -209,12 +219,13 @@ mod tests {
             .write_all(&[7u8; 4096])
             .unwrap();
         let file = File::open(&path).unwrap();
-        // SAFETY: a fresh private read-only mapping of a whole file.
+        // SAFETY: a fresh private read-only, executable mapping of a whole
+        // file (executable: only code mappings are kept).
         let addr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 4096,
-                rustix::mm::ProtFlags::READ,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::EXEC,
                 rustix::mm::MapFlags::PRIVATE,
                 &file,
                 0,
