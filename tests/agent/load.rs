@@ -224,7 +224,7 @@ fn machine_threads(except: u32) -> usize {
 /// 2 minutes of churn (1,000 threads/s living 1–500 ms, 50 processes/s ending by
 /// exit, exec or SIGKILL and reaped 300 ms late) under `--all -F 10`:
 /// afterwards the occupied slots equal the machine's threads, the agent's
-/// RSS after 60 s is within 10% of its RSS after 20 s, and every thread
+/// RSS at the end is within 10% of its RSS after 20 s, and every thread
 /// that lived across two ticks is in the samples.
 #[test]
 fn churn_reclaims_slots_and_samples_every_lasting_thread() {
