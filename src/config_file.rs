@@ -359,6 +359,7 @@ fn example(key: &str) -> Option<&'static str> {
         "group" => Some("\"root\""),
         "max-threads" => Some("65536"),
         "track" => Some("[\"syscalls\", \"io\"]"),
+        "max-cpu" => Some("5"),
         _ => None,
     }
 }
@@ -584,6 +585,7 @@ max-age = "2d"
 file-mode = "0640"
 group = "root"
 max-threads = 1024
+max-cpu = 5
 no-pin = true
 "#;
         let flags = [
@@ -603,6 +605,7 @@ no-pin = true
             "--file-mode=0640",
             "--group=root",
             "--max-threads=1024",
+            "--max-cpu=5",
             "--no-pin",
         ];
         let settings = parse(text).unwrap();

@@ -838,7 +838,7 @@ fn check_readme_examples(dir: &Path) {
                 script_path().to_str().unwrap(),
             )
             .replace("/var/lib/taskscope", dir.to_str().unwrap());
-        run_example(&example, &script);
+        run_example(example, &script);
     }
 }
 

@@ -1,8 +1,9 @@
 /*
  * Load workloads for the agent's robustness tests (tests/agent/load.rs).
  *
- *   load crowd N       N threads (ld-crowd) blocked in read(2) on a pipe;
- *                      prints {"pid": P} when they all exist, then obeys
+ *   load crowd N       up to N threads (ld-crowd) blocked in read(2) on a
+ *                      pipe (fewer if the machine refuses more); prints
+ *                      {"pid": P, "threads": T} when they exist, then obeys
  *                      lines on stdin:
  *                        release   the crowd exits (pipe closed), joined;
  *                                  prints "released"
@@ -52,16 +53,25 @@ static void *block_on_pipe(void *arg)
 	return NULL;
 }
 
-static pthread_t start_thread(void *(*fn)(void *), void *arg)
+/* 0, or the error number if the machine refuses another thread. */
+static int try_start_thread(void *(*fn)(void *), void *arg, pthread_t *thread)
 {
 	pthread_attr_t attr;
-	pthread_t thread;
+	int err;
 
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, STACK_SIZE);
-	if (pthread_create(&thread, &attr, fn, arg) != 0)
-		die("pthread_create");
+	err = pthread_create(thread, &attr, fn, arg);
 	pthread_attr_destroy(&attr);
+	return err;
+}
+
+static pthread_t start_thread(void *(*fn)(void *), void *arg)
+{
+	pthread_t thread;
+
+	if (try_start_thread(fn, arg, &thread) != 0)
+		die("pthread_create");
 	return thread;
 }
 
@@ -84,9 +94,17 @@ static int crowd(int n)
 
 	if (!threads || pipe(crowd_pipe) || pipe(late_pipe))
 		die("setup");
-	for (int i = 0; i < n; i++)
-		threads[i] = start_thread(block_on_pipe, &crowd_pipe[0]);
-	printf("{\"pid\": %d}\n", getpid());
+	for (int i = 0; i < n; i++) {
+		int err = try_start_thread(block_on_pipe, &crowd_pipe[0], &threads[i]);
+
+		if (err != 0) {
+			fprintf(stderr, "load: the machine refused thread %d: %s\n", i + 1,
+				strerror(err));
+			n = i;
+			break;
+		}
+	}
+	printf("{\"pid\": %d, \"threads\": %d}\n", getpid(), n);
 	fflush(stdout);
 	while (fgets(line, sizeof(line), stdin)) {
 		if (strncmp(line, "release", 7) == 0) {
