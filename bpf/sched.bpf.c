@@ -12,8 +12,9 @@
  *   sched_process_exec tid (de_thread), comm and credentials change
  *   sched_process_free the task is reaped and freed: its slot is released
  *
- * The slot is released at sched_process_free, not sched_process_exit, so a
- * zombie stays visible as ZOMBIE until its parent reaps it.
+ * A slot is released at the thread's last switch when it is already
+ * reaped (EXIT_DEAD), else at sched_process_free, not sched_process_exit,
+ * so a zombie stays visible as ZOMBIE until its parent reaps it.
  *
  * Times come from the scheduler clock the kernel has just updated
  * (rq->clock, see rq_now), so the hot hooks read no clock themselves.
@@ -114,6 +115,17 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 				}
 			}
 		}
+		/*
+		 * A thread already released (EXIT_DEAD: every exiting thread but
+		 * a zombie group leader) never runs again: its slot goes back
+		 * now. sched_process_free cannot be relied on for these: it runs
+		 * from an RCU callback, which may interrupt a hook holding this
+		 * CPU's task-storage lock, and its lookup then finds nothing
+		 * (about one exit in 1,000 under churn; reconciliation caught
+		 * them 10-20 s later). Zombies still wait for their reaping.
+		 */
+		if (t->exit_state & 0x10 /* EXIT_DEAD */)
+			__sync_val_compare_and_swap(&t->slot_state, TS_SLOT_LIVE, TS_SLOT_EXITED);
 	}
 
 	t = thread_of_slot(next, &next_slot);

@@ -210,7 +210,8 @@ struct ts_counters {
 	__u64 alloc_races;      /* two paths allocated a slot for one task */
 	__u64 io_contended;     /* I/O update dropped: region busy */
 	__u64 io_untracked;     /* request of an untracked thread */
-	__u64 freed_mismatch;   /* free hook saw a slot owned by another thread */
+	__u64 freed_mismatch;   /* free hook found the slot already released (a
+	                         * thread's last switch, or reconciliation) */
 	__u64 completions_lost; /* tracked completion dropped: ring buffer full */
 	__u64 seed_no_slot;     /* thread a task-iterator pass found untracked and
 	                         * could not give a slot (table full); one count

@@ -34,6 +34,8 @@ use crate::timefmt;
 const PREFETCH_AHEAD: usize = 48;
 /// How often the writer checks that the output directory still exists.
 const OUTPUT_DIR_CHECK: Duration = Duration::from_secs(1);
+/// How often the writer hands the heap's free pages back to the kernel.
+const MEMORY_TRIM: Duration = Duration::from_secs(10);
 /// Ticks the writer may be behind before the sampler drops ticks.
 const QUEUE_TICKS: usize = 64;
 /// Memory the queued ticks may hold (`Tick::approx_bytes`) before the
@@ -455,7 +457,12 @@ fn writer_loop(
     // Wake at least every 250 ms: SIGHUP is answered within that.
     let wait = flush_interval.min(Duration::from_millis(250));
     let mut dir_checked = Instant::now();
+    let mut trimmed = Instant::now();
     loop {
+        if trimmed.elapsed() >= MEMORY_TRIM {
+            trimmed = Instant::now();
+            release_free_memory();
+        }
         if dir_checked.elapsed() >= OUTPUT_DIR_CHECK {
             dir_checked = Instant::now();
             if let Err(err) = writer.check_output_dir() {
@@ -479,6 +486,22 @@ fn writer_loop(
         }
     }
     (writer.close(), None)
+}
+
+/// Give the allocator's free pages back to the kernel. glibc keeps freed
+/// memory inside its heaps; with threads and processes coming and going,
+/// short-lived buffers (a maps file, a tick of 10,000 rows, a symbolizer
+/// index) leave free holes that stay resident, and the agent's anonymous
+/// memory crept up ~30% over two minutes of churn with the bytes in use
+/// flat. `malloc_trim` releases the free pages of every arena with
+/// `MADV_DONTNEED` (measured: about a millisecond for a 70 MiB heap).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory no allocation holds; it
+    // takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Key/value metadata of Parquet files: where and how they were made.

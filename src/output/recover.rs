@@ -58,14 +58,14 @@ impl<R: Read> Read for TolerantEnd<R> {
     }
 }
 
+/// Rows recovered from each journal, by name (None: unreadable, set aside).
+pub type PerJournal = Vec<(String, Option<u64>)>;
+
 /// Recover every journal in `.inprogress/` except those in `open` (files
 /// being written now); remove leftovers of interrupted recoveries and
 /// Parquet files whose writing was cut short. Returns the totals and the
-/// rows recovered per journal (None: unreadable, set aside).
-pub fn recover_all(
-    target: &Target<'_>,
-    open: &[&str],
-) -> Result<(Recovered, Vec<(String, Option<u64>)>)> {
+/// rows recovered per journal.
+pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, PerJournal)> {
     let mut total = Recovered::default();
     let mut per_journal = Vec::new();
     for (name, kind) in dir::list(target.inprogress).context("cannot list .inprogress")? {

@@ -47,6 +47,10 @@ pub struct Frames {
     pub sched: bool,
 }
 
+/// A user address normalized: its cache key (file, file offset, is a
+/// return address), the open file to read and the module name.
+type Located<'a> = (((u64, u64), u64, bool), &'a Path, String);
+
 /// Symbolizes kernel and user addresses, with caches.
 pub struct Symbolizer {
     blaze: Blaze,
@@ -145,7 +149,7 @@ impl Symbolizer {
         self.trim();
         // Normalize: (file key, file offset of the looked-up byte, is a
         // return address) per address, or none.
-        let located: Vec<Option<(((u64, u64), u64, bool), &Path, String)>> = ips
+        let located: Vec<Option<Located<'_>>> = ips
             .iter()
             .enumerate()
             .map(|(i, &addr)| {
