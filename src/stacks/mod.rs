@@ -66,8 +66,18 @@ fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128
     ))
 }
 
-/// Memo entries of each kind kept before the memo is cleared.
-const MEMO_LIMIT: usize = 65_536;
+/// Entries of the kernel memo kept before it is cleared. Kernel stacks
+/// repeat across threads and processes: it fills slowly, so it grows as
+/// needed.
+const KERNEL_MEMO_LIMIT: usize = 65_536;
+/// Entries of the user memo kept before it is cleared. Its keys include
+/// the process, so under thread and process churn it fills at the rate new
+/// threads are sampled (~850 a second in the churn test): it is allocated
+/// whole at first use (~1 MiB) instead of doubling in steps as it fills,
+/// which made the agent's memory rise for minutes. Thread pools share
+/// keys, so 16,384 covers far more threads; a clear only costs unwinding
+/// the stacks seen again.
+const USER_MEMO_LIMIT: usize = 16_384;
 
 /// A 128-bit digest of what `feed` hashes (two independent 64-bit hashes),
 /// so that a memo hit is a true repeat.
@@ -80,8 +90,8 @@ fn content_key<T: Hash>(value: &T) -> u128 {
     (u128::from(sip.finish()) << 64) | u128::from(fx.finish())
 }
 
-fn memo_insert<V>(memo: &mut FxHashMap<u128, V>, key: u128, value: V) {
-    if memo.len() >= MEMO_LIMIT {
+fn memo_insert<V>(memo: &mut FxHashMap<u128, V>, limit: usize, key: u128, value: V) {
+    if memo.len() >= limit {
         memo.clear();
     }
     memo.insert(key, value);
@@ -314,6 +324,7 @@ impl StackResolver {
             resolved.kstack = self.define(StackKind::Kernel, &frames, raw.kernel_full);
             memo_insert(
                 &mut self.kernel_memo,
+                KERNEL_MEMO_LIMIT,
                 key,
                 (resolved.kstack, resolved.kfunc.clone()),
             );
@@ -347,7 +358,10 @@ impl StackResolver {
                 frames.truncate(entry + 1);
             }
             resolved.ustack = self.define(StackKind::User, &frames, entry.is_none());
-            memo_insert(&mut self.user_memo, key, resolved.ustack);
+            if self.user_memo.capacity() == 0 {
+                self.user_memo.reserve(USER_MEMO_LIMIT);
+            }
+            memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
         }
         resolved
     }
