@@ -121,7 +121,15 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
     let device = device_of(&disk_dir());
     let requests = query(
         &out,
-        &format!("SELECT dev, op, duration_us, queued_us + service_us = duration_us OR queued_us IS NULL AS adds_up FROM read_csv('iorq/*/*/*.csv.zst') WHERE tid = {fsync}"),
+        // Explicit types: when no issue was seen, the queued/service columns
+        // are all empty and DuckDB would guess VARCHAR.
+        &format!(
+            "SELECT dev, op, duration_us, \
+                    queued_us IS NULL OR abs(queued_us + service_us - duration_us) <= 1 AS adds_up \
+             FROM read_csv('iorq/*/*/*.csv.zst', \
+                           types = {{'queued_us': 'BIGINT', 'service_us': 'BIGINT', 'duration_us': 'BIGINT'}}) \
+             WHERE tid = {fsync}"
+        ),
     );
     assert!(!requests.is_empty(), "no iorq rows for the fsync thread");
     for row in &requests {
@@ -134,6 +142,8 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
             row["duration_us"].as_f64().unwrap_or(-1.0) >= 0.0,
             "{row:?}"
         );
+        // Queue time plus device time is the whole (each rounded down to µs).
+        assert_eq!(row["adds_up"].as_bool(), Some(true), "{row:?}");
     }
 
     // report: the spinners (one more than CPUs) fill the CPUs and queue.
