@@ -16,11 +16,32 @@ use serde_json::Value;
 /// The agent binary under test.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_taskscope");
 
+/// Held while a test loads the BPF programs or keeps CPUs busy.
+pub struct Exclusive {
+    _file: std::fs::File,
+    _guard: MutexGuard<'static, ()>,
+}
+
 /// Tests that load the BPF programs and keep CPUs busy run one at a time:
-/// parallel workloads would distort each other's thread states.
-pub fn exclusive() -> MutexGuard<'static, ()> {
+/// parallel workloads would distort each other's thread states. The lock
+/// is also a file lock (`/run/lock/taskscope-tests.lock`), so two test runs
+/// on one machine (two checkouts) take turns too.
+pub fn exclusive() -> Exclusive {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = Path::new("/run/lock");
+    let dir = if dir.is_dir() { dir } else { Path::new("/tmp") };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("taskscope-tests.lock"))
+        .expect("open the test lock file");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .expect("lock the test lock file");
+    Exclusive {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// Fail (never skip) unless running as root, which loading BPF needs.
