@@ -3,8 +3,13 @@
 //! This module only parses: no I/O, no checks that need the system. The
 //! `config` module turns [`RunArgs`] into a validated `Config`. Every flag's
 //! parse test sits in this file's tests, next to the others of its kind.
+//! What users type for a duration, size, mode, time or day is parsed by
+//! [`parse`], for every flag and the settings file alike; [`window`] turns
+//! the time flags of the reading commands into a window.
 
-use std::ffi::OsString;
+pub mod parse;
+pub mod window;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,17 +91,31 @@ pub struct WindowArgs {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/taskscope")]
     pub dir: PathBuf,
 
-    /// Window ending now (or at --to): 30m, 2h, 7d [default: 1h]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "from")]
+    /// Window ending now (or at --to): 30m, 1h30m, '2 hours', 1d12h
+    /// [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, conflicts_with = "from")]
     pub since: Option<Duration>,
 
-    /// Start of the window, UTC: '2026-11-22 03:00[:00]'
-    #[arg(long, value_name = "TIME")]
-    pub from: Option<String>,
+    /// Start of the window: '2026-11-22 03:00' (UTC), with seconds or a
+    /// fraction, an offset ('2026-11-22 04:00+01:00', ...Z) or a date alone
+    #[arg(long, value_name = "TIME", value_parser = parse::time)]
+    pub from: Option<i64>,
 
-    /// End of the window (exclusive), UTC [default: now]
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<String>,
+    /// End of the window (excluded), same forms as --from [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse::time)]
+    pub to: Option<i64>,
+}
+
+impl WindowArgs {
+    /// The window flags, for [`window::WindowFlags::resolve`].
+    pub fn flags(&self) -> window::WindowFlags {
+        window::WindowFlags {
+            from: self.from,
+            to: self.to,
+            since: self.since,
+            day: None,
+        }
+    }
 }
 
 /// Output of `taskscope report`.
@@ -154,7 +173,7 @@ pub struct ReportArgs {
     pub timeline: bool,
 
     /// Bucket width of --timeline [default: about 40 buckets]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "timeline")]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, requires = "timeline")]
     pub bucket: Option<Duration>,
 }
 
@@ -270,8 +289,8 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
 
-    /// Stop after this long (seconds, or a number with s, m, h, d)
-    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    /// Stop after this long: seconds, or 90s, 30m, 1h30m, '2 hours', 1d
+    #[arg(short, long, value_name = "DURATION", value_parser = parse::duration)]
     pub duration: Option<Duration>,
 
     /// Output format: csv, parquet, or both (csv,parquet)
@@ -309,28 +328,28 @@ pub struct RunArgs {
     pub track: Vec<TrackChoice>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse::duration)]
     pub rotate: Duration,
 
     /// Make the file being written readable after a crash at least this often
     ///
     /// Data in the current file is flushed (compressed block boundary and
     /// fdatasync) at this interval, bounding what a crash can lose.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse::duration)]
     pub flush_interval: Duration,
 
     /// Delete the oldest periods when the output directory grows beyond this
     /// (1G, 500M, 20GB)
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = crate::output::retention::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
     pub max_disk: u64,
 
-    /// Delete periods older than this (1h, 7d, 30d)
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    /// Delete periods older than this (12h, 7d, 1d12h, '30 days')
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse::duration)]
     pub max_age: Duration,
 
     /// Mode of the files written (octal); directories get x where files
     /// get r. 0640 with --group gives read access to one group only
-    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = parse::mode)]
     pub file_mode: u32,
 
     /// Group that owns the files and directories written (name or number)
@@ -386,42 +405,10 @@ pub struct RunArgs {
     pub check: bool,
 }
 
-/// Parse an octal file mode (`0640`, `640`).
-pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0o"), 8)
-        .map_err(|_| format!("'{text}' is not an octal mode such as 0644"))
-}
-
-/// Parse `10`, `10s`, `500ms`, `5m`, `2h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (examples: 30s, 5m, 1h, 7d)"))?;
-    let millis_per_unit: u64 = match unit {
-        "" | "s" => 1_000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("'{text}' is too long"))
-}
-
-/// Print a clap error the way taskscope prints every error: one line, then
-/// exit 2. Help and version requests print normally and exit 0.
+/// Print a clap error and exit 2: clap's whole message (what is wrong,
+/// the valid values, "did you mean" tips, the usage line), behind the
+/// `taskscope: ` that starts every error. Help and version requests print
+/// normally and exit 0.
 pub fn exit_on_parse_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
@@ -439,26 +426,54 @@ pub fn exit_on_parse_error(err: clap::Error) -> ExitCode {
             ExitCode::from(crate::EXIT_USAGE)
         }
         _ => {
-            eprintln!("taskscope: {}", one_line(&err));
+            eprint!("{}", usage_error(&err));
             ExitCode::from(crate::EXIT_USAGE)
         }
     }
 }
 
-/// clap's first line ("error: ..."), with a pointer to --help.
-fn one_line(err: &clap::Error) -> String {
+/// clap's rendered message, plain text, prefixed with `taskscope: `.
+fn usage_error(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("error: invalid arguments")
-        .trim();
-    let hint = std::env::args_os()
-        .nth(1)
-        .filter(|sub| sub == &OsString::from("run"))
-        .map(|_| "taskscope run --help")
-        .unwrap_or("taskscope --help");
-    format!("{first} (see '{hint}')")
+    let mut text = format!("taskscope: {}", rendered.trim_start());
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// clap's message folded into one line, without the usage and the pointer
+/// to --help ("invalid value 'json' for '--format <FORMAT>' [possible
+/// values: csv, parquet]"): for messages that name a file and line, such
+/// as the settings file's.
+pub fn clap_message_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    let first = parts.first().copied().unwrap_or("error: invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let mut line = first.trim_end_matches(':').to_string();
+    let mut rest = parts.iter().skip(1);
+    if first.ends_with(':') {
+        if let Some(next) = rest.next() {
+            line = format!("{first} {next}");
+        }
+    }
+    for part in rest {
+        if part.starts_with('[') {
+            line = format!("{line} {part}");
+        } else {
+            line = format!("{line} ({part})");
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -720,24 +735,101 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flag_is_one_line() {
-        let err = parse(&["run", "--bogus"]).unwrap_err();
-        let line = one_line(&err);
+    fn usage_errors_keep_clap_s_whole_message() {
+        // Missing arguments are listed (the first line alone says "were not
+        // provided:" and nothing more).
+        let err = parse(&["export", "--since", "1h"]).unwrap_err();
+        let text = usage_error(&err);
         assert!(
-            line.starts_with("error: unexpected argument '--bogus'"),
-            "{line}"
+            text.starts_with("taskscope: error: the following required arguments were not provided:\n  --output <PATH>"),
+            "{text}"
         );
-        assert!(!line.contains('\n'));
+        assert!(text.contains("Usage: taskscope export"), "{text}");
+        assert_eq!(
+            clap_message_line(&err),
+            "the following required arguments were not provided: --output <PATH>"
+        );
+        // Valid values and tips stay.
+        let err = parse(&["run", "--format", "json"]).unwrap_err();
+        assert!(usage_error(&err).contains("[possible values: csv, parquet]"));
+        assert_eq!(
+            clap_message_line(&err),
+            "invalid value 'json' for '--format <FORMAT>' [possible values: csv, parquet]"
+        );
+        let err = parse(&["report", "--form", "2026-11-30"]).unwrap_err();
+        let text = usage_error(&err);
+        assert!(
+            text.starts_with("taskscope: error: unexpected argument '--form'")
+                && text.contains("tip: a similar argument exists: '--from'"),
+            "{text}"
+        );
+        let err = parse(&["run", "--bogus"]).unwrap_err();
+        assert_eq!(
+            clap_message_line(&err),
+            "unexpected argument '--bogus' found"
+        );
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
+    fn durations_everywhere() {
+        // The same parser behind every duration flag (cases in `parse`).
+        assert_eq!(
+            run_args(&["--duration", "1h30m"]).duration,
+            Some(Duration::from_secs(5_400))
+        );
+        assert_eq!(
+            run_args(&["--max-age", "1d12h"]).max_age,
+            Duration::from_secs(129_600)
+        );
+        assert_eq!(
+            run_args(&["--rotate", "2 hours"]).rotate,
+            Duration::from_secs(7_200)
+        );
+        match parse(&[
+            "report",
+            "--since",
+            "90s",
+            "--timeline",
+            "--bucket",
+            "1m30s",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Report(r) => assert_eq!(
+                (r.window.since, r.bucket),
+                (Some(Duration::from_secs(90)), Some(Duration::from_secs(90)))
+            ),
+            other => panic!("parsed as {other:?}"),
+        }
+        let err = parse(&["run", "--duration", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("examples: 90s, 30m, 1h30m"), "{err}");
+    }
+
+    #[test]
+    fn window_times() {
+        let window = |args: &[&str]| {
+            let mut all = vec!["report"];
+            all.extend_from_slice(args);
+            match parse(&all).expect("parses").command {
+                Command::Report(r) => r.window,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        // 2026-11-30 08:00 UTC
+        let at8 = 1_796_025_600_000_000;
+        assert_eq!(window(&["--from", "2026-11-30 08:00"]).from, Some(at8));
+        assert_eq!(
+            window(&["--from", "2026-11-30T09:00:00+01:00"]).from,
+            Some(at8)
+        );
+        assert_eq!(window(&["--to", "2026-11-30 08:00 UTC"]).to, Some(at8));
+        for bad in ["2026-02-30", "2026-11-30 24:00", "08:00", "noon"] {
+            let err = parse(&["report", "--from", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! and the hidden `generate`, as the user typed them.
 //!
 //! Like `cli` (which holds `run` and `schema`), this only parses: times are
-//! turned into microseconds here because that needs no I/O, but "yesterday"
-//! and "now" are resolved by `export` against the clock. Each flag's parse
+//! turned into microseconds here (by `cli::parse`, as for every flag)
+//! because that needs no I/O, but "yesterday" and "now" are resolved
+//! against the clock by `cli::window`, as for `report`. Each flag's parse
 //! test sits in this file's tests.
 
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::parse_duration;
+use crate::cli::parse::{self, Day};
+use crate::cli::window::WindowFlags;
 
 /// What `taskscope export` puts in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -31,23 +33,23 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/taskscope")]
     pub dir: PathBuf,
 
-    /// Start of the window, UTC: "2026-11-22 13:00", "2026-11-22T13:00:05Z",
-    /// "2026-11-22"
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    /// Start of the window: '2026-11-22 13:00' (UTC), with seconds or a
+    /// fraction, an offset ('2026-11-22 14:00+01:00', ...Z) or a date alone
+    #[arg(long, value_name = "TIME", value_parser = parse::time)]
     pub from: Option<i64>,
 
-    /// End of the window (excluded), UTC, same forms as --from; default: now
-    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "from",
+    /// End of the window (excluded), same forms as --from [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse::time, requires = "from",
           conflicts_with_all = ["since", "day"])]
     pub to: Option<i64>,
 
-    /// The window is the last DURATION up to now (30m, 2h, 1d)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// The window is the last DURATION up to now (30m, 1h30m, '2 hours', 1d)
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub since: Option<Duration>,
 
     /// The window is one whole UTC day: yesterday, today or YYYY-MM-DD
-    #[arg(long, value_name = "DAY")]
-    pub day: Option<String>,
+    #[arg(long, value_name = "DAY", value_parser = parse::day)]
+    pub day: Option<Day>,
 
     /// Archive to write (.tar.zst); if this is a directory, the archive is
     /// named <host>-<from>-<to>.tar.zst inside it
@@ -66,8 +68,20 @@ pub struct ExportArgs {
     /// After writing, delete the archives in the same directory that
     /// taskscope export named and whose window ended longer ago than this
     /// (the archive directory's own retention, e.g. 30d)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub keep_for: Option<Duration>,
+}
+
+impl ExportArgs {
+    /// The window flags, for [`WindowFlags::resolve`].
+    pub fn window_flags(&self) -> WindowFlags {
+        WindowFlags {
+            from: self.from,
+            to: self.to,
+            since: self.since,
+            day: self.day,
+        }
+    }
 }
 
 /// Flags of `taskscope import`.
@@ -108,24 +122,6 @@ pub struct GenerateArgs {
     pub what: Generated,
 }
 
-/// Parse a UTC time: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.ffffff]]`, with a
-/// space or `T` between date and time, optionally ending in `Z`.
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    let trimmed = text.trim();
-    let trimmed = trimmed.strip_suffix('Z').unwrap_or(trimmed);
-    let normalized = match trimmed.len() {
-        10 => format!("{trimmed} 00:00:00"),
-        _ => trimmed.replacen('T', " ", 1),
-    };
-    let with_seconds = match normalized.split_once(' ') {
-        Some((_, time)) if time.matches(':').count() == 1 => format!("{normalized}:00"),
-        _ => normalized,
-    };
-    crate::timefmt::parse_timestamp_micros(&with_seconds).ok_or_else(|| {
-        format!("'{text}' is not a UTC time such as \"2026-11-22 13:00\" or 2026-11-22T13:00:05Z")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,17 +143,6 @@ mod tests {
     }
 
     const NOON: i64 = 1_795_352_400_000_000 - 3_600_000_000; // 2026-11-22 12:00 UTC
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("2026-11-22 12:00"), Ok(NOON));
-        assert_eq!(parse_time("2026-11-22T12:00:00Z"), Ok(NOON));
-        assert_eq!(parse_time("2026-11-22 12:00:00.5"), Ok(NOON + 500_000));
-        assert_eq!(parse_time("2026-11-22"), Ok(NOON - 12 * 3_600_000_000));
-        assert!(parse_time("yesterday").is_err());
-        assert!(parse_time("2026-13-01").is_err());
-        assert!(parse_time("12:00").is_err());
-    }
 
     #[test]
     fn export_window_flags() {
@@ -188,7 +173,7 @@ mod tests {
             "30d",
             "--force",
         ]);
-        assert_eq!(args.day.as_deref(), Some("yesterday"));
+        assert_eq!(args.day, Some(Day::Yesterday));
         assert_eq!(args.keep_for, Some(Duration::from_secs(30 * 86_400)));
         assert!(args.force);
         // Exactly one window, and --to only with --from.
@@ -200,6 +185,13 @@ mod tests {
             "-o is required"
         );
         assert!(parse(&["export", "--from", "noon", "-o", "x"]).is_err());
+        // Dates that do not exist are refused, not moved to the next month.
+        for bad in ["2026-02-30", "2026-13-01", "2026-04-31"] {
+            let err = parse(&["export", "--day", bad, "-o", "x"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        let args = export(&["--day", "2026-11-22", "-o", "x"]);
+        assert_eq!(args.day, Some(Day::Starting(NOON - 12 * 3_600_000_000)));
     }
 
     #[test]

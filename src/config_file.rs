@@ -233,7 +233,7 @@ fn check_alone(setting: &Setting) -> Result<()> {
         .chain(setting.as_args());
     match Cli::command().try_get_matches_from(argv) {
         Ok(_) => Ok(()),
-        Err(err) => bail!("{}", clap_message(&err)),
+        Err(err) => bail!("{}", crate::cli::clap_message_line(&err)),
     }
 }
 
@@ -244,7 +244,11 @@ fn check_together(settings: &[Setting]) -> Result<()> {
         .chain(settings.iter().flat_map(Setting::as_args));
     match Cli::command().try_get_matches_from(argv) {
         Ok(_) => Ok(()),
-        Err(err) => bail!("{}: {}", lines(settings), clap_message(&err)),
+        Err(err) => bail!(
+            "{}: {}",
+            lines(settings),
+            crate::cli::clap_message_line(&err)
+        ),
     }
 }
 
@@ -254,17 +258,6 @@ fn lines(settings: &[Setting]) -> String {
         .map(|s| s.line.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// clap's first line without its "error: " prefix.
-fn clap_message(err: &clap::Error) -> String {
-    let rendered = err.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid value")
-        .trim();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Make `settings` the defaults of `run`'s flags, except those the command

@@ -15,6 +15,7 @@
 //! agent.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -381,18 +382,35 @@ fn pin_finding(config: &Config) -> Finding {
     };
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
-        Ok(fs) if fs.f_type == BPF_FS_MAGIC => {
-            finding(Level::Ok, "BPF filesystem", format!("pins the thread table in {}", dir.display()))
-        }
+        Ok(fs) if fs.f_type == BPF_FS_MAGIC => finding(
+            Level::Ok,
+            "BPF filesystem",
+            format!("pins the thread table in {}", dir.display()),
+        ),
         _ => finding(
             Level::Degraded,
             "BPF filesystem",
             format!(
-                "{} is not a mounted bpffs: the thread table is not pinned for other readers (mount -t bpf bpf {})",
+                "{} is not a mounted bpffs: the thread table is not pinned for other readers ({})",
                 parent.display(),
-                parent.display()
+                pin_advice(parent)
             ),
         ),
+    }
+}
+
+/// What to do when the pin directory's parent is not a BPF filesystem.
+/// Mounting one is advised only at the usual place: a mount over any other
+/// directory would hide what is in it.
+fn pin_advice(parent: &Path) -> String {
+    const USUAL: &str = "/sys/fs/bpf";
+    if parent == Path::new(USUAL) {
+        format!("mount -t bpf bpf {USUAL}")
+    } else {
+        format!(
+            "give a --pin-dir inside a mounted bpffs, such as {USUAL}/taskscope (mount -t bpf bpf \
+             {USUAL} if it is not mounted)"
+        )
     }
 }
 
@@ -575,6 +593,19 @@ mod tests {
         let text = report(&[ok, degraded, fails]);
         assert!(text.ends_with("taskscope cannot run here: c.\n"), "{text}");
         assert!(text.contains("FAILS    c  no"), "{text}");
+    }
+
+    #[test]
+    fn pin_advice_never_mounts_over_a_directory_in_use() {
+        assert_eq!(
+            pin_advice(Path::new("/sys/fs/bpf")),
+            "mount -t bpf bpf /sys/fs/bpf"
+        );
+        let advice = pin_advice(Path::new("/var/lib/pins"));
+        assert!(
+            !advice.contains("/var/lib/pins") && advice.contains("--pin-dir"),
+            "{advice}"
+        );
     }
 
     #[test]

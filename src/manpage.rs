@@ -99,7 +99,7 @@ fn subcommand_section(sub: &clap::Command, page: &mut Vec<u8>) -> Result<()> {
 const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBtaskscope\fR [\fB\-v\fR]... \fBrun\fR [\fIOPTIONS\fR]
 .br
-\fBtaskscope report\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR \fB\-\-to\fR \fITIME\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-where\fR \fIPREDICATE\fR] [\fB\-\-latency\fR | \fB\-\-timeline\fR] [\fIOPTIONS\fR]
+\fBtaskscope report\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-where\fR \fIPREDICATE\fR] [\fB\-\-latency\fR | \fB\-\-timeline\fR] [\fIOPTIONS\fR]
 .br
 \fBtaskscope flamegraph\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR] [\fB\-\-where\fR \fIPREDICATE\fR] [\fB\-\-kind\fR \fIKINDS\fR] [\fB\-o\fR \fIFILE\fR] [\fB\-\-folded\fR]
 .br
@@ -138,6 +138,23 @@ The pinned thread table (\fB\-\-pin\-dir\fR).
 .TP
 \fI/usr/share/taskscope/taskscope.sql\fR
 DuckDB views and queries over the output directory.
+.SH "TIMES AND DURATIONS"
+A \fITIME\fR is a date and time, \fB2026\-11\-30 08:00\fR (seconds and a fraction optional,
+\fBT\fR instead of the space), or a date alone (its midnight).
+Without an offset it is UTC; an offset is honoured: \fB2026\-11\-30T09:00+01:00\fR,
+\fB2026\-11\-30 09:00 +01:00\fR, \fB...Z\fR, \fB... UTC\fR.
+Dates and times that do not exist (\fB2026\-02\-30\fR, \fB24:00\fR) are errors.
+Times are shown in UTC.
+A \fIDAY\fR is \fBtoday\fR, \fByesterday\fR or \fIYYYY\-MM\-DD\fR, a whole UTC day.
+.PP
+A \fIDURATION\fR is a number of seconds or a length such as \fB90s\fR, \fB30m\fR,
+\fB1h30m\fR, \fB"2 hours"\fR, \fB1d12h\fR or \fBPT1H\fR; a day is 24 hours;
+months, years and negative lengths are errors.
+The same forms are read from the settings file.
+.PP
+The window of \fBreport\fR, \fBflamegraph\fR and \fBexport\fR ends at \fB\-\-to\fR or now;
+\fB\-\-since\fR counts back from its end; \fBreport\fR and \fBflamegraph\fR default to the
+last hour. A window that ends before it starts or starts after now is an error (exit 2).
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -167,7 +184,9 @@ CAP_CHOWN only with \fB\-\-group\fR.
 Without them it runs degraded; \fBtaskscope doctor\fR says what is missing.
 .PP
 The output directory must be owned by the agent's user (root), not writable by others,
-not a symlink, and not below a directory others can write to.
+not a symlink, and not below a directory others can write to, except a sticky one owned by
+root such as \fI/tmp\fR: there the agent creates it (owned by root, 0755), and the sticky
+bit keeps other users from renaming or removing it.
 Files are mode 0644 and directories 0755 unless \fB\-\-file\-mode\fR and \fB\-\-group\fR say otherwise.
 .PP
 \fBexport\fR, \fBimport\fR and \fBschema\fR need no privileges: any user who can read the
@@ -204,6 +223,7 @@ Export the last two hours for a post\-mortem, read it elsewhere:
 .RS 4
 .nf
 taskscope export \-\-since 2h \-o incident.tar.zst
+taskscope export \-\-from "2026\-11\-30 09:00 +01:00" \-o incident.tar.zst   # to now
 taskscope import incident.tar.zst \-\-dir incident
 duckdb \-c "SELECT state, count(*) FROM read_csv('incident/samples/*/*/*.csv.zst') GROUP BY ALL"
 .fi

@@ -1,8 +1,11 @@
 //! UTC calendar arithmetic and the text forms of times used in files.
 //!
 //! All times in taskscope's files are UTC. Formatting a timestamp is on the
-//! writer's per-row path, so this is a small allocation-free conversion
-//! (days-to-civil) rather than a general date library.
+//! writer's per-row path, and reading one back is on the readers' per-row
+//! path, so both are small conversions (days-to-civil and back) rather than
+//! a general date library. They handle only the one form the agent writes;
+//! what users type is parsed by `cli::parse` (with jiff), and a test checks
+//! that both agree on which dates exist.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,8 +96,19 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days in `month` of `year` (proleptic Gregorian).
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// Parse `2026-11-22 13:00:00.123456` (UTC; the fraction may be shorter or
-/// absent) into microseconds since the epoch.
+/// absent) into microseconds since the epoch. A date or time that does not
+/// exist (`2026-02-30`, `24:00:00`) is `None`, never the next day.
 pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     let (date, time) = text.split_once(' ')?;
     let mut d = date.splitn(3, '-');
@@ -107,10 +121,11 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
     let minute: i64 = t.next()?.parse().ok()?;
     let second: i64 = t.next()?.parse().ok()?;
     if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
+        || day < 1
+        || day > days_in_month(year, month)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=59).contains(&second)
     {
         return None;
     }
@@ -246,8 +261,56 @@ mod tests {
             Some(1_795_352_645_500_000)
         );
         assert_eq!(parse_timestamp_micros("2026-13-22 13:04:05"), None);
+        for bad in [
+            "2026-02-29 00:00:00",
+            "2026-02-30 00:00:00",
+            "2026-04-31 00:00:00",
+            "2100-02-29 00:00:00",
+            "2026-11-22 24:00:00",
+            "2026-11-22 13:60:00",
+            "2026-11-22 13:04:60",
+            "2026-11-22 -1:04:05",
+            "2026-00-22 13:04:05",
+            "2026-11-00 13:04:05",
+        ] {
+            assert_eq!(parse_timestamp_micros(bad), None, "{bad}");
+        }
+        assert!(parse_timestamp_micros("2028-02-29 00:00:00").is_some());
+        assert!(parse_timestamp_micros("2000-02-29 00:00:00").is_some());
+        assert_eq!(parse_compact("20260230T000000Z"), None);
         assert_eq!(parse_compact("20261122T130405Z"), Some(1_795_352_645));
         assert_eq!(parse_compact("20261122T130405"), None);
+    }
+
+    /// The per-row reader agrees with jiff (what users' times are parsed
+    /// with) on every date and time, valid or not, of a pseudo-random walk
+    /// through the fields' edges.
+    #[test]
+    fn reader_agrees_with_jiff() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..200_000 {
+            let year =
+                [1970, 1999, 2000, 2024, 2026, 2100, 2400][next(7) as usize] + next(3) as i64;
+            let (month, day) = (next(14), next(33));
+            let (hour, minute, second) = (next(26), next(62), next(62));
+            let frac = ["", ".5", ".123456", ".000001"][next(4) as usize];
+            let text =
+                format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}{frac}");
+            let ours = parse_timestamp_micros(&text);
+            let theirs = text
+                .parse::<jiff::civil::DateTime>()
+                .ok()
+                .filter(|_| second < 60) // jiff reads :60 as :59 (leap second)
+                .and_then(|dt| jiff::tz::Offset::UTC.to_timestamp(dt).ok())
+                .map(|ts| ts.as_microsecond());
+            assert_eq!(ours, theirs, "{text}");
+        }
     }
 
     #[test]

@@ -44,7 +44,6 @@ use crate::timefmt::{self, Civil};
 
 /// Archives end in this.
 pub const ARCHIVE_EXT: &str = ".tar.zst";
-const DAY_US: i64 = 86_400_000_000;
 
 /// A usage error (exit 2) as opposed to a failure (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -106,48 +105,12 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// The window asked for, `[from, to)` in microseconds.
+/// The window asked for, `[from, to)` in microseconds, resolved as for
+/// `report` (`cli::window`).
 fn window(args: &ExportArgs, now_us: i64) -> Result<Window> {
-    let window = if let Some(from_us) = args.from {
-        Window {
-            from_us,
-            to_us: args.to.unwrap_or(now_us),
-        }
-    } else if let Some(since) = args.since {
-        Window {
-            from_us: now_us - since.as_micros() as i64,
-            to_us: now_us,
-        }
-    } else if let Some(day) = &args.day {
-        let today = now_us.div_euclid(DAY_US) * DAY_US;
-        let start = match day.as_str() {
-            "today" => today,
-            "yesterday" => today - DAY_US,
-            date => crate::cli_admin::parse_time(date)
-                .ok()
-                .filter(|us| us.rem_euclid(DAY_US) == 0 && date.trim().len() == 10)
-                .ok_or_else(|| {
-                    Usage(format!(
-                        "--day {date}: expected yesterday, today or YYYY-MM-DD"
-                    ))
-                })?,
-        };
-        Window {
-            from_us: start,
-            to_us: start + DAY_US,
-        }
-    } else {
-        return Err(Usage("give the window: --from, --since or --day".into()).into());
-    };
-    if window.from_us >= window.to_us {
-        return Err(Usage(format!(
-            "the window is empty: --from {} is not before --to {}",
-            manifest::timestamp(window.from_us),
-            manifest::timestamp(window.to_us)
-        ))
-        .into());
-    }
-    Ok(window)
+    args.window_flags()
+        .resolve(now_us)
+        .map_err(|err| Usage(err.to_string()).into())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -282,7 +245,7 @@ fn prune(target: &Path, keep_for: Duration, now_us: i64) -> Result<()> {
 mod tests {
     use super::*;
 
-    const DAY: i64 = DAY_US;
+    const DAY: i64 = 86_400_000_000;
     const NOV22: i64 = 1_795_305_600_000_000; // 2026-11-22 00:00 UTC
 
     fn args(extra: &[&str]) -> ExportArgs {
@@ -310,11 +273,15 @@ mod tests {
         );
         let err = w(&["--from", "2026-11-22 14:00"]).unwrap_err();
         assert!(
+            err.is::<Usage>() && err.to_string().contains("after now"),
+            "{err}"
+        );
+        let err = w(&["--from", "2026-11-22 12:00", "--to", "2026-11-22 11:00"]).unwrap_err();
+        assert!(
             err.is::<Usage>() && err.to_string().contains("window is empty"),
             "{err}"
         );
-        assert!(w(&["--day", "2026-11-22 13:00"]).unwrap_err().is::<Usage>());
-        assert!(w(&["--day", "monday"]).unwrap_err().is::<Usage>());
+        assert!(w(&["--day", "2026-11-23"]).unwrap_err().is::<Usage>());
     }
 
     #[test]

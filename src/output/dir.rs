@@ -9,6 +9,19 @@
 //!
 //! [`check`] inspects the output directory and its ancestors without
 //! writing anything; [`OutputDir::create`] then creates what is missing.
+//!
+//! Shared directories such as /tmp: the output directory may be created
+//! inside a directory that others can write to if that directory is sticky
+//! and owned by root (as systemd-tmpfiles does). The sticky bit's
+//! guarantee is what makes this safe: in a sticky directory, only the
+//! owner of an entry, the directory's owner and root can rename or remove
+//! the entry, so the root-owned directory taskscope creates there cannot
+//! be moved, replaced or deleted by anyone else. A name someone else
+//! created first is not root's and is refused, as is a symlink at the name
+//! (`O_NOFOLLOW`) and anything other than a directory; the checks are made
+//! again on the opened descriptor, so nothing swapped in between check and
+//! open is used. A non-sticky writable directory, or a sticky one owned by
+//! another user (who may rename entries in it), is refused.
 
 use std::fs::File;
 use std::io;
@@ -114,7 +127,11 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
                         existing.display()
                     );
                 }
-                check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                if missing.is_empty() {
+                    check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                } else {
+                    check_parent(&existing, meta.uid(), meta.mode(), owner)?;
+                }
                 // Catches read-only file systems before anything is loaded.
                 rustix::fs::access(&existing, rustix::fs::Access::WRITE_OK)
                     .map_err(io::Error::from)
@@ -147,7 +164,7 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
         if meta.uid() != 0 && meta.uid() != owner {
             bail!(
                 "{} is inside {}, which is owned by uid {}: another user could redirect the agent's writes; \
-                 pick a directory owned by root (for example /var/lib/taskscope)",
+                 {USE_INSTEAD}",
                 path.display(),
                 ancestor.display(),
                 meta.uid()
@@ -155,7 +172,7 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
         }
         if meta.mode() & 0o022 != 0 && !sticky {
             bail!(
-                "{} is inside {}, which other users can write to (mode {:04o}); pick a directory owned by root",
+                "{} is inside {}, which other users can write to (mode {:04o}); {USE_INSTEAD}",
                 path.display(),
                 ancestor.display(),
                 meta.mode() & 0o7777
@@ -169,20 +186,48 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
     })
 }
 
+/// What to do about an output directory that cannot be used safely: a
+/// directory of its own, never a change to a shared one (`chmod go-w /tmp`
+/// would break the machine).
+const USE_INSTEAD: &str = "give a directory of its own that only root can write, such as \
+    /var/lib/taskscope, or a new name in /tmp such as /tmp/taskscope (taskscope creates it, \
+    owned by root)";
+
 fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
     if uid != owner {
         bail!(
-            "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner})",
+            "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner}); \
+             {USE_INSTEAD}",
             path.display()
         );
     }
     if mode & 0o022 != 0 {
+        let shared = if mode & 0o1000 != 0 {
+            " (it is a shared directory, sticky like /tmp)"
+        } else {
+            ""
+        };
         bail!(
-            "{what} {} is writable by other users (mode {:04o}); it must be writable only by its owner \
-             (chmod go-w {})",
+            "{what} {} is writable by other users (mode {:04o}){shared}; {USE_INSTEAD}",
             path.display(),
             mode & 0o7777,
-            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The nearest existing directory above a missing output directory: it
+/// must be ours, or root's and sticky if others can write to it.
+fn check_parent(path: &Path, uid: u32, mode: u32, owner: u32) -> Result<()> {
+    if mode & 0o022 == 0 || (uid != 0 && uid != owner) {
+        return check_private(path, uid, mode, owner, "parent directory");
+    }
+    if mode & 0o1000 == 0 {
+        bail!(
+            "parent directory {} is writable by other users (mode {:04o}) and not sticky: \
+             they could rename what taskscope creates in it; {USE_INSTEAD}",
+            path.display(),
+            mode & 0o7777,
         );
     }
     Ok(())
@@ -204,7 +249,11 @@ impl OutputDir {
 
     /// As `create`, giving what is created `perms`.
     pub fn create_with(plan: &OutputPlan, perms: Permissions) -> Result<OutputDir> {
-        let mut fd = open_dir(&plan.existing)?;
+        let mut fd = if plan.missing.is_empty() {
+            open_dir(&plan.existing)?
+        } else {
+            open_parent(&plan.existing)?
+        };
         let mut at = plan.existing.clone();
         for name in &plan.missing {
             at.push(name);
@@ -267,6 +316,24 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
     .map_err(io::Error::from)
     .with_context(|| format!("cannot open {}", path.display()))?;
     verify_dir(&fd).with_context(|| format!("refusing {}", path.display()))?;
+    Ok(fd)
+}
+
+/// Open the existing directory that the first missing one is created in,
+/// checking what was opened by the rule of [`check_parent`].
+fn open_parent(path: &Path) -> Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .with_context(|| format!("cannot open {}", path.display()))?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(io::Error::from)
+        .with_context(|| format!("cannot inspect {}", path.display()))?;
+    let owner = rustix::process::geteuid().as_raw();
+    check_parent(path, st.st_uid, st.st_mode, owner)?;
     Ok(fd)
 }
 
@@ -495,9 +562,82 @@ mod tests {
             err.contains("parent directory") && err.contains("writable by other users"),
             "{err}"
         );
-        // Even sticky: the issue forbids creating into dirs others can write.
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(check(&open.join("out")).is_err());
+        // The advice is a directory of its own, never a chmod of a shared
+        // directory.
+        let err = check(&open).unwrap_err().to_string();
+        assert!(
+            err.contains("/var/lib/taskscope") && !err.contains("chmod"),
+            "{err}"
+        );
+    }
+
+    /// A sticky, root-owned, world-writable parent (like /tmp): creating the
+    /// output directory in it is accepted; everything another user could
+    /// have placed at the name is refused.
+    #[test]
+    fn sticky_root_owned_parents_like_tmp() {
+        let base = tmp();
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let out = shared.join("out");
+        let dir = OutputDir::create(&check(&out).unwrap()).unwrap();
+        let meta = std::fs::symlink_metadata(&out).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, DIR_MODE));
+        drop(dir);
+        // Once it exists, it is used as any root-owned directory.
+        OutputDir::create(&check(&out).unwrap()).unwrap();
+        // The shared directory itself is not an output directory.
+        let err = check(&shared).unwrap_err().to_string();
+        assert!(
+            err.contains("shared directory")
+                && err.contains("/tmp/taskscope")
+                && !err.contains("chmod"),
+            "{err}"
+        );
+
+        let nobody = Some(rustix::fs::Uid::from_raw(65534));
+        // Another user's directory at the name, made before the check...
+        let theirs = shared.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        rustix::fs::chown(&theirs, nobody, None).unwrap();
+        let err = check(&theirs).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        // ... or between the check and the creation.
+        let late = shared.join("late");
+        let plan = check(&late).unwrap();
+        std::fs::create_dir(&late).unwrap();
+        rustix::fs::chown(&late, nobody, None).unwrap();
+        let err = format!("{:#}", OutputDir::create(&plan).err().unwrap());
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        // A symlink planted at the name after the check is not followed.
+        let planted = shared.join("planted");
+        let plan = check(&planted).unwrap();
+        let target = base.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        symlink(&target, &planted).unwrap();
+        assert!(OutputDir::create(&plan).is_err());
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+
+        // Sticky but owned by another user: they may rename our entries.
+        rustix::fs::chown(&shared, nobody, None).unwrap();
+        let err = check(&shared.join("other")).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        // Not sticky: anyone may rename our entries.
+        rustix::fs::chown(&shared, Some(rustix::fs::Uid::from_raw(0)), None).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check(&shared.join("other")).unwrap_err().to_string();
+        assert!(
+            err.contains("not sticky") && !err.contains("chmod"),
+            "{err}"
+        );
+        // Made non-sticky between check and creation: refused on the fd.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let plan = check(&shared.join("other")).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(OutputDir::create(&plan).is_err());
+        assert!(!shared.join("other").exists());
     }
 
     #[test]

@@ -144,55 +144,12 @@ fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
     Ok(files)
 }
 
-/// Parse a size: `1GiB`, `500M`, `10MB`, `4096` (bytes). K, M, G, T and
-/// their -iB forms are powers of 1024; KB, MB, GB, TB of 1000.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (examples: 500M, 1GiB, 20GB)"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" | "k" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{text}' (use K, M, G, T, KB, MB, GB, TB)"
-            ))
-        }
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::dir::{check, create_file, ensure_dir, OutputDir, FILE_MODE};
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("1 parsec").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     fn write(dir: &OwnedFd, name: &str, bytes: usize) {
         create_file(dir, name, FILE_MODE)

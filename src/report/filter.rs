@@ -569,9 +569,9 @@ impl<T: Table> Parser<'_, T> {
         let name = &self.projection.names[column];
         match (&operand, ty) {
             (Operand::Literal(Literal::Text(text)), ColumnType::Timestamp) => {
-                match parse_time(text) {
-                    Some(ts) => Ok(Operand::Literal(Literal::Timestamp(ts))),
-                    None => bail!("--where: '{text}' is not a timestamp for column {name} (use 'YYYY-MM-DD HH:MM[:SS]', UTC)"),
+                match crate::cli::parse::time(text) {
+                    Ok(ts) => Ok(Operand::Literal(Literal::Timestamp(ts))),
+                    Err(why) => bail!("--where: not a timestamp for column {name}: {why}"),
                 }
             }
             (Operand::Literal(Literal::Text(text)), ColumnType::Int64) => match text.parse::<i64>()
@@ -595,18 +595,6 @@ fn number(text: &str) -> Option<Literal> {
         .ok()
         .filter(|v| v.is_finite())
         .map(Literal::Float)
-}
-
-/// A UTC time as users type it: `2026-11-22 03:12`, `…:05`, `…:05.123456`,
-/// with `T` instead of the space and an optional trailing `Z`, or a date.
-pub fn parse_time(text: &str) -> Option<i64> {
-    let text = text.trim().trim_end_matches('Z').replacen('T', " ", 1);
-    let full = match text.split_once(' ') {
-        None => format!("{text} 00:00:00"),
-        Some((date, time)) if time.matches(':').count() == 1 => format!("{date} {time}:00"),
-        Some(_) => text.clone(),
-    };
-    crate::timefmt::parse_timestamp_micros(&full)
 }
 
 #[cfg(test)]
@@ -701,16 +689,5 @@ mod tests {
         assert!(!like("abc", "a_"));
         assert!(like("a%c", "a%%c"));
         assert!(like("xxabcabc", "%abc"));
-    }
-
-    #[test]
-    fn user_times() {
-        assert_eq!(parse_time("2026-11-22 13:04"), Some(1_795_352_640_000_000));
-        assert_eq!(
-            parse_time("2026-11-22T13:04:05Z"),
-            Some(1_795_352_645_000_000)
-        );
-        assert_eq!(parse_time("2026-11-22"), Some(1_795_305_600_000_000));
-        assert_eq!(parse_time("13:04"), None);
     }
 }

@@ -117,7 +117,7 @@ fn function_name(frame: &str) -> String {
 
 /// `taskscope flamegraph`.
 pub fn run(args: &FlamegraphArgs) -> Result<()> {
-    let window = super::window(&args.window, crate::timefmt::unix_micros_now())?;
+    let window = super::window_now(&args.window)?;
     let kernel = args.kind.contains(&crate::cli::StackChoice::Kernel);
     let user = args.kind.contains(&crate::cli::StackChoice::User);
     if !kernel && !user {

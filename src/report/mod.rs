@@ -28,34 +28,17 @@ use anyhow::{bail, Result};
 use crate::catalog::{self, DataFile, Prefer, Window};
 use crate::cli::{ReportArgs, WindowArgs};
 use crate::schema::{Iorq, Samples, Syscalls, Table, Ticks};
-pub use filter::parse_time;
 use read::Projection;
 
 /// Default `--by` of the report.
 pub const DEFAULT_GROUPS: [&str; 4] = ["state", "comm", "syscall", "kfunc"];
 
-/// The window asked for: `--from`/`--to`, else `--since` back from now.
-pub fn window(args: &WindowArgs, now_us: i64) -> Result<Window> {
-    let to_us = match &args.to {
-        Some(text) => time_flag("--to", text)?,
-        None => now_us,
-    };
-    let from_us = match (&args.from, args.since) {
-        (Some(text), _) => time_flag("--from", text)?,
-        (None, Some(since)) => to_us - since.as_micros() as i64,
-        (None, None) => to_us - 3_600_000_000,
-    };
-    if from_us >= to_us {
-        bail!("the window is empty: --from must be before --to");
-    }
-    Ok(Window { from_us, to_us })
-}
-
-fn time_flag(flag: &str, text: &str) -> Result<i64> {
-    match parse_time(text) {
-        Some(ts) => Ok(ts),
-        None => bail!("{flag} '{text}' is not a time (use 'YYYY-MM-DD HH:MM[:SS]', UTC)"),
-    }
+/// The window of `args`, resolved against the clock now (`cli::window`,
+/// shared with `export`); a window that cannot be read is a [`BadFlag`].
+pub fn window_now(args: &WindowArgs) -> Result<Window> {
+    args.flags()
+        .resolve(crate::timefmt::unix_micros_now())
+        .map_err(|err| BadFlag(err.to_string()).into())
 }
 
 /// The files of `table` for `window`; an error when the directory itself
@@ -81,7 +64,7 @@ fn no_data(dir: &Path, table: &str, window: &Window) -> anyhow::Error {
 
 /// `taskscope report`.
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let window = window(&args.window, crate::timefmt::unix_micros_now())?;
+    let window = window_now(&args.window)?;
     let dir = &args.window.dir;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if let Some(kind) = args.latency {
@@ -181,8 +164,8 @@ fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<(
 }
 
 /// Every flag of `report` that can be checked before reading a file.
+/// (The window is resolved by `run`, against the clock.)
 pub fn check(args: &ReportArgs) -> Result<()> {
-    window(&args.window, 0).map_err(bad_flag)?;
     if args.top == 0 {
         return Err(bad_flag(anyhow::anyhow!("--top must be at least 1")));
     }
@@ -202,47 +185,14 @@ pub fn check(args: &ReportArgs) -> Result<()> {
 }
 
 /// Every flag of `flamegraph` that can be checked before reading a file.
+/// (The window is resolved by `flame::run`, against the clock.)
 pub fn check_flamegraph(args: &crate::cli::FlamegraphArgs) -> Result<()> {
-    window(&args.window, 0).map_err(bad_flag)?;
     check_table::<Samples>(&[], args.filter.as_deref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(from: Option<&str>, to: Option<&str>, since: Option<u64>) -> WindowArgs {
-        WindowArgs {
-            dir: "/x".into(),
-            since: since.map(Duration::from_secs),
-            from: from.map(String::from),
-            to: to.map(String::from),
-        }
-    }
-
-    #[test]
-    fn windows() {
-        let now = 1_795_352_645_000_000;
-        let w = window(&args(None, None, None), now).unwrap();
-        assert_eq!((w.from_us, w.to_us), (now - 3_600_000_000, now));
-        let w = window(&args(None, None, Some(120)), now).unwrap();
-        assert_eq!(w.from_us, now - 120_000_000);
-        let w = window(
-            &args(Some("2026-11-22 03:00"), Some("2026-11-22 04:00"), None),
-            now,
-        )
-        .unwrap();
-        assert_eq!(w.len_us(), 3_600_000_000);
-        assert!(window(
-            &args(Some("2026-11-22 04:00"), Some("2026-11-22 03:00"), None),
-            now
-        )
-        .is_err());
-        let err = window(&args(Some("soon"), None, None), now)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--from 'soon' is not a time"), "{err}");
-    }
 
     #[test]
     fn buckets() {

@@ -1,5 +1,7 @@
-//! Bad input: each case is one clear line on stderr, a non-zero exit, and
-//! nothing written.
+//! Bad input: each case is a clear message on stderr (one line, or clap's
+//! whole message for flags clap rejects), a non-zero exit, and nothing
+//! written. And what users type for times, days and durations, and where
+//! the output directory may be, through the real binary.
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -36,6 +38,23 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
         lines[0].contains(needle),
         "{:?} does not mention {needle:?}",
         lines[0]
+    );
+}
+
+/// A flag clap rejects: exit 2 and clap's whole message behind
+/// `taskscope: `, whose first line contains `needle`.
+fn assert_usage_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status; stderr:\n{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("taskscope: error: "), "{stderr}");
+    assert!(
+        first.contains(needle),
+        "{first:?} does not mention {needle:?}"
+    );
+    assert!(
+        stderr.contains("For more information, try '--help'."),
+        "{stderr}"
     );
 }
 
@@ -82,7 +101,7 @@ fn unknown_flag() {
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
     let out = taskscope(&["run", "--bogus", "--output-dir", out_dir.to_str().unwrap()]);
-    assert_one_line_error(&out, 2, "unexpected argument '--bogus'");
+    assert_usage_error(&out, "unexpected argument '--bogus'");
     assert_nothing_written(&out_dir);
 }
 
@@ -98,9 +117,8 @@ fn frequency_out_of_range() {
             "--output-dir",
             out_dir.to_str().unwrap(),
         ]);
-        assert_one_line_error(
+        assert_usage_error(
             &out,
-            2,
             &format!("invalid value '{bad}' for '--frequency <HZ>'"),
         );
     }
@@ -139,7 +157,12 @@ fn bad_storage_flags() {
     ] {
         let mut all = vec!["run", "--no-pin", "--output-dir", out_dir.to_str().unwrap()];
         all.extend(args);
-        assert_one_line_error(&taskscope(&all), 2, needle);
+        let out = taskscope(&all);
+        if needle.starts_with("invalid value") {
+            assert_usage_error(&out, needle);
+        } else {
+            assert_one_line_error(&out, 2, needle);
+        }
     }
     assert_nothing_written(&out_dir);
 }
@@ -180,6 +203,7 @@ fn world_writable_output_dir_is_refused() {
         open.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, 1, "writable by other users");
+    assert_safe_advice(&out);
     assert_nothing_written(&open);
     // Creating a new output directory inside it is refused as well.
     let inside = open.join("out");
@@ -192,7 +216,18 @@ fn world_writable_output_dir_is_refused() {
         inside.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, 1, "writable by other users");
+    assert_safe_advice(&out);
     assert!(!inside.exists());
+}
+
+/// The advice names a directory of its own, and never changes a shared
+/// one (`chmod go-w /tmp` would break the machine).
+fn assert_safe_advice(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/var/lib/taskscope") && !stderr.contains("chmod"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -288,4 +323,248 @@ fn missing_pid() {
         "/nonexistent",
     ]);
     assert_one_line_error(&out, 2, "--pid 4194304: no such process");
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of `micros`.
+fn utc_text(micros: i64) -> String {
+    let mut text = String::new();
+    taskscope::timefmt::write_timestamp_micros(&mut text, micros);
+    text.truncate(19);
+    text
+}
+
+/// `--from` without `--to` reads up to now in report, flamegraph and
+/// export alike (report and flamegraph called the window empty); a time
+/// with an offset is the same instant as its UTC form; durations in the
+/// friendly forms work in flags and in the settings file.
+#[test]
+fn from_without_to_reads_up_to_now() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let out_dir = scratch.path().join("out");
+    let settings = scratch.path().join("taskscope.toml");
+    std::fs::write(
+        &settings,
+        "duration = \"3 seconds\"\nmax-age = \"1d12h\"\nflush-interval = \"1s\"\n",
+    )
+    .expect("settings file");
+    let started = taskscope::timefmt::unix_micros_now();
+    let run = run_agent(
+        &[
+            "run",
+            "--config",
+            settings.to_str().unwrap(),
+            "-F",
+            "10",
+            "--all",
+            "--no-pin",
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_success(&run);
+    let took = taskscope::timefmt::unix_micros_now() - started;
+    assert!(took < 20_000_000, "duration = \"3 seconds\" ran {took} us");
+    let dir = out_dir.to_str().unwrap();
+    let from_us = started / 60_000_000 * 60_000_000 - 60_000_000;
+    let from = utc_text(from_us);
+    let from_plus_one = format!("{}+01:00", utc_text(from_us + 3_600_000_000));
+
+    let report = |from: &str| {
+        let out = taskscope(&["report", "--dir", dir, "--from", from, "--format", "json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "report --from {from}: {stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (json["from"].as_str().unwrap_or_default().to_string(), json)
+    };
+    let (shown_from, json) = report(&from);
+    assert!(shown_from.starts_with(&from), "{json}");
+    let to = json["to"].as_str().expect("to");
+    assert!(to > utc_text(started).as_str(), "--to is now: {json}");
+    assert!(!json["rows"].as_array().expect("rows").is_empty(), "{json}");
+    assert_eq!(report(&from_plus_one).0, shown_from, "offset +01:00");
+    assert_eq!(
+        report(&format!("{}Z", from.replace(' ', "T"))).0,
+        shown_from
+    );
+
+    let folded = taskscope(&["flamegraph", "--dir", dir, "--from", &from, "--folded"]);
+    assert!(
+        folded.status.success() && !folded.stdout.is_empty(),
+        "flamegraph --from without --to: {}",
+        String::from_utf8_lossy(&folded.stderr)
+    );
+    let archive = scratch.path().join("a.tar.zst");
+    let export = taskscope(&[
+        "export",
+        "--dir",
+        dir,
+        "--from",
+        &from_plus_one,
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        export.status.success() && archive.exists(),
+        "export --from without --to: {}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    // Friendly durations reach back the same way.
+    let since = taskscope(&[
+        "report", "--dir", dir, "--since", "1h 30m", "--format", "json",
+    ]);
+    assert!(
+        since.status.success(),
+        "{}",
+        String::from_utf8_lossy(&since.stderr)
+    );
+}
+
+/// Times and days that do not exist, times without a date and windows in
+/// the future: exit 2 with the reason, in every reading command, and no
+/// archive written (`export --day 2026-02-30` exported 2 March).
+#[test]
+fn impossible_times_and_future_windows_are_refused() {
+    let scratch = scratch();
+    let data = scratch.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let dir = data.to_str().unwrap();
+    let archive = scratch.path().join("x.tar.zst");
+    let archive = archive.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["export", "--day", "2026-02-30"],
+            "2026-02-30 is not a date",
+        ),
+        (
+            vec!["export", "--day", "2026-13-01"],
+            "2026-13-01 is not a date",
+        ),
+        (
+            vec!["export", "--from", "2026-04-31 08:00"],
+            "is not a valid time",
+        ),
+        (
+            vec!["report", "--from", "2026-02-30"],
+            "is not a valid time",
+        ),
+        (
+            vec!["report", "--to", "2026-11-30 24:00"],
+            "is not a valid time",
+        ),
+        (vec!["flamegraph", "--from", "08:00"], "has no date"),
+        (
+            vec!["report", "--since", "1 fortnight"],
+            "is not a duration",
+        ),
+        (vec!["report", "--since", "1mo"], "no fixed length"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--dir", dir]);
+        if all[0] == "export" {
+            all.extend(["-o", archive]);
+        }
+        assert_usage_error(&taskscope(&all), needle);
+    }
+    for args in [
+        vec!["report", "--from", "2999-01-01"],
+        vec!["flamegraph", "--from", "2999-01-01 08:00+01:00"],
+        vec!["export", "--day", "2999-01-01", "-o", archive],
+        vec!["export", "--from", "2999-01-01", "-o", archive],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--dir", dir]);
+        assert_one_line_error(&taskscope(&all), 2, "after now");
+    }
+    assert!(!Path::new(archive).exists(), "an archive was written");
+}
+
+/// A missing argument is named (the message was "not provided:" and
+/// nothing after it); valid values and "did you mean" tips are kept.
+#[test]
+fn usage_errors_say_everything_clap_knows() {
+    let out = taskscope(&["export", "--since", "1h"]);
+    assert_usage_error(&out, "the following required arguments were not provided:");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().nth(1).map(str::trim),
+        Some("--output <PATH>"),
+        "{stderr}"
+    );
+    let out = taskscope(&["export", "-o", "/nonexistent/x.tar.zst"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_usage_error(&out, "not provided");
+    assert!(
+        stderr.contains("--from <TIME>|--since <DURATION>|--day <DAY>"),
+        "{stderr}"
+    );
+    let out = taskscope(&["run", "--stacks", "python"]);
+    assert_usage_error(&out, "invalid value 'python' for '--stacks <KINDS>'");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[possible values: kernel, user, none]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = taskscope(&["report", "--form", "2026-11-30"]);
+    assert_usage_error(&out, "unexpected argument '--form'");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a similar argument exists: '--from'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In a settings file, the same facts on the file's one line.
+    let scratch = scratch();
+    let settings = scratch.path().join("taskscope.toml");
+    std::fs::write(&settings, "\nformat = [\"json\"]\n").unwrap();
+    let out = taskscope(&["run", "--config", settings.to_str().unwrap(), "--check"]);
+    assert_one_line_error(&out, 2, ":2: format: invalid value 'json'");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[possible values: csv, parquet]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--output-dir /tmp/NAME`: created by root in the sticky, root-owned
+/// /tmp, which others cannot rename or remove it from, and written to. A
+/// name someone else made first is refused.
+#[test]
+fn output_dir_in_tmp_is_created_and_used() {
+    require_root();
+    let _serial = exclusive();
+    let name = format!("/tmp/taskscope-test-sticky-{}", std::process::id());
+    let out_dir = Path::new(&name);
+    let _ = std::fs::remove_dir_all(out_dir);
+    let run = run_agent(
+        &[
+            "run",
+            "-F",
+            "10",
+            "--duration",
+            "2s",
+            "--no-pin",
+            "--output-dir",
+            &name,
+        ],
+        Duration::from_secs(30),
+    );
+    let meta = std::fs::symlink_metadata(out_dir);
+    let files = files_under(out_dir);
+    let _ = std::fs::remove_dir_all(out_dir);
+    assert_success(&run);
+    let meta = meta.expect("the output directory exists");
+    use std::os::unix::fs::MetadataExt;
+    assert!(meta.is_dir());
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+    assert!(files.iter().any(|f| f.starts_with("samples")), "{files:?}");
+
+    // Another user's directory at the name is not the agent's.
+    std::fs::create_dir(out_dir).unwrap();
+    std::os::unix::fs::chown(out_dir, Some(65534), Some(65534)).unwrap();
+    let out = taskscope(&["run", "--duration", "1", "--no-pin", "--output-dir", &name]);
+    let _ = std::fs::remove_dir_all(out_dir);
+    assert_one_line_error(&out, 1, "is owned by uid 65534");
+    assert_safe_advice(&out);
 }
