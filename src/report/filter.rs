@@ -8,7 +8,13 @@
 //! 'quoted text' (timestamps as text: `ts >= '2026-11-22 03:12'`), TRUE,
 //! FALSE and NULL. NULL follows SQL's three-valued logic: a row passes only
 //! when the predicate is true. Anything else is a one-line error that
-//! points at the offending text.
+//! points at the offending text; nesting (parentheses, NOT) is bounded at
+//! [`MAX_DEPTH`] levels, so no input can exhaust the stack.
+//!
+//! The time sampled must be restricted like the rows: [`ticks_filter`]
+//! takes the top-level AND conditions on `ts` (and columns `ticks` also
+//! has) to filter the ticks the same way, and refuses a `ts` condition
+//! tangled with other columns, which could not be.
 
 use std::cmp::Ordering;
 
@@ -17,11 +23,15 @@ use anyhow::{bail, Result};
 use super::read::{Cell, Projection, Row};
 use crate::schema::{ColumnType, Table};
 
+/// Deepest nesting of parentheses and NOT accepted.
+pub const MAX_DEPTH: usize = 64;
+
 /// A parsed predicate, its columns resolved against a projection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Every operand (chains are flat: `a AND b AND c` is one node).
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Not(Box<Expr>),
     Compare(Operand, CompareOp, Operand),
     IsNull(Operand, bool),
@@ -73,6 +83,7 @@ pub fn parse<T: Table>(text: &str, projection: &mut Projection) -> Result<Expr> 
     let mut parser = Parser {
         tokens,
         at: 0,
+        depth: 0,
         text,
         projection,
         table: std::marker::PhantomData::<T>,
@@ -95,16 +106,28 @@ pub fn passes(expr: &Expr, row: &dyn Row) -> bool {
 
 fn eval(expr: &Expr, row: &dyn Row) -> Option<bool> {
     match expr {
-        Expr::And(a, b) => match (eval(a, row), eval(b, row)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        },
-        Expr::Or(a, b) => match (eval(a, row), eval(b, row)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        },
+        Expr::And(all) => {
+            let mut unknown = false;
+            for e in all {
+                match eval(e, row) {
+                    Some(false) => return Some(false),
+                    None => unknown = true,
+                    Some(true) => {}
+                }
+            }
+            (!unknown).then_some(true)
+        }
+        Expr::Or(any) => {
+            let mut unknown = false;
+            for e in any {
+                match eval(e, row) {
+                    Some(true) => return Some(true),
+                    None => unknown = true,
+                    Some(false) => {}
+                }
+            }
+            (!unknown).then_some(false)
+        }
         Expr::Not(a) => eval(a, row).map(|v| !v),
         Expr::Compare(a, op, b) => {
             let ordering = compare(&value(a, row), &value(b, row))?;
@@ -354,6 +377,8 @@ fn last_is_operand(tokens: &[Token]) -> bool {
 struct Parser<'p, T> {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and NOTs open around the current token.
+    depth: usize,
     text: &'p str,
     projection: &'p mut Projection,
     table: std::marker::PhantomData<T>,
@@ -398,34 +423,60 @@ impl<T: Table> Parser<'_, T> {
     }
 
     fn or(&mut self) -> Result<Expr> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.keyword("OR") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            any.push(self.and()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 {
+            any.remove(0)
+        } else {
+            Expr::Or(any)
+        })
     }
 
     fn and(&mut self) -> Result<Expr> {
-        let mut left = self.not()?;
+        let mut all = vec![self.not()?];
         while self.keyword("AND") {
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            all.push(self.not()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Expr::And(all)
+        })
+    }
+
+    /// One level deeper (a parenthesis or NOT); refused beyond MAX_DEPTH.
+    fn deeper(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let offset = self.tokens.get(self.at).map_or(self.text.len(), |t| t.offset);
+            bail!(
+                "--where: nested more than {MAX_DEPTH} levels deep (parentheses and NOT) at character {}; simplify the predicate",
+                offset + 1
+            );
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr> {
         if self.keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.predicate()
     }
 
     fn predicate(&mut self) -> Result<Expr> {
         if self.symbol("(") {
+            self.deeper()?;
             let inner = self.or()?;
             if !self.symbol(")") {
                 return self.error("')'");
             }
+            self.depth -= 1;
             return Ok(inner);
         }
         let left = self.operand()?;
@@ -479,10 +530,10 @@ impl<T: Table> Parser<'_, T> {
                 return self.error("AND");
             }
             let high = self.typed_operand(&left)?;
-            let range = Expr::And(
-                Box::new(Expr::Compare(left.clone(), CompareOp::Ge, low)),
-                Box::new(Expr::Compare(left, CompareOp::Le, high)),
-            );
+            let range = Expr::And(vec![
+                Expr::Compare(left.clone(), CompareOp::Ge, low),
+                Expr::Compare(left, CompareOp::Le, high),
+            ]);
             return Ok(if negated {
                 Expr::Not(Box::new(range))
             } else {
@@ -585,6 +636,112 @@ impl<T: Table> Parser<'_, T> {
             _ => Ok(operand),
         }
     }
+}
+
+/// Columns of `expr`, by position in its projection.
+fn columns_of(expr: &Expr, out: &mut Vec<usize>) {
+    let mut operand = |o: &Operand| {
+        if let Operand::Column(i) = o {
+            out.push(*i);
+        }
+    };
+    match expr {
+        Expr::And(all) | Expr::Or(all) => all.iter().for_each(|e| columns_of(e, out)),
+        Expr::Not(e) => columns_of(e, out),
+        Expr::Compare(a, _, b) => {
+            operand(a);
+            operand(b);
+        }
+        Expr::IsNull(a, _) | Expr::Like { operand: a, .. } => operand(a),
+        Expr::In { operand: a, list, .. } => {
+            operand(a);
+            list.iter().for_each(operand);
+        }
+        Expr::Constant(_) => {}
+    }
+}
+
+/// `expr` with each column moved to the position `place` gives it.
+fn remap(expr: &Expr, place: &mut dyn FnMut(usize) -> Result<usize>) -> Result<Expr> {
+    let mut operand = |o: &Operand| -> Result<Operand> {
+        Ok(match o {
+            Operand::Column(i) => Operand::Column(place(*i)?),
+            other => other.clone(),
+        })
+    };
+    Ok(match expr {
+        Expr::And(all) => Expr::And(all.iter().map(|e| remap(e, place)).collect::<Result<_>>()?),
+        Expr::Or(any) => Expr::Or(any.iter().map(|e| remap(e, place)).collect::<Result<_>>()?),
+        Expr::Not(e) => Expr::Not(Box::new(remap(e, place)?)),
+        Expr::Compare(a, op, b) => Expr::Compare(operand(a)?, *op, operand(b)?),
+        Expr::IsNull(a, negated) => Expr::IsNull(operand(a)?, *negated),
+        Expr::Like {
+            operand: a,
+            pattern,
+            negated,
+            case_insensitive,
+        } => Expr::Like {
+            operand: operand(a)?,
+            pattern: pattern.clone(),
+            negated: *negated,
+            case_insensitive: *case_insensitive,
+        },
+        Expr::In {
+            operand: a,
+            list,
+            negated,
+        } => Expr::In {
+            operand: operand(a)?,
+            list: list.iter().map(&mut operand).collect::<Result<_>>()?,
+            negated: *negated,
+        },
+        Expr::Constant(v) => Expr::Constant(*v),
+    })
+}
+
+/// The part of a `--where` over table `S` that restricts *time*, as a
+/// predicate over table `T` (`ticks`): the top-level AND conditions that
+/// use `ts` and only columns `T` has too. A condition that uses `ts` with
+/// a column `T` lacks (`ts > x OR comm = 'y'`) cannot restrict the time
+/// sampled and is an error. None when no condition uses `ts`.
+pub fn ticks_filter<T: Table>(
+    expr: &Expr,
+    projection: &Projection,
+    ticks: &mut Projection,
+) -> Result<Option<Expr>> {
+    let conditions: Vec<&Expr> = match expr {
+        Expr::And(all) => all.iter().collect(),
+        other => vec![other],
+    };
+    let mut kept = Vec::new();
+    for condition in conditions {
+        let mut used = Vec::new();
+        columns_of(condition, &mut used);
+        let names: Vec<&str> = used.iter().map(|&i| projection.names[i].as_str()).collect();
+        if !names.contains(&"ts") {
+            continue;
+        }
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| !T::columns().iter().any(|c| c.name == *name))
+            .collect();
+        if let Some(other) = others.first() {
+            bail!(
+                "--where: a condition joins ts with {other}, so the time sampled cannot be \
+                 limited the same way; give the time range with --from/--to, or as its own \
+                 condition (ts >= '…' AND …)"
+            );
+        }
+        kept.push(remap(condition, &mut |i| {
+            ticks.require::<T>(&projection.names[i], "--where")
+        })?);
+    }
+    Ok(match kept.len() {
+        0 => None,
+        1 => kept.pop(),
+        _ => Some(Expr::And(kept)),
+    })
 }
 
 fn number(text: &str) -> Option<Literal> {
@@ -691,6 +848,49 @@ mod tests {
             assert!(err.contains(message), "{predicate}: {err}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let row = [("tid", Cell::Int(1))];
+        let deep = format!("{}tid = 1{}", "(".repeat(10_000), ")".repeat(10_000));
+        let err = check(&deep, &row).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 levels"), "{err}");
+        let nots = format!("{}tid = 1", "NOT ".repeat(10_000));
+        assert!(check(&nots, &row).is_err());
+        // Long flat chains are fine: one node, evaluated in a loop.
+        let chain = vec!["tid = 1"; 10_000].join(" AND ");
+        assert!(check(&chain, &row).unwrap());
+        let chain = vec!["tid = 2"; 10_000].join(" OR ");
+        assert!(!check(&chain, &row).unwrap());
+        let nested = format!("{}tid = 1{}", "(".repeat(64), ")".repeat(64));
+        assert!(check(&nested, &row).unwrap());
+    }
+
+    #[test]
+    fn time_conditions_also_filter_the_ticks() {
+        use crate::schema::Ticks;
+        let split = |predicate: &str| -> Result<Option<(Expr, Vec<String>)>> {
+            let mut projection = Projection::of::<Samples>(&[], "test").unwrap();
+            let expr = parse::<Samples>(predicate, &mut projection)?;
+            let mut ticks = Projection::of::<Ticks>(&[], "test").unwrap();
+            Ok(ticks_filter::<Ticks>(&expr, &projection, &mut ticks)?
+                .map(|e| (e, ticks.names.clone())))
+        };
+        assert!(split("comm = 'x' AND tid > 3").unwrap().is_none());
+        let (expr, names) = split("ts >= '2026-11-22 13:00' AND comm = 'x'")
+            .unwrap()
+            .unwrap();
+        assert_eq!(names, ["ts"]);
+        assert!(matches!(expr, Expr::Compare(Operand::Column(0), CompareOp::Ge, _)));
+        let (expr, _) = split("ts >= '2026-11-22 13:00' AND (ts < '2026-11-22 14:00' OR weight_us > 5) AND state = 'DISK'")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&expr, Expr::And(all) if all.len() == 2), "{expr:?}");
+        let err = split("ts > '2026-11-22 13:00' OR comm = 'y'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("joins ts with comm") && err.contains("--from/--to"), "{err}");
     }
 
     #[test]
