@@ -135,6 +135,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_sql_counts_the_same_states() {
+        let sql = include_str!("../../share/taskscope.sql");
+        let start = sql
+            .find("MACRO taskscope_active(state)")
+            .expect("taskscope_active in share/taskscope.sql");
+        let list = &sql[start..];
+        let list = &list[list.find("IN (").expect("IN (") + 4..];
+        let list = &list[..list.find(')').expect(")")];
+        let names: Vec<&str> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('\''))
+            .collect();
+        assert_eq!(names, active_names(), "taskscope_active() in share/taskscope.sql");
+    }
+
+    #[test]
     fn the_readme_lists_every_state_with_its_colour() {
         let readme = include_str!("../../README.md");
         let start = readme.find("<!-- states:begin -->").expect("states:begin in README.md")
