@@ -250,11 +250,17 @@ fn bad_flag(err: anyhow::Error) -> anyhow::Error {
     BadFlag(format!("{err:#}")).into()
 }
 
-/// Check `--by` and `--where` against table `T`.
+/// Check `--by` and `--where` against table `T` (for `samples`, also
+/// that its time conditions can restrict the ticks).
 fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<()> {
     let mut projection = Projection::of::<T>(groups, "--by").map_err(bad_flag)?;
     if let Some(text) = predicate {
-        filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
+        let expr = filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
+        if T::NAME == Samples::NAME {
+            let mut ticks = Projection::of::<crate::schema::Ticks>(&[], "report")?;
+            filter::ticks_filter::<crate::schema::Ticks>(&expr, &projection, &mut ticks)
+                .map_err(bad_flag)?;
+        }
     }
     Ok(())
 }
