@@ -313,7 +313,11 @@ mod tests {
     fn only_complete_records_are_delivered() {
         let text = b"ts,comm\n1,\"a\nb\"\n2,c\n3,\"unfinished\nname";
         for chunk in [1, 2, 3, 7, 1000] {
-            assert_eq!(complete(text, chunk), b"ts,comm\n1,\"a\nb\"\n2,c\n", "{chunk}");
+            assert_eq!(
+                complete(text, chunk),
+                b"ts,comm\n1,\"a\nb\"\n2,c\n",
+                "{chunk}"
+            );
         }
         assert_eq!(complete(b"ts,comm\n1,x", 4), b"ts,comm\n");
         assert_eq!(complete(b"ts,co", 4), b"");

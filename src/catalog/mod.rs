@@ -351,9 +351,11 @@ impl Catalog {
         let mut by_host: BTreeMap<String, (std::collections::BTreeSet<String>, i64, i64)> =
             BTreeMap::new();
         for file in self.list(table) {
-            let entry = by_host
-                .entry(file.host.clone())
-                .or_insert((Default::default(), i64::MAX, i64::MIN));
+            let entry = by_host.entry(file.host.clone()).or_insert((
+                Default::default(),
+                i64::MAX,
+                i64::MIN,
+            ));
             entry.0.insert(file.stem);
             entry.1 = entry.1.min(file.start_us);
             entry.2 = entry.2.max(file.start_us);
@@ -458,11 +460,17 @@ mod tests {
     fn journals_join_the_listing_unless_their_period_is_published() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        touch(d, "samples/date=2026-11-22/hour=13/a-20261122T130000Z.csv.zst");
+        touch(
+            d,
+            "samples/date=2026-11-22/hour=13/a-20261122T130000Z.csv.zst",
+        );
         touch(d, ".inprogress/samples-a-20261122T130000Z.csv.zst.tmp");
         touch(d, ".inprogress/samples-a-20261122T140000Z.csv.zst.tmp");
         touch(d, ".inprogress/samples-a-20261122T140000Z.parquet.tmp");
-        touch(d, ".inprogress/samples-a-20261122T120000Z.csv.zst.tmp.broken");
+        touch(
+            d,
+            ".inprogress/samples-a-20261122T120000Z.csv.zst.tmp.broken",
+        );
         touch(d, ".inprogress/ticks-a-20261122T140000Z.csv.zst.tmp");
         let mut catalog = Catalog::open(d).unwrap();
         let files = catalog.list("samples");

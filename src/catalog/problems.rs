@@ -202,7 +202,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("ticks")).unwrap();
         let mut catalog = Catalog::open(dir.path()).unwrap();
-        let (a, b, c) = ("h-20261122T130000Z", "h-20261122T140000Z", "h-20261122T150000Z");
+        let (a, b, c) = (
+            "h-20261122T130000Z",
+            "h-20261122T140000Z",
+            "h-20261122T150000Z",
+        );
         let samples = [file("samples", a), file("samples", b), file("samples", c)];
         let ticks = [file("ticks", a), file("ticks", b)];
         let reads = [
@@ -210,7 +214,10 @@ mod tests {
                 "samples",
                 vec![
                     (&samples[0], None),
-                    (&samples[1], Some("row 3: weight_us 'x' is not a number".into())),
+                    (
+                        &samples[1],
+                        Some("row 3: weight_us 'x' is not a number".into()),
+                    ),
                     (&samples[2], None),
                 ],
             ),
@@ -231,7 +238,9 @@ mod tests {
         ];
         assert_eq!(catalog.leave_out(&reads, |_, _| true).len(), 2);
         assert_eq!(catalog.problems.len(), 1);
-        assert!(catalog.problems[0].what.starts_with("missing: no stacks files, so 2"));
+        assert!(catalog.problems[0]
+            .what
+            .starts_with("missing: no stacks files, so 2"));
         // ... unless the answer does not need it.
         let mut catalog = Catalog::open(dir.path()).unwrap();
         assert!(catalog.leave_out(&reads, |t, _| t != "stacks").is_empty());

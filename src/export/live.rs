@@ -152,10 +152,7 @@ fn write_complete_rows(journal: File, out: File, until_us: Option<i64>) -> Resul
             put(&record, &mut encoder)?;
         }
     }
-    let file = encoder
-        .finish()?
-        .into_inner()
-        .map_err(|e| e.into_error())?;
+    let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(true)
 }

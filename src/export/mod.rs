@@ -222,6 +222,9 @@ pub fn archive_end(name: &str) -> Option<i64> {
     timefmt::parse_compact(to).map(|secs| secs * 1_000_000)
 }
 
+/// Files to archive, with what they hold.
+type Selected = Vec<(DataFile, Contents)>;
+
 /// The files to archive with what they hold: the catalog's candidates
 /// (one format per period, Parquet preferred) of every table, the periods
 /// being written as finished copies in `staging`, without the periods
@@ -232,7 +235,7 @@ fn select(
     window: &Window,
     progress: &mut Progress,
     staging: &mut live::Staging,
-) -> Result<(Vec<(DataFile, Contents)>, Vec<Problem>)> {
+) -> Result<(Selected, Vec<Problem>)> {
     let mut catalog = Catalog::open(dir)?;
     let mut files = Vec::new();
     for table in crate::output::TABLES {

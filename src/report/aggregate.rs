@@ -311,15 +311,20 @@ fn sampled(
     expr: Option<&Expr>,
     window: &Window,
 ) -> Vec<Result<Vec<(i64, i64)>, String>> {
-    read::scan_files(ticks, projection, |_| Vec::new(), |list, row| {
-        let Some(ts) = row.cell(0).as_int().filter(|&t| window.contains(t)) else {
-            return;
-        };
-        if expr.is_some_and(|e| !filter::passes(e, row)) {
-            return;
-        }
-        list.push((ts, row.cell(1).as_int().unwrap_or(0)));
-    })
+    read::scan_files(
+        ticks,
+        projection,
+        |_| Vec::new(),
+        |list, row| {
+            let Some(ts) = row.cell(0).as_int().filter(|&t| window.contains(t)) else {
+                return;
+            };
+            if expr.is_some_and(|e| !filter::passes(e, row)) {
+                return;
+            }
+            list.push((ts, row.cell(1).as_int().unwrap_or(0)));
+        },
+    )
 }
 
 /// The sampling period (the most common tick weight) in `window`, if any

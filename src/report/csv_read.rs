@@ -197,7 +197,11 @@ pub(super) fn split_fields(
 /// checking that the header is one of the projection's table.
 fn header_fields(names: &[Vec<u8>], projection: &Projection) -> Result<Vec<Option<usize>>> {
     for name in names {
-        if !projection.known.iter().any(|k| k.as_bytes() == name.as_slice()) {
+        if !projection
+            .known
+            .iter()
+            .any(|k| k.as_bytes() == name.as_slice())
+        {
             bail!(
                 "its header has '{}', which is not a column of {} (is it a {} file?)",
                 String::from_utf8_lossy(name),
@@ -236,7 +240,7 @@ pub(super) fn scan(
     mut input: impl Read,
     journal: bool,
     projection: &Projection,
-    each: &mut dyn FnMut(&dyn Row),
+    mut each: impl FnMut(&dyn Row),
 ) -> Result<()> {
     let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut spans = Vec::new();
@@ -319,6 +323,7 @@ pub(super) fn scan(
         buffer.resize(old + want, 0);
         let n = match read_full(&mut input, &mut buffer[old..]) {
             Ok(n) => n,
+            Err(err) if rows == 0 => bail!("cannot decompress it ({err})"),
             Err(err) => bail!("cannot decompress it after row {rows} ({err})"),
         };
         buffer.truncate(old + n);
@@ -419,7 +424,7 @@ mod tests {
         projection.need::<Samples>("ts", "test").unwrap();
         projection.need::<Samples>("weight_us", "test").unwrap();
         let mut rows = Vec::new();
-        scan(text.as_bytes(), false, &projection, &mut |row| {
+        scan(text.as_bytes(), false, &projection, |row| {
             let _ = row.cell(1);
             let comm = match row.cell(0) {
                 Cell::Text(t) => t.to_string(),

@@ -450,7 +450,10 @@ impl<T: Table> Parser<'_, T> {
     fn deeper(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            let offset = self.tokens.get(self.at).map_or(self.text.len(), |t| t.offset);
+            let offset = self
+                .tokens
+                .get(self.at)
+                .map_or(self.text.len(), |t| t.offset);
             bail!(
                 "--where: nested more than {MAX_DEPTH} levels deep (parentheses and NOT) at character {}; simplify the predicate",
                 offset + 1
@@ -653,7 +656,9 @@ fn columns_of(expr: &Expr, out: &mut Vec<usize>) {
             operand(b);
         }
         Expr::IsNull(a, _) | Expr::Like { operand: a, .. } => operand(a),
-        Expr::In { operand: a, list, .. } => {
+        Expr::In {
+            operand: a, list, ..
+        } => {
             operand(a);
             list.iter().for_each(operand);
         }
@@ -882,15 +887,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(names, ["ts"]);
-        assert!(matches!(expr, Expr::Compare(Operand::Column(0), CompareOp::Ge, _)));
+        assert!(matches!(
+            expr,
+            Expr::Compare(Operand::Column(0), CompareOp::Ge, _)
+        ));
         let (expr, _) = split("ts >= '2026-11-22 13:00' AND (ts < '2026-11-22 14:00' OR weight_us > 5) AND state = 'DISK'")
             .unwrap()
             .unwrap();
-        assert!(matches!(&expr, Expr::And(all) if all.len() == 2), "{expr:?}");
+        assert!(
+            matches!(&expr, Expr::And(all) if all.len() == 2),
+            "{expr:?}"
+        );
         let err = split("ts > '2026-11-22 13:00' OR comm = 'y'")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("joins ts with comm") && err.contains("--from/--to"), "{err}");
+        assert!(
+            err.contains("joins ts with comm") && err.contains("--from/--to"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,8 +50,7 @@ pub fn folded(
         .predicate
         .map(|text| filter::parse::<Samples>(text, &mut projection))
         .transpose()?;
-    let mut both =
-        catalog.select_periods(&[Samples::NAME, Stacks::NAME], &window, Prefer::Parquet);
+    let mut both = catalog.select_periods(&[Samples::NAME, Stacks::NAME], &window, Prefer::Parquet);
     let stack_files = both.pop().unwrap_or_default();
     let samples = both.pop().unwrap_or_default();
     // Per file: the weights, and whether any counted row refers to a stack.
@@ -190,7 +189,11 @@ pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
                 bail!(
                     "no samples in {} match{} (--all-states draws sleeping and idle threads too)",
                     super::output::window_text(&window),
-                    if args.filter.is_some() { " --where" } else { "" }
+                    if args.filter.is_some() {
+                        " --where"
+                    } else {
+                        ""
+                    }
                 );
             }
             return Err(empty);

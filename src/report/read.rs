@@ -123,7 +123,7 @@ impl Projection {
 pub fn scan_file(
     file: &DataFile,
     projection: &Projection,
-    each: &mut dyn FnMut(&dyn Row),
+    mut each: impl FnMut(&dyn Row),
 ) -> Result<()> {
     let (handle, opened) = match catalog::open(file) {
         Ok(opened) => opened,
@@ -131,7 +131,7 @@ pub fn scan_file(
     };
     let until = file.until_us.filter(|_| file.in_progress);
     let ts = projection.index("ts").filter(|_| until.is_some());
-    let mut bounded = |row: &dyn Row| {
+    let bounded = |row: &dyn Row| {
         if let (Some(until), Some(ts)) = (until, ts) {
             if row.cell(ts).as_int().is_none_or(|t| t > until) {
                 return;
@@ -145,16 +145,16 @@ pub fn scan_file(
                 Ok(reader) => reader,
                 Err(err) => bail!("cannot decompress it ({err})"),
             };
-            csv_read::scan(reader, true, projection, &mut bounded)
+            csv_read::scan(reader, true, projection, bounded)
         }
         Opened::Published(FileFormat::Csv) => {
             let decoder = match zstd::stream::read::Decoder::new(handle) {
                 Ok(decoder) => decoder,
                 Err(err) => bail!("cannot decompress it ({err})"),
             };
-            csv_read::scan(decoder, false, projection, &mut bounded)
+            csv_read::scan(decoder, false, projection, bounded)
         }
-        Opened::Published(FileFormat::Parquet) => scan_parquet(handle, projection, &mut bounded),
+        Opened::Published(FileFormat::Parquet) => scan_parquet(handle, projection, bounded),
     }
 }
 
@@ -184,7 +184,7 @@ pub fn scan_files<S: Send>(
                     return;
                 };
                 let mut state = init(file);
-                let result = scan_file(file, projection, &mut |row| each(&mut state, row))
+                let result = scan_file(file, projection, |row| each(&mut state, row))
                     .map(|()| state)
                     .map_err(|err| format!("{err:#}"));
                 if let Ok(mut results) = results.lock() {
@@ -286,11 +286,7 @@ impl Row for BatchRow<'_> {
     }
 }
 
-fn scan_parquet(
-    file: File,
-    projection: &Projection,
-    each: &mut dyn FnMut(&dyn Row),
-) -> Result<()> {
+fn scan_parquet(file: File, projection: &Projection, mut each: impl FnMut(&dyn Row)) -> Result<()> {
     let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
         Ok(builder) => builder,
         Err(err) => bail!("it is not a readable Parquet file ({err})"),

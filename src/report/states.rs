@@ -84,10 +84,7 @@ pub fn is_active(state: &str) -> bool {
     // Called for every row: compare with the few active names (most
     // mismatches stop at the length).
     static ACTIVE: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    ACTIVE
-        .get_or_init(active_names)
-        .iter()
-        .any(|name| *name == state)
+    ACTIVE.get_or_init(active_names).contains(&state)
 }
 
 /// The active states, for headers and docs: `ON_CPU, RUNQUEUE, …`.
@@ -101,9 +98,8 @@ pub fn active_names() -> Vec<&'static str> {
 
 /// The README's table of states (between its `states:begin`/`end` marks).
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "| state | active | timeline | colour |\n| --- | --- | --- | --- |\n",
-    );
+    let mut out =
+        String::from("| state | active | timeline | colour |\n| --- | --- | --- | --- |\n");
     for style in &STYLES {
         out.push_str(&format!(
             "| `{}` | {} | `{}` | {} |\n",
@@ -147,15 +143,23 @@ mod tests {
             .split(',')
             .map(|n| n.trim().trim_matches('\''))
             .collect();
-        assert_eq!(names, active_names(), "taskscope_active() in share/taskscope.sql");
+        assert_eq!(
+            names,
+            active_names(),
+            "taskscope_active() in share/taskscope.sql"
+        );
     }
 
     #[test]
     fn the_readme_lists_every_state_with_its_colour() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("<!-- states:begin -->").expect("states:begin in README.md")
+        let start = readme
+            .find("<!-- states:begin -->")
+            .expect("states:begin in README.md")
             + "<!-- states:begin -->".len();
-        let end = readme.find("<!-- states:end -->").expect("states:end in README.md");
+        let end = readme
+            .find("<!-- states:end -->")
+            .expect("states:end in README.md");
         assert_eq!(
             readme[start..end].trim(),
             markdown_table().trim(),

@@ -116,7 +116,9 @@ fn weight_seconds(path: &Path, field: usize) -> f64 {
 /// (time sampled, thread time counted) of a JSON report, in seconds.
 fn sums(report: &Value) -> (f64, f64) {
     let sampled = report["sampled_seconds"].as_f64().expect("sampled_seconds");
-    let total = report["avg_active_total"].as_f64().expect("avg_active_total");
+    let total = report["avg_active_total"]
+        .as_f64()
+        .expect("avg_active_total");
     (sampled, sampled * total)
 }
 
@@ -148,7 +150,14 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     shell(&parquet, "find . -name '*.csv.zst' -delete");
     let mut stems: Vec<String> = files_under(&csv.join("samples"))
         .iter()
-        .filter_map(|p| Some(p.file_name()?.to_str()?.strip_suffix(".csv.zst")?.to_string()))
+        .filter_map(|p| {
+            Some(
+                p.file_name()?
+                    .to_str()?
+                    .strip_suffix(".csv.zst")?
+                    .to_string(),
+            )
+        })
         .collect();
     stems.sort();
     assert!(stems.len() >= 3, "expected 3 periods: {stems:?}");
@@ -163,15 +172,23 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     };
     let whole = json_of(&report(&csv, &["--all-states"]));
     let (sampled, thread) = sums(&whole);
-    assert_eq!(whole, json_of(&report(&parquet, &["--all-states"])), "CSV and Parquet agree");
+    assert_eq!(
+        whole,
+        json_of(&report(&parquet, &["--all-states"])),
+        "CSV and Parquet agree"
+    );
     // The middle period's share, summed by awk from its own files.
     let middle_ticks = weight_seconds(&file_of(&csv, "ticks", &middle, "csv.zst"), 2);
     let middle_thread = weight_seconds(&file_of(&csv, "samples", &middle, "csv.zst"), 21);
-    assert!(middle_ticks > 0.5 && middle_thread > 0.5, "{middle_ticks} {middle_thread}");
+    assert!(
+        middle_ticks > 0.5 && middle_thread > 0.5,
+        "{middle_ticks} {middle_thread}"
+    );
 
     // Each damage: exit 3, one warning naming the file and what is wrong,
     // and the answer of the other periods, exactly.
-    let cases: Vec<(&str, PathBuf, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, PathBuf, Damage, &str)> = vec![
         (
             "missing ticks file",
             csv.clone(),
@@ -231,7 +248,7 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
                 let bytes = std::fs::read(&path).unwrap();
                 std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
             }),
-            "cannot decompress it after row",
+            "cannot decompress it",
         ),
         (
             "truncated Parquet",
@@ -289,9 +306,14 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     let out = report(&no_ticks, &[]);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(out.stdout.is_empty(), "no answer: {}", String::from_utf8_lossy(&out.stdout));
     assert!(
-        text.contains("ticks: missing: no ticks files, so") && text.contains("no usable samples rows"),
+        out.stdout.is_empty(),
+        "no answer: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        text.contains("ticks: missing: no ticks files, so")
+            && text.contains("no usable samples rows"),
         "{text}"
     );
     assert_eq!(text.lines().count(), 2, "{text}");
@@ -301,7 +323,14 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     copy(&csv, &private);
     let hidden = file_of(&private, "samples", &middle, "csv.zst");
     std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut args = vec!["report", "--dir", private.to_str().unwrap(), "--format", "json", "--all-states"];
+    let mut args = vec![
+        "report",
+        "--dir",
+        private.to_str().unwrap(),
+        "--format",
+        "json",
+        "--all-states",
+    ];
     args.extend(ALL_TIME);
     let out = taskscope_as(65534, &args);
     let text = stderr(&out);
@@ -314,12 +343,21 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     let no_stacks = base.join("no-stacks");
     copy(&csv, &no_stacks);
     std::fs::remove_file(file_of(&no_stacks, "stacks", &middle, "csv.zst")).unwrap();
-    let mut args = vec!["flamegraph", "--dir", no_stacks.to_str().unwrap(), "--folded", "--all-states"];
+    let mut args = vec![
+        "flamegraph",
+        "--dir",
+        no_stacks.to_str().unwrap(),
+        "--folded",
+        "--all-states",
+    ];
     args.extend(ALL_TIME);
     let out = taskscope(&args);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(text.contains(&format!("stacks/")) && text.contains(&format!("{middle}.*: missing")), "{text}");
+    assert!(
+        text.contains("stacks/") && text.contains(&format!("{middle}.*: missing")),
+        "{text}"
+    );
     assert!(!out.stdout.is_empty());
 
     // An empty window (the past, the future) says where the data is, for
@@ -328,7 +366,11 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
         ["--from", "2000-01-01", "--to", "2000-01-02"],
         ["--from", "2099-01-01", "--to", "2099-01-02"],
     ] {
-        for command in [vec!["report"], vec!["report", "--timeline"], vec!["flamegraph", "--folded"]] {
+        for command in [
+            vec!["report"],
+            vec!["report", "--timeline"],
+            vec!["flamegraph", "--folded"],
+        ] {
             let mut args = command.clone();
             args.extend(["--dir", csv.to_str().unwrap()]);
             args.extend(window);
@@ -365,7 +407,9 @@ fn answers_count_active_threads_over_the_time_they_cover() {
     let dir = out.to_str().unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let by_state = |extra: &[&str]| -> Value {
-        let mut args = vec!["report", "--dir", dir, "--by", "state", "--format", "json", "--top", "100"];
+        let mut args = vec![
+            "report", "--dir", dir, "--by", "state", "--format", "json", "--top", "100",
+        ];
         args.extend(extra);
         report_ok(&args)
     };
@@ -384,7 +428,9 @@ fn answers_count_active_threads_over_the_time_they_cover() {
     let all = by_state(&["--all-states"]);
     assert_eq!(active["states"], "active");
     assert!(
-        states(&active).iter().all(|s| !["SLEEP", "IDLE", "PARKED"].contains(&s.as_str())),
+        states(&active)
+            .iter()
+            .all(|s| !["SLEEP", "IDLE", "PARKED"].contains(&s.as_str())),
         "{active}"
     );
     assert!(states(&all).iter().any(|s| s == "SLEEP"), "{all}");
@@ -397,11 +443,15 @@ fn answers_count_active_threads_over_the_time_they_cover() {
         active_total >= cpus,
         "{active_total} active threads, fewer than the {cpus} CPUs the spinners fill: {active}"
     );
-    assert!((active_total + not_counted - all_total).abs() < 1e-6, "{active} {all}");
+    assert!(
+        (active_total + not_counted - all_total).abs() < 1e-6,
+        "{active} {all}"
+    );
     assert!(not_counted >= 1.0, "the sleepers are not counted: {active}");
     let table = String::from_utf8(taskscope(&["report", "--dir", dir]).stdout).unwrap();
     assert!(
-        table.lines().nth(1).is_some_and(|l| l.starts_with("counted: active threads (ON_CPU, RUNQUEUE, DISK")
+        table.lines().nth(1).is_some_and(|l| l
+            .starts_with("counted: active threads (ON_CPU, RUNQUEUE, DISK")
             && l.contains("not counted:")),
         "{table}"
     );
@@ -433,20 +483,37 @@ fn answers_count_active_threads_over_the_time_they_cover() {
         "{spinners} vs {kept} s of ticks"
     );
     let spinning = spinners["avg_active_total"].as_f64().unwrap();
-    assert!((spinning - (cpus + 1.0)).abs() < 0.3, "{spinning}: {spinners}");
+    assert!(
+        (spinning - (cpus + 1.0)).abs() < 0.3,
+        "{spinning}: {spinners}"
+    );
     assert_usage_error(
-        &taskscope(&["report", "--dir", dir, "--where", &format!("ts >= '{first_tick}' OR comm = 'x'")]),
+        &taskscope(&[
+            "report",
+            "--dir",
+            dir,
+            "--where",
+            &format!("ts >= '{first_tick}' OR comm = 'x'"),
+        ]),
         "--from/--to",
     );
     let deep = format!("{}tid = 1{}", "(".repeat(10_000), ")".repeat(10_000));
-    assert_usage_error(&taskscope(&["report", "--dir", dir, "--where", &deep]), "nested more than 64 levels");
+    assert_usage_error(
+        &taskscope(&["report", "--dir", dir, "--where", &deep]),
+        "nested more than 64 levels",
+    );
 
     // --by ts prints times, as in the files.
-    let ticks = report_ok(&["report", "--dir", dir, "--by", "ts", "--format", "json", "--top", "3"]);
+    let ticks = report_ok(&[
+        "report", "--dir", dir, "--by", "ts", "--format", "json", "--top", "3",
+    ]);
     for row in ticks["rows"].as_array().unwrap() {
         let ts = row["ts"].as_str().unwrap();
         assert!(
-            ts.len() == 26 && ts.starts_with("20") && ts.as_bytes()[10] == b' ' && ts.as_bytes()[19] == b'.',
+            ts.len() == 26
+                && ts.starts_with("20")
+                && ts.as_bytes()[10] == b' '
+                && ts.as_bytes()[19] == b'.',
             "{ticks}"
         );
     }
@@ -454,31 +521,65 @@ fn answers_count_active_threads_over_the_time_they_cover() {
     // The timeline's default bucket follows the 6 s of data, not the hour.
     let timeline = report_ok(&["report", "--dir", dir, "--timeline", "--format", "json"]);
     assert_eq!(timeline["bucket_seconds"], 1.0, "{timeline}");
-    let drawn: Vec<&str> = timeline["rows"].as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
-    assert!(drawn.contains(&"ON_CPU") && !drawn.contains(&"SLEEP"), "{timeline}");
+    let drawn: Vec<&str> = timeline["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        drawn.contains(&"ON_CPU") && !drawn.contains(&"SLEEP"),
+        "{timeline}"
+    );
 
     // Flame graph: state, then thread name, then frames; active by default.
     let folded = |extra: &[&str]| -> String {
-        let mut args = vec!["flamegraph", "--dir", dir, "--folded", "--where", "comm LIKE 'gt-%'"];
+        let mut args = vec![
+            "flamegraph",
+            "--dir",
+            dir,
+            "--folded",
+            "--where",
+            "comm LIKE 'gt-%'",
+        ];
         args.extend(extra);
         let out = taskscope(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8(out.stdout).unwrap()
     };
     let default = folded(&[]);
-    assert!(default.lines().any(|l| l.starts_with("ON_CPU;gt-spin")), "{default}");
-    assert!(default.lines().any(|l| l.starts_with("DISK;gt-fsync;")), "{default}");
-    assert!(!default.lines().any(|l| l.starts_with("SLEEP;")), "{default}");
+    assert!(
+        default.lines().any(|l| l.starts_with("ON_CPU;gt-spin")),
+        "{default}"
+    );
+    assert!(
+        default.lines().any(|l| l.starts_with("DISK;gt-fsync;")),
+        "{default}"
+    );
+    assert!(
+        !default.lines().any(|l| l.starts_with("SLEEP;")),
+        "{default}"
+    );
     let every = folded(&["--all-states"]);
-    assert!(every.lines().any(|l| l.starts_with("SLEEP;gt-sleeper;")), "{every}");
+    assert!(
+        every.lines().any(|l| l.starts_with("SLEEP;gt-sleeper;")),
+        "{every}"
+    );
     // Never an SVG on a terminal (script gives the command one).
     let terminal = Command::new("script")
-        .args(["-qec", &format!("{AGENT} flamegraph --dir {dir}"), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("{AGENT} flamegraph --dir {dir}"),
+            "/dev/null",
+        ])
         .output()
         .expect("run script");
     let said = String::from_utf8_lossy(&terminal.stdout);
     assert_eq!(terminal.status.code(), Some(2), "{said}");
-    assert!(said.contains("would go to the terminal") && !said.contains("<svg"), "{said}");
+    assert!(
+        said.contains("would go to the terminal") && !said.contains("<svg"),
+        "{said}"
+    );
 
     // An imported archive is reported over its own window, not the last hour.
     let window = query(
@@ -486,17 +587,52 @@ fn answers_count_active_threads_over_the_time_they_cover() {
         "SELECT strftime(min(ts) - INTERVAL 1 MINUTE, '%Y-%m-%d %H:%M:%S') AS f, \
                 strftime(max(ts) + INTERVAL 1 MINUTE, '%Y-%m-%d %H:%M:%S') AS t FROM read_csv('ticks/*/*/*.csv.zst')",
     );
-    let (from, to) = (window[0]["f"].as_str().unwrap(), window[0]["t"].as_str().unwrap());
+    let (from, to) = (
+        window[0]["f"].as_str().unwrap(),
+        window[0]["t"].as_str().unwrap(),
+    );
     let archive = scratch.path().join("incident.tar.zst");
-    let export = taskscope(&["export", "--dir", dir, "--from", from, "--to", to, "-o", archive.to_str().unwrap()]);
+    let export = taskscope(&[
+        "export",
+        "--dir",
+        dir,
+        "--from",
+        from,
+        "--to",
+        to,
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
     assert!(export.status.success(), "{}", stderr(&export));
     let imported = scratch.path().join("incident");
-    let import = taskscope(&["import", archive.to_str().unwrap(), "--dir", imported.to_str().unwrap()]);
+    let import = taskscope(&[
+        "import",
+        archive.to_str().unwrap(),
+        "--dir",
+        imported.to_str().unwrap(),
+    ]);
     assert!(import.status.success(), "{}", stderr(&import));
-    let report = report_ok(&["report", "--dir", imported.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(report["from"].as_str(), Some(format!("{from}.000000").as_str()), "{report}");
-    assert_eq!(report["to"].as_str(), Some(format!("{to}.000000").as_str()), "{report}");
-    assert_eq!(report["avg_active_total"], active["avg_active_total"], "{report}");
+    let report = report_ok(&[
+        "report",
+        "--dir",
+        imported.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        report["from"].as_str(),
+        Some(format!("{from}.000000").as_str()),
+        "{report}"
+    );
+    assert_eq!(
+        report["to"].as_str(),
+        Some(format!("{to}.000000").as_str()),
+        "{report}"
+    );
+    assert_eq!(
+        report["avg_active_total"], active["avg_active_total"],
+        "{report}"
+    );
     drop(workload);
 }
 
@@ -532,16 +668,35 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
     let meta = std::fs::metadata(&inprogress).expect(".inprogress");
     assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, 4));
     let journals = files_under(&inprogress);
-    assert!(journals.iter().any(|j| j.to_string_lossy().starts_with("samples-")), "{journals:?}");
+    assert!(
+        journals
+            .iter()
+            .any(|j| j.to_string_lossy().starts_with("samples-")),
+        "{journals:?}"
+    );
     for journal in &journals {
         let meta = std::fs::metadata(inprogress.join(journal)).unwrap();
-        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 4), "{}", journal.display());
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.gid()),
+            (0o640, 4),
+            "{}",
+            journal.display()
+        );
     }
 
     // A member of the group reads the open period (nothing is published
     // before the hour ends) up to its last flush; others are told what
     // they cannot read.
-    let args = ["report", "--dir", dir.as_str(), "--since", "5m", "--all-states", "--format", "json"];
+    let args = [
+        "report",
+        "--dir",
+        dir.as_str(),
+        "--since",
+        "5m",
+        "--all-states",
+        "--format",
+        "json",
+    ];
     let member = taskscope_as(4, &args);
     assert!(member.status.success(), "{}", stderr(&member));
     let live = json_of(&member);
@@ -550,26 +705,67 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
     assert!(live["in_progress_until"].is_string(), "{live}");
     let other = taskscope_as(65534, &args);
     assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
-    assert!(stderr(&other).contains("Permission denied"), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("Permission denied"),
+        "{}",
+        stderr(&other)
+    );
     let flame = taskscope(&["flamegraph", "--dir", &dir, "--since", "5m", "--folded"]);
-    assert!(flame.status.success() && !flame.stdout.is_empty(), "{}", stderr(&flame));
+    assert!(
+        flame.status.success() && !flame.stdout.is_empty(),
+        "{}",
+        stderr(&flame)
+    );
 
     // Export takes the open period as a finished copy, marked partial.
     let archive = scratch.path().join("live.tar.zst");
-    let export = taskscope(&["export", "--dir", &dir, "--since", "5m", "-o", archive.to_str().unwrap()]);
+    let export = taskscope(&[
+        "export",
+        "--dir",
+        &dir,
+        "--since",
+        "5m",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
     assert!(export.status.success(), "{}", stderr(&export));
     let imported = scratch.path().join("live");
-    let import = taskscope(&["import", archive.to_str().unwrap(), "--dir", imported.to_str().unwrap()]);
+    let import = taskscope(&[
+        "import",
+        archive.to_str().unwrap(),
+        "--dir",
+        imported.to_str().unwrap(),
+    ]);
     assert!(import.status.success(), "{}", stderr(&import));
     let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(imported.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(imported.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["partial"], true, "{manifest}");
     let files = manifest["files"].as_array().unwrap();
-    assert!(!files.is_empty() && files.iter().all(|f| f["in_progress"] == true), "{manifest}");
-    let rows = query_number(&imported, "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')");
-    assert_eq!(rows as u64, manifest["tables"]["samples"]["rows"].as_u64().unwrap());
-    let archived = report_ok(&["report", "--dir", imported.to_str().unwrap(), "--all-states", "--format", "json"]);
-    assert!(archived["sampled_seconds"].as_f64().unwrap() >= 2.0, "{archived}");
+    assert!(
+        !files.is_empty() && files.iter().all(|f| f["in_progress"] == true),
+        "{manifest}"
+    );
+    let rows = query_number(
+        &imported,
+        "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst')",
+    );
+    assert_eq!(
+        rows as u64,
+        manifest["tables"]["samples"]["rows"].as_u64().unwrap()
+    );
+    let archived = report_ok(&[
+        "report",
+        "--dir",
+        imported.to_str().unwrap(),
+        "--all-states",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        archived["sampled_seconds"].as_f64().unwrap() >= 2.0,
+        "{archived}"
+    );
 
     // Periods published (SIGHUP) while reports read: each answer counts
     // every tick once (never more time than the agent has run).
@@ -586,7 +782,11 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
         assert!(out.status.success(), "round {round}: {}", stderr(&out));
         let report = json_of(&out);
         let sampled = report["sampled_seconds"].as_f64().unwrap();
-        assert!(sampled > 2.0 && sampled <= elapsed(), "round {round}: {sampled} s sampled in {} s", elapsed());
+        assert!(
+            sampled > 2.0 && sampled <= elapsed(),
+            "round {round}: {sampled} s sampled in {} s",
+            elapsed()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     send_signal(&agent, nix::sys::signal::Signal::SIGTERM);
@@ -597,8 +797,20 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
     }
     assert!(status.success(), "{log}");
     // All published now: the same ticks, counted once.
-    let final_report = report_ok(&["report", "--dir", &dir, "--since", "5m", "--all-states", "--format", "json"]);
-    let ticks = query_number(&out, "SELECT sum(weight_us) / 1e6 FROM read_csv('ticks/*/*/*.csv.zst')");
+    let final_report = report_ok(&[
+        "report",
+        "--dir",
+        &dir,
+        "--since",
+        "5m",
+        "--all-states",
+        "--format",
+        "json",
+    ]);
+    let ticks = query_number(
+        &out,
+        "SELECT sum(weight_us) / 1e6 FROM read_csv('ticks/*/*/*.csv.zst')",
+    );
     assert!(
         (final_report["sampled_seconds"].as_f64().unwrap() - ticks).abs() < 1e-6,
         "{final_report} vs {ticks} s of ticks"
