@@ -96,8 +96,10 @@ pub struct DataFile {
     /// A journal in `.inprogress/`: read it up to its last complete row
     /// (`open`, `journal_reader`).
     pub in_progress: bool,
-    /// For a journal: rows after this time are not used (the newest tick
-    /// of its period that is complete; `inprogress`). None: no bound.
+    /// Rows after this time are not used: the newest complete tick of a
+    /// period that was being written when the catalog was opened (set on
+    /// all its files, also one published since; `inprogress`). None: no
+    /// bound.
     pub until_us: Option<i64>,
 }
 
@@ -280,6 +282,9 @@ impl Catalog {
                         continue;
                     }
                     let stem = name[..name.len() - format.ext().len() - 1].to_string();
+                    // Published since the catalog was opened: read it to
+                    // the same tick as the other tables' journals.
+                    let until_us = self.until.get(&stem).copied();
                     files.push(DataFile {
                         table: table.to_string(),
                         path: hour_dir.join(&name),
@@ -291,7 +296,7 @@ impl Catalog {
                         end_us: None,
                         size: meta.len(),
                         in_progress: false,
-                        until_us: None,
+                        until_us,
                     });
                 }
             }

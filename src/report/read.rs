@@ -118,8 +118,8 @@ impl Projection {
 }
 
 /// Read `file` and call `each` with each of its rows; an error says why
-/// the file cannot be read whole. A journal's rows after its `until_us`
-/// are not handed on (see `catalog::inprogress`).
+/// the file cannot be read whole. Rows after the file's `until_us` (a
+/// period being written) are not handed on (see `catalog::inprogress`).
 pub fn scan_file(
     file: &DataFile,
     projection: &Projection,
@@ -129,7 +129,7 @@ pub fn scan_file(
         Ok(opened) => opened,
         Err(err) => bail!("cannot read it ({err})"),
     };
-    let until = file.until_us.filter(|_| file.in_progress);
+    let until = file.until_us;
     let ts = projection.index("ts").filter(|_| until.is_some());
     let bounded = |row: &dyn Row| {
         if let (Some(until), Some(ts)) = (until, ts) {
