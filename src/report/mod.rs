@@ -27,6 +27,7 @@ mod latency;
 mod output;
 mod read;
 pub mod states;
+mod ticks_filter;
 
 use std::io::IsTerminal;
 use std::time::Duration;
