@@ -21,12 +21,13 @@
 --   taskscope_sources                what each view reads, and how
 --   taskscope_tables                 the tables' columns and types
 -- Named queries (table macros; from_ts/to_ts are optional UTC bounds,
--- from_ts <= ts < to_ts; ago('1 hour') is the UTC time an hour ago):
---   top_activity(from_ts, to_ts)          average active threads by state, comm, syscall, kfunc
---   top_waits(from_ts, to_ts)             off-CPU time by state, syscall, kfunc
---   active_threads(bucket, from_ts, to_ts) average active threads per time bucket and state
---   top_stacks(kind, from_ts, to_ts)      sampled time per kernel or user stack, with frames
---   top_syscalls(from_ts, to_ts)          sampled time in each syscall, and recorded latencies
+-- from_ts <= ts < to_ts; ago('1 hour') is the UTC time an hour ago; those
+-- that average threads count active ones unless all_states := true):
+--   top_activity(from_ts, to_ts, all_states)  average active threads by state, comm, syscall, kfunc
+--   top_waits(from_ts, to_ts, all_states)     off-CPU time by state, syscall, kfunc
+--   active_threads(bucket, from_ts, to_ts, all_states) average active threads per bucket and state
+--   top_stacks(kind, from_ts, to_ts, all_states) sampled time per kernel or user stack, with frames
+--   top_syscalls(from_ts, to_ts, all_states)  sampled time in each syscall, and recorded latencies
 --   latency_summary(from_ts, to_ts, pid)  count, avg, p50/p95/p99/max of recorded syscalls and I/O
 --   latency_histogram(from_ts, to_ts, pid) the same as log2 histograms (pid: one process only)
 --
@@ -34,8 +35,17 @@
 -- sample row stands for weight_us of one thread's time, so the sum of
 -- weight_us over a group, divided by the time the agent sampled (the sum of
 -- ticks.weight_us in the window), is how many threads were in that group on
--- average. Without --all the agent writes only ON_CPU, RUNQUEUE, DISK,
--- STOPPED and TRACED threads; with --all, sleeping and idle ones as well.
+-- average. Active threads are those taskscope_active(state) accepts (on a
+-- CPU, runnable, in disk or other uninterruptible waits, stopped, traced):
+-- what the agent writes without --all, and what `taskscope report` counts.
+-- With --all the files also hold sleeping and idle threads; the queries
+-- count them only with all_states := true.
+--
+-- The period being written is not read: it lives in <dir>/.inprogress as a
+-- zstd stream that ends in an unfinished block, which DuckDB cannot read.
+-- It appears here once published (every --rotate, or at once on SIGHUP:
+-- systemctl reload taskscope); `taskscope report` reads it up to its last
+-- complete tick.
 --
 -- How the views are built, and why:
 --  * DuckDB fails a query when a glob matches no file ("No files found that
@@ -103,7 +113,7 @@ INSERT INTO taskscope_tables VALUES
 -- What each table has on disk now, what its view reads, and the SELECT it
 -- runs. Paths are <dir>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>.<ext>;
 -- the period being written lives in <dir>/.inprogress and shows up here
--- when it is complete (every --rotate interval, 1h by default).
+-- when it is published (every --rotate interval, 1h by default, or SIGHUP).
 CREATE OR REPLACE TEMP TABLE taskscope_sources AS
 WITH
 files AS (
@@ -207,6 +217,12 @@ FROM query(getvariable('taskscope_sql')['stacks']);
 CREATE OR REPLACE TEMP MACRO ago(span) AS
     make_timestamp(epoch_us(now())) - CAST(span AS INTERVAL);
 
+-- Whether a thread in this state is active (Active Session History): the
+-- states the agent samples without --all (a test checks this list against
+-- the code's).
+CREATE OR REPLACE TEMP MACRO taskscope_active(state) AS
+    state IN ('ON_CPU', 'RUNQUEUE', 'DISK', 'STOPPED', 'TRACED', 'NEW', 'FROZEN', 'RTLOCK_WAIT');
+
 -- from_ts <= t < to_ts, either bound NULL for none.
 CREATE OR REPLACE TEMP MACRO taskscope_in_window(t, from_ts, to_ts) AS
     (from_ts IS NULL OR t >= from_ts) AND (to_ts IS NULL OR t < to_ts);
@@ -219,35 +235,37 @@ CREATE OR REPLACE TEMP MACRO taskscope_sampled_us(from_ts, to_ts) AS (
 
 -- Active Session History: average active threads by state, thread name,
 -- syscall and kernel wait function, and each group's share of the sampled
--- thread time. Example: FROM top_activity(from_ts := ago('1 hour')) LIMIT 20;
-CREATE OR REPLACE TEMP MACRO top_activity(from_ts := NULL, to_ts := NULL) AS TABLE
+-- thread time (all_states := true counts sleeping and idle threads too).
+-- Example: FROM top_activity(from_ts := ago('1 hour')) LIMIT 20;
+CREATE OR REPLACE TEMP MACRO top_activity(from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
 SELECT state, comm, syscall, kfunc,
        count(DISTINCT tid) AS threads,
        round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
        round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
 FROM samples
-WHERE taskscope_in_window(ts, from_ts, to_ts)
+WHERE taskscope_in_window(ts, from_ts, to_ts) AND (all_states OR taskscope_active(state))
 GROUP BY state, comm, syscall, kfunc
 ORDER BY avg_threads DESC, state, comm, syscall, kfunc;
 
--- What threads waited on: every state but ON_CPU (and the IDLE and PARKED
--- kernel threads that have nothing to do), by state, syscall and kernel
--- wait function, with the thread name seen most. share is of waiting time.
-CREATE OR REPLACE TEMP MACRO top_waits(from_ts := NULL, to_ts := NULL) AS TABLE
+-- What active threads waited on: every active state but ON_CPU (with
+-- all_states := true, SLEEP, IDLE and the rest too), by state, syscall and
+-- kernel wait function, with the thread name seen most. share is of
+-- waiting time.
+CREATE OR REPLACE TEMP MACRO top_waits(from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
 SELECT state, syscall, kfunc,
        count(DISTINCT tid) AS threads,
        mode(comm) AS top_comm,
        round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
        round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
 FROM samples
-WHERE state NOT IN ('ON_CPU', 'IDLE', 'PARKED')
+WHERE state <> 'ON_CPU' AND (all_states OR taskscope_active(state))
   AND taskscope_in_window(ts, from_ts, to_ts)
 GROUP BY state, syscall, kfunc
 ORDER BY avg_threads DESC, state, syscall, kfunc;
 
 -- Average active threads per time bucket and state (the ASH timeline).
--- Example: FROM active_threads(INTERVAL '1 minute') WHERE state <> 'IDLE';
-CREATE OR REPLACE TEMP MACRO active_threads(bucket := INTERVAL '1 minute', from_ts := NULL, to_ts := NULL) AS TABLE
+-- Example: FROM active_threads(INTERVAL '1 minute') WHERE state = 'DISK';
+CREATE OR REPLACE TEMP MACRO active_threads(bucket := INTERVAL '1 minute', from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
 WITH
 sampled AS (
     SELECT time_bucket(CAST(bucket AS INTERVAL), ts) AS bucket_start, sum(weight_us) AS sampled_us
@@ -256,7 +274,8 @@ sampled AS (
 ),
 busy AS (
     SELECT time_bucket(CAST(bucket AS INTERVAL), ts) AS bucket_start, state, sum(weight_us) AS thread_us
-    FROM samples WHERE taskscope_in_window(ts, from_ts, to_ts)
+    FROM samples
+    WHERE taskscope_in_window(ts, from_ts, to_ts) AND (all_states OR taskscope_active(state))
     GROUP BY ALL
 )
 SELECT bucket_start, state, round(thread_us / sampled_us, 3) AS avg_threads
@@ -267,13 +286,17 @@ ORDER BY bucket_start, avg_threads DESC, state;
 -- (ustack_id) or NULL for both. frames are innermost first, ';'-joined.
 -- (Inside a macro a parameter's name shadows columns: hence stack_kind.)
 -- Example: SELECT avg_threads, frames FROM top_stacks('user') LIMIT 10;
-CREATE OR REPLACE TEMP MACRO top_stacks(kind := NULL, from_ts := NULL, to_ts := NULL) AS TABLE
-WITH sampled_stacks AS (
+CREATE OR REPLACE TEMP MACRO top_stacks(kind := NULL, from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
+WITH counted AS (
+    FROM samples
+    WHERE taskscope_in_window(ts, from_ts, to_ts) AND (all_states OR taskscope_active(state))
+),
+sampled_stacks AS (
     SELECT 'kernel' AS stack_kind, kstack_id AS stack_id, tid, comm, state, weight_us
-    FROM samples WHERE kstack_id IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+    FROM counted WHERE kstack_id IS NOT NULL
     UNION ALL
     SELECT 'user', ustack_id, tid, comm, state, weight_us
-    FROM samples WHERE ustack_id IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+    FROM counted WHERE ustack_id IS NOT NULL
 )
 SELECT s.stack_kind AS kind, s.stack_id,
        count(DISTINCT s.tid) AS threads,
@@ -290,7 +313,7 @@ ORDER BY avg_threads DESC, s.stack_kind, s.stack_id;
 
 -- Syscalls by sampled time (avg_threads: how many threads were inside it on
 -- average), with the latencies of the calls that --track syscalls recorded.
-CREATE OR REPLACE TEMP MACRO top_syscalls(from_ts := NULL, to_ts := NULL) AS TABLE
+CREATE OR REPLACE TEMP MACRO top_syscalls(from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
 WITH
 sampled AS (
     SELECT syscall, count(DISTINCT tid) AS threads, mode(comm) AS top_comm,
@@ -298,6 +321,7 @@ sampled AS (
            round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
     FROM samples
     WHERE syscall IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+      AND (all_states OR taskscope_active(state))
     GROUP BY syscall
 ),
 recorded AS (

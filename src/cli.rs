@@ -53,14 +53,25 @@ pub enum Command {
     ///
     /// The Active-Session-History view: sample rows weighted by weight_us
     /// and divided by the time sampled give the average number of threads
-    /// in each group. Reads only the files (any user who can read them).
-    /// --latency shows the durations recorded by `run --track`;
-    /// --timeline draws active threads over time.
+    /// in each group. Active threads only (on CPU, runnable, in disk or
+    /// other uninterruptible waits, stopped, traced) unless --all-states.
+    /// Reads only the files (any user who can read them), including the
+    /// period being written up to its last flush; on an imported archive
+    /// the default window is the archive's. --latency shows the durations
+    /// recorded by `run --track`; --timeline draws active threads over
+    /// time.
+    ///
+    /// Exit status: 0 a complete answer; 1 no data in the window (the
+    /// message says where the data is) or another error; 2 bad flags; 3 an
+    /// incomplete answer: files that could not be read are named on stderr,
+    /// one line each, and their periods left out.
     Report(ReportArgs),
     /// Draw an SVG flame graph of the sampled stacks (on- and off-CPU)
     ///
     /// Each sample counts its weight_us; the root frames are thread states,
-    /// and every frame is coloured by the state at its root.
+    /// then thread names, and every frame is coloured by the state at its
+    /// root. Active threads only unless --all-states. Refuses to write the
+    /// SVG to a terminal: give -o FILE. Exit status as for report.
     Flamegraph(FlamegraphArgs),
     // Administration (issue 6): flags in `cli_admin`.
     /// Write one archive of every table for a time window (any user who
@@ -92,7 +103,7 @@ pub struct WindowArgs {
     pub dir: PathBuf,
 
     /// Window ending now (or at --to): 30m, 1h30m, '2 hours', 1d12h
-    /// [default: 1h]
+    /// [default: 1h, or an imported archive's own window]
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, conflicts_with = "from")]
     pub since: Option<Duration>,
 
@@ -172,9 +183,15 @@ pub struct ReportArgs {
     #[arg(long)]
     pub timeline: bool,
 
-    /// Bucket width of --timeline [default: about 40 buckets]
+    /// Bucket width of --timeline [default: about 40 buckets over the data
+    /// found]
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, requires = "timeline")]
     pub bucket: Option<Duration>,
+
+    /// Count threads in every state, sleeping and idle ones too (default:
+    /// only active threads)
+    #[arg(long)]
+    pub all_states: bool,
 }
 
 /// Flags of `taskscope flamegraph`.
@@ -208,6 +225,11 @@ pub struct FlamegraphArgs {
     /// Title of the graph
     #[arg(long, value_name = "TEXT")]
     pub title: Option<String>,
+
+    /// Draw threads in every state, sleeping and idle ones too (default:
+    /// only active threads)
+    #[arg(long)]
+    pub all_states: bool,
 }
 
 /// How `taskscope schema` prints.

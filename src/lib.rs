@@ -38,12 +38,30 @@ use std::process::ExitCode;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for bad command-line input.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status of a reading command whose answer leaves out data it could
+/// not read (each named on stderr).
+pub const EXIT_INCOMPLETE: u8 = 3;
 
-/// Bad flags of the reading commands exit 2 with their one-line message;
-/// other failures are returned.
-fn report_outcome(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+/// A reading command's answer: problems are one warning line each and
+/// exit 3; bad flags exit 2 with their one-line message; other failures
+/// are returned.
+fn report_outcome(result: anyhow::Result<report::Answer>) -> anyhow::Result<ExitCode> {
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(answer) => {
+            for problem in &answer.problems {
+                eprintln!("taskscope: warning: {problem}");
+            }
+            if let Some(failure) = &answer.failure {
+                eprintln!("taskscope: error: {failure}");
+            }
+            Ok(if answer.problems.is_empty() && answer.failure.is_none() {
+                ExitCode::SUCCESS
+            } else if answer.problems.is_empty() {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::from(EXIT_INCOMPLETE)
+            })
+        }
         Err(err) if err.is::<report::BadFlag>() => {
             eprintln!("taskscope: error: {err:#}");
             Ok(ExitCode::from(EXIT_USAGE))

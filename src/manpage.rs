@@ -129,6 +129,7 @@ Times are UTC.
 .TP
 \fI/var/lib/taskscope/.inprogress/\fR
 Periods being written; published into their partition when complete, recovered after a crash.
+\fBreport\fR, \fBflamegraph\fR and \fBexport\fR read them up to their last complete tick.
 .TP
 \fI/var/lib/taskscope/archive/\fR
 Daily archives written by \fBtaskscope\-export.service\fR.
@@ -175,6 +176,13 @@ an export or import failed); for \fBdoctor\fR and \fBrun \-\-check\fR: the agent
 .TP
 \fB2\fR
 Bad command line or settings file (the message names the file and line).
+.TP
+\fB3\fR
+For \fBreport\fR, \fBflamegraph\fR and \fBexport\fR: an incomplete answer.
+Files that could not be read (unreadable, truncated, damaged, a wrong header or a value
+of the wrong type) or periods missing a table the answer needs are named on stderr, one
+line each, and left out with their whole period; the rest is answered (or archived).
+A window without any data is status 1, and the message says where the data is.
 .SH PERMISSIONS
 \fBtaskscope run\fR needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load its programs.
 For complete data it also uses CAP_SYS_PTRACE (executables and user stacks of other users'

@@ -60,6 +60,29 @@ pub enum ThreadState {
 }
 
 impl ThreadState {
+    /// Every state, in declaration order.
+    pub const ALL: [ThreadState; 14] = [
+        ThreadState::OnCpu,
+        ThreadState::RunQueue,
+        ThreadState::Sleep,
+        ThreadState::Disk,
+        ThreadState::Idle,
+        ThreadState::Stopped,
+        ThreadState::Traced,
+        ThreadState::Zombie,
+        ThreadState::Dead,
+        ThreadState::Parked,
+        ThreadState::New,
+        ThreadState::Frozen,
+        ThreadState::RtLockWait,
+        ThreadState::Unknown,
+    ];
+
+    /// The state a file's `state` value names.
+    pub fn from_name(name: &str) -> Option<ThreadState> {
+        ThreadState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The name written to files.
     pub fn name(self) -> &'static str {
         match self {

@@ -120,7 +120,7 @@ impl Archive {
             }
             self.restrict_to(&meta);
             let sha256 = self.add(&name, handle, meta.len(), meta.mtime().max(0) as u64)?;
-            files.push(archived(
+            let mut entry = archived(
                 &name,
                 &file.table,
                 file.format,
@@ -128,7 +128,9 @@ impl Archive {
                 meta.len(),
                 sha256,
                 Vec::new(),
-            ));
+            );
+            entry.in_progress = file.in_progress;
+            files.push(entry);
             self.progress.advance(file.size);
         }
         self.progress.finish();
@@ -190,7 +192,7 @@ impl Archive {
                 .iter()
                 .map(|f| f.relative.display().to_string())
                 .collect();
-            files.push(archived(
+            let mut entry = archived(
                 &name,
                 table,
                 FileFormat::Parquet,
@@ -198,7 +200,9 @@ impl Archive {
                 size,
                 sha256,
                 from,
-            ));
+            );
+            entry.in_progress = sources.iter().any(|f| f.in_progress);
+            files.push(entry);
         }
         self.progress.finish();
         Ok(self.manifest(selected, files, window, "parquet"))
@@ -243,7 +247,9 @@ impl Archive {
             frequency_hz: manifest::frequencies(&all.weights),
             format: format.to_string(),
             tables,
+            partial: files.iter().any(|f| f.in_progress),
             files,
+            skipped: Vec::new(),
         }
     }
 
@@ -343,6 +349,7 @@ fn archived(
         first_ts: contents.first_us.map(manifest::timestamp),
         last_ts: contents.last_us.map(manifest::timestamp),
         sources,
+        in_progress: false,
     }
 }
 

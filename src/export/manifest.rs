@@ -49,6 +49,24 @@ pub struct Manifest {
     /// files in the window).
     pub tables: BTreeMap<String, TableTotals>,
     pub files: Vec<ArchivedFile>,
+    /// Some files are of a period that was still being written: they hold
+    /// its rows up to its last complete tick at export time.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+    /// Files of the window that could not be read, and why: not archived.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// A data file export could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +107,10 @@ pub struct ArchivedFile {
     /// The agent's files this one was compacted from (`--format parquet`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// Of a period still being written: its rows up to the last complete
+    /// tick at export time (the period's published file will have more).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub in_progress: bool,
 }
 
 /// `2026-11-22 13:00:00.000000` (UTC), as in the data files.
@@ -368,7 +390,13 @@ mod tests {
             format: "copy".into(),
             tables: BTreeMap::from([("samples".to_string(), TableTotals::default())]),
             files: Vec::new(),
+            partial: false,
+            skipped: Vec::new(),
         };
+        let text = serde_json::to_string_pretty(&manifest).unwrap();
+        assert!(!text.contains("partial") && !text.contains("skipped"));
+        let mut manifest = manifest;
+        manifest.partial = true;
         let text = serde_json::to_string_pretty(&manifest).unwrap();
         assert_eq!(parse(&text).unwrap(), manifest);
         assert!(

@@ -22,6 +22,7 @@
 mod archive;
 mod compact;
 mod import;
+mod live;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +39,7 @@ use archive::{Archive, Progress};
 pub use import::import;
 use manifest::Contents;
 
-use crate::catalog::{self, DataFile, Prefer, Window};
+use crate::catalog::{Catalog, DataFile, Prefer, Problem, Window};
 use crate::cli_admin::{ExportArgs, ExportFormat};
 use crate::timefmt::{self, Civil};
 
@@ -53,9 +54,16 @@ struct Usage(String);
 /// `taskscope export`.
 pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     match run(args) {
-        Ok(path) => {
+        Ok((path, problems)) => {
             println!("{}", path.display());
-            Ok(ExitCode::SUCCESS)
+            for problem in &problems {
+                eprintln!("taskscope: warning: {problem}");
+            }
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(crate::EXIT_INCOMPLETE)
+            })
         }
         Err(err) if err.is::<Usage>() => {
             eprintln!("taskscope: error: {err:#}");
@@ -65,7 +73,7 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
     }
 }
 
-fn run(args: &ExportArgs) -> Result<PathBuf> {
+fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
     let now_us = timefmt::unix_micros_now();
     let window = window(args, now_us)?;
     let data_dir = absolute(&args.dir)?;
@@ -86,7 +94,8 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
     }
 
     let mut progress = Progress::new();
-    let selected = select(&data_dir, &window, &mut progress)?;
+    let mut staging = live::Staging::new(&target)?;
+    let (selected, problems) = select(&data_dir, &window, &mut progress, &mut staging)?;
     if selected.is_empty() {
         warn!(
             "no data files in {} overlap the window; the archive holds only its manifest",
@@ -94,15 +103,23 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
         );
     }
     let mut archive = Archive::create(&target, args.force, progress)?;
-    let manifest = match args.format {
+    let mut manifest = match args.format {
         ExportFormat::Copy => archive.copy_files(&selected, &window)?,
         ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
     };
+    manifest.skipped = problems
+        .iter()
+        .map(|p| manifest::SkippedFile {
+            path: p.path.display().to_string(),
+            reason: p.what.clone(),
+        })
+        .collect();
     archive.commit(&manifest)?;
+    drop(staging);
     if let Some(keep_for) = args.keep_for {
         prune(&target, keep_for, now_us)?;
     }
-    Ok(target)
+    Ok((target, problems))
 }
 
 /// The window asked for, `[from, to)` in microseconds, resolved as for
@@ -168,26 +185,49 @@ pub fn archive_end(name: &str) -> Option<i64> {
     timefmt::parse_compact(to).map(|secs| secs * 1_000_000)
 }
 
+/// Files to archive, with what they hold.
+type Selected = Vec<(DataFile, Contents)>;
+
 /// The files to archive with what they hold: the catalog's candidates
-/// (one format per period, Parquet preferred) of every table, without the
-/// periods whose rows turn out not to reach into the window.
+/// (one format per period, Parquet preferred) of every table, the periods
+/// being written as finished copies in `staging`, without the periods
+/// whose rows turn out not to reach into the window; and the files that
+/// could not be read, left out.
 fn select(
     dir: &Path,
     window: &Window,
     progress: &mut Progress,
-) -> Result<Vec<(DataFile, Contents)>> {
+    staging: &mut live::Staging,
+) -> Result<(Selected, Vec<Problem>)> {
+    let mut catalog = Catalog::open(dir)?;
     let mut files = Vec::new();
     for table in crate::output::TABLES {
-        files.extend(catalog::select(dir, table, window, Prefer::Parquet)?);
+        files.extend(catalog.select(table, window, Prefer::Parquet));
     }
+    let mut problems = std::mem::take(&mut catalog.problems);
     progress.start("reading", files.iter().map(|f| f.size).sum(), files.len());
     let mut candidates = Vec::new();
     for file in files {
+        let size = file.size;
         let name = file.relative.display().to_string();
-        let mut handle = open_data_file(&file.path, &name)?;
-        let contents = manifest::inspect(&mut handle, file.format, &name)?;
-        progress.advance(file.size);
-        candidates.push((file, contents));
+        let read = |file: &DataFile| -> Result<Contents> {
+            let mut handle = open_data_file(&file.path, &name)?;
+            manifest::inspect(&mut handle, file.format, &name)
+        };
+        let finished = if file.in_progress {
+            staging.finish(&file)
+        } else {
+            Ok(Some(file.clone()))
+        };
+        match finished.and_then(|f| f.map(|f| read(&f).map(|c| (f, c))).transpose()) {
+            Ok(Some(candidate)) => candidates.push(candidate),
+            Ok(None) => {}
+            Err(err) => problems.push(Problem::new(
+                &file.path,
+                format!("{err:#}; left out of the archive"),
+            )),
+        }
+        progress.advance(size);
     }
     // A period is kept if any of its files has rows in the window, or if
     // none of them has timestamps to tell.
@@ -204,10 +244,11 @@ fn select(
         .filter(|(_, verdict)| verdict.unwrap_or(true))
         .map(|(stem, _)| stem.to_string())
         .collect();
-    Ok(candidates
+    let kept = candidates
         .into_iter()
         .filter(|(file, _)| keep.contains(&file.stem))
-        .collect())
+        .collect();
+    Ok((kept, problems))
 }
 
 fn open_data_file(path: &Path, name: &str) -> Result<File> {

@@ -1,15 +1,34 @@
-//! The arithmetic of the report: average active threads per group, per
-//! time bucket, and latency distributions of tracked events.
+//! The arithmetic of the report: average active threads per group and per
+//! time bucket (`latency` has the durations of tracked events).
+//!
+//! Averages divide the thread time of the rows counted by the *time
+//! sampled*: the ticks' `weight_us` in the window, restricted by the same
+//! `ts` conditions as the rows (`filter::ticks_filter`), over the same
+//! periods. Each file is read on its own; a period whose `samples` or
+//! `ticks` file is missing or could not be read whole is left out of both
+//! sums and named (`Catalog::leave_out`), so a damaged file never
+//! stretches or dilutes the others. Rows count when their state is active
+//! (`states::is_active`), or every state with `--all-states`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::Result;
 
 use super::filter::{self, Expr};
 use super::read::{self, Cell, Projection, Row};
-use crate::catalog::{DataFile, Window};
+use super::states;
+use crate::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
 use crate::schema::{Samples, Table, Ticks};
+
+/// What an answer over `samples` counts: the window, `--where`, and the
+/// states.
+pub struct Query<'a> {
+    pub window: Window,
+    pub predicate: Option<&'a str>,
+    /// Every state, not only active ones (`--all-states`).
+    pub all_states: bool,
+}
 
 /// Average active threads by group.
 #[derive(Debug, Clone)]
@@ -17,11 +36,16 @@ pub struct Active {
     pub groups: Vec<String>,
     /// Sorted by weight, largest first.
     pub rows: Vec<Group>,
-    /// Thread time all rows stand for, microseconds.
+    /// Thread time all counted rows stand for, microseconds.
     pub total_us: i64,
     /// Time sampled in the window (sum of the ticks' weight_us).
     pub sampled_us: i64,
     pub window: Window,
+    pub all_states: bool,
+    /// Thread time of rows not counted because their state is not active.
+    pub other_us: i64,
+    /// The newest tick used of a period still being written, if any.
+    pub live_until: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,24 +67,30 @@ impl Active {
 
 /// Group keys encoded into one byte string: each value is a tag (0 NULL,
 /// 1 present) and its text, ended by 0x1f. Lookups of existing groups
-/// allocate nothing.
+/// allocate nothing. Timestamps are UTC text, as in the files.
 #[derive(Default)]
-struct KeyBuffer(Vec<u8>);
+pub struct KeyBuffer(Vec<u8>, String);
 
 impl KeyBuffer {
-    fn build(&mut self, row: &dyn Row, columns: &[usize]) -> &[u8] {
-        let buf = &mut self.0;
+    pub fn build(&mut self, row: &dyn Row, columns: &[usize]) -> &[u8] {
+        let KeyBuffer(buf, text) = self;
         buf.clear();
         for &column in columns {
             match row.cell(column) {
                 Cell::Null => buf.push(0),
-                Cell::Int(v) | Cell::Timestamp(v) => {
+                Cell::Int(v) => {
                     buf.push(1);
                     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
                 }
-                Cell::Text(text) => {
+                Cell::Timestamp(v) => {
                     buf.push(1);
+                    text.clear();
+                    crate::timefmt::write_timestamp_micros(text, v);
                     buf.extend_from_slice(text.as_bytes());
+                }
+                Cell::Text(value) => {
+                    buf.push(1);
+                    buf.extend_from_slice(value.as_bytes());
                 }
                 Cell::Bool(v) => {
                     buf.push(1);
@@ -73,7 +103,7 @@ impl KeyBuffer {
     }
 }
 
-fn decode_key(key: &[u8]) -> Vec<Option<String>> {
+pub fn decode_key(key: &[u8]) -> Vec<Option<String>> {
     key.split(|&b| b == 0x1f)
         .filter(|part| !part.is_empty())
         .map(|part| match part.split_first() {
@@ -85,16 +115,16 @@ fn decode_key(key: &[u8]) -> Vec<Option<String>> {
 
 /// What a scan reads: the projection, where the group columns and the
 /// extra columns are in it, and the parsed `--where`.
-struct Prepared {
-    projection: Projection,
-    groups: Vec<usize>,
-    extra: Vec<usize>,
-    expr: Option<Expr>,
+pub struct Prepared {
+    pub projection: Projection,
+    pub groups: Vec<usize>,
+    pub extra: Vec<usize>,
+    pub expr: Option<Expr>,
 }
 
-/// Projection of `T` with `groups` first, then `extra`, and the parsed
-/// `--where` (which may add columns).
-fn prepare<T: Table>(
+/// Projection of `T` with `groups` first, then `extra` (which files must
+/// have), and the parsed `--where` (which may add columns).
+pub fn prepare<T: Table>(
     groups: &[String],
     extra: &[&str],
     predicate: Option<&str>,
@@ -103,7 +133,7 @@ fn prepare<T: Table>(
     let group_columns: Vec<usize> = (0..groups.len()).collect();
     let mut extra_columns = Vec::new();
     for name in extra {
-        extra_columns.push(projection.require::<T>(name, "report")?);
+        extra_columns.push(projection.need::<T>(name, "report")?);
     }
     let expr = predicate
         .map(|text| filter::parse::<T>(text, &mut projection))
@@ -116,104 +146,137 @@ fn prepare<T: Table>(
     })
 }
 
-/// Time sampled in `window`: the sum of the ticks' weight_us, or the
-/// window's length when there is no ticks table.
-pub fn sampled_us(ticks: &[DataFile], window: &Window) -> Result<i64> {
-    let Prepared {
-        projection,
-        groups: _,
-        extra: columns,
-        expr: _,
-    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
-    let mut total = 0i64;
-    read::scan(ticks, &projection, |row| {
-        if row
-            .cell(columns[0])
-            .as_int()
-            .is_some_and(|ts| window.contains(ts))
-        {
-            total += row.cell(columns[1]).as_int().unwrap_or(0);
-        }
-        Ok(())
-    })?;
-    Ok(if total > 0 { total } else { window.len_us() })
+/// The ticks' projection (`ts`, `weight_us` first) and the part of the
+/// samples' `--where` that restricts time, over it.
+fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Expr>)> {
+    let mut projection = Projection::of::<Ticks>(&[], "report")?;
+    projection.need::<Ticks>("ts", "report")?;
+    projection.need::<Ticks>("weight_us", "report")?;
+    let expr = match &samples.expr {
+        Some(expr) => filter::ticks_filter::<Ticks>(expr, &samples.projection, &mut projection)?,
+        None => None,
+    };
+    Ok((projection, expr))
 }
 
-/// The sampling period (the most common tick weight) in `window`, if any
-/// tick says.
-pub fn sampling_period(ticks: &[DataFile], window: &Window) -> Result<Option<i64>> {
-    let Prepared {
-        projection,
-        groups: _,
-        extra: columns,
-        expr: _,
-    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
-    let mut counts: HashMap<i64, u64> = HashMap::new();
-    read::scan(ticks, &projection, |row| {
-        if row
-            .cell(columns[0])
-            .as_int()
-            .is_some_and(|ts| window.contains(ts))
-        {
-            if let Some(weight) = row.cell(columns[1]).as_int() {
-                *counts.entry(weight).or_default() += 1;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(counts.into_iter().max_by_key(|&(_, n)| n).map(|(w, _)| w))
+/// The `samples` and `ticks` files of the window's periods.
+fn period_files(catalog: &mut Catalog, window: &Window) -> (Vec<DataFile>, Vec<DataFile>) {
+    let mut both = catalog.select_periods(&[Samples::NAME, Ticks::NAME], window, Prefer::Parquet);
+    let ticks = both.pop().unwrap_or_default();
+    let samples = both.pop().unwrap_or_default();
+    (samples, ticks)
 }
 
-/// Average active threads in `window` grouped by `groups`.
-pub fn active(
+/// The periods to leave out of an answer over `samples` and `ticks`.
+fn left_out<S, T>(
+    catalog: &mut Catalog,
     samples: &[DataFile],
+    sample_reads: &[Result<S, String>],
     ticks: &[DataFile],
-    window: &Window,
-    groups: &[String],
-    predicate: Option<&str>,
-) -> Result<Active> {
+    tick_reads: &[Result<T, String>],
+) -> BTreeSet<String> {
+    let all: [TableReads<'_>; 2] = [
+        (Samples::NAME, errors(samples, sample_reads)),
+        (Ticks::NAME, errors(ticks, tick_reads)),
+    ];
+    catalog.leave_out(&all, |_, _| true)
+}
+
+/// Each file with the reason it could not be read whole (None: it was).
+pub fn errors<'f, S>(
+    files: &'f [DataFile],
+    results: &[Result<S, String>],
+) -> Vec<(&'f DataFile, Option<String>)> {
+    files
+        .iter()
+        .zip(results)
+        .map(|(f, r)| (f, r.as_ref().err().cloned()))
+        .collect()
+}
+
+/// The newest tick used of a period being written.
+fn live_until(files: &[DataFile], left_out: &BTreeSet<String>) -> Option<i64> {
+    files
+        .iter()
+        .filter(|f| f.in_progress && !left_out.contains(&f.stem))
+        .filter_map(|f| f.until_us)
+        .max()
+}
+
+/// Per-file sums of the rows counted.
+#[derive(Default)]
+struct Sums {
+    groups: HashMap<Vec<u8>, (i64, u64)>,
+    key: KeyBuffer,
+    total_us: i64,
+    other_us: i64,
+}
+
+/// Average active threads in the window grouped by `groups`.
+pub fn active(catalog: &mut Catalog, query: &Query<'_>, groups: &[String]) -> Result<Active> {
+    let window = query.window;
+    let prepared = prepare::<Samples>(groups, &["ts", "weight_us", "state"], query.predicate)?;
+    let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
+    let (samples, ticks) = period_files(catalog, &window);
     let Prepared {
         projection,
         groups: group_columns,
         extra,
         expr,
-    } = prepare::<Samples>(groups, &["ts", "weight_us"], predicate)?;
-    let (ts, weight) = (extra[0], extra[1]);
-    type Sums = (HashMap<Vec<u8>, (i64, u64)>, KeyBuffer, i64);
-    let parts = read::scan_parallel(
-        samples,
+    } = prepared;
+    let (ts, weight, state) = (extra[0], extra[1], extra[2]);
+    let sample_reads = read::scan_files(
+        &samples,
         &projection,
-        || -> Sums { (HashMap::new(), KeyBuffer::default(), 0) },
-        |(sums, key, total_us), row| {
+        |_| Sums::default(),
+        |sums, row| {
             if !row.cell(ts).as_int().is_some_and(|t| window.contains(t)) {
-                return Ok(());
+                return;
             }
             if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-                return Ok(());
+                return;
             }
             let w = row.cell(weight).as_int().unwrap_or(0);
-            *total_us += w;
-            let k = key.build(row, &group_columns);
-            match sums.get_mut(k) {
+            let counted = query.all_states
+                || matches!(row.cell(state), Cell::Text(s) if states::is_active(s));
+            if !counted {
+                sums.other_us += w;
+                return;
+            }
+            sums.total_us += w;
+            let k = sums.key.build(row, &group_columns);
+            match sums.groups.get_mut(k) {
                 Some(sum) => {
                     sum.0 += w;
                     sum.1 += 1;
                 }
                 None => {
-                    sums.insert(k.to_vec(), (w, 1));
+                    let k = k.to_vec();
+                    sums.groups.insert(k, (w, 1));
                 }
             }
-            Ok(())
         },
-    )?;
+    );
+    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
+    let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
     let mut sums: HashMap<Vec<u8>, (i64, u64)> = HashMap::new();
-    let mut total_us = 0;
-    for (part, _, part_total) in parts {
-        total_us += part_total;
-        for (key, (w, n)) in part {
+    let (mut total_us, mut other_us, mut sampled_us) = (0, 0, 0);
+    for (file, part) in samples.iter().zip(sample_reads) {
+        let Ok(part) = part else { continue };
+        if out.contains(&file.stem) {
+            continue;
+        }
+        total_us += part.total_us;
+        other_us += part.other_us;
+        for (key, (w, n)) in part.groups {
             let sum = sums.entry(key).or_default();
             sum.0 += w;
             sum.1 += n;
+        }
+    }
+    for (file, part) in ticks.iter().zip(&tick_reads) {
+        if let (Ok(ticks), false) = (part, out.contains(&file.stem)) {
+            sampled_us += ticks.iter().map(|(_, w)| w).sum::<i64>();
         }
     }
     let mut rows: Vec<Group> = sums
@@ -233,9 +296,52 @@ pub fn active(
         groups: groups.to_vec(),
         rows,
         total_us,
-        sampled_us: sampled_us(ticks, window)?,
-        window: *window,
+        sampled_us,
+        window,
+        all_states: query.all_states,
+        other_us,
+        live_until: live_until(&samples, &out),
     })
+}
+
+/// Each ticks file's ticks in `window` that pass `expr`: (ts, weight_us).
+fn sampled(
+    ticks: &[DataFile],
+    projection: &Projection,
+    expr: Option<&Expr>,
+    window: &Window,
+) -> Vec<Result<Vec<(i64, i64)>, String>> {
+    read::scan_files(
+        ticks,
+        projection,
+        |_| Vec::new(),
+        |list, row| {
+            let Some(ts) = row.cell(0).as_int().filter(|&t| window.contains(t)) else {
+                return;
+            };
+            if expr.is_some_and(|e| !filter::passes(e, row)) {
+                return;
+            }
+            list.push((ts, row.cell(1).as_int().unwrap_or(0)));
+        },
+    )
+}
+
+/// The sampling period (the most common tick weight) in `window`, if any
+/// tick says; damaged ticks files are named and left out.
+pub fn sampling_period(catalog: &mut Catalog, window: &Window) -> Result<Option<i64>> {
+    let files = catalog.select(Ticks::NAME, window, Prefer::Parquet);
+    let mut projection = Projection::of::<Ticks>(&[], "report")?;
+    projection.need::<Ticks>("ts", "report")?;
+    projection.need::<Ticks>("weight_us", "report")?;
+    let reads = sampled(&files, &projection, None, window);
+    let tables: [TableReads<'_>; 1] = [(Ticks::NAME, errors(&files, &reads))];
+    catalog.leave_out(&tables, |_, _| false);
+    let mut counts: HashMap<i64, u64> = HashMap::new();
+    for (_, weight) in reads.into_iter().flatten().flatten() {
+        *counts.entry(weight).or_default() += 1;
+    }
+    Ok(counts.into_iter().max_by_key(|&(_, n)| n).map(|(w, _)| w))
 }
 
 /// Average active threads per time bucket and state.
@@ -245,66 +351,64 @@ pub struct Timeline {
     /// Bucket start (µs) → (time sampled in it, weight per state).
     pub buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)>,
     pub window: Window,
+    pub all_states: bool,
+    /// Thread time of rows not counted because their state is not active.
+    pub other_us: i64,
+    pub live_until: Option<i64>,
 }
 
+/// Average threads per bucket and state: buckets of `bucket`, or of a
+/// width chosen by `auto_bucket` from the span of the ticks found.
 pub fn timeline(
-    samples: &[DataFile],
-    ticks: &[DataFile],
-    window: &Window,
-    bucket: Duration,
-    predicate: Option<&str>,
+    catalog: &mut Catalog,
+    query: &Query<'_>,
+    bucket: Option<Duration>,
+    auto_bucket: impl Fn(i64) -> Duration,
 ) -> Result<Timeline> {
+    let window = query.window;
+    let prepared = prepare::<Samples>(&[], &["ts", "weight_us", "state"], query.predicate)?;
+    let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
+    let (samples, ticks) = period_files(catalog, &window);
+    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
+    // The width follows the data in the window, not the window: 15 s of
+    // data in an hour's window is drawn in seconds.
+    let (first, last) = tick_reads
+        .iter()
+        .flatten()
+        .flatten()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &(ts, _)| {
+            (lo.min(ts), hi.max(ts))
+        });
+    let bucket = bucket.unwrap_or_else(|| auto_bucket(last.saturating_sub(first).max(0)));
     let width = (bucket.as_micros() as i64).max(1);
     // Buckets on round times (whole minutes, hours, ... since the epoch).
     let start_of = |ts: i64| ts - ts.rem_euclid(width);
-    // Buckets from the first to the last one with ticks (a week's window
-    // over an hour of data is an hour of chart), gaps included.
-    let mut buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)> = BTreeMap::new();
     let Prepared {
         projection,
-        groups: _,
-        extra: columns,
-        expr: _,
-    } = prepare::<Ticks>(&[], &["ts", "weight_us"], None)?;
-    read::scan(ticks, &projection, |row| {
-        if let Some(ts) = row
-            .cell(columns[0])
-            .as_int()
-            .filter(|&t| window.contains(t))
-        {
-            buckets.entry(start_of(ts)).or_default().0 +=
-                row.cell(columns[1]).as_int().unwrap_or(0);
-        }
-        Ok(())
-    })?;
-    if let (Some(&first), Some(&last)) = (buckets.keys().next(), buckets.keys().next_back()) {
-        let mut at = first;
-        while at < last {
-            buckets.entry(at).or_default();
-            at += width;
-        }
-    }
-    let Prepared {
-        projection,
-        groups: _,
         extra,
         expr,
-    } = prepare::<Samples>(&[], &["ts", "weight_us", "state"], predicate)?;
-    let parts = read::scan_parallel(
-        samples,
+        ..
+    } = prepared;
+    type Weights = (HashMap<i64, HashMap<String, i64>>, i64);
+    let sample_reads = read::scan_files(
+        &samples,
         &projection,
-        HashMap::<i64, HashMap<String, i64>>::new,
-        |weights, row| {
+        |_| Weights::default(),
+        |(weights, other_us), row| {
             let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
-                return Ok(());
+                return;
             };
             if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-                return Ok(());
+                return;
             }
             let Cell::Text(state) = row.cell(extra[2]) else {
-                return Ok(());
+                return;
             };
             let w = row.cell(extra[1]).as_int().unwrap_or(0);
+            if !query.all_states && !states::is_active(state) {
+                *other_us += w;
+                return;
+            }
             // Look up by &str: a new String only for a bucket's new state.
             let states = weights.entry(start_of(ts)).or_default();
             match states.get_mut(state) {
@@ -313,11 +417,33 @@ pub fn timeline(
                     states.insert(state.to_string(), w);
                 }
             }
-            Ok(())
         },
-    )?;
-    for part in parts {
-        for (start, states) in part {
+    );
+    let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
+    let mut buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)> = BTreeMap::new();
+    for (file, part) in ticks.iter().zip(&tick_reads) {
+        let (Ok(list), false) = (part, out.contains(&file.stem)) else {
+            continue;
+        };
+        for &(ts, w) in list {
+            buckets.entry(start_of(ts)).or_default().0 += w;
+        }
+    }
+    // Buckets from the first to the last one with ticks, gaps included.
+    if let (Some(&first), Some(&last)) = (buckets.keys().next(), buckets.keys().next_back()) {
+        let mut at = first;
+        while at < last {
+            buckets.entry(at).or_default();
+            at += width;
+        }
+    }
+    let mut other_us = 0;
+    for (file, part) in samples.iter().zip(sample_reads) {
+        let (Ok((weights, other)), false) = (part, out.contains(&file.stem)) else {
+            continue;
+        };
+        other_us += other;
+        for (start, states) in weights {
             let bucket = &mut buckets.entry(start).or_default().1;
             for (state, w) in states {
                 *bucket.entry(state).or_default() += w;
@@ -327,133 +453,10 @@ pub fn timeline(
     Ok(Timeline {
         bucket,
         buckets,
-        window: *window,
-    })
-}
-
-/// Durations of one group of tracked events.
-#[derive(Debug, Clone)]
-pub struct LatencyGroup {
-    pub key: Vec<Option<String>>,
-    /// Sorted, microseconds.
-    pub durations: Vec<u64>,
-    /// Estimated number of such events in the window: each recorded event
-    /// of duration d stands for max(1, period / d) events, the inverse of
-    /// the chance that a tick caught it.
-    pub estimated: Option<f64>,
-}
-
-impl LatencyGroup {
-    pub fn percentile(&self, p: f64) -> u64 {
-        let n = self.durations.len();
-        if n == 0 {
-            return 0;
-        }
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.durations[rank.clamp(1, n) - 1]
-    }
-    pub fn mean(&self) -> f64 {
-        self.durations.iter().sum::<u64>() as f64 / self.durations.len().max(1) as f64
-    }
-    /// Counts per log2 bucket: (low_us, high_us exclusive, count).
-    pub fn histogram(&self) -> Vec<(u64, u64, u64)> {
-        let mut counts = [0u64; 65];
-        for &d in &self.durations {
-            counts[(64 - d.leading_zeros()) as usize] += 1;
-        }
-        let first = counts.iter().position(|&c| c > 0).unwrap_or(0);
-        let last = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
-        (first..=last)
-            .map(|b| {
-                let low = if b == 0 { 0 } else { 1u64 << (b - 1) };
-                let high = if b == 0 {
-                    1
-                } else {
-                    1u64.checked_shl(b as u32).unwrap_or(u64::MAX)
-                };
-                (low, high, counts[b])
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Latency {
-    pub table: &'static str,
-    pub groups: Vec<String>,
-    /// Largest total time first.
-    pub rows: Vec<LatencyGroup>,
-    pub window: Window,
-    pub period_us: Option<i64>,
-}
-
-/// Durations of table `T`'s events that started in `window`, by `groups`.
-pub fn latency<T: Table>(
-    files: &[DataFile],
-    window: &Window,
-    groups: &[String],
-    predicate: Option<&str>,
-    time_column: &str,
-    period_us: Option<i64>,
-) -> Result<Latency> {
-    let Prepared {
-        projection,
-        groups: group_columns,
-        extra,
-        expr,
-    } = prepare::<T>(groups, &[time_column, "duration_us"], predicate)?;
-    let mut by_group: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
-    let mut key = KeyBuffer::default();
-    read::scan(files, &projection, |row| {
-        if !row
-            .cell(extra[0])
-            .as_int()
-            .is_some_and(|t| window.contains(t))
-        {
-            return Ok(());
-        }
-        let Some(duration) = row.cell(extra[1]).as_int().filter(|&d| d >= 0) else {
-            return Ok(());
-        };
-        if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-            return Ok(());
-        }
-        let k = key.build(row, &group_columns);
-        match by_group.get_mut(k) {
-            Some(list) => list.push(duration as u64),
-            None => {
-                by_group.insert(k.to_vec(), vec![duration as u64]);
-            }
-        }
-        Ok(())
-    })?;
-    let mut rows: Vec<LatencyGroup> = by_group
-        .into_iter()
-        .map(|(key, mut durations)| {
-            durations.sort_unstable();
-            let estimated = period_us.map(|period| {
-                durations
-                    .iter()
-                    .map(|&d| (period as f64 / d.max(1) as f64).max(1.0))
-                    .sum()
-            });
-            LatencyGroup {
-                key: decode_key(&key),
-                durations,
-                estimated,
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        let total = |g: &LatencyGroup| g.durations.iter().sum::<u64>();
-        total(b).cmp(&total(a)).then_with(|| a.key.cmp(&b.key))
-    });
-    Ok(Latency {
-        table: T::NAME,
-        groups: groups.to_vec(),
-        rows,
-        window: *window,
-        period_us,
+        window,
+        all_states: query.all_states,
+        other_us,
+        live_until: live_until(&samples, &out),
     })
 }
 
@@ -466,35 +469,24 @@ mod tests {
         struct R;
         impl Row for R {
             fn cell(&self, column: usize) -> Cell<'_> {
-                [Cell::Text("SLEEP"), Cell::Null, Cell::Int(-3)][column]
+                [
+                    Cell::Text("SLEEP"),
+                    Cell::Null,
+                    Cell::Int(-3),
+                    Cell::Timestamp(1_795_352_645_000_001),
+                ][column]
             }
         }
         let mut buffer = KeyBuffer::default();
-        let key = buffer.build(&R, &[0, 1, 2]).to_vec();
+        let key = buffer.build(&R, &[0, 1, 2, 3]).to_vec();
         assert_eq!(
             decode_key(&key),
-            vec![Some("SLEEP".into()), None, Some("-3".into())]
+            vec![
+                Some("SLEEP".into()),
+                None,
+                Some("-3".into()),
+                Some("2026-11-22 13:04:05.000001".into())
+            ]
         );
-    }
-
-    #[test]
-    fn percentiles_and_histogram() {
-        let group = LatencyGroup {
-            key: vec![],
-            durations: vec![0, 1, 3, 4, 100, 200_000],
-            estimated: None,
-        };
-        assert_eq!(group.percentile(50.0), 3);
-        assert_eq!(group.percentile(99.0), 200_000);
-        assert_eq!(group.percentile(0.0), 0);
-        let histogram = group.histogram();
-        assert_eq!(histogram[0], (0, 1, 1));
-        assert_eq!(histogram[1], (1, 2, 1));
-        assert_eq!(histogram[2], (2, 4, 1));
-        assert_eq!(histogram[3], (4, 8, 1));
-        assert_eq!(histogram.iter().map(|b| b.2).sum::<u64>(), 6);
-        assert!(histogram
-            .iter()
-            .any(|&(low, high, n)| low <= 200_000 && 200_000 < high && n == 1));
     }
 }

@@ -8,20 +8,29 @@
 //! 'quoted text' (timestamps as text: `ts >= '2026-11-22 03:12'`), TRUE,
 //! FALSE and NULL. NULL follows SQL's three-valued logic: a row passes only
 //! when the predicate is true. Anything else is a one-line error that
-//! points at the offending text.
+//! points at the offending text; nesting (parentheses, NOT) is bounded at
+//! [`MAX_DEPTH`] levels, so no input can exhaust the stack.
+//!
+//! The time sampled must be restricted like the rows: `ticks_filter`
+//! makes the ticks' part of a predicate.
 
 use std::cmp::Ordering;
 
 use anyhow::{bail, Result};
 
 use super::read::{Cell, Projection, Row};
+pub use super::ticks_filter::ticks_filter;
 use crate::schema::{ColumnType, Table};
+
+/// Deepest nesting of parentheses and NOT accepted.
+pub const MAX_DEPTH: usize = 64;
 
 /// A parsed predicate, its columns resolved against a projection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Every operand (chains are flat: `a AND b AND c` is one node).
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Not(Box<Expr>),
     Compare(Operand, CompareOp, Operand),
     IsNull(Operand, bool),
@@ -73,6 +82,7 @@ pub fn parse<T: Table>(text: &str, projection: &mut Projection) -> Result<Expr> 
     let mut parser = Parser {
         tokens,
         at: 0,
+        depth: 0,
         text,
         projection,
         table: std::marker::PhantomData::<T>,
@@ -95,16 +105,28 @@ pub fn passes(expr: &Expr, row: &dyn Row) -> bool {
 
 fn eval(expr: &Expr, row: &dyn Row) -> Option<bool> {
     match expr {
-        Expr::And(a, b) => match (eval(a, row), eval(b, row)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        },
-        Expr::Or(a, b) => match (eval(a, row), eval(b, row)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        },
+        Expr::And(all) => {
+            let mut unknown = false;
+            for e in all {
+                match eval(e, row) {
+                    Some(false) => return Some(false),
+                    None => unknown = true,
+                    Some(true) => {}
+                }
+            }
+            (!unknown).then_some(true)
+        }
+        Expr::Or(any) => {
+            let mut unknown = false;
+            for e in any {
+                match eval(e, row) {
+                    Some(true) => return Some(true),
+                    None => unknown = true,
+                    Some(false) => {}
+                }
+            }
+            (!unknown).then_some(false)
+        }
         Expr::Not(a) => eval(a, row).map(|v| !v),
         Expr::Compare(a, op, b) => {
             let ordering = compare(&value(a, row), &value(b, row))?;
@@ -354,6 +376,8 @@ fn last_is_operand(tokens: &[Token]) -> bool {
 struct Parser<'p, T> {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and NOTs open around the current token.
+    depth: usize,
     text: &'p str,
     projection: &'p mut Projection,
     table: std::marker::PhantomData<T>,
@@ -398,34 +422,63 @@ impl<T: Table> Parser<'_, T> {
     }
 
     fn or(&mut self) -> Result<Expr> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.keyword("OR") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            any.push(self.and()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 {
+            any.remove(0)
+        } else {
+            Expr::Or(any)
+        })
     }
 
     fn and(&mut self) -> Result<Expr> {
-        let mut left = self.not()?;
+        let mut all = vec![self.not()?];
         while self.keyword("AND") {
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+            all.push(self.not()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Expr::And(all)
+        })
+    }
+
+    /// One level deeper (a parenthesis or NOT); refused beyond MAX_DEPTH.
+    fn deeper(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let offset = self
+                .tokens
+                .get(self.at)
+                .map_or(self.text.len(), |t| t.offset);
+            bail!(
+                "--where: nested more than {MAX_DEPTH} levels deep (parentheses and NOT) at character {}; simplify the predicate",
+                offset + 1
+            );
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr> {
         if self.keyword("NOT") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.predicate()
     }
 
     fn predicate(&mut self) -> Result<Expr> {
         if self.symbol("(") {
+            self.deeper()?;
             let inner = self.or()?;
             if !self.symbol(")") {
                 return self.error("')'");
             }
+            self.depth -= 1;
             return Ok(inner);
         }
         let left = self.operand()?;
@@ -479,10 +532,10 @@ impl<T: Table> Parser<'_, T> {
                 return self.error("AND");
             }
             let high = self.typed_operand(&left)?;
-            let range = Expr::And(
-                Box::new(Expr::Compare(left.clone(), CompareOp::Ge, low)),
-                Box::new(Expr::Compare(left, CompareOp::Le, high)),
-            );
+            let range = Expr::And(vec![
+                Expr::Compare(left.clone(), CompareOp::Ge, low),
+                Expr::Compare(left, CompareOp::Le, high),
+            ]);
             return Ok(if negated {
                 Expr::Not(Box::new(range))
             } else {
@@ -679,6 +732,23 @@ mod tests {
             assert!(err.contains(message), "{predicate}: {err}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let row = [("tid", Cell::Int(1))];
+        let deep = format!("{}tid = 1{}", "(".repeat(10_000), ")".repeat(10_000));
+        let err = check(&deep, &row).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 levels"), "{err}");
+        let nots = format!("{}tid = 1", "NOT ".repeat(10_000));
+        assert!(check(&nots, &row).is_err());
+        // Long flat chains are fine: one node, evaluated in a loop.
+        let chain = vec!["tid = 1"; 10_000].join(" AND ");
+        assert!(check(&chain, &row).unwrap());
+        let chain = vec!["tid = 2"; 10_000].join(" OR ");
+        assert!(!check(&chain, &row).unwrap());
+        let nested = format!("{}tid = 1{}", "(".repeat(64), ")".repeat(64));
+        assert!(check(&nested, &row).unwrap());
     }
 
     #[test]

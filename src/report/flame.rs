@@ -1,102 +1,153 @@
 //! `taskscope flamegraph`: sampled stacks of a window as a flame graph.
 //!
 //! Each sample row becomes one folded stack, weighted by its `weight_us`:
-//! the thread's state at the root, then its user frames (outermost
-//! first), then its kernel frames (marked `_[k]`). So on-CPU and off-CPU
-//! time sit side by side and add up to thread time. Frames are function
-//! names only (offsets and source lines would split identical calls). The
-//! SVG is drawn by `inferno`; each state's tower then gets its own colour
-//! family (inferno colours by frame name only, so the state is applied
-//! afterwards through the frames' `fg:x` sample coordinates).
+//! the thread's state at the root, then its name (`comm`), then its user
+//! frames (outermost first), then its kernel frames (marked `_[k]`). So
+//! on-CPU and off-CPU time sit side by side and add up to thread time.
+//! Like the report, it counts active threads unless `--all-states`, reads
+//! the period being written, and leaves out (and names) a period whose
+//! samples could not be read or whose stacks file is missing or damaged
+//! while its samples refer to stacks. Frames are function names only
+//! (offsets and source lines would split identical calls). The SVG is
+//! drawn by `inferno`; each state's tower then gets its colour from the
+//! one palette of `states` (inferno colours by frame name only, so the
+//! state is applied afterwards through the frames' `fg:x` coordinates).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 
+use super::aggregate::{errors, Query};
 use super::filter;
 use super::read::{self, Cell, Projection};
-use crate::catalog::Window;
+use super::{states, Answer};
+use crate::catalog::{Catalog, Prefer, TableReads, Window};
 use crate::cli::FlamegraphArgs;
 use crate::schema::{Samples, Stacks, Table};
 
-/// Folded stacks (`frame;frame;frame weight`), heaviest first.
+/// Thread time per (state, comm, kernel stack, user stack).
+type Weights = HashMap<(String, String, Option<i64>, Option<i64>), i64>;
+
+/// Folded stacks (`frame;frame;frame weight`), heaviest first; problems
+/// go to the catalog.
 pub fn folded(
-    dir: &std::path::Path,
-    window: &Window,
-    predicate: Option<&str>,
+    catalog: &mut Catalog,
+    query: &Query<'_>,
     kernel: bool,
     user: bool,
 ) -> Result<Vec<(String, i64)>> {
-    let samples = super::files(dir, Samples::NAME, window)?;
-    if samples.is_empty() {
-        return Err(super::no_data(dir, Samples::NAME, window));
+    let window = query.window;
+    let mut projection = Projection::of::<Samples>(&[], "flamegraph")?;
+    for name in ["ts", "weight_us", "state"] {
+        projection.need::<Samples>(name, "flamegraph")?;
     }
-    let mut projection = Projection::of::<Samples>(
-        &["ts", "weight_us", "state", "kstack_id", "ustack_id"].map(String::from),
-        "flamegraph",
-    )?;
-    let expr = predicate
+    for name in ["comm", "kstack_id", "ustack_id"] {
+        projection.require::<Samples>(name, "flamegraph")?;
+    }
+    let expr = query
+        .predicate
         .map(|text| filter::parse::<Samples>(text, &mut projection))
         .transpose()?;
-    let mut weights: HashMap<(String, Option<i64>, Option<i64>), i64> = HashMap::new();
-    read::scan(&samples, &projection, |row| {
-        if !row.cell(0).as_int().is_some_and(|t| window.contains(t)) {
-            return Ok(());
-        }
-        if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-            return Ok(());
-        }
-        let state = match row.cell(2) {
-            Cell::Text(s) => s.to_string(),
-            _ => "UNKNOWN".to_string(),
-        };
-        let kstack = if kernel { row.cell(3).as_int() } else { None };
-        let ustack = if user { row.cell(4).as_int() } else { None };
-        *weights.entry((state, kstack, ustack)).or_default() += row.cell(1).as_int().unwrap_or(0);
-        Ok(())
-    })?;
-
-    let frames = stack_frames(dir, window)?;
-    let mut lines: HashMap<String, i64> = HashMap::new();
-    for ((state, kstack, ustack), weight) in weights {
-        let mut line = state;
-        let mut any = false;
-        for (id, suffix) in [(ustack, ""), (kstack, "_[k]")] {
-            let Some(names) = id.and_then(|id| frames.get(&id)) else {
-                continue;
+    let mut both = catalog.select_periods(&[Samples::NAME, Stacks::NAME], &window, Prefer::Parquet);
+    let stack_files = both.pop().unwrap_or_default();
+    let samples = both.pop().unwrap_or_default();
+    // Per file: the weights, and whether any counted row refers to a stack.
+    let sample_reads = read::scan_files(
+        &samples,
+        &projection,
+        |_| (Weights::new(), false),
+        |(weights, refers), row| {
+            if !row.cell(0).as_int().is_some_and(|t| window.contains(t)) {
+                return;
+            }
+            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+                return;
+            }
+            let state = match row.cell(2) {
+                Cell::Text(s) => s,
+                _ => "UNKNOWN",
             };
-            for name in names {
-                let _ = write!(line, ";{name}{suffix}");
-                any = true;
+            if !query.all_states && !states::is_active(state) {
+                return;
+            }
+            let comm = match row.cell(3) {
+                Cell::Text(c) => c,
+                _ => "[unknown]",
+            };
+            let (kstack, ustack) = (row.cell(4).as_int(), row.cell(5).as_int());
+            *refers |= kstack.is_some() || ustack.is_some();
+            let kstack = kstack.filter(|_| kernel);
+            let ustack = ustack.filter(|_| user);
+            *weights
+                .entry((state.to_string(), comm.to_string(), kstack, ustack))
+                .or_default() += row.cell(1).as_int().unwrap_or(0);
+        },
+    );
+    let stack_projection =
+        Projection::of::<Stacks>(&["stack_id".into(), "frames".into()], "flamegraph")?;
+    let stack_reads = read::scan_files(
+        &stack_files,
+        &stack_projection,
+        |_| HashMap::<i64, Vec<String>>::new(),
+        |frames, row| {
+            if let (Some(id), Cell::Text(text)) = (row.cell(0).as_int(), row.cell(1)) {
+                frames
+                    .entry(id)
+                    .or_insert_with(|| text.split(';').rev().map(function_name).collect());
+            }
+        },
+    );
+    // A period needs its stacks file only when its samples refer to stacks
+    // (`--stacks none` writes none).
+    let refers: BTreeSet<&str> = samples
+        .iter()
+        .zip(&sample_reads)
+        .filter(|(_, r)| r.as_ref().is_ok_and(|(_, refers)| *refers))
+        .map(|(f, _)| f.stem.as_str())
+        .collect();
+    let tables: [TableReads<'_>; 2] = [
+        (Samples::NAME, errors(&samples, &sample_reads)),
+        (Stacks::NAME, errors(&stack_files, &stack_reads)),
+    ];
+    let out = catalog.leave_out(&tables, |table, stem| {
+        table != Stacks::NAME || refers.contains(stem)
+    });
+    let mut frames: HashMap<i64, Vec<String>> = HashMap::new();
+    for (file, part) in stack_files.iter().zip(stack_reads) {
+        if let (Ok(part), false) = (part, out.contains(&file.stem)) {
+            for (id, names) in part {
+                frames.entry(id).or_insert(names);
             }
         }
-        if !any {
-            line.push_str(";[no stack]");
+    }
+    let mut lines: HashMap<String, i64> = HashMap::new();
+    for (file, part) in samples.iter().zip(sample_reads) {
+        let (Ok((weights, _)), false) = (part, out.contains(&file.stem)) else {
+            continue;
+        };
+        for ((state, comm, kstack, ustack), weight) in weights {
+            let mut line = format!("{state};{}", function_name(&comm));
+            let mut any = false;
+            for (id, suffix) in [(ustack, ""), (kstack, "_[k]")] {
+                let Some(names) = id.and_then(|id| frames.get(&id)) else {
+                    continue;
+                };
+                for name in names {
+                    let _ = write!(line, ";{name}{suffix}");
+                    any = true;
+                }
+            }
+            if !any {
+                line.push_str(";[no stack]");
+            }
+            *lines.entry(line).or_default() += weight;
         }
-        *lines.entry(line).or_default() += weight;
     }
     let mut lines: Vec<(String, i64)> = lines.into_iter().filter(|(_, w)| *w > 0).collect();
     lines.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(lines)
-}
-
-/// Every stack of the window's periods: id → function names, outermost
-/// first.
-fn stack_frames(dir: &std::path::Path, window: &Window) -> Result<HashMap<i64, Vec<String>>> {
-    let files = super::files(dir, Stacks::NAME, window)?;
-    let projection = Projection::of::<Stacks>(&["stack_id".into(), "frames".into()], "flamegraph")?;
-    let mut frames = HashMap::new();
-    read::scan(&files, &projection, |row| {
-        if let (Some(id), Cell::Text(text)) = (row.cell(0).as_int(), row.cell(1)) {
-            frames
-                .entry(id)
-                .or_insert_with(|| text.split(';').rev().map(function_name).collect());
-        }
-        Ok(())
-    })?;
-    Ok(frames)
 }
 
 /// `func+0x1a [file.c:12]` → `func`; `libc.so.6+0x1234` → `libc.so.6`;
@@ -116,20 +167,39 @@ fn function_name(frame: &str) -> String {
 }
 
 /// `taskscope flamegraph`.
-pub fn run(args: &FlamegraphArgs) -> Result<()> {
-    let window = super::window_now(&args.window)?;
+pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
+    let window = super::window_of(&args.window)?;
     let kernel = args.kind.contains(&crate::cli::StackChoice::Kernel);
     let user = args.kind.contains(&crate::cli::StackChoice::User);
     if !kernel && !user {
         bail!("--kind must name kernel, user or both");
     }
-    let lines = folded(
-        &args.window.dir,
-        &window,
-        args.filter.as_deref(),
-        kernel,
-        user,
-    )?;
+    let mut catalog = Catalog::open(&args.window.dir)?;
+    let query = Query {
+        window,
+        predicate: args.filter.as_deref(),
+        all_states: args.all_states,
+    };
+    let lines = folded(&mut catalog, &query, kernel, user)?;
+    if lines.is_empty() {
+        // Nothing to draw (inferno would only log an error): say why.
+        if catalog.problems.is_empty() {
+            let empty = super::no_data(&mut catalog, Samples::NAME, &window);
+            if !catalog.spans(Samples::NAME).is_empty() && has_rows(&mut catalog, &window)? {
+                bail!(
+                    "no samples in {} match{} (--all-states draws sleeping and idle threads too)",
+                    super::output::window_text(&window),
+                    if args.filter.is_some() {
+                        " --where"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            return Err(empty);
+        }
+        return super::nothing(catalog, Samples::NAME, &window);
+    }
     let mut text = String::new();
     for (stack, weight) in &lines {
         let _ = writeln!(text, "{stack} {weight}");
@@ -148,16 +218,22 @@ pub fn run(args: &FlamegraphArgs) -> Result<()> {
                 lines.len(),
                 super::output::window_text(&window)
             );
-            Ok(())
         }
         _ => {
             let mut out = std::io::stdout().lock();
             match out.write_all(&bytes) {
-                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                other => Ok(other?),
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
             }
         }
     }
+    Ok(Answer::of(catalog))
+}
+
+/// Whether the window has any tick: then an empty graph means the filter
+/// (or the states counted) matched nothing, not that there is no data.
+fn has_rows(catalog: &mut Catalog, window: &Window) -> Result<bool> {
+    Ok(super::aggregate::sampling_period(catalog, window)?.is_some())
 }
 
 /// Write `path` through a temporary file in the same directory, so a
@@ -208,24 +284,12 @@ pub fn svg(text: &str, window: &Window, title: &Option<String>) -> Result<String
     options.name_type = "Frame:".into();
     options.hash = true;
     options.deterministic = true;
-    options.notes = "Roots are thread states; _[k] marks kernel frames".into();
+    options.notes = "Roots are thread states, then thread names; _[k] marks kernel frames".into();
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, text.lines(), &mut svg)
         .context("cannot draw the flame graph")?;
     let svg = String::from_utf8(svg).context("the flame graph is not UTF-8")?;
     Ok(color_by_state(&svg))
-}
-
-/// Hue of each state's frames (HSL degrees).
-fn state_hue(state: &str) -> u32 {
-    match state {
-        "ON_CPU" => 10,   // red-orange: burning CPU
-        "RUNQUEUE" => 45, // yellow: waiting for a CPU
-        "DISK" => 280,    // purple: waiting for I/O
-        "SLEEP" => 210,   // blue: waiting for an event
-        "IDLE" => 0,      // grey (saturation 0)
-        _ => 120,         // green: stopped, traced, zombie, ...
-    }
 }
 
 /// Recolour every frame after the state at its root. State frames are the
@@ -312,8 +376,8 @@ fn color_by_state(svg: &str) -> String {
 /// A colour of `state`'s family, varied by the frame's name so that
 /// neighbours stay distinguishable; roots are the darkest.
 fn frame_color(state: &str, name: &str, root: bool) -> String {
-    let hue = state_hue(state) as f64;
-    let saturation = if state == "IDLE" { 0.0 } else { 0.65 };
+    let style = states::style_of(state);
+    let (hue, saturation) = (style.hue, style.saturation);
     let hash = name.bytes().fold(2_166_136_261u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(16_777_619)
     });

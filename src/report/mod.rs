@@ -6,28 +6,38 @@
 //! group divided by the time sampled is the group's *average active
 //! threads*. The time sampled is the sum of `weight_us` over the `ticks`
 //! table in the window — not the window's length — so gaps (agent stopped,
-//! ticks dropped) do not dilute the averages. The files are read directly
-//! (CSV through a splitter that stops at the last column needed, Parquet
+//! ticks dropped) do not dilute the averages. Only active threads count
+//! (`states`), unless `--all-states`. The files are read directly (CSV
+//! through a splitter that stops at the last column needed, Parquet
 //! through arrow with column projection, files spread over every CPU):
 //! DuckDB's Rust crate would compile DuckDB's whole C++ engine into every
 //! build, and a scan of the few columns a report needs is all the engine
 //! this takes.
+//!
+//! Readers never guess: the period being written is read up to its last
+//! complete tick, a damaged or missing file leaves its period out and is
+//! named on stderr (exit status 3, [`Answer`]), and a window without data
+//! says so and where the data is.
 
 mod aggregate;
+mod csv_read;
 mod filter;
 pub mod flame;
+mod latency;
 mod output;
 mod read;
+pub mod states;
+mod ticks_filter;
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::catalog::{self, DataFile, Prefer, Window};
+use crate::catalog::{self, Catalog, Problem, Window};
 use crate::cli::{ReportArgs, WindowArgs};
-use crate::schema::{Iorq, Samples, Syscalls, Table, Ticks};
+use crate::schema::{Iorq, Samples, Syscalls, Table};
+use aggregate::Query;
 use read::Projection;
 
 /// Default `--by` of the report.
@@ -41,31 +51,91 @@ pub fn window_now(args: &WindowArgs) -> Result<Window> {
         .map_err(|err| BadFlag(err.to_string()).into())
 }
 
-/// The files of `table` for `window`; an error when the directory itself
-/// is missing, so a typo in --dir is not reported as "no data".
-fn files(dir: &Path, table: &str, window: &Window) -> Result<Vec<DataFile>> {
-    if !dir.is_dir() {
-        bail!(
-            "{} is not a directory (the agent's output directory, --dir)",
-            dir.display()
-        );
-    }
-    catalog::select(dir, table, window, Prefer::Parquet)
+/// What a reading command could not use. Problems are printed one line
+/// each on stderr and make the exit status 3 (incomplete answer);
+/// `failure` is set when nothing usable was left to answer from.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub problems: Vec<Problem>,
+    pub failure: Option<String>,
 }
 
-fn no_data(dir: &Path, table: &str, window: &Window) -> anyhow::Error {
+impl Answer {
+    fn of(catalog: Catalog) -> Answer {
+        Answer {
+            problems: catalog.problems,
+            failure: None,
+        }
+    }
+}
+
+/// The window of a command: its flags, or, with none of --since, --from
+/// and --to, an imported archive's own window (its manifest.json), else
+/// the last hour.
+pub fn window_of(args: &WindowArgs) -> Result<Window> {
+    if args.since.is_none() && args.from.is_none() && args.to.is_none() {
+        if let Some(window) = catalog::archive_window(&args.dir)? {
+            return Ok(window);
+        }
+    }
+    window_now(args)
+}
+
+/// Nothing to answer from in `window`: no data files at all, or where the
+/// data is (per host: how many periods, the first and newest start).
+fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error {
+    let dir = catalog.dir().display().to_string();
+    let spans = catalog.spans(table);
+    if spans.is_empty() {
+        return anyhow::anyhow!(
+            "no {table} files under {dir} (the agent writes {dir}/{table}/date=*/hour=*/ and {dir}/.inprogress/; is it running with --output-dir {dir}?)"
+        );
+    }
+    let stamp = |us: i64| {
+        let mut text = String::new();
+        crate::timefmt::write_timestamp_micros(&mut text, us);
+        text.truncate(19);
+        text
+    };
+    let hosts: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} period(s), the first from {}, the newest from {}",
+                s.host,
+                s.periods,
+                stamp(s.first_us),
+                stamp(s.newest_us)
+            )
+        })
+        .collect();
     anyhow::anyhow!(
-        "no {table} files for {} under {} (see {}/{table}/date=*/hour=*/)",
+        "the window {} holds no {table} rows; the data under {dir} is elsewhere in time ({}); give --since or --from/--to",
         output::window_text(window),
-        dir.display(),
-        dir.display()
+        hosts.join("; ")
     )
 }
 
+/// An answer with nothing in it: an error, or when files were left out,
+/// the problems and a failure line.
+fn nothing(mut catalog: Catalog, table: &str, window: &Window) -> Result<Answer> {
+    if catalog.problems.is_empty() {
+        return Err(no_data(&mut catalog, table, window));
+    }
+    let count = catalog.problems.len();
+    Ok(Answer {
+        problems: catalog.problems,
+        failure: Some(format!(
+            "no usable {table} rows in {}: {count} problem(s) above left out every period with data",
+            output::window_text(window)
+        )),
+    })
+}
+
 /// `taskscope report`.
-pub fn run(args: &ReportArgs) -> Result<()> {
-    let window = window_now(&args.window)?;
-    let dir = &args.window.dir;
+pub fn run(args: &ReportArgs) -> Result<Answer> {
+    let window = window_of(&args.window)?;
+    let mut catalog = Catalog::open(&args.window.dir)?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if let Some(kind) = args.latency {
         let (table, groups, by_default) = match kind {
@@ -73,9 +143,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             crate::cli::LatencyOf::Io => (Iorq::NAME, &args.by, vec!["dev", "op"]),
         };
         let groups = chosen(groups, &by_default);
-        let data = files(dir, table, &window)?;
-        if data.is_empty() {
-            return Err(no_data(dir, table, &window).context(format!(
+        if catalog.spans(table).is_empty() && catalog.problems.is_empty() {
+            return Err(no_data(&mut catalog, table, &window).context(format!(
                 "--latency reads the {table} table, written by `taskscope run --track {}`",
                 if table == Syscalls::NAME {
                     "syscalls"
@@ -84,18 +153,18 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                 }
             )));
         }
-        let period_us = aggregate::sampling_period(&files(dir, Ticks::NAME, &window)?, &window)?;
+        let period_us = aggregate::sampling_period(&mut catalog, &window)?;
         let latency = match kind {
-            crate::cli::LatencyOf::Syscalls => aggregate::latency::<Syscalls>(
-                &data,
+            crate::cli::LatencyOf::Syscalls => latency::latency::<Syscalls>(
+                &mut catalog,
                 &window,
                 &groups,
                 args.filter.as_deref(),
                 "enter_ts",
                 period_us,
             )?,
-            crate::cli::LatencyOf::Io => aggregate::latency::<Iorq>(
-                &data,
+            crate::cli::LatencyOf::Io => latency::latency::<Iorq>(
+                &mut catalog,
                 &window,
                 &groups,
                 args.filter.as_deref(),
@@ -103,23 +172,33 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                 period_us,
             )?,
         };
-        return output::latency(&latency, args.format, args.top, color);
+        if latency.in_window == 0 {
+            return nothing(catalog, table, &window);
+        }
+        output::latency(&latency, args.format, args.top, color)?;
+        return Ok(Answer::of(catalog));
     }
 
-    let samples = files(dir, Samples::NAME, &window)?;
-    if samples.is_empty() {
-        return Err(no_data(dir, Samples::NAME, &window));
-    }
-    let ticks = files(dir, Ticks::NAME, &window)?;
+    let query = Query {
+        window,
+        predicate: args.filter.as_deref(),
+        all_states: args.all_states,
+    };
     if args.timeline {
-        let bucket = args.bucket.unwrap_or_else(|| auto_bucket(&window));
-        let timeline =
-            aggregate::timeline(&samples, &ticks, &window, bucket, args.filter.as_deref())?;
-        return output::timeline(&timeline, args.format, color);
+        let timeline = aggregate::timeline(&mut catalog, &query, args.bucket, auto_bucket)?;
+        if timeline.buckets.is_empty() {
+            return nothing(catalog, Samples::NAME, &window);
+        }
+        output::timeline(&timeline, args.format, color)?;
+        return Ok(Answer::of(catalog));
     }
     let groups = chosen(&args.by, &DEFAULT_GROUPS);
-    let report = aggregate::active(&samples, &ticks, &window, &groups, args.filter.as_deref())?;
-    output::active(&report, args.format, args.top)
+    let report = aggregate::active(&mut catalog, &query, &groups)?;
+    if report.sampled_us == 0 {
+        return nothing(catalog, Samples::NAME, &window);
+    }
+    output::active(&report, args.format, args.top)?;
+    Ok(Answer::of(catalog))
 }
 
 /// `--by` as given, else the defaults.
@@ -131,12 +210,13 @@ fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
     }
 }
 
-/// A round bucket width giving at most ~40 lines for `window`.
-fn auto_bucket(window: &Window) -> Duration {
+/// A round bucket width giving at most ~40 lines for data spanning
+/// `span_us` (from the first tick to the last).
+fn auto_bucket(span_us: i64) -> Duration {
     const STEPS: [u64; 14] = [
         1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 21_600,
     ];
-    let secs = (window.len_us() / 1_000_000).max(1) as u64;
+    let secs = (span_us / 1_000_000).max(1) as u64;
     let step = STEPS
         .iter()
         .copied()
@@ -154,11 +234,17 @@ fn bad_flag(err: anyhow::Error) -> anyhow::Error {
     BadFlag(format!("{err:#}")).into()
 }
 
-/// Check `--by` and `--where` against table `T`.
+/// Check `--by` and `--where` against table `T` (for `samples`, also
+/// that its time conditions can restrict the ticks).
 fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<()> {
     let mut projection = Projection::of::<T>(groups, "--by").map_err(bad_flag)?;
     if let Some(text) = predicate {
-        filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
+        let expr = filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
+        if T::NAME == Samples::NAME {
+            let mut ticks = Projection::of::<crate::schema::Ticks>(&[], "report")?;
+            filter::ticks_filter::<crate::schema::Ticks>(&expr, &projection, &mut ticks)
+                .map_err(bad_flag)?;
+        }
     }
     Ok(())
 }
@@ -187,6 +273,12 @@ pub fn check(args: &ReportArgs) -> Result<()> {
 /// Every flag of `flamegraph` that can be checked before reading a file.
 /// (The window is resolved by `flame::run`, against the clock.)
 pub fn check_flamegraph(args: &crate::cli::FlamegraphArgs) -> Result<()> {
+    let to_stdout = args.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
+    if to_stdout && !args.folded && std::io::stdout().is_terminal() {
+        return Err(bad_flag(anyhow::anyhow!(
+            "the SVG would go to the terminal: give -o FILE.svg (or redirect stdout, or --folded for text)"
+        )));
+    }
     check_table::<Samples>(&[], args.filter.as_deref())
 }
 
@@ -196,12 +288,10 @@ mod tests {
 
     #[test]
     fn buckets() {
-        let w = |secs: i64| Window {
-            from_us: 0,
-            to_us: secs * 1_000_000,
-        };
-        assert_eq!(auto_bucket(&w(30)), Duration::from_secs(1));
-        assert_eq!(auto_bucket(&w(3_600)), Duration::from_secs(120));
-        assert_eq!(auto_bucket(&w(7 * 86_400)), Duration::from_secs(21_600));
+        let w = |secs: i64| secs * 1_000_000;
+        assert_eq!(auto_bucket(w(0)), Duration::from_secs(1));
+        assert_eq!(auto_bucket(w(15)), Duration::from_secs(1));
+        assert_eq!(auto_bucket(w(3_600)), Duration::from_secs(120));
+        assert_eq!(auto_bucket(w(7 * 86_400)), Duration::from_secs(21_600));
     }
 }

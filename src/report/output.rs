@@ -6,7 +6,9 @@ use std::io::Write;
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
-use super::aggregate::{Active, Latency, Timeline};
+use super::aggregate::{Active, Timeline};
+use super::latency::Latency;
+use super::states;
 use crate::catalog::Window;
 use crate::cli::ReportFormat;
 use crate::output::csv::push_field;
@@ -20,6 +22,31 @@ pub fn window_text(window: &Window) -> String {
     timefmt::write_timestamp_micros(&mut to, window.to_us);
     let trim = |s: &str| s.split('.').next().unwrap_or(s).to_string();
     format!("{} to {} UTC", trim(&from), trim(&to))
+}
+
+/// What the averages count, and what they leave out: one line.
+fn counted_text(all_states: bool, other_us: i64, sampled_us: i64) -> String {
+    if all_states {
+        return "counted: threads in every state (--all-states)".to_string();
+    }
+    let active = states::active_names().join(", ");
+    if other_us == 0 {
+        return format!("counted: active threads ({active})");
+    }
+    format!(
+        "counted: active threads ({active}); not counted: {:.2} average threads sleeping or idle (--all-states counts them)",
+        other_us as f64 / sampled_us.max(1) as f64
+    )
+}
+
+/// `includes the period being written, up to 13:04:05 UTC`, when it does.
+fn live_text(live_until: Option<i64>) -> Option<String> {
+    let until = live_until.filter(|&t| t > i64::MIN)?;
+    let mut stamp = ts_text(until);
+    stamp.truncate(19);
+    Some(format!(
+        "includes the period being written, up to its last complete tick ({stamp} UTC)"
+    ))
 }
 
 fn ts_text(us: i64) -> String {
@@ -115,6 +142,10 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
                 "to": ts_text(report.window.to_us),
                 "sampled_seconds": report.sampled_us as f64 / 1e6,
                 "avg_active_total": report.total_us as f64 / report.sampled_us.max(1) as f64,
+                "states": if report.all_states { "all" } else { "active" },
+                "counted_states": counted_states(report.all_states),
+                "avg_not_counted": report.other_us as f64 / report.sampled_us.max(1) as f64,
+                "in_progress_until": report.live_until.map(ts_text),
                 "groups": report.groups,
                 "rows": rows,
             });
@@ -139,11 +170,18 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
         }
         ReportFormat::Table => {
             let mut text = format!(
-                "{}: {:.2} average active threads over {:.0} s sampled\n\n",
+                "{}: {:.2} average {}threads over {:.0} s sampled\n{}\n",
                 window_text(&report.window),
                 report.total_us as f64 / report.sampled_us.max(1) as f64,
-                report.sampled_us as f64 / 1e6
+                if report.all_states { "" } else { "active " },
+                report.sampled_us as f64 / 1e6,
+                counted_text(report.all_states, report.other_us, report.sampled_us)
             );
+            if let Some(live) = live_text(report.live_until) {
+                text.push_str(&live);
+                text.push('\n');
+            }
+            text.push('\n');
             let mut header: Vec<String> = vec!["AVG_ACTIVE".into(), "SHARE".into()];
             header.extend(report.groups.iter().map(|g| g.to_ascii_uppercase()));
             let rows: Vec<Vec<String>> = shown
@@ -173,22 +211,15 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
     }
 }
 
-/// States in chart order, with their letter and ANSI colour.
-const STATES: [(&str, char, &str); 6] = [
-    ("ON_CPU", 'C', "32"),
-    ("RUNQUEUE", 'R', "33"),
-    ("DISK", 'D', "31"),
-    ("SLEEP", 'S', "34"),
-    ("IDLE", 'I', "90"),
-    ("STOPPED", 'T', "35"),
-];
 const CHART_WIDTH: f64 = 60.0;
 
-fn state_style(state: &str) -> (char, &'static str) {
-    STATES
-        .iter()
-        .find(|(name, _, _)| *name == state)
-        .map_or(('o', "36"), |&(_, letter, color)| (letter, color))
+/// The states counted, for JSON.
+fn counted_states(all_states: bool) -> Value {
+    if all_states {
+        json!("all")
+    } else {
+        json!(states::active_names())
+    }
 }
 
 /// Active threads per bucket and state: a chart on a terminal.
@@ -217,6 +248,9 @@ pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Resul
                 "{}\n",
                 serde_json::to_string_pretty(&json!({
                     "bucket_seconds": timeline.bucket.as_secs_f64(),
+                    "states": if timeline.all_states { "all" } else { "active" },
+                    "counted_states": counted_states(timeline.all_states),
+                    "in_progress_until": timeline.live_until.map(ts_text),
                     "rows": rows,
                 }))?
             ))
@@ -228,28 +262,30 @@ pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Resul
                 .map(|(sampled, states)| active(*sampled, states.values().sum()))
                 .collect();
             let peak = totals.iter().copied().fold(0.0, f64::max).max(1e-9);
+            let sampled: i64 = timeline.buckets.values().map(|(s, _)| s).sum();
             let mut text = format!(
-                "{}: average active threads per {}, by state\n",
+                "{}: average {}threads per {}, by state\n{}\n",
                 window_text(&timeline.window),
-                timefmt::human_duration(timeline.bucket)
+                if timeline.all_states { "" } else { "active " },
+                timefmt::human_duration(timeline.bucket),
+                counted_text(timeline.all_states, timeline.other_us, sampled)
             );
+            if let Some(live) = live_text(timeline.live_until) {
+                text.push_str(&live);
+                text.push('\n');
+            }
             for ((start, (sampled, states)), total) in timeline.buckets.iter().zip(&totals) {
                 let mut stamp = ts_text(*start);
                 stamp.truncate(19);
                 let mut bar = String::new();
                 let mut order: Vec<(&String, &i64)> = states.iter().collect();
-                order.sort_by_key(|(state, _)| {
-                    STATES
-                        .iter()
-                        .position(|(name, _, _)| name == state)
-                        .unwrap_or(STATES.len())
-                });
+                order.sort_by_key(|(state, _)| states::order_of(state));
                 for (state, weight) in order {
                     let cells = (active(*sampled, *weight) / peak * CHART_WIDTH).round() as usize;
-                    let (letter, code) = state_style(state);
-                    let run: String = std::iter::repeat_n(letter, cells).collect();
+                    let style = states::style_of(state);
+                    let run: String = std::iter::repeat_n(style.letter, cells).collect();
                     if color && cells > 0 {
-                        bar.push_str(&format!("\x1b[{code}m{run}\x1b[0m"));
+                        bar.push_str(&format!("\x1b[{}m{run}\x1b[0m", style.ansi));
                     } else {
                         bar.push_str(&run);
                     }
@@ -257,10 +293,16 @@ pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Resul
                 let sampled_mark = if *sampled == 0 { " (no ticks)" } else { "" };
                 text.push_str(&format!("{stamp}  {total:>7.2}  {bar}{sampled_mark}\n"));
             }
-            let legend: Vec<String> = STATES
+            // The legend names the states drawn.
+            let drawn: std::collections::BTreeSet<&str> = timeline
+                .buckets
+                .values()
+                .flat_map(|(_, states)| states.keys().map(String::as_str))
+                .collect();
+            let legend: Vec<String> = states::STYLES
                 .iter()
-                .map(|(name, letter, _)| format!("{letter}={name}"))
-                .chain(std::iter::once("o=other".to_string()))
+                .filter(|s| drawn.contains(s.name) || s.name == "ON_CPU")
+                .map(|s| format!("{}={}", s.letter, s.name))
                 .collect();
             text.push_str(&format!(
                 "scale: {} columns = {peak:.2} threads; {}\n",

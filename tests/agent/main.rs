@@ -8,6 +8,7 @@ mod groundtruth;
 mod lifecycle;
 mod load;
 mod packaging;
+mod readers;
 mod readme;
 mod report;
 mod service;

@@ -195,6 +195,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         "json",
     ]);
     assert_eq!(groups(&disk, "comm")[0].0, "gt-fsync", "{disk}");
+    // Sleeping threads count only with --all-states.
     let sleeping = json(&[
         "report",
         "--dir",
@@ -203,6 +204,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         "comm,syscall",
         "--where",
         "syscall = 'clock_nanosleep'",
+        "--all-states",
         "--format",
         "json",
     ]);
@@ -335,6 +337,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         dir,
         "--where",
         "comm LIKE 'gt-%'",
+        "--all-states",
         "-o",
         svg_arg,
     ]);
@@ -347,6 +350,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         "SLEEP",
         "ON_CPU",
         "DISK",
+        "gt-sleeper",
     ] {
         assert!(
             svg.contains(&format!("<title>{name} (")),
@@ -362,15 +366,16 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         "--dir",
         dir,
         "--folded",
+        "--all-states",
         "--kind",
         "kernel",
         "--where",
         &format!("tid = {sleeper}"),
     ]);
     assert!(
-        folded.lines().all(|l| l.starts_with("SLEEP;")
-            || l.starts_with("RUNQUEUE;")
-            || l.starts_with("ON_CPU;")),
+        folded.lines().all(|l| l.starts_with("SLEEP;gt-sleeper;")
+            || l.starts_with("RUNQUEUE;gt-sleeper;")
+            || l.starts_with("ON_CPU;gt-sleeper;")),
         "{folded}"
     );
     assert!(

@@ -69,6 +69,9 @@ fn exercise(name: &str) -> Option<&'static str> {
         "syscalls" => "SELECT * FROM syscalls LIMIT 5",
         "iorq" => "SELECT * FROM iorq LIMIT 5",
         "ago" => "SELECT ago('1 hour') AS hour_ago, ago(INTERVAL '1 day') AS day_ago",
+        "taskscope_active" => {
+            "SELECT taskscope_active('DISK') AS disk, taskscope_active('SLEEP') AS sleep"
+        }
         "taskscope_in_window" => {
             "SELECT count(*) AS n FROM ticks WHERE taskscope_in_window(ts, NULL, ago('-1 hour'))"
         }
@@ -499,7 +502,7 @@ fn shipped_queries_answer_the_ground_truth() {
         ]
         .contains(&name)
     });
-    let syscalls = rows(&bare, "auto", "FROM top_syscalls()");
+    let syscalls = rows(&bare, "auto", "FROM top_syscalls(all_states := true)");
     assert!(
         syscalls
             .iter()
@@ -516,14 +519,14 @@ fn check_answers(dir: &Path, format: &str, device: &str, pid: u32) {
         dir,
         format,
         &[
-            "FROM top_activity()",
+            "FROM top_activity(all_states := true)",
             "FROM top_waits()",
             "FROM latency_summary()",
             "FROM latency_histogram() WHERE name = 'clock_nanosleep'",
-            "FROM top_stacks() WHERE top_comm IN ('gt-sleeper', 'gt-fsync')",
-            "FROM top_syscalls()",
+            "FROM top_stacks(all_states := true) WHERE top_comm IN ('gt-sleeper', 'gt-fsync')",
+            "FROM top_syscalls(all_states := true)",
             "SELECT a.bucket_start, sum(a.avg_threads) AS threads, any_value(t.rows) AS rows \
-             FROM active_threads(INTERVAL '1 second') a \
+             FROM active_threads(INTERVAL '1 second', all_states := true) a \
              JOIN (SELECT time_bucket(INTERVAL '1 second', ts) AS bucket_start, avg(rows) AS rows FROM ticks GROUP BY 1) t \
              USING (bucket_start) GROUP BY a.bucket_start",
             "FROM active_threads(INTERVAL '1 second') WHERE state = 'STOPPED'",
@@ -538,10 +541,12 @@ fn check_answers(dir: &Path, format: &str, device: &str, pid: u32) {
                     (SELECT count(*) FROM latency_summary(to_ts := ago('10 minutes'))) AS older_latencies",
             &by_pid,
             "FROM latency_histogram(pid := 1)",
+            "FROM top_activity()",
+            "FROM top_waits(all_states := true)",
         ],
     );
-    let [activity, waits, summary, histogram, stacks, syscalls, timeline, stopped, joins, windows, workload_latencies, init_latencies] =
-        <[Vec<Row>; 12]>::try_from(results).expect("twelve results");
+    let [activity, waits, summary, histogram, stacks, syscalls, timeline, stopped, joins, windows, workload_latencies, init_latencies, active, all_waits] =
+        <[Vec<Row>; 14]>::try_from(results).expect("fourteen results");
     let context = |what: &str, rows: &[Row]| format!("{format}: {what}:\n{rows:#?}");
 
     // The sleeper is the one thread in clock_nanosleep, asleep all the time.
@@ -600,9 +605,25 @@ fn check_answers(dir: &Path, format: &str, device: &str, pid: u32) {
     assert!(
         waits
             .iter()
-            .all(|r| !["ON_CPU", "IDLE", "PARKED"].contains(&text(r, "state"))),
+            .all(|r| !["ON_CPU", "SLEEP", "IDLE", "PARKED"].contains(&text(r, "state"))),
         "{}",
-        context("top_waits lists a non-wait", &waits)
+        context("top_waits lists a non-wait or an inactive state", &waits)
+    );
+    // Active threads only by default, like `taskscope report`; every state
+    // (but ON_CPU, for waits) with all_states := true.
+    assert!(
+        active
+            .iter()
+            .all(|r| !["SLEEP", "IDLE"].contains(&text(r, "state")))
+            && active.iter().any(|r| text(r, "state") == "ON_CPU"),
+        "{}",
+        context("top_activity() counts active states", &active)
+    );
+    assert!(
+        all_waits.iter().any(|r| text(r, "state") == "SLEEP")
+            && all_waits.iter().all(|r| text(r, "state") != "ON_CPU"),
+        "{}",
+        context("top_waits(all_states := true)", &all_waits)
     );
     let wait_share: f64 = waits.iter().map(|r| number(r, "share")).sum();
     assert!(
