@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cli_admin;
 pub mod config;
 pub mod config_file;
+pub mod destination;
 pub mod doctor;
 pub mod enrich;
 pub mod export;

@@ -40,6 +40,7 @@ use manifest::Contents;
 
 use crate::catalog::{self, DataFile, Prefer, Window};
 use crate::cli_admin::{ExportArgs, ExportFormat};
+use crate::destination::{Destination, Kind};
 use crate::timefmt::{self, Civil};
 
 /// Archives end in this.
@@ -78,13 +79,15 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
                 .with_context(|| format!("cannot read data directory {}", data_dir.display()))
         }
     }
-    let target = archive_path(&args.output, &window)?;
-    if !args.force && std::fs::symlink_metadata(&target).is_ok() {
-        bail!(
-            "{} exists; give another -o or --force to replace it",
-            target.display()
-        );
+    let destination = archive_destination(&args.output, &window, args.force)?;
+    if args.keep_for.is_some() && destination.kind() == Kind::Stream {
+        return Err(Usage(format!(
+            "--keep-for deletes old archives beside the new one; -o {} is a device or FIFO",
+            destination.path().display()
+        ))
+        .into());
     }
+    let target = destination.path().to_path_buf();
 
     let mut progress = Progress::new();
     let selected = select(&data_dir, &window, &mut progress)?;
@@ -94,7 +97,7 @@ fn run(args: &ExportArgs) -> Result<PathBuf> {
             data_dir.display()
         );
     }
-    let mut archive = Archive::create(&target, args.force, progress)?;
+    let mut archive = Archive::create(&destination, progress)?;
     let manifest = match args.format {
         ExportFormat::Copy => archive.copy_files(&selected, &window)?,
         ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
@@ -159,11 +162,20 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .join(path))
 }
 
-/// `-o`: a file, or a directory to name the archive in.
-fn archive_path(output: &Path, window: &Window) -> Result<PathBuf> {
+/// `-o`: a directory to name the archive in (not through a symlink), a
+/// new `.tar.zst` file (an existing one with --force), or a device or
+/// FIFO to write to as it is.
+fn archive_destination(output: &Path, window: &Window, force: bool) -> Result<Destination> {
     let output = absolute(output)?;
-    if output.is_dir() {
-        return Ok(output.join(archive_name(&crate::config::host_name(), window)));
+    let meta = std::fs::symlink_metadata(&output).ok();
+    let file_type = meta.as_ref().map(|m| m.file_type());
+    if file_type.is_some_and(|t| t.is_dir()) {
+        let path = output.join(archive_name(&crate::config::host_name(), window));
+        return Destination::check(&path, force);
+    }
+    if file_type.is_some_and(|t| !t.is_file()) {
+        // A device or FIFO is written as it is; anything else is refused.
+        return Destination::check(&output, force);
     }
     let name = output
         .file_name()
@@ -175,15 +187,7 @@ fn archive_path(output: &Path, window: &Window) -> Result<PathBuf> {
         ))
         .into());
     }
-    let parent = output.parent().unwrap_or(Path::new("/"));
-    if !parent.is_dir() {
-        bail!(
-            "cannot write {}: {} is not a directory",
-            output.display(),
-            parent.display()
-        );
-    }
-    Ok(output)
+    Destination::check(&output, force)
 }
 
 /// `<host>-<from>-<to>.tar.zst`, both times `YYYYMMDDTHHMMSSZ`.
