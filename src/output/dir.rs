@@ -408,6 +408,20 @@ pub fn remove_file(dir: &OwnedFd, name: &str) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
 }
 
+/// Cut regular file `name` of `dir` back to `len` bytes (never through a
+/// link) and make that durable. Needs no free space.
+pub fn truncate_file(dir: &OwnedFd, name: &str, len: u64) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::ftruncate(&fd, len)?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
 /// Whether `name` exists in `dir` (as anything, symlinks included).
 pub fn exists(dir: &OwnedFd, name: &str) -> bool {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
