@@ -2,7 +2,9 @@
 //! an archive, comes back out on "another machine" (another directory),
 //! and DuckDB and sha256sum agree with the manifest. Also: an unprivileged
 //! user exports world-readable data, restricted data makes a restricted
-//! archive, tampering is caught, the daily naming and --keep-for work.
+//! archive, tampering is caught, the daily naming and --keep-for work
+//! (deleting only what this host's export wrote), and import refuses what
+//! the manifest does not allow before writing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -333,10 +335,54 @@ fn daily_export_names_the_day_and_prunes_old_archives() {
     let archive_dir = scratch.path().join("archive");
     std::fs::create_dir_all(data.join("samples")).unwrap();
     std::fs::create_dir(&archive_dir).unwrap();
-    let old = archive_dir.join("vm-20200101T000000Z-20200102T000000Z.tar.zst");
     let unrelated = archive_dir.join("keep-me.tar.zst");
-    std::fs::write(&old, b"old").unwrap();
     std::fs::write(&unrelated, b"mine").unwrap();
+    // Archives of 2020 that export wrote: one of this host, one of another
+    // host exporting into the same directory (its own UTS namespace).
+    let old_window = ["--from", "2020-01-01", "--to", "2020-01-02"];
+    let mut args = vec![
+        "export",
+        "--dir",
+        data.to_str().unwrap(),
+        "-o",
+        archive_dir.to_str().unwrap(),
+    ];
+    args.extend(old_window);
+    let old = PathBuf::from(ok(&taskscope(&args)).trim());
+    let other_host = Command::new("unshare")
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname other-host && exec \"$0\" \"$@\"",
+            AGENT,
+        ])
+        .args(&args)
+        .output()
+        .expect("run unshare (util-linux)");
+    let theirs = PathBuf::from(ok(&other_host).trim());
+    assert!(
+        theirs
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("other-host-2020"),
+        "{}",
+        theirs.display()
+    );
+    // A user's file named the way export names archives.
+    let host_part = old
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches("-20200101T000000Z-20200102T000000Z.tar.zst")
+        .to_string();
+    let lookalike = archive_dir.join(format!(
+        "{host_part}-20200105T000000Z-20200106T000000Z.tar.zst"
+    ));
+    std::fs::write(&lookalike, b"a user's notes").unwrap();
     let out = taskscope(&[
         "export",
         "--dir",
@@ -356,9 +402,10 @@ fn daily_export_names_the_day_and_prunes_old_archives() {
     );
     assert!(!old.exists(), "an archive of 2020 is older than 30 days");
     assert!(
-        unrelated.exists(),
-        "files export did not name are never deleted"
+        unrelated.exists() && lookalike.exists(),
+        "files export did not write are never deleted"
     );
+    assert!(theirs.exists(), "another host's archive was deleted");
     let imported = scratch.path().join("day");
     ok(&taskscope(&[
         "import",
