@@ -9,6 +9,8 @@
 //!
 //! [`check`] inspects the output directory and its ancestors without
 //! writing anything; [`OutputDir::create`] then creates what is missing.
+//! [`check_ancestors`] and [`check_private`] are the rules for everything
+//! the root agent trusts (the settings file too).
 
 use std::fs::File;
 use std::io;
@@ -137,31 +139,11 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
         }
     }
     missing.reverse();
-    // Directories above: nobody but root may be able to move things in them
-    // (sticky directories such as /tmp are fine: others cannot rename our
-    // entries there).
-    for ancestor in existing.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
-        let sticky = meta.mode() & 0o1000 != 0;
-        if meta.uid() != 0 && meta.uid() != owner {
-            bail!(
-                "{} is inside {}, which is owned by uid {}: another user could redirect the agent's writes; \
-                 pick a directory owned by root (for example /var/lib/taskscope)",
-                path.display(),
-                ancestor.display(),
-                meta.uid()
-            );
-        }
-        if meta.mode() & 0o022 != 0 && !sticky {
-            bail!(
-                "{} is inside {}, which other users can write to (mode {:04o}); pick a directory owned by root",
-                path.display(),
-                ancestor.display(),
-                meta.mode() & 0o7777
-            );
-        }
-    }
+    check_ancestors(
+        &path.display().to_string(),
+        &existing,
+        "pick a directory owned by root (for example /var/lib/taskscope)",
+    )?;
     Ok(OutputPlan {
         path: path.to_path_buf(),
         existing,
@@ -169,7 +151,40 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
     })
 }
 
-fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
+/// The directories above `object` (after resolving symlinks on the way):
+/// nobody but root or the user running taskscope may be able to move
+/// things in them, or `subject` could be swapped under the agent. Sticky
+/// directories such as /tmp are fine: others cannot rename or remove
+/// entries they do not own there. The one ancestry rule for everything the
+/// root agent trusts: the output directory and the settings file.
+pub fn check_ancestors(subject: &str, object: &Path, advice: &str) -> Result<()> {
+    let owner = rustix::process::geteuid().as_raw();
+    let resolved = std::fs::canonicalize(object)
+        .with_context(|| format!("cannot inspect {}", object.display()))?;
+    for ancestor in resolved.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 && meta.uid() != owner {
+            bail!(
+                "{subject} is inside {}, which is owned by uid {}: another user could redirect what the agent reads and writes; {advice}",
+                ancestor.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o022 != 0 && !sticky {
+            bail!(
+                "{subject} is inside {}, which other users can write to (mode {:04o}); {advice}",
+                ancestor.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `path` itself: owned by `owner`, writable by nobody else.
+pub fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
     if uid != owner {
         bail!(
             "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner})",
