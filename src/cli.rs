@@ -351,7 +351,9 @@ pub struct RunArgs {
 
     /// Where to pin the thread table for other readers (a bpffs directory)
     ///
-    /// Skipped with a warning when no BPF filesystem is mounted there.
+    /// Skipped with a warning when no BPF filesystem is mounted there, or
+    /// when a running agent owns the directory (its pin is never replaced;
+    /// one left by an agent that is gone is).
     #[arg(
         long,
         value_name = "DIR",

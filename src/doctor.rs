@@ -381,9 +381,20 @@ fn pin_finding(config: &Config) -> Finding {
     };
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
-        Ok(fs) if fs.f_type == BPF_FS_MAGIC => {
-            finding(Level::Ok, "BPF filesystem", format!("pins the thread table in {}", dir.display()))
-        }
+        Ok(fs) if fs.f_type == BPF_FS_MAGIC => match pin_dir_holder(dir) {
+            crate::locks::Holder::Free => {
+                finding(Level::Ok, "BPF filesystem", format!("pins the thread table in {}", dir.display()))
+            }
+            holder => finding(
+                Level::Degraded,
+                "BPF filesystem",
+                format!(
+                    "{} belongs to a running taskscope agent{}: this one would not pin its thread table (give another --pin-dir)",
+                    dir.display(),
+                    holder.pid_text()
+                ),
+            ),
+        },
         _ => finding(
             Level::Degraded,
             "BPF filesystem",
@@ -396,10 +407,40 @@ fn pin_finding(config: &Config) -> Finding {
     }
 }
 
+/// Who holds the pin directory's lock (free if there is no directory).
+fn pin_dir_holder(dir: &std::path::Path) -> crate::locks::Holder {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .and_then(|fd| crate::locks::flock_holder(&fd).ok())
+    .unwrap_or(crate::locks::Holder::Free)
+}
+
 fn output_finding(config: &Config) -> Finding {
+    use crate::locks::Holder;
     let dir = &config.output_dir;
     match crate::output::dir::check(dir) {
-        Ok(_) if dir.exists() => finding(Level::Ok, "output directory", dir.display().to_string()),
+        Ok(_) if dir.exists() => match crate::output::dir::lock_holder(dir) {
+            Ok(Holder::Free) => finding(Level::Ok, "output directory", dir.display().to_string()),
+            Ok(holder) => finding(
+                Level::Fails,
+                "output directory",
+                format!(
+                    "another taskscope agent{} is writing to {} (it holds its .taskscope.lock): stop it, or give another --output-dir",
+                    holder.pid_text(),
+                    dir.display()
+                ),
+            ),
+            Err(err) => finding(
+                Level::Fails,
+                "output directory",
+                format!("cannot tell whether another agent writes to {}: {err}", dir.display()),
+            ),
+        },
         Ok(_) => finding(
             Level::Ok,
             "output directory",

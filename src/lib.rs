@@ -21,6 +21,7 @@ pub mod destination;
 pub mod doctor;
 pub mod enrich;
 pub mod export;
+pub mod locks;
 pub mod logging;
 pub mod manpage;
 pub mod output;

@@ -454,9 +454,26 @@ fn lock(dir: &OwnedFd) -> Result<File> {
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(File::from(fd)),
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            bail!("another taskscope agent is already writing here")
+            let holder = crate::locks::flock_holder(&fd)
+                .map(|h| h.pid_text())
+                .unwrap_or_default();
+            bail!("another taskscope agent{holder} is already writing here")
         }
         Err(err) => Err(io::Error::from(err).into()),
+    }
+}
+
+/// Whether an agent holds the lock of output directory `path` (and which
+/// one), without taking it; free if there is no lock file.
+pub fn lock_holder(path: &Path) -> io::Result<crate::locks::Holder> {
+    match rustix::fs::open(
+        path.join(LOCK_NAME),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => crate::locks::flock_holder(&fd),
+        Err(rustix::io::Errno::NOENT) => Ok(crate::locks::Holder::Free),
+        Err(err) => Err(err.into()),
     }
 }
 
