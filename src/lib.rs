@@ -31,6 +31,7 @@ pub mod report;
 pub mod sampler;
 pub mod schema;
 pub mod service;
+pub mod signals;
 pub mod stacks;
 pub mod timefmt;
 
@@ -57,6 +58,11 @@ fn report_outcome(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
 /// Run the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     logging::init(cli.verbose);
+    if !matches!(&cli.command, cli::Command::Run(args) if !args.check) {
+        // Only the agent answers signals; the others take their default
+        // action, as if they had never been held.
+        signals::release();
+    }
     match cli.command {
         cli::Command::Run(args) => {
             let config = match config::Config::from_args(&args) {

@@ -348,6 +348,9 @@ fn process_cpu_ns() -> u64 {
 
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
+    // First: the signals `main` held are answered from here on.
+    let shutdown = Shutdown::install()?;
+    crate::signals::release();
     privileges::check_can_trace()?;
     privileges::raise_open_file_limit();
     let plan = output::dir::check(&config.output_dir)?;
@@ -377,7 +380,6 @@ pub fn run_agent(config: &Config) -> Result<()> {
         metadata: file_metadata(config),
         track: agent.features().track,
     };
-    let shutdown = Shutdown::install()?;
     let service = Service::from_env();
     service.check_period(config.period());
     let status = format!(
