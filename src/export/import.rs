@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
@@ -160,17 +161,83 @@ enum Item {
     },
 }
 
-fn item<R: Read>(entry: &tar::Entry<'_, R>, top: &mut Option<String>) -> Result<Item> {
-    let path = entry
-        .path()
-        .context("an entry has an unreadable name")?
-        .into_owned();
-    let kind = entry.header().entry_type();
+/// Reading entries the way both passes do. The tar crate's own handling
+/// of GNU long names and PAX headers reads them whole into memory,
+/// whatever size their header gives (a small archive could make import
+/// allocate gigabytes), so entries are read raw and those headers here,
+/// bounded: the name of the next entry is all they may carry.
+#[derive(Default)]
+struct Reader {
+    top: Option<String>,
+    /// The name a long-name or PAX header gave the next entry.
+    next_name: Option<PathBuf>,
+}
+
+/// Largest long-name or PAX header accepted.
+const EXTENSION_LIMIT: u64 = 64 << 10;
+
+impl Reader {
+    /// The next entry's meaning; `None` for a header of the next entry.
+    fn item<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Option<Item>> {
+        let kind = entry.header().entry_type();
+        let extension = kind.is_gnu_longname()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if extension {
+            let size = entry
+                .header()
+                .size()
+                .context("an entry has no readable size")?;
+            if size > EXTENSION_LIMIT {
+                bail!("an entry's {kind:?} header is {size} bytes long; refusing it");
+            }
+            let mut bytes = Vec::new();
+            entry
+                .take(size)
+                .read_to_end(&mut bytes)
+                .context("an entry's header is unreadable")?;
+            if kind.is_gnu_longname() {
+                while bytes.last() == Some(&0) {
+                    bytes.pop();
+                }
+                self.next_name = Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+            } else if kind.is_pax_local_extensions() {
+                for record in tar::PaxExtensions::new(&bytes) {
+                    let record = record.context("an entry's PAX header is damaged")?;
+                    match record.key_bytes() {
+                        b"path" => {
+                            self.next_name = Some(PathBuf::from(std::ffi::OsString::from_vec(
+                                record.value_bytes().to_vec(),
+                            )))
+                        }
+                        b"size" | b"linkpath" => bail!(
+                            "an entry's PAX header sets {}; refusing it",
+                            String::from_utf8_lossy(record.key_bytes())
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let path = match self.next_name.take() {
+            Some(path) => path,
+            None => entry
+                .path()
+                .context("an entry has an unreadable name")?
+                .into_owned(),
+        };
+        item(&path, entry.header(), &mut self.top).map(Some)
+    }
+}
+
+fn item(path: &Path, header: &tar::Header, top: &mut Option<String>) -> Result<Item> {
+    let kind = header.entry_type();
     let plain = path.components().any(|c| matches!(c, Component::Normal(_)));
     if kind.is_dir() && !plain {
         return Ok(Item::Skip);
     }
-    let (first, rest) = split_top(&path)?;
+    let (first, rest) = split_top(path)?;
     match top {
         None => *top = Some(first),
         Some(top) if *top != first => bail!(
@@ -194,8 +261,7 @@ fn item<R: Read>(entry: &tar::Entry<'_, R>, top: &mut Option<String>) -> Result<
             path.display()
         );
     };
-    let size = entry
-        .header()
+    let size = header
         .size()
         .with_context(|| format!("entry {} has no readable size", path.display()))?;
     let key = rest.to_string_lossy().into_owned();
@@ -209,14 +275,15 @@ fn survey(file: &File, archive: &Path, space: Space) -> Result<Plan> {
     let mut tar = tar::Archive::new(decoder);
     let entries = tar
         .entries()
-        .with_context(|| format!("{} is not a tar archive", archive.display()))?;
-    let mut top = None;
+        .with_context(|| format!("{} is not a tar archive", archive.display()))?
+        .raw(true);
+    let mut reader = Reader::default();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut declared: u64 = 0;
     let mut manifest_text = None;
     for entry in entries {
         let mut entry = entry.with_context(|| format!("{} is damaged", archive.display()))?;
-        let Item::File { key, size, .. } = item(&entry, &mut top)? else {
+        let Some(Item::File { key, size, .. }) = reader.item(&mut entry)? else {
             continue;
         };
         // Stop early: a bomb is refused before all of it is decompressed.
@@ -294,14 +361,18 @@ fn extract(file: &File, archive: &Path, into: &Path, plan: &Plan) -> Result<Foun
     let decoder = zstd::stream::read::Decoder::new(file)
         .with_context(|| format!("{} is not zstd-compressed", archive.display()))?;
     let mut tar = tar::Archive::new(decoder);
-    let mut top = None;
+    let mut reader = Reader::default();
     let mut found = Found::new();
     let entries = tar
         .entries()
-        .with_context(|| format!("{} is not a tar archive", archive.display()))?;
+        .with_context(|| format!("{} is not a tar archive", archive.display()))?
+        .raw(true);
     for entry in entries {
         let mut entry = entry.with_context(|| format!("{} is damaged", archive.display()))?;
-        let (rest, key, size) = match item(&entry, &mut top)? {
+        let Some(item) = reader.item(&mut entry)? else {
+            continue;
+        };
+        let (rest, key, size) = match item {
             Item::Skip | Item::Directory(None) => continue,
             Item::Directory(Some(rest)) => {
                 if !plan.directories.contains(&rest) {
@@ -451,6 +522,32 @@ mod tests {
         assert_eq!(split_top(Path::new("a/")).unwrap().1, None);
         assert!(split_top(Path::new("/etc/passwd")).is_err());
         assert!(split_top(Path::new("a/../../x")).is_err());
+    }
+
+    #[test]
+    fn oversized_name_headers_are_refused_unread() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("names.tar.zst");
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(16 << 20);
+        builder
+            .append_data(
+                &mut header,
+                "././@LongLink",
+                std::io::repeat(b'a').take(16 << 20),
+            )
+            .unwrap();
+        let bytes = builder.into_inner().unwrap();
+        std::fs::write(&archive, zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
+        let err = extract_verified(&archive, &dir.path().join("out")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("header is 16777216 bytes long; refusing it"),
+            "{err:#}"
+        );
+        assert!(!dir.path().join("out").exists());
     }
 
     #[test]
