@@ -421,26 +421,9 @@ fn pin_dir_holder(dir: &std::path::Path) -> crate::locks::Holder {
 }
 
 fn output_finding(config: &Config) -> Finding {
-    use crate::locks::Holder;
     let dir = &config.output_dir;
     match crate::output::dir::check(dir) {
-        Ok(_) if dir.exists() => match crate::output::dir::lock_holder(dir) {
-            Ok(Holder::Free) => finding(Level::Ok, "output directory", dir.display().to_string()),
-            Ok(holder) => finding(
-                Level::Fails,
-                "output directory",
-                format!(
-                    "another taskscope agent{} is writing to {} (it holds its .taskscope.lock): stop it, or give another --output-dir",
-                    holder.pid_text(),
-                    dir.display()
-                ),
-            ),
-            Err(err) => finding(
-                Level::Fails,
-                "output directory",
-                format!("cannot tell whether another agent writes to {}: {err}", dir.display()),
-            ),
-        },
+        Ok(_) if dir.exists() => finding(Level::Ok, "output directory", dir.display().to_string()),
         Ok(_) => finding(
             Level::Ok,
             "output directory",

@@ -19,6 +19,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::locks::Holder;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 
 /// Mode of directories taskscope creates, by default.
@@ -91,7 +93,9 @@ pub struct OutputPlan {
     missing: Vec<String>,
 }
 
-/// Check that `path` (absolute) can be the output directory. Writes nothing.
+/// Check that `path` (absolute) can be the output directory, and that no
+/// other agent writes there (its lock is looked up, not taken). Writes
+/// nothing.
 pub fn check(path: &Path) -> Result<OutputPlan> {
     let owner = rustix::process::geteuid().as_raw();
     let mut existing = path.to_path_buf();
@@ -117,6 +121,16 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
                     );
                 }
                 check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                if missing.is_empty() {
+                    let holder = lock_holder(&existing).unwrap_or(Holder::Free);
+                    if holder != Holder::Free {
+                        bail!(
+                            "{}: another taskscope agent{} is already writing here; stop it, or give another --output-dir",
+                            existing.display(),
+                            holder.pid_text()
+                        );
+                    }
+                }
                 // Catches read-only file systems before anything is loaded.
                 rustix::fs::access(&existing, rustix::fs::Access::WRITE_OK)
                     .map_err(io::Error::from)
@@ -465,14 +479,14 @@ fn lock(dir: &OwnedFd) -> Result<File> {
 
 /// Whether an agent holds the lock of output directory `path` (and which
 /// one), without taking it; free if there is no lock file.
-pub fn lock_holder(path: &Path) -> io::Result<crate::locks::Holder> {
+pub fn lock_holder(path: &Path) -> io::Result<Holder> {
     match rustix::fs::open(
         path.join(LOCK_NAME),
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => crate::locks::flock_holder(&fd),
-        Err(rustix::io::Errno::NOENT) => Ok(crate::locks::Holder::Free),
+        Err(rustix::io::Errno::NOENT) => Ok(Holder::Free),
         Err(err) => Err(err.into()),
     }
 }
@@ -603,15 +617,18 @@ mod tests {
     #[test]
     fn one_agent_per_directory() {
         let base = tmp();
-        let plan = check(&base.path().join("out")).unwrap();
+        let out = base.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let plan = check(&out).unwrap();
+        let second_plan = check(&out).unwrap();
         let _first = OutputDir::create(&plan).unwrap();
-        let err = format!(
-            "{:#}",
-            OutputDir::create(&check(&base.path().join("out")).unwrap())
-                .err()
-                .unwrap()
-        );
-        assert!(err.contains("another taskscope agent"), "{err}");
+        // Checked before a second agent loads anything, naming the holder.
+        let err = format!("{:#}", check(&out).unwrap_err());
+        let holder = format!("another taskscope agent (pid {})", std::process::id());
+        assert!(err.contains(&holder), "{err}");
+        // And the lock itself, for one that checked before the first locked.
+        let err = format!("{:#}", OutputDir::create(&second_plan).err().unwrap());
+        assert!(err.contains(&holder), "{err}");
     }
 
     #[test]
