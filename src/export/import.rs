@@ -66,6 +66,12 @@ pub fn extract_verified(archive: &Path, destination: &Path) -> Result<Manifest> 
     let fail = |err: anyhow::Error| err.context(format!("{} was not imported", archive.display()));
     let mut file =
         File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        bail!(
+            "{} is not a regular file: import reads the archive twice (checks, then extracts); save it to a file first",
+            archive.display()
+        );
+    }
     let space = free_space(destination.path())?;
     let plan = survey(&file, archive, space).map_err(fail)?;
     std::io::Seek::rewind(&mut file)
