@@ -607,7 +607,7 @@ fn signals_at_start_are_answered_not_fatal() {
             status.status
         );
         assert!(
-            unprotected < Duration::from_millis(100),
+            unprotected < Duration::from_millis(50),
             "SIGHUP was fatal for {unprotected:?} after the spawn"
         );
         if signal == nix::sys::signal::Signal::SIGTERM {
