@@ -214,9 +214,14 @@ pub struct FlamegraphArgs {
     )]
     pub kind: Vec<StackChoice>,
 
-    /// Write here instead of standard output
+    /// Write here instead of standard output (a new file, a device or a
+    /// FIFO; never through a symlink)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the -o file if it exists (only a regular file is replaced)
+    #[arg(long, requires = "output")]
+    pub force: bool,
 
     /// Write folded stacks (`frame;frame weight` lines) instead of SVG
     #[arg(long)]
@@ -387,7 +392,9 @@ pub struct RunArgs {
 
     /// Where to pin the thread table for other readers (a bpffs directory)
     ///
-    /// Skipped with a warning when no BPF filesystem is mounted there.
+    /// Skipped with a warning when no BPF filesystem is mounted there, or
+    /// when a running agent owns the directory (its pin is never replaced;
+    /// one left by an agent that is gone is).
     #[arg(
         long,
         value_name = "DIR",
@@ -580,9 +587,21 @@ mod tests {
                 assert_eq!(f.kind, vec![StackChoice::User]);
                 assert_eq!(f.output, Some(PathBuf::from("x.svg")));
                 assert!(f.folded);
+                assert!(!f.force);
             }
             other => panic!("parsed as {other:?}"),
         }
+        match parse(&["flamegraph", "-o", "x.svg", "--force"])
+            .unwrap()
+            .command
+        {
+            Command::Flamegraph(f) => assert!(f.force),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            parse(&["flamegraph", "--force"]).is_err(),
+            "--force needs -o"
+        );
     }
 
     #[test]

@@ -65,9 +65,10 @@ pub struct ExportArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// After writing, delete the archives in the same directory that
-    /// taskscope export named and whose window ended longer ago than this
-    /// (the archive directory's own retention, e.g. 30d)
+    /// After writing, delete the archives in the same directory that this
+    /// host's export wrote there (-o DIR) and whose window ended longer ago
+    /// than this (the archive directory's own retention, e.g. 30d); nothing
+    /// else is deleted
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub keep_for: Option<Duration>,
 }

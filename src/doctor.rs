@@ -382,11 +382,20 @@ fn pin_finding(config: &Config) -> Finding {
     };
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
-        Ok(fs) if fs.f_type == BPF_FS_MAGIC => finding(
-            Level::Ok,
-            "BPF filesystem",
-            format!("pins the thread table in {}", dir.display()),
-        ),
+        Ok(fs) if fs.f_type == BPF_FS_MAGIC => match pin_dir_holder(dir) {
+            crate::locks::Holder::Free => {
+                finding(Level::Ok, "BPF filesystem", format!("pins the thread table in {}", dir.display()))
+            }
+            holder => finding(
+                Level::Degraded,
+                "BPF filesystem",
+                format!(
+                    "{} belongs to a running taskscope agent{}: this one would not pin its thread table (give another --pin-dir)",
+                    dir.display(),
+                    holder.pid_text()
+                ),
+            ),
+        },
         _ => finding(
             Level::Degraded,
             "BPF filesystem",
@@ -412,6 +421,19 @@ fn pin_advice(parent: &Path) -> String {
              {USUAL} if it is not mounted)"
         )
     }
+}
+
+/// Who holds the pin directory's lock (free if there is no directory).
+fn pin_dir_holder(dir: &std::path::Path) -> crate::locks::Holder {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .and_then(|fd| crate::locks::flock_holder(&fd).ok())
+    .unwrap_or(crate::locks::Holder::Free)
 }
 
 fn output_finding(config: &Config) -> Finding {

@@ -17,9 +17,11 @@ pub mod cli;
 pub mod cli_admin;
 pub mod config;
 pub mod config_file;
+pub mod destination;
 pub mod doctor;
 pub mod enrich;
 pub mod export;
+pub mod locks;
 pub mod logging;
 pub mod manpage;
 pub mod output;
@@ -29,6 +31,7 @@ pub mod report;
 pub mod sampler;
 pub mod schema;
 pub mod service;
+pub mod signals;
 pub mod stacks;
 pub mod timefmt;
 
@@ -73,6 +76,11 @@ fn report_outcome(result: anyhow::Result<report::Answer>) -> anyhow::Result<Exit
 /// Run the command the user asked for.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     logging::init(cli.verbose);
+    if !matches!(&cli.command, cli::Command::Run(args) if !args.check) {
+        // Only the agent answers signals; the others take their default
+        // action, as if they had never been held.
+        signals::release();
+    }
     match cli.command {
         cli::Command::Run(args) => {
             let config = match config::Config::from_args(&args) {

@@ -159,7 +159,7 @@ last hour. A window that ends before it starts or starts after now is an error (
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
-Stop sampling, publish every open period and exit 0, within about two seconds.
+Stop sampling, publish every open period and exit 0 (1 if one cannot be published), within about two seconds.
 .TP
 \fBSIGHUP\fR
 Publish the periods being written now and go on sampling into new files
@@ -172,7 +172,9 @@ Success; for \fBdoctor\fR and \fBrun \-\-check\fR: the agent can run here.
 .TP
 \fB1\fR
 Runtime error (privileges, BTF, output directory, the kernel refused the programs,
-an export or import failed); for \fBdoctor\fR and \fBrun \-\-check\fR: the agent cannot run here.
+an export or import failed, or \fBrun\fR could not publish its last periods: the rows
+wait in \fI.inprogress/\fR for the next start); for \fBdoctor\fR and \fBrun \-\-check\fR:
+the agent cannot run here.
 .TP
 \fB2\fR
 Bad command line or settings file (the message names the file and line).

@@ -125,6 +125,8 @@ pub struct TickStats {
     pub missed_ticks: u64,
     /// Ticks dropped since start because the writer fell behind.
     pub dropped_ticks_total: u64,
+    /// The sample rows of those ticks.
+    pub dropped_tick_rows_total: u64,
     /// New threads not tracked since start because the table was full.
     pub untracked_total: u64,
     /// Live threads left out of the full table now (see `Coverage`).
@@ -346,6 +348,9 @@ fn process_cpu_ns() -> u64 {
 
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
+    // First: the signals `main` held are answered from here on.
+    let shutdown = Shutdown::install()?;
+    crate::signals::release();
     privileges::check_can_trace()?;
     privileges::raise_open_file_limit();
     let plan = output::dir::check(&config.output_dir)?;
@@ -375,7 +380,6 @@ pub fn run_agent(config: &Config) -> Result<()> {
         metadata: file_metadata(config),
         track: agent.features().track,
     };
-    let shutdown = Shutdown::install()?;
     let service = Service::from_env();
     service.check_period(config.period());
     let status = format!(
@@ -439,10 +443,22 @@ pub fn run_agent(config: &Config) -> Result<()> {
     info!(
         ticks = stats.ticks,
         rows = stats.rows,
+        published_rows = stats.rows_published,
+        recovered_rows = stats.rows_recovered,
         dropped_rows = stats.rows_dropped,
+        pending_rows = stats.rows_pending,
         "stopped"
     );
-    result
+    result?;
+    if stats.rows_pending > 0 {
+        anyhow::bail!(
+            "{} sample rows could not be published before exit (is the disk full?); they are kept in {}/{} and published at the next start",
+            stats.rows_pending,
+            config.output_dir.display(),
+            output::INPROGRESS_DIR
+        );
+    }
+    Ok(())
 }
 
 fn writer_loop(
@@ -548,8 +564,11 @@ impl Coverage {
 
 struct LoopCounters {
     ticks: u64,
+    /// Sample rows produced (sent to the writer or dropped with a tick).
+    rows: u64,
     missed: u64,
     dropped_ticks: u64,
+    dropped_tick_rows: u64,
     torn: u64,
     last_log: Option<Instant>,
     slots_exhausted: u64,
@@ -576,8 +595,10 @@ fn sample_loop(
     let mut generation = 1u32;
     let mut counters = LoopCounters {
         ticks: 0,
+        rows: 0,
         missed: 0,
         dropped_ticks: 0,
+        dropped_tick_rows: 0,
         torn: 0,
         last_log: None,
         slots_exhausted: 0,
@@ -642,6 +663,7 @@ fn sample_loop(
         unreported_missed += missed;
         stats.missed_ticks = unreported_missed;
         stats.dropped_ticks_total = counters.dropped_ticks;
+        stats.dropped_tick_rows_total = counters.dropped_tick_rows;
         let hooks = agent.table().counters();
         stats.untracked_total = hooks.slots_exhausted;
         stats.untracked_now = coverage.untracked_now(hooks.slots_exhausted);
@@ -649,6 +671,7 @@ fn sample_loop(
         stats.map_update_failed = hooks.map_update_failed;
         samples_capacity = samples.len().max(64);
         counters.ticks += 1;
+        counters.rows += samples.len() as u64;
         counters.torn += u64::from(stats.torn);
 
         let tick = Tick {
@@ -677,6 +700,7 @@ fn sample_loop(
             }
             Err(TrySendError::Full(tick)) => {
                 counters.dropped_ticks += 1;
+                counters.dropped_tick_rows += tick.samples.len() as u64;
                 // Its new captures never reached the writer.
                 if let Some(collector) = &mut collector {
                     collector.forget_dropped(&tick.samples);
@@ -713,8 +737,10 @@ fn sample_loop(
     let hooks = agent.table().counters();
     info!(
         ticks = counters.ticks,
+        rows = counters.rows,
         missed_ticks = counters.missed,
         dropped_ticks = counters.dropped_ticks,
+        dropped_tick_rows = counters.dropped_tick_rows,
         torn_reads = counters.torn,
         requests_in_flight = agent.requests_in_flight(),
         untracked_threads = hooks.slots_exhausted,

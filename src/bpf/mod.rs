@@ -116,7 +116,7 @@ pub struct Agent {
         Arc<Mutex<Vec<types::ts_completion>>>,
     )>,
     table: StateTable,
-    pinned: Option<PathBuf>,
+    pinned: Option<Pin>,
     features: Features,
     /// Live threads the seeding pass could not give a slot.
     seed_left_out: u64,
@@ -350,7 +350,7 @@ impl Agent {
             block_io,
             block_io_start: io_start,
             oncpu_cpus,
-            pinned: pinned.clone(),
+            pinned: pinned.as_ref().map(|pin| pin.path.clone()),
             track: TrackKinds {
                 syscalls: options.track.syscalls,
                 io: track_io,
@@ -445,9 +445,10 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(path) = self.pinned.take() {
-            if let Err(err) = self.skel.maps.threads.unpin(&path) {
-                warn!("cannot remove pin {}: {err}", path.display());
+        // Unpinned first, then the pin directory's lock is released.
+        if let Some(pin) = self.pinned.take() {
+            if let Err(err) = self.skel.maps.threads.unpin(&pin.path) {
+                warn!("cannot remove pin {}: {err}", pin.path.display());
             }
         }
         debug!(
@@ -631,8 +632,20 @@ fn parse_cpu_list(text: &str) -> Result<Vec<u32>> {
     Ok(cpus)
 }
 
-/// Pin the thread table under `dir` if `dir` is on a BPF filesystem.
-fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path) -> Option<PathBuf> {
+/// The pinned thread table, and the lock on its directory that says a
+/// live agent owns it.
+struct Pin {
+    path: PathBuf,
+    _lock: OwnedFd,
+}
+
+/// Pin the thread table under `dir` if `dir` is on a BPF filesystem and
+/// no running agent owns it. The agent holds an exclusive `flock` on
+/// `dir` for as long as its pin exists (bpffs holds no lock files, but a
+/// directory can be locked), so a pin whose directory is unlocked was
+/// left by an agent that is gone and is replaced; a live agent's pin is
+/// never touched.
+fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path) -> Option<Pin> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
@@ -654,19 +667,53 @@ fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path) -> Option<PathBuf> {
             return None;
         }
     }
+    let lock = match lock_pin_dir(dir) {
+        Ok(lock) => lock,
+        Err(err) => {
+            warn!("not pinning the thread table: {err:#}");
+            return None;
+        }
+    };
     let path = dir.join("threads");
-    if path.exists() {
+    if std::fs::symlink_metadata(&path).is_ok() {
         warn!(
-            "replacing {} (left by an earlier taskscope?)",
+            "replacing {}: its agent is no longer running",
             path.display()
         );
         let _ = std::fs::remove_file(&path);
     }
     match skel.maps.threads.pin(&path) {
-        Ok(()) => Some(path),
+        Ok(()) => Some(Pin { path, _lock: lock }),
         Err(err) => {
             warn!("cannot pin the thread table at {}: {err}", path.display());
             None
+        }
+    }
+}
+
+/// Lock the pin directory `dir` for this agent, or say which agent has it.
+fn lock_pin_dir(dir: &Path) -> Result<OwnedFd> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("cannot open {}", dir.display()))?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = crate::locks::flock_holder(&fd)
+                .map(|h| h.pid_text())
+                .unwrap_or_default();
+            bail!(
+                "{} belongs to a running taskscope agent{holder}; give this one another --pin-dir, or --no-pin",
+                dir.display()
+            )
+        }
+        Err(err) => {
+            Err(std::io::Error::from(err)).with_context(|| format!("cannot lock {}", dir.display()))
         }
     }
 }

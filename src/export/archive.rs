@@ -1,5 +1,7 @@
 //! Writing the archive: a zstd-compressed tar built under a temporary
-//! name next to the target and renamed into place only when complete,
+//! name next to the target and renamed into place only when complete
+//! (`destination`: a device or FIFO is written in place, nothing else is
+//! replaced without `--force`),
 //! with every entry hashed as it is added, and the progress bar.
 //!
 //! The decision a reader must know: the archive's mode is computed from
@@ -9,25 +11,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::manifest::{
     self, ArchivedFile, Contents, HashingReader, Manifest, TableTotals, TimeRange,
 };
 use super::{compact, open_data_file, ARCHIVE_EXT};
 use crate::catalog::{DataFile, FileFormat, Window};
+use crate::destination::{Destination, Kind, Pending};
 use crate::timefmt;
 
 /// The archive being written: a temporary file next to the target,
-/// renamed into place only when complete.
+/// renamed into place only when complete (or the device or FIFO named).
 pub struct Archive {
-    target: PathBuf,
-    temp: TempPath,
-    force: bool,
+    pending: Pending,
+    /// Where compaction keeps its temporary files.
+    scratch_dir: PathBuf,
     top: String,
     builder: tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>>,
     /// Mode the archive gets: 0644, less what a source file withholds.
@@ -36,22 +39,16 @@ pub struct Archive {
 }
 
 impl Archive {
-    pub fn create(target: &Path, force: bool, progress: Progress) -> Result<Archive> {
+    pub fn create(destination: &Destination, progress: Progress) -> Result<Archive> {
+        let target = destination.path();
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = target.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
-        let temp = TempPath {
-            path: temp,
-            keep: false,
+        let (file, pending) = destination.open()?;
+        let scratch_dir = match destination.kind() {
+            Kind::Stream => std::env::temp_dir(),
+            Kind::New | Kind::Replace => target.parent().unwrap_or(Path::new("/")).to_path_buf(),
         };
         // The content is mostly compressed already: the fastest level.
         let encoder = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1)
@@ -59,9 +56,8 @@ impl Archive {
         let mut builder = tar::Builder::new(encoder);
         builder.mode(tar::HeaderMode::Deterministic);
         Ok(Archive {
-            target: target.to_path_buf(),
-            temp,
-            force,
+            pending,
+            scratch_dir,
             top: name.trim_end_matches(ARCHIVE_EXT).to_string(),
             builder,
             mode: 0o644,
@@ -155,12 +151,7 @@ impl Archive {
                 .or_default()
                 .push(entry);
         }
-        let scratch_dir = self
-            .temp
-            .path
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .to_path_buf();
+        let scratch_dir = self.scratch_dir.clone();
         let mut files = Vec::new();
         for ((table, host), group) in groups {
             let sources: Vec<DataFile> = group.iter().map(|(f, _)| f.clone()).collect();
@@ -265,9 +256,7 @@ impl Archive {
             mtime,
         )?;
         let Archive {
-            target,
-            mut temp,
-            force,
+            pending,
             builder,
             mode,
             ..
@@ -280,49 +269,7 @@ impl Archive {
             .into_inner()
             .map_err(|err| err.into_error())
             .context("cannot write the archive")?;
-        let umask = current_umask();
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & !umask))
-            .context("cannot set the archive's mode")?;
-        file.sync_all()
-            .context("cannot write the archive to disk")?;
-        let cwd = rustix::fs::CWD;
-        let flags = if force {
-            rustix::fs::RenameFlags::empty()
-        } else {
-            rustix::fs::RenameFlags::NOREPLACE
-        };
-        rustix::fs::renameat_with(cwd, &temp.path, cwd, &target, flags).map_err(|err| {
-            if err == rustix::io::Errno::EXIST {
-                anyhow!(
-                    "{} appeared while exporting; nothing replaced (use --force)",
-                    target.display()
-                )
-            } else {
-                anyhow!("cannot move the archive to {}: {err}", target.display())
-            }
-        })?;
-        temp.keep = true;
-        if let Some(parent) = target.parent() {
-            if let Ok(dir) = File::open(parent) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The archive's temporary name: removed on any error, kept (renamed)
-/// only by a successful commit.
-struct TempPath {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        pending.commit(file, mode)
     }
 }
 
@@ -391,14 +338,6 @@ fn anonymous_file(dir: &Path) -> Result<File> {
     )
     .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     Ok(File::from(fd))
-}
-
-fn current_umask() -> u32 {
-    use rustix::fs::Mode;
-    // Export is single-threaded here: read the umask by setting it back.
-    let old = rustix::process::umask(Mode::from_raw_mode(0o022));
-    rustix::process::umask(old);
-    old.bits()
 }
 
 /// A one-line progress bar on stderr when it is a terminal; silent
@@ -493,7 +432,8 @@ mod tests {
     fn an_archive_that_is_not_committed_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("x.tar.zst");
-        let mut archive = Archive::create(&target, false, Progress::new()).unwrap();
+        let destination = Destination::check(&target, false).unwrap();
+        let mut archive = Archive::create(&destination, Progress::new()).unwrap();
         archive.add("a.txt", &b"abc"[..], 3, 0).unwrap();
         drop(archive);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

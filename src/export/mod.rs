@@ -23,6 +23,7 @@ mod archive;
 mod compact;
 mod import;
 mod live;
+pub mod ledger;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,14 +34,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tracing::{info, warn};
+use tracing::warn;
 
 use archive::{Archive, Progress};
 pub use import::import;
+use ledger::Ledger;
 use manifest::Contents;
 
 use crate::catalog::{Catalog, DataFile, Prefer, Problem, Window};
 use crate::cli_admin::{ExportArgs, ExportFormat};
+use crate::destination::{Destination, Kind};
 use crate::timefmt::{self, Civil};
 
 /// Archives end in this.
@@ -85,13 +88,15 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
                 .with_context(|| format!("cannot read data directory {}", data_dir.display()))
         }
     }
-    let target = archive_path(&args.output, &window)?;
-    if !args.force && std::fs::symlink_metadata(&target).is_ok() {
-        bail!(
-            "{} exists; give another -o or --force to replace it",
-            target.display()
-        );
+    let (destination, named_here) = archive_destination(&args.output, &window, args.force)?;
+    if args.keep_for.is_some() && destination.kind() == Kind::Stream {
+        return Err(Usage(format!(
+            "--keep-for deletes old archives beside the new one; -o {} is a device or FIFO",
+            destination.path().display()
+        ))
+        .into());
     }
+    let target = destination.path().to_path_buf();
 
     let mut progress = Progress::new();
     let mut staging = live::Staging::new(&target)?;
@@ -102,7 +107,7 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
             data_dir.display()
         );
     }
-    let mut archive = Archive::create(&target, args.force, progress)?;
+    let mut archive = Archive::create(&destination, progress)?;
     let mut manifest = match args.format {
         ExportFormat::Copy => archive.copy_files(&selected, &window)?,
         ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
@@ -116,8 +121,8 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
         .collect();
     archive.commit(&manifest)?;
     drop(staging);
-    if let Some(keep_for) = args.keep_for {
-        prune(&target, keep_for, now_us)?;
+    if named_here || args.keep_for.is_some() {
+        retain(&target, named_here, window.to_us, args.keep_for, now_us)?;
     }
     Ok((target, problems))
 }
@@ -139,11 +144,21 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .join(path))
 }
 
-/// `-o`: a file, or a directory to name the archive in.
-fn archive_path(output: &Path, window: &Window) -> Result<PathBuf> {
+/// `-o`: a directory to name the archive in (not through a symlink), a
+/// new `.tar.zst` file (an existing one with --force), or a device or
+/// FIFO to write to as it is.
+/// Also whether export named the archive (`-o DIR`).
+fn archive_destination(output: &Path, window: &Window, force: bool) -> Result<(Destination, bool)> {
     let output = absolute(output)?;
-    if output.is_dir() {
-        return Ok(output.join(archive_name(&crate::config::host_name(), window)));
+    let meta = std::fs::symlink_metadata(&output).ok();
+    let file_type = meta.as_ref().map(|m| m.file_type());
+    if file_type.is_some_and(|t| t.is_dir()) {
+        let path = output.join(archive_name(&crate::config::host_name(), window));
+        return Ok((Destination::check(&path, force)?, true));
+    }
+    if file_type.is_some_and(|t| !t.is_file()) {
+        // A device or FIFO is written as it is; anything else is refused.
+        return Ok((Destination::check(&output, force)?, false));
     }
     let name = output
         .file_name()
@@ -155,15 +170,7 @@ fn archive_path(output: &Path, window: &Window) -> Result<PathBuf> {
         ))
         .into());
     }
-    let parent = output.parent().unwrap_or(Path::new("/"));
-    if !parent.is_dir() {
-        bail!(
-            "cannot write {}: {} is not a directory",
-            output.display(),
-            parent.display()
-        );
-    }
-    Ok(output)
+    Ok((Destination::check(&output, force)?, false))
 }
 
 /// `<host>-<from>-<to>.tar.zst`, both times `YYYYMMDDTHHMMSSZ`.
@@ -174,15 +181,6 @@ pub fn archive_name(host: &str, window: &Window) -> String {
         stamp(window.from_us),
         stamp(window.to_us)
     )
-}
-
-/// The end of the window an archive named by [`archive_name`] covers.
-pub fn archive_end(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(ARCHIVE_EXT)?;
-    let (rest, to) = stem.rsplit_once('-')?;
-    let (_, from) = rest.rsplit_once('-')?;
-    timefmt::parse_compact(from)?;
-    timefmt::parse_compact(to).map(|secs| secs * 1_000_000)
 }
 
 /// Files to archive, with what they hold.
@@ -261,23 +259,34 @@ fn open_data_file(path: &Path, name: &str) -> Result<File> {
         })
 }
 
-/// `--keep-for`: delete archives in the target's directory, named by
-/// export, whose window ended more than `keep_for` before `now_us`.
-fn prune(target: &Path, keep_for: Duration, now_us: i64) -> Result<()> {
+/// Record an archive export named in its directory's ledger, then with
+/// `--keep-for` delete the recorded archives whose window ended longer ago
+/// than that (see `ledger`).
+fn retain(
+    target: &Path,
+    record: bool,
+    end_us: i64,
+    keep_for: Option<Duration>,
+    now_us: i64,
+) -> Result<()> {
     let dir = target.parent().unwrap_or(Path::new("/"));
-    let oldest = now_us - keep_for.as_micros() as i64;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if path == target || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut ledger = match Ledger::open(dir, &crate::config::host_name()) {
+        Ok(ledger) => ledger,
+        Err(err) if keep_for.is_none() => {
+            warn!("{err:#}; --keep-for will not delete {}", target.display());
+            return Ok(());
         }
-        if archive_end(&name).is_some_and(|end| end < oldest) {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("cannot delete {}", path.display()))?;
-            info!(archive = %path.display(), "deleted: older than --keep-for");
-        }
+        Err(err) => return Err(err.context("--keep-for deleted nothing")),
+    };
+    if record {
+        ledger.record(&name, end_us)?;
+    }
+    if let Some(keep_for) = keep_for {
+        ledger.prune(now_us - keep_for.as_micros() as i64, &name)?;
     }
     Ok(())
 }
@@ -326,59 +335,12 @@ mod tests {
     }
 
     #[test]
-    fn archive_names_round_trip() {
+    fn archive_names() {
         let window = Window {
             from_us: NOV22 - DAY,
             to_us: NOV22,
         };
         let name = archive_name("web-1", &window);
         assert_eq!(name, "web-1-20261121T000000Z-20261122T000000Z.tar.zst");
-        assert_eq!(archive_end(&name), Some(NOV22));
-        assert_eq!(archive_end("notes.tar.zst"), None);
-        assert_eq!(archive_end("web-1-20261121T000000Z.csv.zst"), None);
-    }
-
-    #[test]
-    fn pruning_deletes_only_old_archives_it_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = archive_name(
-            "h",
-            &Window {
-                from_us: NOV22 - 40 * DAY,
-                to_us: NOV22 - 39 * DAY,
-            },
-        );
-        let recent = archive_name(
-            "h",
-            &Window {
-                from_us: NOV22 - 2 * DAY,
-                to_us: NOV22 - DAY,
-            },
-        );
-        for name in [old.as_str(), recent.as_str(), "mine.tar.zst", "h-notes.txt"] {
-            std::fs::write(dir.path().join(name), b"x").unwrap();
-        }
-        let target = dir.path().join(archive_name(
-            "h",
-            &Window {
-                from_us: NOV22 - DAY,
-                to_us: NOV22,
-            },
-        ));
-        std::fs::write(&target, b"x").unwrap();
-        prune(&target, Duration::from_secs(30 * 86_400), NOV22).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        let mut want = vec![
-            recent,
-            "mine.tar.zst".into(),
-            "h-notes.txt".into(),
-            target.file_name().unwrap().to_string_lossy().into_owned(),
-        ];
-        want.sort();
-        assert_eq!(left, want);
     }
 }

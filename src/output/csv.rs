@@ -140,13 +140,17 @@ impl CsvFile {
         self.rows
     }
 
-    /// Make every row written so far decodable from the file on disk.
-    pub fn flush_durable(&mut self) -> io::Result<()> {
+    /// Make every row written so far decodable from the file on disk;
+    /// returns the file's length, up to which it holds exactly
+    /// [`CsvFile::rows`] rows.
+    pub fn flush_durable(&mut self) -> io::Result<u64> {
         self.encoder.write_all(&self.buf)?;
         self.buf.clear();
         // ZSTD_e_flush: ends the block, keeps the window; then BufWriter.
         self.encoder.flush()?;
-        self.encoder.get_ref().get_ref().sync_data()
+        let file = self.encoder.get_ref().get_ref();
+        file.sync_data()?;
+        Ok(file.metadata()?.len())
     }
 
     /// End the zstd frame and make the whole file durable.

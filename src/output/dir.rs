@@ -22,6 +22,8 @@
 //! again on the opened descriptor, so nothing swapped in between check and
 //! open is used. A non-sticky writable directory, or a sticky one owned by
 //! another user (who may rename entries in it), is refused.
+//! [`check_ancestors`] and [`check_private`] are the rules for everything
+//! the root agent trusts (the settings file too).
 
 use std::fs::File;
 use std::io;
@@ -30,6 +32,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::locks::Holder;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 
 /// Mode of directories taskscope creates, by default.
@@ -102,7 +106,9 @@ pub struct OutputPlan {
     missing: Vec<String>,
 }
 
-/// Check that `path` (absolute) can be the output directory. Writes nothing.
+/// Check that `path` (absolute) can be the output directory, and that no
+/// other agent writes there (its lock is looked up, not taken). Writes
+/// nothing.
 pub fn check(path: &Path) -> Result<OutputPlan> {
     let owner = rustix::process::geteuid().as_raw();
     let mut existing = path.to_path_buf();
@@ -129,6 +135,14 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
                 }
                 if missing.is_empty() {
                     check_private(&existing, meta.uid(), meta.mode(), owner, what)?;
+                    let holder = lock_holder(&existing).unwrap_or(Holder::Free);
+                    if holder != Holder::Free {
+                        bail!(
+                            "{}: another taskscope agent{} is already writing here; stop it, or give another --output-dir",
+                            existing.display(),
+                            holder.pid_text()
+                        );
+                    }
                 } else {
                     check_parent(&existing, meta.uid(), meta.mode(), owner)?;
                 }
@@ -154,31 +168,7 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
         }
     }
     missing.reverse();
-    // Directories above: nobody but root may be able to move things in them
-    // (sticky directories such as /tmp are fine: others cannot rename our
-    // entries there).
-    for ancestor in existing.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
-        let sticky = meta.mode() & 0o1000 != 0;
-        if meta.uid() != 0 && meta.uid() != owner {
-            bail!(
-                "{} is inside {}, which is owned by uid {}: another user could redirect the agent's writes; \
-                 {USE_INSTEAD}",
-                path.display(),
-                ancestor.display(),
-                meta.uid()
-            );
-        }
-        if meta.mode() & 0o022 != 0 && !sticky {
-            bail!(
-                "{} is inside {}, which other users can write to (mode {:04o}); {USE_INSTEAD}",
-                path.display(),
-                ancestor.display(),
-                meta.mode() & 0o7777
-            );
-        }
-    }
+    check_ancestors(&path.display().to_string(), &existing, USE_INSTEAD)?;
     Ok(OutputPlan {
         path: path.to_path_buf(),
         existing,
@@ -193,7 +183,40 @@ const USE_INSTEAD: &str = "give a directory of its own that only root can write,
     /var/lib/taskscope, or a new name in /tmp such as /tmp/taskscope (taskscope creates it, \
     owned by root)";
 
-fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
+/// The directories above `object` (after resolving symlinks on the way):
+/// nobody but root or the user running taskscope may be able to move
+/// things in them, or `subject` could be swapped under the agent. Sticky
+/// directories such as /tmp are fine: others cannot rename or remove
+/// entries they do not own there. The one ancestry rule for everything the
+/// root agent trusts: the output directory and the settings file.
+pub fn check_ancestors(subject: &str, object: &Path, advice: &str) -> Result<()> {
+    let owner = rustix::process::geteuid().as_raw();
+    let resolved = std::fs::canonicalize(object)
+        .with_context(|| format!("cannot inspect {}", object.display()))?;
+    for ancestor in resolved.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 && meta.uid() != owner {
+            bail!(
+                "{subject} is inside {}, which is owned by uid {}: another user could redirect what the agent reads and writes; {advice}",
+                ancestor.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o022 != 0 && !sticky {
+            bail!(
+                "{subject} is inside {}, which other users can write to (mode {:04o}); {advice}",
+                ancestor.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `path` itself: owned by `owner`, writable by nobody else.
+pub fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
     if uid != owner {
         bail!(
             "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner}); \
@@ -475,6 +498,20 @@ pub fn remove_file(dir: &OwnedFd, name: &str) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
 }
 
+/// Cut regular file `name` of `dir` back to `len` bytes (never through a
+/// link) and make that durable. Needs no free space.
+pub fn truncate_file(dir: &OwnedFd, name: &str, len: u64) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::ftruncate(&fd, len)?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
 /// Whether `name` exists in `dir` (as anything, symlinks included).
 pub fn exists(dir: &OwnedFd, name: &str) -> bool {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
@@ -492,9 +529,26 @@ fn lock(dir: &OwnedFd) -> Result<File> {
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(File::from(fd)),
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            bail!("another taskscope agent is already writing here")
+            let holder = crate::locks::flock_holder(&fd)
+                .map(|h| h.pid_text())
+                .unwrap_or_default();
+            bail!("another taskscope agent{holder} is already writing here")
         }
         Err(err) => Err(io::Error::from(err).into()),
+    }
+}
+
+/// Whether an agent holds the lock of output directory `path` (and which
+/// one), without taking it; free if there is no lock file.
+pub fn lock_holder(path: &Path) -> io::Result<Holder> {
+    match rustix::fs::open(
+        path.join(LOCK_NAME),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => crate::locks::flock_holder(&fd),
+        Err(rustix::io::Errno::NOENT) => Ok(Holder::Free),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -697,15 +751,18 @@ mod tests {
     #[test]
     fn one_agent_per_directory() {
         let base = tmp();
-        let plan = check(&base.path().join("out")).unwrap();
+        let out = base.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let plan = check(&out).unwrap();
+        let second_plan = check(&out).unwrap();
         let _first = OutputDir::create(&plan).unwrap();
-        let err = format!(
-            "{:#}",
-            OutputDir::create(&check(&base.path().join("out")).unwrap())
-                .err()
-                .unwrap()
-        );
-        assert!(err.contains("another taskscope agent"), "{err}");
+        // Checked before a second agent loads anything, naming the holder.
+        let err = format!("{:#}", check(&out).unwrap_err());
+        let holder = format!("another taskscope agent (pid {})", std::process::id());
+        assert!(err.contains(&holder), "{err}");
+        // And the lock itself, for one that checked before the first locked.
+        let err = format!("{:#}", OutputDir::create(&second_plan).err().unwrap());
+        assert!(err.contains(&holder), "{err}");
     }
 
     #[test]

@@ -8,8 +8,18 @@
 //! partitions never sees a partial file, and after a crash at most one
 //! flush interval is lost: the next start publishes the journals first
 //! (`recover`). A write error (a full disk) abandons the open period — its
-//! journal stays for recovery — drops and counts rows, logs once a minute,
-//! and writing resumes with a new period as soon as a write succeeds.
+//! journal is cut back to its last flush and stays for recovery — drops
+//! and counts the rows it cannot keep, logs once a minute, and writing
+//! resumes with a new period as soon as a write succeeds.
+//!
+//! Every sample row the writer receives ends in exactly one of: published
+//! (in a file of its period), recovered (its period's journal published
+//! later in this run), dropped (counted), or pending (in a journal left in
+//! `.inprogress/`, which the next start publishes and counts). Cutting an
+//! abandoned journal back to its last flush is what makes the count
+//! exact: the journal then holds exactly the rows that flush made
+//! durable, no partly written block that recovery might or might not
+//! read.
 //! After each publication, retention deletes the oldest periods beyond
 //! `--max-disk` or `--max-age`.
 //!
@@ -105,12 +115,25 @@ impl WriterConfig {
     }
 }
 
-/// What the writer did, for the final log line and tests.
+/// What the writer did, for the final log line and tests. Of the sample
+/// rows received, every one is in exactly one of `rows_published`,
+/// `rows_recovered`, `rows_dropped` and `rows_pending` once the writer is
+/// closed.
 #[derive(Debug, Clone, Default)]
 pub struct WriterStats {
     pub ticks: u64,
+    /// Sample rows received from the sampler.
     pub rows: u64,
+    /// Published in the files of their period.
+    pub rows_published: u64,
+    /// Published by recovering a journal this run abandoned.
+    pub rows_recovered: u64,
+    /// Never to be published: not written, or not yet durable when their
+    /// period was abandoned, or lost with a removed output directory.
     pub rows_dropped: u64,
+    /// In journals left in `.inprogress/` for the next start to publish.
+    pub rows_pending: u64,
+    /// What the start published of earlier runs' journals.
     pub recovered: Recovered,
 }
 
@@ -233,13 +256,28 @@ impl Tables {
         Ok(true)
     }
 
-    /// Publish every table's period, stacks first.
-    fn publish(&mut self, target: &Target<'_>) -> Result<()> {
+    /// Publish every table's period, stacks first; counts into
+    /// `published` as it goes (a later table's failure does not undo an
+    /// earlier table's publication).
+    fn publish(&mut self, target: &Target<'_>, published: &mut Published) -> Result<()> {
+        published.files |= self.stacks.publish(target)? > 0;
+        let sample_rows = self.samples.publish(target)?;
+        published.sample_rows += sample_rows;
+        published.files |= sample_rows > 0;
+        // Stacks and samples have nothing open any more.
         for table in self.all_mut() {
-            table.publish(target)?;
+            published.files |= table.publish(target)? > 0;
         }
         Ok(())
     }
+}
+
+/// What a publication did.
+#[derive(Debug, Default)]
+struct Published {
+    /// Whether any file with rows was published.
+    files: bool,
+    sample_rows: u64,
 }
 
 /// Writes every table.
@@ -253,9 +291,9 @@ pub struct Writer {
     stats: WriterStats,
     /// A write failed and nothing has been made durable since.
     failing: bool,
-    /// Journals of abandoned sample periods and the rows written to them:
-    /// what their recovery does not bring back is counted as dropped.
-    at_risk: HashMap<String, u64>,
+    /// Journals of abandoned sample periods, each cut back to its last
+    /// flush, and the rows each holds.
+    pending: HashMap<String, u64>,
     /// When the last write failed.
     failed_at: Option<Instant>,
     last_error_log: Option<Instant>,
@@ -293,17 +331,19 @@ impl Writer {
             resolved: Vec::new(),
             stats: WriterStats::default(),
             failing: false,
-            at_risk: HashMap::new(),
+            pending: HashMap::new(),
             failed_at: None,
             last_error_log: None,
             errors_since_log: 0,
         };
         let (recovered, _) = recover::recover_all(&writer.place.target(), &[])
             .context("cannot recover earlier files")?;
-        if recovered.files > 0 {
+        if recovered.files > 0 || recovered.dropped_rows > 0 {
             info!(
                 files = recovered.files,
                 rows = recovered.rows,
+                sample_rows = recovered.sample_rows,
+                damaged_rows = recovered.dropped_rows,
                 "published the files an earlier run left unfinished"
             );
         }
@@ -326,6 +366,8 @@ impl Writer {
     /// Write one tick's rows.
     pub fn write_tick(&mut self, tick: &Tick) {
         self.stats.ticks += 1;
+        let rows = tick.samples.len() as u64;
+        self.stats.rows += rows;
         // Resolve even rows that are dropped: later rows reuse their
         // captures without a copy.
         self.resolve_stacks(tick);
@@ -334,46 +376,42 @@ impl Writer {
                 .failed_at
                 .is_some_and(|at| at.elapsed() < RETRY_INTERVAL)
         {
-            self.stats.rows_dropped += tick.samples.len() as u64;
+            self.stats.rows_dropped += rows;
             return;
         }
         if self.tables.needs_rotation(tick.ts_us) {
             self.publish_all();
         }
-        match self.write_rows(tick) {
-            Ok(()) => self.stats.rows += tick.samples.len() as u64,
-            Err(err) => {
-                // The tick's rows count as lost through the abandoned period.
-                self.abandon_all();
-                self.drop_rows(0, &err);
-                return;
-            }
+        let before = self.tables.samples.rows();
+        if let Err(err) = self.write_rows(tick) {
+            // Rows that reached the journal are accounted for with its
+            // period; the others are dropped here.
+            let written = self.tables.samples.rows().saturating_sub(before);
+            self.abandon_all();
+            self.drop_rows(rows.saturating_sub(written), &err);
+            return;
         }
         self.flush_if_due();
     }
 
-    /// Give up the open periods after a write error and account for them.
+    /// Give up the open periods after a write error: each journal is cut
+    /// back to its last flush (or removed if nothing in it was durable),
+    /// the sample rows beyond that are dropped, the rest pending recovery.
     fn abandon_all(&mut self) {
         let (samples, others) = self.tables.abandon(&self.place.target());
-        let all = samples
-            .map(|s| (s, true))
-            .into_iter()
-            .chain(others.into_iter().map(|a| (a, false)));
-        for (abandoned, counts) in all {
-            if abandoned.rows_durable == 0 {
-                // Nothing in it ever became durable: nothing to recover.
-                let _ = dir::remove_file(&self.place.inprogress, &abandoned.journal);
-                if counts {
-                    self.stats.rows_dropped += abandoned.rows_written;
-                }
-            } else if counts {
-                self.at_risk
-                    .insert(abandoned.journal, abandoned.rows_written);
+        for abandoned in &others {
+            settle(&self.place.inprogress, abandoned);
+        }
+        if let Some(samples) = samples {
+            let kept = settle(&self.place.inprogress, &samples);
+            self.stats.rows_dropped += samples.rows_written - kept;
+            if kept > 0 {
+                self.pending.insert(samples.journal, kept);
             }
         }
     }
 
-    /// A flush or publication succeeded: the disk takes data again.
+    /// A flush or publication wrote data: the disk takes data again.
     fn durable_again(&mut self) {
         if self.failing {
             self.failing = false;
@@ -495,26 +533,50 @@ impl Writer {
     /// Publish every table's open period.
     pub fn publish_all(&mut self) {
         let target = self.place.target();
-        if let Err(err) = self.tables.publish(&target) {
+        let mut published = Published::default();
+        let result = self.tables.publish(&target, &mut published);
+        self.stats.rows_published += published.sample_rows;
+        if let Err(err) = result {
             self.abandon_all();
             self.drop_rows(0, &err.context("cannot publish"));
             return;
         }
-        self.durable_again();
+        if published.files {
+            self.durable_again();
+        }
         self.apply_retention();
     }
 
-    /// Publish journals of periods abandoned after write errors.
+    /// Publish journals of periods abandoned after write errors (and any
+    /// an earlier run left).
     fn recover_orphans(&mut self) {
         let open = self.tables.journals();
         let open: Vec<&str> = open.iter().map(String::as_str).collect();
         match recover::recover_all(&self.place.target(), &open) {
-            Ok((done, per_journal)) => {
-                self.stats.recovered.files += done.files;
-                self.stats.recovered.rows += done.rows;
+            Ok((_, per_journal)) => {
                 for (journal, recovered) in per_journal {
-                    if let Some(written) = self.at_risk.remove(&journal) {
-                        self.stats.rows_dropped += written.saturating_sub(recovered.unwrap_or(0));
+                    let Some(table) = table::parse_journal_name(&journal).map(|(t, _)| t) else {
+                        continue;
+                    };
+                    let recovered = recovered.unwrap_or(0);
+                    match self.pending.remove(&journal) {
+                        Some(held) => {
+                            if recovered > held {
+                                warn!(
+                                    journal,
+                                    held,
+                                    recovered,
+                                    "recovered more rows than the journal was known to hold"
+                                );
+                            }
+                            self.stats.rows_recovered += recovered;
+                            self.stats.rows_dropped += held.saturating_sub(recovered);
+                        }
+                        None if table == Samples::NAME => {
+                            self.stats.recovered.sample_rows += recovered;
+                            self.stats.recovered.rows += recovered;
+                        }
+                        None => self.stats.recovered.rows += recovered,
                     }
                 }
             }
@@ -567,26 +629,49 @@ impl Writer {
             dir::ensure_dir_with(out.fd(), table, out.perms())
                 .with_context(|| format!("cannot create {path}/{table}"))?;
         }
+        // The open periods' journals and those pending recovery went with
+        // the removed directory.
         let (samples, _) = self.tables.abandon(&self.place.target());
         if let Some(samples) = samples {
             self.stats.rows_dropped += samples.rows_written;
         }
-        self.at_risk.clear();
+        self.stats.rows_dropped += self.pending.drain().map(|(_, rows)| rows).sum::<u64>();
         self.place.out = out;
         self.place.inprogress = inprogress;
         Ok(())
     }
 
-    /// Publish the open files (if any) and return the totals.
+    /// Publish the open files (if any), try once more to recover the
+    /// abandoned ones, and return the totals.
     pub fn close(mut self) -> WriterStats {
         self.publish_all();
-        info!(
-            ticks = self.stats.ticks,
-            rows = self.stats.rows,
-            dropped_rows = self.stats.rows_dropped,
-            recovered_rows = self.stats.recovered.rows,
-            "writer finished"
-        );
+        if !self.pending.is_empty() {
+            self.recover_orphans();
+        }
+        self.stats.rows_pending = self.pending.values().sum();
+        let stats = &self.stats;
+        if stats.rows_dropped > 0 || stats.rows_pending > 0 {
+            warn!(
+                ticks = stats.ticks,
+                rows = stats.rows,
+                published_rows = stats.rows_published,
+                recovered_rows = stats.rows_recovered,
+                dropped_rows = stats.rows_dropped,
+                pending_rows = stats.rows_pending,
+                "writer finished; not every sample row was published (pending rows stay in {}/{INPROGRESS_DIR} and are published at the next start)",
+                self.place.out.path().display()
+            );
+        } else {
+            info!(
+                ticks = stats.ticks,
+                rows = stats.rows,
+                published_rows = stats.rows_published,
+                recovered_rows = stats.rows_recovered,
+                dropped_rows = stats.rows_dropped,
+                pending_rows = stats.rows_pending,
+                "writer finished"
+            );
+        }
         self.stats.clone()
     }
 
@@ -608,4 +693,24 @@ impl Writer {
             self.errors_since_log = 0;
         }
     }
+}
+
+/// Leave an abandoned journal holding exactly the rows its last flush made
+/// durable: cut back to that length, or removed if nothing was durable.
+/// Returns the rows it holds now.
+fn settle(inprogress: &OwnedFd, abandoned: &Abandoned) -> u64 {
+    if abandoned.rows_durable == 0 {
+        let _ = dir::remove_file(inprogress, &abandoned.journal);
+        return 0;
+    }
+    if abandoned.rows_durable < abandoned.rows_written {
+        if let Err(err) = dir::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len)
+        {
+            warn!(
+                journal = abandoned.journal,
+                "cannot cut the journal back to its last flush ({err}); its recovery may count rows already counted as dropped"
+            );
+        }
+    }
+    abandoned.rows_durable
 }

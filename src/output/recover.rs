@@ -25,7 +25,11 @@ use crate::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {
     pub files: usize,
+    /// Rows published, of every table.
     pub rows: u64,
+    /// Of them, rows of the samples table.
+    pub sample_rows: u64,
+    /// Rows found damaged (a crash cut them) and left out.
     pub dropped_rows: u64,
 }
 
@@ -107,6 +111,7 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Per
                 }
                 total.files += usize::from(one.rows > 0);
                 total.rows += one.rows;
+                total.sample_rows += one.sample_rows;
                 total.dropped_rows += one.dropped_rows;
                 per_journal.push((name, Some(one.rows)));
             }
@@ -216,9 +221,16 @@ pub fn recover_journal<T: Table>(
         dir::remove_file(target.inprogress, journal)?;
         return Ok(recovered);
     }
-    outputs.publish::<T>(target, &name)?;
+    if !outputs.publish::<T>(target, &name)? {
+        // An earlier attempt published them all: they are not recovered
+        // now (and were counted then).
+        recovered.rows = 0;
+    }
     dir::remove_file(target.inprogress, journal)
         .with_context(|| format!("cannot remove {journal}"))?;
+    if T::NAME == Samples::NAME {
+        recovered.sample_rows = recovered.rows;
+    }
     Ok(recovered)
 }
 
@@ -297,8 +309,10 @@ impl Outputs {
     }
 
     /// Publish each output unless a file of that name is already published
-    /// (an earlier attempt got that far before failing).
-    fn publish<T: Table>(self, target: &Target<'_>, name: &FileName) -> Result<()> {
+    /// (an earlier attempt got that far before failing); whether any was
+    /// published now.
+    fn publish<T: Table>(self, target: &Target<'_>, name: &FileName) -> Result<bool> {
+        let mut any = false;
         let already = |ext: &str| -> bool {
             let Ok(table) = dir::open_subdir(target.out, T::NAME) else {
                 return false;
@@ -319,6 +333,7 @@ impl Outputs {
                 dir::remove_file(target.inprogress, &tmp)?;
             } else {
                 publish_file(target, T::NAME, &tmp, name, PARQUET_EXT)?;
+                any = true;
             }
         }
         if let Some((csv, tmp)) = self.csv {
@@ -328,8 +343,9 @@ impl Outputs {
                 dir::remove_file(target.inprogress, &tmp)?;
             } else {
                 publish_file(target, T::NAME, &tmp, name, CSV_EXT)?;
+                any = true;
             }
         }
-        Ok(())
+        Ok(any)
     }
 }

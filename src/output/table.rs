@@ -98,8 +98,10 @@ struct OpenFile {
     name: FileName,
     period: Period,
     last_flush: Instant,
-    /// Rows the last successful flush made durable.
+    /// Rows the last successful flush made durable, and the journal's
+    /// length then.
     rows_durable: u64,
+    durable_len: u64,
 }
 
 /// A period given up after a write error.
@@ -110,6 +112,10 @@ pub struct Abandoned {
     pub rows_written: u64,
     /// Rows up to the last successful flush: 0 means nothing is recoverable.
     pub rows_durable: u64,
+    /// The journal's length after that flush: cut back to it, the journal
+    /// holds exactly `rows_durable` rows (unused when every row written is
+    /// durable).
+    pub durable_len: u64,
 }
 
 /// The files of table `T`.
@@ -190,6 +196,7 @@ impl<T: Table> TableWriter<T> {
             period: Period::containing(first_us, rotate),
             last_flush: Instant::now(),
             rows_durable: 0,
+            durable_len: 0,
         });
         Ok(())
     }
@@ -225,11 +232,13 @@ impl<T: Table> TableWriter<T> {
         if file.last_flush.elapsed() < interval {
             return Ok(false);
         }
-        file.journal
+        let len = file
+            .journal
             .flush_durable()
             .with_context(|| format!("cannot flush {}", file.journal_name))?;
         file.last_flush = Instant::now();
         file.rows_durable = file.journal.rows();
+        file.durable_len = len;
         Ok(true)
     }
 
@@ -238,11 +247,13 @@ impl<T: Table> TableWriter<T> {
         self.current.as_ref().map_or(0, |f| f.journal.rows())
     }
 
-    /// Finish the open period and move its files into their partition.
-    /// On failure the journal stays in `.inprogress/` for recovery.
-    pub fn publish(&mut self, target: &Target<'_>) -> Result<()> {
+    /// Finish the open period and move its files into their partition;
+    /// the rows published (0: no period was open). On failure the journal
+    /// stays in `.inprogress/` for recovery ([`TableWriter::abandon`] says
+    /// how many of its rows it holds).
+    pub fn publish(&mut self, target: &Target<'_>) -> Result<u64> {
         let Some(file) = self.current.take() else {
-            return Ok(());
+            return Ok(0);
         };
         let OpenFile {
             journal,
@@ -250,13 +261,38 @@ impl<T: Table> TableWriter<T> {
             parquet,
             name,
             rows_durable,
+            durable_len,
             ..
         } = file;
-        self.failed = Some(Abandoned {
+        let rows = journal.rows();
+        // The journal first: once finished it holds every row, durably,
+        // whatever happens to the Parquet file.
+        let remove_parquet = |parquet: &Option<(ParquetFile, String)>| {
+            if let Some((_, tmp)) = parquet {
+                let _ = dir::remove_file(target.inprogress, tmp);
+            }
+        };
+        let finished = match journal.finish() {
+            Ok(file) => file,
+            Err(err) => {
+                remove_parquet(&parquet);
+                self.failed = Some(Abandoned {
+                    journal: journal_name.clone(),
+                    rows_written: rows,
+                    rows_durable,
+                    durable_len,
+                });
+                return Err(err).with_context(|| format!("cannot finish {journal_name}"));
+            }
+        };
+        drop(finished);
+        // If publication fails now, the whole journal is there to recover.
+        let complete = Abandoned {
             journal: journal_name.clone(),
-            rows_written: journal.rows(),
-            rows_durable,
-        });
+            rows_written: rows,
+            rows_durable: rows,
+            durable_len: 0,
+        };
         if let Some((parquet, tmp)) = parquet {
             let published = parquet
                 .finish()
@@ -264,22 +300,21 @@ impl<T: Table> TableWriter<T> {
                 .and_then(|_| publish_file(target, T::NAME, &tmp, &name, PARQUET_EXT));
             if let Err(err) = published {
                 let _ = dir::remove_file(target.inprogress, &tmp);
-                // Keep what the journal has made durable.
-                drop(journal);
+                self.failed = Some(complete);
                 return Err(err);
             }
         }
-        journal
-            .finish()
-            .with_context(|| format!("cannot finish {journal_name}"))?;
-        if target.formats.csv {
-            publish_file(target, T::NAME, &journal_name, &name, CSV_EXT)?;
+        let published = if target.formats.csv {
+            publish_file(target, T::NAME, &journal_name, &name, CSV_EXT).map(|_| ())
         } else {
             dir::remove_file(target.inprogress, &journal_name)
-                .with_context(|| format!("cannot remove {journal_name}"))?;
+                .with_context(|| format!("cannot remove {journal_name}"))
+        };
+        if let Err(err) = published {
+            self.failed = Some(complete);
+            return Err(err);
         }
-        self.failed = None;
-        Ok(())
+        Ok(rows)
     }
 
     /// Give up the open period after a write error (the Parquet file goes,
@@ -294,6 +329,7 @@ impl<T: Table> TableWriter<T> {
                 journal: file.journal_name,
                 rows_written: file.journal.rows(),
                 rows_durable: file.rows_durable,
+                durable_len: file.durable_len,
             });
         }
         self.failed.take()
@@ -314,7 +350,7 @@ pub trait PeriodFiles {
     ) -> Result<()>;
     fn flush_due(&self, interval: Duration) -> bool;
     fn flush_if_due(&mut self, interval: Duration) -> Result<bool>;
-    fn publish(&mut self, target: &Target<'_>) -> Result<()>;
+    fn publish(&mut self, target: &Target<'_>) -> Result<u64>;
     fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned>;
 }
 
@@ -340,7 +376,7 @@ impl<T: Table> PeriodFiles for TableWriter<T> {
     fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
         TableWriter::flush_if_due(self, interval)
     }
-    fn publish(&mut self, target: &Target<'_>) -> Result<()> {
+    fn publish(&mut self, target: &Target<'_>) -> Result<u64> {
         TableWriter::publish(self, target)
     }
     fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned> {

@@ -25,6 +25,7 @@ use super::read::{self, Cell, Projection};
 use super::{states, Answer};
 use crate::catalog::{Catalog, Prefer, TableReads, Window};
 use crate::cli::FlamegraphArgs;
+use crate::destination::Destination;
 use crate::schema::{Samples, Stacks, Table};
 
 /// Thread time per (state, comm, kernel stack, user stack).
@@ -174,6 +175,11 @@ pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
     if !kernel && !user {
         bail!("--kind must name kernel, user or both");
     }
+    // Checked before the work, written after it (re-checked then).
+    let destination = match &args.output {
+        Some(path) if path.as_os_str() != "-" => Some(Destination::check(path, args.force)?),
+        _ => None,
+    };
     let mut catalog = Catalog::open(&args.window.dir)?;
     let query = Query {
         window,
@@ -209,12 +215,13 @@ pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
     } else {
         svg(&text, &window, &args.title)?.into_bytes()
     };
-    match &args.output {
-        Some(path) if path.as_os_str() != "-" => {
-            write_new(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    match destination {
+        Some(destination) => {
+            let destination = Destination::check(destination.path(), args.force)?;
+            destination.write_all(&bytes, 0o644)?;
             eprintln!(
                 "taskscope: wrote {} ({} stacks, {})",
-                path.display(),
+                destination.path().display(),
                 lines.len(),
                 super::output::window_text(&window)
             );
@@ -234,43 +241,6 @@ pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
 /// (or the states counted) matched nothing, not that there is no data.
 fn has_rows(catalog: &mut Catalog, window: &Window) -> Result<bool> {
     Ok(super::aggregate::sampling_period(catalog, window)?.is_some())
-}
-
-/// Write `path` through a temporary file in the same directory, so a
-/// reader never sees half a graph and an error leaves the old file.
-fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp.0);
-    })
-}
-
-fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for attempt in 0..100u32 {
-        let path = dir.join(format!(
-            ".taskscope-flamegraph-{}-{attempt}.tmp",
-            std::process::id()
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-    }
-    Err(std::io::Error::other("cannot create a temporary file"))
 }
 
 /// The SVG of folded stacks `text`.

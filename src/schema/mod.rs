@@ -344,7 +344,8 @@ pub struct TickRow<'a> {
     pub ts_us: i64,
     pub weight_us: u64,
     pub stats: &'a TickStats,
-    /// Sample rows not written since start (write errors, full disk).
+    /// Sample rows the writer dropped since start (write errors, full
+    /// disk); the sampler's dropped ticks' rows are added from `stats`.
     pub dropped_rows: u64,
 }
 
@@ -399,8 +400,8 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
     Column {
         name: "dropped_rows",
         ty: ColumnType::Int64,
-        description: "Sample rows not written since start because of write errors (full disk)",
-        value: |r| int(r.dropped_rows as i64),
+        description: "Sample rows produced since start that will never be published: lost to write errors (full disk) or with dropped ticks",
+        value: |r| int((r.dropped_rows + r.stats.dropped_tick_rows_total) as i64),
     },
     Column {
         name: "untracked_threads",

@@ -307,8 +307,37 @@ fn second_agent_on_the_same_directory_is_refused() {
         Duration::from_secs(30),
     );
     assert_eq!(second.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&second.stderr)
-        .contains("another taskscope agent is already writing here"));
+    let holder = format!(
+        "another taskscope agent (pid {}) is already writing here",
+        first.id()
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains(&holder),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // `run --check` (doctor) says the directory is taken, and by whom.
+    let check = run_agent(
+        &[
+            "run",
+            "--check",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("output directory"))
+        .unwrap_or_else(|| panic!("no output directory line:\n{report}"));
+    assert!(line.starts_with("FAILS"), "{line}");
+    assert!(
+        line.contains(&format!("another taskscope agent (pid {})", first.id())),
+        "{line}"
+    );
     send_signal(&first, nix::sys::signal::Signal::SIGTERM);
     assert_success(&wait_with_limit(first, Duration::from_secs(10)));
 }
@@ -391,5 +420,198 @@ fn missed_deadlines_are_counted_not_absorbed() {
             log.contains("sampler is behind"),
             "missed deadlines were not logged:\n{log}"
         );
+    }
+}
+
+/// A BPF filesystem mounted at `<scratch>/bpffs`, unmounted on drop.
+struct BpfFs(std::path::PathBuf);
+
+impl BpfFs {
+    fn mount(scratch: &Path) -> BpfFs {
+        let path = scratch.join("bpffs");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a BPF filesystem failed");
+        BpfFs(path)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Two agents with different output directories and one --pin-dir: the
+/// second runs without pinning and says whose the pin is; the first
+/// agent's pin survives the second's start and exit. A pin left by an
+/// agent killed with SIGKILL is stale and is replaced.
+#[test]
+fn a_live_agents_pin_is_never_replaced() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let bpffs = BpfFs::mount(scratch.path());
+    let pin_dir = bpffs.0.join("taskscope");
+    let pin = pin_dir.join("threads");
+    let pin_arg = pin_dir.to_str().unwrap();
+    let out_a = scratch.path().join("a");
+    let out_b = scratch.path().join("b");
+    let first = spawn_agent(&[
+        "run",
+        "-d",
+        "8",
+        "--pin-dir",
+        pin_arg,
+        "--output-dir",
+        out_a.to_str().unwrap(),
+    ]);
+    wait_for_start(&out_a);
+    let inode = std::fs::metadata(&pin)
+        .expect("the first agent pinned its table")
+        .ino();
+    let second = run_agent(
+        &[
+            "run",
+            "-d",
+            "1",
+            "--pin-dir",
+            pin_arg,
+            "--output-dir",
+            out_b.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_success(&second);
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        log.contains(&format!(
+            "belongs to a running taskscope agent (pid {})",
+            first.id()
+        )),
+        "{log}"
+    );
+    let after = std::fs::metadata(&pin).map(|m| m.ino());
+    assert_eq!(
+        after.ok(),
+        Some(inode),
+        "the live agent's pin was replaced or removed"
+    );
+    send_signal(&first, nix::sys::signal::Signal::SIGTERM);
+    assert_success(&wait_with_limit(first, Duration::from_secs(20)));
+    assert!(!pin.exists(), "the first agent's pin outlived it");
+
+    // An agent killed with SIGKILL leaves its pin: the next one replaces it.
+    let mut killed = spawn_agent(&[
+        "run",
+        "-d",
+        "30",
+        "--pin-dir",
+        pin_arg,
+        "--output-dir",
+        out_a.to_str().unwrap(),
+    ]);
+    let started = Instant::now();
+    while !pin.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no pin");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(pin.exists(), "SIGKILL leaves the pin");
+    let third = run_agent(
+        &[
+            "run",
+            "-d",
+            "1",
+            "--pin-dir",
+            pin_arg,
+            "--output-dir",
+            out_b.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_success(&third);
+    let log = String::from_utf8_lossy(&third.stderr);
+    assert!(log.contains("its agent is no longer running"), "{log}");
+    assert!(
+        log.contains(&format!("pinned=Some(\"{}\")", pin.display())),
+        "{log}"
+    );
+    assert!(!pin.exists(), "the third agent's pin outlived it");
+}
+
+/// Whether process `pid` blocks or catches SIGHUP now (its `SigBlk` and
+/// `SigCgt` masks), or None once it is gone.
+fn holds_sighup(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+    };
+    let bit = 1u64 << (libc::SIGHUP - 1);
+    Some((mask("SigBlk:")? | mask("SigCgt:")?) & bit != 0)
+}
+
+/// A reload (SIGHUP) or stop (SIGTERM) at the very start is answered,
+/// never fatal. The agent's first instruction holds the signals (its
+/// `SigBlk` mask shows it within milliseconds of the spawn, not after the
+/// second its programs take to load), and a signal sent that moment,
+/// while it parses flags and loads its programs, waits for its handlers:
+/// SIGHUP, the agent runs its course and exits 0; SIGTERM, it stops at
+/// once, exit 0. Six rounds. (Between exec and `main` — the dynamic
+/// loader, under a millisecond here — no process can protect itself;
+/// systemd sends `reload` only after the start job, `Type=notify`.)
+#[test]
+fn signals_at_start_are_answered_not_fatal() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    for round in 0..6 {
+        let signal = if round % 2 == 0 {
+            nix::sys::signal::Signal::SIGHUP
+        } else {
+            nix::sys::signal::Signal::SIGTERM
+        };
+        let out = scratch.path().join(format!("out{round}"));
+        let child = spawn_agent(&[
+            "run",
+            "-d",
+            "1",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ]);
+        let started = Instant::now();
+        loop {
+            match holds_sighup(child.id()) {
+                Some(true) => break,
+                Some(false) => std::hint::spin_loop(),
+                None => panic!("the agent exited before it held SIGHUP"),
+            }
+        }
+        let unprotected = started.elapsed();
+        send_signal(&child, signal);
+        let status = wait_with_limit(child, Duration::from_secs(30));
+        let log = String::from_utf8_lossy(&status.stderr);
+        assert!(
+            status.status.success(),
+            "{signal} sent {unprotected:?} after the spawn: {}\n{log}",
+            status.status
+        );
+        assert!(
+            unprotected < Duration::from_millis(50),
+            "SIGHUP was fatal for {unprotected:?} after the spawn"
+        );
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert!(log.contains("stopping signal=15"), "{log}");
+        }
     }
 }

@@ -586,3 +586,142 @@ fn sighup_publishes_the_current_period_at_once() {
     assert_eq!(parquet(&out), 2);
     assert!(files_under(&out.join(".inprogress")).is_empty());
 }
+
+/// A disk that is full from the first seconds to the end (a 48 KiB tmpfs,
+/// every thread at 10 Hz): every sample row the sampler produced ends in
+/// exactly one place, published, recovered (this run or the next start)
+/// or counted as dropped, and the counts are the files' own: restarted
+/// with room, the agent publishes exactly the rows the first run said were
+/// pending, and DuckDB counts published + recovered + pending rows. The
+/// run that could not publish exits 1 saying where the rows are, and the
+/// log never claims "writing again" at the end when nothing was written.
+#[test]
+fn a_full_disk_loses_no_row_unaccounted() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    let small = scratch.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48k,mode=0755", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "cannot mount a small tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let out = small.join("out");
+    let first = run_agent(
+        &[
+            "run",
+            "--all",
+            "-F",
+            "10",
+            "-d",
+            "10",
+            "--flush-interval",
+            "1s",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let log = String::from_utf8_lossy(&first.stderr).into_owned();
+    let produced = log_field(&log, "sampler finished", "rows");
+    let dropped_with_ticks = log_field(&log, "sampler finished", "dropped_tick_rows");
+    let field = |key: &str| log_field(&log, "writer finished", key);
+    let (received, published, recovered, dropped, pending) = (
+        field("rows"),
+        field("published_rows"),
+        field("recovered_rows"),
+        field("dropped_rows"),
+        field("pending_rows"),
+    );
+    assert_eq!(
+        produced,
+        received + dropped_with_ticks,
+        "sampler vs writer:\n{log}"
+    );
+    assert_eq!(
+        received,
+        published + recovered + dropped + pending,
+        "rows unaccounted for:\n{log}"
+    );
+    assert!(dropped > 0, "the disk was not full:\n{log}");
+    assert!(
+        log.contains("cannot write samples"),
+        "the full disk was not reported:\n{log}"
+    );
+    if pending > 0 {
+        assert_eq!(first.status.code(), Some(1), "{log}");
+        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+        assert!(
+            last.starts_with("taskscope: error: ") && last.contains("published at the next start"),
+            "{last}"
+        );
+    } else {
+        assert_success(&first);
+    }
+    let closing = &log[log.find("sampler finished").unwrap()..];
+    assert!(
+        published > 0 || !closing.contains("writing again"),
+        "'writing again' logged at exit with nothing written:\n{log}"
+    );
+
+    // Room again: the next start publishes exactly what was pending.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let second_start = taskscope::timefmt::unix_micros_now();
+    let second = run_agent(
+        &[
+            "run",
+            "-F",
+            "1",
+            "-d",
+            "1",
+            "--no-pin",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_success(&second);
+    let log2 = String::from_utf8_lossy(&second.stderr).into_owned();
+    let recovered_at_start = if pending > 0 {
+        log_field(&log2, "an earlier run left unfinished", "sample_rows")
+    } else {
+        0
+    };
+    assert_eq!(recovered_at_start, pending, "{log2}");
+    assert_files_whole(&out);
+    let on_disk = query_number(
+        &out,
+        &format!(
+            "SELECT count(*) FROM read_csv('samples/*/*/*.csv.zst') WHERE epoch_us(ts) < {second_start}"
+        ),
+    ) as u64;
+    assert_eq!(
+        on_disk,
+        published + recovered + pending,
+        "the first run's rows in the files"
+    );
+    assert!(
+        std::fs::read_dir(out.join(".inprogress"))
+            .unwrap()
+            .all(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                !name.starts_with("samples-")
+            }),
+        "a samples journal is left in .inprogress"
+    );
+}
