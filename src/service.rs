@@ -78,6 +78,9 @@ struct Shared {
     writer_beat_ns: AtomicU64,
     /// CLOCK_MONOTONIC of the last WATCHDOG=1.
     last_ping_ns: AtomicU64,
+    /// A notification was dropped because the manager's queue was full
+    /// (said once: the manager is not reading).
+    dropped_full: AtomicBool,
 }
 
 /// The agent's link to its service manager; cheap to clone, shared by the
@@ -126,6 +129,7 @@ impl Service {
                 ready_sent: AtomicBool::new(false),
                 writer_beat_ns: AtomicU64::new(now),
                 last_ping_ns: AtomicU64::new(now),
+                dropped_full: AtomicBool::new(false),
             }),
         }
     }
@@ -186,11 +190,23 @@ impl Service {
 
     fn send(&self, message: &str) {
         if let Some((socket, address)) = &self.shared.socket {
-            if let Err(err) = socket.send_to_addr(message.as_bytes(), address) {
-                warn!(
+            match socket.send_to_addr(message.as_bytes(), address) {
+                Ok(_) => {}
+                // The socket is non-blocking: a manager that does not read
+                // its queue must never stall the sampling loop.
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !self.shared.dropped_full.swap(true, Ordering::Relaxed) {
+                        warn!(
+                            "the service manager's notification queue is full; dropping \
+                             notifications it does not read ({})",
+                            message.trim_end()
+                        );
+                    }
+                }
+                Err(err) => warn!(
                     "cannot notify the service manager ({}): {err}",
                     message.trim_end()
-                );
+                ),
             }
         }
     }
@@ -200,6 +216,9 @@ impl Service {
 fn connect(value: &str) -> Result<(UnixDatagram, SocketAddr)> {
     let address = NotifyTarget::parse(value)?.address()?;
     let socket = UnixDatagram::unbound().context("cannot create a notification socket")?;
+    socket
+        .set_nonblocking(true)
+        .context("cannot make the notification socket non-blocking")?;
     Ok((socket, address))
 }
 
@@ -281,6 +300,22 @@ mod tests {
         service.writer_alive();
         service.sampler_alive();
         assert_eq!(receive(&listener).as_deref(), Some("WATCHDOG=1\n"));
+    }
+
+    /// A manager that never reads its queue must not stall the agent: the
+    /// sends that do not fit are dropped (the sampling loop sends one per
+    /// tick; a blocking send hung a stopping agent forever).
+    #[test]
+    fn a_full_queue_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, service) = listening(dir.path());
+        let started = std::time::Instant::now();
+        for _ in 0..10_000 {
+            service.stopping();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(service.shared.dropped_full.load(Ordering::Relaxed));
+        assert_eq!(receive(&listener).as_deref(), Some("STOPPING=1\n"));
     }
 
     #[test]

@@ -22,8 +22,8 @@
 mod archive;
 mod compact;
 mod import;
-mod live;
 pub mod ledger;
+mod live;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};

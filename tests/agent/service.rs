@@ -142,14 +142,18 @@ fn an_agent_that_cannot_start_never_says_ready() {
     let scratch = scratch();
     let socket_path = scratch.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind");
-    // Refused before anything is loaded: the parent is world-writable.
+    // Refused before anything is loaded: the parent is world-writable and
+    // not sticky (a sticky, root-owned parent such as /tmp is accepted).
+    let open = scratch.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(
+        &open,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .expect("chmod");
     let out = Command::new(AGENT)
-        .args([
-            "run",
-            "--no-pin",
-            "--output-dir",
-            "/tmp/taskscope-never-ready",
-        ])
+        .args(["run", "--no-pin", "--output-dir"])
+        .arg(open.join("out"))
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
         .output()
