@@ -245,7 +245,7 @@ struct Point {
 fn point(agent: &Child, started: Instant) -> Point {
     Point {
         seconds: started.elapsed().as_secs(),
-        wall_us: taskscope::timefmt::unix_micros_now(),
+        wall_us: taskscope::store::timefmt::unix_micros_now(),
         rss_kib: status_kib(agent.id(), "VmRSS:"),
         live_threads: machine_threads(agent.id()),
     }

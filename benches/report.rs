@@ -111,7 +111,7 @@ fn main() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    let end_us = taskscope::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
+    let end_us = taskscope::store::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
     let csv_dir = base.join("csv");
     let parquet_dir = base.join("parquet");
     let total_rows = days * 86_400 * u64::from(rows);

@@ -153,7 +153,7 @@ fn main() {
     let ticks = 30;
     let mut per_row = Vec::new();
     let mut min_rows = usize::MAX;
-    let base_ts = taskscope::timefmt::unix_micros_now();
+    let base_ts = taskscope::store::timefmt::unix_micros_now();
     for i in 0..ticks {
         // Ticks one second apart, as at 1 Hz.
         let now = monotonic_ns();

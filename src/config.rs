@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::bpf::{StackKinds, TrackKinds};
 use crate::cli::{Format, RunArgs, StackChoice, TrackChoice};
-use crate::output::{Formats, Permissions, Retention};
+use crate::files::at::Permissions;
+use crate::output::{Formats, Retention};
 
 /// Largest default thread table; more needs --max-threads.
 const DEFAULT_MAX_THREADS_CAP: u32 = 65_536;
@@ -86,8 +87,8 @@ impl Config {
         if args.max_age < rotate {
             bail!(
                 "--max-age {} is shorter than --rotate {}: every file would be deleted as it is published",
-                crate::timefmt::human_duration(args.max_age),
-                crate::timefmt::human_duration(rotate)
+                crate::store::timefmt::human_duration(args.max_age),
+                crate::store::timefmt::human_duration(rotate)
             );
         }
         if args.max_disk < 64 << 10 {
@@ -136,7 +137,7 @@ impl Config {
             pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
             reconcile_interval: RECONCILE_INTERVAL,
             max_cpu: args.max_cpu,
-            host: host_name(),
+            host: crate::store::layout::host_name(),
         })
     }
 
@@ -155,9 +156,9 @@ fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Res
     if value < min || value > max {
         bail!(
             "{flag} {} is out of range ({} to {})",
-            crate::timefmt::human_duration(value),
-            crate::timefmt::human_duration(min),
-            crate::timefmt::human_duration(max)
+            crate::store::timefmt::human_duration(value),
+            crate::store::timefmt::human_duration(min),
+            crate::store::timefmt::human_duration(max)
         );
     }
     Ok(())
@@ -221,29 +222,6 @@ pub fn absolute_path(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(out)
-}
-
-/// The host name, restricted to characters that are safe in file names.
-pub fn host_name() -> String {
-    let raw = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let clean: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if clean.is_empty() {
-        "localhost".to_string()
-    } else {
-        clean
-    }
 }
 
 #[cfg(test)]
@@ -428,16 +406,5 @@ mod tests {
             cwd.parent().unwrap().join("data")
         );
         assert!(absolute_path(Path::new("")).is_err());
-    }
-
-    #[test]
-    fn host_name_is_file_name_safe() {
-        let host = host_name();
-        assert!(!host.is_empty());
-        assert!(
-            host.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)),
-            "{host}"
-        );
     }
 }

@@ -139,7 +139,7 @@ pub fn load(path: &Path) -> Result<Vec<Setting>> {
 /// (`output-dir`, `max-disk`), so it must be a regular file (not a
 /// symlink) owned by root or the user running taskscope, writable by
 /// nobody else, in directories only they can change
-/// (`output::dir::check_ancestors`). It is checked through the descriptor
+/// (`files::trust::check_ancestors`). It is checked through the descriptor
 /// it is then read from.
 fn read(path: &Path) -> Result<String> {
     use std::io::Read;
@@ -169,12 +169,14 @@ fn read(path: &Path) -> Result<String> {
     let euid = rustix::process::geteuid().as_raw();
     let owner = if st.st_uid == 0 { 0 } else { euid };
     let what = "settings file";
-    crate::output::dir::check_private(path, st.st_uid, st.st_mode, owner, what).map_err(|err| {
-        anyhow!(
+    crate::files::trust::check_private(path, st.st_uid, st.st_mode, owner, what).map_err(
+        |err| {
+            anyhow!(
             "{err:#}: taskscope runs as root and takes no settings from a file others can change"
         )
-    })?;
-    crate::output::dir::check_ancestors(
+        },
+    )?;
+    crate::files::trust::check_ancestors(
         &format!("settings file {}", path.display()),
         path,
         "keep it where only root can change it (for example /etc/taskscope/)",

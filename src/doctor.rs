@@ -383,7 +383,7 @@ fn pin_finding(config: &Config) -> Finding {
     let parent = dir.parent().unwrap_or(dir);
     match rustix::fs::statfs(parent) {
         Ok(fs) if fs.f_type == BPF_FS_MAGIC => match pin_dir_holder(dir) {
-            crate::locks::Holder::Free => {
+            crate::files::locks::Holder::Free => {
                 finding(Level::Ok, "BPF filesystem", format!("pins the thread table in {}", dir.display()))
             }
             holder => finding(
@@ -424,7 +424,7 @@ fn pin_advice(parent: &Path) -> String {
 }
 
 /// Who holds the pin directory's lock (free if there is no directory).
-fn pin_dir_holder(dir: &std::path::Path) -> crate::locks::Holder {
+fn pin_dir_holder(dir: &std::path::Path) -> crate::files::locks::Holder {
     use rustix::fs::{Mode, OFlags};
     rustix::fs::open(
         dir,
@@ -432,8 +432,8 @@ fn pin_dir_holder(dir: &std::path::Path) -> crate::locks::Holder {
         Mode::empty(),
     )
     .ok()
-    .and_then(|fd| crate::locks::flock_holder(&fd).ok())
-    .unwrap_or(crate::locks::Holder::Free)
+    .and_then(|fd| crate::files::locks::flock_holder(&fd).ok())
+    .unwrap_or(crate::files::locks::Holder::Free)
 }
 
 fn output_finding(config: &Config) -> Finding {

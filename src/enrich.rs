@@ -1,4 +1,5 @@
-//! Turning numbers into names: syscalls, users, cgroups, executables.
+//! Turning ids into names: users, cgroups, executables (the names of
+//! syscalls, I/O operations and devices are the store's: `store::names`).
 //!
 //! Runs on the writer thread, never on the sampling tick. Every lookup is
 //! cached; caches are bounded (cleared when they grow past a limit) and a
@@ -17,47 +18,6 @@ use crate::record::Sample;
 const CACHE_LIMIT: usize = 65_536;
 /// Minimum time between two walks of the cgroup tree.
 const CGROUP_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Name of syscall `nr` on the architecture taskscope was built for.
-pub fn syscall_name(nr: i32) -> Option<&'static str> {
-    let nr = usize::try_from(nr).ok()?;
-    #[cfg(target_arch = "x86_64")]
-    let sysno = syscalls::x86_64::Sysno::new(nr);
-    #[cfg(target_arch = "aarch64")]
-    let sysno = syscalls::aarch64::Sysno::new(nr);
-    sysno.map(|s| s.name())
-}
-
-/// Name of a block request: its REQ_OP_*, or FLUSH for a data-less write
-/// that asks for a cache flush (what fsync waits on).
-pub fn io_op_name(op: u32, flags: u32, bytes: u32) -> &'static str {
-    use crate::bpf::types::ts_io_flags;
-    if op == 1 && bytes == 0 && flags & ts_io_flags::TS_IO_PREFLUSH.0 != 0 {
-        return "FLUSH";
-    }
-    match op {
-        0 => "READ",
-        1 => "WRITE",
-        2 => "FLUSH",
-        3 => "DISCARD",
-        5 => "SECURE_ERASE",
-        7 => "ZONE_APPEND",
-        9 => "WRITE_ZEROES",
-        10 => "ZONE_OPEN",
-        11 => "ZONE_CLOSE",
-        12 => "ZONE_FINISH",
-        13 => "ZONE_RESET",
-        15 => "ZONE_RESET_ALL",
-        34 => "DRV_IN",
-        35 => "DRV_OUT",
-        _ => "OTHER",
-    }
-}
-
-/// `major:minor` of a kernel dev_t (major << 20 | minor).
-pub fn dev_name(dev: u32) -> String {
-    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
-}
 
 /// Cached id-to-name lookups, in two phases per tick: [`Enricher::prepare`]
 /// resolves whatever the tick's samples need (the only phase that may touch
@@ -257,31 +217,6 @@ fn unescape_mount(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn syscall_names() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert_eq!(syscall_name(0), Some("read"));
-            assert_eq!(syscall_name(202), Some("futex"));
-            assert_eq!(syscall_name(230), Some("clock_nanosleep"));
-            assert_eq!(syscall_name(75), Some("fdatasync"));
-        }
-        assert_eq!(syscall_name(-1), None);
-        assert_eq!(syscall_name(100_000), None);
-    }
-
-    #[test]
-    fn devices_and_ops() {
-        assert_eq!(dev_name((254 << 20) | 3), "254:3");
-        assert_eq!(dev_name((259 << 20) | 1_048_575), "259:1048575");
-        let preflush = crate::bpf::types::ts_io_flags::TS_IO_PREFLUSH.0;
-        assert_eq!(io_op_name(1, 0, 4096), "WRITE");
-        assert_eq!(io_op_name(1, preflush, 0), "FLUSH");
-        assert_eq!(io_op_name(1, preflush, 4096), "WRITE");
-        assert_eq!(io_op_name(2, 0, 0), "FLUSH");
-        assert_eq!(io_op_name(99, 0, 0), "OTHER");
-    }
 
     fn sample(tgid: u32, euid: u32, exe_id: u64, cgroup_id: u64) -> Sample {
         let entry = crate::bpf::types::ts_thread {

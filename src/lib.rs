@@ -12,16 +12,14 @@
 //! busy the machine is.
 
 pub mod bpf;
-pub mod catalog;
 pub mod cli;
 pub mod cli_admin;
 pub mod config;
 pub mod config_file;
-pub mod destination;
 pub mod doctor;
 pub mod enrich;
 pub mod export;
-pub mod locks;
+pub mod files;
 pub mod logging;
 pub mod manpage;
 pub mod output;
@@ -29,11 +27,10 @@ pub mod privileges;
 pub mod record;
 pub mod report;
 pub mod sampler;
-pub mod schema;
 pub mod service;
 pub mod signals;
 pub mod stacks;
-pub mod timefmt;
+pub mod store;
 
 use std::process::ExitCode;
 
@@ -108,7 +105,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Schema(args) => {
             print!(
                 "{}",
-                schema::describe_all(args.format == cli::SchemaFormat::Markdown)
+                store::schema::describe_all(args.format == cli::SchemaFormat::Markdown)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -26,7 +26,7 @@ use crate::record::{self, Sample};
 use crate::service::Service;
 use crate::stacks::collect::Collector;
 use crate::stacks::RawStacks;
-use crate::timefmt;
+use crate::store::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
@@ -455,7 +455,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
             "{} sample rows could not be published before exit (is the disk full?); they are kept in {}/{} and published at the next start",
             stats.rows_pending,
             config.output_dir.display(),
-            output::INPROGRESS_DIR
+            crate::store::layout::INPROGRESS_DIR
         );
     }
     Ok(())

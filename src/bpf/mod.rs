@@ -704,7 +704,7 @@ fn lock_pin_dir(dir: &Path) -> Result<OwnedFd> {
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(fd),
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let holder = crate::locks::flock_holder(&fd)
+            let holder = crate::files::locks::flock_holder(&fd)
                 .map(|h| h.pid_text())
                 .unwrap_or_default();
             bail!(

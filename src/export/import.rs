@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::manifest::{self, HashingReader, Manifest};
 use super::ARCHIVE_EXT;
 use crate::cli_admin::ImportArgs;
-use crate::destination::DirDestination;
+use crate::files::destination::DirDestination;
 
 /// Largest manifest.json read into memory.
 const MANIFEST_LIMIT: u64 = 256 << 20;

@@ -22,8 +22,8 @@
 mod archive;
 mod compact;
 mod import;
-mod live;
 pub mod ledger;
+mod live;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,10 +41,10 @@ pub use import::import;
 use ledger::Ledger;
 use manifest::Contents;
 
-use crate::catalog::{Catalog, DataFile, Prefer, Problem, Window};
 use crate::cli_admin::{ExportArgs, ExportFormat};
-use crate::destination::{Destination, Kind};
-use crate::timefmt::{self, Civil};
+use crate::files::destination::{Destination, Kind};
+use crate::store::catalog::{Catalog, DataFile, Prefer, Problem, Window};
+use crate::store::timefmt::{self, Civil};
 
 /// Archives end in this.
 pub const ARCHIVE_EXT: &str = ".tar.zst";
@@ -153,7 +153,7 @@ fn archive_destination(output: &Path, window: &Window, force: bool) -> Result<(D
     let meta = std::fs::symlink_metadata(&output).ok();
     let file_type = meta.as_ref().map(|m| m.file_type());
     if file_type.is_some_and(|t| t.is_dir()) {
-        let path = output.join(archive_name(&crate::config::host_name(), window));
+        let path = output.join(archive_name(&crate::store::layout::host_name(), window));
         return Ok((Destination::check(&path, force)?, true));
     }
     if file_type.is_some_and(|t| !t.is_file()) {
@@ -199,7 +199,7 @@ fn select(
 ) -> Result<(Selected, Vec<Problem>)> {
     let mut catalog = Catalog::open(dir)?;
     let mut files = Vec::new();
-    for table in crate::output::TABLES {
+    for table in crate::store::layout::TABLES {
         files.extend(catalog.select(table, window, Prefer::Parquet));
     }
     let mut problems = std::mem::take(&mut catalog.problems);
@@ -274,7 +274,7 @@ fn retain(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut ledger = match Ledger::open(dir, &crate::config::host_name()) {
+    let mut ledger = match Ledger::open(dir, &crate::store::layout::host_name()) {
         Ok(ledger) => ledger,
         Err(err) if keep_for.is_none() => {
             warn!("{err:#}; --keep-for will not delete {}", target.display());

@@ -33,12 +33,10 @@
 //! stacks first, so neither a crash nor a reader racing publication sees a
 //! sample whose stack is missing.
 
-pub mod csv;
 pub mod dir;
-pub mod parquet;
 pub mod recover;
 pub mod retention;
-pub mod rotate;
+pub mod rows;
 pub mod table;
 
 use std::collections::HashMap;
@@ -50,30 +48,19 @@ use tracing::{error, info, warn};
 
 use crate::bpf::types::ts_completion_kind;
 use crate::bpf::TrackKinds;
-use crate::enrich::dev_name;
-use crate::enrich::{syscall_name, Enricher};
+use crate::enrich::Enricher;
+use crate::files::at;
 use crate::sampler::Tick;
-use crate::schema::{
-    io_dev_text, Iorq, IorqRow, SampleRow, Samples, Stacks, SyscallRow, Syscalls, Table, TickRow,
-    Ticks,
-};
 use crate::stacks::{Resolved, StackResolver};
-pub use dir::{OutputDir, OutputPlan, Permissions};
+use crate::store::layout::{parse_journal_name, INPROGRESS_DIR, TABLES};
+use crate::store::names::dev_name;
+use crate::store::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks};
+pub use dir::{OutputDir, OutputPlan};
 pub use recover::Recovered;
 pub use retention::Retention;
 pub use table::Formats;
 use table::{Abandoned, PeriodFiles, TableWriter, Target};
 
-/// Where files are written before they are complete.
-pub const INPROGRESS_DIR: &str = ".inprogress";
-/// Every table, in the order their files are written.
-pub const TABLES: [&str; 5] = [
-    Stacks::NAME,
-    Samples::NAME,
-    Syscalls::NAME,
-    Iorq::NAME,
-    Ticks::NAME,
-];
 /// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, ticks are dropped without touching the disk until
@@ -304,7 +291,7 @@ impl Writer {
     /// Prepare the output directory: publish what earlier runs left in
     /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
-        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
+        let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
             .with_context(|| format!("cannot create {}/{INPROGRESS_DIR}", out.path().display()))?;
         for table in TABLES {
             let tracked = match table {
@@ -315,7 +302,7 @@ impl Writer {
             if !tracked {
                 continue;
             }
-            dir::ensure_dir_with(out.fd(), table, out.perms())
+            at::ensure_dir_with(out.fd(), table, out.perms())
                 .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
         }
         let tables = Tables::new(config.track);
@@ -456,27 +443,20 @@ impl Writer {
         let names = self.enrich.names();
         for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let io_dev = io_dev_text(sample);
-            self.tables.samples.write(&SampleRow {
-                ts_us: tick.ts_us,
-                weight_us: tick.weight_us,
-                sample,
+            let io_dev = sample.io.map(|io| dev_name(io.dev));
+            let names = rows::SampleNames {
                 comm: &comm,
                 exe: names.exe(sample.tgid, sample.exe_id),
                 user: names.user(sample.euid),
                 cgroup: names.cgroup(sample.cgroup_id),
-                syscall: sample.syscall.and_then(|s| syscall_name(s.nr)),
                 io_dev: io_dev.as_deref(),
-                stacks,
-            })?;
+            };
+            let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
+            self.tables.samples.write(&row)?;
         }
         self.write_completions(tick)?;
-        self.tables.ticks.write(&TickRow {
-            ts_us: tick.ts_us,
-            weight_us: tick.weight_us,
-            stats: &tick.stats,
-            dropped_rows: self.stats.rows_dropped,
-        })?;
+        let row = rows::tick_row(tick, self.stats.rows_dropped);
+        self.tables.ticks.write(&row)?;
         Ok(())
     }
 
@@ -488,21 +468,13 @@ impl Writer {
             match ts_completion_kind(record.kind) {
                 ts_completion_kind::TS_C_SYSCALL => {
                     if let Some(table) = &mut self.tables.syscalls {
-                        table.write(&SyscallRow {
-                            record,
-                            enter_us: wall_us(record.start_ns),
-                            syscall: syscall_name(record.syscall_nr),
-                        })?;
+                        table.write(&rows::syscall_row(record, wall_us(record.start_ns)))?;
                     }
                 }
                 ts_completion_kind::TS_C_IO => {
                     if let Some(table) = &mut self.tables.iorq {
                         let dev = dev_name(record.dev);
-                        table.write(&IorqRow {
-                            record,
-                            start_us: wall_us(record.start_ns),
-                            dev: &dev,
-                        })?;
+                        table.write(&rows::iorq_row(record, wall_us(record.start_ns), &dev))?;
                     }
                 }
                 _ => {}
@@ -555,7 +527,7 @@ impl Writer {
         match recover::recover_all(&self.place.target(), &open) {
             Ok((_, per_journal)) => {
                 for (journal, recovered) in per_journal {
-                    let Some(table) = table::parse_journal_name(&journal).map(|(t, _)| t) else {
+                    let Some(table) = parse_journal_name(&journal).map(|(t, _)| t) else {
                         continue;
                     };
                     let recovered = recovered.unwrap_or(0);
@@ -585,7 +557,7 @@ impl Writer {
     }
 
     fn apply_retention(&mut self) {
-        let now = crate::timefmt::unix_micros_now() / 1_000_000;
+        let now = crate::store::timefmt::unix_micros_now() / 1_000_000;
         let place = &self.place;
         if let Err(err) = retention::enforce(
             place.out.fd(),
@@ -614,7 +586,7 @@ impl Writer {
                 "the output directory {path} was removed while running and cannot be created again"
             )
         })?;
-        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
+        let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
             .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
         let track = self.place.config.track;
         for table in TABLES {
@@ -626,7 +598,7 @@ impl Writer {
             if !tracked {
                 continue;
             }
-            dir::ensure_dir_with(out.fd(), table, out.perms())
+            at::ensure_dir_with(out.fd(), table, out.perms())
                 .with_context(|| format!("cannot create {path}/{table}"))?;
         }
         // The open periods' journals and those pending recovery went with
@@ -700,12 +672,11 @@ impl Writer {
 /// Returns the rows it holds now.
 fn settle(inprogress: &OwnedFd, abandoned: &Abandoned) -> u64 {
     if abandoned.rows_durable == 0 {
-        let _ = dir::remove_file(inprogress, &abandoned.journal);
+        let _ = at::remove_file(inprogress, &abandoned.journal);
         return 0;
     }
     if abandoned.rows_durable < abandoned.rows_written {
-        if let Err(err) = dir::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len)
-        {
+        if let Err(err) = at::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len) {
             warn!(
                 journal = abandoned.journal,
                 "cannot cut the journal back to its last flush ({err}); its recovery may count rows already counted as dropped"

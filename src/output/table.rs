@@ -14,18 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tracing::debug;
 
-use super::csv::CsvFile;
-use super::dir::{self, Permissions};
-use super::parquet::ParquetFile;
-use super::rotate::{FileName, Period};
-use crate::schema::Table;
-
-/// Extension of CSV files.
-pub const CSV_EXT: &str = "csv.zst";
-/// Extension of Parquet files.
-pub const PARQUET_EXT: &str = "parquet";
-/// Suffix of files in `.inprogress/`.
-pub const TMP_SUFFIX: &str = ".tmp";
+use crate::files::at::{self, Permissions};
+use crate::store::csv::CsvFile;
+use crate::store::layout::{
+    journal_name, parquet_tmp_name, FileName, Period, CSV_EXT, PARQUET_EXT,
+};
+use crate::store::parquet::ParquetFile;
+use crate::store::schema::Table;
 
 /// Which formats are published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,25 +38,6 @@ pub struct Target<'a> {
     pub metadata: &'a [(String, String)],
 }
 
-/// Journal name of table `table`'s file `stem`.
-pub fn journal_name(table: &str, stem: &str) -> String {
-    format!("{table}-{stem}.{CSV_EXT}{TMP_SUFFIX}")
-}
-
-/// In-progress Parquet name of table `table`'s file `stem`.
-pub fn parquet_tmp_name(table: &str, stem: &str) -> String {
-    format!("{table}-{stem}.{PARQUET_EXT}{TMP_SUFFIX}")
-}
-
-/// The table and stem of a journal name made by `journal_name`.
-pub fn parse_journal_name(name: &str) -> Option<(&str, &str)> {
-    let base = name
-        .strip_suffix(TMP_SUFFIX)?
-        .strip_suffix(CSV_EXT)?
-        .strip_suffix('.')?;
-    base.split_once('-')
-}
-
 /// Move a finished file from `.inprogress/tmp` to its partition under a
 /// name no other file has (`-N` appended when needed).
 pub fn publish_file(
@@ -71,15 +47,15 @@ pub fn publish_file(
     name: &FileName,
     ext: &str,
 ) -> Result<String> {
-    let table_dir = dir::ensure_dir_with(target.out, table, target.perms)?;
-    let date = dir::ensure_dir_with(&table_dir, &name.date_dir, target.perms)?;
-    let hour = dir::ensure_dir_with(&date, &name.hour_dir, target.perms)?;
+    let table_dir = at::ensure_dir_with(target.out, table, target.perms)?;
+    let date = at::ensure_dir_with(&table_dir, &name.date_dir, target.perms)?;
+    let hour = at::ensure_dir_with(&date, &name.hour_dir, target.perms)?;
     for attempt in 0..1_000 {
         let final_name = name.with_ext(ext, attempt);
-        if dir::exists(&hour, &final_name) {
+        if at::exists(&hour, &final_name) {
             continue;
         }
-        match dir::publish(target.inprogress, tmp, &hour, &final_name) {
+        match at::publish(target.inprogress, tmp, &hour, &final_name) {
             Ok(()) => {
                 debug!(file = %format!("{table}/{}/{}/{final_name}", name.date_dir, name.hour_dir), "published");
                 return Ok(final_name);
@@ -165,7 +141,7 @@ impl<T: Table> TableWriter<T> {
         let mut attempt = 0;
         let (journal_name, file) = loop {
             let journal = journal_name(T::NAME, &name.stem);
-            match dir::create_file_with(target.inprogress, &journal, target.perms) {
+            match at::create_file_with(target.inprogress, &journal, target.perms) {
                 Ok(file) => break (journal, file),
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1_000 => {
                     attempt += 1;
@@ -178,7 +154,7 @@ impl<T: Table> TableWriter<T> {
             CsvFile::create::<T>(file).with_context(|| format!("cannot start {journal_name}"))?;
         let parquet = if target.formats.parquet {
             let tmp = parquet_tmp_name(T::NAME, &name.stem);
-            let file = dir::create_file_with(target.inprogress, &tmp, target.perms)
+            let file = at::create_file_with(target.inprogress, &tmp, target.perms)
                 .with_context(|| format!("cannot create {tmp}"))?;
             Some((
                 ParquetFile::create::<T>(file, target.metadata)
@@ -269,7 +245,7 @@ impl<T: Table> TableWriter<T> {
         // whatever happens to the Parquet file.
         let remove_parquet = |parquet: &Option<(ParquetFile, String)>| {
             if let Some((_, tmp)) = parquet {
-                let _ = dir::remove_file(target.inprogress, tmp);
+                let _ = at::remove_file(target.inprogress, tmp);
             }
         };
         let finished = match journal.finish() {
@@ -299,7 +275,7 @@ impl<T: Table> TableWriter<T> {
                 .with_context(|| format!("cannot finish {tmp}"))
                 .and_then(|_| publish_file(target, T::NAME, &tmp, &name, PARQUET_EXT));
             if let Err(err) = published {
-                let _ = dir::remove_file(target.inprogress, &tmp);
+                let _ = at::remove_file(target.inprogress, &tmp);
                 self.failed = Some(complete);
                 return Err(err);
             }
@@ -307,7 +283,7 @@ impl<T: Table> TableWriter<T> {
         let published = if target.formats.csv {
             publish_file(target, T::NAME, &journal_name, &name, CSV_EXT).map(|_| ())
         } else {
-            dir::remove_file(target.inprogress, &journal_name)
+            at::remove_file(target.inprogress, &journal_name)
                 .with_context(|| format!("cannot remove {journal_name}"))
         };
         if let Err(err) = published {
@@ -323,7 +299,7 @@ impl<T: Table> TableWriter<T> {
     pub fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned> {
         if let Some(file) = self.current.take() {
             if let Some((_, tmp)) = &file.parquet {
-                let _ = dir::remove_file(target.inprogress, tmp);
+                let _ = at::remove_file(target.inprogress, tmp);
             }
             return Some(Abandoned {
                 journal: file.journal_name,
@@ -381,25 +357,5 @@ impl<T: Table> PeriodFiles for TableWriter<T> {
     }
     fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned> {
         TableWriter::abandon(self, target)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn journal_names_round_trip() {
-        let name = journal_name("samples", "web-1-20261122T130405Z");
-        assert_eq!(name, "samples-web-1-20261122T130405Z.csv.zst.tmp");
-        assert_eq!(
-            parse_journal_name(&name),
-            Some(("samples", "web-1-20261122T130405Z"))
-        );
-        assert_eq!(
-            parse_journal_name(&journal_name("ticks", "h-20261122T130405Z-2")),
-            Some(("ticks", "h-20261122T130405Z-2"))
-        );
-        assert_eq!(parse_journal_name("samples-x.parquet.tmp"), None);
     }
 }

@@ -20,7 +20,7 @@ use anyhow::{bail, Result};
 
 use super::read::{Cell, Projection, Row};
 pub use super::ticks_filter::ticks_filter;
-use crate::schema::{ColumnType, Table};
+use crate::store::schema::{ColumnType, Table};
 
 /// Deepest nesting of parentheses and NOT accepted.
 pub const MAX_DEPTH: usize = 64;
@@ -653,7 +653,7 @@ fn number(text: &str) -> Option<Literal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Samples;
+    use crate::store::schema::Samples;
 
     struct Fixed(Vec<Cell<'static>>);
     impl Row for Fixed {

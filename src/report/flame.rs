@@ -23,10 +23,10 @@ use super::aggregate::{errors, Query};
 use super::filter;
 use super::read::{self, Cell, Projection};
 use super::{states, Answer};
-use crate::catalog::{Catalog, Prefer, TableReads, Window};
 use crate::cli::FlamegraphArgs;
-use crate::destination::Destination;
-use crate::schema::{Samples, Stacks, Table};
+use crate::files::destination::Destination;
+use crate::store::catalog::{Catalog, Prefer, TableReads, Window};
+use crate::store::schema::{Samples, Stacks, Table};
 
 /// Thread time per (state, comm, kernel stack, user stack).
 type Weights = HashMap<(String, String, Option<i64>, Option<i64>), i64>;

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::catalog::{self, Catalog, Problem, Window};
 use crate::cli::{ReportArgs, WindowArgs};
-use crate::schema::{Iorq, Samples, Syscalls, Table};
+use crate::store::catalog::{self, Catalog, Problem, Window};
+use crate::store::schema::{Iorq, Samples, Syscalls, Table};
 use aggregate::Query;
 use read::Projection;
 
@@ -47,7 +47,7 @@ pub const DEFAULT_GROUPS: [&str; 4] = ["state", "comm", "syscall", "kfunc"];
 /// shared with `export`); a window that cannot be read is a [`BadFlag`].
 pub fn window_now(args: &WindowArgs) -> Result<Window> {
     args.flags()
-        .resolve(crate::timefmt::unix_micros_now())
+        .resolve(crate::store::timefmt::unix_micros_now())
         .map_err(|err| BadFlag(err.to_string()).into())
 }
 
@@ -93,7 +93,7 @@ fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error
     }
     let stamp = |us: i64| {
         let mut text = String::new();
-        crate::timefmt::write_timestamp_micros(&mut text, us);
+        crate::store::timefmt::write_timestamp_micros(&mut text, us);
         text.truncate(19);
         text
     };
@@ -241,8 +241,8 @@ fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<(
     if let Some(text) = predicate {
         let expr = filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
         if T::NAME == Samples::NAME {
-            let mut ticks = Projection::of::<crate::schema::Ticks>(&[], "report")?;
-            filter::ticks_filter::<crate::schema::Ticks>(&expr, &projection, &mut ticks)
+            let mut ticks = Projection::of::<crate::store::schema::Ticks>(&[], "report")?;
+            filter::ticks_filter::<crate::store::schema::Ticks>(&expr, &projection, &mut ticks)
                 .map_err(bad_flag)?;
         }
     }

@@ -29,6 +29,7 @@ use unwind::{RawUser, UnwindCache};
 
 use crate::bpf::types::ts_stack;
 pub use crate::bpf::StackKinds;
+use crate::store::schema::{StackKind, StackRow};
 
 /// Processes whose maps are kept before the cache is cleared.
 const PROCESS_LIMIT: usize = 1_024;
@@ -150,37 +151,6 @@ impl RawStacks {
     }
 }
 
-/// Kernel or user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StackKind {
-    Kernel,
-    User,
-}
-
-impl StackKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StackKind::Kernel => "kernel",
-            StackKind::User => "user",
-        }
-    }
-}
-
-/// One row of the `stacks` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StackDef {
-    pub id: i64,
-    pub kind: StackKind,
-    /// Frames innermost first, joined with `;`.
-    pub frames: String,
-    /// Module of the innermost frame.
-    pub module: String,
-    pub depth: u32,
-    /// The stack is known to be cut short (depth limit, or the user stack
-    /// does not end at a thread's entry point).
-    pub truncated: bool,
-}
-
 /// The stacks of one sample.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
@@ -268,7 +238,7 @@ pub struct StackResolver {
     /// registers and stack window.
     kernel_memo: FxHashMap<u128, (Option<i64>, Option<Arc<str>>)>,
     user_memo: FxHashMap<u128, Option<i64>>,
-    definitions: FxHashMap<i64, Arc<StackDef>>,
+    definitions: FxHashMap<i64, Arc<StackRow>>,
     /// Ids written to the current period's `stacks` file.
     emitted: FxHashSet<i64>,
     /// Stacks resolved (new captures), for the benchmarks.
@@ -437,7 +407,7 @@ impl StackResolver {
                 Some(_) => continue,
                 None => {
                     let module = frames[0].module.to_string();
-                    let def = StackDef {
+                    let def = StackRow {
                         id,
                         kind,
                         frames: text,
@@ -470,7 +440,7 @@ impl StackResolver {
 
     /// The definition of `id` if the current period's `stacks` file does
     /// not have it yet; it counts as written from now on.
-    pub fn unwritten(&mut self, id: i64) -> Option<Arc<StackDef>> {
+    pub fn unwritten(&mut self, id: i64) -> Option<Arc<StackRow>> {
         if self.emitted.insert(id) {
             self.definitions.get(&id).cloned()
         } else {

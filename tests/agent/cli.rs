@@ -328,7 +328,7 @@ fn missing_pid() {
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of `micros`.
 fn utc_text(micros: i64) -> String {
     let mut text = String::new();
-    taskscope::timefmt::write_timestamp_micros(&mut text, micros);
+    taskscope::store::timefmt::write_timestamp_micros(&mut text, micros);
     text.truncate(19);
     text
 }
@@ -349,7 +349,7 @@ fn from_without_to_reads_up_to_now() {
         "duration = \"3 seconds\"\nmax-age = \"1d12h\"\nflush-interval = \"1s\"\n",
     )
     .expect("settings file");
-    let started = taskscope::timefmt::unix_micros_now();
+    let started = taskscope::store::timefmt::unix_micros_now();
     let run = run_agent(
         &[
             "run",
@@ -365,7 +365,7 @@ fn from_without_to_reads_up_to_now() {
         Duration::from_secs(30),
     );
     assert_success(&run);
-    let took = taskscope::timefmt::unix_micros_now() - started;
+    let took = taskscope::store::timefmt::unix_micros_now() - started;
     assert!(took < 20_000_000, "duration = \"3 seconds\" ran {took} us");
     let dir = out_dir.to_str().unwrap();
     let from_us = started / 60_000_000 * 60_000_000 - 60_000_000;

@@ -77,7 +77,7 @@ fn ground_truth_states_with_all() {
         .spawn()
         .expect("start taskscope");
     std::thread::sleep(Duration::from_secs(4));
-    let proc_at = taskscope::timefmt::unix_micros_now();
+    let proc_at = taskscope::store::timefmt::unix_micros_now();
     let stable = ["piperead", "futex", "sleeper"];
     // Idle kernel threads (TASK_IDLE: 'I' in /proc) must be IDLE, not DISK.
     let idle_kthreads: Vec<i64> = std::fs::read_dir("/proc")

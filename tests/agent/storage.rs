@@ -218,7 +218,7 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let seed = taskscope::timefmt::unix_micros_now() as u64;
+    let seed = taskscope::store::timefmt::unix_micros_now() as u64;
     println!("seed {seed}");
     let mut rng = Lcg(seed);
     let args = [
@@ -239,10 +239,10 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
     // (start, kill) wall-clock times in microseconds of each run.
     let mut runs = Vec::new();
     for _ in 0..20 {
-        let started = taskscope::timefmt::unix_micros_now();
+        let started = taskscope::store::timefmt::unix_micros_now();
         let child = spawn_agent(&args);
         std::thread::sleep(Duration::from_millis(rng.next_ms(1_500, 4_500)));
-        let killed = taskscope::timefmt::unix_micros_now();
+        let killed = taskscope::store::timefmt::unix_micros_now();
         send_signal(&child, nix::sys::signal::Signal::SIGKILL);
         let _ = wait_with_limit(child, Duration::from_secs(10));
         runs.push((started, killed));
@@ -378,7 +378,7 @@ fn a_full_disk_is_survived_and_counted() {
         "the agent died on a full disk"
     );
     // Make room: writing resumes.
-    let room_at = taskscope::timefmt::unix_micros_now();
+    let room_at = taskscope::store::timefmt::unix_micros_now();
     let grown = Command::new("mount")
         .args(["-o", "remount,size=64m"])
         .arg(&small)
@@ -681,7 +681,7 @@ fn a_full_disk_loses_no_row_unaccounted() {
         .status()
         .unwrap();
     assert!(grown.success());
-    let second_start = taskscope::timefmt::unix_micros_now();
+    let second_start = taskscope::store::timefmt::unix_micros_now();
     let second = run_agent(
         &[
             "run",

@@ -8,22 +8,29 @@
 //! events (see the README's "Latency" section for how to weight them).
 
 use super::{int, opt_int, Column, ColumnType, Table, Value};
-use crate::bpf::types::{ts_completion, ts_io_flags};
-use crate::enrich::io_op_name;
+use crate::store::names::{io_flags_text, io_op_name};
 
 /// The `syscalls` table.
 pub struct Syscalls;
 
-/// One completed syscall, ready to be written.
-pub struct SyscallRow<'a> {
-    pub record: &'a ts_completion,
+/// One row of `syscalls`: a completed syscall, every value its columns
+/// read. Times `*_ns` are CLOCK_MONOTONIC, as the hooks took them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyscallRow {
     /// Entry time, microseconds since the epoch (UTC).
     pub enter_us: i64,
+    pub tid: u32,
+    pub tgid: u32,
     pub syscall: Option<&'static str>,
+    pub syscall_nr: i32,
+    pub seq: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub ret: i64,
 }
 
 impl Table for Syscalls {
-    type Row<'a> = SyscallRow<'a>;
+    type Row<'a> = SyscallRow;
     const NAME: &'static str = "syscalls";
     const DESCRIPTION: &'static str = "With --track syscalls: one row per syscall that a sample caught in progress, written when it returned. Join to samples on (tid, seq) = (tid, syscall_seq).";
     fn columns() -> &'static [Column<Self>] {
@@ -49,13 +56,13 @@ static SYSCALL_COLUMNS: &[Column<Syscalls>] = &[
         name: "tid",
         ty: ColumnType::Int64,
         description: "Thread id",
-        value: |r| int(r.record.tid),
+        value: |r| int(r.tid),
     },
     Column {
         name: "tgid",
         ty: ColumnType::Int64,
         description: "Process id",
-        value: |r| int(r.record.tgid),
+        value: |r| int(r.tgid),
     },
     Column {
         name: "syscall",
@@ -67,39 +74,55 @@ static SYSCALL_COLUMNS: &[Column<Syscalls>] = &[
         name: "syscall_nr",
         ty: ColumnType::Int64,
         description: "Number of the syscall",
-        value: |r| int(r.record.syscall_nr),
+        value: |r| int(r.syscall_nr),
     },
     Column {
         name: "seq",
         ty: ColumnType::Int64,
         description:
             "The thread's syscall number since the agent started tracking it: samples.syscall_seq",
-        value: |r| int(r.record.seq as i64),
+        value: |r| int(r.seq as i64),
     },
     Column {
         name: "duration_us",
         ty: ColumnType::Int64,
         description: "Time from entry to return, microseconds (exact)",
-        value: |r| micros_between(r.record.start_ns, r.record.end_ns),
+        value: |r| micros_between(r.start_ns, r.end_ns),
     },
     Column {
         name: "ret",
         ty: ColumnType::Int64,
         description: "Return value (negative: -errno)",
-        value: |r| int(r.record.ret),
+        value: |r| int(r.ret),
     },
 ];
 
 /// The `iorq` table.
 pub struct Iorq;
 
-/// One completed block request, ready to be written.
+/// One row of `iorq`: a completed block request, every value its columns
+/// read. Times `*_ns` are CLOCK_MONOTONIC, as the hooks took them.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct IorqRow<'a> {
-    pub record: &'a ts_completion,
     /// When the request was queued, microseconds since the epoch (UTC).
     pub start_us: i64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub seq: u64,
     /// `major:minor`.
     pub dev: &'a str,
+    /// REQ_OP_* number.
+    pub op: u32,
+    /// [`io_flags`](crate::store::names::io_flags) bits.
+    pub flags: u32,
+    pub sector: u64,
+    pub bytes: u32,
+    pub start_ns: u64,
+    /// 0: the issue was not seen.
+    pub issue_ns: u64,
+    pub end_ns: u64,
+    /// blk_status_t.
+    pub error: i64,
 }
 
 impl Table for Iorq {
@@ -109,35 +132,6 @@ impl Table for Iorq {
     fn columns() -> &'static [Column<Self>] {
         IORQ_COLUMNS
     }
-}
-
-/// `ts_io_flags` as text: `SYNC|META|FUA|PREFLUSH` (empty when none).
-pub fn io_flags_text(flags: u32) -> &'static str {
-    const NAMES: [&str; 16] = [
-        "",
-        "SYNC",
-        "META",
-        "SYNC|META",
-        "FUA",
-        "SYNC|FUA",
-        "META|FUA",
-        "SYNC|META|FUA",
-        "PREFLUSH",
-        "SYNC|PREFLUSH",
-        "META|PREFLUSH",
-        "SYNC|META|PREFLUSH",
-        "FUA|PREFLUSH",
-        "SYNC|FUA|PREFLUSH",
-        "META|FUA|PREFLUSH",
-        "SYNC|META|FUA|PREFLUSH",
-    ];
-    const _: () = assert!(
-        ts_io_flags::TS_IO_SYNC.0 == 1
-            && ts_io_flags::TS_IO_META.0 == 2
-            && ts_io_flags::TS_IO_FUA.0 == 4
-            && ts_io_flags::TS_IO_PREFLUSH.0 == 8
-    );
-    NAMES[(flags & 0xf) as usize]
 }
 
 static IORQ_COLUMNS: &[Column<Iorq>] = &[
@@ -151,20 +145,20 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
         name: "tid",
         ty: ColumnType::Int64,
         description: "Thread that submitted the request",
-        value: |r| int(r.record.tid),
+        value: |r| int(r.tid),
     },
     Column {
         name: "tgid",
         ty: ColumnType::Int64,
         description: "Its process id",
-        value: |r| int(r.record.tgid),
+        value: |r| int(r.tgid),
     },
     Column {
         name: "seq",
         ty: ColumnType::Int64,
         description:
             "The thread's request number since the agent started tracking it: samples.io_seq",
-        value: |r| int(r.record.seq as i64),
+        value: |r| int(r.seq as i64),
     },
     Column {
         name: "dev",
@@ -176,13 +170,13 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
         name: "op",
         ty: ColumnType::Text,
         description: "READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
-        value: |r| Value::Text(io_op_name(r.record.op, r.record.flags, r.record.bytes)),
+        value: |r| Value::Text(io_op_name(r.op, r.flags, r.bytes)),
     },
     Column {
         name: "flags",
         ty: ColumnType::Text,
         description: "Request flags: SYNC, META, FUA, PREFLUSH joined with '|'; empty when none",
-        value: |r| match io_flags_text(r.record.flags) {
+        value: |r| match io_flags_text(r.flags) {
             "" => Value::Null,
             text => Value::Text(text),
         },
@@ -191,13 +185,13 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
         name: "sector",
         ty: ColumnType::Int64,
         description: "First sector (512 bytes)",
-        value: |r| int(r.record.sector as i64),
+        value: |r| int(r.sector as i64),
     },
     Column {
         name: "bytes",
         ty: ColumnType::Int64,
         description: "Size in bytes",
-        value: |r| int(r.record.bytes),
+        value: |r| int(r.bytes),
     },
     Column {
         name: "queued_us",
@@ -205,8 +199,8 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
         description: "Time from queueing to issue to the device; empty when the issue was not seen",
         value: |r| {
             opt_int(
-                (r.record.issue_ns >= r.record.start_ns && r.record.issue_ns != 0)
-                    .then(|| (r.record.issue_ns - r.record.start_ns) / 1_000),
+                (r.issue_ns >= r.start_ns && r.issue_ns != 0)
+                    .then(|| (r.issue_ns - r.start_ns) / 1_000),
             )
         },
     },
@@ -215,34 +209,27 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
         ty: ColumnType::Int64,
         description:
             "Time from issue to completion (the device's time); empty when the issue was not seen",
-        value: |r| micros_between(r.record.issue_ns, r.record.end_ns),
+        value: |r| micros_between(r.issue_ns, r.end_ns),
     },
     Column {
         name: "duration_us",
         ty: ColumnType::Int64,
         description: "Time from queueing to completion, microseconds (exact)",
-        value: |r| micros_between(r.record.start_ns, r.record.end_ns),
+        value: |r| micros_between(r.start_ns, r.end_ns),
     },
     Column {
         name: "error",
         ty: ColumnType::Int64,
         description:
             "Block layer status: 0 success, else the kernel's blk_status_t code (10 = I/O error)",
-        value: |r| int(r.record.ret),
+        value: |r| int(r.error),
     },
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::column_names;
-
-    #[test]
-    fn flags_text() {
-        assert_eq!(io_flags_text(0), "");
-        assert_eq!(io_flags_text(1 | 8), "SYNC|PREFLUSH");
-        assert_eq!(io_flags_text(15), "SYNC|META|FUA|PREFLUSH");
-    }
+    use crate::store::schema::column_names;
 
     #[test]
     fn issue_columns_are_present() {
@@ -279,8 +266,9 @@ mod tests {
 
     #[test]
     fn durations_in_microseconds() {
-        let record = ts_completion {
-            kind: 2,
+        let row = IorqRow {
+            start_us: 5,
+            dev: "254:1",
             start_ns: 1_000_000,
             issue_ns: 1_500_000,
             end_ns: 4_000_000,
@@ -288,11 +276,6 @@ mod tests {
             bytes: 4096,
             flags: 1,
             ..Default::default()
-        };
-        let row = IorqRow {
-            record: &record,
-            start_us: 5,
-            dev: "254:1",
         };
         let value = |name: &str| {
             let column = Iorq::columns().iter().find(|c| c.name == name).unwrap();

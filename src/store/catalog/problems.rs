@@ -165,7 +165,7 @@ pub fn archive_window(dir: &Path) -> Result<Option<Window>> {
     let time = |key: &str| {
         value["window"][key]
             .as_str()
-            .and_then(crate::timefmt::parse_timestamp_micros)
+            .and_then(crate::store::timefmt::parse_timestamp_micros)
     };
     match (time("from"), time("to")) {
         (Some(from_us), Some(to_us)) if from_us < to_us => Ok(Some(Window { from_us, to_us })),
@@ -179,7 +179,7 @@ pub fn archive_window(dir: &Path) -> Result<Option<Window>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::FileFormat;
+    use crate::store::catalog::FileFormat;
 
     fn file(table: &str, stem: &str) -> DataFile {
         DataFile {

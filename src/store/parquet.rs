@@ -26,7 +26,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::schema::{arrow_schema, ColumnType, Table, Value};
+use crate::store::schema::{arrow_schema, ColumnType, Table, Value};
 
 /// Rows per row group: DuckDB's default row-group size.
 pub const ROW_GROUP_ROWS: usize = 122_880;

@@ -46,6 +46,18 @@ pub fn flock_holder(fd: impl AsFd) -> io::Result<Holder> {
     }
 }
 
+/// Take an exclusive `flock` on `fd` without waiting; `Err` in the result:
+/// another process holds it (named when `/proc/locks` tells which).
+pub fn try_lock(fd: impl AsFd) -> io::Result<Result<(), Holder>> {
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Ok(())),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Ok(Err(flock_holder(&fd).unwrap_or(Holder::Held(None))))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// The holder of a `flock` on (`dev`, `ino`) in the text of `/proc/locks`
 /// (`1: FLOCK  ADVISORY  WRITE 4321 fe:00:1234 0 EOF`; waiters, marked
 /// `->`, hold nothing).

@@ -393,16 +393,7 @@ impl DirDestination {
 
     /// A new, private (0700) staging directory next to the destination.
     pub fn staging(&self) -> Result<PathBuf> {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let staging = parent_of(&self.path).join(format!(".{name}.import-{}", std::process::id()));
-        rustix::fs::mkdir(&staging, Mode::from_raw_mode(0o700))
-            .map_err(io::Error::from)
-            .with_context(|| format!("cannot create {}", staging.display()))?;
-        Ok(staging)
+        super::private_dir_next_to(&self.path, "import")
     }
 
     /// Give `staging` `mode` (less the umask) and move it to the

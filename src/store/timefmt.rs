@@ -4,7 +4,7 @@
 //! writer's per-row path, and reading one back is on the readers' per-row
 //! path, so both are small conversions (days-to-civil and back) rather than
 //! a general date library. They handle only the one form the agent writes;
-//! what users type is parsed by `cli::parse` (with jiff), and a test checks
+//! what users type is parsed by `user_time` (with jiff), and a test checks
 //! that both agree on which dates exist.
 
 use std::fmt::Write;

@@ -1,13 +1,79 @@
-//! Periods and file names.
+//! Where the files are: tables, partitions, names, extensions, the
+//! `.inprogress/` directory and its journals, and rotation periods.
 //!
 //! A period is a multiple of `--rotate` counted from the Unix epoch (UTC),
 //! so hourly files start on the hour on every host. A file is named after
 //! its first row's second and lives in the hive partition of that time:
-//! `<table>/date=YYYY-MM-DD/hour=HH/<host>-YYYYMMDDTHHMMSSZ.<ext>`.
+//! `<table>/date=YYYY-MM-DD/hour=HH/<host>-YYYYMMDDTHHMMSSZ.<ext>`. The
+//! period being written is a journal in `.inprogress/`,
+//! `<table>-<host>-<stamp>.csv.zst.tmp`. The writer makes these names and
+//! every reader finds files by them; this module is the one place that
+//! spells them.
 
 use std::time::Duration;
 
-use crate::timefmt::Civil;
+use crate::store::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks};
+use crate::store::timefmt::Civil;
+
+/// Where files are written before they are complete.
+pub const INPROGRESS_DIR: &str = ".inprogress";
+/// Every table, in the order their files are written.
+pub const TABLES: [&str; 5] = [
+    Stacks::NAME,
+    Samples::NAME,
+    Syscalls::NAME,
+    Iorq::NAME,
+    Ticks::NAME,
+];
+/// Extension of CSV files.
+pub const CSV_EXT: &str = "csv.zst";
+/// Extension of Parquet files.
+pub const PARQUET_EXT: &str = "parquet";
+/// Suffix of files in `.inprogress/`.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Journal name of table `table`'s file `stem`.
+pub fn journal_name(table: &str, stem: &str) -> String {
+    format!("{table}-{stem}.{CSV_EXT}{TMP_SUFFIX}")
+}
+
+/// In-progress Parquet name of table `table`'s file `stem`.
+pub fn parquet_tmp_name(table: &str, stem: &str) -> String {
+    format!("{table}-{stem}.{PARQUET_EXT}{TMP_SUFFIX}")
+}
+
+/// The table and stem of a journal name made by `journal_name`.
+pub fn parse_journal_name(name: &str) -> Option<(&str, &str)> {
+    let base = name
+        .strip_suffix(TMP_SUFFIX)?
+        .strip_suffix(CSV_EXT)?
+        .strip_suffix('.')?;
+    base.split_once('-')
+}
+
+/// The host name, restricted to characters that are safe in file names:
+/// what files (and export archives) are named after.
+pub fn host_name() -> String {
+    let raw = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "localhost".to_string()
+    } else {
+        clean
+    }
+}
 
 /// A half-open time range `[start_us, end_us)`, microseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +160,38 @@ pub fn stamp_of(name: &str) -> Option<i64> {
     if !host_dash.ends_with('-') {
         return None;
     }
-    crate::timefmt::parse_compact(stamp)
+    crate::store::timefmt::parse_compact(stamp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_names_round_trip() {
+        let name = journal_name("samples", "web-1-20261122T130405Z");
+        assert_eq!(name, "samples-web-1-20261122T130405Z.csv.zst.tmp");
+        assert_eq!(
+            parse_journal_name(&name),
+            Some(("samples", "web-1-20261122T130405Z"))
+        );
+        assert_eq!(
+            parse_journal_name(&journal_name("ticks", "h-20261122T130405Z-2")),
+            Some(("ticks", "h-20261122T130405Z-2"))
+        );
+        assert_eq!(parse_journal_name("samples-x.parquet.tmp"), None);
+    }
+
+    #[test]
+    fn host_name_is_file_name_safe() {
+        let host = host_name();
+        assert!(!host.is_empty());
+        assert!(
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)),
+            "{host}"
+        );
+    }
 
     #[test]
     fn periods_are_aligned_to_the_epoch() {

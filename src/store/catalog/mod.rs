@@ -25,9 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::output::rotate::stamp_of;
-use crate::output::table::{CSV_EXT, PARQUET_EXT};
-pub use inprogress::{journal_reader, open, published_paths, Opened};
+use crate::store::layout::{stamp_of, CSV_EXT, PARQUET_EXT};
+pub use inprogress::{journal_reader, open, published_paths, Opened, TolerantEnd};
 pub use problems::{archive_window, Problem, TableReads};
 
 /// Format of a published file.
@@ -165,7 +164,9 @@ impl Catalog {
         let ticks: Vec<DataFile> = catalog
             .journals
             .iter()
-            .filter(|j| j.table == <crate::schema::Ticks as crate::schema::Table>::NAME)
+            .filter(|j| {
+                j.table == <crate::store::schema::Ticks as crate::store::schema::Table>::NAME
+            })
             .filter_map(|j| catalog.journal_file(j))
             .collect();
         for file in ticks {

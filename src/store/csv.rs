@@ -17,8 +17,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-use crate::schema::{Table, Value};
-use crate::timefmt::write_timestamp_micros;
+use crate::store::schema::{Table, Value};
+use crate::store::timefmt::write_timestamp_micros;
 
 /// zstd level 1: on taskscope's rows (which repeat heavily from tick to
 /// tick) it is about four times faster than level 3 and compresses as well

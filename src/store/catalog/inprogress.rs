@@ -26,9 +26,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{DataFile, FileFormat, Problem};
-use crate::output::rotate::{stamp_of, FileName};
-use crate::output::table::{parse_journal_name, CSV_EXT, PARQUET_EXT};
-use crate::output::INPROGRESS_DIR;
+use crate::store::layout::{
+    parse_journal_name, stamp_of, FileName, CSV_EXT, INPROGRESS_DIR, PARQUET_EXT,
+};
 
 /// One journal found in `.inprogress/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,18 +146,37 @@ pub fn open(file: &DataFile) -> io::Result<(File, Opened)> {
 
 /// The decoded CSV text of a journal, up to its last complete record.
 pub fn journal_reader(file: File) -> io::Result<CompleteRecords<TolerantEnd<impl Read>>> {
-    let decoder = zstd::stream::read::Decoder::new(file)?;
-    Ok(CompleteRecords::new(TolerantEnd {
-        inner: decoder,
-        failed: false,
-    }))
+    Ok(CompleteRecords::new(TolerantEnd::journal(file)?))
 }
 
 /// A reader that ends, instead of failing, at the first error of the
-/// reader below: a journal's unfinished zstd block.
+/// reader below (a journal's unfinished zstd block), and remembers the
+/// last byte it delivered.
 pub struct TolerantEnd<R> {
     inner: R,
+    last: Option<u8>,
     failed: bool,
+}
+
+/// A journal's zstd stream.
+pub type JournalDecoder = zstd::stream::read::Decoder<'static, io::BufReader<File>>;
+
+impl TolerantEnd<JournalDecoder> {
+    /// The decoded text of journal `file`, up to its unfinished block.
+    pub fn journal(file: File) -> io::Result<TolerantEnd<JournalDecoder>> {
+        Ok(TolerantEnd {
+            inner: zstd::stream::read::Decoder::new(file)?,
+            last: None,
+            failed: false,
+        })
+    }
+}
+
+impl<R> TolerantEnd<R> {
+    /// The last byte delivered, if any.
+    pub fn last_byte(&self) -> Option<u8> {
+        self.last
+    }
 }
 
 impl<R: Read> Read for TolerantEnd<R> {
@@ -166,7 +185,12 @@ impl<R: Read> Read for TolerantEnd<R> {
             return Ok(0);
         }
         match self.inner.read(buf) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if n > 0 {
+                    self.last = Some(buf[n - 1]);
+                }
+                Ok(n)
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
             Err(_) => {
                 self.failed = true;
@@ -285,7 +309,7 @@ fn newest_csv_ts(reader: impl Read) -> Option<i64> {
             last.extend_from_slice(field);
         }
     }
-    crate::timefmt::parse_timestamp_micros(std::str::from_utf8(&last).ok()?)
+    crate::store::timefmt::parse_timestamp_micros(std::str::from_utf8(&last).ok()?)
 }
 
 #[cfg(test)]
@@ -367,7 +391,7 @@ mod tests {
         };
         assert_eq!(
             newest_tick(&file),
-            crate::timefmt::parse_timestamp_micros("2026-11-22 13:00:01.000000")
+            crate::store::timefmt::parse_timestamp_micros("2026-11-22 13:00:01.000000")
         );
     }
 
