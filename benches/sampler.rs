@@ -13,8 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use taskscope::output::tick::Tick;
 use taskscope::output::{self, OutputDir, Writer, WriterConfig};
-use taskscope::sampler::{monotonic_ns, scan, Tick};
+use taskscope::sampler::{monotonic_ns, scan};
 
 struct Sleepers {
     stop: Arc<(Mutex<bool>, Condvar)>,

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use taskscope::stacks::maps::{read_maps, FileCache};
-use taskscope::stacks::symbolize::Symbolizer;
+use taskscope::output::stacks::maps::{read_maps, FileCache};
+use taskscope::output::stacks::symbolize::Symbolizer;
 
 const FRAMES_PER_STACK: usize = 20;
 

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use common::{files_below, median};
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
 use taskscope::output::rows::{sample_row, SampleNames};
+use taskscope::output::sample::Sample;
+use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
-use taskscope::record::{decode, Sample};
-use taskscope::sampler::{Tick, TickStats};
+use taskscope::record::decode;
 use taskscope::store::csv::CsvFile;
 use taskscope::store::schema::{SampleRow, Samples};
 
@@ -73,7 +74,7 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }
 
-static NO_STACKS: taskscope::stacks::Resolved = taskscope::stacks::Resolved {
+static NO_STACKS: taskscope::output::stacks::Resolved = taskscope::output::stacks::Resolved {
     kstack: None,
     ustack: None,
     kfunc: None,

@@ -11,13 +11,13 @@
 //! sampling depends on the number of threads and the frequency, never on how
 //! busy the machine is.
 
+pub mod agent;
 pub mod bpf;
 pub mod cli;
 pub mod cli_admin;
 pub mod config;
 pub mod config_file;
 pub mod doctor;
-pub mod enrich;
 pub mod export;
 pub mod files;
 pub mod logging;
@@ -29,7 +29,6 @@ pub mod report;
 pub mod sampler;
 pub mod service;
 pub mod signals;
-pub mod stacks;
 pub mod store;
 
 use std::process::ExitCode;

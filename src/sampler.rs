@@ -8,138 +8,39 @@
 //! to the writer thread. If the writer falls behind, whole ticks are dropped
 //! and counted; the sampler never blocks on it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use tracing::{info, warn};
 
-use crate::bpf::types::{ts_completion, ts_slot_state};
+use crate::agent::stacks::Collector;
+use crate::bpf::types::ts_slot_state;
 use crate::bpf::{Agent, LoadOptions, StateTable, Tracked};
 use crate::config::Config;
-use crate::output::{self, Message, OutputDir, Writer, WriterConfig};
+use crate::output::sample::Sample;
+use crate::output::tick::{QueuedBytes, Tick, TickStats};
+use crate::output::{self, OutputDir, Writer, WriterConfig};
 use crate::privileges;
-use crate::record::{self, Sample};
+use crate::record;
 use crate::service::Service;
-use crate::stacks::collect::Collector;
-use crate::stacks::RawStacks;
 use crate::store::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
 /// line per thread).
 const PREFETCH_AHEAD: usize = 48;
-/// How often the writer checks that the output directory still exists.
-const OUTPUT_DIR_CHECK: Duration = Duration::from_secs(1);
-/// How often the writer hands the heap's free pages back to the kernel.
-const MEMORY_TRIM: Duration = Duration::from_secs(10);
 /// Ticks the writer may be behind before the sampler drops ticks.
 const QUEUE_TICKS: usize = 64;
-/// Memory the queued ticks may hold (`Tick::approx_bytes`) before the
-/// sampler drops ticks: 64 ticks of 10,000 threads with stacks would
-/// otherwise be ~700 MB.
-const QUEUE_BYTES: usize = 64 << 20;
 /// Minimum time between two log lines about overruns or drops.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Reconciliation interval while threads are left out of a full table:
 /// the pass both measures how many are left out and tracks them as slots
 /// free up (a pass over 10,000 threads costs ~4 ms of CPU).
 const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
-
-/// One tick's worth of samples.
-#[derive(Debug, Clone)]
-pub struct Tick {
-    /// Wall-clock time of the tick, microseconds since the epoch (UTC).
-    pub ts_us: i64,
-    /// CLOCK_MONOTONIC nanoseconds at `ts_us` (converts kernel times).
-    pub mono_ns: u64,
-    /// Thread time each row stands for.
-    pub weight_us: u64,
-    pub samples: Vec<Sample>,
-    /// Ends of tracked syscalls and requests reported since the last tick.
-    pub completions: Vec<ts_completion>,
-    /// Stack captures the writer has not seen (`StackRef::raw` indexes).
-    pub stacks: Vec<RawStacks>,
-    pub stats: TickStats,
-}
-
-impl Tick {
-    /// Heap memory the tick holds, roughly (what the writer queue counts).
-    pub fn approx_bytes(&self) -> usize {
-        use std::mem::size_of;
-        let stacks: usize = self
-            .stacks
-            .iter()
-            .map(|s| {
-                size_of::<RawStacks>()
-                    + (s.kernel.capacity() + s.user.capacity()) * size_of::<u64>()
-                    + s.peek.as_ref().map_or(0, |p| p.len())
-            })
-            .sum();
-        size_of::<Tick>()
-            + self.samples.capacity() * size_of::<Sample>()
-            + self.completions.capacity() * size_of::<ts_completion>()
-            + stacks
-    }
-}
-
-/// Memory held by the ticks in the writer's queue, shared by the sampler
-/// (adds before sending) and the writer (subtracts once written).
-#[derive(Clone, Default)]
-pub struct QueuedBytes(Arc<AtomicUsize>);
-
-impl QueuedBytes {
-    /// Reserve `bytes` unless that would pass `QUEUE_BYTES`. A tick is
-    /// always let through into an empty queue, however large.
-    fn try_reserve(&self, bytes: usize) -> bool {
-        let queued = self.0.load(Ordering::Acquire);
-        if queued > 0 && queued + bytes > QUEUE_BYTES {
-            return false;
-        }
-        self.0.fetch_add(bytes, Ordering::AcqRel);
-        true
-    }
-
-    fn release(&self, bytes: usize) {
-        self.0.fetch_sub(bytes, Ordering::AcqRel);
-    }
-}
-
-/// What one tick cost and saw.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TickStats {
-    /// Live slots scanned.
-    pub walked: u32,
-    /// Rows produced.
-    pub emitted: u32,
-    /// Entries skipped because writers kept changing them.
-    pub torn: u32,
-    /// CPU time of the scan, microseconds.
-    pub pass_us: u64,
-    /// Deadlines skipped since the previous tick the writer got (those
-    /// skipped before dropped ticks included), so the `ticks` table sums
-    /// to every skipped deadline.
-    pub missed_ticks: u64,
-    /// Ticks dropped since start because the writer fell behind.
-    pub dropped_ticks_total: u64,
-    /// The sample rows of those ticks.
-    pub dropped_tick_rows_total: u64,
-    /// New threads not tracked since start because the table was full.
-    pub untracked_total: u64,
-    /// Live threads left out of the full table now (see `Coverage`).
-    pub untracked_now: u64,
-    /// Slots of the table in use (owned, or exited and not yet recycled).
-    pub slots_used: u64,
-    /// BPF map updates that failed in the hooks since start.
-    pub map_update_failed: u64,
-    /// Rows with stacks.
-    pub stack_rows: u32,
-    /// Threads the stack refresh pass was asked to capture.
-    pub stack_requests: u32,
-}
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
 pub fn monotonic_ns() -> u64 {
@@ -401,14 +302,17 @@ pub fn run_agent(config: &Config) -> Result<()> {
         .spawn(move || match Writer::new(out, writer_config) {
             Ok(writer) => {
                 let _ = ready_tx.send(Ok(()));
-                Some(writer_loop(
+                let supervisor = WriterSupervisor {
+                    signals: publish,
+                    service: writer_service,
+                    status,
+                };
+                Some(output::thread::writer_loop(
                     writer,
                     receiver,
                     writer_queued,
                     flush_interval,
-                    publish,
-                    writer_service,
-                    status,
+                    supervisor,
                 ))
             }
             Err(err) => {
@@ -461,62 +365,26 @@ pub fn run_agent(config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(
-    mut writer: Writer,
-    receiver: Receiver<Tick>,
-    queued_bytes: QueuedBytes,
-    flush_interval: Duration,
+/// What the writer thread reports to the agent and asks of it:
+/// publication requests come from the signals, readiness and liveness go
+/// to the service manager.
+struct WriterSupervisor {
     signals: Shutdown,
     service: Service,
     status: String,
-) -> (output::WriterStats, Option<anyhow::Error>) {
-    // Wake at least every 250 ms: SIGHUP is answered within that.
-    let wait = flush_interval.min(Duration::from_millis(250));
-    let mut dir_checked = Instant::now();
-    let mut trimmed = Instant::now();
-    loop {
-        if trimmed.elapsed() >= MEMORY_TRIM {
-            trimmed = Instant::now();
-            release_free_memory();
-        }
-        if dir_checked.elapsed() >= OUTPUT_DIR_CHECK {
-            dir_checked = Instant::now();
-            if let Err(err) = writer.check_output_dir() {
-                // Dropping the receiver stops the sampler.
-                return (writer.close(), Some(err));
-            }
-        }
-        match receiver.recv_timeout(wait) {
-            Ok(tick) => {
-                let bytes = tick.approx_bytes();
-                writer.handle(Message::Tick(tick));
-                queued_bytes.release(bytes);
-                service.tick_written(&status);
-            }
-            Err(RecvTimeoutError::Timeout) => writer.flush_if_due(),
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        service.writer_alive();
-        if signals.take_publish_request() {
-            writer.handle(Message::Publish);
-        }
-    }
-    (writer.close(), None)
 }
 
-/// Give the allocator's free pages back to the kernel. glibc keeps freed
-/// memory inside its heaps; with threads and processes coming and going,
-/// short-lived buffers (a maps file, a tick of 10,000 rows, a symbolizer
-/// index) leave free holes that stay resident, and the agent's anonymous
-/// memory crept up ~30% over two minutes of churn with the bytes in use
-/// flat. `malloc_trim` releases the free pages of every arena with
-/// `MADV_DONTNEED` (measured: about a millisecond for a 70 MiB heap).
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases memory no allocation holds; it
-    // takes the allocator's own locks.
-    unsafe {
-        libc::malloc_trim(0);
+impl output::thread::Supervisor for WriterSupervisor {
+    fn take_publish_request(&self) -> bool {
+        self.signals.take_publish_request()
+    }
+
+    fn tick_written(&self) {
+        self.service.tick_written(&self.status);
+    }
+
+    fn writer_alive(&self) {
+        self.service.writer_alive();
     }
 }
 

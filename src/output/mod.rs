@@ -34,10 +34,16 @@
 //! sample whose stack is missing.
 
 pub mod dir;
+pub mod enrich;
+pub mod period;
+pub mod periods;
 pub mod recover;
 pub mod retention;
 pub mod rows;
-pub mod table;
+pub mod sample;
+pub mod stacks;
+pub mod thread;
+pub mod tick;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -48,18 +54,19 @@ use tracing::{error, info, warn};
 
 use crate::bpf::types::ts_completion_kind;
 use crate::bpf::TrackKinds;
-use crate::enrich::Enricher;
 use crate::files::at;
-use crate::sampler::Tick;
-use crate::stacks::{Resolved, StackResolver};
 use crate::store::layout::{parse_journal_name, INPROGRESS_DIR, TABLES};
 use crate::store::names::dev_name;
-use crate::store::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks};
+use crate::store::schema::{Iorq, Samples, Syscalls, Table};
 pub use dir::{OutputDir, OutputPlan};
+use enrich::Enricher;
+pub use period::Formats;
+use period::{Abandoned, Target};
+use periods::{OpenPeriods, Published};
 pub use recover::Recovered;
 pub use retention::Retention;
-pub use table::Formats;
-use table::{Abandoned, PeriodFiles, TableWriter, Target};
+use stacks::{Resolved, StackResolver};
+use tick::Tick;
 
 /// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -150,127 +157,10 @@ impl Place {
     }
 }
 
-/// The open period of every table.
-#[derive(Default)]
-struct Tables {
-    stacks: TableWriter<Stacks>,
-    samples: TableWriter<Samples>,
-    /// With --track syscalls.
-    syscalls: Option<TableWriter<Syscalls>>,
-    /// With --track io.
-    iorq: Option<TableWriter<Iorq>>,
-    ticks: TableWriter<Ticks>,
-}
-
-impl Tables {
-    fn new(track: TrackKinds) -> Tables {
-        Tables {
-            syscalls: track.syscalls.then(TableWriter::default),
-            iorq: track.io.then(TableWriter::default),
-            ..Tables::default()
-        }
-    }
-
-    /// Every table written, stacks first (a sample row never precedes the
-    /// stack it refers to), samples before what joins to them.
-    fn all(&self) -> impl Iterator<Item = &dyn PeriodFiles> {
-        [
-            Some(&self.stacks as &dyn PeriodFiles),
-            Some(&self.samples as &dyn PeriodFiles),
-            self.syscalls.as_ref().map(|t| t as &dyn PeriodFiles),
-            self.iorq.as_ref().map(|t| t as &dyn PeriodFiles),
-            Some(&self.ticks as &dyn PeriodFiles),
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    fn all_mut(&mut self) -> impl Iterator<Item = &mut dyn PeriodFiles> {
-        [
-            Some(&mut self.stacks as &mut dyn PeriodFiles),
-            Some(&mut self.samples as &mut dyn PeriodFiles),
-            self.syscalls.as_mut().map(|t| t as &mut dyn PeriodFiles),
-            self.iorq.as_mut().map(|t| t as &mut dyn PeriodFiles),
-            Some(&mut self.ticks as &mut dyn PeriodFiles),
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    /// Give up every table's period; (samples, others).
-    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
-        let samples = self.samples.abandon(target);
-        let others = self.all_mut().filter_map(|t| t.abandon(target)).collect();
-        (samples, others)
-    }
-
-    fn journals(&self) -> Vec<String> {
-        self.all()
-            .filter_map(|t| t.journal())
-            .map(String::from)
-            .collect()
-    }
-
-    fn needs_rotation(&self, ts_us: i64) -> bool {
-        self.all().any(|t| t.needs_rotation(ts_us))
-    }
-
-    /// Open every table's period (stacks first); whether the stacks
-    /// period is new.
-    fn ensure_open(
-        &mut self,
-        target: &Target<'_>,
-        host: &str,
-        ts_us: i64,
-        rotate: Duration,
-    ) -> Result<bool> {
-        let fresh = self.stacks.journal().is_none();
-        for table in self.all_mut() {
-            table.ensure_open(target, host, ts_us, rotate)?;
-        }
-        Ok(fresh)
-    }
-
-    /// Flush all tables together, stacks first, when the flush interval
-    /// has passed for any; whether they were flushed.
-    fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        if !self.all().any(|t| t.flush_due(interval)) {
-            return Ok(false);
-        }
-        for table in self.all_mut() {
-            table.flush_if_due(Duration::ZERO)?;
-        }
-        Ok(true)
-    }
-
-    /// Publish every table's period, stacks first; counts into
-    /// `published` as it goes (a later table's failure does not undo an
-    /// earlier table's publication).
-    fn publish(&mut self, target: &Target<'_>, published: &mut Published) -> Result<()> {
-        published.files |= self.stacks.publish(target)? > 0;
-        let sample_rows = self.samples.publish(target)?;
-        published.sample_rows += sample_rows;
-        published.files |= sample_rows > 0;
-        // Stacks and samples have nothing open any more.
-        for table in self.all_mut() {
-            published.files |= table.publish(target)? > 0;
-        }
-        Ok(())
-    }
-}
-
-/// What a publication did.
-#[derive(Debug, Default)]
-struct Published {
-    /// Whether any file with rows was published.
-    files: bool,
-    sample_rows: u64,
-}
-
 /// Writes every table.
 pub struct Writer {
     place: Place,
-    tables: Tables,
+    tables: OpenPeriods,
     enrich: Enricher,
     stacks: StackResolver,
     /// The stacks of the current tick's samples.
@@ -291,21 +181,8 @@ impl Writer {
     /// Prepare the output directory: publish what earlier runs left in
     /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
-        let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
-            .with_context(|| format!("cannot create {}/{INPROGRESS_DIR}", out.path().display()))?;
-        for table in TABLES {
-            let tracked = match table {
-                Syscalls::NAME => config.track.syscalls,
-                Iorq::NAME => config.track.io,
-                _ => true,
-            };
-            if !tracked {
-                continue;
-            }
-            at::ensure_dir_with(out.fd(), table, out.perms())
-                .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
-        }
-        let tables = Tables::new(config.track);
+        let inprogress = prepare_dirs(&out, config.track)?;
+        let tables = OpenPeriods::new(config.track);
         let mut writer = Writer {
             place: Place {
                 out,
@@ -586,21 +463,7 @@ impl Writer {
                 "the output directory {path} was removed while running and cannot be created again"
             )
         })?;
-        let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
-            .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
-        let track = self.place.config.track;
-        for table in TABLES {
-            let tracked = match table {
-                Syscalls::NAME => track.syscalls,
-                Iorq::NAME => track.io,
-                _ => true,
-            };
-            if !tracked {
-                continue;
-            }
-            at::ensure_dir_with(out.fd(), table, out.perms())
-                .with_context(|| format!("cannot create {path}/{table}"))?;
-        }
+        let inprogress = prepare_dirs(&out, self.place.config.track)?;
         // The open periods' journals and those pending recovery went with
         // the removed directory.
         let (samples, _) = self.tables.abandon(&self.place.target());
@@ -665,6 +528,26 @@ impl Writer {
             self.errors_since_log = 0;
         }
     }
+}
+
+/// Create `.inprogress/` and the directory of every table written (the
+/// tracked ones only with --track); the open `.inprogress/`.
+fn prepare_dirs(out: &OutputDir, track: TrackKinds) -> Result<OwnedFd> {
+    let path = out.path().display();
+    let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
+        .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
+    for table in TABLES {
+        let tracked = match table {
+            Syscalls::NAME => track.syscalls,
+            Iorq::NAME => track.io,
+            _ => true,
+        };
+        if tracked {
+            at::ensure_dir_with(out.fd(), table, out.perms())
+                .with_context(|| format!("cannot create {path}/{table}"))?;
+        }
+    }
+    Ok(inprogress)
 }
 
 /// Leave an abandoned journal holding exactly the rows its last flush made

@@ -9,11 +9,10 @@
 //! goes. A journal that cannot be read at all is renamed `*.broken` and
 //! kept, never deleted.
 
-
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use super::table::{publish_file, Target};
+use super::period::{publish_file, Target};
 use crate::files::at::{self, Permissions};
 use crate::store::catalog::TolerantEnd;
 use crate::store::csv::CsvFile;

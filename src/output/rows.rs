@@ -7,9 +7,9 @@
 //! is measured by `benches/writer.rs`).
 
 use crate::bpf::types::{ts_completion, ts_io_flags};
-use crate::record::Sample;
-use crate::sampler::{Tick, TickStats};
-use crate::stacks::Resolved;
+use crate::output::sample::Sample;
+use crate::output::stacks::Resolved;
+use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
 use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
 

@@ -7,7 +7,7 @@
 //! waiting for one, in uninterruptible sleep, stopped or traced. Sleeping
 //! and idle threads are not active; `--all-states` counts them too.
 
-use crate::record::ThreadState;
+use crate::store::thread_state::ThreadState;
 
 /// How one state is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]

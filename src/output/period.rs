@@ -95,16 +95,16 @@ pub struct Abandoned {
 }
 
 /// The files of table `T`.
-pub struct TableWriter<T: Table> {
+pub struct PeriodWriter<T: Table> {
     current: Option<OpenFile>,
     /// The period a failed publication gave up.
     failed: Option<Abandoned>,
     _table: PhantomData<fn() -> T>,
 }
 
-impl<T: Table> Default for TableWriter<T> {
+impl<T: Table> Default for PeriodWriter<T> {
     fn default() -> Self {
-        TableWriter {
+        PeriodWriter {
             current: None,
             failed: None,
             _table: PhantomData,
@@ -112,7 +112,7 @@ impl<T: Table> Default for TableWriter<T> {
     }
 }
 
-impl<T: Table> TableWriter<T> {
+impl<T: Table> PeriodWriter<T> {
     /// Journal file name of the open period, if any.
     pub fn journal(&self) -> Option<&str> {
         self.current.as_ref().map(|f| f.journal_name.as_str())
@@ -225,7 +225,7 @@ impl<T: Table> TableWriter<T> {
 
     /// Finish the open period and move its files into their partition;
     /// the rows published (0: no period was open). On failure the journal
-    /// stays in `.inprogress/` for recovery ([`TableWriter::abandon`] says
+    /// stays in `.inprogress/` for recovery ([`PeriodWriter::abandon`] says
     /// how many of its rows it holds).
     pub fn publish(&mut self, target: &Target<'_>) -> Result<u64> {
         let Some(file) = self.current.take() else {
@@ -330,12 +330,12 @@ pub trait PeriodFiles {
     fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned>;
 }
 
-impl<T: Table> PeriodFiles for TableWriter<T> {
+impl<T: Table> PeriodFiles for PeriodWriter<T> {
     fn journal(&self) -> Option<&str> {
-        TableWriter::journal(self)
+        PeriodWriter::journal(self)
     }
     fn needs_rotation(&self, ts_us: i64) -> bool {
-        TableWriter::needs_rotation(self, ts_us)
+        PeriodWriter::needs_rotation(self, ts_us)
     }
     fn ensure_open(
         &mut self,
@@ -344,18 +344,18 @@ impl<T: Table> PeriodFiles for TableWriter<T> {
         first_us: i64,
         rotate: Duration,
     ) -> Result<()> {
-        TableWriter::ensure_open(self, target, host, first_us, rotate)
+        PeriodWriter::ensure_open(self, target, host, first_us, rotate)
     }
     fn flush_due(&self, interval: Duration) -> bool {
-        TableWriter::flush_due(self, interval)
+        PeriodWriter::flush_due(self, interval)
     }
     fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        TableWriter::flush_if_due(self, interval)
+        PeriodWriter::flush_if_due(self, interval)
     }
     fn publish(&mut self, target: &Target<'_>) -> Result<u64> {
-        TableWriter::publish(self, target)
+        PeriodWriter::publish(self, target)
     }
     fn abandon(&mut self, target: &Target<'_>) -> Option<Abandoned> {
-        TableWriter::abandon(self, target)
+        PeriodWriter::abandon(self, target)
     }
 }

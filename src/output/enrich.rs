@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tracing::debug;
 
-use crate::record::Sample;
+use crate::output::sample::Sample;
 
 /// Entries per cache before it is cleared.
 const CACHE_LIMIT: usize = 65_536;

@@ -311,7 +311,7 @@ fn sched_text_range() -> Option<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::maps::{read_maps, FileCache};
+    use crate::output::stacks::maps::{read_maps, FileCache};
 
     #[inline(never)]
     fn marker_function_for_symbolization() -> u64 {

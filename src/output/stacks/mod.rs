@@ -12,7 +12,6 @@
 //! the same code path has the same `stack_id` in every process and across
 //! restarts.
 
-pub mod collect;
 pub mod maps;
 pub mod symbolize;
 pub mod unwind;
@@ -28,7 +27,7 @@ use symbolize::{Frames, Symbolizer};
 use unwind::{RawUser, UnwindCache};
 
 use crate::bpf::types::ts_stack;
-pub use crate::bpf::StackKinds;
+use crate::output::sample::StackRef;
 use crate::store::schema::{StackKind, StackRow};
 
 /// Processes whose maps are kept before the cache is cleared.
@@ -96,16 +95,6 @@ fn memo_insert<V>(memo: &mut FxHashMap<u128, V>, limit: usize, key: u128, value:
         memo.clear();
     }
     memo.insert(key, value);
-}
-
-/// Where a sample's stacks are: a capture in the table, identified by its
-/// slot and time; `raw` indexes `Tick::stacks` when the writer has not
-/// seen this capture yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StackRef {
-    pub slot: u32,
-    pub captured_ns: u64,
-    pub raw: Option<u32>,
 }
 
 /// A capture copied out of the table, for the writer.

@@ -24,11 +24,12 @@
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use super::{RawStacks, StackRef};
 use crate::bpf::types::ts_stack_flags;
 use crate::bpf::{Agent, StackHeader, StateTable};
-use crate::record::{Sample, ThreadState};
+use crate::output::sample::{Sample, StackRef};
+use crate::output::stacks::RawStacks;
 use crate::sampler::monotonic_ns;
+use crate::store::thread_state::ThreadState;
 
 /// Threads the refresh pass is asked for at most per pass.
 const REFRESH_BUDGET: usize = 256;

@@ -1,0 +1,3 @@
+//! `taskscope run`: the agent.
+
+pub mod stacks;
