@@ -14,11 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
 use taskscope::output::sample::Sample;
 use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
-use taskscope::record::decode;
 
 const THREADS: u32 = 1_000;
 

@@ -13,9 +13,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use taskscope::agent::clock::monotonic_ns;
+use taskscope::agent::sampler::scan;
 use taskscope::output::tick::Tick;
 use taskscope::output::{self, OutputDir, Writer, WriterConfig};
-use taskscope::sampler::{monotonic_ns, scan};
 
 struct Sleepers {
     stop: Arc<(Mutex<bool>, Condvar)>,

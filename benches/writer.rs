@@ -9,12 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{files_below, median};
+use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
 use taskscope::output::rows::{sample_row, SampleNames};
 use taskscope::output::sample::Sample;
 use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
-use taskscope::record::decode;
 use taskscope::store::csv::CsvFile;
 use taskscope::store::schema::{SampleRow, Samples};
 

@@ -447,7 +447,7 @@ pub fn exit_on_parse_error(err: clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayVersion => {
             // Version, commit and the kernel's features (issue 6).
-            print!("{}", crate::doctor::version_text());
+            print!("{}", crate::agent::doctor::version_text());
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::agent::config::Config;
 use crate::bpf::{StackKinds, TrackKinds};
 use crate::cli::{Format, RunArgs, StackChoice, TrackChoice};
 use crate::files::at::Permissions;
@@ -32,31 +33,6 @@ fn stack_kinds(choices: &[StackChoice]) -> Result<StackKinds> {
         kernel: choices.contains(&StackChoice::Kernel),
         user: choices.contains(&StackChoice::User),
     })
-}
-
-/// Everything `run` needs, checked.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Absolute, lexically normalised; not resolved through symlinks.
-    pub output_dir: PathBuf,
-    pub frequency: u32,
-    pub include_all: bool,
-    pub pids: Vec<u32>,
-    pub duration: Option<Duration>,
-    pub formats: Formats,
-    pub stacks: StackKinds,
-    pub track: TrackKinds,
-    pub rotate: Duration,
-    pub flush_interval: Duration,
-    pub retention: Retention,
-    pub perms: Permissions,
-    pub max_threads: u32,
-    pub pin_dir: Option<PathBuf>,
-    pub reconcile_interval: Duration,
-    /// Host name as used in file names.
-    pub host: String,
-    /// --max-cpu: the agent's CPU budget, percent of one CPU.
-    pub max_cpu: Option<u32>,
 }
 
 impl Config {
@@ -139,16 +115,6 @@ impl Config {
             max_cpu: args.max_cpu,
             host: crate::store::layout::host_name(),
         })
-    }
-
-    /// Sampling period.
-    pub fn period(&self) -> Duration {
-        Duration::from_nanos(1_000_000_000 / u64::from(self.frequency))
-    }
-
-    /// The weight of one sample row in microseconds of thread time.
-    pub fn weight_us(&self) -> u64 {
-        1_000_000 / u64::from(self.frequency)
     }
 }
 

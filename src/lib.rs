@@ -17,18 +17,12 @@ pub mod cli;
 pub mod cli_admin;
 pub mod config;
 pub mod config_file;
-pub mod doctor;
 pub mod export;
 pub mod files;
 pub mod logging;
 pub mod manpage;
 pub mod output;
-pub mod privileges;
-pub mod record;
 pub mod report;
-pub mod sampler;
-pub mod service;
-pub mod signals;
 pub mod store;
 
 use std::process::ExitCode;
@@ -75,11 +69,11 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     if !matches!(&cli.command, cli::Command::Run(args) if !args.check) {
         // Only the agent answers signals; the others take their default
         // action, as if they had never been held.
-        signals::release();
+        agent::signals::release();
     }
     match cli.command {
         cli::Command::Run(args) => {
-            let config = match config::Config::from_args(&args) {
+            let config = match agent::Config::from_args(&args) {
                 Ok(config) => config,
                 Err(err) => {
                     let source = args.config.as_ref().map(|path| {
@@ -90,9 +84,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             if args.check {
-                return doctor::check(&config);
+                return agent::doctor::check(&config);
             }
-            sampler::run_agent(&config)?;
+            agent::run_agent(&config)?;
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Report(args) => {
@@ -110,7 +104,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }
         cli::Command::Export(args) => export::export(&args),
         cli::Command::Import(args) => export::import(&args),
-        cli::Command::Doctor(args) => doctor::doctor(&args),
+        cli::Command::Doctor(args) => agent::doctor::doctor(&args),
         cli::Command::Generate(args) => {
             print!(
                 "{}",

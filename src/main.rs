@@ -6,7 +6,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Before anything else: a stop or reload while the agent starts waits
     // for its handlers instead of killing it (see `signals`).
-    taskscope::signals::hold();
+    taskscope::agent::signals::hold();
     let cli = match taskscope::config_file::parse_command_line(std::env::args_os()) {
         Ok(cli) => cli,
         Err(failure) => return failure.exit(),

@@ -24,11 +24,11 @@
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
+use super::clock::monotonic_ns;
 use crate::bpf::types::ts_stack_flags;
 use crate::bpf::{Agent, StackHeader, StateTable};
 use crate::output::sample::{Sample, StackRef};
 use crate::output::stacks::RawStacks;
-use crate::sampler::monotonic_ns;
 use crate::store::thread_state::ThreadState;
 
 /// Threads the refresh pass is asked for at most per pass.
@@ -257,7 +257,7 @@ mod tests {
     use super::*;
 
     fn sample(state: ThreadState, wait_ns: u64, switch_out_ns: u64) -> Sample {
-        let mut s = crate::record::decode(&crate::bpf::types::ts_thread::default(), 0, 0);
+        let mut s = crate::agent::decode::decode(&crate::bpf::types::ts_thread::default(), 0, 0);
         s.state = state;
         s.wait_ns = wait_ns;
         s.switch_out_ns = switch_out_ns;

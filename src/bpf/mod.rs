@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 pub use skel::types;
 use skel::{TaskscopeSkel, TaskscopeSkelBuilder};
-pub use table::{StackHeader, StateTable, Tracked};
+pub use table::{SchedFields, StackHeader, StateTable, Tracked};
 
 /// Where the kernel publishes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";

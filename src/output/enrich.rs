@@ -219,15 +219,14 @@ mod tests {
     use super::*;
 
     fn sample(tgid: u32, euid: u32, exe_id: u64, cgroup_id: u64) -> Sample {
-        let entry = crate::bpf::types::ts_thread {
+        Sample {
             tid: tgid,
             tgid,
             euid,
             exe_id,
             cgroup_id,
-            ..Default::default()
-        };
-        crate::record::decode(&entry, 0, 0)
+            ..Sample::default()
+        }
     }
 
     #[test]

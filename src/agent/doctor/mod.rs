@@ -21,9 +21,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use rustix::thread::CapabilitySet;
 
+use crate::agent::config::Config;
 use crate::bpf::{self, Agent, LoadOptions};
 use crate::cli_admin::DoctorArgs;
-use crate::config::Config;
 
 /// How a finding bears on running the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -275,8 +275,7 @@ const SYMBOLIZATION_CAPS: &[(CapabilitySet, &str, &str)] = &[
 
 fn privilege_findings(config: &Config, effective: CapabilitySet) -> Vec<Finding> {
     let mut out = Vec::new();
-    let can_load = effective.contains(CapabilitySet::SYS_ADMIN)
-        || effective.contains(CapabilitySet::BPF | CapabilitySet::PERFMON);
+    let can_load = super::privileges::allows_tracing(effective);
     out.push(if can_load {
         finding(
             Level::Ok,
@@ -453,13 +452,8 @@ fn output_finding(config: &Config) -> Finding {
 /// them. Pins nothing, writes nothing.
 fn trial_load(config: &Config) -> Finding {
     let loaded = Agent::load(&LoadOptions {
-        agent_tgid: std::process::id(),
-        pids: config.pids.clone(),
-        max_threads: config.max_threads,
-        frequency: config.frequency,
         pin_dir: None,
-        stacks: config.stacks,
-        track: config.track,
+        ..config.load_options()
     });
     match loaded {
         Ok(agent) => {
@@ -635,7 +629,7 @@ mod tests {
         // Agent::load names each tracepoint it attaches in its error
         // messages ("cannot attach to tracepoint NAME"); each must have a
         // line here.
-        let source = include_str!("bpf/mod.rs");
+        let source = include_str!("../../bpf/mod.rs");
         for attached in source.split("(\"").skip(1) {
             let Some(name) = attached.split('"').next() else {
                 continue;

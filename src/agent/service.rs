@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tracing::{debug, warn};
 
-use crate::sampler::monotonic_ns;
+use super::clock::monotonic_ns;
 
 /// Where to send notifications, from `$NOTIFY_SOCKET`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The sampling loop and the agent's lifecycle.
+//! The sampling loop.
 //!
 //! Ticks fall on absolute deadlines (start + n × period on CLOCK_MONOTONIC),
 //! so there is no drift; a tick that starts a whole period late skips the
@@ -8,50 +8,35 @@
 //! to the writer thread. If the writer falls behind, whole ticks are dropped
 //! and counted; the sampler never blocks on it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, Sender, TrySendError};
+use anyhow::Result;
+use crossbeam_channel::{Sender, TrySendError};
 use tracing::{info, warn};
 
-use crate::agent::stacks::Collector;
+use super::budget::CpuBudget;
+use super::clock::{monotonic_ns, thread_cpu_ns};
+use super::config::Config;
+use super::decode;
+use super::service::Service;
+use super::signals::Shutdown;
+use super::stacks::Collector;
 use crate::bpf::types::ts_slot_state;
-use crate::bpf::{Agent, LoadOptions, StateTable, Tracked};
-use crate::config::Config;
+use crate::bpf::{Agent, StateTable, Tracked};
 use crate::output::sample::Sample;
 use crate::output::tick::{QueuedBytes, Tick, TickStats};
-use crate::output::{self, OutputDir, Writer, WriterConfig};
-use crate::privileges;
-use crate::record;
-use crate::service::Service;
 use crate::store::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
 /// line per thread).
 const PREFETCH_AHEAD: usize = 48;
-/// Ticks the writer may be behind before the sampler drops ticks.
-const QUEUE_TICKS: usize = 64;
 /// Minimum time between two log lines about overruns or drops.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Reconciliation interval while threads are left out of a full table:
 /// the pass both measures how many are left out and tracks them as slots
 /// free up (a pass over 10,000 threads costs ~4 ms of CPU).
 const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
-
-/// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
-pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn thread_cpu_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Scan the table once: decode every live thread that passes the filter,
 /// and hand back slots the kernel released. `tick_ns` is the tick's
@@ -78,7 +63,7 @@ pub fn scan(
             continue;
         }
         stats.walked += 1;
-        if !include_all && !record::peek_state(&table.peek(slot), tick_ns, now_ns).is_active() {
+        if !include_all && !decode::peek_state(&table.peek(slot), tick_ns, now_ns).is_active() {
             continue;
         }
         let Some(entry) = table.read(slot) else {
@@ -88,13 +73,13 @@ pub fn scan(
         if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
-        let mut sample = record::decode(&entry, tick_ns, now_ns);
+        let mut sample = decode::decode(&entry, tick_ns, now_ns);
         sample.slot = slot as u32;
         if include_all || sample.state.is_active() {
             samples.push(sample);
         }
     }
-    record::settle_cpus(samples, now_ns);
+    decode::settle_cpus(samples, now_ns);
     stats.emitted = samples.len() as u32;
     stats
 }
@@ -119,296 +104,6 @@ fn follow(table: &StateTable, events: &[(Tracked, usize, u64)]) {
     for &(kind, slot, seq) in events {
         table.track(kind, slot, seq);
     }
-}
-
-/// Requests from signals: stop (SIGTERM, SIGINT) and publish now (SIGHUP).
-#[derive(Clone)]
-pub struct Shutdown {
-    flag: Arc<AtomicBool>,
-    publish: Arc<AtomicBool>,
-    sampler: thread::Thread,
-}
-
-impl Shutdown {
-    /// Stop on SIGTERM or SIGINT (set the flag, wake the calling thread);
-    /// ask for publication on SIGHUP.
-    pub fn install() -> Result<Shutdown> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let shutdown = Shutdown {
-            flag: Arc::new(AtomicBool::new(false)),
-            publish: Arc::new(AtomicBool::new(false)),
-            sampler: thread::current(),
-        };
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-            .context("cannot install signal handlers")?;
-        let notify = shutdown.clone();
-        thread::Builder::new()
-            .name("taskscope-signals".into())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    if signal == SIGHUP {
-                        notify.publish.store(true, Ordering::SeqCst);
-                        continue;
-                    }
-                    info!(signal, "stopping");
-                    notify.request();
-                    break;
-                }
-            })
-            .context("cannot start the signal thread")?;
-        Ok(shutdown)
-    }
-
-    /// Whether a publication was asked for since the last call.
-    pub fn take_publish_request(&self) -> bool {
-        self.publish.swap(false, Ordering::SeqCst)
-    }
-
-    pub fn request(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.sampler.unpark();
-    }
-
-    pub fn requested(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Sleep until `deadline_ns` (CLOCK_MONOTONIC); false if asked to stop.
-    fn sleep_until(&self, deadline_ns: u64) -> bool {
-        loop {
-            if self.requested() {
-                return false;
-            }
-            let now = monotonic_ns();
-            if now >= deadline_ns {
-                return true;
-            }
-            thread::park_timeout(Duration::from_nanos(deadline_ns - now));
-        }
-    }
-}
-
-/// --max-cpu: the agent's own CPU time (all its threads) measured every
-/// second; over the budget, the stride between taken ticks doubles, below
-/// a third of it, halves. Deadlines stay on the schedule of the configured
-/// frequency, a tick is taken every `stride` of them, and its rows weigh
-/// `stride` times as much, so sums of weight_us stay thread-time.
-struct CpuBudget {
-    percent: u32,
-    since_mono_ns: u64,
-    since_cpu_ns: u64,
-    stride: u64,
-    max_stride: u64,
-}
-
-impl CpuBudget {
-    fn new(percent: u32, frequency: u32, now_ns: u64) -> CpuBudget {
-        CpuBudget {
-            percent,
-            since_mono_ns: now_ns,
-            since_cpu_ns: process_cpu_ns(),
-            stride: 1,
-            // Never below one tick a second.
-            max_stride: u64::from(frequency).max(1),
-        }
-    }
-
-    /// Re-measure if a second has passed; the stride to use from now on.
-    fn update(&mut self, now_ns: u64) -> u64 {
-        let elapsed = now_ns.saturating_sub(self.since_mono_ns);
-        if elapsed < 1_000_000_000 {
-            return self.stride;
-        }
-        let cpu = process_cpu_ns();
-        let used_percent = (cpu.saturating_sub(self.since_cpu_ns) * 100) as f64 / elapsed as f64;
-        self.since_mono_ns = now_ns;
-        self.since_cpu_ns = cpu;
-        let before = self.stride;
-        if used_percent > f64::from(self.percent) {
-            self.stride = (self.stride * 2).min(self.max_stride);
-        } else if used_percent < f64::from(self.percent) / 3.0 {
-            self.stride = (self.stride / 2).max(1);
-        }
-        if self.stride != before {
-            info!(
-                cpu_percent = format!("{used_percent:.1}"),
-                max_cpu = self.percent,
-                stride = self.stride,
-                "CPU budget: taking one tick in {} (weight_us scaled to match)",
-                self.stride
-            );
-        }
-        self.stride
-    }
-}
-
-fn process_cpu_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// `taskscope run`: check, load, sample until told to stop, publish.
-pub fn run_agent(config: &Config) -> Result<()> {
-    // First: the signals `main` held are answered from here on.
-    let shutdown = Shutdown::install()?;
-    crate::signals::release();
-    privileges::check_can_trace()?;
-    privileges::raise_open_file_limit();
-    let plan = output::dir::check(&config.output_dir)?;
-    let mut agent = Agent::load(&LoadOptions {
-        agent_tgid: std::process::id(),
-        pids: config.pids.clone(),
-        max_threads: config.max_threads,
-        frequency: config.frequency,
-        pin_dir: config.pin_dir.clone(),
-        stacks: config.stacks,
-        track: config.track,
-    })?;
-    let out = OutputDir::create_with(&plan, config.perms)?;
-    info!(
-        output_dir = %out.path().display(),
-        frequency = config.frequency,
-        all = config.include_all,
-        rotate = %timefmt::human_duration(config.rotate),
-        "sampling"
-    );
-    let writer_config = WriterConfig {
-        host: config.host.clone(),
-        rotate: config.rotate,
-        flush_interval: config.flush_interval,
-        formats: config.formats,
-        retention: config.retention,
-        metadata: file_metadata(config),
-        track: agent.features().track,
-    };
-    let service = Service::from_env();
-    service.check_period(config.period());
-    let status = format!(
-        "sampling at {} Hz into {}",
-        config.frequency,
-        config.output_dir.display()
-    );
-    let writer_service = service.clone();
-    let (sender, receiver) = bounded(QUEUE_TICKS);
-    let queued_bytes = QueuedBytes::default();
-    let writer_queued = queued_bytes.clone();
-    let flush_interval = config.flush_interval;
-    let publish = shutdown.clone();
-    // The writer is made on its own thread (the symbolizer it owns cannot
-    // move between threads); it reports whether it could start.
-    let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
-    let writer_thread = thread::Builder::new()
-        .name("taskscope-writer".into())
-        .spawn(move || match Writer::new(out, writer_config) {
-            Ok(writer) => {
-                let _ = ready_tx.send(Ok(()));
-                let supervisor = WriterSupervisor {
-                    signals: publish,
-                    service: writer_service,
-                    status,
-                };
-                Some(output::thread::writer_loop(
-                    writer,
-                    receiver,
-                    writer_queued,
-                    flush_interval,
-                    supervisor,
-                ))
-            }
-            Err(err) => {
-                let _ = ready_tx.send(Err(err));
-                None
-            }
-        })
-        .context("cannot start the writer thread")?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(err),
-        Err(_) => anyhow::bail!("the writer thread stopped while starting"),
-    }
-
-    let result = sample_loop(
-        &mut agent,
-        config,
-        &shutdown,
-        sender,
-        &service,
-        &queued_bytes,
-    );
-    service.stopping();
-    let (stats, writer_error) = writer_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?
-        .context("the writer thread did not start")?;
-    // The sampler stops with "the writer thread stopped"; the writer says why.
-    if let Some(err) = writer_error {
-        return Err(err);
-    }
-    info!(
-        ticks = stats.ticks,
-        rows = stats.rows,
-        published_rows = stats.rows_published,
-        recovered_rows = stats.rows_recovered,
-        dropped_rows = stats.rows_dropped,
-        pending_rows = stats.rows_pending,
-        "stopped"
-    );
-    result?;
-    if stats.rows_pending > 0 {
-        anyhow::bail!(
-            "{} sample rows could not be published before exit (is the disk full?); they are kept in {}/{} and published at the next start",
-            stats.rows_pending,
-            config.output_dir.display(),
-            crate::store::layout::INPROGRESS_DIR
-        );
-    }
-    Ok(())
-}
-
-/// What the writer thread reports to the agent and asks of it:
-/// publication requests come from the signals, readiness and liveness go
-/// to the service manager.
-struct WriterSupervisor {
-    signals: Shutdown,
-    service: Service,
-    status: String,
-}
-
-impl output::thread::Supervisor for WriterSupervisor {
-    fn take_publish_request(&self) -> bool {
-        self.signals.take_publish_request()
-    }
-
-    fn tick_written(&self) {
-        self.service.tick_written(&self.status);
-    }
-
-    fn writer_alive(&self) {
-        self.service.writer_alive();
-    }
-}
-
-/// Key/value metadata of Parquet files: where and how they were made.
-fn file_metadata(config: &Config) -> Vec<(String, String)> {
-    let uname = rustix::system::uname();
-    let boot_time = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|stat| {
-            stat.lines()
-                .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().to_string()))
-        })
-        .unwrap_or_default();
-    vec![
-        ("host".into(), config.host.clone()),
-        (
-            "kernel".into(),
-            uname.release().to_string_lossy().into_owned(),
-        ),
-        ("taskscope_version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("frequency_hz".into(), config.frequency.to_string()),
-        ("weight_us".into(), config.weight_us().to_string()),
-        ("boot_time".into(), boot_time),
-    ]
 }
 
 /// How many live threads the full table leaves out. Measured by each
@@ -442,7 +137,7 @@ struct LoopCounters {
     slots_exhausted: u64,
 }
 
-fn sample_loop(
+pub fn sample_loop(
     agent: &mut Agent,
     config: &Config,
     shutdown: &Shutdown,

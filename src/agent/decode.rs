@@ -1,4 +1,4 @@
-//! Decoding a state-table entry into a [`Sample`].
+//! Decoding a thread-table entry into a [`Sample`].
 //!
 //! The state name comes from the full state word the scheduler had at
 //! switch-out (plus whether the thread was woken since, or is on a CPU), so
@@ -11,6 +11,7 @@
 //! were still in its last syscall.
 
 use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
+use crate::bpf::SchedFields;
 use crate::output::sample::{IoSample, Sample, SyscallSample};
 use crate::store::thread_state::ThreadState;
 
@@ -29,30 +30,6 @@ mod bits {
     pub const TASK_NEW: u32 = 0x0800;
     pub const TASK_RTLOCK_WAIT: u32 = 0x1000;
     pub const TASK_FROZEN: u32 = 0x8000;
-}
-
-/// The scheduler fields of an entry that decide its state.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SchedFields {
-    pub flags: u32,
-    pub sched_state: u32,
-    pub exit_state: u32,
-    pub switch_in_ns: u64,
-    pub switch_out_ns: u64,
-    pub wakeup_ns: u64,
-}
-
-impl From<&ts_thread> for SchedFields {
-    fn from(e: &ts_thread) -> SchedFields {
-        SchedFields {
-            flags: e.flags,
-            sched_state: e.sched_state,
-            exit_state: e.exit_state,
-            switch_in_ns: e.switch_in_ns,
-            switch_out_ns: e.switch_out_ns,
-            wakeup_ns: e.wakeup_ns,
-        }
-    }
 }
 
 /// Whether the agent's own thread took the CPU from this thread during the

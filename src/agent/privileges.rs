@@ -23,7 +23,8 @@ pub fn check_can_trace() -> Result<()> {
     )
 }
 
-fn allows_tracing(effective: CapabilitySet) -> bool {
+/// Whether `effective` capabilities may load and attach tracing programs.
+pub fn allows_tracing(effective: CapabilitySet) -> bool {
     effective.contains(CapabilitySet::SYS_ADMIN)
         || effective.contains(CapabilitySet::BPF | CapabilitySet::PERFMON)
 }
