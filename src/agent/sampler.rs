@@ -22,7 +22,7 @@ use super::service::Service;
 use super::signals::Shutdown;
 use super::stacks::Collector;
 use crate::bpf::types::ts_slot_state;
-use crate::bpf::{Agent, StateTable, Tracked};
+use crate::bpf::{Agent, ThreadTable, Tracked};
 use crate::output::sample::Sample;
 use crate::output::tick::{QueuedBytes, Tick, TickStats};
 use crate::store::timefmt;
@@ -42,7 +42,7 @@ const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
 /// and hand back slots the kernel released. `tick_ns` is the tick's
 /// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
 pub fn scan(
-    table: &StateTable,
+    table: &ThreadTable,
     include_all: bool,
     tick_ns: u64,
     now_ns: u64,
@@ -100,7 +100,7 @@ fn in_progress(samples: &[Sample]) -> Vec<(Tracked, usize, u64)> {
 }
 
 /// Ask the hooks to report how `events` end.
-fn follow(table: &StateTable, events: &[(Tracked, usize, u64)]) {
+fn follow(table: &ThreadTable, events: &[(Tracked, usize, u64)]) {
     for &(kind, slot, seq) in events {
         table.track(kind, slot, seq);
     }
@@ -344,7 +344,7 @@ fn reconcile(agent: &mut Agent, generation: u32) -> Option<u64> {
     Some(left_out)
 }
 
-fn log_trouble(table: &StateTable, counters: &mut LoopCounters, untracked_now: u64) {
+fn log_trouble(table: &ThreadTable, counters: &mut LoopCounters, untracked_now: u64) {
     let due = counters
         .last_log
         .is_none_or(|at| at.elapsed() >= LOG_INTERVAL);

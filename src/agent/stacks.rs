@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::clock::monotonic_ns;
 use crate::bpf::types::ts_stack_flags;
-use crate::bpf::{Agent, StackHeader, StateTable};
+use crate::bpf::{Agent, StackHeader, ThreadTable};
 use crate::output::sample::{Sample, StackRef};
 use crate::output::stacks::RawStacks;
 use crate::store::thread_state::ThreadState;
@@ -215,7 +215,7 @@ impl Collector {
 
     /// Capture every thread that goes to sleep in the window before the
     /// tick due at `tick_ns`.
-    pub fn arm(&mut self, table: &StateTable, tick_ns: u64) {
+    pub fn arm(&mut self, table: &ThreadTable, tick_ns: u64) {
         self.armed_from_ns = tick_ns.saturating_sub(self.window_ns).max(1);
         table.set_capture_window(self.armed_from_ns);
     }
@@ -223,7 +223,7 @@ impl Collector {
     /// Close the window as the tick begins: a capture made after the scan
     /// instant would replace the one that describes the sample (a thread
     /// switching thousands of times a second would never keep one).
-    pub fn disarm(&self, table: &StateTable) {
+    pub fn disarm(&self, table: &ThreadTable) {
         table.set_capture_window(0);
     }
 

@@ -103,7 +103,7 @@ pub enum Tracked {
 }
 
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
-pub struct StateTable {
+pub struct ThreadTable {
     entries: Mapping,
     capacity: usize,
     ring: Mapping,
@@ -119,9 +119,9 @@ pub struct StateTable {
 
 // SAFETY: the table only holds pointers into shared mappings that stay valid
 // for its lifetime; every access is atomic or volatile.
-unsafe impl Send for StateTable {}
+unsafe impl Send for ThreadTable {}
 
-impl StateTable {
+impl ThreadTable {
     /// Map the tables.
     ///
     /// # Safety
@@ -135,7 +135,7 @@ impl StateTable {
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
         track: [Option<BorrowedFd<'_>>; 2],
         globals: NonNull<bss>,
-    ) -> Result<StateTable> {
+    ) -> Result<ThreadTable> {
         let [track_syscalls, track_io] = track;
         let cells = capacity * size_of::<u64>();
         let track = [
@@ -153,7 +153,7 @@ impl StateTable {
             )),
             None => None,
         };
-        Ok(StateTable {
+        Ok(ThreadTable {
             entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
             capacity,
             ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,
