@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -41,44 +40,50 @@ pub use import::import;
 use ledger::Ledger;
 use manifest::Contents;
 
-use crate::cli_admin::{ExportArgs, ExportFormat};
+use crate::error::Usage;
 use crate::files::destination::{Destination, Kind};
 use crate::store::catalog::{Catalog, DataFile, Prefer, Problem, Window};
-use crate::store::timefmt::{self, Civil};
+use crate::store::timefmt::Civil;
 
 /// Archives end in this.
 pub const ARCHIVE_EXT: &str = ".tar.zst";
 
-/// A usage error (exit 2) as opposed to a failure (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Usage(String);
-
-/// `taskscope export`.
-pub fn export(args: &ExportArgs) -> Result<ExitCode> {
-    match run(args) {
-        Ok((path, problems)) => {
-            println!("{}", path.display());
-            for problem in &problems {
-                eprintln!("taskscope: warning: {problem}");
-            }
-            Ok(if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::EXIT_INCOMPLETE)
-            })
-        }
-        Err(err) if err.is::<Usage>() => {
-            eprintln!("taskscope: error: {err:#}");
-            Ok(ExitCode::from(crate::EXIT_USAGE))
-        }
-        Err(err) => Err(err),
-    }
+/// What `taskscope export` is asked (made from its flags by `cli::admin`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The data directory (the agent's --output-dir).
+    pub dir: PathBuf,
+    /// The window, resolved against the clock at `now_us`.
+    pub window: Window,
+    pub now_us: i64,
+    /// The archive, or a directory to name it in, or a device or FIFO.
+    pub output: PathBuf,
+    pub format: Format,
+    /// Replace an existing archive.
+    pub force: bool,
+    /// Delete this host's older exports in the archive's directory.
+    pub keep_for: Option<Duration>,
 }
 
-fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
-    let now_us = timefmt::unix_micros_now();
-    let window = window(args, now_us)?;
+/// What the archive holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The period files as the agent wrote them, byte for byte.
+    Copy,
+    /// One Parquet file per table and host, compacted from the periods.
+    Parquet,
+}
+
+/// `taskscope export`: write the archive, print its path; the files that
+/// could not be read and were left out are returned.
+pub fn export(args: &Request) -> Result<Vec<Problem>> {
+    let (path, problems) = run(args)?;
+    println!("{}", path.display());
+    Ok(problems)
+}
+
+fn run(args: &Request) -> Result<(PathBuf, Vec<Problem>)> {
+    let (window, now_us) = (args.window, args.now_us);
     let data_dir = absolute(&args.dir)?;
     match std::fs::metadata(&data_dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -109,8 +114,8 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
     }
     let mut archive = Archive::create(&destination, progress)?;
     let mut manifest = match args.format {
-        ExportFormat::Copy => archive.copy_files(&selected, &window)?,
-        ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
+        Format::Copy => archive.copy_files(&selected, &window)?,
+        Format::Parquet => archive.compact_files(&selected, &window)?,
     };
     manifest.skipped = problems
         .iter()
@@ -125,14 +130,6 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
         retain(&target, named_here, window.to_us, args.keep_for, now_us)?;
     }
     Ok((target, problems))
-}
-
-/// The window asked for, `[from, to)` in microseconds, resolved as for
-/// `report` (`cli::window`).
-fn window(args: &ExportArgs, now_us: i64) -> Result<Window> {
-    args.window_flags()
-        .resolve(now_us)
-        .map_err(|err| Usage(err.to_string()).into())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -297,42 +294,6 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
     const NOV22: i64 = 1_795_305_600_000_000; // 2026-11-22 00:00 UTC
-
-    fn args(extra: &[&str]) -> ExportArgs {
-        use clap::Parser;
-        let argv = ["taskscope", "export", "-o", "x.tar.zst"]
-            .iter()
-            .chain(extra);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Export(args) => args,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn windows() {
-        let now = NOV22 + 13 * 3_600_000_000;
-        let w = |extra: &[&str]| window(&args(extra), now).map(|w| (w.from_us, w.to_us));
-        assert_eq!(w(&["--day", "yesterday"]).unwrap(), (NOV22 - DAY, NOV22));
-        assert_eq!(w(&["--day", "today"]).unwrap(), (NOV22, NOV22 + DAY));
-        assert_eq!(w(&["--day", "2026-11-22"]).unwrap(), (NOV22, NOV22 + DAY));
-        assert_eq!(w(&["--since", "1h"]).unwrap(), (now - 3_600_000_000, now));
-        assert_eq!(
-            w(&["--from", "2026-11-22 12:00"]).unwrap(),
-            (now - 3_600_000_000, now)
-        );
-        let err = w(&["--from", "2026-11-22 14:00"]).unwrap_err();
-        assert!(
-            err.is::<Usage>() && err.to_string().contains("after now"),
-            "{err}"
-        );
-        let err = w(&["--from", "2026-11-22 12:00", "--to", "2026-11-22 11:00"]).unwrap_err();
-        assert!(
-            err.is::<Usage>() && err.to_string().contains("window is empty"),
-            "{err}"
-        );
-        assert!(w(&["--day", "2026-11-23"]).unwrap_err().is::<Usage>());
-    }
 
     #[test]
     fn archive_names() {

@@ -622,7 +622,7 @@ impl<T: Table> Parser<'_, T> {
         let name = &self.projection.names[column];
         match (&operand, ty) {
             (Operand::Literal(Literal::Text(text)), ColumnType::Timestamp) => {
-                match crate::cli::parse::time(text) {
+                match crate::store::user_time::time(text) {
                     Ok(ts) => Ok(Operand::Literal(Literal::Timestamp(ts))),
                     Err(why) => bail!("--where: not a timestamp for column {name}: {why}"),
                 }

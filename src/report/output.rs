@@ -8,8 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::aggregate::{Active, Timeline};
 use super::latency::Latency;
-use super::states;
-use crate::cli::ReportFormat;
+use super::{states, Format as ReportFormat};
 use crate::store::catalog::Window;
 use crate::store::csv::push_field;
 use crate::store::timefmt;

@@ -18,13 +18,11 @@ mod kernel;
 mod report;
 mod system;
 
-use std::process::ExitCode;
-
 use anyhow::Result;
 use rustix::thread::CapabilitySet;
 
 use crate::agent::config::Config;
-use crate::cli_admin::DoctorArgs;
+use crate::error::Outcome;
 pub use kernel::{version_text, KernelFeatures};
 use report::finding;
 pub use report::{report, Finding, Level};
@@ -54,9 +52,9 @@ pub fn findings(config: &Config) -> Vec<Finding> {
     out
 }
 
-/// `taskscope run --check`: print the report; exit 0 if the agent could
-/// run, 1 if not.
-pub fn check(config: &Config) -> Result<ExitCode> {
+/// `taskscope run --check` (and `doctor`): print the report; refused
+/// (exit 1) if the agent could not run.
+pub fn check(config: &Config) -> Result<Outcome> {
     let findings = findings(config);
     print!(
         "taskscope {} (commit {}), kernel {}\n\n{}",
@@ -67,32 +65,8 @@ pub fn check(config: &Config) -> Result<ExitCode> {
     );
     let fails = findings.iter().any(|f| f.level == Level::Fails);
     Ok(if fails {
-        ExitCode::from(crate::EXIT_FAILURE)
+        Outcome::Refused
     } else {
-        ExitCode::SUCCESS
+        Outcome::Done
     })
-}
-
-/// `taskscope doctor [--config FILE]`: `run --check` with those settings.
-pub fn doctor(args: &DoctorArgs) -> Result<ExitCode> {
-    let mut argv: Vec<std::ffi::OsString> =
-        vec!["taskscope".into(), "run".into(), "--check".into()];
-    if let Some(path) = &args.config {
-        argv.push("--config".into());
-        argv.push(path.into());
-    }
-    let cli = match crate::config_file::parse_command_line(argv) {
-        Ok(cli) => cli,
-        Err(failure) => return Ok(failure.exit()),
-    };
-    let crate::cli::Command::Run(run) = cli.command else {
-        anyhow::bail!("internal error: `taskscope run --check` did not parse as run");
-    };
-    match Config::from_args(&run) {
-        Ok(config) => check(&config),
-        Err(err) => {
-            eprintln!("taskscope: error: {err:#}");
-            Ok(ExitCode::from(crate::EXIT_USAGE))
-        }
-    }
 }

@@ -1,19 +1,27 @@
 //! Flags of the administration subcommands: `export`, `import`, `doctor`
-//! and the hidden `generate`, as the user typed them.
+//! and the hidden `generate`, as the user typed them, and the commands
+//! they run.
 //!
-//! Like `cli` (which holds `run` and `schema`), this only parses: times are
-//! turned into microseconds here (by `cli::parse`, as for every flag)
-//! because that needs no I/O, but "yesterday" and "now" are resolved
-//! against the clock by `cli::window`, as for `report`. Each flag's parse
-//! test sits in this file's tests.
+//! Like the other flags, these only parse: times are turned into
+//! microseconds here (by `cli::parse`, as for every flag) because that
+//! needs no I/O, but "yesterday" and "now" are resolved against the clock
+//! by `cli::window`, as for `report`. Each flag's parse test sits in this
+//! file's tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 
+use crate::agent;
 use crate::cli::parse::{self, Day};
 use crate::cli::window::WindowFlags;
+use crate::cli::{config, settings};
+use crate::error::{Outcome, Usage};
+use crate::export;
+use crate::store::catalog::Window;
+use crate::store::timefmt;
 
 /// What `taskscope export` puts in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,6 +91,73 @@ impl ExportArgs {
             day: self.day,
         }
     }
+
+    /// The window asked for, `[from, to)` in microseconds, resolved at
+    /// `now_us` as for `report` (`cli::window`); a usage error when it
+    /// cannot be read.
+    pub fn window(&self, now_us: i64) -> Result<Window> {
+        self.window_flags()
+            .resolve(now_us)
+            .map_err(|err| Usage(err.to_string()).into())
+    }
+
+    /// What the export is asked, at `now_us`.
+    pub fn request(&self, now_us: i64) -> Result<export::Request> {
+        Ok(export::Request {
+            dir: self.dir.clone(),
+            window: self.window(now_us)?,
+            now_us,
+            output: self.output.clone(),
+            format: match self.format {
+                ExportFormat::Copy => export::Format::Copy,
+                ExportFormat::Parquet => export::Format::Parquet,
+            },
+            force: self.force,
+            keep_for: self.keep_for,
+        })
+    }
+}
+
+/// `taskscope export`: the files that could not be read make the answer
+/// incomplete (exit 3).
+pub fn export(args: &ExportArgs) -> Result<Outcome> {
+    let request = args.request(timefmt::unix_micros_now())?;
+    let problems = export::export(&request)?;
+    let problems = problems.iter().map(|p| p.to_string()).collect();
+    Ok(Outcome::with_problems(problems, None))
+}
+
+/// `taskscope import`: into `--dir`, or a directory named like the
+/// archive next to it.
+pub fn import(args: &ImportArgs) -> Result<Outcome> {
+    let destination = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => default_import_dir(&args.archive)?,
+    };
+    export::import(&args.archive, &destination)?;
+    Ok(Outcome::Done)
+}
+
+/// The archive's name without `.tar.zst`.
+fn default_import_dir(archive: &Path) -> Result<PathBuf> {
+    let name = archive.to_string_lossy();
+    match name.strip_suffix(export::ARCHIVE_EXT) {
+        Some(stem) if !stem.is_empty() => Ok(PathBuf::from(stem)),
+        _ => Err(Usage(format!(
+            "{} does not end in {}; say where to extract it with --dir",
+            archive.display(),
+            export::ARCHIVE_EXT
+        ))
+        .into()),
+    }
+}
+
+/// `taskscope doctor [--config FILE]`: `run --check` with the settings of
+/// FILE (or the defaults).
+pub fn doctor(args: &DoctorArgs) -> Result<Outcome> {
+    let run = settings::run_args_from_file(args.config.as_deref())?;
+    let config = config::validate(&run).map_err(|err| Usage::from_error(&err))?;
+    agent::doctor::check(&config)
 }
 
 /// Flags of `taskscope import`.
@@ -218,5 +293,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["generate", "readme"]).is_err());
+    }
+
+    fn args(extra: &[&str]) -> ExportArgs {
+        let mut all = vec!["-o", "x.tar.zst"];
+        all.extend_from_slice(extra);
+        export(&all)
+    }
+
+    const DAY: i64 = 86_400_000_000;
+    const NOV22: i64 = 1_795_305_600_000_000; // 2026-11-22 00:00 UTC
+
+    #[test]
+    fn export_windows() {
+        let now = NOV22 + 13 * 3_600_000_000;
+        let w = |extra: &[&str]| args(extra).window(now).map(|w| (w.from_us, w.to_us));
+        assert_eq!(w(&["--day", "yesterday"]).unwrap(), (NOV22 - DAY, NOV22));
+        assert_eq!(w(&["--day", "today"]).unwrap(), (NOV22, NOV22 + DAY));
+        assert_eq!(w(&["--day", "2026-11-22"]).unwrap(), (NOV22, NOV22 + DAY));
+        assert_eq!(w(&["--since", "1h"]).unwrap(), (now - 3_600_000_000, now));
+        assert_eq!(
+            w(&["--from", "2026-11-22 12:00"]).unwrap(),
+            (now - 3_600_000_000, now)
+        );
+        let err = w(&["--from", "2026-11-22 14:00"]).unwrap_err();
+        assert!(
+            err.is::<Usage>() && err.to_string().contains("after now"),
+            "{err}"
+        );
+        let err = w(&["--from", "2026-11-22 12:00", "--to", "2026-11-22 11:00"]).unwrap_err();
+        assert!(
+            err.is::<Usage>() && err.to_string().contains("window is empty"),
+            "{err}"
+        );
+        assert!(w(&["--day", "2026-11-23"]).unwrap_err().is::<Usage>());
     }
 }

@@ -17,68 +17,21 @@
 //! never picks up settings it was not told about.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use toml::de::{DeTable, DeValue};
 
-use crate::cli::Cli;
+use super::{clap_message_line, Cli, Command, RunArgs};
+use crate::error::Usage;
 
 /// Where the packaged unit keeps the file.
 pub const DEFAULT_PATH: &str = "/etc/taskscope/taskscope.toml";
 /// `run` flags that are not settings: they say where the settings are and
 /// what to do with them.
 pub const NOT_SETTINGS: &[&str] = &["config", "check", "help"];
-
-/// Why the command line could not be turned into a [`Cli`].
-#[derive(Debug)]
-pub enum ParseFailure {
-    /// clap's own error (also --help and --version).
-    Clap(clap::Error),
-    /// The settings file: one line naming the file (and line).
-    Settings(anyhow::Error),
-}
-
-impl ParseFailure {
-    /// Print the failure the way taskscope prints every usage error.
-    pub fn exit(self) -> ExitCode {
-        match self {
-            ParseFailure::Clap(err) => crate::cli::exit_on_parse_error(err),
-            ParseFailure::Settings(err) => {
-                eprintln!("taskscope: error: {err:#}");
-                ExitCode::from(crate::EXIT_USAGE)
-            }
-        }
-    }
-}
-
-/// Parse `argv` (program name first); for `run --config FILE`, merge the
-/// settings of FILE under the command line.
-pub fn parse_command_line(
-    argv: impl IntoIterator<Item = OsString>,
-) -> std::result::Result<Cli, ParseFailure> {
-    let argv: Vec<OsString> = argv.into_iter().collect();
-    let matches = Cli::command()
-        .try_get_matches_from(&argv)
-        .map_err(ParseFailure::Clap)?;
-    let Some(("run", run)) = matches.subcommand() else {
-        return Cli::from_arg_matches(&matches).map_err(ParseFailure::Clap);
-    };
-    let Some(path) = run.get_one::<PathBuf>("config") else {
-        return Cli::from_arg_matches(&matches).map_err(ParseFailure::Clap);
-    };
-    let settings = load(path).map_err(ParseFailure::Settings)?;
-    let command = with_settings(Cli::command(), &settings, Some(run));
-    let merged = command
-        .try_get_matches_from(&argv)
-        .map_err(ParseFailure::Clap)?;
-    Cli::from_arg_matches(&merged).map_err(ParseFailure::Clap)
-}
-
 /// One key of the file, checked, as the flag it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
@@ -112,7 +65,7 @@ impl Setting {
 
 /// The `run` subcommand's definition (it exists by construction of
 /// `cli::Command`; the unit tests exercise this on every run).
-fn run_command() -> clap::Command {
+pub(crate) fn run_command() -> clap::Command {
     Cli::command()
         .find_subcommand("run")
         .cloned()
@@ -268,7 +221,7 @@ fn check_alone(setting: &Setting) -> Result<()> {
         .chain(setting.as_args());
     match Cli::command().try_get_matches_from(argv) {
         Ok(_) => Ok(()),
-        Err(err) => bail!("{}", crate::cli::clap_message_line(&err)),
+        Err(err) => bail!("{}", clap_message_line(&err)),
     }
 }
 
@@ -279,11 +232,7 @@ fn check_together(settings: &[Setting]) -> Result<()> {
         .chain(settings.iter().flat_map(Setting::as_args));
     match Cli::command().try_get_matches_from(argv) {
         Ok(_) => Ok(()),
-        Err(err) => bail!(
-            "{}: {}",
-            lines(settings),
-            crate::cli::clap_message_line(&err)
-        ),
+        Err(err) => bail!("{}: {}", lines(settings), clap_message_line(&err)),
     }
 }
 
@@ -379,134 +328,33 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// Example values for flags without a default, used in the generated file.
-fn example(key: &str) -> Option<&'static str> {
-    match key {
-        "pid" => Some("[1]"),
-        "duration" => Some("\"1h\""),
-        "group" => Some("\"root\""),
-        "max-threads" => Some("65536"),
-        "track" => Some("[\"syscalls\", \"io\"]"),
-        "max-cpu" => Some("5"),
-        _ => None,
+/// The flags of `run` with the settings of `path` (or none) as their
+/// defaults and nothing on the command line: what `taskscope doctor
+/// --config FILE` checks.
+pub fn run_args_from_file(path: Option<&Path>) -> Result<RunArgs> {
+    let loaded = path
+        .map(load)
+        .transpose()
+        .map_err(|err| Usage::from_error(&err))?
+        .unwrap_or_default();
+    let argv = ["taskscope", "run"].map(OsString::from);
+    let matches = with_settings(Cli::command(), &loaded, None)
+        .try_get_matches_from(argv)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .map_err(|err| Usage(clap_message_line(&err)))?;
+    match matches.command {
+        Command::Run(run) => Ok(run),
+        other => bail!("internal error: `taskscope run` parsed as {other:?}"),
     }
-}
-
-/// The default settings file: every key, commented out at its default,
-/// under the flag's help text. `packaging/taskscope.toml` is this text.
-pub fn default_file() -> String {
-    let mut out = String::from(
-        "# Settings of `taskscope run` (taskscope(8)); the packaged service runs\n\
-         # `taskscope run --config /etc/taskscope/taskscope.toml`.\n\
-         #\n\
-         # Every key is the long name of a `taskscope run` flag; a flag given on\n\
-         # the command line wins over this file. Commented-out keys show the\n\
-         # default. After a change: systemctl restart taskscope.\n\
-         #\n\
-         # Generated by `taskscope generate config` from the flags themselves.\n",
-    );
-    for (key, arg) in keys() {
-        out.push('\n');
-        let help = arg
-            .get_long_help()
-            .or_else(|| arg.get_help())
-            .map(|h| h.to_string())
-            .unwrap_or_default();
-        for line in wrap(&help, 74) {
-            if line.is_empty() {
-                out.push_str("#\n");
-            } else {
-                let _ = writeln!(out, "# {line}");
-            }
-        }
-        let choices: Vec<String> = arg
-            .get_possible_values()
-            .iter()
-            .filter(|v| !v.is_hide_set())
-            .map(|v| v.get_name().to_string())
-            .collect();
-        if !choices.is_empty() && !matches!(arg.get_action(), ArgAction::SetTrue) {
-            let _ = writeln!(out, "# One of: {}", choices.join(", "));
-        }
-        if arg.get_default_values().is_empty() && !matches!(arg.get_action(), ArgAction::SetTrue) {
-            out.push_str("# Not set by default; for example:\n");
-        }
-        let _ = writeln!(out, "#{key} = {}", default_value(&key, &arg));
-    }
-    out
-}
-
-/// The TOML form of `arg`'s default (or an example when it has none).
-fn default_value(key: &str, arg: &Arg) -> String {
-    let defaults: Vec<String> = arg
-        .get_default_values()
-        .iter()
-        .map(|v| v.to_string_lossy().into_owned())
-        .collect();
-    if matches!(arg.get_action(), ArgAction::SetTrue) {
-        return defaults.first().cloned().unwrap_or_else(|| "false".into());
-    }
-    if defaults.is_empty() {
-        return example(key).map_or_else(
-            || {
-                let name = arg
-                    .get_value_names()
-                    .and_then(|names| names.first())
-                    .map_or("VALUE".to_string(), |n| n.to_string());
-                format!("\"<{name}>\"")
-            },
-            str::to_string,
-        );
-    }
-    let toml_scalar = |value: &str| {
-        let integer = value.parse::<i64>().is_ok() && (value == "0" || !value.starts_with('0'));
-        if integer {
-            value.to_string()
-        } else {
-            format!("{value:?}")
-        }
-    };
-    if matches!(arg.get_action(), ArgAction::Append) {
-        let items: Vec<String> = match arg.get_value_delimiter() {
-            Some(delimiter) => defaults
-                .iter()
-                .flat_map(|d| d.split(delimiter).map(toml_scalar).collect::<Vec<_>>())
-                .collect(),
-            None => defaults.iter().map(|d| toml_scalar(d)).collect(),
-        };
-        return format!("[{}]", items.join(", "));
-    }
-    toml_scalar(&defaults[0])
-}
-
-/// Greedy word wrap that keeps blank lines between paragraphs.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for paragraph in text.split('\n') {
-        let mut line = String::new();
-        for word in paragraph.split_whitespace() {
-            if !line.is_empty() && line.len() + 1 + word.len() > width {
-                lines.push(std::mem::take(&mut line));
-            }
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-        lines.push(line);
-    }
-    while lines.last().is_some_and(String::is_empty) {
-        lines.pop();
-    }
-    lines
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::cli::{Command, RunArgs};
+    use crate::cli::{parse_command_line, ParseFailure};
+    use std::path::PathBuf;
 
-    fn run_args(argv: &[&str]) -> std::result::Result<RunArgs, ParseFailure> {
+    pub fn run_args(argv: &[&str]) -> std::result::Result<RunArgs, ParseFailure> {
         let argv = std::iter::once("taskscope").chain(argv.iter().copied());
         match parse_command_line(argv.map(OsString::from))?.command {
             Command::Run(run) => Ok(run),
@@ -515,7 +363,7 @@ mod tests {
     }
 
     /// A settings file in a private directory.
-    fn file(text: &str) -> (tempfile::TempDir, String) {
+    pub fn file(text: &str) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("taskscope.toml");
         std::fs::write(&path, text).unwrap();
@@ -530,68 +378,6 @@ mod tests {
             Err(ParseFailure::Clap(err)) => panic!("clap error: {err}"),
             Ok(run) => panic!("accepted: {run:?}"),
         }
-    }
-
-    #[test]
-    fn every_run_flag_is_a_key_and_in_the_default_file() {
-        let generated = default_file();
-        let keys = keys();
-        for arg in run_command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if arg.is_hide_set() || NOT_SETTINGS.contains(&id) {
-                continue;
-            }
-            let long = arg
-                .get_long()
-                .unwrap_or_else(|| panic!("{id} has no long name"));
-            assert!(keys.iter().any(|(key, _)| key == long), "{long} is no key");
-            assert!(
-                generated.contains(&format!("\n#{long} = ")),
-                "the default file does not document {long}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_shipped_file_is_the_generated_one() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/taskscope.toml");
-        let shipped = std::fs::read_to_string(&shipped).expect("packaging/taskscope.toml");
-        assert!(
-            shipped == default_file(),
-            "packaging/taskscope.toml is stale: regenerate it with \
-             `target/release/taskscope generate config > packaging/taskscope.toml`"
-        );
-    }
-
-    #[test]
-    fn the_default_file_means_the_defaults() {
-        let (_dir, path) = file(&default_file());
-        let from_file = run_args(&["run", "--config", &path]).ok().unwrap();
-        let plain = run_args(&["run"]).ok().unwrap();
-        assert_eq!(
-            format!(
-                "{:?}",
-                RunArgs {
-                    config: None,
-                    ..from_file
-                }
-            ),
-            format!("{plain:?}")
-        );
-    }
-
-    #[test]
-    fn every_line_of_the_default_file_is_valid_when_uncommented() {
-        let uncommented: String = default_file()
-            .lines()
-            .filter_map(|line| line.strip_prefix('#'))
-            .filter(|line| line.contains(" = ") && !line.starts_with(' '))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        // pin-dir and no-pin exclude each other; keep the default pinning.
-        let uncommented = uncommented.replace("no-pin = false\n", "");
-        let settings = parse(&uncommented).unwrap_or_else(|err| panic!("{err:#}\n{uncommented}"));
-        assert_eq!(settings.len(), keys().len() - 1);
     }
 
     #[test]
@@ -681,7 +467,7 @@ no-pin = true
         assert_eq!(run.frequency, 5);
         assert_eq!(
             run.format,
-            vec![crate::cli::Format::Csv],
+            vec![crate::cli::run::Format::Csv],
             "replaced, not appended"
         );
         assert!(run.all, "from the file");

@@ -1,6 +1,7 @@
 //! Validated configuration of `taskscope run`.
 //!
-//! [`Config::from_args`] checks every flag against the others and against
+//! [`validate`] turns `run`'s flags into the agent's [`Config`]: it checks
+//! every flag against the others and against
 //! the machine (pid limits, host name, whether a --pid exists) and resolves
 //! paths. It writes nothing: a bad flag is reported before any file or
 //! kernel object exists.
@@ -12,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::agent::config::Config;
 use crate::bpf::{StackKinds, TrackKinds};
-use crate::cli::{Format, RunArgs, StackChoice, TrackChoice};
+use crate::cli::run::{Format, RunArgs, StackChoice, TrackChoice};
 use crate::files::at::Permissions;
 use crate::output::{Formats, Retention};
 
@@ -35,87 +36,87 @@ fn stack_kinds(choices: &[StackChoice]) -> Result<StackKinds> {
     })
 }
 
-impl Config {
-    pub fn from_args(args: &RunArgs) -> Result<Config> {
-        let formats = Formats {
-            csv: args.format.contains(&Format::Csv),
-            parquet: args.format.contains(&Format::Parquet),
-        };
-        let stacks = stack_kinds(&args.stacks)?;
-        let group = args.group.as_deref().map(resolve_group).transpose()?;
-        let perms = Permissions::new(args.file_mode, group)?;
-        let rotate = match args.test_rotate_secs {
-            Some(0) => bail!("--test-rotate-secs must be at least 1"),
-            Some(secs) => Duration::from_secs(secs),
-            None => {
-                check_range(
-                    "--rotate",
-                    args.rotate,
-                    Duration::from_secs(60),
-                    Duration::from_secs(86_400),
-                )?;
-                if args.rotate.subsec_nanos() != 0 {
-                    bail!("--rotate must be a whole number of seconds");
-                }
-                args.rotate
+/// The agent's configuration from `run`'s flags: every flag checked
+/// against the others and against the machine.
+pub fn validate(args: &RunArgs) -> Result<Config> {
+    let formats = Formats {
+        csv: args.format.contains(&Format::Csv),
+        parquet: args.format.contains(&Format::Parquet),
+    };
+    let stacks = stack_kinds(&args.stacks)?;
+    let group = args.group.as_deref().map(resolve_group).transpose()?;
+    let perms = Permissions::new(args.file_mode, group)?;
+    let rotate = match args.test_rotate_secs {
+        Some(0) => bail!("--test-rotate-secs must be at least 1"),
+        Some(secs) => Duration::from_secs(secs),
+        None => {
+            check_range(
+                "--rotate",
+                args.rotate,
+                Duration::from_secs(60),
+                Duration::from_secs(86_400),
+            )?;
+            if args.rotate.subsec_nanos() != 0 {
+                bail!("--rotate must be a whole number of seconds");
             }
-        };
-        if args.max_age < rotate {
-            bail!(
+            args.rotate
+        }
+    };
+    if args.max_age < rotate {
+        bail!(
                 "--max-age {} is shorter than --rotate {}: every file would be deleted as it is published",
                 crate::store::timefmt::human_duration(args.max_age),
                 crate::store::timefmt::human_duration(rotate)
             );
-        }
-        if args.max_disk < 64 << 10 {
-            bail!("--max-disk must be at least 64KiB");
-        }
-        check_range(
-            "--flush-interval",
-            args.flush_interval,
-            Duration::from_secs(1),
-            Duration::from_secs(3_600),
-        )?;
-        if let Some(duration) = args.duration {
-            if duration.is_zero() {
-                bail!("--duration must be longer than 0");
-            }
-        }
-        for pid in &args.pids {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                bail!("--pid {pid}: no such process");
-            }
-        }
-        let max_threads = match args.max_threads {
-            Some(n) => n,
-            None => default_max_threads(),
-        };
-        Ok(Config {
-            output_dir: absolute_path(&args.output_dir)?,
-            frequency: args.frequency,
-            include_all: args.all,
-            pids: args.pids.clone(),
-            duration: args.duration,
-            formats,
-            stacks,
-            track: TrackKinds {
-                syscalls: args.track.contains(&TrackChoice::Syscalls),
-                io: args.track.contains(&TrackChoice::Io),
-            },
-            rotate,
-            flush_interval: args.flush_interval,
-            retention: Retention {
-                max_bytes: args.max_disk,
-                max_age: args.max_age,
-            },
-            perms,
-            max_threads,
-            pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
-            reconcile_interval: RECONCILE_INTERVAL,
-            max_cpu: args.max_cpu,
-            host: crate::store::layout::host_name(),
-        })
     }
+    if args.max_disk < 64 << 10 {
+        bail!("--max-disk must be at least 64KiB");
+    }
+    check_range(
+        "--flush-interval",
+        args.flush_interval,
+        Duration::from_secs(1),
+        Duration::from_secs(3_600),
+    )?;
+    if let Some(duration) = args.duration {
+        if duration.is_zero() {
+            bail!("--duration must be longer than 0");
+        }
+    }
+    for pid in &args.pids {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("--pid {pid}: no such process");
+        }
+    }
+    let max_threads = match args.max_threads {
+        Some(n) => n,
+        None => default_max_threads(),
+    };
+    Ok(Config {
+        output_dir: absolute_path(&args.output_dir)?,
+        frequency: args.frequency,
+        include_all: args.all,
+        pids: args.pids.clone(),
+        duration: args.duration,
+        formats,
+        stacks,
+        track: TrackKinds {
+            syscalls: args.track.contains(&TrackChoice::Syscalls),
+            io: args.track.contains(&TrackChoice::Io),
+        },
+        rotate,
+        flush_interval: args.flush_interval,
+        retention: Retention {
+            max_bytes: args.max_disk,
+            max_age: args.max_age,
+        },
+        perms,
+        max_threads,
+        pin_dir: (!args.no_pin).then(|| args.pin_dir.clone()),
+        reconcile_interval: RECONCILE_INTERVAL,
+        max_cpu: args.max_cpu,
+        host: crate::store::layout::host_name(),
+    })
 }
 
 fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<()> {
@@ -200,7 +201,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["taskscope", "run"].iter().chain(args.iter())).expect("parses");
         match cli.command {
-            Command::Run(run) => Config::from_args(&run),
+            Command::Run(run) => validate(&run),
             other => panic!("parsed as {other:?}"),
         }
     }
