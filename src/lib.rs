@@ -17,6 +17,8 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod files;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub mod output;
 pub mod report;
