@@ -17,7 +17,6 @@ pub mod parse;
 pub mod read;
 pub mod run;
 pub mod settings;
-pub mod settings_file;
 pub mod window;
 
 use std::ffi::OsString;
@@ -212,7 +211,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 "{}",
                 match args.what {
                     admin::Generated::Manpage => manpage::render()?,
-                    admin::Generated::Config => settings_file::default_file(),
+                    admin::Generated::Config => settings::default_file(),
                 }
             );
             Ok(Outcome::Done)

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use clap::{Arg, ArgAction};
 
-use super::settings::keys;
+use super::keys;
 
 /// Example values for flags without a default, used in the generated file.
 fn example(key: &str) -> Option<&'static str> {
