@@ -128,15 +128,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
     if let Some(err) = writer_error {
         return Err(err);
     }
-    info!(
-        ticks = stats.ticks,
-        rows = stats.rows,
-        published_rows = stats.rows_published,
-        recovered_rows = stats.rows_recovered,
-        dropped_rows = stats.rows_dropped,
-        pending_rows = stats.rows_pending,
-        "stopped"
-    );
+    output::log_totals!(info, stats, "stopped");
     result?;
     if stats.rows_pending > 0 {
         anyhow::bail!(

@@ -138,6 +138,24 @@ pub enum Message {
     Publish,
 }
 
+/// One log line of a writer's totals ([`WriterStats`]) at `level`:
+/// `log_totals!(info, stats, "writer finished")`. The writer's closing
+/// line and the agent's last one say the same numbers the same way.
+macro_rules! log_totals {
+    ($level:ident, $stats:expr, $($message:tt)+) => {
+        tracing::$level!(
+            ticks = $stats.ticks,
+            rows = $stats.rows,
+            published_rows = $stats.rows_published,
+            recovered_rows = $stats.rows_recovered,
+            dropped_rows = $stats.rows_dropped,
+            pending_rows = $stats.rows_pending,
+            $($message)+
+        )
+    };
+}
+pub(crate) use log_totals;
+
 /// Where and how files are made: everything publishing needs.
 struct Place {
     out: OutputDir,
@@ -486,26 +504,14 @@ impl Writer {
         self.stats.rows_pending = self.pending.values().sum();
         let stats = &self.stats;
         if stats.rows_dropped > 0 || stats.rows_pending > 0 {
-            warn!(
-                ticks = stats.ticks,
-                rows = stats.rows,
-                published_rows = stats.rows_published,
-                recovered_rows = stats.rows_recovered,
-                dropped_rows = stats.rows_dropped,
-                pending_rows = stats.rows_pending,
+            log_totals!(
+                warn,
+                stats,
                 "writer finished; not every sample row was published (pending rows stay in {}/{INPROGRESS_DIR} and are published at the next start)",
                 self.place.out.path().display()
             );
         } else {
-            info!(
-                ticks = stats.ticks,
-                rows = stats.rows,
-                published_rows = stats.rows_published,
-                recovered_rows = stats.rows_recovered,
-                dropped_rows = stats.rows_dropped,
-                pending_rows = stats.rows_pending,
-                "writer finished"
-            );
+            log_totals!(info, stats, "writer finished");
         }
         self.stats.clone()
     }
