@@ -1,10 +1,14 @@
 //! taskscope: an always-on thread-state sampling agent for Linux.
 //!
 //! CO-RE eBPF hooks keep one entry per thread up to date in an mmap-able
-//! array map (`bpf`); a sampler thread scans that table at a fixed rate
-//! without a syscall per thread (`sampler`, `record`); a writer thread
-//! enriches the rows (`enrich`) and writes rotating, compressed files
-//! (`output`) whose columns all come from one table (`schema`).
+//! array map (`bpf`); the agent's sampler thread scans that table at a
+//! fixed rate without a syscall per thread (`agent`); a writer thread
+//! enriches the rows and writes rotating, compressed files (`output`) in
+//! the format of `store`, whose columns all come from one table per table.
+//! The readers (`report`, `export`) read those files through `store`
+//! alone; `cli` parses the command line and runs the command; `files`,
+//! `error` and `logging` are the base. The modules form layers that only
+//! point down (`layers`, a test, keeps them so).
 //!
 //! The one decision a reader must know: the kernel side never emits
 //! per-event output. Hooks only overwrite the thread's entry, so the cost of

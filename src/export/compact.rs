@@ -9,7 +9,7 @@
 //!
 //! The one decision a reader must know: `ParquetFile` is generic over the
 //! table type, so each table name is matched to its type in [`for_table`].
-//! A table added to `output::TABLES` without a line there cannot be
+//! A table added to `store::layout::TABLES` without a line there cannot be
 //! compacted (it is still copied by `--format copy`), and a unit test
 //! fails until the line exists.
 

@@ -5,7 +5,7 @@
 //! The archive is a zstd-compressed tar with one top directory named like
 //! the archive. Below it, the agent's own layout (`samples/date=…/hour=…/
 //! <host>-<stamp>.csv.zst`, every table the agent writes, taken from
-//! `output::TABLES`) and `manifest.json` (see `manifest`). So the README's
+//! `store::layout::TABLES`) and `manifest.json` (see `manifest`). So the README's
 //! DuckDB and awk commands work on an imported archive as they do on the
 //! agent's directory.
 //!

@@ -8,7 +8,7 @@
 //!
 //! A Parquet file is only readable once its footer is written, so it is
 //! never its own crash journal: the CSV journal next to it is (see
-//! `output::table`).
+//! `output::period`).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -4,7 +4,7 @@
 //! thread goes to sleep (at most once per sampling period per thread —
 //! capturing at every switch halved a pipe ping-pong), by the on-CPU
 //! sample for running threads, and by a refresh pass for sampled threads
-//! whose capture is older than their current wait (see `sampler`). The
+//! whose capture is older than their current wait (`agent::stacks`). The
 //! sampler only decides whether a buffer describes the row and copies new
 //! captures; this module, on the writer thread, turns them into rows of
 //! the `stacks` table: unwinds the user frames a frame-pointer walk loses,
