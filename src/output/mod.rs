@@ -23,9 +23,13 @@
 //! After each publication, retention deletes the oldest periods beyond
 //! `--max-disk` or `--max-age`.
 //!
-//! The writer runs on its own thread and owns enrichment (names, users,
-//! cgroups, executables) and stack symbolization, so slow lookups never
-//! delay a sampling tick.
+//! The writer runs on its own thread (`thread`) and owns enrichment
+//! (`enrich`: users, cgroups, executables) and stack symbolization
+//! (`stacks`), so slow lookups never delay a sampling tick. What it
+//! receives — ticks of samples (`tick`, `sample`) — is defined here, with
+//! the layer that consumes it; the agent builds it. It writes the store's
+//! format: `rows` turns a sample into the store's row, `period` and
+//! `periods` write the periods' files, `dir` is the output directory.
 //!
 //! A period's `stacks` file holds every stack its samples refer to: a
 //! stack's row is written before the first sample row that uses it in the
