@@ -6,20 +6,27 @@
 #   ./dev.sh test                           build and run the whole test suite
 #   ./dev.sh bench                          run the benchmarks (as root)
 #   ./dev.sh package                        build the Debian package (target/debian/)
-#   ./dev.sh setup                          only install the prerequisites
+#   ./dev.sh setup                          only install the prerequisites (all of them)
 #
-# Installs: clang (compiles the BPF programs), libelf-dev, zlib1g-dev and
-# pkg-config (vendored libbpf), gcc and zstd (test workloads and checks),
-# python3 and chromium (the tests parse and render flame graphs headless),
-# DuckDB for Python and its CLI (the tests query the files with it),
-# systemd, man-db and dpkg-dev (unit, man page and package tests) and
-# cargo-deb for test, package and setup (builds the package; compiled
-# once, about 3.5 minutes).
+# Each command installs only what it needs. run (and every other command):
+# clang (compiles the BPF programs), libelf-dev, zlib1g-dev, pkg-config and
+# make (vendored libbpf), gcc (the C linker). bench adds zstd and DuckDB
+# (for Python, and its CLI). test adds zstd, DuckDB, python3 and chromium
+# (the tests parse and render flame graphs headless), systemd, man-db,
+# groff-base and dpkg-dev (unit, man page and package tests) and cargo-deb;
+# package adds dpkg-dev and cargo-deb (compiled once, about 3.5 minutes).
 # Needs an existing Rust toolchain (cargo), as rustup installs it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config gcc zstd make python3 chromium systemd man-db groff-base dpkg-dev)
+# What building and running the agent needs.
+RUN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make gcc)
+# What the benchmarks add (they read the files with zstdcat and DuckDB).
+BENCH_PACKAGES=(zstd python3)
+# What the test suite adds.
+TEST_PACKAGES=(zstd python3 chromium systemd man-db groff-base dpkg-dev)
+# What building the Debian package adds.
+PACKAGE_PACKAGES=(dpkg-dev)
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -30,7 +37,7 @@ require_root() {
 
 install_debian_packages() {
     local missing=()
-    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -75,30 +82,46 @@ install_cargo_deb() {
     cargo install --quiet cargo-deb --locked
 }
 
-setup() {
-    install_debian_packages
+setup_run() {
+    install_debian_packages "${RUN_PACKAGES[@]}"
+    find_cargo
+}
+
+setup_bench() {
+    install_debian_packages "${RUN_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
     install_duckdb
     find_cargo
+}
+
+setup_test() {
+    install_debian_packages "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    install_duckdb
+    find_cargo
+    install_cargo_deb
+}
+
+setup_package() {
+    install_debian_packages "${RUN_PACKAGES[@]}" "${PACKAGE_PACKAGES[@]}"
+    find_cargo
+    install_cargo_deb
 }
 
 command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
     setup)
-        setup
-        install_cargo_deb
+        setup_test
         say "ready: $(clang --version | head -1); $(cargo --version); duckdb $("$TASKSCOPE_DUCKDB" --version)"
         ;;
     run)
         require_root run
-        setup
+        setup_run
         cargo build --release --locked
         exec ./target/release/taskscope run "$@"
         ;;
     test)
         require_root test
-        setup
-        install_cargo_deb
+        setup_test
         cargo build --release --locked --all-targets
         log="$(mktemp)"
         trap 'rm -f "$log"' EXIT
@@ -110,12 +133,11 @@ case "$command" in
         ;;
     bench)
         require_root bench
-        setup
+        setup_bench
         cargo bench --locked "$@"
         ;;
     package)
-        setup
-        install_cargo_deb
+        setup_package
         cargo build --release --locked
         cargo deb --no-build --locked "$@"
         ;;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::files_below;
+use common::{cpu_seconds, files_below, scratch_dir, spawn_agent, status_kib, stop_agent};
 
 fn main() {
     assert!(
@@ -169,7 +169,7 @@ fn churn(secs: u64) {
     std::thread::sleep(Duration::from_secs(2));
     points.push(point(&agent, started));
     let summary = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    stop(&mut agent);
+    stop_agent(&mut agent);
 
     let lookups: Vec<String> = points
         .iter()
@@ -245,7 +245,7 @@ struct Point {
 fn point(agent: &Child, started: Instant) -> Point {
     Point {
         seconds: started.elapsed().as_secs(),
-        wall_us: taskscope::timefmt::unix_micros_now(),
+        wall_us: taskscope::store::timefmt::unix_micros_now(),
         rss_kib: status_kib(agent.id(), "VmRSS:"),
         live_threads: machine_threads(agent.id()),
     }
@@ -270,28 +270,8 @@ fn run_agent(args: &[&str], length: Duration, dir: &Path) -> Run {
         rss_kib: status_kib(child.id(), "VmRSS:"),
         hwm_kib: status_kib(child.id(), "VmHWM:"),
     };
-    stop(&mut child);
+    stop_agent(&mut child);
     run
-}
-
-fn spawn_agent(args: &[&str], dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_taskscope"))
-        .arg("run")
-        .args(args)
-        .args(["--no-pin", "--output-dir"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start taskscope")
-}
-
-fn stop(child: &mut Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM the agent");
-    assert!(child.wait().expect("wait").success(), "the agent failed");
 }
 
 /// `load crowd N`: the child and how many threads it could start.
@@ -330,12 +310,6 @@ fn load_binary() -> PathBuf {
         .expect("run cc");
     assert!(status.success(), "compiling {} failed", source.display());
     binary
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// A /proc/sys setting raised for the benchmark, restored on drop.
@@ -392,27 +366,6 @@ fn f(rows: &Json, column: &str) -> f64 {
 
 fn num(rows: &Json, column: &str) -> String {
     format!("{:.0}", f(rows, column))
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("read status")
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    // After the command name (which may hold spaces): utime and stime are
-    // the 12th and 13th fields.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / rustix::param::clock_ticks_per_second() as f64
 }
 
 /// Threads on the machine, not counting those of process `except`.

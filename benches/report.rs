@@ -14,10 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
+use taskscope::output::sample::Sample;
+use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
-use taskscope::record::{decode, Sample};
-use taskscope::sampler::{Tick, TickStats};
 
 const THREADS: u32 = 1_000;
 
@@ -111,7 +112,7 @@ fn main() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    let end_us = taskscope::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
+    let end_us = taskscope::store::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
     let csv_dir = base.join("csv");
     let parquet_dir = base.join("parquet");
     let total_rows = days * 86_400 * u64::from(rows);

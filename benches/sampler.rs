@@ -8,13 +8,15 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use taskscope::agent::clock::monotonic_ns;
+use taskscope::agent::sampler::scan;
+use taskscope::output::tick::Tick;
 use taskscope::output::{self, OutputDir, Writer, WriterConfig};
-use taskscope::sampler::{monotonic_ns, scan, Tick};
 
 struct Sleepers {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -53,9 +55,8 @@ impl Drop for Sleepers {
     }
 }
 
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = common::scratch_dir(name);
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     dir
 }
@@ -79,29 +80,12 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
     (bytes, rows)
 }
 
-/// Run the real agent binary for `secs`; its peak RSS (KiB) and files.
+/// Run the real agent binary for `secs`; its peak RSS (KiB).
 fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taskscope"))
-        .arg("run")
-        .args(args)
-        .args(["--no-pin", "--output-dir"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start taskscope");
+    let mut child = common::spawn_agent(args, dir);
     std::thread::sleep(Duration::from_secs(secs));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    let hwm = common::status_kib(child.id(), "VmHWM:");
+    common::stop_agent(&mut child);
     hwm
 }
 
@@ -143,7 +127,7 @@ fn main() {
     }
 
     // 2. --all: scan + decode + enrich + CSV + zstd, per row.
-    let dir = scratch_dir("bench-write");
+    let dir = scratch("bench-write");
     let plan = output::dir::check(&dir).unwrap();
     let mut writer = Writer::new(
         OutputDir::create(&plan).unwrap(),
@@ -153,7 +137,7 @@ fn main() {
     let ticks = 30;
     let mut per_row = Vec::new();
     let mut min_rows = usize::MAX;
-    let base_ts = taskscope::timefmt::unix_micros_now();
+    let base_ts = taskscope::store::timefmt::unix_micros_now();
     for i in 0..ticks {
         // Ticks one second apart, as at 1 Hz.
         let now = monotonic_ns();
@@ -189,13 +173,13 @@ fn main() {
         return;
     }
     // 3. Bytes per row and resident memory of the real agent.
-    let dir_1hz = scratch_dir("bench-agent-1hz");
+    let dir_1hz = scratch("bench-agent-1hz");
     let _ = run_agent(&["--all", "--frequency", "1"], 30, &dir_1hz);
     let (bytes_1hz, rows_1hz) = file_bytes_and_rows(&dir_1hz);
-    let dir_20hz = scratch_dir("bench-agent-20hz-all");
+    let dir_20hz = scratch("bench-agent-20hz-all");
     let rss_all = run_agent(&["--all", "--frequency", "20"], 20, &dir_20hz);
     let (bytes_20hz, rows_20hz) = file_bytes_and_rows(&dir_20hz);
-    let dir_default = scratch_dir("bench-agent-20hz");
+    let dir_default = scratch("bench-agent-20hz");
     let rss_default = run_agent(&["--frequency", "20"], 20, &dir_default);
     drop(sleepers);
 

@@ -19,14 +19,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use taskscope::stacks::maps::{read_maps, FileCache};
-use taskscope::stacks::symbolize::Symbolizer;
+use taskscope::output::stacks::maps::{read_maps, FileCache};
+use taskscope::output::stacks::symbolize::Symbolizer;
 
 const FRAMES_PER_STACK: usize = 20;
 
@@ -137,58 +137,17 @@ impl Drop for Wakers {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// The real agent, started and given time to attach.
 fn start_agent(args: &[&str], dir: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_taskscope"))
-        .arg("run")
-        .args(args)
-        .args(["--no-pin", "--output-dir"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start taskscope");
+    let child = spawn_agent(args, dir);
     std::thread::sleep(Duration::from_secs(2));
     child
-}
-
-fn stop_agent(child: Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "agent failed");
-}
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / rustix::param::clock_ticks_per_second() as f64
 }
 
 /// (anonymous, file-backed) resident KiB: the symbolizer maps the binaries
 /// it reads, and those pages are the page cache's, reclaimable.
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"))
 }
 
 /// The ground-truth workload binary (its `--nap MS` mode is the
@@ -223,12 +182,12 @@ fn main() {
         let mut pair = [0.0; 2];
         for with in [pass % 2 == 0, pass % 2 == 1] {
             let stacks = if with { "kernel,user" } else { "none" };
-            let dir = scratch("bench-stacks-cpu");
-            let agent = start_agent(&["--all", "-F", "20", "--stacks", stacks], &dir);
-            let before = process_cpu(agent.id());
+            let dir = scratch_dir("bench-stacks-cpu");
+            let mut agent = start_agent(&["--all", "-F", "20", "--stacks", stacks], &dir);
+            let before = cpu_seconds(agent.id());
             std::thread::sleep(measure);
-            let used = process_cpu(agent.id()) - before;
-            stop_agent(agent);
+            let used = cpu_seconds(agent.id()) - before;
+            stop_agent(&mut agent);
             pair[usize::from(with)] = 100.0 * used / measure.as_secs_f64();
         }
         cpu_off.push(pair[0]);
@@ -249,13 +208,13 @@ fn main() {
         let mut pair = [0.0; 2];
         for with in [pass % 2 == 0, pass % 2 == 1] {
             let stacks = if with { "kernel,user" } else { "none" };
-            let dir = scratch("bench-stacks-pingpong");
-            let agent = start_agent(&["-F", "20", "--stacks", stacks], &dir);
+            let dir = scratch_dir("bench-stacks-pingpong");
+            let mut agent = start_agent(&["-F", "20", "--stacks", stacks], &dir);
             // Steady state: the first stacks of this (large, debug-info)
             // binary are symbolized cold during the warm-up.
             pingpong_per_sec(200_000);
             pair[usize::from(with)] = pingpong_per_sec(200_000);
-            stop_agent(agent);
+            stop_agent(&mut agent);
         }
         pp_off.push(pair[0]);
         pp_on.push(pair[1]);
@@ -268,9 +227,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let nap = nap_binary();
-    let dir = scratch("bench-stacks-churn");
-    let agent = start_agent(&["--all", "-F", "20"], &dir);
-    let copies = scratch("bench-stacks-copies");
+    let dir = scratch_dir("bench-stacks-churn");
+    let mut agent = start_agent(&["--all", "-F", "20"], &dir);
+    let copies = scratch_dir("bench-stacks-copies");
     std::fs::create_dir_all(&copies).unwrap();
     let started = Instant::now();
     let mut rss = Vec::new();
@@ -292,7 +251,7 @@ fn main() {
     for mut c in children {
         let _ = c.wait();
     }
-    stop_agent(agent);
+    stop_agent(&mut agent);
     let rows = Command::new("sh")
         .current_dir(&dir)
         .args(["-c", "zstdcat stacks/*/*/*.csv.zst | grep -c nap_then_exit"])

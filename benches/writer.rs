@@ -9,12 +9,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{files_below, median};
+use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
-use taskscope::output::csv::CsvFile;
+use taskscope::output::rows::{sample_row, SampleNames};
+use taskscope::output::sample::Sample;
+use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
-use taskscope::record::{decode, Sample};
-use taskscope::sampler::{Tick, TickStats};
-use taskscope::schema::{SampleRow, Samples};
+use taskscope::store::csv::CsvFile;
+use taskscope::store::schema::{SampleRow, Samples};
 
 const THREADS: u32 = 10_000;
 const TICKS: i64 = 60;
@@ -61,24 +63,18 @@ const NAMES: (&str, &str, &str) = (
 );
 
 /// A sample as the writer turns it into a row (names fixed).
-fn row<'a>(sample: &'a Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
-    SampleRow {
-        ts_us,
-        weight_us: 1_000_000,
-        sample,
+fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
+    let names = SampleNames {
         comm,
         exe: NAMES.0,
         user: NAMES.1,
         cgroup: NAMES.2,
-        syscall: sample
-            .syscall
-            .and_then(|s| taskscope::enrich::syscall_name(s.nr)),
         io_dev: None,
-        stacks: &NO_STACKS,
-    }
+    };
+    sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }
 
-static NO_STACKS: taskscope::stacks::Resolved = taskscope::stacks::Resolved {
+static NO_STACKS: taskscope::output::stacks::Resolved = taskscope::output::stacks::Resolved {
     kstack: None,
     ustack: None,
     kfunc: None,
@@ -98,17 +94,17 @@ fn main() {
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
             let row = row(sample, &comm, 1);
-            for column in <Samples as taskscope::schema::Table>::columns() {
+            for column in <Samples as taskscope::store::schema::Table>::columns() {
                 match (column.value)(&row) {
-                    taskscope::schema::Value::Null => csv.write_field(b"").unwrap(),
-                    taskscope::schema::Value::Int(v) => {
+                    taskscope::store::schema::Value::Null => csv.write_field(b"").unwrap(),
+                    taskscope::store::schema::Value::Int(v) => {
                         csv.write_field(itoa::Buffer::new().format(v)).unwrap()
                     }
-                    taskscope::schema::Value::Text(t) => csv.write_field(t).unwrap(),
-                    taskscope::schema::Value::Timestamp(_) => {
+                    taskscope::store::schema::Value::Text(t) => csv.write_field(t).unwrap(),
+                    taskscope::store::schema::Value::Timestamp(_) => {
                         csv.write_field("2026-11-22 13:00:00.000000").unwrap()
                     }
-                    taskscope::schema::Value::Bool(b) => {
+                    taskscope::store::schema::Value::Bool(b) => {
                         csv.write_field(if b { "true" } else { "false" }).unwrap()
                     }
                 }

@@ -6,9 +6,64 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use taskscope::bpf::{Agent, LoadOptions};
+
+/// The real agent, `taskscope run ARGS --no-pin --output-dir DIR`, in the
+/// background (its log discarded).
+pub fn spawn_agent(args: &[&str], dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_taskscope"))
+        .arg("run")
+        .args(args)
+        .args(["--no-pin", "--output-dir"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start taskscope")
+}
+
+/// Stop the agent with SIGTERM; it must exit 0.
+pub fn stop_agent(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the agent");
+    assert!(child.wait().expect("wait").success(), "the agent failed");
+}
+
+/// A fresh (removed) directory `name` below the target's tmp directory.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A `kB` field of `/proc/PID/status` (`"VmRSS:"`, `"RssAnon:"`, ...).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("read status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // After the command name (which may hold spaces): utime and stime are
+    // the 12th and 13th fields.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
 
 /// Load the agent's programs as `taskscope run` would, but tracking this
 /// process too (the real agent excludes itself; here the benchmark's own

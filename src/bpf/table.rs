@@ -17,7 +17,6 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use anyhow::{Context, Result};
 
 use super::types::{bss, ts_counters, ts_slot_state, ts_stack, ts_thread};
-use crate::record::SchedFields;
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
@@ -26,6 +25,30 @@ const READ_ATTEMPTS: usize = 8;
 // (round_up(value_size, 8) apart): every value shared through mmap must
 // be a multiple of 8 bytes for index × size to address it.
 const _: () = assert!(size_of::<ts_thread>() % 8 == 0 && size_of::<ts_stack>() % 8 == 0);
+
+/// The scheduler fields of an entry that decide its state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SchedFields {
+    pub flags: u32,
+    pub sched_state: u32,
+    pub exit_state: u32,
+    pub switch_in_ns: u64,
+    pub switch_out_ns: u64,
+    pub wakeup_ns: u64,
+}
+
+impl From<&ts_thread> for SchedFields {
+    fn from(e: &ts_thread) -> SchedFields {
+        SchedFields {
+            flags: e.flags,
+            sched_state: e.sched_state,
+            exit_state: e.exit_state,
+            switch_in_ns: e.switch_in_ns,
+            switch_out_ns: e.switch_out_ns,
+            wakeup_ns: e.wakeup_ns,
+        }
+    }
+}
 
 /// A mapping of one BPF array map.
 struct Mapping {
@@ -80,7 +103,7 @@ pub enum Tracked {
 }
 
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
-pub struct StateTable {
+pub struct ThreadTable {
     entries: Mapping,
     capacity: usize,
     ring: Mapping,
@@ -96,9 +119,9 @@ pub struct StateTable {
 
 // SAFETY: the table only holds pointers into shared mappings that stay valid
 // for its lifetime; every access is atomic or volatile.
-unsafe impl Send for StateTable {}
+unsafe impl Send for ThreadTable {}
 
-impl StateTable {
+impl ThreadTable {
     /// Map the tables.
     ///
     /// # Safety
@@ -112,7 +135,7 @@ impl StateTable {
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
         track: [Option<BorrowedFd<'_>>; 2],
         globals: NonNull<bss>,
-    ) -> Result<StateTable> {
+    ) -> Result<ThreadTable> {
         let [track_syscalls, track_io] = track;
         let cells = capacity * size_of::<u64>();
         let track = [
@@ -130,7 +153,7 @@ impl StateTable {
             )),
             None => None,
         };
-        Ok(StateTable {
+        Ok(ThreadTable {
             entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
             capacity,
             ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,

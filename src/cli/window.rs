@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::parse::Day;
-use crate::catalog::Window;
+use crate::store::catalog::Window;
 
 /// Length of the window when neither `--from` nor `--since` is given.
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(3_600);
@@ -85,7 +85,7 @@ fn micros(duration: Duration) -> i64 {
 /// `2026-11-30 08:00:00`, with a fraction only when there is one.
 fn shown(us: i64) -> String {
     let mut text = String::new();
-    crate::timefmt::write_timestamp_micros(&mut text, us);
+    crate::store::timefmt::write_timestamp_micros(&mut text, us);
     match text.strip_suffix(".000000") {
         Some(whole) => whole.to_string(),
         None => text,

@@ -21,9 +21,9 @@ use super::manifest::{
     self, ArchivedFile, Contents, HashingReader, Manifest, TableTotals, TimeRange,
 };
 use super::{compact, open_data_file, ARCHIVE_EXT};
-use crate::catalog::{DataFile, FileFormat, Window};
-use crate::destination::{Destination, Kind, Pending};
-use crate::timefmt;
+use crate::files::destination::{Destination, Kind, Pending};
+use crate::store::catalog::{DataFile, FileFormat, Window};
+use crate::store::timefmt;
 
 /// The archive being written: a temporary file next to the target,
 /// renamed into place only when complete (or the device or FIFO named).
@@ -210,7 +210,7 @@ impl Archive {
         for (_, contents) in selected {
             all.merge(contents);
         }
-        let mut tables: BTreeMap<String, TableTotals> = crate::output::TABLES
+        let mut tables: BTreeMap<String, TableTotals> = crate::store::layout::TABLES
             .iter()
             .map(|t| (t.to_string(), TableTotals::default()))
             .collect();
@@ -225,7 +225,7 @@ impl Archive {
         Manifest {
             taskscope_export: manifest::MANIFEST_VERSION,
             created: manifest::timestamp(timefmt::unix_micros_now()),
-            host: crate::config::host_name(),
+            host: crate::store::layout::host_name(),
             kernel: uname.release().to_string_lossy().into_owned(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_commit: env!("TASKSCOPE_GIT_COMMIT").to_string(),

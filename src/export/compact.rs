@@ -9,7 +9,7 @@
 //!
 //! The one decision a reader must know: `ParquetFile` is generic over the
 //! table type, so each table name is matched to its type in [`for_table`].
-//! A table added to `output::TABLES` without a line there cannot be
+//! A table added to `store::layout::TABLES` without a line there cannot be
 //! compacted (it is still copied by `--format copy`), and a unit test
 //! fails until the line exists.
 
@@ -22,9 +22,9 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 
 use super::manifest::Contents;
-use crate::catalog::{DataFile, FileFormat};
-use crate::output::parquet::ParquetFile;
-use crate::schema::{ColumnType, Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
+use crate::store::catalog::{DataFile, FileFormat};
+use crate::store::parquet::ParquetFile;
+use crate::store::schema::{ColumnType, Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
 
 /// Something to do with a table's static type.
 pub trait TableVisitor {
@@ -226,7 +226,7 @@ mod tests {
                 T::NAME
             }
         }
-        for table in crate::output::TABLES {
+        for table in crate::store::layout::TABLES {
             assert_eq!(
                 for_table(table, Name),
                 Some(table),

@@ -24,40 +24,21 @@ use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::manifest::{self, HashingReader, Manifest};
-use super::ARCHIVE_EXT;
-use crate::cli_admin::ImportArgs;
-use crate::destination::DirDestination;
+use crate::files::destination::DirDestination;
 
 /// Largest manifest.json read into memory.
 const MANIFEST_LIMIT: u64 = 256 << 20;
 
-/// `taskscope import`.
-pub fn import(args: &ImportArgs) -> Result<ExitCode> {
-    let archive = &args.archive;
-    let destination = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            let name = archive.to_string_lossy();
-            match name.strip_suffix(ARCHIVE_EXT) {
-                Some(stem) if !stem.is_empty() => PathBuf::from(stem),
-                _ => {
-                    eprintln!(
-                        "taskscope: error: {} does not end in {ARCHIVE_EXT}; say where to extract it with --dir",
-                        archive.display()
-                    );
-                    return Ok(ExitCode::from(crate::EXIT_USAGE));
-                }
-            }
-        }
-    };
-    let manifest = extract_verified(archive, &destination)?;
-    print!("{}", summary(archive, &destination, &manifest));
-    Ok(ExitCode::SUCCESS)
+/// `taskscope import`: extract `archive` into `destination` (missing or
+/// empty), verify it and print what it holds.
+pub fn import(archive: &Path, destination: &Path) -> Result<()> {
+    let manifest = extract_verified(archive, destination)?;
+    print!("{}", summary(archive, destination, &manifest));
+    Ok(())
 }
 
 /// Extract `archive` into `destination` (missing or empty) and verify it.

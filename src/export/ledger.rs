@@ -61,13 +61,8 @@ impl Ledger {
     pub fn open(dir: &Path, host: &str) -> Result<Ledger> {
         let name = ledger_name(host);
         let path = dir.join(&name);
-        let dir_fd = rustix::fs::open(
-            dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)
-        .with_context(|| format!("cannot open {}", dir.display()))?;
+        let dir_fd = crate::files::at::open_dir(dir)
+            .with_context(|| format!("cannot open {}", dir.display()))?;
         let fd = rustix::fs::openat(
             &dir_fd,
             name.as_str(),

@@ -11,13 +11,13 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::catalog::{self, DataFile, Opened};
-use crate::output::csv::push_field;
+use crate::store::catalog::{self, DataFile, Opened};
+use crate::store::csv::push_field;
 
 /// A private directory (0700) for the finished copies of journals,
 /// removed with everything in it when dropped.
@@ -29,15 +29,7 @@ pub struct Staging {
 impl Staging {
     /// Create it next to `target` (the archive).
     pub fn new(target: &Path) -> Result<Staging> {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = target.with_file_name(format!(".{name}.journals-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = crate::files::private_dir_next_to(target, "journals")?;
         Ok(Staging { dir, files: 0 })
     }
 
@@ -144,7 +136,7 @@ fn write_complete_rows(journal: File, out: File, until_us: Option<i64>) -> Resul
         let late = match (until_us, ts.and_then(|i| record.get(i))) {
             (Some(until), Some(field)) => std::str::from_utf8(field)
                 .ok()
-                .and_then(crate::timefmt::parse_timestamp_micros)
+                .and_then(crate::store::timefmt::parse_timestamp_micros)
                 .is_none_or(|t| t > until),
             _ => false,
         };

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::FileFormat;
-use crate::timefmt;
+use crate::store::catalog::FileFormat;
+use crate::store::timefmt;
 
 /// Version of the manifest's layout.
 pub const MANIFEST_VERSION: u32 = 1;

@@ -5,7 +5,7 @@
 //! The archive is a zstd-compressed tar with one top directory named like
 //! the archive. Below it, the agent's own layout (`samples/date=…/hour=…/
 //! <host>-<stamp>.csv.zst`, every table the agent writes, taken from
-//! `output::TABLES`) and `manifest.json` (see `manifest`). So the README's
+//! `store::layout::TABLES`) and `manifest.json` (see `manifest`). So the README's
 //! DuckDB and awk commands work on an imported archive as they do on the
 //! agent's directory.
 //!
@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -41,44 +40,50 @@ pub use import::import;
 use ledger::Ledger;
 use manifest::Contents;
 
-use crate::catalog::{Catalog, DataFile, Prefer, Problem, Window};
-use crate::cli_admin::{ExportArgs, ExportFormat};
-use crate::destination::{Destination, Kind};
-use crate::timefmt::{self, Civil};
+use crate::error::Usage;
+use crate::files::destination::{Destination, Kind};
+use crate::store::catalog::{Catalog, DataFile, Prefer, Problem, Window};
+use crate::store::timefmt::Civil;
 
 /// Archives end in this.
 pub const ARCHIVE_EXT: &str = ".tar.zst";
 
-/// A usage error (exit 2) as opposed to a failure (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Usage(String);
-
-/// `taskscope export`.
-pub fn export(args: &ExportArgs) -> Result<ExitCode> {
-    match run(args) {
-        Ok((path, problems)) => {
-            println!("{}", path.display());
-            for problem in &problems {
-                eprintln!("taskscope: warning: {problem}");
-            }
-            Ok(if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::EXIT_INCOMPLETE)
-            })
-        }
-        Err(err) if err.is::<Usage>() => {
-            eprintln!("taskscope: error: {err:#}");
-            Ok(ExitCode::from(crate::EXIT_USAGE))
-        }
-        Err(err) => Err(err),
-    }
+/// What `taskscope export` is asked (made from its flags by `cli::admin`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The data directory (the agent's --output-dir).
+    pub dir: PathBuf,
+    /// The window, resolved against the clock at `now_us`.
+    pub window: Window,
+    pub now_us: i64,
+    /// The archive, or a directory to name it in, or a device or FIFO.
+    pub output: PathBuf,
+    pub format: Format,
+    /// Replace an existing archive.
+    pub force: bool,
+    /// Delete this host's older exports in the archive's directory.
+    pub keep_for: Option<Duration>,
 }
 
-fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
-    let now_us = timefmt::unix_micros_now();
-    let window = window(args, now_us)?;
+/// What the archive holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The period files as the agent wrote them, byte for byte.
+    Copy,
+    /// One Parquet file per table and host, compacted from the periods.
+    Parquet,
+}
+
+/// `taskscope export`: write the archive, print its path; the files that
+/// could not be read and were left out are returned.
+pub fn export(args: &Request) -> Result<Vec<Problem>> {
+    let (path, problems) = run(args)?;
+    println!("{}", path.display());
+    Ok(problems)
+}
+
+fn run(args: &Request) -> Result<(PathBuf, Vec<Problem>)> {
+    let (window, now_us) = (args.window, args.now_us);
     let data_dir = absolute(&args.dir)?;
     match std::fs::metadata(&data_dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -109,8 +114,8 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
     }
     let mut archive = Archive::create(&destination, progress)?;
     let mut manifest = match args.format {
-        ExportFormat::Copy => archive.copy_files(&selected, &window)?,
-        ExportFormat::Parquet => archive.compact_files(&selected, &window)?,
+        Format::Copy => archive.copy_files(&selected, &window)?,
+        Format::Parquet => archive.compact_files(&selected, &window)?,
     };
     manifest.skipped = problems
         .iter()
@@ -125,14 +130,6 @@ fn run(args: &ExportArgs) -> Result<(PathBuf, Vec<Problem>)> {
         retain(&target, named_here, window.to_us, args.keep_for, now_us)?;
     }
     Ok((target, problems))
-}
-
-/// The window asked for, `[from, to)` in microseconds, resolved as for
-/// `report` (`cli::window`).
-fn window(args: &ExportArgs, now_us: i64) -> Result<Window> {
-    args.window_flags()
-        .resolve(now_us)
-        .map_err(|err| Usage(err.to_string()).into())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -153,7 +150,7 @@ fn archive_destination(output: &Path, window: &Window, force: bool) -> Result<(D
     let meta = std::fs::symlink_metadata(&output).ok();
     let file_type = meta.as_ref().map(|m| m.file_type());
     if file_type.is_some_and(|t| t.is_dir()) {
-        let path = output.join(archive_name(&crate::config::host_name(), window));
+        let path = output.join(archive_name(&crate::store::layout::host_name(), window));
         return Ok((Destination::check(&path, force)?, true));
     }
     if file_type.is_some_and(|t| !t.is_file()) {
@@ -199,7 +196,7 @@ fn select(
 ) -> Result<(Selected, Vec<Problem>)> {
     let mut catalog = Catalog::open(dir)?;
     let mut files = Vec::new();
-    for table in crate::output::TABLES {
+    for table in crate::store::layout::TABLES {
         files.extend(catalog.select(table, window, Prefer::Parquet));
     }
     let mut problems = std::mem::take(&mut catalog.problems);
@@ -274,7 +271,7 @@ fn retain(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut ledger = match Ledger::open(dir, &crate::config::host_name()) {
+    let mut ledger = match Ledger::open(dir, &crate::store::layout::host_name()) {
         Ok(ledger) => ledger,
         Err(err) if keep_for.is_none() => {
             warn!("{err:#}; --keep-for will not delete {}", target.display());
@@ -297,42 +294,6 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
     const NOV22: i64 = 1_795_305_600_000_000; // 2026-11-22 00:00 UTC
-
-    fn args(extra: &[&str]) -> ExportArgs {
-        use clap::Parser;
-        let argv = ["taskscope", "export", "-o", "x.tar.zst"]
-            .iter()
-            .chain(extra);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Export(args) => args,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn windows() {
-        let now = NOV22 + 13 * 3_600_000_000;
-        let w = |extra: &[&str]| window(&args(extra), now).map(|w| (w.from_us, w.to_us));
-        assert_eq!(w(&["--day", "yesterday"]).unwrap(), (NOV22 - DAY, NOV22));
-        assert_eq!(w(&["--day", "today"]).unwrap(), (NOV22, NOV22 + DAY));
-        assert_eq!(w(&["--day", "2026-11-22"]).unwrap(), (NOV22, NOV22 + DAY));
-        assert_eq!(w(&["--since", "1h"]).unwrap(), (now - 3_600_000_000, now));
-        assert_eq!(
-            w(&["--from", "2026-11-22 12:00"]).unwrap(),
-            (now - 3_600_000_000, now)
-        );
-        let err = w(&["--from", "2026-11-22 14:00"]).unwrap_err();
-        assert!(
-            err.is::<Usage>() && err.to_string().contains("after now"),
-            "{err}"
-        );
-        let err = w(&["--from", "2026-11-22 12:00", "--to", "2026-11-22 11:00"]).unwrap_err();
-        assert!(
-            err.is::<Usage>() && err.to_string().contains("window is empty"),
-            "{err}"
-        );
-        assert!(w(&["--day", "2026-11-23"]).unwrap_err().is::<Usage>());
-    }
 
     #[test]
     fn archive_names() {

@@ -32,68 +32,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{Mode, OFlags};
 
-use crate::locks::Holder;
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+use crate::files;
+use crate::files::at::{ensure_dir_with, verify_dir, Permissions, FILE_MODE};
+use crate::files::locks::{self, Holder};
+use crate::files::trust::{check_ancestors, check_private, USE_INSTEAD};
 
-/// Mode of directories taskscope creates, by default.
-pub const DIR_MODE: u32 = 0o755;
-/// Mode of files taskscope creates, by default.
-pub const FILE_MODE: u32 = 0o644;
-
-/// Modes and group of what taskscope creates (`--file-mode`, `--group`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permissions {
-    pub file_mode: u32,
-    /// The file mode with search (x) wherever it has read.
-    pub dir_mode: u32,
-    pub group: Option<u32>,
-}
-
-impl Default for Permissions {
-    fn default() -> Self {
-        Permissions {
-            file_mode: FILE_MODE,
-            dir_mode: DIR_MODE,
-            group: None,
-        }
-    }
-}
-
-impl Permissions {
-    /// Permissions for files of `file_mode`, owned by group `group`.
-    /// Refuses modes that let anyone but the owner write, or execute.
-    pub fn new(file_mode: u32, group: Option<u32>) -> Result<Permissions> {
-        if file_mode & !0o777 != 0 {
-            bail!("--file-mode {file_mode:o} has bits other than rwx for owner, group and others");
-        }
-        if file_mode & 0o022 != 0 {
-            bail!("--file-mode {file_mode:04o} lets others than the owner write; use e.g. 0644 or 0640");
-        }
-        if file_mode & 0o111 != 0 {
-            bail!("--file-mode {file_mode:04o} makes data files executable");
-        }
-        if file_mode & 0o600 != 0o600 {
-            bail!("--file-mode {file_mode:04o} must let the owner read and write");
-        }
-        let dir_mode = file_mode | ((file_mode & 0o444) >> 2);
-        Ok(Permissions {
-            file_mode,
-            dir_mode,
-            group,
-        })
-    }
-
-    fn apply(&self, fd: &OwnedFd, mode: u32) -> io::Result<()> {
-        if let Some(gid) = self.group {
-            rustix::fs::fchown(fd, None, Some(rustix::fs::Gid::from_raw(gid)))?;
-        }
-        // After chown: changing the group clears set-id bits, and the
-        // umask must not matter.
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
-        Ok(())
-    }
-}
 /// Lock file that keeps two agents out of one directory.
 const LOCK_NAME: &str = ".taskscope.lock";
 
@@ -174,69 +119,6 @@ pub fn check(path: &Path) -> Result<OutputPlan> {
         existing,
         missing,
     })
-}
-
-/// What to do about an output directory that cannot be used safely: a
-/// directory of its own, never a change to a shared one (`chmod go-w /tmp`
-/// would break the machine).
-const USE_INSTEAD: &str = "give a directory of its own that only root can write, such as \
-    /var/lib/taskscope, or a new name in /tmp such as /tmp/taskscope (taskscope creates it, \
-    owned by root)";
-
-/// The directories above `object` (after resolving symlinks on the way):
-/// nobody but root or the user running taskscope may be able to move
-/// things in them, or `subject` could be swapped under the agent. Sticky
-/// directories such as /tmp are fine: others cannot rename or remove
-/// entries they do not own there. The one ancestry rule for everything the
-/// root agent trusts: the output directory and the settings file.
-pub fn check_ancestors(subject: &str, object: &Path, advice: &str) -> Result<()> {
-    let owner = rustix::process::geteuid().as_raw();
-    let resolved = std::fs::canonicalize(object)
-        .with_context(|| format!("cannot inspect {}", object.display()))?;
-    for ancestor in resolved.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
-        let sticky = meta.mode() & 0o1000 != 0;
-        if meta.uid() != 0 && meta.uid() != owner {
-            bail!(
-                "{subject} is inside {}, which is owned by uid {}: another user could redirect what the agent reads and writes; {advice}",
-                ancestor.display(),
-                meta.uid()
-            );
-        }
-        if meta.mode() & 0o022 != 0 && !sticky {
-            bail!(
-                "{subject} is inside {}, which other users can write to (mode {:04o}); {advice}",
-                ancestor.display(),
-                meta.mode() & 0o7777
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `path` itself: owned by `owner`, writable by nobody else.
-pub fn check_private(path: &Path, uid: u32, mode: u32, owner: u32, what: &str) -> Result<()> {
-    if uid != owner {
-        bail!(
-            "{what} {} is owned by uid {uid}, not by the user running taskscope ({owner}); \
-             {USE_INSTEAD}",
-            path.display()
-        );
-    }
-    if mode & 0o022 != 0 {
-        let shared = if mode & 0o1000 != 0 {
-            " (it is a shared directory, sticky like /tmp)"
-        } else {
-            ""
-        };
-        bail!(
-            "{what} {} is writable by other users (mode {:04o}){shared}; {USE_INSTEAD}",
-            path.display(),
-            mode & 0o7777,
-        );
-    }
-    Ok(())
 }
 
 /// The nearest existing directory above a missing output directory: it
@@ -331,13 +213,8 @@ impl OutputDir {
 /// Open an existing directory by path, not following a final symlink, and
 /// verify what was actually opened.
 fn open_dir(path: &Path) -> Result<OwnedFd> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
-    .with_context(|| format!("cannot open {}", path.display()))?;
+    let fd =
+        files::at::open_dir(path).with_context(|| format!("cannot open {}", path.display()))?;
     verify_dir(&fd).with_context(|| format!("refusing {}", path.display()))?;
     Ok(fd)
 }
@@ -345,176 +222,14 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
 /// Open the existing directory that the first missing one is created in,
 /// checking what was opened by the rule of [`check_parent`].
 fn open_parent(path: &Path) -> Result<OwnedFd> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
-    .with_context(|| format!("cannot open {}", path.display()))?;
+    let fd =
+        files::at::open_dir(path).with_context(|| format!("cannot open {}", path.display()))?;
     let st = rustix::fs::fstat(&fd)
         .map_err(io::Error::from)
         .with_context(|| format!("cannot inspect {}", path.display()))?;
     let owner = rustix::process::geteuid().as_raw();
     check_parent(path, st.st_uid, st.st_mode, owner)?;
     Ok(fd)
-}
-
-/// Open subdirectory `name` of `parent`, creating it (mode 0755) if missing.
-pub fn ensure_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd> {
-    ensure_dir_with(parent, name, &Permissions::default())
-}
-
-/// Open subdirectory `name` of `parent`, creating it with `perms` if
-/// missing.
-pub fn ensure_dir_with(parent: &OwnedFd, name: &str, perms: &Permissions) -> Result<OwnedFd> {
-    let created = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(perms.dir_mode)) {
-        Ok(()) => true,
-        Err(rustix::io::Errno::EXIST) => false,
-        Err(err) => return Err(io::Error::from(err)).with_context(|| format!("mkdir {name}")),
-    };
-    let fd = rustix::fs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
-    .with_context(|| format!("cannot open directory {name} (a symlink?)"))?;
-    if created {
-        perms.apply(&fd, perms.dir_mode)?;
-    }
-    verify_dir(&fd).with_context(|| format!("refusing directory {name}"))?;
-    Ok(fd)
-}
-
-fn verify_dir(fd: &OwnedFd) -> Result<()> {
-    let st = rustix::fs::fstat(fd).map_err(io::Error::from)?;
-    let owner = rustix::process::geteuid().as_raw();
-    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-        bail!("not a directory");
-    }
-    if st.st_uid != owner {
-        bail!("owned by uid {}, not {owner}", st.st_uid);
-    }
-    if st.st_mode & 0o022 != 0 {
-        bail!("writable by other users (mode {:04o})", st.st_mode & 0o7777);
-    }
-    Ok(())
-}
-
-/// Create a new file `name` in `dir` with exactly `mode`; fails if anything
-/// (file or symlink) already has that name.
-pub fn create_file(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<File> {
-    create_file_with(
-        dir,
-        name,
-        &Permissions {
-            file_mode: mode,
-            ..Permissions::default()
-        },
-    )
-}
-
-/// Create a new file `name` in `dir` with `perms`; fails if anything (file
-/// or symlink) already has that name.
-pub fn create_file_with(dir: &OwnedFd, name: &str, perms: &Permissions) -> io::Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(perms.file_mode),
-    )?;
-    perms.apply(&fd, perms.file_mode)?;
-    Ok(File::from(fd))
-}
-
-/// Open an existing regular file `name` in `dir` for reading, never
-/// through a symlink.
-pub fn open_file(dir: &OwnedFd, name: &str) -> io::Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(File::from(fd))
-}
-
-/// Open subdirectory `name` of `dir` if it exists, never through a symlink.
-pub fn open_subdir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// Names of the entries of `dir` with their types (no `.` and `..`).
-pub fn list(dir: &OwnedFd) -> io::Result<Vec<(String, FileType)>> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&fd)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != "." && name != ".." {
-            out.push((name, entry.file_type()));
-        }
-    }
-    Ok(out)
-}
-
-/// Size in bytes of entry `name` of `dir` (not following symlinks).
-pub fn size_of(dir: &OwnedFd, name: &str) -> io::Result<u64> {
-    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?.st_size as u64)
-}
-
-/// Remove the empty subdirectory `name` of `dir`; false if not empty.
-pub fn remove_empty_dir(dir: &OwnedFd, name: &str) -> io::Result<bool> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(false),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Move `from` (in `from_dir`) to `to` (in `to_dir`) without replacing
-/// anything; makes both directory entries durable.
-pub fn publish(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
-    rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)?;
-    rustix::fs::fsync(to_dir)?;
-    rustix::fs::fsync(from_dir)?;
-    Ok(())
-}
-
-/// Remove file `name` from `dir` (never a directory, never through a link).
-pub fn remove_file(dir: &OwnedFd, name: &str) -> io::Result<()> {
-    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
-}
-
-/// Cut regular file `name` of `dir` back to `len` bytes (never through a
-/// link) and make that durable. Needs no free space.
-pub fn truncate_file(dir: &OwnedFd, name: &str, len: u64) -> io::Result<()> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    rustix::fs::ftruncate(&fd, len)?;
-    rustix::fs::fsync(&fd)?;
-    Ok(())
-}
-
-/// Whether `name` exists in `dir` (as anything, symlinks included).
-pub fn exists(dir: &OwnedFd, name: &str) -> bool {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
 }
 
 fn lock(dir: &OwnedFd) -> Result<File> {
@@ -526,15 +241,12 @@ fn lock(dir: &OwnedFd) -> Result<File> {
     )
     .map_err(io::Error::from)?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE)).map_err(io::Error::from)?;
-    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+    match locks::try_lock(&fd)? {
         Ok(()) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let holder = crate::locks::flock_holder(&fd)
-                .map(|h| h.pid_text())
-                .unwrap_or_default();
-            bail!("another taskscope agent{holder} is already writing here")
-        }
-        Err(err) => Err(io::Error::from(err).into()),
+        Err(holder) => bail!(
+            "another taskscope agent{} is already writing here",
+            holder.pid_text()
+        ),
     }
 }
 
@@ -546,7 +258,7 @@ pub fn lock_holder(path: &Path) -> io::Result<Holder> {
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
-        Ok(fd) => crate::locks::flock_holder(&fd),
+        Ok(fd) => locks::flock_holder(&fd),
         Err(rustix::io::Errno::NOENT) => Ok(Holder::Free),
         Err(err) => Err(err.into()),
     }
@@ -561,6 +273,8 @@ impl AsFd for OutputDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::at::*;
+    use rustix::fs::FileType;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn tmp() -> tempfile::TempDir {

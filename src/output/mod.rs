@@ -23,9 +23,13 @@
 //! After each publication, retention deletes the oldest periods beyond
 //! `--max-disk` or `--max-age`.
 //!
-//! The writer runs on its own thread and owns enrichment (names, users,
-//! cgroups, executables) and stack symbolization, so slow lookups never
-//! delay a sampling tick.
+//! The writer runs on its own thread (`thread`) and owns enrichment
+//! (`enrich`: users, cgroups, executables) and stack symbolization
+//! (`stacks`), so slow lookups never delay a sampling tick. What it
+//! receives — ticks of samples (`tick`, `sample`) — is defined here, with
+//! the layer that consumes it; the agent builds it. It writes the store's
+//! format: `rows` turns a sample into the store's row, `period` and
+//! `periods` write the periods' files, `dir` is the output directory.
 //!
 //! A period's `stacks` file holds every stack its samples refer to: a
 //! stack's row is written before the first sample row that uses it in the
@@ -33,13 +37,17 @@
 //! stacks first, so neither a crash nor a reader racing publication sees a
 //! sample whose stack is missing.
 
-pub mod csv;
 pub mod dir;
-pub mod parquet;
+pub mod enrich;
+pub mod period;
+pub mod periods;
 pub mod recover;
 pub mod retention;
-pub mod rotate;
-pub mod table;
+pub mod rows;
+pub mod sample;
+pub mod stacks;
+pub mod thread;
+pub mod tick;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -50,30 +58,20 @@ use tracing::{error, info, warn};
 
 use crate::bpf::types::ts_completion_kind;
 use crate::bpf::TrackKinds;
-use crate::enrich::dev_name;
-use crate::enrich::{syscall_name, Enricher};
-use crate::sampler::Tick;
-use crate::schema::{
-    io_dev_text, Iorq, IorqRow, SampleRow, Samples, Stacks, SyscallRow, Syscalls, Table, TickRow,
-    Ticks,
-};
-use crate::stacks::{Resolved, StackResolver};
-pub use dir::{OutputDir, OutputPlan, Permissions};
+use crate::files::at;
+use crate::store::layout::{parse_journal_name, INPROGRESS_DIR, TABLES};
+use crate::store::names::dev_name;
+use crate::store::schema::{Iorq, Samples, Syscalls, Table};
+pub use dir::{OutputDir, OutputPlan};
+use enrich::Enricher;
+pub use period::Formats;
+use period::{Abandoned, Target};
+use periods::{OpenPeriods, Published};
 pub use recover::Recovered;
 pub use retention::Retention;
-pub use table::Formats;
-use table::{Abandoned, PeriodFiles, TableWriter, Target};
+use stacks::{Resolved, StackResolver};
+use tick::Tick;
 
-/// Where files are written before they are complete.
-pub const INPROGRESS_DIR: &str = ".inprogress";
-/// Every table, in the order their files are written.
-pub const TABLES: [&str; 5] = [
-    Stacks::NAME,
-    Samples::NAME,
-    Syscalls::NAME,
-    Iorq::NAME,
-    Ticks::NAME,
-];
 /// Minimum time between two error log lines.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, ticks are dropped without touching the disk until
@@ -144,6 +142,24 @@ pub enum Message {
     Publish,
 }
 
+/// One log line of a writer's totals ([`WriterStats`]) at `level`:
+/// `log_totals!(info, stats, "writer finished")`. The writer's closing
+/// line and the agent's last one say the same numbers the same way.
+macro_rules! log_totals {
+    ($level:ident, $stats:expr, $($message:tt)+) => {
+        tracing::$level!(
+            ticks = $stats.ticks,
+            rows = $stats.rows,
+            published_rows = $stats.rows_published,
+            recovered_rows = $stats.rows_recovered,
+            dropped_rows = $stats.rows_dropped,
+            pending_rows = $stats.rows_pending,
+            $($message)+
+        )
+    };
+}
+pub(crate) use log_totals;
+
 /// Where and how files are made: everything publishing needs.
 struct Place {
     out: OutputDir,
@@ -163,127 +179,10 @@ impl Place {
     }
 }
 
-/// The open period of every table.
-#[derive(Default)]
-struct Tables {
-    stacks: TableWriter<Stacks>,
-    samples: TableWriter<Samples>,
-    /// With --track syscalls.
-    syscalls: Option<TableWriter<Syscalls>>,
-    /// With --track io.
-    iorq: Option<TableWriter<Iorq>>,
-    ticks: TableWriter<Ticks>,
-}
-
-impl Tables {
-    fn new(track: TrackKinds) -> Tables {
-        Tables {
-            syscalls: track.syscalls.then(TableWriter::default),
-            iorq: track.io.then(TableWriter::default),
-            ..Tables::default()
-        }
-    }
-
-    /// Every table written, stacks first (a sample row never precedes the
-    /// stack it refers to), samples before what joins to them.
-    fn all(&self) -> impl Iterator<Item = &dyn PeriodFiles> {
-        [
-            Some(&self.stacks as &dyn PeriodFiles),
-            Some(&self.samples as &dyn PeriodFiles),
-            self.syscalls.as_ref().map(|t| t as &dyn PeriodFiles),
-            self.iorq.as_ref().map(|t| t as &dyn PeriodFiles),
-            Some(&self.ticks as &dyn PeriodFiles),
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    fn all_mut(&mut self) -> impl Iterator<Item = &mut dyn PeriodFiles> {
-        [
-            Some(&mut self.stacks as &mut dyn PeriodFiles),
-            Some(&mut self.samples as &mut dyn PeriodFiles),
-            self.syscalls.as_mut().map(|t| t as &mut dyn PeriodFiles),
-            self.iorq.as_mut().map(|t| t as &mut dyn PeriodFiles),
-            Some(&mut self.ticks as &mut dyn PeriodFiles),
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    /// Give up every table's period; (samples, others).
-    fn abandon(&mut self, target: &Target<'_>) -> (Option<Abandoned>, Vec<Abandoned>) {
-        let samples = self.samples.abandon(target);
-        let others = self.all_mut().filter_map(|t| t.abandon(target)).collect();
-        (samples, others)
-    }
-
-    fn journals(&self) -> Vec<String> {
-        self.all()
-            .filter_map(|t| t.journal())
-            .map(String::from)
-            .collect()
-    }
-
-    fn needs_rotation(&self, ts_us: i64) -> bool {
-        self.all().any(|t| t.needs_rotation(ts_us))
-    }
-
-    /// Open every table's period (stacks first); whether the stacks
-    /// period is new.
-    fn ensure_open(
-        &mut self,
-        target: &Target<'_>,
-        host: &str,
-        ts_us: i64,
-        rotate: Duration,
-    ) -> Result<bool> {
-        let fresh = self.stacks.journal().is_none();
-        for table in self.all_mut() {
-            table.ensure_open(target, host, ts_us, rotate)?;
-        }
-        Ok(fresh)
-    }
-
-    /// Flush all tables together, stacks first, when the flush interval
-    /// has passed for any; whether they were flushed.
-    fn flush_if_due(&mut self, interval: Duration) -> Result<bool> {
-        if !self.all().any(|t| t.flush_due(interval)) {
-            return Ok(false);
-        }
-        for table in self.all_mut() {
-            table.flush_if_due(Duration::ZERO)?;
-        }
-        Ok(true)
-    }
-
-    /// Publish every table's period, stacks first; counts into
-    /// `published` as it goes (a later table's failure does not undo an
-    /// earlier table's publication).
-    fn publish(&mut self, target: &Target<'_>, published: &mut Published) -> Result<()> {
-        published.files |= self.stacks.publish(target)? > 0;
-        let sample_rows = self.samples.publish(target)?;
-        published.sample_rows += sample_rows;
-        published.files |= sample_rows > 0;
-        // Stacks and samples have nothing open any more.
-        for table in self.all_mut() {
-            published.files |= table.publish(target)? > 0;
-        }
-        Ok(())
-    }
-}
-
-/// What a publication did.
-#[derive(Debug, Default)]
-struct Published {
-    /// Whether any file with rows was published.
-    files: bool,
-    sample_rows: u64,
-}
-
 /// Writes every table.
 pub struct Writer {
     place: Place,
-    tables: Tables,
+    tables: OpenPeriods,
     enrich: Enricher,
     stacks: StackResolver,
     /// The stacks of the current tick's samples.
@@ -304,21 +203,8 @@ impl Writer {
     /// Prepare the output directory: publish what earlier runs left in
     /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
-        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
-            .with_context(|| format!("cannot create {}/{INPROGRESS_DIR}", out.path().display()))?;
-        for table in TABLES {
-            let tracked = match table {
-                Syscalls::NAME => config.track.syscalls,
-                Iorq::NAME => config.track.io,
-                _ => true,
-            };
-            if !tracked {
-                continue;
-            }
-            dir::ensure_dir_with(out.fd(), table, out.perms())
-                .with_context(|| format!("cannot create {}/{table}", out.path().display()))?;
-        }
-        let tables = Tables::new(config.track);
+        let inprogress = prepare_dirs(&out, config.track)?;
+        let tables = OpenPeriods::new(config.track);
         let mut writer = Writer {
             place: Place {
                 out,
@@ -456,27 +342,20 @@ impl Writer {
         let names = self.enrich.names();
         for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let io_dev = io_dev_text(sample);
-            self.tables.samples.write(&SampleRow {
-                ts_us: tick.ts_us,
-                weight_us: tick.weight_us,
-                sample,
+            let io_dev = sample.io.map(|io| dev_name(io.dev));
+            let names = rows::SampleNames {
                 comm: &comm,
                 exe: names.exe(sample.tgid, sample.exe_id),
                 user: names.user(sample.euid),
                 cgroup: names.cgroup(sample.cgroup_id),
-                syscall: sample.syscall.and_then(|s| syscall_name(s.nr)),
                 io_dev: io_dev.as_deref(),
-                stacks,
-            })?;
+            };
+            let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
+            self.tables.samples.write(&row)?;
         }
         self.write_completions(tick)?;
-        self.tables.ticks.write(&TickRow {
-            ts_us: tick.ts_us,
-            weight_us: tick.weight_us,
-            stats: &tick.stats,
-            dropped_rows: self.stats.rows_dropped,
-        })?;
+        let row = rows::tick_row(tick, self.stats.rows_dropped);
+        self.tables.ticks.write(&row)?;
         Ok(())
     }
 
@@ -488,21 +367,13 @@ impl Writer {
             match ts_completion_kind(record.kind) {
                 ts_completion_kind::TS_C_SYSCALL => {
                     if let Some(table) = &mut self.tables.syscalls {
-                        table.write(&SyscallRow {
-                            record,
-                            enter_us: wall_us(record.start_ns),
-                            syscall: syscall_name(record.syscall_nr),
-                        })?;
+                        table.write(&rows::syscall_row(record, wall_us(record.start_ns)))?;
                     }
                 }
                 ts_completion_kind::TS_C_IO => {
                     if let Some(table) = &mut self.tables.iorq {
                         let dev = dev_name(record.dev);
-                        table.write(&IorqRow {
-                            record,
-                            start_us: wall_us(record.start_ns),
-                            dev: &dev,
-                        })?;
+                        table.write(&rows::iorq_row(record, wall_us(record.start_ns), &dev))?;
                     }
                 }
                 _ => {}
@@ -555,7 +426,7 @@ impl Writer {
         match recover::recover_all(&self.place.target(), &open) {
             Ok((_, per_journal)) => {
                 for (journal, recovered) in per_journal {
-                    let Some(table) = table::parse_journal_name(&journal).map(|(t, _)| t) else {
+                    let Some(table) = parse_journal_name(&journal).map(|(t, _)| t) else {
                         continue;
                     };
                     let recovered = recovered.unwrap_or(0);
@@ -585,7 +456,7 @@ impl Writer {
     }
 
     fn apply_retention(&mut self) {
-        let now = crate::timefmt::unix_micros_now() / 1_000_000;
+        let now = crate::store::timefmt::unix_micros_now() / 1_000_000;
         let place = &self.place;
         if let Err(err) = retention::enforce(
             place.out.fd(),
@@ -614,21 +485,7 @@ impl Writer {
                 "the output directory {path} was removed while running and cannot be created again"
             )
         })?;
-        let inprogress = dir::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
-            .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
-        let track = self.place.config.track;
-        for table in TABLES {
-            let tracked = match table {
-                Syscalls::NAME => track.syscalls,
-                Iorq::NAME => track.io,
-                _ => true,
-            };
-            if !tracked {
-                continue;
-            }
-            dir::ensure_dir_with(out.fd(), table, out.perms())
-                .with_context(|| format!("cannot create {path}/{table}"))?;
-        }
+        let inprogress = prepare_dirs(&out, self.place.config.track)?;
         // The open periods' journals and those pending recovery went with
         // the removed directory.
         let (samples, _) = self.tables.abandon(&self.place.target());
@@ -651,26 +508,14 @@ impl Writer {
         self.stats.rows_pending = self.pending.values().sum();
         let stats = &self.stats;
         if stats.rows_dropped > 0 || stats.rows_pending > 0 {
-            warn!(
-                ticks = stats.ticks,
-                rows = stats.rows,
-                published_rows = stats.rows_published,
-                recovered_rows = stats.rows_recovered,
-                dropped_rows = stats.rows_dropped,
-                pending_rows = stats.rows_pending,
+            log_totals!(
+                warn,
+                stats,
                 "writer finished; not every sample row was published (pending rows stay in {}/{INPROGRESS_DIR} and are published at the next start)",
                 self.place.out.path().display()
             );
         } else {
-            info!(
-                ticks = stats.ticks,
-                rows = stats.rows,
-                published_rows = stats.rows_published,
-                recovered_rows = stats.rows_recovered,
-                dropped_rows = stats.rows_dropped,
-                pending_rows = stats.rows_pending,
-                "writer finished"
-            );
+            log_totals!(info, stats, "writer finished");
         }
         self.stats.clone()
     }
@@ -695,17 +540,36 @@ impl Writer {
     }
 }
 
+/// Create `.inprogress/` and the directory of every table written (the
+/// tracked ones only with --track); the open `.inprogress/`.
+fn prepare_dirs(out: &OutputDir, track: TrackKinds) -> Result<OwnedFd> {
+    let path = out.path().display();
+    let inprogress = at::ensure_dir_with(out.fd(), INPROGRESS_DIR, out.perms())
+        .with_context(|| format!("cannot create {path}/{INPROGRESS_DIR}"))?;
+    for table in TABLES {
+        let tracked = match table {
+            Syscalls::NAME => track.syscalls,
+            Iorq::NAME => track.io,
+            _ => true,
+        };
+        if tracked {
+            at::ensure_dir_with(out.fd(), table, out.perms())
+                .with_context(|| format!("cannot create {path}/{table}"))?;
+        }
+    }
+    Ok(inprogress)
+}
+
 /// Leave an abandoned journal holding exactly the rows its last flush made
 /// durable: cut back to that length, or removed if nothing was durable.
 /// Returns the rows it holds now.
 fn settle(inprogress: &OwnedFd, abandoned: &Abandoned) -> u64 {
     if abandoned.rows_durable == 0 {
-        let _ = dir::remove_file(inprogress, &abandoned.journal);
+        let _ = at::remove_file(inprogress, &abandoned.journal);
         return 0;
     }
     if abandoned.rows_durable < abandoned.rows_written {
-        if let Err(err) = dir::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len)
-        {
+        if let Err(err) = at::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len) {
             warn!(
                 journal = abandoned.journal,
                 "cannot cut the journal back to its last flush ({err}); its recovery may count rows already counted as dropped"

@@ -9,17 +9,16 @@
 //! goes. A journal that cannot be read at all is renamed `*.broken` and
 //! kept, never deleted.
 
-use std::io::{self, Read};
-
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use super::csv::CsvFile;
-use super::dir::{self, Permissions};
-use super::parquet::ParquetFile;
-use super::rotate::FileName;
-use super::table::{parse_journal_name, publish_file, Target, CSV_EXT, PARQUET_EXT, TMP_SUFFIX};
-use crate::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
+use super::period::{publish_file, Target};
+use crate::files::at::{self, Permissions};
+use crate::store::catalog::TolerantEnd;
+use crate::store::csv::CsvFile;
+use crate::store::layout::{parse_journal_name, FileName, CSV_EXT, PARQUET_EXT, TMP_SUFFIX};
+use crate::store::parquet::ParquetFile;
+use crate::store::schema::{Iorq, Samples, Stacks, Syscalls, Table, Ticks, Value};
 
 /// What a recovery pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,35 +32,6 @@ pub struct Recovered {
     pub dropped_rows: u64,
 }
 
-/// A reader that ends (instead of failing) at the first error of the
-/// reader below and remembers the last byte it delivered.
-struct TolerantEnd<R> {
-    inner: R,
-    last: Option<u8>,
-    failed: bool,
-}
-
-impl<R: Read> Read for TolerantEnd<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.failed {
-            return Ok(0);
-        }
-        match self.inner.read(buf) {
-            Ok(n) => {
-                if n > 0 {
-                    self.last = Some(buf[n - 1]);
-                }
-                Ok(n)
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
-            Err(_) => {
-                self.failed = true;
-                Ok(0)
-            }
-        }
-    }
-}
-
 /// Rows recovered from each journal, by name (None: unreadable, set aside).
 pub type PerJournal = Vec<(String, Option<u64>)>;
 
@@ -72,12 +42,12 @@ pub type PerJournal = Vec<(String, Option<u64>)>;
 pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, PerJournal)> {
     let mut total = Recovered::default();
     let mut per_journal = Vec::new();
-    for (name, kind) in dir::list(target.inprogress).context("cannot list .inprogress")? {
+    for (name, kind) in at::list(target.inprogress).context("cannot list .inprogress")? {
         if kind != rustix::fs::FileType::RegularFile || open.contains(&name.as_str()) {
             continue;
         }
         if name.ends_with(".out") {
-            let _ = dir::remove_file(target.inprogress, &name);
+            let _ = at::remove_file(target.inprogress, &name);
             continue;
         }
         if let Some(base) = name
@@ -86,7 +56,7 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Per
         {
             let journal = format!("{base}.{CSV_EXT}{TMP_SUFFIX}");
             if !open.contains(&journal.as_str()) {
-                let _ = dir::remove_file(target.inprogress, &name);
+                let _ = at::remove_file(target.inprogress, &name);
             }
             continue;
         }
@@ -117,7 +87,7 @@ pub fn recover_all(target: &Target<'_>, open: &[&str]) -> Result<(Recovered, Per
             }
             Err(err) if is_io_failure(&err) => {
                 // A full disk, say: the journal stays for the next attempt.
-                let _ = dir::remove_file(
+                let _ = at::remove_file(
                     target.inprogress,
                     &format!("{}.out", name.trim_end_matches(TMP_SUFFIX)),
                 );
@@ -158,14 +128,9 @@ pub fn recover_journal<T: Table>(
     let Some(name) = FileName::from_stem(stem) else {
         return Err(BadJournal(format!("{journal}: no time in its name")).into());
     };
-    let file = dir::open_file(target.inprogress, journal)
+    let file = at::open_file(target.inprogress, journal)
         .with_context(|| format!("cannot open {journal}"))?;
-    let decoder = zstd::stream::read::Decoder::new(file)?;
-    let mut stream = TolerantEnd {
-        inner: decoder,
-        last: None,
-        failed: false,
-    };
+    let mut stream = TolerantEnd::journal(file)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -176,7 +141,7 @@ pub fn recover_journal<T: Table>(
         Ok(headers) if headers.is_empty() => {
             // Nothing durable was written before the crash.
             drop(reader);
-            dir::remove_file(target.inprogress, journal)?;
+            at::remove_file(target.inprogress, journal)?;
             return Ok(Recovered::default());
         }
         Ok(headers) => {
@@ -210,7 +175,7 @@ pub fn recover_journal<T: Table>(
     drop(reader);
     // The last row counts only if the stream ended on its line break.
     if let Some(last) = held {
-        if stream.last == Some(b'\n') {
+        if stream.last_byte() == Some(b'\n') {
             outputs.write::<T>(&last, &mut recovered)?;
         } else {
             recovered.dropped_rows += 1;
@@ -218,7 +183,7 @@ pub fn recover_journal<T: Table>(
     }
     if recovered.rows == 0 {
         outputs.discard(target);
-        dir::remove_file(target.inprogress, journal)?;
+        at::remove_file(target.inprogress, journal)?;
         return Ok(recovered);
     }
     if !outputs.publish::<T>(target, &name)? {
@@ -226,7 +191,7 @@ pub fn recover_journal<T: Table>(
         // now (and were counted then).
         recovered.rows = 0;
     }
-    dir::remove_file(target.inprogress, journal)
+    at::remove_file(target.inprogress, journal)
         .with_context(|| format!("cannot remove {journal}"))?;
     if T::NAME == Samples::NAME {
         recovered.sample_rows = recovered.rows;
@@ -242,8 +207,8 @@ struct Outputs {
 impl Outputs {
     fn create<T: Table>(target: &Target<'_>, csv_out: &str, parquet_out: &str) -> Result<Outputs> {
         let open = |name: &str, perms: &Permissions| {
-            let _ = dir::remove_file(target.inprogress, name);
-            dir::create_file_with(target.inprogress, name, perms)
+            let _ = at::remove_file(target.inprogress, name);
+            at::create_file_with(target.inprogress, name, perms)
                 .with_context(|| format!("cannot create {name}"))
         };
         let csv = match target.formats.csv {
@@ -304,7 +269,7 @@ impl Outputs {
             .into_iter()
             .flatten()
         {
-            let _ = dir::remove_file(target.inprogress, &name);
+            let _ = at::remove_file(target.inprogress, &name);
         }
     }
 
@@ -314,23 +279,23 @@ impl Outputs {
     fn publish<T: Table>(self, target: &Target<'_>, name: &FileName) -> Result<bool> {
         let mut any = false;
         let already = |ext: &str| -> bool {
-            let Ok(table) = dir::open_subdir(target.out, T::NAME) else {
+            let Ok(table) = at::open_subdir(target.out, T::NAME) else {
                 return false;
             };
-            let Ok(date) = dir::open_subdir(&table, &name.date_dir) else {
+            let Ok(date) = at::open_subdir(&table, &name.date_dir) else {
                 return false;
             };
-            let Ok(hour) = dir::open_subdir(&date, &name.hour_dir) else {
+            let Ok(hour) = at::open_subdir(&date, &name.hour_dir) else {
                 return false;
             };
-            dir::exists(&hour, &name.with_ext(ext, 0))
+            at::exists(&hour, &name.with_ext(ext, 0))
         };
         if let Some((parquet, tmp)) = self.parquet {
             parquet
                 .finish()
                 .with_context(|| format!("cannot finish {tmp}"))?;
             if already(PARQUET_EXT) {
-                dir::remove_file(target.inprogress, &tmp)?;
+                at::remove_file(target.inprogress, &tmp)?;
             } else {
                 publish_file(target, T::NAME, &tmp, name, PARQUET_EXT)?;
                 any = true;
@@ -340,7 +305,7 @@ impl Outputs {
             csv.finish()
                 .with_context(|| format!("cannot finish {tmp}"))?;
             if already(CSV_EXT) {
-                dir::remove_file(target.inprogress, &tmp)?;
+                at::remove_file(target.inprogress, &tmp)?;
             } else {
                 publish_file(target, T::NAME, &tmp, name, CSV_EXT)?;
                 any = true;

@@ -16,9 +16,8 @@ use anyhow::{Context, Result};
 use rustix::fs::FileType;
 use tracing::{debug, info};
 
-use super::dir;
-use super::rotate::stamp_of;
-use super::table::{CSV_EXT, PARQUET_EXT};
+use crate::files::at;
+use crate::store::layout::{stamp_of, CSV_EXT, PARQUET_EXT};
 
 /// Limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +54,9 @@ pub fn enforce(
 ) -> Result<Swept> {
     let mut periods: BTreeMap<i64, Vec<Published>> = BTreeMap::new();
     let mut total: u64 = 0;
-    for (name, kind) in dir::list(inprogress).context("cannot list .inprogress")? {
+    for (name, kind) in at::list(inprogress).context("cannot list .inprogress")? {
         if kind == FileType::RegularFile {
-            total += dir::size_of(inprogress, &name).unwrap_or(0);
+            total += at::size_of(inprogress, &name).unwrap_or(0);
         }
     }
     for table in tables {
@@ -77,18 +76,18 @@ pub fn enforce(
         }
         let files = periods.remove(&start).expect("present");
         for file in &files {
-            let table = dir::open_subdir(out, &file.table)?;
-            let date = dir::open_subdir(&table, &file.date)?;
-            let hour = dir::open_subdir(&date, &file.hour)?;
-            dir::remove_file(&hour, &file.name)
+            let table = at::open_subdir(out, &file.table)?;
+            let date = at::open_subdir(&table, &file.date)?;
+            let hour = at::open_subdir(&date, &file.hour)?;
+            at::remove_file(&hour, &file.name)
                 .with_context(|| format!("cannot delete {}/{}", file.table, file.name))?;
             total = total.saturating_sub(file.size);
             swept.files += 1;
             swept.bytes += file.size;
             debug!(file = %format!("{}/{}/{}/{}", file.table, file.date, file.hour, file.name), "retention deleted");
             // Partitions left empty go too.
-            if dir::remove_empty_dir(&date, &file.hour).unwrap_or(false) {
-                let _ = dir::remove_empty_dir(&table, &file.date);
+            if at::remove_empty_dir(&date, &file.hour).unwrap_or(false) {
+                let _ = at::remove_empty_dir(&table, &file.date);
             }
         }
     }
@@ -107,30 +106,30 @@ pub fn enforce(
 /// Published data files of `table`: `table/date=*/hour=*/*.{csv.zst,parquet}`.
 fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
     let mut files = Vec::new();
-    let Ok(table_dir) = dir::open_subdir(out, table) else {
+    let Ok(table_dir) = at::open_subdir(out, table) else {
         return Ok(files);
     };
-    for (date, kind) in dir::list(&table_dir)? {
+    for (date, kind) in at::list(&table_dir)? {
         if kind != FileType::Directory || !date.starts_with("date=") {
             continue;
         }
-        let Ok(date_dir) = dir::open_subdir(&table_dir, &date) else {
+        let Ok(date_dir) = at::open_subdir(&table_dir, &date) else {
             continue;
         };
-        for (hour, kind) in dir::list(&date_dir)? {
+        for (hour, kind) in at::list(&date_dir)? {
             if kind != FileType::Directory || !hour.starts_with("hour=") {
                 continue;
             }
-            let Ok(hour_dir) = dir::open_subdir(&date_dir, &hour) else {
+            let Ok(hour_dir) = at::open_subdir(&date_dir, &hour) else {
                 continue;
             };
-            for (name, kind) in dir::list(&hour_dir)? {
+            for (name, kind) in at::list(&hour_dir)? {
                 let data = name.ends_with(&format!(".{CSV_EXT}"))
                     || name.ends_with(&format!(".{PARQUET_EXT}"));
                 if kind != FileType::RegularFile || !data {
                     continue;
                 }
-                let size = dir::size_of(&hour_dir, &name).unwrap_or(0);
+                let size = at::size_of(&hour_dir, &name).unwrap_or(0);
                 files.push(Published {
                     table: table.to_string(),
                     date: date.clone(),
@@ -147,7 +146,8 @@ fn published(out: &OwnedFd, table: &str) -> Result<Vec<Published>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::dir::{check, create_file, ensure_dir, OutputDir, FILE_MODE};
+    use crate::files::at::{create_file, ensure_dir, FILE_MODE};
+    use crate::output::dir::{check, OutputDir};
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 

@@ -18,8 +18,8 @@ use anyhow::Result;
 use super::filter::{self, Expr};
 use super::read::{self, Cell, Projection, Row};
 use super::states;
-use crate::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
-use crate::schema::{Samples, Table, Ticks};
+use crate::store::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
+use crate::store::schema::{Samples, Table, Ticks};
 
 /// What an answer over `samples` counts: the window, `--where`, and the
 /// states.
@@ -85,7 +85,7 @@ impl KeyBuffer {
                 Cell::Timestamp(v) => {
                     buf.push(1);
                     text.clear();
-                    crate::timefmt::write_timestamp_micros(text, v);
+                    crate::store::timefmt::write_timestamp_micros(text, v);
                     buf.extend_from_slice(text.as_bytes());
                 }
                 Cell::Text(value) => {

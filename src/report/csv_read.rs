@@ -18,8 +18,8 @@ use std::io::Read;
 use anyhow::{bail, Result};
 
 use super::read::{parse_int, Cell, Projection, Row};
-use crate::schema::ColumnType;
-use crate::timefmt::parse_timestamp_micros;
+use crate::store::schema::ColumnType;
+use crate::store::timefmt::parse_timestamp_micros;
 
 /// Where one field of the current record is: in the input buffer, or (for
 /// a quoted field with doubled quotes) in the record's scratch buffer.
@@ -419,7 +419,7 @@ mod tests {
     /// Scan `text` as a samples file reading ts, weight_us (needed) and
     /// comm: the (weight, comm) of each row, or the file's problem.
     fn scan_text(text: &str) -> std::result::Result<Vec<(Option<i64>, String)>, String> {
-        use crate::schema::Samples;
+        use crate::store::schema::Samples;
         let mut projection = Projection::of::<Samples>(&["comm".into()], "test").unwrap();
         projection.need::<Samples>("ts", "test").unwrap();
         projection.need::<Samples>("weight_us", "test").unwrap();

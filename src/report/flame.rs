@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
@@ -23,10 +24,9 @@ use super::aggregate::{errors, Query};
 use super::filter;
 use super::read::{self, Cell, Projection};
 use super::{states, Answer};
-use crate::catalog::{Catalog, Prefer, TableReads, Window};
-use crate::cli::FlamegraphArgs;
-use crate::destination::Destination;
-use crate::schema::{Samples, Stacks, Table};
+use crate::files::destination::Destination;
+use crate::store::catalog::{Catalog, Prefer, TableReads, Window};
+use crate::store::schema::{Samples, Stacks, Table};
 
 /// Thread time per (state, comm, kernel stack, user stack).
 type Weights = HashMap<(String, String, Option<i64>, Option<i64>), i64>;
@@ -167,11 +167,32 @@ fn function_name(frame: &str) -> String {
     }
 }
 
-/// `taskscope flamegraph`.
-pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
-    let window = super::window_of(&args.window)?;
-    let kernel = args.kind.contains(&crate::cli::StackChoice::Kernel);
-    let user = args.kind.contains(&crate::cli::StackChoice::User);
+/// What `taskscope flamegraph` is asked (made from its flags by
+/// `cli::read`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The agent's output directory, or an imported archive.
+    pub dir: PathBuf,
+    /// A `--where` predicate.
+    pub filter: Option<String>,
+    /// Draw kernel frames.
+    pub kernel: bool,
+    /// Draw user frames.
+    pub user: bool,
+    /// Where to write (None or `-`: standard output).
+    pub output: Option<PathBuf>,
+    /// Replace an existing regular file at `output`.
+    pub force: bool,
+    /// Folded stacks instead of SVG.
+    pub folded: bool,
+    pub title: Option<String>,
+    /// Draw sleeping and idle threads too.
+    pub all_states: bool,
+}
+
+/// `taskscope flamegraph` over `window`.
+pub fn run(args: &Request, window: Window) -> Result<Answer> {
+    let (kernel, user) = (args.kernel, args.user);
     if !kernel && !user {
         bail!("--kind must name kernel, user or both");
     }
@@ -180,7 +201,7 @@ pub fn run(args: &FlamegraphArgs) -> Result<Answer> {
         Some(path) if path.as_os_str() != "-" => Some(Destination::check(path, args.force)?),
         _ => None,
     };
-    let mut catalog = Catalog::open(&args.window.dir)?;
+    let mut catalog = Catalog::open(&args.dir)?;
     let query = Query {
         window,
         predicate: args.filter.as_deref(),

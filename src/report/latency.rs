@@ -12,8 +12,8 @@ use anyhow::Result;
 use super::aggregate::{decode_key, errors, prepare, KeyBuffer, Prepared};
 use super::filter;
 use super::read;
-use crate::catalog::{Catalog, Prefer, TableReads, Window};
-use crate::schema::Table;
+use crate::store::catalog::{Catalog, Prefer, TableReads, Window};
+use crate::store::schema::Table;
 
 /// Durations of one group of tracked events.
 #[derive(Debug, Clone)]

@@ -30,25 +30,58 @@ pub mod states;
 mod ticks_filter;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::catalog::{self, Catalog, Problem, Window};
-use crate::cli::{ReportArgs, WindowArgs};
-use crate::schema::{Iorq, Samples, Syscalls, Table};
+use crate::error::Usage;
+use crate::store::catalog::{Catalog, Problem, Window};
+use crate::store::schema::{Iorq, Samples, Syscalls, Table, Ticks};
 use aggregate::Query;
 use read::Projection;
 
 /// Default `--by` of the report.
 pub const DEFAULT_GROUPS: [&str; 4] = ["state", "comm", "syscall", "kfunc"];
 
-/// The window of `args`, resolved against the clock now (`cli::window`,
-/// shared with `export`); a window that cannot be read is a [`BadFlag`].
-pub fn window_now(args: &WindowArgs) -> Result<Window> {
-    args.flags()
-        .resolve(crate::timefmt::unix_micros_now())
-        .map_err(|err| BadFlag(err.to_string()).into())
+/// What `taskscope report` is asked (made from its flags by `cli::read`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The agent's output directory, or an imported archive.
+    pub dir: PathBuf,
+    /// Columns to group by (empty: the defaults).
+    pub by: Vec<String>,
+    /// A `--where` predicate.
+    pub filter: Option<String>,
+    /// Groups shown at most.
+    pub top: usize,
+    pub format: Format,
+    /// Durations of tracked syscalls or requests instead of active threads.
+    pub latency: Option<LatencyOf>,
+    /// Active threads over time.
+    pub timeline: bool,
+    /// The timeline's bucket width (None: chosen from the data).
+    pub bucket: Option<Duration>,
+    /// Count sleeping and idle threads too.
+    pub all_states: bool,
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns (and charts) for a terminal.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON document.
+    Json,
+}
+
+/// The table `--latency` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyOf {
+    Syscalls,
+    Io,
 }
 
 /// What a reading command could not use. Problems are printed one line
@@ -69,18 +102,6 @@ impl Answer {
     }
 }
 
-/// The window of a command: its flags, or, with none of --since, --from
-/// and --to, an imported archive's own window (its manifest.json), else
-/// the last hour.
-pub fn window_of(args: &WindowArgs) -> Result<Window> {
-    if args.since.is_none() && args.from.is_none() && args.to.is_none() {
-        if let Some(window) = catalog::archive_window(&args.dir)? {
-            return Ok(window);
-        }
-    }
-    window_now(args)
-}
-
 /// Nothing to answer from in `window`: no data files at all, or where the
 /// data is (per host: how many periods, the first and newest start).
 fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error {
@@ -93,7 +114,7 @@ fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error
     }
     let stamp = |us: i64| {
         let mut text = String::new();
-        crate::timefmt::write_timestamp_micros(&mut text, us);
+        crate::store::timefmt::write_timestamp_micros(&mut text, us);
         text.truncate(19);
         text
     };
@@ -132,15 +153,14 @@ fn nothing(mut catalog: Catalog, table: &str, window: &Window) -> Result<Answer>
     })
 }
 
-/// `taskscope report`.
-pub fn run(args: &ReportArgs) -> Result<Answer> {
-    let window = window_of(&args.window)?;
-    let mut catalog = Catalog::open(&args.window.dir)?;
+/// `taskscope report` over `window`.
+pub fn run(args: &Request, window: Window) -> Result<Answer> {
+    let mut catalog = Catalog::open(&args.dir)?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if let Some(kind) = args.latency {
         let (table, groups, by_default) = match kind {
-            crate::cli::LatencyOf::Syscalls => (Syscalls::NAME, &args.by, vec!["syscall"]),
-            crate::cli::LatencyOf::Io => (Iorq::NAME, &args.by, vec!["dev", "op"]),
+            LatencyOf::Syscalls => (Syscalls::NAME, &args.by, vec!["syscall"]),
+            LatencyOf::Io => (Iorq::NAME, &args.by, vec!["dev", "op"]),
         };
         let groups = chosen(groups, &by_default);
         if catalog.spans(table).is_empty() && catalog.problems.is_empty() {
@@ -155,7 +175,7 @@ pub fn run(args: &ReportArgs) -> Result<Answer> {
         }
         let period_us = aggregate::sampling_period(&mut catalog, &window)?;
         let latency = match kind {
-            crate::cli::LatencyOf::Syscalls => latency::latency::<Syscalls>(
+            LatencyOf::Syscalls => latency::latency::<Syscalls>(
                 &mut catalog,
                 &window,
                 &groups,
@@ -163,7 +183,7 @@ pub fn run(args: &ReportArgs) -> Result<Answer> {
                 "enter_ts",
                 period_us,
             )?,
-            crate::cli::LatencyOf::Io => latency::latency::<Iorq>(
+            LatencyOf::Io => latency::latency::<Iorq>(
                 &mut catalog,
                 &window,
                 &groups,
@@ -226,12 +246,8 @@ fn auto_bucket(span_us: i64) -> Duration {
 }
 
 /// A flag of `report` or `flamegraph` that cannot work: exit 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadFlag(String);
-
 fn bad_flag(err: anyhow::Error) -> anyhow::Error {
-    BadFlag(format!("{err:#}")).into()
+    Usage::from_error(&err)
 }
 
 /// Check `--by` and `--where` against table `T` (for `samples`, also
@@ -241,9 +257,8 @@ fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<(
     if let Some(text) = predicate {
         let expr = filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
         if T::NAME == Samples::NAME {
-            let mut ticks = Projection::of::<crate::schema::Ticks>(&[], "report")?;
-            filter::ticks_filter::<crate::schema::Ticks>(&expr, &projection, &mut ticks)
-                .map_err(bad_flag)?;
+            let mut ticks = Projection::of::<Ticks>(&[], "report")?;
+            filter::ticks_filter::<Ticks>(&expr, &projection, &mut ticks).map_err(bad_flag)?;
         }
     }
     Ok(())
@@ -251,7 +266,7 @@ fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<(
 
 /// Every flag of `report` that can be checked before reading a file.
 /// (The window is resolved by `run`, against the clock.)
-pub fn check(args: &ReportArgs) -> Result<()> {
+pub fn check(args: &Request) -> Result<()> {
     if args.top == 0 {
         return Err(bad_flag(anyhow::anyhow!("--top must be at least 1")));
     }
@@ -260,19 +275,17 @@ pub fn check(args: &ReportArgs) -> Result<()> {
     }
     let filter = args.filter.as_deref();
     match args.latency {
-        Some(crate::cli::LatencyOf::Syscalls) => {
+        Some(LatencyOf::Syscalls) => {
             check_table::<Syscalls>(&chosen(&args.by, &["syscall"]), filter)
         }
-        Some(crate::cli::LatencyOf::Io) => {
-            check_table::<Iorq>(&chosen(&args.by, &["dev", "op"]), filter)
-        }
+        Some(LatencyOf::Io) => check_table::<Iorq>(&chosen(&args.by, &["dev", "op"]), filter),
         None => check_table::<Samples>(&chosen(&args.by, &DEFAULT_GROUPS), filter),
     }
 }
 
 /// Every flag of `flamegraph` that can be checked before reading a file.
 /// (The window is resolved by `flame::run`, against the clock.)
-pub fn check_flamegraph(args: &crate::cli::FlamegraphArgs) -> Result<()> {
+pub fn check_flamegraph(args: &flame::Request) -> Result<()> {
     let to_stdout = args.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
     if to_stdout && !args.folded && std::io::stdout().is_terminal() {
         return Err(bad_flag(anyhow::anyhow!(

@@ -8,11 +8,10 @@ use serde_json::{json, Map, Value};
 
 use super::aggregate::{Active, Timeline};
 use super::latency::Latency;
-use super::states;
-use crate::catalog::Window;
-use crate::cli::ReportFormat;
-use crate::output::csv::push_field;
-use crate::timefmt;
+use super::{states, Format as ReportFormat};
+use crate::store::catalog::Window;
+use crate::store::csv::push_field;
+use crate::store::timefmt;
 
 /// `2026-11-22 03:00:00 – 04:00:00 UTC`.
 pub fn window_text(window: &Window) -> String {

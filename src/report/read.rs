@@ -27,8 +27,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::csv_read;
-use crate::catalog::{self, DataFile, FileFormat, Opened};
-use crate::schema::{ColumnType, Table};
+use crate::store::catalog::{self, DataFile, FileFormat, Opened};
+use crate::store::schema::{ColumnType, Table};
 
 /// One value of a row.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,11 +3,11 @@
 //! and the README.
 //!
 //! Active follows the Active Session History definition the agent samples
-//! by default (`record::ThreadState::is_active`): a thread on a CPU,
+//! by default (`store::thread_state::ThreadState::is_active`): a thread on a CPU,
 //! waiting for one, in uninterruptible sleep, stopped or traced. Sleeping
 //! and idle threads are not active; `--all-states` counts them too.
 
-use crate::record::ThreadState;
+use crate::store::thread_state::ThreadState;
 
 /// How one state is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 
 use super::filter::{Expr, Operand};
 use super::read::Projection;
-use crate::schema::Table;
+use crate::store::schema::Table;
 
 /// Columns of `expr`, by position in its projection.
 fn columns_of(expr: &Expr, out: &mut Vec<usize>) {
@@ -126,11 +126,11 @@ pub fn ticks_filter<T: Table>(
 mod tests {
     use super::*;
     use crate::report::filter::{parse, CompareOp};
-    use crate::schema::Samples;
+    use crate::store::schema::Samples;
 
     #[test]
     fn time_conditions_also_filter_the_ticks() {
-        use crate::schema::Ticks;
+        use crate::store::schema::Ticks;
         let split = |predicate: &str| -> Result<Option<(Expr, Vec<String>)>> {
             let mut projection = Projection::of::<Samples>(&[], "test").unwrap();
             let expr = parse::<Samples>(predicate, &mut projection)?;

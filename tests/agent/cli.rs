@@ -11,18 +11,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn taskscope(args: &[&str]) -> Output {
-    wait_with_limit(
-        Command::new(AGENT)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start taskscope"),
-        Duration::from_secs(30),
-    )
-}
-
 /// Exit code `code` and exactly one line on stderr containing `needle`.
 fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -262,19 +250,12 @@ fn not_root_is_refused() {
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
     let out = wait_with_limit(
-        Command::new(AGENT)
-            .args([
-                "run",
-                "--duration",
-                "1",
-                "--no-pin",
-                "--output-dir",
-                out_dir.to_str().unwrap(),
-            ])
+        AgentRun::new()
+            .duration(1)
+            .output(&out_dir)
+            .command()
             .uid(65534)
             .gid(65534)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start taskscope as nobody"),
         Duration::from_secs(30),
@@ -291,23 +272,11 @@ fn missing_kernel_btf() {
     require_root();
     let scratch = scratch();
     let out_dir = scratch.path().join("out");
-    let out = wait_with_limit(
-        Command::new(AGENT)
-            .args([
-                "run",
-                "--duration",
-                "1",
-                "--no-pin",
-                "--output-dir",
-                out_dir.to_str().unwrap(),
-            ])
-            .env("TASKSCOPE_TEST_SYSFS_BTF", "/nonexistent/vmlinux")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(30),
-    );
+    let out = AgentRun::new()
+        .duration(1)
+        .output(&out_dir)
+        .env("TASKSCOPE_TEST_SYSFS_BTF", "/nonexistent/vmlinux")
+        .run();
     assert_one_line_error(&out, 1, "kernel BTF not found at /nonexistent/vmlinux");
     assert!(!out_dir.exists());
 }
@@ -328,7 +297,7 @@ fn missing_pid() {
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of `micros`.
 fn utc_text(micros: i64) -> String {
     let mut text = String::new();
-    taskscope::timefmt::write_timestamp_micros(&mut text, micros);
+    taskscope::store::timefmt::write_timestamp_micros(&mut text, micros);
     text.truncate(19);
     text
 }
@@ -349,23 +318,13 @@ fn from_without_to_reads_up_to_now() {
         "duration = \"3 seconds\"\nmax-age = \"1d12h\"\nflush-interval = \"1s\"\n",
     )
     .expect("settings file");
-    let started = taskscope::timefmt::unix_micros_now();
-    let run = run_agent(
-        &[
-            "run",
-            "--config",
-            settings.to_str().unwrap(),
-            "-F",
-            "10",
-            "--all",
-            "--no-pin",
-            "--output-dir",
-            out_dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let started = taskscope::store::timefmt::unix_micros_now();
+    let run = AgentRun::new()
+        .args(["--config", settings.to_str().unwrap(), "-F", "10", "--all"])
+        .output(&out_dir)
+        .run();
     assert_success(&run);
-    let took = taskscope::timefmt::unix_micros_now() - started;
+    let took = taskscope::store::timefmt::unix_micros_now() - started;
     assert!(took < 20_000_000, "duration = \"3 seconds\" ran {took} us");
     let dir = out_dir.to_str().unwrap();
     let from_us = started / 60_000_000 * 60_000_000 - 60_000_000;
@@ -537,19 +496,11 @@ fn output_dir_in_tmp_is_created_and_used() {
     let name = format!("/tmp/taskscope-test-sticky-{}", std::process::id());
     let out_dir = Path::new(&name);
     let _ = std::fs::remove_dir_all(out_dir);
-    let run = run_agent(
-        &[
-            "run",
-            "-F",
-            "10",
-            "--duration",
-            "2s",
-            "--no-pin",
-            "--output-dir",
-            &name,
-        ],
-        Duration::from_secs(30),
-    );
+    let run = AgentRun::new()
+        .args(["-F", "10"])
+        .duration("2s")
+        .output(Path::new(&name))
+        .run();
     let meta = std::fs::symlink_metadata(out_dir);
     let files = files_under(out_dir);
     let _ = std::fs::remove_dir_all(out_dir);
@@ -610,20 +561,12 @@ fn user_named_outputs_replace_only_regular_files() {
     let data = scratch.path().join("data");
     {
         let _serial = exclusive();
-        let run = run_agent(
-            &[
-                "run",
-                "--all",
-                "-F",
-                "10",
-                "-d",
-                "2",
-                "--no-pin",
-                "--output-dir",
-                data.to_str().unwrap(),
-            ],
-            Duration::from_secs(60),
-        );
+        let run = AgentRun::new()
+            .args(["--all", "-F", "10"])
+            .duration(2)
+            .output(&data)
+            .limit(Duration::from_secs(60))
+            .run();
         assert_success(&run);
     }
     let place = scratch.path().join("place");

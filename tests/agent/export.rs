@@ -14,13 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn taskscope(args: &[&str]) -> Output {
-    Command::new(AGENT)
-        .args(args)
-        .output()
-        .expect("run taskscope")
-}
-
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -95,7 +88,6 @@ fn exported_window_reads_back_with_duckdb_and_matching_checksums() {
     let _serial = exclusive();
     // Periods of 2 s, both formats: copy mode must pick one per period.
     let (_workload, scratch, data) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "20",

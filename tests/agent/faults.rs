@@ -17,18 +17,11 @@ fn removed_output_dir_is_created_again() {
     let _guard = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "-F",
-        "10",
-        "--duration",
-        "8",
-        "--test-rotate-secs",
-        "1",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["-F", "10", "--test-rotate-secs", "1"])
+        .duration(8)
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(3));
     assert!(out.join("ticks").is_dir(), "agent did not start writing");
     std::fs::remove_dir_all(&out).expect("remove the output directory");
@@ -69,16 +62,11 @@ fn removed_output_dir_that_cannot_be_made_safely_stops_the_agent() {
     std::fs::create_dir(&parent).expect("mkdir parent");
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let out = parent.join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "-F",
-        "10",
-        "--duration",
-        "20",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["-F", "10"])
+        .duration(20)
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(3));
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     std::fs::remove_dir_all(&out).expect("remove the output directory");
@@ -156,17 +144,11 @@ fn wall_clock_jumps_keep_the_schedule_and_the_files() {
     let _guard = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "10",
-        "--duration",
-        "12",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "10"])
+        .duration(12)
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(3));
     {
         let clock = WallClockGuard::new();

@@ -61,23 +61,13 @@ fn ground_truth_states_with_all() {
 
     // /proc is read while the agent samples, then compared with the rows of
     // the agent's tick nearest to that moment.
-    let agent = std::process::Command::new(AGENT)
-        .args([
-            "run",
-            "--all",
-            "--frequency",
-            "50",
-            "--duration",
-            "6",
-            "--no-pin",
-            "--output-dir",
-        ])
-        .arg(&out)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start taskscope");
+    let agent = AgentRun::new()
+        .args(["--all", "--frequency", "50"])
+        .duration(6)
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(4));
-    let proc_at = taskscope::timefmt::unix_micros_now();
+    let proc_at = taskscope::store::timefmt::unix_micros_now();
     let stable = ["piperead", "futex", "sleeper"];
     // Idle kernel threads (TASK_IDLE: 'I' in /proc) must be IDLE, not DISK.
     let idle_kthreads: Vec<i64> = std::fs::read_dir("/proc")
@@ -388,16 +378,11 @@ fn default_filter_writes_only_active_threads() {
     let mut workload = Workload::start();
     let _scratch = scratch();
     let out = _scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "--frequency",
-        "20",
-        "--duration",
-        "3",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--frequency", "20"])
+        .duration(3)
+        .output(&out)
+        .spawn();
     let active = active_fraction(
         workload.pid(),
         workload.tid("sleeper"),
@@ -478,22 +463,11 @@ fn pid_filter_tracks_only_that_process() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let pid = workload.pid().to_string();
-    let status = run_agent(
-        &[
-            "run",
-            "--all",
-            "--pid",
-            &pid,
-            "--frequency",
-            "20",
-            "--duration",
-            "2",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new()
+        .args(["--all", "--pid", &pid, "--frequency", "20"])
+        .duration(2)
+        .output(&out)
+        .run();
     workload.stop();
     assert_success(&status);
     let tgids = query(

@@ -3,7 +3,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -38,15 +38,10 @@ fn sigterm_and_sigint_publish_everything_and_exit_0_quickly() {
     ] {
         let scratch = scratch();
         let out = scratch.path().join("out");
-        let child = spawn_agent(&[
-            "run",
-            "--all",
-            "--frequency",
-            "10",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ]);
+        let child = AgentRun::new()
+            .args(["--all", "--frequency", "10"])
+            .output(&out)
+            .spawn();
         wait_for_start(&out);
         std::thread::sleep(Duration::from_secs(1));
         send_signal(&child, sig);
@@ -78,17 +73,7 @@ fn duration_stops_the_agent_with_exit_0() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let start = Instant::now();
-    let status = run_agent(
-        &[
-            "run",
-            "--duration",
-            "2",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new().duration(2).output(&out).run();
     assert_success(&status);
     let took = start.elapsed();
     assert!(
@@ -104,22 +89,11 @@ fn rotation_publishes_complete_files_in_utc_partitions() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let status = run_agent(
-        &[
-            "run",
-            "--all",
-            "--frequency",
-            "20",
-            "--duration",
-            "5",
-            "--test-rotate-secs",
-            "2",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new()
+        .args(["--all", "--frequency", "20", "--test-rotate-secs", "2"])
+        .duration(5)
+        .output(&out)
+        .run();
     assert_success(&status);
     let files = published(&out);
     assert!(
@@ -185,17 +159,10 @@ fn sigkill_leaves_only_complete_files_visible() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let child = spawn_agent(&[
-        "run",
-        "--all",
-        "--frequency",
-        "20",
-        "--test-rotate-secs",
-        "1",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let child = AgentRun::new()
+        .args(["--all", "--frequency", "20", "--test-rotate-secs", "1"])
+        .output(&out)
+        .spawn();
     wait_for_start(&out);
     std::thread::sleep(Duration::from_millis(3_300));
     send_signal(&child, nix::sys::signal::Signal::SIGKILL);
@@ -223,17 +190,7 @@ fn files_are_world_readable_and_dirs_private_to_root() {
     let out = scratch.path().join("out");
     // A restrictive umask must not change the modes.
     let status = {
-        let mut cmd = Command::new(AGENT);
-        cmd.args([
-            "run",
-            "--duration",
-            "1",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        let mut cmd = AgentRun::new().duration(1).output(&out).command();
         // SAFETY: umask is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -286,26 +243,9 @@ fn second_agent_on_the_same_directory_is_refused() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let first = spawn_agent(&[
-        "run",
-        "--duration",
-        "5",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let first = AgentRun::new().duration(5).output(&out).spawn();
     wait_for_start(&out);
-    let second = run_agent(
-        &[
-            "run",
-            "--duration",
-            "1",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let second = AgentRun::new().duration(1).output(&out).run();
     assert_eq!(second.status.code(), Some(1));
     let holder = format!(
         "another taskscope agent (pid {}) is already writing here",
@@ -317,16 +257,11 @@ fn second_agent_on_the_same_directory_is_refused() {
         String::from_utf8_lossy(&second.stderr)
     );
     // `run --check` (doctor) says the directory is taken, and by whom.
-    let check = run_agent(
-        &[
-            "run",
-            "--check",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let check = AgentRun::new()
+        .args(["--check"])
+        .output(&out)
+        .limit(Duration::from_secs(60))
+        .run();
     let report = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(1), "{report}");
     let line = report
@@ -358,15 +293,11 @@ fn thread_table_is_pinned_while_running() {
     assert!(mounted.success(), "mounting a BPF filesystem failed");
     let pin_dir = bpffs.join("taskscope");
     let out = scratch.path().join("out");
-    let child = spawn_agent(&[
-        "run",
-        "--duration",
-        "3",
-        "--pin-dir",
-        pin_dir.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let child = AgentRun::new()
+        .duration(3)
+        .pin_dir(&pin_dir)
+        .output(&out)
+        .spawn();
     wait_for_start(&out);
     let pinned = pin_dir.join("threads").exists();
     let status = wait_with_limit(child, Duration::from_secs(20));
@@ -386,20 +317,11 @@ fn missed_deadlines_are_counted_not_absorbed() {
         let mut workload = Workload::start();
         let scratch = scratch();
         let out = scratch.path().join("out");
-        let status = run_agent(
-            &[
-                "run",
-                "--all",
-                "--frequency",
-                "1000",
-                "--duration",
-                "2",
-                "--no-pin",
-                "--output-dir",
-                out.to_str().unwrap(),
-            ],
-            Duration::from_secs(30),
-        );
+        let status = AgentRun::new()
+            .args(["--all", "--frequency", "1000"])
+            .duration(2)
+            .output(&out)
+            .run();
         workload.stop();
         assert_success(&status);
         let log = String::from_utf8_lossy(&status.stderr).into_owned();
@@ -462,31 +384,21 @@ fn a_live_agents_pin_is_never_replaced() {
     let pin_arg = pin_dir.to_str().unwrap();
     let out_a = scratch.path().join("a");
     let out_b = scratch.path().join("b");
-    let first = spawn_agent(&[
-        "run",
-        "-d",
-        "8",
-        "--pin-dir",
-        pin_arg,
-        "--output-dir",
-        out_a.to_str().unwrap(),
-    ]);
+    let first = AgentRun::new()
+        .duration(8)
+        .pin_dir(Path::new(pin_arg))
+        .output(&out_a)
+        .spawn();
     wait_for_start(&out_a);
     let inode = std::fs::metadata(&pin)
         .expect("the first agent pinned its table")
         .ino();
-    let second = run_agent(
-        &[
-            "run",
-            "-d",
-            "1",
-            "--pin-dir",
-            pin_arg,
-            "--output-dir",
-            out_b.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let second = AgentRun::new()
+        .duration(1)
+        .pin_dir(Path::new(pin_arg))
+        .output(&out_b)
+        .limit(Duration::from_secs(60))
+        .run();
     assert_success(&second);
     let log = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -507,15 +419,11 @@ fn a_live_agents_pin_is_never_replaced() {
     assert!(!pin.exists(), "the first agent's pin outlived it");
 
     // An agent killed with SIGKILL leaves its pin: the next one replaces it.
-    let mut killed = spawn_agent(&[
-        "run",
-        "-d",
-        "30",
-        "--pin-dir",
-        pin_arg,
-        "--output-dir",
-        out_a.to_str().unwrap(),
-    ]);
+    let mut killed = AgentRun::new()
+        .duration(30)
+        .pin_dir(Path::new(pin_arg))
+        .output(&out_a)
+        .spawn();
     let started = Instant::now();
     while !pin.exists() {
         assert!(started.elapsed() < Duration::from_secs(30), "no pin");
@@ -524,18 +432,12 @@ fn a_live_agents_pin_is_never_replaced() {
     killed.kill().unwrap();
     killed.wait().unwrap();
     assert!(pin.exists(), "SIGKILL leaves the pin");
-    let third = run_agent(
-        &[
-            "run",
-            "-d",
-            "1",
-            "--pin-dir",
-            pin_arg,
-            "--output-dir",
-            out_b.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let third = AgentRun::new()
+        .duration(1)
+        .pin_dir(Path::new(pin_arg))
+        .output(&out_b)
+        .limit(Duration::from_secs(60))
+        .run();
     assert_success(&third);
     let log = String::from_utf8_lossy(&third.stderr);
     assert!(log.contains("its agent is no longer running"), "{log}");
@@ -581,14 +483,7 @@ fn signals_at_start_are_answered_not_fatal() {
             nix::sys::signal::Signal::SIGTERM
         };
         let out = scratch.path().join(format!("out{round}"));
-        let child = spawn_agent(&[
-            "run",
-            "-d",
-            "1",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ]);
+        let child = AgentRun::new().duration(1).output(&out).spawn();
         let started = Instant::now();
         loop {
             match holds_sighup(child.id()) {

@@ -105,21 +105,11 @@ fn full_table_counts_left_out_threads_and_recovers() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let pid = crowd.pid.to_string();
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "10",
-        "--max-threads",
-        "64",
-        "--pid",
-        &pid,
-        "--duration",
-        "12",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "10", "--max-threads", "64", "--pid", &pid])
+        .duration(12)
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(5));
     let released = crowd.ask("release");
     assert_eq!(released, "released");
@@ -242,17 +232,11 @@ fn churn_reclaims_slots_and_samples_every_lasting_thread() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let log = scratch.path().join("threads.csv");
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "10",
-        "--duration",
-        &(CHURN_SECS + 12).to_string(),
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "10"])
+        .duration(CHURN_SECS + 12)
+        .output(&out)
+        .spawn();
     let agent_pid = agent.id();
     std::thread::sleep(Duration::from_secs(3));
     let churn_start = Instant::now();
@@ -361,17 +345,11 @@ fn overload_skips_and_drops_ticks_with_flat_memory() {
     assert!(crowd.live_threads() > THREADS, "crowd did not start");
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "1000",
-        "--duration",
-        &SECS.to_string(),
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "1000"])
+        .duration(SECS)
+        .output(&out)
+        .spawn();
     let agent_pid = agent.id();
     let mut rss = Vec::new();
     for _ in 0..3 {
@@ -455,19 +433,11 @@ fn max_cpu_keeps_the_agent_near_its_budget() {
     let crowd = Crowd::start(3000);
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "1000",
-        "--max-cpu",
-        "10",
-        "--duration",
-        "16",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "1000", "--max-cpu", "10"])
+        .duration(16)
+        .output(&out)
+        .spawn();
     let pid = agent.id();
     std::thread::sleep(Duration::from_secs(6));
     let (cpu_from, at_from) = (cpu_seconds(pid), Instant::now());

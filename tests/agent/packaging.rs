@@ -229,16 +229,9 @@ fn settings_file_drives_the_agent_and_the_command_line_wins() {
     )
     .unwrap();
     // The command line overrides the file's frequency.
-    let status = run_agent(
-        &[
-            "run",
-            "--config",
-            settings.to_str().unwrap(),
-            "--frequency",
-            "10",
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new()
+        .args(["--config", settings.to_str().unwrap(), "--frequency", "10"])
+        .run();
     assert_success(&status);
     let weights = query(
         &out,

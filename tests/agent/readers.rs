@@ -15,13 +15,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn taskscope(args: &[&str]) -> Output {
-    Command::new(AGENT)
-        .args(args)
-        .output()
-        .expect("run taskscope")
-}
-
 /// `taskscope <args>` as uid 65534 with group `gid` only.
 fn taskscope_as(gid: u32, args: &[&str]) -> Output {
     Command::new("setpriv")
@@ -130,7 +123,6 @@ fn damaged_or_missing_files_are_named_and_leave_out_their_period() {
     let _serial = exclusive();
     // 2-second periods: the middle one is damaged, the others must stay.
     let (workload, scratch, out) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "10",
@@ -401,7 +393,6 @@ fn answers_count_active_threads_over_the_time_they_cover() {
     require_root();
     let _serial = exclusive();
     let (workload, scratch, out) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "10",
@@ -651,21 +642,20 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
     let out = scratch.path().join("out");
     let dir = out.to_str().unwrap().to_string();
     let started = Instant::now();
-    let mut agent = spawn_agent(&[
-        "run",
-        "--all",
-        "--frequency",
-        "10",
-        "--flush-interval",
-        "1s",
-        "--file-mode",
-        "0640",
-        "--group",
-        "adm",
-        "--no-pin",
-        "--output-dir",
-        &dir,
-    ]);
+    let mut agent = AgentRun::new()
+        .args([
+            "--all",
+            "--frequency",
+            "10",
+            "--flush-interval",
+            "1s",
+            "--file-mode",
+            "0640",
+            "--group",
+            "adm",
+        ])
+        .output(Path::new(&dir))
+        .spawn();
     std::thread::sleep(Duration::from_secs(4));
     let elapsed = || started.elapsed().as_secs_f64() + 0.5;
 

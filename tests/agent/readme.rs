@@ -3,7 +3,6 @@
 //! runs against real data and prints rows.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 
@@ -45,10 +44,7 @@ fn schema_section_matches_the_binary() {
         .expect("schema:begin marker")
         + "<!-- schema:begin -->".len();
     let end = text.find("<!-- schema:end -->").expect("schema:end marker");
-    let out = Command::new(AGENT)
-        .args(["schema", "--format", "markdown"])
-        .output()
-        .unwrap();
+    let out = taskscope(&["schema", "--format", "markdown"]);
     assert!(out.status.success());
     assert_eq!(
         text[start..end].trim(),
@@ -60,10 +56,7 @@ fn schema_section_matches_the_binary() {
 #[test]
 fn flag_table_names_every_flag() {
     let text = readme();
-    let out = Command::new(AGENT)
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
+    let out = taskscope(&["run", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
     for word in help.split_whitespace() {
         let Some(start) = word.find("--") else {
@@ -90,7 +83,6 @@ fn query_examples_run_on_real_data() {
     require_root();
     let _serial = exclusive();
     let (_workload, _scratch, out) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "20",

@@ -4,18 +4,11 @@
 //! that parses and renders.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::support::*;
-
-fn taskscope(args: &[&str]) -> Output {
-    Command::new(AGENT)
-        .args(args)
-        .output()
-        .expect("run taskscope")
-}
 
 /// `taskscope <args>` that must succeed; its stdout.
 fn ok(args: &[&str]) -> String {
@@ -54,7 +47,6 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
     require_root();
     let _serial = exclusive();
     let (workload, _scratch, out) = sample_workload(&[
-        "run",
         "-F",
         "20",
         "--all",

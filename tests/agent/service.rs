@@ -5,7 +5,6 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -39,16 +38,14 @@ fn journals(out: &Path, table: &str) -> Vec<String> {
 }
 
 fn agent_with_env(out: &Path, env: &[(&str, &str)]) -> std::process::Child {
-    Command::new(AGENT)
-        .args(["run", "--frequency", "10", "--stacks", "none", "--no-pin"])
-        .arg("--output-dir")
-        .arg(out)
-        .envs(env.iter().copied())
-        .env("TASKSCOPE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    env.iter()
+        .fold(
+            AgentRun::new()
+                .args(["--frequency", "10", "--stacks", "none"])
+                .output(out),
+            |run, (key, value)| run.env(key, value),
+        )
         .spawn()
-        .expect("start taskscope")
 }
 
 #[test]
@@ -151,13 +148,11 @@ fn an_agent_that_cannot_start_never_says_ready() {
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
     )
     .expect("chmod");
-    let out = Command::new(AGENT)
-        .args(["run", "--no-pin", "--output-dir"])
-        .arg(open.join("out"))
+    let out = AgentRun::new()
+        .output(&open.join("out"))
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
-        .output()
-        .expect("run taskscope");
+        .run();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(receive(&socket, Duration::from_millis(200)), None);
 }

@@ -176,10 +176,7 @@ fn exercise_all(dir: &Path, format: &str, may_be_empty: impl Fn(&str) -> bool) {
 
 /// `taskscope schema`: table -> [(column, type)].
 fn schema_columns() -> Vec<(String, Vec<(String, String)>)> {
-    let out = Command::new(AGENT)
-        .arg("schema")
-        .output()
-        .expect("run taskscope schema");
+    let out = taskscope(&["schema"]);
     assert_success(&out);
     let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -346,25 +343,22 @@ fn shipped_queries_answer_the_ground_truth() {
     .iter()
     .map(i64::to_string)
     .collect();
-    let mut args = vec![
-        "run",
-        "--all",
-        "--frequency",
-        "20",
-        "--duration",
-        "5",
-        "--track",
-        "syscalls,io",
-        "--format",
-        "csv,parquet",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ];
+    let mut agent = AgentRun::new()
+        .args([
+            "--all",
+            "--frequency",
+            "20",
+            "--track",
+            "syscalls,io",
+            "--format",
+            "csv,parquet",
+        ])
+        .duration(5)
+        .output(&out);
     for pid in &pids {
-        args.extend(["--pid", pid.as_str()]);
+        agent = agent.args(["--pid", pid.as_str()]);
     }
-    let status = run_agent(&args, std::time::Duration::from_secs(30));
+    let status = agent.run();
     workload.stop();
     assert_success(&status);
     let device = device_of(&disk_dir());
@@ -463,7 +457,6 @@ fn shipped_queries_answer_the_ground_truth() {
     // Without --track there are no syscalls or iorq files: those views are
     // empty and every query still runs.
     let (_workload, _scratch2, bare) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "20",

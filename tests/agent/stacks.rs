@@ -95,21 +95,16 @@ fn stacks_show_where_each_thread_waits() {
     let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let agent = spawn_agent(&[
-        "run",
-        "--all",
-        "-F",
-        "20",
-        "--duration",
-        "5",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "20"])
+        .duration(8)
+        .output(&out)
+        .spawn();
     // Short-lived processes from deleted binaries, one after another, while
     // the agent runs: each lives 0.4 s and is gone long before the period
     // is written.
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_first_tick(&out, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
     let mut naps = Vec::new();
     for n in 0..5 {
         let mut nap = start_deleted_nap(scratch.path(), n, 400);
@@ -257,16 +252,8 @@ fn stacks_show_where_each_thread_waits() {
 fn stacks_none_leaves_the_columns_empty() {
     require_root();
     let _serial = exclusive();
-    let (_workload, _scratch, out) = sample_workload(&[
-        "run",
-        "--all",
-        "-F",
-        "10",
-        "--duration",
-        "2",
-        "--stacks",
-        "none",
-    ]);
+    let (_workload, _scratch, out) =
+        sample_workload(&["--all", "-F", "10", "--duration", "2", "--stacks", "none"]);
     let rows = query(
         &out,
         &format!("SELECT count(*) AS n, count(kstack_id) AS k, count(ustack_id) AS u, count(kfunc) AS f FROM {SAMPLES}"),
@@ -287,16 +274,8 @@ fn stacks_none_leaves_the_columns_empty() {
 fn kernel_only_stacks() {
     require_root();
     let _serial = exclusive();
-    let (workload, _scratch, out) = sample_workload(&[
-        "run",
-        "--all",
-        "-F",
-        "10",
-        "--duration",
-        "2",
-        "--stacks",
-        "kernel",
-    ]);
+    let (workload, _scratch, out) =
+        sample_workload(&["--all", "-F", "10", "--duration", "2", "--stacks", "kernel"]);
     let users = query_number(&out, &format!("SELECT count(ustack_id) FROM {SAMPLES}"));
     assert_eq!(users, 0.0, "--stacks kernel wrote user stacks");
     let (have, right) = stack_share(
@@ -325,7 +304,6 @@ fn recycled_slots_keep_each_thread_its_own_state() {
     // One-second periods: each period's stacks file must define the ids its
     // samples use, even those already written in earlier periods.
     let (workload, _scratch, out) = sample_workload(&[
-        "run",
         "--all",
         "-F",
         "20",

@@ -50,7 +50,6 @@ fn csv_and_parquet_hold_identical_rows_with_the_right_types() {
     require_root();
     let _serial = exclusive();
     let (_workload, _scratch, out) = sample_workload(&[
-        "run",
         "--all",
         "--frequency",
         "20",
@@ -134,21 +133,20 @@ fn readers_never_see_a_partial_file() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let child = spawn_agent(&[
-        "run",
-        "--all",
-        "--frequency",
-        "10",
-        "--format",
-        "csv,parquet",
-        "--test-rotate-secs",
-        "1",
-        "--flush-interval",
-        "1s",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let child = AgentRun::new()
+        .args([
+            "--all",
+            "--frequency",
+            "10",
+            "--format",
+            "csv,parquet",
+            "--test-rotate-secs",
+            "1",
+            "--flush-interval",
+            "1s",
+        ])
+        .output(&out)
+        .spawn();
     // Wait for the first published files.
     let start = Instant::now();
     while !files_under(&out)
@@ -218,31 +216,29 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
     let _serial = exclusive();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let seed = taskscope::timefmt::unix_micros_now() as u64;
+    let seed = taskscope::store::timefmt::unix_micros_now() as u64;
     println!("seed {seed}");
     let mut rng = Lcg(seed);
-    let args = [
-        "run",
-        "--all",
-        "--frequency",
-        "20",
-        "--format",
-        "csv,parquet",
-        "--test-rotate-secs",
-        "2",
-        "--flush-interval",
-        "1s",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ];
+    let agent = AgentRun::new()
+        .args([
+            "--all",
+            "--frequency",
+            "20",
+            "--format",
+            "csv,parquet",
+            "--test-rotate-secs",
+            "2",
+            "--flush-interval",
+            "1s",
+        ])
+        .output(&out);
     // (start, kill) wall-clock times in microseconds of each run.
     let mut runs = Vec::new();
     for _ in 0..20 {
-        let started = taskscope::timefmt::unix_micros_now();
-        let child = spawn_agent(&args);
+        let started = taskscope::store::timefmt::unix_micros_now();
+        let child = agent.spawn();
         std::thread::sleep(Duration::from_millis(rng.next_ms(1_500, 4_500)));
-        let killed = taskscope::timefmt::unix_micros_now();
+        let killed = taskscope::store::timefmt::unix_micros_now();
         send_signal(&child, nix::sys::signal::Signal::SIGKILL);
         let _ = wait_with_limit(child, Duration::from_secs(10));
         runs.push((started, killed));
@@ -250,22 +246,11 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
         assert_files_whole(&out);
     }
     // A last, clean run recovers the last journal.
-    let status = run_agent(
-        &[
-            "run",
-            "--all",
-            "--frequency",
-            "20",
-            "--format",
-            "csv,parquet",
-            "--duration",
-            "1",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new()
+        .args(["--all", "--frequency", "20", "--format", "csv,parquet"])
+        .duration(1)
+        .output(&out)
+        .run();
     assert_success(&status);
     assert_files_whole(&out);
     assert!(
@@ -343,21 +328,20 @@ fn a_full_disk_is_survived_and_counted() {
     }
     let _unmount = Unmount(&small);
     let out = small.join("out");
-    let child = spawn_agent(&[
-        "run",
-        "--all",
-        "--frequency",
-        "50",
-        "--format",
-        "csv,parquet",
-        "--test-rotate-secs",
-        "1",
-        "--flush-interval",
-        "1s",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let child = AgentRun::new()
+        .args([
+            "--all",
+            "--frequency",
+            "50",
+            "--format",
+            "csv,parquet",
+            "--test-rotate-secs",
+            "1",
+            "--flush-interval",
+            "1s",
+        ])
+        .output(&out)
+        .spawn();
     // Fill it up.
     let start = Instant::now();
     loop {
@@ -378,7 +362,7 @@ fn a_full_disk_is_survived_and_counted() {
         "the agent died on a full disk"
     );
     // Make room: writing resumes.
-    let room_at = taskscope::timefmt::unix_micros_now();
+    let room_at = taskscope::store::timefmt::unix_micros_now();
     let grown = Command::new("mount")
         .args(["-o", "remount,size=64m"])
         .arg(&small)
@@ -421,9 +405,8 @@ fn retention_keeps_the_newest_periods_under_the_limit() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     let limit: u64 = 256 << 10;
-    let status = run_agent(
-        &[
-            "run",
+    let status = AgentRun::new()
+        .args([
             "--all",
             "--frequency",
             "50",
@@ -433,14 +416,11 @@ fn retention_keeps_the_newest_periods_under_the_limit() {
             "1",
             "--max-disk",
             "256K",
-            "--duration",
-            "12",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+        ])
+        .duration(12)
+        .output(&out)
+        .limit(Duration::from_secs(60))
+        .run();
     assert_success(&status);
     let total: u64 = files_under(&out)
         .iter()
@@ -487,21 +467,11 @@ fn group_only_access_with_file_mode_and_group() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     // gid 4 is Debian's `adm`; nobody (65534) is not in it.
-    let status = run_agent(
-        &[
-            "run",
-            "--duration",
-            "1",
-            "--file-mode",
-            "0640",
-            "--group",
-            "4",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let status = AgentRun::new()
+        .args(["--file-mode", "0640", "--group", "4"])
+        .duration(1)
+        .output(&out)
+        .run();
     assert_success(&status);
     for entry in files_under(&out)
         .iter()
@@ -546,17 +516,10 @@ fn sighup_publishes_the_current_period_at_once() {
     let scratch = scratch();
     let out = scratch.path().join("out");
     // Hourly files: without SIGHUP nothing would be published for an hour.
-    let child = spawn_agent(&[
-        "run",
-        "--all",
-        "--frequency",
-        "10",
-        "--format",
-        "parquet",
-        "--no-pin",
-        "--output-dir",
-        out.to_str().unwrap(),
-    ]);
+    let child = AgentRun::new()
+        .args(["--all", "--frequency", "10", "--format", "parquet"])
+        .output(&out)
+        .spawn();
     std::thread::sleep(Duration::from_secs(3));
     let parquet = |out: &Path| {
         files_under(out)
@@ -616,22 +579,12 @@ fn a_full_disk_loses_no_row_unaccounted() {
     }
     let _unmount = Unmount(&small);
     let out = small.join("out");
-    let first = run_agent(
-        &[
-            "run",
-            "--all",
-            "-F",
-            "10",
-            "-d",
-            "10",
-            "--flush-interval",
-            "1s",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let first = AgentRun::new()
+        .args(["--all", "-F", "10", "--flush-interval", "1s"])
+        .duration(10)
+        .output(&out)
+        .limit(Duration::from_secs(60))
+        .run();
     let log = String::from_utf8_lossy(&first.stderr).into_owned();
     let produced = log_field(&log, "sampler finished", "rows");
     let dropped_with_ticks = log_field(&log, "sampler finished", "dropped_tick_rows");
@@ -681,20 +634,13 @@ fn a_full_disk_loses_no_row_unaccounted() {
         .status()
         .unwrap();
     assert!(grown.success());
-    let second_start = taskscope::timefmt::unix_micros_now();
-    let second = run_agent(
-        &[
-            "run",
-            "-F",
-            "1",
-            "-d",
-            "1",
-            "--no-pin",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let second_start = taskscope::store::timefmt::unix_micros_now();
+    let second = AgentRun::new()
+        .args(["-F", "1"])
+        .duration(1)
+        .output(&out)
+        .limit(Duration::from_secs(60))
+        .run();
     assert_success(&second);
     let log2 = String::from_utf8_lossy(&second.stderr).into_owned();
     let recovered_at_start = if pending > 0 {

@@ -4,11 +4,13 @@
 //! Nothing here skips: a test that needs root, BPF or DuckDB fails with the
 //! reason when the machine cannot provide it.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -170,34 +172,160 @@ impl Drop for Workload {
 }
 
 /// Sample a fresh ground-truth workload: start it, run the agent with
-/// `args` plus `--no-pin --output-dir <scratch>/out` to completion, stop
-/// the workload. Returns the (stopped) workload, the scratch directory that
-/// owns the files, and the output directory.
+/// `args` (and an output directory in a scratch directory) to completion,
+/// stop the workload. Returns the (stopped) workload, the scratch
+/// directory that owns the files, and the output directory.
 pub fn sample_workload(args: &[&str]) -> (Workload, tempfile::TempDir, PathBuf) {
     let mut workload = Workload::start();
     let scratch = scratch();
     let out = scratch.path().join("out");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend([
-        "--no-pin",
-        "--output-dir",
-        out.to_str().expect("utf-8 path"),
-    ]);
-    let status = run_agent(&all, Duration::from_secs(30));
+    let status = AgentRun::new().args(args).output(&out).run();
     workload.stop();
     assert_success(&status);
     (workload, scratch, out)
 }
 
-/// Start the agent with `args` in the background (log on stderr, piped).
-pub fn spawn_agent(args: &[&str]) -> Child {
-    Command::new(AGENT)
+/// One run of the agent, `taskscope run`, as every test starts it: not
+/// pinning its table (unless [`AgentRun::pin_dir`]), logging at info on a
+/// piped stderr, killed and failing the test if it outlives its limit
+/// (30 s unless [`AgentRun::limit`]).
+///
+/// ```ignore
+/// let status = AgentRun::new().args(["--all", "-F", "10"]).output(&out).duration(2).run();
+/// let child = AgentRun::new().output(&out).spawn();
+/// ```
+#[derive(Debug, Clone)]
+pub struct AgentRun {
+    flags: Vec<OsString>,
+    output: Option<PathBuf>,
+    duration: Option<String>,
+    pin_dir: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    limit: Duration,
+}
+
+impl Default for AgentRun {
+    fn default() -> Self {
+        AgentRun::new()
+    }
+}
+
+impl AgentRun {
+    pub fn new() -> AgentRun {
+        AgentRun {
+            flags: Vec::new(),
+            output: None,
+            duration: None,
+            pin_dir: None,
+            env: Vec::new(),
+            limit: Duration::from_secs(30),
+        }
+    }
+
+    /// More flags of `run`.
+    pub fn args<I, S>(mut self, flags: I) -> AgentRun
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.flags
+            .extend(flags.into_iter().map(|f| f.as_ref().to_os_string()));
+        self
+    }
+
+    /// `--output-dir DIR`.
+    pub fn output(mut self, dir: &Path) -> AgentRun {
+        self.output = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `--duration VALUE` (seconds, or a duration as users type it).
+    pub fn duration(mut self, value: impl ToString) -> AgentRun {
+        self.duration = Some(value.to_string());
+        self
+    }
+
+    /// `--pin-dir DIR` instead of `--no-pin`.
+    pub fn pin_dir(mut self, dir: &Path) -> AgentRun {
+        self.pin_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// An environment variable of the agent.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> AgentRun {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// How long [`AgentRun::run`] waits before it kills the agent and
+    /// fails the test.
+    pub fn limit(mut self, limit: Duration) -> AgentRun {
+        self.limit = limit;
+        self
+    }
+
+    /// The command line, to spawn by hand (stdout and stderr piped).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(AGENT);
+        command.arg("run").args(&self.flags);
+        if let Some(duration) = &self.duration {
+            command.arg("--duration").arg(duration);
+        }
+        match &self.pin_dir {
+            Some(dir) => command.arg("--pin-dir").arg(dir),
+            None => command.arg("--no-pin"),
+        };
+        if let Some(dir) = &self.output {
+            command.arg("--output-dir").arg(dir);
+        }
+        command
+            .env("TASKSCOPE_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // An agent outlives a test that panics before stopping it (and
+        // keeps sampling, with its BPF programs attached, into the next
+        // tests): it is killed when the test's thread ends.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec here.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    /// Start the agent in the background (stdout discarded, the log on a
+    /// piped stderr).
+    pub fn spawn(&self) -> Child {
+        self.command()
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start taskscope")
+    }
+
+    /// Run the agent to completion.
+    pub fn run(&self) -> Output {
+        let child = self.command().spawn().expect("start taskscope");
+        wait_with_limit(child, self.limit)
+    }
+}
+
+/// `taskscope ARGS` (any command) to completion; fails the test if it
+/// outlives 5 minutes.
+pub fn taskscope(args: &[&str]) -> Output {
+    let child = Command::new(AGENT)
         .args(args)
-        .env("TASKSCOPE_LOG", "info")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start taskscope")
+        .expect("start taskscope");
+    wait_with_limit(child, Duration::from_secs(300))
 }
 
 /// Send `sig` to `child`.
@@ -205,32 +333,37 @@ pub fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
 
-/// Run the agent to completion with `args`; fails the test if it outlives
-/// `limit`.
-pub fn run_agent(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(AGENT)
-        .args(args)
-        .env("TASKSCOPE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start taskscope");
-    wait_with_limit(child, limit)
-}
-
-/// Wait for `child`, killing it and failing the test after `limit`.
+/// Wait for `child`, killing it and failing the test after `limit`. Its
+/// piped output is read as it comes, so a chatty child never blocks on a
+/// full pipe.
 pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    fn drain(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    let collect = |handle: Option<JoinHandle<Vec<u8>>>| {
+        handle.map_or_else(Vec::new, |h| h.join().unwrap_or_default())
+    };
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
     let start = Instant::now();
     loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Output {
+                status,
+                stdout: collect(stdout),
+                stderr: collect(stderr),
+            };
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+            let _ = child.wait();
             panic!(
                 "process did not finish within {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&collect(stderr))
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -369,4 +502,29 @@ pub fn run_example(example: &str, script: &str) -> String {
         "README example printed no rows:\n{example}\noutput:\n{stdout}"
     );
     stdout
+}
+
+/// Wait until the agent writing to `out` has taken its first tick (its
+/// `ticks` journal exists in `.inprogress/`): loading the programs takes
+/// a second or more on a loaded machine, so a fixed sleep after spawning
+/// is not "the agent runs". Fails the test after `limit`.
+pub fn wait_for_first_tick(out: &Path, limit: Duration) {
+    let inprogress = out.join(".inprogress");
+    let start = Instant::now();
+    loop {
+        let started = std::fs::read_dir(&inprogress).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("ticks-"))
+        });
+        if started {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the agent writing to {} took no tick within {limit:?}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,0 +1,592 @@
+//! Decoding a thread-table entry into a [`Sample`].
+//!
+//! The state name comes from the full state word the scheduler had at
+//! switch-out (plus whether the thread was woken since, or is on a CPU), so
+//! a `TASK_IDLE` kernel thread is `IDLE`, not `DISK`, and nothing is masked.
+//!
+//! Whether a thread is inside a syscall is decided by the newest evidence:
+//! its saved registers at switch-out, a later sys_enter, or (for threads on
+//! a CPU) a later on-CPU sample. There is no sys_exit hook, so this rule is
+//! what keeps a thread that returned to user mode from looking as if it
+//! were still in its last syscall.
+
+use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
+use crate::bpf::SchedFields;
+use crate::output::sample::{IoSample, Sample, SyscallSample};
+use crate::store::thread_state::ThreadState;
+
+/// Kernel task state bits (include/linux/sched.h; stable from 5.15 on).
+mod bits {
+    pub const TASK_INTERRUPTIBLE: u32 = 0x0001;
+    pub const TASK_UNINTERRUPTIBLE: u32 = 0x0002;
+    pub const TASK_STOPPED: u32 = 0x0004;
+    pub const TASK_TRACED: u32 = 0x0008;
+    pub const EXIT_DEAD: u32 = 0x0010;
+    pub const EXIT_ZOMBIE: u32 = 0x0020;
+    pub const TASK_PARKED: u32 = 0x0040;
+    pub const TASK_DEAD: u32 = 0x0080;
+    pub const TASK_WAKING: u32 = 0x0200;
+    pub const TASK_NOLOAD: u32 = 0x0400;
+    pub const TASK_NEW: u32 = 0x0800;
+    pub const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    pub const TASK_FROZEN: u32 = 0x8000;
+}
+
+/// Whether the agent's own thread took the CPU from this thread during the
+/// current tick (after `tick_ns`, when the sampler's wakeup was due). Such a
+/// thread is reported as it was before the tick: on CPU. An older flag
+/// means the scheduler ran someone else after the agent, so the thread
+/// really is waiting.
+fn preempted_by_this_tick(f: &SchedFields, tick_ns: u64) -> bool {
+    f.flags & ts_thread_flags::TS_F_AGENT_PREEMPTED.0 != 0 && f.switch_out_ns >= tick_ns
+}
+
+/// A thread's state at one instant, as decoded from its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateAt {
+    pub state: ThreadState,
+    /// Time in that state, microseconds; None when not known.
+    pub since_us: Option<u64>,
+    /// For ON_CPU: when it was switched in (CLOCK_MONOTONIC ns; 0 if not
+    /// known), which decides who holds a CPU claimed twice.
+    pub running_since_ns: u64,
+}
+
+/// The state of a thread at `now_ns` (when the scan started), from its
+/// entry's scheduler fields; `tick_ns` is the tick's deadline.
+///
+/// A scan is not an atomic snapshot: a thread may switch while the table is
+/// being read, even twice (out and back in) when the sampler is preempted
+/// mid-scan. The entry holds the latest switch-in, switch-out and wakeup
+/// times, which is enough to reconstruct the state at `now_ns` in every
+/// case; all rows of a tick thus describe the same instant.
+pub fn thread_state_at(f: &SchedFields, tick_ns: u64, now_ns: u64) -> StateAt {
+    let since =
+        |then_ns: u64| (then_ns != 0 && then_ns <= now_ns).then(|| (now_ns - then_ns) / 1_000);
+    let on_cpu = |since_ns: u64| StateAt {
+        state: ThreadState::OnCpu,
+        since_us: since(since_ns),
+        running_since_ns: since_ns,
+    };
+    let off = |state: ThreadState, since_ns: u64| StateAt {
+        state,
+        since_us: since(since_ns),
+        running_since_ns: 0,
+    };
+    let (switch_in, switch_out, wakeup) = (f.switch_in_ns, f.switch_out_ns, f.wakeup_ns);
+    let running = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
+
+    if f.flags & ts_thread_flags::TS_F_SWITCH_KNOWN.0 == 0 {
+        // Seeded from the task struct and not switched since: as found.
+        let woken = wakeup != 0 && wakeup <= now_ns;
+        return if running {
+            on_cpu(0)
+        } else if woken {
+            off(ThreadState::RunQueue, wakeup)
+        } else {
+            off(state_word(f.sched_state, f.exit_state, false), 0)
+        };
+    }
+    // Off CPU since `out` (<= now): woken by now (after `out`), or in the
+    // state it switched out in.
+    let off_since = |out: u64| {
+        if wakeup > out && wakeup <= now_ns {
+            off(ThreadState::RunQueue, wakeup)
+        } else {
+            let state = state_word(f.sched_state, f.exit_state, false);
+            off(state, out)
+        }
+    };
+    match (running, switch_in <= now_ns, switch_out <= now_ns) {
+        // Last event a switch-in, before now: on CPU.
+        (true, true, _) => on_cpu(switch_in),
+        // Switched in after now, out before: waiting at now.
+        (true, false, true) => off_since(switch_out),
+        // Out and back in, both after now: it was still running at now.
+        (true, false, false) => on_cpu(0),
+        // Last event a switch-out, before now.
+        (false, _, true) => {
+            if preempted_by_this_tick(f, tick_ns) {
+                on_cpu(switch_in)
+            } else {
+                off_since(switch_out)
+            }
+        }
+        // Switched out after now, in before: still running at now.
+        (false, true, false) => on_cpu(switch_in),
+        // In and out again, both after now: waiting for that switch-in at
+        // now (its earlier sleep state is gone; the latest stands in).
+        (false, false, false) => {
+            if wakeup != 0 && wakeup <= now_ns {
+                off(ThreadState::RunQueue, wakeup)
+            } else {
+                off(state_word(f.sched_state, f.exit_state, false), 0)
+            }
+        }
+    }
+}
+
+/// The state of a thread that is off CPU, from the state word it had at
+/// switch-out and whether it was woken since.
+fn state_word(sched_state: u32, exit_state: u32, woken: bool) -> ThreadState {
+    use bits::*;
+    if exit_state & EXIT_ZOMBIE != 0 {
+        return ThreadState::Zombie;
+    }
+    if exit_state & EXIT_DEAD != 0 || sched_state & TASK_DEAD != 0 {
+        return ThreadState::Dead;
+    }
+    if sched_state == 0 || woken || sched_state & TASK_WAKING != 0 {
+        return ThreadState::RunQueue;
+    }
+    if sched_state & TASK_NEW != 0 {
+        ThreadState::New
+    } else if sched_state & TASK_FROZEN != 0 {
+        ThreadState::Frozen
+    } else if sched_state & TASK_PARKED != 0 {
+        ThreadState::Parked
+    } else if sched_state & TASK_TRACED != 0 {
+        ThreadState::Traced
+    } else if sched_state & TASK_STOPPED != 0 {
+        ThreadState::Stopped
+    } else if sched_state & TASK_RTLOCK_WAIT != 0 {
+        ThreadState::RtLockWait
+    } else if sched_state & TASK_UNINTERRUPTIBLE != 0 {
+        if sched_state & TASK_NOLOAD != 0 {
+            ThreadState::Idle
+        } else {
+            ThreadState::Disk
+        }
+    } else if sched_state & TASK_INTERRUPTIBLE != 0 {
+        ThreadState::Sleep
+    } else {
+        ThreadState::Unknown
+    }
+}
+
+/// The state of a peeked (first cache line only) entry.
+pub fn peek_state(peek: &SchedFields, tick_ns: u64, now_ns: u64) -> ThreadState {
+    thread_state_at(peek, tick_ns, now_ns).state
+}
+
+fn since(now_ns: u64, then_ns: u64) -> u64 {
+    now_ns.saturating_sub(then_ns) / 1_000
+}
+
+/// Decode a consistent copy of an entry, as of `now_ns` (CLOCK_MONOTONIC),
+/// for the tick whose deadline was `tick_ns`.
+pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
+    let flags = entry.flags;
+    let has = |flag: ts_thread_flags| flags & flag.0 != 0;
+    let StateAt {
+        state,
+        since_us: state_since_us,
+        running_since_ns,
+    } = thread_state_at(&SchedFields::from(entry), tick_ns, now_ns);
+
+    let syscall = current_syscall(entry, state).map(|nr| {
+        let same = nr == entry.syscall_nr;
+        let entered = same && has(ts_thread_flags::TS_F_ENTER_KNOWN);
+        SyscallSample {
+            nr,
+            elapsed_us: entered.then(|| since(now_ns, entry.syscall_enter_ns)),
+            args: (same && has(ts_thread_flags::TS_F_ARGS_KNOWN)).then_some(entry.syscall_args),
+            seq: entered.then_some(entry.syscall_seq),
+        }
+    });
+
+    // A request started after the scan began did not exist at `now_ns`.
+    let io = (entry.io_rq != 0 && entry.io_insert_ns <= now_ns).then(|| IoSample {
+        dev: entry.io_dev,
+        op: entry.io_op,
+        flags: entry.io_flags,
+        bytes: entry.io_bytes,
+        sector: entry.io_sector,
+        age_us: since(now_ns, entry.io_insert_ns),
+        seq: entry.io_rq_seq,
+    });
+
+    Sample {
+        tid: entry.tid,
+        tgid: entry.tgid,
+        comm: entry.comm.map(|c| c as u8),
+        state,
+        state_since_us,
+        cpu: entry.cpu,
+        syscall,
+        io,
+        euid: entry.euid,
+        cgroup_id: entry.cgroup_id,
+        exe_id: entry.exe_id,
+        kthread: has(ts_thread_flags::TS_F_KTHREAD),
+        running_since_ns,
+        switch_out_ns: entry.switch_out_ns,
+        wait_ns: entry.wait_ns,
+        slot: 0,
+        stack: None,
+    }
+}
+
+/// At any instant a CPU runs one thread. A thread reported on CPU because
+/// the agent preempted it, or because its switch-out came after the scan
+/// started, can collide with the thread that was really switched in last
+/// on that CPU; keep the latest switch-in and report the others as waiting
+/// since their switch-out.
+pub fn settle_cpus(samples: &mut [Sample], now_ns: u64) {
+    let mut holder: Vec<Option<usize>> = Vec::new();
+    for i in 0..samples.len() {
+        if samples[i].state != ThreadState::OnCpu {
+            continue;
+        }
+        let cpu = samples[i].cpu as usize;
+        if cpu >= holder.len() {
+            holder.resize(cpu + 1, None);
+        }
+        let loser = match holder[cpu] {
+            None => {
+                holder[cpu] = Some(i);
+                continue;
+            }
+            Some(j) if samples[i].running_since_ns > samples[j].running_since_ns => {
+                holder[cpu] = Some(i);
+                j
+            }
+            Some(_) => i,
+        };
+        let s = &mut samples[loser];
+        s.state = ThreadState::RunQueue;
+        s.state_since_us = (s.switch_out_ns != 0 && s.switch_out_ns <= now_ns)
+            .then(|| since(now_ns, s.switch_out_ns));
+    }
+}
+
+/// The syscall the thread is in now, by the newest evidence.
+fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
+    let flags = entry.flags;
+    if flags & ts_thread_flags::TS_F_KTHREAD.0 != 0
+        || matches!(state, ThreadState::Zombie | ThreadState::Dead)
+    {
+        return None;
+    }
+    let from_sched = (flags & ts_thread_flags::TS_F_IN_SYSCALL.0 != 0).then_some(entry.syscall_nr);
+    let running = flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
+    if !running {
+        // Off CPU (or preempted by the agent): fixed since the switch-out.
+        return from_sched;
+    }
+    let entered_ns = if flags & ts_thread_flags::TS_F_ENTER_KNOWN.0 != 0 {
+        entry.syscall_enter_ns
+    } else {
+        0
+    };
+    let sched_evidence_ns = entered_ns.max(entry.switch_out_ns);
+    let perf_valid = entry.perf_flags & ts_perf_flags::TS_P_VALID.0 != 0;
+    if perf_valid && entry.perf_ns > sched_evidence_ns {
+        return (entry.perf_flags & ts_perf_flags::TS_P_IN_SYSCALL.0 != 0)
+            .then_some(entry.perf_syscall_nr);
+    }
+    from_sched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bits::*;
+    use super::*;
+
+    const ON_CPU: u32 = ts_thread_flags::TS_F_ON_CPU.0;
+    const AGENT: u32 = ts_thread_flags::TS_F_AGENT_PREEMPTED.0;
+    const IN_SYSCALL: u32 = ts_thread_flags::TS_F_IN_SYSCALL.0;
+    const SWITCH: u32 = ts_thread_flags::TS_F_SWITCH_KNOWN.0;
+    const ENTER: u32 = ts_thread_flags::TS_F_ENTER_KNOWN.0 | ts_thread_flags::TS_F_ARGS_KNOWN.0;
+    const ARGS: u32 = ts_thread_flags::TS_F_ARGS_KNOWN.0;
+
+    fn state(f: SchedFields, tick_ns: u64, now_ns: u64) -> ThreadState {
+        thread_state_at(&f, tick_ns, now_ns).state
+    }
+
+    fn fields(flags: u32, sched_state: u32, switch_out_ns: u64, wakeup_ns: u64) -> SchedFields {
+        SchedFields {
+            flags: flags | SWITCH,
+            sched_state,
+            switch_in_ns: 50,
+            switch_out_ns,
+            wakeup_ns,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn states_from_the_full_state_word() {
+        let s = |sched_state, exit_state| {
+            state(
+                SchedFields {
+                    sched_state,
+                    exit_state,
+                    ..fields(0, 0, 100, 0)
+                },
+                0,
+                1_000,
+            )
+        };
+        assert_eq!(s(TASK_INTERRUPTIBLE, 0), ThreadState::Sleep);
+        assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Disk);
+        // TASK_IDLE = UNINTERRUPTIBLE | NOLOAD: not DISK.
+        assert_eq!(s(TASK_UNINTERRUPTIBLE | TASK_NOLOAD, 0), ThreadState::Idle);
+        // TASK_KILLABLE = UNINTERRUPTIBLE | WAKEKILL is still DISK.
+        assert_eq!(s(TASK_UNINTERRUPTIBLE | 0x100, 0), ThreadState::Disk);
+        assert_eq!(s(TASK_STOPPED | 0x100, 0), ThreadState::Stopped);
+        assert_eq!(s(TASK_TRACED, 0), ThreadState::Traced);
+        assert_eq!(s(TASK_PARKED, 0), ThreadState::Parked);
+        assert_eq!(s(TASK_DEAD, EXIT_ZOMBIE), ThreadState::Zombie);
+        assert_eq!(s(TASK_DEAD, EXIT_DEAD), ThreadState::Dead);
+        assert_eq!(s(TASK_NEW, 0), ThreadState::New);
+        assert_eq!(s(TASK_FROZEN, 0), ThreadState::Frozen);
+        assert_eq!(s(TASK_RTLOCK_WAIT, 0), ThreadState::RtLockWait);
+        assert_eq!(s(0, 0), ThreadState::RunQueue);
+        assert_eq!(s(0x4000_0000, 0), ThreadState::Unknown);
+    }
+
+    #[test]
+    fn woken_threads_wait_for_a_cpu() {
+        assert_eq!(
+            state(fields(0, TASK_INTERRUPTIBLE, 100, 150), 0, 1_000),
+            ThreadState::RunQueue
+        );
+        // A wakeup before the switch-out does not count.
+        assert_eq!(
+            state(fields(0, TASK_INTERRUPTIBLE, 100, 50), 0, 1_000),
+            ThreadState::Sleep
+        );
+        assert_eq!(
+            state(fields(0, TASK_STOPPED, 100, 150), 0, 1_000),
+            ThreadState::RunQueue
+        );
+    }
+
+    #[test]
+    fn threads_the_agent_preempted_stay_on_cpu() {
+        // Preempted by the agent after this tick's deadline (90): on CPU.
+        assert_eq!(
+            state(fields(AGENT, 0, 100, 0), 90, 1_000),
+            ThreadState::OnCpu
+        );
+        // Flag from an earlier tick: someone else got the CPU since.
+        assert_eq!(
+            state(fields(AGENT, 0, 100, 0), 110, 1_000),
+            ThreadState::RunQueue
+        );
+        assert_eq!(
+            state(fields(ON_CPU, TASK_INTERRUPTIBLE, 100, 0), 0, 1_000),
+            ThreadState::OnCpu
+        );
+    }
+
+    #[test]
+    fn switches_during_the_scan_are_rewound() {
+        let now = 1_000;
+        let at = |flags, sched_state, switch_in_ns, switch_out_ns, wakeup_ns| {
+            let f = SchedFields {
+                flags: flags | SWITCH,
+                sched_state,
+                switch_in_ns,
+                switch_out_ns,
+                wakeup_ns,
+                ..Default::default()
+            };
+            let s = thread_state_at(&f, 0, now);
+            (s.state, s.since_us)
+        };
+        // Switched in after the scan started: it was waiting at `now`
+        // (woken at 800).
+        assert_eq!(
+            at(ON_CPU, TASK_INTERRUPTIBLE, 1_200, 500, 800),
+            (ThreadState::RunQueue, Some(0))
+        );
+        // ... or asleep, when the wakeup came after `now` too.
+        assert_eq!(
+            at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_200, 500, 1_100),
+            (ThreadState::Disk, Some(0))
+        );
+        // Switched out (to sleep) after the scan started: still running.
+        assert_eq!(
+            at(0, TASK_INTERRUPTIBLE, 500, 1_500, 0).0,
+            ThreadState::OnCpu
+        );
+        // Out and back in, both after `now`: it was running at `now`.
+        assert_eq!(
+            at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_300, 1_100, 1_300),
+            (ThreadState::OnCpu, None)
+        );
+        // In and out again, both after `now`: waiting for that switch-in.
+        assert_eq!(
+            at(0, TASK_UNINTERRUPTIBLE, 1_100, 1_300, 900).0,
+            ThreadState::RunQueue
+        );
+        // Woken after the scan started: it was still asleep.
+        assert_eq!(
+            at(0, TASK_INTERRUPTIBLE, 50, 100, 1_100).0,
+            ThreadState::Sleep
+        );
+        // Seeded entries (no switch seen) are taken as they are.
+        let seeded = SchedFields {
+            flags: ON_CPU,
+            ..Default::default()
+        };
+        assert_eq!(
+            thread_state_at(&seeded, 0, now),
+            StateAt {
+                state: ThreadState::OnCpu,
+                since_us: None,
+                running_since_ns: 0
+            }
+        );
+    }
+
+    fn entry(flags: u32) -> ts_thread {
+        ts_thread {
+            tid: 42,
+            tgid: 40,
+            flags,
+            sched_state: TASK_INTERRUPTIBLE,
+            switch_in_ns: 1_000_000,
+            switch_out_ns: 2_000_000,
+            syscall_nr: 230,
+            syscall_enter_ns: 1_500_000,
+            syscall_args: [0, 0, 0x7ffd_0000],
+            syscall_seq: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sleeping_in_a_syscall() {
+        let s = decode(&entry(IN_SYSCALL | SWITCH | ENTER), 0, 10_000_000);
+        assert_eq!(s.state, ThreadState::Sleep);
+        assert_eq!(s.state_since_us, Some(8_000));
+        assert_eq!(
+            s.syscall,
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: Some(8_500),
+                args: Some([0, 0, 0x7ffd_0000]),
+                seq: Some(7),
+            })
+        );
+    }
+
+    #[test]
+    fn seeded_threads_have_no_times_but_arguments() {
+        let mut e = entry(IN_SYSCALL | ARGS);
+        e.switch_in_ns = 0;
+        e.switch_out_ns = 0;
+        e.syscall_enter_ns = 0;
+        let s = decode(&e, 0, 10_000_000);
+        assert_eq!(s.state_since_us, None);
+        assert_eq!(
+            s.syscall,
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: None,
+                args: Some([0, 0, 0x7ffd_0000]),
+                seq: None,
+            })
+        );
+        let s = decode(&entry(IN_SYSCALL), 0, 10_000_000);
+        assert_eq!(s.syscall.and_then(|c| c.args), None);
+    }
+
+    #[test]
+    fn a_newer_on_cpu_sample_overrides_the_last_syscall() {
+        let mut e = entry(ON_CPU | IN_SYSCALL | SWITCH | ENTER);
+        e.switch_in_ns = 3_000_000;
+        // Sampled in user mode after the syscall was entered: it returned.
+        e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_USER.0;
+        e.perf_ns = 4_000_000;
+        let s = decode(&e, 0, 5_000_000);
+        assert_eq!(s.state, ThreadState::OnCpu);
+        assert_eq!(s.state_since_us, Some(2_000));
+        assert_eq!(s.syscall, None);
+        // A syscall entered after that sample wins again.
+        e.syscall_enter_ns = 4_500_000;
+        assert_eq!(decode(&e, 0, 5_000_000).syscall.map(|c| c.nr), Some(230));
+        // A sample inside another syscall: that one, time unknown.
+        e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
+        e.perf_syscall_nr = 0;
+        e.perf_ns = 4_800_000;
+        assert_eq!(
+            decode(&e, 0, 5_000_000).syscall,
+            Some(SyscallSample {
+                nr: 0,
+                elapsed_us: None,
+                args: None,
+                seq: None,
+            })
+        );
+    }
+
+    #[test]
+    fn zombies_and_kernel_threads_are_not_in_syscalls() {
+        let mut e = entry(IN_SYSCALL | SWITCH);
+        e.exit_state = EXIT_ZOMBIE;
+        e.sched_state = TASK_DEAD;
+        assert_eq!(decode(&e, 0, 10_000_000).syscall, None);
+        let k = entry(IN_SYSCALL | SWITCH | ts_thread_flags::TS_F_KTHREAD.0);
+        assert_eq!(decode(&k, 0, 10_000_000).syscall, None);
+    }
+
+    #[test]
+    fn io_in_flight() {
+        let mut e = entry(SWITCH);
+        e.sched_state = TASK_UNINTERRUPTIBLE;
+        e.io_rq = 0xffff_8880_0000_1000;
+        e.io_dev = (254 << 20) | 1;
+        e.io_op = 1;
+        e.io_bytes = 4096;
+        e.io_insert_ns = 9_000_000;
+        e.io_rq_seq = 3;
+        let s = decode(&e, 0, 10_000_000);
+        assert_eq!(s.state, ThreadState::Disk);
+        assert_eq!(
+            s.io.map(|io| (io.dev, io.age_us, io.seq)),
+            Some(((254 << 20) | 1, 1_000, 3))
+        );
+    }
+
+    #[test]
+    fn one_thread_per_cpu() {
+        let mut victim = decode(&entry(AGENT | SWITCH), 1_500_000, 10_000_000);
+        victim.state = ThreadState::OnCpu;
+        victim.cpu = 0;
+        victim.running_since_ns = 1_000_000;
+        victim.switch_out_ns = 2_000_000;
+        let mut kworker = victim;
+        kworker.tid = 7;
+        kworker.running_since_ns = 9_000_000;
+        let mut other_cpu = victim;
+        other_cpu.tid = 8;
+        other_cpu.cpu = 1;
+        let mut samples = vec![victim, kworker, other_cpu];
+        settle_cpus(&mut samples, 10_000_000);
+        let states: Vec<_> = samples
+            .iter()
+            .map(|s| (s.tid, s.state, s.state_since_us))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (42, ThreadState::RunQueue, Some(8_000)),
+                (7, ThreadState::OnCpu, samples[1].state_since_us),
+                (8, ThreadState::OnCpu, samples[2].state_since_us),
+            ]
+        );
+    }
+
+    #[test]
+    fn runqueue_time_counts_from_the_wakeup() {
+        let mut e = entry(SWITCH);
+        e.wakeup_ns = 9_000_000;
+        let s = decode(&e, 0, 10_000_000);
+        assert_eq!(s.state, ThreadState::RunQueue);
+        assert_eq!(s.state_since_us, Some(1_000));
+    }
+}

@@ -1,0 +1,373 @@
+//! The sampling loop.
+//!
+//! Ticks fall on absolute deadlines (start + n × period on CLOCK_MONOTONIC),
+//! so there is no drift; a tick that starts a whole period late skips the
+//! missed deadlines and counts them as overruns instead of queueing them.
+//! Each tick scans the mmap-ed thread table up to its high-water mark (no
+//! syscalls), decodes the threads that pass the filter and hands the batch
+//! to the writer thread. If the writer falls behind, whole ticks are dropped
+//! and counted; the sampler never blocks on it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use crossbeam_channel::{Sender, TrySendError};
+use tracing::{info, warn};
+
+use super::budget::CpuBudget;
+use super::clock::{monotonic_ns, thread_cpu_ns};
+use super::config::Config;
+use super::decode;
+use super::service::Service;
+use super::signals::Shutdown;
+use super::stacks::Collector;
+use crate::bpf::types::ts_slot_state;
+use crate::bpf::{Agent, ThreadTable, Tracked};
+use crate::output::sample::Sample;
+use crate::output::tick::{QueuedBytes, Tick, TickStats};
+use crate::store::timefmt;
+
+/// How many entries ahead the scan prefetches (three 4 KiB pages; measured
+/// flat from 12 to 160, so the scan is near the memory floor of one cache
+/// line per thread).
+const PREFETCH_AHEAD: usize = 48;
+/// Minimum time between two log lines about overruns or drops.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Reconciliation interval while threads are left out of a full table:
+/// the pass both measures how many are left out and tracks them as slots
+/// free up (a pass over 10,000 threads costs ~4 ms of CPU).
+const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
+
+/// Scan the table once: decode every live thread that passes the filter,
+/// and hand back slots the kernel released. `tick_ns` is the tick's
+/// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
+pub fn scan(
+    table: &ThreadTable,
+    include_all: bool,
+    tick_ns: u64,
+    now_ns: u64,
+    samples: &mut Vec<Sample>,
+) -> TickStats {
+    let mut stats = TickStats::default();
+    let high_water = table.high_water();
+    for slot in 0..high_water {
+        // The scan is bound by memory latency (one cache line per entry,
+        // entries 256 bytes apart): ask for entries ahead of time.
+        table.prefetch(slot + PREFETCH_AHEAD);
+        let slot_state = table.slot_state(slot);
+        if slot_state == ts_slot_state::TS_SLOT_EXITED.0 {
+            table.recycle(slot);
+            continue;
+        }
+        if slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+            continue;
+        }
+        stats.walked += 1;
+        if !include_all && !decode::peek_state(&table.peek(slot), tick_ns, now_ns).is_active() {
+            continue;
+        }
+        let Some(entry) = table.read(slot) else {
+            stats.torn += 1;
+            continue;
+        };
+        if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+            continue;
+        }
+        let mut sample = decode::decode(&entry, tick_ns, now_ns);
+        sample.slot = slot as u32;
+        if include_all || sample.state.is_active() {
+            samples.push(sample);
+        }
+    }
+    decode::settle_cpus(samples, now_ns);
+    stats.emitted = samples.len() as u32;
+    stats
+}
+
+/// --track: the syscalls and requests `samples` caught in progress, as
+/// (what, slot, sequence number).
+fn in_progress(samples: &[Sample]) -> Vec<(Tracked, usize, u64)> {
+    let mut events = Vec::new();
+    for sample in samples {
+        if let Some(seq) = sample.syscall.and_then(|s| s.seq) {
+            events.push((Tracked::Syscall, sample.slot as usize, seq));
+        }
+        if let Some(io) = sample.io.filter(|io| io.seq != 0) {
+            events.push((Tracked::Io, sample.slot as usize, io.seq.into()));
+        }
+    }
+    events
+}
+
+/// Ask the hooks to report how `events` end.
+fn follow(table: &ThreadTable, events: &[(Tracked, usize, u64)]) {
+    for &(kind, slot, seq) in events {
+        table.track(kind, slot, seq);
+    }
+}
+
+/// How many live threads the full table leaves out. Measured by each
+/// reconciliation pass (it tries to track every thread it walks); between
+/// passes, forks that found the table full are added. An upper bound until
+/// the next pass (left-out threads that exit are not seen), and passes run
+/// every `FULL_TABLE_RECONCILE` while the count is not zero.
+#[derive(Debug, Clone, Copy)]
+struct Coverage {
+    /// Threads the last pass could not give a slot.
+    left_out_at_pass: u64,
+    /// `slots_exhausted` when the last pass ended.
+    exhausted_at_pass: u64,
+}
+
+impl Coverage {
+    fn untracked_now(&self, exhausted_now: u64) -> u64 {
+        self.left_out_at_pass + exhausted_now.saturating_sub(self.exhausted_at_pass)
+    }
+}
+
+struct LoopCounters {
+    ticks: u64,
+    /// Sample rows produced (sent to the writer or dropped with a tick).
+    rows: u64,
+    missed: u64,
+    dropped_ticks: u64,
+    dropped_tick_rows: u64,
+    torn: u64,
+    last_log: Option<Instant>,
+    slots_exhausted: u64,
+}
+
+pub fn sample_loop(
+    agent: &mut Agent,
+    config: &Config,
+    shutdown: &Shutdown,
+    sender: Sender<Tick>,
+    service: &Service,
+    queued_bytes: &QueuedBytes,
+) -> Result<()> {
+    let period_ns = config.period().as_nanos() as u64;
+    let start_ns = monotonic_ns();
+    let stop_ns = config.duration.map(|d| start_ns + d.as_nanos() as u64);
+    let reconcile_ns = config.reconcile_interval.as_nanos() as u64;
+    let mut next_ns = start_ns;
+    let mut budget = config
+        .max_cpu
+        .map(|percent| CpuBudget::new(percent, config.frequency, start_ns));
+    let mut stride = 1u64;
+    let mut last_reconcile_ns = start_ns;
+    let mut generation = 1u32;
+    let mut counters = LoopCounters {
+        ticks: 0,
+        rows: 0,
+        missed: 0,
+        dropped_ticks: 0,
+        dropped_tick_rows: 0,
+        torn: 0,
+        last_log: None,
+        slots_exhausted: 0,
+    };
+    let mut coverage = Coverage {
+        left_out_at_pass: agent.seed_left_out(),
+        exhausted_at_pass: agent.table().counters().slots_exhausted,
+    };
+    // Skipped deadlines not yet in a tick the writer got.
+    let mut unreported_missed = 0u64;
+    let full_reconcile_ns = reconcile_ns.min(FULL_TABLE_RECONCILE.as_nanos() as u64);
+    let mut samples_capacity = 64;
+    let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
+
+    loop {
+        let wake_ns = stop_ns.map_or(next_ns, |stop| stop.min(next_ns));
+        if !shutdown.sleep_until(wake_ns) {
+            break;
+        }
+        let now_ns = monotonic_ns();
+        if let Some(collector) = &collector {
+            collector.disarm(agent.table());
+        }
+        if stop_ns.is_some_and(|stop| now_ns >= stop) {
+            break;
+        }
+        let taken_period_ns = period_ns * stride;
+        let late_ns = now_ns - next_ns;
+        let mut missed = 0;
+        if late_ns >= taken_period_ns {
+            missed = late_ns / taken_period_ns;
+            next_ns += missed * taken_period_ns;
+            counters.missed += missed;
+        }
+
+        let cpu_before = thread_cpu_ns();
+        let ts_us = timefmt::unix_micros_now();
+        let mut samples = Vec::with_capacity(samples_capacity);
+        let mut stats = scan(
+            agent.table(),
+            config.include_all,
+            next_ns,
+            now_ns,
+            &mut samples,
+        );
+        let mut stacks = Vec::new();
+        if let Some(collector) = &mut collector {
+            let (raws, collected) = collector.collect(agent, &mut samples, now_ns);
+            stacks = raws;
+            stats.stack_rows = collected.with_stacks;
+            stats.stack_requests = collected.requested;
+        }
+        let mut completions = Vec::new();
+        let mut to_follow = Vec::new();
+        if config.track.any() {
+            to_follow = in_progress(&samples);
+            if let Err(err) = agent.drain_completions(&mut completions) {
+                warn!("{err:#}");
+            }
+        }
+        stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
+        unreported_missed += missed;
+        stats.missed_ticks = unreported_missed;
+        stats.dropped_ticks_total = counters.dropped_ticks;
+        stats.dropped_tick_rows_total = counters.dropped_tick_rows;
+        let hooks = agent.table().counters();
+        stats.untracked_total = hooks.slots_exhausted;
+        stats.untracked_now = coverage.untracked_now(hooks.slots_exhausted);
+        stats.slots_used = agent.table().slots_used();
+        stats.map_update_failed = hooks.map_update_failed;
+        samples_capacity = samples.len().max(64);
+        counters.ticks += 1;
+        counters.rows += samples.len() as u64;
+        counters.torn += u64::from(stats.torn);
+
+        let tick = Tick {
+            ts_us,
+            mono_ns: now_ns,
+            weight_us: config.weight_us() * stride,
+            samples,
+            completions,
+            stacks,
+            stats,
+        };
+        let bytes = tick.approx_bytes();
+        let sent = if queued_bytes.try_reserve(bytes) {
+            sender
+                .try_send(tick)
+                .inspect_err(|_| queued_bytes.release(bytes))
+        } else {
+            Err(TrySendError::Full(tick))
+        };
+        match sent {
+            // Follow only what rows were written about: every syscalls and
+            // iorq row joins a sample.
+            Ok(()) => {
+                unreported_missed = 0;
+                follow(agent.table(), &to_follow);
+            }
+            Err(TrySendError::Full(tick)) => {
+                counters.dropped_ticks += 1;
+                counters.dropped_tick_rows += tick.samples.len() as u64;
+                // Its new captures never reached the writer.
+                if let Some(collector) = &mut collector {
+                    collector.forget_dropped(&tick.samples);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => anyhow::bail!("the writer thread stopped"),
+        }
+        next_ns += taken_period_ns;
+        if let Some(budget) = &mut budget {
+            stride = budget.update(now_ns);
+        }
+        if let Some(collector) = &mut collector {
+            collector.arm(agent.table(), next_ns);
+        }
+
+        let interval_ns = if stats.untracked_now > 0 {
+            full_reconcile_ns
+        } else {
+            reconcile_ns
+        };
+        if now_ns - last_reconcile_ns >= interval_ns {
+            generation = generation.wrapping_add(1);
+            if let Some(left_out) = reconcile(agent, generation) {
+                coverage = Coverage {
+                    left_out_at_pass: left_out,
+                    exhausted_at_pass: agent.table().counters().slots_exhausted,
+                };
+            }
+            last_reconcile_ns = now_ns;
+        }
+        log_trouble(agent.table(), &mut counters, stats.untracked_now);
+        service.sampler_alive();
+    }
+    let hooks = agent.table().counters();
+    info!(
+        ticks = counters.ticks,
+        rows = counters.rows,
+        missed_ticks = counters.missed,
+        dropped_ticks = counters.dropped_ticks,
+        dropped_tick_rows = counters.dropped_tick_rows,
+        torn_reads = counters.torn,
+        requests_in_flight = agent.requests_in_flight(),
+        untracked_threads = hooks.slots_exhausted,
+        io_contended = hooks.io_contended,
+        map_update_failed = hooks.map_update_failed,
+        "sampler finished"
+    );
+    Ok(())
+}
+
+/// Run the task iterator, then release slots of threads that two passes in
+/// a row did not see (their exit was missed by the hooks). Returns how
+/// many live threads the pass left out (table full); `None` if it failed.
+fn reconcile(agent: &mut Agent, generation: u32) -> Option<u64> {
+    let left_out = match agent.reconcile(generation) {
+        Ok(left_out) => left_out,
+        Err(err) => {
+            warn!("reconciliation pass failed: {err:#}");
+            return None;
+        }
+    };
+    let table = agent.table();
+    let mut released = 0;
+    for slot in 0..table.high_water() {
+        if table.slot_state(slot) == ts_slot_state::TS_SLOT_LIVE.0
+            && generation.wrapping_sub(table.seen_gen(slot)) >= 2
+        {
+            table.mark_exited(slot);
+            released += 1;
+        }
+    }
+    if released > 0 {
+        info!(
+            released,
+            "released slots of threads whose exit was not seen"
+        );
+    }
+    Some(left_out)
+}
+
+fn log_trouble(table: &ThreadTable, counters: &mut LoopCounters, untracked_now: u64) {
+    let due = counters
+        .last_log
+        .is_none_or(|at| at.elapsed() >= LOG_INTERVAL);
+    if !due {
+        return;
+    }
+    let hooks = table.counters();
+    let exhausted = hooks.slots_exhausted;
+    if counters.missed > 0
+        || counters.dropped_ticks > 0
+        || exhausted > counters.slots_exhausted
+        || untracked_now > 0
+        || hooks.map_update_failed > 0
+    {
+        warn!(
+            missed_ticks = counters.missed,
+            dropped_ticks = counters.dropped_ticks,
+            untracked_threads = exhausted - counters.slots_exhausted,
+            untracked_now,
+            map_update_failed = hooks.map_update_failed,
+            "sampler is behind or the thread table is full (totals since start; new untracked threads since last report; live threads left out now, raise --max-threads)"
+        );
+        counters.slots_exhausted = exhausted;
+        counters.last_log = Some(Instant::now());
+    }
+}

@@ -1,0 +1,382 @@
+//! Sampler side: which capture describes each row.
+//!
+//! A slot's stack buffer holds its thread's last capture. For each row the
+//! sampler checks that the capture belongs to the state the row reports
+//! (`describes`) and otherwise asks the refresh pass (a sleepable task
+//! iterator) to capture the thread now. A row whose capture is still not
+//! right gets no stack ids rather than wrong ones.
+//!
+//! Three sources keep captures current at little cost:
+//! - the switch hook captures a thread going to sleep at most once per
+//!   sampling period, and every thread that goes to sleep in a short
+//!   window before each tick (`arm`): a short wait that a tick sees
+//!   started in that window;
+//! - the on-CPU sample captures running threads;
+//! - the refresh pass serves longer waits whose capture is older, at most
+//!   `REFRESH_BUDGET` threads per pass, paced so that passes (each walks
+//!   every task) take at most 1/`REFRESH_PACE` of a CPU.
+//!
+//! A thread that has not switched since its last sample keeps the same
+//! capture: the sampler copies a buffer out of the table only the first
+//! time it hands it to the writer (`sent`), and the writer resolves it
+//! once and reuses the result for every later row.
+
+use rustc_hash::FxHashMap;
+use tracing::warn;
+
+use super::clock::monotonic_ns;
+use crate::bpf::types::ts_stack_flags;
+use crate::bpf::{Agent, StackHeader, ThreadTable};
+use crate::output::sample::{Sample, StackRef};
+use crate::output::stacks::RawStacks;
+use crate::store::thread_state::ThreadState;
+
+/// Threads the refresh pass is asked for at most per pass.
+const REFRESH_BUDGET: usize = 256;
+/// A refresh pass that took t waits t × this before the next one.
+const REFRESH_PACE: u64 = 50;
+/// The capture window before each tick: at most this long...
+const WINDOW_MAX_NS: u64 = 2_000_000;
+/// ...and at most this fraction of the period.
+const WINDOW_PERIOD_DIVISOR: u64 = 20;
+
+/// Whether the capture `header` describes the state `sample` reports:
+/// an on-CPU capture taken since the thread last went to sleep (it has
+/// been running or runnable since: it is where an ON_CPU or preempted
+/// RUNQUEUE thread runs), or a capture of the wait that began at the row's
+/// switch-out.
+///
+/// `window`: the capture window that was open until the scan instant
+/// (every voluntary switch-out in it was captured). A thread switching
+/// thousands of times a second has switched again by the time its entry is
+/// read, so the row's switch-out is newer than any capture; but if the row
+/// says it was waiting at the scan instant and its latest capture is a
+/// switch-out inside the window, that capture is the start of this wait.
+pub fn describes(header: &StackHeader, sample: &Sample, window: Option<(u64, u64)>) -> bool {
+    let has = |flag: ts_stack_flags| header.flags & flag.0 != 0;
+    if !has(ts_stack_flags::TS_S_KERNEL) && !has(ts_stack_flags::TS_S_USER) {
+        return false;
+    }
+    match sample.state {
+        // Exited: there is nothing left to capture.
+        ThreadState::Zombie | ThreadState::Dead => false,
+        _ if has(ts_stack_flags::TS_S_ONCPU) => {
+            matches!(sample.state, ThreadState::OnCpu | ThreadState::RunQueue)
+                && header.captured_ns >= sample.wait_ns
+        }
+        ThreadState::OnCpu => false,
+        _ if header.switch_out_ns == sample.switch_out_ns => true,
+        // A preempted or woken thread may have run since: only an exact
+        // match tells its stack.
+        ThreadState::RunQueue => false,
+        _ => window.is_some_and(|(from, to)| (from..=to).contains(&header.switch_out_ns)),
+    }
+}
+
+/// What stack collection did in one tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    /// Rows with a capture that describes them.
+    pub with_stacks: u32,
+    /// Threads the refresh pass was asked to capture.
+    pub requested: u32,
+    /// Captures copied for the writer (new since last handed over).
+    pub copied: u32,
+}
+
+/// Per-agent state of stack collection on the sampler thread.
+pub struct Collector {
+    /// Per slot: `captured_ns` of the capture last handed to the writer.
+    sent: FxHashMap<u32, u64>,
+    /// No refresh pass before this time.
+    next_refresh_ns: u64,
+    window_ns: u64,
+    /// Where the next request budget starts, so a large backlog is served
+    /// in turn.
+    rotate: usize,
+    refresh_failed: bool,
+    /// Start of the capture window armed for the coming tick (0: none).
+    armed_from_ns: u64,
+}
+
+impl Collector {
+    /// For a sampling period of `period_ns`.
+    pub fn new(period_ns: u64) -> Collector {
+        Collector {
+            sent: FxHashMap::default(),
+            next_refresh_ns: 0,
+            window_ns: (period_ns / WINDOW_PERIOD_DIVISOR).min(WINDOW_MAX_NS),
+            rotate: 0,
+            refresh_failed: false,
+            armed_from_ns: 0,
+        }
+    }
+
+    /// Attach a capture to every row it describes (refreshing stale ones
+    /// when due) and return the captures the writer has not seen, which
+    /// `StackRef::raw` indexes.
+    pub fn collect(
+        &mut self,
+        agent: &Agent,
+        samples: &mut [Sample],
+        now_ns: u64,
+    ) -> (Vec<RawStacks>, CollectStats) {
+        let table = agent.table();
+        let mut stats = CollectStats::default();
+        let mut stale: Vec<usize> = Vec::new();
+        let mut headers: Vec<Option<StackHeader>> = Vec::with_capacity(samples.len());
+        // The window closed at the scan instant (`disarm` runs right after
+        // `now_ns` is read; a capture after it only fails to match).
+        let window = (self.armed_from_ns != 0).then_some((self.armed_from_ns, now_ns));
+        for (i, sample) in samples.iter().enumerate() {
+            let header = table
+                .stack_header(sample.slot as usize)
+                .filter(|h| describes(h, sample, window));
+            if header.is_none() && refreshable(sample) {
+                stale.push(i);
+            }
+            headers.push(header);
+        }
+        if !stale.is_empty() && now_ns >= self.next_refresh_ns && !self.refresh_failed {
+            let start = self.rotate % stale.len();
+            let chosen: Vec<usize> = stale
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(stale.len().min(REFRESH_BUDGET))
+                .copied()
+                .collect();
+            self.rotate = self.rotate.wrapping_add(chosen.len());
+            for &i in &chosen {
+                table.request_stack(samples[i].slot as usize);
+            }
+            stats.requested = chosen.len() as u32;
+            let started = monotonic_ns();
+            let refreshed = agent.refresh_stacks();
+            let took = monotonic_ns() - started;
+            self.next_refresh_ns = started + took * REFRESH_PACE;
+            match refreshed {
+                Ok(true) => {
+                    for &i in &chosen {
+                        headers[i] = table
+                            .stack_header(samples[i].slot as usize)
+                            .filter(|h| describes(h, &samples[i], None));
+                    }
+                }
+                Ok(false) => self.refresh_failed = true,
+                Err(err) => {
+                    warn!("stack refresh failed, not trying again: {err:#}");
+                    self.refresh_failed = true;
+                }
+            }
+        }
+        let mut raws = Vec::new();
+        for (sample, header) in samples.iter_mut().zip(headers) {
+            let Some(header) = header else { continue };
+            let slot = sample.slot;
+            if self.sent.get(&slot) == Some(&header.captured_ns) {
+                sample.stack = Some(StackRef {
+                    slot,
+                    captured_ns: header.captured_ns,
+                    raw: None,
+                });
+                stats.with_stacks += 1;
+                continue;
+            }
+            // Copy it out; a capture that replaced it meanwhile counts if
+            // it describes the row too.
+            let Some(copy) = table.read_stack(slot as usize) else {
+                continue;
+            };
+            let copied = StackHeader {
+                flags: copy.flags,
+                captured_ns: copy.captured_ns,
+                switch_out_ns: copy.switch_out_ns,
+            };
+            if copied != header && !describes(&copied, sample, window) {
+                continue;
+            }
+            sample.stack = Some(StackRef {
+                slot,
+                captured_ns: copied.captured_ns,
+                raw: Some(raws.len() as u32),
+            });
+            raws.push(RawStacks::from_capture(&copy));
+            self.sent.insert(slot, copied.captured_ns);
+            stats.with_stacks += 1;
+        }
+        stats.copied = raws.len() as u32;
+        if self.sent.len() > table.capacity() * 2 {
+            self.sent
+                .retain(|&slot, _| (slot as usize) < table.high_water());
+        }
+        (raws, stats)
+    }
+
+    /// Capture every thread that goes to sleep in the window before the
+    /// tick due at `tick_ns`.
+    pub fn arm(&mut self, table: &ThreadTable, tick_ns: u64) {
+        self.armed_from_ns = tick_ns.saturating_sub(self.window_ns).max(1);
+        table.set_capture_window(self.armed_from_ns);
+    }
+
+    /// Close the window as the tick begins: a capture made after the scan
+    /// instant would replace the one that describes the sample (a thread
+    /// switching thousands of times a second would never keep one).
+    pub fn disarm(&self, table: &ThreadTable) {
+        table.set_capture_window(0);
+    }
+
+    /// The writer did not get the captures of a dropped tick whose rows
+    /// are `samples`: hand those over again with the next tick. Only
+    /// those: forgetting every capture would make the tick after each drop
+    /// carry a copy of every stack, which under overload (drops every
+    /// tick) multiplies both the scan cost and the queued memory.
+    pub fn forget_dropped(&mut self, samples: &[Sample]) {
+        for sample in samples {
+            if let Some(StackRef {
+                slot, raw: Some(_), ..
+            }) = sample.stack
+            {
+                self.sent.remove(&slot);
+            }
+        }
+    }
+}
+
+/// Rows whose thread a refresh pass can capture: off CPU and not exited.
+fn refreshable(sample: &Sample) -> bool {
+    !matches!(
+        sample.state,
+        ThreadState::OnCpu | ThreadState::Zombie | ThreadState::Dead
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(state: ThreadState, wait_ns: u64, switch_out_ns: u64) -> Sample {
+        let mut s = crate::agent::decode::decode(&crate::bpf::types::ts_thread::default(), 0, 0);
+        s.state = state;
+        s.wait_ns = wait_ns;
+        s.switch_out_ns = switch_out_ns;
+        s
+    }
+
+    fn describes_now(header: &StackHeader, sample: &Sample) -> bool {
+        describes(header, sample, None)
+    }
+
+    const K: u32 = ts_stack_flags::TS_S_KERNEL.0;
+    const U: u32 = ts_stack_flags::TS_S_USER.0;
+    const ONCPU: u32 = ts_stack_flags::TS_S_ONCPU.0;
+    const ITER: u32 = ts_stack_flags::TS_S_ITER.0;
+
+    #[test]
+    fn running_rows_take_captures_since_the_last_sleep() {
+        let at = |flags, captured_ns| StackHeader {
+            flags,
+            captured_ns,
+            switch_out_ns: 0,
+        };
+        // Slept until 1,000, then ran (and was preempted at 1,700).
+        let running = sample(ThreadState::OnCpu, 1_000, 1_700);
+        assert!(describes_now(&at(ONCPU | K | U, 1_500), &running));
+        assert!(
+            !describes_now(&at(ONCPU | K | U, 900), &running),
+            "before it last slept"
+        );
+        assert!(
+            !describes_now(&at(ONCPU, 1_500), &running),
+            "nothing captured"
+        );
+        let preempted = sample(ThreadState::RunQueue, 1_000, 1_700);
+        assert!(describes_now(&at(ONCPU | U, 1_500), &preempted));
+        // Never slept since the agent started: any on-CPU capture.
+        assert!(describes_now(
+            &at(ONCPU | U, 10),
+            &sample(ThreadState::OnCpu, 0, 0)
+        ));
+        // A switch-out capture never describes a running thread.
+        assert!(!describes_now(
+            &StackHeader {
+                flags: K | U,
+                captured_ns: 1_700,
+                switch_out_ns: 1_700
+            },
+            &running
+        ));
+    }
+
+    #[test]
+    fn waiting_rows_take_captures_of_the_same_wait() {
+        let waiting = sample(ThreadState::Sleep, 2_000, 2_000);
+        let at = |flags, switch_out_ns| StackHeader {
+            flags,
+            captured_ns: 2_500,
+            switch_out_ns,
+        };
+        assert!(describes_now(&at(K | U, 2_000), &waiting));
+        assert!(
+            !describes_now(&at(K | U, 1_000), &waiting),
+            "an earlier wait"
+        );
+        assert!(
+            !describes_now(&at(ONCPU | K, 0), &waiting),
+            "an on-CPU capture"
+        );
+        // Asleep since before the agent started: a refresh capture.
+        assert!(describes_now(
+            &at(ITER | K, 0),
+            &sample(ThreadState::Sleep, 0, 0)
+        ));
+        assert!(!describes_now(
+            &at(K, 2_000),
+            &sample(ThreadState::Zombie, 2_000, 2_000)
+        ));
+        assert!(refreshable(&waiting) && refreshable(&sample(ThreadState::RunQueue, 0, 1)));
+        assert!(
+            !refreshable(&sample(ThreadState::OnCpu, 1, 0))
+                && !refreshable(&sample(ThreadState::Zombie, 0, 1))
+        );
+    }
+
+    #[test]
+    fn a_fast_switcher_takes_the_last_capture_inside_the_window() {
+        // Window armed from 10,000; scan instant 12,000. The entry was read
+        // after the thread switched again at 12,300: its row's switch-out is
+        // newer than every capture.
+        let window = Some((10_000, 12_000));
+        let rewound = sample(ThreadState::Sleep, 12_300, 12_300);
+        let at = |switch_out_ns| StackHeader {
+            flags: K | U,
+            captured_ns: switch_out_ns,
+            switch_out_ns,
+        };
+        assert!(
+            describes(&at(11_900), &rewound, window),
+            "the last switch-out before the scan"
+        );
+        assert!(
+            !describes(&at(9_000), &rewound, window),
+            "before the window: a wait may have begun since"
+        );
+        assert!(
+            !describes(&at(12_200), &rewound, window),
+            "after the scan instant"
+        );
+        assert!(!describes(&at(11_900), &rewound, None), "no window armed");
+        // Runnable rows may have run since their last wait.
+        assert!(!describes(
+            &at(11_900),
+            &sample(ThreadState::RunQueue, 12_300, 12_300),
+            window
+        ));
+        assert!(!describes(
+            &at(11_900),
+            &sample(ThreadState::OnCpu, 12_300, 12_300),
+            window
+        ));
+    }
+}

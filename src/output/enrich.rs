@@ -1,0 +1,278 @@
+//! Turning ids into names: users, cgroups, executables (the names of
+//! syscalls, I/O operations and devices are the store's: `store::names`).
+//!
+//! Runs on the writer thread, never on the sampling tick. Every lookup is
+//! cached; caches are bounded (cleared when they grow past a limit) and a
+//! miss that needs a filesystem walk (cgroups) is rate-limited, so a flood
+//! of new ids cannot turn enrichment into the agent's main cost.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use tracing::debug;
+
+use crate::output::sample::Sample;
+
+/// Entries per cache before it is cleared.
+const CACHE_LIMIT: usize = 65_536;
+/// Minimum time between two walks of the cgroup tree.
+const CGROUP_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Cached id-to-name lookups, in two phases per tick: [`Enricher::prepare`]
+/// resolves whatever the tick's samples need (the only phase that may touch
+/// the file system), then [`Enricher::names`] lends `&str`s for writing, so
+/// rows borrow names instead of counting references.
+pub struct Enricher {
+    users: FxHashMap<u32, Box<str>>,
+    exes: FxHashMap<(u32, u64), Box<str>>,
+    cgroups: CgroupNames,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Enricher::new()
+    }
+}
+
+impl Enricher {
+    pub fn new() -> Enricher {
+        Enricher {
+            users: FxHashMap::default(),
+            exes: FxHashMap::default(),
+            cgroups: CgroupNames::new(),
+        }
+    }
+
+    /// Resolve and cache every name `samples` refer to.
+    pub fn prepare(&mut self, samples: &[Sample]) {
+        for map_len in [self.users.len(), self.exes.len()] {
+            if map_len >= CACHE_LIMIT {
+                self.users.clear();
+                self.exes.clear();
+            }
+        }
+        for sample in samples {
+            self.users
+                .entry(sample.euid)
+                .or_insert_with(|| user_name(sample.euid));
+            if sample.exe_id != 0 {
+                self.exes
+                    .entry((sample.tgid, sample.exe_id))
+                    .or_insert_with(|| exe_path(sample.tgid));
+            }
+            self.cgroups.prepare(sample.cgroup_id);
+        }
+    }
+
+    /// Names resolved by the last `prepare`.
+    pub fn names(&self) -> Names<'_> {
+        Names { enricher: self }
+    }
+}
+
+/// Read-only view of an [`Enricher`]'s caches.
+pub struct Names<'a> {
+    enricher: &'a Enricher,
+}
+
+impl<'a> Names<'a> {
+    /// Effective user name of `uid` (the number when it has no name).
+    pub fn user(&self, uid: u32) -> &'a str {
+        self.enricher.users.get(&uid).map_or("", |name| name)
+    }
+
+    /// Executable of process `tgid` with image `exe_id`; empty for kernel
+    /// threads and processes gone before the lookup.
+    pub fn exe(&self, tgid: u32, exe_id: u64) -> &'a str {
+        self.enricher
+            .exes
+            .get(&(tgid, exe_id))
+            .map_or("", |path| path)
+    }
+
+    /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
+    pub fn cgroup(&self, id: u64) -> &'a str {
+        self.enricher.cgroups.names.get(&id).map_or("", |path| path)
+    }
+}
+
+fn user_name(uid: u32) -> Box<str> {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name.into_boxed_str(),
+        _ => uid.to_string().into_boxed_str(),
+    }
+}
+
+fn exe_path(tgid: u32) -> Box<str> {
+    match std::fs::read_link(format!("/proc/{tgid}/exe")) {
+        Ok(path) => path.to_string_lossy().into(),
+        Err(_) => "".into(),
+    }
+}
+
+/// cgroup id to path, from a walk of the cgroup v2 hierarchy (a cgroup's
+/// id is the inode number of its directory).
+struct CgroupNames {
+    root: Option<PathBuf>,
+    names: FxHashMap<u64, Box<str>>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupNames {
+    fn new() -> CgroupNames {
+        let root = cgroup2_mount();
+        debug!(root = ?root, "cgroup v2 hierarchy");
+        CgroupNames {
+            root,
+            names: FxHashMap::default(),
+            last_scan: None,
+        }
+    }
+
+    /// Make sure `id` is known if it can be: walk the tree again on a miss,
+    /// at most every CGROUP_RESCAN_INTERVAL.
+    fn prepare(&mut self, id: u64) {
+        if id == 0 || self.names.contains_key(&id) {
+            return;
+        }
+        let due = self
+            .last_scan
+            .is_none_or(|at| at.elapsed() >= CGROUP_RESCAN_INTERVAL);
+        if due {
+            self.rescan();
+        }
+    }
+
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut names = FxHashMap::default();
+        walk_cgroups(&root, &root, &mut names, 0);
+        self.names = names;
+    }
+}
+
+fn walk_cgroups(root: &Path, dir: &Path, names: &mut FxHashMap<u64, Box<str>>, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    if depth > 32 || names.len() >= CACHE_LIMIT {
+        return;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    names.insert(
+        meta.ino(),
+        format!("/{}", relative.display()).into_boxed_str(),
+    );
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_cgroups(root, &entry.path(), names, depth + 1);
+        }
+    }
+}
+
+/// Mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mount(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tgid: u32, euid: u32, exe_id: u64, cgroup_id: u64) -> Sample {
+        Sample {
+            tid: tgid,
+            tgid,
+            euid,
+            exe_id,
+            cgroup_id,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn users_and_exes() {
+        let me = std::process::id();
+        let mut e = Enricher::new();
+        e.prepare(&[
+            sample(me, 0, 1, 0),
+            sample(me, 4_000_000, 0, 0),
+            sample(4_000_000, 0, 7, 0),
+        ]);
+        let names = e.names();
+        assert_eq!(names.user(0), "root");
+        assert_eq!(names.user(4_000_000), "4000000");
+        assert_eq!(
+            names.exe(me, 1),
+            std::env::current_exe().unwrap().to_string_lossy()
+        );
+        assert_eq!(names.exe(me, 0), "");
+        assert_eq!(names.exe(4_000_000, 7), "");
+    }
+
+    #[test]
+    fn own_cgroup_resolves() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = cgroup2_mount() else {
+            panic!("no cgroup2 hierarchy mounted; taskscope's cgroup column needs one");
+        };
+        // Our own cgroup v2 path from /proc/self/cgroup ("0::/path").
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("cgroup v2 entry")
+            .to_string();
+        let dir = root.join(path.trim_start_matches('/'));
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let mut e = Enricher::new();
+        e.prepare(&[sample(1, 0, 0, id), sample(1, 0, 0, 0)]);
+        assert_eq!(e.names().cgroup(id), path.as_str());
+        assert_eq!(e.names().cgroup(0), "");
+    }
+
+    #[test]
+    fn mountinfo_unescaping() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,130 @@
+//! From what the agent collected to the store's rows: a sample with the
+//! names the writer resolved becomes a `samples` row, a tick's counters a
+//! `ticks` row, a completion record a `syscalls` or `iorq` row.
+//!
+//! The store's rows are plain structs of the values their columns read;
+//! filling one is a handful of copies per row (the writer's per-row cost
+//! is measured by `benches/writer.rs`).
+
+use crate::bpf::types::{ts_completion, ts_io_flags};
+use crate::output::sample::Sample;
+use crate::output::stacks::Resolved;
+use crate::output::tick::{Tick, TickStats};
+use crate::store::names::{io_flags, io_op_name, syscall_name};
+use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
+
+// The store names the BPF side's I/O flag bits.
+const _: () = assert!(
+    ts_io_flags::TS_IO_SYNC.0 == io_flags::SYNC
+        && ts_io_flags::TS_IO_META.0 == io_flags::META
+        && ts_io_flags::TS_IO_FUA.0 == io_flags::FUA
+        && ts_io_flags::TS_IO_PREFLUSH.0 == io_flags::PREFLUSH
+);
+
+/// The names a sample's row shows, resolved by the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleNames<'a> {
+    pub comm: &'a str,
+    pub exe: &'a str,
+    pub user: &'a str,
+    pub cgroup: &'a str,
+    /// `major:minor` of its request in flight.
+    pub io_dev: Option<&'a str>,
+}
+
+/// The `samples` row of `sample` at `ts_us`.
+pub fn sample_row<'a>(
+    ts_us: i64,
+    weight_us: u64,
+    sample: &Sample,
+    names: SampleNames<'a>,
+    stacks: &'a Resolved,
+) -> SampleRow<'a> {
+    let syscall = sample.syscall.as_ref();
+    let io = sample.io.as_ref();
+    SampleRow {
+        ts_us,
+        weight_us,
+        tid: sample.tid,
+        tgid: sample.tgid,
+        comm: names.comm,
+        exe: names.exe,
+        user: names.user,
+        state: sample.state,
+        state_since_us: sample.state_since_us,
+        cpu: sample.cpu,
+        syscall: syscall.and_then(|s| syscall_name(s.nr)),
+        syscall_nr: syscall.map(|s| s.nr),
+        syscall_us: syscall.and_then(|s| s.elapsed_us),
+        syscall_args: syscall.and_then(|s| s.args),
+        syscall_seq: syscall.and_then(|s| s.seq),
+        io_dev: names.io_dev,
+        io_op: io.map(|io| io_op_name(io.op, io.flags, io.bytes)),
+        io_bytes: io.map(|io| io.bytes),
+        io_us: io.map(|io| io.age_us),
+        io_seq: io.map(|io| io.seq),
+        cgroup: names.cgroup,
+        kfunc: stacks.kfunc.as_deref(),
+        kstack_id: stacks.kstack,
+        ustack_id: stacks.ustack,
+    }
+}
+
+/// The `ticks` row of `tick`; `dropped_rows` counts the sample rows the
+/// writer dropped since start (the sampler's dropped ticks' rows are
+/// added from the tick's counters).
+pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
+    let stats: &TickStats = &tick.stats;
+    TickRow {
+        ts_us: tick.ts_us,
+        weight_us: tick.weight_us,
+        threads: stats.walked,
+        rows: stats.emitted,
+        pass_us: stats.pass_us,
+        missed_ticks: stats.missed_ticks,
+        torn_reads: stats.torn,
+        dropped_ticks: stats.dropped_ticks_total,
+        dropped_rows: dropped_rows + stats.dropped_tick_rows_total,
+        untracked_threads: stats.untracked_total,
+        untracked_now: stats.untracked_now,
+        slots_used: stats.slots_used,
+        map_update_failures: stats.map_update_failed,
+        stack_rows: stats.stack_rows,
+        stack_refreshes: stats.stack_requests,
+    }
+}
+
+/// The `syscalls` row of a completed syscall entered at `enter_us`.
+pub fn syscall_row(record: &ts_completion, enter_us: i64) -> SyscallRow {
+    SyscallRow {
+        enter_us,
+        tid: record.tid,
+        tgid: record.tgid,
+        syscall: syscall_name(record.syscall_nr),
+        syscall_nr: record.syscall_nr,
+        seq: record.seq,
+        start_ns: record.start_ns,
+        end_ns: record.end_ns,
+        ret: record.ret,
+    }
+}
+
+/// The `iorq` row of a completed request queued at `start_us`, on
+/// device `dev` (`major:minor`).
+pub fn iorq_row<'a>(record: &ts_completion, start_us: i64, dev: &'a str) -> IorqRow<'a> {
+    IorqRow {
+        start_us,
+        tid: record.tid,
+        tgid: record.tgid,
+        seq: record.seq,
+        dev,
+        op: record.op,
+        flags: record.flags,
+        sector: record.sector,
+        bytes: record.bytes,
+        start_ns: record.start_ns,
+        issue_ns: record.issue_ns,
+        end_ns: record.end_ns,
+        error: record.ret,
+    }
+}

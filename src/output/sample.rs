@@ -1,0 +1,90 @@
+//! One thread at one tick, as the agent decoded it and the writer
+//! receives it: [`Sample`] and its parts.
+//!
+//! The agent builds samples (`agent::decode`); the writer resolves their
+//! names and stacks and turns them into the store's rows (`rows`). So the
+//! type lives here, with the lowest layer that needs it.
+
+use crate::store::thread_state::ThreadState;
+
+/// The syscall a sampled thread is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallSample {
+    pub nr: i32,
+    /// Time in the syscall so far, when its entry was seen.
+    pub elapsed_us: Option<u64>,
+    /// First three arguments, when its entry was seen.
+    pub args: Option<[u64; 3]>,
+    /// The thread's syscall number (1, 2, ...) of this call, when its entry
+    /// was seen: with `tid`, the key of its `syscalls` row (--track).
+    pub seq: Option<u64>,
+}
+
+/// The block request a sampled thread has in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoSample {
+    /// Kernel dev_t: major << 20 | minor.
+    pub dev: u32,
+    /// REQ_OP_* number.
+    pub op: u32,
+    /// `ts_io_flags` bits.
+    pub flags: u32,
+    pub bytes: u32,
+    pub sector: u64,
+    /// Age of the request (since insert, or issue if it skipped the queue).
+    pub age_us: u64,
+    /// The thread's request number (1, 2, ...) of this request: with
+    /// `tid`, the key of its `iorq` row (--track).
+    pub seq: u32,
+}
+
+/// One thread at one tick, before enrichment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+    pub state: ThreadState,
+    pub state_since_us: Option<u64>,
+    pub cpu: u32,
+    pub syscall: Option<SyscallSample>,
+    pub io: Option<IoSample>,
+    pub euid: u32,
+    pub cgroup_id: u64,
+    /// Identity of the process image, for the executable-name cache.
+    pub exe_id: u64,
+    pub kthread: bool,
+    /// For ON_CPU rows: when the thread was switched in (0 if unknown);
+    /// decides who holds a CPU that two rows claim.
+    pub running_since_ns: u64,
+    /// Last switch-out (CLOCK_MONOTONIC ns; 0 = not seen).
+    pub switch_out_ns: u64,
+    /// Last voluntary switch-out (0 = not seen, or stacks off).
+    pub wait_ns: u64,
+    /// Slot of the thread in the table.
+    pub slot: u32,
+    /// The capture of its stacks that describes this row, if any.
+    pub stack: Option<StackRef>,
+}
+
+impl Sample {
+    /// `comm` up to its NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let len = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        &self.comm[..len]
+    }
+}
+
+/// Where a sample's stacks are: a capture in the table, identified by its
+/// slot and time; `raw` indexes `Tick::stacks` when the writer has not
+/// seen this capture yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackRef {
+    pub slot: u32,
+    pub captured_ns: u64,
+    pub raw: Option<u32>,
+}

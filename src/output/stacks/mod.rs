@@ -1,0 +1,563 @@
+//! Kernel and user stacks of sampled threads.
+//!
+//! The kernel side keeps one stack buffer per thread slot: written when a
+//! thread goes to sleep (at most once per sampling period per thread —
+//! capturing at every switch halved a pipe ping-pong), by the on-CPU
+//! sample for running threads, and by a refresh pass for sampled threads
+//! whose capture is older than their current wait (`agent::stacks`). The
+//! sampler only decides whether a buffer describes the row and copies new
+//! captures; this module, on the writer thread, turns them into rows of
+//! the `stacks` table: unwinds the user frames a frame-pointer walk loses,
+//! symbolizes, and names each stack by a hash of its symbolized frames, so
+//! the same code path has the same `stack_id` in every process and across
+//! restarts.
+
+pub mod maps;
+pub mod symbolize;
+pub mod unwind;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use maps::{FileCache, ProcessMaps};
+use symbolize::{Frames, Symbolizer};
+use unwind::{RawUser, UnwindCache};
+
+use crate::bpf::types::ts_stack;
+use crate::output::sample::StackRef;
+use crate::store::schema::{StackKind, StackRow};
+
+/// Processes whose maps are kept before the cache is cleared.
+const PROCESS_LIMIT: usize = 1_024;
+/// A process's maps are dropped when none of its stacks needed them for
+/// this long (checked every `PRUNE_EVERY`); they are read again if needed.
+const PROCESS_IDLE: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// Stack definitions kept (ids seen) before the cache is cleared.
+const DEFINITION_LIMIT: usize = 100_000;
+/// A process's maps are read again at most this often when an address
+/// falls outside them (a library loaded since).
+const MAPS_REFRESH: Duration = Duration::from_secs(10);
+
+/// What a user stack's unwinding depends on: the process, the
+/// frame-pointer chain, where the frame pointer is relative to the stack
+/// pointer, and the code addresses in the stack window with their
+/// offsets. The rest of the window is data (a sleep's timespec, an
+/// interpreter's locals) that changes between otherwise identical waits.
+fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128 {
+    let code: Vec<(usize, u64)> = raw
+        .peek
+        .as_deref()
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, word)| (i, u64::from_le_bytes(word.try_into().expect("8 bytes"))))
+        .filter(|&(_, word)| maps.find(word).is_some_and(|m| m.exec))
+        .collect();
+    content_key(&(
+        tgid,
+        exe_id,
+        &raw.user,
+        raw.user_bp.wrapping_sub(raw.user_sp),
+        code,
+    ))
+}
+
+/// Entries of the kernel memo kept before it is cleared. Kernel stacks
+/// repeat across threads and processes: it fills slowly, so it grows as
+/// needed.
+const KERNEL_MEMO_LIMIT: usize = 65_536;
+/// Entries of the user memo kept before it is cleared. Its keys include
+/// the process, so under thread and process churn it fills at the rate new
+/// threads are sampled (~850 a second in the churn test): it is allocated
+/// whole at first use (~1 MiB) instead of doubling in steps as it fills,
+/// which made the agent's memory rise for minutes. Thread pools share
+/// keys, so 16,384 covers far more threads; a clear only costs unwinding
+/// the stacks seen again.
+const USER_MEMO_LIMIT: usize = 16_384;
+
+/// A 128-bit digest of what `feed` hashes (two independent 64-bit hashes),
+/// so that a memo hit is a true repeat.
+fn content_key<T: Hash>(value: &T) -> u128 {
+    let mut fx = rustc_hash::FxHasher::default();
+    value.hash(&mut fx);
+    #[allow(deprecated)]
+    let mut sip = std::hash::SipHasher::new_with_keys(0x7461_736b_7363_6f70, 0x6d65_6d6f_6b65_7973);
+    value.hash(&mut sip);
+    (u128::from(sip.finish()) << 64) | u128::from(fx.finish())
+}
+
+fn memo_insert<V>(memo: &mut FxHashMap<u128, V>, limit: usize, key: u128, value: V) {
+    if memo.len() >= limit {
+        memo.clear();
+    }
+    memo.insert(key, value);
+}
+
+/// A capture copied out of the table, for the writer.
+#[derive(Debug, Clone, Default)]
+pub struct RawStacks {
+    pub kernel: Vec<u64>,
+    pub user: Vec<u64>,
+    pub user_sp: u64,
+    pub user_bp: u64,
+    pub peek: Option<Box<[u8]>>,
+    pub kernel_full: bool,
+    pub user_full: bool,
+    /// The kernel stack starts at an interrupted instruction (on-CPU
+    /// sample), not at a return address.
+    pub kernel_first_exact: bool,
+}
+
+impl RawStacks {
+    /// Copy the valid parts of a capture.
+    pub fn from_capture(s: &ts_stack) -> RawStacks {
+        use crate::bpf::types::ts_stack_flags as f;
+        let has = |flag: f| s.flags & flag.0 != 0;
+        let kframes = (s.kframes as usize).min(s.kips.len());
+        let uframes = (s.uframes as usize).min(s.uips.len());
+        RawStacks {
+            kernel: if has(f::TS_S_KERNEL) {
+                s.kips[..kframes].to_vec()
+            } else {
+                Vec::new()
+            },
+            user: if has(f::TS_S_USER) {
+                s.uips[..uframes].to_vec()
+            } else {
+                Vec::new()
+            },
+            user_sp: s.user_sp,
+            user_bp: s.user_bp,
+            peek: has(f::TS_S_PEEK).then(|| s.peek.to_vec().into_boxed_slice()),
+            kernel_full: kframes == s.kips.len(),
+            user_full: uframes == s.uips.len(),
+            kernel_first_exact: has(f::TS_S_ONCPU),
+        }
+    }
+}
+
+/// The stacks of one sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub kstack: Option<i64>,
+    pub ustack: Option<i64>,
+    /// Innermost kernel function outside the scheduler: where it waits.
+    pub kfunc: Option<Arc<str>>,
+}
+
+/// The id of a stack: a 63-bit FNV-1a hash of its kind and frames.
+pub fn stack_id(kind: StackKind, frames: &str, salt: u32) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = [
+        kind.name().as_bytes(),
+        b":",
+        frames.as_bytes(),
+        &salt.to_le_bytes(),
+    ];
+    for byte in bytes.iter().flat_map(|b| b.iter()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash & 0x7fff_ffff_ffff_ffff) as i64
+}
+
+/// Frames at the top of a kernel stack that say nothing about the wait:
+/// the agent's own tracing machinery (a capture from a tracepoint) and
+/// the context switch itself (`.sched.text`, and `finish_task_switch`
+/// where a switched-out task resumes).
+fn is_switch_frame(frames: &Frames) -> bool {
+    frames.sched
+        || frames.function.as_deref().is_some_and(|f| {
+            [
+                "bpf_",
+                "__bpf_",
+                "__traceiter_",
+                "trace_event_",
+                "perf_trace_",
+                "finish_task_switch",
+            ]
+            .iter()
+            .any(|p| f.starts_with(p))
+        })
+}
+
+/// The function a complete user stack ends in: the first one its thread
+/// ran (the outermost that every walk reaches the same way).
+fn is_thread_entry(frames: &Frames) -> bool {
+    frames.function.as_deref().is_some_and(|f| {
+        matches!(
+            f,
+            "__libc_start_call_main"
+                | "__libc_start_main"
+                | "_start"
+                | "start_thread"
+                | "thread_start"
+                | "clone"
+                | "clone3"
+                | "__clone"
+                | "__clone3"
+        )
+    })
+}
+
+/// Per-process state: maps, and when they were read.
+struct Process {
+    maps: ProcessMaps,
+    read_at: Instant,
+    used_at: Instant,
+}
+
+/// Turns captures into stack ids, `kfunc` and `stacks` rows.
+#[derive(Default)]
+pub struct StackResolver {
+    symbolizer: Option<Symbolizer>,
+    files: FileCache,
+    unwind: UnwindCache,
+    processes: FxHashMap<(u32, u64), Process>,
+    pruned_at: Option<Instant>,
+    by_slot: FxHashMap<u32, (u64, Resolved)>,
+    /// Captures resolved before, by content: a thread that waits in the
+    /// same place again (a worker idling in its loop) yields the same raw
+    /// stack, and unwinding and symbolizing it again would give the same
+    /// ids. Kernel part by its addresses; user part by process, addresses,
+    /// registers and stack window.
+    kernel_memo: FxHashMap<u128, (Option<i64>, Option<Arc<str>>)>,
+    user_memo: FxHashMap<u128, Option<i64>>,
+    definitions: FxHashMap<i64, Arc<StackRow>>,
+    /// Ids written to the current period's `stacks` file.
+    emitted: FxHashSet<i64>,
+    /// Stacks resolved (new captures), for the benchmarks.
+    pub resolved: u64,
+}
+
+impl StackResolver {
+    pub fn new() -> StackResolver {
+        StackResolver::default()
+    }
+
+    /// The stacks of a sample of process `tgid` (image `exe_id`).
+    pub fn resolve(
+        &mut self,
+        tgid: u32,
+        exe_id: u64,
+        stack: &StackRef,
+        raw: Option<&RawStacks>,
+    ) -> Resolved {
+        if let Some((captured, resolved)) = self.by_slot.get(&stack.slot) {
+            if *captured == stack.captured_ns {
+                return resolved.clone();
+            }
+        }
+        let Some(raw) = raw else {
+            return Resolved::default();
+        };
+        if self.definitions.len() >= DEFINITION_LIMIT {
+            self.evict_definitions();
+        }
+        let resolved = self.resolve_raw(tgid, exe_id, raw);
+        self.resolved += 1;
+        self.by_slot
+            .insert(stack.slot, (stack.captured_ns, resolved.clone()));
+        resolved
+    }
+
+    fn resolve_raw(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> Resolved {
+        let mut resolved = Resolved::default();
+        let kernel_key = (!raw.kernel.is_empty())
+            .then(|| content_key(&(&raw.kernel, raw.kernel_first_exact, raw.kernel_full)));
+        if let Some((kstack, kfunc)) = kernel_key.and_then(|key| self.kernel_memo.get(&key)) {
+            (resolved.kstack, resolved.kfunc) = (*kstack, kfunc.clone());
+        } else if let Some(key) = kernel_key {
+            let frames = self
+                .symbolizer()
+                .kernel(&raw.kernel, raw.kernel_first_exact);
+            // The wait point first: a capture at switch-out starts in the
+            // agent's own hook and the scheduler, one from the iterator
+            // at the caller of the scheduler; both name the same stack.
+            let frames: Vec<Frames> = frames.into_iter().skip_while(is_switch_frame).collect();
+            resolved.kfunc = frames.first().and_then(|f| f.function.clone());
+            resolved.kstack = self.define(StackKind::Kernel, &frames, raw.kernel_full);
+            memo_insert(
+                &mut self.kernel_memo,
+                KERNEL_MEMO_LIMIT,
+                key,
+                (resolved.kstack, resolved.kfunc.clone()),
+            );
+        }
+        if raw.user.is_empty() {
+            return resolved;
+        }
+        self.ensure_process(tgid, exe_id, &raw.user);
+        let process = &self.processes[&(tgid, exe_id)];
+        let key = user_key(tgid, exe_id, raw, &process.maps);
+        if let Some(ustack) = self.user_memo.get(&key) {
+            resolved.ustack = *ustack;
+        } else {
+            let ips = unwind::recover(
+                &RawUser {
+                    ips: &raw.user,
+                    sp: raw.user_sp,
+                    bp: raw.user_bp,
+                    peek: raw.peek.as_deref(),
+                    tgid,
+                },
+                &process.maps,
+                &mut self.unwind,
+            );
+            let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
+            let mut frames = symbolizer.user(&self.processes[&(tgid, exe_id)].maps, &ips);
+            // A stack ends at its thread's entry point; what a walk finds
+            // beyond it (`clone3`, `_start`) depends on how it was walked.
+            let entry = frames.iter().position(is_thread_entry);
+            if let Some(entry) = entry {
+                frames.truncate(entry + 1);
+            }
+            resolved.ustack = self.define(StackKind::User, &frames, entry.is_none());
+            if self.user_memo.capacity() == 0 {
+                self.user_memo.reserve(USER_MEMO_LIMIT);
+            }
+            memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
+        }
+        resolved
+    }
+
+    fn symbolizer(&mut self) -> &mut Symbolizer {
+        self.symbolizer.get_or_insert_with(Symbolizer::new)
+    }
+
+    /// Read the process's maps the first time, and again (rate-limited)
+    /// when an address falls outside them.
+    fn ensure_process(&mut self, tgid: u32, exe_id: u64, ips: &[u64]) {
+        let stale = match self.processes.get(&(tgid, exe_id)) {
+            None => true,
+            Some(p) => {
+                p.read_at.elapsed() >= MAPS_REFRESH && ips.iter().any(|a| p.maps.find(*a).is_none())
+            }
+        };
+        if self.pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.processes
+                .retain(|_, p| p.used_at.elapsed() < PROCESS_IDLE);
+            self.pruned_at = Some(Instant::now());
+        }
+        if let Some(p) = self.processes.get_mut(&(tgid, exe_id)) {
+            p.used_at = Instant::now();
+        }
+        if !stale {
+            return;
+        }
+        if self.processes.len() >= PROCESS_LIMIT {
+            self.processes.clear();
+        }
+        match maps::read_maps(tgid, &mut self.files) {
+            Ok(maps) => {
+                self.processes.insert(
+                    (tgid, exe_id),
+                    Process {
+                        maps,
+                        read_at: Instant::now(),
+                        used_at: Instant::now(),
+                    },
+                );
+            }
+            Err(_) => {
+                // Gone: keep what we had, or remember that there is nothing.
+                self.processes
+                    .entry((tgid, exe_id))
+                    .or_insert_with(|| Process {
+                        maps: ProcessMaps::default(),
+                        read_at: Instant::now(),
+                        used_at: Instant::now(),
+                    });
+            }
+        }
+    }
+
+    /// The id of a stack, defining it if new.
+    fn define(&mut self, kind: StackKind, frames: &[Frames], cut: bool) -> Option<i64> {
+        if frames.is_empty() {
+            return None;
+        }
+        let text = frames
+            .iter()
+            .flat_map(|f| f.texts.iter().map(|t| &**t))
+            .collect::<Vec<_>>()
+            .join(";");
+        let depth = frames.iter().map(|f| f.texts.len() as u32).sum();
+        // Two different paths never share an id: on a hash collision the
+        // later one is salted.
+        for salt in 0..16 {
+            let id = stack_id(kind, &text, salt);
+            match self.definitions.get(&id) {
+                Some(def) if def.kind == kind && def.frames == text => return Some(id),
+                Some(_) => continue,
+                None => {
+                    let module = frames[0].module.to_string();
+                    let def = StackRow {
+                        id,
+                        kind,
+                        frames: text,
+                        module,
+                        depth,
+                        truncated: cut,
+                    };
+                    self.definitions.insert(id, Arc::new(def));
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// Forget the definitions no thread's current stacks use (and the
+    /// memos, which may name them). Those in use stay: a sample that reuses
+    /// its thread's resolved stacks in a later period must find them.
+    fn evict_definitions(&mut self) {
+        let live: FxHashSet<i64> = self
+            .by_slot
+            .values()
+            .flat_map(|(_, r)| [r.kstack, r.ustack])
+            .flatten()
+            .collect();
+        self.definitions.retain(|id, _| live.contains(id));
+        self.kernel_memo.clear();
+        self.user_memo.clear();
+    }
+
+    /// The definition of `id` if the current period's `stacks` file does
+    /// not have it yet; it counts as written from now on.
+    pub fn unwritten(&mut self, id: i64) -> Option<Arc<StackRow>> {
+        if self.emitted.insert(id) {
+            self.definitions.get(&id).cloned()
+        } else {
+            None
+        }
+    }
+
+    /// A new period starts: its `stacks` file has nothing yet.
+    pub fn new_period(&mut self) {
+        self.emitted.clear();
+    }
+
+    /// Sizes of the caches, for logs and benchmarks.
+    pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
+        let symbols = self.symbolizer.as_ref().map_or(0, Symbolizer::cached);
+        (
+            self.processes.len(),
+            self.files.len(),
+            symbols,
+            self.definitions.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_depend_on_kind_and_frames_only() {
+        let a = stack_id(StackKind::User, "main+0x1;_start+0x2", 0);
+        assert_eq!(a, stack_id(StackKind::User, "main+0x1;_start+0x2", 0));
+        assert_ne!(a, stack_id(StackKind::Kernel, "main+0x1;_start+0x2", 0));
+        assert_ne!(a, stack_id(StackKind::User, "main+0x1;_start+0x3", 0));
+        assert_ne!(a, stack_id(StackKind::User, "main+0x1;_start+0x2", 1));
+        assert!(a >= 0);
+    }
+
+    fn frames(names: &[&str]) -> Vec<Frames> {
+        names
+            .iter()
+            .map(|n| Frames {
+                texts: vec![Arc::from(format!("{n}+0x1").as_str())],
+                function: Some(Arc::from(*n)),
+                module: Arc::from("m"),
+                sched: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn definitions_are_written_once_per_period() {
+        let mut r = StackResolver::new();
+        let id = r
+            .define(StackKind::User, &frames(&["f", "start_thread"]), false)
+            .unwrap();
+        assert_eq!(
+            r.define(StackKind::User, &frames(&["f", "start_thread"]), false),
+            Some(id)
+        );
+        let def = r.unwritten(id).expect("first time in this period");
+        assert_eq!(
+            (def.frames.as_str(), def.depth, def.module.as_str()),
+            ("f+0x1;start_thread+0x1", 2, "m")
+        );
+        assert!(r.unwritten(id).is_none());
+        r.new_period();
+        assert!(r.unwritten(id).is_some());
+        assert_eq!(r.define(StackKind::User, &[], false), None);
+    }
+
+    #[test]
+    fn eviction_keeps_the_definitions_threads_still_use() {
+        let mut r = StackResolver::new();
+        let used = r
+            .define(
+                StackKind::Kernel,
+                &frames(&["schedule_timeout", "do_sys_poll"]),
+                false,
+            )
+            .unwrap();
+        let old = r
+            .define(
+                StackKind::Kernel,
+                &frames(&["pipe_read", "vfs_read"]),
+                false,
+            )
+            .unwrap();
+        r.by_slot.insert(
+            7,
+            (
+                1,
+                Resolved {
+                    kstack: Some(used),
+                    ..Resolved::default()
+                },
+            ),
+        );
+        r.kernel_memo.insert(1, (Some(old), None));
+        r.evict_definitions();
+        assert!(r.definitions.contains_key(&used) && !r.definitions.contains_key(&old));
+        assert!(r.kernel_memo.is_empty(), "memos may name evicted ids");
+        // A thread still sleeping where it was gets its id defined again in
+        // a new period.
+        r.new_period();
+        assert!(r.unwritten(used).is_some());
+    }
+
+    #[test]
+    fn content_keys_tell_stacks_apart() {
+        let a = content_key(&(&vec![1u64, 2, 3], true, false));
+        assert_eq!(a, content_key(&(&vec![1u64, 2, 3], true, false)));
+        assert_ne!(a, content_key(&(&vec![1u64, 2, 3], false, false)));
+        assert_ne!(a, content_key(&(&vec![1u64, 2, 4], true, false)));
+    }
+
+    #[test]
+    fn switch_frames_and_entries() {
+        let mut f = frames(&[
+            "bpf_prog_1234_on_sched_switch",
+            "__traceiter_sched_switch",
+            "finish_task_switch.isra.0",
+            "io_schedule",
+            "folio_wait_bit",
+            "start_thread",
+        ]);
+        f[3].sched = true;
+        assert_eq!(f.iter().take_while(|f| is_switch_frame(f)).count(), 4);
+        assert!(is_thread_entry(&f[5]) && !is_thread_entry(&f[4]));
+    }
+}

@@ -1,0 +1,274 @@
+//! The `samples` table: one row per sampled thread per tick.
+//!
+//! A row is a plain struct of the values its columns read ([`SampleRow`]);
+//! the writer fills it from a sample and the names it resolved, so this
+//! table knows nothing of how a sample was taken.
+
+use super::{opt_int, opt_text, Column, ColumnType, Table, Value};
+use crate::store::thread_state::ThreadState;
+
+/// The `samples` table.
+pub struct Samples;
+
+/// One row of `samples`: every value its columns read.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRow<'a> {
+    /// Time of the tick, microseconds since the epoch (UTC).
+    pub ts_us: i64,
+    pub weight_us: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: &'a str,
+    /// Empty when unknown.
+    pub exe: &'a str,
+    pub user: &'a str,
+    pub state: ThreadState,
+    pub state_since_us: Option<u64>,
+    pub cpu: u32,
+    /// Name of the syscall the thread is in, when it has one.
+    pub syscall: Option<&'static str>,
+    /// Number of that syscall; None when not in a syscall.
+    pub syscall_nr: Option<i32>,
+    pub syscall_us: Option<u64>,
+    /// First three arguments, when its entry was seen.
+    pub syscall_args: Option<[u64; 3]>,
+    pub syscall_seq: Option<u64>,
+    /// `major:minor` of the request in flight; None without one.
+    pub io_dev: Option<&'a str>,
+    pub io_op: Option<&'static str>,
+    pub io_bytes: Option<u32>,
+    pub io_us: Option<u64>,
+    pub io_seq: Option<u32>,
+    /// Empty when unknown.
+    pub cgroup: &'a str,
+    pub kfunc: Option<&'a str>,
+    pub kstack_id: Option<i64>,
+    pub ustack_id: Option<i64>,
+}
+
+fn syscall_arg(row: &SampleRow<'_>, index: usize) -> Value<'static> {
+    // Registers are shown as signed: fds and small values read naturally,
+    // AT_FDCWD is -100, user-space pointers stay positive.
+    match row.syscall_args {
+        Some(args) => Value::Int(args[index] as i64),
+        None => Value::Null,
+    }
+}
+
+impl Table for Samples {
+    type Row<'a> = SampleRow<'a>;
+    const NAME: &'static str = "samples";
+    const DESCRIPTION: &'static str = "One row per sampled thread per tick.";
+    fn columns() -> &'static [Column<Self>] {
+        SAMPLE_COLUMNS
+    }
+}
+
+static SAMPLE_COLUMNS: &[Column<Samples>] = &[
+    Column {
+        name: "ts",
+        ty: ColumnType::Timestamp,
+        description: "Time of the tick (UTC, microseconds); the same for every row of one tick",
+        value: |r| Value::Timestamp(r.ts_us),
+    },
+    Column { name: "tid", ty: ColumnType::Int64, description: "Thread id", value: |r| Value::Int(r.tid.into()) },
+    Column {
+        name: "tgid",
+        ty: ColumnType::Int64,
+        description: "Process id (thread group id)",
+        value: |r| Value::Int(r.tgid.into()),
+    },
+    Column {
+        name: "comm",
+        ty: ColumnType::Text,
+        description: "Thread name (task comm, at most 15 bytes)",
+        value: |r| Value::Text(r.comm),
+    },
+    Column {
+        name: "exe",
+        ty: ColumnType::Text,
+        description: "Path of the process's executable; empty for kernel threads and processes gone before lookup",
+        value: |r| opt_text(r.exe),
+    },
+    Column {
+        name: "user",
+        ty: ColumnType::Text,
+        description: "Effective user name (the uid when it has no name)",
+        value: |r| Value::Text(r.user),
+    },
+    Column {
+        name: "state",
+        ty: ColumnType::Text,
+        description: "ON_CPU, RUNQUEUE, SLEEP, DISK, IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
+        value: |r| Value::Text(r.state.name()),
+    },
+    Column {
+        name: "state_since_us",
+        ty: ColumnType::Int64,
+        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others); empty if the thread has not switched since the agent started",
+        value: |r| opt_int(r.state_since_us),
+    },
+    Column {
+        name: "cpu",
+        ty: ColumnType::Int64,
+        description: "CPU the thread runs on, or last ran on",
+        value: |r| Value::Int(r.cpu.into()),
+    },
+    Column {
+        name: "syscall",
+        ty: ColumnType::Text,
+        description: "Name of the syscall the thread is in; empty when not in a syscall",
+        value: |r| r.syscall.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "syscall_nr",
+        ty: ColumnType::Int64,
+        description: "Number of that syscall",
+        value: |r| r.syscall_nr.map_or(Value::Null, |nr| Value::Int(nr.into())),
+    },
+    Column {
+        name: "syscall_us",
+        ty: ColumnType::Int64,
+        description: "Time in that syscall so far; empty when its entry happened before the agent started",
+        value: |r| opt_int(r.syscall_us),
+    },
+    Column {
+        name: "syscall_arg0",
+        ty: ColumnType::Int64,
+        description: "First syscall argument (signed 64-bit register value)",
+        value: |r| syscall_arg(r, 0),
+    },
+    Column {
+        name: "syscall_arg1",
+        ty: ColumnType::Int64,
+        description: "Second syscall argument",
+        value: |r| syscall_arg(r, 1),
+    },
+    Column {
+        name: "syscall_arg2",
+        ty: ColumnType::Int64,
+        description: "Third syscall argument",
+        value: |r| syscall_arg(r, 2),
+    },
+    Column {
+        name: "io_dev",
+        ty: ColumnType::Text,
+        description: "major:minor of the block device of the thread's request in flight",
+        value: |r| r.io_dev.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "io_op",
+        ty: ColumnType::Text,
+        description: "Operation of that request: READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
+        value: |r| r.io_op.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "io_bytes",
+        ty: ColumnType::Int64,
+        description: "Size of that request in bytes",
+        value: |r| r.io_bytes.map_or(Value::Null, |bytes| Value::Int(bytes.into())),
+    },
+    Column {
+        name: "io_us",
+        ty: ColumnType::Int64,
+        description: "Age of that request (since it was queued)",
+        value: |r| opt_int(r.io_us),
+    },
+    Column {
+        name: "cgroup",
+        ty: ColumnType::Text,
+        description: "cgroup v2 path of the thread",
+        value: |r| opt_text(r.cgroup),
+    },
+    Column {
+        name: "weight_us",
+        ty: ColumnType::Int64,
+        description: "Thread time this row stands for: 1,000,000 / frequency",
+        value: |r| Value::Int(r.weight_us as i64),
+    },
+    Column {
+        name: "kfunc",
+        ty: ColumnType::Text,
+        description: "Innermost kernel function of the kernel stack outside the scheduler: where the thread waits (what wchan showed)",
+        value: |r| r.kfunc.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "kstack_id",
+        ty: ColumnType::Int64,
+        description: "Kernel stack of the thread (stacks.stack_id); empty when not captured",
+        value: |r| r.kstack_id.map_or(Value::Null, Value::Int),
+    },
+    Column {
+        name: "ustack_id",
+        ty: ColumnType::Int64,
+        description: "User stack of the thread (stacks.stack_id); empty when not captured and for kernel threads",
+        value: |r| r.ustack_id.map_or(Value::Null, Value::Int),
+    },
+    Column {
+        name: "syscall_seq",
+        ty: ColumnType::Int64,
+        description: "The thread's syscall number of that syscall (1, 2, ... since tracking began); empty when its entry was not seen. With --track syscalls, syscalls.seq",
+        value: |r| opt_int(r.syscall_seq),
+    },
+    Column {
+        name: "io_seq",
+        ty: ColumnType::Int64,
+        description: "The thread's request number of the request in flight. With --track io, iorq.seq",
+        value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{column_names, describe};
+
+    #[test]
+    fn issue_columns_are_present_in_order() {
+        let names = column_names::<Samples>();
+        let required = [
+            "ts",
+            "tid",
+            "tgid",
+            "comm",
+            "exe",
+            "user",
+            "state",
+            "state_since_us",
+            "cpu",
+            "syscall",
+            "syscall_nr",
+            "syscall_us",
+            "syscall_arg0",
+            "syscall_arg1",
+            "syscall_arg2",
+            "io_dev",
+            "io_op",
+            "io_bytes",
+            "io_us",
+            "cgroup",
+            "weight_us",
+        ];
+        for name in required {
+            assert!(names.contains(&name), "missing column {name}");
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate column names");
+    }
+
+    #[test]
+    fn every_column_is_described() {
+        for c in Samples::columns() {
+            assert!(!c.description.is_empty(), "{} has no description", c.name);
+            assert!(
+                !c.description.contains('|'),
+                "{} breaks the markdown table",
+                c.name
+            );
+        }
+        let md = describe::<Samples>(true);
+        assert!(md.contains("| `ts` | TIMESTAMP |"));
+    }
+}

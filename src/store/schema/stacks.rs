@@ -1,0 +1,77 @@
+//! The `stacks` table: the symbolized stacks a period's samples refer to.
+
+use super::{Column, ColumnType, Table, Value};
+
+/// The `stacks` table.
+pub struct Stacks;
+
+/// Kernel or user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StackKind {
+    Kernel,
+    User,
+}
+
+impl StackKind {
+    /// The `kind` value written to files.
+    pub fn name(self) -> &'static str {
+        match self {
+            StackKind::Kernel => "kernel",
+            StackKind::User => "user",
+        }
+    }
+}
+
+/// One row of `stacks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackRow {
+    pub id: i64,
+    pub kind: StackKind,
+    /// Frames innermost first, joined with `;`.
+    pub frames: String,
+    /// Module of the innermost frame.
+    pub module: String,
+    pub depth: u32,
+    /// The stack is known to be cut short (depth limit, or the user stack
+    /// does not end at a thread's entry point).
+    pub truncated: bool,
+}
+
+impl Table for Stacks {
+    type Row<'a> = StackRow;
+    const NAME: &'static str = "stacks";
+    const DESCRIPTION: &'static str =
+        "One row per stack referenced by the same period's samples (kstack_id, ustack_id); each period's file stands on its own.";
+    fn columns() -> &'static [Column<Self>] {
+        STACK_COLUMNS
+    }
+}
+
+static STACK_COLUMNS: &[Column<Stacks>] = &[
+    Column {
+        name: "stack_id",
+        ty: ColumnType::Int64,
+        description: "Hash of the kind and the symbolized frames: the same path has the same id in every process and run",
+        value: |r| Value::Int(r.id),
+    },
+    Column { name: "kind", ty: ColumnType::Text, description: "kernel or user", value: |r| Value::Text(r.kind.name()) },
+    Column {
+        name: "frames",
+        ty: ColumnType::Text,
+        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress",
+        value: |r| Value::Text(&r.frames),
+    },
+    Column {
+        name: "module",
+        ty: ColumnType::Text,
+        description: "Module of the innermost frame: vmlinux, a kernel module, or a binary or library name",
+        value: |r| Value::Text(&r.module),
+    },
+    Column { name: "depth", ty: ColumnType::Int64, description: "Number of frames", value: |r| Value::Int(r.depth.into()) },
+    Column {
+        name: "truncated",
+        ty: ColumnType::Bool,
+        description: "The stack is known to be incomplete: the depth limit was reached, or a user stack does not end in a thread entry point",
+        value: |r| Value::Bool(r.truncated),
+    },
+];
