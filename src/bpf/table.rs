@@ -180,6 +180,14 @@ impl ThreadTable {
         }
     }
 
+    /// Take back `track(kind, slot, seq)` if the hooks have not reported
+    /// it yet.
+    pub fn untrack(&self, kind: Tracked, slot: usize, seq: u64) {
+        if let Some(cell) = self.track_cell(kind, slot) {
+            let _ = cell.compare_exchange(seq, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
     fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
         assert!(slot < self.capacity, "slot {slot} out of range");
         // SAFETY: in bounds of the mapping (same capacity as `threads`).

@@ -123,7 +123,17 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
              WHERE tid = {fsync}"
         ),
     );
-    assert!(!requests.is_empty(), "no iorq rows for the fsync thread");
+    assert!(
+        !requests.is_empty(),
+        "no iorq rows for the fsync thread; its samples: {:?}",
+        query(
+            &out,
+            &format!(
+                "SELECT state, io_dev, kfunc, syscall, count(*) n FROM read_csv('samples/*/*/*.csv.zst') \
+                 WHERE tid = {fsync} GROUP BY ALL ORDER BY n DESC"
+            )
+        )
+    );
     for row in &requests {
         assert_eq!(row["dev"].as_str(), Some(device.as_str()), "{row:?}");
         assert!(
