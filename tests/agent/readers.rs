@@ -656,7 +656,10 @@ fn the_period_being_written_is_read_once_by_those_allowed() {
         ])
         .output(Path::new(&dir))
         .spawn();
-    std::thread::sleep(Duration::from_secs(4));
+    // Two flushes after the first tick (loading takes longer on a busy
+    // machine).
+    wait_for_first_tick(&out, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
     let elapsed = || started.elapsed().as_secs_f64() + 0.5;
 
     // The journals are as private as the published files will be.

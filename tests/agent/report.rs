@@ -205,7 +205,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         "--by",
         "comm,syscall",
         "--where",
-        "syscall = 'clock_nanosleep'",
+        &format!("syscall = 'clock_nanosleep' AND tgid = {}", workload.pid()),
         "--all-states",
         "--format",
         "json",
