@@ -70,6 +70,8 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64) -> SampleRow<'a> {
         user: NAMES.1,
         cgroup: NAMES.2,
         io_dev: None,
+        host: "bench-host",
+        container: None,
     };
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }
