@@ -23,7 +23,7 @@ const UID2: &str = "99999999-8888-7777-6666-555555555555";
 
 /// A 64-hex container id that differs by `n`.
 fn container_id(n: u8) -> String {
-    format!("{n:02x}{}", "c0ffee".repeat(11)[..62].to_string())
+    format!("{n:02x}{}", &"c0ffee".repeat(11)[..62])
 }
 
 /// A runc container, killed and deleted (with its cgroups) on drop.

@@ -93,6 +93,13 @@ struct Entry {
     retry_at: Option<Instant>,
 }
 
+impl Entry {
+    /// Whether to look the runtime's files up again.
+    fn due(&self) -> bool {
+        self.retry_at.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
 /// Identities cached per cgroup path, and the v1 path of each process
 /// whose cgroup v2 path names no container.
 pub struct Identities {
@@ -137,23 +144,25 @@ impl Identities {
             return;
         }
         let key = (tgid, exe_id, cgroup_id);
-        if !self.by_process.contains_key(&key) {
-            let path = v1_container_path(tgid);
-            self.by_process.insert(key, path);
+        let path = self
+            .by_process
+            .entry(key)
+            .or_insert_with(|| v1_container_path(tgid));
+        let Some(path) = path.as_deref() else {
+            return;
+        };
+        // Copy the path (to look it up again) only when that is due.
+        if self.by_path.get(path).is_some_and(|entry| !entry.due()) {
+            return;
         }
-        if let Some(Some(path)) = self.by_process.get(&key) {
-            let path = path.clone();
-            self.ensure_path(&path);
-        }
+        let path: Box<str> = path.into();
+        self.ensure_path(&path);
     }
 
     /// Make sure `path` is cached (looked up again if due); whether it
     /// names a container.
     fn ensure_path(&mut self, path: &str) -> bool {
-        let due = match self.by_path.get(path) {
-            Some(entry) => entry.retry_at.is_some_and(|at| Instant::now() >= at),
-            None => true,
-        };
+        let due = self.by_path.get(path).is_none_or(Entry::due);
         if due {
             let resolved = resolve(path, &self.state);
             let retry_at = match &resolved {
