@@ -8,8 +8,10 @@
 //!
 //! runc joins every hierarchy, v1 and v2, with the literal `cgroupsPath`;
 //! its state (`/run/runc/<id>/state.json`, with the annotations as labels)
-//! is what the agent reads for names. Every container and every cgroup
-//! directory made is removed when the test ends, passing or not.
+//! is what the agent reads for names. One more container is run by a real
+//! containerd (its runc shim writes the OCI bundle where containerd does
+//! on a node). Every container, daemon and cgroup directory made is
+//! removed when the test ends, passing or not.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,18 @@ fn container_id(n: u8) -> String {
     format!("{n:02x}{}", &"c0ffee".repeat(11)[..62])
 }
 
+/// A busybox-static root file system at `rootfs`.
+fn make_rootfs(rootfs: &Path) {
+    for dir in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("make the rootfs");
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("copy /bin/busybox (apt install busybox-static; ./dev.sh test does)");
+    for tool in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+    }
+}
+
 /// A runc container, killed and deleted (with its cgroups) on drop.
 struct Container {
     id: String,
@@ -39,15 +53,7 @@ impl Container {
         let bundle = scratch();
         // Remove leftovers of an earlier, killed run of this test.
         let _ = runc(&["delete", "--force", id]);
-        let rootfs = bundle.path().join("rootfs");
-        for dir in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(dir)).expect("make the rootfs");
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("copy /bin/busybox (apt install busybox-static; ./dev.sh test does)");
-        for tool in ["sh", "sleep"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
-        }
+        make_rootfs(&bundle.path().join("rootfs"));
         let out = runc(&["spec", "--bundle", &bundle.path().to_string_lossy()]);
         assert!(
             out.status.success(),
@@ -322,4 +328,165 @@ fn container_rows_carry_their_container_and_pod() {
             "host process in {table}"
         );
     }
+}
+
+/// A containerd daemon with the default state directory (where the agent
+/// looks: `/run/containerd`) and a private root and socket, and one
+/// container it runs through its real runc shim; all stopped and removed
+/// on drop.
+struct Containerd {
+    daemon: Child,
+    socket: PathBuf,
+    id: String,
+    cgroup: String,
+    _scratch: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr (apt install containerd; ./dev.sh test does)")
+    }
+
+    /// Start the daemon, then `ctr run` container `id` in `cgroup`.
+    fn start(id: &str, cgroup: &str, annotations: &[(&str, &str)]) -> Containerd {
+        let scratch = scratch();
+        let socket = scratch.path().join("containerd.sock");
+        let config = scratch.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"/run/containerd\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n",
+                scratch.path().join("root").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        make_rootfs(&scratch.path().join("rootfs"));
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start containerd (apt install containerd; ./dev.sh test does)");
+        let containerd = Containerd {
+            daemon,
+            socket,
+            id: id.to_string(),
+            cgroup: cgroup.to_string(),
+            _scratch: scratch,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not answer on {} within 20 s",
+                containerd.socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Leftovers of an earlier, killed run of this test.
+        let _ = containerd.ctr(&["task", "kill", "--signal", "KILL", id]);
+        let _ = containerd.ctr(&["task", "rm", "--force", id]);
+        let _ = containerd.ctr(&["container", "rm", id]);
+        let rootfs = containerd._scratch.path().join("rootfs");
+        let mut args: Vec<String> = ["run", "--detach", "--rootfs", "--cgroup", cgroup]
+            .map(String::from)
+            .to_vec();
+        for (key, value) in annotations {
+            args.push("--annotation".into());
+            args.push(format!("{key}={value}"));
+        }
+        let rootfs = rootfs.to_string_lossy().into_owned();
+        args.extend([rootfs, id.into(), "/bin/sleep".into(), "1000".into()]);
+        let out = containerd.ctr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "ctr run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        containerd
+    }
+
+    /// The pid of the container's process (`ctr task ls`).
+    fn pid(&self) -> u32 {
+        let out = self.ctr(&["task", "ls"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(self.id.as_str()))
+                    .then(|| fields.next()?.parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no task {} in:\n{text}", self.id))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.ctr(&["task", "kill", "--signal", "KILL", &self.id]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.ctr(&["task", "rm", &self.id]).status.success()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.ctr(&["task", "rm", "--force", &self.id]);
+        let _ = self.ctr(&["container", "rm", &self.id]);
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        remove_cgroup(&self.cgroup);
+    }
+}
+
+/// A container run by a real containerd (its shim and bundle): the agent
+/// finds the bundle's config.json under
+/// `/run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/` and its
+/// CRI annotations.
+#[test]
+fn containerd_bundle_names_the_pod() {
+    require_root();
+    let _serial = exclusive();
+    let id = container_id(0x51);
+    let cgroup = format!("/kubepods/besteffort/pod{UID2}/{id}");
+    let containerd = Containerd::start(
+        &id,
+        &cgroup,
+        &[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.container-name", "pg"),
+            ("io.kubernetes.cri.sandbox-name", "db-1"),
+            ("io.kubernetes.cri.sandbox-namespace", "prod"),
+        ],
+    );
+    let bundle = format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json");
+    assert!(Path::new(&bundle).is_file(), "containerd wrote no {bundle}");
+    let pid = containerd.pid();
+
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let agent = AgentRun::new().output(&out).duration(2).args([
+        "-a",
+        "--stacks",
+        "none",
+        "-p",
+        &pid.to_string(),
+    ]);
+    assert_success(&agent.run());
+    drop(containerd);
+    assert_eq!(
+        identity_of(&out, "read_csv('samples/*/*/*.csv.zst')", pid),
+        [id.as_str(), "containerd", "pg", "db-1", "prod", UID2].map(str::to_string)
+    );
 }
