@@ -56,6 +56,7 @@ impl Enricher {
                 self.exes.clear();
             }
         }
+        self.identities.new_tick();
         for sample in samples {
             self.users
                 .entry(sample.euid)

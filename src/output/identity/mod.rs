@@ -109,6 +109,9 @@ pub struct Identities {
     by_path: FxHashMap<Box<str>, Entry>,
     /// (tgid, exe_id, cgroup v2 id) → the v1 path naming its container.
     by_process: FxHashMap<(u32, u64, u64), Option<Box<str>>>,
+    /// The process `prepare` saw last: the threads of a process usually
+    /// come one after another, and need it once.
+    last: Option<(u32, u64, u64)>,
 }
 
 impl Identities {
@@ -118,12 +121,18 @@ impl Identities {
             v1,
             by_path: FxHashMap::default(),
             by_process: FxHashMap::default(),
+            last: None,
         }
     }
 
     /// This node's runtimes and hierarchies.
     pub fn node() -> Identities {
         Identities::new(StateDirs::node(), cgroup_v1_mounted())
+    }
+
+    /// A new tick's samples follow (lookups that are due are done again).
+    pub fn new_tick(&mut self) {
+        self.last = None;
     }
 
     /// Resolve what a sample of process `tgid` (image `exe_id`, cgroup v2
@@ -136,6 +145,10 @@ impl Identities {
         v2_path: &str,
         kthread: bool,
     ) {
+        let key = (tgid, exe_id, cgroup_id);
+        if self.last.replace(key) == Some(key) {
+            return;
+        }
         if self.by_path.len() >= CACHE_LIMIT || self.by_process.len() >= CACHE_LIMIT {
             self.by_path.clear();
             self.by_process.clear();
@@ -143,7 +156,6 @@ impl Identities {
         if self.ensure_path(v2_path) || !self.v1 || kthread {
             return;
         }
-        let key = (tgid, exe_id, cgroup_id);
         let path = self
             .by_process
             .entry(key)
