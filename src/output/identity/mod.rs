@@ -106,6 +106,9 @@ pub struct Identities {
     state: StateDirs,
     /// cgroup v1 hierarchies are mounted: read /proc/<pid>/cgroup.
     v1: bool,
+    /// How long a container whose runtime's files were not found waits
+    /// before they are looked up again.
+    retry_interval: Duration,
     by_path: FxHashMap<Box<str>, Entry>,
     /// (tgid, exe_id, cgroup v2 id) → the v1 path naming its container.
     by_process: FxHashMap<(u32, u64, u64), Option<Box<str>>>,
@@ -115,10 +118,11 @@ pub struct Identities {
 }
 
 impl Identities {
-    pub fn new(state: StateDirs, v1: bool) -> Identities {
+    pub fn new(state: StateDirs, v1: bool, retry_interval: Duration) -> Identities {
         Identities {
             state,
             v1,
+            retry_interval,
             by_path: FxHashMap::default(),
             by_process: FxHashMap::default(),
             last: None,
@@ -127,7 +131,7 @@ impl Identities {
 
     /// This node's runtimes and hierarchies.
     pub fn node() -> Identities {
-        Identities::new(StateDirs::node(), cgroup_v1_mounted())
+        Identities::new(StateDirs::node(), cgroup_v1_mounted(), RETRY_INTERVAL)
     }
 
     /// A new tick's samples follow (lookups that are due are done again).
@@ -178,7 +182,7 @@ impl Identities {
         if due {
             let resolved = resolve(path, &self.state);
             let retry_at = match &resolved {
-                Some((_, false)) => Some(Instant::now() + RETRY_INTERVAL),
+                Some((_, false)) => Some(Instant::now() + self.retry_interval),
                 _ => None,
             };
             let entry = Entry {
@@ -303,6 +307,32 @@ mod tests {
             Some(format!("/kubepods/burstable/pod{UID}/{ID}").as_str())
         );
         assert_eq!(container_path_in("4:memory:/process_api\n0::/\n"), None);
+    }
+
+    #[test]
+    fn names_written_after_the_first_lookup_are_found_later() {
+        let root = tempfile::tempdir().unwrap();
+        let path = format!("/kubepods/burstable/pod{UID}/{ID}");
+        let retry = Duration::from_millis(50);
+        let mut ids = Identities::new(StateDirs::under(root.path()), false, retry);
+        ids.prepare(1, 1, 7, &path, false);
+        let first = ids.get(1, 1, 7, &path).cloned().unwrap();
+        assert_eq!((&*first.container_id, &*first.pod_name), (ID, ""));
+        // The runtime writes its state after the container's first rows.
+        let dir = root.path().join(format!("run/runc/{ID}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("state.json"),
+            r#"{"config":{"labels":["io.kubernetes.pod.name=web-0"]}}"#,
+        )
+        .unwrap();
+        ids.new_tick();
+        ids.prepare(1, 1, 7, &path, false);
+        assert_eq!(&*ids.get(1, 1, 7, &path).unwrap().pod_name, "", "too early");
+        std::thread::sleep(retry * 2);
+        ids.new_tick();
+        ids.prepare(1, 1, 7, &path, false);
+        assert_eq!(&*ids.get(1, 1, 7, &path).unwrap().pod_name, "web-0");
     }
 
     #[test]
