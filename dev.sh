@@ -95,6 +95,8 @@ setup_bench() {
 
 setup_test() {
     install_debian_packages "${RUN_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    # Real containers for the identity tests (tests/agent/containers.rs).
+    install_debian_packages runc busybox-static containerd
     install_duckdb
     find_cargo
     install_cargo_deb

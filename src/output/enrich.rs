@@ -1,5 +1,6 @@
-//! Turning ids into names: users, cgroups, executables (the names of
-//! syscalls, I/O operations and devices are the store's: `store::names`).
+//! Turning ids into names: users, cgroups, executables, and through
+//! `identity` containers and pods (the names of syscalls, I/O operations
+//! and devices are the store's: `store::names`).
 //!
 //! Runs on the writer thread, never on the sampling tick. Every lookup is
 //! cached; caches are bounded (cleared when they grow past a limit) and a
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tracing::debug;
 
+use crate::output::identity::{Identities, Identity};
 use crate::output::sample::Sample;
 
 /// Entries per cache before it is cleared.
@@ -27,6 +29,7 @@ pub struct Enricher {
     users: FxHashMap<u32, Box<str>>,
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
+    identities: Identities,
 }
 
 impl Default for Enricher {
@@ -41,6 +44,7 @@ impl Enricher {
             users: FxHashMap::default(),
             exes: FxHashMap::default(),
             cgroups: CgroupNames::new(),
+            identities: Identities::node(),
         }
     }
 
@@ -52,6 +56,7 @@ impl Enricher {
                 self.exes.clear();
             }
         }
+        self.identities.new_tick();
         for sample in samples {
             self.users
                 .entry(sample.euid)
@@ -62,6 +67,14 @@ impl Enricher {
                     .or_insert_with(|| exe_path(sample.tgid));
             }
             self.cgroups.prepare(sample.cgroup_id);
+            let v2_path = self.cgroups.path(sample.cgroup_id);
+            self.identities.prepare(
+                sample.tgid,
+                sample.exe_id,
+                sample.cgroup_id,
+                v2_path,
+                sample.kthread,
+            );
         }
     }
 
@@ -93,7 +106,15 @@ impl<'a> Names<'a> {
 
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
     pub fn cgroup(&self, id: u64) -> &'a str {
-        self.enricher.cgroups.names.get(&id).map_or("", |path| path)
+        self.enricher.cgroups.path(id)
+    }
+
+    /// Container and pod of the thread of `sample`, if it is in one.
+    pub fn container(&self, sample: &Sample) -> Option<&'a Identity> {
+        let v2_path = self.enricher.cgroups.path(sample.cgroup_id);
+        self.enricher
+            .identities
+            .get(sample.tgid, sample.exe_id, sample.cgroup_id, v2_path)
     }
 }
 
@@ -142,6 +163,11 @@ impl CgroupNames {
         if due {
             self.rescan();
         }
+    }
+
+    /// The path of `id`, empty when unknown.
+    fn path(&self, id: u64) -> &str {
+        self.names.get(&id).map_or("", |path| path)
     }
 
     fn rescan(&mut self) {

@@ -24,7 +24,8 @@
 //! `--max-disk` or `--max-age`.
 //!
 //! The writer runs on its own thread (`thread`) and owns enrichment
-//! (`enrich`: users, cgroups, executables) and stack symbolization
+//! (`enrich`: users, cgroups, executables; `identity`: containers and
+//! pods) and stack symbolization
 //! (`stacks`), so slow lookups never delay a sampling tick. What it
 //! receives — ticks of samples (`tick`, `sample`) — is defined here, with
 //! the layer that consumes it; the agent builds it. It writes the store's
@@ -39,6 +40,7 @@
 
 pub mod dir;
 pub mod enrich;
+pub mod identity;
 pub mod period;
 pub mod periods;
 pub mod recover;
@@ -349,6 +351,8 @@ impl Writer {
                 user: names.user(sample.euid),
                 cgroup: names.cgroup(sample.cgroup_id),
                 io_dev: io_dev.as_deref(),
+                host,
+                container: names.container(sample),
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

@@ -7,6 +7,7 @@
 //! is measured by `benches/writer.rs`).
 
 use crate::bpf::types::{ts_completion, ts_io_flags};
+use crate::output::identity::Identity;
 use crate::output::sample::Sample;
 use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
@@ -30,6 +31,10 @@ pub struct SampleNames<'a> {
     pub cgroup: &'a str,
     /// `major:minor` of its request in flight.
     pub io_dev: Option<&'a str>,
+    /// The agent's host name.
+    pub host: &'a str,
+    /// Its container and pod, if it is in one that was recognized.
+    pub container: Option<&'a Identity>,
 }
 
 /// The `samples` row of `sample` at `ts_us`.
@@ -67,6 +72,8 @@ pub fn sample_row<'a>(
         kfunc: stacks.kfunc.as_deref(),
         kstack_id: stacks.kstack,
         ustack_id: stacks.ustack,
+        host: names.host,
+        container: names.container.map(Identity::row).unwrap_or_default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! read back with the real DuckDB CLI and zstdcat/awk.
 
 mod cli;
+mod containers;
 mod export;
 mod faults;
 mod groundtruth;

@@ -44,6 +44,22 @@ pub struct SampleRow<'a> {
     pub kfunc: Option<&'a str>,
     pub kstack_id: Option<i64>,
     pub ustack_id: Option<i64>,
+    /// Host name of the agent (issue 17).
+    pub host: &'a str,
+    /// Container and pod of the thread; empty when none or unknown.
+    pub container: ContainerIdentity<'a>,
+}
+
+/// Who a row's thread belongs to (empty strings when not in a container,
+/// or not known).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContainerIdentity<'a> {
+    pub container_id: &'a str,
+    pub container_runtime: &'a str,
+    pub container_name: &'a str,
+    pub pod_name: &'a str,
+    pub pod_namespace: &'a str,
+    pub pod_uid: &'a str,
 }
 
 fn syscall_arg(row: &SampleRow<'_>, index: usize) -> Value<'static> {
@@ -215,6 +231,49 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Int64,
         description: "The thread's request number of the request in flight. With --track io, iorq.seq",
         value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
+    },
+    // Identity (issue 17).
+    Column {
+        name: "host",
+        ty: ColumnType::Text,
+        description: "Host name of the agent as in the file names: the kernel's node name at start, characters other than letters, digits, . _ - replaced by _ (a rename shows after a restart)",
+        value: |r| Value::Text(r.host),
+    },
+    Column {
+        name: "container_id",
+        ty: ColumnType::Text,
+        description: "Id of the thread's container (64 hex digits; the machine name for systemd-nspawn), from its cgroup path in cgroup v2 or v1; empty outside containers and when not recognized",
+        value: |r| opt_text(r.container.container_id),
+    },
+    Column {
+        name: "container_runtime",
+        ty: ColumnType::Text,
+        description: "docker, containerd, cri-o, podman, systemd-nspawn or runc; empty when neither the cgroup path nor the runtime's files say",
+        value: |r| opt_text(r.container.container_runtime),
+    },
+    Column {
+        name: "container_name",
+        ty: ColumnType::Text,
+        description: "Name of the container: its name in the pod for Kubernetes, docker's name, the nspawn machine name; empty when unknown",
+        value: |r| opt_text(r.container.container_name),
+    },
+    Column {
+        name: "pod_name",
+        ty: ColumnType::Text,
+        description: "Kubernetes pod of the container, from the runtime's annotations on this node; empty when unknown",
+        value: |r| opt_text(r.container.pod_name),
+    },
+    Column {
+        name: "pod_namespace",
+        ty: ColumnType::Text,
+        description: "Kubernetes namespace of that pod",
+        value: |r| opt_text(r.container.pod_namespace),
+    },
+    Column {
+        name: "pod_uid",
+        ty: ColumnType::Text,
+        description: "Kubernetes UID of that pod, from the cgroup path or the annotations",
+        value: |r| opt_text(r.container.pod_uid),
     },
 ];
 
