@@ -381,9 +381,16 @@ impl StackResolver {
         if frames.is_empty() {
             return None;
         }
+        // `;` separates frames, and `frame_kinds` lists one kind per
+        // frame: a frame's own text never contains one.
         let text = frames
             .iter()
-            .flat_map(|f| f.texts.iter().map(|t| &**t))
+            .flat_map(|f| f.texts.iter().map(|t| t.replace(';', "_")))
+            .collect::<Vec<_>>()
+            .join(";");
+        let frame_kinds = frames
+            .iter()
+            .flat_map(|f| f.texts.iter().map(|_| f.kind.name()))
             .collect::<Vec<_>>()
             .join(";");
         let depth = frames.iter().map(|f| f.texts.len() as u32).sum();
@@ -400,6 +407,7 @@ impl StackResolver {
                         id,
                         kind,
                         frames: text,
+                        frame_kinds,
                         module,
                         depth,
                         truncated: cut,
@@ -457,6 +465,7 @@ impl StackResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::schema::FrameKind;
 
     #[test]
     fn ids_depend_on_kind_and_frames_only() {
@@ -476,6 +485,7 @@ mod tests {
                 function: Some(Arc::from(*n)),
                 module: Arc::from("m"),
                 sched: false,
+                kind: FrameKind::Native,
             })
             .collect()
     }
@@ -495,10 +505,33 @@ mod tests {
             (def.frames.as_str(), def.depth, def.module.as_str()),
             ("f+0x1;start_thread+0x1", 2, "m")
         );
+        assert_eq!(def.frame_kinds, "native;native");
         assert!(r.unwritten(id).is_none());
         r.new_period();
         assert!(r.unwritten(id).is_some());
         assert_eq!(r.define(StackKind::User, &[], false), None);
+    }
+
+    #[test]
+    fn frame_kinds_follow_every_text_and_texts_hold_no_separator() {
+        let mut r = StackResolver::new();
+        let mut f = frames(&["py::busy:/tmp/x.py", "_PyEval_EvalFrameDefault", "main"]);
+        f[0].kind = FrameKind::Jit;
+        // An address inside an inlined call has two texts of one kind.
+        f[1].texts
+            .insert(0, Arc::from("<[u8; 4]>::inner [inlined]"));
+        let id = r.define(StackKind::User, &f, false).unwrap();
+        let def = r.unwritten(id).unwrap();
+        assert_eq!(
+            def.frames,
+            "py::busy:/tmp/x.py+0x1;<[u8_ 4]>::inner [inlined];_PyEval_EvalFrameDefault+0x1;main+0x1"
+        );
+        assert_eq!(def.frame_kinds, "jit;native;native;native");
+        assert_eq!(def.depth, 4);
+        assert_eq!(
+            def.frames.split(';').count(),
+            def.frame_kinds.split(';').count()
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use blazesym::MaybeDefault;
 use rustc_hash::FxHashMap;
 
 use super::maps::ProcessMaps;
+use crate::store::schema::FrameKind;
 
 /// Module name of the kernel image.
 const KERNEL: &str = "vmlinux";
@@ -45,6 +46,8 @@ pub struct Frames {
     pub module: Arc<str>,
     /// Kernel address inside the scheduler's own code (`.sched.text`).
     pub sched: bool,
+    /// What produced the code: every text of the address has this kind.
+    pub kind: FrameKind,
 }
 
 /// A user address normalized: its cache key (file, file offset, is a
@@ -221,12 +224,22 @@ fn new_blaze() -> Blaze {
         .build()
 }
 
+/// The kind of the frames of a module passed to `raw_frames`/`frames_of`.
+fn kind_of(module: &str) -> FrameKind {
+    if module == KERNEL {
+        FrameKind::Kernel
+    } else {
+        FrameKind::Native
+    }
+}
+
 fn raw_frames(text: String, module: &str, sched: bool) -> Frames {
     Frames {
         texts: vec![Arc::from(text.as_str())],
         function: None,
         module: Arc::from(module),
         sched,
+        kind: kind_of(module),
     }
 }
 
@@ -246,6 +259,7 @@ fn location(code: &blazesym::symbolize::CodeInfo<'_>) -> String {
 /// The module is `module`, or for kernel symbols the kernel module the
 /// symbol names (`ext4`), if any.
 fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
+    let kind = kind_of(module);
     let module = match (module, sym.module.as_deref()) {
         (KERNEL, Some(m)) => Path::new(m)
             .file_name()
@@ -288,6 +302,7 @@ fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
         function: Some(Arc::from(sym.name.as_ref())),
         module: Arc::from(module.as_str()),
         sched,
+        kind,
     }
 }
 
