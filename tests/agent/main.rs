@@ -5,6 +5,7 @@ mod cli;
 mod export;
 mod faults;
 mod groundtruth;
+mod jit;
 mod lifecycle;
 mod load;
 mod packaging;

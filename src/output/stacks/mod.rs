@@ -13,6 +13,7 @@
 //! restarts.
 
 pub mod maps;
+pub mod perfmap;
 pub mod symbolize;
 pub mod unwind;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use maps::{FileCache, ProcessMaps};
+use perfmap::PerfMap;
 use symbolize::{Frames, Symbolizer};
 use unwind::{RawUser, UnwindCache};
 
@@ -47,7 +49,15 @@ const MAPS_REFRESH: Duration = Duration::from_secs(10);
 /// pointer, and the code addresses in the stack window with their
 /// offsets. The rest of the window is data (a sleep's timespec, an
 /// interpreter's locals) that changes between otherwise identical waits.
-fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128 {
+/// JIT frames are named from the perf map as far as it was read
+/// (`jit_generation`): a map grown since resolves the stack again.
+fn user_key(
+    tgid: u32,
+    exe_id: u64,
+    raw: &RawStacks,
+    maps: &ProcessMaps,
+    jit_generation: u64,
+) -> u128 {
     let code: Vec<(usize, u64)> = raw
         .peek
         .as_deref()
@@ -63,8 +73,13 @@ fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128
         &raw.user,
         raw.user_bp.wrapping_sub(raw.user_sp),
         code,
+        jit_generation,
     ))
 }
+
+/// Perf maps of all processes are dropped when they hold more than this
+/// (bytes); each is read again when one of its stacks needs it.
+const PERF_MAP_BUDGET: usize = 64 << 20;
 
 /// Entries of the kernel memo kept before it is cleared. Kernel stacks
 /// repeat across threads and processes: it fills slowly, so it grows as
@@ -204,9 +219,10 @@ fn is_thread_entry(frames: &Frames) -> bool {
     })
 }
 
-/// Per-process state: maps, and when they were read.
+/// Per-process state: maps, and when they were read; its perf map.
 struct Process {
     maps: ProcessMaps,
+    jit: PerfMap,
     read_at: Instant,
     used_at: Instant,
 }
@@ -292,8 +308,9 @@ impl StackResolver {
             return resolved;
         }
         self.ensure_process(tgid, exe_id, &raw.user);
+        self.ensure_perf_map(tgid, exe_id, &raw.user);
         let process = &self.processes[&(tgid, exe_id)];
-        let key = user_key(tgid, exe_id, raw, &process.maps);
+        let key = user_key(tgid, exe_id, raw, &process.maps, process.jit.generation());
         if let Some(ustack) = self.user_memo.get(&key) {
             resolved.ustack = *ustack;
         } else {
@@ -308,8 +325,11 @@ impl StackResolver {
                 &process.maps,
                 &mut self.unwind,
             );
+            // Unwinding may have found JIT frames the walk had not.
+            self.ensure_perf_map(tgid, exe_id, &ips);
+            let process = &self.processes[&(tgid, exe_id)];
             let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
-            let mut frames = symbolizer.user(&self.processes[&(tgid, exe_id)].maps, &ips);
+            let mut frames = symbolizer.user(&process.maps, &process.jit, &ips);
             // A stack ends at its thread's entry point; what a walk finds
             // beyond it (`clone3`, `_start`) depends on how it was walked.
             let entry = frames.iter().position(is_thread_entry);
@@ -354,10 +374,16 @@ impl StackResolver {
         }
         match maps::read_maps(tgid, &mut self.files) {
             Ok(maps) => {
+                let jit = self
+                    .processes
+                    .remove(&(tgid, exe_id))
+                    .map(|p| p.jit)
+                    .unwrap_or_default();
                 self.processes.insert(
                     (tgid, exe_id),
                     Process {
                         maps,
+                        jit,
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     },
@@ -369,9 +395,52 @@ impl StackResolver {
                     .entry((tgid, exe_id))
                     .or_insert_with(|| Process {
                         maps: ProcessMaps::default(),
+                        jit: PerfMap::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     });
+            }
+        }
+    }
+
+    /// Read what the process's perf map gained when `ips` has an address
+    /// outside any mapped file that it does not name yet (at most every
+    /// `perfmap::REFRESH`): JIT code.
+    fn ensure_perf_map(&mut self, tgid: u32, exe_id: u64, ips: &[u64]) {
+        let Some(process) = self.processes.get_mut(&(tgid, exe_id)) else {
+            return;
+        };
+        let unnamed = |p: &Process| {
+            ips.iter().enumerate().any(|(i, &addr)| {
+                let lookup = addr.wrapping_sub(u64::from(i > 0));
+                // Anonymous: not a file, nor `[vdso]`.
+                p.maps
+                    .find(lookup)
+                    .is_some_and(|m| m.file.is_none() && !m.name.starts_with('['))
+                    && p.jit.find(lookup).is_none()
+            })
+        };
+        if !process.jit.due() || !unnamed(process) {
+            return;
+        }
+        let before = process.jit.generation();
+        if let Some(refused) = process.jit.refresh(tgid) {
+            tracing::warn!(
+                pid = tgid,
+                ?refused,
+                "not naming JIT frames from /tmp/perf-{tgid}.map: not a regular file owned by the process"
+            );
+        }
+        if process.jit.generation() > before
+            && self
+                .processes
+                .values()
+                .map(|p| p.jit.bytes())
+                .sum::<usize>()
+                > PERF_MAP_BUDGET
+        {
+            for p in self.processes.values_mut() {
+                p.jit = PerfMap::default();
             }
         }
     }
