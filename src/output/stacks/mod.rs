@@ -14,6 +14,7 @@
 
 pub mod maps;
 pub mod perfmap;
+pub mod python;
 pub mod symbolize;
 pub mod unwind;
 
