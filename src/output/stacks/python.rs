@@ -268,7 +268,7 @@ mod tests {
             Path::new(PYTHON_313).is_file(),
             "{PYTHON_313} is missing: it is part of the machine image (pyenv)"
         );
-        let script = "import time\nclass Waiter:\n    def py_sleep(self):\n        time.sleep(30)\ndef outer():\n    Waiter().py_sleep()\nprint('ready', flush=True)\nouter()\n";
+        let script = "import threading, time\nclass Waiter:\n    def py_sleep(self):\n        time.sleep(30)\ndef outer():\n    Waiter().py_sleep()\ndef py_worker():\n    time.sleep(30)\nthreading.Thread(target=py_worker, daemon=True).start()\nprint('ready', flush=True)\nouter()\n";
         let mut child = std::process::Command::new(PYTHON_313)
             .args(["-c", script])
             .stdout(std::process::Stdio::piped())
@@ -294,6 +294,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         };
         // Another thread id: nothing.
+        // The other thread, by its own id; a thread that is not Python's:
+        // nothing.
+        let worker: u32 = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .find(|&tid| tid != pid)
+            .expect("the worker thread");
+        let worker_frames = thread_frames(pid, worker, runtime);
         let other = thread_frames(pid, 1, runtime);
         let _ = child.kill();
         let _ = child.wait();
@@ -308,5 +317,12 @@ mod tests {
             (frames[0].filename.as_str(), frames[0].firstlineno),
             ("<string>", 3)
         );
+        let worker_names: Vec<&str> = worker_frames.iter().map(|f| f.qualname.as_str()).collect();
+        assert_eq!(
+            worker_names.first(),
+            Some(&"py_worker"),
+            "{worker_frames:?}"
+        );
+        assert!(worker_names.contains(&"Thread.run"), "{worker_frames:?}");
     }
 }
