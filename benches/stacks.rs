@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use taskscope::output::stacks::maps::{read_maps, FileCache};
+use taskscope::output::stacks::perfmap::PerfMap;
 use taskscope::output::stacks::symbolize::Symbolizer;
 
 const FRAMES_PER_STACK: usize = 20;
@@ -92,7 +93,7 @@ fn symbolize_rate(kernel: bool, addrs: &[u64]) -> (f64, f64) {
             let frames = if kernel {
                 s.kernel(chunk, false)
             } else {
-                s.user(&maps, chunk)
+                s.user(&maps, &PerfMap::default(), chunk)
             };
             assert_eq!(frames.len(), chunk.len());
         }
@@ -165,7 +166,56 @@ fn nap_binary() -> PathBuf {
     binary
 }
 
+/// Perf maps (JIT names) on the writer: (ms to read a map of `lines`
+/// lines, ns per lookup, µs to read 1,000 lines appended since).
+fn perf_map_costs(lines: u64) -> (f64, f64, f64) {
+    use std::io::Write;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    let line = |i: u64| {
+        format!(
+            "{:x} 80 JS:*handler_{i} /srv/app/routes.js:{i}:7\n",
+            0x7f00_0000_0000 + i * 0x100
+        )
+    };
+    let mut file = std::fs::File::create(&path).expect("create a perf map");
+    for i in 0..lines {
+        file.write_all(line(i).as_bytes()).unwrap();
+    }
+    let mut map = PerfMap::default();
+    let start = Instant::now();
+    map.refresh(std::process::id());
+    let read_ms = start.elapsed().as_secs_f64() * 1e3;
+    let lookups = 1_000_000u64;
+    let start = Instant::now();
+    let mut found = 0;
+    for i in 0..lookups {
+        found += usize::from(
+            map.find(0x7f00_0000_0000 + (i * 7919 % lines) * 0x100 + 0x10)
+                .is_some(),
+        );
+    }
+    let lookup_ns = start.elapsed().as_secs_f64() * 1e9 / lookups as f64;
+    assert_eq!(found as u64, lookups);
+    for i in lines..lines + 1_000 {
+        file.write_all(line(i).as_bytes()).unwrap();
+    }
+    let start = Instant::now();
+    map.refresh(std::process::id());
+    let append_us = start.elapsed().as_secs_f64() * 1e6;
+    assert!(map.find(0x7f00_0000_0000 + (lines + 999) * 0x100).is_some());
+    let _ = std::fs::remove_file(&path);
+    (read_ms, lookup_ns, append_us)
+}
+
 fn main() {
+    // 0. Perf maps (JIT frames): reading and looking up.
+    let (read_ms, lookup_ns, append_us) = perf_map_costs(100_000);
+    println!(
+        "perf map of 100,000 lines (JIT names): read {read_ms:.1} ms, lookup {lookup_ns:.0} ns, 1,000 lines appended read in {append_us:.0} µs"
+    );
+    if std::env::var_os("TASKSCOPE_BENCH_PERF_MAP_ONLY").is_some() {
+        return;
+    }
     let passes = passes(6);
 
     // 1. Symbolization.

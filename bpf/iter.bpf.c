@@ -104,8 +104,12 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 			fp = frame.fp;
 		}
 		flags |= TS_S_USER;
-		if (!bpf_copy_from_user_task(s->peek, sizeof(s->peek), (void *)s->user_sp, task, 0))
+		/* In two halves, as at switch-out (maps.bpf.h). */
+		if (!bpf_copy_from_user_task(s->peek, TS_USTACK_PEEK / 2, (void *)s->user_sp, task, 0)) {
 			flags |= TS_S_PEEK;
+			bpf_copy_from_user_task(s->peek + TS_USTACK_PEEK / 2, TS_USTACK_PEEK / 2,
+						(void *)(s->user_sp + TS_USTACK_PEEK / 2), task, 0);
+		}
 	}
 	s->flags = flags;
 	__sync_fetch_and_add(&s->seq, 1);

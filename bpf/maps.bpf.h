@@ -415,8 +415,14 @@ static __always_inline void capture_stacks(void *ctx, struct task_struct *task, 
 			s->user_sp = regs->sp;
 			s->user_bp = regs->regs[29];
 #endif
-			if (!bpf_probe_read_user(s->peek, sizeof(s->peek), (void *)s->user_sp))
+			/* In two halves: a stack whose top is less than
+			 * TS_USTACK_PEEK bytes away still gets the first one
+			 * (a failed read zeroes its half). */
+			if (!bpf_probe_read_user(s->peek, TS_USTACK_PEEK / 2, (void *)s->user_sp)) {
 				flags |= TS_S_PEEK;
+				bpf_probe_read_user(s->peek + TS_USTACK_PEEK / 2, TS_USTACK_PEEK / 2,
+						    (void *)(s->user_sp + TS_USTACK_PEEK / 2));
+			}
 		}
 	}
 	s->flags = flags;

@@ -142,7 +142,8 @@ struct ts_cpu {
 
 #define TS_KSTACK_DEPTH 24
 #define TS_USTACK_DEPTH 32
-#define TS_USTACK_PEEK 256
+/* Twice 256 bytes: CPython's eval loop keeps a 384-byte frame. */
+#define TS_USTACK_PEEK 512
 
 /* Bits of `ts_stack.flags`. */
 enum ts_stack_flags {
@@ -177,7 +178,7 @@ struct ts_stack {
 	__u8 peek[TS_USTACK_PEEK];
 };
 
-_Static_assert(sizeof(struct ts_stack) == 760, "ts_stack layout");
+_Static_assert(sizeof(struct ts_stack) == 1016, "ts_stack layout");
 
 /* Task-local storage: which slot a task owns. */
 struct ts_slot_ref {

@@ -30,6 +30,8 @@
 --   top_syscalls(from_ts, to_ts, all_states)  sampled time in each syscall, and recorded latencies
 --   latency_summary(from_ts, to_ts, pid)  count, avg, p50/p95/p99/max of recorded syscalls and I/O
 --   latency_histogram(from_ts, to_ts, pid) the same as log2 histograms (pid: one process only)
+-- Scalar macros: taskscope_frames_of_kind(frames, frame_kinds, kind) keeps
+-- the frames of one kind ('native', 'kernel', 'jit').
 --
 -- "Average active threads" is the Active-Session-History measure: every
 -- sample row stands for weight_us of one thread's time, so the sum of
@@ -98,7 +100,8 @@ INSERT INTO taskscope_tables VALUES
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
      'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR'),
     ('stacks',
-     'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN'),
+     'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
+     'frame_kinds VARCHAR'),
     ('ticks',
      'ts TIMESTAMP, weight_us BIGINT, threads BIGINT, rows BIGINT, pass_us BIGINT, '
      'missed_ticks BIGINT, torn_reads BIGINT, dropped_ticks BIGINT, dropped_rows BIGINT, '
@@ -212,7 +215,7 @@ CREATE OR REPLACE TEMP VIEW iorq AS FROM query(getvariable('taskscope_sql')['ior
 -- of kind and frames, so the rows are identical), and samples join to it
 -- without multiplying rows.
 CREATE OR REPLACE TEMP VIEW stacks AS
-SELECT DISTINCT ON (stack_id) stack_id, kind, frames, module, depth, truncated
+SELECT DISTINCT ON (stack_id) stack_id, kind, frames, module, depth, truncated, frame_kinds
 FROM query(getvariable('taskscope_sql')['stacks']);
 
 -- ago('2 hours'): that long before now, as a UTC timestamp like ts.
@@ -307,11 +310,21 @@ SELECT s.stack_kind AS kind, s.stack_id,
        round(sum(s.weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
        round(sum(s.weight_us) / sum(sum(s.weight_us)) OVER (PARTITION BY s.stack_kind), 4) AS share,
        any_value(k.depth) AS depth,
-       any_value(k.frames) AS frames
+       any_value(k.frames) AS frames,
+       any_value(k.frame_kinds) AS frame_kinds
 FROM sampled_stacks s LEFT JOIN stacks k USING (stack_id)
 WHERE kind IS NULL OR s.stack_kind = kind
 GROUP BY s.stack_kind, s.stack_id
 ORDER BY avg_threads DESC, s.stack_kind, s.stack_id;
+
+-- The frames of a stack that are of one kind ('native', 'kernel', 'jit'),
+-- in order, ';'-joined: frame_kinds lists one kind per frame of frames.
+-- Example: SELECT taskscope_frames_of_kind(frames, frame_kinds, 'jit') FROM stacks;
+CREATE OR REPLACE TEMP MACRO taskscope_frames_of_kind(frames, frame_kinds, kind) AS
+    array_to_string(list_transform(
+        list_filter(list_zip(string_split(frames, ';'), string_split(frame_kinds, ';')),
+                    lambda f: f[2] = kind),
+        lambda f: f[1]), ';');
 
 -- Syscalls by sampled time (avg_threads: how many threads were inside it on
 -- average), with the latencies of the calls that --track syscalls recorded.

@@ -14,7 +14,6 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::parse;
-use super::run::StackChoice;
 use super::window;
 use crate::error::{Outcome, Usage};
 use crate::report::{self, flame};
@@ -120,6 +119,19 @@ pub struct ReportArgs {
     pub all_states: bool,
 }
 
+/// Frames `taskscope flamegraph --kind` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FrameChoice {
+    /// Kernel frames (kstack_id; marked _[k])
+    Kernel,
+    /// Every user frame: native and jit
+    User,
+    /// User frames of binaries and libraries
+    Native,
+    /// User frames named from a perf map (marked _[j])
+    Jit,
+}
+
 /// Flags of `taskscope flamegraph`.
 #[derive(Debug, Args)]
 pub struct FlamegraphArgs {
@@ -130,7 +142,7 @@ pub struct FlamegraphArgs {
     #[arg(long = "where", value_name = "PREDICATE")]
     pub filter: Option<String>,
 
-    /// Stacks to draw: kernel, user or both
+    /// Frames to draw: kernel, user (native and jit), native, jit
     #[arg(
         long,
         value_enum,
@@ -138,7 +150,7 @@ pub struct FlamegraphArgs {
         value_delimiter = ',',
         default_value = "kernel,user"
     )]
-    pub kind: Vec<StackChoice>,
+    pub kind: Vec<FrameChoice>,
 
     /// Write here instead of standard output (a new file, a device or a
     /// FIFO; never through a symlink)
@@ -208,8 +220,13 @@ impl FlamegraphArgs {
         flame::Request {
             dir: self.window.dir.clone(),
             filter: self.filter.clone(),
-            kernel: self.kind.contains(&StackChoice::Kernel),
-            user: self.kind.contains(&StackChoice::User),
+            kinds: flame::Kinds {
+                kernel: self.kind.contains(&FrameChoice::Kernel),
+                native: self.kind.contains(&FrameChoice::User)
+                    || self.kind.contains(&FrameChoice::Native),
+                jit: self.kind.contains(&FrameChoice::User)
+                    || self.kind.contains(&FrameChoice::Jit),
+            },
             output: self.output.clone(),
             force: self.force,
             folded: self.folded,
@@ -294,7 +311,9 @@ mod tests {
             .command
         {
             Command::Flamegraph(f) => {
-                assert_eq!(f.kind, vec![StackChoice::User]);
+                assert_eq!(f.kind, vec![FrameChoice::User]);
+                let kinds = f.request().kinds;
+                assert!(!kinds.kernel && kinds.native && kinds.jit);
                 assert_eq!(f.output, Some(PathBuf::from("x.svg")));
                 assert!(f.folded);
                 assert!(!f.force);
@@ -312,6 +331,17 @@ mod tests {
             parse(&["flamegraph", "--force"]).is_err(),
             "--force needs -o"
         );
+        match parse(&["flamegraph", "--kind", "kernel,jit"])
+            .unwrap()
+            .command
+        {
+            Command::Flamegraph(f) => {
+                let kinds = f.request().kinds;
+                assert!(kinds.kernel && !kinds.native && kinds.jit);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["flamegraph", "--kind", "python"]).is_err());
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Each sample row becomes one folded stack, weighted by its `weight_us`:
 //! the thread's state at the root, then its name (`comm`), then its user
-//! frames (outermost first), then its kernel frames (marked `_[k]`). So
-//! on-CPU and off-CPU time sit side by side and add up to thread time.
+//! frames (outermost first; JIT frames marked `_[j]`), then its kernel
+//! frames (marked `_[k]`). So on-CPU and off-CPU time sit side by side and
+//! add up to thread time. `--kind` keeps the frames of some kinds only
+//! (the `stacks` table's `frame_kinds`; files written before it existed
+//! count their user frames as native).
 //! Like the report, it counts active threads unless `--all-states`, reads
 //! the period being written, and leaves out (and names) a period whose
 //! samples could not be read or whose stacks file is missing or damaged
@@ -11,7 +14,9 @@
 //! (offsets and source lines would split identical calls). The SVG is
 //! drawn by `inferno`; each state's tower then gets its colour from the
 //! one palette of `states` (inferno colours by frame name only, so the
-//! state is applied afterwards through the frames' `fg:x` coordinates).
+//! state is applied afterwards through the frames' `fg:x` coordinates);
+//! within a state's hue, a frame's kind sets the band: kernel frames pale,
+//! JIT frames deep, native frames in between.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -26,7 +31,64 @@ use super::read::{self, Cell, Projection};
 use super::{states, Answer};
 use crate::files::destination::Destination;
 use crate::store::catalog::{Catalog, Prefer, TableReads, Window};
-use crate::store::schema::{Samples, Stacks, Table};
+use crate::store::schema::{FrameKind, Samples, Stacks, Table};
+
+/// The kinds of frames to draw (`--kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    pub kernel: bool,
+    pub native: bool,
+    pub jit: bool,
+}
+
+impl Kinds {
+    /// Whether frames of `kind` are drawn.
+    pub fn draws(self, kind: FrameKind) -> bool {
+        match kind {
+            FrameKind::Kernel => self.kernel,
+            FrameKind::Native => self.native,
+            FrameKind::Jit => self.jit,
+        }
+    }
+
+    /// Whether any user frame is drawn.
+    fn user(self) -> bool {
+        self.native || self.jit
+    }
+}
+
+/// The folded-stack suffix that marks a frame of `kind` (the marks
+/// flamegraph.pl and inferno use).
+fn suffix(kind: FrameKind) -> &'static str {
+    match kind {
+        FrameKind::Native => "",
+        FrameKind::Kernel => "_[k]",
+        FrameKind::Jit => "_[j]",
+    }
+}
+
+/// A stack's frames, outermost first: function name and kind (none when
+/// the file has no `frame_kinds`).
+type StackFrames = Vec<(String, Option<FrameKind>)>;
+
+/// The frames of a `stacks` row, outermost first.
+fn stack_frames(frames: &str, kinds: Option<&str>) -> StackFrames {
+    let names = frames.split(';');
+    let kinds: Vec<Option<FrameKind>> = match kinds {
+        // A list that does not match the frames one to one says nothing.
+        Some(kinds) if kinds.split(';').count() == names.clone().count() => {
+            kinds.split(';').map(FrameKind::from_name).collect()
+        }
+        _ => vec![None; names.clone().count()],
+    };
+    names
+        .map(function_name)
+        .zip(kinds)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
 
 /// Thread time per (state, comm, kernel stack, user stack).
 type Weights = HashMap<(String, String, Option<i64>, Option<i64>), i64>;
@@ -36,8 +98,7 @@ type Weights = HashMap<(String, String, Option<i64>, Option<i64>), i64>;
 pub fn folded(
     catalog: &mut Catalog,
     query: &Query<'_>,
-    kernel: bool,
-    user: bool,
+    kinds: Kinds,
 ) -> Result<Vec<(String, i64)>> {
     let window = query.window;
     let mut projection = Projection::of::<Samples>(&[], "flamegraph")?;
@@ -79,24 +140,30 @@ pub fn folded(
             };
             let (kstack, ustack) = (row.cell(4).as_int(), row.cell(5).as_int());
             *refers |= kstack.is_some() || ustack.is_some();
-            let kstack = kstack.filter(|_| kernel);
-            let ustack = ustack.filter(|_| user);
+            let kstack = kstack.filter(|_| kinds.kernel);
+            let ustack = ustack.filter(|_| kinds.user());
             *weights
                 .entry((state.to_string(), comm.to_string(), kstack, ustack))
                 .or_default() += row.cell(1).as_int().unwrap_or(0);
         },
     );
-    let stack_projection =
+    let mut stack_projection =
         Projection::of::<Stacks>(&["stack_id".into(), "frames".into()], "flamegraph")?;
+    // Absent from files written before frame kinds existed.
+    stack_projection.require::<Stacks>("frame_kinds", "flamegraph")?;
     let stack_reads = read::scan_files(
         &stack_files,
         &stack_projection,
-        |_| HashMap::<i64, Vec<String>>::new(),
+        |_| HashMap::<i64, StackFrames>::new(),
         |frames, row| {
             if let (Some(id), Cell::Text(text)) = (row.cell(0).as_int(), row.cell(1)) {
+                let kinds = match row.cell(2) {
+                    Cell::Text(kinds) => Some(kinds),
+                    _ => None,
+                };
                 frames
                     .entry(id)
-                    .or_insert_with(|| text.split(';').rev().map(function_name).collect());
+                    .or_insert_with(|| stack_frames(text, kinds));
             }
         },
     );
@@ -115,7 +182,7 @@ pub fn folded(
     let out = catalog.leave_out(&tables, |table, stem| {
         table != Stacks::NAME || refers.contains(stem)
     });
-    let mut frames: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut frames: HashMap<i64, StackFrames> = HashMap::new();
     for (file, part) in stack_files.iter().zip(stack_reads) {
         if let (Ok(part), false) = (part, out.contains(&file.stem)) {
             for (id, names) in part {
@@ -131,13 +198,20 @@ pub fn folded(
         for ((state, comm, kstack, ustack), weight) in weights {
             let mut line = format!("{state};{}", function_name(&comm));
             let mut any = false;
-            for (id, suffix) in [(ustack, ""), (kstack, "_[k]")] {
+            for (id, default) in [(ustack, FrameKind::Native), (kstack, FrameKind::Kernel)] {
                 let Some(names) = id.and_then(|id| frames.get(&id)) else {
                     continue;
                 };
-                for name in names {
-                    let _ = write!(line, ";{name}{suffix}");
-                    any = true;
+                for (name, kind) in names {
+                    // Every frame of a kernel stack is a kernel frame.
+                    let kind = match default {
+                        FrameKind::Kernel => FrameKind::Kernel,
+                        _ => kind.unwrap_or(default),
+                    };
+                    if kinds.draws(kind) {
+                        let _ = write!(line, ";{name}{}", suffix(kind));
+                        any = true;
+                    }
                 }
             }
             if !any {
@@ -175,10 +249,8 @@ pub struct Request {
     pub dir: PathBuf,
     /// A `--where` predicate.
     pub filter: Option<String>,
-    /// Draw kernel frames.
-    pub kernel: bool,
-    /// Draw user frames.
-    pub user: bool,
+    /// The kinds of frames drawn.
+    pub kinds: Kinds,
     /// Where to write (None or `-`: standard output).
     pub output: Option<PathBuf>,
     /// Replace an existing regular file at `output`.
@@ -192,9 +264,9 @@ pub struct Request {
 
 /// `taskscope flamegraph` over `window`.
 pub fn run(args: &Request, window: Window) -> Result<Answer> {
-    let (kernel, user) = (args.kernel, args.user);
-    if !kernel && !user {
-        bail!("--kind must name kernel, user or both");
+    let kinds = args.kinds;
+    if !kinds.kernel && !kinds.user() {
+        bail!("--kind must name kernel, user, native or jit");
     }
     // Checked before the work, written after it (re-checked then).
     let destination = match &args.output {
@@ -207,7 +279,7 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         predicate: args.filter.as_deref(),
         all_states: args.all_states,
     };
-    let lines = folded(&mut catalog, &query, kernel, user)?;
+    let lines = folded(&mut catalog, &query, kinds)?;
     if lines.is_empty() {
         // Nothing to draw (inferno would only log an error): say why.
         if catalog.problems.is_empty() {
@@ -275,18 +347,20 @@ pub fn svg(text: &str, window: &Window, title: &Option<String>) -> Result<String
     options.name_type = "Frame:".into();
     options.hash = true;
     options.deterministic = true;
-    options.notes = "Roots are thread states, then thread names; _[k] marks kernel frames".into();
+    options.notes =
+        "Roots are thread states, then thread names; _[k] marks kernel frames, _[j] JIT frames"
+            .into();
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, text.lines(), &mut svg)
         .context("cannot draw the flame graph")?;
     let svg = String::from_utf8(svg).context("the flame graph is not UTF-8")?;
-    Ok(color_by_state(&svg))
+    Ok(color_by_state(&svg, &kinds_by_name(text)))
 }
 
 /// Recolour every frame after the state at its root. State frames are the
 /// lowest above inferno's `all` (largest `y`); a frame belongs to the root whose
 /// `fg:x` range holds its own `fg:x`.
-fn color_by_state(svg: &str) -> String {
+fn color_by_state(svg: &str, kinds: &HashMap<&str, Option<FrameKind>>) -> String {
     struct Frame {
         start: usize,
         end: usize,
@@ -357,25 +431,62 @@ fn color_by_state(svg: &str) -> String {
             continue;
         };
         out.push_str(&svg[copied..value_start]);
-        out.push_str(&frame_color(state, &frame.title, frame.y == bottom));
+        // A frame's title is its name without the kind's mark.
+        let kind = kinds.get(frame.title.as_str()).copied().flatten();
+        out.push_str(&frame_color(state, &frame.title, frame.y == bottom, kind));
         copied = value_start + value_len;
     }
     out.push_str(&svg[copied..]);
     out
 }
 
+/// The kind of each frame name of folded stacks `text`, from its mark
+/// (inferno draws names without it). A name seen with two kinds (an
+/// unsymbolized `[unknown]` in user and kernel stacks) has none.
+fn kinds_by_name(text: &str) -> HashMap<&str, Option<FrameKind>> {
+    let mut kinds: HashMap<&str, Option<FrameKind>> = HashMap::new();
+    for line in text.lines() {
+        let stack = line.rsplit_once(' ').map_or(line, |(stack, _)| stack);
+        // The state and the thread name are not frames.
+        for frame in stack.split(';').skip(2) {
+            let (name, kind) = [FrameKind::Kernel, FrameKind::Jit]
+                .into_iter()
+                .find_map(|k| frame.strip_suffix(suffix(k)).map(|name| (name, k)))
+                .unwrap_or((frame, FrameKind::Native));
+            kinds
+                .entry(name)
+                .and_modify(|seen| {
+                    if *seen != Some(kind) {
+                        *seen = None;
+                    }
+                })
+                .or_insert(Some(kind));
+        }
+    }
+    kinds
+}
+
 /// A colour of `state`'s family, varied by the frame's name so that
-/// neighbours stay distinguishable; roots are the darkest.
-fn frame_color(state: &str, name: &str, root: bool) -> String {
+/// neighbours stay distinguishable; roots are the darkest. The frame's
+/// kind picks the band: kernel frames pale and greyish, JIT frames deep
+/// and saturated, native ones (and those of unknown kind) between.
+fn frame_color(state: &str, name: &str, root: bool, kind: Option<FrameKind>) -> String {
     let style = states::style_of(state);
-    let (hue, saturation) = (style.hue, style.saturation);
     let hash = name.bytes().fold(2_166_136_261u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(16_777_619)
     });
+    let vary = f64::from(hash % 20) / 100.0;
+    let (hue, mut saturation) = (style.hue, style.saturation);
     let lightness = if root {
         0.45
+    } else if kind == Some(FrameKind::Kernel) {
+        saturation *= 0.45;
+        0.72 + vary / 2.0
+    } else if kind == Some(FrameKind::Jit) {
+        saturation = (saturation * 1.3).min(1.0);
+        0.36 + vary / 2.0
     } else {
-        0.55 + f64::from(hash % 20) / 100.0
+        0.52 + vary
     };
     let (r, g, b) = hsl_to_rgb(hue, saturation, lightness);
     format!("rgb({r},{g},{b})")
@@ -422,7 +533,7 @@ mod tests {
             from_us: 0,
             to_us: 1_000_000,
         };
-        let text = "SLEEP;main;nanosleep_[k] 300\nON_CPU;main;spin 700\n";
+        let text = "SLEEP;main;nanosleep_[k] 300\nON_CPU;main;spin;JS:*busy_/x.js:1:2_[j] 700\n";
         let svg = svg(text, &window, &None).unwrap();
         assert!(svg.starts_with("<?xml"));
         let fill_of = |title: &str| {
@@ -434,12 +545,67 @@ mod tests {
             rest[fill + 6..].split('"').next().unwrap().to_string()
         };
         // `main` appears under both roots, each in its state's colours.
-        assert_eq!(fill_of("SLEEP"), frame_color("SLEEP", "SLEEP", true));
-        assert_eq!(fill_of("ON_CPU"), frame_color("ON_CPU", "ON_CPU", true));
-        assert_eq!(fill_of("spin"), frame_color("ON_CPU", "spin", false));
+        let (kernel, jit, native) = (
+            Some(FrameKind::Kernel),
+            Some(FrameKind::Jit),
+            Some(FrameKind::Native),
+        );
+        assert_eq!(fill_of("SLEEP"), frame_color("SLEEP", "SLEEP", true, None));
+        assert_eq!(
+            fill_of("ON_CPU"),
+            frame_color("ON_CPU", "ON_CPU", true, None)
+        );
+        assert_eq!(
+            fill_of("spin"),
+            frame_color("ON_CPU", "spin", false, native)
+        );
+        assert_eq!(
+            fill_of("JS:*busy_/x.js:1:2"),
+            frame_color("ON_CPU", "JS:*busy_/x.js:1:2", false, jit)
+        );
         assert_eq!(
             fill_of("nanosleep"),
-            frame_color("SLEEP", "nanosleep", false)
+            frame_color("SLEEP", "nanosleep", false, kernel)
         );
+        // Each kind has its own band of the state's hue.
+        let lightness = |rgb: String| {
+            let v: Vec<u32> = rgb
+                .trim_start_matches("rgb(")
+                .trim_end_matches(')')
+                .split(',')
+                .map(|c| c.parse().unwrap())
+                .collect();
+            v.iter().max().unwrap() + v.iter().min().unwrap()
+        };
+        let of = |kind| lightness(frame_color("ON_CPU", "f", false, kind));
+        assert!(of(jit) < of(native) && of(native) < of(kernel));
+    }
+
+    #[test]
+    fn frames_carry_their_kinds() {
+        let frames = stack_frames(
+            "py::busy:/x.py+0x1;_PyEval_EvalFrameDefault+0x2",
+            Some("jit;native"),
+        );
+        assert_eq!(
+            frames,
+            vec![
+                (
+                    "_PyEval_EvalFrameDefault".to_string(),
+                    Some(FrameKind::Native)
+                ),
+                ("py::busy:/x.py".to_string(), Some(FrameKind::Jit)),
+            ]
+        );
+        // Files from before frame_kinds, or a list that does not match.
+        assert_eq!(stack_frames("a+0x1;b+0x2", None)[0].1, None);
+        assert_eq!(stack_frames("a+0x1;b+0x2", Some("jit"))[1].1, None);
+        let kinds =
+            kinds_by_name("ON_CPU;x;main;f_[j];g_[k] 1\nSLEEP;x;[unknown];[unknown]_[k] 2\n");
+        assert_eq!(kinds["main"], Some(FrameKind::Native));
+        assert_eq!(kinds["f"], Some(FrameKind::Jit));
+        assert_eq!(kinds["g"], Some(FrameKind::Kernel));
+        assert_eq!(kinds["[unknown]"], None);
+        assert!(!kinds.contains_key("x") && !kinds.contains_key("ON_CPU"));
     }
 }

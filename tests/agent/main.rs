@@ -6,6 +6,7 @@ mod containers;
 mod export;
 mod faults;
 mod groundtruth;
+mod jit;
 mod lifecycle;
 mod load;
 mod packaging;

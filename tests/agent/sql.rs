@@ -81,6 +81,11 @@ fn exercise(name: &str) -> Option<&'static str> {
         "top_waits" => "FROM top_waits()",
         "active_threads" => "FROM active_threads(INTERVAL '1 second')",
         "top_stacks" => "FROM top_stacks()",
+        "taskscope_frames_of_kind" => {
+            "SELECT taskscope_frames_of_kind(frames, frame_kinds, 'kernel') AS kernel_frames, \
+                    taskscope_frames_of_kind('f;g;h', 'jit;native;jit', 'jit') AS jit_frames \
+             FROM stacks LIMIT 5"
+        }
         "top_syscalls" => "FROM top_syscalls()",
         "latency_summary" => "FROM latency_summary()",
         "latency_histogram" => "FROM latency_histogram()",
@@ -684,11 +689,16 @@ fn check_answers(dir: &Path, format: &str, device: &str, pid: u32) {
 
     // Stacks: the sleeper's kernel and user stacks are in nanosleep, and
     // every id the samples use resolves to one stacks row.
-    for kind in ["kernel", "user"] {
+    // Each frame has its kind: every kernel frame `kernel`, every frame of
+    // this C program `native`.
+    for (kind, frame_kind) in [("kernel", "kernel"), ("user", "native")] {
         let found = stacks.iter().any(|r| {
+            let kinds: Vec<&str> = text(r, "frame_kinds").split(';').collect();
             text(r, "kind") == kind
                 && text(r, "top_comm") == "gt-sleeper"
                 && text(r, "frames").contains("nanosleep")
+                && kinds.len() == text(r, "frames").split(';').count()
+                && kinds.iter().all(|k| *k == frame_kind)
         });
         assert!(
             found,

@@ -13,6 +13,8 @@
 //! restarts.
 
 pub mod maps;
+pub mod perfmap;
+pub mod python;
 pub mod symbolize;
 pub mod unwind;
 
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use maps::{FileCache, ProcessMaps};
+use perfmap::PerfMap;
 use symbolize::{Frames, Symbolizer};
 use unwind::{RawUser, UnwindCache};
 
@@ -47,7 +50,15 @@ const MAPS_REFRESH: Duration = Duration::from_secs(10);
 /// pointer, and the code addresses in the stack window with their
 /// offsets. The rest of the window is data (a sleep's timespec, an
 /// interpreter's locals) that changes between otherwise identical waits.
-fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128 {
+/// JIT frames are named from the perf map as far as it was read
+/// (`jit_generation`): a map grown since resolves the stack again.
+fn user_key(
+    tgid: u32,
+    exe_id: u64,
+    raw: &RawStacks,
+    maps: &ProcessMaps,
+    jit_generation: u64,
+) -> u128 {
     let code: Vec<(usize, u64)> = raw
         .peek
         .as_deref()
@@ -63,8 +74,13 @@ fn user_key(tgid: u32, exe_id: u64, raw: &RawStacks, maps: &ProcessMaps) -> u128
         &raw.user,
         raw.user_bp.wrapping_sub(raw.user_sp),
         code,
+        jit_generation,
     ))
 }
+
+/// Perf maps of all processes are dropped when they hold more than this
+/// (bytes); each is read again when one of its stacks needs it.
+const PERF_MAP_BUDGET: usize = 64 << 20;
 
 /// Entries of the kernel memo kept before it is cleared. Kernel stacks
 /// repeat across threads and processes: it fills slowly, so it grows as
@@ -204,9 +220,10 @@ fn is_thread_entry(frames: &Frames) -> bool {
     })
 }
 
-/// Per-process state: maps, and when they were read.
+/// Per-process state: maps, and when they were read; its perf map.
 struct Process {
     maps: ProcessMaps,
+    jit: PerfMap,
     read_at: Instant,
     used_at: Instant,
 }
@@ -292,8 +309,9 @@ impl StackResolver {
             return resolved;
         }
         self.ensure_process(tgid, exe_id, &raw.user);
+        self.ensure_perf_map(tgid, exe_id, &raw.user);
         let process = &self.processes[&(tgid, exe_id)];
-        let key = user_key(tgid, exe_id, raw, &process.maps);
+        let key = user_key(tgid, exe_id, raw, &process.maps, process.jit.generation());
         if let Some(ustack) = self.user_memo.get(&key) {
             resolved.ustack = *ustack;
         } else {
@@ -308,8 +326,11 @@ impl StackResolver {
                 &process.maps,
                 &mut self.unwind,
             );
+            // Unwinding may have found JIT frames the walk had not.
+            self.ensure_perf_map(tgid, exe_id, &ips);
+            let process = &self.processes[&(tgid, exe_id)];
             let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
-            let mut frames = symbolizer.user(&self.processes[&(tgid, exe_id)].maps, &ips);
+            let mut frames = symbolizer.user(&process.maps, &process.jit, &ips);
             // A stack ends at its thread's entry point; what a walk finds
             // beyond it (`clone3`, `_start`) depends on how it was walked.
             let entry = frames.iter().position(is_thread_entry);
@@ -354,10 +375,16 @@ impl StackResolver {
         }
         match maps::read_maps(tgid, &mut self.files) {
             Ok(maps) => {
+                let jit = self
+                    .processes
+                    .remove(&(tgid, exe_id))
+                    .map(|p| p.jit)
+                    .unwrap_or_default();
                 self.processes.insert(
                     (tgid, exe_id),
                     Process {
                         maps,
+                        jit,
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     },
@@ -369,9 +396,52 @@ impl StackResolver {
                     .entry((tgid, exe_id))
                     .or_insert_with(|| Process {
                         maps: ProcessMaps::default(),
+                        jit: PerfMap::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     });
+            }
+        }
+    }
+
+    /// Read what the process's perf map gained when `ips` has an address
+    /// outside any mapped file that it does not name yet (at most every
+    /// `perfmap::REFRESH`): JIT code.
+    fn ensure_perf_map(&mut self, tgid: u32, exe_id: u64, ips: &[u64]) {
+        let Some(process) = self.processes.get_mut(&(tgid, exe_id)) else {
+            return;
+        };
+        let unnamed = |p: &Process| {
+            ips.iter().enumerate().any(|(i, &addr)| {
+                let lookup = addr.wrapping_sub(u64::from(i > 0));
+                // Anonymous: not a file, nor `[vdso]`.
+                p.maps
+                    .find(lookup)
+                    .is_some_and(|m| m.file.is_none() && !m.name.starts_with('['))
+                    && p.jit.find(lookup).is_none()
+            })
+        };
+        if !process.jit.due() || !unnamed(process) {
+            return;
+        }
+        let before = process.jit.generation();
+        if let Some(refused) = process.jit.refresh(tgid) {
+            tracing::warn!(
+                pid = tgid,
+                ?refused,
+                "not naming JIT frames from /tmp/perf-{tgid}.map: not a regular file owned by the process"
+            );
+        }
+        if process.jit.generation() > before
+            && self
+                .processes
+                .values()
+                .map(|p| p.jit.bytes())
+                .sum::<usize>()
+                > PERF_MAP_BUDGET
+        {
+            for p in self.processes.values_mut() {
+                p.jit = PerfMap::default();
             }
         }
     }
@@ -381,9 +451,16 @@ impl StackResolver {
         if frames.is_empty() {
             return None;
         }
+        // `;` separates frames, and `frame_kinds` lists one kind per
+        // frame: a frame's own text never contains one.
         let text = frames
             .iter()
-            .flat_map(|f| f.texts.iter().map(|t| &**t))
+            .flat_map(|f| f.texts.iter().map(|t| t.replace(';', "_")))
+            .collect::<Vec<_>>()
+            .join(";");
+        let frame_kinds = frames
+            .iter()
+            .flat_map(|f| f.texts.iter().map(|_| f.kind.name()))
             .collect::<Vec<_>>()
             .join(";");
         let depth = frames.iter().map(|f| f.texts.len() as u32).sum();
@@ -400,6 +477,7 @@ impl StackResolver {
                         id,
                         kind,
                         frames: text,
+                        frame_kinds,
                         module,
                         depth,
                         truncated: cut,
@@ -457,6 +535,7 @@ impl StackResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::schema::FrameKind;
 
     #[test]
     fn ids_depend_on_kind_and_frames_only() {
@@ -476,6 +555,7 @@ mod tests {
                 function: Some(Arc::from(*n)),
                 module: Arc::from("m"),
                 sched: false,
+                kind: FrameKind::Native,
             })
             .collect()
     }
@@ -495,10 +575,33 @@ mod tests {
             (def.frames.as_str(), def.depth, def.module.as_str()),
             ("f+0x1;start_thread+0x1", 2, "m")
         );
+        assert_eq!(def.frame_kinds, "native;native");
         assert!(r.unwritten(id).is_none());
         r.new_period();
         assert!(r.unwritten(id).is_some());
         assert_eq!(r.define(StackKind::User, &[], false), None);
+    }
+
+    #[test]
+    fn frame_kinds_follow_every_text_and_texts_hold_no_separator() {
+        let mut r = StackResolver::new();
+        let mut f = frames(&["py::busy:/tmp/x.py", "_PyEval_EvalFrameDefault", "main"]);
+        f[0].kind = FrameKind::Jit;
+        // An address inside an inlined call has two texts of one kind.
+        f[1].texts
+            .insert(0, Arc::from("<[u8; 4]>::inner [inlined]"));
+        let id = r.define(StackKind::User, &f, false).unwrap();
+        let def = r.unwritten(id).unwrap();
+        assert_eq!(
+            def.frames,
+            "py::busy:/tmp/x.py+0x1;<[u8_ 4]>::inner [inlined];_PyEval_EvalFrameDefault+0x1;main+0x1"
+        );
+        assert_eq!(def.frame_kinds, "jit;native;native;native");
+        assert_eq!(def.depth, 4);
+        assert_eq!(
+            def.frames.split(';').count(),
+            def.frame_kinds.split(';').count()
+        );
     }
 
     #[test]

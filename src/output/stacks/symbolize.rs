@@ -23,9 +23,13 @@ use blazesym::MaybeDefault;
 use rustc_hash::FxHashMap;
 
 use super::maps::ProcessMaps;
+use super::perfmap::{self, PerfMap};
+use crate::store::schema::FrameKind;
 
 /// Module name of the kernel image.
 const KERNEL: &str = "vmlinux";
+/// Module name of JIT code named from a perf map.
+const JIT: &str = "[jit]";
 /// Cached frames before the caches are cleared.
 const FRAME_CACHE_LIMIT: usize = 200_000;
 /// Distinct files blazesym has opened (and keeps parsed: ELF sections,
@@ -45,6 +49,8 @@ pub struct Frames {
     pub module: Arc<str>,
     /// Kernel address inside the scheduler's own code (`.sched.text`).
     pub sched: bool,
+    /// What produced the code: every text of the address has this kind.
+    pub kind: FrameKind,
 }
 
 /// A user address normalized: its cache key (file, file offset, is a
@@ -143,9 +149,9 @@ impl Symbolizer {
         keys.iter().map(|k| self.kernel[k].clone()).collect()
     }
 
-    /// Frames of user addresses of a process with maps `maps`: the
-    /// instruction pointer, then return addresses.
-    pub fn user(&mut self, maps: &ProcessMaps, ips: &[u64]) -> Vec<Frames> {
+    /// Frames of user addresses of a process with maps `maps` and perf
+    /// map `jit`: the instruction pointer, then return addresses.
+    pub fn user(&mut self, maps: &ProcessMaps, jit: &PerfMap, ips: &[u64]) -> Vec<Frames> {
         self.trim();
         // Normalize: (file key, file offset of the looked-up byte, is a
         // return address) per address, or none.
@@ -201,13 +207,28 @@ impl Symbolizer {
         }
         ips.iter()
             .zip(&located)
-            .map(|(addr, located)| match located {
+            .enumerate()
+            .map(|(i, (&addr, located))| match located {
                 Some((key, _, _)) => self.user[key].clone(),
-                None => raw_frames(
-                    format!("0x{addr:x}"),
-                    maps.find(*addr).map_or("", |m| &m.name),
-                    false,
-                ),
+                None => {
+                    let lookup = addr - u64::from(i > 0);
+                    // Code outside any file: JIT code, if the perf map
+                    // names it (not cached: the map names it, cheaply).
+                    match jit.find(lookup) {
+                        Some((name, start)) => Frames {
+                            texts: vec![perfmap::frame_text(name, addr - start)],
+                            function: Some(Arc::from(name)),
+                            module: Arc::from(JIT),
+                            sched: false,
+                            kind: FrameKind::Jit,
+                        },
+                        None => raw_frames(
+                            format!("0x{addr:x}"),
+                            maps.find(addr).map_or("", |m| &m.name),
+                            false,
+                        ),
+                    }
+                }
             })
             .collect()
     }
@@ -221,12 +242,22 @@ fn new_blaze() -> Blaze {
         .build()
 }
 
+/// The kind of the frames of a module passed to `raw_frames`/`frames_of`.
+fn kind_of(module: &str) -> FrameKind {
+    if module == KERNEL {
+        FrameKind::Kernel
+    } else {
+        FrameKind::Native
+    }
+}
+
 fn raw_frames(text: String, module: &str, sched: bool) -> Frames {
     Frames {
         texts: vec![Arc::from(text.as_str())],
         function: None,
         module: Arc::from(module),
         sched,
+        kind: kind_of(module),
     }
 }
 
@@ -246,6 +277,7 @@ fn location(code: &blazesym::symbolize::CodeInfo<'_>) -> String {
 /// The module is `module`, or for kernel symbols the kernel module the
 /// symbol names (`ext4`), if any.
 fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
+    let kind = kind_of(module);
     let module = match (module, sym.module.as_deref()) {
         (KERNEL, Some(m)) => Path::new(m)
             .file_name()
@@ -288,6 +320,7 @@ fn frames_of(sym: &Sym<'_>, module: &str, sched: bool, ret: bool) -> Frames {
         function: Some(Arc::from(sym.name.as_ref())),
         module: Arc::from(module.as_str()),
         sched,
+        kind,
     }
 }
 
@@ -324,7 +357,7 @@ mod tests {
         let mut files = FileCache::default();
         let maps = read_maps(std::process::id(), &mut files).unwrap();
         let mut s = Symbolizer::new();
-        let frames = s.user(&maps, &[addr, 0x10]);
+        let frames = s.user(&maps, &PerfMap::default(), &[addr, 0x10]);
         let text = frames[0].texts.last().unwrap();
         assert!(
             text.contains("marker_function_for_symbolization+0x4"),
@@ -333,11 +366,11 @@ mod tests {
         assert!(text.contains("symbolize.rs:"), "no file:line in {text}");
         assert_eq!(&*frames[1].texts[0], "0x10");
         // As a return address it is looked up one byte earlier, shown as is.
-        let as_return = s.user(&maps, &[0x10, addr]);
+        let as_return = s.user(&maps, &PerfMap::default(), &[0x10, addr]);
         assert_eq!(as_return[1].texts.last(), frames[0].texts.last());
         // Cached the second time.
         let before = s.cached();
-        assert_eq!(s.user(&maps, &[addr])[0], frames[0]);
+        assert_eq!(s.user(&maps, &PerfMap::default(), &[addr])[0], frames[0]);
         assert_eq!(s.cached(), before);
     }
 

@@ -5,9 +5,10 @@
 //! thread blocked in `nanosleep` or `read` goes from the libc leaf straight
 //! to the caller's caller: the application function that called libc —
 //! the one a user wants to see — is lost. The capture also copies the top
-//! of the user stack (`peek`, 256 bytes at the stack pointer: enough for
+//! of the user stack (`peek`, 512 bytes at the stack pointer: enough for
 //! the frames of libc's blocking calls, `pthread_cond_wait`'s 192 bytes
-//! being the largest common one). Here the innermost frames are unwound
+//! being the largest common one, and for CPython's 384-byte eval loop
+//! frame, above which `-X perf` puts the Python function's trampoline). Here the innermost frames are unwound
 //! with the modules' `.eh_frame` (DWARF CFI, through framehop) over that
 //! window, and the result is spliced onto the frame-pointer chain where
 //! the two meet.

@@ -22,6 +22,38 @@ impl StackKind {
     }
 }
 
+/// What produced one frame of a stack (the `frame_kinds` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// Machine code in a file: a binary or shared library (or an address
+    /// that nothing names).
+    Native,
+    /// The kernel (every frame of a kernel stack).
+    Kernel,
+    /// Code generated at run time (a JIT, an interpreter's trampolines),
+    /// named from the process's perf map (`/tmp/perf-<pid>.map`).
+    Jit,
+}
+
+impl FrameKind {
+    /// The name written to files, one per frame in `frame_kinds`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Native => "native",
+            FrameKind::Kernel => "kernel",
+            FrameKind::Jit => "jit",
+        }
+    }
+
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [FrameKind; 3] = [FrameKind::Native, FrameKind::Kernel, FrameKind::Jit];
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<FrameKind> {
+        FrameKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// One row of `stacks`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackRow {
@@ -29,6 +61,9 @@ pub struct StackRow {
     pub kind: StackKind,
     /// Frames innermost first, joined with `;`.
     pub frames: String,
+    /// The kind of each frame of `frames`, in the same order, joined with
+    /// `;`.
+    pub frame_kinds: String,
     /// Module of the innermost frame.
     pub module: String,
     pub depth: u32,
@@ -73,5 +108,11 @@ static STACK_COLUMNS: &[Column<Stacks>] = &[
         ty: ColumnType::Bool,
         description: "The stack is known to be incomplete: the depth limit was reached, or a user stack does not end in a thread entry point",
         value: |r| Value::Bool(r.truncated),
+    },
+    Column {
+        name: "frame_kinds",
+        ty: ColumnType::Text,
+        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, or jit (named from the process's perf map)",
+        value: |r| Value::Text(&r.frame_kinds),
     },
 ];

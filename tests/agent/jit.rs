@@ -1,0 +1,265 @@
+//! JIT frames: real runtimes that write perf maps (CPython 3.12 under
+//! `-X perf`, Node under `--perf-basic-prof`) get their busy function
+//! named and marked `jit`; a perf map that is missing, someone else's or
+//! a symlink names nothing, costs no error storm and breaks nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const SAMPLES: &str = "read_csv('samples/*/*/*.csv.zst')";
+const STACKS: &str = "read_csv('stacks/*/*/*.csv.zst')";
+
+/// The pyenv CPython 3.12 of the machine image (`-X perf` needs 3.12+).
+const PYTHON_312: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+
+const PYTHON_BUSY: &str = r#"
+import sys, time
+def py_busy_jit(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    py_busy_jit(10000)
+"#;
+
+const NODE_BUSY: &str = r#"
+function jsBusyJit(n) { let x = 0; for (let i = 0; i < n; i++) { x += Math.sqrt(i) * i; } return x; }
+const end = Date.now() + Number(process.argv[2]) * 1000;
+let t = 0;
+while (Date.now() < end) { t += jsBusyJit(100000); }
+"#;
+
+/// A child killed when dropped (a failing test leaves no spinner behind).
+struct Runtime(Child);
+
+impl Runtime {
+    /// `program` with `args`, in `dir` (Node leaves `isolate-*.log` files
+    /// in its working directory).
+    fn start(program: &str, args: &[&str], dir: &Path) -> Runtime {
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {program}: {err}"));
+        Runtime(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Its perf map, once it has `lines` lines.
+    fn perf_map(&self, lines: usize) -> PathBuf {
+        let path = PathBuf::from(format!("/tmp/perf-{}.map", self.pid()));
+        let start = Instant::now();
+        loop {
+            let have = std::fs::read_to_string(&path).map_or(0, |t| t.lines().count());
+            if have >= lines {
+                return path;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} wrote no perf map ({have} lines)",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", self.0.id()));
+    }
+}
+
+/// For process `pid`'s on-CPU rows: how many there are, the share with a
+/// user stack, the share of those whose stack has a frame that starts with
+/// `name` and is marked `jit`, and the number of frames marked `jit`.
+fn jit_share(dir: &Path, pid: u32, name: &str) -> (f64, f64, f64, f64) {
+    let rows = query(
+        dir,
+        &format!(
+            "WITH s AS (SELECT * FROM {SAMPLES} WHERE tgid = {pid} AND state = 'ON_CPU'), \
+                  t AS (SELECT DISTINCT stack_id, frames, frame_kinds FROM {STACKS}), \
+                  j AS (SELECT s.ustack_id, \
+                          list_zip(string_split(t.frames, ';'), string_split(t.frame_kinds, ';')) AS f \
+                        FROM s JOIN t ON t.stack_id = s.ustack_id) \
+             SELECT (SELECT count(*) FROM s) AS n, \
+                    (SELECT count(ustack_id) FROM s) AS with_stack, \
+                    (SELECT count(*) FROM j WHERE len(list_filter(f, lambda x: x[1] LIKE '{name}%' AND x[2] = 'jit')) > 0) AS named, \
+                    (SELECT coalesce(sum(len(list_filter(f, lambda x: x[2] = 'jit'))), 0) FROM j) AS jit_frames"
+        ),
+    );
+    let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
+    let (n, with_stack) = (get("n"), get("with_stack"));
+    assert!(n > 0.0, "process {pid} has no ON_CPU rows");
+    (
+        n,
+        with_stack / n,
+        if with_stack > 0.0 {
+            get("named") / with_stack
+        } else {
+            0.0
+        },
+        get("jit_frames"),
+    )
+}
+
+/// Some of the process's user frames, for failure messages.
+fn some_frames(dir: &Path, pid: u32) -> String {
+    let rows = query(
+        dir,
+        &format!(
+            "SELECT t.frames, t.frame_kinds, count(*) AS n FROM {SAMPLES} s JOIN {STACKS} t ON t.stack_id = s.ustack_id \
+             WHERE s.tgid = {pid} GROUP BY ALL ORDER BY n DESC LIMIT 3"
+        ),
+    );
+    format!("{rows:#?}")
+}
+
+#[test]
+fn jit_frames_are_named_from_perf_maps() {
+    require_root();
+    assert!(
+        Path::new(PYTHON_312).is_file(),
+        "{PYTHON_312} is missing: it is part of the machine image (pyenv), needed for `-X perf`"
+    );
+    let _serial = exclusive();
+    let scratch = scratch();
+    let script = scratch.path().join("busy.py");
+    std::fs::write(&script, PYTHON_BUSY).unwrap();
+    let node_script = scratch.path().join("busy.js");
+    std::fs::write(&node_script, NODE_BUSY).unwrap();
+    let script = script.to_str().unwrap();
+    let python = |perf: bool| {
+        let mut args = if perf { vec!["-X", "perf"] } else { vec![] };
+        args.extend([script, "20"]);
+        Runtime::start(PYTHON_312, &args, scratch.path())
+    };
+    let good = python(true);
+    let node = Runtime::start(
+        "node",
+        &["--perf-basic-prof", node_script.to_str().unwrap(), "20"],
+        scratch.path(),
+    );
+    // Maps that must not be used: replaced by a symlink to the real one,
+    // handed to another user, deleted (the runtime still writes to it).
+    let symlinked = python(true);
+    let stranger = python(true);
+    let missing = python(true);
+    good.perf_map(20);
+    node.perf_map(20);
+    let map = symlinked.perf_map(20);
+    let moved = scratch.path().join("moved.map");
+    std::fs::copy(&map, &moved).unwrap();
+    std::fs::remove_file(&map).unwrap();
+    std::os::unix::fs::symlink(&moved, &map).unwrap();
+    std::os::unix::fs::chown(stranger.perf_map(20), Some(65534), None).unwrap();
+    std::fs::remove_file(missing.perf_map(20)).unwrap();
+
+    let out = scratch.path().join("out");
+    let agent = AgentRun::new()
+        .args(["-F", "20"])
+        .duration(8)
+        .output(&out)
+        .spawn();
+    let agent = wait_with_limit(agent, Duration::from_secs(60));
+    assert_success(&agent);
+    let log = String::from_utf8_lossy(&agent.stderr);
+
+    for (runtime, name, what) in [
+        (&good, "py::py_busy_jit", "python3.12 -X perf"),
+        (&node, "JS:", "node --perf-basic-prof"),
+    ] {
+        let (n, have, named, _) = jit_share(&out, runtime.pid(), name);
+        eprintln!(
+            "{what}: {n} ON_CPU rows, user stack on {have:.3}, {name} jit frame in {named:.3}"
+        );
+        assert!(have >= 0.9, "{what}: user stacks on {have:.3} of rows");
+        assert!(
+            named >= 0.9,
+            "{what}: {named:.3} of user stacks have a jit frame {name}…: {}",
+            some_frames(&out, runtime.pid())
+        );
+    }
+    // Node: the busy function itself, by name.
+    let (_, _, named, _) = jit_share(&out, node.pid(), "JS:*jsBusyJit");
+    let (_, _, any_tier, _) = jit_share(&out, node.pid(), "JS:");
+    assert!(
+        named >= 0.5 || any_tier > 0.9 && some_frames(&out, node.pid()).contains("jsBusyJit"),
+        "node: jsBusyJit named in {named:.3} of stacks: {}",
+        some_frames(&out, node.pid())
+    );
+
+    // The flame graph draws only JIT frames with --kind jit, marked _[j].
+    let folded = taskscope(&[
+        "flamegraph",
+        "--dir",
+        out.to_str().unwrap(),
+        "--kind",
+        "jit",
+        "--folded",
+    ]);
+    assert!(folded.status.success(), "{folded:?}");
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    assert!(
+        folded.contains("py::py_busy_jit:") && folded.contains("jsBusyJit"),
+        "{folded}"
+    );
+    for line in folded.lines() {
+        let stack = line.rsplit_once(' ').unwrap().0;
+        assert!(
+            stack
+                .split(';')
+                .skip(2)
+                .all(|f| f.ends_with("_[j]") || f == "[no stack]"),
+            "{line}"
+        );
+    }
+
+    for (runtime, what) in [
+        (&symlinked, "a symlinked map"),
+        (&stranger, "a map owned by another user"),
+        (&missing, "a deleted map"),
+    ] {
+        let (n, have, _, jit_frames) = jit_share(&out, runtime.pid(), "py::");
+        eprintln!("{what}: {n} ON_CPU rows, user stack on {have:.3}, {jit_frames} jit frames");
+        assert!(have >= 0.5, "{what}: user stacks on {have:.3} of rows");
+        assert_eq!(
+            jit_frames,
+            0.0,
+            "{what} named frames: {}",
+            some_frames(&out, runtime.pid())
+        );
+        let frames = some_frames(&out, runtime.pid());
+        assert!(
+            frames.contains("_PyEval_EvalFrameDefault") && !frames.contains("py::"),
+            "{what}: native interpreter frames expected: {frames}"
+        );
+    }
+    // Refused maps are logged once each, not per stack.
+    for (runtime, reason) in [(&symlinked, "NotRegular"), (&stranger, "Owner")] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("not naming JIT frames") && l.contains(&format!("pid={}", runtime.pid()))
+            })
+            .collect();
+        assert_eq!(lines.len(), 1, "{reason}: {lines:?}\n{log}");
+        assert!(lines[0].contains(reason), "{lines:?}");
+    }
+    assert!(
+        !log.lines().any(|l| l.contains("not naming JIT frames")
+            && l.contains(&format!("pid={}", missing.pid()))),
+        "a missing map is not a problem: {log}"
+    );
+}
