@@ -221,7 +221,7 @@ CREATE OR REPLACE TEMP MACRO ago(span) AS
 -- states the agent samples without --all (a test checks this list against
 -- the code's).
 CREATE OR REPLACE TEMP MACRO taskscope_active(state) AS
-    state IN ('ON_CPU', 'RUNQUEUE', 'DISK', 'STOPPED', 'TRACED', 'NEW', 'FROZEN', 'RTLOCK_WAIT');
+    state IN ('ON_CPU', 'RUNQUEUE', 'DISK', 'UNINTERRUPTIBLE', 'STOPPED', 'TRACED', 'NEW', 'FROZEN', 'RTLOCK_WAIT');
 
 -- from_ts <= t < to_ts, either bound NULL for none.
 CREATE OR REPLACE TEMP MACRO taskscope_in_window(t, from_ts, to_ts) AS

@@ -1,5 +1,6 @@
 //! From what the agent collected to the store's rows: a sample with the
-//! names the writer resolved becomes a `samples` row, a tick's counters a
+//! names the writer resolved becomes a `samples` row (with its wait class,
+//! inferred here on the writer thread, never on the tick path), a tick's counters a
 //! `ticks` row, a completion record a `syscalls` or `iorq` row.
 //!
 //! The store's rows are plain structs of the values their columns read;
@@ -12,6 +13,7 @@ use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
 use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
+use crate::store::wait_class::{classify, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
 const _: () = assert!(
@@ -42,6 +44,15 @@ pub fn sample_row<'a>(
 ) -> SampleRow<'a> {
     let syscall = sample.syscall.as_ref();
     let io = sample.io.as_ref();
+    let syscall_name = syscall.and_then(|s| syscall_name(s.nr));
+    let kfunc = stacks.kfunc.as_deref();
+    let wait_class = classify(&WaitFacts {
+        state: sample.state,
+        syscall: syscall_name,
+        kfunc,
+        own_io: io.is_some(),
+        kthread: sample.kthread,
+    });
     SampleRow {
         ts_us,
         weight_us,
@@ -53,7 +64,7 @@ pub fn sample_row<'a>(
         state: sample.state,
         state_since_us: sample.state_since_us,
         cpu: sample.cpu,
-        syscall: syscall.and_then(|s| syscall_name(s.nr)),
+        syscall: syscall_name,
         syscall_nr: syscall.map(|s| s.nr),
         syscall_us: syscall.and_then(|s| s.elapsed_us),
         syscall_args: syscall.and_then(|s| s.args),
@@ -64,9 +75,10 @@ pub fn sample_row<'a>(
         io_us: io.map(|io| io.age_us),
         io_seq: io.map(|io| io.seq),
         cgroup: names.cgroup,
-        kfunc: stacks.kfunc.as_deref(),
+        kfunc,
         kstack_id: stacks.kstack,
         ustack_id: stacks.ustack,
+        wait_class,
     }
 }
 
