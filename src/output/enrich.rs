@@ -1,5 +1,7 @@
 //! Turning ids into names: users, cgroups, executables (the names of
-//! syscalls, I/O operations and devices are the store's: `store::names`).
+//! syscalls, I/O operations and devices are the store's: `store::names`),
+//! and, with `--track`, the names of threads whose syscalls or requests
+//! samples saw, for the `syscalls` and `iorq` rows written when those end.
 //!
 //! Runs on the writer thread, never on the sampling tick. Every lookup is
 //! cached; caches are bounded (cleared when they grow past a limit) and a
@@ -27,6 +29,9 @@ pub struct Enricher {
     users: FxHashMap<u32, Box<str>>,
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
+    /// With `--track`: tid -> (comm, tgid, exe_id) of the last sample that
+    /// saw the thread in a syscall or with a request in flight.
+    threads: Option<FxHashMap<u32, ([u8; 16], u32, u64)>>,
 }
 
 impl Default for Enricher {
@@ -41,7 +46,15 @@ impl Enricher {
             users: FxHashMap::default(),
             exes: FxHashMap::default(),
             cgroups: CgroupNames::new(),
+            threads: None,
         }
+    }
+
+    /// Also remember the names of threads that samples saw in a syscall or
+    /// with a request in flight (for `--track`).
+    pub fn remembering_threads(mut self) -> Enricher {
+        self.threads = Some(FxHashMap::default());
+        self
     }
 
     /// Resolve and cache every name `samples` refer to.
@@ -50,6 +63,17 @@ impl Enricher {
             if map_len >= CACHE_LIMIT {
                 self.users.clear();
                 self.exes.clear();
+            }
+        }
+        if let Some(threads) = &mut self.threads {
+            if threads.len() >= CACHE_LIMIT {
+                threads.clear();
+            }
+            for sample in samples {
+                let seen = sample.syscall.is_some_and(|s| s.seq.is_some()) || sample.io.is_some();
+                if seen {
+                    threads.insert(sample.tid, (sample.comm, sample.tgid, sample.exe_id));
+                }
             }
         }
         for sample in samples {
@@ -89,6 +113,22 @@ impl<'a> Names<'a> {
             .exes
             .get(&(tgid, exe_id))
             .map_or("", |path| path)
+    }
+
+    /// Name and executable of thread `tid` as the last sample that saw it
+    /// in a syscall or with a request in flight showed them (empty when
+    /// none is remembered).
+    pub fn thread(&self, tid: u32) -> (std::borrow::Cow<'a, str>, &'a str) {
+        match self.enricher.threads.as_ref().and_then(|t| t.get(&tid)) {
+            Some((comm, tgid, exe_id)) => {
+                let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                (
+                    String::from_utf8_lossy(&comm[..len]),
+                    self.exe(*tgid, *exe_id),
+                )
+            }
+            None => (std::borrow::Cow::Borrowed(""), ""),
+        }
     }
 
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
@@ -247,6 +287,39 @@ mod tests {
         );
         assert_eq!(names.exe(me, 0), "");
         assert_eq!(names.exe(4_000_000, 7), "");
+    }
+
+    #[test]
+    fn threads_seen_in_syscalls_are_remembered() {
+        use crate::output::sample::SyscallSample;
+        let me = std::process::id();
+        let mut in_syscall = sample(me, 0, 1, 0);
+        in_syscall.tid = 7;
+        in_syscall.comm[..4].copy_from_slice(b"wal1");
+        in_syscall.syscall = Some(SyscallSample {
+            nr: 75,
+            elapsed_us: Some(5),
+            args: None,
+            seq: Some(3),
+        });
+        let mut other = sample(me, 0, 1, 0);
+        other.tid = 8;
+        // Without --track nothing is kept.
+        let mut e = Enricher::new();
+        e.prepare(&[in_syscall]);
+        assert_eq!(e.names().thread(7), ("".into(), ""));
+        let mut e = Enricher::new().remembering_threads();
+        e.prepare(&[in_syscall, other]);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            e.names().thread(7),
+            ("wal1".into(), exe.to_string_lossy().as_ref())
+        );
+        // A thread not seen in a syscall is not remembered.
+        assert_eq!(e.names().thread(8), ("".into(), ""));
+        // Kept across ticks whose samples do not show it.
+        e.prepare(&[other]);
+        assert_eq!(e.names().thread(7).0, "wal1");
     }
 
     #[test]

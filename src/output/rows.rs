@@ -1,7 +1,8 @@
 //! From what the agent collected to the store's rows: a sample with the
 //! names the writer resolved becomes a `samples` row (with its wait class,
-//! inferred here on the writer thread, never on the tick path), a tick's counters a
-//! `ticks` row, a completion record a `syscalls` or `iorq` row.
+//! inferred here on the writer thread, never on the tick path), a tick's
+//! counters a `ticks` row, a completion record a `syscalls` or `iorq` row
+//! (with the names of its thread from the last sample that saw it).
 //!
 //! The store's rows are plain structs of the values their columns read;
 //! filling one is a handful of copies per row (the writer's per-row cost
@@ -106,8 +107,19 @@ pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
     }
 }
 
+/// The name and executable of a completion's thread (empty if unknown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadNames<'a> {
+    pub comm: &'a str,
+    pub exe: &'a str,
+}
+
 /// The `syscalls` row of a completed syscall entered at `enter_us`.
-pub fn syscall_row(record: &ts_completion, enter_us: i64) -> SyscallRow {
+pub fn syscall_row<'a>(
+    record: &ts_completion,
+    enter_us: i64,
+    thread: ThreadNames<'a>,
+) -> SyscallRow<'a> {
     SyscallRow {
         enter_us,
         tid: record.tid,
@@ -118,12 +130,19 @@ pub fn syscall_row(record: &ts_completion, enter_us: i64) -> SyscallRow {
         start_ns: record.start_ns,
         end_ns: record.end_ns,
         ret: record.ret,
+        comm: thread.comm,
+        exe: thread.exe,
     }
 }
 
 /// The `iorq` row of a completed request queued at `start_us`, on
 /// device `dev` (`major:minor`).
-pub fn iorq_row<'a>(record: &ts_completion, start_us: i64, dev: &'a str) -> IorqRow<'a> {
+pub fn iorq_row<'a>(
+    record: &ts_completion,
+    start_us: i64,
+    dev: &'a str,
+    thread: ThreadNames<'a>,
+) -> IorqRow<'a> {
     IorqRow {
         start_us,
         tid: record.tid,
@@ -138,5 +157,7 @@ pub fn iorq_row<'a>(record: &ts_completion, start_us: i64, dev: &'a str) -> Iorq
         issue_ns: record.issue_ns,
         end_ns: record.end_ns,
         error: record.ret,
+        comm: thread.comm,
+        exe: thread.exe,
     }
 }
