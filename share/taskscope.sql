@@ -94,7 +94,7 @@ INSERT INTO taskscope_tables VALUES
      'syscall_us BIGINT, syscall_arg0 BIGINT, syscall_arg1 BIGINT, syscall_arg2 BIGINT, '
      'io_dev VARCHAR, io_op VARCHAR, io_bytes BIGINT, io_us BIGINT, cgroup VARCHAR, '
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
-     'syscall_seq BIGINT, io_seq BIGINT'),
+     'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN'),
     ('ticks',
@@ -104,11 +104,11 @@ INSERT INTO taskscope_tables VALUES
      'map_update_failures BIGINT, stack_rows BIGINT, stack_refreshes BIGINT'),
     ('syscalls',
      'enter_ts TIMESTAMP, tid BIGINT, tgid BIGINT, syscall VARCHAR, syscall_nr BIGINT, '
-     'seq BIGINT, duration_us BIGINT, ret BIGINT'),
+     'seq BIGINT, duration_us BIGINT, ret BIGINT, comm VARCHAR, exe VARCHAR'),
     ('iorq',
      'start_ts TIMESTAMP, tid BIGINT, tgid BIGINT, seq BIGINT, dev VARCHAR, op VARCHAR, '
      'flags VARCHAR, sector BIGINT, bytes BIGINT, queued_us BIGINT, service_us BIGINT, '
-     'duration_us BIGINT, error BIGINT');
+     'duration_us BIGINT, error BIGINT, comm VARCHAR, exe VARCHAR');
 
 -- What each table has on disk now, what its view reads, and the SELECT it
 -- runs. Paths are <dir>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>.<ext>;
