@@ -29,9 +29,17 @@ pub struct Enricher {
     users: FxHashMap<u32, Box<str>>,
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
-    /// With `--track`: tid -> (comm, tgid, exe_id) of the last sample that
-    /// saw the thread in a syscall or with a request in flight.
-    threads: Option<FxHashMap<u32, ([u8; 16], u32, u64)>>,
+    /// With `--track`: by tid, the last sample that saw the thread in a
+    /// syscall or with a request in flight.
+    threads: Option<FxHashMap<u32, SeenThread>>,
+}
+
+/// A thread as a sample showed it: its name and process image.
+#[derive(Debug, Clone, Copy)]
+struct SeenThread {
+    comm: [u8; 16],
+    tgid: u32,
+    exe_id: u64,
 }
 
 impl Default for Enricher {
@@ -72,7 +80,12 @@ impl Enricher {
             for sample in samples {
                 let seen = sample.syscall.is_some_and(|s| s.seq.is_some()) || sample.io.is_some();
                 if seen {
-                    threads.insert(sample.tid, (sample.comm, sample.tgid, sample.exe_id));
+                    let seen = SeenThread {
+                        comm: sample.comm,
+                        tgid: sample.tgid,
+                        exe_id: sample.exe_id,
+                    };
+                    threads.insert(sample.tid, seen);
                 }
             }
         }
@@ -120,11 +133,12 @@ impl<'a> Names<'a> {
     /// none is remembered).
     pub fn thread(&self, tid: u32) -> (std::borrow::Cow<'a, str>, &'a str) {
         match self.enricher.threads.as_ref().and_then(|t| t.get(&tid)) {
-            Some((comm, tgid, exe_id)) => {
+            Some(seen) => {
+                let comm = &seen.comm;
                 let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
                 (
                     String::from_utf8_lossy(&comm[..len]),
-                    self.exe(*tgid, *exe_id),
+                    self.exe(seen.tgid, seen.exe_id),
                 )
             }
             None => (std::borrow::Cow::Borrowed(""), ""),
