@@ -18,6 +18,8 @@ use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
 use taskscope::store::csv::CsvFile;
 use taskscope::store::schema::{SampleRow, Samples};
+use taskscope::store::thread_state::ThreadState;
+use taskscope::store::wait_class::{classify, WaitFacts};
 
 const THREADS: u32 = 10_000;
 const TICKS: i64 = 60;
@@ -231,6 +233,46 @@ fn main() {
         ));
     }
 
+    // Wait class inference (writer thread, per row) on waits as real
+    // kernel stacks name them: the rules are searched in order.
+    let waits: [(ThreadState, Option<&str>, Option<&str>); 8] = [
+        (ThreadState::Sleep, Some("futex"), Some("futex_do_wait")),
+        (
+            ThreadState::Sleep,
+            Some("epoll_wait"),
+            Some("do_epoll_wait"),
+        ),
+        (ThreadState::Sleep, Some("read"), Some("anon_pipe_read")),
+        (
+            ThreadState::Sleep,
+            Some("clock_nanosleep"),
+            Some("hrtimer_nanosleep"),
+        ),
+        (ThreadState::Sleep, Some("recvfrom"), Some("sk_wait_data")),
+        (
+            ThreadState::Uninterruptible,
+            Some("fdatasync"),
+            Some("submit_bio_wait"),
+        ),
+        (ThreadState::Idle, None, Some("worker_thread")),
+        (ThreadState::Sleep, None, Some("rcu_gp_kthread.isra.0")),
+    ];
+    let mut classify_ns = Vec::new();
+    for _ in 0..TICKS {
+        let start = Instant::now();
+        for i in 0..THREADS as usize {
+            let (state, syscall, kfunc) = waits[i % waits.len()];
+            std::hint::black_box(classify(&WaitFacts {
+                state,
+                syscall,
+                kfunc: std::hint::black_box(kfunc),
+                own_io: false,
+                kthread: syscall.is_none(),
+            }));
+        }
+        classify_ns.push(start.elapsed().as_nanos() as f64 / f64::from(THREADS));
+    }
+
     println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
     println!("| --- | --- |");
     println!(
@@ -245,6 +287,10 @@ fn main() {
     println!(
         "| same, half the rows in a Kubernetes container (identity columns filled) | {:.2} µs |",
         median(with_containers) / 1e3
+    );
+    println!(
+        "| wait class inference, real kernel functions | {:.3} µs |",
+        median(&mut classify_ns) / 1e3
     );
     println!();
     println!("| whole writer, 10,000 threads × 10 Hz | CPU per row | rows/s per CPU | bytes/row CSV | bytes/row Parquet |");

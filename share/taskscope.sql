@@ -96,7 +96,7 @@ INSERT INTO taskscope_tables VALUES
      'syscall_us BIGINT, syscall_arg0 BIGINT, syscall_arg1 BIGINT, syscall_arg2 BIGINT, '
      'io_dev VARCHAR, io_op VARCHAR, io_bytes BIGINT, io_us BIGINT, cgroup VARCHAR, '
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
-     'syscall_seq BIGINT, io_seq BIGINT, '
+     'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, '
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
      'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR'),
     ('stacks',
@@ -109,11 +109,11 @@ INSERT INTO taskscope_tables VALUES
      'map_update_failures BIGINT, stack_rows BIGINT, stack_refreshes BIGINT'),
     ('syscalls',
      'enter_ts TIMESTAMP, tid BIGINT, tgid BIGINT, syscall VARCHAR, syscall_nr BIGINT, '
-     'seq BIGINT, duration_us BIGINT, ret BIGINT'),
+     'seq BIGINT, duration_us BIGINT, ret BIGINT, comm VARCHAR, exe VARCHAR'),
     ('iorq',
      'start_ts TIMESTAMP, tid BIGINT, tgid BIGINT, seq BIGINT, dev VARCHAR, op VARCHAR, '
      'flags VARCHAR, sector BIGINT, bytes BIGINT, queued_us BIGINT, service_us BIGINT, '
-     'duration_us BIGINT, error BIGINT');
+     'duration_us BIGINT, error BIGINT, comm VARCHAR, exe VARCHAR');
 
 -- What each table has on disk now, what its view reads, and the SELECT it
 -- runs. Paths are <dir>/<table>/date=YYYY-MM-DD/hour=HH/<host>-<start>.<ext>;
@@ -226,7 +226,7 @@ CREATE OR REPLACE TEMP MACRO ago(span) AS
 -- states the agent samples without --all (a test checks this list against
 -- the code's).
 CREATE OR REPLACE TEMP MACRO taskscope_active(state) AS
-    state IN ('ON_CPU', 'RUNQUEUE', 'DISK', 'STOPPED', 'TRACED', 'NEW', 'FROZEN', 'RTLOCK_WAIT');
+    state IN ('ON_CPU', 'RUNQUEUE', 'DISK', 'UNINTERRUPTIBLE', 'STOPPED', 'TRACED', 'NEW', 'FROZEN', 'RTLOCK_WAIT');
 
 -- from_ts <= t < to_ts, either bound NULL for none.
 CREATE OR REPLACE TEMP MACRO taskscope_in_window(t, from_ts, to_ts) AS

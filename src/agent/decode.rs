@@ -3,6 +3,9 @@
 //! The state name comes from the full state word the scheduler had at
 //! switch-out (plus whether the thread was woken since, or is on a CPU), so
 //! a `TASK_IDLE` kernel thread is `IDLE`, not `DISK`, and nothing is masked.
+//! An uninterruptible wait is `DISK` only when the entry itself shows the
+//! thread's own block request in flight, `UNINTERRUPTIBLE` otherwise (its
+//! cause is the writer's `wait_class`).
 //!
 //! Whether a thread is inside a syscall is decided by the newest evidence:
 //! its saved registers at switch-out, a later sys_enter, or (for threads on
@@ -155,7 +158,7 @@ fn state_word(sched_state: u32, exit_state: u32, woken: bool) -> ThreadState {
         if sched_state & TASK_NOLOAD != 0 {
             ThreadState::Idle
         } else {
-            ThreadState::Disk
+            ThreadState::Uninterruptible
         }
     } else if sched_state & TASK_INTERRUPTIBLE != 0 {
         ThreadState::Sleep
@@ -205,6 +208,11 @@ pub fn decode(entry: &ts_thread, tick_ns: u64, now_ns: u64) -> Sample {
         age_us: since(now_ns, entry.io_insert_ns),
         seq: entry.io_rq_seq,
     });
+    // DISK only with evidence of block I/O: its own request in flight.
+    let state = match state {
+        ThreadState::Uninterruptible if io.is_some() => ThreadState::Disk,
+        other => other,
+    };
 
     Sample {
         tid: entry.tid,
@@ -329,11 +337,14 @@ mod tests {
             )
         };
         assert_eq!(s(TASK_INTERRUPTIBLE, 0), ThreadState::Sleep);
-        assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Disk);
+        assert_eq!(s(TASK_UNINTERRUPTIBLE, 0), ThreadState::Uninterruptible);
         // TASK_IDLE = UNINTERRUPTIBLE | NOLOAD: not DISK.
         assert_eq!(s(TASK_UNINTERRUPTIBLE | TASK_NOLOAD, 0), ThreadState::Idle);
-        // TASK_KILLABLE = UNINTERRUPTIBLE | WAKEKILL is still DISK.
-        assert_eq!(s(TASK_UNINTERRUPTIBLE | 0x100, 0), ThreadState::Disk);
+        // TASK_KILLABLE = UNINTERRUPTIBLE | WAKEKILL is still uninterruptible.
+        assert_eq!(
+            s(TASK_UNINTERRUPTIBLE | 0x100, 0),
+            ThreadState::Uninterruptible
+        );
         assert_eq!(s(TASK_STOPPED | 0x100, 0), ThreadState::Stopped);
         assert_eq!(s(TASK_TRACED, 0), ThreadState::Traced);
         assert_eq!(s(TASK_PARKED, 0), ThreadState::Parked);
@@ -405,7 +416,7 @@ mod tests {
         // ... or asleep, when the wakeup came after `now` too.
         assert_eq!(
             at(ON_CPU, TASK_UNINTERRUPTIBLE, 1_200, 500, 1_100),
-            (ThreadState::Disk, Some(0))
+            (ThreadState::Uninterruptible, Some(0))
         );
         // Switched out (to sleep) after the scan started: still running.
         assert_eq!(
@@ -550,6 +561,17 @@ mod tests {
             s.io.map(|io| (io.dev, io.age_us, io.seq)),
             Some(((254 << 20) | 1, 1_000, 3))
         );
+        // A request queued after the scan began is not evidence yet.
+        e.io_insert_ns = 11_000_000;
+        assert_eq!(
+            decode(&e, 0, 10_000_000).state,
+            ThreadState::Uninterruptible
+        );
+        // Without a request of its own: not DISK (a vfork parent, a
+        // journal commit, a kernel lock).
+        e.io_rq = 0;
+        let s = decode(&e, 0, 10_000_000);
+        assert_eq!((s.state, s.io), (ThreadState::Uninterruptible, None));
     }
 
     #[test]

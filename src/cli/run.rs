@@ -62,7 +62,8 @@ pub struct RunArgs {
     /// Include sleeping and idle threads
     ///
     /// By default only threads that are on a CPU, runnable, in
-    /// uninterruptible sleep (DISK), stopped or traced are written.
+    /// uninterruptible sleep (DISK, UNINTERRUPTIBLE), stopped or traced are
+    /// written.
     #[arg(short, long)]
     pub all: bool,
 

@@ -1,6 +1,8 @@
 //! Turning ids into names: users, cgroups, executables, and through
 //! `identity` containers and pods (the names of syscalls, I/O operations
-//! and devices are the store's: `store::names`).
+//! and devices are the store's: `store::names`), and, with `--track`, the
+//! names of threads whose syscalls or requests samples saw, for the
+//! `syscalls` and `iorq` rows written when those end.
 //!
 //! Runs on the writer thread, never on the sampling tick. Every lookup is
 //! cached; caches are bounded (cleared when they grow past a limit) and a
@@ -30,6 +32,17 @@ pub struct Enricher {
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
     identities: Identities,
+    /// With `--track`: by tid, the last sample that saw the thread in a
+    /// syscall or with a request in flight.
+    threads: Option<FxHashMap<u32, SeenThread>>,
+}
+
+/// A thread as a sample showed it: its name and process image.
+#[derive(Debug, Clone, Copy)]
+struct SeenThread {
+    comm: [u8; 16],
+    tgid: u32,
+    exe_id: u64,
 }
 
 impl Default for Enricher {
@@ -45,7 +58,15 @@ impl Enricher {
             exes: FxHashMap::default(),
             cgroups: CgroupNames::new(),
             identities: Identities::node(),
+            threads: None,
         }
+    }
+
+    /// Also remember the names of threads that samples saw in a syscall or
+    /// with a request in flight (for `--track`).
+    pub fn remembering_threads(mut self) -> Enricher {
+        self.threads = Some(FxHashMap::default());
+        self
     }
 
     /// Resolve and cache every name `samples` refer to.
@@ -57,6 +78,22 @@ impl Enricher {
             }
         }
         self.identities.new_tick();
+        if let Some(threads) = &mut self.threads {
+            if threads.len() >= CACHE_LIMIT {
+                threads.clear();
+            }
+            for sample in samples {
+                let seen = sample.syscall.is_some_and(|s| s.seq.is_some()) || sample.io.is_some();
+                if seen {
+                    let seen = SeenThread {
+                        comm: sample.comm,
+                        tgid: sample.tgid,
+                        exe_id: sample.exe_id,
+                    };
+                    threads.insert(sample.tid, seen);
+                }
+            }
+        }
         for sample in samples {
             self.users
                 .entry(sample.euid)
@@ -102,6 +139,23 @@ impl<'a> Names<'a> {
             .exes
             .get(&(tgid, exe_id))
             .map_or("", |path| path)
+    }
+
+    /// Name and executable of thread `tid` as the last sample that saw it
+    /// in a syscall or with a request in flight showed them (empty when
+    /// none is remembered).
+    pub fn thread(&self, tid: u32) -> (std::borrow::Cow<'a, str>, &'a str) {
+        match self.enricher.threads.as_ref().and_then(|t| t.get(&tid)) {
+            Some(seen) => {
+                let comm = &seen.comm;
+                let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                (
+                    String::from_utf8_lossy(&comm[..len]),
+                    self.exe(seen.tgid, seen.exe_id),
+                )
+            }
+            None => (std::borrow::Cow::Borrowed(""), ""),
+        }
     }
 
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
@@ -273,6 +327,39 @@ mod tests {
         );
         assert_eq!(names.exe(me, 0), "");
         assert_eq!(names.exe(4_000_000, 7), "");
+    }
+
+    #[test]
+    fn threads_seen_in_syscalls_are_remembered() {
+        use crate::output::sample::SyscallSample;
+        let me = std::process::id();
+        let mut in_syscall = sample(me, 0, 1, 0);
+        in_syscall.tid = 7;
+        in_syscall.comm[..4].copy_from_slice(b"wal1");
+        in_syscall.syscall = Some(SyscallSample {
+            nr: 75,
+            elapsed_us: Some(5),
+            args: None,
+            seq: Some(3),
+        });
+        let mut other = sample(me, 0, 1, 0);
+        other.tid = 8;
+        // Without --track nothing is kept.
+        let mut e = Enricher::new();
+        e.prepare(&[in_syscall]);
+        assert_eq!(e.names().thread(7), ("".into(), ""));
+        let mut e = Enricher::new().remembering_threads();
+        e.prepare(&[in_syscall, other]);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            e.names().thread(7),
+            ("wal1".into(), exe.to_string_lossy().as_ref())
+        );
+        // A thread not seen in a syscall is not remembered.
+        assert_eq!(e.names().thread(8), ("".into(), ""));
+        // Kept across ticks whose samples do not show it.
+        e.prepare(&[other]);
+        assert_eq!(e.names().thread(7).0, "wal1");
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Writer {
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
         let inprogress = prepare_dirs(&out, config.track)?;
         let tables = OpenPeriods::new(config.track);
+        let track = config.track;
         let mut writer = Writer {
             place: Place {
                 out,
@@ -214,7 +215,11 @@ impl Writer {
                 config,
             },
             tables,
-            enrich: Enricher::new(),
+            enrich: if track.any() {
+                Enricher::new().remembering_threads()
+            } else {
+                Enricher::new()
+            },
             stacks: StackResolver::new(),
             resolved: Vec::new(),
             stats: WriterStats::default(),
@@ -367,17 +372,22 @@ impl Writer {
     fn write_completions(&mut self, tick: &Tick) -> Result<()> {
         // Monotonic nanoseconds to wall-clock microseconds, as of the tick.
         let wall_us = |mono_ns: u64| tick.ts_us + (mono_ns as i64 - tick.mono_ns as i64) / 1_000;
+        let names = self.enrich.names();
         for record in &tick.completions {
+            let (comm, exe) = names.thread(record.tid);
+            let thread = rows::ThreadNames { comm: &comm, exe };
             match ts_completion_kind(record.kind) {
                 ts_completion_kind::TS_C_SYSCALL => {
                     if let Some(table) = &mut self.tables.syscalls {
-                        table.write(&rows::syscall_row(record, wall_us(record.start_ns)))?;
+                        let row = rows::syscall_row(record, wall_us(record.start_ns), thread);
+                        table.write(&row)?;
                     }
                 }
                 ts_completion_kind::TS_C_IO => {
                     if let Some(table) = &mut self.tables.iorq {
                         let dev = dev_name(record.dev);
-                        table.write(&rows::iorq_row(record, wall_us(record.start_ns), &dev))?;
+                        let row = rows::iorq_row(record, wall_us(record.start_ns), &dev, thread);
+                        table.write(&row)?;
                     }
                 }
                 _ => {}

@@ -1,6 +1,8 @@
 //! From what the agent collected to the store's rows: a sample with the
-//! names the writer resolved becomes a `samples` row, a tick's counters a
-//! `ticks` row, a completion record a `syscalls` or `iorq` row.
+//! names the writer resolved becomes a `samples` row (with its wait class,
+//! inferred here on the writer thread, never on the tick path), a tick's
+//! counters a `ticks` row, a completion record a `syscalls` or `iorq` row
+//! (with the names of its thread from the last sample that saw it).
 //!
 //! The store's rows are plain structs of the values their columns read;
 //! filling one is a handful of copies per row (the writer's per-row cost
@@ -13,6 +15,7 @@ use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
 use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
+use crate::store::wait_class::{classify, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
 const _: () = assert!(
@@ -47,6 +50,15 @@ pub fn sample_row<'a>(
 ) -> SampleRow<'a> {
     let syscall = sample.syscall.as_ref();
     let io = sample.io.as_ref();
+    let syscall_name = syscall.and_then(|s| syscall_name(s.nr));
+    let kfunc = stacks.kfunc.as_deref();
+    let wait_class = classify(&WaitFacts {
+        state: sample.state,
+        syscall: syscall_name,
+        kfunc,
+        own_io: io.is_some(),
+        kthread: sample.kthread,
+    });
     SampleRow {
         ts_us,
         weight_us,
@@ -58,7 +70,7 @@ pub fn sample_row<'a>(
         state: sample.state,
         state_since_us: sample.state_since_us,
         cpu: sample.cpu,
-        syscall: syscall.and_then(|s| syscall_name(s.nr)),
+        syscall: syscall_name,
         syscall_nr: syscall.map(|s| s.nr),
         syscall_us: syscall.and_then(|s| s.elapsed_us),
         syscall_args: syscall.and_then(|s| s.args),
@@ -69,9 +81,10 @@ pub fn sample_row<'a>(
         io_us: io.map(|io| io.age_us),
         io_seq: io.map(|io| io.seq),
         cgroup: names.cgroup,
-        kfunc: stacks.kfunc.as_deref(),
+        kfunc,
         kstack_id: stacks.kstack,
         ustack_id: stacks.ustack,
+        wait_class,
         host: names.host,
         container: names.container.map(Identity::row).unwrap_or_default(),
     }
@@ -101,8 +114,19 @@ pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
     }
 }
 
+/// The name and executable of a completion's thread (empty if unknown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadNames<'a> {
+    pub comm: &'a str,
+    pub exe: &'a str,
+}
+
 /// The `syscalls` row of a completed syscall entered at `enter_us`.
-pub fn syscall_row(record: &ts_completion, enter_us: i64) -> SyscallRow {
+pub fn syscall_row<'a>(
+    record: &ts_completion,
+    enter_us: i64,
+    thread: ThreadNames<'a>,
+) -> SyscallRow<'a> {
     SyscallRow {
         enter_us,
         tid: record.tid,
@@ -113,12 +137,19 @@ pub fn syscall_row(record: &ts_completion, enter_us: i64) -> SyscallRow {
         start_ns: record.start_ns,
         end_ns: record.end_ns,
         ret: record.ret,
+        comm: thread.comm,
+        exe: thread.exe,
     }
 }
 
 /// The `iorq` row of a completed request queued at `start_us`, on
 /// device `dev` (`major:minor`).
-pub fn iorq_row<'a>(record: &ts_completion, start_us: i64, dev: &'a str) -> IorqRow<'a> {
+pub fn iorq_row<'a>(
+    record: &ts_completion,
+    start_us: i64,
+    dev: &'a str,
+    thread: ThreadNames<'a>,
+) -> IorqRow<'a> {
     IorqRow {
         start_us,
         tid: record.tid,
@@ -133,5 +164,7 @@ pub fn iorq_row<'a>(record: &ts_completion, start_us: i64, dev: &'a str) -> Iorq
         issue_ns: record.issue_ns,
         end_ns: record.end_ns,
         error: record.ret,
+        comm: thread.comm,
+        exe: thread.exe,
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Active follows the Active Session History definition the agent samples
 //! by default (`store::thread_state::ThreadState::is_active`): a thread on a CPU,
-//! waiting for one, in uninterruptible sleep, stopped or traced. Sleeping
-//! and idle threads are not active; `--all-states` counts them too.
+//! waiting for one, in uninterruptible sleep (`DISK` or `UNINTERRUPTIBLE`),
+//! stopped or traced. Sleeping and idle threads are not active;
+//! `--all-states` counts them too.
 
 use crate::store::thread_state::ThreadState;
 
@@ -45,10 +46,11 @@ const fn style(
 
 /// Every state the agent writes, in chart order, and the style of a state
 /// this build does not know.
-pub const STYLES: [Style; 14] = [
+pub const STYLES: [Style; 15] = [
     style("ON_CPU", 'C', "32", "green", 120.0, 0.6),
     style("RUNQUEUE", 'R', "33", "yellow", 50.0, 0.8),
     style("DISK", 'D', "31", "red", 0.0, 0.7),
+    style("UNINTERRUPTIBLE", 'U', "91", "orange", 25.0, 0.8),
     style("STOPPED", 'T', "35", "magenta", 300.0, 0.5),
     style("TRACED", 't', "35", "magenta", 300.0, 0.5),
     style("NEW", 'N', "36", "cyan", 180.0, 0.6),
@@ -127,6 +129,7 @@ mod tests {
         let letters: std::collections::BTreeSet<char> = STYLES.iter().map(|s| s.letter).collect();
         assert_eq!(letters.len(), STYLES.len(), "letters are unique");
         assert!(is_active("DISK") && is_active("ON_CPU") && !is_active("SLEEP"));
+        assert!(is_active("UNINTERRUPTIBLE"));
         assert!(!is_active("IDLE") && !is_active("bogus"));
     }
 

@@ -6,7 +6,7 @@
 //! on the other. The decision a reader must know: this module knows
 //! nothing of how data was collected. A table's row is a plain struct of
 //! the values its columns read ([`schema`]), filled by the writer; names
-//! of numbers (syscalls, I/O operations, devices, thread states) are here
+//! of numbers (syscalls, I/O operations, devices, thread states, wait classes) are here
 //! because they are what the files say.
 
 pub mod catalog;
@@ -18,3 +18,4 @@ pub mod schema;
 pub mod thread_state;
 pub mod timefmt;
 pub mod user_time;
+pub mod wait_class;

@@ -14,8 +14,13 @@ pub enum ThreadState {
     RunQueue,
     /// Interruptible sleep (TASK_INTERRUPTIBLE).
     Sleep,
-    /// Uninterruptible sleep (TASK_UNINTERRUPTIBLE), usually I/O.
+    /// Uninterruptible sleep (TASK_UNINTERRUPTIBLE) with the thread's own
+    /// block request in flight.
     Disk,
+    /// Uninterruptible sleep (TASK_UNINTERRUPTIBLE) without a block request
+    /// of its own in flight: a journal commit, a kernel lock, a vfork child,
+    /// a page fault ... (`wait_class` says which).
+    Uninterruptible,
     /// TASK_IDLE: uninterruptible but not counted as load (idle kernel threads).
     Idle,
     Stopped,
@@ -37,11 +42,12 @@ pub enum ThreadState {
 
 impl ThreadState {
     /// Every state, in declaration order.
-    pub const ALL: [ThreadState; 14] = [
+    pub const ALL: [ThreadState; 15] = [
         ThreadState::OnCpu,
         ThreadState::RunQueue,
         ThreadState::Sleep,
         ThreadState::Disk,
+        ThreadState::Uninterruptible,
         ThreadState::Idle,
         ThreadState::Stopped,
         ThreadState::Traced,
@@ -66,6 +72,7 @@ impl ThreadState {
             ThreadState::RunQueue => "RUNQUEUE",
             ThreadState::Sleep => "SLEEP",
             ThreadState::Disk => "DISK",
+            ThreadState::Uninterruptible => "UNINTERRUPTIBLE",
             ThreadState::Idle => "IDLE",
             ThreadState::Stopped => "STOPPED",
             ThreadState::Traced => "TRACED",
@@ -79,14 +86,15 @@ impl ThreadState {
         }
     }
 
-    /// Sampled without --all: on CPU, runnable, uninterruptible, stopped or
-    /// traced (and the rare states that behave like those).
+    /// Sampled without --all: on CPU, runnable, uninterruptible (DISK or
+    /// not), stopped or traced (and the rare states that behave like those).
     pub fn is_active(self) -> bool {
         matches!(
             self,
             ThreadState::OnCpu
                 | ThreadState::RunQueue
                 | ThreadState::Disk
+                | ThreadState::Uninterruptible
                 | ThreadState::Stopped
                 | ThreadState::Traced
                 | ThreadState::New
@@ -107,6 +115,7 @@ mod tests {
             ThreadState::RunQueue,
             ThreadState::Sleep,
             ThreadState::Disk,
+            ThreadState::Uninterruptible,
             ThreadState::Idle,
             ThreadState::Stopped,
             ThreadState::Traced,
@@ -116,7 +125,17 @@ mod tests {
         .filter(|s| s.is_active())
         .map(ThreadState::name)
         .collect();
-        assert_eq!(active, ["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"]);
+        assert_eq!(
+            active,
+            [
+                "ON_CPU",
+                "RUNQUEUE",
+                "DISK",
+                "UNINTERRUPTIBLE",
+                "STOPPED",
+                "TRACED"
+            ]
+        );
     }
 
     #[test]

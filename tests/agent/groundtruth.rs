@@ -40,7 +40,7 @@ fn proc_letter(state: &str) -> char {
     match state {
         "ON_CPU" | "RUNQUEUE" => 'R',
         "SLEEP" => 'S',
-        "DISK" => 'D',
+        "DISK" | "UNINTERRUPTIBLE" => 'D',
         "IDLE" => 'I',
         "STOPPED" => 'T',
         "TRACED" => 't',
@@ -51,11 +51,34 @@ fn proc_letter(state: &str) -> char {
     }
 }
 
+/// A child process killed (and reaped) when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[test]
 fn ground_truth_states_with_all() {
     require_root();
     let _serial = exclusive();
     let mut workload = Workload::start();
+    // A vfork() parent waits (uninterruptibly) for a child that sleeps.
+    let mut vfork = KillOnDrop(
+        std::process::Command::new(groundtruth_binary())
+            .arg("--vfork")
+            .spawn()
+            .expect("start the vfork workload"),
+    );
     let scratch = scratch();
     let out = scratch.path().join("out");
 
@@ -98,6 +121,7 @@ fn ground_truth_states_with_all() {
     );
     let status = wait_with_limit(agent, Duration::from_secs(30));
     workload.stop();
+    vfork.stop();
     assert_success(&status);
     // Requests are removed when they complete: nothing accumulates.
     let in_flight = log_field(
@@ -278,11 +302,86 @@ fn ground_truth_states_with_all() {
         wrong_dev, 0.0,
         "fsync thread's requests must be on {device}"
     );
+    // DISK only with the thread's own request in flight; its other
+    // uninterruptible waits (the journal's I/O, a buffer, a page under
+    // writeback) are UNINTERRUPTIBLE, in wait class IO.
+    let disk_without_io = share(&out, fsync, "state = 'DISK' AND io_dev IS NULL");
+    assert_eq!(
+        disk_without_io, 0.0,
+        "fsync thread DISK without its own request"
+    );
+    let not_io = share(&out, fsync, "state = 'DISK' AND wait_class <> 'IO'");
+    assert_eq!(not_io, 0.0, "fsync thread DISK rows outside wait class IO");
+    let waits = query(
+        &out,
+        &format!(
+            "SELECT count(*) FILTER (WHERE wait_class = 'IO') io, count(*) n \
+             FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND state = 'UNINTERRUPTIBLE' \
+             AND syscall IN ('fdatasync', 'pwrite64')"
+        ),
+    );
+    let (io, n) = (
+        waits[0]["io"].as_f64().unwrap(),
+        waits[0]["n"].as_f64().unwrap(),
+    );
+    assert!(
+        n == 0.0 || io >= 0.9 * n,
+        "fsync thread's UNINTERRUPTIBLE rows in fdatasync/pwrite64: {io} of {n} in wait class IO"
+    );
     let ops = query(&out, &format!("SELECT DISTINCT io_op FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {fsync} AND io_op IS NOT NULL"));
     for op in &ops {
         let op = op["io_op"].as_str().unwrap();
         assert!(["WRITE", "FLUSH"].contains(&op), "fsync thread issued {op}");
     }
+
+    // Wait classes of the threads whose cause is known.
+    for (name, class, least) in [
+        ("sleeper", "TIMER", 0.90),
+        ("piperead", "IPC", 0.99),
+        ("futex", "LOCK", 0.99),
+        ("stopped", "OTHER", 0.99),
+        ("zombie", "OTHER", 0.99),
+    ] {
+        let got = share(&out, workload.tid(name), &format!("wait_class = '{class}'"));
+        assert!(
+            got >= least,
+            "{name}: wait class {class} in {got:.3} of rows"
+        );
+    }
+    let classes = query_number(
+        &out,
+        &format!(
+            "SELECT avg(CASE WHEN wait_class = CASE state WHEN 'ON_CPU' THEN 'CPU' WHEN 'RUNQUEUE' THEN 'RUNQUEUE' END \
+             THEN 1.0 ELSE 0 END) {spin_rows}"
+        ),
+    );
+    assert_eq!(
+        classes, 1.0,
+        "spinners: wait class CPU when ON_CPU, RUNQUEUE when runnable"
+    );
+    // The vfork parent: uninterruptible, but never DISK and never IO.
+    let vfork_rows = format!(
+        "FROM read_csv('samples/*/*/*.csv.zst') WHERE tid = {}",
+        vfork.0.id()
+    );
+    let vfork_waits = query(
+        &out,
+        &format!(
+            "SELECT count(*) n, count(*) FILTER (WHERE state = 'DISK' OR wait_class = 'IO') wrong, \
+             count(*) FILTER (WHERE state = 'UNINTERRUPTIBLE' AND syscall = 'vfork' AND wait_class = 'IPC') waiting \
+             {vfork_rows}"
+        ),
+    );
+    let (n, wrong, waiting) = (
+        vfork_waits[0]["n"].as_f64().unwrap(),
+        vfork_waits[0]["wrong"].as_f64().unwrap(),
+        vfork_waits[0]["waiting"].as_f64().unwrap(),
+    );
+    assert_eq!(wrong, 0.0, "vfork parent: {wrong} of {n} rows DISK or IO");
+    assert!(
+        n >= ticks * 0.9 && waiting >= 0.9 * n,
+        "vfork parent: {waiting} of {n} rows UNINTERRUPTIBLE in vfork, wait class IPC ({ticks} ticks)"
+    );
 
     // The agent never samples itself, and every row has the tick's weight.
     let own = query_number(
@@ -398,7 +497,15 @@ fn default_filter_writes_only_active_threads() {
     for row in &states {
         let state = row["state"].as_str().unwrap();
         assert!(
-            ["ON_CPU", "RUNQUEUE", "DISK", "STOPPED", "TRACED"].contains(&state),
+            [
+                "ON_CPU",
+                "RUNQUEUE",
+                "DISK",
+                "UNINTERRUPTIBLE",
+                "STOPPED",
+                "TRACED"
+            ]
+            .contains(&state),
             "{state} written without --all"
         );
     }

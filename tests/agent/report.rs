@@ -269,9 +269,46 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         .map(|b| b["count"].as_u64().unwrap())
         .sum();
     assert_eq!(buckets, row["count"].as_u64().unwrap());
+    // The tracked tables carry the thread's name: the same answer by comm.
+    let by_comm = json(&[
+        "report",
+        "--dir",
+        dir,
+        "--latency",
+        "--where",
+        "comm = 'gt-sleeper' AND exe LIKE '%groundtruth'",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(by_comm["rows"], latency["rows"], "{by_comm}");
+    let grouped = json(&[
+        "report",
+        "--dir",
+        dir,
+        "--latency",
+        "--by",
+        "comm,syscall",
+        "--where",
+        "comm = 'gt-sleeper'",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(grouped["rows"][0]["comm"], "gt-sleeper", "{grouped}");
     let io = ok(&["report", "--dir", dir, "--latency", "io", "--format", "csv"]);
     assert!(io.starts_with("dev,op,count,"), "{io}");
     assert!(io.contains(&device), "{io}");
+    let fsync_io = ok(&[
+        "report",
+        "--dir",
+        dir,
+        "--latency",
+        "io",
+        "--where",
+        "comm = 'gt-fsync'",
+        "--format",
+        "csv",
+    ]);
+    assert!(fsync_io.contains(&device), "{fsync_io}");
     let table = ok(&["report", "--dir", dir, "--latency"]);
     assert!(
         table.contains("clock_nanosleep") && table.contains(" .. "),
@@ -314,8 +351,8 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
         ),
         (vec!["--by", "nosuch"], "--by: no column 'nosuch'"),
         (
-            vec!["--latency", "--by", "comm"],
-            "no column 'comm' in table syscalls",
+            vec!["--latency", "--by", "state"],
+            "no column 'state' in table syscalls",
         ),
     ] {
         let mut all = vec!["report", "--dir", dir];

@@ -19,6 +19,9 @@
  *                                 nap_then_exit() as gt-nap, then exits
  *        groundtruth --churn      creates and joins short threads (gt-churn,
  *                                 ~2 ms each) one after another until killed
+ *        groundtruth --vfork      as gt-vfork, vfork()s a child (gt-vforkchild)
+ *                                 that sleeps 300 ms and exits, in a loop until
+ *                                 killed: an uninterruptible wait without I/O
  * Built with frame pointers so user stacks can be walked.
  */
 #define _GNU_SOURCE
@@ -131,6 +134,27 @@ __attribute__((noinline)) static void fsync_forever(void)
 	}
 }
 
+__attribute__((noinline)) static void vfork_forever(void)
+{
+	for (;;) {
+		pid_t child = vfork();
+
+		if (child == 0) {
+			/* Shares the parent's memory until it exits: syscalls only. */
+			struct timespec ts = { .tv_sec = 0, .tv_nsec = 300 * 1000 * 1000 };
+
+			prctl(PR_SET_NAME, "gt-vforkchild");
+			nanosleep(&ts, NULL);
+			_exit(0);
+		}
+		if (child < 0) {
+			perror("vfork");
+			exit(1);
+		}
+		waitpid(child, NULL, 0);
+	}
+}
+
 __attribute__((noinline)) static void nap_then_exit(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000 * 1000 };
@@ -209,8 +233,12 @@ int main(int argc, char **argv)
 		prctl(PR_SET_NAME, "gt-churner");
 		churn_forever();
 	}
+	if (argc == 2 && strcmp(argv[1], "--vfork") == 0) {
+		prctl(PR_SET_NAME, "gt-vfork");
+		vfork_forever();
+	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR | --nap MS | --churn\n", argv[0]);
+		fprintf(stderr, "usage: %s DIR | --nap MS | --churn | --vfork\n", argv[0]);
 		return 2;
 	}
 	snprintf(fsync_path, sizeof(fsync_path), "%s/groundtruth-fsync.dat", argv[1]);

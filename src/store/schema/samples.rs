@@ -6,6 +6,7 @@
 
 use super::{opt_int, opt_text, Column, ColumnType, Table, Value};
 use crate::store::thread_state::ThreadState;
+use crate::store::wait_class::WaitClass;
 
 /// The `samples` table.
 pub struct Samples;
@@ -44,6 +45,8 @@ pub struct SampleRow<'a> {
     pub kfunc: Option<&'a str>,
     pub kstack_id: Option<i64>,
     pub ustack_id: Option<i64>,
+    /// What the thread's time goes to (`store::wait_class`).
+    pub wait_class: WaitClass,
     /// Host name of the agent (issue 17).
     pub host: &'a str,
     /// Container and pod of the thread; empty when none or unknown.
@@ -115,7 +118,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "state",
         ty: ColumnType::Text,
-        description: "ON_CPU, RUNQUEUE, SLEEP, DISK, IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
+        description: "ON_CPU, RUNQUEUE, SLEEP, DISK (uninterruptible with its own block request in flight), UNINTERRUPTIBLE (without one), IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
         value: |r| Value::Text(r.state.name()),
     },
     Column {
@@ -232,6 +235,12 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         description: "The thread's request number of the request in flight. With --track io, iorq.seq",
         value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
     },
+    Column {
+        name: "wait_class",
+        ty: ColumnType::Text,
+        description: "What the thread's time goes to: CPU, RUNQUEUE, IO, LOCK, NET, IPC, TIMER, IDLE, PAGING, OTHER (rules: README, Wait classes)",
+        value: |r| Value::Text(r.wait_class.name()),
+    },
     // Identity (issue 17).
     Column {
         name: "host",
@@ -307,6 +316,7 @@ mod tests {
             "io_us",
             "cgroup",
             "weight_us",
+            "wait_class",
         ];
         for name in required {
             assert!(names.contains(&name), "missing column {name}");

@@ -6,8 +6,10 @@
 //! `syscall_seq`) or (`tid`, `io_seq`). Long events are caught by more
 //! ticks than short ones: the rows are a duration-biased sample of all
 //! events (see the README's "Latency" section for how to weight them).
+//! `comm` and `exe` are the thread's as the last sample that saw it showed
+//! them, so latency can be filtered and grouped by name.
 
-use super::{int, opt_int, Column, ColumnType, Table, Value};
+use super::{int, opt_int, opt_text, Column, ColumnType, Table, Value};
 use crate::store::names::{io_flags_text, io_op_name};
 
 /// The `syscalls` table.
@@ -16,7 +18,7 @@ pub struct Syscalls;
 /// One row of `syscalls`: a completed syscall, every value its columns
 /// read. Times `*_ns` are CLOCK_MONOTONIC, as the hooks took them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SyscallRow {
+pub struct SyscallRow<'a> {
     /// Entry time, microseconds since the epoch (UTC).
     pub enter_us: i64,
     pub tid: u32,
@@ -27,10 +29,14 @@ pub struct SyscallRow {
     pub start_ns: u64,
     pub end_ns: u64,
     pub ret: i64,
+    /// Empty when no sample of the thread is remembered.
+    pub comm: &'a str,
+    /// Empty when unknown.
+    pub exe: &'a str,
 }
 
 impl Table for Syscalls {
-    type Row<'a> = SyscallRow;
+    type Row<'a> = SyscallRow<'a>;
     const NAME: &'static str = "syscalls";
     const DESCRIPTION: &'static str = "With --track syscalls: one row per syscall that a sample caught in progress, written when it returned. Join to samples on (tid, seq) = (tid, syscall_seq).";
     fn columns() -> &'static [Column<Self>] {
@@ -95,7 +101,23 @@ static SYSCALL_COLUMNS: &[Column<Syscalls>] = &[
         description: "Return value (negative: -errno)",
         value: |r| int(r.ret),
     },
+    Column {
+        name: "comm",
+        ty: ColumnType::Text,
+        description: COMM,
+        value: |r| opt_text(r.comm),
+    },
+    Column {
+        name: "exe",
+        ty: ColumnType::Text,
+        description: EXE,
+        value: |r| opt_text(r.exe),
+    },
 ];
+
+const COMM: &str =
+    "Thread name (as samples.comm) when the sample that saw this was taken; empty if not known";
+const EXE: &str = "Path of the process's executable (as samples.exe); empty if not known";
 
 /// The `iorq` table.
 pub struct Iorq;
@@ -123,6 +145,10 @@ pub struct IorqRow<'a> {
     pub end_ns: u64,
     /// blk_status_t.
     pub error: i64,
+    /// Empty when no sample of the thread is remembered.
+    pub comm: &'a str,
+    /// Empty when unknown.
+    pub exe: &'a str,
 }
 
 impl Table for Iorq {
@@ -224,6 +250,18 @@ static IORQ_COLUMNS: &[Column<Iorq>] = &[
             "Block layer status: 0 success, else the kernel's blk_status_t code (10 = I/O error)",
         value: |r| int(r.error),
     },
+    Column {
+        name: "comm",
+        ty: ColumnType::Text,
+        description: COMM,
+        value: |r| opt_text(r.comm),
+    },
+    Column {
+        name: "exe",
+        ty: ColumnType::Text,
+        description: EXE,
+        value: |r| opt_text(r.exe),
+    },
 ];
 
 #[cfg(test)]
@@ -242,6 +280,8 @@ mod tests {
             "enter_ts",
             "duration_us",
             "ret",
+            "comm",
+            "exe",
         ] {
             assert!(syscalls.contains(&name), "syscalls lacks {name}");
         }
@@ -259,6 +299,8 @@ mod tests {
             "duration_us",
             "error",
             "seq",
+            "comm",
+            "exe",
         ] {
             assert!(iorq.contains(&name), "iorq lacks {name}");
         }
