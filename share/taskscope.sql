@@ -94,7 +94,7 @@ INSERT INTO taskscope_tables VALUES
      'syscall_us BIGINT, syscall_arg0 BIGINT, syscall_arg1 BIGINT, syscall_arg2 BIGINT, '
      'io_dev VARCHAR, io_op VARCHAR, io_bytes BIGINT, io_us BIGINT, cgroup VARCHAR, '
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
-     'syscall_seq BIGINT, io_seq BIGINT'),
+     'syscall_seq BIGINT, io_seq BIGINT, since_lower_bound BOOLEAN'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN'),
     ('ticks',

@@ -67,6 +67,7 @@ pub fn sample_row<'a>(
         kfunc: stacks.kfunc.as_deref(),
         kstack_id: stacks.kstack,
         ustack_id: stacks.ustack,
+        since_lower_bound: sample.since_lower_bound,
     }
 }
 

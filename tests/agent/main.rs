@@ -5,6 +5,7 @@ mod cli;
 mod export;
 mod faults;
 mod groundtruth;
+mod instant;
 mod lifecycle;
 mod load;
 mod packaging;

@@ -44,6 +44,8 @@ pub struct SampleRow<'a> {
     pub kfunc: Option<&'a str>,
     pub kstack_id: Option<i64>,
     pub ustack_id: Option<i64>,
+    /// `state_since_us` or `syscall_us` is a lower bound.
+    pub since_lower_bound: bool,
 }
 
 fn syscall_arg(row: &SampleRow<'_>, index: usize) -> Value<'static> {
@@ -105,7 +107,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "state_since_us",
         ty: ColumnType::Int64,
-        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others); empty if the thread has not switched since the agent started",
+        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others). For a wait that began before the agent started, a lower bound (since_lower_bound); empty when not known",
         value: |r| opt_int(r.state_since_us),
     },
     Column {
@@ -129,7 +131,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "syscall_us",
         ty: ColumnType::Int64,
-        description: "Time in that syscall so far; empty when its entry happened before the agent started",
+        description: "Time in that syscall so far. For a syscall entered before the agent started, a lower bound (since_lower_bound), or empty when the thread was running then",
         value: |r| opt_int(r.syscall_us),
     },
     Column {
@@ -215,6 +217,12 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Int64,
         description: "The thread's request number of the request in flight. With --track io, iorq.seq",
         value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
+    },
+    Column {
+        name: "since_lower_bound",
+        ty: ColumnType::Bool,
+        description: "true when state_since_us or syscall_us is a lower bound: the thread began that wait or syscall before the agent started, and its start is taken from the scheduler's last-ran timestamp",
+        value: |r| Value::Bool(r.since_lower_bound),
     },
 ];
 
