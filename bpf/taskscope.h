@@ -40,7 +40,8 @@ enum ts_thread_flags {
 	/* Seeded by the task iterator for a thread already off CPU when the
 	 * agent started, from the scheduler's last-ran timestamp: the time is
 	 * no earlier than the real one, so the wait it starts is a lower bound. */
-	TS_F_SINCE_SEEDED = 1 << 9,    /* switch_out_ns (cleared at the next switch) */
+	TS_F_SINCE_SEEDED = 1 << 9,    /* switch_out_ns, of a waiting (not runnable)
+	                                * thread; cleared at its next switch */
 	TS_F_ENTER_SEEDED = 1 << 10,   /* syscall_enter_ns, for syscall_nr */
 };
 

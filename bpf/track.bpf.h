@@ -208,15 +208,18 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 			__u64 out = seeded_switch_out(task);
 
 			nr = syscall_in_progress(task, t->syscall_args);
-			if (out) {
-				/* A blocking syscall was entered before the
-				 * switch-out that blocked it. */
+			/* Waiting, not runnable: a runnable task may have been
+			 * woken long after it stopped running, so the time
+			 * since then bounds its wait for a CPU from above. */
+			if (out && t->sched_state != 0 && !(t->sched_state & 0x200 /* TASK_WAKING */)) {
 				t->switch_out_ns = out;
 				flags |= TS_F_SINCE_SEEDED;
-				if (nr >= 0) {
-					t->syscall_enter_ns = out;
-					flags |= TS_F_ENTER_SEEDED;
-				}
+			}
+			/* A syscall is entered before the task stops running
+			 * in it, whatever its state now. */
+			if (out && nr >= 0) {
+				t->syscall_enter_ns = out;
+				flags |= TS_F_ENTER_SEEDED;
 			}
 		}
 		if (nr >= 0)
