@@ -61,7 +61,7 @@ fn tick_samples(tick: u64, rows: u32) -> Vec<Sample> {
             if i % 3 == 0 {
                 entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
             }
-            decode(&entry, now, now)
+            decode(&entry, now)
         })
         .collect()
 }

@@ -54,7 +54,7 @@ fn tick_samples(tick: u64) -> Vec<Sample> {
             if busy {
                 entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
             }
-            decode(&entry, now, now)
+            decode(&entry, now)
         })
         .collect()
 }

@@ -55,7 +55,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	now = switch_now(task_rq_of(prev), c);
 	t = prev_thread(c, prev, &prev_slot);
 	if (t) {
-		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN);
+		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ENTER_SEEDED |
+					   TS_F_ARGS_KNOWN);
 		bool renamed = t->flags & TS_F_COMM_DIRTY;
 		/* A preempted task stays runnable whatever its state word says. */
 		__u32 state = preempt ? 0 : task_state(prev);
@@ -78,7 +79,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			/* A syscall whose entry was not seen: no entry time, and
 			 * its arguments come from the saved registers below. */
 			if (nr != t->syscall_nr)
-				flags &= ~TS_F_ENTER_KNOWN;
+				flags &= ~(TS_F_ENTER_KNOWN | TS_F_ENTER_SEEDED);
 		}
 		ts_seq_begin(&t->seq);
 		t->switch_out_ns = now;
@@ -134,7 +135,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		ts_seq_begin(&t->seq);
 		t->switch_in_ns = now;
 		t->cpu = bpf_get_smp_processor_id();
-		t->flags = (t->flags & ~(TS_F_PREEMPTED | TS_F_AGENT_PREEMPTED)) |
+		t->flags = (t->flags & ~(TS_F_PREEMPTED | TS_F_AGENT_PREEMPTED | TS_F_SINCE_SEEDED)) |
 			   TS_F_ON_CPU | TS_F_SWITCH_KNOWN;
 		ts_seq_end(&t->seq);
 	}

@@ -37,6 +37,12 @@ enum ts_thread_flags {
 	TS_F_ENTER_KNOWN = 1 << 6,     /* syscall_enter_ns is the real entry time */
 	TS_F_ARGS_KNOWN = 1 << 7,      /* syscall_args belong to syscall_nr */
 	TS_F_COMM_DIRTY = 1 << 8,      /* prctl(PR_SET_NAME) seen: copy comm at switch-out */
+	/* Seeded by the task iterator for a thread already off CPU when the
+	 * agent started, from the scheduler's last-ran timestamp: the time is
+	 * no earlier than the real one, so the wait it starts is a lower bound. */
+	TS_F_SINCE_SEEDED = 1 << 9,    /* switch_out_ns, of a waiting (not runnable)
+	                                * thread; cleared at its next switch */
+	TS_F_ENTER_SEEDED = 1 << 10,   /* syscall_enter_ns, for syscall_nr */
 };
 
 /* Bits of `ts_thread.perf_flags` (on-CPU sample region). */

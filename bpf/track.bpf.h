@@ -71,6 +71,52 @@ static __always_inline __u64 task_exe_id(struct task_struct *task)
 	return (__u64)BPF_CORE_READ(task, mm, exe_file);
 }
 
+struct sched_entity___exec {
+	__u64 exec_start;
+} __attribute__((preserve_access_index));
+
+struct task_struct___exec {
+	struct sched_entity___exec se;
+} __attribute__((preserve_access_index));
+
+struct rq___clocks {
+	__u64 clock;
+	__u64 clock_task;
+} __attribute__((preserve_access_index));
+
+/*
+ * For a task off CPU: CLOCK_MONOTONIC no earlier than its last switch-out,
+ * from the scheduler's own timestamp (se.exec_start, the task clock of its
+ * run queue when it last stopped running); 0 when not known.
+ *
+ * exec_start is in the run queue's task clock (rq->clock_task, which leaves
+ * out IRQ and steal time); adding that run queue's clock - clock_task now
+ * (which only grows) and this CPU's CLOCK_MONOTONIC - rq->clock (rq->clock
+ * lags a little behind the real clock) can only move the result later. A
+ * stale clock on an idle CPU errs the same way: the wait it starts is a
+ * lower bound.
+ */
+static __always_inline __u64 seeded_switch_out(struct task_struct *task)
+{
+	struct task_struct___exec *t = (void *)task;
+	struct rq___clocks *rq = (void *)task_rq_of(task);
+	struct rq___clocks *here = (void *)task_rq_of(bpf_get_current_task_btf());
+	__u64 exec_start, clock, clock_task, clock_here, now, at;
+
+	if (!rq || !here || !bpf_core_field_exists(t->se.exec_start) ||
+	    !bpf_core_field_exists(rq->clock_task))
+		return 0;
+	exec_start = t->se.exec_start;
+	clock = rq->clock;
+	clock_task = rq->clock_task;
+	clock_here = here->clock;
+	now = bpf_ktime_get_ns();
+	if (!exec_start || exec_start > clock_task || clock_task > clock || clock_here > now)
+		return 0;
+	at = exec_start + (clock - clock_task) + (now - clock_here);
+	return at <= now ? at : 0;
+}
+
 /*
  * Make sure `task` owns a slot. `seeded` is true for tasks found by the
  * iterator, whose switch times are unknown; false for a task being forked
@@ -156,10 +202,26 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 		t->cpu = task_cpu(task);
 		t->switch_in_ns = 0;
 		t->switch_out_ns = 0;
-		if (task->on_cpu)
+		if (task->on_cpu) {
 			flags |= TS_F_ON_CPU;
-		else
+		} else {
+			__u64 out = seeded_switch_out(task);
+
 			nr = syscall_in_progress(task, t->syscall_args);
+			/* Waiting, not runnable: a runnable task may have been
+			 * woken long after it stopped running, so the time
+			 * since then bounds its wait for a CPU from above. */
+			if (out && t->sched_state != 0 && !(t->sched_state & 0x200 /* TASK_WAKING */)) {
+				t->switch_out_ns = out;
+				flags |= TS_F_SINCE_SEEDED;
+			}
+			/* A syscall is entered before the task stops running
+			 * in it, whatever its state now. */
+			if (out && nr >= 0) {
+				t->syscall_enter_ns = out;
+				flags |= TS_F_ENTER_SEEDED;
+			}
+		}
 		if (nr >= 0)
 			flags |= TS_F_IN_SYSCALL | TS_F_ARGS_KNOWN;
 	} else {

@@ -96,7 +96,7 @@ INSERT INTO taskscope_tables VALUES
      'syscall_us BIGINT, syscall_arg0 BIGINT, syscall_arg1 BIGINT, syscall_arg2 BIGINT, '
      'io_dev VARCHAR, io_op VARCHAR, io_bytes BIGINT, io_us BIGINT, cgroup VARCHAR, '
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
-     'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, '
+     'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, since_lower_bound BOOLEAN, '
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
      'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR'),
     ('stacks',

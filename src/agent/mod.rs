@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod privileges;
 pub mod sampler;
 pub mod service;
+pub mod settle;
 pub mod signals;
 pub mod stacks;
 

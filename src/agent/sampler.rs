@@ -19,6 +19,7 @@ use super::clock::{monotonic_ns, thread_cpu_ns};
 use super::config::Config;
 use super::decode;
 use super::service::Service;
+use super::settle;
 use super::signals::Shutdown;
 use super::stacks::Collector;
 use crate::bpf::types::{ts_completion, ts_completion_kind, ts_slot_state};
@@ -40,7 +41,8 @@ const FULL_TABLE_RECONCILE: Duration = Duration::from_secs(1);
 
 /// Scan the table once: decode every live thread that passes the filter,
 /// and hand back slots the kernel released. `tick_ns` is the tick's
-/// deadline, `now_ns` the time the scan started (both CLOCK_MONOTONIC).
+/// deadline (when the sampler woke), `now_ns` the time the scan started
+/// (both CLOCK_MONOTONIC).
 pub fn scan(
     table: &ThreadTable,
     include_all: bool,
@@ -49,6 +51,8 @@ pub fn scan(
     samples: &mut Vec<Sample>,
 ) -> TickStats {
     let mut stats = TickStats::default();
+    // The CPU the sampler took to sample: its displaced thread is put back.
+    let sampler_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
     let high_water = table.high_water();
     for slot in 0..high_water {
         // The scan is bound by memory latency (one cache line per entry,
@@ -63,7 +67,7 @@ pub fn scan(
             continue;
         }
         stats.walked += 1;
-        if !include_all && !decode::peek_state(&table.peek(slot), tick_ns, now_ns).is_active() {
+        if !include_all && !decode::peek_state(&table.peek(slot), now_ns).is_active() {
             continue;
         }
         let Some(entry) = table.read(slot) else {
@@ -73,13 +77,16 @@ pub fn scan(
         if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
-        let mut sample = decode::decode(&entry, tick_ns, now_ns);
+        let mut sample = decode::decode(&entry, now_ns);
         sample.slot = slot as u32;
         if include_all || sample.state.is_active() {
             samples.push(sample);
         }
     }
-    decode::settle_cpus(samples, now_ns);
+    if let Some(cpu) = sampler_cpu {
+        settle::restore_displaced(samples, cpu, tick_ns, now_ns);
+    }
+    settle::settle_cpus(samples, now_ns);
     stats.emitted = samples.len() as u32;
     stats
 }

@@ -85,6 +85,7 @@ pub fn sample_row<'a>(
         kstack_id: stacks.kstack,
         ustack_id: stacks.ustack,
         wait_class,
+        since_lower_bound: sample.since_lower_bound,
         host: names.host,
         container: names.container.map(Identity::row).unwrap_or_default(),
     }

@@ -46,6 +46,9 @@ pub struct Sample {
     pub comm: [u8; 16],
     pub state: ThreadState,
     pub state_since_us: Option<u64>,
+    /// `state_since_us` or the syscall's `elapsed_us` is a lower bound
+    /// (the wait or syscall began before the agent started).
+    pub since_lower_bound: bool,
     pub cpu: u32,
     pub syscall: Option<SyscallSample>,
     pub io: Option<IoSample>,
@@ -57,8 +60,13 @@ pub struct Sample {
     /// For ON_CPU rows: when the thread was switched in (0 if unknown);
     /// decides who holds a CPU that two rows claim.
     pub running_since_ns: u64,
-    /// Last switch-out (CLOCK_MONOTONIC ns; 0 = not seen).
+    /// Last switch-in and switch-out (CLOCK_MONOTONIC ns; 0 = not seen).
+    pub switch_in_ns: u64,
     pub switch_out_ns: u64,
+    /// The last switch-out was involuntary (still runnable) ...
+    pub preempted: bool,
+    /// ... and the agent's own thread took the CPU.
+    pub agent_preempted: bool,
     /// Last voluntary switch-out (0 = not seen, or stacks off).
     pub wait_ns: u64,
     /// Slot of the thread in the table.

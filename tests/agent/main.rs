@@ -6,6 +6,7 @@ mod containers;
 mod export;
 mod faults;
 mod groundtruth;
+mod instant;
 mod jit;
 mod lifecycle;
 mod load;

@@ -47,6 +47,8 @@ pub struct SampleRow<'a> {
     pub ustack_id: Option<i64>,
     /// What the thread's time goes to (`store::wait_class`).
     pub wait_class: WaitClass,
+    /// `state_since_us` or `syscall_us` is a lower bound.
+    pub since_lower_bound: bool,
     /// Host name of the agent (issue 17).
     pub host: &'a str,
     /// Container and pod of the thread; empty when none or unknown.
@@ -124,7 +126,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "state_since_us",
         ty: ColumnType::Int64,
-        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others); empty if the thread has not switched since the agent started",
+        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others). For a wait that began before the agent started, a lower bound (since_lower_bound); empty when not known",
         value: |r| opt_int(r.state_since_us),
     },
     Column {
@@ -148,7 +150,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "syscall_us",
         ty: ColumnType::Int64,
-        description: "Time in that syscall so far; empty when its entry happened before the agent started",
+        description: "Time in that syscall so far. For a syscall entered before the agent started, a lower bound (since_lower_bound), or empty when the thread was running then",
         value: |r| opt_int(r.syscall_us),
     },
     Column {
@@ -240,6 +242,12 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Text,
         description: "What the thread's time goes to: CPU, RUNQUEUE, IO, LOCK, NET, IPC, TIMER, IDLE, PAGING, OTHER (rules: README, Wait classes)",
         value: |r| Value::Text(r.wait_class.name()),
+    },
+    Column {
+        name: "since_lower_bound",
+        ty: ColumnType::Bool,
+        description: "true when state_since_us or syscall_us is a lower bound: the thread began that wait or syscall before the agent started, and its start is taken from the scheduler's last-ran timestamp",
+        value: |r| Value::Bool(r.since_lower_bound),
     },
     // Identity (issue 17).
     Column {
