@@ -66,10 +66,17 @@
 --    (the format changed between runs), from Parquet plus the CSV files that
 --    have no twin (this reads every CSV file to choose them: slower). No
 --    period is counted twice.
---  * Types are explicit: CSV columns are typed by name (an empty field is
---    NULL), and every column is cast to the schema's type, so inference
---    never turns a numeric user name into BIGINT or an empty period's
---    columns into VARCHAR.
+--  * Types are explicit: CSV columns are given by position with their
+--    types (no sniffing; an empty field is NULL), and every column is cast
+--    to the schema's type, so inference never turns a numeric user name
+--    into BIGINT or an empty period's columns into VARCHAR.
+--  * Files of earlier versions: a version only ever appends columns to a
+--    table, so a CSV file with fewer columns than this script lists is read
+--    with the missing ones NULL (null_padding; parallel = false is what
+--    DuckDB allows with quoted newlines, and files are still read in
+--    parallel), and Parquet files are joined by column name behind a typed
+--    empty row set of every column. Upgrading never makes old data
+--    unreadable, and their new columns read as NULL.
 --  * Everything is TEMP: nothing is written to an attached database file,
 --    and reading this file again replaces it all.
 -- getenv() exists only in the DuckDB CLI; elsewhere, SET VARIABLE
@@ -156,9 +163,9 @@ pieces AS (
            string_agg(format('CAST(NULL AS {}) AS "{}"', column_type, column_name), ', '
                       ORDER BY ordinal) || ', CAST(NULL AS DATE) AS date, CAST(NULL AS INTEGER) AS hour'
                AS null_columns,
-           -- read_csv's types: by name, so the CSV header decides the order.
+           -- read_csv's columns: by position (see above).
            '{' || string_agg(format('''{}'': ''{}''', column_name, column_type), ', '
-                             ORDER BY ordinal) || '}' AS csv_types
+                             ORDER BY ordinal) || '}' AS csv_columns
     FROM columns
     GROUP BY name
 ),
@@ -180,24 +187,28 @@ reads AS (
 ),
 readers AS (
     SELECT *,
-           format('read_parquet(''{}.parquet'', {})', file_glob, hive) AS parquet_reader,
-           -- The dialect is fixed and every type given, so the sniffer only
-           -- maps header names: a small sample keeps binding fast.
-           format('read_csv(''{}.csv.zst'', header = true, delim = '','', quote = ''"'', '
-                  'escape = ''"'', sample_size = 1024, types = {}, {})',
-                  file_glob, csv_types, hive) AS csv_reader
+           format('SELECT * FROM read_parquet(''{}.parquet'', union_by_name = true, {})',
+                  file_glob, hive) AS parquet_reader,
+           format('read_csv(''{}.csv.zst'', auto_detect = false, header = true, columns = {}, '
+                  'null_padding = true, parallel = false, delim = '','', quote = ''"'', '
+                  'escape = ''"'', {})',
+                  file_glob, csv_columns, hive) AS csv_reader,
+           -- A Parquet file has the columns of the version that wrote it:
+           -- joined by name behind a typed empty row set of every column.
+           format('SELECT {} FROM (SELECT {} WHERE false UNION ALL BY NAME ', typed_columns,
+                  null_columns) AS typed_head
     FROM reads
 )
 SELECT name, reads, parquet_files, csv_files, csv_only_files,
        CASE reads
            WHEN 'none' THEN format('SELECT {} WHERE false', null_columns)
            WHEN 'csv' THEN format('SELECT {} FROM {}', typed_columns, csv_reader)
-           WHEN 'parquet' THEN format('SELECT {} FROM {}', typed_columns, parquet_reader)
+           WHEN 'parquet' THEN format('{}{})', typed_head, parquet_reader)
            -- Parquet, plus the CSV files whose period has no Parquet file.
-           ELSE format('SELECT {} FROM {} UNION ALL SELECT {} FROM {} '
+           ELSE format('{}{}) UNION ALL SELECT {} FROM {} '
                        'WHERE filename NOT IN (SELECT regexp_replace(file, ''\.parquet$'', ''.csv.zst'') '
                        'FROM glob(''{}.parquet''))',
-                       typed_columns, parquet_reader, typed_columns, csv_reader, file_glob)
+                       typed_head, parquet_reader, typed_columns, csv_reader, file_glob)
        END AS sql
 FROM readers
 ORDER BY name;

@@ -459,6 +459,8 @@ fn shipped_queries_answer_the_ground_truth() {
         "stacks are one row per id"
     );
 
+    check_older_files(&out, scratch.path(), counts);
+
     // Without --track there are no syscalls or iorq files: those views are
     // empty and every query still runs.
     let (_workload, _scratch2, bare) = sample_workload(&[
@@ -872,5 +874,84 @@ fn copy_tree(from: &Path, to: &Path) {
         let target = to.join(&file);
         std::fs::create_dir_all(target.parent().unwrap()).expect("mkdir");
         std::fs::copy(from.join(&file), &target).expect("copy");
+    }
+}
+
+/// Files written by an earlier version, without the columns added since
+/// (columns are only ever appended), are read with the new ones: their new
+/// columns are NULL and no row is lost, in both formats.
+fn check_older_files(out: &Path, scratch: &Path, counts: &Row) {
+    let added = [
+        (
+            "samples",
+            "wait_class, since_lower_bound, host, container_id, container_runtime, \
+             container_name, pod_name, pod_namespace, pod_uid",
+        ),
+        ("stacks", "frame_kinds"),
+        ("syscalls", "comm, exe"),
+        ("iorq", "comm, exe"),
+    ];
+    for (format, ext) in [("csv", ".csv.zst"), ("parquet", ".parquet")] {
+        let older = scratch.join(format!("older-{format}"));
+        copy_tree(out, &older);
+        for (table, columns) in added {
+            let hour = older.join(table).join("date=2000-01-01/hour=00");
+            std::fs::create_dir_all(&hour).expect("mkdir");
+            let files: Vec<_> = files_under(&out.join(table))
+                .into_iter()
+                .filter(|f| f.to_string_lossy().ends_with(ext))
+                .collect();
+            let source = out.join(table).join(&files[0]);
+            let target = hour.join(format!("old-20000101T000000Z{ext}"));
+            let (reader, options) = if format == "csv" {
+                (
+                    format!(
+                        "read_csv('{}', all_varchar = true, hive_partitioning = false)",
+                        source.display()
+                    ),
+                    "FORMAT csv, HEADER, COMPRESSION zstd",
+                )
+            } else {
+                (
+                    format!(
+                        "read_parquet('{}', hive_partitioning = false)",
+                        source.display()
+                    ),
+                    "FORMAT parquet",
+                )
+            };
+            query(
+                scratch,
+                &format!(
+                    "COPY (SELECT * EXCLUDE ({columns}) FROM {reader}) TO '{}' ({options})",
+                    target.display()
+                ),
+            );
+        }
+        let read = &rows(
+            &older,
+            format,
+            "SELECT count(*) AS samples, count(*) FILTER (date = DATE '2000-01-01') AS old, \
+                    count(host) FILTER (date = DATE '2000-01-01') AS old_host, \
+                    count(wait_class) FILTER (date <> DATE '2000-01-01') AS new_class, \
+                    (SELECT count(*) FROM syscalls WHERE date = DATE '2000-01-01') AS old_syscalls, \
+                    (SELECT count(comm) FROM syscalls WHERE date = DATE '2000-01-01') AS old_comm \
+             FROM samples",
+        )[0];
+        assert!(number(read, "old") > 0.0, "{format}: {read:?}");
+        assert_eq!(number(read, "old_host"), 0.0, "{format}: {read:?}");
+        assert_eq!(
+            number(read, "new_class"),
+            number(counts, "samples"),
+            "{format}: {read:?}"
+        );
+        assert!(number(read, "old_syscalls") > 0.0, "{format}: {read:?}");
+        assert_eq!(number(read, "old_comm"), 0.0, "{format}: {read:?}");
+        assert_eq!(
+            number(read, "samples"),
+            number(counts, "samples") + number(read, "old"),
+            "{format}: {read:?}"
+        );
+        exercise_all(&older, format, |_| false);
     }
 }

@@ -237,7 +237,21 @@ fn kill_9_at_random_moments_loses_at_most_the_flush_interval() {
     let mut runs = Vec::new();
     for _ in 0..20 {
         let started = taskscope::store::timefmt::unix_micros_now();
+        let spawned = std::time::SystemTime::now();
         let child = agent.spawn();
+        // Killed at a random moment of sampling, however long loading
+        // takes on a busy machine: from this run's first journal on (the
+        // previous run's is older).
+        let begun = Instant::now();
+        while !files_under(&out.join(".inprogress")).iter().any(|f| {
+            f.to_string_lossy().starts_with("ticks-")
+                && std::fs::metadata(out.join(".inprogress").join(f))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= spawned)
+        }) {
+            assert!(begun.elapsed() < Duration::from_secs(60), "no first tick");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(rng.next_ms(1_500, 4_500)));
         let killed = taskscope::store::timefmt::unix_micros_now();
         send_signal(&child, nix::sys::signal::Signal::SIGKILL);
