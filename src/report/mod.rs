@@ -23,6 +23,7 @@ mod aggregate;
 mod csv_read;
 mod filter;
 pub mod flame;
+mod flame_color;
 mod latency;
 mod output;
 mod read;
