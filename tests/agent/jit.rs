@@ -157,7 +157,17 @@ fn jit_frames_are_named_from_perf_maps() {
     let stranger = python(true);
     let missing = python(true);
     good.perf_map(20);
-    node.perf_map(20);
+    // V8 names a function in its map once it has compiled it: sampling
+    // starts after the busy function's warm-up, as it would on a service.
+    let node_map = node.perf_map(20);
+    let warm = Instant::now();
+    while !std::fs::read_to_string(&node_map).is_ok_and(|t| t.contains("jsBusyJit")) {
+        assert!(
+            warm.elapsed() < Duration::from_secs(10),
+            "node never compiled jsBusyJit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let map = symlinked.perf_map(20);
     let moved = scratch.path().join("moved.map");
     std::fs::copy(&map, &moved).unwrap();
