@@ -37,8 +37,17 @@ pub use config::Config;
 use service::Service;
 use signals::Shutdown;
 
-/// Ticks the writer may be behind before the sampler drops ticks.
-const QUEUE_TICKS: usize = 64;
+/// How long the writer may be behind before the sampler drops ticks (the
+/// queue is bounded in bytes too, `output::tick::QUEUE_BYTES`): a few
+/// seconds of stall, as the first symbolization of a large binary takes,
+/// cost no rows. 64 ticks were 1.3 s at 50 Hz, and dropped ticks.
+const QUEUE_SECONDS: usize = 10;
+
+/// The queue's length in ticks at `frequency`: [`QUEUE_SECONDS`] of them,
+/// at least 64.
+fn queue_ticks(frequency: u32) -> usize {
+    (QUEUE_SECONDS * frequency as usize).max(64)
+}
 
 /// `taskscope run`: check, load, sample until told to stop, publish.
 pub fn run_agent(config: &Config) -> Result<()> {
@@ -74,7 +83,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         config.output_dir.display()
     );
     let writer_service = service.clone();
-    let (sender, receiver) = bounded(QUEUE_TICKS);
+    let (sender, receiver) = bounded(queue_ticks(config.frequency));
     let queued_bytes = QueuedBytes::default();
     let writer_queued = queued_bytes.clone();
     let flush_interval = config.flush_interval;
