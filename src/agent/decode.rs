@@ -47,6 +47,10 @@ pub struct StateAt {
     /// For ON_CPU: when it was switched in (CLOCK_MONOTONIC ns; 0 if not
     /// known), which decides who holds a CPU claimed twice.
     pub running_since_ns: u64,
+    /// Switched in and out again after `now_ns` (the sampler was slow to
+    /// reach the entry): the wait it was in at `now_ns` is gone, and the
+    /// latest one, begun after `now_ns`, stands in for it whole.
+    pub stands_in: bool,
 }
 
 /// The state of a thread at `now_ns` (when the scan started), from its
@@ -66,12 +70,14 @@ pub fn thread_state_at(f: &SchedFields, now_ns: u64) -> StateAt {
         since_us: since(since_ns),
         since_lower_bound: false,
         running_since_ns: since_ns,
+        stands_in: false,
     };
     let off = |state: ThreadState, since_ns: u64| StateAt {
         state,
         since_us: since(since_ns),
         since_lower_bound: false,
         running_since_ns: 0,
+        stands_in: false,
     };
     let (switch_in, switch_out, wakeup) = (f.switch_in_ns, f.switch_out_ns, f.wakeup_ns);
     let running = f.flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
@@ -122,7 +128,10 @@ pub fn thread_state_at(f: &SchedFields, now_ns: u64) -> StateAt {
             if wakeup != 0 && wakeup <= now_ns {
                 off(ThreadState::RunQueue, wakeup)
             } else {
-                off(state_word(f.sched_state, f.exit_state, false), 0)
+                StateAt {
+                    stands_in: true,
+                    ..off(state_word(f.sched_state, f.exit_state, false), 0)
+                }
             }
         }
     }
@@ -184,6 +193,7 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         since_us: state_since_us,
         since_lower_bound,
         running_since_ns,
+        stands_in,
     } = thread_state_at(&SchedFields::from(entry), now_ns);
 
     let mut entry_seeded = false;
@@ -200,8 +210,18 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         }
     });
 
-    // A request started after the scan began did not exist at `now_ns`.
-    let io = (entry.io_rq != 0 && entry.io_insert_ns <= now_ns).then(|| IoSample {
+    // A request started after the scan began did not exist at `now_ns`;
+    // but when the latest wait stands in for the one at `now_ns`, so does
+    // its request (one queued before that wait's switch-out), or the row
+    // would mix two moments: that wait's state and stack without its I/O
+    // (half the fsync thread's rows were UNINTERRUPTIBLE so, with the scan
+    // preempted by busy threads).
+    let io_by_ns = if stands_in {
+        entry.switch_out_ns
+    } else {
+        now_ns
+    };
+    let io = (entry.io_rq != 0 && entry.io_insert_ns <= io_by_ns).then(|| IoSample {
         dev: entry.io_dev,
         op: entry.io_op,
         flags: entry.io_flags,
@@ -416,7 +436,8 @@ mod tests {
                 state: ThreadState::OnCpu,
                 since_us: None,
                 since_lower_bound: false,
-                running_since_ns: 0
+                running_since_ns: 0,
+                stands_in: false,
             }
         );
     }
@@ -563,6 +584,19 @@ mod tests {
         // A request queued after the scan began is not evidence yet.
         e.io_insert_ns = 11_000_000;
         assert_eq!(decode(&e, 10_000_000).state, ThreadState::Uninterruptible);
+        // ... unless the wait it belongs to, switched in and out again after
+        // the scan began, stands in for the one at the scan instant.
+        let (switch_in, switch_out) = (e.switch_in_ns, e.switch_out_ns);
+        (e.switch_in_ns, e.switch_out_ns) = (10_500_000, 11_500_000);
+        let s = decode(&e, 10_000_000);
+        assert_eq!(
+            (s.state, s.io.map(|io| io.seq)),
+            (ThreadState::Disk, Some(3))
+        );
+        // A request queued after that switch-out is not that wait's.
+        e.io_insert_ns = 12_000_000;
+        assert_eq!(decode(&e, 10_000_000).state, ThreadState::Uninterruptible);
+        (e.switch_in_ns, e.switch_out_ns) = (switch_in, switch_out);
         // Without a request of its own: not DISK (a vfork parent, a
         // journal commit, a kernel lock).
         e.io_rq = 0;
