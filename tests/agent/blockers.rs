@@ -135,6 +135,44 @@ fn wakers_and_blockers() {
         "waker_comm = 'bk-pwriter'",
     );
     assert!(n >= 50.0 && share >= 0.9, "preader: waker bk-pwriter on {share} of {n} rows");
+    // `report --blockers` names bk-holder first, asleep in
+    // clock_nanosleep while three threads wait for it.
+    let dir = out.to_str().expect("utf-8 path");
+    let report = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers", "--format", "json"]);
+    assert_success(&report);
+    let doc: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let first = &doc["blockers"][0];
+    assert_eq!(first["comm"], "bk-holder", "{doc:#}");
+    assert_eq!(first["waiters"], 3, "{doc:#}");
+    assert_eq!(first["doing"][0]["syscall"], "clock_nanosleep", "{doc:#}");
+    assert!(first["doing"][0]["share"].as_f64().unwrap_or(0.0) >= 0.9, "{doc:#}");
+    let text = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers"]);
+    assert_success(&text);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("1. bk-holder [tid ") && text.contains("bk-holder meanwhile: SLEEP (TIMER) in clock_nanosleep"),
+        "{text}"
+    );
+    // ... and so does the shipped SQL.
+    let sql = Command::new(duckdb())
+        .arg("-init")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("share/taskscope.sql"))
+        .env("TASKSCOPE_DIR", &out)
+        .args(["-json", "-c", "FROM top_blockers() LIMIT 2"])
+        .output()
+        .expect("run duckdb");
+    let rows: Value = serde_json::from_slice(&sql.stdout)
+        .unwrap_or_else(|e| panic!("top_blockers: {e}: {}", String::from_utf8_lossy(&sql.stderr)));
+    assert_eq!(rows[0]["blocker_comm"], "bk-holder", "{rows:#}");
+    assert_eq!(rows[0]["waiters"], 3, "{rows:#}");
+    assert_eq!(rows[0]["syscall"], "clock_nanosleep", "{rows:#}");
+    assert_eq!(rows[1]["blocker_comm"], "bk-kholder", "{rows:#}");
+    // `--by blocker` groups by blocker_tid.
+    let by = taskscope(&["report", "--dir", dir, "--since", "1h", "--all-states", "--by", "blocker", "--format", "csv"]);
+    assert_success(&by);
+    let by = String::from_utf8_lossy(&by.stdout);
+    assert!(by.lines().next().is_some_and(|h| h.starts_with("blocker_tid")), "{by}");
+    assert!(by.lines().any(|l| l.starts_with(&format!("{holder},"))), "{by}");
     // A thread woken by its timer has no waker.
     let sleeper = workload_tid(&out, "holder");
     let (share, _) = share_of(&out, sleeper, "state IN ('ON_CPU', 'RUNQUEUE')", "waker_tid IS NULL");
