@@ -22,6 +22,7 @@ const SOURCES: &[&str] = &[
     "blockio.bpf.c",
     "iter.bpf.c",
     "oncpu.bpf.c",
+    "waits.bpf.c",
 ];
 
 fn main() {

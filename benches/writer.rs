@@ -77,6 +77,7 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64, containers: bool) -> Samp
         io_dev: None,
         host: "bench-host",
         container: in_container.then(container),
+        waker_comm: "",
     };
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }
@@ -268,6 +269,7 @@ fn main() {
                 kfunc: std::hint::black_box(kfunc),
                 own_io: false,
                 kthread: syscall.is_none(),
+                kernel_lock: false,
             }));
         }
         classify_ns.push(start.elapsed().as_nanos() as f64 / f64::from(THREADS));

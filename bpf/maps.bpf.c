@@ -37,7 +37,9 @@ const volatile enum ts_io_flags ts_io_flags_btf = TS_IO_SYNC;
 const volatile enum ts_stack_flags ts_stack_flags_btf = TS_S_ONCPU;
 const volatile enum ts_track_kinds ts_track_kinds_btf = TS_TRACK_SYSCALLS;
 const volatile enum ts_completion_kind ts_completion_kind_btf = TS_C_SYSCALL;
+const volatile enum ts_lock_flags ts_lock_flags_btf = TS_LCB_F_SPIN;
 /* ... and the ring buffer record's struct. */
 struct ts_completion ts_completion_btf = {};
+struct ts_wait ts_wait_btf = {};
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

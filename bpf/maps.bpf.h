@@ -77,6 +77,15 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
 } stack_requests SEC(".maps");
 
+/* Waker and kernel-lock wait, one entry per slot of `threads` (mmap-able). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, struct ts_wait);
+	__uint(max_entries, 1); /* max_slots, set at load */
+} waits SEC(".maps");
+
 /* Per-CPU state, indexed by CPU number. */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -20,6 +20,7 @@
  * (rq->clock, see rq_now), so the hot hooks read no clock themselves.
  */
 #include "track.bpf.h"
+#include "waits.bpf.h"
 
 /* The entry of `prev`, the thread this CPU is switching away from, and
  * its slot + 1. */
@@ -96,6 +97,9 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);
+		/* A kernel mutex or rw-semaphore wait: who holds the lock now. */
+		if (state & 2 /* TASK_UNINTERRUPTIBLE */)
+			note_lock_owner(prev, prev_slot, now);
 		/*
 		 * Where it waits: captured when the wait starts just before a
 		 * tick (so short waits that a tick sees have their stacks), and

@@ -119,6 +119,43 @@ struct ts_thread {
 
 _Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines");
 
+/*
+ * Who woke a thread and which kernel lock it waits for (issue 13): one
+ * entry per slot of `threads` in the mmap-able `waits` side array, so the
+ * 256-byte entry keeps its four cache lines. Two writer classes, each with
+ * its own sequence counter (odd while an update is in progress):
+ *
+ *   seq      - sched_waking, in the waker's context; wakeups of one task are
+ *              serialized by its pi_lock, so no atomic RMW is needed.
+ *   lock_seq - the thread's own context: contention_begin/end and its
+ *              switch-out while it waits for a kernel lock.
+ */
+struct ts_wait {
+	__u32 seq;
+	__u32 waker_tid;    /* 0: woken from an interrupt (or never seen) */
+	__u32 waker_tgid;
+	__u32 lock_seq;
+	char waker_comm[TS_COMM_LEN];
+	__u64 waker_sp;     /* a stack address of the last sched_waking: on the
+	                     * waker's own stack, or an interrupt's */
+	__u64 lock_addr;    /* kernel lock being contended; 0: none */
+	__u32 lock_flags;   /* LCB_F_* of that wait (contention_begin) */
+	__u32 lock_owner;   /* tid of its owner at the waiter's last switch-out; 0: unknown */
+	__u64 owner_ns;     /* that switch-out (ts_thread.switch_out_ns) */
+};
+
+_Static_assert(sizeof(struct ts_wait) == 64, "ts_wait is one cache line");
+
+/* contention_begin's flags (include/trace/events/lock.h), stable since 5.19. */
+enum ts_lock_flags {
+	TS_LCB_F_SPIN = 1 << 0,
+	TS_LCB_F_READ = 1 << 1,
+	TS_LCB_F_WRITE = 1 << 2,
+	TS_LCB_F_RT = 1 << 3,
+	TS_LCB_F_PERCPU = 1 << 4,
+	TS_LCB_F_MUTEX = 1 << 5,
+};
+
 /* Bits of `ts_thread.io_flags` and `ts_request.flags` (from REQ_* flags). */
 enum ts_io_flags {
 	TS_IO_SYNC = 1 << 0,

@@ -236,6 +236,20 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 	t->flags = flags;
 	t->slot_state = TS_SLOT_LIVE;
 	ts_seq_end(&t->seq);
+	/* The previous owner's waker and lock wait are not this thread's. */
+	{
+		struct ts_wait *w = bpf_map_lookup_elem(&waits, &idx);
+
+		if (w) {
+			ts_seq_begin(&w->seq);
+			w->waker_tid = 0;
+			ts_seq_end(&w->seq);
+			ts_seq_begin(&w->lock_seq);
+			w->lock_addr = 0;
+			w->lock_owner = 0;
+			ts_seq_end(&w->lock_seq);
+		}
+	}
 
 	/* Publish: slot + 1 and its generation, in one 8-byte CAS. */
 	want = ((__u64)t->slot_gen << 32) | (__u32)(slot + 1);

@@ -25,6 +25,7 @@
 -- that average threads count active ones unless all_states := true):
 --   top_activity(from_ts, to_ts, all_states)  average active threads by state, comm, syscall, kfunc
 --   top_waits(from_ts, to_ts, all_states)     off-CPU time by state, syscall, kfunc
+--   top_blockers(from_ts, to_ts)              threads others wait for, and what they did meanwhile
 --   active_threads(bucket, from_ts, to_ts, all_states) average active threads per bucket and state
 --   top_stacks(kind, from_ts, to_ts, all_states) sampled time per kernel or user stack, with frames
 --   top_syscalls(from_ts, to_ts, all_states)  sampled time in each syscall, and recorded latencies
@@ -105,7 +106,8 @@ INSERT INTO taskscope_tables VALUES
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
      'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, since_lower_bound BOOLEAN, '
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
-     'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR'),
+     'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR, '
+     'waker_tid BIGINT, waker_comm VARCHAR, blocker_tid BIGINT, blocker_kind VARCHAR'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),
@@ -278,6 +280,40 @@ WHERE state <> 'ON_CPU' AND (all_states OR taskscope_active(state))
   AND taskscope_in_window(ts, from_ts, to_ts)
 GROUP BY state, syscall, kfunc
 ORDER BY avg_threads DESC, state, syscall, kfunc;
+
+-- The threads others wait for most (blocker_tid: the owner of a pthread
+-- mutex or kernel lock they wait for): how many threads waited, their
+-- thread time waiting (waited_us; avg_waiting is that over the time
+-- sampled), and what the blocker itself was doing at those ticks, its most
+-- common state, wait_class and syscall then (share: of waited_us;
+-- blocked_by: whom it waited for itself, the next link of the chain). Every
+-- state counts: waiters sleep. blocker_comm is NULL when the blocker has no
+-- row at those ticks (another --pid, or not active without --all).
+-- Example: FROM top_blockers(from_ts := ago('1 hour')) LIMIT 10;
+CREATE OR REPLACE TEMP MACRO top_blockers(from_ts := NULL, to_ts := NULL) AS TABLE
+WITH
+waits AS (
+    SELECT ts, tid AS waiter, blocker_tid, weight_us
+    FROM samples
+    WHERE blocker_tid IS NOT NULL AND taskscope_in_window(ts, from_ts, to_ts)
+),
+totals AS (
+    SELECT blocker_tid, count(DISTINCT waiter) AS waiters, CAST(sum(weight_us) AS BIGINT) AS waited_us
+    FROM waits GROUP BY ALL
+),
+doing AS (
+    SELECT w.blocker_tid, b.comm, b.state, b.wait_class, b.syscall, b.blocker_tid AS blocked_by,
+           sum(w.weight_us) AS us
+    FROM waits w LEFT JOIN samples b ON b.ts = w.ts AND b.tid = w.blocker_tid
+    GROUP BY w.blocker_tid, b.comm, b.state, b.wait_class, b.syscall, b.blocker_tid
+    QUALIFY row_number() OVER (PARTITION BY w.blocker_tid ORDER BY sum(w.weight_us) DESC, b.state) = 1
+)
+SELECT t.blocker_tid, d.comm AS blocker_comm, t.waiters,
+       round(t.waited_us / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_waiting,
+       t.waited_us, d.state, d.wait_class, d.syscall, d.blocked_by,
+       round(d.us / t.waited_us, 4) AS share
+FROM totals t LEFT JOIN doing d USING (blocker_tid)
+ORDER BY t.waited_us DESC, t.blocker_tid;
 
 -- Average active threads per time bucket and state (the ASH timeline).
 -- Example: FROM active_threads(INTERVAL '1 minute') WHERE state = 'DISK';

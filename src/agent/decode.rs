@@ -13,9 +13,9 @@
 //! what keeps a thread that returned to user mode from looking as if it
 //! were still in its last syscall.
 
-use crate::bpf::types::{ts_perf_flags, ts_thread, ts_thread_flags};
+use crate::bpf::types::{ts_lock_flags, ts_perf_flags, ts_thread, ts_thread_flags, ts_wait};
 use crate::bpf::SchedFields;
-use crate::output::sample::{IoSample, Sample, SyscallSample};
+use crate::output::sample::{IoSample, LockKind, Sample, SyscallSample, WaitSample};
 use crate::store::thread_state::ThreadState;
 
 /// Kernel task state bits (include/linux/sched.h; stable from 5.15 on).
@@ -258,7 +258,45 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         wait_ns: entry.wait_ns,
         slot: 0,
         stack: None,
+        wait: WaitSample::default(),
     }
+}
+
+/// Who woke the thread of `entry` and which kernel lock it waits for, from
+/// its `waits` entry, for a sample in `state`.
+///
+/// The waker is shown on ON_CPU and RUNQUEUE rows: the wakeup they follow
+/// (a sleeping thread's last waker belongs to its previous wait). A kernel
+/// lock wait counts only for a thread asleep since it began (contention
+/// ended clears it); its owner only when read at the switch-out that began
+/// the current sleep.
+pub fn wait_of(w: &ts_wait, entry: &ts_thread, state: ThreadState) -> WaitSample {
+    let mut out = WaitSample::default();
+    if matches!(state, ThreadState::OnCpu | ThreadState::RunQueue) {
+        if w.waker_tid != 0 {
+            out.waker_tid = w.waker_tid;
+            out.waker_comm = w.waker_comm.map(|c| c as u8);
+        }
+        return out;
+    }
+    if w.lock_addr == 0 || !matches!(state, ThreadState::Uninterruptible | ThreadState::Disk) {
+        return out;
+    }
+    let flags = w.lock_flags;
+    let kind = if flags & ts_lock_flags::TS_LCB_F_MUTEX.0 != 0 {
+        LockKind::Mutex
+    } else if flags & ts_lock_flags::TS_LCB_F_WRITE.0 != 0 {
+        LockKind::RwsemWrite
+    } else if flags & ts_lock_flags::TS_LCB_F_READ.0 != 0 {
+        LockKind::RwsemRead
+    } else {
+        return out;
+    };
+    out.lock = Some(kind);
+    if w.lock_owner != 0 && w.owner_ns == entry.switch_out_ns {
+        out.blocker_tid = w.lock_owner;
+    }
+    out
 }
 
 /// The syscall the thread is in now, by the newest evidence.

@@ -80,6 +80,9 @@ pub fn scan(
         let mut sample = decode::decode(&entry, now_ns);
         sample.slot = slot as u32;
         if include_all || sample.state.is_active() {
+            if let Some(wait) = table.read_wait(slot) {
+                sample.wait = decode::wait_of(&wait, &entry, sample.state);
+            }
             samples.push(sample);
         }
     }

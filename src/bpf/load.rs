@@ -45,6 +45,8 @@ struct Plan {
     block_io: bool,
     /// block_io_start exists too (6.5+).
     io_start: bool,
+    /// contention_begin/end exist (5.19+): kernel lock waits and owners.
+    lock_contention: bool,
 }
 
 impl Plan {
@@ -70,6 +72,7 @@ impl Plan {
             // context, including the ones threads wait on during cache
             // flushes.
             io_start: block_io && kernel_has_tracepoints(&["block_io_start"]),
+            lock_contention: kernel_has_tracepoints(&["contention_begin", "contention_end"]),
         }
     }
 }
@@ -179,6 +182,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     let slots_if = |on: bool| if on { options.max_threads } else { 1 };
     let maps = &mut open.maps;
     maps.threads.set_max_entries(options.max_threads)?;
+    maps.waits.set_max_entries(options.max_threads)?;
     maps.free_ring.set_max_entries(plan.ring_size as u32)?;
     maps.stacks
         .set_max_entries(slots_if(options.stacks.any()))?;
@@ -205,6 +209,9 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         prog.set_autoload(plan.block_io);
     }
     progs.on_block_io_start.set_autoload(plan.io_start);
+    // Kernel lock waits (contention_begin/end): Linux 5.19 on.
+    progs.on_contention_begin.set_autoload(plan.lock_contention);
+    progs.on_contention_end.set_autoload(plan.lock_contention);
     Ok(open)
 }
 
@@ -220,10 +227,15 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
         ("sched_switch", &progs.on_sched_switch),
         ("sched_wakeup", &progs.on_sched_wakeup),
         ("sched_wakeup_new", &progs.on_sched_wakeup_new),
+        ("sched_waking", &progs.on_sched_waking),
         ("sys_enter", &progs.on_sys_enter),
     ];
     if options.track.syscalls {
         tracepoints.push(("sys_exit", &progs.on_sys_exit));
+    }
+    if plan.lock_contention {
+        tracepoints.push(("contention_begin", &progs.on_contention_begin));
+        tracepoints.push(("contention_end", &progs.on_contention_end));
     }
     if plan.io_start {
         tracepoints.push(("block_io_start", &progs.on_block_io_start));
@@ -302,6 +314,7 @@ fn map_table(
             options.max_threads as usize,
             maps.free_ring.as_fd(),
             plan.ring_size,
+            maps.waits.as_fd(),
             stack_maps,
             track_maps,
             globals,

@@ -16,7 +16,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::types::{bss, ts_counters, ts_slot_state, ts_stack, ts_thread};
+use super::types::{bss, ts_counters, ts_slot_state, ts_stack, ts_thread, ts_wait};
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
@@ -108,6 +108,8 @@ pub struct ThreadTable {
     capacity: usize,
     ring: Mapping,
     ring_mask: u64,
+    /// `waits`: waker and kernel-lock wait, one entry per slot.
+    waits: Mapping,
     /// `stacks` and `stack_requests`, when stacks are captured.
     stacks: Option<(Mapping, Mapping)>,
     /// `track_syscalls` and `track_io` (--track), one u64 cell per slot.
@@ -132,6 +134,7 @@ impl ThreadTable {
         capacity: usize,
         ring: BorrowedFd<'_>,
         ring_size: usize,
+        waits: BorrowedFd<'_>,
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
         track: [Option<BorrowedFd<'_>>; 2],
         globals: NonNull<bss>,
@@ -158,6 +161,7 @@ impl ThreadTable {
             capacity,
             ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,
             ring_mask: ring_size as u64 - 1,
+            waits: Mapping::new(waits, capacity * size_of::<ts_wait>(), "waits")?,
             stacks,
             track,
             globals,
@@ -231,6 +235,36 @@ impl ThreadTable {
             let copy = unsafe { ptr::read_volatile(e) };
             fence(Ordering::Acquire);
             if seq.load(Ordering::Relaxed) == before {
+                return Some(copy);
+            }
+        }
+        None
+    }
+
+    /// A consistent copy of slot `slot`'s `waits` entry (waker and kernel
+    /// lock wait), or None when its writers kept it busy.
+    pub fn read_wait(&self, slot: usize) -> Option<ts_wait> {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        // SAFETY: an in-bounds entry of the mapping (one per slot).
+        let e = unsafe { self.waits.base.as_ptr().cast::<ts_wait>().add(slot) };
+        // SAFETY: the two counters of that entry.
+        let (seq, lock_seq) = unsafe {
+            (
+                self.u32_at(&raw mut (*e).seq),
+                self.u32_at(&raw mut (*e).lock_seq),
+            )
+        };
+        for _ in 0..READ_ATTEMPTS {
+            let before = [seq.load(Ordering::Acquire), lock_seq.load(Ordering::Acquire)];
+            if before.iter().any(|s| s & 1 != 0) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SAFETY: a volatile copy of plain-old-data, checked against
+            // its counters as for `read`.
+            let copy = unsafe { ptr::read_volatile(e) };
+            fence(Ordering::Acquire);
+            if [seq.load(Ordering::Relaxed), lock_seq.load(Ordering::Relaxed)] == before {
                 return Some(copy);
             }
         }

@@ -117,6 +117,11 @@ pub struct ReportArgs {
     /// only active threads)
     #[arg(long)]
     pub all_states: bool,
+
+    /// The threads others wait for most (blocker_tid): thread time waited
+    /// on each, and what each was doing meanwhile, as a chain
+    #[arg(long, conflicts_with_all = ["latency", "timeline"])]
+    pub blockers: bool,
 }
 
 /// Frames `taskscope flamegraph --kind` draws.
@@ -210,6 +215,7 @@ impl ReportArgs {
             timeline: self.timeline,
             bucket: self.bucket,
             all_states: self.all_states,
+            blockers: self.blockers,
         }
     }
 }

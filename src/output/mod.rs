@@ -39,6 +39,7 @@
 //! sample whose stack is missing.
 
 pub mod dir;
+pub mod blocker;
 pub mod enrich;
 pub mod identity;
 pub mod period;
@@ -186,6 +187,8 @@ pub struct Writer {
     place: Place,
     tables: OpenPeriods,
     enrich: Enricher,
+    /// Owners of the pthread mutexes sampled threads wait for.
+    futex_owners: blocker::FutexOwners,
     stacks: StackResolver,
     /// The stacks of the current tick's samples.
     resolved: Vec<Resolved>,
@@ -215,6 +218,7 @@ impl Writer {
                 config,
             },
             tables,
+            futex_owners: blocker::FutexOwners::new(),
             enrich: if track.any() {
                 Enricher::new().remembering_threads()
             } else {
@@ -349,6 +353,14 @@ impl Writer {
         let names = self.enrich.names();
         for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
+            // A pthread mutex's owner, read from the process (blocker.rs).
+            let mut sample = *sample;
+            if let Some((kind, owner)) = self.futex_owners.resolve(&sample) {
+                sample.wait.lock = Some(kind);
+                sample.wait.blocker_tid = owner;
+            }
+            let sample = &sample;
+            let waker_comm = String::from_utf8_lossy(sample::until_nul(&sample.wait.waker_comm));
             let io_dev = sample.io.map(|io| dev_name(io.dev));
             let names = rows::SampleNames {
                 comm: &comm,
@@ -358,6 +370,7 @@ impl Writer {
                 io_dev: io_dev.as_deref(),
                 host,
                 container: names.container(sample),
+                waker_comm: if sample.wait.waker_tid != 0 { &waker_comm } else { "" },
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

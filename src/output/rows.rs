@@ -14,7 +14,7 @@ use crate::output::sample::Sample;
 use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
-use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
+use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow, WaitColumns};
 use crate::store::wait_class::{classify, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
@@ -38,6 +38,8 @@ pub struct SampleNames<'a> {
     pub host: &'a str,
     /// Its container and pod, if it is in one that was recognized.
     pub container: Option<&'a Identity>,
+    /// Name of the thread that woke it (empty when none).
+    pub waker_comm: &'a str,
 }
 
 /// The `samples` row of `sample` at `ts_us`.
@@ -58,7 +60,9 @@ pub fn sample_row<'a>(
         kfunc,
         own_io: io.is_some(),
         kthread: sample.kthread,
+        kernel_lock: sample.wait.lock.is_some_and(|l| l.in_kernel()),
     });
+    let wait = &sample.wait;
     SampleRow {
         ts_us,
         weight_us,
@@ -88,6 +92,12 @@ pub fn sample_row<'a>(
         since_lower_bound: sample.since_lower_bound,
         host: names.host,
         container: names.container.map(Identity::row).unwrap_or_default(),
+        wait: WaitColumns {
+            waker_tid: (wait.waker_tid != 0).then_some(wait.waker_tid),
+            waker_comm: names.waker_comm,
+            blocker_tid: (wait.blocker_tid != 0).then_some(wait.blocker_tid),
+            blocker_kind: wait.lock.map(|l| l.name()),
+        },
     }
 }
 

@@ -73,6 +73,60 @@ pub struct Sample {
     pub slot: u32,
     /// The capture of its stacks that describes this row, if any.
     pub stack: Option<StackRef>,
+    /// Who woke it and what lock it waits for (issue 13).
+    pub wait: WaitSample,
+}
+
+/// The thread that last woke a sampled thread, and the lock it waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitSample {
+    /// The thread whose wakeup it runs (or waits for a CPU) after: set on
+    /// ON_CPU and RUNQUEUE rows only; 0 when woken from an interrupt or
+    /// not known.
+    pub waker_tid: u32,
+    pub waker_comm: [u8; 16],
+    /// The lock it waits for, when recognized.
+    pub lock: Option<LockKind>,
+    /// The thread holding that lock; 0 when not known.
+    pub blocker_tid: u32,
+}
+
+/// Kinds of lock a waiting thread is recognized to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Kernel `struct mutex`.
+    Mutex,
+    /// Kernel `struct rw_semaphore`, taken for writing / reading.
+    RwsemWrite,
+    RwsemRead,
+    /// glibc `pthread_mutex_t` (its futex word and `__owner`).
+    PthreadMutex,
+    /// A priority-inheritance futex (the word holds the owner's tid).
+    PiFutex,
+}
+
+impl LockKind {
+    /// The name in `samples.blocker_kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Mutex => "mutex",
+            LockKind::RwsemWrite => "rwsem_write",
+            LockKind::RwsemRead => "rwsem_read",
+            LockKind::PthreadMutex => "pthread_mutex",
+            LockKind::PiFutex => "pi_futex",
+        }
+    }
+
+    /// A kernel lock (wait class LOCK whatever the caller).
+    pub fn in_kernel(self) -> bool {
+        matches!(self, LockKind::Mutex | LockKind::RwsemWrite | LockKind::RwsemRead)
+    }
+}
+
+/// `comm`-style bytes up to their NUL.
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..len]
 }
 
 impl Sample {

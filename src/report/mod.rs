@@ -20,6 +20,8 @@
 //! says so and where the data is.
 
 mod aggregate;
+pub mod blockers;
+mod blockers_scan;
 mod csv_read;
 mod filter;
 pub mod flame;
@@ -65,6 +67,8 @@ pub struct Request {
     pub bucket: Option<Duration>,
     /// Count sleeping and idle threads too.
     pub all_states: bool,
+    /// The threads others wait for most (`blockers`).
+    pub blockers: bool,
 }
 
 /// How a report is printed.
@@ -200,6 +204,14 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         return Ok(Answer::of(catalog));
     }
 
+    if args.blockers {
+        let (chains, any) = blockers_scan::chains(&mut catalog, &window, args.filter.as_deref(), args.top)?;
+        if !any {
+            return nothing(catalog, Samples::NAME, &window);
+        }
+        output::blockers(&chains, args.format)?;
+        return Ok(Answer::of(catalog));
+    }
     let query = Query {
         window,
         predicate: args.filter.as_deref(),
@@ -222,12 +234,17 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     Ok(Answer::of(catalog))
 }
 
-/// `--by` as given, else the defaults.
+/// `--by` as given, else the defaults. `blocker` is `blocker_tid`.
 fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
     if by.is_empty() {
         defaults.iter().map(|s| s.to_string()).collect()
     } else {
-        by.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
+        by.iter()
+            .map(|s| match s.trim().to_ascii_lowercase() {
+                name if name == "blocker" => "blocker_tid".to_string(),
+                name => name,
+            })
+            .collect()
     }
 }
 

@@ -477,3 +477,111 @@ mod tests {
         assert_eq!(micros(1_200_000), "1.20s");
     }
 }
+
+/// `report --blockers`: each blocker, the thread time others waited on it,
+/// and what it was doing meanwhile; its own blocker indented below.
+pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Result<()> {
+    use super::blockers::{doing_text, Chain};
+    fn json_of(chain: &Chain) -> Value {
+        let doing: Vec<Value> = chain
+            .doing
+            .iter()
+            .map(|(d, us)| {
+                json!({
+                    "state": d.as_ref().map(|d| d.state.clone()),
+                    "wait_class": d.as_ref().map(|d| d.wait_class.clone()),
+                    "syscall": d.as_ref().and_then(|d| d.syscall.clone()),
+                    "blocker_tid": d.as_ref().and_then(|d| d.blocker_tid),
+                    "waited_us": us,
+                    "share": *us as f64 / chain.waited_us.max(1) as f64,
+                })
+            })
+            .collect();
+        json!({
+            "tid": chain.tid,
+            "comm": chain.comm,
+            "waited_us": chain.waited_us,
+            "waiters": chain.waiters,
+            "doing": doing,
+            "blocked_by": chain.next.as_deref().map(json_of),
+        })
+    }
+    match format {
+        ReportFormat::Json => {
+            let document: Vec<Value> = chains.iter().map(json_of).collect();
+            print(&format!("{}\n", serde_json::to_string_pretty(&json!({ "blockers": document }))?))
+        }
+        ReportFormat::Csv => {
+            let mut out: Vec<u8> = b"rank,level,tid,comm,waited_us,waiters,state,wait_class,syscall,share\n".to_vec();
+            for (rank, first) in chains.iter().enumerate() {
+                let mut level = 1;
+                let mut chain = Some(first);
+                while let Some(c) = chain {
+                    let (d, us) = c.doing.first().cloned().unwrap_or((None, 0));
+                    let fields = [
+                        (rank + 1).to_string(),
+                        level.to_string(),
+                        c.tid.to_string(),
+                        c.comm.clone(),
+                        c.waited_us.to_string(),
+                        c.waiters.to_string(),
+                        d.as_ref().map(|d| d.state.clone()).unwrap_or_default(),
+                        d.as_ref().map(|d| d.wait_class.clone()).unwrap_or_default(),
+                        d.as_ref().and_then(|d| d.syscall.clone()).unwrap_or_default(),
+                        format!("{:.3}", us as f64 / c.waited_us.max(1) as f64),
+                    ];
+                    for (i, field) in fields.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        push_field(&mut out, field.as_bytes());
+                    }
+                    out.push(b'\n');
+                    level += 1;
+                    chain = c.next.as_deref();
+                }
+            }
+            print(&String::from_utf8_lossy(&out))
+        }
+        ReportFormat::Table => {
+            if chains.is_empty() {
+                return print("no thread waited for another (blocker_tid is empty on every row)\n");
+            }
+            let mut out = String::new();
+            for (rank, first) in chains.iter().enumerate() {
+                out.push_str(&format!(
+                    "{}. {} [tid {}]: {} thread(s) waited {:.2} s for it\n",
+                    rank + 1,
+                    if first.comm.is_empty() { "?" } else { &first.comm },
+                    first.tid,
+                    first.waiters,
+                    first.waited_us as f64 / 1e6
+                ));
+                let mut indent = 3;
+                let mut chain = Some(first);
+                while let Some(c) = chain {
+                    let name = if c.comm.is_empty() { "?" } else { &c.comm };
+                    for (d, us) in c.doing.iter().take(3) {
+                        out.push_str(&format!(
+                            "{:indent$}{name} meanwhile: {} {:.0}%\n",
+                            "",
+                            doing_text(d),
+                            100.0 * *us as f64 / c.waited_us.max(1) as f64
+                        ));
+                    }
+                    if let Some(next) = c.next.as_deref() {
+                        indent += 2;
+                        out.push_str(&format!(
+                            "{:indent$}{name} waits for {} [tid {}]\n",
+                            "",
+                            if next.comm.is_empty() { "?" } else { &next.comm },
+                            next.tid
+                        ));
+                    }
+                    chain = c.next.as_deref();
+                }
+            }
+            print(&out)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real agent, real BPF programs, real workloads,
 //! read back with the real DuckDB CLI and zstdcat/awk.
 
+mod blockers;
 mod cli;
 mod containers;
 mod export;

@@ -79,6 +79,7 @@ fn exercise(name: &str) -> Option<&'static str> {
         "taskscope_latencies" => "FROM taskscope_latencies(NULL, NULL, NULL) LIMIT 5",
         "top_activity" => "FROM top_activity()",
         "top_waits" => "FROM top_waits()",
+        "top_blockers" => "FROM top_blockers()",
         "active_threads" => "FROM active_threads(INTERVAL '1 second')",
         "top_stacks" => "FROM top_stacks()",
         "taskscope_frames_of_kind" => {

@@ -53,6 +53,17 @@ pub struct SampleRow<'a> {
     pub host: &'a str,
     /// Container and pod of the thread; empty when none or unknown.
     pub container: ContainerIdentity<'a>,
+    /// Who woke it and who holds what it waits for (issue 13).
+    pub wait: WaitColumns<'a>,
+}
+
+/// The waker and blocker of a row's thread (None / empty when unknown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WaitColumns<'a> {
+    pub waker_tid: Option<u32>,
+    pub waker_comm: &'a str,
+    pub blocker_tid: Option<u32>,
+    pub blocker_kind: Option<&'static str>,
 }
 
 /// Who a row's thread belongs to (empty strings when not in a container,
@@ -291,6 +302,31 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Text,
         description: "Kubernetes UID of that pod, from the cgroup path or the annotations",
         value: |r| opt_text(r.container.pod_uid),
+    },
+    // Waker and blocker (issue 13).
+    Column {
+        name: "waker_tid",
+        ty: ColumnType::Int64,
+        description: "On ON_CPU and RUNQUEUE rows: the thread whose wakeup this thread runs (or waits for a CPU) after (sched_waking, in the waker's context); empty when woken from an interrupt (timer, device, softirq) or not seen. How long it then waited for a CPU: state_since_us of its RUNQUEUE rows",
+        value: |r| r.wait.waker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
+    },
+    Column {
+        name: "waker_comm",
+        ty: ColumnType::Text,
+        description: "Thread name of waker_tid at the wakeup",
+        value: |r| opt_text(r.wait.waker_comm),
+    },
+    Column {
+        name: "blocker_tid",
+        ty: ColumnType::Int64,
+        description: "The thread holding the lock this one waits for: a pthread mutex (glibc's __owner, or a PI futex word; checked to be a live thread of the same process) or a kernel mutex or write-held rw-semaphore (its owner when this thread last went to sleep). Empty when not known, and for condition variables, semaphores and reader-held rw-semaphores, which have no owner (README, How blockers are found)",
+        value: |r| r.wait.blocker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
+    },
+    Column {
+        name: "blocker_kind",
+        ty: ColumnType::Text,
+        description: "The lock it waits for, when recognized: pthread_mutex, pi_futex, mutex (kernel), rwsem_write, rwsem_read (kernel rw-semaphore taken for writing, reading)",
+        value: |r| r.wait.blocker_kind.map_or(Value::Null, Value::Text),
     },
 ];
 

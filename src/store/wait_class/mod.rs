@@ -11,11 +11,13 @@
 //! come before the syscall rules, which serve rows without a kernel stack
 //! (`--stacks user,none`, or a stack not captured yet).
 //!
-//! Known limits: the kernel's mutex and rw-semaphore functions live in the
-//! scheduler's text, so `kfunc` names their caller and a kernel lock wait
-//! is classified by that caller (often IO or OTHER), not as LOCK; futex
+//! The kernel's mutex and rw-semaphore functions live in the scheduler's
+//! text, so `kfunc` names their caller; a kernel lock wait is recognized by
+//! the lock contention tracepoint instead (`kernel_lock`, Linux 5.19+), and
+//! its rule comes before the kernel-function rules. Known limits: futex
 //! waits are LOCK whether the futex is a mutex, a condition variable or a
-//! semaphore.
+//! semaphore; a mutex taken interruptibly (`mutex_lock_interruptible`) is
+//! classified by its caller.
 
 use crate::store::thread_state::ThreadState;
 
@@ -96,6 +98,8 @@ pub struct WaitFacts<'a> {
     /// Whether the thread's own block request is in flight.
     pub own_io: bool,
     pub kthread: bool,
+    /// Whether it sleeps waiting for a kernel mutex or rw-semaphore.
+    pub kernel_lock: bool,
 }
 
 /// Which states a rule applies to.
@@ -139,6 +143,8 @@ pub struct Rule {
     pub states: States,
     pub thread: Thread,
     pub own_io: Option<bool>,
+    /// Whether it must (or must not) wait for a kernel lock.
+    pub kernel_lock: Option<bool>,
     pub syscall: Syscall,
     pub kfunc: Kfunc,
     pub class: WaitClass,
@@ -178,7 +184,11 @@ impl Rule {
             Thread::User => !facts.kthread,
             Thread::Kernel => facts.kthread,
         };
-        if !state_ok || !thread_ok || self.own_io.is_some_and(|io| io != facts.own_io) {
+        if !state_ok
+            || !thread_ok
+            || self.own_io.is_some_and(|io| io != facts.own_io)
+            || self.kernel_lock.is_some_and(|k| k != facts.kernel_lock)
+        {
             return false;
         }
         let syscall_ok = match self.syscall {
@@ -214,7 +224,7 @@ pub fn markdown_table() -> String {
     }
     out.push_str(
         "\nRules, first match wins (`*` ends a prefix; `kfunc` compiler suffixes such as `.isra.0` are ignored):\n\n\
-         | # | state | thread | own I/O | syscall | kfunc | wait_class | why |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         | # | state | thread | own I/O | kernel lock | syscall | kfunc | wait_class | why |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let list = |items: Vec<String>| items.join(", ");
     for (i, r) in RULES.iter().enumerate() {
@@ -233,6 +243,11 @@ pub fn markdown_table() -> String {
             Some(true) => "in flight",
             Some(false) => "none",
         };
+        let kernel_lock = match r.kernel_lock {
+            None => "any",
+            Some(true) => "waits",
+            Some(false) => "no",
+        };
         let syscall = match r.syscall {
             Syscall::Any => "any".to_string(),
             Syscall::None => "none".to_string(),
@@ -243,7 +258,7 @@ pub fn markdown_table() -> String {
             Kfunc::In(names) => list(names.iter().map(|n| format!("`{n}`")).collect()),
         };
         out.push_str(&format!(
-            "| {} | {states} | {thread} | {own_io} | {syscall} | {kfunc} | `{}` | {} |\n",
+            "| {} | {states} | {thread} | {own_io} | {kernel_lock} | {syscall} | {kfunc} | `{}` | {} |\n",
             i + 1,
             r.class.name(),
             r.note
@@ -267,6 +282,7 @@ mod tests {
             kfunc,
             own_io: false,
             kthread: false,
+            kernel_lock: false,
         }
     }
 
@@ -303,6 +319,17 @@ mod tests {
             .name()
         };
         assert_eq!(own(Disk, Some("fdatasync"), Some("submit_bio_wait")), "IO");
+        // A kernel mutex or rw-semaphore wait is LOCK whatever its caller.
+        let locked = |state, syscall, kfunc| {
+            classify(&WaitFacts {
+                kernel_lock: true,
+                ..facts(state, syscall, kfunc)
+            })
+            .name()
+        };
+        assert_eq!(locked(Uninterruptible, Some("write"), Some("pipe_write")), "LOCK");
+        assert_eq!(locked(Uninterruptible, Some("fsync"), Some("ext4_sync_file")), "LOCK");
+        assert_eq!(locked(OnCpu, Some("write"), None), "CPU");
         assert_eq!(own(Disk, Some("futex"), None), "IO");
         assert_eq!(
             class(Uninterruptible, Some("fdatasync"), Some("submit_bio_wait")),

@@ -17,6 +17,7 @@ const fn rule(
         states,
         thread,
         own_io: None,
+        kernel_lock: None,
         syscall,
         kfunc,
         class,
@@ -70,6 +71,17 @@ pub const RULES: &[Rule] = &[
             K::Any,
             C::Io,
             "its own block request is in flight (state DISK)",
+        )
+    },
+    Rule {
+        kernel_lock: Some(true),
+        ..rule(
+            S::Waiting,
+            T::Any,
+            Y::Any,
+            K::Any,
+            C::Lock,
+            "sleeps for a kernel mutex or rw-semaphore (lock contention tracepoint; its kfunc is the caller)",
         )
     },
     rule(

@@ -1,0 +1,192 @@
+//! Wakers and blockers (issue 13) against a workload whose threads wait
+//! for one another in known ways (tests/workload/blockers.c): one agent
+//! run, several checks, DuckDB on the files.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The blockers workload, compiled once per test run.
+fn blockers_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/blockers.c");
+        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blockers");
+        let status = Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .expect("run cc (install gcc)");
+        assert!(status.success(), "compiling {} failed", source.display());
+        binary
+    })
+}
+
+/// The running workload (killed on drop) and its tids by role.
+struct Blockers {
+    child: Child,
+    tids: Value,
+}
+
+impl Blockers {
+    fn start() -> Blockers {
+        let mut child = Command::new(blockers_binary())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the blockers workload");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read workload tids");
+        let tids = serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        Blockers { child, tids }
+    }
+
+    fn tid(&self, role: &str) -> i64 {
+        self.tids[role].as_i64().unwrap_or_else(|| panic!("no {role}"))
+    }
+
+    /// Let bk-kwaiter start its kernel lock wait.
+    fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"g\n").expect("tell the workload to go");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Blockers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SAMPLES: &str = "read_csv('samples/*/*/*.csv.zst', union_by_name = true)";
+
+/// Share of `tid`'s rows matching `predicate` among those matching `among`,
+/// and how many those are.
+fn share_of(dir: &Path, tid: i64, among: &str, predicate: &str) -> (f64, f64) {
+    let rows = query(
+        dir,
+        &format!(
+            "SELECT avg(CASE WHEN {predicate} THEN 1.0 ELSE 0.0 END) AS share, count(*) AS n \
+             FROM {SAMPLES} WHERE tid = {tid} AND {among}"
+        ),
+    );
+    let row = &rows[0];
+    (row["share"].as_f64().unwrap_or(0.0), row["n"].as_f64().unwrap_or(0.0))
+}
+
+#[test]
+fn wakers_and_blockers() {
+    require_root();
+    let _serial = exclusive();
+    let mut workload = Blockers::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let pid = workload.tid("pid").to_string();
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "100", "--pid", &pid])
+        .output(&out)
+        .duration(6)
+        .spawn();
+    wait_for_first_tick(&out, Duration::from_secs(20));
+    workload.go();
+    let status = wait_with_limit(agent, Duration::from_secs(40));
+    assert_success(&status);
+    let log = String::from_utf8_lossy(&status.stderr);
+    let (holder, kholder) = (workload.tid("holder"), workload.tid("kholder"));
+    drop(workload);
+
+    // Three threads wait in pthread_mutex_lock for bk-holder.
+    for waiter in ["mwait0", "mwait1", "mwait2"] {
+        let (share, n) = share_of(&out, workload_tid(&out, waiter), "true", &format!(
+            "blocker_tid = {holder} AND blocker_kind = 'pthread_mutex'"
+        ));
+        assert!(n >= 200.0 && share >= 0.9, "{waiter}: blocker is bk-holder on {share} of {n} rows\n{log}");
+    }
+    // A condition variable has no owner.
+    let cv = workload_tid(&out, "cvwait");
+    let (share, n) = share_of(&out, cv, "true", "blocker_tid IS NULL AND blocker_kind IS NULL");
+    assert!(n >= 200.0 && share == 1.0, "cvwait: no blocker on {share} of {n} rows");
+    // A kernel mutex (the pipe's, held by a thread stuck in a page fault).
+    let kw = workload_tid(&out, "kwaiter");
+    let (share, n) = share_of(
+        &out,
+        kw,
+        "state = 'UNINTERRUPTIBLE'",
+        &format!("wait_class = 'LOCK' AND blocker_kind = 'mutex' AND blocker_tid = {kholder}"),
+    );
+    assert!(n >= 200.0 && share >= 0.9, "kwaiter: LOCK held by bk-kholder on {share} of {n} rows\n{log}");
+    // The pipe reader runs after bk-pwriter woke it.
+    let reader = workload_tid(&out, "preader");
+    let (share, n) = share_of(
+        &out,
+        reader,
+        "state IN ('ON_CPU', 'RUNQUEUE')",
+        "waker_comm = 'bk-pwriter'",
+    );
+    assert!(n >= 50.0 && share >= 0.9, "preader: waker bk-pwriter on {share} of {n} rows");
+    // `report --blockers` names bk-holder first, asleep in
+    // clock_nanosleep while three threads wait for it.
+    let dir = out.to_str().expect("utf-8 path");
+    let report = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers", "--format", "json"]);
+    assert_success(&report);
+    let doc: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let first = &doc["blockers"][0];
+    assert_eq!(first["comm"], "bk-holder", "{doc:#}");
+    assert_eq!(first["waiters"], 3, "{doc:#}");
+    assert_eq!(first["doing"][0]["syscall"], "clock_nanosleep", "{doc:#}");
+    assert!(first["doing"][0]["share"].as_f64().unwrap_or(0.0) >= 0.9, "{doc:#}");
+    let text = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers"]);
+    assert_success(&text);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("1. bk-holder [tid ") && text.contains("bk-holder meanwhile: SLEEP (TIMER) in clock_nanosleep"),
+        "{text}"
+    );
+    // ... and so does the shipped SQL.
+    let sql = Command::new(duckdb())
+        .arg("-init")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("share/taskscope.sql"))
+        .env("TASKSCOPE_DIR", &out)
+        .args(["-json", "-c", "FROM top_blockers() LIMIT 2"])
+        .output()
+        .expect("run duckdb");
+    let rows: Value = serde_json::from_slice(&sql.stdout)
+        .unwrap_or_else(|e| panic!("top_blockers: {e}: {}", String::from_utf8_lossy(&sql.stderr)));
+    assert_eq!(rows[0]["blocker_comm"], "bk-holder", "{rows:#}");
+    assert_eq!(rows[0]["waiters"], 3, "{rows:#}");
+    assert_eq!(rows[0]["syscall"], "clock_nanosleep", "{rows:#}");
+    assert_eq!(rows[1]["blocker_comm"], "bk-kholder", "{rows:#}");
+    // `--by blocker` groups by blocker_tid.
+    let by = taskscope(&["report", "--dir", dir, "--since", "1h", "--all-states", "--by", "blocker", "--format", "csv"]);
+    assert_success(&by);
+    let by = String::from_utf8_lossy(&by.stdout);
+    assert!(by.lines().next().is_some_and(|h| h.starts_with("blocker_tid")), "{by}");
+    assert!(by.lines().any(|l| l.starts_with(&format!("{holder},"))), "{by}");
+    // A thread woken by its timer has no waker.
+    let sleeper = workload_tid(&out, "holder");
+    let (share, _) = share_of(&out, sleeper, "state IN ('ON_CPU', 'RUNQUEUE')", "waker_tid IS NULL");
+    assert!(share == 1.0, "holder, woken by its timer: no waker on {share} of its rows");
+}
+
+/// A role's tid as the files name it (by thread name, so a mix-up of tids
+/// shows).
+fn workload_tid(dir: &Path, role: &str) -> i64 {
+    let comm = format!("bk-{role}");
+    let rows = query(
+        dir,
+        &format!("SELECT DISTINCT tid FROM {SAMPLES} WHERE comm = '{comm}'"),
+    );
+    assert_eq!(rows.len(), 1, "{comm}: {rows:?}");
+    rows[0]["tid"].as_i64().expect("tid")
+}
