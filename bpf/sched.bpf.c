@@ -20,6 +20,7 @@
  * (rq->clock, see rq_now), so the hot hooks read no clock themselves.
  */
 #include "track.bpf.h"
+#include "fd.bpf.h"
 
 /* The entry of `prev`, the thread this CPU is switching away from, and
  * its slot + 1. */
@@ -96,6 +97,9 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);
+		/* The file its fd names (issue 13): fd syscalls only. */
+		if (nr >= 0)
+			record_fd(prev, prev_slot, nr, t->syscall_args[0], now);
 		/*
 		 * Where it waits: captured when the wait starts just before a
 		 * tick (so short waits that a tick sees have their stacks), and

@@ -238,6 +238,7 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         wait_ns: entry.wait_ns,
         slot: 0,
         stack: None,
+        fd: None,
     }
 }
 

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tracing::debug;
 
+use crate::output::fd_names::{file_kind, FdNames, FileKind};
 use crate::output::identity::{Identities, Identity};
 use crate::output::sample::Sample;
+use crate::store::schema::FileTarget;
 
 /// Entries per cache before it is cleared.
 const CACHE_LIMIT: usize = 65_536;
@@ -32,6 +34,8 @@ pub struct Enricher {
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
     identities: Identities,
+    /// What samples' fds name (`fd_names`).
+    fds: FdNames,
     /// With `--track`: by tid, the last sample that saw the thread in a
     /// syscall or with a request in flight.
     threads: Option<FxHashMap<u32, SeenThread>>,
@@ -58,6 +62,7 @@ impl Enricher {
             exes: FxHashMap::default(),
             cgroups: CgroupNames::new(),
             identities: Identities::node(),
+            fds: FdNames::new(),
             threads: None,
         }
     }
@@ -78,6 +83,7 @@ impl Enricher {
             }
         }
         self.identities.new_tick();
+        self.fds.prepare(samples);
         if let Some(threads) = &mut self.threads {
             if threads.len() >= CACHE_LIMIT {
                 threads.clear();
@@ -161,6 +167,18 @@ impl<'a> Names<'a> {
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
     pub fn cgroup(&self, id: u64) -> &'a str {
         self.enricher.cgroups.path(id)
+    }
+
+    /// What `sample`'s syscall works on (`fd_names`).
+    pub fn target(&self, sample: &Sample) -> FileTarget<'a> {
+        let Some(file) = self.enricher.fds.name(sample) else {
+            return FileTarget::default();
+        };
+        let kind = file_kind(file);
+        FileTarget {
+            file: Some(file),
+            file_pos: (kind == FileKind::Path).then(|| sample.fd.map_or(0, |fd| fd.pos)),
+        }
     }
 
     /// Container and pod of the thread of `sample`, if it is in one.

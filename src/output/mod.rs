@@ -40,6 +40,7 @@
 
 pub mod dir;
 pub mod enrich;
+pub mod fd_names;
 pub mod identity;
 pub mod period;
 pub mod periods;
@@ -358,6 +359,7 @@ impl Writer {
                 io_dev: io_dev.as_deref(),
                 host,
                 container: names.container(sample),
+                target: names.target(sample),
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

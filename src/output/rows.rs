@@ -14,7 +14,7 @@ use crate::output::sample::Sample;
 use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
-use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow};
+use crate::store::schema::{FileTarget, IorqRow, SampleRow, SyscallRow, TickRow};
 use crate::store::wait_class::{classify, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
@@ -38,6 +38,8 @@ pub struct SampleNames<'a> {
     pub host: &'a str,
     /// Its container and pod, if it is in one that was recognized.
     pub container: Option<&'a Identity>,
+    /// What its syscall's fd names.
+    pub target: FileTarget<'a>,
 }
 
 /// The `samples` row of `sample` at `ts_us`.
@@ -88,6 +90,7 @@ pub fn sample_row<'a>(
         since_lower_bound: sample.since_lower_bound,
         host: names.host,
         container: names.container.map(Identity::row).unwrap_or_default(),
+        target: names.target,
     }
 }
 

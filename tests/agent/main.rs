@@ -19,3 +19,4 @@ mod sql;
 mod stacks;
 mod storage;
 mod support;
+mod waits;

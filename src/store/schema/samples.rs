@@ -53,6 +53,18 @@ pub struct SampleRow<'a> {
     pub host: &'a str,
     /// Container and pod of the thread; empty when none or unknown.
     pub container: ContainerIdentity<'a>,
+    /// What its syscall's fd names (issue 13); empty when none or unknown.
+    pub target: FileTarget<'a>,
+}
+
+/// What a sample's syscall works on: the file its fd names and, for a
+/// socket, the connection (issue 13). Empty when not in a fd syscall or
+/// not known for sure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileTarget<'a> {
+    pub file: Option<&'a str>,
+    /// Position of that file (paths only).
+    pub file_pos: Option<i64>,
 }
 
 /// Who a row's thread belongs to (empty strings when not in a container,
@@ -291,6 +303,19 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Text,
         description: "Kubernetes UID of that pod, from the cgroup path or the annotations",
         value: |r| opt_text(r.container.pod_uid),
+    },
+    // What the thread waits on (issue 13).
+    Column {
+        name: "file",
+        ty: ColumnType::Text,
+        description: "What the fd of a fd syscall (read/write families, fsync, fdatasync, ioctl, recv/send families, accept, connect, ...) names: a path, socket:[inode], pipe:[inode], anon_inode:[eventfd], ... as /proc/PID/fd shows it; empty when not in such a syscall, when the thread has not switched out in it (on a CPU), or when the fd no longer names the same file at write time",
+        value: |r| r.target.file.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "file_pos",
+        ty: ColumnType::Int64,
+        description: "Position (f_pos) of that file when the thread switched out in the syscall; paths only (pread/pwrite take their offset from syscall arguments instead)",
+        value: |r| r.target.file_pos.map_or(Value::Null, Value::Int),
     },
 ];
 
