@@ -12,9 +12,10 @@
  * never another file's name.
  *
  * One 40-byte entry per slot in its own mmap-able array, beside the state
- * table (whose entry is full), written only in the thread's own context
- * (its switch-out, or the on-CPU sample on its CPU), with its own
- * sequence counter.
+ * table (whose entry is full), written in the thread's own context (its
+ * switch-out, or the on-CPU sample on its CPU) and, for a thread waiting
+ * since before the agent started, by the task iterator that seeds it
+ * (at its seeded switch-out time), with its own sequence counter.
  */
 #ifndef TASKSCOPE_FD_BPF_H
 #define TASKSCOPE_FD_BPF_H
@@ -58,7 +59,7 @@ static __always_inline void record_fd(struct task_struct *prev, __u32 slot, long
 	struct file **arr;
 	struct file *f = NULL;
 	struct ts_fd *e;
-	__u32 idx = slot - 1;
+	__u32 idx = slot - 1, seq;
 	__u64 ino = 0;
 	__s64 pos = 0;
 
@@ -82,13 +83,18 @@ static __always_inline void record_fd(struct task_struct *prev, __u32 slot, long
 		ino = BPF_CORE_READ(f, f_inode, i_ino);
 		pos = BPF_CORE_READ(f, f_pos);
 	}
-	ts_seq_begin(&e->seq);
+	/* Two writers are possible (the thread's own context, and the task
+	 * iterator for a thread that has not run since the agent started):
+	 * the entry is taken with a compare-and-swap; a busy one is skipped. */
+	seq = READ_ONCE(e->seq);
+	if ((seq & 1) || __sync_val_compare_and_swap(&e->seq, seq, seq + 1) != seq)
+		return;
 	e->fd = (__s32)fd;
 	e->at_ns = now;
 	e->file = (__u64)f;
 	e->ino = ino;
 	e->pos = pos;
-	ts_seq_end(&e->seq);
+	__sync_fetch_and_add(&e->seq, 1);
 }
 
 #endif /* TASKSCOPE_FD_BPF_H */

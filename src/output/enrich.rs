@@ -18,7 +18,8 @@ use tracing::debug;
 use crate::output::fd_names::{file_kind, FdNames, FileKind};
 use crate::output::identity::{Identities, Identity};
 use crate::output::sample::Sample;
-use crate::store::schema::FileTarget;
+use crate::output::sockets::Sockets;
+use crate::store::schema::{FileTarget, SocketRow};
 
 /// Entries per cache before it is cleared.
 const CACHE_LIMIT: usize = 65_536;
@@ -36,6 +37,8 @@ pub struct Enricher {
     identities: Identities,
     /// What samples' fds name (`fd_names`).
     fds: FdNames,
+    /// The connections of sampled sockets (`sockets`).
+    sockets: Sockets,
     /// With `--track`: by tid, the last sample that saw the thread in a
     /// syscall or with a request in flight.
     threads: Option<FxHashMap<u32, SeenThread>>,
@@ -63,6 +66,7 @@ impl Enricher {
             cgroups: CgroupNames::new(),
             identities: Identities::node(),
             fds: FdNames::new(),
+            sockets: Sockets::new(),
             threads: None,
         }
     }
@@ -84,6 +88,15 @@ impl Enricher {
         }
         self.identities.new_tick();
         self.fds.prepare(samples);
+        let fds = &self.fds;
+        self.sockets.prepare(
+            samples
+                .iter()
+                .filter_map(|s| match file_kind(fds.name(s)?) {
+                    FileKind::Socket(inode) => Some(inode),
+                    _ => None,
+                }),
+        );
         if let Some(threads) = &mut self.threads {
             if threads.len() >= CACHE_LIMIT {
                 threads.clear();
@@ -175,9 +188,22 @@ impl<'a> Names<'a> {
             return FileTarget::default();
         };
         let kind = file_kind(file);
+        let socket = match kind {
+            FileKind::Socket(inode) => self.enricher.sockets.get(inode).map(|s| SocketRow {
+                proto: s.proto,
+                local: &s.local,
+                remote: &s.remote,
+                state: s.state,
+                srtt_us: s.srtt_us,
+                cwnd: s.cwnd,
+                retrans: s.retrans,
+            }),
+            _ => None,
+        };
         FileTarget {
             file: Some(file),
             file_pos: (kind == FileKind::Path).then(|| sample.fd.map_or(0, |fd| fd.pos)),
+            socket,
         }
     }
 

@@ -48,6 +48,7 @@ pub mod recover;
 pub mod retention;
 pub mod rows;
 pub mod sample;
+pub mod sockets;
 pub mod stacks;
 pub mod thread;
 pub mod tick;

@@ -134,7 +134,11 @@ pub fn dump() -> io::Result<FxHashMap<u64, SocketInfo>> {
             }
         })?;
     }
-    debug!(sockets = out.len(), us = started.elapsed().as_micros() as u64, "sock_diag dump");
+    debug!(
+        sockets = out.len(),
+        us = started.elapsed().as_micros() as u64,
+        "sock_diag dump"
+    );
     Ok(out)
 }
 
@@ -180,7 +184,8 @@ impl DiagSocket {
     fn request(&self, family: u8, protocol: u8) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let mut msg = [0u8; 16 + 56];
-        msg[0..4].copy_from_slice(&(msg.len() as u32).to_ne_bytes());
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
         msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
@@ -215,9 +220,8 @@ impl DiagSocket {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: receiving into a live buffer of its length.
-            let n = unsafe {
-                libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -351,7 +355,11 @@ mod tests {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let started = Instant::now();
         let sockets = dump().unwrap();
-        eprintln!("dump of {} sockets took {:?}", sockets.len(), started.elapsed());
+        eprintln!(
+            "dump of {} sockets took {:?}",
+            sockets.len(),
+            started.elapsed()
+        );
         let l = &sockets[&inode(listener.as_raw_fd())];
         assert_eq!(l.state, "LISTEN");
         assert_eq!(l.local, format!("127.0.0.1:{port}"));
