@@ -78,6 +78,7 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64, containers: bool) -> Samp
         host: "bench-host",
         container: in_container.then(container),
         waker_comm: "",
+        target: Default::default(),
     };
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }

@@ -5,6 +5,7 @@
  */
 #define TS_DEFINE_MAPS
 #include "maps.bpf.h"
+#include "fd.bpf.h"
 
 /* Set by `run`: the agent's own process (its threads are never tracked). */
 const volatile __u32 agent_tgid = 0;
@@ -28,6 +29,10 @@ __u32 reconcile_gen = 0;
 /* 0 until the sampler sets the first window. */
 __u64 capture_from_ns = 0;
 struct ts_counters counters = {};
+/* Set at load: syscalls whose first argument is a fd (fd.bpf.h). */
+const volatile __u64 fd_syscalls[8] = {};
+/* Emit struct ts_fd's BTF for the skeleton's `types`. */
+struct ts_fd ts_fd_btf = {};
 
 /* Emit the enums' BTF so the skeleton's `types` module carries them. */
 const volatile enum ts_slot_state ts_slot_state_btf = TS_SLOT_FREE;

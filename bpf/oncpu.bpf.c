@@ -6,7 +6,7 @@
  * running would look as if it were still in that syscall, because there is
  * no sys_exit hook.
  */
-#include "maps.bpf.h"
+#include "fd.bpf.h"
 
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
@@ -55,6 +55,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	t->perf_flags = flags;
 	t->perf_syscall_nr = nr;
 	ts_seq_end(&t->perf_seq);
+	/* The file its fd names, when its syscall's entry was seen. */
+	if (nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ARGS_KNOWN))
+		record_fd(task, c->slot, nr, t->syscall_args[0], now);
 	/* Where it runs: the stacks of the running thread. */
 	if (stack_kinds) {
 		__u32 idx = c->slot - 1;

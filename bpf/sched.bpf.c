@@ -21,6 +21,7 @@
  */
 #include "track.bpf.h"
 #include "waits.bpf.h"
+#include "fd.bpf.h"
 
 /* The entry of `prev`, the thread this CPU is switching away from, and
  * its slot + 1. */
@@ -100,6 +101,9 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		/* A kernel mutex or rw-semaphore wait: who holds the lock now. */
 		if (state & 2 /* TASK_UNINTERRUPTIBLE */)
 			note_lock_owner(prev, prev_slot, now);
+		/* The file its fd names (issue 13): fd syscalls only. */
+		if (nr >= 0)
+			record_fd(prev, prev_slot, nr, t->syscall_args[0], now);
 		/*
 		 * Where it waits: captured when the wait starts just before a
 		 * tick (so short waits that a tick sees have their stacks), and

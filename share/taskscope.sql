@@ -107,7 +107,10 @@ INSERT INTO taskscope_tables VALUES
      'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, since_lower_bound BOOLEAN, '
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
      'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR, '
-     'waker_tid BIGINT, waker_comm VARCHAR, blocker_tid BIGINT, blocker_kind VARCHAR'),
+     'waker_tid BIGINT, waker_comm VARCHAR, blocker_tid BIGINT, blocker_kind VARCHAR, '
+     'file VARCHAR, file_pos BIGINT, sock_proto VARCHAR, sock_local VARCHAR, '
+     'sock_remote VARCHAR, sock_state VARCHAR, tcp_srtt_us BIGINT, tcp_cwnd BIGINT, '
+     'tcp_retrans BIGINT'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),

@@ -259,6 +259,7 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         slot: 0,
         stack: None,
         wait: WaitSample::default(),
+        fd: None,
     }
 }
 

@@ -22,10 +22,12 @@ use super::service::Service;
 use super::settle;
 use super::signals::Shutdown;
 use super::stacks::Collector;
-use crate::bpf::types::{ts_completion, ts_completion_kind, ts_slot_state};
+use crate::bpf::fd_syscalls::is_fd_syscall;
+use crate::bpf::types::{ts_completion, ts_completion_kind, ts_slot_state, ts_thread};
 use crate::bpf::{Agent, ThreadTable, Tracked};
-use crate::output::sample::Sample;
+use crate::output::sample::{FdSample, Sample};
 use crate::output::tick::{QueuedBytes, Tick, TickStats};
+use crate::store::thread_state::ThreadState;
 use crate::store::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
@@ -79,6 +81,7 @@ pub fn scan(
         }
         let mut sample = decode::decode(&entry, now_ns);
         sample.slot = slot as u32;
+        sample.fd = fd_of(table, &entry, &sample);
         if include_all || sample.state.is_active() {
             if let Some(wait) = table.read_wait(slot) {
                 sample.wait = decode::wait_of(&wait, &entry, sample.state);
@@ -92,6 +95,30 @@ pub fn scan(
     settle::settle_cpus(samples, now_ns);
     stats.emitted = samples.len() as u32;
     stats
+}
+
+/// The file `sample`'s fd syscall works on, as the thread's own context
+/// found it during that syscall (`bpf/fd.bpf.h`): read after the syscall's
+/// entry (so during it), or, when the entry was not seen, at the switch-out
+/// the thread still waits from; and for the fd of the syscall's arguments.
+fn fd_of(table: &ThreadTable, entry: &ts_thread, sample: &Sample) -> Option<FdSample> {
+    let syscall = sample.syscall?;
+    let fd = syscall.args?[0];
+    if !is_fd_syscall(syscall.nr) || fd > i32::MAX as u64 {
+        return None;
+    }
+    let found = table.read_fd(sample.slot as usize)?;
+    let during = if syscall.seq.is_some() {
+        found.at_ns >= entry.syscall_enter_ns
+    } else {
+        sample.state != ThreadState::OnCpu && found.at_ns == sample.switch_out_ns
+    };
+    (during && found.fd as u64 == fd && found.file != 0).then_some(FdSample {
+        fd: found.fd,
+        file: found.file,
+        ino: found.ino,
+        pos: found.pos,
+    })
 }
 
 /// A syscall or request a sample caught in progress (--track), whose end

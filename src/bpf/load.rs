@@ -167,6 +167,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     rodata.filter_pids = u32::from(!options.pids.is_empty());
     rodata.max_slots = options.max_threads;
     rodata.ring_mask = plan.ring_size as u64 - 1;
+    rodata.fd_syscalls = super::fd_syscalls::fd_syscall_bitmap();
     rodata.stack_kinds = flag(options.stacks.kernel, types::ts_stack_flags::TS_S_KERNEL.0)
         | flag(options.stacks.user, types::ts_stack_flags::TS_S_USER.0);
     rodata.track_kinds = flag(
@@ -184,6 +185,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     maps.threads.set_max_entries(options.max_threads)?;
     maps.waits.set_max_entries(options.max_threads)?;
     maps.free_ring.set_max_entries(plan.ring_size as u32)?;
+    maps.fds.set_max_entries(options.max_threads)?;
     maps.stacks
         .set_max_entries(slots_if(options.stacks.any()))?;
     maps.stack_requests
@@ -317,6 +319,7 @@ fn map_table(
             maps.waits.as_fd(),
             stack_maps,
             track_maps,
+            maps.fds.as_fd(),
             globals,
         )
     }

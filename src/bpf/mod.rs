@@ -11,6 +11,7 @@
 //! syscalls; only the ends of syscalls and requests a sample saw
 //! (`--track`) go through a ring buffer.
 
+pub mod fd_syscalls;
 mod load;
 mod pin;
 pub mod probe;

@@ -16,7 +16,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::types::{bss, ts_counters, ts_slot_state, ts_stack, ts_thread, ts_wait};
+use super::types::{bss, ts_counters, ts_fd, ts_slot_state, ts_stack, ts_thread, ts_wait};
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
@@ -24,7 +24,11 @@ const READ_ATTEMPTS: usize = 8;
 // The kernel lays out the values of an mmap-able array 8-byte aligned
 // (round_up(value_size, 8) apart): every value shared through mmap must
 // be a multiple of 8 bytes for index × size to address it.
-const _: () = assert!(size_of::<ts_thread>() % 8 == 0 && size_of::<ts_stack>() % 8 == 0);
+const _: () = assert!(
+    size_of::<ts_thread>() % 8 == 0
+        && size_of::<ts_stack>() % 8 == 0
+        && size_of::<ts_fd>() % 8 == 0
+);
 
 /// The scheduler fields of an entry that decide its state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,6 +118,8 @@ pub struct ThreadTable {
     stacks: Option<(Mapping, Mapping)>,
     /// `track_syscalls` and `track_io` (--track), one u64 cell per slot.
     track: [Option<Mapping>; 2],
+    /// `fds`: per slot, the file a fd syscall's fd named at switch-out.
+    fds: Mapping,
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
     /// outlives this table (see `Agent`'s field order).
     globals: NonNull<bss>,
@@ -137,6 +143,7 @@ impl ThreadTable {
         waits: BorrowedFd<'_>,
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
         track: [Option<BorrowedFd<'_>>; 2],
+        fds: BorrowedFd<'_>,
         globals: NonNull<bss>,
     ) -> Result<ThreadTable> {
         let [track_syscalls, track_io] = track;
@@ -164,6 +171,7 @@ impl ThreadTable {
             waits: Mapping::new(waits, capacity * size_of::<ts_wait>(), "waits")?,
             stacks,
             track,
+            fds: Mapping::new(fds, capacity * size_of::<ts_fd>(), "fds")?,
             globals,
         })
     }
@@ -265,6 +273,31 @@ impl ThreadTable {
             let copy = unsafe { ptr::read_volatile(e) };
             fence(Ordering::Acquire);
             if [seq.load(Ordering::Relaxed), lock_seq.load(Ordering::Relaxed)] == before {
+                return Some(copy);
+            }
+        }
+        None
+    }
+
+    /// A consistent copy of slot `slot`'s `fds` entry (the file its last
+    /// switch-out inside a fd syscall found), or None when it is being
+    /// written.
+    pub fn read_fd(&self, slot: usize) -> Option<ts_fd> {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        // SAFETY: an in-bounds entry of the mapping (one per slot); the
+        // copy is checked against its sequence counter as for `read`.
+        let e = unsafe { self.fds.base.as_ptr().cast::<ts_fd>().add(slot) };
+        let seq = self.u32_at(unsafe { &raw mut (*e).seq });
+        for _ in 0..READ_ATTEMPTS {
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SAFETY: as above; plain old data, any bit pattern valid.
+            let copy = unsafe { ptr::read_volatile(e) };
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
                 return Some(copy);
             }
         }

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tracing::debug;
 
+use crate::output::fd_names::{file_kind, FdNames, FileKind};
 use crate::output::identity::{Identities, Identity};
 use crate::output::sample::Sample;
+use crate::output::sockets::Sockets;
+use crate::store::schema::{FileTarget, SocketRow};
 
 /// Entries per cache before it is cleared.
 const CACHE_LIMIT: usize = 65_536;
@@ -32,6 +35,10 @@ pub struct Enricher {
     exes: FxHashMap<(u32, u64), Box<str>>,
     cgroups: CgroupNames,
     identities: Identities,
+    /// What samples' fds name (`fd_names`).
+    fds: FdNames,
+    /// The connections of sampled sockets (`sockets`).
+    sockets: Sockets,
     /// With `--track`: by tid, the last sample that saw the thread in a
     /// syscall or with a request in flight.
     threads: Option<FxHashMap<u32, SeenThread>>,
@@ -58,6 +65,8 @@ impl Enricher {
             exes: FxHashMap::default(),
             cgroups: CgroupNames::new(),
             identities: Identities::node(),
+            fds: FdNames::new(),
+            sockets: Sockets::new(),
             threads: None,
         }
     }
@@ -78,6 +87,16 @@ impl Enricher {
             }
         }
         self.identities.new_tick();
+        self.fds.prepare(samples);
+        let fds = &self.fds;
+        self.sockets.prepare(
+            samples
+                .iter()
+                .filter_map(|s| match file_kind(fds.name(s)?) {
+                    FileKind::Socket(inode) => Some(inode),
+                    _ => None,
+                }),
+        );
         if let Some(threads) = &mut self.threads {
             if threads.len() >= CACHE_LIMIT {
                 threads.clear();
@@ -161,6 +180,31 @@ impl<'a> Names<'a> {
     /// Path of cgroup `id` below the cgroup v2 root ("/system.slice/x.service").
     pub fn cgroup(&self, id: u64) -> &'a str {
         self.enricher.cgroups.path(id)
+    }
+
+    /// What `sample`'s syscall works on (`fd_names`).
+    pub fn target(&self, sample: &Sample) -> FileTarget<'a> {
+        let Some(file) = self.enricher.fds.name(sample) else {
+            return FileTarget::default();
+        };
+        let kind = file_kind(file);
+        let socket = match kind {
+            FileKind::Socket(inode) => self.enricher.sockets.get(inode).map(|s| SocketRow {
+                proto: s.proto,
+                local: &s.local,
+                remote: &s.remote,
+                state: s.state,
+                srtt_us: s.srtt_us,
+                cwnd: s.cwnd,
+                retrans: s.retrans,
+            }),
+            _ => None,
+        };
+        FileTarget {
+            file: Some(file),
+            file_pos: (kind == FileKind::Path).then(|| sample.fd.map_or(0, |fd| fd.pos)),
+            socket,
+        }
     }
 
     /// Container and pod of the thread of `sample`, if it is in one.

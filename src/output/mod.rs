@@ -41,6 +41,7 @@
 pub mod dir;
 pub mod blocker;
 pub mod enrich;
+pub mod fd_names;
 pub mod identity;
 pub mod period;
 pub mod periods;
@@ -48,6 +49,7 @@ pub mod recover;
 pub mod retention;
 pub mod rows;
 pub mod sample;
+pub mod sockets;
 pub mod stacks;
 pub mod thread;
 pub mod tick;
@@ -371,6 +373,7 @@ impl Writer {
                 host,
                 container: names.container(sample),
                 waker_comm: if sample.wait.waker_tid != 0 { &waker_comm } else { "" },
+                target: names.target(sample),
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

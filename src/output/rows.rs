@@ -14,7 +14,7 @@ use crate::output::sample::Sample;
 use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
-use crate::store::schema::{IorqRow, SampleRow, SyscallRow, TickRow, WaitColumns};
+use crate::store::schema::{FileTarget, IorqRow, SampleRow, SyscallRow, TickRow, WaitColumns};
 use crate::store::wait_class::{classify, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
@@ -40,6 +40,8 @@ pub struct SampleNames<'a> {
     pub container: Option<&'a Identity>,
     /// Name of the thread that woke it (empty when none).
     pub waker_comm: &'a str,
+    /// What its syscall's fd names.
+    pub target: FileTarget<'a>,
 }
 
 /// The `samples` row of `sample` at `ts_us`.
@@ -98,6 +100,7 @@ pub fn sample_row<'a>(
             blocker_tid: (wait.blocker_tid != 0).then_some(wait.blocker_tid),
             blocker_kind: wait.lock.map(|l| l.name()),
         },
+        target: names.target,
     }
 }
 

@@ -38,6 +38,18 @@ pub struct IoSample {
     pub seq: u32,
 }
 
+/// The open file a sample's fd syscall's fd named when the thread
+/// switched out in that syscall (BPF `ts_fd`): the writer names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdSample {
+    pub fd: i32,
+    /// Address of the struct file: its identity while it is open (a cache
+    /// key, never written).
+    pub file: u64,
+    pub ino: u64,
+    pub pos: i64,
+}
+
 /// One thread at one tick, before enrichment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
@@ -75,6 +87,9 @@ pub struct Sample {
     pub stack: Option<StackRef>,
     /// Who woke it and what lock it waits for (issue 13).
     pub wait: WaitSample,
+    /// The file its syscall's fd names, when it is in a fd syscall and
+    /// switched out in it.
+    pub fd: Option<FdSample>,
 }
 
 /// The thread that last woke a sampled thread, and the lock it waits for.

@@ -20,3 +20,4 @@ mod sql;
 mod stacks;
 mod storage;
 mod support;
+mod waits;

@@ -12,7 +12,7 @@ mod tracked;
 
 use std::fmt::Write;
 
-pub use samples::{ContainerIdentity, SampleRow, Samples, WaitColumns};
+pub use samples::{ContainerIdentity, FileTarget, SampleRow, Samples, SocketRow, WaitColumns};
 pub use stacks::{FrameKind, StackKind, StackRow, Stacks};
 pub use ticks::{TickRow, Ticks};
 pub use tracked::{Iorq, IorqRow, SyscallRow, Syscalls};

@@ -55,6 +55,8 @@ pub struct SampleRow<'a> {
     pub container: ContainerIdentity<'a>,
     /// Who woke it and who holds what it waits for (issue 13).
     pub wait: WaitColumns<'a>,
+    /// What its syscall's fd names (issue 13); empty when none or unknown.
+    pub target: FileTarget<'a>,
 }
 
 /// The waker and blocker of a row's thread (None / empty when unknown).
@@ -64,6 +66,31 @@ pub struct WaitColumns<'a> {
     pub waker_comm: &'a str,
     pub blocker_tid: Option<u32>,
     pub blocker_kind: Option<&'static str>,
+}
+
+/// What a sample's syscall works on: the file its fd names and, for a
+/// socket, the connection (issue 13). Empty when not in a fd syscall or
+/// not known for sure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileTarget<'a> {
+    pub file: Option<&'a str>,
+    /// Position of that file (paths only).
+    pub file_pos: Option<i64>,
+    /// For a TCP or UDP socket of the agent's network namespace: the
+    /// connection as sock_diag showed it at most a second before.
+    pub socket: Option<SocketRow<'a>>,
+}
+
+/// A socket's connection (`sock_*`, `tcp_*` columns).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketRow<'a> {
+    pub proto: &'static str,
+    pub local: &'a str,
+    pub remote: &'a str,
+    pub state: &'static str,
+    pub srtt_us: Option<u32>,
+    pub cwnd: Option<u32>,
+    pub retrans: Option<u32>,
 }
 
 /// Who a row's thread belongs to (empty strings when not in a container,
@@ -327,6 +354,61 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Text,
         description: "The lock it waits for, when recognized: pthread_mutex, pi_futex, mutex (kernel), rwsem_write, rwsem_read (kernel rw-semaphore taken for writing, reading)",
         value: |r| r.wait.blocker_kind.map_or(Value::Null, Value::Text),
+    },
+    // What the thread waits on (issue 13).
+    Column {
+        name: "file",
+        ty: ColumnType::Text,
+        description: "What the fd of a fd syscall (read/write families, fsync, fdatasync, ioctl, recv/send families, accept, connect, ...) names: a path, socket:[inode], pipe:[inode], anon_inode:[eventfd], ... as /proc/PID/fd shows it; empty when not in such a syscall, when the thread has not switched out in it (on a CPU), or when the fd no longer names the same file at write time",
+        value: |r| r.target.file.map_or(Value::Null, Value::Text),
+    },
+    Column {
+        name: "file_pos",
+        ty: ColumnType::Int64,
+        description: "Position (f_pos) of that file when the thread switched out in the syscall; paths only (pread/pwrite take their offset from syscall arguments instead)",
+        value: |r| r.target.file_pos.map_or(Value::Null, Value::Int),
+    },
+    Column {
+        name: "sock_proto",
+        ty: ColumnType::Text,
+        description: "For a file that is a TCP or UDP socket: tcp, tcp6, udp or udp6 (from sock_diag, at most a second old; empty for unix sockets and for sockets of another network namespace than the agent's)",
+        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.proto)),
+    },
+    Column {
+        name: "sock_local",
+        ty: ColumnType::Text,
+        description: "Local address:port of that socket ([v6]:port for IPv6)",
+        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.local)),
+    },
+    Column {
+        name: "sock_remote",
+        ty: ColumnType::Text,
+        description: "Remote address:port of that socket (0.0.0.0:0 when not connected)",
+        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.remote)),
+    },
+    Column {
+        name: "sock_state",
+        ty: ColumnType::Text,
+        description: "TCP state of that socket (ESTABLISHED, LISTEN, CLOSE_WAIT, ...); CONNECTED or UNCONNECTED for UDP",
+        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.state)),
+    },
+    Column {
+        name: "tcp_srtt_us",
+        ty: ColumnType::Int64,
+        description: "TCP only: smoothed round-trip time, microseconds (tcp_info.tcpi_rtt)",
+        value: |r| r.target.socket.and_then(|s| s.srtt_us).map_or(Value::Null, |v| Value::Int(v.into())),
+    },
+    Column {
+        name: "tcp_cwnd",
+        ty: ColumnType::Int64,
+        description: "TCP only: congestion window, segments",
+        value: |r| r.target.socket.and_then(|s| s.cwnd).map_or(Value::Null, |v| Value::Int(v.into())),
+    },
+    Column {
+        name: "tcp_retrans",
+        ty: ColumnType::Int64,
+        description: "TCP only: retransmitted segments over the connection's life",
+        value: |r| r.target.socket.and_then(|s| s.retrans).map_or(Value::Null, |v| Value::Int(v.into())),
     },
 ];
 
