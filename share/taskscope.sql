@@ -105,7 +105,8 @@ INSERT INTO taskscope_tables VALUES
      'weight_us BIGINT, kfunc VARCHAR, kstack_id BIGINT, ustack_id BIGINT, '
      'syscall_seq BIGINT, io_seq BIGINT, wait_class VARCHAR, since_lower_bound BOOLEAN, '
      'host VARCHAR, container_id VARCHAR, container_runtime VARCHAR, container_name VARCHAR, '
-     'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR'),
+     'pod_name VARCHAR, pod_namespace VARCHAR, pod_uid VARCHAR, '
+     'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),

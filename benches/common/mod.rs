@@ -84,8 +84,17 @@ pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
             user: std::env::var_os("TS_STACKS").is_some(),
         },
         track: track_from_env(),
+        syscalls: syscalls_from_env(),
     })
     .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
+}
+
+/// `TS_SYSCALLS=exact` loads the agent with the sys_enter hook.
+pub fn syscalls_from_env() -> taskscope::bpf::SyscallMode {
+    match std::env::var("TS_SYSCALLS").as_deref() {
+        Ok("exact") => taskscope::bpf::SyscallMode::Exact,
+        _ => taskscope::bpf::SyscallMode::Passive,
+    }
 }
 
 /// `TS_TRACK=syscalls,io` loads the agent with `--track` hooks.

@@ -74,7 +74,7 @@ pub fn scan(
             stats.torn += 1;
             continue;
         };
-        if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+        if entry.thread.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
         let mut sample = decode::decode(&entry, now_ns);
