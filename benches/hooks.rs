@@ -43,7 +43,10 @@ enum Setup {
 const SETUPS: [(Setup, &str); 4] = [
     (Setup::NoAgent, "no agent"),
     (Setup::Floor, "empty sys_enter + sys_exit (floor)"),
-    (Setup::Default, "agent, shipped defaults (stacks on, --syscalls passive)"),
+    (
+        Setup::Default,
+        "agent, shipped defaults (stacks on, --syscalls passive)",
+    ),
     (Setup::Exact, "agent, --syscalls exact (stacks on)"),
 ];
 
@@ -103,7 +106,9 @@ fn main() {
         }
     }
     println!();
-    println!("| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent |");
+    println!(
+        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for (i, (_, name)) in SETUPS.iter().enumerate() {
         println!(
