@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
+use taskscope::bpf::ThreadEntry;
 use taskscope::output::sample::Sample;
 use taskscope::output::tick::{Tick, TickStats};
 use taskscope::output::{Formats, OutputDir, Writer, WriterConfig};
@@ -61,7 +62,13 @@ fn tick_samples(tick: u64, rows: u32) -> Vec<Sample> {
             if i % 3 == 0 {
                 entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
             }
-            decode(&entry, now)
+            decode(
+                &ThreadEntry {
+                    thread: entry,
+                    ..Default::default()
+                },
+                now,
+            )
         })
         .collect()
 }

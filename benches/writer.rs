@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{files_below, median};
 use taskscope::agent::decode::decode;
 use taskscope::bpf::types::{ts_thread, ts_thread_flags};
+use taskscope::bpf::ThreadEntry;
 use taskscope::output::identity::Identity;
 use taskscope::output::rows::{sample_row, SampleNames};
 use taskscope::output::sample::Sample;
@@ -54,7 +55,13 @@ fn tick_samples(tick: u64) -> Vec<Sample> {
             if busy {
                 entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
             }
-            decode(&entry, now)
+            decode(
+                &ThreadEntry {
+                    thread: entry,
+                    ..Default::default()
+                },
+                now,
+            )
         })
         .collect()
 }

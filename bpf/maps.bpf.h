@@ -64,6 +64,16 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
 } stacks SEC(".maps");
 
+/* Syscall arguments beyond the first three, one entry per slot of
+ * `threads` (mmap-able; struct ts_syscall_args). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, struct ts_syscall_args);
+	__uint(max_entries, 1); /* max_slots, set at load */
+} syscall_args SEC(".maps");
+
 /*
  * Stack refresh requests, one per slot, written by userspace only: a slot
  * whose request is ahead of its stack's `served` mark gets its stacks
@@ -329,26 +339,44 @@ static __always_inline __u32 task_cpu(struct task_struct *task)
 #endif
 #define TS_PR_SET_NAME 15
 
-/* The first three syscall arguments from the syscall's saved registers. */
+/* The six syscall arguments from the syscall's saved registers. */
 #if defined(__TARGET_ARCH_x86)
 #define SYSCALL_ARG0(regs) ((regs)->di)
 #define SYSCALL_ARG1(regs) ((regs)->si)
 #define SYSCALL_ARG2(regs) ((regs)->dx)
+#define SYSCALL_ARG3(regs) ((regs)->r10)
+#define SYSCALL_ARG4(regs) ((regs)->r8)
+#define SYSCALL_ARG5(regs) ((regs)->r9)
 #elif defined(__TARGET_ARCH_arm64)
 #define SYSCALL_ARG0(regs) ((regs)->orig_x0)
 #define SYSCALL_ARG1(regs) ((regs)->regs[1])
 #define SYSCALL_ARG2(regs) ((regs)->regs[2])
+#define SYSCALL_ARG3(regs) ((regs)->regs[3])
+#define SYSCALL_ARG4(regs) ((regs)->regs[4])
+#define SYSCALL_ARG5(regs) ((regs)->regs[5])
 #endif
+
+/* The entry of `syscall_args` for slot + 1, or NULL. */
+static __always_inline struct ts_syscall_args *syscall_args_at(__u32 slot)
+{
+	__u32 idx = slot - 1;
+
+	if (slot == TS_NO_SLOT || slot == TS_CPU_UNTRACKED)
+		return NULL;
+	return bpf_map_lookup_elem(&syscall_args, &idx);
+}
 
 /*
  * The syscall a task is inside right now according to its saved user
  * registers, or -1; with `args` non-NULL also its first three arguments,
- * which stay in the saved registers for the whole syscall. Valid for a
+ * and with `args_hi` non-NULL the other three, which stay in the saved
+ * registers for the whole syscall. Valid for a
  * task that is off CPU (and for the current task when it is in kernel
  * mode): the entry code leaves the syscall number in orig_ax and -ENOSYS
  * in ax until the syscall returns.
  */
-static __always_inline long syscall_in_progress(struct task_struct *task, __u64 *args)
+static __always_inline long syscall_in_progress(struct task_struct *task, __u64 *args,
+						__u64 *args_hi)
 {
 	struct pt_regs *regs;
 	long nr = -1;
@@ -378,6 +406,11 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
 		args[0] = SYSCALL_ARG0(regs);
 		args[1] = SYSCALL_ARG1(regs);
 		args[2] = SYSCALL_ARG2(regs);
+	}
+	if (nr >= 0 && args_hi) {
+		args_hi[0] = SYSCALL_ARG3(regs);
+		args_hi[1] = SYSCALL_ARG4(regs);
+		args_hi[2] = SYSCALL_ARG5(regs);
 	}
 	return nr;
 }

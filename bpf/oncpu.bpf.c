@@ -4,7 +4,9 @@
  * records what the running thread is doing right now (user mode, or inside
  * which syscall). Without it a thread that returned from a syscall and kept
  * running would look as if it were still in that syscall, because there is
- * no sys_exit hook.
+ * no sys_exit hook. A sample inside a syscall also records its arguments
+ * (from the saved registers) and bounds its entry time: no later than the
+ * sample.
  */
 #include "fd.bpf.h"
 
@@ -14,6 +16,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ts_cpu *c = this_cpu_state();
 	struct ts_thread *t = c ? thread_at(c->slot) : NULL;
+	struct ts_syscall_args *more;
 	__u32 flags = TS_P_VALID;
 	long nr = -1;
 	__u64 now;
@@ -40,15 +43,17 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #else
 	user = false;
 #endif
+	more = syscall_args_at(c->slot);
+	now = bpf_ktime_get_ns();
+	ts_seq_begin(&t->perf_seq);
+	/* In a syscall: which, and its arguments (entered before `now`). */
 	if (user)
 		flags |= TS_P_USER;
 	else
-		nr = syscall_in_progress(task, NULL);
+		nr = syscall_in_progress(task, more ? more->perf_args : NULL,
+					 more ? more->perf_args + 3 : NULL);
 	if (nr >= 0)
 		flags |= TS_P_IN_SYSCALL;
-
-	now = bpf_ktime_get_ns();
-	ts_seq_begin(&t->perf_seq);
 	/* Refresh the name (renamed through /proc/<tid>/comm, say). */
 	copy_comm(t->comm, task);
 	t->perf_ns = now;

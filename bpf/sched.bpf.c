@@ -58,11 +58,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	t = prev_thread(c, prev, &prev_slot);
 	if (t) {
 		__u32 flags = t->flags & (TS_F_KTHREAD | TS_F_ENTER_KNOWN | TS_F_ENTER_SEEDED |
-					   TS_F_ARGS_KNOWN);
+					   TS_F_ENTER_BOUND | TS_F_ARGS_KNOWN);
 		bool renamed = t->flags & TS_F_COMM_DIRTY;
 		/* A preempted task stays runnable whatever its state word says. */
 		__u32 state = preempt ? 0 : task_state(prev);
-		long nr = syscall_in_progress(prev, NULL);
+		long nr = syscall_in_progress(prev, NULL, NULL);
+		/* The syscall's entry was seen by sys_enter (--syscalls exact). */
+		bool entered = nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ENTER_KNOWN);
+		struct ts_syscall_args *more = NULL;
 
 		flags |= TS_F_SWITCH_KNOWN;
 		/*
@@ -78,19 +81,30 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		}
 		if (nr >= 0) {
 			flags |= TS_F_IN_SYSCALL | TS_F_ARGS_KNOWN;
-			/* A syscall whose entry was not seen: no entry time, and
-			 * its arguments come from the saved registers below. */
-			if (nr != t->syscall_nr)
+			/*
+			 * A syscall whose entry was not seen (the default: no
+			 * sys_enter hook): it was entered no later than now, so
+			 * now bounds its time from below; its number and
+			 * arguments come from the saved registers. Not carried
+			 * over from an earlier switch-out: the thread has run
+			 * since, and may have returned and entered the same
+			 * syscall again (a seeded entry time ends here too).
+			 */
+			if (!entered) {
 				flags &= ~(TS_F_ENTER_KNOWN | TS_F_ENTER_SEEDED);
+				flags |= TS_F_ENTER_BOUND;
+				more = syscall_args_at(prev_slot);
+			}
 		}
 		ts_seq_begin(&t->seq);
 		t->switch_out_ns = now;
 		t->sched_state = state;
 		/* Only a dying task's last switch has an exit state. */
 		t->exit_state = state & 0x80 /* TASK_DEAD */ ? prev->exit_state : 0;
-		if (nr >= 0 && nr != t->syscall_nr) {
+		if (nr >= 0 && !entered) {
 			t->syscall_nr = nr;
-			syscall_in_progress(prev, t->syscall_args);
+			t->syscall_enter_ns = now;
+			syscall_in_progress(prev, t->syscall_args, more ? more->args_hi : NULL);
 		}
 		/* Names change rarely; copying one at every switch would touch a
 		 * second cache line of the entry on the hottest path. */

@@ -1,23 +1,26 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Syscall entry: number, entry time, first three arguments and a per-thread
- * sequence number. There is no sys_exit hook by default: it would double
- * the cost paid on every syscall of the machine. Whether a thread is still
- * inside the syscall is decided from its saved registers when it switches
- * out (sched.bpf.c) and, for threads on a CPU, by the on-CPU sample
- * (oncpu.bpf.c). With --track syscalls, a sys_exit hook reports the end of
- * the syscalls that samples caught in progress, and nothing else.
+ * Exact syscalls (`--syscalls exact`, implied by `--track syscalls`): a
+ * sys_enter hook records number, entry time, the six arguments and a
+ * per-thread sequence number of every syscall. Both programs are optional
+ * (`?`) and not even loaded by default: every instruction here is paid on
+ * every syscall of the machine (an empty sys_enter alone adds about half a
+ * getppid()). By default the syscall, its arguments and a lower bound of
+ * its entry time come from the saved registers at switch-out (sched.bpf.c)
+ * and in on-CPU samples (oncpu.bpf.c). With --track syscalls, a sys_exit
+ * hook reports the end of the syscalls that samples caught in progress,
+ * and nothing else.
  *
- * This hook runs on every syscall of every tracked thread, so it does no
- * helper call but the CPU id: the entry comes from the per-CPU running
- * thread slot, the time from the run queue's clock.
+ * The entry hook does no helper call but the CPU id: the entry comes from
+ * the per-CPU running thread slot, the time from the run queue's clock.
  */
 #include "maps.bpf.h"
 
-SEC("tp_btf/sys_enter")
+SEC("?tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
 	struct ts_cpu *c = this_cpu_state();
+	struct ts_syscall_args *more;
 	struct ts_thread *t;
 	__u64 enter;
 
@@ -25,7 +28,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	if (!c)
 		return 0;
 	t = thread_at(c->slot);
-	if (!t)
+	more = syscall_args_at(c->slot);
+	if (!t || !more)
 		return 0;
 	/*
 	 * The run queue's clock is at most one scheduler tick old here, and
@@ -41,8 +45,12 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	t->syscall_args[0] = SYSCALL_ARG0(regs);
 	t->syscall_args[1] = SYSCALL_ARG1(regs);
 	t->syscall_args[2] = SYSCALL_ARG2(regs);
+	more->args_hi[0] = SYSCALL_ARG3(regs);
+	more->args_hi[1] = SYSCALL_ARG4(regs);
+	more->args_hi[2] = SYSCALL_ARG5(regs);
 	t->syscall_seq += 1;
-	t->flags |= TS_F_IN_SYSCALL | TS_F_ENTER_KNOWN | TS_F_ARGS_KNOWN;
+	t->flags = (t->flags & ~TS_F_ENTER_BOUND) | TS_F_IN_SYSCALL | TS_F_ENTER_KNOWN |
+		   TS_F_ARGS_KNOWN;
 	/* The thread renames itself: its next switch-out copies the name. */
 	if (id == TS_NR_PRCTL && t->syscall_args[0] == TS_PR_SET_NAME)
 		t->flags |= TS_F_COMM_DIRTY;
@@ -96,6 +104,23 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	rec->op = 0;
 	rec->flags = 0;
 	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+/*
+ * The floor: an empty sys_enter and sys_exit, never attached by the agent.
+ * benches/hooks.rs attaches them alone (bpf::floor) to show what any
+ * per-syscall hook costs before its first instruction.
+ */
+SEC("?tp_btf/sys_enter")
+int BPF_PROG(empty_sys_enter)
+{
+	return 0;
+}
+
+SEC("?tp_btf/sys_exit")
+int BPF_PROG(empty_sys_exit)
+{
 	return 0;
 }
 

@@ -43,6 +43,10 @@ enum ts_thread_flags {
 	TS_F_SINCE_SEEDED = 1 << 9,    /* switch_out_ns, of a waiting (not runnable)
 	                                * thread; cleared at its next switch */
 	TS_F_ENTER_SEEDED = 1 << 10,   /* syscall_enter_ns, for syscall_nr */
+	/* Passive syscalls (the default, no sys_enter hook): syscall_enter_ns is
+	 * the switch-out that found the thread inside syscall_nr, no earlier than
+	 * its entry, so the time in the syscall it gives is a lower bound. */
+	TS_F_ENTER_BOUND = 1 << 11,
 };
 
 /* Bits of `ts_thread.perf_flags` (on-CPU sample region). */
@@ -187,6 +191,26 @@ struct ts_cpu {
 #define TS_USTACK_DEPTH 32
 /* Twice 256 bytes: CPython's eval loop keeps a 384-byte frame. */
 #define TS_USTACK_PEEK 512
+
+/*
+ * The syscall arguments that do not fit in `ts_thread`, one entry per slot
+ * of `threads` in the mmap-able `syscall_args` array (so the state table's
+ * entry stays four cache lines and the scan's filter one):
+ *
+ *   args_hi   - arguments 3..5 of ts_thread.syscall_nr, written with
+ *               syscall_args[0..2] under ts_thread.seq (same writer);
+ *   perf_args - all six arguments of perf_syscall_nr at perf_ns, written by
+ *               the on-CPU sample under ts_thread.perf_seq.
+ *
+ * A reader copies it inside the same sequence-counter window as the entry.
+ */
+struct ts_syscall_args {
+	__u64 args_hi[3];
+	__u64 reserved;
+	__u64 perf_args[6];
+};
+
+_Static_assert(sizeof(struct ts_syscall_args) == 80, "ts_syscall_args layout");
 
 /* Bits of `ts_stack.flags`. */
 enum ts_stack_flags {

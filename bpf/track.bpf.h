@@ -205,9 +205,10 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 		if (task->on_cpu) {
 			flags |= TS_F_ON_CPU;
 		} else {
+			struct ts_syscall_args *more = bpf_map_lookup_elem(&syscall_args, &idx);
 			__u64 out = seeded_switch_out(task);
 
-			nr = syscall_in_progress(task, t->syscall_args);
+			nr = syscall_in_progress(task, t->syscall_args, more ? more->args_hi : NULL);
 			/* Waiting, not runnable: a runnable task may have been
 			 * woken long after it stopped running, so the time
 			 * since then bounds its wait for a CPU from above. */

@@ -70,7 +70,7 @@ int BPF_PROG(on_sched_waking, struct task_struct *p)
 	 * stack on x86_64, but its saved registers are not a syscall's.
 	 */
 	if (!on_task_stack(cur, w) ||
-	    (!(cur->flags & PF_KTHREAD) && syscall_in_progress(cur, NULL) < 0)) {
+	    (!(cur->flags & PF_KTHREAD) && syscall_in_progress(cur, NULL, NULL) < 0)) {
 		w->waker_tid = 0;
 		w->waker_tgid = 0;
 	} else {

@@ -69,6 +69,26 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// process too (the real agent excludes itself; here the benchmark's own
 /// threads are the workload).
 pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
+    let stacks = std::env::var_os("TS_STACKS").is_some();
+    load_agent_with(
+        max_threads,
+        frequency,
+        taskscope::bpf::StackKinds {
+            kernel: stacks,
+            user: stacks,
+        },
+        syscalls_from_env(),
+    )
+}
+
+/// As [`load_agent`], with the stacks and syscall mode given.
+#[allow(dead_code)]
+pub fn load_agent_with(
+    max_threads: u32,
+    frequency: u32,
+    stacks: taskscope::bpf::StackKinds,
+    syscalls: taskscope::bpf::SyscallMode,
+) -> Agent {
     assert!(
         rustix::process::geteuid().is_root(),
         "benchmarks load BPF programs: run them as root"
@@ -79,13 +99,19 @@ pub fn load_agent(max_threads: u32, frequency: u32) -> Agent {
         max_threads,
         frequency,
         pin_dir: None,
-        stacks: taskscope::bpf::StackKinds {
-            kernel: std::env::var_os("TS_STACKS").is_some(),
-            user: std::env::var_os("TS_STACKS").is_some(),
-        },
+        stacks,
         track: track_from_env(),
+        syscalls,
     })
     .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"))
+}
+
+/// `TS_SYSCALLS=exact` loads the agent with the sys_enter hook.
+pub fn syscalls_from_env() -> taskscope::bpf::SyscallMode {
+    match std::env::var("TS_SYSCALLS").as_deref() {
+        Ok("exact") => taskscope::bpf::SyscallMode::Exact,
+        _ => taskscope::bpf::SyscallMode::Passive,
+    }
 }
 
 /// `TS_TRACK=syscalls,io` loads the agent with `--track` hooks.

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::bpf::{LoadOptions, StackKinds, TrackKinds};
+use crate::bpf::{LoadOptions, StackKinds, SyscallMode, TrackKinds};
 use crate::files::at::Permissions;
 use crate::output::{Formats, Retention};
 
@@ -23,6 +23,8 @@ pub struct Config {
     pub formats: Formats,
     pub stacks: StackKinds,
     pub track: TrackKinds,
+    /// --syscalls (exact when --track syscalls).
+    pub syscalls: SyscallMode,
     pub rotate: Duration,
     pub flush_interval: Duration,
     pub retention: Retention,
@@ -58,6 +60,7 @@ impl Config {
             pin_dir: self.pin_dir.clone(),
             stacks: self.stacks,
             track: self.track,
+            syscalls: self.syscalls,
         }
     }
 }

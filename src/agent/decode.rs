@@ -14,7 +14,7 @@
 //! were still in its last syscall.
 
 use crate::bpf::types::{ts_lock_flags, ts_perf_flags, ts_thread, ts_thread_flags, ts_wait};
-use crate::bpf::SchedFields;
+use crate::bpf::{SchedFields, ThreadEntry};
 use crate::output::sample::{IoSample, LockKind, Sample, SyscallSample, WaitSample};
 use crate::store::thread_state::ThreadState;
 
@@ -185,7 +185,8 @@ fn since(now_ns: u64, then_ns: u64) -> u64 {
 }
 
 /// Decode a consistent copy of an entry, as of `now_ns` (CLOCK_MONOTONIC).
-pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
+pub fn decode(full: &ThreadEntry, now_ns: u64) -> Sample {
+    let entry = &full.thread;
     let flags = entry.flags;
     let has = |flag: ts_thread_flags| flags & flag.0 != 0;
     let StateAt {
@@ -196,19 +197,10 @@ pub fn decode(entry: &ts_thread, now_ns: u64) -> Sample {
         stands_in,
     } = thread_state_at(&SchedFields::from(entry), now_ns);
 
-    let mut entry_seeded = false;
-    let syscall = current_syscall(entry, state).map(|nr| {
-        let same = nr == entry.syscall_nr;
-        let entered = same && has(ts_thread_flags::TS_F_ENTER_KNOWN);
-        // Entered before the agent started: no later than the seeded time.
-        entry_seeded = same && !entered && has(ts_thread_flags::TS_F_ENTER_SEEDED);
-        SyscallSample {
-            nr,
-            elapsed_us: (entered || entry_seeded).then(|| since(now_ns, entry.syscall_enter_ns)),
-            args: (same && has(ts_thread_flags::TS_F_ARGS_KNOWN)).then_some(entry.syscall_args),
-            seq: entered.then_some(entry.syscall_seq),
-        }
-    });
+    let seen = current_syscall(entry, state).map(|seen| syscall_sample(full, seen, now_ns));
+    // Entered before the agent started: no later than the seeded time.
+    let entry_seeded = seen.is_some_and(|(_, seeded)| seeded);
+    let syscall = seen.map(|(sample, _)| sample);
 
     // A request started after the scan began did not exist at `now_ns`;
     // but when the latest wait stands in for the one at `now_ns`, so does
@@ -300,15 +292,26 @@ pub fn wait_of(w: &ts_wait, entry: &ts_thread, state: ThreadState) -> WaitSample
     out
 }
 
+/// Which evidence says the thread is in a syscall now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The entry's own record: sys_enter (exact mode), the last
+    /// switch-out, or the seeding pass.
+    Entry(i32),
+    /// An on-CPU sample newer than the entry's record.
+    OnCpu(i32),
+}
+
 /// The syscall the thread is in now, by the newest evidence.
-fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
+fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<Seen> {
     let flags = entry.flags;
     if flags & ts_thread_flags::TS_F_KTHREAD.0 != 0
         || matches!(state, ThreadState::Zombie | ThreadState::Dead)
     {
         return None;
     }
-    let from_sched = (flags & ts_thread_flags::TS_F_IN_SYSCALL.0 != 0).then_some(entry.syscall_nr);
+    let from_sched =
+        (flags & ts_thread_flags::TS_F_IN_SYSCALL.0 != 0).then_some(Seen::Entry(entry.syscall_nr));
     let running = flags & ts_thread_flags::TS_F_ON_CPU.0 != 0;
     if !running {
         // Off CPU (or preempted by the agent): fixed since the switch-out.
@@ -323,9 +326,57 @@ fn current_syscall(entry: &ts_thread, state: ThreadState) -> Option<i32> {
     let perf_valid = entry.perf_flags & ts_perf_flags::TS_P_VALID.0 != 0;
     if perf_valid && entry.perf_ns > sched_evidence_ns {
         return (entry.perf_flags & ts_perf_flags::TS_P_IN_SYSCALL.0 != 0)
-            .then_some(entry.perf_syscall_nr);
+            .then_some(Seen::OnCpu(entry.perf_syscall_nr));
     }
     from_sched
+}
+
+/// The six arguments: the first three from the entry, the rest from the
+/// array beside it.
+fn six(low: [u64; 3], high: [u64; 3]) -> [u64; 6] {
+    [low[0], low[1], low[2], high[0], high[1], high[2]]
+}
+
+/// The syscall row part for what `seen` says, and whether its time counts
+/// from before the agent started (a seeded entry).
+///
+/// Its time in the syscall is exact only from sys_enter's entry time
+/// (`--syscalls exact`). Otherwise it counts from the latest moment the
+/// thread was seen inside it, which is no earlier than its entry: the last
+/// switch-out (passive mode), an on-CPU sample, or the scheduler's last-ran
+/// time for a syscall begun before the agent started.
+fn syscall_sample(full: &ThreadEntry, seen: Seen, now_ns: u64) -> (SyscallSample, bool) {
+    let entry = &full.thread;
+    let has = |flag: ts_thread_flags| entry.flags & flag.0 != 0;
+    let nr = match seen {
+        Seen::Entry(nr) | Seen::OnCpu(nr) => nr,
+    };
+    let same = nr == entry.syscall_nr;
+    let entered = same && has(ts_thread_flags::TS_F_ENTER_KNOWN);
+    if let Seen::OnCpu(_) = seen {
+        if !entered {
+            // Entered no later than the sample; its arguments as then.
+            let sample = SyscallSample {
+                nr,
+                elapsed_us: Some(since(now_ns, entry.perf_ns)),
+                elapsed_lower_bound: true,
+                args: Some(full.args.perf_args),
+                seq: None,
+            };
+            return (sample, false);
+        }
+    }
+    let seeded = same && !entered && has(ts_thread_flags::TS_F_ENTER_SEEDED);
+    let bounded = same && !entered && has(ts_thread_flags::TS_F_ENTER_BOUND);
+    let sample = SyscallSample {
+        nr,
+        elapsed_us: (entered || seeded || bounded).then(|| since(now_ns, entry.syscall_enter_ns)),
+        elapsed_lower_bound: seeded || bounded,
+        args: (same && has(ts_thread_flags::TS_F_ARGS_KNOWN))
+            .then(|| six(entry.syscall_args, full.args.args_hi)),
+        seq: entered.then_some(entry.syscall_seq),
+    };
+    (sample, seeded)
 }
 
 #[cfg(test)]
@@ -481,6 +532,19 @@ mod tests {
         );
     }
 
+    /// Decode `e` with arguments 3..5 [4, 5, 6] beside it, and an on-CPU
+    /// sample's arguments [10, ..., 15].
+    fn decode(e: &ts_thread, now_ns: u64) -> Sample {
+        let args = crate::bpf::types::ts_syscall_args {
+            args_hi: [4, 5, 6],
+            perf_args: [10, 11, 12, 13, 14, 15],
+            ..Default::default()
+        };
+        super::decode(&ThreadEntry { thread: *e, args }, now_ns)
+    }
+
+    const BOUND: u32 = ts_thread_flags::TS_F_ENTER_BOUND.0;
+
     fn entry(flags: u32) -> ts_thread {
         ts_thread {
             tid: 42,
@@ -507,8 +571,48 @@ mod tests {
             Some(SyscallSample {
                 nr: 230,
                 elapsed_us: Some(8_500),
-                args: Some([0, 0, 0x7ffd_0000]),
+                elapsed_lower_bound: false,
+                args: Some([0, 0, 0x7ffd_0000, 4, 5, 6]),
                 seq: Some(7),
+            })
+        );
+    }
+
+    #[test]
+    fn passive_syscalls_count_from_the_switch_out() {
+        // No sys_enter: the switch-out found it in the syscall and set the
+        // entry time to itself, a lower bound.
+        let mut e = entry(IN_SYSCALL | SWITCH | ARGS | BOUND);
+        e.syscall_enter_ns = e.switch_out_ns;
+        let s = decode(&e, 10_000_000);
+        assert_eq!(s.state_since_us, Some(8_000));
+        assert_eq!(
+            s.syscall,
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: Some(8_000),
+                elapsed_lower_bound: true,
+                args: Some([0, 0, 0x7ffd_0000, 4, 5, 6]),
+                seq: None,
+            })
+        );
+        // Not a wait begun before the agent started.
+        assert!(!s.since_lower_bound);
+        // Running again, and sampled on the CPU inside a syscall since:
+        // counted from that sample, with the sample's arguments.
+        e.flags |= ON_CPU;
+        e.switch_in_ns = 3_000_000;
+        e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
+        e.perf_syscall_nr = 230;
+        e.perf_ns = 4_000_000;
+        assert_eq!(
+            decode(&e, 10_000_000).syscall,
+            Some(SyscallSample {
+                nr: 230,
+                elapsed_us: Some(6_000),
+                elapsed_lower_bound: true,
+                args: Some([10, 11, 12, 13, 14, 15]),
+                seq: None,
             })
         );
     }
@@ -526,7 +630,8 @@ mod tests {
             Some(SyscallSample {
                 nr: 230,
                 elapsed_us: None,
-                args: Some([0, 0, 0x7ffd_0000]),
+                elapsed_lower_bound: false,
+                args: Some([0, 0, 0x7ffd_0000, 4, 5, 6]),
                 seq: None,
             })
         );
@@ -544,6 +649,7 @@ mod tests {
         assert_eq!(s.state, ThreadState::Sleep);
         assert_eq!(s.state_since_us, Some(8_000));
         assert_eq!(s.syscall.and_then(|c| c.elapsed_us), Some(8_000));
+        assert_eq!(s.syscall.map(|c| c.elapsed_lower_bound), Some(true));
         assert_eq!(s.syscall.and_then(|c| c.seq), None);
         assert!(s.since_lower_bound);
         // Woken since: waiting for a CPU since the wakeup, exactly; the
@@ -579,7 +685,8 @@ mod tests {
         // A syscall entered after that sample wins again.
         e.syscall_enter_ns = 4_500_000;
         assert_eq!(decode(&e, 5_000_000).syscall.map(|c| c.nr), Some(230));
-        // A sample inside another syscall: that one, time unknown.
+        // A sample inside another syscall: that one, entered no later
+        // than the sample (a lower bound), with the sample's arguments.
         e.perf_flags = ts_perf_flags::TS_P_VALID.0 | ts_perf_flags::TS_P_IN_SYSCALL.0;
         e.perf_syscall_nr = 0;
         e.perf_ns = 4_800_000;
@@ -587,8 +694,9 @@ mod tests {
             decode(&e, 5_000_000).syscall,
             Some(SyscallSample {
                 nr: 0,
-                elapsed_us: None,
-                args: None,
+                elapsed_us: Some(200),
+                elapsed_lower_bound: true,
+                args: Some([10, 11, 12, 13, 14, 15]),
                 seq: None,
             })
         );

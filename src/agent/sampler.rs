@@ -76,15 +76,15 @@ pub fn scan(
             stats.torn += 1;
             continue;
         };
-        if entry.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
+        if entry.thread.slot_state != ts_slot_state::TS_SLOT_LIVE.0 {
             continue;
         }
         let mut sample = decode::decode(&entry, now_ns);
         sample.slot = slot as u32;
-        sample.fd = fd_of(table, &entry, &sample);
+        sample.fd = fd_of(table, &entry.thread, &sample);
         if include_all || sample.state.is_active() {
             if let Some(wait) = table.read_wait(slot) {
-                sample.wait = decode::wait_of(&wait, &entry, sample.state);
+                sample.wait = decode::wait_of(&wait, &entry.thread, sample.state);
             }
             samples.push(sample);
         }

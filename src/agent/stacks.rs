@@ -257,7 +257,7 @@ mod tests {
     use super::*;
 
     fn sample(state: ThreadState, wait_ns: u64, switch_out_ns: u64) -> Sample {
-        let mut s = crate::agent::decode::decode(&crate::bpf::types::ts_thread::default(), 0);
+        let mut s = crate::agent::decode::decode(&crate::bpf::ThreadEntry::default(), 0);
         s.state = state;
         s.wait_ns = wait_ns;
         s.switch_out_ns = switch_out_ns;

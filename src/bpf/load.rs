@@ -1,8 +1,9 @@
 //! [`Agent::load`], in phases: probe what the kernel offers, open the
 //! skeleton and size it, load it, attach the hooks, map the tables.
 //!
-//! The required hooks (scheduler, syscall entry, task iterator) fail the
-//! load with the kernel's reason; optional ones (block I/O, on-CPU
+//! The required hooks (scheduler, task iterator; syscall entry with
+//! `--syscalls exact` or `--track syscalls`) fail the load with the
+//! kernel's reason; optional ones (block I/O, on-CPU
 //! sampling, the stack refresh) are probed first and only warn when
 //! unavailable. `doctor` loads through this same function.
 
@@ -21,7 +22,7 @@ use super::probe::{
     check_btf, kernel_at_least, kernel_has_tracepoints, online_cpus, open_cpu_clock,
 };
 use super::skel::{types, OpenTaskscopeSkel, TaskscopeSkel, TaskscopeSkelBuilder};
-use super::{Agent, Completions, Features, LoadOptions, ThreadTable, TrackKinds};
+use super::{Agent, Completions, Features, LoadOptions, SyscallMode, ThreadTable, TrackKinds};
 
 /// Bytes of the completions ring buffer: 13,000 records, far more than
 /// one tick of a busy machine produces (it is drained every tick).
@@ -47,6 +48,9 @@ struct Plan {
     io_start: bool,
     /// contention_begin/end exist (5.19+): kernel lock waits and owners.
     lock_contention: bool,
+    /// How syscalls are seen: exact when asked, or when --track syscalls
+    /// needs the entry hook's sequence numbers.
+    syscalls: SyscallMode,
 }
 
 impl Plan {
@@ -73,6 +77,11 @@ impl Plan {
             // flushes.
             io_start: block_io && kernel_has_tracepoints(&["block_io_start"]),
             lock_contention: kernel_has_tracepoints(&["contention_begin", "contention_end"]),
+            syscalls: if options.track.syscalls {
+                SyscallMode::Exact
+            } else {
+                options.syscalls
+            },
         }
     }
 }
@@ -121,8 +130,10 @@ impl Agent {
             oncpu_cpus: attached.oncpu_cpus,
             pinned: pinned.as_ref().map(|pin| pin.path.clone()),
             track,
+            syscalls: plan.syscalls,
         };
         info!(
+            syscalls = ?features.syscalls,
             block_io = features.block_io,
             block_io_start = features.block_io_start,
             oncpu_cpus = features.oncpu_cpus,
@@ -184,6 +195,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     let maps = &mut open.maps;
     maps.threads.set_max_entries(options.max_threads)?;
     maps.waits.set_max_entries(options.max_threads)?;
+    maps.syscall_args.set_max_entries(options.max_threads)?;
     maps.free_ring.set_max_entries(plan.ring_size as u32)?;
     maps.fds.set_max_entries(options.max_threads)?;
     maps.stacks
@@ -200,6 +212,11 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     maps.cpus.set_max_entries(cpus as u32)?;
 
     let progs = &mut open.progs;
+    // Not even loaded by default: the per-syscall hooks are the one cost
+    // every syscall of the machine pays.
+    progs
+        .on_sys_enter
+        .set_autoload(plan.syscalls == SyscallMode::Exact);
     progs.on_sys_exit.set_autoload(options.track.syscalls);
     progs.refresh_stacks.set_autoload(plan.refresh);
     for prog in [
@@ -230,8 +247,10 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
         ("sched_wakeup", &progs.on_sched_wakeup),
         ("sched_wakeup_new", &progs.on_sched_wakeup_new),
         ("sched_waking", &progs.on_sched_waking),
-        ("sys_enter", &progs.on_sys_enter),
     ];
+    if plan.syscalls == SyscallMode::Exact {
+        tracepoints.push(("sys_enter", &progs.on_sys_enter));
+    }
     if options.track.syscalls {
         tracepoints.push(("sys_exit", &progs.on_sys_exit));
     }
@@ -252,6 +271,7 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
     }
     for (name, prog) in tracepoints {
         let why = match name {
+            "sys_enter" => " (--syscalls exact)",
             "sys_exit" => " (--track syscalls)",
             _ => "",
         };
@@ -313,6 +333,7 @@ fn map_table(
     unsafe {
         ThreadTable::new(
             maps.threads.as_fd(),
+            maps.syscall_args.as_fd(),
             options.max_threads as usize,
             maps.free_ring.as_fd(),
             plan.ring_size,

@@ -12,6 +12,7 @@
 //! (`--track`) go through a ring buffer.
 
 pub mod fd_syscalls;
+pub mod floor;
 mod load;
 mod pin;
 pub mod probe;
@@ -43,7 +44,7 @@ pub use pin::pin_dir_holder;
 use pin::Pin;
 pub use skel::types;
 use skel::TaskscopeSkel;
-pub use table::{SchedFields, StackHeader, ThreadTable, Tracked};
+pub use table::{SchedFields, StackHeader, ThreadEntry, ThreadTable, Tracked};
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -62,6 +63,21 @@ pub struct LoadOptions {
     pub stacks: StackKinds,
     /// Which ends of sampled syscalls and requests to report (--track).
     pub track: TrackKinds,
+    /// How syscalls are seen (--syscalls).
+    pub syscalls: SyscallMode,
+}
+
+/// How syscalls are seen (`--syscalls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyscallMode {
+    /// No per-syscall hook: the syscall and its arguments come from the
+    /// saved registers at switch-out and in on-CPU samples, and its entry
+    /// time is bounded by them (a lower bound of the time in it).
+    #[default]
+    Passive,
+    /// A sys_enter hook records every syscall's entry: exact times, and
+    /// the sequence numbers `--track syscalls` follows.
+    Exact,
 }
 
 /// What `--track` follows to its end.
@@ -101,6 +117,8 @@ pub struct Features {
     pub pinned: Option<PathBuf>,
     /// What --track follows (I/O only when the block hooks run).
     pub track: TrackKinds,
+    /// How syscalls are seen.
+    pub syscalls: SyscallMode,
 }
 
 /// The loaded and attached programs and their maps.

@@ -16,7 +16,9 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::types::{bss, ts_counters, ts_fd, ts_slot_state, ts_stack, ts_thread, ts_wait};
+use super::types::{
+    bss, ts_counters, ts_fd, ts_slot_state, ts_stack, ts_syscall_args, ts_thread, ts_wait,
+};
 
 /// Retries of a torn read before giving the entry up for this pass.
 const READ_ATTEMPTS: usize = 8;
@@ -28,7 +30,16 @@ const _: () = assert!(
     size_of::<ts_thread>() % 8 == 0
         && size_of::<ts_stack>() % 8 == 0
         && size_of::<ts_fd>() % 8 == 0
+        && size_of::<ts_syscall_args>() % 8 == 0
 );
+
+/// A consistent copy of one thread's entry and of the syscall arguments
+/// kept beside it (`syscall_args`), taken in one sequence-counter window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadEntry {
+    pub thread: ts_thread,
+    pub args: ts_syscall_args,
+}
 
 /// The scheduler fields of an entry that decide its state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,6 +120,8 @@ pub enum Tracked {
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
 pub struct ThreadTable {
     entries: Mapping,
+    /// `syscall_args`, one entry per slot.
+    args: Mapping,
     capacity: usize,
     ring: Mapping,
     ring_mask: u64,
@@ -135,8 +148,10 @@ impl ThreadTable {
     /// # Safety
     /// `globals` must point to the loaded skeleton's mmap-ed .bss and stay
     /// valid for the lifetime of the returned table.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn new(
         threads: BorrowedFd<'_>,
+        args: BorrowedFd<'_>,
         capacity: usize,
         ring: BorrowedFd<'_>,
         ring_size: usize,
@@ -165,6 +180,11 @@ impl ThreadTable {
         };
         Ok(ThreadTable {
             entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
+            args: Mapping::new(
+                args,
+                capacity * size_of::<ts_syscall_args>(),
+                "syscall_args",
+            )?,
             capacity,
             ring: Mapping::new(ring, ring_size * size_of::<u64>(), "free_ring")?,
             ring_mask: ring_size as u64 - 1,
@@ -263,7 +283,10 @@ impl ThreadTable {
             )
         };
         for _ in 0..READ_ATTEMPTS {
-            let before = [seq.load(Ordering::Acquire), lock_seq.load(Ordering::Acquire)];
+            let before = [
+                seq.load(Ordering::Acquire),
+                lock_seq.load(Ordering::Acquire),
+            ];
             if before.iter().any(|s| s & 1 != 0) {
                 std::hint::spin_loop();
                 continue;
@@ -272,7 +295,11 @@ impl ThreadTable {
             // its counters as for `read`.
             let copy = unsafe { ptr::read_volatile(e) };
             fence(Ordering::Acquire);
-            if [seq.load(Ordering::Relaxed), lock_seq.load(Ordering::Relaxed)] == before {
+            if [
+                seq.load(Ordering::Relaxed),
+                lock_seq.load(Ordering::Relaxed),
+            ] == before
+            {
                 return Some(copy);
             }
         }
@@ -394,9 +421,13 @@ impl ThreadTable {
         }
     }
 
-    /// A consistent copy of one entry, or `None` if writers kept it busy.
-    pub fn read(&self, slot: usize) -> Option<ts_thread> {
+    /// A consistent copy of one entry and its syscall arguments, or `None`
+    /// if writers kept it busy.
+    pub fn read(&self, slot: usize) -> Option<ThreadEntry> {
         let e = self.entry(slot);
+        // SAFETY: in bounds of the `syscall_args` mapping (same capacity as
+        // `threads`, checked by `entry`).
+        let a = unsafe { self.args.base.as_ptr().cast::<ts_syscall_args>().add(slot) };
         // SAFETY: fields of an in-bounds entry.
         let (seq, perf_seq, io_seq) = unsafe {
             (
@@ -415,9 +446,15 @@ impl ThreadTable {
                 std::hint::spin_loop();
                 continue;
             }
-            // SAFETY: a volatile copy of plain-old-data; the kernel may write
-            // concurrently, which the counters detect.
-            let copy = unsafe { ptr::read_volatile(e) };
+            // SAFETY: volatile copies of plain-old-data; the kernel may
+            // write concurrently, which the counters detect (the arguments
+            // are written under the entry's seq and perf_seq).
+            let copy = unsafe {
+                ThreadEntry {
+                    thread: ptr::read_volatile(e),
+                    args: ptr::read_volatile(a),
+                }
+            };
             fence(Ordering::Acquire);
             let after = [
                 seq.load(Ordering::Relaxed),

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::agent::config::Config;
-use crate::bpf::{StackKinds, TrackKinds};
-use crate::cli::run::{Format, RunArgs, StackChoice, TrackChoice};
+use crate::bpf::{StackKinds, SyscallMode, TrackKinds};
+use crate::cli::run::{Format, RunArgs, StackChoice, SyscallChoice, TrackChoice};
 use crate::files::at::Permissions;
 use crate::output::{Formats, Retention};
 
@@ -36,6 +36,20 @@ fn stack_kinds(choices: &[StackChoice]) -> Result<StackKinds> {
     })
 }
 
+/// How syscalls are seen: passive unless asked, exact for --track
+/// syscalls (it follows syscalls by the entry hook's sequence numbers).
+fn syscall_mode(choice: Option<SyscallChoice>, track: &[TrackChoice]) -> Result<SyscallMode> {
+    let tracked = track.contains(&TrackChoice::Syscalls);
+    Ok(match choice {
+        Some(SyscallChoice::Passive) if tracked => bail!(
+            "--track syscalls needs the syscall entry hook: use --syscalls exact (or leave --syscalls out)"
+        ),
+        Some(SyscallChoice::Exact) => SyscallMode::Exact,
+        _ if tracked => SyscallMode::Exact,
+        _ => SyscallMode::Passive,
+    })
+}
+
 /// The agent's configuration from `run`'s flags: every flag checked
 /// against the others and against the machine.
 pub fn validate(args: &RunArgs) -> Result<Config> {
@@ -44,6 +58,7 @@ pub fn validate(args: &RunArgs) -> Result<Config> {
         parquet: args.format.contains(&Format::Parquet),
     };
     let stacks = stack_kinds(&args.stacks)?;
+    let syscalls = syscall_mode(args.syscalls, &args.track)?;
     let group = args.group.as_deref().map(resolve_group).transpose()?;
     let perms = Permissions::new(args.file_mode, group)?;
     let rotate = match args.test_rotate_secs {
@@ -104,6 +119,7 @@ pub fn validate(args: &RunArgs) -> Result<Config> {
             syscalls: args.track.contains(&TrackChoice::Syscalls),
             io: args.track.contains(&TrackChoice::Io),
         },
+        syscalls,
         rotate,
         flush_interval: args.flush_interval,
         retention: Retention {
@@ -228,6 +244,20 @@ mod tests {
         );
         let err = config(&["--stacks", "none,user"]).unwrap_err().to_string();
         assert!(err.contains("--stacks none"), "{err}");
+    }
+
+    #[test]
+    fn syscalls() {
+        let mode = |args: &[&str]| config(args).map(|c| c.syscalls);
+        assert_eq!(mode(&[]).unwrap(), SyscallMode::Passive);
+        assert_eq!(mode(&["--syscalls", "exact"]).unwrap(), SyscallMode::Exact);
+        // --track syscalls follows the entry hook's sequence numbers.
+        assert_eq!(mode(&["--track", "syscalls"]).unwrap(), SyscallMode::Exact);
+        assert_eq!(mode(&["--track", "io"]).unwrap(), SyscallMode::Passive);
+        let err = mode(&["--track", "syscalls", "--syscalls", "passive"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--syscalls exact"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,16 @@ pub enum TrackChoice {
     Io,
 }
 
+/// How syscalls are seen (`--syscalls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyscallChoice {
+    /// No per-syscall hook: syscall and arguments from the saved registers
+    /// at switch-out and in on-CPU samples; syscall_us a lower bound
+    Passive,
+    /// A sys_enter hook on every syscall: exact syscall_us, syscall_seq
+    Exact,
+}
+
 /// Flags of `taskscope run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -112,6 +122,18 @@ pub struct RunArgs {
     /// 50 ns to every syscall of the machine, measured).
     #[arg(long, value_enum, value_name = "KINDS", value_delimiter = ',')]
     pub track: Vec<TrackChoice>,
+
+    /// How syscalls are seen: passive (the default) or exact
+    ///
+    /// passive adds nothing to a syscall: the syscall and its six arguments
+    /// are read from the thread's saved registers when it switches out and
+    /// in on-CPU samples, and syscall_us counts from that switch-out or
+    /// sample, a lower bound (syscall_us_lower_bound). exact hooks every
+    /// syscall's entry (about half a getppid() more per syscall of the
+    /// machine, measured) for exact syscall_us and syscall_seq; --track
+    /// syscalls implies it.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub syscalls: Option<SyscallChoice>,
 
     /// Start a new file at every multiple of this interval (UTC), 1m to 24h
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse::duration)]
@@ -290,6 +312,20 @@ mod tests {
         );
         assert_eq!(run_args(&["--track", "io"]).track, vec![TrackChoice::Io]);
         assert!(parse(&["run", "--track", "futex"]).is_err());
+    }
+
+    #[test]
+    fn syscalls_flag() {
+        assert_eq!(run_args(&[]).syscalls, None);
+        assert_eq!(
+            run_args(&["--syscalls", "exact"]).syscalls,
+            Some(SyscallChoice::Exact)
+        );
+        assert_eq!(
+            run_args(&["--syscalls", "passive"]).syscalls,
+            Some(SyscallChoice::Passive)
+        );
+        assert!(parse(&["run", "--syscalls", "fast"]).is_err());
     }
 
     #[test]

@@ -383,6 +383,7 @@ mod tests {
         in_syscall.syscall = Some(SyscallSample {
             nr: 75,
             elapsed_us: Some(5),
+            elapsed_lower_bound: false,
             args: None,
             seq: Some(3),
         });

@@ -92,6 +92,9 @@ pub fn sample_row<'a>(
         ustack_id: stacks.ustack,
         wait_class,
         since_lower_bound: sample.since_lower_bound,
+        syscall_us_lower_bound: syscall
+            .filter(|s| s.elapsed_us.is_some())
+            .map(|s| s.elapsed_lower_bound),
         host: names.host,
         container: names.container.map(Identity::row).unwrap_or_default(),
         wait: WaitColumns {

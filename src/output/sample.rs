@@ -11,10 +11,15 @@ use crate::store::thread_state::ThreadState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyscallSample {
     pub nr: i32,
-    /// Time in the syscall so far, when its entry was seen.
+    /// Time in the syscall so far: exact when its entry was seen
+    /// (`--syscalls exact`), else a lower bound (`elapsed_lower_bound`).
     pub elapsed_us: Option<u64>,
-    /// First three arguments, when its entry was seen.
-    pub args: Option<[u64; 3]>,
+    /// `elapsed_us` counts from a moment the thread was seen inside the
+    /// syscall (a switch-out, an on-CPU sample, the agent's start), not
+    /// from its entry: the real time is at least this.
+    pub elapsed_lower_bound: bool,
+    /// The six arguments, when known for this syscall.
+    pub args: Option<[u64; 6]>,
     /// The thread's syscall number (1, 2, ...) of this call, when its entry
     /// was seen: with `tid`, the key of its `syscalls` row (--track).
     pub seq: Option<u64>,
@@ -134,7 +139,10 @@ impl LockKind {
 
     /// A kernel lock (wait class LOCK whatever the caller).
     pub fn in_kernel(self) -> bool {
-        matches!(self, LockKind::Mutex | LockKind::RwsemWrite | LockKind::RwsemRead)
+        matches!(
+            self,
+            LockKind::Mutex | LockKind::RwsemWrite | LockKind::RwsemRead
+        )
     }
 }
 

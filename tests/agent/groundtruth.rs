@@ -405,7 +405,8 @@ fn ground_truth_states_with_all() {
     let nearest = query(
         &out,
         &format!(
-            "SELECT tid, state, syscall_nr, syscall_arg0, syscall_arg1, syscall_arg2 FROM read_csv('samples/*/*/*.csv.zst') \
+            "SELECT tid, state, syscall_nr, syscall_arg0, syscall_arg1, syscall_arg2, syscall_arg3, \
+             syscall_arg4, syscall_arg5 FROM read_csv('samples/*/*/*.csv.zst') \
              WHERE ts = (SELECT ts FROM read_csv('samples/*/*/*.csv.zst') ORDER BY abs(epoch_us(ts) - {proc_at}) LIMIT 1)"
         ),
     );
@@ -459,9 +460,17 @@ fn ground_truth_states_with_all() {
                 Some(nr),
                 "{name}: syscall number vs /proc"
             );
-            for (i, column) in ["syscall_arg0", "syscall_arg1", "syscall_arg2"]
-                .iter()
-                .enumerate()
+            // All six, from the saved registers at switch-out.
+            for (i, column) in [
+                "syscall_arg0",
+                "syscall_arg1",
+                "syscall_arg2",
+                "syscall_arg3",
+                "syscall_arg4",
+                "syscall_arg5",
+            ]
+            .iter()
+            .enumerate()
             {
                 let proc_arg =
                     u64::from_str_radix(view.syscall[i + 1].trim_start_matches("0x"), 16)

@@ -12,6 +12,7 @@ mod jit;
 mod lifecycle;
 mod load;
 mod packaging;
+mod passive;
 mod readers;
 mod readme;
 mod report;

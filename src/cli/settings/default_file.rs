@@ -17,6 +17,7 @@ fn example(key: &str) -> Option<&'static str> {
         "group" => Some("\"root\""),
         "max-threads" => Some("65536"),
         "track" => Some("[\"syscalls\", \"io\"]"),
+        "syscalls" => Some("\"passive\""),
         "max-cpu" => Some("5"),
         _ => None,
     }

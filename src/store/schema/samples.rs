@@ -31,8 +31,8 @@ pub struct SampleRow<'a> {
     /// Number of that syscall; None when not in a syscall.
     pub syscall_nr: Option<i32>,
     pub syscall_us: Option<u64>,
-    /// First three arguments, when its entry was seen.
-    pub syscall_args: Option<[u64; 3]>,
+    /// The six arguments, when known.
+    pub syscall_args: Option<[u64; 6]>,
     pub syscall_seq: Option<u64>,
     /// `major:minor` of the request in flight; None without one.
     pub io_dev: Option<&'a str>,
@@ -47,8 +47,11 @@ pub struct SampleRow<'a> {
     pub ustack_id: Option<i64>,
     /// What the thread's time goes to (`store::wait_class`).
     pub wait_class: WaitClass,
-    /// `state_since_us` or `syscall_us` is a lower bound.
+    /// `state_since_us` or `syscall_us` counts from before the agent
+    /// started (a lower bound).
     pub since_lower_bound: bool,
+    /// `syscall_us` is a lower bound (None without `syscall_us`).
+    pub syscall_us_lower_bound: Option<bool>,
     /// Host name of the agent (issue 17).
     pub host: &'a str,
     /// Container and pod of the thread; empty when none or unknown.
@@ -188,7 +191,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "syscall_us",
         ty: ColumnType::Int64,
-        description: "Time in that syscall so far. For a syscall entered before the agent started, a lower bound (since_lower_bound), or empty when the thread was running then",
+        description: "Time in that syscall so far: exact with --syscalls exact; by default a lower bound counted from the switch-out or on-CPU sample that found the thread in it (syscall_us_lower_bound). For a syscall entered before the agent started, a lower bound (since_lower_bound)",
         value: |r| opt_int(r.syscall_us),
     },
     Column {
@@ -284,7 +287,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "since_lower_bound",
         ty: ColumnType::Bool,
-        description: "true when state_since_us or syscall_us is a lower bound: the thread began that wait or syscall before the agent started, and its start is taken from the scheduler's last-ran timestamp",
+        description: "true when state_since_us or syscall_us is a lower bound because the thread began that wait or syscall before the agent started: its start is taken from the scheduler's last-ran timestamp (see also syscall_us_lower_bound)",
         value: |r| Value::Bool(r.since_lower_bound),
     },
     // Identity (issue 17).
@@ -409,6 +412,31 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Int64,
         description: "TCP only: retransmitted segments over the connection's life",
         value: |r| r.target.socket.and_then(|s| s.retrans).map_or(Value::Null, |v| Value::Int(v.into())),
+    },
+    // Passive syscalls (issue 14).
+    Column {
+        name: "syscall_arg3",
+        ty: ColumnType::Int64,
+        description: "Fourth syscall argument (signed 64-bit register value)",
+        value: |r| syscall_arg(r, 3),
+    },
+    Column {
+        name: "syscall_arg4",
+        ty: ColumnType::Int64,
+        description: "Fifth syscall argument",
+        value: |r| syscall_arg(r, 4),
+    },
+    Column {
+        name: "syscall_arg5",
+        ty: ColumnType::Int64,
+        description: "Sixth syscall argument",
+        value: |r| syscall_arg(r, 5),
+    },
+    Column {
+        name: "syscall_us_lower_bound",
+        ty: ColumnType::Bool,
+        description: "true when syscall_us is a lower bound: the syscall's entry was not seen (the default, --syscalls passive, counts from the last switch-out or on-CPU sample that found the thread in it; or it began before the agent started); false when exact; empty without syscall_us",
+        value: |r| r.syscall_us_lower_bound.map_or(Value::Null, Value::Bool),
     },
 ];
 
