@@ -222,12 +222,18 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     Ok(Answer::of(catalog))
 }
 
-/// `--by` as given, else the defaults.
+/// `--by` as given, else the defaults; `peer` is `sock_remote` (the
+/// address:port at the other end of a sampled socket).
 fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
     if by.is_empty() {
         defaults.iter().map(|s| s.to_string()).collect()
     } else {
-        by.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
+        by.iter()
+            .map(|s| match s.trim().to_ascii_lowercase() {
+                peer if peer == "peer" => "sock_remote".to_string(),
+                column => column,
+            })
+            .collect()
     }
 }
 
