@@ -13,9 +13,14 @@
  *
  * One 40-byte entry per slot in its own mmap-able array, beside the state
  * table (whose entry is full), written in the thread's own context (its
- * switch-out, or the on-CPU sample on its CPU) and, for a thread waiting
- * since before the agent started, by the task iterator that seeds it
- * (at its seeded switch-out time), with its own sequence counter.
+ * switch-out, or the on-CPU sample on its CPU), with its own sequence
+ * counter, taken with a compare-and-swap. Not at seeding: a thread that
+ * waits since before the agent started may have its fd pointed at another
+ * file (dup2, close + open by another thread) than the one its syscall
+ * holds, so it gets a file at its next switch-out. The same holds, within
+ * one syscall, for a fd replaced between the syscall's entry and the
+ * switch-out: the only case where the name can be other than the file the
+ * syscall works on.
  */
 #ifndef TASKSCOPE_FD_BPF_H
 #define TASKSCOPE_FD_BPF_H
@@ -83,9 +88,9 @@ static __always_inline void record_fd(struct task_struct *prev, __u32 slot, long
 		ino = BPF_CORE_READ(f, f_inode, i_ino);
 		pos = BPF_CORE_READ(f, f_pos);
 	}
-	/* Two writers are possible (the thread's own context, and the task
-	 * iterator for a thread that has not run since the agent started):
-	 * the entry is taken with a compare-and-swap; a busy one is skipped. */
+	/* The on-CPU sample may interrupt a switch-out's update on the same
+	 * CPU: the entry is taken with a compare-and-swap; a busy one is
+	 * skipped. */
 	seq = READ_ONCE(e->seq);
 	if ((seq & 1) || __sync_val_compare_and_swap(&e->seq, seq, seq + 1) != seq)
 		return;

@@ -8,25 +8,18 @@
  * did not see.
  */
 #include "track.bpf.h"
-#include "fd.bpf.h"
 
 SEC("iter/task")
 int seed_threads(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 
-	struct ts_thread *t;
-	__u32 slot;
-
+	/* No `file` for a thread waiting since before the agent started: its
+	 * fd may name another file by now than the one its syscall holds
+	 * (fd.bpf.h); it gets one at its next switch-out. */
 	if (!task)
 		return 0;
 	track_task(task, 0, true);
-	/* A thread waiting in a fd syscall since before the agent started
-	 * (it has not switched since): the file its fd names, as of its
-	 * seeded switch-out. */
-	t = thread_of_slot(task, &slot);
-	if (t && !task->on_cpu && (t->flags & TS_F_SINCE_SEEDED) && (t->flags & TS_F_IN_SYSCALL))
-		record_fd(task, slot, t->syscall_nr, t->syscall_args[0], t->switch_out_ns);
 	return 0;
 }
 

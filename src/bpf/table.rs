@@ -148,6 +148,7 @@ impl ThreadTable {
     /// # Safety
     /// `globals` must point to the loaded skeleton's mmap-ed .bss and stay
     /// valid for the lifetime of the returned table.
+    // One argument per map mapped: grouping them would only move the list.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn new(
         threads: BorrowedFd<'_>,

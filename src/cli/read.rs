@@ -81,7 +81,8 @@ pub struct ReportArgs {
     pub window: WindowArgs,
 
     /// Columns to group by, comma-separated [default: state,comm,syscall,kfunc;
-    /// with --latency: syscall, or dev,op]
+    /// with --latency: syscall, or dev,op]; `peer` is sock_remote (e.g. --by file
+    /// or --by comm,peer)
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     pub by: Vec<String>,
 

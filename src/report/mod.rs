@@ -235,7 +235,8 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     Ok(Answer::of(catalog))
 }
 
-/// `--by` as given, else the defaults. `blocker` is `blocker_tid`.
+/// `--by` as given, else the defaults. `blocker` is `blocker_tid`, `peer`
+/// is `sock_remote` (the address:port at the other end of a sampled socket).
 fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
     if by.is_empty() {
         defaults.iter().map(|s| s.to_string()).collect()
@@ -243,6 +244,7 @@ fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
         by.iter()
             .map(|s| match s.trim().to_ascii_lowercase() {
                 name if name == "blocker" => "blocker_tid".to_string(),
+                name if name == "peer" => "sock_remote".to_string(),
                 name => name,
             })
             .collect()

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,11 +78,11 @@ static void fsync_forever(void)
 
 static void serve_forever(void)
 {
-	int conn = accept(listen_fd, NULL, NULL);
+	int conn;
 	char c;
 
-	if (conn < 0)
-		die("accept");
+	while ((conn = accept(listen_fd, NULL, NULL)) < 0)
+		;
 	pthread_mutex_lock(&ready_lock);
 	accepted = 1;
 	pthread_cond_broadcast(&ready_cond);
@@ -203,6 +204,13 @@ static void listen_loopback(void)
 	    listen(listen_fd, 8) != 0 || getsockname(listen_fd, (struct sockaddr *)&addr, &len) != 0)
 		die("listen");
 	server_port = ntohs(addr.sin_port);
+	/* accept() returns every 300 ms: a thread that waits since before
+	 * the agent started gets its file at its next switch-out. */
+	{
+		struct timeval tv = {.tv_sec = 0, .tv_usec = 300 * 1000};
+
+		setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
 }
 
 static unsigned long inode_of(int fd)
