@@ -129,6 +129,8 @@ impl ThreadTable {
     /// # Safety
     /// `globals` must point to the loaded skeleton's mmap-ed .bss and stay
     /// valid for the lifetime of the returned table.
+    // One mapping per map the table reads: the maps are the arguments.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn new(
         threads: BorrowedFd<'_>,
         capacity: usize,
@@ -255,7 +257,10 @@ impl ThreadTable {
             )
         };
         for _ in 0..READ_ATTEMPTS {
-            let before = [seq.load(Ordering::Acquire), lock_seq.load(Ordering::Acquire)];
+            let before = [
+                seq.load(Ordering::Acquire),
+                lock_seq.load(Ordering::Acquire),
+            ];
             if before.iter().any(|s| s & 1 != 0) {
                 std::hint::spin_loop();
                 continue;
@@ -264,7 +269,11 @@ impl ThreadTable {
             // its counters as for `read`.
             let copy = unsafe { ptr::read_volatile(e) };
             fence(Ordering::Acquire);
-            if [seq.load(Ordering::Relaxed), lock_seq.load(Ordering::Relaxed)] == before {
+            if [
+                seq.load(Ordering::Relaxed),
+                lock_seq.load(Ordering::Relaxed),
+            ] == before
+            {
                 return Some(copy);
             }
         }

@@ -57,7 +57,10 @@ impl FutexOwners {
     /// The lock `sample`'s thread waits for in a futex, and its owner's
     /// tid (0: not known).
     pub fn resolve(&mut self, sample: &Sample) -> Option<(LockKind, u32)> {
-        if !matches!(sample.state, ThreadState::Sleep | ThreadState::Uninterruptible) {
+        if !matches!(
+            sample.state,
+            ThreadState::Sleep | ThreadState::Uninterruptible
+        ) {
             return None;
         }
         let call = sample.syscall?;
@@ -159,7 +162,9 @@ mod tests {
         // As a waiter would leave the word: locked, with waiters.
         // SAFETY: the first field of the mutex is its int lock word.
         unsafe { *(addr as *mut i32) = 2 };
-        let nr = (0..500).find(|&nr| syscall_name(nr) == Some("futex")).expect("futex nr");
+        let nr = (0..500)
+            .find(|&nr| syscall_name(nr) == Some("futex"))
+            .expect("futex nr");
         let sample = Sample {
             tid: 1, // some other thread of the process waits
             tgid: std::process::id(),
@@ -176,7 +181,10 @@ mod tests {
         assert_eq!(owners.resolve(&sample), Some((LockKind::PthreadMutex, me)));
         // A condition-variable-like wait (value 0): not a mutex.
         let mut cv = sample;
-        cv.syscall = cv.syscall.map(|c| SyscallSample { args: Some([addr, 128, 0]), ..c });
+        cv.syscall = cv.syscall.map(|c| SyscallSample {
+            args: Some([addr, 128, 0]),
+            ..c
+        });
         assert_eq!(owners.resolve(&cv), None);
         // Unlocked since: no owner, no kind.
         // SAFETY: as above.

@@ -38,8 +38,8 @@
 //! stacks first, so neither a crash nor a reader racing publication sees a
 //! sample whose stack is missing.
 
-pub mod dir;
 pub mod blocker;
+pub mod dir;
 pub mod enrich;
 pub mod identity;
 pub mod period;
@@ -370,7 +370,11 @@ impl Writer {
                 io_dev: io_dev.as_deref(),
                 host,
                 container: names.container(sample),
-                waker_comm: if sample.wait.waker_tid != 0 { &waker_comm } else { "" },
+                waker_comm: if sample.wait.waker_tid != 0 {
+                    &waker_comm
+                } else {
+                    ""
+                },
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

@@ -119,7 +119,10 @@ impl LockKind {
 
     /// A kernel lock (wait class LOCK whatever the caller).
     pub fn in_kernel(self) -> bool {
-        matches!(self, LockKind::Mutex | LockKind::RwsemWrite | LockKind::RwsemRead)
+        matches!(
+            self,
+            LockKind::Mutex | LockKind::RwsemWrite | LockKind::RwsemRead
+        )
     }
 }
 

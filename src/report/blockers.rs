@@ -121,7 +121,9 @@ impl Blockers {
         }
         let mut chains: Vec<Chain> = by_blocker
             .iter()
-            .map(|(&tid, waits)| self.chain(tid, waits, &by_blocker, depth.max(1), &mut HashSet::new()))
+            .map(|(&tid, waits)| {
+                self.chain(tid, waits, &by_blocker, depth.max(1), &mut HashSet::new())
+            })
             .collect();
         chains.sort_by(|a, b| b.waited_us.cmp(&a.waited_us).then(a.tid.cmp(&b.tid)));
         chains.truncate(top);
@@ -157,7 +159,12 @@ impl Blockers {
                 let ticks: HashSet<i64> = waits.iter().map(|w| w.0).collect();
                 let own: Vec<(i64, u32, i64)> = by_blocker
                     .get(&next)
-                    .map(|all| all.iter().filter(|w| w.1 == tid && ticks.contains(&w.0)).copied().collect())
+                    .map(|all| {
+                        all.iter()
+                            .filter(|w| w.1 == tid && ticks.contains(&w.0))
+                            .copied()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 Box::new(self.chain(next, &own, by_blocker, depth - 1, seen))
             });
@@ -191,7 +198,14 @@ pub fn doing_text(doing: &Option<Doing>) -> String {
 mod tests {
     use super::*;
 
-    fn row<'a>(ts: i64, tid: u32, comm: &'a str, state: &'a str, syscall: &'a str, blocker: Option<u32>) -> BlockRow<'a> {
+    fn row<'a>(
+        ts: i64,
+        tid: u32,
+        comm: &'a str,
+        state: &'a str,
+        syscall: &'a str,
+        blocker: Option<u32>,
+    ) -> BlockRow<'a> {
         BlockRow {
             ts_us: ts,
             tid,
@@ -215,7 +229,18 @@ mod tests {
                     b.feed(&row(ts, waiter, "w", "SLEEP", "futex", Some(10)));
                 }
                 let ten = if ts < 2 { Some(20) } else { None };
-                b.feed(&row(ts, 10, "holder", "SLEEP", if ten.is_some() { "futex" } else { "clock_nanosleep" }, ten));
+                b.feed(&row(
+                    ts,
+                    10,
+                    "holder",
+                    "SLEEP",
+                    if ten.is_some() {
+                        "futex"
+                    } else {
+                        "clock_nanosleep"
+                    },
+                    ten,
+                ));
                 b.feed(&row(ts, 20, "deep", "SLEEP", "clock_nanosleep", None));
                 b.feed(&row(ts, 4, "w4", "SLEEP", "futex", Some(30)));
             }
@@ -223,12 +248,26 @@ mod tests {
         let chains = b.chains(10, 3);
         assert_eq!(chains.len(), 3);
         let first = &chains[0];
-        assert_eq!((first.tid, first.comm.as_str(), first.waiters, first.waited_us), (10, "holder", 3, 90_000));
+        assert_eq!(
+            (
+                first.tid,
+                first.comm.as_str(),
+                first.waiters,
+                first.waited_us
+            ),
+            (10, "holder", 3, 90_000)
+        );
         assert_eq!(first.doing[0].1, 60_000);
         assert_eq!(doing_text(&first.doing[0].0), "SLEEP (LOCK) in futex");
         let next = first.next.as_ref().expect("second level");
-        assert_eq!((next.tid, next.comm.as_str(), next.waited_us), (20, "deep", 20_000));
-        assert_eq!(doing_text(&next.doing[0].0), "SLEEP (TIMER) in clock_nanosleep");
+        assert_eq!(
+            (next.tid, next.comm.as_str(), next.waited_us),
+            (20, "deep", 20_000)
+        );
+        assert_eq!(
+            doing_text(&next.doing[0].0),
+            "SLEEP (TIMER) in clock_nanosleep"
+        );
         // 30 was never sampled.
         let never = chains.iter().find(|c| c.tid == 30).expect("30");
         assert_eq!(doing_text(&never.doing[0].0), "not sampled");

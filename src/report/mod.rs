@@ -205,7 +205,8 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     }
 
     if args.blockers {
-        let (chains, any) = blockers_scan::chains(&mut catalog, &window, args.filter.as_deref(), args.top)?;
+        let (chains, any) =
+            blockers_scan::chains(&mut catalog, &window, args.filter.as_deref(), args.top)?;
         if !any {
             return nothing(catalog, Samples::NAME, &window);
         }

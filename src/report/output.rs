@@ -453,31 +453,6 @@ fn micros(us: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aligned_tables() {
-        let text = table(
-            &["A".into(), "NAME".into()],
-            &[
-                vec!["1.5".into(), "x".into()],
-                vec!["10.25".into(), "long".into()],
-            ],
-            &[true],
-        );
-        assert_eq!(text, "    A  NAME\n  1.5  x\n10.25  long\n");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(micros(850), "850us");
-        assert_eq!(micros(12_500), "12.5ms");
-        assert_eq!(micros(1_200_000), "1.20s");
-    }
-}
-
 /// `report --blockers`: each blocker, the thread time others waited on it,
 /// and what it was doing meanwhile; its own blocker indented below.
 pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Result<()> {
@@ -509,10 +484,14 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
     match format {
         ReportFormat::Json => {
             let document: Vec<Value> = chains.iter().map(json_of).collect();
-            print(&format!("{}\n", serde_json::to_string_pretty(&json!({ "blockers": document }))?))
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&json!({ "blockers": document }))?
+            ))
         }
         ReportFormat::Csv => {
-            let mut out: Vec<u8> = b"rank,level,tid,comm,waited_us,waiters,state,wait_class,syscall,share\n".to_vec();
+            let mut out: Vec<u8> =
+                b"rank,level,tid,comm,waited_us,waiters,state,wait_class,syscall,share\n".to_vec();
             for (rank, first) in chains.iter().enumerate() {
                 let mut level = 1;
                 let mut chain = Some(first);
@@ -527,7 +506,9 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                         c.waiters.to_string(),
                         d.as_ref().map(|d| d.state.clone()).unwrap_or_default(),
                         d.as_ref().map(|d| d.wait_class.clone()).unwrap_or_default(),
-                        d.as_ref().and_then(|d| d.syscall.clone()).unwrap_or_default(),
+                        d.as_ref()
+                            .and_then(|d| d.syscall.clone())
+                            .unwrap_or_default(),
                         format!("{:.3}", us as f64 / c.waited_us.max(1) as f64),
                     ];
                     for (i, field) in fields.iter().enumerate() {
@@ -552,7 +533,11 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                 out.push_str(&format!(
                     "{}. {} [tid {}]: {} thread(s) waited {:.2} s for it\n",
                     rank + 1,
-                    if first.comm.is_empty() { "?" } else { &first.comm },
+                    if first.comm.is_empty() {
+                        "?"
+                    } else {
+                        &first.comm
+                    },
                     first.tid,
                     first.waiters,
                     first.waited_us as f64 / 1e6
@@ -574,7 +559,11 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                         out.push_str(&format!(
                             "{:indent$}{name} waits for {} [tid {}]\n",
                             "",
-                            if next.comm.is_empty() { "?" } else { &next.comm },
+                            if next.comm.is_empty() {
+                                "?"
+                            } else {
+                                &next.comm
+                            },
                             next.tid
                         ));
                     }
@@ -583,5 +572,30 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
             }
             print(&out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_tables() {
+        let text = table(
+            &["A".into(), "NAME".into()],
+            &[
+                vec!["1.5".into(), "x".into()],
+                vec!["10.25".into(), "long".into()],
+            ],
+            &[true],
+        );
+        assert_eq!(text, "    A  NAME\n  1.5  x\n10.25  long\n");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(micros(850), "850us");
+        assert_eq!(micros(12_500), "12.5ms");
+        assert_eq!(micros(1_200_000), "1.20s");
     }
 }

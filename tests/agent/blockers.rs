@@ -19,7 +19,15 @@ fn blockers_binary() -> &'static Path {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/blockers.c");
         let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blockers");
         let status = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wall", "-Werror", "-o"])
+            .args([
+                "-O1",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-pthread",
+                "-Wall",
+                "-Werror",
+                "-o",
+            ])
             .arg(&binary)
             .arg(&source)
             .status()
@@ -46,12 +54,15 @@ impl Blockers {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read workload tids");
-        let tids = serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        let tids =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
         Blockers { child, tids }
     }
 
     fn tid(&self, role: &str) -> i64 {
-        self.tids[role].as_i64().unwrap_or_else(|| panic!("no {role}"))
+        self.tids[role]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {role}"))
     }
 
     /// Let bk-kwaiter start its kernel lock wait.
@@ -82,7 +93,10 @@ fn share_of(dir: &Path, tid: i64, among: &str, predicate: &str) -> (f64, f64) {
         ),
     );
     let row = &rows[0];
-    (row["share"].as_f64().unwrap_or(0.0), row["n"].as_f64().unwrap_or(0.0))
+    (
+        row["share"].as_f64().unwrap_or(0.0),
+        row["n"].as_f64().unwrap_or(0.0),
+    )
 }
 
 #[test]
@@ -108,15 +122,29 @@ fn wakers_and_blockers() {
 
     // Three threads wait in pthread_mutex_lock for bk-holder.
     for waiter in ["mwait0", "mwait1", "mwait2"] {
-        let (share, n) = share_of(&out, workload_tid(&out, waiter), "true", &format!(
-            "blocker_tid = {holder} AND blocker_kind = 'pthread_mutex'"
-        ));
-        assert!(n >= 200.0 && share >= 0.9, "{waiter}: blocker is bk-holder on {share} of {n} rows\n{log}");
+        let (share, n) = share_of(
+            &out,
+            workload_tid(&out, waiter),
+            "true",
+            &format!("blocker_tid = {holder} AND blocker_kind = 'pthread_mutex'"),
+        );
+        assert!(
+            n >= 200.0 && share >= 0.9,
+            "{waiter}: blocker is bk-holder on {share} of {n} rows\n{log}"
+        );
     }
     // A condition variable has no owner.
     let cv = workload_tid(&out, "cvwait");
-    let (share, n) = share_of(&out, cv, "true", "blocker_tid IS NULL AND blocker_kind IS NULL");
-    assert!(n >= 200.0 && share == 1.0, "cvwait: no blocker on {share} of {n} rows");
+    let (share, n) = share_of(
+        &out,
+        cv,
+        "true",
+        "blocker_tid IS NULL AND blocker_kind IS NULL",
+    );
+    assert!(
+        n >= 200.0 && share == 1.0,
+        "cvwait: no blocker on {share} of {n} rows"
+    );
     // A kernel mutex (the pipe's, held by a thread stuck in a page fault).
     let kw = workload_tid(&out, "kwaiter");
     let (share, n) = share_of(
@@ -125,7 +153,10 @@ fn wakers_and_blockers() {
         "state = 'UNINTERRUPTIBLE'",
         &format!("wait_class = 'LOCK' AND blocker_kind = 'mutex' AND blocker_tid = {kholder}"),
     );
-    assert!(n >= 200.0 && share >= 0.9, "kwaiter: LOCK held by bk-kholder on {share} of {n} rows\n{log}");
+    assert!(
+        n >= 200.0 && share >= 0.9,
+        "kwaiter: LOCK held by bk-kholder on {share} of {n} rows\n{log}"
+    );
     // The pipe reader runs after bk-pwriter woke it.
     let reader = workload_tid(&out, "preader");
     let (share, n) = share_of(
@@ -134,23 +165,39 @@ fn wakers_and_blockers() {
         "state IN ('ON_CPU', 'RUNQUEUE')",
         "waker_comm = 'bk-pwriter'",
     );
-    assert!(n >= 50.0 && share >= 0.9, "preader: waker bk-pwriter on {share} of {n} rows");
+    assert!(
+        n >= 50.0 && share >= 0.9,
+        "preader: waker bk-pwriter on {share} of {n} rows"
+    );
     // `report --blockers` names bk-holder first, asleep in
     // clock_nanosleep while three threads wait for it.
     let dir = out.to_str().expect("utf-8 path");
-    let report = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers", "--format", "json"]);
+    let report = taskscope(&[
+        "report",
+        "--dir",
+        dir,
+        "--since",
+        "1h",
+        "--blockers",
+        "--format",
+        "json",
+    ]);
     assert_success(&report);
     let doc: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
     let first = &doc["blockers"][0];
     assert_eq!(first["comm"], "bk-holder", "{doc:#}");
     assert_eq!(first["waiters"], 3, "{doc:#}");
     assert_eq!(first["doing"][0]["syscall"], "clock_nanosleep", "{doc:#}");
-    assert!(first["doing"][0]["share"].as_f64().unwrap_or(0.0) >= 0.9, "{doc:#}");
+    assert!(
+        first["doing"][0]["share"].as_f64().unwrap_or(0.0) >= 0.9,
+        "{doc:#}"
+    );
     let text = taskscope(&["report", "--dir", dir, "--since", "1h", "--blockers"]);
     assert_success(&text);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.starts_with("1. bk-holder [tid ") && text.contains("bk-holder meanwhile: SLEEP (TIMER) in clock_nanosleep"),
+        text.starts_with("1. bk-holder [tid ")
+            && text.contains("bk-holder meanwhile: SLEEP (TIMER) in clock_nanosleep"),
         "{text}"
     );
     // ... and so does the shipped SQL.
@@ -161,22 +208,53 @@ fn wakers_and_blockers() {
         .args(["-json", "-c", "FROM top_blockers() LIMIT 2"])
         .output()
         .expect("run duckdb");
-    let rows: Value = serde_json::from_slice(&sql.stdout)
-        .unwrap_or_else(|e| panic!("top_blockers: {e}: {}", String::from_utf8_lossy(&sql.stderr)));
+    let rows: Value = serde_json::from_slice(&sql.stdout).unwrap_or_else(|e| {
+        panic!(
+            "top_blockers: {e}: {}",
+            String::from_utf8_lossy(&sql.stderr)
+        )
+    });
     assert_eq!(rows[0]["blocker_comm"], "bk-holder", "{rows:#}");
     assert_eq!(rows[0]["waiters"], 3, "{rows:#}");
     assert_eq!(rows[0]["syscall"], "clock_nanosleep", "{rows:#}");
     assert_eq!(rows[1]["blocker_comm"], "bk-kholder", "{rows:#}");
     // `--by blocker` groups by blocker_tid.
-    let by = taskscope(&["report", "--dir", dir, "--since", "1h", "--all-states", "--by", "blocker", "--format", "csv"]);
+    let by = taskscope(&[
+        "report",
+        "--dir",
+        dir,
+        "--since",
+        "1h",
+        "--all-states",
+        "--by",
+        "blocker",
+        "--format",
+        "csv",
+    ]);
     assert_success(&by);
     let by = String::from_utf8_lossy(&by.stdout);
-    assert!(by.lines().next().is_some_and(|h| h.starts_with("blocker_tid")), "{by}");
-    assert!(by.lines().any(|l| l.starts_with(&format!("{holder},"))), "{by}");
+    assert!(
+        by.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("blocker_tid")),
+        "{by}"
+    );
+    assert!(
+        by.lines().any(|l| l.starts_with(&format!("{holder},"))),
+        "{by}"
+    );
     // A thread woken by its timer has no waker.
     let sleeper = workload_tid(&out, "holder");
-    let (share, _) = share_of(&out, sleeper, "state IN ('ON_CPU', 'RUNQUEUE')", "waker_tid IS NULL");
-    assert!(share == 1.0, "holder, woken by its timer: no waker on {share} of its rows");
+    let (share, _) = share_of(
+        &out,
+        sleeper,
+        "state IN ('ON_CPU', 'RUNQUEUE')",
+        "waker_tid IS NULL",
+    );
+    assert!(
+        share == 1.0,
+        "holder, woken by its timer: no waker on {share} of its rows"
+    );
 }
 
 /// A role's tid as the files name it (by thread name, so a mix-up of tids

@@ -327,8 +327,14 @@ mod tests {
             })
             .name()
         };
-        assert_eq!(locked(Uninterruptible, Some("write"), Some("pipe_write")), "LOCK");
-        assert_eq!(locked(Uninterruptible, Some("fsync"), Some("ext4_sync_file")), "LOCK");
+        assert_eq!(
+            locked(Uninterruptible, Some("write"), Some("pipe_write")),
+            "LOCK"
+        );
+        assert_eq!(
+            locked(Uninterruptible, Some("fsync"), Some("ext4_sync_file")),
+            "LOCK"
+        );
         assert_eq!(locked(OnCpu, Some("write"), None), "CPU");
         assert_eq!(own(Disk, Some("futex"), None), "IO");
         assert_eq!(
