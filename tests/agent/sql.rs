@@ -405,7 +405,8 @@ fn shipped_queries_answer_the_ground_truth() {
     }
 
     for format in ["csv", "parquet"] {
-        exercise_all(&out, format, |_| false);
+        // The ground truth has no thread waiting for another's lock.
+        exercise_all(&out, format, |name| name == "top_blockers");
         check_answers(&out, format, &device, workload.pid());
     }
     check_readme_examples(&out);
@@ -953,6 +954,6 @@ fn check_older_files(out: &Path, scratch: &Path, counts: &Row) {
             number(counts, "samples") + number(read, "old"),
             "{format}: {read:?}"
         );
-        exercise_all(&older, format, |_| false);
+        exercise_all(&older, format, |name| name == "top_blockers");
     }
 }
