@@ -887,7 +887,8 @@ fn check_older_files(out: &Path, scratch: &Path, counts: &Row) {
         (
             "samples",
             "wait_class, since_lower_bound, host, container_id, container_runtime, \
-             container_name, pod_name, pod_namespace, pod_uid",
+             container_name, pod_name, pod_namespace, pod_uid, waker_tid, waker_comm, \
+             blocker_tid, blocker_kind",
         ),
         ("stacks", "frame_kinds"),
         ("syscalls", "comm, exe"),
