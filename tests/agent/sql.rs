@@ -501,6 +501,7 @@ fn shipped_queries_answer_the_ground_truth() {
             "taskscope_latencies",
             "latency_summary",
             "latency_histogram",
+            "top_blockers",
         ]
         .contains(&name)
     });
