@@ -228,6 +228,10 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         prog.set_autoload(plan.block_io);
     }
     progs.on_block_io_start.set_autoload(plan.io_start);
+    // TS_NO_WAKER (benches only): leave sched_waking out, to measure it.
+    progs
+        .on_sched_waking
+        .set_autoload(std::env::var_os("TS_NO_WAKER").is_none());
     // Kernel lock waits (contention_begin/end): Linux 5.19 on.
     progs.on_contention_begin.set_autoload(plan.lock_contention);
     progs.on_contention_end.set_autoload(plan.lock_contention);
@@ -253,6 +257,9 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
     }
     if options.track.syscalls {
         tracepoints.push(("sys_exit", &progs.on_sys_exit));
+    }
+    if std::env::var_os("TS_NO_WAKER").is_none() {
+        tracepoints.push(("sched_waking", &progs.on_sched_waking));
     }
     if plan.lock_contention {
         tracepoints.push(("contention_begin", &progs.on_contention_begin));

@@ -453,31 +453,6 @@ fn micros(us: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aligned_tables() {
-        let text = table(
-            &["A".into(), "NAME".into()],
-            &[
-                vec!["1.5".into(), "x".into()],
-                vec!["10.25".into(), "long".into()],
-            ],
-            &[true],
-        );
-        assert_eq!(text, "    A  NAME\n  1.5  x\n10.25  long\n");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(micros(850), "850us");
-        assert_eq!(micros(12_500), "12.5ms");
-        assert_eq!(micros(1_200_000), "1.20s");
-    }
-}
-
 /// `report --blockers`: each blocker, the thread time others waited on it,
 /// and what it was doing meanwhile; its own blocker indented below.
 pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Result<()> {
@@ -597,5 +572,30 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
             }
             print(&out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_tables() {
+        let text = table(
+            &["A".into(), "NAME".into()],
+            &[
+                vec!["1.5".into(), "x".into()],
+                vec!["10.25".into(), "long".into()],
+            ],
+            &[true],
+        );
+        assert_eq!(text, "    A  NAME\n  1.5  x\n10.25  long\n");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(micros(850), "850us");
+        assert_eq!(micros(12_500), "12.5ms");
+        assert_eq!(micros(1_200_000), "1.20s");
     }
 }

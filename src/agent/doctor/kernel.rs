@@ -17,6 +17,7 @@ const HOOKS: &[Hook] = &[
     Hook { name: "sched_switch", without: None },
     Hook { name: "sched_wakeup", without: None },
     Hook { name: "sched_wakeup_new", without: None },
+    Hook { name: "sched_waking", without: None },
     Hook { name: "sched_process_fork", without: None },
     Hook { name: "sched_process_exec", without: None },
     Hook { name: "sched_process_free", without: None },
@@ -26,6 +27,14 @@ const HOOKS: &[Hook] = &[
     Hook { name: "block_rq_issue", without: Some("io_* columns stay empty") },
     Hook { name: "block_rq_complete", without: Some("io_* columns stay empty") },
     Hook { name: "block_rq_merge", without: Some("io_* columns stay empty") },
+    Hook {
+        name: "contention_begin",
+        without: Some("kernel lock waits are classified by their caller, without blocker_tid (Linux < 5.19)"),
+    },
+    Hook {
+        name: "contention_end",
+        without: Some("kernel lock waits are classified by their caller, without blocker_tid (Linux < 5.19)"),
+    },
     Hook {
         name: "block_io_start",
         without: Some("requests are attributed when issued, not when built (Linux < 6.5): waits inside cache flushes lack io_*"),
