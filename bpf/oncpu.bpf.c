@@ -60,8 +60,11 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	t->perf_flags = flags;
 	t->perf_syscall_nr = nr;
 	ts_seq_end(&t->perf_seq);
-	/* The file its fd names, when its syscall's entry was seen. */
-	if (nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ARGS_KNOWN))
+	/* The file its fd names: the fd of the arguments read just now, or
+	 * (without the side array) of the entry's record of this syscall. */
+	if (nr >= 0 && more)
+		record_fd(task, c->slot, nr, more->perf_args[0], now);
+	else if (nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ARGS_KNOWN))
 		record_fd(task, c->slot, nr, t->syscall_args[0], now);
 	/* Where it runs: the stacks of the running thread. */
 	if (stack_kinds) {

@@ -100,7 +100,8 @@ pub fn scan(
 /// The file `sample`'s fd syscall works on, as the thread's own context
 /// found it during that syscall (`bpf/fd.bpf.h`): read after the syscall's
 /// entry (so during it), or, when the entry was not seen, at the switch-out
-/// the thread still waits from; and for the fd of the syscall's arguments.
+/// the thread still waits from or at the on-CPU sample whose arguments an
+/// ON_CPU row carries; and for the fd of the syscall's arguments.
 fn fd_of(table: &ThreadTable, entry: &ts_thread, sample: &Sample) -> Option<FdSample> {
     let syscall = sample.syscall?;
     let fd = syscall.args?[0];
@@ -110,8 +111,12 @@ fn fd_of(table: &ThreadTable, entry: &ts_thread, sample: &Sample) -> Option<FdSa
     let found = table.read_fd(sample.slot as usize)?;
     let during = if syscall.seq.is_some() {
         found.at_ns >= entry.syscall_enter_ns
+    } else if sample.state == ThreadState::OnCpu {
+        // Passive: the on-CPU sample or the switch-out that found it in
+        // the syscall the row names (the one whose arguments it carries).
+        found.at_ns != 0 && (found.at_ns == entry.perf_ns || found.at_ns == entry.switch_out_ns)
     } else {
-        sample.state != ThreadState::OnCpu && found.at_ns == sample.switch_out_ns
+        found.at_ns == sample.switch_out_ns
     };
     (during && found.fd as u64 == fd && found.file != 0).then_some(FdSample {
         fd: found.fd,
