@@ -106,9 +106,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			t->syscall_enter_ns = now;
 			syscall_in_progress(prev, t->syscall_args, more ? more->args_hi : NULL);
 		}
-		/* Names change rarely; copying one at every switch would touch a
-		 * second cache line of the entry on the hottest path. */
-		if (renamed)
+		/*
+		 * Names change rarely; copying one at every switch would touch a
+		 * second cache line of the entry on the hottest path. With
+		 * sys_enter attached, prctl(PR_SET_NAME) marks the entry; without
+		 * it (the default) nothing sees the rename, so a switch-out in a
+		 * syscall, which writes that line anyway, copies the name too.
+		 */
+		if (renamed || (nr >= 0 && !entered))
 			copy_comm(t->comm, prev);
 		t->flags = flags;
 		ts_seq_end(&t->seq);

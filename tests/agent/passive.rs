@@ -175,15 +175,19 @@ fn default_syscall_times_are_marked_lower_bounds_within_the_entry_latency() {
         );
     }
     // The entry instant each row implies: the same in every row of a run,
-    // and in both runs (the scheduler's last-ran time, not the hook).
+    // and in both runs nearly so (the scheduler's last-ran time, not the
+    // hook). It is converted from the run queue's task clock, which leaves
+    // out IRQ and steal time: what accumulates of those between the two
+    // runs moves the second run's bound later, never earlier (27 ms once,
+    // on this VM during the whole suite).
     let spread = number(&p, "last_entry") - number(&p, "first_entry");
     assert!(
         spread <= 1_000.0,
         "passive: entry instants spread {spread} us"
     );
-    let apart = (number(&p, "first_entry") - number(&e, "first_entry")).abs();
+    let later = number(&e, "first_entry") - number(&p, "first_entry");
     assert!(
-        apart <= 5_000.0,
-        "passive and exact entry instants {apart} us apart"
+        (-1_000.0..=100_000.0).contains(&later),
+        "the exact run's (second) entry instant is {later} us after the passive run's"
     );
 }
