@@ -2,7 +2,7 @@
 //! for one another in known ways (tests/workload/blockers.c): one agent
 //! run, several checks, DuckDB on the files.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -15,26 +15,7 @@ use crate::support::*;
 /// The blockers workload, compiled once per test run.
 fn blockers_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/blockers.c");
-        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blockers");
-        let status = Command::new("cc")
-            .args([
-                "-O1",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-pthread",
-                "-Wall",
-                "-Werror",
-                "-o",
-            ])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .expect("run cc (install gcc)");
-        assert!(status.success(), "compiling {} failed", source.display());
-        binary
-    })
+    BINARY.get_or_init(|| compile_workload("blockers"))
 }
 
 /// The running workload (killed on drop) and its tids by role.
@@ -45,17 +26,7 @@ struct Blockers {
 
 impl Blockers {
     fn start() -> Blockers {
-        let mut child = Command::new(blockers_binary())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the blockers workload");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read workload tids");
-        let tids =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        let (child, tids) = spawn_workload(Command::new(blockers_binary()).stdin(Stdio::piped()));
         Blockers { child, tids }
     }
 

@@ -87,29 +87,49 @@ pub fn device_of(path: &Path) -> String {
     format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev))
 }
 
+/// Compile `tests/workload/<name>.c` into the test target directory (with
+/// frame pointers, so user stacks can be walked) and return the binary.
+pub fn compile_workload(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workload/{name}.c"));
+    let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = Command::new("cc")
+        .args([
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-pthread",
+            "-Wall",
+            "-Werror",
+            "-o",
+        ])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("run cc (install gcc)");
+    assert!(status.success(), "compiling {} failed", source.display());
+    binary
+}
+
+/// Start a workload that prints one JSON line about itself (pids, tids,
+/// paths) on stdout, and return it with that line.
+pub fn spawn_workload(command: &mut Command) -> (Child, Value) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start workload {:?}: {e}", command.get_program()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the workload's first line");
+    let info: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+    (child, info)
+}
+
 /// The ground-truth workload binary, compiled once per test run.
 pub fn groundtruth_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/groundtruth.c");
-        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("groundtruth");
-        let status = Command::new("cc")
-            .args([
-                "-O1",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-pthread",
-                "-Wall",
-                "-Werror",
-                "-o",
-            ])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .expect("run cc (install gcc)");
-        assert!(status.success(), "compiling {} failed", source.display());
-        binary
-    })
+    BINARY.get_or_init(|| compile_workload("groundtruth"))
 }
 
 /// A running ground-truth workload; stopped (and its children reaped) on
@@ -122,17 +142,7 @@ pub struct Workload {
 
 impl Workload {
     pub fn start() -> Workload {
-        let mut child = Command::new(groundtruth_binary())
-            .arg(disk_dir())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the ground-truth workload");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read workload tids");
-        let info: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        let (child, info) = spawn_workload(Command::new(groundtruth_binary()).arg(disk_dir()));
         let pid = child.id();
         Workload { child, pid, info }
     }

@@ -2,9 +2,8 @@
 //! behind it, the process title. One agent run over `tests/workload/waits.c`
 //! is shared by every check here.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -14,18 +13,7 @@ use crate::support::*;
 /// The waits workload binary, compiled once per test run.
 fn waits_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload/waits.c");
-        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("waits");
-        let status = Command::new("cc")
-            .args(["-O1", "-g", "-pthread", "-Wall", "-Werror", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .expect("run cc (install gcc)");
-        assert!(status.success(), "compiling {} failed", source.display());
-        binary
-    })
+    BINARY.get_or_init(|| compile_workload("waits"))
 }
 
 /// A started workload, stopped on drop, and what it printed.
@@ -36,16 +24,7 @@ struct Running {
 
 impl Running {
     fn start(command: &mut Command) -> Running {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the waits workload");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read workload info");
-        let info: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        let (child, info) = spawn_workload(command);
         Running { child, info }
     }
 
