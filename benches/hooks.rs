@@ -8,11 +8,18 @@
 //! Each pass measures, in rotating order: no agent; the floor (an empty
 //! `sys_enter` + `sys_exit` pair, no agent); the agent as `run` ships it
 //! (stacks on, `--syscalls passive`); and `--syscalls exact` (stacks on).
-//! Medians of the per-pass ratios to "no agent" are reported. Run as root:
+//! Two more setups leave one part of the defaults' switch-out work out
+//! (the fd record of `file`, the waker hook) to show what each costs.
+//! Medians of the per-pass ratios to "no agent" are reported, and, from
+//! the kernel's own BPF run-time statistics (`kernel.bpf_stats_enabled`,
+//! switched on for the run), the nanoseconds each scheduler hook takes per
+//! run during the ping-pong: unlike the rates, those hardly move with the
+//! load other work puts on the machine. Run as root:
 //! `cargo bench --bench hooks` (`TASKSCOPE_BENCH_PASSES=N` passes).
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use common::*;
@@ -37,10 +44,12 @@ enum Setup {
     NoAgent,
     Floor,
     Default,
+    /// The defaults without one part of the switch-out's work (`TS_NO_*`).
+    Without(&'static str),
     Exact,
 }
 
-const SETUPS: [(Setup, &str); 4] = [
+const SETUPS: [(Setup, &str); 6] = [
     (Setup::NoAgent, "no agent"),
     (Setup::Floor, "empty sys_enter + sys_exit (floor)"),
     (
@@ -48,10 +57,79 @@ const SETUPS: [(Setup, &str); 4] = [
         "agent, shipped defaults (stacks on, --syscalls passive)",
     ),
     (Setup::Exact, "agent, --syscalls exact (stacks on)"),
+    (
+        Setup::Without("TS_NO_FD"),
+        "defaults without the fd record of `file` (TS_NO_FD)",
+    ),
+    (
+        Setup::Without("TS_NO_WAKER"),
+        "defaults without sched_waking (TS_NO_WAKER)",
+    ),
 ];
 
-/// Load `setup`, measure, unload.
-fn measure(setup: Setup) -> (f64, f64) {
+/// The agent's scheduler hooks whose run time is reported.
+const HOOKS: [&str; 3] = ["on_sched_switch", "on_sched_waking", "on_sched_wakeup"];
+
+/// Run time and runs so far of the programs named in `HOOKS` whose id is
+/// in `ids` (loaded by this process: the ids its load took), by name.
+fn hook_runs(ids: (u32, u32)) -> HashMap<String, (u64, u64)> {
+    let mut runs = HashMap::new();
+    for info in libbpf_rs::query::ProgInfoIter::default() {
+        let name = info.name.to_string_lossy().into_owned();
+        if info.id > ids.0 && info.id <= ids.1 && HOOKS.contains(&name.as_str()) {
+            let e = runs.entry(name).or_insert((0, 0));
+            e.0 += info.run_time_ns;
+            e.1 += info.run_cnt;
+        }
+    }
+    runs
+}
+
+/// The highest program id loaded now.
+fn newest_prog_id() -> u32 {
+    libbpf_rs::query::ProgInfoIter::default()
+        .map(|info| info.id)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Nanoseconds per run of each hook between two `hook_runs` readings.
+fn per_run(before: &HashMap<String, (u64, u64)>, after: &HashMap<String, (u64, u64)>) -> [f64; 3] {
+    HOOKS.map(|name| {
+        let (t0, n0) = before.get(name).copied().unwrap_or((0, 0));
+        let (t1, n1) = after.get(name).copied().unwrap_or((0, 0));
+        if n1 > n0 {
+            (t1 - t0) as f64 / (n1 - n0) as f64
+        } else {
+            f64::NAN
+        }
+    })
+}
+
+/// Switches `kernel.bpf_stats_enabled` on while it lives (the statistics
+/// cost two clock reads per run: never on while rates are measured).
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> BpfStats {
+        let old = std::fs::read_to_string(Self::PATH).expect("read bpf_stats_enabled");
+        std::fs::write(Self::PATH, "1").expect("enable BPF run-time statistics");
+        BpfStats(old.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// Load `setup`, measure, unload: getppid() ns, ping-pong round trips per
+/// second, ns per run of each of `HOOKS` during the ping-pong.
+fn measure(setup: Setup) -> (f64, f64, [f64; 3]) {
+    let before_load = newest_prog_id();
     let stacks = StackKinds {
         kernel: true,
         user: true,
@@ -66,15 +144,27 @@ fn measure(setup: Setup) -> (f64, f64) {
             Some(load_agent_with(32_768, 1, stacks, SyscallMode::Passive)),
             None,
         ),
+        Setup::Without(part) => {
+            std::env::set_var(part, "1");
+            let agent = load_agent_with(32_768, 1, stacks, SyscallMode::Passive);
+            std::env::remove_var(part);
+            (Some(agent), None)
+        }
         Setup::Exact => (
             Some(load_agent_with(32_768, 1, stacks, SyscallMode::Exact)),
             None,
         ),
     };
+    let ids = (before_load, newest_prog_id());
     let syscall = getppid_ns();
     let pingpong = pingpong_per_sec(ROUND_TRIPS);
+    let stats = BpfStats::enable();
+    let before = hook_runs(ids);
+    pingpong_per_sec(ROUND_TRIPS / 4);
+    let hooks = per_run(&before, &hook_runs(ids));
+    drop(stats);
     drop(hold);
-    (syscall, pingpong)
+    (syscall, pingpong, hooks)
 }
 
 fn main() {
@@ -85,19 +175,25 @@ fn main() {
     );
     let mut getppid = vec![Vec::new(); SETUPS.len()];
     let mut pingpong = vec![Vec::new(); SETUPS.len()];
+    let mut hook_ns = vec![vec![Vec::new(); HOOKS.len()]; SETUPS.len()];
     let (mut added, mut share, mut kept) = (
         vec![Vec::new(); SETUPS.len()],
         vec![Vec::new(); SETUPS.len()],
         vec![Vec::new(); SETUPS.len()],
     );
     for pass in 0..passes {
-        let mut results = [(0.0, 0.0); SETUPS.len()];
+        let mut results = [(0.0, 0.0, [f64::NAN; 3]); SETUPS.len()];
         for k in 0..SETUPS.len() {
             let i = (pass + k) % SETUPS.len();
             results[i] = measure(SETUPS[i].0);
         }
-        let (base_ns, base_rt) = results[0];
-        for (i, &(ns, rt)) in results.iter().enumerate() {
+        let (base_ns, base_rt, _) = results[0];
+        for (i, &(ns, rt, hooks)) in results.iter().enumerate() {
+            for (k, v) in hooks.iter().enumerate() {
+                if v.is_finite() {
+                    hook_ns[i][k].push(*v);
+                }
+            }
             getppid[i].push(ns);
             pingpong[i].push(rt);
             added[i].push(ns - base_ns);
@@ -107,17 +203,28 @@ fn main() {
     }
     println!();
     println!(
-        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent |"
+        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | sched_switch | sched_waking | sched_wakeup |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, (_, name)) in SETUPS.iter().enumerate() {
+        let hooks: Vec<String> = hook_ns[i]
+            .iter_mut()
+            .map(|v| {
+                if v.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{:.0} ns", median(v))
+                }
+            })
+            .collect();
         println!(
-            "| {name} | {:.0} ns | {:+.1} ns | {:+.1}% | {:.0} rt/s | {:.1}% |",
+            "| {name} | {:.0} ns | {:+.1} ns | {:+.1}% | {:.0} rt/s | {:.1}% | {} |",
             median(&mut getppid[i]),
             median(&mut added[i]),
             median(&mut share[i]),
             median(&mut pingpong[i]),
             median(&mut kept[i]),
+            hooks.join(" | "),
         );
     }
 }

@@ -62,7 +62,10 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		bool renamed = t->flags & TS_F_COMM_DIRTY;
 		/* A preempted task stays runnable whatever its state word says. */
 		__u32 state = preempt ? 0 : task_state(prev);
-		long nr = syscall_in_progress(prev, NULL, NULL);
+		/* One read of the saved registers (a helper call) for the
+		 * number and all six arguments. */
+		__u64 args[3] = {}, args_hi[3] = {};
+		long nr = syscall_in_progress(prev, args, args_hi);
 		/* The syscall's entry was seen by sys_enter (--syscalls exact). */
 		bool entered = nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ENTER_KNOWN);
 		struct ts_syscall_args *more = NULL;
@@ -104,7 +107,14 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		if (nr >= 0 && !entered) {
 			t->syscall_nr = nr;
 			t->syscall_enter_ns = now;
-			syscall_in_progress(prev, t->syscall_args, more ? more->args_hi : NULL);
+			t->syscall_args[0] = args[0];
+			t->syscall_args[1] = args[1];
+			t->syscall_args[2] = args[2];
+			if (more) {
+				more->args_hi[0] = args_hi[0];
+				more->args_hi[1] = args_hi[1];
+				more->args_hi[2] = args_hi[2];
+			}
 		}
 		/*
 		 * Names change rarely; copying one at every switch would touch a

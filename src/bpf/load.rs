@@ -178,7 +178,12 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     rodata.filter_pids = u32::from(!options.pids.is_empty());
     rodata.max_slots = options.max_threads;
     rodata.ring_mask = plan.ring_size as u64 - 1;
-    rodata.fd_syscalls = super::fd_syscalls::fd_syscall_bitmap();
+    // TS_NO_FD (benches only): no fd syscalls, so no `file` record, to measure it.
+    rodata.fd_syscalls = if std::env::var_os("TS_NO_FD").is_some() {
+        [0; 8]
+    } else {
+        super::fd_syscalls::fd_syscall_bitmap()
+    };
     rodata.stack_kinds = flag(options.stacks.kernel, types::ts_stack_flags::TS_S_KERNEL.0)
         | flag(options.stacks.user, types::ts_stack_flags::TS_S_USER.0);
     rodata.track_kinds = flag(
@@ -250,7 +255,6 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
         ("sched_switch", &progs.on_sched_switch),
         ("sched_wakeup", &progs.on_sched_wakeup),
         ("sched_wakeup_new", &progs.on_sched_wakeup_new),
-        ("sched_waking", &progs.on_sched_waking),
     ];
     if plan.syscalls == SyscallMode::Exact {
         tracepoints.push(("sys_enter", &progs.on_sys_enter));
