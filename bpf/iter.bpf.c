@@ -48,7 +48,7 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 	struct pt_regs *regs;
 	__u32 idx, seq, flags = TS_S_ITER;
 	__u64 *want;
-	__u64 fp, now;
+	__u64 fp, now, switch_out_ns;
 	long n;
 
 	if (!task || task->on_cpu)
@@ -68,7 +68,8 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 	now = bpf_ktime_get_ns();
 	s->served = (__u32)READ_ONCE(*want);
 	s->captured_ns = now;
-	s->switch_out_ns = READ_ONCE(t->switch_out_ns);
+	switch_out_ns = READ_ONCE(t->switch_out_ns);
+	s->switch_out_ns = switch_out_ns;
 	s->kframes = 0;
 	s->uframes = 0;
 	if (stack_kinds & TS_S_KERNEL) {
@@ -114,6 +115,13 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 						(void *)(s->user_sp + TS_USTACK_PEEK / 2), task, 0);
 		}
 	}
+	/*
+	 * The thread may have run and gone to sleep again while it was being
+	 * captured: the stacks would then be of another wait than the
+	 * switch-out they are filed under. Such a capture is marked empty.
+	 */
+	if (task->on_cpu || READ_ONCE(t->switch_out_ns) != switch_out_ns)
+		flags &= ~(TS_S_KERNEL | TS_S_USER);
 	s->flags = flags;
 	__sync_fetch_and_add(&s->seq, 1);
 	return 0;

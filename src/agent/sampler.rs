@@ -325,6 +325,7 @@ pub fn sample_loop(
             stacks = raws;
             stats.stack_rows = collected.with_stacks;
             stats.stack_requests = collected.requested;
+            stats.stacks_of_other_wait = collected.of_other_wait;
         }
         let mut completions = Vec::new();
         if config.track.any() {

@@ -44,15 +44,9 @@ const WINDOW_PERIOD_DIVISOR: u64 = 20;
 /// an on-CPU capture taken since the thread last went to sleep (it has
 /// been running or runnable since: it is where an ON_CPU or preempted
 /// RUNQUEUE thread runs), or a capture of the wait that began at the row's
-/// switch-out.
-///
-/// `window`: the capture window that was open until the scan instant
-/// (every voluntary switch-out in it was captured). A thread switching
-/// thousands of times a second has switched again by the time its entry is
-/// read, so the row's switch-out is newer than any capture; but if the row
-/// says it was waiting at the scan instant and its latest capture is a
-/// switch-out inside the window, that capture is the start of this wait.
-pub fn describes(header: &StackHeader, sample: &Sample, window: Option<(u64, u64)>) -> bool {
+/// switch-out: the same wait, never only the same kind of wait, so every
+/// field of a row comes from one moment of the thread.
+pub fn describes(header: &StackHeader, sample: &Sample) -> bool {
     let has = |flag: ts_stack_flags| header.flags & flag.0 != 0;
     if !has(ts_stack_flags::TS_S_KERNEL) && !has(ts_stack_flags::TS_S_USER) {
         return false;
@@ -65,12 +59,32 @@ pub fn describes(header: &StackHeader, sample: &Sample, window: Option<(u64, u64
                 && header.captured_ns >= sample.wait_ns
         }
         ThreadState::OnCpu => false,
-        _ if header.switch_out_ns == sample.switch_out_ns => true,
         // A preempted or woken thread may have run since: only an exact
         // match tells its stack.
-        ThreadState::RunQueue => false,
-        _ => window.is_some_and(|(from, to)| (from..=to).contains(&header.switch_out_ns)),
+        _ => header.switch_out_ns == sample.switch_out_ns,
     }
+}
+
+/// Whether `header` is the capture of the wait a thread was in at the scan
+/// instant while its row is of a later one: the row stands in for that
+/// wait (`StateAt::stands_in`: the thread switched in and out again while
+/// the scan reached it, and its entry keeps only the latest wait), and the
+/// capture is the switch-out inside the capture window `window` that began
+/// the wait at the scan instant. Such a capture is withheld, not attached:
+/// its stack would sit beside the state, syscall and I/O of another wait
+/// (`DISK fdatasync` with an `epoll_wait` stack). Counted per tick
+/// (`ticks.stacks_of_other_wait`).
+pub fn of_other_wait(header: &StackHeader, sample: &Sample, window: Option<(u64, u64)>) -> bool {
+    let off_cpu_wait = !matches!(
+        sample.state,
+        ThreadState::OnCpu | ThreadState::RunQueue | ThreadState::Zombie | ThreadState::Dead
+    );
+    off_cpu_wait
+        && header.flags & ts_stack_flags::TS_S_ONCPU.0 == 0
+        && header.switch_out_ns != sample.switch_out_ns
+        && window.is_some_and(|(from, to)| {
+            (from..=to).contains(&header.switch_out_ns) && sample.switch_out_ns > to
+        })
 }
 
 /// What stack collection did in one tick.
@@ -80,6 +94,9 @@ pub struct CollectStats {
     pub with_stacks: u32,
     /// Threads the refresh pass was asked to capture.
     pub requested: u32,
+    /// Rows left without a stack because the only capture was of another
+    /// wait than the row's (`of_other_wait`).
+    pub of_other_wait: u32,
     /// Captures copied for the writer (new since last handed over).
     pub copied: u32,
 }
@@ -128,10 +145,11 @@ impl Collector {
         // The window closed at the scan instant (`disarm` runs right after
         // `now_ns` is read; a capture after it only fails to match).
         let window = (self.armed_from_ns != 0).then_some((self.armed_from_ns, now_ns));
+        let mut other_wait: Vec<bool> = Vec::with_capacity(samples.len());
         for (i, sample) in samples.iter().enumerate() {
-            let header = table
-                .stack_header(sample.slot as usize)
-                .filter(|h| describes(h, sample, window));
+            let found = table.stack_header(sample.slot as usize);
+            other_wait.push(found.is_some_and(|h| of_other_wait(&h, sample, window)));
+            let header = found.filter(|h| describes(h, sample));
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }
@@ -160,7 +178,7 @@ impl Collector {
                     for &i in &chosen {
                         headers[i] = table
                             .stack_header(samples[i].slot as usize)
-                            .filter(|h| describes(h, &samples[i], None));
+                            .filter(|h| describes(h, &samples[i]));
                     }
                 }
                 Ok(false) => self.refresh_failed = true,
@@ -171,8 +189,11 @@ impl Collector {
             }
         }
         let mut raws = Vec::new();
-        for (sample, header) in samples.iter_mut().zip(headers) {
-            let Some(header) = header else { continue };
+        for ((sample, header), other_wait) in samples.iter_mut().zip(headers).zip(other_wait) {
+            let Some(header) = header else {
+                stats.of_other_wait += u32::from(other_wait);
+                continue;
+            };
             let slot = sample.slot;
             if self.sent.get(&slot) == Some(&header.captured_ns) {
                 sample.stack = Some(StackRef {
@@ -193,7 +214,8 @@ impl Collector {
                 captured_ns: copy.captured_ns,
                 switch_out_ns: copy.switch_out_ns,
             };
-            if copied != header && !describes(&copied, sample, window) {
+            if copied != header && !describes(&copied, sample) {
+                stats.of_other_wait += u32::from(of_other_wait(&copied, sample, window));
                 continue;
             }
             sample.stack = Some(StackRef {
@@ -265,7 +287,7 @@ mod tests {
     }
 
     fn describes_now(header: &StackHeader, sample: &Sample) -> bool {
-        describes(header, sample, None)
+        describes(header, sample)
     }
 
     const K: u32 = ts_stack_flags::TS_S_KERNEL.0;
@@ -343,40 +365,47 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_switcher_takes_the_last_capture_inside_the_window() {
-        // Window armed from 10,000; scan instant 12,000. The entry was read
-        // after the thread switched again at 12,300: its row's switch-out is
-        // newer than every capture.
+    fn a_stand_in_row_never_takes_the_stack_of_the_earlier_wait() {
+        // Window armed from 10,000; scan instant 12,000. At the scan the
+        // thread waited in fdatasync since 11,900 (captured then); the
+        // entry was read after it ran and went to sleep again at 12,300 in
+        // epoll_wait: the row (state, syscall, I/O) is of that later wait.
         let window = Some((10_000, 12_000));
-        let rewound = sample(ThreadState::Sleep, 12_300, 12_300);
+        let stand_in = sample(ThreadState::Sleep, 12_300, 12_300);
         let at = |switch_out_ns| StackHeader {
             flags: K | U,
             captured_ns: switch_out_ns,
             switch_out_ns,
         };
         assert!(
-            describes(&at(11_900), &rewound, window),
-            "the last switch-out before the scan"
+            !describes(&at(11_900), &stand_in),
+            "the capture of the wait at the scan instant is another wait than the row's"
         );
         assert!(
-            !describes(&at(9_000), &rewound, window),
-            "before the window: a wait may have begun since"
+            of_other_wait(&at(11_900), &stand_in, window),
+            "withheld and counted"
         );
         assert!(
-            !describes(&at(12_200), &rewound, window),
-            "after the scan instant"
+            describes(&at(12_300), &stand_in),
+            "a capture of the row's own wait (the refresh pass) is attached"
         );
-        assert!(!describes(&at(11_900), &rewound, None), "no window armed");
-        // Runnable rows may have run since their last wait.
-        assert!(!describes(
-            &at(11_900),
-            &sample(ThreadState::RunQueue, 12_300, 12_300),
+        assert!(!of_other_wait(&at(12_300), &stand_in, window));
+        // Not counted: captures outside the window, rows that are not
+        // stand-ins, runnable and running rows, on-CPU captures.
+        assert!(!of_other_wait(&at(9_000), &stand_in, window));
+        assert!(!of_other_wait(&at(11_900), &stand_in, None));
+        assert!(!of_other_wait(
+            &at(11_500),
+            &sample(ThreadState::Sleep, 11_900, 11_900),
             window
         ));
-        assert!(!describes(
-            &at(11_900),
-            &sample(ThreadState::OnCpu, 12_300, 12_300),
-            window
-        ));
+        for state in [ThreadState::RunQueue, ThreadState::OnCpu] {
+            assert!(!of_other_wait(&at(11_900), &sample(state, 12_300, 12_300), window));
+        }
+        let on_cpu_capture = StackHeader {
+            flags: ONCPU | K,
+            ..at(11_900)
+        };
+        assert!(!of_other_wait(&on_cpu_capture, &stand_in, window));
     }
 }

@@ -128,6 +128,7 @@ pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
         map_update_failures: stats.map_update_failed,
         stack_rows: stats.stack_rows,
         stack_refreshes: stats.stack_requests,
+        stacks_of_other_wait: stats.stacks_of_other_wait,
     }
 }
 

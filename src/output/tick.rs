@@ -104,4 +104,6 @@ pub struct TickStats {
     pub stack_rows: u32,
     /// Threads the stack refresh pass was asked to capture.
     pub stack_requests: u32,
+    /// Rows left without a stack: the only capture was of another wait.
+    pub stacks_of_other_wait: u32,
 }

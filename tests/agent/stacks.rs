@@ -402,3 +402,95 @@ fn recycled_slots_keep_each_thread_its_own_state() {
     );
     assert_ids_resolve(&out);
 }
+
+/// Rows from one moment (issue 14): threads flipping between a 1 ms
+/// `epoll_wait` and `fdatasync` hundreds of times a second, with both CPUs
+/// busy so the scan is preempted and reaches some entries after their
+/// thread switched in and out again. A row's stack is of the row's own
+/// wait: no `fdatasync` row carries the `epoll_wait` stack (kernel or
+/// user) and no `epoll_wait` row the `fdatasync` one. Rows whose only
+/// capture was of the other wait have no stack and are counted in
+/// `ticks.stacks_of_other_wait`.
+#[test]
+fn no_row_mixes_the_stack_of_one_wait_with_the_state_of_another() {
+    require_root();
+    let _serial = exclusive();
+    let binary = compile_workload("flip");
+    let files = tempfile::tempdir_in(disk_dir()).expect("tempdir on disk");
+    let (mut child, info) = spawn_workload(Command::new(&binary).arg(files.path()));
+    let pid = info["pid"].as_i64().expect("pid").to_string();
+    let tids: Vec<String> = info["flip"]
+        .as_array()
+        .expect("flip tids")
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let status = AgentRun::new()
+        .args(["--all", "-F", "100", "--pid", &pid])
+        .duration(8)
+        .output(&out)
+        .run();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the workload");
+    child.wait().expect("wait for the workload");
+    assert_success(&status);
+    assert_ids_resolve(&out);
+
+    let flips = format!("s.tid IN ({})", tids.join(", "));
+    let frames = |id: &str| {
+        format!(
+            "(SELECT frames FROM (SELECT DISTINCT stack_id, frames FROM {STACKS}) t WHERE t.stack_id = s.{id})"
+        )
+    };
+    let (kernel, user) = (frames("kstack_id"), frames("ustack_id"));
+    let rows = query(
+        &out,
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.syscall = 'fdatasync') AS sync_rows, \
+                    count(*) FILTER (WHERE s.syscall = 'epoll_wait') AS epoll_rows, \
+                    count(s.kstack_id) FILTER (WHERE s.syscall IN ('fdatasync', 'epoll_wait')) AS with_kernel, \
+                    count(*) FILTER (WHERE s.syscall = 'fdatasync' AND ({kernel} LIKE '%ep_poll%' OR {user} LIKE '%flip_wait_epoll%')) AS sync_with_epoll, \
+                    count(*) FILTER (WHERE s.syscall = 'epoll_wait' AND ({kernel} LIKE '%sync%' OR {user} LIKE '%flip_sync_file%')) AS epoll_with_sync \
+             FROM {SAMPLES} s WHERE {flips} AND s.state <> 'ON_CPU'"
+        ),
+    );
+    let get = |key: &str| rows[0][key].as_i64().unwrap_or(-1);
+    let other_wait = query_number(
+        &out,
+        "SELECT coalesce(sum(stacks_of_other_wait), 0) FROM read_csv('ticks/*/*/*.csv.zst')",
+    );
+    eprintln!(
+        "flip threads: {} fdatasync rows, {} epoll_wait rows, {} with kernel stacks; \
+         {other_wait} rows of the run left without the other wait's stack",
+        get("sync_rows"),
+        get("epoll_rows"),
+        get("with_kernel")
+    );
+    assert!(
+        get("sync_rows") >= 50 && get("epoll_rows") >= 50,
+        "the flip threads were not caught in both waits: {rows:?}"
+    );
+    assert!(
+        get("with_kernel") * 2 >= get("sync_rows") + get("epoll_rows"),
+        "most waiting rows should have a kernel stack: {rows:?}"
+    );
+    if (get("sync_with_epoll"), get("epoll_with_sync")) != (0, 0) {
+        let mixed = query(
+            &out,
+            &format!(
+                "SELECT s.ts, s.tid, s.state, s.syscall, s.state_since_us, s.syscall_us, {kernel} AS kernel, {user} AS user \
+                 FROM {SAMPLES} s WHERE {flips} AND s.state <> 'ON_CPU' AND \
+                 ((s.syscall = 'fdatasync' AND ({kernel} LIKE '%ep_poll%' OR {user} LIKE '%flip_wait_epoll%')) OR \
+                  (s.syscall = 'epoll_wait' AND ({kernel} LIKE '%sync%' OR {user} LIKE '%flip_sync_file%')))"
+            ),
+        );
+        panic!(
+            "rows whose stack is of the other wait (fdatasync with epoll_wait's, epoll_wait with fdatasync's): {rows:?}\n{mixed:#?}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ pub struct TickRow {
     pub map_update_failures: u64,
     pub stack_rows: u32,
     pub stack_refreshes: u32,
+    pub stacks_of_other_wait: u32,
 }
 
 impl Table for Ticks {
@@ -115,6 +116,12 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
         ty: ColumnType::Int64,
         description: "Threads whose stacks were captured anew for this tick (their capture predated their wait)",
         value: |r| int(r.stack_refreshes),
+    },
+    Column {
+        name: "stacks_of_other_wait",
+        ty: ColumnType::Int64,
+        description: "Sample rows of this tick left without stacks because the only capture was of another wait than the row's (the thread switched in and out again while the scan reached it)",
+        value: |r| int(r.stacks_of_other_wait),
     },
 ];
 
