@@ -201,18 +201,15 @@ int BPF_PROG(on_block_rq_issue, struct request *rq)
 	return 0;
 }
 
-/* --track io: report the completion of a request a sample saw in flight. */
+/* --track io: report the completion of a request that was in flight at
+ * the latest tick (queued no later than the end of its scan, `tick_ns`). */
 static __always_inline void report_completion(struct ts_request *req, struct ts_thread *t,
 					      int error)
 {
 	struct ts_completion *rec;
-	__u64 *want;
-	__u32 idx = req->slot;
 
-	want = bpf_map_lookup_elem(&track_io, &idx);
-	if (!want || *want == 0 || *want != req->seq)
+	if (req->insert_ns > READ_ONCE(tick_ns))
 		return;
-	*want = 0;
 	rec = bpf_ringbuf_reserve(&completions, sizeof(*rec), 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.completions_lost, 1);

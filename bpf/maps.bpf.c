@@ -28,6 +28,8 @@ __u32 next_fresh = 0;
 __u32 reconcile_gen = 0;
 /* 0 until the sampler sets the first window. */
 __u64 capture_from_ns = 0;
+/* 0 until the first tick (--track). */
+__u64 tick_ns = 0;
 struct ts_counters counters = {};
 /* Set at load: syscalls whose first argument is a fd (fd.bpf.h). */
 const volatile __u64 fd_syscalls[8] = {};

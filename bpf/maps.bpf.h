@@ -120,26 +120,6 @@ TS_EXTERN struct {
 	__uint(max_entries, 16384);
 } requests SEC(".maps");
 
-/*
- * --track: per slot, the syscall_seq (track_syscalls) or io_rq_seq
- * (track_io) a sample caught in progress, written by userspace; 0: none.
- */
-TS_EXTERN struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE_);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 1); /* max_slots when syscalls are tracked, set at load */
-} track_syscalls SEC(".maps");
-
-TS_EXTERN struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE_);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 1); /* max_slots when I/O is tracked, set at load */
-} track_io SEC(".maps");
-
 /* Completions of tracked syscalls and requests (struct ts_completion). */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -169,6 +149,13 @@ TS_EXTERN __u64 free_tail;      /* next free_ring entry to fill (userspace) */
 TS_EXTERN __u32 next_fresh;     /* slots never used start here */
 TS_EXTERN __u32 reconcile_gen;  /* current reconciliation pass (userspace) */
 TS_EXTERN __u64 capture_from_ns; /* every switch-out from here to the next tick captures stacks (userspace) */
+/*
+ * --track: when the latest tick's scan ended (userspace), U64_MAX while a
+ * tick reads its clock and scans. A syscall or request that began no later
+ * than it may be one the tick's rows caught in flight: its end is reported
+ * (userspace keeps those a written row caught).
+ */
+TS_EXTERN __u64 tick_ns;
 TS_EXTERN struct ts_counters counters;
 
 /*

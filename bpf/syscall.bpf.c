@@ -8,8 +8,10 @@
  * getppid()). By default the syscall, its arguments and a lower bound of
  * its entry time come from the saved registers at switch-out (sched.bpf.c)
  * and in on-CPU samples (oncpu.bpf.c). With --track syscalls, a sys_exit
- * hook reports the end of the syscalls that samples caught in progress,
- * and nothing else.
+ * hook reports the end of every syscall that was in flight at the latest
+ * tick (entered no later than the end of its scan, `tick_ns`), and nothing
+ * else: decided here, so a call that ends right after the tick is not
+ * lost to a sampler that has not yet read its row.
  *
  * The entry hook does no helper call but the CPU id: the entry comes from
  * the per-CPU running thread slot, the time from the run queue's clock.
@@ -59,10 +61,10 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 }
 
 /*
- * --track syscalls: the end of a syscall a sample caught in progress.
- * Userspace wrote the thread's syscall_seq at that sample into its
- * track_syscalls cell; every other exit costs two array lookups and a
- * compare.
+ * --track syscalls: the end of a syscall that was in flight at the latest
+ * tick. Userspace keeps the records of those a written sample caught (a
+ * thread the tick's filter left out has its record dropped there); every
+ * other exit costs one array lookup and a compare.
  */
 SEC("?tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
@@ -70,20 +72,18 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	struct ts_cpu *c = this_cpu_state();
 	struct ts_completion *rec;
 	struct ts_thread *t;
-	__u64 *want, seq;
-	__u32 idx;
+	__u64 seq;
 
 	if (!c)
 		return 0;
 	t = thread_at(c->slot);
 	if (!t)
 		return 0;
-	idx = c->slot - 1;
-	want = bpf_map_lookup_elem(&track_syscalls, &idx);
-	seq = t->syscall_seq;
-	if (!want || *want == 0 || *want != seq)
+	/* Its entry was seen (a seeded one was not numbered), and came no
+	 * later than the end of the latest tick's scan. */
+	if (!(t->flags & TS_F_ENTER_KNOWN) || t->syscall_enter_ns > READ_ONCE(tick_ns))
 		return 0;
-	*want = 0;
+	seq = t->syscall_seq;
 	rec = bpf_ringbuf_reserve(&completions, sizeof(*rec), 0);
 	if (!rec) {
 		__sync_fetch_and_add(&counters.completions_lost, 1);

@@ -302,11 +302,12 @@ enum ts_completion_kind {
 };
 
 /*
- * The end of a syscall or block request that a sample caught in progress
- * (--track), sent through the `completions` ring buffer. Userspace marks
- * what to follow in `track_syscalls` / `track_io` (one cell per slot, the
- * thread's syscall_seq or io_rq_seq); the exit or completion hook emits a
- * record only when its sequence number matches, so the hooks stay cheap.
+ * The end of a syscall or block request that was in flight at a tick
+ * (--track), sent through the `completions` ring buffer: the exit or
+ * completion hook emits one when the syscall was entered (the request
+ * queued) no later than the end of the latest tick's scan (`tick_ns`, which
+ * userspace publishes after it scans). Userspace keeps the records of
+ * those a written sample caught, by thread and sequence number.
  */
 struct ts_completion {
 	__u32 kind;       /* enum ts_completion_kind */

@@ -22,6 +22,7 @@ pub mod service;
 pub mod settle;
 pub mod signals;
 pub mod stacks;
+pub mod tracking;
 
 use std::thread;
 

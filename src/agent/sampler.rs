@@ -23,8 +23,9 @@ use super::settle;
 use super::signals::Shutdown;
 use super::stacks::Collector;
 use crate::bpf::fd_syscalls::is_fd_syscall;
-use crate::bpf::types::{ts_completion, ts_completion_kind, ts_slot_state, ts_thread};
-use crate::bpf::{Agent, ThreadTable, Tracked};
+use super::tracking::Tracking;
+use crate::bpf::types::{ts_slot_state, ts_thread};
+use crate::bpf::{Agent, ThreadTable};
 use crate::output::sample::{FdSample, Sample};
 use crate::output::tick::{QueuedBytes, Tick, TickStats};
 use crate::store::thread_state::ThreadState;
@@ -126,91 +127,6 @@ fn fd_of(table: &ThreadTable, entry: &ts_thread, sample: &Sample) -> Option<FdSa
     })
 }
 
-/// A syscall or request a sample caught in progress (--track), whose end
-/// the hooks are asked to report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Followed {
-    kind: Tracked,
-    slot: usize,
-    tid: u32,
-    seq: u64,
-}
-
-/// --track: the syscalls and requests `samples` caught in progress.
-fn in_progress(samples: &[Sample]) -> Vec<Followed> {
-    let mut events = Vec::new();
-    for sample in samples {
-        let (slot, tid) = (sample.slot as usize, sample.tid);
-        if let Some(seq) = sample.syscall.and_then(|s| s.seq) {
-            events.push(Followed {
-                kind: Tracked::Syscall,
-                slot,
-                tid,
-                seq,
-            });
-        }
-        if let Some(io) = sample.io.filter(|io| io.seq != 0) {
-            events.push(Followed {
-                kind: Tracked::Io,
-                slot,
-                tid,
-                seq: io.seq.into(),
-            });
-        }
-    }
-    events
-}
-
-/// Ask the hooks to report how `events` end. Done right after the scan
-/// that caught them: a request on a fast disk ends within a millisecond,
-/// before the stacks of the tick are even captured.
-fn follow(table: &ThreadTable, events: &[Followed]) {
-    for e in events {
-        table.track(e.kind, e.slot, e.seq);
-    }
-}
-
-/// Ends of followed events whose tick never reached the writer: taken
-/// back from the hooks, and their records, if the hooks already sent
-/// them, left out of the next two drains so every `syscalls` and `iorq`
-/// row joins a sample.
-#[derive(Default)]
-struct Forgotten {
-    recent: Vec<(Followed, u8)>,
-}
-
-impl Forgotten {
-    /// The tick that followed `events` was dropped.
-    fn forget(&mut self, table: &ThreadTable, events: Vec<Followed>) {
-        for e in events {
-            table.untrack(e.kind, e.slot, e.seq);
-            self.recent.push((e, 2));
-        }
-    }
-
-    /// Remove the records of forgotten events from `drained`.
-    fn filter(&mut self, drained: &mut Vec<ts_completion>) {
-        if self.recent.is_empty() {
-            return;
-        }
-        drained.retain(|c| {
-            let kind = if ts_completion_kind(c.kind) == ts_completion_kind::TS_C_IO {
-                Tracked::Io
-            } else {
-                Tracked::Syscall
-            };
-            !self
-                .recent
-                .iter()
-                .any(|(e, _)| e.kind == kind && e.tid == c.tid && e.seq == c.seq)
-        });
-        self.recent.retain_mut(|(_, drains_left)| {
-            *drains_left -= 1;
-            *drains_left > 0
-        });
-    }
-}
-
 /// How many live threads the full table leaves out. Measured by each
 /// reconciliation pass (it tries to track every thread it walks); between
 /// passes, forks that found the table full are added. An upper bound until
@@ -280,12 +196,18 @@ pub fn sample_loop(
     let full_reconcile_ns = reconcile_ns.min(FULL_TABLE_RECONCILE.as_nanos() as u64);
     let mut samples_capacity = 64;
     let mut collector = config.stacks.any().then(|| Collector::new(period_ns));
-    let mut forgotten = Forgotten::default();
+    let mut tracking = Tracking::default();
+    let mut tick_number = 0u64;
 
     loop {
         let wake_ns = stop_ns.map_or(next_ns, |stop| stop.min(next_ns));
         if !shutdown.sleep_until(wake_ns) {
             break;
+        }
+        // --track: every syscall and request that ends from here on may
+        // be one this tick's rows catch (tracking.rs).
+        if config.track.any() {
+            agent.table().set_tick_ns(u64::MAX);
         }
         let now_ns = monotonic_ns();
         if let Some(collector) = &collector {
@@ -313,12 +235,16 @@ pub fn sample_loop(
             now_ns,
             &mut samples,
         );
-        let followed = if config.track.any() {
-            in_progress(&samples)
-        } else {
-            Vec::new()
-        };
-        follow(agent.table(), &followed);
+        tick_number += 1;
+        if config.track.any() {
+            // Every row's syscall or request began before its entry was
+            // read, so no later than now: a row that stands in for the
+            // scan instant (a later wait) is of one begun after `now_ns`.
+            agent
+                .table()
+                .set_tick_ns(monotonic_ns() + super::tracking::ENTRY_CLOCK_MARGIN_NS);
+            tracking.caught(tick_number, &samples);
+        }
         let mut stacks = Vec::new();
         if let Some(collector) = &mut collector {
             let (raws, collected) = collector.collect(agent, &mut samples, now_ns);
@@ -329,10 +255,12 @@ pub fn sample_loop(
         }
         let mut completions = Vec::new();
         if config.track.any() {
+            let ended = tracking.ended(agent.table(), tick_number);
             if let Err(err) = agent.drain_completions(&mut completions) {
                 warn!("{err:#}");
             }
-            forgotten.filter(&mut completions);
+            tracking.keep(tick_number, &mut completions);
+            tracking.forget(&ended);
         }
         stats.pass_us = (thread_cpu_ns() - cpu_before) / 1_000;
         unreported_missed += missed;
@@ -367,11 +295,13 @@ pub fn sample_loop(
             Err(TrySendError::Full(tick))
         };
         match sent {
-            Ok(()) => unreported_missed = 0,
+            Ok(()) => {
+                unreported_missed = 0;
+                tracking.written(tick_number);
+            }
             Err(TrySendError::Full(tick)) => {
-                // Every syscalls and iorq row joins a sample: what only
-                // this tick followed is not reported.
-                forgotten.forget(agent.table(), followed);
+                // Every syscalls and iorq row joins a sample: the ends of
+                // what only this tick caught are dropped (tracking.rs).
                 counters.dropped_ticks += 1;
                 counters.dropped_tick_rows += tick.samples.len() as u64;
                 // Its new captures never reached the writer.
@@ -479,44 +409,5 @@ fn log_trouble(table: &ThreadTable, counters: &mut LoopCounters, untracked_now: 
         );
         counters.slots_exhausted = exhausted;
         counters.last_log = Some(Instant::now());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(kind: ts_completion_kind, tid: u32, seq: u64) -> ts_completion {
-        ts_completion {
-            kind: kind.0,
-            tid,
-            seq,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn records_of_a_dropped_ticks_events_are_left_out_for_two_drains() {
-        let dropped = Followed {
-            kind: Tracked::Io,
-            slot: 3,
-            tid: 42,
-            seq: 7,
-        };
-        let mut forgotten = Forgotten {
-            recent: vec![(dropped, 2)],
-        };
-        let io = ts_completion_kind::TS_C_IO;
-        let syscall = ts_completion_kind::TS_C_SYSCALL;
-        let mut drained = vec![record(io, 42, 7), record(syscall, 42, 7), record(io, 42, 8)];
-        forgotten.filter(&mut drained);
-        let left: Vec<_> = drained.iter().map(|c| (c.kind, c.seq)).collect();
-        assert_eq!(left, [(syscall.0, 7), (io.0, 8)]);
-        // A record sent while the hooks were being told still goes.
-        let mut drained = vec![record(io, 42, 7)];
-        forgotten.filter(&mut drained);
-        assert!(drained.is_empty());
-        // After that, the sequence number is never reported again.
-        assert!(forgotten.recent.is_empty());
     }
 }

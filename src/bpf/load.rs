@@ -114,7 +114,7 @@ impl Agent {
             syscalls: options.track.syscalls,
             io: options.track.io && plan.block_io,
         };
-        let table = map_table(&mut skel, options, &plan, track)?;
+        let table = map_table(&mut skel, options, &plan)?;
         let completions = options
             .track
             .any()
@@ -207,9 +207,6 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         .set_max_entries(slots_if(options.stacks.any()))?;
     maps.stack_requests
         .set_max_entries(slots_if(options.stacks.any()))?;
-    maps.track_syscalls
-        .set_max_entries(slots_if(options.track.syscalls))?;
-    maps.track_io.set_max_entries(slots_if(options.track.io))?;
     if options.track.any() {
         maps.completions.set_max_entries(COMPLETIONS_RING_BYTES)?;
     }
@@ -322,7 +319,6 @@ fn map_table(
     skel: &mut TaskscopeSkel<'static>,
     options: &LoadOptions,
     plan: &Plan,
-    track: TrackKinds,
 ) -> Result<ThreadTable> {
     let globals = skel
         .maps
@@ -335,10 +331,6 @@ fn map_table(
         .stacks
         .any()
         .then(|| (maps.stacks.as_fd(), maps.stack_requests.as_fd()));
-    let track_maps = [
-        track.syscalls.then(|| maps.track_syscalls.as_fd()),
-        track.io.then(|| maps.track_io.as_fd()),
-    ];
     // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
     // long as `skel`; the Agent drops the table before the skeleton.
     unsafe {
@@ -350,7 +342,6 @@ fn map_table(
             plan.ring_size,
             maps.waits.as_fd(),
             stack_maps,
-            track_maps,
             maps.fds.as_fd(),
             globals,
         )

@@ -110,13 +110,6 @@ pub struct StackHeader {
     pub switch_out_ns: u64,
 }
 
-/// What `--track` follows to its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tracked {
-    Syscall = 0,
-    Io = 1,
-}
-
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
 pub struct ThreadTable {
     entries: Mapping,
@@ -129,8 +122,6 @@ pub struct ThreadTable {
     waits: Mapping,
     /// `stacks` and `stack_requests`, when stacks are captured.
     stacks: Option<(Mapping, Mapping)>,
-    /// `track_syscalls` and `track_io` (--track), one u64 cell per slot.
-    track: [Option<Mapping>; 2],
     /// `fds`: per slot, the file a fd syscall's fd named at switch-out.
     fds: Mapping,
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
@@ -158,20 +149,9 @@ impl ThreadTable {
         ring_size: usize,
         waits: BorrowedFd<'_>,
         stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
-        track: [Option<BorrowedFd<'_>>; 2],
         fds: BorrowedFd<'_>,
         globals: NonNull<bss>,
     ) -> Result<ThreadTable> {
-        let [track_syscalls, track_io] = track;
-        let cells = capacity * size_of::<u64>();
-        let track = [
-            track_syscalls
-                .map(|fd| Mapping::new(fd, cells, "track_syscalls"))
-                .transpose()?,
-            track_io
-                .map(|fd| Mapping::new(fd, cells, "track_io"))
-                .transpose()?,
-        ];
         let stacks = match stacks {
             Some((stacks, requests)) => Some((
                 Mapping::new(stacks, capacity * size_of::<ts_stack>(), "stacks")?,
@@ -191,34 +171,9 @@ impl ThreadTable {
             ring_mask: ring_size as u64 - 1,
             waits: Mapping::new(waits, capacity * size_of::<ts_wait>(), "waits")?,
             stacks,
-            track,
             fds: Mapping::new(fds, capacity * size_of::<ts_fd>(), "fds")?,
             globals,
         })
-    }
-
-    fn track_cell(&self, kind: Tracked, slot: usize) -> Option<&AtomicU64> {
-        assert!(slot < self.capacity, "slot {slot} out of range");
-        let mapping = self.track[kind as usize].as_ref()?;
-        // SAFETY: an in-bounds u64 cell of the mapping (one per slot).
-        Some(self.u64_at(unsafe { mapping.base.as_ptr().cast::<u64>().add(slot) }))
-    }
-
-    /// Ask the hooks to report the end of syscall or request number `seq`
-    /// of slot `slot`'s thread (--track); no-op when that kind is not
-    /// tracked.
-    pub fn track(&self, kind: Tracked, slot: usize, seq: u64) {
-        if let Some(cell) = self.track_cell(kind, slot) {
-            cell.store(seq, Ordering::Release);
-        }
-    }
-
-    /// Take back `track(kind, slot, seq)` if the hooks have not reported
-    /// it yet.
-    pub fn untrack(&self, kind: Tracked, slot: usize, seq: u64) {
-        if let Some(cell) = self.track_cell(kind, slot) {
-            let _ = cell.compare_exchange(seq, 0, Ordering::AcqRel, Ordering::Relaxed);
-        }
     }
 
     fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
@@ -473,12 +428,6 @@ impl ThreadTable {
     /// Hand an EXITED slot back to the hooks. Only one thread may call this
     /// (the ring has a single producer).
     pub fn recycle(&self, slot: usize) {
-        // The next owner numbers its syscalls and requests from 1 again.
-        for kind in [Tracked::Syscall, Tracked::Io] {
-            if let Some(cell) = self.track_cell(kind, slot) {
-                cell.store(0, Ordering::Relaxed);
-            }
-        }
         let e = self.entry(slot);
         // SAFETY: fields of an in-bounds entry and of the live .bss/ring
         // mappings; the ring index is masked to its size.
@@ -504,6 +453,16 @@ impl ThreadTable {
         // SAFETY: a field of the live .bss mapping.
         unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).capture_from_ns) }
             .store(from_ns, Ordering::SeqCst);
+    }
+
+    /// Publish the end of the scan of the tick being taken (--track): the
+    /// hooks report the end of every syscall and request that began no
+    /// later than it. `u64::MAX` while the tick reads its clock and scans,
+    /// so no end before the instant's publication is missed.
+    pub fn set_tick_ns(&self, tick_ns: u64) {
+        // SAFETY: a field of the live .bss mapping.
+        unsafe { self.u64_at(&raw mut (*self.globals.as_ptr()).tick_ns) }
+            .store(tick_ns, Ordering::SeqCst);
     }
 
     /// Mark a LIVE slot whose task no longer exists as EXITED.
