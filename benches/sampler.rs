@@ -80,13 +80,33 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
     (bytes, rows)
 }
 
-/// Run the real agent binary for `secs`; its peak RSS (KiB).
-fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> u64 {
+/// Resident memory of the agent, KiB: the peak (`VmHWM`), and the largest
+/// anonymous and file-backed (mapped files, plus the BPF maps it mmaps,
+/// which the kernel counts as shared memory) parts seen twice a second.
+/// systemd's `MemoryMax` counts both.
+#[derive(Default, Clone, Copy)]
+struct Rss {
+    peak: u64,
+    anon: u64,
+    file: u64,
+}
+
+/// Run the real agent binary for `secs`; its resident memory.
+fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> Rss {
     let mut child = common::spawn_agent(args, dir);
-    std::thread::sleep(Duration::from_secs(secs));
-    let hwm = common::status_kib(child.id(), "VmHWM:");
+    let mut rss = Rss::default();
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = child.id();
+        rss.anon = rss.anon.max(common::status_kib(pid, "RssAnon:"));
+        rss.file = rss.file.max(
+            common::status_kib(pid, "RssFile:") + common::status_kib(pid, "RssShmem:"),
+        );
+    }
+    rss.peak = common::status_kib(child.id(), "VmHWM:");
     common::stop_agent(&mut child);
-    hwm
+    rss
 }
 
 fn main() {
@@ -181,6 +201,14 @@ fn main() {
     let (bytes_20hz, rows_20hz) = file_bytes_and_rows(&dir_20hz);
     let dir_default = scratch("bench-agent-20hz");
     let rss_default = run_agent(&["--frequency", "20"], 20, &dir_default);
+    // Without user stacks nothing symbolizes this process's debug info
+    // (the bench binary's DWARF is tens of MiB): what that costs.
+    let dir_kernel = scratch("bench-agent-20hz-kernel");
+    let rss_kernel = run_agent(
+        &["--all", "--frequency", "20", "--stacks", "kernel"],
+        20,
+        &dir_kernel,
+    );
     drop(sleepers);
 
     println!();
@@ -209,12 +237,16 @@ fn main() {
         "| bytes per row on disk, --all at 20 Hz for 20 s | {:.1} ({rows_20hz} rows) |",
         bytes_20hz as f64 / rows_20hz as f64
     );
-    println!(
-        "| agent peak RSS, --all at 20 Hz | {:.1} MiB |",
-        rss_all as f64 / 1024.0
-    );
-    println!(
-        "| agent peak RSS, default filter at 20 Hz | {:.1} MiB |",
-        rss_default as f64 / 1024.0
-    );
+    for (name, rss) in [
+        ("--all at 20 Hz", rss_all),
+        ("default filter at 20 Hz", rss_default),
+        ("--all at 20 Hz, --stacks kernel", rss_kernel),
+    ] {
+        println!(
+            "| agent RSS, {name}: peak (VmHWM); largest anonymous; largest file-backed + shared | {:.1} MiB; {:.1} MiB; {:.1} MiB |",
+            rss.peak as f64 / 1024.0,
+            rss.anon as f64 / 1024.0,
+            rss.file as f64 / 1024.0
+        );
+    }
 }

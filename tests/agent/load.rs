@@ -361,12 +361,13 @@ fn overload_skips_and_drops_ticks_with_flat_memory() {
     drop(crowd);
 
     // The writer's queue may fill after the first reading: it holds at
-    // most 64 MiB of ticks (sampler.rs QUEUE_BYTES). Beyond that and 10%,
-    // memory grew without bound (before the byte budget: +97 MB in 12 s).
+    // most QUEUE_BYTES of ticks. Beyond that and 10%, memory grew without
+    // bound (before the byte budget: +97 MB in 12 s).
     let first = rss[0] as f64;
     let most = *rss.iter().max().expect("three readings") as f64;
+    let queue_kib = taskscope::output::tick::QUEUE_BYTES as f64 / 1024.0;
     assert!(
-        most <= first * 1.10 + 64.0 * 1024.0,
+        most <= first * 1.10 + queue_kib,
         "agent RSS grew under overload beyond the queue's budget: {rss:?} KiB at 6, 12, 18 s"
     );
     let row = &query(
