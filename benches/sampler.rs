@@ -100,9 +100,9 @@ fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> Rss {
         std::thread::sleep(Duration::from_millis(500));
         let pid = child.id();
         rss.anon = rss.anon.max(common::status_kib(pid, "RssAnon:"));
-        rss.file = rss.file.max(
-            common::status_kib(pid, "RssFile:") + common::status_kib(pid, "RssShmem:"),
-        );
+        rss.file = rss
+            .file
+            .max(common::status_kib(pid, "RssFile:") + common::status_kib(pid, "RssShmem:"));
     }
     rss.peak = common::status_kib(child.id(), "VmHWM:");
     common::stop_agent(&mut child);

@@ -400,7 +400,11 @@ mod tests {
             window
         ));
         for state in [ThreadState::RunQueue, ThreadState::OnCpu] {
-            assert!(!of_other_wait(&at(11_900), &sample(state, 12_300, 12_300), window));
+            assert!(!of_other_wait(
+                &at(11_900),
+                &sample(state, 12_300, 12_300),
+                window
+            ));
         }
         let on_cpu_capture = StackHeader {
             flags: ONCPU | K,

@@ -106,9 +106,9 @@ impl Tracking {
                 continue;
             }
             let gone = match event.kind {
-                Tracked::Syscall => table.read(seen.slot).is_none_or(|e| {
-                    e.thread.tid != event.tid || e.thread.syscall_seq != event.seq
-                }),
+                Tracked::Syscall => table
+                    .read(seen.slot)
+                    .is_none_or(|e| e.thread.tid != event.tid || e.thread.syscall_seq != event.seq),
                 Tracked::Io => tick.saturating_sub(seen.tick) > IO_FORGET_TICKS,
             };
             if gone {

@@ -59,7 +59,8 @@ fn every_call_a_written_tick_caught_has_its_syscalls_row() {
     assert_success(&status);
 
     let samples = "read_csv('samples/*/*/*.csv.zst')";
-    let syscalls = "read_csv('syscalls/*/*/*.csv.zst', types = {'duration_us': 'BIGINT', 'seq': 'BIGINT'})";
+    let syscalls =
+        "read_csv('syscalls/*/*/*.csv.zst', types = {'duration_us': 'BIGINT', 'seq': 'BIGINT'})";
     let row = &query(
         &out,
         &format!(
