@@ -111,7 +111,8 @@ INSERT INTO taskscope_tables VALUES
      'file VARCHAR, file_pos BIGINT, sock_proto VARCHAR, sock_local VARCHAR, '
      'sock_remote VARCHAR, sock_state VARCHAR, tcp_srtt_us BIGINT, tcp_cwnd BIGINT, '
      'tcp_retrans BIGINT, '
-     'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN'),
+     'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN, '
+     'proc_title VARCHAR'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),

@@ -21,4 +21,5 @@ mod sql;
 mod stacks;
 mod storage;
 mod support;
+mod titles;
 mod waits;

@@ -60,6 +60,8 @@ pub struct SampleRow<'a> {
     pub wait: WaitColumns<'a>,
     /// What its syscall's fd names (issue 13); empty when none or unknown.
     pub target: FileTarget<'a>,
+    /// Title of its process: argv[0] as the process left it (issue 13).
+    pub proc_title: &'a str,
 }
 
 /// The waker and blocker of a row's thread (None / empty when unknown).
@@ -437,6 +439,13 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Bool,
         description: "true when syscall_us is a lower bound: the syscall's entry was not seen (the default, --syscalls passive, counts from the last switch-out or on-CPU sample that found the thread in it; or it began before the agent started); false when exact; empty without syscall_us",
         value: |r| r.syscall_us_lower_bound.map_or(Value::Null, Value::Bool),
+    },
+    // Which process is which (issue 13).
+    Column {
+        name: "proc_title",
+        ty: ColumnType::Text,
+        description: "Title of the thread's process: argv[0] as the process left it, which shows a title the process set for itself (postgres: walwriter, nginx: worker process) and never the arguments of a plain command line (mysql -pPASSWORD shows mysql); at most 128 bytes, control characters as \\xNN; read at most a second before; empty for kernel threads, zombies and processes not read yet (README, Process titles)",
+        value: |r| opt_text(r.proc_title),
     },
 ];
 
