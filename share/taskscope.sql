@@ -112,7 +112,7 @@ INSERT INTO taskscope_tables VALUES
      'sock_remote VARCHAR, sock_state VARCHAR, tcp_srtt_us BIGINT, tcp_cwnd BIGINT, '
      'tcp_retrans BIGINT, '
      'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN, '
-     'proc_title VARCHAR'),
+     'proc_title VARCHAR, peer_pid BIGINT, peer_comm VARCHAR'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),

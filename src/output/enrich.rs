@@ -194,6 +194,19 @@ impl<'a> Names<'a> {
         };
         let kind = file_kind(file);
         let socket = match kind {
+            FileKind::Socket(inode) if self.enricher.sockets.get(inode).is_none() => {
+                self.enricher.sockets.unix(inode).map(|u| SocketRow {
+                    proto: "unix",
+                    local: &u.socket.name,
+                    remote: u.peer_name,
+                    state: u.socket.state,
+                    srtt_us: None,
+                    cwnd: None,
+                    retrans: None,
+                    peer_pid: u.peer_process.map(|(pid, _)| pid),
+                    peer_comm: u.peer_process.map_or("", |(_, comm)| comm),
+                })
+            }
             FileKind::Socket(inode) => self.enricher.sockets.get(inode).map(|s| SocketRow {
                 proto: s.proto,
                 local: &s.local,
@@ -202,6 +215,8 @@ impl<'a> Names<'a> {
                 srtt_us: s.srtt_us,
                 cwnd: s.cwnd,
                 retrans: s.retrans,
+                peer_pid: None,
+                peer_comm: "",
             }),
             _ => None,
         };

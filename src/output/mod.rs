@@ -54,6 +54,7 @@ pub mod stacks;
 pub mod thread;
 pub mod tick;
 pub mod titles;
+pub mod unix_peers;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;

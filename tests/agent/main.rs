@@ -13,6 +13,7 @@ mod lifecycle;
 mod load;
 mod packaging;
 mod passive;
+mod peers;
 mod readers;
 mod readme;
 mod report;
