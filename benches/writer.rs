@@ -86,6 +86,8 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64, containers: bool) -> Samp
         container: in_container.then(container),
         waker_comm: "",
         target: Default::default(),
+        // Filled on every row, as for a fleet of retitled processes.
+        proc_title: "postgres: app appdb [local] UPDATE",
     };
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }

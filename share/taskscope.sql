@@ -23,7 +23,7 @@
 -- Named queries (table macros; from_ts/to_ts are optional UTC bounds,
 -- from_ts <= ts < to_ts; ago('1 hour') is the UTC time an hour ago; those
 -- that average threads count active ones unless all_states := true):
---   top_activity(from_ts, to_ts, all_states)  average active threads by state, comm, syscall, kfunc
+--   top_activity(from_ts, to_ts, all_states)  average active threads by wait_class, state, comm, syscall, kfunc
 --   top_waits(from_ts, to_ts, all_states)     off-CPU time by state, syscall, kfunc
 --   top_blockers(from_ts, to_ts)              threads others wait for, and what they did meanwhile
 --   active_threads(bucket, from_ts, to_ts, all_states) average active threads per bucket and state
@@ -111,7 +111,8 @@ INSERT INTO taskscope_tables VALUES
      'file VARCHAR, file_pos BIGINT, sock_proto VARCHAR, sock_local VARCHAR, '
      'sock_remote VARCHAR, sock_state VARCHAR, tcp_srtt_us BIGINT, tcp_cwnd BIGINT, '
      'tcp_retrans BIGINT, '
-     'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN'),
+     'syscall_arg3 BIGINT, syscall_arg4 BIGINT, syscall_arg5 BIGINT, syscall_us_lower_bound BOOLEAN, '
+     'proc_title VARCHAR, peer_pid BIGINT, peer_comm VARCHAR'),
     ('stacks',
      'stack_id BIGINT, kind VARCHAR, frames VARCHAR, module VARCHAR, depth BIGINT, truncated BOOLEAN, '
      'frame_kinds VARCHAR'),
@@ -255,19 +256,20 @@ CREATE OR REPLACE TEMP MACRO taskscope_in_window(t, from_ts, to_ts) AS
 CREATE OR REPLACE TEMP MACRO taskscope_sampled_us(from_ts, to_ts) AS (
     SELECT sum(weight_us) FROM ticks WHERE taskscope_in_window(ts, from_ts, to_ts));
 
--- Active Session History: average active threads by state, thread name,
--- syscall and kernel wait function, and each group's share of the sampled
+-- Active Session History: average active threads by wait class, state,
+-- thread name, syscall and kernel wait function (the wait class first, as
+-- in `taskscope report`; the state kept, which SQL users filter on), and each group's share of the sampled
 -- thread time (all_states := true counts sleeping and idle threads too).
 -- Example: FROM top_activity(from_ts := ago('1 hour')) LIMIT 20;
 CREATE OR REPLACE TEMP MACRO top_activity(from_ts := NULL, to_ts := NULL, all_states := false) AS TABLE
-SELECT state, comm, syscall, kfunc,
+SELECT wait_class, state, comm, syscall, kfunc,
        count(DISTINCT tid) AS threads,
        round(sum(weight_us) / taskscope_sampled_us(from_ts, to_ts), 3) AS avg_threads,
        round(sum(weight_us) / sum(sum(weight_us)) OVER (), 4) AS share
 FROM samples
 WHERE taskscope_in_window(ts, from_ts, to_ts) AND (all_states OR taskscope_active(state))
-GROUP BY state, comm, syscall, kfunc
-ORDER BY avg_threads DESC, state, comm, syscall, kfunc;
+GROUP BY wait_class, state, comm, syscall, kfunc
+ORDER BY avg_threads DESC, wait_class, state, comm, syscall, kfunc;
 
 -- What active threads waited on: every active state but ON_CPU (with
 -- all_states := true, SLEEP, IDLE and the rest too), by state, syscall and

@@ -252,6 +252,7 @@ pub fn decode(full: &ThreadEntry, now_ns: u64) -> Sample {
         stack: None,
         wait: WaitSample::default(),
         fd: None,
+        start_ns: entry.start_ns,
     }
 }
 

@@ -199,6 +199,12 @@ root such as \fI/tmp\fR: there the agent creates it (owned by root, 0755), and t
 bit keeps other users from renaming or removing it.
 Files are mode 0644 and directories 0755 unless \fB\-\-file\-mode\fR and \fB\-\-group\fR say otherwise.
 .PP
+What the files reveal of other users' processes: thread names, executables, files and
+sockets waited on, and in \fBproc_title\fR only argv[0] as each process left it: a title a
+process set for itself (\fBpostgres: walwriter\fR) shows, the arguments of a command line
+(\fBmysql \-pPASSWORD\fR, \fB\-\-token=...\fR) are never recorded.
+Everyone who can read the files can read these.
+.PP
 \fBexport\fR, \fBimport\fR and \fBschema\fR need no privileges: any user who can read the
 data can export it.
 An archive is no more readable than the files it holds.

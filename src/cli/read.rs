@@ -80,7 +80,7 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub window: WindowArgs,
 
-    /// Columns to group by, comma-separated [default: state,comm,syscall,kfunc;
+    /// Columns to group by, comma-separated [default: wait_class,comm,syscall,kfunc;
     /// with --latency: syscall, or dev,op]; `peer` is sock_remote (e.g. --by file
     /// or --by comm,peer)
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]

@@ -19,6 +19,7 @@ use crate::output::fd_names::{file_kind, FdNames, FileKind};
 use crate::output::identity::{Identities, Identity};
 use crate::output::sample::Sample;
 use crate::output::sockets::Sockets;
+use crate::output::titles::Titles;
 use crate::store::schema::{FileTarget, SocketRow};
 
 /// Entries per cache before it is cleared.
@@ -39,6 +40,8 @@ pub struct Enricher {
     fds: FdNames,
     /// The connections of sampled sockets (`sockets`).
     sockets: Sockets,
+    /// Process titles, read on their own thread (`titles`).
+    titles: Titles,
     /// With `--track`: by tid, the last sample that saw the thread in a
     /// syscall or with a request in flight.
     threads: Option<FxHashMap<u32, SeenThread>>,
@@ -67,6 +70,7 @@ impl Enricher {
             identities: Identities::node(),
             fds: FdNames::new(),
             sockets: Sockets::new(),
+            titles: Titles::new(),
             threads: None,
         }
     }
@@ -88,6 +92,7 @@ impl Enricher {
         }
         self.identities.new_tick();
         self.fds.prepare(samples);
+        self.titles.prepare(samples);
         let fds = &self.fds;
         self.sockets.prepare(
             samples
@@ -189,6 +194,19 @@ impl<'a> Names<'a> {
         };
         let kind = file_kind(file);
         let socket = match kind {
+            FileKind::Socket(inode) if self.enricher.sockets.get(inode).is_none() => {
+                self.enricher.sockets.unix(inode).map(|u| SocketRow {
+                    proto: "unix",
+                    local: &u.socket.name,
+                    remote: u.peer_name,
+                    state: u.socket.state,
+                    srtt_us: None,
+                    cwnd: None,
+                    retrans: None,
+                    peer_pid: u.peer_process.map(|(pid, _)| pid),
+                    peer_comm: u.peer_process.map_or("", |(_, comm)| comm),
+                })
+            }
             FileKind::Socket(inode) => self.enricher.sockets.get(inode).map(|s| SocketRow {
                 proto: s.proto,
                 local: &s.local,
@@ -197,6 +215,8 @@ impl<'a> Names<'a> {
                 srtt_us: s.srtt_us,
                 cwnd: s.cwnd,
                 retrans: s.retrans,
+                peer_pid: None,
+                peer_comm: "",
             }),
             _ => None,
         };
@@ -205,6 +225,12 @@ impl<'a> Names<'a> {
             file_pos: (kind == FileKind::Path).then(|| sample.fd.map_or(0, |fd| fd.pos)),
             socket,
         }
+    }
+
+    /// Title of the process of `sample` (`titles`); empty when not known
+    /// for that very process.
+    pub fn title(&self, sample: &Sample) -> &'a str {
+        self.enricher.titles.title(sample)
     }
 
     /// Container and pod of the thread of `sample`, if it is in one.

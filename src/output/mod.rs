@@ -53,6 +53,8 @@ pub mod sockets;
 pub mod stacks;
 pub mod thread;
 pub mod tick;
+pub mod titles;
+pub mod unix_peers;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -378,6 +380,7 @@ impl Writer {
                     ""
                 },
                 target: names.target(sample),
+                proc_title: names.title(sample),
             };
             let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
             self.tables.samples.write(&row)?;

@@ -42,6 +42,8 @@ pub struct SampleNames<'a> {
     pub waker_comm: &'a str,
     /// What its syscall's fd names.
     pub target: FileTarget<'a>,
+    /// Title of its process (argv[0] as the process left it).
+    pub proc_title: &'a str,
 }
 
 /// The `samples` row of `sample` at `ts_us`.
@@ -104,6 +106,7 @@ pub fn sample_row<'a>(
             blocker_kind: wait.lock.map(|l| l.name()),
         },
         target: names.target,
+        proc_title: names.proc_title,
     }
 }
 

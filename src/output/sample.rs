@@ -95,6 +95,9 @@ pub struct Sample {
     /// The file its syscall's fd names, when it is in a fd syscall and
     /// switched out in it.
     pub fd: Option<FdSample>,
+    /// When the thread started (`task->start_time`, CLOCK_MONOTONIC ns):
+    /// ties a process title to this very process (`titles`).
+    pub start_ns: u64,
 }
 
 /// The thread that last woke a sampled thread, and the lock it waits for.

@@ -14,7 +14,9 @@
 //! Network namespaces: the dump lists the sockets of the agent's network
 //! namespace only, and inodes are unique across namespaces, so a socket of
 //! another namespace is simply not found: its columns are empty, never
-//! another namespace's values. Unix sockets are not covered.
+//! another namespace's values. Unix sockets come in the same dump
+//! (`AF_UNIX`, with their bound paths and the inode of their peer), and
+//! the process at the other end from `unix_peers`.
 //!
 //! Why not a crate: the request and the reply are three fixed kernel
 //! structs (`inet_diag_req_v2`, `inet_diag_msg`, the head of `tcp_info`)
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tracing::debug;
+
+use crate::output::unix_peers::{self, Holders, UnixSocket};
 
 /// Values are at most this old.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -54,12 +58,31 @@ pub struct SocketInfo {
     pub retrans: Option<u32>,
 }
 
+/// The sockets of one dump, by inode.
+#[derive(Debug, Default)]
+pub struct Dump {
+    /// TCP and UDP sockets.
+    pub inet: FxHashMap<u64, SocketInfo>,
+    pub unix: FxHashMap<u64, UnixSocket>,
+}
+
+impl Dump {
+    pub fn unix(&self, inode: u64) -> Option<&UnixSocket> {
+        self.unix.get(&inode)
+    }
+}
+
 /// Sockets by inode, from the last dump.
 #[derive(Default)]
 pub struct Sockets {
-    by_inode: FxHashMap<u64, SocketInfo>,
+    dump: Dump,
     dumped_at: Option<Instant>,
     failed_logged: bool,
+    /// The processes holding the peers of sampled unix sockets.
+    holders: Holders,
+    /// Reused between ticks: sampled inodes, their unix peers.
+    wanted: Vec<u64>,
+    peers: Vec<u64>,
 }
 
 impl Sockets {
@@ -70,15 +93,30 @@ impl Sockets {
     /// Make sure the sockets of `inodes` are as fresh as the rules above
     /// say.
     pub fn prepare(&mut self, inodes: impl Iterator<Item = u64>) {
-        let mut wanted = false;
-        let mut missing = false;
-        for inode in inodes {
-            wanted = true;
-            missing |= !self.by_inode.contains_key(&inode);
-        }
-        if !wanted {
+        self.wanted.clear();
+        self.wanted.extend(inodes);
+        if self.wanted.is_empty() {
             return;
         }
+        self.refresh();
+        // The processes at the other end of sampled unix sockets.
+        self.peers.clear();
+        for inode in &self.wanted {
+            if let Some(peer) = self.dump.unix.get(inode).and_then(|u| u.peer) {
+                self.peers.push(peer);
+            }
+        }
+        self.peers.sort_unstable();
+        self.peers.dedup();
+        self.holders.prepare(&self.peers);
+    }
+
+    /// Dump again if the rules say so.
+    fn refresh(&mut self) {
+        let missing = self
+            .wanted
+            .iter()
+            .any(|i| !self.dump.inet.contains_key(i) && !self.dump.unix.contains_key(i));
         let due = match self.dumped_at {
             None => true,
             Some(at) => at.elapsed() >= REFRESH || (missing && at.elapsed() >= MISS_RETRY),
@@ -88,9 +126,9 @@ impl Sockets {
         }
         self.dumped_at = Some(Instant::now());
         match dump() {
-            Ok(sockets) => self.by_inode = sockets,
+            Ok(sockets) => self.dump = sockets,
             Err(err) => {
-                self.by_inode.clear();
+                self.dump = Dump::default();
                 if !self.failed_logged {
                     self.failed_logged = true;
                     tracing::warn!("socket columns stay empty: sock_diag failed: {err}");
@@ -99,9 +137,33 @@ impl Sockets {
         }
     }
 
+    /// A TCP or UDP socket.
     pub fn get(&self, inode: u64) -> Option<&SocketInfo> {
-        self.by_inode.get(&inode)
+        self.dump.inet.get(&inode)
     }
+
+    /// A unix socket, the name of its peer (empty when unbound or
+    /// unknown), and the one process holding that peer, if known.
+    pub fn unix(&self, inode: u64) -> Option<UnixView<'_>> {
+        let socket = self.dump.unix.get(&inode)?;
+        let peer = socket.peer;
+        Some(UnixView {
+            socket,
+            peer_name: peer
+                .and_then(|p| self.dump.unix.get(&p))
+                .map_or("", |p| &p.name),
+            peer_process: peer.and_then(|p| self.holders.get(p)),
+        })
+    }
+}
+
+/// A sampled unix socket with what is known of its other end.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixView<'a> {
+    pub socket: &'a UnixSocket,
+    pub peer_name: &'a str,
+    /// pid and comm of the process holding the peer socket.
+    pub peer_process: Option<(u32, &'a str)>,
 }
 
 const NETLINK_SOCK_DIAG: i32 = 4;
@@ -114,8 +176,8 @@ const INET_DIAG_INFO: u16 = 2;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Every TCP and UDP socket of this network namespace, by inode.
-pub fn dump() -> io::Result<FxHashMap<u64, SocketInfo>> {
+/// Every TCP, UDP and unix socket of this network namespace, by inode.
+pub fn dump() -> io::Result<Dump> {
     let started = Instant::now();
     let socket = DiagSocket::open()?;
     let mut out = FxHashMap::default();
@@ -125,7 +187,7 @@ pub fn dump() -> io::Result<FxHashMap<u64, SocketInfo>> {
         (libc::AF_INET as u8, IPPROTO_UDP),
         (libc::AF_INET6 as u8, IPPROTO_UDP),
     ] {
-        socket.request(family, protocol)?;
+        socket.send(&inet_request(family, protocol))?;
         socket.replies(|msg| {
             if out.len() < SOCKET_LIMIT {
                 if let Some((inode, info)) = parse_inet_diag(msg, protocol) {
@@ -134,12 +196,32 @@ pub fn dump() -> io::Result<FxHashMap<u64, SocketInfo>> {
             }
         })?;
     }
+    let mut unix = FxHashMap::default();
+    socket.send(&unix_peers::request())?;
+    socket.replies(|msg| {
+        if unix.len() < SOCKET_LIMIT {
+            if let Some((inode, info)) = unix_peers::parse(msg) {
+                unix.insert(inode, info);
+            }
+        }
+    })?;
     debug!(
         sockets = out.len(),
+        unix = unix.len(),
         us = started.elapsed().as_micros() as u64,
         "sock_diag dump"
     );
-    Ok(out)
+    Ok(Dump { inet: out, unix })
+}
+
+/// An `inet_diag_req_v2` for every state, with INET_DIAG_INFO.
+fn inet_request(family: u8, protocol: u8) -> [u8; 56] {
+    let mut req = [0u8; 56];
+    req[0] = family;
+    req[1] = protocol;
+    req[2] = 1 << (INET_DIAG_INFO - 1);
+    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    req
 }
 
 /// A NETLINK_SOCK_DIAG socket, closed on drop.
@@ -179,20 +261,17 @@ impl DiagSocket {
         Ok(DiagSocket(owned))
     }
 
-    /// Send a dump request of `inet_diag_req_v2` for every state, with
-    /// INET_DIAG_INFO.
-    fn request(&self, family: u8, protocol: u8) -> io::Result<()> {
+    /// Send a dump request whose payload is `request` (a sock_diag
+    /// request of its family).
+    fn send(&self, request: &[u8]) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let mut msg = [0u8; 16 + 56];
+        let mut msg = vec![0u8; 16 + request.len()];
         let len = msg.len() as u32;
         msg[0..4].copy_from_slice(&len.to_ne_bytes());
         msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        msg[16] = family;
-        msg[17] = protocol;
-        msg[18] = 1 << (INET_DIAG_INFO - 1);
-        msg[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+        msg[16..].copy_from_slice(request);
         // SAFETY: sending `msg.len()` bytes of a live buffer to the kernel
         // (the socket's default destination, pid 0).
         let sent = unsafe {
@@ -354,7 +433,7 @@ mod tests {
         let (_server, _) = listener.accept().unwrap();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let started = Instant::now();
-        let sockets = dump().unwrap();
+        let sockets = dump().unwrap().inet;
         eprintln!(
             "dump of {} sockets took {:?}",
             sockets.len(),

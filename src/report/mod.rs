@@ -44,8 +44,12 @@ use crate::store::schema::{Iorq, Samples, Syscalls, Table, Ticks};
 use aggregate::Query;
 use read::Projection;
 
-/// Default `--by` of the report.
-pub const DEFAULT_GROUPS: [&str; 4] = ["state", "comm", "syscall", "kfunc"];
+/// Default `--by` of the report: the cause first (`wait_class`), not the
+/// scheduler state. State is left out: CPU and RUNQUEUE are its ON_CPU
+/// and RUNQUEUE, and what else it adds (own I/O or another's, futex or
+/// kernel lock) is mostly visible in syscall and kfunc, for a fifth
+/// column on every line; `--by state,...` brings it back.
+pub const DEFAULT_GROUPS: [&str; 4] = ["wait_class", "comm", "syscall", "kfunc"];
 
 /// What `taskscope report` is asked (made from its flags by `cli::read`).
 #[derive(Debug, Clone)]

@@ -13,6 +13,8 @@
  *   bk-kwaiter      after a line on stdin, write() into the same pipe
  *                                                        -> kernel mutex wait,
  *                                                           blocker bk-kholder
+ *   bk-timed        clock_nanosleep 100 ms, then spins 30 ms, again
+ *                                                        -> on a CPU, no waker
  *
  * Prints one JSON line with every tid, then runs until SIGTERM/SIGINT.
  */
@@ -40,12 +42,12 @@ static volatile int held_now;
 static volatile int kheld_now;
 static volatile sig_atomic_t stop;
 
-enum { HOLDER, MWAIT0, MWAIT1, MWAIT2, CVWAIT, PWRITER, PREADER, KHOLDER, KWAITER, ROLES };
+enum { HOLDER, MWAIT0, MWAIT1, MWAIT2, CVWAIT, PWRITER, PREADER, KHOLDER, KWAITER, TIMED, ROLES };
 static const char *names[ROLES] = { "bk-holder", "bk-mwait0", "bk-mwait1", "bk-mwait2",
 				    "bk-cvwait", "bk-pwriter", "bk-preader", "bk-kholder",
-				    "bk-kwaiter" };
+				    "bk-kwaiter", "bk-timed" };
 static const char *keys[ROLES] = { "holder", "mwait0", "mwait1", "mwait2", "cvwait",
-				   "pwriter", "preader", "kholder", "kwaiter" };
+				   "pwriter", "preader", "kholder", "kwaiter", "timed" };
 static volatile pid_t tids[ROLES];
 
 static void nap_ms(long ms)
@@ -118,6 +120,13 @@ static void *run(void *arg)
 		if (write(lock_pipe[1], &byte, 1) < 0)
 			return NULL;
 		break;
+	case TIMED:
+		/* Woken by its timer (an interrupt: no waker), then on a CPU
+		 * long enough for ticks to catch it there. */
+		for (;;) {
+			nap_ms(100);
+			spin_ms(30);
+		}
 	}
 	for (;;)
 		nap_ms(1000);

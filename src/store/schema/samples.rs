@@ -60,6 +60,8 @@ pub struct SampleRow<'a> {
     pub wait: WaitColumns<'a>,
     /// What its syscall's fd names (issue 13); empty when none or unknown.
     pub target: FileTarget<'a>,
+    /// Title of its process: argv[0] as the process left it (issue 13).
+    pub proc_title: &'a str,
 }
 
 /// The waker and blocker of a row's thread (None / empty when unknown).
@@ -79,8 +81,8 @@ pub struct FileTarget<'a> {
     pub file: Option<&'a str>,
     /// Position of that file (paths only).
     pub file_pos: Option<i64>,
-    /// For a TCP or UDP socket of the agent's network namespace: the
-    /// connection as sock_diag showed it at most a second before.
+    /// For a TCP, UDP or unix socket of the agent's network namespace:
+    /// the connection as sock_diag showed it at most a second before.
     pub socket: Option<SocketRow<'a>>,
 }
 
@@ -94,6 +96,9 @@ pub struct SocketRow<'a> {
     pub srtt_us: Option<u32>,
     pub cwnd: Option<u32>,
     pub retrans: Option<u32>,
+    /// Unix sockets: the one process holding the socket at the other end.
+    pub peer_pid: Option<u32>,
+    pub peer_comm: &'a str,
 }
 
 /// Who a row's thread belongs to (empty strings when not in a container,
@@ -374,25 +379,25 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "sock_proto",
         ty: ColumnType::Text,
-        description: "For a file that is a TCP or UDP socket: tcp, tcp6, udp or udp6 (from sock_diag, at most a second old; empty for unix sockets and for sockets of another network namespace than the agent's)",
+        description: "For a file that is a socket: tcp, tcp6, udp, udp6 or unix (from sock_diag, at most a second old; empty for sockets of another network namespace than the agent's)",
         value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.proto)),
     },
     Column {
         name: "sock_local",
         ty: ColumnType::Text,
-        description: "Local address:port of that socket ([v6]:port for IPv6)",
+        description: "Local address:port of that socket ([v6]:port for IPv6); for a unix socket its bound path (@name for an abstract one), empty when unbound (an accepted connection shows its listener's path)",
         value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.local)),
     },
     Column {
         name: "sock_remote",
         ty: ColumnType::Text,
-        description: "Remote address:port of that socket (0.0.0.0:0 when not connected)",
+        description: "Remote address:port of that socket (0.0.0.0:0 when not connected); for a unix socket the bound path of its peer, empty when the peer is unbound",
         value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.remote)),
     },
     Column {
         name: "sock_state",
         ty: ColumnType::Text,
-        description: "TCP state of that socket (ESTABLISHED, LISTEN, CLOSE_WAIT, ...); CONNECTED or UNCONNECTED for UDP",
+        description: "TCP state of that socket (ESTABLISHED, LISTEN, CLOSE_WAIT, ...); CONNECTED or UNCONNECTED for UDP; ESTABLISHED, LISTEN or UNCONNECTED for unix",
         value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.state)),
     },
     Column {
@@ -437,6 +442,26 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
         ty: ColumnType::Bool,
         description: "true when syscall_us is a lower bound: the syscall's entry was not seen (the default, --syscalls passive, counts from the last switch-out or on-CPU sample that found the thread in it; or it began before the agent started); false when exact; empty without syscall_us",
         value: |r| r.syscall_us_lower_bound.map_or(Value::Null, Value::Bool),
+    },
+    // Which process is which (issue 13).
+    Column {
+        name: "proc_title",
+        ty: ColumnType::Text,
+        description: "Title of the thread's process: argv[0] as the process left it, which shows a title the process set for itself (postgres: walwriter, nginx: worker process) and never the arguments of a plain command line (mysql -pPASSWORD shows mysql); at most 128 bytes, control characters as \\xNN; read at most a second before; empty for kernel threads, zombies and processes not read yet (README, Process titles)",
+        value: |r| opt_text(r.proc_title),
+    },
+    // Unix socket peers (issue 13).
+    Column {
+        name: "peer_pid",
+        ty: ColumnType::Int64,
+        description: "For a file that is a connected unix socket: the process holding the socket at its other end (sock_diag's peer inode, found in that process's /proc/PID/fd; checked at most a second before). Empty when unknown: the peer is gone, held by several processes (shared across fork or passed and still open), or in another network namespace (README, Unix socket peers)",
+        value: |r| r.target.socket.and_then(|s| s.peer_pid).map_or(Value::Null, |v| Value::Int(v.into())),
+    },
+    Column {
+        name: "peer_comm",
+        ty: ColumnType::Text,
+        description: "Name (comm of its main thread) of the peer_pid process when it was found",
+        value: |r| r.target.socket.map_or(Value::Null, |s| opt_text(s.peer_comm)),
     },
 ];
 
