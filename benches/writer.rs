@@ -73,8 +73,15 @@ const NAMES: (&str, &str, &str) = (
 );
 
 /// A sample as the writer turns it into a row (names fixed; with
-/// `containers`, every second process is in a Kubernetes container).
-fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64, containers: bool) -> SampleRow<'a> {
+/// `containers`, every second process is in a Kubernetes container; with
+/// `title`, every row has a 34-byte proc_title).
+fn row<'a>(
+    sample: &Sample,
+    comm: &'a str,
+    ts_us: i64,
+    containers: bool,
+    title: bool,
+) -> SampleRow<'a> {
     let in_container = containers && (sample.tgid / 40) % 2 == 0;
     let names = SampleNames {
         comm,
@@ -87,7 +94,11 @@ fn row<'a>(sample: &Sample, comm: &'a str, ts_us: i64, containers: bool) -> Samp
         waker_comm: "",
         target: Default::default(),
         // Filled on every row, as for a fleet of retitled processes.
-        proc_title: "postgres: app appdb [local] UPDATE",
+        proc_title: if title {
+            "postgres: app appdb [local] UPDATE"
+        } else {
+            ""
+        },
     };
     sample_row(ts_us, 1_000_000, sample, names, &NO_STACKS)
 }
@@ -124,7 +135,7 @@ fn main() {
         let start = Instant::now();
         for sample in samples {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            let row = row(sample, &comm, 1, false);
+            let row = row(sample, &comm, 1, false, true);
             for column in <Samples as taskscope::store::schema::Table>::columns() {
                 match (column.value)(&row) {
                     taskscope::store::schema::Value::Null => csv.write_field(b"").unwrap(),
@@ -150,9 +161,11 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-writer");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut compress = [Vec::new(), Vec::new()];
-    for round in 0..4 {
-        let containers = round % 2 == 1;
+    // Alternating: titles, containers (and titles), no titles.
+    let mut compress = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..6 {
+        let variant = round % 3;
+        let (containers, title) = (variant == 1, variant != 2);
         let file = std::fs::File::create(dir.join("stage2.csv.zst")).unwrap();
         let mut csv_file = CsvFile::create::<Samples>(file).unwrap();
         for (i, samples) in ticks.iter().enumerate() {
@@ -161,11 +174,10 @@ fn main() {
                 let comm = String::from_utf8_lossy(sample.comm_bytes());
                 let ts_us = 1_795_352_645_000_000 + i as i64 * 1_000_000;
                 csv_file
-                    .write_row::<Samples>(&row(sample, &comm, ts_us, containers))
+                    .write_row::<Samples>(&row(sample, &comm, ts_us, containers, title))
                     .unwrap();
             }
-            compress[usize::from(containers)]
-                .push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
+            compress[variant].push(start.elapsed().as_nanos() as f64 / samples.len() as f64);
         }
         csv_file.finish().unwrap();
     }
@@ -291,14 +303,18 @@ fn main() {
         "| csv crate formatting only, for comparison | {:.2} µs |",
         median(&mut format) / 1e3
     );
-    let [plain, with_containers] = &mut compress;
+    let [plain, with_containers, without_titles] = &mut compress;
     println!(
-        "| CSV encoder + zstd into a file | {:.2} µs |",
+        "| CSV encoder + zstd into a file (proc_title filled) | {:.2} µs |",
         median(plain) / 1e3
     );
     println!(
         "| same, half the rows in a Kubernetes container (identity columns filled) | {:.2} µs |",
         median(with_containers) / 1e3
+    );
+    println!(
+        "| same, proc_title empty (the rows above have a 34-byte title) | {:.2} µs |",
+        median(without_titles) / 1e3
     );
     println!(
         "| wait class inference, real kernel functions | {:.3} µs |",
