@@ -256,6 +256,19 @@ pub fn decode(full: &ThreadEntry, now_ns: u64) -> Sample {
     }
 }
 
+/// Whether a thread in `state` can have anything in its `waits` entry
+/// that [`wait_of`] reports: a waker when running or runnable, a kernel
+/// lock when in an uninterruptible wait.
+pub fn has_wait_record(state: ThreadState) -> bool {
+    matches!(
+        state,
+        ThreadState::OnCpu
+            | ThreadState::RunQueue
+            | ThreadState::Uninterruptible
+            | ThreadState::Disk
+    )
+}
+
 /// Who woke the thread of `entry` and which kernel lock it waits for, from
 /// its `waits` entry, for a sample in `state`.
 ///

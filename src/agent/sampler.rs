@@ -84,8 +84,12 @@ pub fn scan(
         sample.slot = slot as u32;
         sample.fd = fd_of(table, &entry.thread, &sample);
         if include_all || sample.state.is_active() {
-            if let Some(wait) = table.read_wait(slot) {
-                sample.wait = decode::wait_of(&wait, &entry.thread, sample.state);
+            // Most rows of `--all` are sleepers, which the waits entry
+            // says nothing about: skip its cache line for them.
+            if decode::has_wait_record(sample.state) {
+                if let Some(wait) = table.read_wait(slot) {
+                    sample.wait = decode::wait_of(&wait, &entry.thread, sample.state);
+                }
             }
             samples.push(sample);
         }

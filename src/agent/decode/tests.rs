@@ -378,3 +378,36 @@ fn runqueue_time_counts_from_the_wakeup() {
     assert_eq!(s.state, ThreadState::RunQueue);
     assert_eq!(s.state_since_us, Some(1_000));
 }
+
+#[test]
+fn the_waits_entry_is_read_only_for_states_it_can_describe() {
+    let entry = ts_thread {
+        switch_out_ns: 5_000,
+        ..Default::default()
+    };
+    let wait = ts_wait {
+        waker_tid: 42,
+        lock_addr: 0xffff_8880_0000_1000,
+        lock_flags: ts_lock_flags::TS_LCB_F_MUTEX.0,
+        lock_owner: 43,
+        owner_ns: 5_000,
+        ..Default::default()
+    };
+    for state in ThreadState::ALL {
+        let found = wait_of(&wait, &entry, state);
+        // The sampler skips the entry for the other states: nothing of
+        // it may be lost by that.
+        if !has_wait_record(state) {
+            assert_eq!(found, WaitSample::default(), "{state:?}");
+        }
+    }
+    assert_eq!(wait_of(&wait, &entry, ThreadState::OnCpu).waker_tid, 42);
+    assert_eq!(
+        wait_of(&wait, &entry, ThreadState::Uninterruptible).blocker_tid,
+        43
+    );
+    assert_eq!(
+        wait_of(&wait, &entry, ThreadState::Disk).lock,
+        Some(LockKind::Mutex)
+    );
+}
