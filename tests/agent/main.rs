@@ -17,6 +17,7 @@ mod readers;
 mod readme;
 mod report;
 mod service;
+mod ship;
 mod sql;
 mod stacks;
 mod storage;

@@ -28,6 +28,8 @@ pub struct TickRow {
     pub map_update_failures: u64,
     pub stack_rows: u32,
     pub stack_refreshes: u32,
+    /// Files retention deleted before they were shipped, since start.
+    pub unshipped_deleted: u64,
 }
 
 impl Table for Ticks {
@@ -115,6 +117,12 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
         ty: ColumnType::Int64,
         description: "Threads whose stacks were captured anew for this tick (their capture predated their wait)",
         value: |r| int(r.stack_refreshes),
+    },
+    Column {
+        name: "unshipped_deleted",
+        ty: ColumnType::Int64,
+        description: "Published files retention deleted before --ship-to had shipped them (over --max-disk), since start",
+        value: |r| int(r.unshipped_deleted as i64),
     },
 ];
 
