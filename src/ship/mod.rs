@@ -57,7 +57,7 @@ enum State {
     /// The last pass shipped everything there was.
     UpToDate,
     /// Credentials refused.
-    Denied(String),
+    Denied,
     /// The store did not answer (or answered with an error).
     Failing(String),
 }
@@ -117,14 +117,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the shipper's runtime")
 }
 
+/// S3 error codes and statuses that mean the credentials were refused
+/// (object_store reports most of them as `Generic` with the status).
+const DENIED: &[&str] = &[
+    "403 Forbidden",
+    "401 Unauthorized",
+    "AccessDenied",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "InvalidToken",
+];
+
+/// Whether `err` says the credentials were refused.
+fn is_denied(err: &object_store::Error) -> bool {
+    matches!(
+        err,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || {
+        let text = err.to_string();
+        DENIED.iter().any(|code| text.contains(code))
+    }
+}
+
 /// One line for an error of the store, saying what to do.
 fn describe(err: &object_store::Error) -> String {
-    match err {
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => {
-            format!("access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the role) and the bucket policy ({err})")
-        }
-        _ => format!("{err}"),
+    if is_denied(err) {
+        format!("access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the role) and the bucket policy ({err})")
+    } else {
+        format!("{err}")
     }
 }
 
@@ -221,7 +242,8 @@ impl Failure {
 
     fn state(&self) -> State {
         match self {
-            Failure::Store(message, true) => State::Denied(message.clone()),
+            // Messages name the file and the time taken: not part of the state.
+            Failure::Store(_, true) => State::Denied,
             Failure::Store(message, false) | Failure::Local(message) => {
                 // The same kind of failure is one state, whatever the file.
                 State::Failing(message.split(':').next().unwrap_or(message).to_string())
@@ -275,13 +297,9 @@ async fn pass(
             }
             Err(err) => {
                 let denied = err.chain().any(|cause| {
-                    matches!(
-                        cause.downcast_ref::<object_store::Error>(),
-                        Some(
-                            object_store::Error::PermissionDenied { .. }
-                                | object_store::Error::Unauthenticated { .. }
-                        )
-                    )
+                    cause
+                        .downcast_ref::<object_store::Error>()
+                        .is_some_and(is_denied)
                 });
                 let message = match err.downcast_ref::<object_store::Error>() {
                     Some(store_err) => describe(store_err),

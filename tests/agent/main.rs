@@ -6,6 +6,7 @@ mod cli;
 mod containers;
 mod export;
 mod faults;
+mod fleet;
 mod groundtruth;
 mod instant;
 mod jit;
