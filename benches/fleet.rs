@@ -51,7 +51,10 @@ fn tick_samples(tick: u64, rows: u32, template: u32) -> Vec<Sample> {
     let now = 1_000_000_000_000 + tick * 1_000_000_000;
     (0..rows)
         .map(|i| {
-            let n = (tick as u32).wrapping_mul(31).wrapping_add(i * 7 + template) % 100;
+            let n = (tick as u32)
+                .wrapping_mul(31)
+                .wrapping_add(i * 7 + template)
+                % 100;
             // 45% on CPU, 25% runnable, 30% uninterruptible.
             let (sched_state, on_cpu) = match n {
                 0..=44 => (0, true),
@@ -102,7 +105,8 @@ fn write_template(dir: &Path, template: u32, rows: u32) -> PathBuf {
         csv: false,
         parquet: true,
     };
-    let mut writer = Writer::new(OutputDir::create(&plan).expect("create"), config).expect("writer");
+    let mut writer =
+        Writer::new(OutputDir::create(&plan).expect("create"), config).expect("writer");
     for second in 0..86_400u64 {
         writer.write_tick(&Tick {
             ts_us: DAY_START_US + second as i64 * 1_000_000,
@@ -125,12 +129,19 @@ fn lay_out(bucket: &Path, templates: &[PathBuf], hosts: usize) -> u64 {
         for (t, template) in templates.iter().enumerate() {
             for file in common::files_below(&template.join(table)) {
                 let relative = file.strip_prefix(template.join(table)).expect("below");
-                let name = relative.file_name().expect("name").to_string_lossy().into_owned();
+                let name = relative
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
                 let partition = relative.parent().expect("date/hour");
                 let stamp = name.trim_start_matches(&format!("tmpl{t}-"));
                 for host in (t..hosts).step_by(templates.len()) {
                     let host = format!("h{host:04}");
-                    let dir = bucket.join(table).join(partition).join(format!("host={host}"));
+                    let dir = bucket
+                        .join(table)
+                        .join(partition)
+                        .join(format!("host={host}"));
                     std::fs::create_dir_all(&dir).expect("partition");
                     let target = dir.join(format!("{host}-{stamp}"));
                     if !target.exists() {
@@ -163,7 +174,8 @@ engine, port, prefix, start, end, sql_file, ch_file = sys.argv[1:8]
 if engine == 'duckdb':
     import duckdb, duckdb_extension_httpfs
     ext = glob.glob(os.path.dirname(duckdb_extension_httpfs.__file__) + '/extensions/*/httpfs.duckdb_extension')[0]
-    con = duckdb.connect(config={'allow_unsigned_extensions': 'true', 'enable_progress_bar': 'false'})
+    con = duckdb.connect(config={'allow_unsigned_extensions': 'true'})
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"LOAD '{ext}'")
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'AKIDTEST', SECRET 'SECRETTEST', ENDPOINT '127.0.0.1:{port}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
     con.execute(f"SET VARIABLE taskscope_fleet = 's3://fleet/{prefix}'")
@@ -211,7 +223,10 @@ fn s3s_fs(root: &Path, port: u16) -> Child {
         .expect("start s3s-fs (./dev.sh bench installs it)");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "s3s-fs did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s3s-fs did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -258,7 +273,12 @@ fn main() {
         let mut server = s3s_fs(&root, port);
         for (window, start, end, objects) in [
             ("1 hour", "2026-11-30 12:00:00", "2026-11-30 13:00:00", n),
-            ("1 day", "2026-11-30 00:00:00", "2026-12-01 00:00:00", n * 24),
+            (
+                "1 day",
+                "2026-11-30 00:00:00",
+                "2026-12-01 00:00:00",
+                n * 24,
+            ),
         ] {
             let mut times = Vec::new();
             let mut count = String::new();

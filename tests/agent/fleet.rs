@@ -61,7 +61,10 @@ fn clickhouse_query() -> String {
     let (_, rest) = readme
         .split_once("<!-- fleet-clickhouse -->\n```sql\n")
         .expect("the README's ClickHouse fleet query");
-    rest.split_once("```").expect("end of the block").0.to_string()
+    rest.split_once("```")
+        .expect("end of the block")
+        .0
+        .to_string()
 }
 
 /// Spinners in a docker-named cgroup of the v1 name=systemd hierarchy.
@@ -116,7 +119,14 @@ impl Drop for Container {
 fn agent_as_host(host: &str, agent: &crate::support::AgentRun) -> Child {
     let command = agent.command();
     Command::new("unshare")
-        .args(["--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$@\"", host])
+        .args([
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$@\"",
+            host,
+        ])
         .arg(command.get_program())
         .args(command.get_args())
         .envs(command.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
@@ -138,8 +148,14 @@ fn duckdb_and_clickhouse_agree_on_top_waits_by_host_and_container() {
     let _container = Container::start(&id, 3);
     let mut host_spinner = spin();
     let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = agent_as_host("fleet-a", &shipping_agent(&out_a, s3.port, SECRET).duration(6));
-    let b = agent_as_host("fleet-b", &shipping_agent(&out_b, s3.port, SECRET).duration(6));
+    let a = agent_as_host(
+        "fleet-a",
+        &shipping_agent(&out_a, s3.port, SECRET).duration(6),
+    );
+    let b = agent_as_host(
+        "fleet-b",
+        &shipping_agent(&out_b, s3.port, SECRET).duration(6),
+    );
     assert_success(&wait_with_limit(a, Duration::from_secs(90)));
     assert_success(&wait_with_limit(b, Duration::from_secs(90)));
     let _ = host_spinner.kill();
@@ -176,11 +192,18 @@ fn duckdb_and_clickhouse_agree_on_top_waits_by_host_and_container() {
     assert_eq!(duck, ch, "DuckDB and ClickHouse disagree");
     let rows = duck.as_array().expect("rows");
     let has = |host: &str, container: &str| {
-        rows.iter().any(|r| r[0] == host && r[1] == container && r[2] == "RUNQUEUE")
+        rows.iter()
+            .any(|r| r[0] == host && r[1] == container && r[2] == "RUNQUEUE")
     };
     for host in ["fleet-a", "fleet-b"] {
-        assert!(has(host, &id), "no RUNQUEUE waits of the container on {host}: {rows:?}");
-        assert!(has(host, ""), "no RUNQUEUE waits of host processes on {host}: {rows:?}");
+        assert!(
+            has(host, &id),
+            "no RUNQUEUE waits of the container on {host}: {rows:?}"
+        );
+        assert!(
+            has(host, ""),
+            "no RUNQUEUE waits of host processes on {host}: {rows:?}"
+        );
     }
     let _ = (KEY, BUCKET, PREFIX);
 }
