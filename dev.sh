@@ -75,6 +75,34 @@ find_cargo() {
     command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.82 or newer) with rustup"
 }
 
+# The S3 server of the --ship-to tests (tests/agent/ship.rs, fleet.rs): a
+# real server process built from crates.io, cached by version (0.15 and
+# later need a newer rustc). About 3 minutes once.
+S3S_FS_VERSION=0.14.1
+install_s3s_fs() {
+    local root="${XDG_CACHE_HOME:-$HOME/.cache}/taskscope/s3s-fs-$S3S_FS_VERSION"
+    if [ ! -x "$root/bin/s3s-fs" ]; then
+        say "installing s3s-fs $S3S_FS_VERSION (cargo install, once)"
+        cargo install --quiet s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root "$root"
+    fi
+    export TASKSCOPE_S3S_FS="$root/bin/s3s-fs"
+}
+
+# The fleet engines (tests/agent/fleet.rs, benches/fleet.rs) in their own
+# venv, pinned: DuckDB reads S3 here only as 1.5.5 with the httpfs
+# extension from PyPI (the CLI's own INSTALL needs extensions.duckdb.org);
+# chDB is ClickHouse in-process.
+FLEET_PIP=(duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 chdb==4.4.0)
+install_fleet_engines() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/taskscope/fleet-venv"
+    if ! "$venv/bin/python" -c 'import duckdb, chdb, duckdb_extension_httpfs' 2>/dev/null; then
+        say "installing ${FLEET_PIP[*]} into $venv (once)"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "${FLEET_PIP[@]}"
+    fi
+    export TASKSCOPE_FLEET_PYTHON="$venv/bin/python"
+}
+
 install_cargo_deb() {
     # `cargo deb` builds the package; the package test runs it.
     cargo deb --version >/dev/null 2>&1 && return 0
@@ -91,6 +119,8 @@ setup_bench() {
     install_debian_packages "${RUN_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
     install_duckdb
     find_cargo
+    install_s3s_fs
+    install_fleet_engines
 }
 
 setup_test() {
@@ -100,6 +130,8 @@ setup_test() {
     install_duckdb
     find_cargo
     install_cargo_deb
+    install_s3s_fs
+    install_fleet_engines
 }
 
 setup_package() {

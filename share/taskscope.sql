@@ -120,7 +120,7 @@ INSERT INTO taskscope_tables VALUES
      'ts TIMESTAMP, weight_us BIGINT, threads BIGINT, rows BIGINT, pass_us BIGINT, '
      'missed_ticks BIGINT, torn_reads BIGINT, dropped_ticks BIGINT, dropped_rows BIGINT, '
      'untracked_threads BIGINT, untracked_now BIGINT, slots_used BIGINT, '
-     'map_update_failures BIGINT, stack_rows BIGINT, stack_refreshes BIGINT, stacks_of_other_wait BIGINT'),
+     'map_update_failures BIGINT, stack_rows BIGINT, stack_refreshes BIGINT, stacks_of_other_wait BIGINT, unshipped_deleted BIGINT'),
     ('syscalls',
      'enter_ts TIMESTAMP, tid BIGINT, tgid BIGINT, syscall VARCHAR, syscall_nr BIGINT, '
      'seq BIGINT, duration_us BIGINT, ret BIGINT, comm VARCHAR, exe VARCHAR'),

@@ -8,14 +8,14 @@
 //! | --- | --- | --- |
 //! | binary | `main` | prints errors, picks the exit status |
 //! | commands | `cli` | flags, settings file, man page, dispatch |
-//! | engines | `agent`, `report`, `export` | `run`; the readers |
+//! | engines | `agent`, `report`, `export`, `ship` | `run`; the readers; shipping to S3 |
 //! | writer | `output` | the agent's writer thread and files |
 //! | format, kernel | `store`, `bpf` | what is on disk; the BPF programs |
 //! | base | `files`, `error`, `logging` | safe files, exit statuses, logs |
 //!
 //! (This module, a test only, counts as the base layer.)
 //!
-//! And the readers (`report`, `export`) see the data through the store
+//! And the readers (`report`, `export`, `ship`) see the data through the store
 //! alone (STYLE.md rule 13): they may use `store` and the base layer.
 //!
 //! The test reads every file of `src/` as text, finds the paths that name
@@ -28,14 +28,14 @@
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["cli"],
-    &["agent", "report", "export"],
+    &["agent", "report", "export", "ship"],
     &["output"],
     &["store", "bpf"],
     &["files", "error", "logging", "layers"],
 ];
 
 /// The readers, and all they may use.
-const READERS: &[&str] = &["report", "export"];
+const READERS: &[&str] = &["report", "export", "ship"];
 const READERS_MAY_USE: &[&str] = &["store", "files", "error", "logging"];
 
 #[cfg(test)]

@@ -26,4 +26,5 @@ mod layers;
 pub mod logging;
 pub mod output;
 pub mod report;
+pub mod ship;
 pub mod store;

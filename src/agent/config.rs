@@ -36,6 +36,10 @@ pub struct Config {
     pub host: String,
     /// --max-cpu: the agent's CPU budget, percent of one CPU.
     pub max_cpu: Option<u32>,
+    /// --ship-to, as given (`s3://bucket/prefix`): the shipper (`ship`,
+    /// started beside the agent by `cli`) copies published periods there,
+    /// and retention keeps what it has not shipped yet.
+    pub ship_to: Option<String>,
 }
 
 impl Config {

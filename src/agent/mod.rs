@@ -75,6 +75,7 @@ pub fn run_agent(config: &Config) -> Result<()> {
         retention: config.retention,
         metadata: file_metadata(config),
         track: agent.features().track,
+        ship_to: config.ship_to.clone(),
     };
     let service = Service::from_env();
     service.check_period(config.period());

@@ -132,7 +132,16 @@ pub fn validate(args: &RunArgs) -> Result<Config> {
         reconcile_interval: RECONCILE_INTERVAL,
         max_cpu: args.max_cpu,
         host: crate::store::layout::host_name(),
+        ship_to: ship_destination(args)?.map(|d| d.url),
     })
+}
+
+/// `--ship-to`, checked.
+pub fn ship_destination(args: &RunArgs) -> Result<Option<crate::ship::Destination>> {
+    args.ship_to
+        .as_deref()
+        .map(crate::ship::Destination::parse)
+        .transpose()
 }
 
 fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<()> {

@@ -31,6 +31,7 @@ pub use run::RunArgs;
 use crate::agent;
 use crate::error::{Outcome, Usage, EXIT_USAGE};
 use crate::logging;
+use crate::ship;
 
 const ABOUT: &str =
     "Always-on thread-state sampling for Linux (Active Session History for threads)";
@@ -188,10 +189,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .map(|path| format!(" (settings: the command line and {})", path.display()));
                 Usage(format!("{err:#}{}", source.unwrap_or_default()))
             })?;
+            let ship_to = config::ship_destination(&args)?;
             if args.check {
-                return agent::doctor::check(&config);
+                let outcome = agent::doctor::check(&config)?;
+                if let Some(destination) = &ship_to {
+                    // Not a failure: the agent records while the store is down.
+                    match ship::check(destination) {
+                        Ok(line) => println!("ship-to: {line}"),
+                        Err(err) => println!("ship-to: {} is NOT reachable: {err:#} (the agent records anyway and ships when it is)", destination.url),
+                    }
+                }
+                return Ok(outcome);
             }
-            agent::run_agent(&config)?;
+            let shipper = ship_to
+                .map(|destination| ship::Shipper::start(destination, config.output_dir.clone()))
+                .transpose()?;
+            let result = agent::run_agent(&config);
+            if let Some(shipper) = shipper {
+                shipper.finish();
+            }
+            result?;
             Ok(Outcome::Done)
         }
         Command::Report(args) => read::report(&args),

@@ -196,6 +196,20 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_cpu: Option<u32>,
 
+    /// Copy every published file to S3-compatible object storage:
+    /// s3://BUCKET/PREFIX
+    ///
+    /// Objects are laid out PREFIX/TABLE/date=YYYY-MM-DD/hour=HH/host=HOST/FILE
+    /// (both formats if both are written). Credentials and the endpoint
+    /// come from the AWS_* environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; http only to an
+    /// explicit endpoint), a web-identity role or the instance metadata.
+    /// A store that is down never stops recording: files wait in the output
+    /// directory (the .shipped ledger says what left) and retention keeps
+    /// them until shipped, unless over --max-disk (ticks.unshipped_deleted).
+    #[arg(long, value_name = "URL")]
+    pub ship_to: Option<String>,
+
     /// Rotation interval in seconds, below the 1m minimum (for tests)
     #[arg(long, value_name = "SECS", hide = true)]
     pub test_rotate_secs: Option<u64>,

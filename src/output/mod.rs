@@ -97,6 +97,9 @@ pub struct WriterConfig {
     pub metadata: Vec<(String, String)>,
     /// Tables of completions written (--track).
     pub track: TrackKinds,
+    /// `--ship-to`: retention keeps periods not shipped there (unless
+    /// over `--max-disk`).
+    pub ship_to: Option<String>,
 }
 
 impl WriterConfig {
@@ -116,6 +119,7 @@ impl WriterConfig {
             },
             metadata: Vec::new(),
             track: TrackKinds::default(),
+            ship_to: None,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct WriterStats {
     pub rows_pending: u64,
     /// What the start published of earlier runs' journals.
     pub recovered: Recovered,
+    /// Files retention deleted before they were shipped (`--ship-to`).
+    pub unshipped_deleted: u64,
 }
 
 /// Work for the writer thread.
@@ -386,7 +392,7 @@ impl Writer {
             self.tables.samples.write(&row)?;
         }
         self.write_completions(tick)?;
-        let row = rows::tick_row(tick, self.stats.rows_dropped);
+        let row = rows::tick_row(tick, self.stats.rows_dropped, self.stats.unshipped_deleted);
         self.tables.ticks.write(&row)?;
         Ok(())
     }
@@ -495,14 +501,16 @@ impl Writer {
     fn apply_retention(&mut self) {
         let now = crate::store::timefmt::unix_micros_now() / 1_000_000;
         let place = &self.place;
-        if let Err(err) = retention::enforce(
+        match retention::enforce(
             place.out.fd(),
             &place.inprogress,
             &TABLES,
             place.config.retention,
             now,
+            place.config.ship_to.as_deref(),
         ) {
-            warn!("retention failed: {err:#}");
+            Ok(swept) => self.stats.unshipped_deleted += swept.unshipped_files as u64,
+            Err(err) => warn!("retention failed: {err:#}"),
         }
     }
 

@@ -113,7 +113,7 @@ pub fn sample_row<'a>(
 /// The `ticks` row of `tick`; `dropped_rows` counts the sample rows the
 /// writer dropped since start (the sampler's dropped ticks' rows are
 /// added from the tick's counters).
-pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
+pub fn tick_row(tick: &Tick, dropped_rows: u64, unshipped_deleted: u64) -> TickRow {
     let stats: &TickStats = &tick.stats;
     TickRow {
         ts_us: tick.ts_us,
@@ -132,6 +132,7 @@ pub fn tick_row(tick: &Tick, dropped_rows: u64) -> TickRow {
         stack_rows: stats.stack_rows,
         stack_refreshes: stats.stack_requests,
         stacks_of_other_wait: stats.stacks_of_other_wait,
+        unshipped_deleted,
     }
 }
 

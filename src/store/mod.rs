@@ -15,6 +15,7 @@ pub mod layout;
 pub mod names;
 pub mod parquet;
 pub mod schema;
+pub mod shipped;
 pub mod thread_state;
 pub mod timefmt;
 pub mod user_time;

@@ -326,6 +326,8 @@ fn debian_package_installs_runs_as_its_unit_says_and_purges_cleanly() {
         // Issue 5's shipped SQL: enable its asset line in Cargo.toml.
         expected.push("./usr/share/taskscope/taskscope.sql");
     }
+    // Issue 17's fleet views.
+    expected.push("./usr/share/taskscope/taskscope-fleet.sql");
     for path in &expected {
         assert!(
             contents.lines().any(|l| l.ends_with(path)),

@@ -353,6 +353,7 @@ group = "root"
 max-threads = 1024
 max-cpu = 5
 no-pin = true
+ship-to = "s3://fleet/agents"
 "#;
         let flags = [
             "run",
@@ -374,6 +375,7 @@ no-pin = true
             "--max-threads=1024",
             "--max-cpu=5",
             "--no-pin",
+            "--ship-to=s3://fleet/agents",
         ];
         let settings = parse(text).unwrap();
         let mut set: Vec<&str> = settings.iter().map(|s| s.key.as_str()).collect();

@@ -29,6 +29,8 @@ pub struct TickRow {
     pub stack_rows: u32,
     pub stack_refreshes: u32,
     pub stacks_of_other_wait: u32,
+    /// Files retention deleted before they were shipped, since start.
+    pub unshipped_deleted: u64,
 }
 
 impl Table for Ticks {
@@ -122,6 +124,12 @@ static TICK_COLUMNS: &[Column<Ticks>] = &[
         ty: ColumnType::Int64,
         description: "Sample rows of this tick left without stacks because the only capture was of another wait than the row's (the thread switched in and out again while the scan reached it)",
         value: |r| int(r.stacks_of_other_wait),
+    },
+    Column {
+        name: "unshipped_deleted",
+        ty: ColumnType::Int64,
+        description: "Published files retention deleted before --ship-to had shipped them (over --max-disk), since start",
+        value: |r| int(r.unshipped_deleted as i64),
     },
 ];
 
