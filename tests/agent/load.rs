@@ -360,15 +360,18 @@ fn overload_skips_and_drops_ticks_with_flat_memory() {
     assert_success(&status);
     drop(crowd);
 
-    // The writer's queue may fill after the first reading: it holds at
-    // most QUEUE_BYTES of ticks. Beyond that and 10%, memory grew without
-    // bound (before the byte budget: +97 MB in 12 s).
-    let first = rss[0] as f64;
-    let most = *rss.iter().max().expect("three readings") as f64;
+    // Once warm, memory is flat. Between the first two readings the
+    // writer's queue fills (at most QUEUE_BYTES of ticks) and, behind it,
+    // the first symbolization of this test's own binary (the crowd's
+    // threads live in it; ~60 MiB of DWARF caches, once) may land; after
+    // that, growth beyond the queue's budget and 10% is growth without
+    // bound (before the byte budget: +97 MB in 12 s, ~48 MB per reading).
+    let warm = rss[1] as f64;
+    let last = rss[2] as f64;
     let queue_kib = taskscope::output::tick::QUEUE_BYTES as f64 / 1024.0;
     assert!(
-        most <= first * 1.10 + queue_kib,
-        "agent RSS grew under overload beyond the queue's budget: {rss:?} KiB at 6, 12, 18 s"
+        last <= warm * 1.10 + queue_kib,
+        "agent RSS grew under overload beyond the queue's budget once warm: {rss:?} KiB at 6, 12, 18 s"
     );
     let row = &query(
         &out,
