@@ -10,25 +10,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::ship::{free_port, shipping_agent, BUCKET, KEY, PREFIX, S3, SECRET};
+use crate::ship::{cached_tool, free_port, shipping_agent, BUCKET, KEY, PREFIX, S3, SECRET};
 use crate::support::{assert_success, exclusive, query, require_root, scratch, wait_with_limit};
 
 /// The Python with duckdb==1.5.5, duckdb-extension-httpfs and chdb
 /// (`./dev.sh test` makes it).
 fn fleet_python() -> PathBuf {
-    let path = std::env::var_os("TASKSCOPE_FLEET_PYTHON").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/taskscope/fleet-venv/bin/python")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: ./dev.sh test makes it (a venv with duckdb==1.5.5, duckdb-extension-httpfs==1.5.5, chdb)",
-        path.display()
-    );
-    path
+    cached_tool(
+        "TASKSCOPE_FLEET_PYTHON",
+        "fleet-venv/bin/python",
+        "./dev.sh test makes it (a venv with duckdb==1.5.5, duckdb-extension-httpfs==1.5.5, chdb)",
+    )
 }
 
 /// The engines' script: argv = port, hour start, fleet SQL file; prints

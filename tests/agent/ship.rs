@@ -20,21 +20,27 @@ pub const SECRET: &str = "SECRETTEST";
 pub const BUCKET: &str = "fleet";
 pub const PREFIX: &str = "agents";
 
-/// The s3s-fs binary: $TASKSCOPE_S3S_FS, or where `./dev.sh test` installs it.
-fn s3s_fs() -> PathBuf {
-    let path = std::env::var_os("TASKSCOPE_S3S_FS").map_or_else(
+/// A tool `./dev.sh test` installs under ~/.cache/taskscope: `$env` when
+/// set, else `relative` there; a missing one fails with `how` it is made.
+pub fn cached_tool(env: &str, relative: &str, how: &str) -> PathBuf {
+    let path = std::env::var_os(env).map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/taskscope/s3s-fs-0.14.1/bin/s3s-fs")
+            PathBuf::from(home).join(".cache/taskscope").join(relative)
         },
         PathBuf::from,
     );
-    assert!(
-        path.is_file(),
-        "{} is missing: the S3 server of these tests is installed by ./dev.sh test (cargo install s3s-fs --version 0.14.1 --features binary --locked)",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: {how}", path.display());
     path
+}
+
+/// The s3s-fs binary: $TASKSCOPE_S3S_FS, or where `./dev.sh test` installs it.
+fn s3s_fs() -> PathBuf {
+    cached_tool(
+        "TASKSCOPE_S3S_FS",
+        "s3s-fs-0.14.1/bin/s3s-fs",
+        "the S3 server of these tests is installed by ./dev.sh test (cargo install s3s-fs --version 0.14.1 --features binary --locked)",
+    )
 }
 
 /// A port nobody listens on (yet).
