@@ -193,6 +193,18 @@ static __always_inline struct ts_thread *thread_at(__u32 slot)
 	return bpf_map_lookup_elem(&threads, &idx);
 }
 
+/*
+ * The slot + 1 of the thread running on this CPU, as its switch-in left it
+ * in `c`; TS_NO_SLOT when that switch-in was not seen (`c` names another
+ * thread: prev_thread in sched.bpf.c) or the thread is not tracked.
+ */
+static __always_inline __u32 running_slot(struct ts_cpu *c)
+{
+	if (!c || c->tid != (__u32)bpf_get_current_pid_tgid())
+		return TS_NO_SLOT;
+	return c->slot;
+}
+
 /* The state-table entry a task owns, or NULL if it is not tracked; with
  * `slot` non-NULL also its slot + 1 (0 when untracked). */
 static __always_inline struct ts_thread *thread_of_slot(struct task_struct *task, __u32 *slot)

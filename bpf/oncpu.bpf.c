@@ -14,8 +14,8 @@ SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct ts_cpu *c = this_cpu_state();
-	struct ts_thread *t = c ? thread_at(c->slot) : NULL;
+	__u32 slot = running_slot(this_cpu_state());
+	struct ts_thread *t = thread_at(slot);
 	struct ts_syscall_args *more;
 	__u32 flags = TS_P_VALID;
 	long nr = -1;
@@ -43,7 +43,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #else
 	user = false;
 #endif
-	more = syscall_args_at(c->slot);
+	more = syscall_args_at(slot);
 	now = bpf_ktime_get_ns();
 	ts_seq_begin(&t->perf_seq);
 	/* In a syscall: which, and its arguments (entered before `now`). */
@@ -63,12 +63,12 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	/* The file its fd names: the fd of the arguments read just now, or
 	 * (without the side array) of the entry's record of this syscall. */
 	if (nr >= 0 && more)
-		record_fd(task, c->slot, nr, more->perf_args[0], now);
+		record_fd(task, slot, nr, more->perf_args[0], now);
 	else if (nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ARGS_KNOWN))
-		record_fd(task, c->slot, nr, t->syscall_args[0], now);
+		record_fd(task, slot, nr, t->syscall_args[0], now);
 	/* Where it runs: the stacks of the running thread. */
 	if (stack_kinds) {
-		__u32 idx = c->slot - 1;
+		__u32 idx = slot - 1;
 		struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
 
 		if (s)

@@ -23,24 +23,63 @@
 #include "waits.bpf.h"
 #include "fd.bpf.h"
 
-/* The entry of `prev`, the thread this CPU is switching away from, and
- * its slot + 1. */
+/*
+ * The entry of `prev`, the thread this CPU is switching away from, and
+ * its slot + 1, from what this CPU's last switch-in left in `c`.
+ *
+ * That switch-in may not have been seen: some kernels skip the scheduler
+ * tracepoints in some contexts (on the project's VMs, every switch away
+ * from the hypervisor agent's threads), so `c` can still describe the
+ * thread before. It is trusted only for the thread it names (`c->tid`);
+ * anyone else is looked up, and the missed switch-in is counted. Trusting
+ * it blindly lost the switch-out too, and the entry kept a wait the
+ * thread had long left (a 200 ms sleep shown 383 ms long, a wait's stack
+ * under another wait's state).
+ */
 static __always_inline struct ts_thread *prev_thread(struct ts_cpu *c, struct task_struct *prev, __u32 *slot)
 {
 	struct ts_thread *t;
 
 	*slot = TS_NO_SLOT;
-	if (c->slot == TS_CPU_UNTRACKED)
-		return NULL;
-	if (c->slot != TS_NO_SLOT) {
-		t = thread_at(c->slot);
-		if (t && t->tid == prev->pid) {
-			*slot = c->slot;
-			return t;
+	if (c->tid == prev->pid) {
+		if (c->slot == TS_CPU_UNTRACKED)
+			return NULL;
+		if (c->slot != TS_NO_SLOT) {
+			t = thread_at(c->slot);
+			if (t && t->tid == prev->pid) {
+				*slot = c->slot;
+				return t;
+			}
 		}
 	}
-	/* First switch on this CPU since attach (or a tid changed by exec). */
-	return thread_of_slot(prev, slot);
+	/* First switch on this CPU since attach, a tid changed by exec, a
+	 * switch-in whose lookup failed, or one not seen. */
+	t = thread_of_slot(prev, slot);
+	if (t && c->tid == prev->pid && c->slot == TS_NO_SLOT) {
+		/* Seen, but its lookup failed: record it now. */
+		__sync_fetch_and_add(&counters.switch_in_late, 1);
+		ts_seq_begin(&t->seq);
+		t->switch_in_ns = c->in_ns;
+		t->cpu = bpf_get_smp_processor_id();
+		ts_seq_end(&t->seq);
+	}
+	return t;
+}
+
+/*
+ * The slot reference `c` keeps for `next`, whose entry was not found:
+ * TS_CPU_UNTRACKED when it cannot be tracked (the idle task, the agent, a
+ * thread --pid leaves out), else TS_NO_SLOT, so that its switch-out looks
+ * it up again. The lookup can fail for a tracked thread: up to Linux 6.18
+ * the task-storage helpers guard against recursion with a per-CPU counter,
+ * which a holder preempted inside one keeps raised for every thread that
+ * runs on its CPU meanwhile.
+ */
+static __always_inline __u32 untracked_or_unknown(struct task_struct *next)
+{
+	if (!next->pid || next->tgid == agent_tgid || !pid_selected(next))
+		return TS_CPU_UNTRACKED;
+	return TS_NO_SLOT;
 }
 
 SEC("tp_btf/sched_switch")
@@ -70,6 +109,10 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		bool entered = nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ENTER_KNOWN);
 		struct ts_syscall_args *more = NULL;
 
+		/* Its switch-in was not seen (prev_thread): the entry said it
+		 * was waiting while it ran. */
+		if ((t->flags & (TS_F_SWITCH_KNOWN | TS_F_ON_CPU)) == TS_F_SWITCH_KNOWN)
+			__sync_fetch_and_add(&counters.switch_in_missed, 1);
 		flags |= TS_F_SWITCH_KNOWN;
 		/*
 		 * Involuntary as the kernel counts it (nivcsw): kernel preemption,
@@ -167,7 +210,9 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	}
 
 	t = thread_of_slot(next, &next_slot);
-	c->slot = next_slot != TS_NO_SLOT ? next_slot : TS_CPU_UNTRACKED;
+	c->slot = next_slot != TS_NO_SLOT ? next_slot : untracked_or_unknown(next);
+	c->tid = next->pid;
+	c->in_ns = now;
 	if (t) {
 		ts_seq_begin(&t->seq);
 		t->switch_in_ns = now;

@@ -29,8 +29,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	/* The running thread's entry, set by its switch-in: no lookups. */
 	if (!c)
 		return 0;
-	t = thread_at(c->slot);
-	more = syscall_args_at(c->slot);
+	t = thread_at(running_slot(c));
+	more = syscall_args_at(running_slot(c));
 	if (!t || !more)
 		return 0;
 	/*
@@ -76,7 +76,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 
 	if (!c)
 		return 0;
-	t = thread_at(c->slot);
+	t = thread_at(running_slot(c));
 	if (!t)
 		return 0;
 	/* Its entry was seen (a seeded one was not numbered), and came no

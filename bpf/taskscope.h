@@ -181,10 +181,11 @@ enum ts_io_flags {
 struct ts_cpu {
 	__u32 slot;           /* slot + 1 of the running thread; 0: not known
 	                       * yet; TS_CPU_UNTRACKED: not tracked */
-	__u32 pad;
+	__u32 tid;            /* pid of the thread last switched in */
 	__s64 clock_offset;   /* CLOCK_MONOTONIC - rq->clock */
 	__u64 calibrated_at;  /* rq->clock at the last calibration; 0: never */
-	__u64 reserved[5];
+	__u64 in_ns;          /* when it was switched in */
+	__u64 reserved[4];
 };
 
 #define TS_KSTACK_DEPTH 24
@@ -287,6 +288,10 @@ struct ts_counters {
 	                         * difference around a pass as the number of live
 	                         * threads left out */
 	__u64 map_update_failed; /* bpf_map_update_elem failed (map full, no memory) */
+	__u64 switch_in_missed; /* a switch-out of a thread whose switch-in no
+	                         * hook saw (the entry said it was waiting) */
+	__u64 switch_in_late;   /* a switch-in whose lookup failed (task storage
+	                         * busy), recorded at the switch-out */
 };
 
 /* Bits of the `track_kinds` tunable (--track). */

@@ -85,12 +85,10 @@ int BPF_PROG(on_sched_waking, struct task_struct *p)
 /* The running thread's `waits` entry, or NULL when it is not tracked. */
 static __always_inline struct ts_wait *current_wait(void)
 {
-	struct ts_cpu *c = this_cpu_state();
-	__u32 idx;
+	__u32 slot = running_slot(this_cpu_state()), idx = slot - 1;
 
-	if (!c || c->slot == TS_NO_SLOT || c->slot == TS_CPU_UNTRACKED)
+	if (slot == TS_NO_SLOT || slot == TS_CPU_UNTRACKED)
 		return NULL;
-	idx = c->slot - 1;
 	return bpf_map_lookup_elem(&waits, &idx);
 }
 

@@ -40,25 +40,51 @@ const WINDOW_MAX_NS: u64 = 2_000_000;
 /// ...and at most this fraction of the period.
 const WINDOW_PERIOD_DIVISOR: u64 = 20;
 
-/// Whether the capture `header` describes the state `sample` reports:
-/// an on-CPU capture taken since the thread last went to sleep (it has
-/// been running or runnable since: it is where an ON_CPU or preempted
-/// RUNQUEUE thread runs), or a capture of the wait that began at the row's
-/// switch-out: the same wait, never only the same kind of wait, so every
-/// field of a row comes from one moment of the thread.
-pub fn describes(header: &StackHeader, sample: &Sample) -> bool {
+/// The scan a row comes from: its instant, and when its entries had all
+/// been read (captures are matched to rows after that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    pub now_ns: u64,
+    pub read_ns: u64,
+}
+
+/// Whether the capture `header` describes the state `sample` reports at
+/// the scan instant: a capture of the very moment the row is of, never
+/// only of the same kind of state, so every field of a row comes from one
+/// moment of the thread.
+///
+/// - A waiting row takes the capture of the wait that began at the row's
+///   switch-out.
+/// - An ON_CPU row takes an on-CPU capture from its run since it last
+///   slept (preempted or not, it has been computing since), up to the end
+///   of the scan; none when it slept again between the scan instant and
+///   the read of its entry (its run at the scan instant is gone).
+/// - A RUNQUEUE row takes an on-CPU capture only of the run it was
+///   preempted from: after its last sleep and before both the switch-out
+///   and the scan instant. A thread woken from a sleep has not run since
+///   it slept (its last sleep is its switch-out, so no on-CPU capture fits
+///   in between): its stack is still the sleep's. Without that bound, a
+///   thread woken before the scan instant and running by the time its
+///   stack was looked at took the capture of where it ran next (issue 14:
+///   `RUNQUEUE epoll_wait` rows with the stack of the `fdatasync` that
+///   followed).
+pub fn describes(header: &StackHeader, sample: &Sample, scan: Scan) -> bool {
     let has = |flag: ts_stack_flags| header.flags & flag.0 != 0;
     if !has(ts_stack_flags::TS_S_KERNEL) && !has(ts_stack_flags::TS_S_USER) {
         return false;
     }
+    let at = header.captured_ns;
     match sample.state {
         // Exited: there is nothing left to capture.
         ThreadState::Zombie | ThreadState::Dead => false,
-        _ if has(ts_stack_flags::TS_S_ONCPU) => {
-            matches!(sample.state, ThreadState::OnCpu | ThreadState::RunQueue)
-                && header.captured_ns >= sample.wait_ns
+        ThreadState::OnCpu if has(ts_stack_flags::TS_S_ONCPU) => {
+            sample.wait_ns <= scan.now_ns && (sample.wait_ns..=scan.read_ns).contains(&at)
+        }
+        ThreadState::RunQueue if has(ts_stack_flags::TS_S_ONCPU) => {
+            (sample.wait_ns..=sample.switch_out_ns.min(scan.now_ns)).contains(&at)
         }
         ThreadState::OnCpu => false,
+        _ if has(ts_stack_flags::TS_S_ONCPU) => false,
         // A preempted or woken thread may have run since: only an exact
         // match tells its stack.
         _ => header.switch_out_ns == sample.switch_out_ns,
@@ -145,11 +171,15 @@ impl Collector {
         // The window closed at the scan instant (`disarm` runs right after
         // `now_ns` is read; a capture after it only fails to match).
         let window = (self.armed_from_ns != 0).then_some((self.armed_from_ns, now_ns));
+        let scan = Scan {
+            now_ns,
+            read_ns: monotonic_ns(),
+        };
         let mut other_wait: Vec<bool> = Vec::with_capacity(samples.len());
         for (i, sample) in samples.iter().enumerate() {
             let found = table.stack_header(sample.slot as usize);
             other_wait.push(found.is_some_and(|h| of_other_wait(&h, sample, window)));
-            let header = found.filter(|h| describes(h, sample));
+            let header = found.filter(|h| describes(h, sample, scan));
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }
@@ -178,7 +208,7 @@ impl Collector {
                     for &i in &chosen {
                         headers[i] = table
                             .stack_header(samples[i].slot as usize)
-                            .filter(|h| describes(h, &samples[i]));
+                            .filter(|h| describes(h, &samples[i], scan));
                     }
                 }
                 Ok(false) => self.refresh_failed = true,
@@ -214,7 +244,7 @@ impl Collector {
                 captured_ns: copy.captured_ns,
                 switch_out_ns: copy.switch_out_ns,
             };
-            if copied != header && !describes(&copied, sample) {
+            if copied != header && !describes(&copied, sample, scan) {
                 stats.of_other_wait += u32::from(of_other_wait(&copied, sample, window));
                 continue;
             }
@@ -286,8 +316,14 @@ mod tests {
         s
     }
 
+    /// A scan at 5,000 whose entries were all read by 6,000.
+    const SCAN: Scan = Scan {
+        now_ns: 5_000,
+        read_ns: 6_000,
+    };
+
     fn describes_now(header: &StackHeader, sample: &Sample) -> bool {
-        describes(header, sample)
+        describes(header, sample, SCAN)
     }
 
     const K: u32 = ts_stack_flags::TS_S_KERNEL.0;
@@ -332,6 +368,46 @@ mod tests {
     }
 
     #[test]
+    fn on_cpu_captures_are_of_the_run_at_the_scan_instant() {
+        let on_cpu = |captured_ns| StackHeader {
+            flags: ONCPU | K | U,
+            captured_ns,
+            switch_out_ns: 0,
+        };
+        // Asleep in epoll_wait from 4,000, woken at 4,500, waiting for a
+        // CPU at the scan instant (5,000); it ran after the scan and was
+        // caught on CPU in the fdatasync that followed (5,500): that is
+        // not where it waited for a CPU.
+        let woken = sample(ThreadState::RunQueue, 4_000, 4_000);
+        assert!(!describes_now(&on_cpu(5_500), &woken));
+        assert!(!describes_now(&on_cpu(4_200), &woken), "while asleep");
+        // Preempted at 4,600 after running since its sleep at 4,000: a
+        // capture of that run, not of the one after the scan.
+        let preempted = sample(ThreadState::RunQueue, 4_000, 4_600);
+        assert!(describes_now(&on_cpu(4_300), &preempted));
+        assert!(!describes_now(&on_cpu(4_700), &preempted));
+        assert!(
+            !describes_now(&on_cpu(3_900), &preempted),
+            "before the sleep"
+        );
+        // Running since its sleep at 1,000 (preempted and back at 1,700):
+        // captures of that run, until the scan read it (6,000).
+        let running = sample(ThreadState::OnCpu, 1_000, 1_700);
+        assert!(describes_now(&on_cpu(1_200), &running));
+        assert!(describes_now(&on_cpu(5_900), &running));
+        assert!(
+            !describes_now(&on_cpu(6_100), &running),
+            "after the scan read it"
+        );
+        // It slept again at 5,300, after the scan instant: its run at the
+        // scan instant is gone from the entry.
+        assert!(!describes_now(
+            &on_cpu(4_900),
+            &sample(ThreadState::OnCpu, 5_300, 5_300)
+        ));
+    }
+
+    #[test]
     fn waiting_rows_take_captures_of_the_same_wait() {
         let waiting = sample(ThreadState::Sleep, 2_000, 2_000);
         let at = |flags, switch_out_ns| StackHeader {
@@ -371,6 +447,10 @@ mod tests {
         // entry was read after it ran and went to sleep again at 12,300 in
         // epoll_wait: the row (state, syscall, I/O) is of that later wait.
         let window = Some((10_000, 12_000));
+        let scan = Scan {
+            now_ns: 12_000,
+            read_ns: 12_400,
+        };
         let stand_in = sample(ThreadState::Sleep, 12_300, 12_300);
         let at = |switch_out_ns| StackHeader {
             flags: K | U,
@@ -378,7 +458,7 @@ mod tests {
             switch_out_ns,
         };
         assert!(
-            !describes(&at(11_900), &stand_in),
+            !describes(&at(11_900), &stand_in, scan),
             "the capture of the wait at the scan instant is another wait than the row's"
         );
         assert!(
@@ -386,7 +466,7 @@ mod tests {
             "withheld and counted"
         );
         assert!(
-            describes(&at(12_300), &stand_in),
+            describes(&at(12_300), &stand_in, scan),
             "a capture of the row's own wait (the refresh pass) is attached"
         );
         assert!(!of_other_wait(&at(12_300), &stand_in, window));

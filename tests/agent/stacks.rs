@@ -479,11 +479,12 @@ fn no_row_mixes_the_stack_of_one_wait_with_the_state_of_another() {
         get("with_kernel") * 2 >= get("sync_rows") + get("epoll_rows"),
         "most waiting rows should have a kernel stack: {rows:?}"
     );
-    // A residual race is known (issue 14, open): about one row in 3,000
-    // (1 of 3,073 in one full-suite run; 0 in three others) still had the
-    // kernel and user stack of the fdatasync that came just before its
-    // epoll_wait, filed under the epoll_wait's switch-out. It is printed
-    // whenever seen; more than one row in 1,000 fails.
+    // None. (The last ones, about one row in 3,000, were entries that
+    // missed a switch-out: this VM's kernel delivers no scheduler event in
+    // the context of its hypervisor agent's threads, and the switch hook
+    // used to trust the CPU's last switch-in record for whichever thread
+    // switched out next. The missed switch-ins are now counted,
+    // `switches_in_missed` in the agent's log.)
     let mixed_rows = get("sync_with_epoll") + get("epoll_with_sync");
     if mixed_rows > 0 {
         let mixed = query(
@@ -495,13 +496,8 @@ fn no_row_mixes_the_stack_of_one_wait_with_the_state_of_another() {
                   (s.syscall = 'epoll_wait' AND ({kernel} LIKE '%sync%' OR {user} LIKE '%flip_sync_file%')))"
             ),
         );
-        let report = format!(
+        panic!(
             "rows whose stack is of the other wait (fdatasync with epoll_wait's, epoll_wait with fdatasync's): {rows:?}\n{mixed:#?}"
         );
-        assert!(
-            mixed_rows * 1000 <= get("sync_rows") + get("epoll_rows"),
-            "{report}"
-        );
-        eprintln!("known residual race, within one row in 1,000: {report}");
     }
 }
