@@ -63,12 +63,12 @@ const SETUPS: [(Setup, &str); 6] = [
     ),
     (
         Setup::Without("TS_NO_WAKER"),
-        "defaults without sched_waking (TS_NO_WAKER)",
+        "defaults without the waker record (TS_NO_WAKER)",
     ),
 ];
 
 /// The agent's scheduler hooks whose run time is reported.
-const HOOKS: [&str; 3] = ["on_sched_switch", "on_sched_waking", "on_sched_wakeup"];
+const HOOKS: [&str; 2] = ["on_sched_switch", "on_sched_wakeup"];
 
 /// Run time and runs so far of the programs named in `HOOKS` whose id is
 /// in `ids` (loaded by this process: the ids its load took), by name.
@@ -94,7 +94,7 @@ fn newest_prog_id() -> u32 {
 }
 
 /// Nanoseconds per run of each hook between two `hook_runs` readings.
-fn per_run(before: &HashMap<String, (u64, u64)>, after: &HashMap<String, (u64, u64)>) -> [f64; 3] {
+fn per_run(before: &HashMap<String, (u64, u64)>, after: &HashMap<String, (u64, u64)>) -> [f64; 2] {
     HOOKS.map(|name| {
         let (t0, n0) = before.get(name).copied().unwrap_or((0, 0));
         let (t1, n1) = after.get(name).copied().unwrap_or((0, 0));
@@ -128,7 +128,7 @@ impl Drop for BpfStats {
 
 /// Load `setup`, measure, unload: getppid() ns, ping-pong round trips per
 /// second, ns per run of each of `HOOKS` during the ping-pong.
-fn measure(setup: Setup) -> (f64, f64, [f64; 3]) {
+fn measure(setup: Setup) -> (f64, f64, [f64; 2]) {
     let before_load = newest_prog_id();
     let stacks = StackKinds {
         kernel: true,
@@ -182,7 +182,7 @@ fn main() {
         vec![Vec::new(); SETUPS.len()],
     );
     for pass in 0..passes {
-        let mut results = [(0.0, 0.0, [f64::NAN; 3]); SETUPS.len()];
+        let mut results = [(0.0, 0.0, [f64::NAN; 2]); SETUPS.len()];
         for k in 0..SETUPS.len() {
             let i = (pass + k) % SETUPS.len();
             results[i] = measure(SETUPS[i].0);
@@ -203,9 +203,9 @@ fn main() {
     }
     println!();
     println!(
-        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | sched_switch | sched_waking | sched_wakeup |"
+        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | sched_switch | sched_wakeup |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, (_, name)) in SETUPS.iter().enumerate() {
         let hooks: Vec<String> = hook_ns[i]
             .iter_mut()

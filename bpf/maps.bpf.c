@@ -21,6 +21,7 @@ const volatile __u32 stack_kinds = 0;
 const volatile __u64 stack_interval_ns = 1000000000;
 /* Set by `run --track`: enum ts_track_kinds. */
 const volatile __u32 track_kinds = 0;
+const volatile __u32 record_wakers = 1;
 
 __u64 free_head = 0;
 __u64 free_tail = 0;

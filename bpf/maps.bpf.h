@@ -142,6 +142,7 @@ TS_EXTERN const volatile __u64 ring_mask;   /* free_ring size - 1 */
 TS_EXTERN const volatile __u32 stack_kinds; /* --stacks: TS_S_KERNEL | TS_S_USER */
 TS_EXTERN const volatile __u64 stack_interval_ns; /* at most one switch-out capture per thread per period */
 TS_EXTERN const volatile __u32 track_kinds; /* --track: enum ts_track_kinds */
+TS_EXTERN const volatile __u32 record_wakers; /* who woke a thread (off only in benches) */
 
 /* Shared with userspace through the mmap-ed .bss. */
 TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */

@@ -7,7 +7,8 @@
  *   sched_switch      prev goes off CPU (state word, voluntary or not,
  *                     whether it is still inside a syscall), next comes on
  *                     and becomes this CPU's running thread
- *   sched_wakeup(_new) time a thread became runnable (RUNQUEUE wait)
+ *   sched_wakeup(_new) time a thread became runnable (RUNQUEUE wait), and
+ *                     who woke it (waits.bpf.h)
  *   sched_process_fork a new thread or process gets a slot
  *   sched_process_exec tid (de_thread), comm and credentials change
  *   sched_process_free the task is reaped and freed: its slot is released
@@ -224,29 +225,33 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	return 0;
 }
 
-/* Mark `p` woken, at the scheduler clock of the run queue it was put on. */
-static __always_inline void mark_woken(struct task_struct *p)
+/* Mark `p` woken, at the scheduler clock of the run queue it was put on
+ * (just updated by its enqueue); with `waker`, note who woke it. */
+static __always_inline void mark_woken(struct task_struct *p, bool waker)
 {
-	struct ts_thread *t = thread_of(p);
-	__u32 cpu;
+	struct ts_thread *t;
+	__u32 cpu, slot;
 
+	t = thread_of_slot(p, &slot);
 	if (!t)
 		return;
 	cpu = task_cpu(p);
 	WRITE_ONCE(t->wakeup_ns, rq_now(task_rq_of(p), bpf_map_lookup_elem(&cpus, &cpu)));
+	if (waker)
+		note_waker(slot);
 }
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(on_sched_wakeup, struct task_struct *p)
 {
-	mark_woken(p);
+	mark_woken(p, true);
 	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(on_sched_wakeup_new, struct task_struct *p)
 {
-	mark_woken(p);
+	mark_woken(p, false);
 	return 0;
 }
 

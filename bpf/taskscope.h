@@ -129,8 +129,8 @@ _Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines")
  * 256-byte entry keeps its four cache lines. Two writer classes, each with
  * its own sequence counter (odd while an update is in progress):
  *
- *   seq      - sched_waking, in the waker's context; wakeups of one task are
- *              serialized by its pi_lock, so no atomic RMW is needed.
+ *   seq      - sched_wakeup (the waker); wakeups of one task are
+ *              serialized (one per sleep), so no atomic RMW is needed.
  *   lock_seq - the thread's own context: contention_begin/end and its
  *              switch-out while it waits for a kernel lock.
  */
@@ -140,7 +140,7 @@ struct ts_wait {
 	__u32 waker_tgid;
 	__u32 lock_seq;
 	char waker_comm[TS_COMM_LEN];
-	__u64 waker_sp;     /* a stack address of the last sched_waking: on the
+	__u64 waker_sp;     /* a stack address of the last sched_wakeup: on the
 	                     * waker's own stack, or an interrupt's */
 	__u64 lock_addr;    /* kernel lock being contended; 0: none */
 	__u32 lock_flags;   /* LCB_F_* of that wait (contention_begin) */

@@ -14,6 +14,76 @@
 
 #include "maps.bpf.h"
 
+/*
+ * Kernel stacks are THREAD_SIZE bytes: 16 KiB on x86_64 and arm64 (32 KiB
+ * with KASAN, where a deep task-context wakeup is then taken for an
+ * interrupt's: no waker, never a wrong one).
+ */
+#define TS_THREAD_SIZE (16 * 1024)
+
+/*
+ * Whether this hook runs on the current task's own kernel stack. Hard
+ * interrupts and softirqs (but those run by ksoftirqd, whose waker is
+ * ksoftirqd) that interrupt kernel code run on the CPU's interrupt stack
+ * on x86_64 and arm64, where `current` is whatever task was interrupted,
+ * not the waker. The kernel's preempt count would say so directly, but it
+ * is a per-CPU variable that kallsyms does not list on every kernel (the
+ * verifier then cannot resolve it). The address of a local variable is
+ * turned into a plain number by a store to and a load from the map entry
+ * (privileged programs may).
+ */
+static __always_inline bool on_task_stack(struct task_struct *cur, struct ts_wait *w)
+{
+	volatile __u64 marker = 0;
+	__u64 here, base;
+
+	*(volatile __u64 *)&w->waker_sp = (__u64)&marker;
+	here = *(volatile __u64 *)&w->waker_sp;
+	base = (__u64)cur->stack;
+	return here - base < TS_THREAD_SIZE;
+}
+
+/*
+ * Who woke the thread in slot `slot` (slot + 1), from sched_wakeup. That
+ * tracepoint runs in the waker's context when the wakeup is done on the
+ * spot (the wakee is enqueued by the waker, or was still on its run
+ * queue); a wakeup handed to the wakee's CPU (an IPI: another cache
+ * domain, or the wakee still switching out there) runs on that CPU's
+ * interrupt stack and records no waker, as does a wakeup from an
+ * interrupt (a timer, a device, a softirq). A waker is a thread in a
+ * syscall (or a kernel thread) on its own stack: an interrupt that arrives
+ * in user mode runs on the task's stack on x86_64, but its saved
+ * registers are not a syscall's.
+ *
+ * It used to be a sched_waking program of its own (which always runs in
+ * the waker's context): a second program on every wakeup, ~45 ns, for the
+ * wakeups handed over by IPI.
+ */
+static __always_inline void note_waker(__u32 slot)
+{
+	struct task_struct *cur;
+	struct ts_wait *w;
+	__u32 idx = slot - 1;
+
+	if (!record_wakers)
+		return;
+	w = bpf_map_lookup_elem(&waits, &idx);
+	if (!w)
+		return;
+	cur = bpf_get_current_task_btf();
+	ts_seq_begin(&w->seq);
+	if (!on_task_stack(cur, w) ||
+	    (!(cur->flags & PF_KTHREAD) && syscall_in_progress(cur, NULL, NULL) < 0)) {
+		w->waker_tid = 0;
+		w->waker_tgid = 0;
+	} else {
+		w->waker_tid = cur->pid;
+		w->waker_tgid = cur->tgid;
+		copy_comm(w->waker_comm, cur);
+	}
+	ts_seq_end(&w->seq);
+}
+
 #define TS_RWSEM_READER_OWNED 1UL
 #define TS_LOCK_OWNER_FLAGS 7UL
 

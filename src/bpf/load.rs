@@ -184,6 +184,8 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     } else {
         super::fd_syscalls::fd_syscall_bitmap()
     };
+    // TS_NO_WAKER (benches only): no waker record, to measure it.
+    rodata.record_wakers = u32::from(std::env::var_os("TS_NO_WAKER").is_none());
     rodata.stack_kinds = flag(options.stacks.kernel, types::ts_stack_flags::TS_S_KERNEL.0)
         | flag(options.stacks.user, types::ts_stack_flags::TS_S_USER.0);
     rodata.track_kinds = flag(
@@ -230,10 +232,6 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         prog.set_autoload(plan.block_io);
     }
     progs.on_block_io_start.set_autoload(plan.io_start);
-    // TS_NO_WAKER (benches only): leave sched_waking out, to measure it.
-    progs
-        .on_sched_waking
-        .set_autoload(std::env::var_os("TS_NO_WAKER").is_none());
     // Kernel lock waits (contention_begin/end): Linux 5.19 on.
     progs.on_contention_begin.set_autoload(plan.lock_contention);
     progs.on_contention_end.set_autoload(plan.lock_contention);
@@ -258,9 +256,6 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
     }
     if options.track.syscalls {
         tracepoints.push(("sys_exit", &progs.on_sys_exit));
-    }
-    if std::env::var_os("TS_NO_WAKER").is_none() {
-        tracepoints.push(("sched_waking", &progs.on_sched_waking));
     }
     if plan.lock_contention {
         tracepoints.push(("contention_begin", &progs.on_contention_begin));

@@ -17,7 +17,6 @@ const HOOKS: &[Hook] = &[
     Hook { name: "sched_switch", without: None },
     Hook { name: "sched_wakeup", without: None },
     Hook { name: "sched_wakeup_new", without: None },
-    Hook { name: "sched_waking", without: None },
     Hook { name: "sched_process_fork", without: None },
     Hook { name: "sched_process_exec", without: None },
     Hook { name: "sched_process_free", without: None },
