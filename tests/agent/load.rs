@@ -222,7 +222,7 @@ fn machine_threads(except: u32) -> usize {
 /// 2 minutes of churn (1,000 threads/s living 1–500 ms, 50 processes/s ending by
 /// exit, exec or SIGKILL and reaped 300 ms late) under `--all -F 10`:
 /// afterwards the occupied slots equal the machine's threads, the agent's
-/// RSS at the end is within 10% of its RSS after 20 s, and every thread
+/// anonymous memory at the end is at most 10% above its level after 20 s, and every thread
 /// that lived across two ticks is in the samples.
 #[test]
 fn churn_reclaims_slots_and_samples_every_lasting_thread() {
@@ -275,9 +275,11 @@ fn churn_reclaims_slots_and_samples_every_lasting_thread() {
         "churn: agent RSS {rss_20s} KiB after 20 s, {rss_end} KiB at the end; \
          anonymous {anon_20s} -> {anon_end} KiB"
     );
+    // It may shrink: the symbolizer lets go of parsed files after 10 s
+    // without a new address (80 -> 68 MiB in one run).
     let anon_growth = anon_end as f64 / anon_20s as f64;
     assert!(
-        (anon_growth - 1.0).abs() <= 0.10,
+        anon_growth <= 1.10,
         "agent anonymous memory {anon_20s} KiB after 20 s of churn, {anon_end} KiB at the end \
          (RSS {rss_20s} -> {rss_end} KiB)"
     );
