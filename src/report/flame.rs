@@ -40,6 +40,7 @@ pub struct Kinds {
     pub kernel: bool,
     pub native: bool,
     pub jit: bool,
+    pub python: bool,
 }
 
 impl Kinds {
@@ -49,12 +50,13 @@ impl Kinds {
             FrameKind::Kernel => self.kernel,
             FrameKind::Native => self.native,
             FrameKind::Jit => self.jit,
+            FrameKind::Python => self.python,
         }
     }
 
     /// Whether any user frame is drawn.
     fn user(self) -> bool {
-        self.native || self.jit
+        self.native || self.jit || self.python
     }
 }
 
@@ -65,6 +67,7 @@ pub(super) fn suffix(kind: FrameKind) -> &'static str {
         FrameKind::Native => "",
         FrameKind::Kernel => "_[k]",
         FrameKind::Jit => "_[j]",
+        FrameKind::Python => "_[p]",
     }
 }
 
