@@ -81,6 +81,10 @@ fn user_key(
     ))
 }
 
+/// Entries of the memo of Python processes' native frames kept before it
+/// is cleared (a few stacks per thread pool; each entry a few KiB).
+const PYTHON_MEMO_LIMIT: usize = 4_096;
+
 /// Perf maps of all processes are dropped when they hold more than this
 /// (bytes); each is read again when one of its stacks needs it.
 const PERF_MAP_BUDGET: usize = 64 << 20;
@@ -235,6 +239,7 @@ struct Process {
     maps: ProcessMaps,
     jit: PerfMap,
     python: Option<Option<Interpreter>>,
+    python_cache: python::ReadCache,
     read_at: Instant,
     used_at: Instant,
 }
@@ -255,6 +260,10 @@ pub struct StackResolver {
     /// registers and stack window.
     kernel_memo: FxHashMap<u128, (Option<i64>, Option<Arc<str>>)>,
     user_memo: FxHashMap<u128, Option<i64>>,
+    /// Native user frames of Python processes' captures, by content.
+    python_memo: FxHashMap<u128, (Arc<[Frames]>, bool)>,
+    /// Ids of spliced stacks by native content and Python frames.
+    spliced_memo: FxHashMap<u128, Option<i64>>,
     definitions: FxHashMap<i64, Arc<StackRow>>,
     /// Ids written to the current period's `stacks` file.
     emitted: FxHashSet<i64>,
@@ -338,18 +347,53 @@ impl StackResolver {
         self.ensure_process(tgid, exe_id, &raw.user);
         self.ensure_perf_map(tgid, exe_id, &raw.user);
         if let Some(interpreter) = self.python_of(thread, exe_id, raw) {
-            let (frames, cut) = self.native_user(tgid, exe_id, raw);
-            let frames = match self.python_frames(thread, raw, interpreter, &frames, cut) {
-                Some(spliced) => {
-                    self.python_spliced += 1;
-                    spliced
-                }
+            // The native frames by content, as for other processes, but
+            // the frames themselves: the Python ones differ by moment.
+            let process = &self.processes[&(tgid, exe_id)];
+            let key = user_key(tgid, exe_id, raw, &process.maps, process.jit.generation());
+            let (frames, cut) = match self.python_memo.get(&key) {
+                Some((frames, cut)) => (Arc::clone(frames), *cut),
                 None => {
-                    self.python_kept_native += 1;
-                    frames
+                    let (frames, cut) = self.native_user(tgid, exe_id, raw);
+                    let frames: Arc<[Frames]> = frames.into();
+                    memo_insert(
+                        &mut self.python_memo,
+                        PYTHON_MEMO_LIMIT,
+                        key,
+                        (Arc::clone(&frames), cut),
+                    );
+                    (frames, cut)
                 }
             };
-            resolved.ustack = self.define(StackKind::User, &frames, cut);
+            resolved.ustack =
+                match self.python_frames(thread, exe_id, raw, interpreter, &frames, cut) {
+                    Some(groups) => {
+                        self.python_spliced += 1;
+                        // The same native stack with the same Python frames
+                        // (a pool's threads waiting in one place) is the same
+                        // stack: splice and name it once.
+                        let spliced_key = content_key(&(key, &groups));
+                        match self.spliced_memo.get(&spliced_key) {
+                            Some(id) => *id,
+                            None => {
+                                let spliced = splice::splice(&frames, &groups, !cut)
+                                    .expect("python_frames checked the splice");
+                                let id = self.define(StackKind::User, &spliced, cut);
+                                memo_insert(
+                                    &mut self.spliced_memo,
+                                    USER_MEMO_LIMIT,
+                                    spliced_key,
+                                    id,
+                                );
+                                id
+                            }
+                        }
+                    }
+                    None => {
+                        self.python_kept_native += 1;
+                        self.define(StackKind::User, &frames, cut)
+                    }
+                };
             return resolved;
         }
         let process = &self.processes[&(tgid, exe_id)];
@@ -386,18 +430,20 @@ impl StackResolver {
             .get_or_insert_with(|| python::interpreter(thread.0, &process.maps))
     }
 
-    /// The Python frames spliced into `native`, if the thread has not run
-    /// since its capture, before and after reading them (its slot still
-    /// holds it, switched out at the capture's switch-out, not switched
-    /// in since), and the frames agree with the native stack.
+    /// The Python frames (by eval-loop call) to splice into `native`, if
+    /// the thread has not run since its capture, before and after reading
+    /// them (its slot still holds it, switched out at the capture's
+    /// switch-out, not switched in since), and they agree with the native
+    /// stack.
     fn python_frames(
-        &self,
+        &mut self,
         (tgid, tid, slot): (u32, u32, u32),
+        exe_id: u64,
         raw: &RawStacks,
         interpreter: Interpreter,
         native: &[Frames],
         cut: bool,
-    ) -> Option<Vec<Frames>> {
+    ) -> Option<Vec<Vec<python::PyFrame>>> {
         if !native.iter().any(splice::is_eval_loop) {
             return None;
         }
@@ -412,11 +458,12 @@ impl StackResolver {
         if !still() {
             return None;
         }
-        let groups = interpreter.thread_frames(tgid, tid)?;
+        let cache = &mut self.processes.get_mut(&(tgid, exe_id))?.python_cache;
+        let groups = interpreter.thread_frames(tgid, tid, cache)?;
         if !still() {
             return None;
         }
-        splice::splice(native, &groups, !cut)
+        splice::agrees(native, &groups, !cut).then_some(groups)
     }
 
     /// A capture's native user frames, unwound and symbolized, and whether
@@ -490,6 +537,7 @@ impl StackResolver {
                         maps,
                         jit,
                         python: None,
+                        python_cache: python::ReadCache::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     },
@@ -503,6 +551,7 @@ impl StackResolver {
                         maps: ProcessMaps::default(),
                         jit: PerfMap::default(),
                         python: Some(None),
+                        python_cache: python::ReadCache::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     });
@@ -609,6 +658,8 @@ impl StackResolver {
         self.definitions.retain(|id, _| live.contains(id));
         self.kernel_memo.clear();
         self.user_memo.clear();
+        self.python_memo.clear();
+        self.spliced_memo.clear();
     }
 
     /// The definition of `id` if the current period's `stacks` file does

@@ -34,6 +34,8 @@
 
 use std::path::Path;
 
+use rustc_hash::FxHashMap;
+
 use super::maps::ProcessMaps;
 
 /// Frames read at most per thread.
@@ -50,7 +52,7 @@ const DEBUG_OFFSETS_SIZE: usize = 584;
 const FRAME_OWNED_BY_CSTACK: u8 = 3;
 
 /// One Python frame: qualified name, file and the function's first line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyFrame {
     pub qualname: String,
     pub filename: String,
@@ -338,21 +340,40 @@ pub fn interpreter(tgid: u32, maps: &ProcessMaps) -> Option<Interpreter> {
     None
 }
 
+/// What reading a process's frames learned, to read less next time:
+/// thread states by thread id (checked on every use: the state at that
+/// address must still name the thread) and code objects' names by address
+/// (used only while the object there still points to the same name and
+/// file objects, which it keeps alive, and has the same first line).
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    tstates: FxHashMap<u32, u64>,
+    codes: FxHashMap<u64, (u64, u64, u32, PyFrame)>,
+}
+
+/// Entries of a `ReadCache` map kept before it is cleared.
+const CACHE_LIMIT: usize = 16_384;
+
 impl Interpreter {
     /// The Python frames of thread `tid` of process `tgid`, grouped by the
     /// call of the eval loop that runs them, innermost group and frame
     /// first. `None` when the thread has no thread state or anything read
     /// is doubtful.
-    pub fn thread_frames(&self, tgid: u32, tid: u32) -> Option<Vec<Vec<PyFrame>>> {
+    pub fn thread_frames(
+        &self,
+        tgid: u32,
+        tid: u32,
+        cache: &mut ReadCache,
+    ) -> Option<Vec<Vec<PyFrame>>> {
         let memory = Memory(nix::unistd::Pid::from_raw(i32::try_from(tgid).ok()?));
         let o = &self.layout;
-        let tstate = self.find_thread(&memory, tid)?;
+        let tstate = self.find_thread(&memory, tid, cache)?;
         let mut frame = match o.current {
-            Current::Direct(at) => memory.u64(tstate + at)?,
+            Current::Direct(at) => word(&tstate, at)?,
             Current::ViaCFrame {
                 cframe,
                 current_frame,
-            } => match memory.u64(tstate + cframe)? {
+            } => match word(&tstate, cframe)? {
                 0 => 0,
                 cframe => memory.u64(cframe + current_frame)?,
             },
@@ -372,10 +393,10 @@ impl Interpreter {
                     groups.push(std::mem::take(&mut group));
                 }
                 Entry::CStackShim => {
-                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?)?)
+                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?, cache)?)
                 }
                 Entry::IsEntry(at) => {
-                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?)?);
+                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?, cache)?);
                     if *bytes.get(at as usize)? != 0 {
                         groups.push(std::mem::take(&mut group));
                     }
@@ -387,8 +408,29 @@ impl Interpreter {
         group.is_empty().then_some(groups)
     }
 
-    fn find_thread(&self, memory: &Memory, tid: u32) -> Option<u64> {
+    /// The start of thread `tid`'s thread state (through its current
+    /// frame's field): from the cache if the state there still names the
+    /// thread, else by walking every interpreter's threads (remembering
+    /// them all).
+    fn find_thread(&self, memory: &Memory, tid: u32, cache: &mut ReadCache) -> Option<Vec<u8>> {
         let o = &self.layout;
+        let current = match o.current {
+            Current::Direct(at) => at,
+            Current::ViaCFrame { cframe, .. } => cframe,
+        };
+        let len = (o.thread_native_id.max(o.thread_next).max(current) + 8) as usize;
+        if let Some(&at) = cache.tstates.get(&tid) {
+            if let Some(bytes) = memory.read(at, len) {
+                if word(&bytes, o.thread_native_id)? == u64::from(tid) {
+                    return Some(bytes);
+                }
+            }
+            cache.tstates.remove(&tid);
+        }
+        if cache.tstates.len() >= CACHE_LIMIT {
+            cache.tstates.clear();
+        }
+        let mut found = None;
         let mut interp = memory.u64(self.runtime + o.interpreters_head)?;
         for _ in 0..MAX_INTERPRETERS {
             if interp == 0 {
@@ -399,30 +441,49 @@ impl Interpreter {
                 if tstate == 0 {
                     break;
                 }
-                let len = (o.thread_native_id.max(o.thread_next) + 8) as usize;
                 let bytes = memory.read(tstate, len)?;
-                if word(&bytes, o.thread_native_id)? == u64::from(tid) {
-                    return Some(tstate);
+                let native = u32::try_from(word(&bytes, o.thread_native_id)?).ok();
+                if let Some(native) = native {
+                    cache.tstates.insert(native, tstate);
                 }
-                tstate = word(&bytes, o.thread_next)?;
+                let next = word(&bytes, o.thread_next)?;
+                if native == Some(tid) && found.is_none() {
+                    found = Some(bytes);
+                }
+                tstate = next;
             }
             interp = memory.u64(interp + o.interp_next)?;
         }
-        None
+        found
     }
 
     /// A code object's frame; `None` if `code` is not a code object.
-    fn code_frame(&self, memory: &Memory, code: u64) -> Option<PyFrame> {
+    fn code_frame(&self, memory: &Memory, code: u64, cache: &mut ReadCache) -> Option<PyFrame> {
         let o = &self.layout;
         let bytes = memory.read(code, o.code_len())?;
         if word(&bytes, o.ob_type)? != self.code_type {
             return None;
         }
-        Some(PyFrame {
-            qualname: memory.ascii_str(word(&bytes, o.code_qualname)?, o)?,
-            filename: memory.ascii_str(word(&bytes, o.code_filename)?, o)?,
-            firstlineno: u32::try_from(word(&bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?,
-        })
+        let qualname = word(&bytes, o.code_qualname)?;
+        let filename = word(&bytes, o.code_filename)?;
+        let firstlineno = u32::try_from(word(&bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?;
+        if let Some((q, f, l, frame)) = cache.codes.get(&code) {
+            if (*q, *f, *l) == (qualname, filename, firstlineno) {
+                return Some(frame.clone());
+            }
+        }
+        let frame = PyFrame {
+            qualname: memory.ascii_str(qualname, o)?,
+            filename: memory.ascii_str(filename, o)?,
+            firstlineno,
+        };
+        if cache.codes.len() >= CACHE_LIMIT {
+            cache.codes.clear();
+        }
+        cache
+            .codes
+            .insert(code, (qualname, filename, firstlineno, frame.clone()));
+        Some(frame)
     }
 }
 
@@ -487,10 +548,12 @@ mod tests {
         let mut files = FileCache::default();
         let maps = read_maps(pid, &mut files).unwrap();
         let found = interpreter(pid, &maps);
+        // One cache for every read, as the writer keeps one per process.
+        let mut cache = ReadCache::default();
         // The main thread reaches the sleep soon after printing.
         let start = Instant::now();
         let groups = loop {
-            let groups = found.and_then(|i| i.thread_frames(pid, pid));
+            let groups = found.and_then(|i| i.thread_frames(pid, pid, &mut cache));
             let depth = groups.as_ref().map_or(0, |g| g.iter().flatten().count());
             if depth >= 3 || start.elapsed() > Duration::from_secs(5) {
                 break groups;
@@ -505,8 +568,13 @@ mod tests {
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .find(|&tid| tid != pid)
             .expect("the worker thread");
-        let worker_groups = found.and_then(|i| i.thread_frames(pid, worker));
-        let other = found.and_then(|i| i.thread_frames(pid, 1));
+        let worker_groups = found.and_then(|i| i.thread_frames(pid, worker, &mut cache));
+        // Read again through the cache (thread state and code objects
+        // known): the same.
+        let again = found.and_then(|i| i.thread_frames(pid, worker, &mut cache));
+        assert_eq!(worker_groups, again);
+        assert!(cache.tstates.len() >= 2 && !cache.codes.is_empty());
+        let other = found.and_then(|i| i.thread_frames(pid, 1, &mut cache));
         let _ = child.kill();
         let _ = child.wait();
         let found = found.unwrap_or_else(|| panic!("{python}: no covered interpreter found"));

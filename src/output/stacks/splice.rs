@@ -27,12 +27,18 @@ pub fn is_eval_loop(frames: &Frames) -> bool {
     })
 }
 
+/// Whether `groups` can replace the loop frames of `native`: as many
+/// (at least as many if the stack is not `complete`), and at least one.
+pub fn agrees(native: &[Frames], groups: &[Vec<PyFrame>], complete: bool) -> bool {
+    let loops = native.iter().filter(|f| is_eval_loop(f)).count();
+    loops > 0 && groups.len() >= loops && (!complete || groups.len() == loops)
+}
+
 /// `native` (innermost first) with each loop frame replaced by its group
 /// of Python frames; `None` when the counts do not agree (or there is no
 /// loop frame at all).
 pub fn splice(native: &[Frames], groups: &[Vec<PyFrame>], complete: bool) -> Option<Vec<Frames>> {
-    let loops = native.iter().filter(|f| is_eval_loop(f)).count();
-    if loops == 0 || groups.len() < loops || (complete && groups.len() != loops) {
+    if !agrees(native, groups, complete) {
         return None;
     }
     let mut groups = groups.iter();
