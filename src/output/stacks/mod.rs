@@ -262,6 +262,8 @@ pub struct StackResolver {
     user_memo: FxHashMap<u128, Option<i64>>,
     /// Native user frames of Python processes' captures, by content.
     python_memo: FxHashMap<u128, (Arc<[Frames]>, bool)>,
+    /// Interpreter files' symbols.
+    python_files: python::SymbolCache,
     /// Ids of spliced stacks by native content and Python frames.
     spliced_memo: FxHashMap<u128, Option<i64>>,
     definitions: FxHashMap<i64, Arc<StackRow>>,
@@ -425,9 +427,9 @@ impl StackResolver {
             return None;
         }
         let process = self.processes.get_mut(&(thread.0, exe_id))?;
-        *process
-            .python
-            .get_or_insert_with(|| python::interpreter(thread.0, &process.maps))
+        *process.python.get_or_insert_with(|| {
+            python::interpreter(thread.0, &process.maps, &mut self.python_files)
+        })
     }
 
     /// The Python frames (by eval-loop call) to splice into `native`, if

@@ -261,54 +261,71 @@ pub struct Interpreter {
     pub layout: Layout,
 }
 
-/// The addresses of the symbols the reader needs in one ELF file, and the
-/// value of its `Py_Version`.
-struct Symbols {
+/// The addresses of the symbols the reader needs in one ELF file, the
+/// value of its `Py_Version`, and its loadable segments (file offset,
+/// size, link address) to relocate them.
+#[derive(Debug, Clone)]
+pub struct FileSymbols {
     runtime: u64,
     code_type: u64,
     version_at: u64,
     version: u64,
-    /// Load address minus link address, for the mapping of file offset
-    /// `offset` at `start`.
-    bias: u64,
+    segments: Vec<(u64, u64, u64)>,
 }
 
-fn symbols(path: &Path, start: u64, offset: u64) -> Option<Symbols> {
-    use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
-    let data = std::fs::read(path).ok()?;
-    let elf = object::File::parse(&*data).ok()?;
-    let find = |name: &str| {
-        elf.dynamic_symbols()
-            .chain(elf.symbols())
-            .find(|s| s.name() == Ok(name) && s.is_definition())
-    };
-    let runtime = find("_PyRuntime")?.address();
-    let code_type = find("PyCode_Type")?.address();
-    let version_symbol = find("Py_Version")?;
-    let version_at = version_symbol.address();
-    let section = elf.section_by_index(version_symbol.section_index()?).ok()?;
-    let bytes = section.data().ok()?;
-    let version = word(bytes, version_at.checked_sub(section.address())?)?;
-    // The segment the mapping shows, to relocate link addresses (0 for a
-    // non-PIE executable).
-    let segment = elf.segments().find(|s| {
-        let (from, size) = s.file_range();
-        from <= offset && offset < from + size
-    })?;
-    let link = segment.address() + (offset - segment.file_range().0);
-    Some(Symbols {
-        runtime,
-        code_type,
-        version_at,
-        version,
-        bias: start.wrapping_sub(link),
-    })
+impl FileSymbols {
+    fn read(path: &Path) -> Option<FileSymbols> {
+        use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+        let data = std::fs::read(path).ok()?;
+        let elf = object::File::parse(&*data).ok()?;
+        let find = |name: &str| {
+            elf.dynamic_symbols()
+                .chain(elf.symbols())
+                .find(|s| s.name() == Ok(name) && s.is_definition())
+        };
+        let runtime = find("_PyRuntime")?.address();
+        let code_type = find("PyCode_Type")?.address();
+        let version_symbol = find("Py_Version")?;
+        let version_at = version_symbol.address();
+        let section = elf.section_by_index(version_symbol.section_index()?).ok()?;
+        let bytes = section.data().ok()?;
+        let version = word(bytes, version_at.checked_sub(section.address())?)?;
+        let segments = elf
+            .segments()
+            .map(|s| (s.file_range().0, s.file_range().1, s.address()))
+            .collect();
+        Some(FileSymbols {
+            runtime,
+            code_type,
+            version_at,
+            version,
+            segments,
+        })
+    }
+
+    /// Load address minus link address, for the file mapped at `start`
+    /// from file offset `offset` (0 for a non-PIE executable).
+    fn bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let &(from, _, address) = self
+            .segments
+            .iter()
+            .find(|&&(from, size, _)| from <= offset && offset < from + size)?;
+        Some(start.wrapping_sub(address + (offset - from)))
+    }
 }
+
+/// `FileSymbols` by file (device and inode), `None` for a file without
+/// them: each interpreter file is parsed once, not once per process.
+#[derive(Debug, Default)]
+pub struct SymbolCache(FxHashMap<(u64, u64), Option<FileSymbols>>);
+
+/// Files whose symbols are kept before the cache is cleared.
+const SYMBOL_FILES: usize = 256;
 
 /// The interpreter of process `tgid`, if it runs a covered CPython: the
 /// libpython (or static `python3.x`) mapping that defines `_PyRuntime`,
 /// with its version checked in the process's memory.
-pub fn interpreter(tgid: u32, maps: &ProcessMaps) -> Option<Interpreter> {
+pub fn interpreter(tgid: u32, maps: &ProcessMaps, files: &mut SymbolCache) -> Option<Interpreter> {
     let memory = Memory(nix::unistd::Pid::from_raw(i32::try_from(tgid).ok()?));
     for m in &maps.mappings {
         let Some(file) = &m.file else { continue };
@@ -316,11 +333,17 @@ pub fn interpreter(tgid: u32, maps: &ProcessMaps) -> Option<Interpreter> {
         if !(name.starts_with("libpython3") || name.starts_with("python3")) {
             continue;
         }
+        if files.0.len() >= SYMBOL_FILES {
+            files.0.clear();
+        }
+        let symbols = files
+            .0
+            .entry(file.key)
+            .or_insert_with(|| FileSymbols::read(Path::new(&file.open_path)));
         // The executable of a shared-library build does not define them.
-        let Some(s) = symbols(Path::new(&file.open_path), m.start, m.offset) else {
-            continue;
-        };
-        let at = |link: u64| link.wrapping_add(s.bias);
+        let Some(s) = symbols else { continue };
+        let bias = s.bias(m.start, m.offset)?;
+        let at = |link: u64| link.wrapping_add(bias);
         if memory.u64(at(s.version_at)) != Some(s.version) {
             return None;
         }
@@ -547,7 +570,7 @@ mod tests {
         .unwrap();
         let mut files = FileCache::default();
         let maps = read_maps(pid, &mut files).unwrap();
-        let found = interpreter(pid, &maps);
+        let found = interpreter(pid, &maps, &mut SymbolCache::default());
         // One cache for every read, as the writer keeps one per process.
         let mut cache = ReadCache::default();
         // The main thread reaches the sleep soon after printing.
@@ -651,7 +674,7 @@ mod tests {
         )
         .unwrap();
         let maps = read_maps(pid, &mut FileCache::default()).unwrap();
-        let found = interpreter(pid, &maps);
+        let found = interpreter(pid, &maps, &mut SymbolCache::default());
         let _ = child.kill();
         let _ = child.wait();
         assert!(found.is_none(), "{found:?}");
