@@ -8,9 +8,12 @@
 //! sampler only decides whether a buffer describes the row and copies new
 //! captures; this module, on the writer thread, turns them into rows of
 //! the `stacks` table: unwinds the user frames a frame-pointer walk loses,
-//! symbolizes, and names each stack by a hash of its symbolized frames, so
-//! the same code path has the same `stack_id` in every process and across
-//! restarts.
+//! symbolizes, puts CPython functions in place of the interpreter loop's
+//! frames (`python`, `splice`: only for a capture taken off CPU whose
+//! thread has not run since, checked through a read-only view of the
+//! thread table before and after reading the interpreter's memory), and
+//! names each stack by a hash of its symbolized frames, so the same code
+//! path has the same `stack_id` in every process and across restarts.
 
 pub mod maps;
 pub mod perfmap;
