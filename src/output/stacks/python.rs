@@ -225,6 +225,27 @@ impl Memory {
         (n == len).then_some(buf)
     }
 
+    /// `len` bytes at each of `addrs`, one after the other, in one call.
+    fn read_many(&self, addrs: &[u64], len: usize) -> Option<Vec<u8>> {
+        use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+        let mut buf = vec![0u8; addrs.len() * len];
+        if addrs.is_empty() {
+            return Some(buf);
+        }
+        let remote = addrs
+            .iter()
+            .map(|&a| {
+                Some(RemoteIoVec {
+                    base: usize::try_from(a).ok()?,
+                    len,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let n =
+            process_vm_readv(self.0, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).ok()?;
+        (n == buf.len()).then_some(buf)
+    }
+
     fn u64(&self, addr: u64) -> Option<u64> {
         let b = self.read(addr, 8)?;
         Some(u64::from_le_bytes(b.try_into().ok()?))
@@ -401,31 +422,40 @@ impl Interpreter {
                 cframe => memory.u64(cframe + current_frame)?,
             },
         };
-        let mut groups = Vec::new();
-        let mut group = Vec::new();
-        let mut seen = 0;
+        // The chain first: each frame's code object (none for a shim),
+        // and whether the frame closes its loop call's group.
+        let mut chain: Vec<(Option<u64>, bool)> = Vec::new();
         while frame != 0 {
-            seen += 1;
-            if seen > MAX_FRAMES {
+            if chain.len() >= MAX_FRAMES {
                 return None;
             }
             let bytes = memory.read(frame, o.frame_len())?;
             let owner = *bytes.get(o.frame_owner as usize)?;
-            match o.entry {
-                Entry::CStackShim if owner == FRAME_OWNED_BY_CSTACK => {
-                    groups.push(std::mem::take(&mut group));
-                }
-                Entry::CStackShim => {
-                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?, cache)?)
-                }
-                Entry::IsEntry(at) => {
-                    group.push(self.code_frame(&memory, word(&bytes, o.frame_code)?, cache)?);
-                    if *bytes.get(at as usize)? != 0 {
-                        groups.push(std::mem::take(&mut group));
-                    }
-                }
-            }
+            chain.push(match o.entry {
+                Entry::CStackShim if owner == FRAME_OWNED_BY_CSTACK => (None, true),
+                Entry::CStackShim => (Some(word(&bytes, o.frame_code)?), false),
+                Entry::IsEntry(at) => (
+                    Some(word(&bytes, o.frame_code)?),
+                    *bytes.get(at as usize)? != 0,
+                ),
+            });
             frame = word(&bytes, o.frame_previous)?;
+        }
+        // Then every code object in one read.
+        let codes: Vec<u64> = chain.iter().filter_map(|&(code, _)| code).collect();
+        let len = o.code_len();
+        let bytes = memory.read_many(&codes, len)?;
+        let mut read = bytes.chunks_exact(len).zip(&codes);
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        for (code, closes) in chain {
+            if code.is_some() {
+                let (bytes, &code) = read.next()?;
+                group.push(self.code_frame(&memory, code, bytes, cache)?);
+            }
+            if closes {
+                groups.push(std::mem::take(&mut group));
+            }
         }
         // A frame that no loop's entry closes: not a chain understood.
         group.is_empty().then_some(groups)
@@ -480,16 +510,22 @@ impl Interpreter {
         found
     }
 
-    /// A code object's frame; `None` if `code` is not a code object.
-    fn code_frame(&self, memory: &Memory, code: u64, cache: &mut ReadCache) -> Option<PyFrame> {
+    /// The frame of the code object at `code`, whose first bytes are
+    /// `bytes`; `None` if it is not a code object.
+    fn code_frame(
+        &self,
+        memory: &Memory,
+        code: u64,
+        bytes: &[u8],
+        cache: &mut ReadCache,
+    ) -> Option<PyFrame> {
         let o = &self.layout;
-        let bytes = memory.read(code, o.code_len())?;
-        if word(&bytes, o.ob_type)? != self.code_type {
+        if word(bytes, o.ob_type)? != self.code_type {
             return None;
         }
-        let qualname = word(&bytes, o.code_qualname)?;
-        let filename = word(&bytes, o.code_filename)?;
-        let firstlineno = u32::try_from(word(&bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?;
+        let qualname = word(bytes, o.code_qualname)?;
+        let filename = word(bytes, o.code_filename)?;
+        let firstlineno = u32::try_from(word(bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?;
         if let Some((q, f, l, frame)) = cache.codes.get(&code) {
             if (*q, *f, *l) == (qualname, filename, firstlineno) {
                 return Some(frame.clone());
