@@ -395,8 +395,12 @@ pub struct ReadCache {
     codes: FxHashMap<u64, (u64, u64, u32, PyFrame)>,
 }
 
-/// Entries of a `ReadCache` map kept before it is cleared.
-const CACHE_LIMIT: usize = 16_384;
+/// Thread states a `ReadCache` keeps before it is cleared (16 bytes
+/// each: a process's whole pool fits).
+const TSTATE_LIMIT: usize = 16_384;
+/// Code objects' names a `ReadCache` keeps before it is cleared (a few
+/// hundred bytes each, per process).
+const CODE_LIMIT: usize = 2_048;
 
 impl Interpreter {
     /// The Python frames of thread `tid` of process `tgid`, grouped by the
@@ -480,7 +484,7 @@ impl Interpreter {
             }
             cache.tstates.remove(&tid);
         }
-        if cache.tstates.len() >= CACHE_LIMIT {
+        if cache.tstates.len() >= TSTATE_LIMIT {
             cache.tstates.clear();
         }
         let mut found = None;
@@ -536,7 +540,7 @@ impl Interpreter {
             filename: memory.ascii_str(filename, o)?,
             firstlineno,
         };
-        if cache.codes.len() >= CACHE_LIMIT {
+        if cache.codes.len() >= CODE_LIMIT {
             cache.codes.clear();
         }
         cache
