@@ -104,6 +104,13 @@ pub(super) fn kinds_by_name(text: &str) -> HashMap<&str, Option<FrameKind>> {
                 .into_iter()
                 .find_map(|k| frame.strip_suffix(suffix(k)).map(|name| (name, k)))
                 .unwrap_or((frame, FrameKind::Native));
+            // inferno drops the marks it knows (`_[k]`, `_[j]`) from the
+            // title, and keeps `_[p]`.
+            let name = if kind == FrameKind::Python {
+                frame
+            } else {
+                name
+            };
             kinds
                 .entry(name)
                 .and_modify(|seen| {

@@ -300,6 +300,33 @@ fn python_functions_replace_the_eval_loop_in_sleeping_threads() {
     );
     assert_eq!(awk, duck, "awk and DuckDB disagree");
 
+    // The flame graph draws only Python frames with --kind python, marked
+    // _[p].
+    let folded = taskscope(&[
+        "flamegraph",
+        "--dir",
+        out.to_str().unwrap(),
+        "--all-states",
+        "--kind",
+        "python",
+        "--folded",
+    ]);
+    assert!(folded.status.success(), "{folded:?}");
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    for want in ["py_sleep_[p]", "py_wait_lock_[p]", "py_read_pipe_[p]"] {
+        assert!(folded.contains(want), "{want} not in {folded}");
+    }
+    for line in folded.lines() {
+        let stack = line.rsplit_once(' ').unwrap().0;
+        assert!(
+            stack
+                .split(';')
+                .skip(2)
+                .all(|f| f.ends_with("_[p]") || f == "[no stack]"),
+            "{line}"
+        );
+    }
+
     // The process that exited: nothing logged about it, no error, and no
     // other function than its own in its stacks.
     let noisy: Vec<&str> = log
