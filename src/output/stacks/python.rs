@@ -27,10 +27,14 @@
 //! the call of the eval loop (`_PyEval_EvalFrameDefault`) that runs them:
 //! 3.12 and 3.13 push a shim frame owned by the C stack at each entry to
 //! the loop, 3.11 marks the first frame a loop ran (`is_entry`). Memory is
-//! read with `process_vm_readv`; anything that does not look right (a
-//! type that is not `code`, a string that is not compact ASCII, a chain
-//! longer than `MAX_FRAMES`, a frame run by no loop) makes the whole read
-//! `None`.
+//! read with `process_vm_readv` (the code objects of a chain in one call);
+//! anything that does not look right (a type that is not `code`, a string
+//! that is not compact ASCII, a chain longer than `MAX_FRAMES`, a frame
+//! run by no loop) makes the whole read `None`. A `ReadCache` per process
+//! keeps thread states by thread id (used only while the state there still
+//! names the thread) and code objects' names (used only while the object
+//! still points to the same name and file objects, which it keeps alive);
+//! a `SymbolCache` parses each interpreter file once.
 
 use std::path::Path;
 
