@@ -32,7 +32,7 @@
 --   latency_summary(from_ts, to_ts, pid)  count, avg, p50/p95/p99/max of recorded syscalls and I/O
 --   latency_histogram(from_ts, to_ts, pid) the same as log2 histograms (pid: one process only)
 -- Scalar macros: taskscope_frames_of_kind(frames, frame_kinds, kind) keeps
--- the frames of one kind ('native', 'kernel', 'jit').
+-- the frames of one kind ('native', 'kernel', 'jit', 'python').
 --
 -- "Average active threads" is the Active-Session-History measure: every
 -- sample row stands for weight_us of one thread's time, so the sum of
@@ -370,7 +370,7 @@ WHERE kind IS NULL OR s.stack_kind = kind
 GROUP BY s.stack_kind, s.stack_id
 ORDER BY avg_threads DESC, s.stack_kind, s.stack_id;
 
--- The frames of a stack that are of one kind ('native', 'kernel', 'jit'),
+-- The frames of a stack that are of one kind ('native', 'kernel', 'jit', 'python'),
 -- in order, ';'-joined: frame_kinds lists one kind per frame of frames.
 -- Example: SELECT taskscope_frames_of_kind(frames, frame_kinds, 'jit') FROM stacks;
 CREATE OR REPLACE TEMP MACRO taskscope_frames_of_kind(frames, frame_kinds, kind) AS

@@ -93,29 +93,32 @@ pub fn run_agent(config: &Config) -> Result<()> {
     // The writer is made on its own thread (the symbolizer it owns cannot
     // move between threads); it reports whether it could start.
     let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+    let switches = agent.table().switch_view();
     let writer_thread = thread::Builder::new()
         .name("taskscope-writer".into())
-        .spawn(move || match Writer::new(out, writer_config) {
-            Ok(writer) => {
-                let _ = ready_tx.send(Ok(()));
-                let supervisor = WriterSupervisor {
-                    signals: publish,
-                    service: writer_service,
-                    status,
-                };
-                Some(output::thread::writer_loop(
-                    writer,
-                    receiver,
-                    writer_queued,
-                    flush_interval,
-                    supervisor,
-                ))
-            }
-            Err(err) => {
-                let _ = ready_tx.send(Err(err));
-                None
-            }
-        })
+        .spawn(
+            move || match Writer::new(out, writer_config).map(|w| w.with_switches(switches)) {
+                Ok(writer) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let supervisor = WriterSupervisor {
+                        signals: publish,
+                        service: writer_service,
+                        status,
+                    };
+                    Some(output::thread::writer_loop(
+                        writer,
+                        receiver,
+                        writer_queued,
+                        flush_interval,
+                        supervisor,
+                    ))
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                    None
+                }
+            },
+        )
         .context("cannot start the writer thread")?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}

@@ -44,7 +44,7 @@ pub use pin::pin_dir_holder;
 use pin::Pin;
 pub use skel::types;
 use skel::TaskscopeSkel;
-pub use table::{SchedFields, StackHeader, ThreadEntry, ThreadTable};
+pub use table::{SchedFields, StackHeader, SwitchView, Switches, ThreadEntry, ThreadTable};
 
 /// What to load.
 #[derive(Debug, Clone)]

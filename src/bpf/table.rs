@@ -73,6 +73,20 @@ struct Mapping {
 
 impl Mapping {
     fn new(fd: BorrowedFd<'_>, len: usize, what: &str) -> Result<Mapping> {
+        Mapping::with(
+            fd,
+            len,
+            what,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+        )
+    }
+
+    fn with(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        what: &str,
+        prot: rustix::mm::ProtFlags,
+    ) -> Result<Mapping> {
         let page = rustix::param::page_size();
         let len = len.div_ceil(page) * page;
         // SAFETY: a fresh shared mapping of a BPF_F_MMAPABLE array map of at
@@ -81,7 +95,7 @@ impl Mapping {
             rustix::mm::mmap(
                 ptr::null_mut(),
                 len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                prot,
                 rustix::mm::MapFlags::SHARED,
                 fd,
                 0,
@@ -127,6 +141,61 @@ pub struct ThreadTable {
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
     /// outlives this table (see `Agent`'s field order).
     globals: NonNull<bss>,
+    /// A read-only mapping of `threads` for the writer thread.
+    switches: std::sync::Arc<SwitchView>,
+}
+
+/// A read-only mapping of the `threads` map of its own, so the writer
+/// thread can tell whether a thread has run since a capture (the Python
+/// frame read, `output::stacks::python`) without sharing the sampler's
+/// table. The mapping keeps the map alive after the agent closes it.
+pub struct SwitchView {
+    entries: Mapping,
+    capacity: usize,
+}
+
+// SAFETY: a read-only shared mapping, valid for the view's lifetime; every
+// access is an atomic load.
+unsafe impl Send for SwitchView {}
+// SAFETY: as above: loads only, no interior state.
+unsafe impl Sync for SwitchView {}
+
+/// A slot's thread and its last switches, read in one window of the
+/// entry's sequence counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    pub tid: u32,
+    pub switch_in_ns: u64,
+    pub switch_out_ns: u64,
+}
+
+impl SwitchView {
+    /// `slot`'s thread and switch times; `None` for a slot out of range or
+    /// an entry being written.
+    pub fn read(&self, slot: usize) -> Option<Switches> {
+        if slot >= self.capacity {
+            return None;
+        }
+        // SAFETY: in bounds of the mapping (checked above); fields are
+        // naturally aligned and only loaded atomically from this side.
+        unsafe {
+            let e = self.entries.base.as_ptr().cast::<ts_thread>().add(slot);
+            let seq = AtomicU32::from_ptr(&raw mut (*e).seq);
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 != 0 {
+                return None;
+            }
+            let found = Switches {
+                tid: AtomicU32::from_ptr(&raw mut (*e).tid).load(Ordering::Relaxed),
+                switch_in_ns: AtomicU64::from_ptr(&raw mut (*e).switch_in_ns)
+                    .load(Ordering::Relaxed),
+                switch_out_ns: AtomicU64::from_ptr(&raw mut (*e).switch_out_ns)
+                    .load(Ordering::Relaxed),
+            };
+            fence(Ordering::Acquire);
+            (seq.load(Ordering::Relaxed) == before).then_some(found)
+        }
+    }
 }
 
 // SAFETY: the table only holds pointers into shared mappings that stay valid
@@ -173,7 +242,21 @@ impl ThreadTable {
             stacks,
             fds: Mapping::new(fds, capacity * size_of::<ts_fd>(), "fds")?,
             globals,
+            switches: std::sync::Arc::new(SwitchView {
+                entries: Mapping::with(
+                    threads,
+                    capacity * size_of::<ts_thread>(),
+                    "threads (read-only)",
+                    rustix::mm::ProtFlags::READ,
+                )?,
+                capacity,
+            }),
         })
+    }
+
+    /// The writer's view of thread switches.
+    pub fn switch_view(&self) -> std::sync::Arc<SwitchView> {
+        std::sync::Arc::clone(&self.switches)
     }
 
     fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {

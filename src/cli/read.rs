@@ -130,12 +130,14 @@ pub struct ReportArgs {
 pub enum FrameChoice {
     /// Kernel frames (kstack_id; marked _[k])
     Kernel,
-    /// Every user frame: native and jit
+    /// Every user frame: native, jit and python
     User,
     /// User frames of binaries and libraries
     Native,
     /// User frames named from a perf map (marked _[j])
     Jit,
+    /// CPython functions read from the interpreter (marked _[p])
+    Python,
 }
 
 /// Flags of `taskscope flamegraph`.
@@ -233,6 +235,8 @@ impl FlamegraphArgs {
                     || self.kind.contains(&FrameChoice::Native),
                 jit: self.kind.contains(&FrameChoice::User)
                     || self.kind.contains(&FrameChoice::Jit),
+                python: self.kind.contains(&FrameChoice::User)
+                    || self.kind.contains(&FrameChoice::Python),
             },
             output: self.output.clone(),
             force: self.force,
@@ -320,7 +324,7 @@ mod tests {
             Command::Flamegraph(f) => {
                 assert_eq!(f.kind, vec![FrameChoice::User]);
                 let kinds = f.request().kinds;
-                assert!(!kinds.kernel && kinds.native && kinds.jit);
+                assert!(!kinds.kernel && kinds.native && kinds.jit && kinds.python);
                 assert_eq!(f.output, Some(PathBuf::from("x.svg")));
                 assert!(f.folded);
                 assert!(!f.force);
@@ -344,11 +348,18 @@ mod tests {
         {
             Command::Flamegraph(f) => {
                 let kinds = f.request().kinds;
-                assert!(kinds.kernel && !kinds.native && kinds.jit);
+                assert!(kinds.kernel && !kinds.native && kinds.jit && !kinds.python);
             }
             other => panic!("parsed as {other:?}"),
         }
-        assert!(parse(&["flamegraph", "--kind", "python"]).is_err());
+        match parse(&["flamegraph", "--kind", "python"]).unwrap().command {
+            Command::Flamegraph(f) => {
+                let kinds = f.request().kinds;
+                assert!(kinds.python && !kinds.native && !kinds.jit && !kinds.kernel);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["flamegraph", "--kind", "ruby"]).is_err());
     }
 
     #[test]

@@ -215,6 +215,13 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Name CPython frames in the stacks of threads that `switches` shows
+    /// have not run since their capture (`stacks::python`).
+    pub fn with_switches(mut self, switches: std::sync::Arc<crate::bpf::SwitchView>) -> Writer {
+        self.stacks.set_switches(switches);
+        self
+    }
+
     /// Prepare the output directory: publish what earlier runs left in
     /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
@@ -337,7 +344,8 @@ impl Writer {
             let resolved = match &sample.stack {
                 Some(stack) => {
                     let raw = stack.raw.and_then(|i| tick.stacks.get(i as usize));
-                    self.stacks.resolve(sample.tgid, sample.exe_id, stack, raw)
+                    self.stacks
+                        .resolve(sample.tgid, sample.tid, sample.exe_id, stack, raw)
                 }
                 None => Resolved::default(),
             };

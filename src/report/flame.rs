@@ -40,6 +40,7 @@ pub struct Kinds {
     pub kernel: bool,
     pub native: bool,
     pub jit: bool,
+    pub python: bool,
 }
 
 impl Kinds {
@@ -49,12 +50,13 @@ impl Kinds {
             FrameKind::Kernel => self.kernel,
             FrameKind::Native => self.native,
             FrameKind::Jit => self.jit,
+            FrameKind::Python => self.python,
         }
     }
 
     /// Whether any user frame is drawn.
     fn user(self) -> bool {
-        self.native || self.jit
+        self.native || self.jit || self.python
     }
 }
 
@@ -65,6 +67,7 @@ pub(super) fn suffix(kind: FrameKind) -> &'static str {
         FrameKind::Native => "",
         FrameKind::Kernel => "_[k]",
         FrameKind::Jit => "_[j]",
+        FrameKind::Python => "_[p]",
     }
 }
 
@@ -349,7 +352,7 @@ pub fn svg(text: &str, window: &Window, title: &Option<String>) -> Result<String
     options.hash = true;
     options.deterministic = true;
     options.notes =
-        "Roots are thread states, then thread names; _[k] marks kernel frames, _[j] JIT frames"
+        "Roots are thread states, then thread names; _[k] marks kernel frames, _[j] JIT frames, _[p] Python frames"
             .into();
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, text.lines(), &mut svg)
@@ -384,7 +387,7 @@ mod tests {
             from_us: 0,
             to_us: 1_000_000,
         };
-        let text = "SLEEP;main;nanosleep_[k] 300\nON_CPU;main;spin;JS:*busy_/x.js:1:2_[j] 700\n";
+        let text = "SLEEP;main;py_wait_[p];nanosleep_[k] 300\nON_CPU;main;spin;JS:*busy_/x.js:1:2_[j] 700\n";
         let svg = svg(text, &window, &None).unwrap();
         assert!(svg.starts_with("<?xml"));
         let fill_of = |title: &str| {
@@ -418,6 +421,11 @@ mod tests {
             fill_of("nanosleep"),
             frame_color("SLEEP", "nanosleep", false, kernel)
         );
+        // A Python frame: drawn with its mark, in the Python band.
+        assert_eq!(
+            fill_of("py_wait_[p]"),
+            frame_color("SLEEP", "py_wait_[p]", false, Some(FrameKind::Python))
+        );
         // Each kind has its own band of the state's hue.
         let lightness = |rgb: String| {
             let v: Vec<u32> = rgb
@@ -430,6 +438,8 @@ mod tests {
         };
         let of = |kind| lightness(frame_color("ON_CPU", "f", false, kind));
         assert!(of(jit) < of(native) && of(native) < of(kernel));
+        let python = of(Some(FrameKind::Python));
+        assert!(of(jit) < python && python < of(native));
     }
 
     #[test]

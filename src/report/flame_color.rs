@@ -100,10 +100,17 @@ pub(super) fn kinds_by_name(text: &str) -> HashMap<&str, Option<FrameKind>> {
         let stack = line.rsplit_once(' ').map_or(line, |(stack, _)| stack);
         // The state and the thread name are not frames.
         for frame in stack.split(';').skip(2) {
-            let (name, kind) = [FrameKind::Kernel, FrameKind::Jit]
+            let (name, kind) = [FrameKind::Kernel, FrameKind::Jit, FrameKind::Python]
                 .into_iter()
                 .find_map(|k| frame.strip_suffix(suffix(k)).map(|name| (name, k)))
                 .unwrap_or((frame, FrameKind::Native));
+            // inferno drops the marks it knows (`_[k]`, `_[j]`) from the
+            // title, and keeps `_[p]`.
+            let name = if kind == FrameKind::Python {
+                frame
+            } else {
+                name
+            };
             kinds
                 .entry(name)
                 .and_modify(|seen| {
@@ -120,7 +127,8 @@ pub(super) fn kinds_by_name(text: &str) -> HashMap<&str, Option<FrameKind>> {
 /// A colour of `state`'s family, varied by the frame's name so that
 /// neighbours stay distinguishable; roots are the darkest. The frame's
 /// kind picks the band: kernel frames pale and greyish, JIT frames deep
-/// and saturated, native ones (and those of unknown kind) between.
+/// and saturated, Python frames a little less deep, native ones (and
+/// those of unknown kind) between.
 pub(super) fn frame_color(state: &str, name: &str, root: bool, kind: Option<FrameKind>) -> String {
     let style = states::style_of(state);
     let hash = name.bytes().fold(2_166_136_261u32, |h, b| {
@@ -136,6 +144,9 @@ pub(super) fn frame_color(state: &str, name: &str, root: bool, kind: Option<Fram
     } else if kind == Some(FrameKind::Jit) {
         saturation = (saturation * 1.3).min(1.0);
         0.36 + vary / 2.0
+    } else if kind == Some(FrameKind::Python) {
+        saturation = (saturation * 1.15).min(1.0);
+        0.42 + vary / 2.0
     } else {
         0.52 + vary
     };

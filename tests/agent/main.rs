@@ -15,6 +15,7 @@ mod load;
 mod packaging;
 mod passive;
 mod peers;
+mod python;
 mod readers;
 mod readme;
 mod report;

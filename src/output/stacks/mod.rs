@@ -8,13 +8,17 @@
 //! sampler only decides whether a buffer describes the row and copies new
 //! captures; this module, on the writer thread, turns them into rows of
 //! the `stacks` table: unwinds the user frames a frame-pointer walk loses,
-//! symbolizes, and names each stack by a hash of its symbolized frames, so
-//! the same code path has the same `stack_id` in every process and across
-//! restarts.
+//! symbolizes, puts CPython functions in place of the interpreter loop's
+//! frames (`python`, `splice`: only for a capture taken off CPU whose
+//! thread has not run since, checked through a read-only view of the
+//! thread table before and after reading the interpreter's memory), and
+//! names each stack by a hash of its symbolized frames, so the same code
+//! path has the same `stack_id` in every process and across restarts.
 
 pub mod maps;
 pub mod perfmap;
 pub mod python;
+pub mod splice;
 pub mod symbolize;
 pub mod unwind;
 
@@ -30,8 +34,10 @@ use symbolize::{Frames, Symbolizer};
 use unwind::{RawUser, UnwindCache};
 
 use crate::bpf::types::ts_stack;
+use crate::bpf::SwitchView;
 use crate::output::sample::StackRef;
 use crate::store::schema::{StackKind, StackRow};
+use python::Interpreter;
 
 /// Processes whose maps are kept before the cache is cleared.
 const PROCESS_LIMIT: usize = 1_024;
@@ -77,6 +83,10 @@ fn user_key(
         jit_generation,
     ))
 }
+
+/// Entries of the memo of Python processes' native frames kept before it
+/// is cleared (a few stacks per thread pool; each entry a few KiB).
+const PYTHON_MEMO_LIMIT: usize = 4_096;
 
 /// Perf maps of all processes are dropped when they hold more than this
 /// (bytes); each is read again when one of its stacks needs it.
@@ -126,6 +136,10 @@ pub struct RawStacks {
     /// The kernel stack starts at an interrupted instruction (on-CPU
     /// sample), not at a return address.
     pub kernel_first_exact: bool,
+    /// Captured by the on-CPU sample (else at or after a switch-out).
+    pub on_cpu: bool,
+    /// The switch-out the capture belongs to (off CPU).
+    pub switch_out_ns: u64,
 }
 
 impl RawStacks {
@@ -152,6 +166,8 @@ impl RawStacks {
             kernel_full: kframes == s.kips.len(),
             user_full: uframes == s.uips.len(),
             kernel_first_exact: has(f::TS_S_ONCPU),
+            on_cpu: has(f::TS_S_ONCPU),
+            switch_out_ns: s.switch_out_ns,
         }
     }
 }
@@ -220,10 +236,13 @@ fn is_thread_entry(frames: &Frames) -> bool {
     })
 }
 
-/// Per-process state: maps, and when they were read; its perf map.
+/// Per-process state: maps, and when they were read; its perf map; its
+/// CPython interpreter (looked for once per reading of the maps).
 struct Process {
     maps: ProcessMaps,
     jit: PerfMap,
+    python: Option<Option<Interpreter>>,
+    python_cache: python::ReadCache,
     read_at: Instant,
     used_at: Instant,
 }
@@ -244,11 +263,25 @@ pub struct StackResolver {
     /// registers and stack window.
     kernel_memo: FxHashMap<u128, (Option<i64>, Option<Arc<str>>)>,
     user_memo: FxHashMap<u128, Option<i64>>,
+    /// Native user frames of Python processes' captures, by content.
+    python_memo: FxHashMap<u128, (Arc<[Frames]>, bool)>,
+    /// Interpreter files' symbols.
+    python_files: python::SymbolCache,
+    /// Ids of spliced stacks by native content and Python frames.
+    spliced_memo: FxHashMap<u128, Option<i64>>,
     definitions: FxHashMap<i64, Arc<StackRow>>,
     /// Ids written to the current period's `stacks` file.
     emitted: FxHashSet<i64>,
     /// Stacks resolved (new captures), for the benchmarks.
     pub resolved: u64,
+    /// The threads' switches, to read CPython frames only of a thread that
+    /// has not run since its capture; none: no Python frames.
+    switches: Option<Arc<SwitchView>>,
+    /// User stacks whose eval-loop frames were replaced by Python frames,
+    /// and those of Python threads that kept their native frames (the
+    /// thread ran since the capture, or the read did not agree).
+    pub python_spliced: u64,
+    pub python_kept_native: u64,
 }
 
 impl StackResolver {
@@ -256,10 +289,17 @@ impl StackResolver {
         StackResolver::default()
     }
 
-    /// The stacks of a sample of process `tgid` (image `exe_id`).
+    /// Name CPython frames, checking thread switches in `switches`.
+    pub fn set_switches(&mut self, switches: Arc<SwitchView>) {
+        self.switches = Some(switches);
+    }
+
+    /// The stacks of a sample of thread `tid` of process `tgid` (image
+    /// `exe_id`).
     pub fn resolve(
         &mut self,
         tgid: u32,
+        tid: u32,
         exe_id: u64,
         stack: &StackRef,
         raw: Option<&RawStacks>,
@@ -275,14 +315,15 @@ impl StackResolver {
         if self.definitions.len() >= DEFINITION_LIMIT {
             self.evict_definitions();
         }
-        let resolved = self.resolve_raw(tgid, exe_id, raw);
+        let resolved = self.resolve_raw((tgid, tid, stack.slot), exe_id, raw);
         self.resolved += 1;
         self.by_slot
             .insert(stack.slot, (stack.captured_ns, resolved.clone()));
         resolved
     }
 
-    fn resolve_raw(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> Resolved {
+    fn resolve_raw(&mut self, thread: (u32, u32, u32), exe_id: u64, raw: &RawStacks) -> Resolved {
+        let tgid = thread.0;
         let mut resolved = Resolved::default();
         let kernel_key = (!raw.kernel.is_empty())
             .then(|| content_key(&(&raw.kernel, raw.kernel_first_exact, raw.kernel_full)));
@@ -310,11 +351,131 @@ impl StackResolver {
         }
         self.ensure_process(tgid, exe_id, &raw.user);
         self.ensure_perf_map(tgid, exe_id, &raw.user);
+        if let Some(interpreter) = self.python_of(thread, exe_id, raw) {
+            // The native frames by content, as for other processes, but
+            // the frames themselves: the Python ones differ by moment.
+            let process = &self.processes[&(tgid, exe_id)];
+            let key = user_key(tgid, exe_id, raw, &process.maps, process.jit.generation());
+            let (frames, cut) = match self.python_memo.get(&key) {
+                Some((frames, cut)) => (Arc::clone(frames), *cut),
+                None => {
+                    let (frames, cut) = self.native_user(tgid, exe_id, raw);
+                    let frames: Arc<[Frames]> = frames.into();
+                    memo_insert(
+                        &mut self.python_memo,
+                        PYTHON_MEMO_LIMIT,
+                        key,
+                        (Arc::clone(&frames), cut),
+                    );
+                    (frames, cut)
+                }
+            };
+            resolved.ustack =
+                match self.python_frames(thread, exe_id, raw, interpreter, &frames, cut) {
+                    Some(groups) => {
+                        self.python_spliced += 1;
+                        // The same native stack with the same Python frames
+                        // (a pool's threads waiting in one place) is the same
+                        // stack: splice and name it once.
+                        let spliced_key = content_key(&(key, &groups));
+                        match self.spliced_memo.get(&spliced_key) {
+                            Some(id) => *id,
+                            None => {
+                                let spliced = splice::splice(&frames, &groups, !cut)
+                                    .expect("python_frames checked the splice");
+                                let id = self.define(StackKind::User, &spliced, cut);
+                                memo_insert(
+                                    &mut self.spliced_memo,
+                                    USER_MEMO_LIMIT,
+                                    spliced_key,
+                                    id,
+                                );
+                                id
+                            }
+                        }
+                    }
+                    None => {
+                        self.python_kept_native += 1;
+                        self.define(StackKind::User, &frames, cut)
+                    }
+                };
+            return resolved;
+        }
         let process = &self.processes[&(tgid, exe_id)];
         let key = user_key(tgid, exe_id, raw, &process.maps, process.jit.generation());
         if let Some(ustack) = self.user_memo.get(&key) {
             resolved.ustack = *ustack;
         } else {
+            let (frames, cut) = self.native_user(tgid, exe_id, raw);
+            resolved.ustack = self.define(StackKind::User, &frames, cut);
+            if self.user_memo.capacity() == 0 {
+                self.user_memo.reserve(USER_MEMO_LIMIT);
+            }
+            memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
+        }
+        resolved
+    }
+
+    /// The interpreter of a Python process whose capture may get Python
+    /// frames: one taken off CPU (an on-CPU capture's thread has run on
+    /// by the time the writer could read its frames), with the switch
+    /// view at hand.
+    fn python_of(
+        &mut self,
+        thread: (u32, u32, u32),
+        exe_id: u64,
+        raw: &RawStacks,
+    ) -> Option<Interpreter> {
+        if raw.on_cpu || raw.switch_out_ns == 0 || self.switches.is_none() {
+            return None;
+        }
+        let process = self.processes.get_mut(&(thread.0, exe_id))?;
+        *process.python.get_or_insert_with(|| {
+            python::interpreter(thread.0, &process.maps, &mut self.python_files)
+        })
+    }
+
+    /// The Python frames (by eval-loop call) to splice into `native`, if
+    /// the thread has not run since its capture, before and after reading
+    /// them (its slot still holds it, switched out at the capture's
+    /// switch-out, not switched in since), and they agree with the native
+    /// stack.
+    fn python_frames(
+        &mut self,
+        (tgid, tid, slot): (u32, u32, u32),
+        exe_id: u64,
+        raw: &RawStacks,
+        interpreter: Interpreter,
+        native: &[Frames],
+        cut: bool,
+    ) -> Option<Vec<Vec<python::PyFrame>>> {
+        if !native.iter().any(splice::is_eval_loop) {
+            return None;
+        }
+        let switches = self.switches.as_ref()?;
+        let still = || {
+            switches.read(slot as usize).is_some_and(|s| {
+                s.tid == tid
+                    && s.switch_out_ns == raw.switch_out_ns
+                    && s.switch_in_ns < s.switch_out_ns
+            })
+        };
+        if !still() {
+            return None;
+        }
+        let cache = &mut self.processes.get_mut(&(tgid, exe_id))?.python_cache;
+        let groups = interpreter.thread_frames(tgid, tid, cache)?;
+        if !still() {
+            return None;
+        }
+        splice::agrees(native, &groups, !cut).then_some(groups)
+    }
+
+    /// A capture's native user frames, unwound and symbolized, and whether
+    /// they are cut short of the thread's entry point.
+    fn native_user(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> (Vec<Frames>, bool) {
+        let process = &self.processes[&(tgid, exe_id)];
+        {
             let ips = unwind::recover(
                 &RawUser {
                     ips: &raw.user,
@@ -337,13 +498,8 @@ impl StackResolver {
             if let Some(entry) = entry {
                 frames.truncate(entry + 1);
             }
-            resolved.ustack = self.define(StackKind::User, &frames, entry.is_none());
-            if self.user_memo.capacity() == 0 {
-                self.user_memo.reserve(USER_MEMO_LIMIT);
-            }
-            memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
+            (frames, entry.is_none())
         }
-        resolved
     }
 
     fn symbolizer(&mut self) -> &mut Symbolizer {
@@ -385,6 +541,8 @@ impl StackResolver {
                     Process {
                         maps,
                         jit,
+                        python: None,
+                        python_cache: python::ReadCache::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     },
@@ -397,6 +555,8 @@ impl StackResolver {
                     .or_insert_with(|| Process {
                         maps: ProcessMaps::default(),
                         jit: PerfMap::default(),
+                        python: Some(None),
+                        python_cache: python::ReadCache::default(),
                         read_at: Instant::now(),
                         used_at: Instant::now(),
                     });
@@ -503,6 +663,8 @@ impl StackResolver {
         self.definitions.retain(|id, _| live.contains(id));
         self.kernel_memo.clear();
         self.user_memo.clear();
+        self.python_memo.clear();
+        self.spliced_memo.clear();
     }
 
     /// The definition of `id` if the current period's `stacks` file does

@@ -1,101 +1,215 @@
-//! CPython 3.13 frames read from the interpreter's own memory (a start:
-//! read, not yet spliced into stacks).
+//! CPython frames read from the interpreter's own memory, for splicing
+//! into sampled user stacks (`super::splice`).
 //!
-//! CPython 3.13 publishes the offsets of the structures an outside reader
-//! needs at the start of `_PyRuntime` (`_Py_DebugOffsets`: the cookie
-//! `xdebugpy`, the version, then one record per structure), so no
-//! per-build table is needed. From `_PyRuntime` the reader walks
-//! `interpreters.head → threads.head → next` to the thread state whose
-//! `native_thread_id` is the thread's id, then its `current_frame →
-//! previous` chain: each frame's code object gives the function's
-//! qualified name, file and first line. Memory is read with
-//! `process_vm_readv`; anything that does not look right (cookie, version,
-//! a type that is not `code`, a string that is not compact ASCII/UTF-8, a
-//! chain longer than `MAX_FRAMES`) ends the reading with what is sure, and
-//! a version other than 3.13 yields nothing: never a wrong name.
+//! Covered: CPython 3.13 (any patch release: it publishes the offsets of
+//! the structures an outside reader needs at the start of `_PyRuntime`,
+//! `_Py_DebugOffsets`), and the 3.11 and 3.12 releases whose layouts were
+//! checked against their own headers (`offsetof` over the installed
+//! `internal/pycore_*.h`): 3.11.2 (Debian 12), 3.11.7 and 3.12.1. Any
+//! other version — another patch release of 3.11 or 3.12, 3.10 and older,
+//! 3.14, a free-threaded or debug build — yields nothing, so its stacks keep
+//! their native frames: never a wrong name.
 //!
-//! Not yet: where the read happens relative to the native capture (the
-//! thread must not have run since) and the splice in place of
-//! `_PyEval_EvalFrameDefault`; 3.11 and 3.12, which have no debug offsets.
+//! The version comes from the interpreter's own file: the value of its
+//! `Py_Version` symbol (`PY_VERSION_HEX`), which the process's memory must
+//! hold at the symbol's relocated address too (that checks the
+//! relocation). `_PyRuntime` and `PyCode_Type` are found by their dynamic
+//! or static symbols (libpython, or a static `python3.x` binary that
+//! exports them, as Debian's does); a stripped binary without them is not
+//! read.
+//!
+//! From `_PyRuntime` the reader walks `interpreters.head → threads.head →
+//! next` to the thread state whose `native_thread_id` is the thread's id,
+//! then its current frame (`tstate->current_frame` in 3.13,
+//! `tstate->cframe->current_frame` before) and the `previous` chain. Each
+//! frame's code object (its type must be `PyCode_Type`) gives the
+//! function's qualified name, file and first line. Frames are grouped by
+//! the call of the eval loop (`_PyEval_EvalFrameDefault`) that runs them:
+//! 3.12 and 3.13 push a shim frame owned by the C stack at each entry to
+//! the loop, 3.11 marks the first frame a loop ran (`is_entry`). Memory is
+//! read with `process_vm_readv` (the code objects of a chain in one call);
+//! anything that does not look right (a type that is not `code`, a string
+//! that is not compact ASCII, a chain longer than `MAX_FRAMES`, a frame
+//! run by no loop) makes the whole read `None`. A `ReadCache` per process
+//! keeps thread states by thread id (used only while the state there still
+//! names the thread) and code objects' names (used only while the object
+//! still points to the same name and file objects, which it keeps alive);
+//! a `SymbolCache` parses each interpreter file once.
 
 use std::path::Path;
+
+use rustc_hash::FxHashMap;
 
 use super::maps::ProcessMaps;
 
 /// Frames read at most per thread.
-const MAX_FRAMES: usize = 128;
+const MAX_FRAMES: usize = 256;
 /// Thread states walked at most per interpreter.
 const MAX_THREADS: usize = 4_096;
+/// Interpreters walked at most.
+const MAX_INTERPRETERS: usize = 64;
 /// Bytes of a name or file read at most.
 const MAX_TEXT: u64 = 1_024;
 /// Size of `_Py_DebugOffsets` in 3.13.
 const DEBUG_OFFSETS_SIZE: usize = 584;
-/// `_PyInterpreterFrame.owner` of the C stack's shim frames.
+/// `_PyInterpreterFrame.owner` of the C stack's shim frames (3.12+).
 const FRAME_OWNED_BY_CSTACK: u8 = 3;
 
 /// One Python frame: qualified name, file and the function's first line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyFrame {
     pub qualname: String,
     pub filename: String,
     pub firstlineno: u32,
 }
 
-/// The offsets a reader needs, from `_Py_DebugOffsets` (3.13 layout).
-#[derive(Debug, Clone, Copy)]
-pub struct DebugOffsets {
+/// Where a thread state keeps its innermost frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Current {
+    /// `tstate->current_frame` (3.13).
+    Direct(u64),
+    /// `tstate->cframe->current_frame` (3.11, 3.12).
+    ViaCFrame { cframe: u64, current_frame: u64 },
+}
+
+/// How a frame shows where a call of the eval loop begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// A shim frame owned by the C stack, outside the frames the loop
+    /// runs (3.12, 3.13).
+    CStackShim,
+    /// `_PyInterpreterFrame.is_entry` at this offset: the outermost frame
+    /// the loop runs (3.11).
+    IsEntry(u64),
+}
+
+/// The offsets a reader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// `PY_VERSION_HEX`.
     pub version: u64,
     interpreters_head: u64,
     interp_next: u64,
     interp_threads_head: u64,
     thread_next: u64,
-    thread_current_frame: u64,
+    current: Current,
     thread_native_id: u64,
     frame_previous: u64,
-    frame_executable: u64,
+    frame_code: u64,
     frame_owner: u64,
+    entry: Entry,
     code_filename: u64,
     code_qualname: u64,
     code_firstlineno: u64,
     ob_type: u64,
-    tp_name: u64,
     unicode_state: u64,
     unicode_length: u64,
     unicode_ascii_size: u64,
 }
 
-impl DebugOffsets {
-    /// Parse the start of `_PyRuntime`; `None` unless it is a 3.13 one.
-    pub fn parse(bytes: &[u8]) -> Option<DebugOffsets> {
+/// 3.11 releases checked (`PY_VERSION_HEX`): 3.11.2, 3.11.7.
+const CHECKED_311: [u64; 2] = [0x030b_02f0, 0x030b_07f0];
+/// 3.12 releases checked: 3.12.1.
+const CHECKED_312: [u64; 1] = [0x030c_01f0];
+
+impl Layout {
+    /// The table of a checked 3.11 or 3.12 release; `None` for any other.
+    fn of_release(version: u64) -> Option<Layout> {
+        let common = Layout {
+            version,
+            interpreters_head: 40,
+            interp_next: 0,
+            interp_threads_head: 16,
+            thread_next: 8,
+            current: Current::ViaCFrame {
+                cframe: 56,
+                current_frame: 8,
+            },
+            thread_native_id: 160,
+            frame_previous: 48,
+            frame_code: 32,
+            frame_owner: 69,
+            entry: Entry::IsEntry(68),
+            code_filename: 112,
+            code_qualname: 128,
+            code_firstlineno: 72,
+            ob_type: 8,
+            unicode_state: 32,
+            unicode_length: 16,
+            unicode_ascii_size: 48,
+        };
+        if CHECKED_311.contains(&version) {
+            return Some(common);
+        }
+        if CHECKED_312.contains(&version) {
+            return Some(Layout {
+                interp_threads_head: 72,
+                current: Current::ViaCFrame {
+                    cframe: 56,
+                    current_frame: 0,
+                },
+                thread_native_id: 144,
+                frame_previous: 8,
+                frame_code: 0,
+                frame_owner: 70,
+                entry: Entry::CStackShim,
+                code_firstlineno: 68,
+                unicode_ascii_size: 40,
+                ..common
+            });
+        }
+        None
+    }
+
+    /// Parse the start of a 3.13 `_PyRuntime` (`_Py_DebugOffsets`);
+    /// `None` unless it is one, of the release `version`.
+    pub fn of_debug_offsets(bytes: &[u8], version: u64) -> Option<Layout> {
         if bytes.len() < DEBUG_OFFSETS_SIZE || &bytes[..8] != b"xdebugpy" {
             return None;
         }
         let at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let version = at(8);
         // 3.13 only: later versions append and reorder records.
-        if version >> 16 != 0x030d || at(16) != 0 {
+        if at(8) != version || version >> 16 != 0x030d || at(16) != 0 {
             return None; // Another version, or free-threaded.
         }
-        Some(DebugOffsets {
+        Some(Layout {
             version,
             interpreters_head: at(40),
             interp_next: at(64),
             interp_threads_head: at(72),
             thread_next: at(168),
-            thread_current_frame: at(184),
+            current: Current::Direct(at(184)),
             thread_native_id: at(200),
             frame_previous: at(232),
-            frame_executable: at(240),
+            frame_code: at(240),
             frame_owner: at(264),
+            entry: Entry::CStackShim,
             code_filename: at(280),
             code_qualname: at(296),
             code_firstlineno: at(312),
             ob_type: at(360),
-            tp_name: at(376),
             unicode_state: at(544),
             unicode_length: at(552),
             unicode_ascii_size: at(560),
         })
+    }
+
+    /// Bytes of a frame to read for every field used.
+    fn frame_len(&self) -> usize {
+        let owner = match self.entry {
+            Entry::IsEntry(at) => at.max(self.frame_owner),
+            Entry::CStackShim => self.frame_owner,
+        };
+        (self.frame_previous.max(self.frame_code).max(owner) + 8) as usize
+    }
+
+    fn code_len(&self) -> usize {
+        (self
+            .code_filename
+            .max(self.code_qualname)
+            .max(self.code_firstlineno)
+            .max(self.ob_type)
+            + 8) as usize
     }
 }
 
@@ -115,28 +229,38 @@ impl Memory {
         (n == len).then_some(buf)
     }
 
+    /// `len` bytes at each of `addrs`, one after the other, in one call.
+    fn read_many(&self, addrs: &[u64], len: usize) -> Option<Vec<u8>> {
+        use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+        let mut buf = vec![0u8; addrs.len() * len];
+        if addrs.is_empty() {
+            return Some(buf);
+        }
+        let remote = addrs
+            .iter()
+            .map(|&a| {
+                Some(RemoteIoVec {
+                    base: usize::try_from(a).ok()?,
+                    len,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let n =
+            process_vm_readv(self.0, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).ok()?;
+        (n == buf.len()).then_some(buf)
+    }
+
     fn u64(&self, addr: u64) -> Option<u64> {
         let b = self.read(addr, 8)?;
         Some(u64::from_le_bytes(b.try_into().ok()?))
     }
 
-    fn u32(&self, addr: u64) -> Option<u32> {
-        let b = self.read(addr, 4)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
-    }
-
-    /// A NUL-terminated C string of at most `MAX_TEXT` bytes.
-    fn c_string(&self, addr: u64) -> Option<String> {
-        let bytes = self.read(addr, 64)?;
-        let end = bytes.iter().position(|&b| b == 0)?;
-        String::from_utf8(bytes[..end].to_vec()).ok()
-    }
-
     /// A compact ASCII `str` object's text (what code objects' names and
     /// files almost always are); `None` for anything else.
-    fn ascii_str(&self, obj: u64, o: &DebugOffsets) -> Option<String> {
-        let length = self.u64(obj + o.unicode_length)?;
-        let state = self.u32(obj + o.unicode_state)?;
+    fn ascii_str(&self, obj: u64, o: &Layout) -> Option<String> {
+        let head = self.read(obj, o.unicode_ascii_size as usize)?;
+        let length = word(&head, o.unicode_length)?;
+        let state = u32::try_from(word(&head, o.unicode_state)? & 0xffff_ffff).ok()?;
         // state bits: interned 0-1, kind 2-4, compact 5, ascii 6.
         let (kind, compact, ascii) = ((state >> 2) & 7, state >> 5 & 1, state >> 6 & 1);
         if kind != 1 || compact != 1 || ascii != 1 || length > MAX_TEXT {
@@ -147,96 +271,287 @@ impl Memory {
     }
 }
 
-/// `_PyRuntime`'s address in process `tgid`: the symbol of the
-/// executable mapping of libpython (or a static python binary) that
-/// defines it, relocated by where the file is mapped.
-pub fn runtime_address(maps: &ProcessMaps) -> Option<u64> {
-    use object::{Object, ObjectSymbol};
+/// The little-endian word at `at` in `bytes`.
+fn word(bytes: &[u8], at: u64) -> Option<u64> {
+    let at = usize::try_from(at).ok()?;
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A process's interpreter, once found: where its runtime state is and
+/// how to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interpreter {
+    runtime: u64,
+    code_type: u64,
+    pub layout: Layout,
+}
+
+/// The addresses of the symbols the reader needs in one ELF file, the
+/// value of its `Py_Version`, and its loadable segments (file offset,
+/// size, link address) to relocate them.
+#[derive(Debug, Clone)]
+pub struct FileSymbols {
+    runtime: u64,
+    code_type: u64,
+    version_at: u64,
+    version: u64,
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl FileSymbols {
+    fn read(path: &Path) -> Option<FileSymbols> {
+        use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+        let data = std::fs::read(path).ok()?;
+        let elf = object::File::parse(&*data).ok()?;
+        let find = |name: &str| {
+            elf.dynamic_symbols()
+                .chain(elf.symbols())
+                .find(|s| s.name() == Ok(name) && s.is_definition())
+        };
+        let runtime = find("_PyRuntime")?.address();
+        let code_type = find("PyCode_Type")?.address();
+        let version_symbol = find("Py_Version")?;
+        let version_at = version_symbol.address();
+        let section = elf.section_by_index(version_symbol.section_index()?).ok()?;
+        let bytes = section.data().ok()?;
+        let version = word(bytes, version_at.checked_sub(section.address())?)?;
+        let segments = elf
+            .segments()
+            .map(|s| (s.file_range().0, s.file_range().1, s.address()))
+            .collect();
+        Some(FileSymbols {
+            runtime,
+            code_type,
+            version_at,
+            version,
+            segments,
+        })
+    }
+
+    /// Load address minus link address, for the file mapped at `start`
+    /// from file offset `offset` (0 for a non-PIE executable).
+    fn bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let &(from, _, address) = self
+            .segments
+            .iter()
+            .find(|&&(from, size, _)| from <= offset && offset < from + size)?;
+        Some(start.wrapping_sub(address + (offset - from)))
+    }
+}
+
+/// `FileSymbols` by file (device and inode), `None` for a file without
+/// them: each interpreter file is parsed once, not once per process.
+#[derive(Debug, Default)]
+pub struct SymbolCache(FxHashMap<(u64, u64), Option<FileSymbols>>);
+
+/// Files whose symbols are kept before the cache is cleared.
+const SYMBOL_FILES: usize = 256;
+
+/// The interpreter of process `tgid`, if it runs a covered CPython: the
+/// libpython (or static `python3.x`) mapping that defines `_PyRuntime`,
+/// with its version checked in the process's memory.
+pub fn interpreter(tgid: u32, maps: &ProcessMaps, files: &mut SymbolCache) -> Option<Interpreter> {
+    let memory = Memory(nix::unistd::Pid::from_raw(i32::try_from(tgid).ok()?));
     for m in &maps.mappings {
         let Some(file) = &m.file else { continue };
         let name = file.name();
         if !(name.starts_with("libpython3") || name.starts_with("python3")) {
             continue;
         }
-        let symbol = || {
-            let data = std::fs::read(Path::new(&file.open_path)).ok()?;
-            let elf = object::File::parse(&*data).ok()?;
-            let found = elf
-                .dynamic_symbols()
-                .chain(elf.symbols())
-                .find(|s| s.name() == Ok("_PyRuntime"))?
-                .address();
-            Some(found)
+        if files.0.len() >= SYMBOL_FILES {
+            files.0.clear();
+        }
+        let symbols = files
+            .0
+            .entry(file.key)
+            .or_insert_with(|| FileSymbols::read(Path::new(&file.open_path)));
+        // The executable of a shared-library build does not define them.
+        let Some(s) = symbols else { continue };
+        let bias = s.bias(m.start, m.offset)?;
+        let at = |link: u64| link.wrapping_add(bias);
+        if memory.u64(at(s.version_at)) != Some(s.version) {
+            return None;
+        }
+        let runtime = at(s.runtime);
+        let layout = if s.version >> 16 == 0x030d {
+            let bytes = memory.read(runtime, DEBUG_OFFSETS_SIZE)?;
+            Layout::of_debug_offsets(&bytes, s.version)?
+        } else {
+            Layout::of_release(s.version)?
         };
-        // The executable of a shared-library build does not define it.
-        let Some(address) = symbol() else { continue };
-        // Where the file's first byte is mapped, if its segments keep
-        // file offset == address (the usual layout; the cookie checks it).
-        return m.start.checked_sub(m.offset)?.checked_add(address);
+        return Some(Interpreter {
+            runtime,
+            code_type: at(s.code_type),
+            layout,
+        });
     }
     None
 }
 
-/// The Python frames of thread `tid` of process `tgid` (innermost first),
-/// given `_PyRuntime`'s address; empty when the thread runs no Python or
-/// the process is not a 3.13 interpreter.
-pub fn thread_frames(tgid: u32, tid: u32, runtime: u64) -> Vec<PyFrame> {
-    let memory = Memory(nix::unistd::Pid::from_raw(tgid as i32));
-    let Some(o) = memory
-        .read(runtime, DEBUG_OFFSETS_SIZE)
-        .and_then(|b| DebugOffsets::parse(&b))
-    else {
-        return Vec::new();
-    };
-    let Some(tstate) = find_thread(&memory, &o, runtime, tid) else {
-        return Vec::new();
-    };
-    let mut frames = Vec::new();
-    let mut frame = memory.u64(tstate + o.thread_current_frame).unwrap_or(0);
-    while frame != 0 && frames.len() < MAX_FRAMES {
-        let owner = memory.read(frame + o.frame_owner, 1).map(|b| b[0]);
-        let code = memory.u64(frame + o.frame_executable).unwrap_or(0);
-        if owner != Some(FRAME_OWNED_BY_CSTACK) && code != 0 {
-            match code_frame(&memory, &o, code) {
-                Some(f) => frames.push(f),
-                None => break,
-            }
-        }
-        frame = memory.u64(frame + o.frame_previous).unwrap_or(0);
-    }
-    frames
+/// What reading a process's frames learned, to read less next time:
+/// thread states by thread id (checked on every use: the state at that
+/// address must still name the thread) and code objects' names by address
+/// (used only while the object there still points to the same name and
+/// file objects, which it keeps alive, and has the same first line).
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    tstates: FxHashMap<u32, u64>,
+    codes: FxHashMap<u64, (u64, u64, u32, PyFrame)>,
 }
 
-fn find_thread(memory: &Memory, o: &DebugOffsets, runtime: u64, tid: u32) -> Option<u64> {
-    let mut interp = memory.u64(runtime + o.interpreters_head)?;
-    while interp != 0 {
-        let mut tstate = memory.u64(interp + o.interp_threads_head)?;
-        for _ in 0..MAX_THREADS {
-            if tstate == 0 {
+/// Thread states a `ReadCache` keeps before it is cleared (16 bytes
+/// each: a process's whole pool fits).
+const TSTATE_LIMIT: usize = 16_384;
+/// Code objects' names a `ReadCache` keeps before it is cleared (a few
+/// hundred bytes each, per process).
+const CODE_LIMIT: usize = 2_048;
+
+impl Interpreter {
+    /// The Python frames of thread `tid` of process `tgid`, grouped by the
+    /// call of the eval loop that runs them, innermost group and frame
+    /// first. `None` when the thread has no thread state or anything read
+    /// is doubtful.
+    pub fn thread_frames(
+        &self,
+        tgid: u32,
+        tid: u32,
+        cache: &mut ReadCache,
+    ) -> Option<Vec<Vec<PyFrame>>> {
+        let memory = Memory(nix::unistd::Pid::from_raw(i32::try_from(tgid).ok()?));
+        let o = &self.layout;
+        let tstate = self.find_thread(&memory, tid, cache)?;
+        let mut frame = match o.current {
+            Current::Direct(at) => word(&tstate, at)?,
+            Current::ViaCFrame {
+                cframe,
+                current_frame,
+            } => match word(&tstate, cframe)? {
+                0 => 0,
+                cframe => memory.u64(cframe + current_frame)?,
+            },
+        };
+        // The chain first: each frame's code object (none for a shim),
+        // and whether the frame closes its loop call's group.
+        let mut chain: Vec<(Option<u64>, bool)> = Vec::new();
+        while frame != 0 {
+            if chain.len() >= MAX_FRAMES {
+                return None;
+            }
+            let bytes = memory.read(frame, o.frame_len())?;
+            let owner = *bytes.get(o.frame_owner as usize)?;
+            chain.push(match o.entry {
+                Entry::CStackShim if owner == FRAME_OWNED_BY_CSTACK => (None, true),
+                Entry::CStackShim => (Some(word(&bytes, o.frame_code)?), false),
+                Entry::IsEntry(at) => (
+                    Some(word(&bytes, o.frame_code)?),
+                    *bytes.get(at as usize)? != 0,
+                ),
+            });
+            frame = word(&bytes, o.frame_previous)?;
+        }
+        // Then every code object in one read.
+        let codes: Vec<u64> = chain.iter().filter_map(|&(code, _)| code).collect();
+        let len = o.code_len();
+        let bytes = memory.read_many(&codes, len)?;
+        let mut read = bytes.chunks_exact(len).zip(&codes);
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        for (code, closes) in chain {
+            if code.is_some() {
+                let (bytes, &code) = read.next()?;
+                group.push(self.code_frame(&memory, code, bytes, cache)?);
+            }
+            if closes {
+                groups.push(std::mem::take(&mut group));
+            }
+        }
+        // A frame that no loop's entry closes: not a chain understood.
+        group.is_empty().then_some(groups)
+    }
+
+    /// The start of thread `tid`'s thread state (through its current
+    /// frame's field): from the cache if the state there still names the
+    /// thread, else by walking every interpreter's threads (remembering
+    /// them all).
+    fn find_thread(&self, memory: &Memory, tid: u32, cache: &mut ReadCache) -> Option<Vec<u8>> {
+        let o = &self.layout;
+        let current = match o.current {
+            Current::Direct(at) => at,
+            Current::ViaCFrame { cframe, .. } => cframe,
+        };
+        let len = (o.thread_native_id.max(o.thread_next).max(current) + 8) as usize;
+        if let Some(&at) = cache.tstates.get(&tid) {
+            if let Some(bytes) = memory.read(at, len) {
+                if word(&bytes, o.thread_native_id)? == u64::from(tid) {
+                    return Some(bytes);
+                }
+            }
+            cache.tstates.remove(&tid);
+        }
+        if cache.tstates.len() >= TSTATE_LIMIT {
+            cache.tstates.clear();
+        }
+        let mut found = None;
+        let mut interp = memory.u64(self.runtime + o.interpreters_head)?;
+        for _ in 0..MAX_INTERPRETERS {
+            if interp == 0 {
                 break;
             }
-            if memory.u64(tstate + o.thread_native_id)? == u64::from(tid) {
-                return Some(tstate);
+            let mut tstate = memory.u64(interp + o.interp_threads_head)?;
+            for _ in 0..MAX_THREADS {
+                if tstate == 0 {
+                    break;
+                }
+                let bytes = memory.read(tstate, len)?;
+                let native = u32::try_from(word(&bytes, o.thread_native_id)?).ok();
+                if let Some(native) = native {
+                    cache.tstates.insert(native, tstate);
+                }
+                let next = word(&bytes, o.thread_next)?;
+                if native == Some(tid) && found.is_none() {
+                    found = Some(bytes);
+                }
+                tstate = next;
             }
-            tstate = memory.u64(tstate + o.thread_next)?;
+            interp = memory.u64(interp + o.interp_next)?;
         }
-        interp = memory.u64(interp + o.interp_next)?;
+        found
     }
-    None
-}
 
-/// A code object's frame; `None` if `code` is not a code object.
-fn code_frame(memory: &Memory, o: &DebugOffsets, code: u64) -> Option<PyFrame> {
-    let ty = memory.u64(code + o.ob_type)?;
-    let type_name = memory.c_string(memory.u64(ty + o.tp_name)?)?;
-    if type_name != "code" {
-        return None;
+    /// The frame of the code object at `code`, whose first bytes are
+    /// `bytes`; `None` if it is not a code object.
+    fn code_frame(
+        &self,
+        memory: &Memory,
+        code: u64,
+        bytes: &[u8],
+        cache: &mut ReadCache,
+    ) -> Option<PyFrame> {
+        let o = &self.layout;
+        if word(bytes, o.ob_type)? != self.code_type {
+            return None;
+        }
+        let qualname = word(bytes, o.code_qualname)?;
+        let filename = word(bytes, o.code_filename)?;
+        let firstlineno = u32::try_from(word(bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?;
+        if let Some((q, f, l, frame)) = cache.codes.get(&code) {
+            if (*q, *f, *l) == (qualname, filename, firstlineno) {
+                return Some(frame.clone());
+            }
+        }
+        let frame = PyFrame {
+            qualname: memory.ascii_str(qualname, o)?,
+            filename: memory.ascii_str(filename, o)?,
+            firstlineno,
+        };
+        if cache.codes.len() >= CODE_LIMIT {
+            cache.codes.clear();
+        }
+        cache
+            .codes
+            .insert(code, (qualname, filename, firstlineno, frame.clone()));
+        Some(frame)
     }
-    Some(PyFrame {
-        qualname: memory.ascii_str(memory.u64(code + o.code_qualname)?, o)?,
-        filename: memory.ascii_str(memory.u64(code + o.code_filename)?, o)?,
-        firstlineno: memory.u32(code + o.code_firstlineno)?,
-    })
 }
 
 #[cfg(test)]
@@ -245,35 +560,51 @@ mod tests {
     use crate::output::stacks::maps::{read_maps, FileCache};
     use std::time::{Duration, Instant};
 
-    const PYTHON_313: &str = "/root/.pyenv/versions/3.13.0/bin/python3.13";
-
     #[test]
     fn other_versions_and_garbage_are_refused() {
         let mut bytes = vec![0u8; DEBUG_OFFSETS_SIZE];
-        assert!(DebugOffsets::parse(&bytes).is_none());
+        assert!(Layout::of_debug_offsets(&bytes, 0x030d_00f0).is_none());
         bytes[..8].copy_from_slice(b"xdebugpy");
         bytes[8..16].copy_from_slice(&0x030c_01f0u64.to_le_bytes());
         assert!(
-            DebugOffsets::parse(&bytes).is_none(),
+            Layout::of_debug_offsets(&bytes, 0x030c_01f0).is_none(),
             "3.12 has no such layout"
         );
         bytes[8..16].copy_from_slice(&0x030d_00f0u64.to_le_bytes());
-        assert_eq!(DebugOffsets::parse(&bytes).unwrap().version, 0x030d_00f0);
-        assert!(DebugOffsets::parse(&bytes[..100]).is_none());
+        let layout = Layout::of_debug_offsets(&bytes, 0x030d_00f0).unwrap();
+        assert_eq!(layout.version, 0x030d_00f0);
+        assert!(
+            Layout::of_debug_offsets(&bytes, 0x030d_01f0).is_none(),
+            "the file's version and the runtime's differ"
+        );
+        assert!(Layout::of_debug_offsets(&bytes[..100], 0x030d_00f0).is_none());
+        // Releases whose headers were not checked have no table.
+        for unchecked in [
+            0x030b_03f0,
+            0x030c_00f0,
+            0x030c_02f0,
+            0x030a_0df0,
+            0x030e_00f0,
+        ] {
+            assert!(Layout::of_release(unchecked).is_none(), "{unchecked:x}");
+        }
+        assert!(Layout::of_release(0x030b_07f0).is_some());
     }
 
-    #[test]
-    fn a_sleeping_python_313_thread_shows_its_functions() {
+    /// Start `python` on a script whose main thread sleeps in
+    /// `Waiter.py_sleep` (called from `outer`) and whose other thread
+    /// sleeps in `py_worker`; read both.
+    fn sleeping_threads_show_their_functions(python: &str) {
         assert!(
-            Path::new(PYTHON_313).is_file(),
-            "{PYTHON_313} is missing: it is part of the machine image (pyenv)"
+            Path::new(python).is_file(),
+            "{python} is missing: it is part of the machine image (pyenv, Debian's python3.11)"
         );
         let script = "import threading, time\nclass Waiter:\n    def py_sleep(self):\n        time.sleep(30)\ndef outer():\n    Waiter().py_sleep()\ndef py_worker():\n    time.sleep(30)\nthreading.Thread(target=py_worker, daemon=True).start()\nprint('ready', flush=True)\nouter()\n";
-        let mut child = std::process::Command::new(PYTHON_313)
+        let mut child = std::process::Command::new(python)
             .args(["-c", script])
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("start python3.13");
+            .expect("start python");
         let pid = child.id();
         let mut line = String::new();
         std::io::BufRead::read_line(
@@ -283,17 +614,19 @@ mod tests {
         .unwrap();
         let mut files = FileCache::default();
         let maps = read_maps(pid, &mut files).unwrap();
-        let runtime = runtime_address(&maps).expect("_PyRuntime in libpython3.13");
+        let found = interpreter(pid, &maps, &mut SymbolCache::default());
+        // One cache for every read, as the writer keeps one per process.
+        let mut cache = ReadCache::default();
         // The main thread reaches the sleep soon after printing.
         let start = Instant::now();
-        let frames = loop {
-            let frames = thread_frames(pid, pid, runtime);
-            if frames.len() >= 3 || start.elapsed() > Duration::from_secs(5) {
-                break frames;
+        let groups = loop {
+            let groups = found.and_then(|i| i.thread_frames(pid, pid, &mut cache));
+            let depth = groups.as_ref().map_or(0, |g| g.iter().flatten().count());
+            if depth >= 3 || start.elapsed() > Duration::from_secs(5) {
+                break groups;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Another thread id: nothing.
         // The other thread, by its own id; a thread that is not Python's:
         // nothing.
         let worker: u32 = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -302,27 +635,92 @@ mod tests {
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .find(|&tid| tid != pid)
             .expect("the worker thread");
-        let worker_frames = thread_frames(pid, worker, runtime);
-        let other = thread_frames(pid, 1, runtime);
+        let worker_groups = found.and_then(|i| i.thread_frames(pid, worker, &mut cache));
+        // Read again through the cache (thread state and code objects
+        // known): the same.
+        let again = found.and_then(|i| i.thread_frames(pid, worker, &mut cache));
+        assert_eq!(worker_groups, again);
+        assert!(cache.tstates.len() >= 2 && !cache.codes.is_empty());
+        let other = found.and_then(|i| i.thread_frames(pid, 1, &mut cache));
         let _ = child.kill();
         let _ = child.wait();
-        assert!(other.is_empty());
-        let names: Vec<&str> = frames.iter().map(|f| f.qualname.as_str()).collect();
+        let found = found.unwrap_or_else(|| panic!("{python}: no covered interpreter found"));
+        assert!(other.is_none());
+        let groups = groups.expect("the main thread's frames");
+        // One call of the eval loop runs the whole script.
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        let names: Vec<&str> = groups[0].iter().map(|f| f.qualname.as_str()).collect();
+        assert_eq!(names, ["Waiter.py_sleep", "outer", "<module>"], "{python}");
         assert_eq!(
-            names,
-            ["Waiter.py_sleep", "outer", "<module>"],
-            "{frames:?}"
-        );
-        assert_eq!(
-            (frames[0].filename.as_str(), frames[0].firstlineno),
+            (groups[0][0].filename.as_str(), groups[0][0].firstlineno),
             ("<string>", 3)
         );
-        let worker_names: Vec<&str> = worker_frames.iter().map(|f| f.qualname.as_str()).collect();
+        // The worker: its function, then `Thread.run`, `_bootstrap_inner`,
+        // `_bootstrap` (in one loop call or several: 3.11 enters the loop
+        // again for the call through `CALL_FUNCTION_EX`, 3.12+ do not).
+        let worker_groups = worker_groups.expect("the worker's frames");
+        let worker_names: Vec<&str> = worker_groups
+            .iter()
+            .flatten()
+            .map(|f| f.qualname.as_str())
+            .collect();
         assert_eq!(
             worker_names.first(),
             Some(&"py_worker"),
-            "{worker_frames:?}"
+            "{worker_groups:?}"
         );
-        assert!(worker_names.contains(&"Thread.run"), "{worker_frames:?}");
+        assert!(worker_names.contains(&"Thread.run"), "{worker_groups:?}");
+        assert_eq!(
+            worker_names.last(),
+            Some(&"Thread._bootstrap"),
+            "{worker_groups:?}"
+        );
+        assert!(found.layout.version >> 16 >= 0x030b);
+    }
+
+    #[test]
+    fn a_sleeping_python_313_thread_shows_its_functions() {
+        sleeping_threads_show_their_functions("/root/.pyenv/versions/3.13.0/bin/python3.13");
+    }
+
+    #[test]
+    fn a_sleeping_python_312_thread_shows_its_functions() {
+        sleeping_threads_show_their_functions("/root/.pyenv/versions/3.12.1/bin/python3.12");
+    }
+
+    #[test]
+    fn a_sleeping_python_311_thread_shows_its_functions() {
+        sleeping_threads_show_their_functions("/root/.pyenv/versions/3.11.7/bin/python3.11");
+    }
+
+    #[test]
+    fn debians_static_python_311_shows_its_functions() {
+        sleeping_threads_show_their_functions("/usr/bin/python3.11");
+    }
+
+    #[test]
+    fn a_python_without_a_table_is_not_read() {
+        let python = "/root/.pyenv/versions/3.10.13/bin/python3.10";
+        assert!(Path::new(python).is_file(), "{python} is missing (pyenv)");
+        let mut child = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import time; print('ready', flush=True); time.sleep(30)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start python3.10");
+        let pid = child.id();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let maps = read_maps(pid, &mut FileCache::default()).unwrap();
+        let found = interpreter(pid, &maps, &mut SymbolCache::default());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.is_none(), "{found:?}");
     }
 }

@@ -33,6 +33,9 @@ pub enum FrameKind {
     /// Code generated at run time (a JIT, an interpreter's trampolines),
     /// named from the process's perf map (`/tmp/perf-<pid>.map`).
     Jit,
+    /// A CPython function, read from the interpreter's frames in place of
+    /// the eval loop's native frame (`output::stacks::splice`).
+    Python,
 }
 
 impl FrameKind {
@@ -42,11 +45,17 @@ impl FrameKind {
             FrameKind::Native => "native",
             FrameKind::Kernel => "kernel",
             FrameKind::Jit => "jit",
+            FrameKind::Python => "python",
         }
     }
 
     /// Every kind, in the order the docs list them.
-    pub const ALL: [FrameKind; 3] = [FrameKind::Native, FrameKind::Kernel, FrameKind::Jit];
+    pub const ALL: [FrameKind; 4] = [
+        FrameKind::Native,
+        FrameKind::Kernel,
+        FrameKind::Jit,
+        FrameKind::Python,
+    ];
 
     /// The kind named `name`.
     pub fn from_name(name: &str) -> Option<FrameKind> {
@@ -93,7 +102,7 @@ static STACK_COLUMNS: &[Column<Stacks>] = &[
     Column {
         name: "frames",
         ty: ColumnType::Text,
-        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress",
+        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress; CPython functions as qualname [file:first line]",
         value: |r| Value::Text(&r.frames),
     },
     Column {
@@ -112,7 +121,7 @@ static STACK_COLUMNS: &[Column<Stacks>] = &[
     Column {
         name: "frame_kinds",
         ty: ColumnType::Text,
-        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, or jit (named from the process's perf map)",
+        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, jit (named from the process's perf map), or python (a CPython function, qualname [file:first line], in place of the interpreter loop's frame)",
         value: |r| Value::Text(&r.frame_kinds),
     },
 ];

@@ -1,0 +1,353 @@
+//! CPython frames spliced into user stacks: real pyenv interpreters 3.11,
+//! 3.12, 3.13 (and Debian's static python3.11) run one thread per state —
+//! spinning, sleeping, blocked on a `threading.Lock`, reading a pipe —
+//! and the sleeping threads' rows show their Python function, marked
+//! `python`, in place of the eval loop, with the right state and syscall.
+//! On-CPU captures keep their native frames (the writer cannot read a
+//! running thread's frames as they were at the capture). A Python process
+//! that exits while sampled costs no error storm and no wrong name.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const SAMPLES: &str = "read_csv('samples/*/*/*.csv.zst')";
+const STACKS: &str = "read_csv('stacks/*/*/*.csv.zst')";
+
+/// The interpreters of the machine image.
+const PYTHONS: [&str; 4] = [
+    "/root/.pyenv/versions/3.11.7/bin/python3.11",
+    "/root/.pyenv/versions/3.12.1/bin/python3.12",
+    "/root/.pyenv/versions/3.13.0/bin/python3.13",
+    "/usr/bin/python3.11",
+];
+
+const PROGRAM: &str = r#"
+import os, sys, threading, time
+def py_spin():
+    x = 0
+    while True:
+        x += 1
+def py_sleep():
+    time.sleep(3600)
+lock = threading.Lock()
+lock.acquire()
+def py_wait_lock():
+    lock.acquire()
+r, w = os.pipe()
+out = threading.Lock()
+def py_read_pipe():
+    os.read(r, 1)
+def run(f):
+    with out:
+        sys.stdout.write(f"{f.__name__} {threading.get_native_id()}\n")
+        sys.stdout.flush()
+    f()
+for f in (py_spin, py_sleep, py_wait_lock, py_read_pipe):
+    threading.Thread(target=run, args=(f,), daemon=True).start()
+time.sleep(3600)
+"#;
+
+/// Sleeps in `py_short` for a second, then exits.
+const SHORT: &str = r#"
+import time
+def py_short():
+    time.sleep(1)
+py_short()
+"#;
+
+/// A Python program, killed when dropped; its threads' ids by function.
+struct Program {
+    child: Child,
+    tids: Vec<(String, u32)>,
+}
+
+impl Program {
+    fn start(python: &str, script: &Path) -> Program {
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {python}: {err}"));
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let tids = (0..4)
+            .map(|_| {
+                let line = lines.next().expect("a thread's line").unwrap();
+                let (name, tid) = line.split_once(' ').unwrap();
+                (name.to_string(), tid.parse().unwrap())
+            })
+            .collect();
+        Program { child, tids }
+    }
+
+    fn tid(&self, name: &str) -> u32 {
+        self.tids
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no thread {name} in {:?}", self.tids))
+            .1
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// For thread `tid`'s rows with a user stack: how many, the share whose
+/// stack has a `python` frame `function [...]`, and the share of those in
+/// `state` and syscall `syscall`.
+fn python_share(
+    dir: &Path,
+    tid: u32,
+    function: &str,
+    state: &str,
+    syscall: &str,
+) -> (f64, f64, f64) {
+    let rows = query(
+        dir,
+        &format!(
+            "WITH t AS (SELECT DISTINCT stack_id, \
+                          list_zip(string_split(frames, ';'), string_split(frame_kinds, ';')) AS f \
+                        FROM {STACKS}), \
+                  s AS (SELECT s.state, s.syscall, \
+                          len(list_filter(t.f, lambda x: x[1] LIKE '{function} [%' AND x[2] = 'python')) > 0 AS named \
+                        FROM {SAMPLES} s JOIN t ON t.stack_id = s.ustack_id WHERE s.tid = {tid}) \
+             SELECT count(*) AS n, count(*) FILTER (named) AS named, \
+                    count(*) FILTER (named AND state = '{state}' AND syscall = '{syscall}') AS right FROM s"
+        ),
+    );
+    let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
+    let (n, named) = (get("n"), get("named"));
+    (n, named / n.max(1.0), get("right") / named.max(1.0))
+}
+
+/// Some of thread `tid`'s user stacks, for failure messages.
+fn some_frames(dir: &Path, tid: u32) -> String {
+    let rows = query(
+        dir,
+        &format!(
+            "SELECT s.state, s.syscall, t.frames, t.frame_kinds, count(*) AS n FROM {SAMPLES} s \
+             JOIN (SELECT DISTINCT stack_id, frames, frame_kinds FROM {STACKS}) t ON t.stack_id = s.ustack_id \
+             WHERE s.tid = {tid} GROUP BY ALL ORDER BY n DESC LIMIT 3"
+        ),
+    );
+    format!("{rows:#?}")
+}
+
+/// Thread `tid`'s user stacks with Python frames, for failure messages.
+fn some_python_frames(dir: &Path, tid: u32) -> String {
+    let rows = query(
+        dir,
+        &format!(
+            "SELECT s.state, s.syscall, t.frames, count(*) AS n FROM {SAMPLES} s \
+             JOIN (SELECT DISTINCT stack_id, frames, frame_kinds FROM {STACKS}) t ON t.stack_id = s.ustack_id \
+             WHERE s.tid = {tid} AND t.frame_kinds LIKE '%python%' GROUP BY ALL ORDER BY n DESC LIMIT 5"
+        ),
+    );
+    format!("{rows:#?}")
+}
+
+#[test]
+fn python_functions_replace_the_eval_loop_in_sleeping_threads() {
+    require_root();
+    for python in PYTHONS {
+        assert!(
+            Path::new(python).is_file(),
+            "{python} is missing: it is part of the machine image (pyenv; Debian's python3.11)"
+        );
+    }
+    let _serial = exclusive();
+    let scratch = scratch();
+    let script = scratch.path().join("prog.py");
+    std::fs::write(&script, PROGRAM).unwrap();
+    let short = scratch.path().join("short.py");
+    std::fs::write(&short, SHORT).unwrap();
+    let programs: Vec<Program> = PYTHONS.iter().map(|p| Program::start(p, &script)).collect();
+
+    let out = scratch.path().join("out");
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "20"])
+        .duration(8)
+        .output(&out)
+        .spawn();
+    // A Python process that exits while sampled.
+    wait_for_first_tick(&out, Duration::from_secs(20));
+    let mut exiting = Command::new(PYTHONS[2])
+        .arg(&short)
+        .spawn()
+        .expect("start the short Python program");
+    let exiting_pid = exiting.id();
+    exiting.wait().expect("the short Python program");
+    let agent = wait_with_limit(agent, Duration::from_secs(60));
+    assert_success(&agent);
+    let log = String::from_utf8_lossy(&agent.stderr);
+
+    for (python, program) in PYTHONS.iter().zip(&programs) {
+        for (function, state, syscall) in [
+            ("py_sleep", "SLEEP", "clock_nanosleep"),
+            ("py_wait_lock", "SLEEP", "futex"),
+            ("py_read_pipe", "SLEEP", "read"),
+        ] {
+            let tid = program.tid(function);
+            let (n, named, right) = python_share(&out, tid, function, state, syscall);
+            eprintln!("{python} {function}: {n} rows with a user stack, {named:.3} name it, {right:.3} of those {state} in {syscall}");
+            assert!(n >= 20.0, "{python} {function}: {n} rows with a user stack");
+            assert!(
+                named >= 0.9,
+                "{python} {function}: named in {named:.3} of user stacks: {}",
+                some_frames(&out, tid)
+            );
+            assert!(
+                right >= 0.99,
+                "{python} {function}: {right:.3} {state} in {syscall}"
+            );
+        }
+        // The spinner: on-CPU captures keep the eval loop's native frame;
+        // only its few waits (for the GIL, at start) may name it.
+        let tid = program.tid("py_spin");
+        let rows = query(
+            &out,
+            &format!(
+                "SELECT count(*) AS n, \
+                        count(*) FILTER (t.frames LIKE '%_PyEval_EvalFrameDefault%') AS native, \
+                        count(*) FILTER (t.frame_kinds LIKE '%python%') AS python, \
+                        count(*) FILTER (t.frame_kinds LIKE '%python%' AND s.state = 'ON_CPU') AS python_on_cpu, \
+                        count(*) FILTER (t.frame_kinds LIKE '%python%' AND t.frames NOT LIKE '%;run [prog.py:%') AS python_elsewhere \
+                 FROM {SAMPLES} s JOIN (SELECT DISTINCT stack_id, frames, frame_kinds FROM {STACKS}) t \
+                   ON t.stack_id = s.ustack_id WHERE s.tid = {tid}"
+            ),
+        );
+        let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
+        eprintln!("{python} py_spin: {rows:?}");
+        eprintln!("{}", some_python_frames(&out, tid));
+        let spin = some_python_frames(&out, tid);
+        assert!(get("n") >= 10.0, "{python} py_spin: {rows:?}");
+        assert!(
+            get("native") / get("n") >= 0.9,
+            "{python} py_spin: {}",
+            some_frames(&out, tid)
+        );
+        assert!(
+            get("python") / get("n") <= 0.1,
+            "{python} py_spin: {rows:?} {spin}"
+        );
+        assert_eq!(
+            get("python_on_cpu") + get("python_elsewhere"),
+            0.0,
+            "{python} py_spin: {spin}"
+        );
+    }
+
+    // Every Python frame written is one of the programs' functions, the
+    // threading module's or the interpreter's start-up: never garbage.
+    let names = query(
+        &out,
+        &format!(
+            "SELECT DISTINCT regexp_extract(x[1], '^([^ ]+) \\[', 1) AS name FROM \
+               (SELECT unnest(list_zip(string_split(frames, ';'), string_split(frame_kinds, ';'))) AS x FROM {STACKS}) \
+             WHERE x[2] = 'python' ORDER BY name"
+        ),
+    );
+    let names: Vec<&str> = names.iter().filter_map(|r| r["name"].as_str()).collect();
+    for name in &names {
+        assert!(
+            name.starts_with("py_")
+                || name.starts_with("Thread.")
+                || ["run", "<module>"].contains(name),
+            "unexpected Python frame {name:?} in {names:?}"
+        );
+    }
+    for want in [
+        "py_sleep",
+        "py_wait_lock",
+        "py_read_pipe",
+        "run",
+        "Thread.run",
+        "<module>",
+    ] {
+        assert!(names.contains(&want), "{want} not among {names:?}");
+    }
+
+    // The same stacks through zstdcat and awk: the ids of stacks with a
+    // `py_sleep [prog.py:N]` frame, N the function's first line.
+    let line = PROGRAM
+        .lines()
+        .position(|l| l.starts_with("def py_sleep"))
+        .unwrap()
+        + 1;
+    let awk = shell(
+        &out,
+        &format!(
+            "zstdcat stacks/*/*/*.csv.zst | awk -F, '$1 != \"stack_id\" && /;py_sleep \\[prog.py:{line}\\];/ {{ print $1 }}' | sort -u | wc -l"
+        ),
+    );
+    let duck = query_number(
+        &out,
+        &format!(
+            "SELECT count(DISTINCT stack_id) FROM {STACKS} WHERE frames LIKE '%;py_sleep [prog.py:{line}];%'"
+        ),
+    );
+    let awk: f64 = awk.trim().parse().unwrap();
+    assert!(
+        awk >= PYTHONS.len() as f64,
+        "awk found {awk} py_sleep stacks"
+    );
+    assert_eq!(awk, duck, "awk and DuckDB disagree");
+
+    // The flame graph draws only Python frames with --kind python, marked
+    // _[p].
+    let folded = taskscope(&[
+        "flamegraph",
+        "--dir",
+        out.to_str().unwrap(),
+        "--all-states",
+        "--kind",
+        "python",
+        "--folded",
+    ]);
+    assert!(folded.status.success(), "{folded:?}");
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    for want in ["py_sleep_[p]", "py_wait_lock_[p]", "py_read_pipe_[p]"] {
+        assert!(folded.contains(want), "{want} not in {folded}");
+    }
+    for line in folded.lines() {
+        let stack = line.rsplit_once(' ').unwrap().0;
+        assert!(
+            stack
+                .split(';')
+                .skip(2)
+                .all(|f| f.ends_with("_[p]") || f == "[no stack]"),
+            "{line}"
+        );
+    }
+
+    // The process that exited: nothing logged about it, no error, and no
+    // other function than its own in its stacks.
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("ERROR") || (l.contains("WARN") && l.contains(&exiting_pid.to_string()))
+        })
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:#?}");
+    let names = query(
+        &out,
+        &format!(
+            "SELECT DISTINCT t.frames FROM {SAMPLES} s JOIN {STACKS} t ON t.stack_id = s.ustack_id \
+             WHERE s.tgid = {exiting_pid} AND t.frame_kinds LIKE '%python%'"
+        ),
+    );
+    for row in &names {
+        let frames = row["frames"].as_str().unwrap();
+        assert!(
+            frames.contains(";py_short [short.py:3];<module> [short.py:1];"),
+            "{frames}"
+        );
+    }
+}
