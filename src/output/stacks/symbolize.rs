@@ -416,7 +416,11 @@ mod tests {
         assert_eq!(s.user(&maps, &PerfMap::default(), &[addr])[0], frames[0]);
         assert_eq!(s.parsed_files(), 0, "served from the cache");
         let other = s.user(&maps, &PerfMap::default(), &[addr + 1]);
-        assert!(other[0].texts.last().unwrap().contains("marker_function_for_symbolization"));
+        assert!(other[0]
+            .texts
+            .last()
+            .unwrap()
+            .contains("marker_function_for_symbolization"));
         assert_eq!(s.parsed_files(), 1);
     }
 
