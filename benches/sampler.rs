@@ -83,9 +83,8 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
 /// Resident memory of the agent, KiB: the peak (`VmHWM`), and the largest
 /// anonymous and file-backed (mapped files, plus the BPF maps it mmaps,
 /// which the kernel counts as shared memory) parts seen twice a second,
-/// and both at the end of the run (steady state: after the first stack
-/// captures and their symbolization, whose parsed files the agent lets go
-/// after 10 s without use). systemd's `MemoryMax` counts both.
+/// and both at the end of the run (after the first stack captures and
+/// their symbolization). systemd's `MemoryMax` counts both.
 #[derive(Default, Clone, Copy)]
 struct Rss {
     peak: u64,

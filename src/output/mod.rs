@@ -524,14 +524,6 @@ impl Writer {
 
     /// Notice that the output directory was removed (or replaced) while
     /// running and create it again, with the checks of the first start.
-    /// Let go of memory the stack resolver no longer needs (parsed files
-    /// idle for a while); before `malloc_trim`, which returns it.
-    pub fn release_idle(&mut self) {
-        if self.stacks.release_idle() {
-            tracing::debug!("released the symbolizer's parsed files (idle)");
-        }
-    }
-
     /// The rows of the open periods went with the removed directory and
     /// are counted as dropped. An error means the directory cannot be made
     /// again safely: the agent must stop.

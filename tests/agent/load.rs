@@ -275,8 +275,8 @@ fn churn_reclaims_slots_and_samples_every_lasting_thread() {
         "churn: agent RSS {rss_20s} KiB after 20 s, {rss_end} KiB at the end; \
          anonymous {anon_20s} -> {anon_end} KiB"
     );
-    // It may shrink: the symbolizer lets go of parsed files after 10 s
-    // without a new address (80 -> 68 MiB in one run).
+    // Only growth is a leak (it may shrink as the allocator gives back
+    // what a burst used).
     let anon_growth = anon_end as f64 / anon_20s as f64;
     assert!(
         anon_growth <= 1.10,

@@ -682,14 +682,6 @@ impl StackResolver {
         self.emitted.clear();
     }
 
-    /// Let go of the symbolizer's parsed files if they have been idle
-    /// (`Symbolizer::release_if_idle`).
-    pub fn release_idle(&mut self) -> bool {
-        self.symbolizer
-            .as_mut()
-            .is_some_and(Symbolizer::release_if_idle)
-    }
-
     /// Sizes of the caches, for logs and benchmarks.
     pub fn cache_sizes(&self) -> (usize, usize, usize, usize) {
         let symbols = self.symbolizer.as_ref().map_or(0, Symbolizer::cached);

@@ -16,7 +16,6 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Sym, Symbolized, Symbolizer as Blaze};
@@ -29,8 +28,6 @@ use crate::store::schema::FrameKind;
 
 /// Module name of the kernel image.
 const KERNEL: &str = "vmlinux";
-/// `parsed` key of kallsyms (no file has inode 0 on device 0).
-const KERNEL_KEY: (u64, u64) = (0, 0);
 /// Module name of JIT code named from a perf map.
 const JIT: &str = "[jit]";
 /// Cached frames before the caches are cleared.
@@ -40,13 +37,6 @@ const FRAME_CACHE_LIMIT: usize = 200_000;
 /// that runs ever new binaries (deploys, build jobs) would grow the agent
 /// without bound.
 const PARSED_FILE_LIMIT: usize = 128;
-/// Parsed files are let go after this long without a lookup that missed
-/// the caches. A binary's DWARF is most of the agent's memory with user
-/// stacks on (issue 14: 55 MiB anonymous and 68 MiB mapped for the 100 MB
-/// debug-info bench binary at 10,000 threads), and once a workload's
-/// addresses are cached it is not read again; a new address parses the
-/// file again (tens of milliseconds to a second, on the writer thread).
-const PARSED_IDLE: Duration = Duration::from_secs(10);
 
 /// One symbolized address: the frame texts (an address inside inlined
 /// calls yields several, innermost first) and the function it is in.
@@ -77,8 +67,6 @@ pub struct Symbolizer {
     sched_text: Option<Range<u64>>,
     /// Files handed to `blaze` since it was created.
     parsed: rustc_hash::FxHashSet<(u64, u64)>,
-    /// When `blaze` last parsed or looked up anything.
-    blaze_used_at: Instant,
 }
 
 impl Default for Symbolizer {
@@ -95,7 +83,6 @@ impl Symbolizer {
             user: FxHashMap::default(),
             sched_text: sched_text_range(),
             parsed: Default::default(),
-            blaze_used_at: Instant::now(),
         }
     }
 
@@ -115,28 +102,9 @@ impl Symbolizer {
             self.user.clear();
         }
         if self.parsed.len() > PARSED_FILE_LIMIT {
-            self.release_parsed();
+            self.blaze = new_blaze();
+            self.parsed.clear();
         }
-    }
-
-    /// Let go of the parsed files (and kallsyms) if none was needed for
-    /// `PARSED_IDLE`; the frame caches stay. Returns whether it did.
-    pub fn release_if_idle(&mut self) -> bool {
-        self.release_if_idle_for(PARSED_IDLE)
-    }
-
-    fn release_if_idle_for(&mut self, idle_for: Duration) -> bool {
-        let idle = self.blaze_used_at.elapsed() >= idle_for;
-        if idle && !self.parsed.is_empty() {
-            self.release_parsed();
-            return true;
-        }
-        false
-    }
-
-    fn release_parsed(&mut self) {
-        self.blaze = new_blaze();
-        self.parsed.clear();
     }
 
     /// Frames of kernel addresses; `first_exact`: the first is an
@@ -162,8 +130,6 @@ impl Symbolizer {
                 debug_syms: false,
                 ..Kernel::default()
             });
-            self.blaze_used_at = Instant::now();
-            self.parsed.insert(KERNEL_KEY);
             let results = self
                 .blaze
                 .symbolize(&source, Input::AbsAddr(&lookups))
@@ -222,7 +188,6 @@ impl Symbolizer {
             let (file_key, module) = (file.0 .0, file.2.clone());
             let offsets: Vec<u64> = wanted.iter().map(|&(offset, _)| offset).collect();
             self.parsed.insert(file_key);
-            self.blaze_used_at = Instant::now();
             let source = Source::Elf(Elf::new(path));
             let results = self
                 .blaze
@@ -407,21 +372,6 @@ mod tests {
         let before = s.cached();
         assert_eq!(s.user(&maps, &PerfMap::default(), &[addr])[0], frames[0]);
         assert_eq!(s.cached(), before);
-        // Parsed files are let go when idle; cached frames stay, and a new
-        // address parses the file again.
-        assert!(s.parsed_files() >= 1);
-        assert!(!s.release_if_idle(), "used a moment ago");
-        assert!(s.release_if_idle_for(Duration::ZERO));
-        assert_eq!(s.parsed_files(), 0);
-        assert_eq!(s.user(&maps, &PerfMap::default(), &[addr])[0], frames[0]);
-        assert_eq!(s.parsed_files(), 0, "served from the cache");
-        let other = s.user(&maps, &PerfMap::default(), &[addr + 1]);
-        assert!(other[0]
-            .texts
-            .last()
-            .unwrap()
-            .contains("marker_function_for_symbolization"));
-        assert_eq!(s.parsed_files(), 1);
     }
 
     #[test]
