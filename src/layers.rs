@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | binary | `main` | prints errors, picks the exit status |
 //! | commands | `cli` | flags, settings file, man page, dispatch |
+//! | views | `serve`, `top` | the web view and the terminal UI, over the readers |
 //! | engines | `agent`, `report`, `export`, `ship` | `run`; the readers; shipping to S3 |
 //! | writer | `output` | the agent's writer thread and files |
 //! | format, kernel | `store`, `bpf` | what is on disk; the BPF programs |
@@ -28,6 +29,7 @@
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["cli"],
+    &["serve", "top"],
     &["agent", "report", "export", "ship"],
     &["output"],
     &["store", "bpf"],

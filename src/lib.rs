@@ -26,5 +26,6 @@ mod layers;
 pub mod logging;
 pub mod output;
 pub mod report;
+pub mod serve;
 pub mod ship;
 pub mod store;

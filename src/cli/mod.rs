@@ -16,6 +16,7 @@ pub mod manpage;
 pub mod parse;
 pub mod read;
 pub mod run;
+pub mod serve;
 pub mod settings;
 pub mod window;
 
@@ -90,6 +91,15 @@ pub enum Command {
     /// root. Active threads only unless --all-states. Refuses to write the
     /// SVG to a terminal: give -o FILE. Exit status as for report.
     Flamegraph(FlamegraphArgs),
+    /// Serve a read-only web view of the files: the Top Activity chart
+    /// (average active threads over time by wait class) and, for a window
+    /// picked on it, top groups, threads, blockers, latency, a flame graph
+    /// and a thread's timeline
+    ///
+    /// Answers what `report` answers for the same window and filter. Binds
+    /// 127.0.0.1:8080 by default; any other address needs a token. Runs
+    /// until interrupted.
+    Serve(serve::ServeArgs),
     // Administration (issue 6): flags in `admin`.
     /// Write one archive of every table for a time window (any user who
     /// can read the data)
@@ -213,6 +223,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Report(args) => read::report(&args),
         Command::Flamegraph(args) => read::flamegraph(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Schema(args) => {
             print!(
                 "{}",

@@ -344,11 +344,15 @@ pub fn sampling_period(catalog: &mut Catalog, window: &Window) -> Result<Option<
     Ok(counts.into_iter().max_by_key(|&(_, n)| n).map(|(w, _)| w))
 }
 
-/// Average active threads per time bucket and state.
+/// Average active threads per time bucket and value of one column (the
+/// state for `report --timeline`).
 #[derive(Debug, Clone)]
 pub struct Timeline {
+    /// The column the weights are split by.
+    pub by: String,
     pub bucket: Duration,
-    /// Bucket start (µs) → (time sampled in it, weight per state).
+    /// Bucket start (µs) → (time sampled in it, weight per value of `by`;
+    /// NULL is `-`).
     pub buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)>,
     pub window: Window,
     pub all_states: bool,
@@ -357,16 +361,22 @@ pub struct Timeline {
     pub live_until: Option<i64>,
 }
 
-/// Average threads per bucket and state: buckets of `bucket`, or of a
-/// width chosen by `auto_bucket` from the span of the ticks found.
+/// Average threads per bucket and value of column `by`: buckets of
+/// `bucket`, or of a width chosen by `auto_bucket` from the span of the
+/// ticks found.
 pub fn timeline(
     catalog: &mut Catalog,
     query: &Query<'_>,
+    by: &str,
     bucket: Option<Duration>,
     auto_bucket: impl Fn(i64) -> Duration,
 ) -> Result<Timeline> {
     let window = query.window;
-    let prepared = prepare::<Samples>(&[], &["ts", "weight_us", "state"], query.predicate)?;
+    let prepared = prepare::<Samples>(
+        &[by.to_string()],
+        &["ts", "weight_us", "state"],
+        query.predicate,
+    )?;
     let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
     let (samples, ticks) = period_files(catalog, &window);
     let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
@@ -389,12 +399,12 @@ pub fn timeline(
         expr,
         ..
     } = prepared;
-    type Weights = (HashMap<i64, HashMap<String, i64>>, i64);
+    type Weights = (HashMap<i64, HashMap<String, i64>>, i64, String);
     let sample_reads = read::scan_files(
         &samples,
         &projection,
         |_| Weights::default(),
-        |(weights, other_us), row| {
+        |(weights, other_us, text), row| {
             let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
                 return;
             };
@@ -409,12 +419,28 @@ pub fn timeline(
                 *other_us += w;
                 return;
             }
-            // Look up by &str: a new String only for a bucket's new state.
-            let states = weights.entry(start_of(ts)).or_default();
-            match states.get_mut(state) {
+            let value = match row.cell(0) {
+                Cell::Text(value) => value,
+                Cell::Null => "-",
+                other => {
+                    text.clear();
+                    match other {
+                        Cell::Timestamp(v) => {
+                            crate::store::timefmt::write_timestamp_micros(text, v)
+                        }
+                        Cell::Int(v) => text.push_str(itoa::Buffer::new().format(v)),
+                        Cell::Bool(v) => text.push_str(if v { "true" } else { "false" }),
+                        Cell::Text(_) | Cell::Null => {}
+                    }
+                    text.as_str()
+                }
+            };
+            // Look up by &str: a new String only for a bucket's new value.
+            let values = weights.entry(start_of(ts)).or_default();
+            match values.get_mut(value) {
                 Some(sum) => *sum += w,
                 None => {
-                    states.insert(state.to_string(), w);
+                    values.insert(value.to_string(), w);
                 }
             }
         },
@@ -439,7 +465,7 @@ pub fn timeline(
     }
     let mut other_us = 0;
     for (file, part) in samples.iter().zip(sample_reads) {
-        let (Ok((weights, other)), false) = (part, out.contains(&file.stem)) else {
+        let (Ok((weights, other, _)), false) = (part, out.contains(&file.stem)) else {
             continue;
         };
         other_us += other;
@@ -451,6 +477,7 @@ pub fn timeline(
         }
     }
     Ok(Timeline {
+        by: by.to_string(),
         bucket,
         buckets,
         window,
@@ -458,6 +485,58 @@ pub fn timeline(
         other_us,
         live_until: live_until(&samples, &out),
     })
+}
+
+/// The newest tick of the data (µs), from the ticks of each host's newest
+/// period (a journal is read up to its last complete tick); None when
+/// there are no ticks files or none could be read.
+pub fn newest_tick(catalog: &mut Catalog) -> Result<Option<i64>> {
+    let all = catalog.list(Ticks::NAME);
+    let mut newest: HashMap<&str, i64> = HashMap::new();
+    for file in &all {
+        let start = newest.entry(file.host.as_str()).or_insert(i64::MIN);
+        *start = (*start).max(file.start_us);
+    }
+    let files: Vec<DataFile> = all
+        .iter()
+        .filter(|f| newest.get(f.host.as_str()) == Some(&f.start_us))
+        .cloned()
+        .collect();
+    let mut projection = Projection::of::<Ticks>(&[], "report")?;
+    projection.need::<Ticks>("ts", "report")?;
+    projection.need::<Ticks>("weight_us", "report")?;
+    let everything = Window {
+        from_us: i64::MIN,
+        to_us: i64::MAX,
+    };
+    let reads = sampled(&files, &projection, None, &everything);
+    Ok(reads
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|(ts, _)| ts)
+        .max())
+}
+
+/// The CPUs each host's samples in `window` name: the highest `cpu`
+/// number seen plus one (a lower bound of the host's CPU count: a CPU no
+/// thread ran on in the window is not seen).
+pub fn cpus_seen(catalog: &mut Catalog, window: Window) -> Result<BTreeMap<String, i64>> {
+    let query = Query {
+        window,
+        predicate: None,
+        all_states: true,
+    };
+    let report = active(catalog, &query, &["host".to_string(), "cpu".to_string()])?;
+    let mut cpus: BTreeMap<String, i64> = BTreeMap::new();
+    for group in &report.rows {
+        let host = group.key[0].clone().unwrap_or_default();
+        if let Some(cpu) = group.key[1].as_deref().and_then(|c| c.parse::<i64>().ok()) {
+            let count = cpus.entry(host).or_default();
+            *count = (*count).max(cpu + 1);
+        }
+    }
+    Ok(cpus)
 }
 
 #[cfg(test)]

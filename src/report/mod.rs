@@ -19,15 +19,15 @@
 //! named on stderr (exit status 3, [`Answer`]), and a window without data
 //! says so and where the data is.
 
-mod aggregate;
+pub mod aggregate;
 pub mod blockers;
-mod blockers_scan;
+pub mod blockers_scan;
 mod csv_read;
 mod filter;
 pub mod flame;
 mod flame_color;
-mod latency;
-mod output;
+pub mod latency;
+pub mod output;
 mod read;
 pub mod states;
 mod ticks_filter;
@@ -113,7 +113,7 @@ impl Answer {
 
 /// Nothing to answer from in `window`: no data files at all, or where the
 /// data is (per host: how many periods, the first and newest start).
-fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error {
+pub fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error {
     let dir = catalog.dir().display().to_string();
     let spans = catalog.spans(table);
     if spans.is_empty() {
@@ -166,6 +166,7 @@ fn nothing(mut catalog: Catalog, table: &str, window: &Window) -> Result<Answer>
 pub fn run(args: &Request, window: Window) -> Result<Answer> {
     let mut catalog = Catalog::open(&args.dir)?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let stdout = &mut std::io::stdout().lock();
     if let Some(kind) = args.latency {
         let (table, groups, by_default) = match kind {
             LatencyOf::Syscalls => (Syscalls::NAME, &args.by, vec!["syscall"]),
@@ -204,7 +205,7 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         if latency.in_window == 0 {
             return nothing(catalog, table, &window);
         }
-        output::latency(&latency, args.format, args.top, color)?;
+        output::latency(stdout, &latency, args.format, args.top, color)?;
         return Ok(Answer::of(catalog));
     }
 
@@ -214,7 +215,7 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         if !any {
             return nothing(catalog, Samples::NAME, &window);
         }
-        output::blockers(&chains, args.format)?;
+        output::blockers(stdout, &chains, args.format)?;
         return Ok(Answer::of(catalog));
     }
     let query = Query {
@@ -223,11 +224,12 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         all_states: args.all_states,
     };
     if args.timeline {
-        let timeline = aggregate::timeline(&mut catalog, &query, args.bucket, auto_bucket)?;
+        let timeline =
+            aggregate::timeline(&mut catalog, &query, "state", args.bucket, auto_bucket)?;
         if timeline.buckets.is_empty() {
             return nothing(catalog, Samples::NAME, &window);
         }
-        output::timeline(&timeline, args.format, color)?;
+        output::timeline(stdout, &timeline, args.format, color)?;
         return Ok(Answer::of(catalog));
     }
     let groups = chosen(&args.by, &DEFAULT_GROUPS);
@@ -235,13 +237,13 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     if report.sampled_us == 0 {
         return nothing(catalog, Samples::NAME, &window);
     }
-    output::active(&report, args.format, args.top)?;
+    output::active(stdout, &report, args.format, args.top)?;
     Ok(Answer::of(catalog))
 }
 
 /// `--by` as given, else the defaults. `blocker` is `blocker_tid`, `peer`
 /// is `sock_remote` (the address:port at the other end of a sampled socket).
-fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
+pub fn chosen(by: &[String], defaults: &[&str]) -> Vec<String> {
     if by.is_empty() {
         defaults.iter().map(|s| s.to_string()).collect()
     } else {
@@ -287,6 +289,20 @@ fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Check columns `groups` and a `--where` predicate against the `samples`
+/// table (for readers other than `report`: a one-line reason).
+pub fn check_samples(groups: &[String], predicate: Option<&str>) -> Result<()> {
+    check_table::<Samples>(groups, predicate)
+}
+
+/// As [`check_samples`], for the table `--latency` of `kind` reads.
+pub fn check_latency(kind: LatencyOf, groups: &[String], predicate: Option<&str>) -> Result<()> {
+    match kind {
+        LatencyOf::Syscalls => check_table::<Syscalls>(groups, predicate),
+        LatencyOf::Io => check_table::<Iorq>(groups, predicate),
+    }
 }
 
 /// Every flag of `report` that can be checked before reading a file.

@@ -54,8 +54,7 @@ fn ts_text(us: i64) -> String {
     text
 }
 
-fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print(out: &mut dyn Write, text: &str) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         // A closed pipe (| head) is not an error worth a message.
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -121,7 +120,12 @@ fn key_json(groups: &[String], key: &[Option<String>]) -> Map<String, Value> {
 }
 
 /// The Active-Session-History report.
-pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
+pub fn active(
+    out: &mut dyn Write,
+    report: &Active,
+    format: ReportFormat,
+    top: usize,
+) -> Result<()> {
     let shown = &report.rows[..report.rows.len().min(top)];
     match format {
         ReportFormat::Json => {
@@ -148,7 +152,10 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
                 "groups": report.groups,
                 "rows": rows,
             });
-            print(&format!("{}\n", serde_json::to_string_pretty(&document)?))
+            print(
+                out,
+                &format!("{}\n", serde_json::to_string_pretty(&document)?),
+            )
         }
         ReportFormat::Csv => {
             let mut header = report.groups.clone();
@@ -165,7 +172,7 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
                 fields.push(g.samples.to_string());
                 text.push_str(&csv_line(&fields));
             }
-            print(&text)
+            print(out, &text)
         }
         ReportFormat::Table => {
             let mut text = format!(
@@ -205,7 +212,7 @@ pub fn active(report: &Active, format: ReportFormat, top: usize) -> Result<()> {
                     report.rows.len() - shown.len()
                 ));
             }
-            print(&text)
+            print(out, &text)
         }
     }
 }
@@ -222,7 +229,12 @@ fn counted_states(all_states: bool) -> Value {
 }
 
 /// Active threads per bucket and state: a chart on a terminal.
-pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Result<()> {
+pub fn timeline(
+    out: &mut dyn Write,
+    timeline: &Timeline,
+    format: ReportFormat,
+    color: bool,
+) -> Result<()> {
     let active = |sampled: i64, weight: i64| weight as f64 / sampled.max(1) as f64;
     match format {
         ReportFormat::Json | ReportFormat::Csv => {
@@ -237,22 +249,25 @@ pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Resul
                 for (bucket, state, value) in rows {
                     text.push_str(&csv_line(&[bucket, state, format!("{value:.4}")]));
                 }
-                return print(&text);
+                return print(out, &text);
             }
             let rows: Vec<Value> = rows
                 .into_iter()
                 .map(|(bucket, state, value)| json!({"bucket": bucket, "state": state, "avg_active": value}))
                 .collect();
-            print(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&json!({
-                    "bucket_seconds": timeline.bucket.as_secs_f64(),
-                    "states": if timeline.all_states { "all" } else { "active" },
-                    "counted_states": counted_states(timeline.all_states),
-                    "in_progress_until": timeline.live_until.map(ts_text),
-                    "rows": rows,
-                }))?
-            ))
+            print(
+                out,
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&json!({
+                        "bucket_seconds": timeline.bucket.as_secs_f64(),
+                        "states": if timeline.all_states { "all" } else { "active" },
+                        "counted_states": counted_states(timeline.all_states),
+                        "in_progress_until": timeline.live_until.map(ts_text),
+                        "rows": rows,
+                    }))?
+                ),
+            )
         }
         ReportFormat::Table => {
             let totals: Vec<f64> = timeline
@@ -308,13 +323,19 @@ pub fn timeline(timeline: &Timeline, format: ReportFormat, color: bool) -> Resul
                 CHART_WIDTH as usize,
                 legend.join(" ")
             ));
-            print(&text)
+            print(out, &text)
         }
     }
 }
 
 /// Latency of tracked syscalls or requests.
-pub fn latency(latency: &Latency, format: ReportFormat, top: usize, color: bool) -> Result<()> {
+pub fn latency(
+    out: &mut dyn Write,
+    latency: &Latency,
+    format: ReportFormat,
+    top: usize,
+    color: bool,
+) -> Result<()> {
     let shown = &latency.rows[..latency.rows.len().min(top)];
     match format {
         ReportFormat::Json => {
@@ -337,17 +358,20 @@ pub fn latency(latency: &Latency, format: ReportFormat, top: usize, color: bool)
                     Value::Object(object)
                 })
                 .collect();
-            print(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&json!({
-                    "table": latency.table,
-                    "from": ts_text(latency.window.from_us),
-                    "to": ts_text(latency.window.to_us),
-                    "sampling_period_us": latency.period_us,
-                    "groups": latency.groups,
-                    "rows": rows,
-                }))?
-            ))
+            print(
+                out,
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&json!({
+                        "table": latency.table,
+                        "from": ts_text(latency.window.from_us),
+                        "to": ts_text(latency.window.to_us),
+                        "sampling_period_us": latency.period_us,
+                        "groups": latency.groups,
+                        "rows": rows,
+                    }))?
+                ),
+            )
         }
         ReportFormat::Csv => {
             let mut header = latency.groups.clone();
@@ -378,7 +402,7 @@ pub fn latency(latency: &Latency, format: ReportFormat, top: usize, color: bool)
                 }
                 text.push_str(&csv_line(&fields));
             }
-            print(&text)
+            print(out, &text)
         }
         ReportFormat::Table => {
             let mut text = format!(
@@ -439,7 +463,7 @@ pub fn latency(latency: &Latency, format: ReportFormat, top: usize, color: bool)
                     ));
                 }
             }
-            print(&text)
+            print(out, &text)
         }
     }
 }
@@ -455,7 +479,11 @@ fn micros(us: u64) -> String {
 
 /// `report --blockers`: each blocker, the thread time others waited on it,
 /// and what it was doing meanwhile; its own blocker indented below.
-pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Result<()> {
+pub fn blockers(
+    out: &mut dyn Write,
+    chains: &[super::blockers::Chain],
+    format: ReportFormat,
+) -> Result<()> {
     use super::blockers::{doing_text, Chain};
     fn json_of(chain: &Chain) -> Value {
         let doing: Vec<Value> = chain
@@ -484,13 +512,16 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
     match format {
         ReportFormat::Json => {
             let document: Vec<Value> = chains.iter().map(json_of).collect();
-            print(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&json!({ "blockers": document }))?
-            ))
+            print(
+                out,
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&json!({ "blockers": document }))?
+                ),
+            )
         }
         ReportFormat::Csv => {
-            let mut out: Vec<u8> =
+            let mut csv: Vec<u8> =
                 b"rank,level,tid,comm,waited_us,waiters,state,wait_class,syscall,share\n".to_vec();
             for (rank, first) in chains.iter().enumerate() {
                 let mut level = 1;
@@ -513,24 +544,27 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                     ];
                     for (i, field) in fields.iter().enumerate() {
                         if i > 0 {
-                            out.push(b',');
+                            csv.push(b',');
                         }
-                        push_field(&mut out, field.as_bytes());
+                        push_field(&mut csv, field.as_bytes());
                     }
-                    out.push(b'\n');
+                    csv.push(b'\n');
                     level += 1;
                     chain = c.next.as_deref();
                 }
             }
-            print(&String::from_utf8_lossy(&out))
+            print(out, &String::from_utf8_lossy(&csv))
         }
         ReportFormat::Table => {
             if chains.is_empty() {
-                return print("no thread waited for another (blocker_tid is empty on every row)\n");
+                return print(
+                    out,
+                    "no thread waited for another (blocker_tid is empty on every row)\n",
+                );
             }
-            let mut out = String::new();
+            let mut text = String::new();
             for (rank, first) in chains.iter().enumerate() {
-                out.push_str(&format!(
+                text.push_str(&format!(
                     "{}. {} [tid {}]: {} thread(s) waited {:.2} s for it\n",
                     rank + 1,
                     if first.comm.is_empty() {
@@ -547,7 +581,7 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                 while let Some(c) = chain {
                     let name = if c.comm.is_empty() { "?" } else { &c.comm };
                     for (d, us) in c.doing.iter().take(3) {
-                        out.push_str(&format!(
+                        text.push_str(&format!(
                             "{:indent$}{name} meanwhile: {} {:.0}%\n",
                             "",
                             doing_text(d),
@@ -556,7 +590,7 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                     }
                     if let Some(next) = c.next.as_deref() {
                         indent += 2;
-                        out.push_str(&format!(
+                        text.push_str(&format!(
                             "{:indent$}{name} waits for {} [tid {}]\n",
                             "",
                             if next.comm.is_empty() {
@@ -570,7 +604,7 @@ pub fn blockers(chains: &[super::blockers::Chain], format: ReportFormat) -> Resu
                     chain = c.next.as_deref();
                 }
             }
-            print(&out)
+            print(out, &text)
         }
     }
 }

@@ -1,0 +1,536 @@
+//! The JSON (and SVG) endpoints: report's answers for a window and filter.
+//!
+//! The decision a reader must know: every answer is computed by report's
+//! own functions (`report::aggregate`, `latency`, `blockers_scan`,
+//! `flame`), and where report prints JSON the endpoint returns that same
+//! document (`report::output` writes into a buffer), so the page shows
+//! what `taskscope report --format json` says for the same window and
+//! `--where`. Each query runs on tokio's blocking pool under a semaphore
+//! of [`QUERIES`] slots and a time limit ([`QUERY_TIME`]); see [`bounded`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use axum::extract::{Query, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::params::Selection;
+use super::Shared;
+use crate::report::aggregate::{self, Query as ReportQuery, Timeline};
+use crate::report::{self, blockers_scan, flame, latency, output, Format, LatencyOf};
+use crate::store::catalog::{Catalog, Window};
+use crate::store::schema::{Iorq, Samples, Syscalls, Table};
+use crate::store::timefmt;
+
+/// Queries read at once; more wait up to [`QUEUE_TIME`] for a slot.
+pub const QUERIES: usize = 2;
+/// How long a query may wait for a slot before a 503.
+const QUEUE_TIME: Duration = Duration::from_secs(10);
+/// How long the server waits for a query's answer.
+pub const QUERY_TIME: Duration = Duration::from_secs(30);
+/// Points of the activity chart at most: a wider window gets wider buckets.
+pub const MAX_POINTS: i64 = 500;
+/// Series of the activity chart at most; the rest is summed as `other`.
+const MAX_SERIES: usize = 12;
+/// Folded stacks drawn at most (the heaviest).
+const MAX_STACKS: usize = 20_000;
+
+/// An answer that is not one: status and a one-line reason.
+pub struct Failure(StatusCode, String);
+
+impl Failure {
+    fn bad(err: impl std::fmt::Display) -> Failure {
+        Failure(StatusCode::BAD_REQUEST, one_line(&format!("{err:#}")))
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Failure {
+        Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            one_line(&format!("{err:#}")),
+        )
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A plain-text error response: one line.
+pub fn error(status: StatusCode, reason: &str) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        format!("{}\n", one_line(reason)),
+    )
+        .into_response()
+}
+
+type Work = fn(&Shared, &Selection) -> Result<Response, Failure>;
+
+/// Parse the parameters, then run `work` bounded: it waits at most
+/// [`QUEUE_TIME`] for one of [`QUERIES`] slots (else 503), runs on the
+/// blocking pool, and is answered within [`QUERY_TIME`] or a 503 says it
+/// was abandoned. An abandoned query cannot be stopped (its reader
+/// threads run to the end of their files); it keeps its slot until it
+/// finishes, so abandoned work never piles up beyond the slots.
+async fn answer(shared: Arc<Shared>, params: BTreeMap<String, String>, work: Work) -> Response {
+    let selection = match Selection::parse(params, timefmt::unix_micros_now()) {
+        Ok(selection) => selection,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let slot = match tokio::time::timeout(QUEUE_TIME, shared.queries.clone().acquire_owned()).await
+    {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: every query slot is taken; retry in a moment",
+            )
+        }
+    };
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work(&shared, &selection)
+    });
+    match tokio::time::timeout(QUERY_TIME, task).await {
+        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Err(Failure(status, reason)))) => error(status, &reason),
+        Ok(Err(_)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the query failed (a reader thread panicked)",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the query took longer than {} s and was abandoned; narrow the window or the filter",
+                QUERY_TIME.as_secs()
+            ),
+        ),
+    }
+}
+
+macro_rules! endpoint {
+    ($name:ident, $work:path) => {
+        pub async fn $name(
+            State(shared): State<Arc<Shared>>,
+            Query(params): Query<BTreeMap<String, String>>,
+        ) -> Response {
+            answer(shared, params, $work).await
+        }
+    };
+}
+
+endpoint!(info, info_of);
+endpoint!(activity, activity_of);
+endpoint!(top, top_of);
+endpoint!(threads, threads_of);
+endpoint!(blockers, blockers_of);
+endpoint!(latency, latency_of);
+endpoint!(thread, thread_of);
+endpoint!(flame_svg, flame_of);
+
+fn json_response(value: &Value) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn stamp(us: i64) -> String {
+    let mut text = String::new();
+    timefmt::write_timestamp_micros(&mut text, us);
+    text
+}
+
+fn open(shared: &Shared) -> Result<Catalog, Failure> {
+    Ok(Catalog::open(&shared.dir)?)
+}
+
+/// Problems as lines, for the page's warning.
+fn problems(catalog: &Catalog) -> Value {
+    json!(catalog
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>())
+}
+
+/// The 404 of a window without rows of `table` (report's message: where
+/// the data is), or a 500 when damaged files left nothing.
+fn nothing(catalog: &mut Catalog, table: &str, window: &Window) -> Failure {
+    if !catalog.problems.is_empty() {
+        let lines: Vec<String> = catalog.problems.iter().map(|p| p.to_string()).collect();
+        return Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "no usable {table} rows in {}: {}",
+                output::window_text(window),
+                lines.join("; ")
+            ),
+        );
+    }
+    Failure(
+        StatusCode::NOT_FOUND,
+        one_line(&format!("{:#}", report::no_data(catalog, table, window))),
+    )
+}
+
+/// report's JSON document for the answer, with the problems added.
+fn report_json(
+    catalog: &Catalog,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<Response, Failure> {
+    let mut buffer = Vec::new();
+    write(&mut buffer)?;
+    let mut document: Value =
+        serde_json::from_slice(&buffer).map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    if let Value::Object(map) = &mut document {
+        map.insert("problems".into(), problems(catalog));
+    }
+    Ok(json_response(&document))
+}
+
+fn info_of(shared: &Shared, _selection: &Selection) -> Result<Response, Failure> {
+    let mut catalog = open(shared)?;
+    let spans = catalog.spans(Samples::NAME);
+    let newest = aggregate::newest_tick(&mut catalog)?;
+    let cpus = match newest {
+        Some(newest) => aggregate::cpus_seen(
+            &mut catalog,
+            Window {
+                from_us: newest - 600_000_000,
+                to_us: newest + 1,
+            },
+        )?,
+        None => BTreeMap::new(),
+    };
+    let hosts: Vec<Value> = spans
+        .iter()
+        .map(|s| {
+            json!({
+                "host": s.host,
+                "periods": s.periods,
+                "first_period": stamp(s.first_us),
+                "newest_period": stamp(s.newest_us),
+            })
+        })
+        .collect();
+    Ok(json_response(&json!({
+        "dir": shared.dir.display().to_string(),
+        "served_by": shared.hostname,
+        "hosts": hosts,
+        "cpus": cpus,
+        "cpus_total": cpus.values().sum::<i64>(),
+        "oldest": spans.iter().map(|s| s.first_us).min().map(stamp),
+        "oldest_unix": spans.iter().map(|s| s.first_us).min().map(|us| us as f64 / 1e6),
+        "newest": newest.map(stamp),
+        "newest_unix": newest.map(|us| us as f64 / 1e6),
+        "now_unix": timefmt::unix_micros_now() as f64 / 1e6,
+        "version": env!("CARGO_PKG_VERSION"),
+        "max_points": MAX_POINTS,
+        "problems": problems(&catalog),
+    })))
+}
+
+/// The bucket width giving at most [`MAX_POINTS`] points over `len_us`: a
+/// round step (whole seconds, minutes, hours, days).
+pub fn bucket_for(len_us: i64) -> Duration {
+    const STEPS: [i64; 17] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 10_800, 21_600, 43_200,
+    ];
+    let secs = (len_us.max(1) + 999_999) / 1_000_000;
+    let step = STEPS
+        .iter()
+        .copied()
+        .find(|step| ceil_div(secs, *step) < MAX_POINTS)
+        .unwrap_or_else(|| 86_400 * (ceil_div(secs, 86_400) / (MAX_POINTS - 1) + 1));
+    Duration::from_secs(step as u64)
+}
+
+/// `a / b` rounded up, for positive numbers.
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
+/// A timeline as the chart's columns: bucket starts (Unix seconds), one
+/// series per value (largest first, beyond [`MAX_SERIES`] summed into
+/// `other`), each point average threads (null where nothing was sampled).
+fn chart(timeline: &Timeline, selection: &Selection, catalog: &Catalog) -> Value {
+    let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, values) in timeline.buckets.values() {
+        for (value, weight) in values {
+            *totals.entry(value.as_str()).or_default() += weight;
+        }
+    }
+    let mut names: Vec<(&str, i64)> = totals.into_iter().collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let other = names.len() > MAX_SERIES;
+    let kept: Vec<&str> = names
+        .iter()
+        .take(if other { MAX_SERIES - 1 } else { MAX_SERIES })
+        .map(|(n, _)| *n)
+        .collect();
+    let times: Vec<f64> = timeline.buckets.keys().map(|&t| t as f64 / 1e6).collect();
+    let sampled: Vec<f64> = timeline
+        .buckets
+        .values()
+        .map(|(s, _)| *s as f64 / 1e6)
+        .collect();
+    let point = |sampled: i64, weight: i64| {
+        if sampled == 0 {
+            Value::Null
+        } else {
+            json!(weight as f64 / sampled as f64)
+        }
+    };
+    let mut series: Vec<Value> = kept
+        .iter()
+        .map(|name| {
+            let values: Vec<Value> = timeline
+                .buckets
+                .values()
+                .map(|(s, v)| point(*s, v.get(*name).copied().unwrap_or(0)))
+                .collect();
+            json!({"name": name, "values": values})
+        })
+        .collect();
+    if other {
+        let values: Vec<Value> = timeline
+            .buckets
+            .values()
+            .map(|(s, v)| {
+                let rest = v
+                    .iter()
+                    .filter(|(k, _)| !kept.contains(&k.as_str()))
+                    .map(|(_, w)| w)
+                    .sum();
+                point(*s, rest)
+            })
+            .collect();
+        series.push(json!({"name": "other", "values": values}));
+    }
+    json!({
+        "from": stamp(timeline.window.from_us),
+        "to": stamp(timeline.window.to_us),
+        "from_unix": timeline.window.from_us as f64 / 1e6,
+        "to_unix": timeline.window.to_us as f64 / 1e6,
+        "live": selection.live,
+        "by": timeline.by,
+        "bucket_seconds": timeline.bucket.as_secs_f64(),
+        "states": if timeline.all_states { "all" } else { "active" },
+        "times": times,
+        "sampled_seconds": sampled,
+        "series": series,
+        "avg_not_counted": timeline.other_us as f64 / timeline.buckets.values().map(|(s, _)| s).sum::<i64>().max(1) as f64,
+        "in_progress_until": timeline.live_until.map(stamp),
+        "problems": problems(catalog),
+    })
+}
+
+fn timeline_of(
+    shared: &Shared,
+    selection: &Selection,
+    by: &str,
+    all_states: bool,
+) -> Result<Response, Failure> {
+    report::check_samples(&[by.to_string()], selection.predicate.as_deref())
+        .map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let query = ReportQuery {
+        window: selection.window,
+        predicate: selection.predicate.as_deref(),
+        all_states,
+    };
+    let bucket = bucket_for(selection.window.len_us());
+    let timeline = aggregate::timeline(&mut catalog, &query, by, Some(bucket), |_| bucket)?;
+    if timeline.buckets.is_empty() {
+        return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
+    }
+    Ok(json_response(&chart(&timeline, selection, &catalog)))
+}
+
+fn activity_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    let by = selection.by(&["wait_class"]);
+    let [by] = by.as_slice() else {
+        return Err(Failure::bad(
+            "the activity chart is split by one column (by=wait_class, by=state, by=comm, ...)",
+        ));
+    };
+    timeline_of(shared, selection, by, selection.all_states)
+}
+
+/// One thread's states over the window (every state counts).
+fn thread_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    if selection.get("tid").is_none() {
+        return Err(Failure::bad("give tid: the thread whose timeline to draw"));
+    }
+    timeline_of(shared, selection, "state", true)
+}
+
+fn groups_of(
+    shared: &Shared,
+    selection: &Selection,
+    groups: Vec<String>,
+) -> Result<Response, Failure> {
+    report::check_samples(&groups, selection.predicate.as_deref()).map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let query = ReportQuery {
+        window: selection.window,
+        predicate: selection.predicate.as_deref(),
+        all_states: selection.all_states,
+    };
+    let answer = aggregate::active(&mut catalog, &query, &groups)?;
+    if answer.sampled_us == 0 {
+        return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
+    }
+    report_json(&catalog, |out| {
+        output::active(out, &answer, Format::Json, selection.top)
+    })
+}
+
+fn top_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    groups_of(shared, selection, selection.by(&report::DEFAULT_GROUPS))
+}
+
+fn threads_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    groups_of(
+        shared,
+        selection,
+        ["tid", "tgid", "comm"].map(String::from).to_vec(),
+    )
+}
+
+fn blockers_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    report::check_samples(&[], selection.predicate.as_deref()).map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let top = selection.top.min(50);
+    let (chains, any) = blockers_scan::chains(
+        &mut catalog,
+        &selection.window,
+        selection.predicate.as_deref(),
+        top,
+    )?;
+    if !any {
+        return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
+    }
+    report_json(&catalog, |out| output::blockers(out, &chains, Format::Json))
+}
+
+fn latency_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    let (kind, table, default, time_column) = match selection.get("table").unwrap_or("syscalls") {
+        "syscalls" => (
+            LatencyOf::Syscalls,
+            Syscalls::NAME,
+            vec!["syscall"],
+            "enter_ts",
+        ),
+        "io" => (LatencyOf::Io, Iorq::NAME, vec!["dev", "op"], "start_ts"),
+        other => {
+            return Err(Failure::bad(format!(
+                "table must be syscalls or io, not '{other}'"
+            )))
+        }
+    };
+    // The samples' filters (comm, tgid, ...) name columns these tables
+    // share; `where` must name the tracked table's columns.
+    let groups = selection.by(&default);
+    let predicate = selection.predicate.as_deref();
+    report::check_latency(kind, &groups, predicate).map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let period_us = aggregate::sampling_period(&mut catalog, &selection.window)?;
+    let window = &selection.window;
+    let answer = match kind {
+        LatencyOf::Syscalls => latency::latency::<Syscalls>(
+            &mut catalog,
+            window,
+            &groups,
+            predicate,
+            time_column,
+            period_us,
+        )?,
+        LatencyOf::Io => latency::latency::<Iorq>(
+            &mut catalog,
+            window,
+            &groups,
+            predicate,
+            time_column,
+            period_us,
+        )?,
+    };
+    if answer.in_window == 0 {
+        return Err(nothing(&mut catalog, table, window));
+    }
+    report_json(&catalog, |out| {
+        output::latency(out, &answer, Format::Json, selection.top, false)
+    })
+}
+
+fn flame_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    report::check_samples(&[], selection.predicate.as_deref()).map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let query = ReportQuery {
+        window: selection.window,
+        predicate: selection.predicate.as_deref(),
+        all_states: selection.all_states,
+    };
+    let kinds = flame::Kinds {
+        kernel: true,
+        native: true,
+        jit: true,
+        python: true,
+    };
+    let mut lines = flame::folded(&mut catalog, &query, kinds)?;
+    if lines.is_empty() {
+        return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
+    }
+    lines.truncate(MAX_STACKS);
+    let mut text = String::new();
+    for (stack, weight) in &lines {
+        text.push_str(stack);
+        text.push(' ');
+        text.push_str(itoa::Buffer::new().format(*weight));
+        text.push('\n');
+    }
+    let svg = flame::svg(&text, &selection.window, &None)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("image/svg+xml"),
+        )],
+        svg,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bound_the_points() {
+        for secs in [1, 60, 499, 500, 3_600, 86_400, 7 * 86_400, 400 * 86_400] {
+            let width = bucket_for(secs * 1_000_000).as_secs() as i64;
+            let points = ceil_div(secs, width) + 1;
+            assert!(
+                points <= MAX_POINTS,
+                "{secs} s in {width} s buckets: {points} points"
+            );
+        }
+        assert_eq!(bucket_for(3_600_000_000).as_secs(), 10);
+        assert_eq!(bucket_for(60_000_000).as_secs(), 1);
+    }
+}
