@@ -19,6 +19,7 @@ mod python;
 mod readers;
 mod readme;
 mod report;
+mod serve;
 mod service;
 mod ship;
 mod sql;

@@ -2,16 +2,16 @@
 // the DevTools protocol (puppeteer-core) through the page of `taskscope
 // serve`, and print what it saw as one JSON document on stdout.
 //
-//   node drive.js URL SCREENSHOT_DIR
+//   node drive.js URL SCREENSHOT_DIR [COMM]
 //
 // Steps: load URL (window and filters in it), read the chart's series and
 // the tables; drag a brush across the middle of the chart and read the
 // panels' window and the URL; click the first thread for its timeline;
-// draw the flame graph. A screenshot of each view goes to SCREENSHOT_DIR.
+// draw the flame graph. COMM: the thread to click (else the first). A screenshot of each view goes to SCREENSHOT_DIR.
 'use strict';
 const puppeteer = require('puppeteer-core');
 
-const [url, shots] = process.argv.slice(2);
+const [url, shots, threadComm] = process.argv.slice(2);
 const browserPath = process.env.TASKSCOPE_CHROMIUM || '/usr/bin/chromium';
 
 async function main() {
@@ -72,8 +72,13 @@ async function main() {
     seen.brushed = await read();
     await page.screenshot({ path: shots + '/serve-brushed.png' });
 
-    // A thread's timeline: the first row of the threads table.
-    const first = await page.$('#threads tr.pick');
+    // A thread's timeline: the row of COMM in the threads table, or the first.
+    const rows = await page.$$('#threads tr.pick');
+    let first = rows[0];
+    for (const row of rows) {
+      const text = await row.evaluate((tr) => tr.textContent);
+      if (threadComm && text.includes(threadComm)) { first = row; break; }
+    }
     if (first) {
       await first.click();
       await page.waitForFunction(() => document.querySelector('#thread-strip').dataset.tid ||
