@@ -103,6 +103,23 @@ install_fleet_engines() {
     export TASKSCOPE_FLEET_PYTHON="$venv/bin/python"
 }
 
+# The browser driver of the web view's test (tests/agent/serve.rs):
+# puppeteer-core pinned by tests/web/package-lock.json, `npm ci` into a
+# cache directory keyed by the lock file's hash; it drives the system
+# Chromium (no browser download).
+install_web_driver() {
+    local hash root
+    hash=$(sha256sum tests/web/package-lock.json | cut -c1-12)
+    root="${XDG_CACHE_HOME:-$HOME/.cache}/taskscope/web-driver-$hash"
+    if [ ! -d "$root/node_modules/puppeteer-core" ]; then
+        say "installing puppeteer-core into $root (npm ci, once)"
+        mkdir -p "$root"
+        cp tests/web/package.json tests/web/package-lock.json "$root/"
+        (cd "$root" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+    fi
+    export TASKSCOPE_WEB_DRIVER="$root"
+}
+
 install_cargo_deb() {
     # `cargo deb` builds the package; the package test runs it.
     cargo deb --version >/dev/null 2>&1 && return 0
@@ -132,6 +149,7 @@ setup_test() {
     install_cargo_deb
     install_s3s_fs
     install_fleet_engines
+    install_web_driver
 }
 
 setup_package() {

@@ -21,6 +21,7 @@ let chart = null;
 let info = null;
 let timer = null;
 let last = null; // the activity answer drawn
+let cpusTotal = 0; // the CPU line (0: not known yet)
 
 function colorOf(name, i) {
   return COLORS[name] || PALETTE[i % PALETTE.length];
@@ -183,7 +184,7 @@ async function loadChart(v) {
     $('chart-note').textContent = '— ' + data.from.slice(0, 19) + ' to ' + data.to.slice(0, 19) +
       ' UTC, ' + data.bucket_seconds + ' s buckets, by ' + data.by +
       (data.states === 'all' ? ', every state' : ', active threads') + (data.live ? ', live' : '');
-    drawChart(data, info ? info.cpus_total : 0);
+    drawChart(data, cpusTotal);
   } catch (err) {
     last = null;
     if (chart) { chart.destroy(); chart = null; }
@@ -346,8 +347,27 @@ function loadFlame(v) {
   img.src = url;
 }
 
+// Another host's CPU count is read from its samples: after the first view.
+async function loadCpus(v) {
+  if (info && info.cpus_complete) return;
+  try {
+    const answer = await getJson(apiUrl('/api/cpus', windowParams(v)));
+    if (answer.cpus_total && answer.cpus_total !== cpusTotal) {
+      cpusTotal = answer.cpus_total;
+      if (last) drawChart(last, cpusTotal);
+      $('cpus').textContent = cpusTotal + ' CPUs seen';
+    }
+  } catch (err) { /* the chart stays without the line */ }
+}
+
 function loadPanels(v) {
   loadGroups(v);
+  loadRest(v);
+}
+
+// Every panel but the top groups (which come with the chart first).
+function loadRest(v) {
+  loadCpus(v);
   loadThreads(v);
   loadBlockers(v);
   loadLatency(v);
@@ -379,8 +399,9 @@ function schedule(v) {
 async function loadAll() {
   const v = view();
   fillForm(v);
-  await loadChart(v);
-  loadPanels(v);
+  // The first view: the chart and the top groups at once (two query slots).
+  await Promise.all([loadChart(v), loadGroups(v)]);
+  loadRest(v);
   schedule(v);
 }
 
@@ -388,9 +409,10 @@ async function start() {
   try {
     info = await getJson('/api/info');
     const hosts = info.hosts.map((h) => h.host).join(', ') || 'no data yet';
-    $('source').textContent = info.dir + ' — host ' + hosts + ' — ' +
-      (info.cpus_total ? info.cpus_total + ' CPUs seen' : 'CPU count unknown') +
-      (info.oldest ? ' — data ' + info.oldest.slice(0, 19) + ' to ' + (info.newest || '?').slice(0, 19) + ' UTC' : '');
+    cpusTotal = info.cpus_total || 0;
+    $('source').textContent = info.dir + ' — host ' + hosts + ' — ';
+    $('cpus').textContent = info.cpus_complete ? cpusTotal + ' CPUs' : 'CPUs: counting…';
+    $('span').textContent = (info.oldest ? ' — data ' + info.oldest.slice(0, 19) + ' to ' + (info.newest || '?').slice(0, 19) + ' UTC' : '');
     document.title = 'taskscope — ' + hosts;
   } catch (err) {
     $('source').textContent = 'cannot read the data: ' + err.message;

@@ -131,6 +131,7 @@ macro_rules! endpoint {
 }
 
 endpoint!(info, info_of);
+endpoint!(cpus_now, cpus_of);
 endpoint!(activity, activity_of);
 endpoint!(top, top_of);
 endpoint!(threads, threads_of);
@@ -204,20 +205,59 @@ fn report_json(
     Ok(json_response(&document))
 }
 
+/// The online CPUs of this machine, for data it wrote itself.
+fn local_cpus() -> i64 {
+    // SAFETY: sysconf reads a system value; no pointers are involved.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    online.max(0)
+}
+
+/// Each host's CPU count: this machine's online CPUs for its own data
+/// (no file read), else — with `scan` — the highest `cpu` number in the
+/// last 10 minutes of `window` plus one (a lower bound:
+/// `aggregate::cpus_seen`).
+fn cpus(
+    shared: &Shared,
+    catalog: &mut Catalog,
+    hosts: &[String],
+    window: Option<Window>,
+) -> Result<BTreeMap<String, (i64, &'static str)>, Failure> {
+    let mut cpus = BTreeMap::new();
+    let foreign = hosts.iter().any(|h| *h != shared.hostname);
+    if let (true, Some(window)) = (foreign, window) {
+        let last = Window {
+            from_us: window.from_us.max(window.to_us - 600_000_000),
+            to_us: window.to_us,
+        };
+        for (host, count) in aggregate::cpus_seen(catalog, last)? {
+            cpus.insert(host, (count, "seen"));
+        }
+    }
+    for host in hosts {
+        if *host == shared.hostname {
+            cpus.insert(host.clone(), (local_cpus(), "online"));
+        }
+    }
+    Ok(cpus)
+}
+
+fn cpus_json(cpus: &BTreeMap<String, (i64, &'static str)>) -> Value {
+    json!({
+        "cpus": cpus.iter().map(|(h, (n, _))| (h.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "cpus_total": cpus.values().map(|(n, _)| n).sum::<i64>(),
+        "cpus_source": cpus.iter().map(|(h, (_, how))| (h.clone(), json!(how))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 fn info_of(shared: &Shared, _selection: &Selection) -> Result<Response, Failure> {
     let mut catalog = open(shared)?;
     let spans = catalog.spans(Samples::NAME);
     let newest = aggregate::newest_tick(&mut catalog)?;
-    let cpus = match newest {
-        Some(newest) => aggregate::cpus_seen(
-            &mut catalog,
-            Window {
-                from_us: newest - 600_000_000,
-                to_us: newest + 1,
-            },
-        )?,
-        None => BTreeMap::new(),
-    };
+    let names: Vec<String> = spans.iter().map(|s| s.host.clone()).collect();
+    // Only this machine's own count here: counting another host's CPUs
+    // reads its samples (`/api/cpus`), which the first view should not
+    // wait for.
+    let cpus = cpus(shared, &mut catalog, &names, None)?;
     let hosts: Vec<Value> = spans
         .iter()
         .map(|s| {
@@ -229,12 +269,11 @@ fn info_of(shared: &Shared, _selection: &Selection) -> Result<Response, Failure>
             })
         })
         .collect();
-    Ok(json_response(&json!({
+    let mut answer = json!({
         "dir": shared.dir.display().to_string(),
         "served_by": shared.hostname,
         "hosts": hosts,
-        "cpus": cpus,
-        "cpus_total": cpus.values().sum::<i64>(),
+        "cpus_complete": names.iter().all(|h| *h == shared.hostname),
         "oldest": spans.iter().map(|s| s.first_us).min().map(stamp),
         "oldest_unix": spans.iter().map(|s| s.first_us).min().map(|us| us as f64 / 1e6),
         "newest": newest.map(stamp),
@@ -243,7 +282,23 @@ fn info_of(shared: &Shared, _selection: &Selection) -> Result<Response, Failure>
         "version": env!("CARGO_PKG_VERSION"),
         "max_points": MAX_POINTS,
         "problems": problems(&catalog),
-    })))
+    });
+    if let (Value::Object(map), Value::Object(more)) = (&mut answer, cpus_json(&cpus)) {
+        map.extend(more);
+    }
+    Ok(json_response(&answer))
+}
+
+/// The CPU count of each host with data in the window.
+fn cpus_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    let mut catalog = open(shared)?;
+    let names: Vec<String> = catalog
+        .spans(Samples::NAME)
+        .into_iter()
+        .map(|s| s.host)
+        .collect();
+    let cpus = cpus(shared, &mut catalog, &names, Some(selection.window))?;
+    Ok(json_response(&cpus_json(&cpus)))
 }
 
 /// The bucket width giving at most [`MAX_POINTS`] points over `len_us`: a

@@ -88,6 +88,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::asset))
         .route("/api/info", get(api::info))
+        .route("/api/cpus", get(api::cpus_now))
         .route("/api/activity", get(api::activity))
         .route("/api/top", get(api::top))
         .route("/api/threads", get(api::threads))

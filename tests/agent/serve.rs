@@ -181,7 +181,11 @@ fn web_view_on_ground_truth() {
     let port = server.port;
     let info = get_json(port, "/api/info");
     assert_eq!(info["dir"], dir, "{info}");
-    assert!(info["cpus_total"].as_i64().unwrap_or(0) >= 1, "{info}");
+    // This machine's own data: its online CPUs, without reading samples.
+    assert!(
+        info["cpus_complete"] == true && info["cpus_total"].as_i64().unwrap_or(0) >= 1,
+        "{info}"
+    );
     let newest = info["newest_unix"].as_f64().expect("newest tick") as i64;
     let oldest = info["oldest_unix"].as_f64().expect("oldest") as i64;
     let iso = |secs: i64| {
