@@ -176,21 +176,42 @@ function showSelection() {
   }
 }
 
+function showChart(data) {
+  last = data;
+  $('chart-msg').textContent = data.problems.length ? 'left out: ' + data.problems.join('; ') : '';
+  $('chart-note').textContent = '— ' + data.from.slice(0, 19) + ' to ' + data.to.slice(0, 19) +
+    ' UTC, ' + data.bucket_seconds + ' s buckets, by ' + data.by +
+    (data.states === 'all' ? ', every state' : ', active threads') + (data.live ? ', live' : '');
+  drawChart(data, cpusTotal);
+}
+
+function chartFailed(err) {
+  last = null;
+  if (chart) { chart.destroy(); chart = null; }
+  $('chart').replaceChildren();
+  $('chart').dataset.series = '';
+  $('chart-msg').textContent = err.message;
+}
+
 async function loadChart(v) {
   try {
-    const data = await getJson(apiUrl('/api/activity', windowParams(v), filterParams(v), { by: v.by }));
-    last = data;
-    $('chart-msg').textContent = data.problems.length ? 'left out: ' + data.problems.join('; ') : '';
-    $('chart-note').textContent = '— ' + data.from.slice(0, 19) + ' to ' + data.to.slice(0, 19) +
-      ' UTC, ' + data.bucket_seconds + ' s buckets, by ' + data.by +
-      (data.states === 'all' ? ', every state' : ', active threads') + (data.live ? ', live' : '');
-    drawChart(data, cpusTotal);
+    showChart(await getJson(apiUrl('/api/activity', windowParams(v), filterParams(v), { by: v.by })));
+  } catch (err) { chartFailed(err); }
+}
+
+// The first view without a selection: the chart and the top groups of the
+// same window in one answer (one read of the files).
+async function loadOverview(v) {
+  $('groups-msg').textContent = '';
+  try {
+    const both = await getJson(apiUrl('/api/overview', windowParams(v), filterParams(v),
+      { by: v.by, groups: v.groups, top: 15 }));
+    showChart(both.activity);
+    showGroups(both.top);
   } catch (err) {
-    last = null;
-    if (chart) { chart.destroy(); chart = null; }
-    $('chart').replaceChildren();
-    $('chart').dataset.series = '';
-    $('chart-msg').textContent = err.message;
+    chartFailed(err);
+    $('groups').replaceChildren();
+    $('groups-msg').textContent = err.message;
   }
 }
 
@@ -234,9 +255,12 @@ function pickThread(row) {
 async function loadGroups(v) {
   await panel('groups-msg', async () => {
     $('groups').replaceChildren();
-    const doc = await getJson(apiUrl('/api/top', panelParams(v), filterParams(v), { by: v.groups, top: 15 }));
-    table('groups', doc, doc.groups.includes('tid') ? pickThread : null);
+    showGroups(await getJson(apiUrl('/api/top', panelParams(v), filterParams(v), { by: v.groups, top: 15 })));
   });
+}
+
+function showGroups(doc) {
+  table('groups', doc, doc.groups.includes('tid') ? pickThread : null);
 }
 
 async function loadThreads(v) {
@@ -399,8 +423,10 @@ function schedule(v) {
 async function loadAll() {
   const v = view();
   fillForm(v);
-  // The first view: the chart and the top groups at once (two query slots).
-  await Promise.all([loadChart(v), loadGroups(v)]);
+  // The first view: the chart and the top groups (one read of the files
+  // when the panels show the chart's window).
+  if (v.sel_from && v.sel_to) await Promise.all([loadChart(v), loadGroups(v)]);
+  else await loadOverview(v);
   loadRest(v);
   schedule(v);
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::filter::{self, Expr};
+use super::one_pass;
 use super::read::{self, Cell, Projection, Row};
-use super::states;
 use crate::store::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
 use crate::store::schema::{Samples, Table, Ticks};
 
@@ -148,7 +148,7 @@ pub fn prepare<T: Table>(
 
 /// The ticks' projection (`ts`, `weight_us` first) and the part of the
 /// samples' `--where` that restricts time, over it.
-fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Expr>)> {
+pub(super) fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Expr>)> {
     let mut projection = Projection::of::<Ticks>(&[], "report")?;
     projection.need::<Ticks>("ts", "report")?;
     projection.need::<Ticks>("weight_us", "report")?;
@@ -160,7 +160,10 @@ fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Expr>)> {
 }
 
 /// The `samples` and `ticks` files of the window's periods.
-fn period_files(catalog: &mut Catalog, window: &Window) -> (Vec<DataFile>, Vec<DataFile>) {
+pub(super) fn period_files(
+    catalog: &mut Catalog,
+    window: &Window,
+) -> (Vec<DataFile>, Vec<DataFile>) {
     let mut both = catalog.select_periods(&[Samples::NAME, Ticks::NAME], window, Prefer::Parquet);
     let ticks = both.pop().unwrap_or_default();
     let samples = both.pop().unwrap_or_default();
@@ -168,7 +171,7 @@ fn period_files(catalog: &mut Catalog, window: &Window) -> (Vec<DataFile>, Vec<D
 }
 
 /// The periods to leave out of an answer over `samples` and `ticks`.
-fn left_out<S, T>(
+pub(super) fn left_out<S, T>(
     catalog: &mut Catalog,
     samples: &[DataFile],
     sample_reads: &[Result<S, String>],
@@ -195,7 +198,7 @@ pub fn errors<'f, S>(
 }
 
 /// The newest tick used of a period being written.
-fn live_until(files: &[DataFile], left_out: &BTreeSet<String>) -> Option<i64> {
+pub(super) fn live_until(files: &[DataFile], left_out: &BTreeSet<String>) -> Option<i64> {
     files
         .iter()
         .filter(|f| f.in_progress && !left_out.contains(&f.stem))
@@ -203,109 +206,14 @@ fn live_until(files: &[DataFile], left_out: &BTreeSet<String>) -> Option<i64> {
         .max()
 }
 
-/// Per-file sums of the rows counted.
-#[derive(Default)]
-struct Sums {
-    groups: HashMap<Vec<u8>, (i64, u64)>,
-    key: KeyBuffer,
-    total_us: i64,
-    other_us: i64,
-}
-
 /// Average active threads in the window grouped by `groups`.
 pub fn active(catalog: &mut Catalog, query: &Query<'_>, groups: &[String]) -> Result<Active> {
-    let window = query.window;
-    let prepared = prepare::<Samples>(groups, &["ts", "weight_us", "state"], query.predicate)?;
-    let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
-    let (samples, ticks) = period_files(catalog, &window);
-    let Prepared {
-        projection,
-        groups: group_columns,
-        extra,
-        expr,
-    } = prepared;
-    let (ts, weight, state) = (extra[0], extra[1], extra[2]);
-    let sample_reads = read::scan_files(
-        &samples,
-        &projection,
-        |_| Sums::default(),
-        |sums, row| {
-            if !row.cell(ts).as_int().is_some_and(|t| window.contains(t)) {
-                return;
-            }
-            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-                return;
-            }
-            let w = row.cell(weight).as_int().unwrap_or(0);
-            let counted = query.all_states
-                || matches!(row.cell(state), Cell::Text(s) if states::is_active(s));
-            if !counted {
-                sums.other_us += w;
-                return;
-            }
-            sums.total_us += w;
-            let k = sums.key.build(row, &group_columns);
-            match sums.groups.get_mut(k) {
-                Some(sum) => {
-                    sum.0 += w;
-                    sum.1 += 1;
-                }
-                None => {
-                    let k = k.to_vec();
-                    sums.groups.insert(k, (w, 1));
-                }
-            }
-        },
-    );
-    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
-    let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
-    let mut sums: HashMap<Vec<u8>, (i64, u64)> = HashMap::new();
-    let (mut total_us, mut other_us, mut sampled_us) = (0, 0, 0);
-    for (file, part) in samples.iter().zip(sample_reads) {
-        let Ok(part) = part else { continue };
-        if out.contains(&file.stem) {
-            continue;
-        }
-        total_us += part.total_us;
-        other_us += part.other_us;
-        for (key, (w, n)) in part.groups {
-            let sum = sums.entry(key).or_default();
-            sum.0 += w;
-            sum.1 += n;
-        }
-    }
-    for (file, part) in ticks.iter().zip(&tick_reads) {
-        if let (Ok(ticks), false) = (part, out.contains(&file.stem)) {
-            sampled_us += ticks.iter().map(|(_, w)| w).sum::<i64>();
-        }
-    }
-    let mut rows: Vec<Group> = sums
-        .into_iter()
-        .map(|(key, (weight_us, samples))| Group {
-            key: decode_key(&key),
-            weight_us,
-            samples,
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.weight_us
-            .cmp(&a.weight_us)
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    Ok(Active {
-        groups: groups.to_vec(),
-        rows,
-        total_us,
-        sampled_us,
-        window,
-        all_states: query.all_states,
-        other_us,
-        live_until: live_until(&samples, &out),
-    })
+    let (active, _) = one_pass::pass(catalog, query, Some(groups), None)?;
+    active.ok_or_else(|| anyhow::anyhow!("the pass was asked for groups"))
 }
 
 /// Each ticks file's ticks in `window` that pass `expr`: (ts, weight_us).
-fn sampled(
+pub(super) fn sampled(
     ticks: &[DataFile],
     projection: &Projection,
     expr: Option<&Expr>,
@@ -371,120 +279,33 @@ pub fn timeline(
     bucket: Option<Duration>,
     auto_bucket: impl Fn(i64) -> Duration,
 ) -> Result<Timeline> {
-    let window = query.window;
-    let prepared = prepare::<Samples>(
-        &[by.to_string()],
-        &["ts", "weight_us", "state"],
-        query.predicate,
-    )?;
-    let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
-    let (samples, ticks) = period_files(catalog, &window);
-    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
-    // The width follows the data in the window, not the window: 15 s of
-    // data in an hour's window is drawn in seconds.
-    let (first, last) = tick_reads
-        .iter()
-        .flatten()
-        .flatten()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), &(ts, _)| {
-            (lo.min(ts), hi.max(ts))
-        });
-    let bucket = bucket.unwrap_or_else(|| auto_bucket(last.saturating_sub(first).max(0)));
-    let width = (bucket.as_micros() as i64).max(1);
-    // Buckets on round times (whole minutes, hours, ... since the epoch).
-    let start_of = |ts: i64| ts - ts.rem_euclid(width);
-    let Prepared {
-        projection,
-        extra,
-        expr,
-        ..
-    } = prepared;
-    type Weights = (HashMap<i64, HashMap<String, i64>>, i64, String);
-    let sample_reads = read::scan_files(
-        &samples,
-        &projection,
-        |_| Weights::default(),
-        |(weights, other_us, text), row| {
-            let Some(ts) = row.cell(extra[0]).as_int().filter(|&t| window.contains(t)) else {
-                return;
-            };
-            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
-                return;
-            }
-            let Cell::Text(state) = row.cell(extra[2]) else {
-                return;
-            };
-            let w = row.cell(extra[1]).as_int().unwrap_or(0);
-            if !query.all_states && !states::is_active(state) {
-                *other_us += w;
-                return;
-            }
-            let value = match row.cell(0) {
-                Cell::Text(value) => value,
-                Cell::Null => "-",
-                other => {
-                    text.clear();
-                    match other {
-                        Cell::Timestamp(v) => {
-                            crate::store::timefmt::write_timestamp_micros(text, v)
-                        }
-                        Cell::Int(v) => text.push_str(itoa::Buffer::new().format(v)),
-                        Cell::Bool(v) => text.push_str(if v { "true" } else { "false" }),
-                        Cell::Text(_) | Cell::Null => {}
-                    }
-                    text.as_str()
-                }
-            };
-            // Look up by &str: a new String only for a bucket's new value.
-            let values = weights.entry(start_of(ts)).or_default();
-            match values.get_mut(value) {
-                Some(sum) => *sum += w,
-                None => {
-                    values.insert(value.to_string(), w);
-                }
-            }
-        },
-    );
-    let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
-    let mut buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)> = BTreeMap::new();
-    for (file, part) in ticks.iter().zip(&tick_reads) {
-        let (Ok(list), false) = (part, out.contains(&file.stem)) else {
-            continue;
-        };
-        for &(ts, w) in list {
-            buckets.entry(start_of(ts)).or_default().0 += w;
-        }
-    }
-    // Buckets from the first to the last one with ticks, gaps included.
-    if let (Some(&first), Some(&last)) = (buckets.keys().next(), buckets.keys().next_back()) {
-        let mut at = first;
-        while at < last {
-            buckets.entry(at).or_default();
-            at += width;
-        }
-    }
-    let mut other_us = 0;
-    for (file, part) in samples.iter().zip(sample_reads) {
-        let (Ok((weights, other, _)), false) = (part, out.contains(&file.stem)) else {
-            continue;
-        };
-        other_us += other;
-        for (start, states) in weights {
-            let bucket = &mut buckets.entry(start).or_default().1;
-            for (state, w) in states {
-                *bucket.entry(state).or_default() += w;
-            }
-        }
-    }
-    Ok(Timeline {
-        by: by.to_string(),
+    let of = one_pass::TimelineOf {
+        by,
         bucket,
-        buckets,
-        window,
-        all_states: query.all_states,
-        other_us,
-        live_until: live_until(&samples, &out),
-    })
+        auto_bucket: &auto_bucket,
+    };
+    let (_, timeline) = one_pass::pass(catalog, query, None, Some(of))?;
+    timeline.ok_or_else(|| anyhow::anyhow!("the pass was asked for a timeline"))
+}
+
+/// [`active`] by `groups` and [`timeline`] by `by` in `bucket`s, in one
+/// read of the window (the web view's first answer).
+pub fn active_and_timeline(
+    catalog: &mut Catalog,
+    query: &Query<'_>,
+    groups: &[String],
+    by: &str,
+    bucket: Duration,
+) -> Result<(Active, Timeline)> {
+    let of = one_pass::TimelineOf {
+        by,
+        bucket: Some(bucket),
+        auto_bucket: &|_| bucket,
+    };
+    match one_pass::pass(catalog, query, Some(groups), Some(of))? {
+        (Some(active), Some(timeline)) => Ok((active, timeline)),
+        _ => anyhow::bail!("the pass was asked for groups and a timeline"),
+    }
 }
 
 /// The newest tick of the data (µs), from the ticks of each host's newest

@@ -27,6 +27,7 @@ mod filter;
 pub mod flame;
 mod flame_color;
 pub mod latency;
+mod one_pass;
 pub mod output;
 mod read;
 pub mod states;

@@ -133,6 +133,7 @@ macro_rules! endpoint {
 endpoint!(info, info_of);
 endpoint!(cpus_now, cpus_of);
 endpoint!(activity, activity_of);
+endpoint!(overview, overview_of);
 endpoint!(top, top_of);
 endpoint!(threads, threads_of);
 endpoint!(blockers, blockers_of);
@@ -416,6 +417,47 @@ fn timeline_of(
         return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
     }
     Ok(json_response(&chart(&timeline, selection, &catalog)))
+}
+
+/// The first view: the chart and the top groups of the same window and
+/// filter, in one read of the files (`aggregate::active_and_timeline`).
+fn overview_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    let by = chart_column(selection)?;
+    let groups = selection.groups();
+    report::check_samples(&groups, selection.predicate.as_deref()).map_err(Failure::bad)?;
+    report::check_samples(&[by.clone()], selection.predicate.as_deref()).map_err(Failure::bad)?;
+    let mut catalog = open(shared)?;
+    let query = ReportQuery {
+        window: selection.window,
+        predicate: selection.predicate.as_deref(),
+        all_states: selection.all_states,
+    };
+    let bucket = bucket_for(selection.window.len_us());
+    let (active, timeline) =
+        aggregate::active_and_timeline(&mut catalog, &query, &groups, &by, bucket)?;
+    if timeline.buckets.is_empty() || active.sampled_us == 0 {
+        return Err(nothing(&mut catalog, Samples::NAME, &selection.window));
+    }
+    let mut buffer = Vec::new();
+    output::active(&mut buffer, &active, Format::Json, selection.top)?;
+    let top: Value =
+        serde_json::from_slice(&buffer).map_err(|e| Failure::from(anyhow::Error::from(e)))?;
+    Ok(json_response(&json!({
+        "activity": chart(&timeline, selection, &catalog),
+        "top": top,
+        "problems": problems(&catalog),
+    })))
+}
+
+/// The one column the chart is split by (`by`, default `wait_class`).
+fn chart_column(selection: &Selection) -> Result<String, Failure> {
+    let by = selection.by(&["wait_class"]);
+    match by.as_slice() {
+        [by] => Ok(by.clone()),
+        _ => Err(Failure::bad(
+            "the activity chart is split by one column (by=wait_class, by=state, by=comm, ...)",
+        )),
+    }
 }
 
 fn activity_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {

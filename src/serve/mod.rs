@@ -90,6 +90,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/info", get(api::info))
         .route("/api/cpus", get(api::cpus_now))
         .route("/api/activity", get(api::activity))
+        .route("/api/overview", get(api::overview))
         .route("/api/top", get(api::top))
         .route("/api/threads", get(api::threads))
         .route("/api/blockers", get(api::blockers))

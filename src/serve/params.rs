@@ -22,6 +22,7 @@ const KNOWN: &[&str] = &[
     "container",
     "where",
     "by",
+    "groups",
     "top",
     "tid",
     "table",
@@ -141,6 +142,18 @@ impl Selection {
             .map(|by| by.split(',').map(str::to_string).collect())
             .unwrap_or_default();
         crate::report::chosen(&given, default)
+    }
+}
+
+impl Selection {
+    /// `groups` (the overview's top groups: report's `--by`), or report's
+    /// default grouping.
+    pub fn groups(&self) -> Vec<String> {
+        let given: Vec<String> = self
+            .get("groups")
+            .map(|by| by.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        crate::report::chosen(&given, &crate::report::DEFAULT_GROUPS)
     }
 }
 

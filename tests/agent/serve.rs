@@ -380,6 +380,22 @@ fn web_view_on_ground_truth() {
             .any(|s| s["name"] == "ON_CPU"),
         "{hour}"
     );
+    // The first view's one read gives what the two endpoints give.
+    let window = format!("from={from}&to={to}&tgid={pid}&states=all");
+    let overview = get_json(
+        port,
+        &format!("/api/overview?{window}&groups=comm,state&top=50"),
+    );
+    let activity = get_json(port, &format!("/api/activity?{window}"));
+    let top = get_json(port, &format!("/api/top?{window}&by=comm,state&top=50"));
+    assert_eq!(
+        overview["activity"], activity,
+        "overview and activity differ"
+    );
+    assert_eq!(
+        overview["top"]["rows"], top["rows"],
+        "overview and top differ"
+    );
     // Every endpoint answers for the window.
     for endpoint in ["top", "threads", "blockers", "latency", "latency?table=io"] {
         let sep = if endpoint.contains('?') { '&' } else { '?' };

@@ -1,0 +1,240 @@
+//! One pass over a window's `samples` and `ticks` that adds up both of
+//! report's answers: average active threads by group ([`Active`]) and per
+//! time bucket by the value of one column ([`Timeline`]).
+//!
+//! The decision a reader must know: `aggregate::active` and
+//! `aggregate::timeline` are this pass with one of the two parts asked
+//! for, and the web view's first answer asks for both, so the chart and
+//! the top groups are one read of the window — and the same arithmetic as
+//! `report` and `report --timeline`, by construction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::aggregate::{
+    decode_key, left_out, live_until, period_files, prepare, sampled, ticks_query, Active, Group,
+    KeyBuffer, Prepared, Query, Timeline,
+};
+use super::filter;
+use super::read::{self, Cell};
+use super::states;
+use crate::store::catalog::Catalog;
+use crate::store::schema::Samples;
+
+/// The timeline part of a pass: the column, and the bucket width (None:
+/// chosen by `auto_bucket` from the span of the ticks found).
+pub struct TimelineOf<'a> {
+    pub by: &'a str,
+    pub bucket: Option<Duration>,
+    pub auto_bucket: &'a dyn Fn(i64) -> Duration,
+}
+
+/// Per file: group sums and per-bucket sums.
+#[derive(Default)]
+struct Sums {
+    groups: HashMap<Vec<u8>, (i64, u64)>,
+    key: KeyBuffer,
+    total_us: i64,
+    other_us: i64,
+    buckets: HashMap<i64, HashMap<String, i64>>,
+    timeline_other_us: i64,
+    text: String,
+}
+
+/// `cell` as the text a timeline series is named by (NULL: `-`).
+fn cell_text<'a>(cell: Cell<'a>, text: &'a mut String) -> &'a str {
+    match cell {
+        Cell::Text(value) => value,
+        Cell::Null => "-",
+        other => {
+            text.clear();
+            match other {
+                Cell::Timestamp(v) => crate::store::timefmt::write_timestamp_micros(text, v),
+                Cell::Int(v) => text.push_str(itoa::Buffer::new().format(v)),
+                Cell::Bool(v) => text.push_str(if v { "true" } else { "false" }),
+                Cell::Text(_) | Cell::Null => {}
+            }
+            text.as_str()
+        }
+    }
+}
+
+/// Average active threads in the window by `groups` (when `groups` is
+/// Some) and per bucket of `timeline` (when Some), in one pass.
+pub fn pass(
+    catalog: &mut Catalog,
+    query: &Query<'_>,
+    groups: Option<&[String]>,
+    timeline: Option<TimelineOf<'_>>,
+) -> Result<(Option<Active>, Option<Timeline>)> {
+    let window = query.window;
+    let group_names = groups.unwrap_or(&[]);
+    let mut prepared =
+        prepare::<Samples>(group_names, &["ts", "weight_us", "state"], query.predicate)?;
+    let by_column = match &timeline {
+        Some(t) => Some(prepared.projection.require::<Samples>(t.by, "--by")?),
+        None => None,
+    };
+    let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
+    let (samples, ticks) = period_files(catalog, &window);
+    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
+    // The width follows the data in the window, not the window: 15 s of
+    // data in an hour's window is drawn in seconds.
+    let bucket = timeline.as_ref().map(|t| {
+        t.bucket.unwrap_or_else(|| {
+            let (first, last) = tick_reads
+                .iter()
+                .flatten()
+                .flatten()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &(ts, _)| {
+                    (lo.min(ts), hi.max(ts))
+                });
+            (t.auto_bucket)(last.saturating_sub(first).max(0))
+        })
+    });
+    let width = bucket.map_or(1, |b| (b.as_micros() as i64).max(1));
+    // Buckets on round times (whole minutes, hours, ... since the epoch).
+    let start_of = |ts: i64| ts - ts.rem_euclid(width);
+    let Prepared {
+        projection,
+        groups: group_columns,
+        extra,
+        expr,
+    } = prepared;
+    let (ts, weight, state) = (extra[0], extra[1], extra[2]);
+    let sample_reads = read::scan_files(
+        &samples,
+        &projection,
+        |_| Sums::default(),
+        |sums, row| {
+            let Some(t) = row.cell(ts).as_int().filter(|&t| window.contains(t)) else {
+                return;
+            };
+            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+                return;
+            }
+            let w = row.cell(weight).as_int().unwrap_or(0);
+            let state = row.cell(state);
+            let active = matches!(state, Cell::Text(s) if states::is_active(s));
+            if groups.is_some() {
+                if query.all_states || active {
+                    sums.total_us += w;
+                    let k = sums.key.build(row, &group_columns);
+                    match sums.groups.get_mut(k) {
+                        Some(sum) => {
+                            sum.0 += w;
+                            sum.1 += 1;
+                        }
+                        None => {
+                            let k = k.to_vec();
+                            sums.groups.insert(k, (w, 1));
+                        }
+                    }
+                } else {
+                    sums.other_us += w;
+                }
+            }
+            // The timeline skips rows without a state.
+            if let (Some(by), Cell::Text(_)) = (by_column, state) {
+                if !query.all_states && !active {
+                    sums.timeline_other_us += w;
+                    return;
+                }
+                let Sums { buckets, text, .. } = sums;
+                let value = cell_text(row.cell(by), text);
+                // Look up by &str: a new String only for a bucket's new value.
+                let values = buckets.entry(start_of(t)).or_default();
+                match values.get_mut(value) {
+                    Some(sum) => *sum += w,
+                    None => {
+                        values.insert(value.to_string(), w);
+                    }
+                }
+            }
+        },
+    );
+    let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
+    let live = live_until(&samples, &out);
+    let mut sampled_us = 0;
+    let mut buckets: BTreeMap<i64, (i64, BTreeMap<String, i64>)> = BTreeMap::new();
+    for (file, part) in ticks.iter().zip(&tick_reads) {
+        let (Ok(list), false) = (part, out.contains(&file.stem)) else {
+            continue;
+        };
+        for &(ts, w) in list {
+            sampled_us += w;
+            if bucket.is_some() {
+                buckets.entry(start_of(ts)).or_default().0 += w;
+            }
+        }
+    }
+    // Buckets from the first to the last one with ticks, gaps included.
+    if let (Some(&first), Some(&last)) = (buckets.keys().next(), buckets.keys().next_back()) {
+        let mut at = first;
+        while at < last {
+            buckets.entry(at).or_default();
+            at += width;
+        }
+    }
+    let mut sums: HashMap<Vec<u8>, (i64, u64)> = HashMap::new();
+    let (mut total_us, mut other_us, mut timeline_other_us) = (0, 0, 0);
+    for (file, part) in samples.iter().zip(sample_reads) {
+        let (Ok(part), false) = (part, out.contains(&file.stem)) else {
+            continue;
+        };
+        total_us += part.total_us;
+        other_us += part.other_us;
+        timeline_other_us += part.timeline_other_us;
+        for (key, (w, n)) in part.groups {
+            let sum = sums.entry(key).or_default();
+            sum.0 += w;
+            sum.1 += n;
+        }
+        for (start, values) in part.buckets {
+            let bucket = &mut buckets.entry(start).or_default().1;
+            for (value, w) in values {
+                *bucket.entry(value).or_default() += w;
+            }
+        }
+    }
+    let active = groups.map(|groups| {
+        let mut rows: Vec<Group> = sums
+            .into_iter()
+            .map(|(key, (weight_us, samples))| Group {
+                key: decode_key(&key),
+                weight_us,
+                samples,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.weight_us
+                .cmp(&a.weight_us)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        Active {
+            groups: groups.to_vec(),
+            rows,
+            total_us,
+            sampled_us,
+            window,
+            all_states: query.all_states,
+            other_us,
+            live_until: live,
+        }
+    });
+    let timeline = match (timeline, bucket) {
+        (Some(t), Some(bucket)) => Some(Timeline {
+            by: t.by.to_string(),
+            bucket,
+            buckets,
+            window,
+            all_states: query.all_states,
+            other_us: timeline_other_us,
+            live_until: live,
+        }),
+        _ => None,
+    };
+    Ok((active, timeline))
+}
