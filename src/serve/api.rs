@@ -425,7 +425,8 @@ fn overview_of(shared: &Shared, selection: &Selection) -> Result<Response, Failu
     let by = chart_column(selection)?;
     let groups = selection.groups();
     report::check_samples(&groups, selection.predicate.as_deref()).map_err(Failure::bad)?;
-    report::check_samples(&[by.clone()], selection.predicate.as_deref()).map_err(Failure::bad)?;
+    report::check_samples(std::slice::from_ref(&by), selection.predicate.as_deref())
+        .map_err(Failure::bad)?;
     let mut catalog = open(shared)?;
     let query = ReportQuery {
         window: selection.window,
