@@ -8,7 +8,9 @@
 //! `ticks` file is missing or could not be read whole is left out of both
 //! sums and named (`Catalog::leave_out`), so a damaged file never
 //! stretches or dilutes the others. Rows count when their state is active
-//! (`states::is_active`), or every state with `--all-states`.
+//! (`states::is_active`), or every state with `--all-states`. Both
+//! answers are one pass over the files (`one_pass`), which can also add up
+//! both at once ([`active_and_timeline`], the web view's first answer).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
