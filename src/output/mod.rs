@@ -39,16 +39,19 @@
 //! sample whose stack is missing.
 
 pub mod blocker;
+pub mod decode;
 pub mod dir;
 pub mod enrich;
 pub mod fd_names;
 pub mod identity;
+pub mod live;
 pub mod period;
 pub mod periods;
 pub mod recover;
 pub mod retention;
 pub mod rows;
 pub mod sample;
+pub mod settle;
 pub mod sockets;
 pub mod stacks;
 pub mod thread;
