@@ -28,3 +28,4 @@ pub mod output;
 pub mod report;
 pub mod ship;
 pub mod store;
+pub mod top;

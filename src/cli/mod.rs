@@ -17,6 +17,7 @@ pub mod parse;
 pub mod read;
 pub mod run;
 pub mod settings;
+pub mod top;
 pub mod window;
 
 use std::ffi::OsString;
@@ -90,6 +91,19 @@ pub enum Command {
     /// root. Active threads only unless --all-states. Refuses to write the
     /// SVG to a terminal: give -o FILE. Exit status as for report.
     Flamegraph(FlamegraphArgs),
+    /// Full-screen view of average active threads: live from the running
+    /// agent's pinned thread table, or over a window of the files
+    ///
+    /// Live mode (default) reads the table the agent pins in --pin-dir at
+    /// its own --interval, as root or a member of the agent's --group.
+    /// History mode (--since/--from/--to; any user who can read the files)
+    /// shows the report's numbers for a window it can move and zoom.
+    /// Keys: ? help, q quit, Enter drill down, g group, / filter, s sort,
+    /// a all states, p pause, [ ] - + move and zoom the window. Without a
+    /// live table it says why and offers history mode (falls back to it
+    /// when --dir is given). Exit status: 0; 1 history declined or an
+    /// error; 2 bad flags or not a terminal.
+    Top(top::TopArgs),
     // Administration (issue 6): flags in `admin`.
     /// Write one archive of every table for a time window (any user who
     /// can read the data)
@@ -213,6 +227,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Report(args) => read::report(&args),
         Command::Flamegraph(args) => read::flamegraph(&args),
+        Command::Top(args) => top::top(&args),
         Command::Schema(args) => {
             print!(
                 "{}",
