@@ -18,9 +18,7 @@ mod ui;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -165,11 +163,24 @@ pub fn run(request: &Request) -> Result<bool> {
     let Some(mut source) = choose_source(request)? else {
         return Ok(false);
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the signal handlers")?;
-    }
+    // SIGTERM, SIGHUP (the terminal went away: crossterm would spin on
+    // it), SIGINT sent by kill: restore the terminal and exit, from a
+    // thread of its own, whatever the loop is doing.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install the signal handlers")?;
+    std::thread::Builder::new()
+        .name("top-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                restore();
+                std::process::exit(128 + signal);
+            }
+        })
+        .context("cannot start the signal thread")?;
     let mut app = App {
         by: if request.by.is_empty() {
             DEFAULT_GROUPS.iter().map(|s| s.to_string()).collect()
@@ -188,7 +199,7 @@ pub fn run(request: &Request) -> Result<bool> {
         color: std::env::var_os("NO_COLOR").is_none(),
     };
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
-    let result = event_loop(&mut terminal, &mut app, &mut source, &stop);
+    let result = event_loop(&mut terminal, &mut app, &mut source);
     restore();
     drop(terminal);
     result.map(|()| true)
@@ -204,22 +215,26 @@ fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     source: &mut Source,
-    stop: &AtomicBool,
 ) -> Result<()> {
     let mut table_state = TableState::default().with_selected(Some(0));
-    let mut next_read = Instant::now();
+    // Deadlines on CLOCK_MONOTONIC, the table's clock: the reader passes
+    // the one it woke for, so the thread its wakeup displaced from its
+    // CPU is put back there (`settle::restore_displaced`).
+    let mut next_read_ns = now_ns();
     let mut screen: Option<Screen> = None;
     let mut dirty = true;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         if let Source::Live(live) = source {
-            if Instant::now() >= next_read {
+            let now = now_ns();
+            if now >= next_read_ns {
                 if !app.paused {
-                    live.read(now_ns());
+                    live.read(next_read_ns);
                     dirty = true;
                 }
-                next_read += live.interval;
-                if next_read < Instant::now() {
-                    next_read = Instant::now() + live.interval;
+                let interval = live.interval.as_nanos() as u64;
+                next_read_ns += interval;
+                if next_read_ns < now {
+                    next_read_ns = now + interval;
                 }
             }
         }
@@ -254,7 +269,11 @@ fn event_loop(
                 .context("cannot draw")?;
         }
         let wait = match source {
-            Source::Live(_) => next_read.saturating_duration_since(Instant::now()),
+            // Rounded up to whole milliseconds: woken at or after the
+            // deadline, never just before it.
+            Source::Live(_) => {
+                Duration::from_millis(next_read_ns.saturating_sub(now_ns()).div_ceil(1_000_000))
+            }
             Source::History(_) => Duration::from_millis(500),
         };
         if !event::poll(wait.min(Duration::from_millis(500))).context("cannot read the terminal")? {
@@ -273,7 +292,6 @@ fn event_loop(
             _ => {}
         }
     }
-    Ok(())
 }
 
 enum Action {
@@ -330,7 +348,7 @@ fn handle_key(
             KeyCode::Backspace => {
                 text.pop();
             }
-            KeyCode::Char(c) => text.push(c),
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
             _ => {}
         }
         return Action::Redraw;

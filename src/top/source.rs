@@ -263,7 +263,10 @@ impl History {
             })
             .filter(|r| key_matches(&r.key, ask.filter))
             .collect();
-        sort_rows(&mut screen.rows, ask.sort);
+        // The report's order (thread time, then key) unless sorted by key.
+        if ask.sort == Sort::Key {
+            sort_rows(&mut screen.rows, ask.sort);
+        }
         if let Level::Thread { tid } = ask.level {
             screen.detail = vec![
                 format!("thread {tid}: its states in the window (every state counted)"),

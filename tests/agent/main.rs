@@ -26,5 +26,6 @@ mod stacks;
 mod storage;
 mod support;
 mod titles;
+mod top;
 mod tracking;
 mod waits;
