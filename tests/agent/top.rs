@@ -35,7 +35,8 @@ impl Tmux {
         assert!(status.success(), "tmux new-session failed");
         let tmux = Tmux { name };
         tmux.line("PS1='ready$ '; clear");
-        tmux.wait_for(|screen| screen.contains("ready$"), Duration::from_secs(5));
+        // Cleared, nothing typed ahead of the prompt.
+        tmux.wait_for(|screen| screen.trim() == "ready$", Duration::from_secs(5));
         tmux
     }
 
@@ -102,14 +103,22 @@ fn line_with<'a>(screen: &'a str, words: &[&str]) -> Option<&'a str> {
         .find(|line| words.iter().all(|w| line.contains(w)))
 }
 
+/// The status line `echo TOP-EXIT=$?` printed (not the command line).
+fn exit_status(screen: &str) -> Option<&str> {
+    screen
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("TOP-EXIT="))
+        .find(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The terminal is the shell's again: alternate screen left, cursor
 /// shown, the prompt back, top's exit status printed.
 fn assert_clean_exit(tmux: &Tmux) {
     let screen = tmux.wait_for(
-        |s| s.contains("TOP-EXIT=") && s.trim_end().ends_with("ready$"),
+        |s| exit_status(s).is_some() && s.trim_end().ends_with("ready$"),
         Duration::from_secs(5),
     );
-    assert!(screen.contains("TOP-EXIT=0"), "top failed:\n{screen}");
+    assert_eq!(exit_status(&screen), Some("0"), "top failed:\n{screen}");
     assert!(
         !screen.contains("avg active threads by state"),
         "top's screen is still shown:\n{screen}"
@@ -311,8 +320,8 @@ fn top_without_an_agent_says_so_and_offers_history() {
         "{screen}"
     );
     tmux.line("n");
-    let screen = tmux.wait_for(|s| s.contains("TOP-EXIT="), Duration::from_secs(5));
-    assert!(screen.contains("TOP-EXIT=1"), "{screen}");
+    let screen = tmux.wait_for(|s| exit_status(s).is_some(), Duration::from_secs(10));
+    assert_eq!(exit_status(&screen), Some("1"), "{screen}");
     assert_eq!(tmux.display("#{alternate_on}"), "0");
 }
 
