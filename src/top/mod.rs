@@ -228,7 +228,10 @@ fn event_loop(
             let now = now_ns();
             if now >= next_read_ns {
                 if !app.paused {
-                    live.read(next_read_ns);
+                    // Sleepers too when counted, or for a thread's
+                    // recent states.
+                    let all = app.all_states || matches!(app.level, Level::Thread { .. });
+                    live.read(next_read_ns, all);
                     dirty = true;
                 }
                 let interval = live.interval.as_nanos() as u64;

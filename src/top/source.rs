@@ -83,10 +83,10 @@ impl Live {
         }
     }
 
-    /// Read the table now (every state: toggling `--all-states` and a
-    /// thread's recent states need the sleepers too).
-    pub fn read(&mut self, woke_ns: u64) {
-        let read = live::read_now(&self.table, true, woke_ns);
+    /// Read the table now: active threads only unless `all` (decoding
+    /// every sleeper costs ~8x more over 10,000 threads: `benches/live.rs`).
+    pub fn read(&mut self, woke_ns: u64, all: bool) {
+        let read = live::read_now(&self.table, all, woke_ns);
         let ts = read.rows.first().map(|r| r.ts_us).unwrap_or_else(now_us);
         self.reads.push_back((ts, read.rows));
         while self.reads.len() > KEPT_READS {
