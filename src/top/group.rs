@@ -200,12 +200,12 @@ mod tests {
 
     #[test]
     fn averages_are_rows_per_read() {
-        let a = vec![
+        let a = [
             row(1, "spin", ThreadState::OnCpu, None),
             row(2, "spin", ThreadState::OnCpu, None),
             row(3, "nap", ThreadState::Sleep, Some("clock_nanosleep")),
         ];
-        let b = vec![row(1, "spin", ThreadState::OnCpu, None)];
+        let b = [row(1, "spin", ThreadState::OnCpu, None)];
         let by = live_columns(&["state".into(), "comm".into(), "syscall".into()]).unwrap();
         let rows = group([&a[..], &b[..]], &by, |_| true);
         assert_eq!(rows.len(), 2);
