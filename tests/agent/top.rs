@@ -239,6 +239,23 @@ fn top_live_then_history_over_the_ground_truth() {
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     assert_clean_exit(&tmux);
+
+    // Another user may not read the live table (pins are 0600): told so,
+    // and offered the files.
+    tmux.line("clear");
+    tmux.wait_for(|s| s.trim() == "ready$", Duration::from_secs(5));
+    tmux.line(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups {AGENT} top --pin-dir {}; echo TOP-EXIT=$?",
+        pin_dir.display()
+    ));
+    let screen = tmux.wait_for(|s| s.contains("[y/N]"), Duration::from_secs(10));
+    assert!(
+        screen.contains("not permitted to read the live thread table"),
+        "{screen}"
+    );
+    tmux.line("n");
+    let screen = tmux.wait_for(|s| exit_status(s).is_some(), Duration::from_secs(10));
+    assert_eq!(exit_status(&screen), Some("1"), "{screen}");
     drop(tmux);
 
     // History over the recorded window, against report's CSV.
