@@ -55,15 +55,24 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, screen: &Screen, table_state: &mut
     .areas(area);
     draw_header(frame, app, screen, header);
     draw_chart(frame, app, screen, chart_area);
-    if screen.detail.is_empty() || !screen.rows.is_empty() {
+    let text: Vec<Line<'_>> = screen
+        .detail
+        .iter()
+        .map(|l| Line::raw(l.as_str()))
+        .collect();
+    if screen.rows.is_empty() && !screen.detail.is_empty() {
+        frame.render_widget(Paragraph::new(text), body);
+    } else if screen.detail.is_empty() {
         draw_table(frame, app, screen, body, table_state);
     } else {
-        let text: Vec<Line<'_>> = screen
-            .detail
-            .iter()
-            .map(|l| Line::raw(l.as_str()))
-            .collect();
-        frame.render_widget(Paragraph::new(text), body);
+        // A thread in history mode: what it is, then its states.
+        let [above, table] = Layout::vertical([
+            Constraint::Length(screen.detail.len() as u16),
+            Constraint::Min(3),
+        ])
+        .areas(body);
+        frame.render_widget(Paragraph::new(text), above);
+        draw_table(frame, app, screen, table, table_state);
     }
     draw_status(frame, app, screen, status);
     if app.help {

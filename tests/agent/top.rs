@@ -299,6 +299,22 @@ fn top_live_then_history_over_the_ground_truth() {
             );
         }
     }
+    // Drill down to the first group's first thread: its states, and
+    // where its stacks are.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(|s| s.contains("threads of"), Duration::from_secs(10));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(
+        |s| s.contains("its states in the window") && s.contains("flamegraph"),
+        Duration::from_secs(10),
+    );
+    assert!(screen.contains("kstack_id"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Escape"]);
+    tmux.wait_for(
+        |s| s.contains("by wait_class,comm"),
+        Duration::from_secs(10),
+    );
     // Move the window back a whole length: nothing there, and said so.
     tmux.keys(&["["]);
     tmux.wait_for(
