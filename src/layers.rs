@@ -18,6 +18,8 @@
 //!
 //! And the readers (`report`, `export`, `ship`) see the data through the store
 //! alone (STYLE.md rule 13): they may use `store` and the base layer.
+//! The views read the files through `report`; `top` reads the live table
+//! through `bpf::live` and `output::live`, never through the agent.
 //!
 //! The test reads every file of `src/` as text, finds the paths that name
 //! a top-level module (`crate::x`, `use crate::{x, y}`, `super::` paths
@@ -39,6 +41,11 @@ const LAYERS: &[&[&str]] = &[
 /// The readers, and all they may use.
 const READERS: &[&str] = &["report", "export", "ship"];
 const READERS_MAY_USE: &[&str] = &["store", "files", "error", "logging"];
+
+/// The views, and what they must not use: a view reads a running agent's
+/// table as an independent reader, never through the agent's own code.
+const VIEWS: &[&str] = &["serve", "top"];
+const VIEWS_MUST_NOT_USE: &[&str] = &["agent", "export", "ship"];
 
 #[cfg(test)]
 mod tests {
@@ -406,6 +413,11 @@ mod tests {
             if READERS.contains(&from.as_str()) && !READERS_MAY_USE.contains(&to.as_str()) {
                 failures.push(format!(
                     "the reader {from} uses {to} ({files}); readers see the data through store alone"
+                ));
+            }
+            if VIEWS.contains(&from.as_str()) && VIEWS_MUST_NOT_USE.contains(&to.as_str()) {
+                failures.push(format!(
+                    "the view {from} uses {to} ({files}); views read the live table (bpf::live) and the files (report), not the agent"
                 ));
             }
         }

@@ -29,3 +29,4 @@ pub mod report;
 pub mod serve;
 pub mod ship;
 pub mod store;
+pub mod top;

@@ -101,6 +101,7 @@ pub fn load_agent_with(
         max_threads,
         frequency,
         pin_dir: None,
+        pin_permissions: Default::default(),
         stacks,
         track: track_from_env(),
         syscalls,

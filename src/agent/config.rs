@@ -62,6 +62,7 @@ impl Config {
             max_threads: self.max_threads,
             frequency: self.frequency,
             pin_dir: self.pin_dir.clone(),
+            pin_permissions: self.perms,
             stacks: self.stacks,
             track: self.track,
             syscalls: self.syscalls,

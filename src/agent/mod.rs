@@ -14,12 +14,14 @@
 pub mod budget;
 pub mod clock;
 pub mod config;
-pub mod decode;
+// Decoding and settling moved to `output` (the live reader of `top` uses
+// them too, and must not depend on the agent); the old paths stay.
+pub use crate::output::decode;
 pub mod doctor;
 pub mod privileges;
 pub mod sampler;
 pub mod service;
-pub mod settle;
+pub use crate::output::settle;
 pub mod signals;
 pub mod stacks;
 pub mod tracking;

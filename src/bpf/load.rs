@@ -123,7 +123,7 @@ impl Agent {
         let pinned = options
             .pin_dir
             .as_ref()
-            .and_then(|dir| pin_table(&mut skel, dir));
+            .and_then(|dir| pin_table(&mut skel, dir, &options.pin_permissions));
         let features = Features {
             block_io: plan.block_io,
             block_io_start: plan.io_start,

@@ -13,6 +13,7 @@
 
 pub mod fd_syscalls;
 pub mod floor;
+pub mod live;
 mod load;
 mod pin;
 pub mod probe;
@@ -38,10 +39,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use libbpf_rs::{Iter, Link, MapCore};
-use tracing::{debug, warn};
+use tracing::debug;
 
-pub use pin::pin_dir_holder;
 use pin::Pin;
+pub use pin::{pin_dir_holder, PINNED_MAPS, USUAL_BPFFS};
 pub use skel::types;
 use skel::TaskscopeSkel;
 pub use table::{SchedFields, StackHeader, SwitchView, Switches, ThreadEntry, ThreadTable};
@@ -59,6 +60,8 @@ pub struct LoadOptions {
     pub frequency: u32,
     /// bpffs directory to pin the thread table in.
     pub pin_dir: Option<PathBuf>,
+    /// Modes and group of the pins (the files' `--file-mode`, `--group`).
+    pub pin_permissions: crate::files::at::Permissions,
     /// Which stacks to capture.
     pub stacks: StackKinds,
     /// Which ends of sampled syscalls and requests to report (--track).
@@ -210,12 +213,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // Unpinned first, then the pin directory's lock is released.
-        if let Some(pin) = self.pinned.take() {
-            if let Err(err) = self.skel.maps.threads.unpin(&pin.path) {
-                warn!("cannot remove pin {}: {err}", pin.path.display());
-            }
-        }
+        // Unpinned first (`Pin::drop`), then the programs are detached.
+        drop(self.pinned.take());
         debug!(
             links = self.links.len(),
             perf_events = self.perf_events.len(),

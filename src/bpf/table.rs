@@ -66,8 +66,8 @@ impl From<&ts_thread> for SchedFields {
 }
 
 /// A mapping of one BPF array map.
-struct Mapping {
-    base: NonNull<u8>,
+pub(super) struct Mapping {
+    pub(super) base: NonNull<u8>,
     len: usize,
 }
 
@@ -81,7 +81,7 @@ impl Mapping {
         )
     }
 
-    fn with(
+    pub(super) fn with(
         fd: BorrowedFd<'_>,
         len: usize,
         what: &str,
@@ -313,36 +313,7 @@ impl ThreadTable {
     pub fn read_wait(&self, slot: usize) -> Option<ts_wait> {
         assert!(slot < self.capacity, "slot {slot} out of range");
         // SAFETY: an in-bounds entry of the mapping (one per slot).
-        let e = unsafe { self.waits.base.as_ptr().cast::<ts_wait>().add(slot) };
-        // SAFETY: the two counters of that entry.
-        let (seq, lock_seq) = unsafe {
-            (
-                self.u32_at(&raw mut (*e).seq),
-                self.u32_at(&raw mut (*e).lock_seq),
-            )
-        };
-        for _ in 0..READ_ATTEMPTS {
-            let before = [
-                seq.load(Ordering::Acquire),
-                lock_seq.load(Ordering::Acquire),
-            ];
-            if before.iter().any(|s| s & 1 != 0) {
-                std::hint::spin_loop();
-                continue;
-            }
-            // SAFETY: a volatile copy of plain-old-data, checked against
-            // its counters as for `read`.
-            let copy = unsafe { ptr::read_volatile(e) };
-            fence(Ordering::Acquire);
-            if [
-                seq.load(Ordering::Relaxed),
-                lock_seq.load(Ordering::Relaxed),
-            ] == before
-            {
-                return Some(copy);
-            }
-        }
-        None
+        unsafe { read_wait_at(self.waits.base.as_ptr().cast::<ts_wait>().add(slot)) }
     }
 
     /// A consistent copy of slot `slot`'s `fds` entry (the file its last
@@ -350,24 +321,8 @@ impl ThreadTable {
     /// written.
     pub fn read_fd(&self, slot: usize) -> Option<ts_fd> {
         assert!(slot < self.capacity, "slot {slot} out of range");
-        // SAFETY: an in-bounds entry of the mapping (one per slot); the
-        // copy is checked against its sequence counter as for `read`.
-        let e = unsafe { self.fds.base.as_ptr().cast::<ts_fd>().add(slot) };
-        let seq = self.u32_at(unsafe { &raw mut (*e).seq });
-        for _ in 0..READ_ATTEMPTS {
-            let before = seq.load(Ordering::Acquire);
-            if before & 1 != 0 {
-                std::hint::spin_loop();
-                continue;
-            }
-            // SAFETY: as above; plain old data, any bit pattern valid.
-            let copy = unsafe { ptr::read_volatile(e) };
-            fence(Ordering::Acquire);
-            if seq.load(Ordering::Relaxed) == before {
-                return Some(copy);
-            }
-        }
-        None
+        // SAFETY: an in-bounds entry of the mapping (one per slot).
+        unsafe { read_fd_at(self.fds.base.as_ptr().cast::<ts_fd>().add(slot)) }
     }
 
     /// Ask the next refresh pass to capture slot `slot`'s stacks.
@@ -438,26 +393,8 @@ impl ThreadTable {
     /// The scheduler fields of one entry (its first cache line: enough to
     /// decide whether to sample it), without consistency checks.
     pub fn peek(&self, slot: usize) -> SchedFields {
-        let e = self.entry(slot);
-        // SAFETY: fields of an in-bounds entry.
-        unsafe {
-            SchedFields {
-                flags: self.u32_at(&raw mut (*e).flags).load(Ordering::Relaxed),
-                sched_state: self
-                    .u32_at(&raw mut (*e).sched_state)
-                    .load(Ordering::Relaxed),
-                exit_state: self
-                    .u32_at(&raw mut (*e).exit_state)
-                    .load(Ordering::Relaxed),
-                switch_in_ns: self
-                    .u64_at(&raw mut (*e).switch_in_ns)
-                    .load(Ordering::Relaxed),
-                switch_out_ns: self
-                    .u64_at(&raw mut (*e).switch_out_ns)
-                    .load(Ordering::Relaxed),
-                wakeup_ns: self.u64_at(&raw mut (*e).wakeup_ns).load(Ordering::Relaxed),
-            }
-        }
+        // SAFETY: an in-bounds entry (checked by `entry`).
+        unsafe { peek_at(self.entry(slot)) }
     }
 
     /// A consistent copy of one entry and its syscall arguments, or `None`
@@ -467,45 +404,8 @@ impl ThreadTable {
         // SAFETY: in bounds of the `syscall_args` mapping (same capacity as
         // `threads`, checked by `entry`).
         let a = unsafe { self.args.base.as_ptr().cast::<ts_syscall_args>().add(slot) };
-        // SAFETY: fields of an in-bounds entry.
-        let (seq, perf_seq, io_seq) = unsafe {
-            (
-                self.u32_at(&raw mut (*e).seq),
-                self.u32_at(&raw mut (*e).perf_seq),
-                self.u32_at(&raw mut (*e).io_seq),
-            )
-        };
-        for _ in 0..READ_ATTEMPTS {
-            let before = [
-                seq.load(Ordering::Acquire),
-                perf_seq.load(Ordering::Acquire),
-                io_seq.load(Ordering::Acquire),
-            ];
-            if before.iter().any(|s| s & 1 != 0) {
-                std::hint::spin_loop();
-                continue;
-            }
-            // SAFETY: volatile copies of plain-old-data; the kernel may
-            // write concurrently, which the counters detect (the arguments
-            // are written under the entry's seq and perf_seq).
-            let copy = unsafe {
-                ThreadEntry {
-                    thread: ptr::read_volatile(e),
-                    args: ptr::read_volatile(a),
-                }
-            };
-            fence(Ordering::Acquire);
-            let after = [
-                seq.load(Ordering::Relaxed),
-                perf_seq.load(Ordering::Relaxed),
-                io_seq.load(Ordering::Relaxed),
-            ];
-            if before == after {
-                return Some(copy);
-            }
-            std::hint::spin_loop();
-        }
-        None
+        // SAFETY: both in bounds of their live mappings.
+        unsafe { read_entry_at(e, a) }
     }
 
     /// Hand an EXITED slot back to the hooks. Only one thread may call this
@@ -601,4 +501,165 @@ impl ThreadTable {
         // SAFETY: a volatile copy of plain-old-data in the live .bss mapping.
         unsafe { ptr::read_volatile(&raw const (*self.globals.as_ptr()).counters) }
     }
+}
+
+// Reads through raw pointers into the shared mappings, used by the agent's
+// table and by the live reader (`live`), which maps the same maps
+// read-only: loads only, never a store.
+
+/// A field of a live shared mapping as an atomic.
+///
+/// # Safety
+/// `field` points into a live shared mapping, is 4-aligned, and is only
+/// ever accessed atomically from this side.
+unsafe fn atomic_u32<'a>(field: *mut u32) -> &'a AtomicU32 {
+    // SAFETY: as the caller promises.
+    unsafe { AtomicU32::from_ptr(field) }
+}
+
+/// As [`atomic_u32`], 8-aligned.
+unsafe fn atomic_u64<'a>(field: *mut u64) -> &'a AtomicU64 {
+    // SAFETY: as the caller promises.
+    unsafe { AtomicU64::from_ptr(field) }
+}
+
+/// The slot state of the entry at `e`.
+///
+/// # Safety
+/// `e` is an entry of a live mapping of `threads`.
+pub(super) unsafe fn slot_state_at(e: *mut ts_thread) -> u32 {
+    // SAFETY: a field of that entry.
+    unsafe { atomic_u32(&raw mut (*e).slot_state) }.load(Ordering::Acquire)
+}
+
+/// The scheduler fields of the entry at `e` (its first cache line),
+/// without consistency checks.
+///
+/// # Safety
+/// As [`slot_state_at`].
+pub(super) unsafe fn peek_at(e: *mut ts_thread) -> SchedFields {
+    // SAFETY: fields of that entry.
+    unsafe {
+        SchedFields {
+            flags: atomic_u32(&raw mut (*e).flags).load(Ordering::Relaxed),
+            sched_state: atomic_u32(&raw mut (*e).sched_state).load(Ordering::Relaxed),
+            exit_state: atomic_u32(&raw mut (*e).exit_state).load(Ordering::Relaxed),
+            switch_in_ns: atomic_u64(&raw mut (*e).switch_in_ns).load(Ordering::Relaxed),
+            switch_out_ns: atomic_u64(&raw mut (*e).switch_out_ns).load(Ordering::Relaxed),
+            wakeup_ns: atomic_u64(&raw mut (*e).wakeup_ns).load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A consistent copy of the entry at `e` and of its syscall arguments at
+/// `a`, or `None` if writers kept it busy.
+///
+/// # Safety
+/// `e` and `a` are the same slot's entries of live mappings of `threads`
+/// and `syscall_args`.
+pub(super) unsafe fn read_entry_at(
+    e: *mut ts_thread,
+    a: *mut ts_syscall_args,
+) -> Option<ThreadEntry> {
+    // SAFETY: fields of that entry.
+    let (seq, perf_seq, io_seq) = unsafe {
+        (
+            atomic_u32(&raw mut (*e).seq),
+            atomic_u32(&raw mut (*e).perf_seq),
+            atomic_u32(&raw mut (*e).io_seq),
+        )
+    };
+    for _ in 0..READ_ATTEMPTS {
+        let before = [
+            seq.load(Ordering::Acquire),
+            perf_seq.load(Ordering::Acquire),
+            io_seq.load(Ordering::Acquire),
+        ];
+        if before.iter().any(|s| s & 1 != 0) {
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: volatile copies of plain-old-data; the kernel may
+        // write concurrently, which the counters detect (the arguments
+        // are written under the entry's seq and perf_seq).
+        let copy = unsafe {
+            ThreadEntry {
+                thread: ptr::read_volatile(e),
+                args: ptr::read_volatile(a),
+            }
+        };
+        fence(Ordering::Acquire);
+        let after = [
+            seq.load(Ordering::Relaxed),
+            perf_seq.load(Ordering::Relaxed),
+            io_seq.load(Ordering::Relaxed),
+        ];
+        if before == after {
+            return Some(copy);
+        }
+        std::hint::spin_loop();
+    }
+    None
+}
+
+/// A consistent copy of the `waits` entry at `e` (waker and kernel lock
+/// wait), or None when its writers kept it busy.
+///
+/// # Safety
+/// `e` is an entry of a live mapping of `waits`.
+pub(super) unsafe fn read_wait_at(e: *mut ts_wait) -> Option<ts_wait> {
+    // SAFETY: the two counters of that entry.
+    let (seq, lock_seq) = unsafe {
+        (
+            atomic_u32(&raw mut (*e).seq),
+            atomic_u32(&raw mut (*e).lock_seq),
+        )
+    };
+    for _ in 0..READ_ATTEMPTS {
+        let before = [
+            seq.load(Ordering::Acquire),
+            lock_seq.load(Ordering::Acquire),
+        ];
+        if before.iter().any(|s| s & 1 != 0) {
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: a volatile copy of plain-old-data, checked against
+        // its counters as for `read_entry_at`.
+        let copy = unsafe { ptr::read_volatile(e) };
+        fence(Ordering::Acquire);
+        if [
+            seq.load(Ordering::Relaxed),
+            lock_seq.load(Ordering::Relaxed),
+        ] == before
+        {
+            return Some(copy);
+        }
+    }
+    None
+}
+
+/// A consistent copy of the `fds` entry at `e` (the file its last
+/// switch-out inside a fd syscall found), or None when it is being
+/// written.
+///
+/// # Safety
+/// `e` is an entry of a live mapping of `fds`.
+pub(super) unsafe fn read_fd_at(e: *mut ts_fd) -> Option<ts_fd> {
+    // SAFETY: the counter of that entry.
+    let seq = unsafe { atomic_u32(&raw mut (*e).seq) };
+    for _ in 0..READ_ATTEMPTS {
+        let before = seq.load(Ordering::Acquire);
+        if before & 1 != 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: as above; plain old data, any bit pattern valid.
+        let copy = unsafe { ptr::read_volatile(e) };
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) == before {
+            return Some(copy);
+        }
+    }
+    None
 }

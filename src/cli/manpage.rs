@@ -104,6 +104,7 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBtaskscope flamegraph\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR] [\fB\-\-where\fR \fIPREDICATE\fR] [\fB\-\-kind\fR \fIKINDS\fR] [\fB\-o\fR \fIFILE\fR] [\fB\-\-folded\fR]
 .br
 \fBtaskscope serve\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-listen\fR \fIADDR:PORT\fR] [\fB\-\-token\-file\fR \fIFILE\fR]
+\fBtaskscope top\fR [\fB\-\-pin\-dir\fR \fIDIR\fR] [\fB\-\-interval\fR \fIDURATION\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-dir\fR \fIDIR\fR [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR]]
 .br
 \fBtaskscope export\fR (\fB\-\-from\fR \fITIME\fR [\fB\-\-to\fR \fITIME\fR] | \fB\-\-since\fR \fIDURATION\fR | \fB\-\-day\fR \fIDAY\fR) \fB\-o\fR \fIPATH\fR [\fIOPTIONS\fR]
 .br
@@ -136,8 +137,11 @@ Periods being written; published into their partition when complete, recovered a
 \fI/var/lib/taskscope/archive/\fR
 Daily archives written by \fBtaskscope\-export.service\fR.
 .TP
-\fI/sys/fs/bpf/taskscope/threads\fR
-The pinned thread table (\fB\-\-pin\-dir\fR).
+\fI/sys/fs/bpf/taskscope/\fR
+The pinned thread table (\fB\-\-pin\-dir\fR): \fBthreads\fR and the maps decoding it needs
+(\fBsyscall_args\fR, \fBwaits\fR, \fBfds\fR), mode 0600, read live by \fBtaskscope top\fR as root.
+When no BPF filesystem is mounted at \fI/sys/fs/bpf\fR, \fBrun\fR mounts one there (mode 0755)
+and leaves it mounted; it mounts nowhere else.
 .TP
 \fI/usr/share/taskscope/taskscope.sql\fR
 DuckDB views and queries over the output directory.

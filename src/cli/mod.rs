@@ -18,6 +18,7 @@ pub mod read;
 pub mod run;
 pub mod serve;
 pub mod settings;
+pub mod top;
 pub mod window;
 
 use std::ffi::OsString;
@@ -100,6 +101,19 @@ pub enum Command {
     /// 127.0.0.1:8080 by default; any other address needs a token. Runs
     /// until interrupted.
     Serve(serve::ServeArgs),
+    /// Full-screen view of average active threads: live from the running
+    /// agent's pinned thread table, or over a window of the files
+    ///
+    /// Live mode (default) reads the table the agent pins in --pin-dir at
+    /// its own --interval, as root or a member of the agent's --group.
+    /// History mode (--since/--from/--to; any user who can read the files)
+    /// shows the report's numbers for a window it can move and zoom.
+    /// Keys: ? help, q quit, Enter drill down, g group, / filter, s sort,
+    /// a all states, p pause, [ ] - + move and zoom the window. Without a
+    /// live table it says why and offers history mode (falls back to it
+    /// when --dir is given). Exit status: 0; 1 history declined or an
+    /// error; 2 bad flags or not a terminal.
+    Top(top::TopArgs),
     // Administration (issue 6): flags in `admin`.
     /// Write one archive of every table for a time window (any user who
     /// can read the data)
@@ -224,6 +238,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Report(args) => read::report(&args),
         Command::Flamegraph(args) => read::flamegraph(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Top(args) => top::top(&args),
         Command::Schema(args) => {
             print!(
                 "{}",

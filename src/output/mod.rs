@@ -29,7 +29,10 @@
 //! (`stacks`), so slow lookups never delay a sampling tick. What it
 //! receives — ticks of samples (`tick`, `sample`) — is defined here, with
 //! the layer that consumes it; the agent builds it. It writes the store's
-//! format: `rows` turns a sample into the store's row, `period` and
+//! format: `decode` and `settle` turn thread-table entries into samples
+//! (shared by the agent's sampler and `live`, the independent reader of a
+//! running agent's pinned table that `taskscope top` uses), `rows` turns
+//! a sample into the store's row, `period` and
 //! `periods` write the periods' files, `dir` is the output directory.
 //!
 //! A period's `stacks` file holds every stack its samples refer to: a
@@ -39,16 +42,19 @@
 //! sample whose stack is missing.
 
 pub mod blocker;
+pub mod decode;
 pub mod dir;
 pub mod enrich;
 pub mod fd_names;
 pub mod identity;
+pub mod live;
 pub mod period;
 pub mod periods;
 pub mod recover;
 pub mod retention;
 pub mod rows;
 pub mod sample;
+pub mod settle;
 pub mod sockets;
 pub mod stacks;
 pub mod thread;

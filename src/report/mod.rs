@@ -34,7 +34,7 @@ pub mod states;
 mod ticks_filter;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -43,6 +43,7 @@ use crate::error::Usage;
 use crate::store::catalog::{Catalog, Problem, Window};
 use crate::store::schema::{Iorq, Samples, Syscalls, Table, Ticks};
 use aggregate::Query;
+pub use aggregate::{Active, Group, Timeline};
 use read::Projection;
 
 /// Default `--by` of the report: the cause first (`wait_class`), not the
@@ -240,6 +241,46 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     }
     output::active(stdout, &report, args.format, args.top)?;
     Ok(Answer::of(catalog))
+}
+
+/// Average active threads by `by` (empty: the report's defaults) in
+/// `window` of `dir`: the numbers `taskscope report` prints for the same
+/// flags (`taskscope top`'s history mode), and the files left out.
+pub fn active_threads(
+    dir: &Path,
+    window: Window,
+    by: &[String],
+    filter: Option<&str>,
+    all_states: bool,
+) -> Result<(Active, Vec<Problem>)> {
+    let groups = chosen(by, &DEFAULT_GROUPS);
+    check_table::<Samples>(&groups, filter)?;
+    let mut catalog = Catalog::open(dir)?;
+    let query = Query {
+        window,
+        predicate: filter,
+        all_states,
+    };
+    let active = aggregate::active(&mut catalog, &query, &groups)?;
+    Ok((active, catalog.problems))
+}
+
+/// Average active threads per state in buckets of `bucket` over `window`
+/// (`report --timeline`'s numbers).
+pub fn timeline_of(
+    dir: &Path,
+    window: Window,
+    bucket: Duration,
+    filter: Option<&str>,
+    all_states: bool,
+) -> Result<Timeline> {
+    let mut catalog = Catalog::open(dir)?;
+    let query = Query {
+        window,
+        predicate: filter,
+        all_states,
+    };
+    aggregate::timeline(&mut catalog, &query, Some(bucket), auto_bucket)
 }
 
 /// `--by` as given, else the defaults. `blocker` is `blocker_tid`, `peer`

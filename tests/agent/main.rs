@@ -27,5 +27,6 @@ mod stacks;
 mod storage;
 mod support;
 mod titles;
+mod top;
 mod tracking;
 mod waits;

@@ -114,6 +114,17 @@ pub fn pin_finding(config: &Config) -> Finding {
         return finding(Level::Ok, "BPF filesystem", "not pinning (--no-pin)");
     };
     let parent = dir.parent().unwrap_or(dir);
+    if !is_bpffs(parent) && parent == Path::new(crate::bpf::USUAL_BPFFS) {
+        return finding(
+            Level::Ok,
+            "BPF filesystem",
+            format!(
+                "none mounted at {}: the agent mounts one there and pins the thread table in {}",
+                parent.display(),
+                dir.display()
+            ),
+        );
+    }
     if !is_bpffs(parent) {
         return finding(
             Level::Degraded,

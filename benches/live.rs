@@ -1,0 +1,103 @@
+//! Cost of the live reader (`taskscope top`, `bpf::live` +
+//! `output::live::read_now`) over 10,000 threads: CPU per read of the
+//! pinned table, and what that is at top's default 1 Hz (goal ≤ 0.5% of a
+//! CPU).
+//!
+//! The workload is this process: 10,000 threads sleeping on a condition
+//! variable. The BPF programs are loaded and the table pinned as the
+//! agent does (in /sys/fs/bpf, mounted when missing); the reader opens the
+//! pins as another process would. Run as root: `cargo bench --bench live`.
+
+mod common;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use common::*;
+use taskscope::bpf::live::LiveTable;
+use taskscope::bpf::{Agent, LoadOptions, StackKinds, SyscallMode, TrackKinds};
+use taskscope::output::live::{now_ns, read_now};
+
+const THREADS: usize = 10_000;
+/// The agent's default table size on this machine's scale (`--max-threads`).
+const MAX_THREADS: u32 = 32_768;
+
+fn main() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "benchmarks load BPF programs: run them as root"
+    );
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .stack_size(32 * 1024)
+                .name(format!("sleeper{}", i % 100))
+                .spawn(move || {
+                    let (lock, cvar) = &*stop;
+                    let mut stopped = lock.lock().unwrap();
+                    while !*stopped {
+                        stopped = cvar.wait(stopped).unwrap();
+                    }
+                })
+                .expect("spawn sleeper")
+        })
+        .collect();
+    let pin_dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/taskscope-bench-{}",
+        std::process::id()
+    ));
+    let agent = Agent::load(&LoadOptions {
+        agent_tgid: u32::MAX,
+        pids: Vec::new(),
+        max_threads: MAX_THREADS,
+        frequency: 1,
+        pin_dir: Some(pin_dir.clone()),
+        pin_permissions: Default::default(),
+        stacks: StackKinds::default(),
+        track: TrackKinds::default(),
+        syscalls: SyscallMode::Passive,
+    })
+    .unwrap_or_else(|err| panic!("cannot load the BPF programs: {err:#}"));
+    assert!(
+        agent.features().pinned.is_some(),
+        "the table was not pinned in {}",
+        pin_dir.display()
+    );
+    let table = LiveTable::open(&pin_dir).unwrap_or_else(|err| panic!("{err}"));
+    let reads = passes(50);
+    println!(
+        "live reader: {THREADS} sleeping threads, table of {MAX_THREADS} slots, {reads} reads each"
+    );
+    for (what, all) in [
+        ("active states (top's default)", false),
+        ("all states (--all-states, a)", true),
+    ] {
+        let mut rows = 0;
+        let mut walked = 0;
+        let cpu0 = thread_cpu();
+        let wall0 = Instant::now();
+        for _ in 0..reads {
+            let read = read_now(&table, all, now_ns());
+            rows = read.rows.len();
+            walked = read.walked;
+        }
+        let cpu = (thread_cpu() - cpu0).as_secs_f64() / reads as f64;
+        let wall = wall0.elapsed().as_secs_f64() / reads as f64;
+        println!(
+            "  {what}: {:.2} ms CPU ({:.2} ms wall) per read, {walked} threads walked, {rows} rows; at 1 Hz {:.3}% of a CPU (goal <= 0.5%)",
+            cpu * 1e3,
+            wall * 1e3,
+            cpu * 100.0
+        );
+    }
+    drop(table);
+    drop(agent);
+    let _ = std::fs::remove_dir(&pin_dir);
+    *stop.0.lock().unwrap() = true;
+    stop.1.notify_all();
+    for t in threads {
+        let _ = t.join();
+    }
+}

@@ -1,0 +1,202 @@
+//! "Read the live threads now": one scan of a running agent's pinned
+//! thread table (`bpf::live`) turned into rows with the `samples`
+//! columns a live read can fill, for `taskscope top` (and `sql --live`).
+//!
+//! The decision a reader must know: the rows come from the agent's own
+//! decoder (`decode`, `settle`), so a live row says what the agent's row
+//! for the same instant says about state, syscall, I/O, waker and wait
+//! class. What only the agent's writer adds is left empty: `kfunc` and the
+//! stacks (the stack maps are not pinned; the files have them), the
+//! executable, user, cgroup and container names, the fd's file and the
+//! socket, pthread-mutex blockers (read from process memory). `wait_class`
+//! is classified without `kfunc`, from state, syscall, own I/O and kernel
+//! lock, the same rules the writer applies to a row without a kernel stack.
+
+use crate::bpf::live::LiveTable;
+use crate::output::decode;
+use crate::output::sample::Sample;
+use crate::output::settle;
+use crate::store::names::{dev_name, io_op_name, syscall_name};
+use crate::store::thread_state::ThreadState;
+use crate::store::wait_class::{classify, WaitClass, WaitFacts};
+
+/// One thread as a live read saw it: the `samples` columns it can fill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRow {
+    /// Time of the read (UTC, microseconds).
+    pub ts_us: i64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub state: ThreadState,
+    pub state_since_us: Option<u64>,
+    pub cpu: u32,
+    pub syscall: Option<&'static str>,
+    pub syscall_nr: Option<i32>,
+    pub syscall_us: Option<u64>,
+    pub io_dev: Option<String>,
+    pub io_op: Option<&'static str>,
+    pub io_bytes: Option<u32>,
+    pub io_us: Option<u64>,
+    pub wait_class: WaitClass,
+    pub kthread: bool,
+    pub waker_tid: Option<u32>,
+    pub waker_comm: Option<String>,
+    pub blocker_tid: Option<u32>,
+    pub blocker_kind: Option<&'static str>,
+}
+
+/// One read of the table.
+#[derive(Debug, Clone, Default)]
+pub struct LiveRead {
+    pub rows: Vec<LiveRow>,
+    /// Live threads walked.
+    pub walked: u32,
+    /// Threads skipped because their entry kept changing while read.
+    pub torn: u32,
+}
+
+fn text(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The row of a decoded sample read at `ts_us`.
+pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
+    let syscall = sample.syscall.as_ref();
+    let io = sample.io.as_ref();
+    let name = syscall.and_then(|s| syscall_name(s.nr));
+    let wait = &sample.wait;
+    LiveRow {
+        ts_us,
+        tid: sample.tid,
+        tgid: sample.tgid,
+        comm: text(&sample.comm),
+        state: sample.state,
+        state_since_us: sample.state_since_us,
+        cpu: sample.cpu,
+        syscall: name,
+        syscall_nr: syscall.map(|s| s.nr),
+        syscall_us: syscall.and_then(|s| s.elapsed_us),
+        io_dev: io.map(|io| dev_name(io.dev)),
+        io_op: io.map(|io| io_op_name(io.op, io.flags, io.bytes)),
+        io_bytes: io.map(|io| io.bytes),
+        io_us: io.map(|io| io.age_us),
+        wait_class: classify(&WaitFacts {
+            state: sample.state,
+            syscall: name,
+            kfunc: None,
+            own_io: io.is_some(),
+            kthread: sample.kthread,
+            kernel_lock: wait.lock.is_some_and(|l| l.in_kernel()),
+        }),
+        kthread: sample.kthread,
+        waker_tid: (wait.waker_tid != 0).then_some(wait.waker_tid),
+        waker_comm: (wait.waker_tid != 0).then(|| text(&wait.waker_comm)),
+        blocker_tid: (wait.blocker_tid != 0).then_some(wait.blocker_tid),
+        blocker_kind: wait.lock.map(|l| l.name()),
+    }
+}
+
+/// Read every live thread of `table` now: active ones only unless `all`
+/// (sleeping and idle threads too). `woke_ns` is when the caller woke to
+/// read (CLOCK_MONOTONIC), so the thread this reader displaced from its
+/// CPU is put back there, as the agent does for its own.
+pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
+    let mut read = LiveRead::default();
+    let reader_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
+    let ts_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    let now_ns = monotonic_ns();
+    let mut samples = Vec::new();
+    for slot in 0..table.capacity() {
+        if !table.is_live(slot) {
+            continue;
+        }
+        read.walked += 1;
+        if !all && !decode::peek_state(&table.peek(slot), now_ns).is_active() {
+            continue;
+        }
+        let Some(entry) = table.read(slot) else {
+            read.torn += 1;
+            continue;
+        };
+        let mut sample = decode::decode(&entry, now_ns);
+        sample.slot = slot as u32;
+        if !all && !sample.state.is_active() {
+            continue;
+        }
+        if decode::has_wait_record(sample.state) {
+            if let Some(wait) = table.read_wait(slot) {
+                sample.wait = decode::wait_of(&wait, &entry.thread, sample.state);
+            }
+        }
+        samples.push(sample);
+    }
+    if let Some(cpu) = reader_cpu {
+        settle::restore_displaced(&mut samples, cpu, woke_ns.min(now_ns), now_ns);
+    }
+    settle::settle_cpus(&mut samples, now_ns);
+    read.rows = samples.iter().map(|s| live_row(s, ts_us)).collect();
+    read
+}
+
+/// CLOCK_MONOTONIC now, nanoseconds (the clock of the table's times).
+pub fn now_ns() -> u64 {
+    monotonic_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::types::ts_thread_flags;
+    use crate::bpf::ThreadEntry;
+
+    fn entry(tid: u32, flags: u32, sched_state: u32, nr: i32) -> ThreadEntry {
+        let mut e = ThreadEntry::default();
+        e.thread.tid = tid;
+        e.thread.tgid = tid;
+        e.thread.flags = flags | ts_thread_flags::TS_F_SWITCH_KNOWN.0;
+        e.thread.sched_state = sched_state;
+        e.thread.switch_in_ns = 100;
+        e.thread.switch_out_ns = 200;
+        e.thread.syscall_nr = nr;
+        for (i, b) in b"spin".iter().enumerate() {
+            e.thread.comm[i] = *b as _;
+        }
+        e
+    }
+
+    #[test]
+    fn a_sleeper_in_clock_nanosleep_is_a_timer_wait() {
+        let nr = (0..500)
+            .find(|&nr| syscall_name(nr) == Some("clock_nanosleep"))
+            .expect("clock_nanosleep has a number");
+        let e = entry(7, ts_thread_flags::TS_F_IN_SYSCALL.0, 0x1, nr);
+        let row = live_row(&decode::decode(&e, 1_000), 5);
+        assert_eq!(row.state, ThreadState::Sleep);
+        assert_eq!(row.syscall, Some("clock_nanosleep"));
+        assert_eq!(row.wait_class, WaitClass::Timer);
+        assert_eq!((row.tid, row.ts_us, row.comm.as_str()), (7, 5, "spin"));
+        assert_eq!(row.state_since_us, Some(0));
+    }
+
+    #[test]
+    fn a_running_thread_is_on_cpu_with_its_time_in_state() {
+        let mut e = entry(8, ts_thread_flags::TS_F_ON_CPU.0, 0, 0);
+        e.thread.switch_out_ns = 50;
+        let row = live_row(&decode::decode(&e, 2_100), 0);
+        assert_eq!(row.state, ThreadState::OnCpu);
+        assert_eq!(row.wait_class, WaitClass::Cpu);
+        assert_eq!(row.syscall, None);
+        assert_eq!(row.state_since_us, Some(2));
+        assert_eq!(row.waker_tid, None);
+    }
+}
