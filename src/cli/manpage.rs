@@ -104,6 +104,7 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBtaskscope flamegraph\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR] [\fB\-\-where\fR \fIPREDICATE\fR] [\fB\-\-kind\fR \fIKINDS\fR] [\fB\-o\fR \fIFILE\fR] [\fB\-\-folded\fR]
 .br
 \fBtaskscope serve\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-listen\fR \fIADDR:PORT\fR] [\fB\-\-token\-file\fR \fIFILE\fR]
+.br
 \fBtaskscope top\fR [\fB\-\-pin\-dir\fR \fIDIR\fR] [\fB\-\-interval\fR \fIDURATION\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-dir\fR \fIDIR\fR [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR]]
 .br
 \fBtaskscope export\fR (\fB\-\-from\fR \fITIME\fR [\fB\-\-to\fR \fITIME\fR] | \fB\-\-since\fR \fIDURATION\fR | \fB\-\-day\fR \fIDAY\fR) \fB\-o\fR \fIPATH\fR [\fIOPTIONS\fR]

@@ -280,7 +280,7 @@ pub fn timeline_of(
         predicate: filter,
         all_states,
     };
-    aggregate::timeline(&mut catalog, &query, Some(bucket), auto_bucket)
+    aggregate::timeline(&mut catalog, &query, "state", Some(bucket), auto_bucket)
 }
 
 /// `--by` as given, else the defaults. `blocker` is `blocker_tid`, `peer`
