@@ -166,6 +166,10 @@ fn top_live_then_history_over_the_ground_truth() {
         "{AGENT} top --pin-dir {} --all-states --by state,comm,syscall; echo TOP-EXIT=$?",
         pin_dir.display()
     ));
+    // Keys go to top only once it has the terminal (raw mode, alternate
+    // screen); typed before, the shell's line discipline echoes them onto
+    // the main screen.
+    tmux.wait_for(|s| s.contains("taskscope top live"), Duration::from_secs(3));
     tmux.keys(&["/"]);
     tmux.line("gt-");
     // Within 3 s: every spinner runnable (on a CPU or queued for one:
