@@ -17,6 +17,7 @@ pub mod parse;
 pub mod read;
 pub mod run;
 pub mod settings;
+pub mod sql;
 pub mod window;
 
 use std::ffi::OsString;
@@ -90,6 +91,22 @@ pub enum Command {
     /// root. Active threads only unless --all-states. Refuses to write the
     /// SVG to a terminal: give -o FILE. Exit status as for report.
     Flamegraph(FlamegraphArgs),
+    /// Run one SQL query over the files (tables samples, stacks, ticks,
+    /// syscalls, iorq; the named queries of taskscope.sql)
+    ///
+    /// Any user who can read the files. The tables hold the rows of the
+    /// window (--since, --from/--to; default the last hour) with the
+    /// partition columns date and hour, the period being written included
+    /// up to its last complete tick. The named queries are table
+    /// functions: SELECT * FROM top_activity(), top_waits(),
+    /// active_threads(INTERVAL '1 minute'), top_stacks('user'),
+    /// top_syscalls(), latency_summary(), latency_histogram().
+    ///
+    /// Exit status: 0 an answer; 1 no data in the window or an error while
+    /// reading; 2 bad flags or SQL (the message gives line and column); 3
+    /// an answer that leaves out files that could not be read (named on
+    /// stderr).
+    Sql(sql::SqlArgs),
     // Administration (issue 6): flags in `admin`.
     /// Write one archive of every table for a time window (any user who
     /// can read the data)
@@ -213,6 +230,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Report(args) => read::report(&args),
         Command::Flamegraph(args) => read::flamegraph(&args),
+        Command::Sql(args) => sql::sql(&args),
         Command::Schema(args) => {
             print!(
                 "{}",
