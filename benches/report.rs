@@ -235,7 +235,10 @@ fn main() {
 
 /// The best of 3 runs.
 fn best_of_3(program: &str, args: &[&str]) -> Duration {
-    (0..3).map(|_| timed(program, args).0).min().unwrap_or_default()
+    (0..3)
+        .map(|_| timed(program, args).0)
+        .min()
+        .unwrap_or_default()
 }
 
 /// The default report's question (average active threads in 4 groups
@@ -265,16 +268,46 @@ fn compare_engines(csv_dir: &Path, parquet_dir: &Path, window: &str) {
         .is_ok_and(|o| o.status.success());
     println!("  the default report, best of 3:  report      sql   duckdb   sql/report  sql/duckdb");
     for (name, dir, reader) in [
-        ("CSV", csv_dir, "read_csv('{}/{}/*/*/*.csv.zst', hive_partitioning = true)"),
-        ("Parquet", parquet_dir, "read_parquet('{}/{}/*/*/*.parquet', hive_partitioning = true)"),
+        (
+            "CSV",
+            csv_dir,
+            "read_csv('{}/{}/*/*/*.csv.zst', hive_partitioning = true)",
+        ),
+        (
+            "Parquet",
+            parquet_dir,
+            "read_parquet('{}/{}/*/*/*.parquet', hive_partitioning = true)",
+        ),
     ] {
         let d = dir.to_str().unwrap();
-        let report = best_of_3(agent, &["report", "--since", window, "--dir", d, "--format", "csv", "--by", "state,comm,syscall,kfunc"]);
+        let report = best_of_3(
+            agent,
+            &[
+                "report",
+                "--since",
+                window,
+                "--dir",
+                d,
+                "--format",
+                "csv",
+                "--by",
+                "state,comm,syscall,kfunc",
+            ],
+        );
         let sql_text = query("samples", "ticks");
-        let sql = best_of_3(agent, &["sql", "--since", window, "--dir", d, "--format", "csv", &sql_text]);
+        let sql = best_of_3(
+            agent,
+            &[
+                "sql", "--since", window, "--dir", d, "--format", "csv", &sql_text,
+            ],
+        );
         let table = |t: &str| reader.replacen("{}", d, 1).replacen("{}", t, 1);
         let duck = has_duckdb.then(|| {
-            let text = format!("SET threads = {}; {}", std::thread::available_parallelism().map_or(1, |n| n.get()), query(&table("samples"), &table("ticks")));
+            let text = format!(
+                "SET threads = {}; {}",
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                query(&table("samples"), &table("ticks"))
+            );
             best_of_3(&duckdb, &["-c", &text])
         });
         let secs = |d: Duration| d.as_secs_f64();

@@ -36,7 +36,11 @@ pub struct SqlArgs {
 
     /// The query, e.g. "SELECT state, count(*) AS n FROM samples GROUP BY
     /// state ORDER BY n DESC"
-    #[arg(value_name = "QUERY", required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        value_name = "QUERY",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     pub query: Option<String>,
 
     /// Read the query from this file ('-': standard input)
@@ -72,8 +76,12 @@ impl SqlArgs {
                 .read_to_string(&mut text)
                 .context("cannot read the query from standard input")?;
         } else {
-            text = std::fs::read_to_string(path)
-                .map_err(|err| Usage(format!("cannot read the query from {} ({err})", path.display())))?;
+            text = std::fs::read_to_string(path).map_err(|err| {
+                Usage(format!(
+                    "cannot read the query from {} ({err})",
+                    path.display()
+                ))
+            })?;
         }
         Ok(text)
     }
@@ -119,8 +127,20 @@ mod tests {
         };
         let s = sql(&["SELECT 1"]);
         assert_eq!(s.query.as_deref(), Some("SELECT 1"));
-        assert_eq!((s.format, s.memory_limit, s.timeout), (SqlFormat::Table, 1 << 30, None));
-        let s = sql(&["-f", "-", "--format", "json", "--since", "2h", "--timeout", "30s"]);
+        assert_eq!(
+            (s.format, s.memory_limit, s.timeout),
+            (SqlFormat::Table, 1 << 30, None)
+        );
+        let s = sql(&[
+            "-f",
+            "-",
+            "--format",
+            "json",
+            "--since",
+            "2h",
+            "--timeout",
+            "30s",
+        ]);
         assert_eq!(s.file, Some(PathBuf::from("-")));
         assert_eq!(s.format, SqlFormat::Json);
         assert_eq!(s.timeout, Some(Duration::from_secs(30)));

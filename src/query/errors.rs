@@ -107,7 +107,10 @@ pub fn execution(err: DataFusionError, limits: &Limits) -> QueryError {
     let root = err.find_root();
     match root {
         DataFusionError::ResourcesExhausted(text) => {
-            let first = text.split(" with top memory consumers").next().unwrap_or(text);
+            let first = text
+                .split(" with top memory consumers")
+                .next()
+                .unwrap_or(text);
             QueryError::Limit(format!(
                 "the query needs more than its memory limit of {} MiB (--memory-limit): {}",
                 limits.memory_bytes >> 20,
@@ -117,9 +120,10 @@ pub fn execution(err: DataFusionError, limits: &Limits) -> QueryError {
         DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
-        | DataFusionError::SQL(..) => {
-            QueryError::Plan(format!("SQL error: {}", one_line(&strip_kind(&root.to_string()))))
-        }
+        | DataFusionError::SQL(..) => QueryError::Plan(format!(
+            "SQL error: {}",
+            one_line(&strip_kind(&root.to_string()))
+        )),
         _ => QueryError::Execution(one_line(&err.to_string())),
     }
 }

@@ -196,7 +196,8 @@ impl TableProvider for FileListTable {
             .with_table_partition_cols(partition_fields())
             .build();
         let source = self.format.file_source(table_schema);
-        let groups = FileGroup::new(self.files.clone()).split_files(state.config().target_partitions());
+        let groups =
+            FileGroup::new(self.files.clone()).split_files(state.config().target_partitions());
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?
@@ -265,10 +266,12 @@ pub fn check(engine: &Engine, table: &str, file: &DataFile) -> Result<(), String
         }
         Ok::<(), datafusion::error::DataFusionError>(())
     };
-    engine
-        .runtime
-        .block_on(work)
-        .map_err(|err| format!("cannot read it whole ({})", super::errors::one_line(&err.to_string())))
+    engine.runtime.block_on(work).map_err(|err| {
+        format!(
+            "cannot read it whole ({})",
+            super::errors::one_line(&err.to_string())
+        )
+    })
 }
 
 /// Every row of `file` (a journal up to its last complete record, or a
@@ -300,7 +303,10 @@ pub fn read_whole(table: &str, file: &DataFile) -> Result<Vec<RecordBatch>, Stri
                     .as_any()
                     .downcast_ref::<TimestampMicrosecondArray>()
                     .ok_or("its ts column is not a timestamp")?;
-                let keep: BooleanArray = ts.iter().map(|t| Some(t.is_some_and(|t| t <= until))).collect();
+                let keep: BooleanArray = ts
+                    .iter()
+                    .map(|t| Some(t.is_some_and(|t| t <= until)))
+                    .collect();
                 filter_record_batch(&batch, &keep).map_err(|e| e.to_string())?
             }
             _ => batch,

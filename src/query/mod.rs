@@ -135,9 +135,7 @@ impl Engine {
     /// collect its rows, within the time limit.
     pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         let mut statement = errors::check_syntax(sql)?;
-        if let DFStatement::Statement(inner) = &mut statement {
-            named::expand_calls(inner).map_err(errors::planning)?;
-        }
+        expand_named(&mut statement).map_err(errors::planning)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -177,6 +175,16 @@ impl Engine {
                 None => work.await,
             }
         })
+    }
+}
+
+/// The calls of named queries in `statement` (also under EXPLAIN) replaced
+/// by their SQL.
+fn expand_named(statement: &mut DFStatement) -> datafusion::error::Result<()> {
+    match statement {
+        DFStatement::Statement(inner) => named::expand_calls(inner),
+        DFStatement::Explain(explain) => expand_named(&mut explain.statement),
+        _ => Ok(()),
     }
 }
 
@@ -234,7 +242,9 @@ pub fn run_on_files(dir: &Path, window: Window, limits: Limits, sql: &str) -> Re
     let engine = Engine::new(limits)?;
     let mut checked = false;
     loop {
-        let has_samples = tables.iter().any(|(t, files)| *t == Samples::NAME && !files.is_empty());
+        let has_samples = tables
+            .iter()
+            .any(|(t, files)| *t == Samples::NAME && !files.is_empty());
         let usable_samples = tables.iter().any(|(t, files)| {
             *t == Samples::NAME && files.iter().any(|f| !left_out.contains(&f.stem))
         });

@@ -36,7 +36,11 @@ struct Named {
     template: &'static str,
 }
 
-const WINDOW: &[(&str, &str)] = &[("from_ts", "NULL"), ("to_ts", "NULL"), ("all_states", "false")];
+const WINDOW: &[(&str, &str)] = &[
+    ("from_ts", "NULL"),
+    ("to_ts", "NULL"),
+    ("all_states", "false"),
+];
 
 /// The most frequent comm per group of `$keys` in CTE `base` (which has
 /// ts): a CTE named `top_comms` with `$keys`, top_comm.
@@ -81,8 +85,8 @@ SELECT g.state, g.syscall, g.kfunc, g.threads, c.top_comm,
        round(CAST(g.us AS DOUBLE) / {sampled_us}, 3) AS avg_threads,
        round(CAST(g.us AS DOUBLE) / CAST(sum(g.us) OVER () AS DOUBLE), 4) AS share
 FROM groups g LEFT JOIN top_comms c
-  ON g.state IS NOT DISTINCT FROM c.state AND g.syscall IS NOT DISTINCT FROM c.syscall
- AND g.kfunc IS NOT DISTINCT FROM c.kfunc
+  ON (g.state IS NOT DISTINCT FROM c.state) AND (g.syscall IS NOT DISTINCT FROM c.syscall)
+ AND (g.kfunc IS NOT DISTINCT FROM c.kfunc)
 ORDER BY avg_threads DESC, g.state NULLS LAST, g.syscall NULLS LAST, g.kfunc NULLS LAST",
     },
     Named {
@@ -162,7 +166,7 @@ FROM groups g
 LEFT JOIN top_comms c ON c.stack_kind = g.stack_kind AND c.stack_id = g.stack_id
 LEFT JOIN state_lists l ON l.stack_kind = g.stack_kind AND l.stack_id = g.stack_id
 LEFT JOIN stacks k ON k.stack_id = g.stack_id
-ORDER BY avg_threads DESC, kind, g.stack_id",
+ORDER BY avg_threads DESC, g.stack_kind, g.stack_id",
     },
     Named {
         name: "top_syscalls",
@@ -211,17 +215,22 @@ ranked AS (
            row_number() OVER (PARTITION BY kind, name ORDER BY duration_us) AS rn,
            count(*) OVER (PARTITION BY kind, name) AS n
     FROM latencies
+),
+summary AS (
+    SELECT kind, name, count(*) AS count,
+           round(avg(duration_us)) AS avg_us,
+           min(CASE WHEN rn = greatest(1, n - (n * 50) / 100) THEN duration_us END) AS p50_us,
+           min(CASE WHEN rn = greatest(1, n - (n * 5) / 100) THEN duration_us END) AS p95_us,
+           min(CASE WHEN rn = greatest(1, n - (n * 1) / 100) THEN duration_us END) AS p99_us,
+           max(duration_us) AS max_us,
+           round(CAST(sum(duration_us) AS DOUBLE) / 1e6, 3) AS total_s,
+           sum(duration_us) AS sum_us
+    FROM ranked
+    GROUP BY kind, name
 )
-SELECT kind, name, count(*) AS count,
-       round(avg(duration_us)) AS avg_us,
-       min(CASE WHEN rn = greatest(1, n - (n * 50) / 100) THEN duration_us END) AS p50_us,
-       min(CASE WHEN rn = greatest(1, n - (n * 5) / 100) THEN duration_us END) AS p95_us,
-       min(CASE WHEN rn = greatest(1, n - (n * 1) / 100) THEN duration_us END) AS p99_us,
-       max(duration_us) AS max_us,
-       round(CAST(sum(duration_us) AS DOUBLE) / 1e6, 3) AS total_s
-FROM ranked
-GROUP BY kind, name
-ORDER BY sum(duration_us) DESC, kind, name NULLS LAST",
+SELECT kind, name, count, avg_us, p50_us, p95_us, p99_us, max_us, total_s
+FROM summary
+ORDER BY sum_us DESC, kind, name NULLS LAST",
     },
     Named {
         name: "latency_histogram",
@@ -324,7 +333,11 @@ fn arguments(named: &Named, args: &[FunctionArg]) -> Result<Vec<String>> {
             );
         };
         if slot.is_some() {
-            return plan_err!("{}: parameter {} given twice", named.name, named.params[index].0);
+            return plan_err!(
+                "{}: parameter {} given twice",
+                named.name,
+                named.params[index].0
+            );
         }
         *slot = Some(expr.to_string());
     }

@@ -33,16 +33,46 @@ const HOUR: &str = "date=2026-11-22/hour=13";
 /// One published period (two ticks, three sample rows) of host h.
 fn published(dir: &Path) {
     let samples = csv_text::<Samples>(&[
-        &[("ts", "2026-11-22 13:00:00.000000"), ("tid", "1"), ("comm", "a"), ("state", "ON_CPU"), ("weight_us", "1000000")],
-        &[("ts", "2026-11-22 13:00:00.000000"), ("tid", "2"), ("comm", "\"b,\nc\""), ("state", "DISK"), ("weight_us", "1000000")],
-        &[("ts", "2026-11-22 13:00:01.000000"), ("tid", "1"), ("comm", "a"), ("state", "SLEEP"), ("weight_us", "1000000")],
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("tid", "1"),
+            ("comm", "a"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("tid", "2"),
+            ("comm", "\"b,\nc\""),
+            ("state", "DISK"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:01.000000"),
+            ("tid", "1"),
+            ("comm", "a"),
+            ("state", "SLEEP"),
+            ("weight_us", "1000000"),
+        ],
     ]);
     let ticks = csv_text::<Ticks>(&[
-        &[("ts", "2026-11-22 13:00:00.000000"), ("weight_us", "1000000")],
-        &[("ts", "2026-11-22 13:00:01.000000"), ("weight_us", "1000000")],
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:01.000000"),
+            ("weight_us", "1000000"),
+        ],
     ]);
-    write_zstd(&dir.join(format!("samples/{HOUR}/h-20261122T130000Z.csv.zst")), &samples);
-    write_zstd(&dir.join(format!("ticks/{HOUR}/h-20261122T130000Z.csv.zst")), &ticks);
+    write_zstd(
+        &dir.join(format!("samples/{HOUR}/h-20261122T130000Z.csv.zst")),
+        &samples,
+    );
+    write_zstd(
+        &dir.join(format!("ticks/{HOUR}/h-20261122T130000Z.csv.zst")),
+        &ticks,
+    );
 }
 
 fn window() -> Window {
@@ -55,7 +85,12 @@ fn window() -> Window {
 fn one_value(answer: &Answer) -> String {
     let mut out = Vec::new();
     print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    String::from_utf8(out).unwrap().lines().nth(1).unwrap_or("").to_string()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -67,8 +102,20 @@ fn published_files_and_the_open_period_are_tables() {
     // journal with one complete tick.
     let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
     let rows = csv_text::<Samples>(&[
-        &[("ts", "2026-11-22 14:00:00.000000"), ("tid", "3"), ("comm", "j"), ("state", "ON_CPU"), ("weight_us", "1000000")],
-        &[("ts", "2026-11-22 14:00:01.000000"), ("tid", "3"), ("comm", "j"), ("state", "ON_CPU"), ("weight_us", "1000000")],
+        &[
+            ("ts", "2026-11-22 14:00:00.000000"),
+            ("tid", "3"),
+            ("comm", "j"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 14:00:01.000000"),
+            ("tid", "3"),
+            ("comm", "j"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
     ]);
     let (first, second) = rows.split_at(rows.find("2026-11-22 14:00:01").unwrap());
     encoder.write_all(first.as_bytes()).unwrap();
@@ -79,8 +126,15 @@ fn published_files_and_the_open_period_are_tables() {
     let mut bytes = encoder.get_ref().clone();
     bytes.truncate(flushed + 3);
     std::fs::create_dir_all(d.join(".inprogress")).unwrap();
-    std::fs::write(d.join(".inprogress/samples-h-20261122T140000Z.csv.zst.tmp"), bytes).unwrap();
-    let ticks = csv_text::<Ticks>(&[&[("ts", "2026-11-22 14:00:00.000000"), ("weight_us", "1000000")]]);
+    std::fs::write(
+        d.join(".inprogress/samples-h-20261122T140000Z.csv.zst.tmp"),
+        bytes,
+    )
+    .unwrap();
+    let ticks = csv_text::<Ticks>(&[&[
+        ("ts", "2026-11-22 14:00:00.000000"),
+        ("weight_us", "1000000"),
+    ]]);
     std::fs::write(
         d.join(".inprogress/ticks-h-20261122T140000Z.csv.zst.tmp"),
         zstd::encode_all(ticks.as_bytes(), 1).unwrap(),
@@ -93,13 +147,17 @@ fn published_files_and_the_open_period_are_tables() {
     assert!(answer.problems.is_empty(), "{:?}", answer.problems);
     let mut out = Vec::new();
     print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), "n,w,hours,odd\n4,4000000,2,\"b,\nc\"\n");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "n,w,hours,odd\n4,4000000,2,\"b,\nc\"\n"
+    );
     // The window drops rows, not only periods.
     let narrow = Window {
         from_us: window().from_us,
         to_us: crate::store::timefmt::parse_timestamp_micros("2026-11-22 13:00:01").unwrap(),
     };
-    let answer = run_on_files(d, narrow, Limits::default(), "SELECT count(*) FROM samples").unwrap();
+    let answer =
+        run_on_files(d, narrow, Limits::default(), "SELECT count(*) FROM samples").unwrap();
     assert_eq!(one_value(&answer), "2");
     // Named queries run as table functions, with named arguments.
     let answer = run_on_files(
@@ -111,7 +169,10 @@ fn published_files_and_the_open_period_are_tables() {
     .unwrap();
     let mut out = Vec::new();
     print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), "state,avg_threads\nON_CPU,0.333\nSLEEP,0.333\n");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "state,avg_threads\nON_CPU,0.333\nSLEEP,0.333\n"
+    );
 }
 
 #[test]
@@ -119,15 +180,31 @@ fn a_damaged_file_leaves_out_its_period() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     published(d);
-    let samples = csv_text::<Samples>(&[&[("ts", "2026-11-22 15:00:00.000000"), ("state", "ON_CPU"), ("weight_us", "1000000")]]);
-    let ticks = csv_text::<Ticks>(&[&[("ts", "2026-11-22 15:00:00.000000"), ("weight_us", "1000000")]]);
+    let samples = csv_text::<Samples>(&[&[
+        ("ts", "2026-11-22 15:00:00.000000"),
+        ("state", "ON_CPU"),
+        ("weight_us", "1000000"),
+    ]]);
+    let ticks = csv_text::<Ticks>(&[&[
+        ("ts", "2026-11-22 15:00:00.000000"),
+        ("weight_us", "1000000"),
+    ]]);
     let bad = d.join("samples/date=2026-11-22/hour=15/h-20261122T150000Z.csv.zst");
     write_zstd(&bad, &samples);
-    write_zstd(&d.join("ticks/date=2026-11-22/hour=15/h-20261122T150000Z.csv.zst"), &ticks);
+    write_zstd(
+        &d.join("ticks/date=2026-11-22/hour=15/h-20261122T150000Z.csv.zst"),
+        &ticks,
+    );
     let mut bytes = std::fs::read(&bad).unwrap();
     bytes.truncate(bytes.len() - 4);
     std::fs::write(&bad, bytes).unwrap();
-    let answer = run_on_files(d, window(), Limits::default(), "SELECT count(*) FROM samples").unwrap();
+    let answer = run_on_files(
+        d,
+        window(),
+        Limits::default(),
+        "SELECT count(*) FROM samples",
+    )
+    .unwrap();
     assert_eq!(one_value(&answer), "3");
     assert_eq!(answer.problems.len(), 1, "{:?}", answer.problems);
     assert_eq!(answer.problems[0].path, bad);
@@ -145,14 +222,23 @@ fn errors_are_one_line_with_their_position() {
     };
     let (text, status) = run("SELECT state, count(*)\nFORM samples GROUP BY state");
     assert_eq!(status, 2);
-    assert!(text.starts_with("SQL syntax error at line 2, column 6: "), "{text}");
+    assert!(
+        text.starts_with("SQL syntax error at line 2, column 6: "),
+        "{text}"
+    );
     assert!(!text.contains('\n'));
     let (text, status) = run("SELECT nosuch FROM samples");
     assert_eq!(status, 2);
-    assert!(text.contains("line 1, column 8") && text.contains("nosuch"), "{text}");
+    assert!(
+        text.contains("line 1, column 8") && text.contains("nosuch"),
+        "{text}"
+    );
     let (text, status) = run("SELECT * FROM top_activity(bogus := 1)");
     assert_eq!(status, 2);
-    assert!(text.contains("top_activity has no parameter bogus"), "{text}");
+    assert!(
+        text.contains("top_activity has no parameter bogus"),
+        "{text}"
+    );
     let (text, status) = run("CREATE TABLE x (a INT)");
     assert_eq!(status, 2, "{text}");
     let (text, status) = run("SELECT 1; SELECT 2");

@@ -113,8 +113,12 @@ fn shared_queries() -> Vec<String> {
 fn readme_sql_examples() -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let start = text.find("<!-- taskscope-sql:begin -->").expect("taskscope-sql:begin marker");
-    let end = text.find("<!-- taskscope-sql:end -->").expect("taskscope-sql:end marker");
+    let start = text
+        .find("<!-- taskscope-sql:begin -->")
+        .expect("taskscope-sql:begin marker");
+    let end = text
+        .find("<!-- taskscope-sql:end -->")
+        .expect("taskscope-sql:end marker");
     let mut examples = Vec::new();
     let mut current: Option<String> = None;
     for line in text[start..end].lines() {
@@ -129,7 +133,10 @@ fn readme_sql_examples() -> Vec<String> {
             }
         }
     }
-    assert!(examples.len() >= 3, "expected the README's sql examples: {examples:?}");
+    assert!(
+        examples.len() >= 3,
+        "expected the README's sql examples: {examples:?}"
+    );
     examples
 }
 
@@ -178,7 +185,9 @@ fn sql_answers_as_duckdb_does_on_every_format() {
     copy_files(&out, &csv, |f| f.to_string_lossy().ends_with(".csv.zst"));
     same_rows(&csv, &out, "csv", &queries);
     let parquet = scratch.path().join("parquet");
-    copy_files(&out, &parquet, |f| f.to_string_lossy().ends_with(".parquet"));
+    copy_files(&out, &parquet, |f| {
+        f.to_string_lossy().ends_with(".parquet")
+    });
     same_rows(&parquet, &out, "parquet", &queries);
     // A mix: the Parquet periods and older CSV-only ones.
     let mixed = scratch.path().join("mixed");
@@ -201,21 +210,34 @@ fn sql_answers_as_duckdb_does_on_every_format() {
     same_rows(&mixed, &mixed, "auto", &queries);
     let counts = &rows(&mixed, &queries[0])[0];
     let single = &rows(&out, &queries[0])[0];
-    assert_eq!(counts["samples"].as_f64().unwrap(), 2.0 * single["samples"].as_f64().unwrap());
+    assert_eq!(
+        counts["samples"].as_f64().unwrap(),
+        2.0 * single["samples"].as_f64().unwrap()
+    );
 
     // Every output format; a query from a file and from standard input.
     let query = "SELECT state, count(*) AS n FROM samples GROUP BY state ORDER BY n DESC, state";
     let table = sql(&out, &["--since", "1d"], query);
     assert!(table.status.success(), "{}", stderr(&table));
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("| state") && text.contains("ON_CPU"), "{text}");
+    assert!(
+        text.contains("| state") && text.contains("ON_CPU"),
+        "{text}"
+    );
     let csv_out = sql(&out, &["--since", "1d", "--format", "csv"], query);
     let text = String::from_utf8_lossy(&csv_out.stdout);
     assert!(text.starts_with("state,n\n"), "{text}");
     let file = scratch.path().join("q.sql");
     std::fs::write(&file, query).unwrap();
     let from_file = taskscope(&[
-        "sql", "--dir", out.to_str().unwrap(), "--since", "1d", "--format", "csv", "-f",
+        "sql",
+        "--dir",
+        out.to_str().unwrap(),
+        "--since",
+        "1d",
+        "--format",
+        "csv",
+        "-f",
         file.to_str().unwrap(),
     ]);
     assert_eq!(from_file.stdout, csv_out.stdout, "{}", stderr(&from_file));
@@ -232,18 +254,37 @@ fn sql_answers_as_duckdb_does_on_every_format() {
     assert_eq!(piped.stdout, csv_out.stdout, "{}", stderr(&piped));
 
     // Bad SQL: one line with the position, exit 2.
-    let bad = sql(&out, &[], "SELECT state, count(*)\nFORM samples GROUP BY state");
+    let bad = sql(
+        &out,
+        &[],
+        "SELECT state, count(*)\nFORM samples GROUP BY state",
+    );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     let message = stderr(&bad);
     assert_eq!(message.lines().count(), 1, "{message}");
-    assert!(message.contains("SQL syntax error at line 2, column 6"), "{message}");
+    assert!(
+        message.contains("SQL syntax error at line 2, column 6"),
+        "{message}"
+    );
     let unknown = sql(&out, &[], "SELECT nosuch FROM samples");
     assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
-    assert!(stderr(&unknown).contains("line 1, column 8"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("line 1, column 8"),
+        "{}",
+        stderr(&unknown)
+    );
     // An empty window: exit 1, saying where the data is.
-    let empty = sql(&out, &["--from", "2001-01-01", "--to", "2001-01-02"], "SELECT 1");
+    let empty = sql(
+        &out,
+        &["--from", "2001-01-01", "--to", "2001-01-02"],
+        "SELECT 1",
+    );
     assert_eq!(empty.status.code(), Some(1), "{}", stderr(&empty));
-    assert!(stderr(&empty).contains("holds no rows"), "{}", stderr(&empty));
+    assert!(
+        stderr(&empty).contains("holds no rows"),
+        "{}",
+        stderr(&empty)
+    );
     // A damaged file: named, its period left out, the rest answered (exit 3).
     let damaged = mixed.join("samples/date=2000-01-01/hour=00/old0-20000101T000000Z.csv.zst");
     let bytes = std::fs::read(&damaged).unwrap();
@@ -254,7 +295,11 @@ fn sql_answers_as_duckdb_does_on_every_format() {
         "SELECT count(*) AS samples FROM samples",
     );
     assert_eq!(answer.status.code(), Some(3), "{}", stderr(&answer));
-    assert!(stderr(&answer).contains("old0-20000101T000000Z.csv.zst"), "{}", stderr(&answer));
+    assert!(
+        stderr(&answer).contains("old0-20000101T000000Z.csv.zst"),
+        "{}",
+        stderr(&answer)
+    );
     let left = json_rows(&answer)[0]["samples"].as_f64().unwrap();
     assert!(left >= single["samples"].as_f64().unwrap(), "{left}");
 }
