@@ -220,19 +220,18 @@ pub fn register(
 ) -> anyhow::Result<()> {
     let ctx = engine.context();
     let schema = table_schema(table).ok_or_else(|| anyhow::anyhow!("no table {table}"))?;
+    let time = time_column(table);
+    // Files whose every row is inside the window need no row filter (a
+    // CSV scan then does not parse their timestamps).
+    let (inside, edge): (Vec<&DataFile>, Vec<&DataFile>) =
+        published.iter().copied().partition(|f| {
+            time.is_some()
+                && f.start_us >= window.from_us
+                && f.end_us.is_some_and(|end| end <= window.to_us)
+        });
     let mut frame = ctx.read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-    for format in [FileFormat::Parquet, FileFormat::Csv] {
-        let files: Vec<&DataFile> = published
-            .iter()
-            .copied()
-            .filter(|f| f.format == format)
-            .collect();
-        if !files.is_empty() {
-            let scan = ctx.read_table(Arc::new(FileListTable::new(table, format, &files)?))?;
-            frame = scan.union(frame)?;
-        }
-    }
-    if let Some(time) = time_column(table) {
+    frame = with_scans(engine, table, &edge, frame)?;
+    if let Some(time) = time {
         let at = |us: i64| lit(ScalarValue::TimestampMicrosecond(Some(us), None));
         frame = frame.filter(
             col(time)
@@ -240,6 +239,7 @@ pub fn register(
                 .and(col(time).lt(at(window.to_us))),
         )?;
     }
+    frame = with_scans(engine, table, &inside, frame)?;
     if table == Stacks::NAME {
         let columns: Vec<Expr> = crate::store::schema::column_names::<Stacks>()
             .into_iter()
@@ -250,6 +250,27 @@ pub fn register(
     ctx.deregister_table(table)?;
     ctx.register_table(table, frame.into_view())?;
     Ok(())
+}
+
+/// `frame` and the scans of `files` (one per format).
+fn with_scans(
+    engine: &Engine,
+    table: &str,
+    files: &[&DataFile],
+    mut frame: datafusion::dataframe::DataFrame,
+) -> anyhow::Result<datafusion::dataframe::DataFrame> {
+    for format in [FileFormat::Parquet, FileFormat::Csv] {
+        let chosen: Vec<&DataFile> = files
+            .iter()
+            .copied()
+            .filter(|f| f.format == format)
+            .collect();
+        if !chosen.is_empty() {
+            let scan = FileListTable::new(table, format, &chosen)?;
+            frame = engine.context().read_table(Arc::new(scan))?.union(frame)?;
+        }
+    }
+    Ok(frame)
 }
 
 /// Whether DataFusion reads `file` whole: every row, every column. The
