@@ -216,8 +216,8 @@ fn sql_answers_as_duckdb_does_on_every_format() {
         }
     }
     same_rows(&mixed, &mixed, "auto", &queries);
-    let counts = &rows(&mixed, &queries[0])[0];
-    let single = &rows(&out, &queries[0])[0];
+    let counts = &rows(&mixed, queries[0])[0];
+    let single = &rows(&out, queries[0])[0];
     assert_eq!(
         counts["samples"].as_f64().unwrap(),
         2.0 * single["samples"].as_f64().unwrap()
