@@ -72,7 +72,7 @@ find_cargo() {
         # shellcheck disable=SC1091
         . "$HOME/.cargo/env"
     fi
-    command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.82 or newer) with rustup"
+    command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.94 or newer) with rustup"
 }
 
 # The S3 server of the --ship-to tests (tests/agent/ship.rs, fleet.rs): a

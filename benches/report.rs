@@ -5,8 +5,14 @@
 //! clock; DuckDB's CLI runs the same aggregation for comparison when it is
 //! on PATH. No BPF; runs as any user.
 //!
+//! Then the default report's question three ways in one run, each the best
+//! of 3: `taskscope report`, `taskscope sql` (the query layer, DataFusion)
+//! and the DuckDB CLI, with the ratios the query layer must keep (issue 15:
+//! within 1.2x of report, 1.5x of DuckDB).
+//!
 //! `cargo bench --bench report` (TASKSCOPE_BENCH_REPORT_DAYS=7,
-//! TASKSCOPE_BENCH_REPORT_ROWS=50 per tick).
+//! TASKSCOPE_BENCH_REPORT_ROWS=50 per tick; TASKSCOPE_BENCH_REPORT_DATA=DIR
+//! reads DIR/csv and DIR/parquet instead of writing them).
 
 mod common;
 
@@ -47,10 +53,17 @@ fn main() {
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
     let end_us = taskscope::store::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
-    let csv_dir = base.join("csv");
-    let parquet_dir = base.join("parquet");
+    let given = std::env::var_os("TASKSCOPE_BENCH_REPORT_DATA").map(std::path::PathBuf::from);
+    let data = given.clone().unwrap_or_else(|| base.clone());
+    let csv_dir = data.join("csv");
+    let parquet_dir = data.join("parquet");
     let total_rows = days * 86_400 * u64::from(rows);
     println!("report bench: {days} days at 1 Hz, {rows} rows per tick = {total_rows} sample rows");
+    if given.is_some() {
+        println!("  reading {}", data.display());
+        compare_engines(&csv_dir, &parquet_dir, "30d");
+        return;
+    }
     let took = write_week(
         &csv_dir,
         Formats {
@@ -142,6 +155,96 @@ fn main() {
             "duckdb CLI, the same GROUP BY (for comparison)",
             times[0].as_secs_f64(),
             times[1].as_secs_f64()
+        );
+    }
+    compare_engines(&csv_dir, &parquet_dir, &week);
+}
+
+/// The best of 3 runs.
+fn best_of_3(program: &str, args: &[&str]) -> Duration {
+    (0..3)
+        .map(|_| timed(program, args).0)
+        .min()
+        .unwrap_or_default()
+}
+
+/// The default report's question (average active threads in 4 groups
+/// over the window; by state, comm, syscall, kfunc, which files of every
+/// version have, where the default's wait_class is newer) by `report`, by
+/// `taskscope sql` and by the DuckDB CLI, and the ratios.
+fn compare_engines(csv_dir: &Path, parquet_dir: &Path, window: &str) {
+    let agent = env!("CARGO_BIN_EXE_taskscope");
+    let active: Vec<String> = taskscope::store::thread_state::ThreadState::ALL
+        .iter()
+        .filter(|s| s.is_active())
+        .map(|s| format!("'{}'", s.name()))
+        .collect();
+    let query = |samples: &str, ticks: &str| {
+        format!(
+            "SELECT state, comm, syscall, kfunc, \
+             CAST(sum(weight_us) AS DOUBLE) / (SELECT sum(weight_us) FROM {ticks}) AS avg_active \
+             FROM {samples} WHERE state IN ({}) GROUP BY state, comm, syscall, kfunc \
+             ORDER BY avg_active DESC LIMIT 20",
+            active.join(", ")
+        )
+    };
+    let duckdb = std::env::var("TASKSCOPE_DUCKDB").unwrap_or_else(|_| "duckdb".into());
+    let has_duckdb = Command::new(&duckdb)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    println!("  the default report, best of 3:  report      sql   duckdb   sql/report  sql/duckdb");
+    for (name, dir, reader) in [
+        (
+            "CSV",
+            csv_dir,
+            "read_csv('{}/{}/*/*/*.csv.zst', hive_partitioning = true)",
+        ),
+        (
+            "Parquet",
+            parquet_dir,
+            "read_parquet('{}/{}/*/*/*.parquet', hive_partitioning = true)",
+        ),
+    ] {
+        let d = dir.to_str().unwrap();
+        let report = best_of_3(
+            agent,
+            &[
+                "report",
+                "--since",
+                window,
+                "--dir",
+                d,
+                "--format",
+                "csv",
+                "--by",
+                "state,comm,syscall,kfunc",
+            ],
+        );
+        let sql_text = query("samples", "ticks");
+        let sql = best_of_3(
+            agent,
+            &[
+                "sql", "--since", window, "--dir", d, "--format", "csv", &sql_text,
+            ],
+        );
+        let table = |t: &str| reader.replacen("{}", d, 1).replacen("{}", t, 1);
+        let duck = has_duckdb.then(|| {
+            let text = format!(
+                "SET threads = {}; {}",
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                query(&table("samples"), &table("ticks"))
+            );
+            best_of_3(&duckdb, &["-c", &text])
+        });
+        let secs = |d: Duration| d.as_secs_f64();
+        println!(
+            "  {name:<31} {:>7.2}s {:>7.2}s {:>8} {:>11.2}x {:>11}",
+            secs(report),
+            secs(sql),
+            duck.map_or("-".to_string(), |d| format!("{:.2}s", secs(d))),
+            secs(sql) / secs(report),
+            duck.map_or("-".to_string(), |d| format!("{:.2}x", secs(sql) / secs(d)))
         );
     }
 }

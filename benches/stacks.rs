@@ -294,7 +294,7 @@ fn main() {
         children.retain_mut(|c| c.try_wait().unwrap().is_none());
         std::thread::sleep(Duration::from_millis(100));
         let at = started.elapsed().as_secs();
-        if at > 0 && at % 10 == 0 && rss.last().is_none_or(|(t, _)| *t != at) {
+        if at > 0 && at.is_multiple_of(10) && rss.last().is_none_or(|(t, _)| *t != at) {
             rss.push((at, rss_kib(agent.id())));
         }
     }

@@ -82,7 +82,7 @@ fn row<'a>(
     containers: bool,
     title: bool,
 ) -> SampleRow<'a> {
-    let in_container = containers && (sample.tgid / 40) % 2 == 0;
+    let in_container = containers && (sample.tgid / 40).is_multiple_of(2);
     let names = SampleNames {
         comm,
         exe: NAMES.0,

@@ -10,14 +10,16 @@
 //! | commands | `cli` | flags, settings file, man page, dispatch |
 //! | views | `serve`, `top` | the web view and the terminal UI, over the readers |
 //! | engines | `agent`, `report`, `export`, `ship` | `run`; the readers; shipping to S3 |
+//! | query | `query` | SQL over the files (DataFusion), for the readers |
 //! | writer | `output` | the agent's writer thread and files |
 //! | format, kernel | `store`, `bpf` | what is on disk; the BPF programs |
 //! | base | `files`, `error`, `logging` | safe files, exit statuses, logs |
 //!
 //! (This module, a test only, counts as the base layer.)
 //!
-//! And the readers (`report`, `export`, `ship`) see the data through the store
-//! alone (STYLE.md rule 13): they may use `store` and the base layer.
+//! And the readers (`report`, `export`, `ship`, `query`) see the data through
+//! the store alone (STYLE.md rule 13): they may use `store`, the base layer
+//! and the query layer.
 //! The views read the files through `report`; `top` reads the live table
 //! through `bpf::live` and `output::live`, never through the agent.
 //!
@@ -33,14 +35,15 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["serve", "top"],
     &["agent", "report", "export", "ship"],
+    &["query"],
     &["output"],
     &["store", "bpf"],
     &["files", "error", "logging", "layers"],
 ];
 
 /// The readers, and all they may use.
-const READERS: &[&str] = &["report", "export", "ship"];
-const READERS_MAY_USE: &[&str] = &["store", "files", "error", "logging"];
+const READERS: &[&str] = &["report", "export", "ship", "query"];
+const READERS_MAY_USE: &[&str] = &["store", "files", "error", "logging", "query"];
 
 /// The views, and what they must not use: a view reads a running agent's
 /// table as an independent reader, never through the agent's own code.

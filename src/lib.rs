@@ -6,7 +6,7 @@
 //! enriches the rows and writes rotating, compressed files (`output`) in
 //! the format of `store`, whose columns all come from one table per table.
 //! The readers (`report`, `export`) read those files through `store`
-//! alone; `cli` parses the command line and runs the command; `files`,
+//! alone, and `query` answers SQL over them (DataFusion); `cli` parses the command line and runs the command; `files`,
 //! `error` and `logging` are the base. The modules form layers that only
 //! point down (`layers`, a test, keeps them so).
 //!
@@ -25,6 +25,7 @@ pub mod files;
 mod layers;
 pub mod logging;
 pub mod output;
+pub mod query;
 pub mod report;
 pub mod serve;
 pub mod ship;

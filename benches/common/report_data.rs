@@ -28,7 +28,7 @@ pub fn tick_samples(tick: u64, rows: u32) -> Vec<Sample> {
                 flags: ts_thread_flags::TS_F_SWITCH_KNOWN.0
                     | ts_thread_flags::TS_F_IN_SYSCALL.0
                     | ts_thread_flags::TS_F_ENTER_KNOWN.0,
-                sched_state: if i % 7 == 0 { 2 } else { 0 },
+                sched_state: if i.is_multiple_of(7) { 2 } else { 0 },
                 switch_out_ns: now - 1_000_000,
                 switch_in_ns: now - 2_000_000_000,
                 syscall_nr: [202, 0, 7, 230, 232, 17, 74][(i % 7) as usize],
@@ -43,7 +43,7 @@ pub fn tick_samples(tick: u64, rows: u32) -> Vec<Sample> {
             for (d, s) in entry.comm.iter_mut().zip(name.bytes()) {
                 *d = s as i8;
             }
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 entry.flags |= ts_thread_flags::TS_F_ON_CPU.0;
             }
             decode(

@@ -27,10 +27,10 @@ const READ_ATTEMPTS: usize = 8;
 // (round_up(value_size, 8) apart): every value shared through mmap must
 // be a multiple of 8 bytes for index × size to address it.
 const _: () = assert!(
-    size_of::<ts_thread>() % 8 == 0
-        && size_of::<ts_stack>() % 8 == 0
-        && size_of::<ts_fd>() % 8 == 0
-        && size_of::<ts_syscall_args>() % 8 == 0
+    size_of::<ts_thread>().is_multiple_of(8)
+        && size_of::<ts_stack>().is_multiple_of(8)
+        && size_of::<ts_fd>().is_multiple_of(8)
+        && size_of::<ts_syscall_args>().is_multiple_of(8)
 );
 
 /// A consistent copy of one thread's entry and of the syscall arguments

@@ -106,6 +106,7 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBtaskscope serve\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-listen\fR \fIADDR:PORT\fR] [\fB\-\-token\-file\fR \fIFILE\fR]
 .br
 \fBtaskscope top\fR [\fB\-\-pin\-dir\fR \fIDIR\fR] [\fB\-\-interval\fR \fIDURATION\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-dir\fR \fIDIR\fR [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR]]
+\fBtaskscope sql\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR] [\fB\-\-format\fR \fItable\fR|\fIcsv\fR|\fIjson\fR] (\fIQUERY\fR | \fB\-f\fR \fIFILE\fR)
 .br
 \fBtaskscope export\fR (\fB\-\-from\fR \fITIME\fR [\fB\-\-to\fR \fITIME\fR] | \fB\-\-since\fR \fIDURATION\fR | \fB\-\-day\fR \fIDAY\fR) \fB\-o\fR \fIPATH\fR [\fIOPTIONS\fR]
 .br
@@ -133,7 +134,7 @@ Times are UTC.
 .TP
 \fI/var/lib/taskscope/.inprogress/\fR
 Periods being written; published into their partition when complete, recovered after a crash.
-\fBreport\fR, \fBflamegraph\fR and \fBexport\fR read them up to their last complete tick.
+\fBreport\fR, \fBflamegraph\fR, \fBsql\fR and \fBexport\fR read them up to their last complete tick.
 .TP
 \fI/var/lib/taskscope/archive/\fR
 Daily archives written by \fBtaskscope\-export.service\fR.
@@ -160,8 +161,8 @@ A \fIDURATION\fR is a number of seconds or a length such as \fB90s\fR, \fB30m\fR
 months, years and negative lengths are errors.
 The same forms are read from the settings file.
 .PP
-The window of \fBreport\fR, \fBflamegraph\fR and \fBexport\fR ends at \fB\-\-to\fR or now;
-\fB\-\-since\fR counts back from its end; \fBreport\fR and \fBflamegraph\fR default to the
+The window of \fBreport\fR, \fBflamegraph\fR, \fBsql\fR and \fBexport\fR ends at \fB\-\-to\fR or now;
+\fB\-\-since\fR counts back from its end; \fBreport\fR, \fBflamegraph\fR and \fBsql\fR default to the
 last hour. A window that ends before it starts or starts after now is an error (exit 2).
 .SH SIGNALS
 .TP
@@ -184,10 +185,11 @@ wait in \fI.inprogress/\fR for the next start); for \fBdoctor\fR and \fBrun \-\-
 the agent cannot run here.
 .TP
 \fB2\fR
-Bad command line or settings file (the message names the file and line).
+Bad command line or settings file (the message names the file and line), or bad SQL
+for \fBsql\fR (the message gives the line and column).
 .TP
 \fB3\fR
-For \fBreport\fR, \fBflamegraph\fR and \fBexport\fR: an incomplete answer.
+For \fBreport\fR, \fBflamegraph\fR, \fBsql\fR and \fBexport\fR: an incomplete answer.
 Files that could not be read (unreadable, truncated, damaged, a wrong header or a value
 of the wrong type) or periods missing a table the answer needs are named on stderr, one
 line each, and left out with their whole period; the rest is answered (or archived).

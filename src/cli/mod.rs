@@ -19,6 +19,7 @@ pub mod run;
 pub mod serve;
 pub mod settings;
 pub mod top;
+pub mod sql;
 pub mod window;
 
 use std::ffi::OsString;
@@ -114,6 +115,22 @@ pub enum Command {
     /// when --dir is given). Exit status: 0; 1 history declined or an
     /// error; 2 bad flags or not a terminal.
     Top(top::TopArgs),
+    /// Run one SQL query over the files (tables samples, stacks, ticks,
+    /// syscalls, iorq; the named queries of taskscope.sql)
+    ///
+    /// Any user who can read the files. The tables hold the rows of the
+    /// window (--since, --from/--to; default the last hour) with the
+    /// partition columns date and hour, the period being written included
+    /// up to its last complete tick. The named queries are table
+    /// functions: SELECT * FROM top_activity(), top_waits(),
+    /// active_threads(INTERVAL '1 minute'), top_stacks('user'),
+    /// top_syscalls(), latency_summary(), latency_histogram().
+    ///
+    /// Exit status: 0 an answer; 1 no data in the window or an error while
+    /// reading; 2 bad flags or SQL (the message gives line and column); 3
+    /// an answer that leaves out files that could not be read (named on
+    /// stderr).
+    Sql(sql::SqlArgs),
     // Administration (issue 6): flags in `admin`.
     /// Write one archive of every table for a time window (any user who
     /// can read the data)
@@ -239,6 +256,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Flamegraph(args) => read::flamegraph(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Top(args) => top::top(&args),
+        Command::Sql(args) => sql::sql(&args),
         Command::Schema(args) => {
             print!(
                 "{}",

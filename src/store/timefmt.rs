@@ -161,12 +161,12 @@ pub fn parse_compact(stamp: &str) -> Option<i64> {
 /// `1m`, `24h`, `10s`, `250ms`: the shortest exact form.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1_000 != 0 {
+    if !ms.is_multiple_of(1_000) {
         return format!("{ms}ms");
     }
     let s = ms / 1_000;
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s >= size && s % size == 0 {
+        if s >= size && s.is_multiple_of(size) {
             return format!("{}{unit}", s / size);
         }
     }

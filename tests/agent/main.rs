@@ -16,6 +16,7 @@ mod packaging;
 mod passive;
 mod peers;
 mod python;
+mod query;
 mod readers;
 mod readme;
 mod report;

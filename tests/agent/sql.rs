@@ -96,7 +96,7 @@ fn exercise(name: &str) -> Option<&'static str> {
 
 /// Run `queries` in one DuckDB process initialised with the script on
 /// `dir`, reading `format` ("auto", "csv", "parquet"); the rows of each.
-fn run_sql(dir: &Path, format: &str, queries: &[&str]) -> Vec<Vec<Row>> {
+pub(crate) fn run_sql(dir: &Path, format: &str, queries: &[&str]) -> Vec<Vec<Row>> {
     let mut input = String::from(".bail on\n.mode list\n.headers off\n");
     for query in queries {
         let query = query.trim().trim_end_matches(';');

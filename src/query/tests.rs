@@ -1,0 +1,260 @@
+//! The engine over hand-made files: a published CSV period, a journal cut
+//! mid-block, a damaged file; and the one-line errors.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+use crate::store::schema::column_names;
+
+/// CSV text of `T` rows: each row gives some columns, the rest empty.
+fn csv_text<T: Table>(rows: &[&[(&str, &str)]]) -> String {
+    let names = column_names::<T>();
+    let mut text = names.join(",");
+    text.push('\n');
+    for row in rows {
+        let fields: Vec<&str> = names
+            .iter()
+            .map(|name| row.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v))
+            .collect();
+        text.push_str(&fields.join(","));
+        text.push('\n');
+    }
+    text
+}
+
+fn write_zstd(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, zstd::encode_all(text.as_bytes(), 1).unwrap()).unwrap();
+}
+
+const HOUR: &str = "date=2026-11-22/hour=13";
+
+/// One published period (two ticks, three sample rows) of host h.
+fn published(dir: &Path) {
+    let samples = csv_text::<Samples>(&[
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("tid", "1"),
+            ("comm", "a"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("tid", "2"),
+            ("comm", "\"b,\nc\""),
+            ("state", "DISK"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:01.000000"),
+            ("tid", "1"),
+            ("comm", "a"),
+            ("state", "SLEEP"),
+            ("weight_us", "1000000"),
+        ],
+    ]);
+    let ticks = csv_text::<Ticks>(&[
+        &[
+            ("ts", "2026-11-22 13:00:00.000000"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 13:00:01.000000"),
+            ("weight_us", "1000000"),
+        ],
+    ]);
+    write_zstd(
+        &dir.join(format!("samples/{HOUR}/h-20261122T130000Z.csv.zst")),
+        &samples,
+    );
+    write_zstd(
+        &dir.join(format!("ticks/{HOUR}/h-20261122T130000Z.csv.zst")),
+        &ticks,
+    );
+}
+
+fn window() -> Window {
+    Window {
+        from_us: crate::store::timefmt::parse_timestamp_micros("2026-11-22 00:00:00").unwrap(),
+        to_us: crate::store::timefmt::parse_timestamp_micros("2026-11-23 00:00:00").unwrap(),
+    }
+}
+
+fn one_value(answer: &Answer) -> String {
+    let mut out = Vec::new();
+    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn published_files_and_the_open_period_are_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    published(d);
+    // The open period: a journal whose last block is cut, and its ticks
+    // journal with one complete tick.
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    let rows = csv_text::<Samples>(&[
+        &[
+            ("ts", "2026-11-22 14:00:00.000000"),
+            ("tid", "3"),
+            ("comm", "j"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
+        &[
+            ("ts", "2026-11-22 14:00:01.000000"),
+            ("tid", "3"),
+            ("comm", "j"),
+            ("state", "ON_CPU"),
+            ("weight_us", "1000000"),
+        ],
+    ]);
+    let (first, second) = rows.split_at(rows.find("2026-11-22 14:00:01").unwrap());
+    encoder.write_all(first.as_bytes()).unwrap();
+    encoder.flush().unwrap();
+    let flushed = encoder.get_ref().len();
+    encoder.write_all(second.as_bytes()).unwrap();
+    encoder.flush().unwrap();
+    let mut bytes = encoder.get_ref().clone();
+    bytes.truncate(flushed + 3);
+    std::fs::create_dir_all(d.join(".inprogress")).unwrap();
+    std::fs::write(
+        d.join(".inprogress/samples-h-20261122T140000Z.csv.zst.tmp"),
+        bytes,
+    )
+    .unwrap();
+    let ticks = csv_text::<Ticks>(&[&[
+        ("ts", "2026-11-22 14:00:00.000000"),
+        ("weight_us", "1000000"),
+    ]]);
+    std::fs::write(
+        d.join(".inprogress/ticks-h-20261122T140000Z.csv.zst.tmp"),
+        zstd::encode_all(ticks.as_bytes(), 1).unwrap(),
+    )
+    .unwrap();
+
+    let sql = "SELECT count(*) AS n, sum(weight_us) AS w, count(DISTINCT hour) AS hours, \
+               max(comm) FILTER (WHERE tid = 2) AS odd FROM samples";
+    let answer = run_on_files(d, window(), Limits::default(), sql).unwrap();
+    assert!(answer.problems.is_empty(), "{:?}", answer.problems);
+    let mut out = Vec::new();
+    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "n,w,hours,odd\n4,4000000,2,\"b,\nc\"\n"
+    );
+    // The window drops rows, not only periods.
+    let narrow = Window {
+        from_us: window().from_us,
+        to_us: crate::store::timefmt::parse_timestamp_micros("2026-11-22 13:00:01").unwrap(),
+    };
+    let answer =
+        run_on_files(d, narrow, Limits::default(), "SELECT count(*) FROM samples").unwrap();
+    assert_eq!(one_value(&answer), "2");
+    // Named queries run as table functions, with named arguments.
+    let answer = run_on_files(
+        d,
+        window(),
+        Limits::default(),
+        "SELECT state, avg_threads FROM top_activity(all_states := true) WHERE comm = 'a' ORDER BY state",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "state,avg_threads\nON_CPU,0.333\nSLEEP,0.333\n"
+    );
+}
+
+#[test]
+fn a_damaged_file_leaves_out_its_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    published(d);
+    let samples = csv_text::<Samples>(&[&[
+        ("ts", "2026-11-22 15:00:00.000000"),
+        ("state", "ON_CPU"),
+        ("weight_us", "1000000"),
+    ]]);
+    let ticks = csv_text::<Ticks>(&[&[
+        ("ts", "2026-11-22 15:00:00.000000"),
+        ("weight_us", "1000000"),
+    ]]);
+    let bad = d.join("samples/date=2026-11-22/hour=15/h-20261122T150000Z.csv.zst");
+    write_zstd(&bad, &samples);
+    write_zstd(
+        &d.join("ticks/date=2026-11-22/hour=15/h-20261122T150000Z.csv.zst"),
+        &ticks,
+    );
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(&bad, bytes).unwrap();
+    let answer = run_on_files(
+        d,
+        window(),
+        Limits::default(),
+        "SELECT count(*) FROM samples",
+    )
+    .unwrap();
+    assert_eq!(one_value(&answer), "3");
+    assert_eq!(answer.problems.len(), 1, "{:?}", answer.problems);
+    assert_eq!(answer.problems[0].path, bad);
+}
+
+#[test]
+fn errors_are_one_line_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    published(dir.path());
+    let run = |sql: &str| {
+        let err = run_on_files(dir.path(), window(), Limits::default(), sql)
+            .err()
+            .expect("an error");
+        (format!("{err:#}"), crate::error::exit_status(&err))
+    };
+    let (text, status) = run("SELECT state, count(*)\nFORM samples GROUP BY state");
+    assert_eq!(status, 2);
+    assert!(
+        text.starts_with("SQL syntax error at line 2, column 6: "),
+        "{text}"
+    );
+    assert!(!text.contains('\n'));
+    let (text, status) = run("SELECT nosuch FROM samples");
+    assert_eq!(status, 2);
+    assert!(
+        text.contains("line 1, column 8") && text.contains("nosuch"),
+        "{text}"
+    );
+    let (text, status) = run("SELECT * FROM top_activity(bogus := 1)");
+    assert_eq!(status, 2);
+    assert!(
+        text.contains("top_activity has no parameter bogus"),
+        "{text}"
+    );
+    let (text, status) = run("CREATE TABLE x (a INT)");
+    assert_eq!(status, 2, "{text}");
+    let (text, status) = run("SELECT 1; SELECT 2");
+    assert_eq!(status, 2, "{text}");
+}
+
+#[test]
+fn the_memory_limit_is_an_error_not_a_spill() {
+    let engine = Engine::new(Limits {
+        memory_bytes: 1 << 20,
+        timeout: None,
+    })
+    .unwrap();
+    let err = engine
+        .query("SELECT v % 1000000 AS k, count(*) FROM generate_series(1, 3000000) AS t(v) GROUP BY k ORDER BY k")
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Limit(_)), "{err}");
+    assert!(err.to_string().contains("memory limit of 1 MiB"), "{err}");
+}
