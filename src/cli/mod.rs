@@ -18,8 +18,8 @@ pub mod read;
 pub mod run;
 pub mod serve;
 pub mod settings;
-pub mod top;
 pub mod sql;
+pub mod top;
 pub mod window;
 
 use std::ffi::OsString;

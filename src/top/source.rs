@@ -357,9 +357,9 @@ pub fn humantime(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     match ms {
         0..=999 => format!("{ms}ms"),
-        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
         _ => format!("{:.1}s", ms as f64 / 1000.0),
     }
 }

@@ -9,6 +9,21 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A tmux session running an interactive shell, killed on drop.
+/// Removes a pin directory when the test ends, also when it fails: pins
+/// of an agent killed with its test would keep their maps in the kernel.
+struct PinsRemoved(std::path::PathBuf);
+
+impl Drop for PinsRemoved {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 struct Tmux {
     name: String,
 }
@@ -144,6 +159,7 @@ fn top_live_then_history_over_the_ground_truth() {
     let out = scratch.path().join("out");
     // The usual bpffs: the agent mounts it when it is missing.
     let pin_dir = Path::new("/sys/fs/bpf").join(format!("taskscope-test-{}", std::process::id()));
+    let _pins = PinsRemoved(pin_dir.clone());
     let from = chrono_text(-60);
     let agent = AgentRun::new()
         .args(["-F", "10"])
