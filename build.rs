@@ -27,10 +27,45 @@ const SOURCES: &[&str] = &[
 
 fn main() {
     git_commit();
+    packed_relocations();
     if let Err(err) = build() {
         // One clear line, visible in cargo's output.
         eprintln!("error: {err:#}");
         std::process::exit(1);
+    }
+}
+
+/// Link the binaries with packed relative relocations (DT_RELR) where the
+/// host's linker and C library support them (binutils ≥ 2.38, glibc ≥
+/// 2.36): the dynamic loader then applies DataFusion's ~235,000 relative
+/// relocations from a few kilobytes of bitmap instead of 5.6 MB of
+/// entries, so `main` — which blocks the stopping signals first thing —
+/// starts sooner after exec. Probed by linking and running a small
+/// program; anything else (a cross build, an old toolchain) links as
+/// before.
+fn packed_relocations() {
+    const FLAG: &str = "-Wl,-z,pack-relative-relocs";
+    if env::var("TARGET").ok() != env::var("HOST").ok() {
+        return;
+    }
+    let Ok(out_dir) = env::var("OUT_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let source = out_dir.join("relr_probe.c");
+    let program = out_dir.join("relr_probe");
+    let probe =
+        "static const char *p[] = {\"taskscope\"}; int main(void) { return p[0][0] != 't'; }\n";
+    if std::fs::write(&source, probe).is_err() {
+        return;
+    }
+    let linked = Command::new(env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-pie", "-fPIE", FLAG, "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .is_ok_and(|s| s.success());
+    if linked && Command::new(&program).status().is_ok_and(|s| s.success()) {
+        println!("cargo:rustc-link-arg-bins={FLAG}");
     }
 }
 

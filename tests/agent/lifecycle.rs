@@ -469,7 +469,7 @@ fn holds_sighup(pid: u32) -> Option<bool> {
 /// while it parses flags and loads its programs, waits for its handlers:
 /// SIGHUP, the agent runs its course and exits 0; SIGTERM, it stops at
 /// once, exit 0. Six rounds. (Between exec and `main` — the dynamic
-/// loader, under a millisecond here — no process can protect itself;
+/// loader, milliseconds here — no process can protect itself;
 /// systemd sends `reload` only after the start job, `Type=notify`.)
 #[test]
 fn signals_at_start_are_answered_not_fatal() {
@@ -501,8 +501,11 @@ fn signals_at_start_are_answered_not_fatal() {
             "{signal} sent {unprotected:?} after the spawn: {}\n{log}",
             status.status
         );
+        // The time measured includes fork, exec and the dynamic loader of a
+        // 220 MB binary (DataFusion): 10-30 ms idle, 107 ms once under the
+        // whole suite's load; main blocks the signals first thing after.
         assert!(
-            unprotected < Duration::from_millis(50),
+            unprotected < Duration::from_millis(250),
             "SIGHUP was fatal for {unprotected:?} after the spawn"
         );
         if signal == nix::sys::signal::Signal::SIGTERM {
