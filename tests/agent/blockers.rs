@@ -128,19 +128,31 @@ fn wakers_and_blockers() {
         n >= 200.0 && share >= 0.9,
         "kwaiter: LOCK held by bk-kholder on {share} of {n} rows\n{log}"
     );
-    // The pipe reader runs after bk-pwriter woke it.
+    // The pipe reader runs after bk-pwriter woke it. A wakeup handed to
+    // an idle CPU's wake list (an IPI) runs the hook outside the waker's
+    // context and records no waker: how many rows that leaves without one
+    // follows the machine's load (94-100% named here idle and with 2 or 4
+    // spinners, 83% in one CI run). A named waker must never be wrong.
     let reader = workload_tid(&out, "preader");
-    let (share, n) = share_of(
+    let running = "state IN ('ON_CPU', 'RUNQUEUE')";
+    let (share, n) = share_of(&out, reader, running, "waker_comm = 'bk-pwriter'");
+    let (wrong, _) = share_of(
         &out,
         reader,
-        "state IN ('ON_CPU', 'RUNQUEUE')",
-        "waker_comm = 'bk-pwriter'",
+        running,
+        "waker_comm IS NOT NULL AND waker_comm <> 'bk-pwriter'",
     );
-    // At least 30 rows (one miss is 3.3%): how often the reader runs
-    // follows the machine's load (47 rows in one loaded CI-like run).
+    let seen = query(
+        &out,
+        &format!(
+            "SELECT state, waker_comm, count(*) AS n FROM {SAMPLES} \
+             WHERE tid = {reader} GROUP BY ALL ORDER BY n DESC"
+        ),
+    );
+    // At least 30 rows: how often the reader runs follows the load too.
     assert!(
-        n >= 30.0 && share >= 0.9,
-        "preader: waker bk-pwriter on {share} of {n} rows"
+        n >= 30.0 && share >= 0.75 && wrong == 0.0,
+        "preader: waker bk-pwriter on {share} of {n} rows, another on {wrong}: {seen:?}"
     );
     // `report --blockers` names bk-holder first, asleep in
     // clock_nanosleep while three threads wait for it.
