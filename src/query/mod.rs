@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
@@ -324,37 +324,7 @@ fn nothing(mut catalog: Catalog, window: &Window) -> Result<Answer> {
             )),
         });
     }
-    let dir = catalog.dir().display().to_string();
-    let spans = catalog.spans(Samples::NAME);
-    if spans.is_empty() {
-        return Err(anyhow!(
-            "no samples files under {dir} (the agent writes {dir}/samples/date=*/hour=*/ and {dir}/.inprogress/; is it running with --output-dir {dir}?)"
-        ));
-    }
-    let stamp = |us: i64| {
-        let mut text = String::new();
-        crate::store::timefmt::write_timestamp_micros(&mut text, us);
-        text.truncate(19);
-        text
-    };
-    let hosts: Vec<String> = spans
-        .iter()
-        .map(|s| {
-            format!(
-                "{}: {} period(s), the first from {}, the newest from {}",
-                s.host,
-                s.periods,
-                stamp(s.first_us),
-                stamp(s.newest_us)
-            )
-        })
-        .collect();
-    Err(anyhow!(
-        "the window {} to {} UTC holds no rows; the data under {dir} is elsewhere in time ({}); give --since or --from/--to",
-        stamp(window.from_us),
-        stamp(window.to_us),
-        hosts.join("; ")
-    ))
+    Err(catalog.no_data(Samples::NAME, window))
 }
 
 #[cfg(test)]

@@ -287,11 +287,11 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
     if lines.is_empty() {
         // Nothing to draw (inferno would only log an error): say why.
         if catalog.problems.is_empty() {
-            let empty = super::no_data(&mut catalog, Samples::NAME, &window);
+            let empty = catalog.no_data(Samples::NAME, &window);
             if !catalog.spans(Samples::NAME).is_empty() && has_rows(&mut catalog, &window)? {
                 bail!(
                     "no samples in {} match{} (--all-states draws sleeping and idle threads too)",
-                    super::output::window_text(&window),
+                    window.text(),
                     if args.filter.is_some() {
                         " --where"
                     } else {
@@ -320,7 +320,7 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
                 "taskscope: wrote {} ({} stacks, {})",
                 destination.path().display(),
                 lines.len(),
-                super::output::window_text(&window)
+                window.text()
             );
         }
         _ => {
@@ -346,7 +346,7 @@ pub fn svg(text: &str, window: &Window, title: &Option<String>) -> Result<String
     options.title = title
         .clone()
         .unwrap_or_else(|| "taskscope: thread time by state and stack".into());
-    options.subtitle = Some(super::output::window_text(window));
+    options.subtitle = Some(window.text());
     options.count_name = "us".into();
     options.name_type = "Frame:".into();
     options.hash = true;

@@ -113,53 +113,18 @@ impl Answer {
     }
 }
 
-/// Nothing to answer from in `window`: no data files at all, or where the
-/// data is (per host: how many periods, the first and newest start).
-pub fn no_data(catalog: &mut Catalog, table: &str, window: &Window) -> anyhow::Error {
-    let dir = catalog.dir().display().to_string();
-    let spans = catalog.spans(table);
-    if spans.is_empty() {
-        return anyhow::anyhow!(
-            "no {table} files under {dir} (the agent writes {dir}/{table}/date=*/hour=*/ and {dir}/.inprogress/; is it running with --output-dir {dir}?)"
-        );
-    }
-    let stamp = |us: i64| {
-        let mut text = String::new();
-        crate::store::timefmt::write_timestamp_micros(&mut text, us);
-        text.truncate(19);
-        text
-    };
-    let hosts: Vec<String> = spans
-        .iter()
-        .map(|s| {
-            format!(
-                "{}: {} period(s), the first from {}, the newest from {}",
-                s.host,
-                s.periods,
-                stamp(s.first_us),
-                stamp(s.newest_us)
-            )
-        })
-        .collect();
-    anyhow::anyhow!(
-        "the window {} holds no {table} rows; the data under {dir} is elsewhere in time ({}); give --since or --from/--to",
-        output::window_text(window),
-        hosts.join("; ")
-    )
-}
-
 /// An answer with nothing in it: an error, or when files were left out,
 /// the problems and a failure line.
 fn nothing(mut catalog: Catalog, table: &str, window: &Window) -> Result<Answer> {
     if catalog.problems.is_empty() {
-        return Err(no_data(&mut catalog, table, window));
+        return Err(catalog.no_data(table, window));
     }
     let count = catalog.problems.len();
     Ok(Answer {
         problems: catalog.problems,
         failure: Some(format!(
             "no usable {table} rows in {}: {count} problem(s) above left out every period with data",
-            output::window_text(window)
+            window.text()
         )),
     })
 }
@@ -176,7 +141,7 @@ pub fn run(args: &Request, window: Window) -> Result<Answer> {
         };
         let groups = chosen(groups, &by_default);
         if catalog.spans(table).is_empty() && catalog.problems.is_empty() {
-            return Err(no_data(&mut catalog, table, &window).context(format!(
+            return Err(catalog.no_data(table, &window).context(format!(
                 "--latency reads the {table} table, written by `taskscope run --track {}`",
                 if table == Syscalls::NAME {
                     "syscalls"

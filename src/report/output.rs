@@ -9,19 +9,8 @@ use serde_json::{json, Map, Value};
 use super::aggregate::{Active, Timeline};
 use super::latency::Latency;
 use super::{states, Format as ReportFormat};
-use crate::store::catalog::Window;
 use crate::store::csv::push_field;
 use crate::store::timefmt;
-
-/// `2026-11-22 03:00:00 – 04:00:00 UTC`.
-pub fn window_text(window: &Window) -> String {
-    let mut from = String::new();
-    timefmt::write_timestamp_micros(&mut from, window.from_us);
-    let mut to = String::new();
-    timefmt::write_timestamp_micros(&mut to, window.to_us);
-    let trim = |s: &str| s.split('.').next().unwrap_or(s).to_string();
-    format!("{} to {} UTC", trim(&from), trim(&to))
-}
 
 /// What the averages count, and what they leave out: one line.
 fn counted_text(all_states: bool, other_us: i64, sampled_us: i64) -> String {
@@ -177,7 +166,7 @@ pub fn active(
         ReportFormat::Table => {
             let mut text = format!(
                 "{}: {:.2} average {}threads over {:.0} s sampled\n{}\n",
-                window_text(&report.window),
+                report.window.text(),
                 report.total_us as f64 / report.sampled_us.max(1) as f64,
                 if report.all_states { "" } else { "active " },
                 report.sampled_us as f64 / 1e6,
@@ -279,7 +268,7 @@ pub fn timeline(
             let sampled: i64 = timeline.buckets.values().map(|(s, _)| s).sum();
             let mut text = format!(
                 "{}: average {}threads per {}, by state\n{}\n",
-                window_text(&timeline.window),
+                timeline.window.text(),
                 if timeline.all_states { "" } else { "active " },
                 timefmt::human_duration(timeline.bucket),
                 counted_text(timeline.all_states, timeline.other_us, sampled)
@@ -407,7 +396,7 @@ pub fn latency(
         ReportFormat::Table => {
             let mut text = format!(
                 "{}: {} that samples caught in progress (durations exact; long ones are over-represented, see estimated)\n\n",
-                window_text(&latency.window),
+                latency.window.text(),
                 latency.table
             );
             let mut header: Vec<String> = latency

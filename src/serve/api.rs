@@ -180,14 +180,14 @@ fn nothing(catalog: &mut Catalog, table: &str, window: &Window) -> Failure {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
                 "no usable {table} rows in {}: {}",
-                output::window_text(window),
+                window.text(),
                 lines.join("; ")
             ),
         );
     }
     Failure(
         StatusCode::NOT_FOUND,
-        one_line(&format!("{:#}", report::no_data(catalog, table, window))),
+        one_line(&format!("{:#}", catalog.no_data(table, window))),
     )
 }
 

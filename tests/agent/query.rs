@@ -289,7 +289,7 @@ fn sql_answers_as_duckdb_does_on_every_format() {
     );
     assert_eq!(empty.status.code(), Some(1), "{}", stderr(&empty));
     assert!(
-        stderr(&empty).contains("holds no rows"),
+        stderr(&empty).contains("holds no samples rows"),
         "{}",
         stderr(&empty)
     );

@@ -72,6 +72,23 @@ impl Window {
     pub fn len_us(&self) -> i64 {
         self.to_us.saturating_sub(self.from_us).max(1)
     }
+
+    /// "2026-11-22 03:00:00 to 2026-11-22 04:00:00 UTC" (whole seconds).
+    pub fn text(&self) -> String {
+        format!(
+            "{} to {} UTC",
+            second_stamp(self.from_us),
+            second_stamp(self.to_us)
+        )
+    }
+}
+
+/// A timestamp to the second, "2026-11-22 03:12:00".
+fn second_stamp(us: i64) -> String {
+    let mut text = String::new();
+    crate::store::timefmt::write_timestamp_micros(&mut text, us);
+    text.truncate(19);
+    text
 }
 
 /// One data file: published, or the journal of a period being written.
@@ -349,6 +366,36 @@ impl Catalog {
             .filter(|file| file.format == wanted || !has_wanted(&file.stem))
             .cloned()
             .collect()
+    }
+
+    /// Nothing of `table` to answer from in `window`: no data files at
+    /// all, or where the data is (per host: how many periods, the first
+    /// and newest start). The one error every reader gives for it.
+    pub fn no_data(&mut self, table: &str, window: &Window) -> anyhow::Error {
+        let dir = self.dir().display().to_string();
+        let spans = self.spans(table);
+        if spans.is_empty() {
+            return anyhow::anyhow!(
+                "no {table} files under {dir} (the agent writes {dir}/{table}/date=*/hour=*/ and {dir}/.inprogress/; is it running with --output-dir {dir}?)"
+            );
+        }
+        let hosts: Vec<String> = spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {} period(s), the first from {}, the newest from {}",
+                    s.host,
+                    s.periods,
+                    second_stamp(s.first_us),
+                    second_stamp(s.newest_us)
+                )
+            })
+            .collect();
+        anyhow::anyhow!(
+            "the window {} holds no {table} rows; the data under {dir} is elsewhere in time ({}); give --since or --from/--to",
+            window.text(),
+            hosts.join("; ")
+        )
     }
 
     /// Per host, how many periods `table` has and when the first and the
