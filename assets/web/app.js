@@ -37,6 +37,7 @@ function view() {
     where: p.get('where') || '', by: p.get('by') || 'wait_class', states: p.get('states') || 'active',
     groups: p.get('groups') || 'wait_class,comm,syscall,kfunc', tid: p.get('tid') || '',
     latency: p.get('latency') || 'syscalls', flame: p.get('flame') || '',
+    stacks: p.get('stacks') || '',
   };
 }
 
@@ -356,6 +357,42 @@ async function loadLatency(v) {
   });
 }
 
+// Top stacks (through the SQL query layer): a few frames each, all on a click.
+async function loadStacks(v) {
+  $('stacks-kind').value = v.stacks || '';
+  await panel('stacks-msg', async () => {
+    const t = $('stacks');
+    t.replaceChildren();
+    const kind = v.stacks ? { kind: v.stacks } : {};
+    const doc = await getJson(apiUrl('/api/stacks', panelParams(v), filterParams(v), kind, { top: 12 }));
+    const head = el('tr');
+    for (const h of ['kind', 'avg active', 'threads', 'mostly', 'states', 'frames']) head.appendChild(el('th', h));
+    t.appendChild(head);
+    for (const s of doc.stacks) {
+      const tr = el('tr', null, 'pick');
+      tr.appendChild(el('td', s.kind));
+      tr.appendChild(el('td', s.avg_threads.toFixed(3), 'num'));
+      tr.appendChild(el('td', String(s.threads), 'num'));
+      tr.appendChild(el('td', s.top_comm || '–'));
+      tr.appendChild(el('td', s.states || '–'));
+      const frames = el('td', null, 'frames');
+      const few = s.frames.slice(0, 4).join(' ← ') + (s.frames.length > 4 ? ' ← …' : '');
+      frames.textContent = few;
+      tr.addEventListener('click', () => {
+        frames.textContent = frames.textContent === few ? s.frames.join('\n') : few;
+      });
+      tr.appendChild(frames);
+      t.appendChild(tr);
+    }
+    if (!doc.stacks.length) {
+      const tr = el('tr');
+      tr.appendChild(el('td', 'no stacks here (the agent records them for active threads when stacks are on)'));
+      t.appendChild(tr);
+    }
+    t.dataset.rows = doc.stacks.length;
+  });
+}
+
 function loadFlame(v) {
   const img = $('flame');
   if (!v.flame) { img.removeAttribute('src'); return; }
@@ -395,6 +432,7 @@ function loadRest(v) {
   loadThreads(v);
   loadBlockers(v);
   loadLatency(v);
+  loadStacks(v);
   loadThread(v);
   loadFlame(v);
 }
@@ -463,6 +501,7 @@ async function start() {
   });
   $('group-by').addEventListener('change', () => loadGroups(setView({ groups: $('group-by').value }, true)));
   $('latency-table').addEventListener('change', () => loadLatency(setView({ latency: $('latency-table').value }, true)));
+  $('stacks-kind').addEventListener('change', () => loadStacks(setView({ stacks: $('stacks-kind').value }, true)));
   $('flame-draw').addEventListener('click', () => loadFlame(setView({ flame: '1' }, true)));
   window.addEventListener('popstate', loadAll);
   window.addEventListener('resize', () => { if (chart) chart.setSize({ width: $('chart').clientWidth, height: 280 }); });

@@ -140,6 +140,7 @@ endpoint!(blockers, blockers_of);
 endpoint!(latency, latency_of);
 endpoint!(thread, thread_of);
 endpoint!(flame_svg, flame_of);
+endpoint!(stacks, stacks_of);
 
 fn json_response(value: &Value) -> Response {
     (
@@ -612,6 +613,14 @@ fn flame_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure>
         svg,
     )
         .into_response())
+}
+
+/// The top stacks panel (`stacks`: through the SQL query layer).
+fn stacks_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure> {
+    report::check_samples(&[], selection.predicate.as_deref()).map_err(Failure::bad)?;
+    super::stacks::kind_of(selection).map_err(Failure::bad)?;
+    let doc = super::stacks::answer(&shared.dir, selection, QUERY_TIME)?;
+    Ok(json_response(&doc))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod api;
 mod assets;
 mod guard;
 mod params;
+mod stacks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/blockers", get(api::blockers))
         .route("/api/latency", get(api::latency))
         .route("/api/thread", get(api::thread))
+        .route("/api/stacks", get(api::stacks))
         .route("/api/flame.svg", get(api::flame_svg))
         .fallback(|| async { api::error(axum::http::StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(

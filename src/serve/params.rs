@@ -27,6 +27,7 @@ const KNOWN: &[&str] = &[
     "tid",
     "table",
     "states",
+    "kind",
     "token",
 ];
 

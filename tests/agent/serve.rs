@@ -340,6 +340,15 @@ fn web_view_on_ground_truth() {
         states.iter().any(|s| s == "DISK") && states.len() >= 2,
         "{thread}"
     );
+    // Top stacks (through the SQL layer): the spinners' user stack.
+    assert_eq!(first["stacks_msg"], "", "{first}");
+    let stacks = first["stacks"].as_array().expect("stacks rows");
+    assert!(
+        stacks
+            .iter()
+            .any(|row| row.to_string().contains("spin_forever")),
+        "no spinner stack in the top stacks panel: {first}"
+    );
     let flame = &seen["flame"];
     assert!(
         flame["loaded"].is_string() && flame["width"].as_u64().unwrap_or(0) > 100,
@@ -350,6 +359,7 @@ fn web_view_on_ground_truth() {
         "serve-brushed",
         "serve-thread",
         "serve-flame",
+        "serve-stacks",
     ] {
         let size = std::fs::metadata(shots.join(format!("{name}.png")))
             .map(|m| m.len())
@@ -396,8 +406,42 @@ fn web_view_on_ground_truth() {
         overview["top"]["rows"], top["rows"],
         "overview and top differ"
     );
+    // The top stacks are what `taskscope sql` answers for the same query.
+    let api = get_json(port, &format!("/api/stacks?{window}&kind=user&top=5"));
+    let ids =
+        |rows: &[Value]| -> Vec<Value> { rows.iter().map(|r| r["stack_id"].clone()).collect() };
+    let sql = taskscope(&[
+        "sql",
+        "--dir",
+        dir,
+        "--from",
+        &stamp(&from),
+        "--to",
+        &stamp(&to),
+        "--format",
+        "json",
+        &format!(
+            "WITH samples AS (SELECT * FROM samples WHERE tgid = {pid}) \
+             SELECT stack_id FROM top_stacks(kind := 'user', all_states := true) LIMIT 5"
+        ),
+    ]);
+    assert_success(&sql);
+    let sql_rows: Vec<Value> = String::from_utf8_lossy(&sql.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let api_rows = api["stacks"].as_array().expect("stacks");
+    assert!(!api_rows.is_empty(), "{api}");
+    assert_eq!(ids(api_rows), ids(&sql_rows), "{api}");
     // Every endpoint answers for the window.
-    for endpoint in ["top", "threads", "blockers", "latency", "latency?table=io"] {
+    for endpoint in [
+        "top",
+        "threads",
+        "blockers",
+        "latency",
+        "latency?table=io",
+        "stacks",
+    ] {
         let sep = if endpoint.contains('?') { '&' } else { '?' };
         get_json(port, &format!("/api/{endpoint}{sep}from={from}&to={to}"));
     }
@@ -458,6 +502,8 @@ fn security_checks(server: &Server) {
         "/api/latency?table=disks",
         "/api/activity?by=state,comm",
         "/api/activity?since=900d",
+        "/api/stacks?kind=both",
+        "/api/stacks?where=1%3D1)%20UNION%20SELECT%20*%20FROM%20stacks%20--",
     ] {
         let (status, _, body) = get(port, target);
         assert_eq!(status, 400, "GET {target}: {body}");

@@ -7,7 +7,7 @@
 // Steps: load URL (window and filters in it), read the chart's series and
 // the tables; drag a brush across the middle of the chart and read the
 // panels' window and the URL; click the first thread for its timeline;
-// draw the flame graph. COMM: the thread to click (else the first). A screenshot of each view goes to SCREENSHOT_DIR.
+// read the top stacks; draw the flame graph. COMM: the thread to click (else the first). A screenshot of each view goes to SCREENSHOT_DIR.
 'use strict';
 const puppeteer = require('puppeteer-core');
 
@@ -32,6 +32,8 @@ async function main() {
       document.querySelector('#groups-msg').textContent, { timeout: 60000 });
     await page.waitForFunction(() => document.querySelector('#threads').dataset.rows !== undefined ||
       document.querySelector('#threads-msg').textContent, { timeout: 60000 });
+    await page.waitForFunction(() => document.querySelector('#stacks').dataset.rows !== undefined ||
+      document.querySelector('#stacks-msg').textContent, { timeout: 60000 });
     const read = () => page.evaluate(() => {
       const rows = (id) => [...document.querySelectorAll('#' + id + ' tr')].slice(1)
         .map((tr) => [...tr.children].map((td) => td.textContent));
@@ -50,6 +52,8 @@ async function main() {
         blockers_msg: document.querySelector('#blockers-msg').textContent,
         latency_msg: document.querySelector('#latency-msg').textContent,
         latency_rows: document.querySelectorAll('#latency .hist').length,
+        stacks_head: heads('stacks'), stacks: rows('stacks'),
+        stacks_msg: document.querySelector('#stacks-msg').textContent,
       };
     });
     seen.first = await read();
@@ -107,6 +111,9 @@ async function main() {
     });
     const flame = await page.$('#flame-panel');
     await flame.screenshot({ path: shots + '/serve-flame.png' });
+    // (An element's screenshot scrolls it into view: after the brush.)
+    const stacks = await page.$('#stacks-panel');
+    await stacks.screenshot({ path: shots + '/serve-stacks.png' });
 
     // A reload of the URL shows the same selection.
     await page.reload({ waitUntil: 'networkidle0' });
