@@ -236,16 +236,16 @@ pub fn timeline_of(
     dir: &Path,
     window: Window,
     bucket: Duration,
-    filter: Option<&str>,
+    by: &str,
     all_states: bool,
 ) -> Result<Timeline> {
     let mut catalog = Catalog::open(dir)?;
     let query = Query {
         window,
-        predicate: filter,
+        predicate: None,
         all_states,
     };
-    aggregate::timeline(&mut catalog, &query, "state", Some(bucket), auto_bucket)
+    aggregate::timeline(&mut catalog, &query, by, Some(bucket), auto_bucket)
 }
 
 /// `--by` as given, else the defaults. `blocker` is `blocker_tid`, `peer`

@@ -1,40 +1,42 @@
-//! The chart of average active threads over time, stacked by state, drawn
-//! in text cells: one column per read (live) or bucket (history), one
-//! letter per state, so it reads without colour (`NO_COLOR`) and over any
-//! SSH session at 80×24.
+//! The chart of average active threads over time, stacked by wait class
+//! (as the web view's Top Activity), drawn in text cells: one column per
+//! read (live) or bucket (history), one letter per class, so it reads
+//! without colour (`NO_COLOR`) and over any SSH session at 80×24.
 
-/// States in stacking order (bottom first), their letters and colours.
-pub const STATES: &[(&str, char)] = &[
-    ("ON_CPU", 'C'),
+/// Wait classes in stacking order (bottom first) and their letters.
+pub const CLASSES: &[(&str, char)] = &[
+    ("CPU", 'C'),
     ("RUNQUEUE", 'R'),
-    ("DISK", 'D'),
-    ("UNINTERRUPTIBLE", 'U'),
-    ("RTLOCK_WAIT", 'L'),
-    ("SLEEP", 'S'),
+    ("IO", 'D'),
+    ("LOCK", 'L'),
+    ("NET", 'N'),
+    ("IPC", 'P'),
+    ("PAGING", 'G'),
+    ("TIMER", 'T'),
     ("IDLE", 'I'),
 ];
 
-/// Letter of the states not listed in [`STATES`].
+/// Letter of `OTHER` and of any class not listed in [`CLASSES`].
 pub const OTHER: char = 'O';
 
-/// Index into [`STATES`] of `state`, or `STATES.len()` for the others.
-pub fn state_index(state: &str) -> usize {
-    STATES
+/// Index into [`CLASSES`] of `class`, or `CLASSES.len()` for the others.
+pub fn class_index(class: &str) -> usize {
+    CLASSES
         .iter()
-        .position(|(name, _)| *name == state)
-        .unwrap_or(STATES.len())
+        .position(|(name, _)| *name == class)
+        .unwrap_or(CLASSES.len())
 }
 
 /// The letter of stack index `i`.
 pub fn letter(i: usize) -> char {
-    STATES.get(i).map(|s| s.1).unwrap_or(OTHER)
+    CLASSES.get(i).map(|s| s.1).unwrap_or(OTHER)
 }
 
-/// One column of the chart: average threads per state index.
+/// One column of the chart: average threads per class index.
 pub type Column = Vec<(usize, f64)>;
 
 /// The chart's cells, top row first: `None` is empty, `Some(i)` a cell of
-/// state index `i`. The newest column is at the right; with more columns
+/// class index `i`. The newest column is at the right; with more columns
 /// than `width`, the oldest are left out. Also the scale (threads at the
 /// top row).
 pub fn grid(columns: &[Column], width: usize, height: usize) -> (Vec<Vec<Option<usize>>>, f64) {
@@ -49,7 +51,7 @@ pub fn grid(columns: &[Column], width: usize, height: usize) -> (Vec<Vec<Option<
     for (x, column) in shown.iter().enumerate() {
         let mut sorted = column.clone();
         sorted.sort_by_key(|(i, _)| *i);
-        // Cumulative rounding: each state's cells are the rounded top of
+        // Cumulative rounding: each class's cells are the rounded top of
         // its segment minus the rounded top of the one below.
         let mut acc = 0.0;
         let mut filled = 0usize;
@@ -71,8 +73,8 @@ mod tests {
 
     #[test]
     fn columns_stack_from_the_bottom_scaled_to_the_highest() {
-        let c = state_index("ON_CPU");
-        let s = state_index("SLEEP");
+        let c = class_index("CPU");
+        let s = class_index("TIMER");
         let columns = vec![vec![(c, 2.0), (s, 2.0)], vec![(c, 1.0)]];
         let (cells, scale) = grid(&columns, 3, 4);
         assert_eq!(scale, 4.0);
@@ -81,13 +83,13 @@ mod tests {
         assert_eq!(col(0), vec![None; 4]);
         assert_eq!(col(1), vec![Some(s), Some(s), Some(c), Some(c)]);
         assert_eq!(col(2), vec![None, None, None, Some(c)]);
-        assert_eq!(state_index("ZOMBIE"), STATES.len());
-        assert_eq!(letter(STATES.len()), OTHER);
+        assert_eq!(class_index("OTHER"), CLASSES.len());
+        assert_eq!(letter(CLASSES.len()), OTHER);
     }
 
     #[test]
     fn only_the_newest_columns_fit() {
-        let c = state_index("ON_CPU");
+        let c = class_index("CPU");
         let columns: Vec<Column> = (0..10).map(|i| vec![(c, i as f64)]).collect();
         let (cells, scale) = grid(&columns, 2, 9);
         assert_eq!(scale, 9.0);

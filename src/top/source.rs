@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::chart::{state_index, Column};
+use super::chart::{class_index, Column};
 use super::group::{self, key_matches, sort_rows, GroupRow, Sort};
 use crate::bpf::live::LiveTable;
 use crate::output::live::{self, LiveRow};
@@ -119,7 +119,7 @@ impl Live {
             .map(|(_, rows)| {
                 let mut column: Vec<(usize, f64)> = Vec::new();
                 for row in rows.iter().filter(|r| keep(r)) {
-                    let i = state_index(row.state.name());
+                    let i = class_index(row.wait_class.name());
                     match column.iter_mut().find(|(j, _)| *j == i) {
                         Some((_, v)) => *v += 1.0,
                         None => column.push((i, 1.0)),
@@ -218,7 +218,7 @@ impl History {
             &self.dir,
             self.window,
             Duration::from_secs(step),
-            None,
+            "wait_class",
             ask.all_states,
         );
         if let Ok(timeline) = timeline {
@@ -228,7 +228,7 @@ impl History {
                 .map(|(sampled, states)| {
                     states
                         .iter()
-                        .map(|(s, w)| (state_index(s), *w as f64 / (*sampled).max(1) as f64))
+                        .map(|(s, w)| (class_index(s), *w as f64 / (*sampled).max(1) as f64))
                         .collect()
                 })
                 .collect();

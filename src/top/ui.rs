@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::chart::{self, STATES};
+use super::chart::{self, CLASSES};
 use super::source::Screen;
 use super::App;
 
@@ -22,21 +22,23 @@ const HELP: &[&str] = &[
     " p / Space    pause (live)        ?      this help",
     " [ ] Left/Right  move the window  - +    zoom out / in (history mode)",
     "",
-    "Chart letters: C ON_CPU, R RUNQUEUE, D DISK, U UNINTERRUPTIBLE,",
-    "L RTLOCK_WAIT, S SLEEP, I IDLE, O other states.",
+    "Chart letters (wait classes): C CPU, R RUNQUEUE, D IO, L LOCK,",
+    "N NET, P IPC, G PAGING, T TIMER, I IDLE, O OTHER.",
     "Live rows have no kfunc or stacks (the writer adds those): see the files.",
     "",
     "Press any key to close.",
 ];
 
-fn state_color(i: usize) -> Color {
-    match STATES.get(i).map(|s| s.0) {
-        Some("ON_CPU") => Color::Green,
+fn class_color(i: usize) -> Color {
+    match CLASSES.get(i).map(|s| s.0) {
+        Some("CPU") => Color::Green,
         Some("RUNQUEUE") => Color::LightGreen,
-        Some("DISK") => Color::Blue,
-        Some("UNINTERRUPTIBLE") => Color::Red,
-        Some("RTLOCK_WAIT") => Color::Magenta,
-        Some("SLEEP") => Color::DarkGray,
+        Some("IO") => Color::Blue,
+        Some("LOCK") => Color::Red,
+        Some("NET") => Color::Cyan,
+        Some("IPC") => Color::Magenta,
+        Some("PAGING") => Color::LightRed,
+        Some("TIMER") => Color::DarkGray,
         Some("IDLE") => Color::Gray,
         _ => Color::Yellow,
     }
@@ -151,14 +153,14 @@ fn draw_chart(frame: &mut Frame<'_>, app: &App, screen: &Screen, area: Rect) {
                 None => Span::raw(" "),
                 Some(i) => Span::styled(
                     chart::letter(*i).to_string(),
-                    app.style(Style::new().fg(state_color(*i))),
+                    app.style(Style::new().fg(class_color(*i))),
                 ),
             });
         }
         lines.push(Line::from(spans));
     }
     lines.push(Line::raw(format!(
-        "{:>AXIS$}avg active threads by state, {}",
+        "{:>AXIS$}avg active threads by wait class, {}",
         "", screen.chart_step
     )));
     frame.render_widget(Paragraph::new(lines), area);
@@ -227,4 +229,19 @@ fn draw_status(frame: &mut Frame<'_>, app: &App, screen: &Screen, area: Rect) {
         )
     };
     frame.render_widget(Paragraph::new(Line::raw(text)), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_every_chart_letter() {
+        let help = HELP.join(" ");
+        for (i, (name, _)) in CLASSES.iter().enumerate() {
+            let entry = format!("{} {name}", chart::letter(i));
+            assert!(help.contains(&entry), "help lacks '{entry}'");
+        }
+        assert!(help.contains(&format!("{} OTHER", chart::OTHER)));
+    }
 }

@@ -210,6 +210,17 @@ fn top_live_then_history_over_the_ground_truth() {
         "took {:?}:\n{screen}",
         started.elapsed()
     );
+    // The chart is stacked by wait class (no state letter such as S for
+    // SLEEP; with every state, the idle kernel threads' I at least).
+    assert!(
+        screen.contains("avg active threads by wait class"),
+        "{screen}"
+    );
+    let chart: String = screen
+        .lines()
+        .filter(|l| l.contains('┤') || l.contains('│'))
+        .collect();
+    assert!(chart.contains('I') && !chart.contains('S'), "{screen}");
     // And on a CPU: some read within the last ten shows a spinner there.
     tmux.wait_for(
         |s| line_with(s, &["ON_CPU", "gt-spin"]).is_some(),
