@@ -149,6 +149,10 @@ function drawChart(data, cpus) {
   if (chart) chart.destroy();
   chart = new uPlot(opts, columns, box);
   box.dataset.series = data.series.map((s) => s.name).join(',');
+  // The newest time drawn (the last flushed tick while live), and how many
+  // times the chart was drawn: what a reader (and the tests) can follow.
+  box.dataset.newest = data.in_progress_until || data.to;
+  box.dataset.draws = Number(box.dataset.draws || 0) + 1;
   showSelection();
 }
 

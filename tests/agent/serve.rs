@@ -125,21 +125,28 @@ fn driver_modules() -> PathBuf {
 /// Drive the page at `url` in headless Chromium (tests/web/drive.js);
 /// what it saw.
 fn drive(url: &str, shots: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/drive.js");
+    let shots = shots.to_str().expect("utf-8 path");
+    node("drive.js", &[url, shots, "gt-fsync"])
+}
+
+/// Run tests/web/`script` with `args` under node with puppeteer-core; the
+/// JSON document it prints.
+fn node(script: &str, args: &[&str]) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/web")
+        .join(script);
     let out = Command::new("node")
-        .arg(&script)
-        .arg(url)
-        .arg(shots)
-        .arg("gt-fsync")
+        .arg(&path)
+        .args(args)
         .env("NODE_PATH", driver_modules())
         .output()
         .expect("run node (the nodejs package)");
     assert!(
         out.status.success(),
-        "drive.js failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("drive.js prints JSON")
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} prints JSON: {e}"))
 }
 
 /// The rows of a table the page read, as (first column, second column).
@@ -610,7 +617,7 @@ fn live_window_follows_the_period_being_written() {
     let mut agent = AgentRun::new()
         .args(["-F", "10", "--flush-interval", "1s"])
         .output(&out)
-        .duration("30s")
+        .duration("60s")
         .spawn();
     wait_for_first_tick(&out, Duration::from_secs(20));
     let server = Server::start(
@@ -634,10 +641,25 @@ fn live_window_follows_the_period_being_written() {
         );
         seen.push(newest_of(&answer).unwrap_or_else(|| panic!("not read live: {answer}")));
     }
+    // The page follows by itself: without a reload, its chart is drawn
+    // again (every 10 s) with a newer flushed tick.
+    let page = node("follow.js", &[&server.url("/?since=5m"), "25"]);
     send_signal(&agent, nix::sys::signal::Signal::SIGTERM);
     let _ = agent.wait();
     assert!(
         seen.windows(2).all(|pair| pair[0] < pair[1]),
         "the newest tick read did not advance: {seen:?}"
+    );
+    assert_eq!(page["page_errors"], serde_json::json!([]), "{page}");
+    let (first, later) = (&page["first"], &page["later"]);
+    assert!(
+        first["status"].as_str().unwrap_or("").starts_with("live"),
+        "{page}"
+    );
+    assert!(
+        first["newest"].is_string()
+            && later["newest"].as_str() > first["newest"].as_str()
+            && later["draws"].as_u64() > first["draws"].as_u64(),
+        "the page did not follow the present: {page}"
     );
 }
