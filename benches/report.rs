@@ -172,7 +172,9 @@ fn main() {
 fn compare_where(csv_dir: &Path, parquet_dir: &Path, window: &str) {
     let agent = env!("CARGO_BIN_EXE_taskscope");
     let baseline = std::env::var("TASKSCOPE_BENCH_REPORT_BASELINE").ok();
-    println!("  --where, best of 3:                          CSV   Parquet   CSV/base  Parquet/base");
+    println!(
+        "  --where, best of 3:                          CSV   Parquet   CSV/base  Parquet/base"
+    );
     for (label, predicate, old_too) in [
         ("no --where", None, true),
         ("--where \"state = 'DISK'\"", Some("state = 'DISK'"), true),

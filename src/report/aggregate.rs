@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::predicate::{self, Filter};
 use super::one_pass;
+use super::predicate::{self, Filter};
 use super::read::{self, Cell, Projection, Row};
 use crate::store::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
 use crate::store::schema::{Samples, Table, Ticks};

@@ -26,8 +26,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::aggregate::{errors, Query};
-use super::predicate;
 use super::flame_color::{color_by_state, kinds_by_name};
+use super::predicate;
 use super::read::{self, Cell, Projection};
 use super::{states, Answer};
 use crate::files::destination::Destination;

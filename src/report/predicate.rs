@@ -102,7 +102,11 @@ impl Filter {
             .map(|field| match batch.column_by_name(field.name()) {
                 Some(a) if a.data_type() == field.data_type() => Ok(a.clone()),
                 Some(a) => datafusion::arrow::compute::cast(a, field.data_type()).map_err(|err| {
-                    anyhow!("its column {} cannot be read as {} ({err})", field.name(), field.data_type())
+                    anyhow!(
+                        "its column {} cannot be read as {} ({err})",
+                        field.name(),
+                        field.data_type()
+                    )
                 }),
                 None => Ok(new_null_array(field.data_type(), rows)),
             })
@@ -158,7 +162,10 @@ fn times<T: Table>(expr: Expr) -> Result<Expr> {
             return Ok(e);
         };
         match crate::store::user_time::time(text) {
-            Ok(us) => Ok(Expr::Literal(ScalarValue::TimestampMicrosecond(Some(us), None), None)),
+            Ok(us) => Ok(Expr::Literal(
+                ScalarValue::TimestampMicrosecond(Some(us), None),
+                None,
+            )),
             Err(why) => Err(DataFusionError::Plan(format!(
                 "not a timestamp for column {column}: {why}"
             ))),
@@ -166,17 +173,19 @@ fn times<T: Table>(expr: Expr) -> Result<Expr> {
     };
     expr.transform_up(|e| {
         Ok(match e {
-            Expr::BinaryExpr(BinaryExpr { left, op, right }) if matches!(
-                op,
-                Operator::Eq
-                    | Operator::NotEq
-                    | Operator::Lt
-                    | Operator::LtEq
-                    | Operator::Gt
-                    | Operator::GtEq
-                    | Operator::IsDistinctFrom
-                    | Operator::IsNotDistinctFrom
-            ) => {
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(
+                    op,
+                    Operator::Eq
+                        | Operator::NotEq
+                        | Operator::Lt
+                        | Operator::LtEq
+                        | Operator::Gt
+                        | Operator::GtEq
+                        | Operator::IsDistinctFrom
+                        | Operator::IsNotDistinctFrom
+                ) =>
+            {
                 let (left, right) = if is_time(&left) {
                     let right = retype(*right, &left)?;
                     (*left, right)
@@ -216,7 +225,9 @@ fn times<T: Table>(expr: Expr) -> Result<Expr> {
     .map_err(|err| {
         anyhow!(
             "--where: {}",
-            err.find_root().to_string().trim_start_matches("Error during planning: ")
+            err.find_root()
+                .to_string()
+                .trim_start_matches("Error during planning: ")
         )
     })
 }

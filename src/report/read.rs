@@ -161,9 +161,7 @@ pub fn scan_file(
             };
             scan_csv(decoder, false, projection, filter, bounded)
         }
-        Opened::Published(FileFormat::Parquet) => {
-            scan_parquet(handle, projection, filter, bounded)
-        }
+        Opened::Published(FileFormat::Parquet) => scan_parquet(handle, projection, filter, bounded),
     }
 }
 

@@ -345,10 +345,7 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
             vec!["--where", "state = "],
             "--where: SQL syntax error at line 1, column 9",
         ),
-        (
-            vec!["--where", "nosuch = 1"],
-            "column 'nosuch' not found",
-        ),
+        (vec!["--where", "nosuch = 1"], "column 'nosuch' not found"),
         (vec!["--by", "nosuch"], "--by: no column 'nosuch'"),
         (
             vec!["--latency", "--by", "state"],

@@ -118,15 +118,31 @@ fn where_is_any_sql_expression_and_agrees_with_duckdb() {
     let dir = out.to_str().unwrap();
     for (ours, theirs) in CASES {
         let want = duckdb_by_comm(&out, "read_parquet('samples/*/*/*.parquet')", theirs);
-        assert_same(&format!("Parquet: {ours}"), &report_by_comm(dir, ours), &want);
+        assert_same(
+            &format!("Parquet: {ours}"),
+            &report_by_comm(dir, ours),
+            &want,
+        );
     }
 
     // Bad input: one line with the position, exit 2.
     for (predicate, message) in [
-        ("comm LIKE", "--where: SQL syntax error at line 1, column 10"),
-        ("comm = 'x' AND (tid > 1", "--where: SQL syntax error at line 1, column"),
-        ("nosuch = 1", "--where: SQL error at line 1, column 1: column 'nosuch' not found"),
-        ("upper(nosuch) = 'X'", "line 1, column 7: column 'nosuch' not found"),
+        (
+            "comm LIKE",
+            "--where: SQL syntax error at line 1, column 10",
+        ),
+        (
+            "comm = 'x' AND (tid > 1",
+            "--where: SQL syntax error at line 1, column",
+        ),
+        (
+            "nosuch = 1",
+            "--where: SQL error at line 1, column 1: column 'nosuch' not found",
+        ),
+        (
+            "upper(nosuch) = 'X'",
+            "line 1, column 7: column 'nosuch' not found",
+        ),
         ("tid + 1", "not true or false"),
     ] {
         let out = taskscope(&["report", "--dir", dir, "--where", predicate]);

@@ -63,10 +63,16 @@ fn sql_expressions_of_the_engine() {
         ("tid = -1", false),
         ("TRUE", true),
         // What the hand-written subset could not say.
-        ("upper(comm) LIKE 'GT-SLEEP%' AND syscall_us / 1000 > 5", true),
+        (
+            "upper(comm) LIKE 'GT-SLEEP%' AND syscall_us / 1000 > 5",
+            true,
+        ),
         ("syscall_us / 1000 > 8", false),
         ("regexp_like(comm, '^gt-s')", true),
-        ("CASE WHEN state = 'SLEEP' THEN tid % 2 = 0 ELSE false END", true),
+        (
+            "CASE WHEN state = 'SLEEP' THEN tid % 2 = 0 ELSE false END",
+            true,
+        ),
         ("coalesce(syscall, 'none') = 'none'", true),
         ("length(comm) = 10 AND tid * 2 + 1 = 85", true),
         ("date_part('hour', ts) = 13", true),
@@ -85,11 +91,16 @@ fn bad_expressions_are_one_line_with_the_position() {
     );
     let unknown = err("nosuch = 1");
     assert!(
-        unknown.contains("nosuch") && unknown.contains("line 1, column 1") && !unknown.contains('\n'),
+        unknown.contains("nosuch")
+            && unknown.contains("line 1, column 1")
+            && !unknown.contains('\n'),
         "{unknown}"
     );
     let not_a_condition = err("tid + 1");
-    assert!(not_a_condition.contains("not true or false"), "{not_a_condition}");
+    assert!(
+        not_a_condition.contains("not true or false"),
+        "{not_a_condition}"
+    );
     let deep = format!("{}tid = 1{}", "(".repeat(10_000), ")".repeat(10_000));
     assert!(err(&deep).contains("nests too deeply"), "{}", err(&deep));
 }
@@ -108,17 +119,17 @@ fn time_conditions_also_filter_the_ticks() {
         .unwrap()
         .unwrap();
     assert_eq!(names, ["ts"]);
-    assert!(expr.starts_with("ts >= ") && !expr.contains("comm"), "{expr}");
+    assert!(
+        expr.starts_with("ts >= ") && !expr.contains("comm"),
+        "{expr}"
+    );
     let (expr, names) = split(
         "ts >= '2026-11-22 13:00' AND (ts < '2026-11-22 14:00' OR weight_us > 5) AND state = 'DISK'",
     )
     .unwrap()
     .unwrap();
     assert_eq!(names, ["ts", "weight_us"]);
-    assert!(
-        expr.contains(" AND ") && !expr.contains("state"),
-        "{expr}"
-    );
+    assert!(expr.contains(" AND ") && !expr.contains("state"), "{expr}");
     let err = split("ts > '2026-11-22 13:00' OR comm = 'y'")
         .unwrap_err()
         .to_string();
