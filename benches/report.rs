@@ -10,6 +10,11 @@
 //! and the DuckDB CLI, with the ratios the query layer must keep (issue 15:
 //! within 1.2x of report, 1.5x of DuckDB).
 //!
+//! Last, `--where` costs: the default report without and with a
+//! `--where` (the engine's expression evaluated on Arrow batches; CSV rows
+//! batched for it), and with TASKSCOPE_BENCH_REPORT_BASELINE=BINARY the
+//! same runs by an older binary, as ratios.
+//!
 //! `cargo bench --bench report` (TASKSCOPE_BENCH_REPORT_DAYS=7,
 //! TASKSCOPE_BENCH_REPORT_ROWS=50 per tick; TASKSCOPE_BENCH_REPORT_DATA=DIR
 //! reads DIR/csv and DIR/parquet instead of writing them).
@@ -62,6 +67,7 @@ fn main() {
     if given.is_some() {
         println!("  reading {}", data.display());
         compare_engines(&csv_dir, &parquet_dir, "30d");
+        compare_where(&csv_dir, &parquet_dir, "30d");
         return;
     }
     let took = write_week(
@@ -158,6 +164,56 @@ fn main() {
         );
     }
     compare_engines(&csv_dir, &parquet_dir, &week);
+    compare_where(&csv_dir, &parquet_dir, &week);
+}
+
+/// The default report without and with a `--where`, best of 3, by this
+/// binary and (TASKSCOPE_BENCH_REPORT_BASELINE) an older one.
+fn compare_where(csv_dir: &Path, parquet_dir: &Path, window: &str) {
+    let agent = env!("CARGO_BIN_EXE_taskscope");
+    let baseline = std::env::var("TASKSCOPE_BENCH_REPORT_BASELINE").ok();
+    println!(
+        "  --where, best of 3:                          CSV   Parquet   CSV/base  Parquet/base"
+    );
+    for (label, predicate, old_too) in [
+        ("no --where", None, true),
+        ("--where \"state = 'DISK'\"", Some("state = 'DISK'"), true),
+        (
+            "--where \"comm LIKE 'app-1%' AND weight_us > 0\"",
+            Some("comm LIKE 'app-1%' AND weight_us > 0"),
+            true,
+        ),
+        (
+            "--where \"regexp_like(comm, '^app-1') AND weight_us / 1000 > 0\"",
+            Some("regexp_like(comm, '^app-1') AND weight_us / 1000 > 0"),
+            false,
+        ),
+    ] {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for dir in [csv_dir, parquet_dir] {
+            let mut args = vec!["report", "--since", window, "--dir", dir.to_str().unwrap()];
+            if let Some(p) = predicate {
+                args.extend(["--where", p]);
+            }
+            ours.push(best_of_3(agent, &args).as_secs_f64());
+            if let (Some(old), true) = (&baseline, old_too) {
+                theirs.push(best_of_3(old, &args).as_secs_f64());
+            }
+        }
+        let ratio = |i: usize| {
+            theirs
+                .get(i)
+                .map_or("-".to_string(), |t| format!("{:.2}x", ours[i] / t))
+        };
+        println!(
+            "  {label:<44} {:>6.2}s {:>8.2}s {:>10} {:>13}",
+            ours[0],
+            ours[1],
+            ratio(0),
+            ratio(1)
+        );
+    }
 }
 
 /// The best of 3 runs.

@@ -86,8 +86,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     pub by: Vec<String>,
 
-    /// Only rows for which this SQL predicate is true, e.g.
-    /// "state = 'DISK' AND comm LIKE 'postgres%'"
+    /// Only rows for which this SQL expression is true: any expression of
+    /// the query engine (functions, arithmetic, CASE), e.g.
+    /// "state = 'DISK' AND lower(comm) LIKE 'postgres%'"
     #[arg(long = "where", value_name = "PREDICATE")]
     pub filter: Option<String>,
 
@@ -146,7 +147,8 @@ pub struct FlamegraphArgs {
     #[command(flatten)]
     pub window: WindowArgs,
 
-    /// Only samples for which this SQL predicate is true
+    /// Only samples for which this SQL expression is true (any expression
+    /// of the query engine, as for report)
     #[arg(long = "where", value_name = "PREDICATE")]
     pub filter: Option<String>,
 

@@ -63,7 +63,7 @@ pub fn check_syntax(sql: &str) -> Result<Statement, QueryError> {
 
 /// "SQL syntax error at line 2, column 6: Expected: end of statement,
 /// found: samples" from the parser's "... at Line: 2, Column: 6".
-fn syntax_message(err: &DataFusionError) -> String {
+pub(super) fn syntax_message(err: &DataFusionError) -> String {
     let text = match err.find_root() {
         DataFusionError::SQL(parser, _) => match parser.as_ref() {
             ParserError::ParserError(text) | ParserError::TokenizerError(text) => text.clone(),

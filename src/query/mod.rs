@@ -25,6 +25,7 @@
 mod errors;
 mod files;
 mod named;
+pub mod predicate;
 pub mod print;
 
 use std::collections::BTreeSet;

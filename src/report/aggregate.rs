@@ -3,7 +3,7 @@
 //!
 //! Averages divide the thread time of the rows counted by the *time
 //! sampled*: the ticks' `weight_us` in the window, restricted by the same
-//! `ts` conditions as the rows (`filter::ticks_filter`), over the same
+//! `ts` conditions as the rows (`predicate::ticks_filter`), over the same
 //! periods. Each file is read on its own; a period whose `samples` or
 //! `ticks` file is missing or could not be read whole is left out of both
 //! sums and named (`Catalog::leave_out`), so a damaged file never
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::filter::{self, Expr};
 use super::one_pass;
+use super::predicate::{self, Filter};
 use super::read::{self, Cell, Projection, Row};
 use crate::store::catalog::{Catalog, DataFile, Prefer, TableReads, Window};
 use crate::store::schema::{Samples, Table, Ticks};
@@ -121,7 +121,7 @@ pub struct Prepared {
     pub projection: Projection,
     pub groups: Vec<usize>,
     pub extra: Vec<usize>,
-    pub expr: Option<Expr>,
+    pub expr: Option<Filter>,
 }
 
 /// Projection of `T` with `groups` first, then `extra` (which files must
@@ -138,7 +138,7 @@ pub fn prepare<T: Table>(
         extra_columns.push(projection.need::<T>(name, "report")?);
     }
     let expr = predicate
-        .map(|text| filter::parse::<T>(text, &mut projection))
+        .map(|text| predicate::parse::<T>(text, &mut projection))
         .transpose()?;
     Ok(Prepared {
         projection,
@@ -150,12 +150,12 @@ pub fn prepare<T: Table>(
 
 /// The ticks' projection (`ts`, `weight_us` first) and the part of the
 /// samples' `--where` that restricts time, over it.
-pub(super) fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Expr>)> {
+pub(super) fn ticks_query(samples: &Prepared) -> Result<(Projection, Option<Filter>)> {
     let mut projection = Projection::of::<Ticks>(&[], "report")?;
     projection.need::<Ticks>("ts", "report")?;
     projection.need::<Ticks>("weight_us", "report")?;
     let expr = match &samples.expr {
-        Some(expr) => filter::ticks_filter::<Ticks>(expr, &samples.projection, &mut projection)?,
+        Some(filter) => predicate::ticks_filter::<Ticks>(filter, &mut projection)?,
         None => None,
     };
     Ok((projection, expr))
@@ -218,18 +218,19 @@ pub fn active(catalog: &mut Catalog, query: &Query<'_>, groups: &[String]) -> Re
 pub(super) fn sampled(
     ticks: &[DataFile],
     projection: &Projection,
-    expr: Option<&Expr>,
+    filter: Option<&Filter>,
     window: &Window,
 ) -> Vec<Result<Vec<(i64, i64)>, String>> {
     read::scan_files(
         ticks,
         projection,
+        filter,
         |_| Vec::new(),
         |list, row| {
             let Some(ts) = row.cell(0).as_int().filter(|&t| window.contains(t)) else {
                 return;
             };
-            if expr.is_some_and(|e| !filter::passes(e, row)) {
+            if !row.passes() {
                 return;
             }
             list.push((ts, row.cell(1).as_int().unwrap_or(0)));

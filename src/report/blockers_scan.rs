@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::blockers::{BlockRow, Blockers, Chain};
-use super::filter;
+use super::predicate;
 use super::read::{self, Cell, Projection};
 use crate::store::catalog::{Catalog, Prefer, Window};
 use crate::store::schema::{Samples, Table};
@@ -42,7 +42,7 @@ pub fn chains(
         });
     }
     let expr = predicate
-        .map(|text| filter::parse::<Samples>(text, &mut projection))
+        .map(|text| predicate::parse::<Samples>(text, &mut projection))
         .transpose()?;
     let files = catalog
         .select_periods(&[Samples::NAME], window, Prefer::Parquet)
@@ -63,11 +63,11 @@ pub fn chains(
             if error.is_some() {
                 continue;
             }
-            let result = read::scan_file(file, &projection, |row| {
+            let result = read::scan_file(file, &projection, expr.as_ref(), |row| {
                 let Some(ts) = row.cell(c[0]).as_int().filter(|t| window.contains(*t)) else {
                     return;
                 };
-                if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+                if !row.passes() {
                     return;
                 }
                 any = true;

@@ -26,8 +26,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::aggregate::{errors, Query};
-use super::filter;
 use super::flame_color::{color_by_state, kinds_by_name};
+use super::predicate;
 use super::read::{self, Cell, Projection};
 use super::{states, Answer};
 use crate::files::destination::Destination;
@@ -114,7 +114,7 @@ pub fn folded(
     }
     let expr = query
         .predicate
-        .map(|text| filter::parse::<Samples>(text, &mut projection))
+        .map(|text| predicate::parse::<Samples>(text, &mut projection))
         .transpose()?;
     let mut both = catalog.select_periods(&[Samples::NAME, Stacks::NAME], &window, Prefer::Parquet);
     let stack_files = both.pop().unwrap_or_default();
@@ -123,12 +123,13 @@ pub fn folded(
     let sample_reads = read::scan_files(
         &samples,
         &projection,
+        expr.as_ref(),
         |_| (Weights::new(), false),
         |(weights, refers), row| {
             if !row.cell(0).as_int().is_some_and(|t| window.contains(t)) {
                 return;
             }
-            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+            if !row.passes() {
                 return;
             }
             let state = match row.cell(2) {
@@ -158,6 +159,7 @@ pub fn folded(
     let stack_reads = read::scan_files(
         &stack_files,
         &stack_projection,
+        None,
         |_| HashMap::<i64, StackFrames>::new(),
         |frames, row| {
             if let (Some(id), Cell::Text(text)) = (row.cell(0).as_int(), row.cell(1)) {

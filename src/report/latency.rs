@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::aggregate::{decode_key, errors, prepare, KeyBuffer, Prepared};
-use super::filter;
 use super::read;
 use crate::store::catalog::{Catalog, Prefer, TableReads, Window};
 use crate::store::schema::Table;
@@ -93,6 +92,7 @@ pub fn latency<T: Table>(
     let reads = read::scan_files(
         &files,
         &projection,
+        expr.as_ref(),
         |_| Durations::default(),
         |(by_group, key, seen), row| {
             if !row
@@ -106,7 +106,7 @@ pub fn latency<T: Table>(
             let Some(duration) = row.cell(extra[1]).as_int().filter(|&d| d >= 0) else {
                 return;
             };
-            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+            if !row.passes() {
                 return;
             }
             let k = key.build(row, &group_columns);

@@ -23,15 +23,14 @@ pub mod aggregate;
 pub mod blockers;
 pub mod blockers_scan;
 mod csv_read;
-mod filter;
 pub mod flame;
 mod flame_color;
 pub mod latency;
 mod one_pass;
 pub mod output;
+mod predicate;
 mod read;
 pub mod states;
-mod ticks_filter;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -289,10 +288,10 @@ fn bad_flag(err: anyhow::Error) -> anyhow::Error {
 fn check_table<T: Table>(groups: &[String], predicate: Option<&str>) -> Result<()> {
     let mut projection = Projection::of::<T>(groups, "--by").map_err(bad_flag)?;
     if let Some(text) = predicate {
-        let expr = filter::parse::<T>(text, &mut projection).map_err(bad_flag)?;
+        let filter = predicate::parse::<T>(text, &mut projection).map_err(bad_flag)?;
         if T::NAME == Samples::NAME {
             let mut ticks = Projection::of::<Ticks>(&[], "report")?;
-            filter::ticks_filter::<Ticks>(&expr, &projection, &mut ticks).map_err(bad_flag)?;
+            predicate::ticks_filter::<Ticks>(&filter, &mut ticks).map_err(bad_flag)?;
         }
     }
     Ok(())

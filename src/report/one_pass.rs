@@ -17,7 +17,6 @@ use super::aggregate::{
     decode_key, left_out, live_until, period_files, prepare, sampled, ticks_query, Active, Group,
     KeyBuffer, Prepared, Query, Timeline,
 };
-use super::filter;
 use super::read::{self, Cell};
 use super::states;
 use crate::store::catalog::Catalog;
@@ -107,12 +106,13 @@ pub fn pass(
     let sample_reads = read::scan_files(
         &samples,
         &projection,
+        expr.as_ref(),
         |_| Sums::default(),
         |sums, row| {
             let Some(t) = row.cell(ts).as_int().filter(|&t| window.contains(t)) else {
                 return;
             };
-            if expr.as_ref().is_some_and(|e| !filter::passes(e, row)) {
+            if !row.passes() {
                 return;
             }
             let w = row.cell(weight).as_int().unwrap_or(0);

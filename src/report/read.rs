@@ -27,6 +27,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::csv_read;
+use super::predicate::{CsvBatches, Filter};
 use crate::store::catalog::{self, DataFile, FileFormat, Opened};
 use crate::store::schema::{ColumnType, Table};
 
@@ -53,6 +54,10 @@ impl Cell<'_> {
 /// A row of the projected columns, by position in the projection.
 pub trait Row {
     fn cell(&self, column: usize) -> Cell<'_>;
+    /// Whether the row passes the scan's `--where` (true without one).
+    fn passes(&self) -> bool {
+        true
+    }
 }
 
 /// The columns to read from one table, by name, with their types.
@@ -117,12 +122,14 @@ impl Projection {
     }
 }
 
-/// Read `file` and call `each` with each of its rows; an error says why
-/// the file cannot be read whole. Rows after the file's `until_us` (a
-/// period being written) are not handed on (see `catalog::inprogress`).
+/// Read `file` and call `each` with each of its rows, each saying
+/// whether it passes `filter` ([`Row::passes`]); an error says why the
+/// file cannot be read whole. Rows after the file's `until_us` (a period
+/// being written) are not handed on (see `catalog::inprogress`).
 pub fn scan_file(
     file: &DataFile,
     projection: &Projection,
+    filter: Option<&Filter>,
     mut each: impl FnMut(&dyn Row),
 ) -> Result<()> {
     let (handle, opened) = match catalog::open(file) {
@@ -145,16 +152,16 @@ pub fn scan_file(
                 Ok(reader) => reader,
                 Err(err) => bail!("cannot decompress it ({err})"),
             };
-            csv_read::scan(reader, true, projection, bounded)
+            scan_csv(reader, true, projection, filter, bounded)
         }
         Opened::Published(FileFormat::Csv) => {
             let decoder = match zstd::stream::read::Decoder::new(handle) {
                 Ok(decoder) => decoder,
                 Err(err) => bail!("cannot decompress it ({err})"),
             };
-            csv_read::scan(decoder, false, projection, bounded)
+            scan_csv(decoder, false, projection, filter, bounded)
         }
-        Opened::Published(FileFormat::Parquet) => scan_parquet(handle, projection, bounded),
+        Opened::Published(FileFormat::Parquet) => scan_parquet(handle, projection, filter, bounded),
     }
 }
 
@@ -164,6 +171,7 @@ pub fn scan_file(
 pub fn scan_files<S: Send>(
     files: &[DataFile],
     projection: &Projection,
+    filter: Option<&Filter>,
     init: impl Fn(&DataFile) -> S + Sync,
     each: impl Fn(&mut S, &dyn Row) + Sync,
 ) -> Vec<Result<S, String>> {
@@ -184,7 +192,7 @@ pub fn scan_files<S: Send>(
                     return;
                 };
                 let mut state = init(file);
-                let result = scan_file(file, projection, |row| each(&mut state, row))
+                let result = scan_file(file, projection, filter, |row| each(&mut state, row))
                     .map(|()| state)
                     .map_err(|err| format!("{err:#}"));
                 if let Ok(mut results) = results.lock() {
@@ -238,10 +246,16 @@ enum Values<'b> {
 
 struct BatchRow<'b> {
     columns: &'b [Values<'b>],
+    /// Which rows pass the `--where` (None: all).
+    mask: Option<&'b BooleanArray>,
     row: usize,
 }
 
 impl Row for BatchRow<'_> {
+    fn passes(&self) -> bool {
+        self.mask.is_none_or(|m| m.value(self.row))
+    }
+
     fn cell(&self, column: usize) -> Cell<'_> {
         let i = self.row;
         match &self.columns[column] {
@@ -286,7 +300,12 @@ impl Row for BatchRow<'_> {
     }
 }
 
-fn scan_parquet(file: File, projection: &Projection, mut each: impl FnMut(&dyn Row)) -> Result<()> {
+fn scan_parquet(
+    file: File,
+    projection: &Projection,
+    filter: Option<&Filter>,
+    mut each: impl FnMut(&dyn Row),
+) -> Result<()> {
     let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
         Ok(builder) => builder,
         Err(err) => bail!("it is not a readable Parquet file ({err})"),
@@ -313,21 +332,70 @@ fn scan_parquet(file: File, projection: &Projection, mut each: impl FnMut(&dyn R
             Ok(batch) => batch,
             Err(err) => bail!("it is damaged after row {rows} ({err})"),
         };
-        let columns: Vec<Values<'_>> = projection
-            .names
-            .iter()
-            .zip(&projection.types)
-            .map(|(name, ty)| column_values(&batch, name, *ty))
-            .collect::<Result<_>>()?;
-        for row in 0..batch.num_rows() {
-            each(&BatchRow {
-                columns: &columns,
-                row,
-            });
-        }
+        batch_rows(&batch, projection, filter, &mut each)?;
         rows += batch.num_rows() as u64;
     }
     Ok(())
+}
+
+/// Call `each` with every row of `batch`, each saying whether it passes
+/// `filter`.
+fn batch_rows(
+    batch: &RecordBatch,
+    projection: &Projection,
+    filter: Option<&Filter>,
+    each: &mut impl FnMut(&dyn Row),
+) -> Result<()> {
+    let columns: Vec<Values<'_>> = projection
+        .names
+        .iter()
+        .zip(&projection.types)
+        .map(|(name, ty)| column_values(batch, name, *ty))
+        .collect::<Result<_>>()?;
+    let mask = filter.map(|f| f.mask(batch)).transpose()?;
+    for row in 0..batch.num_rows() {
+        each(&BatchRow {
+            columns: &columns,
+            mask: mask.as_ref(),
+            row,
+        });
+    }
+    Ok(())
+}
+
+/// CSV rows: straight from the splitter without a `--where`; with one,
+/// gathered into Arrow batches first so that the engine can evaluate it.
+fn scan_csv(
+    input: impl std::io::Read,
+    journal: bool,
+    projection: &Projection,
+    filter: Option<&Filter>,
+    mut each: impl FnMut(&dyn Row),
+) -> Result<()> {
+    let Some(filter) = filter else {
+        return csv_read::scan(input, journal, projection, each);
+    };
+    let mut batches = CsvBatches::new(projection);
+    let mut failed = None;
+    csv_read::scan(input, journal, projection, |row| {
+        if failed.is_some() || !batches.push(row) {
+            return;
+        }
+        let done = batches.finish().and_then(|batch| match batch {
+            Some(batch) => batch_rows(&batch, projection, Some(filter), &mut each),
+            None => Ok(()),
+        });
+        if let Err(err) = done {
+            failed = Some(err);
+        }
+    })?;
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    match batches.finish()? {
+        Some(batch) => batch_rows(&batch, projection, Some(filter), &mut each),
+        None => Ok(()),
+    }
 }
 
 fn column_values<'b>(batch: &'b RecordBatch, name: &str, ty: ColumnType) -> Result<Values<'b>> {

@@ -31,3 +31,4 @@ mod titles;
 mod top;
 mod tracking;
 mod waits;
+mod where_sql;

@@ -501,7 +501,7 @@ fn answers_count_active_threads_over_the_time_they_cover() {
     let deep = format!("{}tid = 1{}", "(".repeat(10_000), ")".repeat(10_000));
     assert_usage_error(
         &taskscope(&["report", "--dir", dir, "--where", &deep]),
-        "nested more than 64 levels",
+        "nests too deeply",
     );
 
     // --by ts prints times, as in the files.

@@ -343,12 +343,9 @@ fn tracking_report_and_flamegraph_on_ground_truth() {
     for (args, message) in [
         (
             vec!["--where", "state = "],
-            "--where: expected a column or a value",
+            "--where: SQL syntax error at line 1, column 9",
         ),
-        (
-            vec!["--where", "nosuch = 1"],
-            "no column 'nosuch' in table samples",
-        ),
+        (vec!["--where", "nosuch = 1"], "column 'nosuch' not found"),
         (vec!["--by", "nosuch"], "--by: no column 'nosuch'"),
         (
             vec!["--latency", "--by", "state"],
