@@ -4,6 +4,7 @@
 //! The query is the argument, or the text of `-f FILE` (`-f -`: standard
 //! input). The window flags are report's (`window`): periods outside the
 //! window are not read, and rows outside it are not in the tables.
+//! `--live` queries a running agent's thread table instead (`sql_live`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use clap::{Args, ValueEnum};
 
 use super::parse;
 use super::read::{window_of, WindowArgs};
+use super::sql_live::{self, LiveArgs};
 use crate::error::{Outcome, Usage};
 use crate::query::{self, print};
 
@@ -59,6 +61,9 @@ pub struct SqlArgs {
     /// Stop the query after this long [default: no limit]
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub timeout: Option<Duration>,
+
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 impl SqlArgs {
@@ -90,11 +95,14 @@ impl SqlArgs {
 /// `taskscope sql`.
 pub fn sql(args: &SqlArgs) -> Result<Outcome> {
     let text = args.text()?;
-    let window = window_of(&args.window)?;
     let limits = query::Limits {
         memory_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
         timeout: args.timeout,
     };
+    if args.live.live {
+        return sql_live::run(&args.live, &text, limits, args.format);
+    }
+    let window = window_of(&args.window)?;
     let answer = query::run_on_files(&args.window.dir, window, limits, &text)?;
     if answer.failure.is_none() {
         let format = match args.format {

@@ -103,14 +103,42 @@ pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
     }
 }
 
+/// One read of the table as the agent's decoder left it: the decoded
+/// samples (for `sql --live`, which makes `samples` rows of them with the
+/// writer's own `output::rows::sample_row`).
+#[derive(Debug, Clone, Default)]
+pub struct SampleRead {
+    /// Time of the read (UTC, microseconds).
+    pub ts_us: i64,
+    pub samples: Vec<Sample>,
+    /// Live threads walked.
+    pub walked: u32,
+    /// Threads skipped because their entry kept changing while read.
+    pub torn: u32,
+}
+
 /// Read every live thread of `table` now: active ones only unless `all`
 /// (sleeping and idle threads too). `woke_ns` is when the caller woke to
 /// read (CLOCK_MONOTONIC), so the thread this reader displaced from its
 /// CPU is put back there, as the agent does for its own.
 pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
-    let mut read = LiveRead::default();
+    let read = read_samples(table, all, woke_ns);
+    LiveRead {
+        rows: read
+            .samples
+            .iter()
+            .map(|s| live_row(s, read.ts_us))
+            .collect(),
+        walked: read.walked,
+        torn: read.torn,
+    }
+}
+
+/// [`read_now`]'s scan, the samples decoded and settled but not yet rows.
+pub fn read_samples(table: &LiveTable, all: bool, woke_ns: u64) -> SampleRead {
+    let mut read = SampleRead::default();
     let reader_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
-    let ts_us = std::time::SystemTime::now()
+    read.ts_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
@@ -144,7 +172,7 @@ pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
         settle::restore_displaced(&mut samples, cpu, woke_ns.min(now_ns), now_ns);
     }
     settle::settle_cpus(&mut samples, now_ns);
-    read.rows = samples.iter().map(|s| live_row(s, ts_us)).collect();
+    read.samples = samples;
     read
 }
 
