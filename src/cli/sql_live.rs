@@ -238,11 +238,11 @@ fn write_answer(sink: &mut Sink, batches: &[RecordBatch], info: &Info) -> Result
                 None => "the newest read".to_string(),
             };
             let header = format!(
-                "taskscope sql --live {} · {} UTC · {rows} row(s) · {window} of {} threads, every {} · Ctrl-C quits",
-                info.pin_dir,
+                "taskscope sql --live {} UTC · {rows} row(s) · every {} · {window} ({} threads) · Ctrl-C quits · {}",
                 &ts[11..19],
+                timefmt::human_duration(info.interval),
                 info.walked,
-                timefmt::human_duration(info.interval)
+                info.pin_dir,
             );
             draw(&mut out, &header, &String::from_utf8_lossy(&body), !*drawn)?;
             *drawn = true;

@@ -13,21 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::*;
-
-/// Removes a pin directory when the test ends, also when it fails (as
-/// `top`'s test does): pins of a killed agent keep their maps alive.
-struct PinsRemoved(PathBuf);
-
-impl Drop for PinsRemoved {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+use crate::top::{line_with, PinsRemoved, Tmux};
 
 fn live(pin_dir: &Path, args: &[&str], query: &str) -> Output {
     let mut all = vec!["sql", "--live", "--pin-dir", pin_dir.to_str().unwrap()];
@@ -258,6 +244,51 @@ fn sql_live_over_the_ground_truth() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // On a terminal: redrawn in place under one header line, the cursor
+    // hidden meanwhile; Ctrl-C exits 0 and shows it again.
+    let tmux = Tmux::start("sqllive", 120, 40);
+    tmux.line(&format!(
+        "{AGENT} sql --live --pin-dir {} --all \"{query} ORDER BY comm\"; echo SQL-EXIT=$?",
+        pin_dir.display()
+    ));
+    let screen = tmux.wait_for(
+        |s| {
+            line_with(s, &["gt-sleeper", "SLEEP", "clock_nanosleep"]).is_some()
+                && line_with(s, &["gt-spin0"]).is_some()
+        },
+        Duration::from_secs(5),
+    );
+    assert!(
+        screen
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("taskscope sql --live")),
+        "{screen}"
+    );
+    assert_eq!(
+        tmux.display("#{cursor_flag}"),
+        "0",
+        "cursor shown while drawing"
+    );
+    std::thread::sleep(Duration::from_millis(2200));
+    let screen = tmux.capture();
+    assert_eq!(
+        screen.matches("taskscope sql --live").count(),
+        1,
+        "not redrawn in place:\n{screen}"
+    );
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_for(
+        |s| s.lines().any(|l| l.trim().ends_with("SQL-EXIT=0")) && s.trim_end().ends_with("ready$"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        screen.contains("gt-sleeper"),
+        "the last answer stays: {screen}"
+    );
+    assert_eq!(tmux.display("#{cursor_flag}"), "1", "cursor left hidden");
+    drop(tmux);
 
     // The agent was not disturbed: it ends as usual and removes its pins.
     send_signal(&agent, nix::sys::signal::Signal::SIGTERM);
