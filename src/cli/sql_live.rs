@@ -231,14 +231,14 @@ fn write_answer(sink: &mut Sink, batches: &[RecordBatch], info: &Info) -> Result
             print::write(&mut body, batches, print::Format::Table)?;
             let window = match info.window {
                 Some(w) => format!(
-                    "the last {} read(s) ({})",
-                    info.reads,
-                    timefmt::human_duration(w)
+                    "window {}: {} read(s)",
+                    timefmt::human_duration(w),
+                    info.reads
                 ),
-                None => "the newest read".to_string(),
+                None => "newest read".to_string(),
             };
             let header = format!(
-                "taskscope sql --live {} UTC · {rows} row(s) · every {} · {window} ({} threads) · Ctrl-C quits · {}",
+                "taskscope sql --live {} UTC · {rows} row(s) · every {} · {window} · {} threads · Ctrl-C quits · {}",
                 &ts[11..19],
                 timefmt::human_duration(info.interval),
                 info.walked,
