@@ -156,4 +156,57 @@ mod tests {
         assert!(parse(&["sql", "SELECT 1", "-f", "q.sql"]).is_err());
         assert!(parse(&["sql", "SELECT 1", "--format", "xml"]).is_err());
     }
+
+    #[test]
+    fn live_flags() {
+        let sql = |args: &[&str]| {
+            let mut all = vec!["sql"];
+            all.extend_from_slice(args);
+            parse(&all).map(|cli| match cli.command {
+                Command::Sql(sql) => sql,
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        let s = sql(&["--live", "SELECT 1"]).expect("parses");
+        assert!(s.live.live && !s.live.all);
+        assert_eq!(
+            (s.live.interval, s.live.window, s.live.count),
+            (Duration::from_secs(1), None, None)
+        );
+        assert_eq!(s.live.pin_dir, PathBuf::from("/sys/fs/bpf/taskscope"));
+        let s = sql(&[
+            "--live",
+            "--interval",
+            "500ms",
+            "--window",
+            "60s",
+            "--count",
+            "3",
+            "--all",
+            "--pin-dir",
+            "/p",
+            "SELECT 1",
+        ])
+        .expect("parses");
+        assert_eq!(s.live.interval, Duration::from_millis(500));
+        assert_eq!(s.live.window, Some(Duration::from_secs(60)));
+        assert_eq!((s.live.count, s.live.all), (Some(3), true));
+        // The files' flags make no sense live; live flags need --live.
+        for flags in [
+            &["--live", "--dir", "/d"][..],
+            &["--live", "--since", "1h"],
+            &["--live", "--from", "2026-12-01"],
+            &["--live", "--to", "2026-12-01"],
+            &["--window", "60s"],
+            &["--count", "2"],
+            &["--all"],
+            &["--interval", "2s"],
+            &["--pin-dir", "/p"],
+            &["--live", "--count", "0"],
+        ] {
+            let mut args = flags.to_vec();
+            args.push("SELECT 1");
+            assert!(sql(&args).is_err(), "{flags:?} should not parse");
+        }
+    }
 }
