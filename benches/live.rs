@@ -19,7 +19,8 @@ use std::time::Instant;
 use common::*;
 use taskscope::bpf::live::LiveTable;
 use taskscope::bpf::{Agent, LoadOptions, StackKinds, SyscallMode, TrackKinds};
-use taskscope::output::live::{now_ns, read_now, read_samples};
+use taskscope::cli::sql_live::read_into;
+use taskscope::output::live::{now_ns, read_now};
 use taskscope::query::live::{register_empty, LiveTables};
 use taskscope::query::{Engine, Limits};
 
@@ -127,18 +128,14 @@ fn sql_live(table: &LiveTable, reads: usize) {
     ] {
         let mut tables = LiveTables::new(second, window).expect("tables");
         for _ in 0..tables.capacity().saturating_sub(1) {
-            tables
-                .push(&read_samples(table, all, now_ns()))
-                .expect("a batch");
+            read_into(&mut tables, table, all, now_ns()).expect("a batch");
         }
         let me = std::process::id();
         let cpu0 = cpu_seconds(me);
         let wall0 = Instant::now();
         let mut answer_rows = 0;
         for _ in 0..reads {
-            tables
-                .push(&read_samples(table, all, now_ns()))
-                .expect("a batch");
+            read_into(&mut tables, table, all, now_ns()).expect("a batch");
             tables.register(&engine).expect("registered");
             let batches = engine.query(QUERY).expect("the query runs");
             answer_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();

@@ -34,8 +34,8 @@ use super::parse;
 use super::sql::SqlFormat;
 use crate::bpf::live::LiveTable;
 use crate::error::{Outcome, Usage};
-use crate::output::live::{now_ns, read_samples};
-use crate::query::live::{register_empty, LiveTables};
+use crate::output::live::{now_ns, read_samples, with_sample_rows};
+use crate::query::live::{register_empty, LiveRead, LiveTables};
 use crate::query::{print, Engine, Limits, QueryError};
 use crate::store::timefmt;
 
@@ -176,12 +176,10 @@ fn refresh_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
-        let read = read_samples(table, args.all, next_ns);
-        let walked = read.walked;
-        tables.push(&read)?;
+        let walked = read_into(tables, table, args.all, next_ns)?;
         tables.register(engine)?;
         let batches = engine.query(sql).map_err(QueryError::into_anyhow)?;
-        let ts_us = tables.newest_ts().unwrap_or(read.ts_us);
+        let ts_us = tables.newest_ts().unwrap_or_default();
         let info = Info {
             ts_us,
             reads: tables.reads(),
@@ -202,6 +200,27 @@ fn refresh_loop(
             next_ns = now + interval_ns;
         }
     }
+}
+
+/// Read `table` now (sleepers too if `all`; `woke_ns` as for
+/// `output::live::read_samples`) and add the read to `tables`. Returns the
+/// threads walked.
+pub fn read_into(
+    tables: &mut LiveTables,
+    table: &LiveTable,
+    all: bool,
+    woke_ns: u64,
+) -> Result<u32> {
+    let read = read_samples(table, all, woke_ns);
+    with_sample_rows(&read, tables.weight_us(), |rows| {
+        tables.push(&LiveRead {
+            ts_us: read.ts_us,
+            rows,
+            walked: read.walked,
+            torn: read.torn,
+        })
+    })?;
+    Ok(read.walked)
 }
 
 /// What the header says of an answer.

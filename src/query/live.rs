@@ -1,17 +1,19 @@
 //! The tables of `taskscope sql --live`: reads of a running agent's pinned
-//! thread table (`output::live::read_samples`) as Arrow batches with the
-//! files' schemas, for the same SQL as over the files.
+//! thread table, given as `samples` rows (`store::schema::SampleRow`, made
+//! by `output::live::with_sample_rows` with the writer's own row builder),
+//! as Arrow batches with the files' schemas, for the same SQL as over the
+//! files. (The query layer sees the data through `store` alone: the
+//! caller reads the table and makes the rows.)
 //!
-//! The decision a reader must know: a read becomes `samples` rows through
-//! the writer's own row builder (`output::rows::sample_row`) and the
-//! columns of `store::schema`, so a live row has every column of the files
-//! (and `date`, `hour` of its read) with the values the agent's row for
-//! the same instant would have, where a live read knows them. What only
-//! the agent's writer resolves is NULL: `kfunc` and the stack ids, `exe`,
-//! `user`, `cgroup`, `host`, the container and pod columns, `file`, the
-//! socket columns and `proc_title` (see `output::live`). `weight_us` is the
-//! interval between reads: each row stands for that much of one thread's
-//! time, as a file row stands for the agent's tick.
+//! The decision a reader must know: the batches are built from the
+//! columns of `store::schema`, so a live row has every column of the
+//! files (and `date`, `hour` of its read) with the values the agent's row
+//! for the same instant would have, where a live read knows them. Empty
+//! text is NULL: what only the agent's writer resolves — `kfunc` and the
+//! stack ids, `exe`, `user`, `cgroup`, `host`, the container and pod
+//! columns, `file`, the socket columns, `proc_title` (see `output::live`).
+//! `weight_us` is the interval between reads: each row stands for that
+//! much of one thread's time, as a file row stands for the agent's tick.
 //!
 //! `ticks` has one row per read (ts, weight_us, threads walked, rows,
 //! torn_reads; the agent's counters NULL), so the named queries that
@@ -35,15 +37,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{table_schema, Engine};
-use crate::output::live::SampleRead;
-use crate::output::rows::{sample_row, SampleNames};
-use crate::output::sample::until_nul;
-use crate::output::stacks::Resolved;
 use crate::store::layout::TABLES;
-use crate::store::names::dev_name;
-use crate::store::schema::{
-    ColumnType, FileTarget, SampleRow, Samples, Table, TickRow, Ticks, Value,
-};
+use crate::store::schema::{ColumnType, SampleRow, Samples, Table, TickRow, Ticks, Value};
 
 /// The `ticks` columns a live read fills; the others are the agent's own
 /// counters, NULL here.
@@ -91,9 +86,11 @@ impl LiveTables {
         self.keep
     }
 
-    /// Add a read (dropping the oldest beyond the window).
-    pub fn push(&mut self, read: &SampleRead) -> Result<()> {
-        let samples = samples_batch(read, self.weight_us, &self.samples_schema)?;
+    /// Add a read made at `ts_us` (dropping the oldest beyond the
+    /// window): its `samples` rows (their `weight_us` the interval), the
+    /// threads it walked and those it skipped as torn.
+    pub fn push(&mut self, read: &LiveRead<'_, '_>) -> Result<()> {
+        let samples = samples_batch(read, &self.samples_schema)?;
         let tick = tick_batch(read, self.weight_us, &self.ticks_schema)?;
         self.reads.push_back(Read {
             ts_us: read.ts_us,
@@ -104,6 +101,11 @@ impl LiveTables {
             self.reads.pop_front();
         }
         Ok(())
+    }
+
+    /// `weight_us` of the rows of a read: the interval.
+    pub fn weight_us(&self) -> u64 {
+        self.weight_us
     }
 
     /// Reads in the tables now.
@@ -214,58 +216,35 @@ fn columns_of<'a, T: Table>(rows: &[T::Row<'a>]) -> Result<Vec<ArrayRef>> {
     Ok(out)
 }
 
-/// The names a live read has for one sample: its comm, its waker's, its
-/// request's device.
-struct LiveNames {
-    comm: String,
-    waker_comm: String,
-    io_dev: Option<String>,
+/// One read of the live table, as rows.
+pub struct LiveRead<'r, 'a> {
+    /// Time of the read (UTC, microseconds).
+    pub ts_us: i64,
+    pub rows: &'r [SampleRow<'a>],
+    /// Live threads walked.
+    pub walked: u32,
+    /// Threads skipped because their entry kept changing while read.
+    pub torn: u32,
 }
 
-/// `samples` rows of one read, `weight_us` each, with `date` and `hour`.
-pub fn samples_batch(read: &SampleRead, weight_us: u64, schema: &SchemaRef) -> Result<RecordBatch> {
-    let names: Vec<LiveNames> = read
-        .samples
-        .iter()
-        .map(|s| LiveNames {
-            comm: String::from_utf8_lossy(s.comm_bytes()).into_owned(),
-            waker_comm: String::from_utf8_lossy(until_nul(&s.wait.waker_comm)).into_owned(),
-            io_dev: s.io.as_ref().map(|io| dev_name(io.dev)),
-        })
-        .collect();
-    let stacks = Resolved::default();
-    let rows: Vec<SampleRow<'_>> = read
-        .samples
-        .iter()
-        .zip(&names)
-        .map(|(sample, n)| {
-            let names = SampleNames {
-                comm: &n.comm,
-                exe: "",
-                user: "",
-                cgroup: "",
-                io_dev: n.io_dev.as_deref(),
-                host: "",
-                container: None,
-                waker_comm: &n.waker_comm,
-                target: FileTarget::default(),
-                proc_title: "",
-            };
-            sample_row(read.ts_us, weight_us, sample, names, &stacks)
-        })
-        .collect();
-    let mut columns = columns_of::<Samples>(&rows)?;
-    columns.extend(partition_columns(read.ts_us, rows.len()));
+/// The `samples` batch of one read, with `date` and `hour`.
+pub fn samples_batch(read: &LiveRead<'_, '_>, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns = columns_of::<Samples>(read.rows)?;
+    columns.extend(partition_columns(read.ts_us, read.rows.len()));
     RecordBatch::try_new(schema.clone(), columns).context("live samples do not fit their schema")
 }
 
 /// The `ticks` row of one read.
-pub fn tick_batch(read: &SampleRead, weight_us: u64, schema: &SchemaRef) -> Result<RecordBatch> {
+pub fn tick_batch(
+    read: &LiveRead<'_, '_>,
+    weight_us: u64,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let row = TickRow {
         ts_us: read.ts_us,
         weight_us,
         threads: read.walked,
-        rows: u32::try_from(read.samples.len()).unwrap_or(u32::MAX),
+        rows: u32::try_from(read.rows.len()).unwrap_or(u32::MAX),
         torn_reads: read.torn,
         ..TickRow::default()
     };
@@ -282,41 +261,67 @@ pub fn tick_batch(read: &SampleRead, weight_us: u64, schema: &SchemaRef) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::types::ts_thread_flags;
-    use crate::bpf::ThreadEntry;
-    use crate::output::decode;
     use crate::query::{print, Limits};
+    use crate::store::schema::{ContainerIdentity, FileTarget, WaitColumns};
+    use crate::store::thread_state::ThreadState;
+    use crate::store::wait_class::WaitClass;
 
-    fn sample(
-        tid: u32,
-        comm: &[u8],
-        flags: u32,
-        sched_state: u32,
-    ) -> crate::output::sample::Sample {
-        let mut e = ThreadEntry::default();
-        e.thread.tid = tid;
-        e.thread.tgid = 100;
-        e.thread.flags = flags | ts_thread_flags::TS_F_SWITCH_KNOWN.0;
-        e.thread.sched_state = sched_state;
-        e.thread.switch_in_ns = 100;
-        e.thread.switch_out_ns = 200;
-        for (i, b) in comm.iter().enumerate() {
-            e.thread.comm[i] = *b as _;
+    /// A live row: what `output::live::with_sample_rows` leaves empty is.
+    fn row(ts_us: i64, tid: u32, comm: &'static str, state: ThreadState) -> SampleRow<'static> {
+        SampleRow {
+            ts_us,
+            weight_us: 500_000,
+            tid,
+            tgid: 100,
+            comm,
+            exe: "",
+            user: "",
+            state,
+            state_since_us: Some(0),
+            cpu: 0,
+            syscall: None,
+            syscall_nr: None,
+            syscall_us: None,
+            syscall_args: None,
+            syscall_seq: None,
+            io_dev: None,
+            io_op: None,
+            io_bytes: None,
+            io_us: None,
+            io_seq: None,
+            cgroup: "",
+            kfunc: None,
+            kstack_id: None,
+            ustack_id: None,
+            wait_class: if state == ThreadState::OnCpu {
+                WaitClass::Cpu
+            } else {
+                WaitClass::Timer
+            },
+            since_lower_bound: false,
+            syscall_us_lower_bound: None,
+            host: "",
+            container: ContainerIdentity::default(),
+            wait: WaitColumns::default(),
+            target: FileTarget::default(),
+            proc_title: "",
         }
-        decode::decode(&e, 1_000)
     }
 
-    fn read(ts_us: i64) -> SampleRead {
-        SampleRead {
+    /// Push a read at `ts_us`: two spinners on CPU, a sleeper.
+    fn push(tables: &mut LiveTables, ts_us: i64) {
+        let rows = [
+            row(ts_us, 1, "spin", ThreadState::OnCpu),
+            row(ts_us, 2, "spin", ThreadState::OnCpu),
+            row(ts_us, 3, "sleeper", ThreadState::Sleep),
+        ];
+        let read = LiveRead {
             ts_us,
-            samples: vec![
-                sample(1, b"spin", ts_thread_flags::TS_F_ON_CPU.0, 0),
-                sample(2, b"spin", ts_thread_flags::TS_F_ON_CPU.0, 0),
-                sample(3, b"sleeper", 0, 0x1),
-            ],
+            rows: &rows,
             walked: 10,
             torn: 0,
-        }
+        };
+        tables.push(&read).unwrap();
     }
 
     fn json(engine: &Engine, sql: &str) -> String {
@@ -330,9 +335,10 @@ mod tests {
     fn a_read_is_the_files_samples_table_with_what_a_read_cannot_know_null() {
         let engine = Engine::new(Limits::default()).unwrap();
         register_empty(&engine).unwrap();
-        let mut tables = LiveTables::new(Duration::from_secs(1), None).unwrap();
+        let mut tables = LiveTables::new(Duration::from_millis(500), None).unwrap();
+        assert_eq!(tables.weight_us(), 500_000);
         // 2026-12-01 06:30:00 UTC.
-        tables.push(&read(1_796_106_600_000_000)).unwrap();
+        push(&mut tables, 1_796_106_600_000_000);
         tables.register(&engine).unwrap();
         let out = json(
             &engine,
@@ -342,7 +348,7 @@ mod tests {
         let first = out.lines().next().unwrap();
         assert_eq!(
             first,
-            r#"{"tid":1,"comm":"spin","state":"ON_CPU","weight_us":1000000,"exe":null,"user":null,"host":null,"kfunc":null,"ts":"2026-12-01 06:30:00.000000","date":"2026-12-01","hour":6}"#
+            r#"{"tid":1,"comm":"spin","state":"ON_CPU","weight_us":500000,"exe":null,"user":null,"host":null,"kfunc":null,"ts":"2026-12-01 06:30:00.000000","date":"2026-12-01","hour":6}"#
         );
         assert_eq!(out.lines().count(), 3);
         assert_eq!(
@@ -369,9 +375,7 @@ mod tests {
             LiveTables::new(Duration::from_millis(500), Some(Duration::from_secs(2))).unwrap();
         assert_eq!(tables.capacity(), 4);
         for i in 0..6 {
-            tables
-                .push(&read(1_796_106_600_000_000 + i * 500_000))
-                .unwrap();
+            push(&mut tables, 1_796_106_600_000_000 + i * 500_000);
         }
         assert_eq!((tables.reads(), tables.rows()), (4, 12));
         tables.register(&engine).unwrap();

@@ -6,7 +6,7 @@
 //! stream with exit 0, bad SQL (exit 2 with its position, before any
 //! read), another user (not permitted) and no agent (one line, exit 1).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
