@@ -258,7 +258,7 @@ fn write_answer(sink: &mut Sink, batches: &[RecordBatch], info: &Info) -> Result
             };
             let header = format!(
                 "taskscope sql --live {} UTC · {rows} row(s) · every {} · {window} · {} threads · Ctrl-C quits · {}",
-                &ts[11..19],
+                ts.get(11..19).unwrap_or(&ts),
                 timefmt::human_duration(info.interval),
                 info.walked,
                 info.pin_dir,

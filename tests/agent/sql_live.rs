@@ -134,6 +134,25 @@ fn sql_live_over_the_ground_truth() {
     }
     assert!(runnable >= spinners.len(), "{csv}");
 
+    // A table when stdout is not a terminal: each answer once, after a
+    // line with its time.
+    let run = live(
+        &pin_dir,
+        &["--count", "2", "--interval", "200ms"],
+        "SELECT state, count(*) AS n FROM samples GROUP BY ALL",
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("-- ")).collect();
+    assert_eq!(heads.len(), 2, "{text}");
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.ends_with("row(s)") && h.contains(" UTC: ")),
+        "{text}"
+    );
+    assert!(text.contains("| state"), "{text}");
+
     // A window of 5 reads (1 s at 200 ms): the rows of several reads, and
     // the named queries average over them (each spinner: one thread).
     let run = live(
