@@ -1,7 +1,10 @@
 //! Cost of the live reader (`taskscope top`, `bpf::live` +
 //! `output::live::read_now`) over 10,000 threads: CPU per read of the
 //! pinned table, and what that is at top's default 1 Hz (goal ≤ 0.5% of a
-//! CPU).
+//! CPU). Then the cost of one `taskscope sql --live` refresh: read, the
+//! read as a `samples` batch (`query::live`), and a GROUP BY query over
+//! the newest read or a 60-read window (process CPU: the query engine's
+//! threads included).
 //!
 //! The workload is this process: 10,000 threads sleeping on a condition
 //! variable. The BPF programs are loaded and the table pinned as the
@@ -16,7 +19,10 @@ use std::time::Instant;
 use common::*;
 use taskscope::bpf::live::LiveTable;
 use taskscope::bpf::{Agent, LoadOptions, StackKinds, SyscallMode, TrackKinds};
+use taskscope::cli::sql_live::read_into;
 use taskscope::output::live::{now_ns, read_now};
+use taskscope::query::live::{register_empty, LiveTables};
+use taskscope::query::{Engine, Limits};
 
 const THREADS: usize = 10_000;
 /// The agent's default table size on this machine's scale (`--max-threads`).
@@ -92,6 +98,7 @@ fn main() {
             cpu * 100.0
         );
     }
+    sql_live(&table, reads);
     drop(table);
     drop(agent);
     let _ = std::fs::remove_dir(&pin_dir);
@@ -99,5 +106,48 @@ fn main() {
     stop.1.notify_all();
     for t in threads {
         let _ = t.join();
+    }
+}
+
+/// One `sql --live` refresh: read, batch, register, query.
+fn sql_live(table: &LiveTable, reads: usize) {
+    const QUERY: &str = "SELECT state, wait_class, comm, count(*) AS n FROM samples \
+                         GROUP BY ALL ORDER BY n DESC LIMIT 10";
+    let engine = Engine::new(Limits::default()).expect("the query engine");
+    register_empty(&engine).expect("empty tables");
+    let second = std::time::Duration::from_secs(1);
+    println!("sql --live refresh ({QUERY}):");
+    for (what, all, window) in [
+        ("active states, newest read (the default)", false, None),
+        ("all states (--all), newest read", true, None),
+        (
+            "all states (--all), --window 60s: 60 reads",
+            true,
+            Some(60 * second),
+        ),
+    ] {
+        let mut tables = LiveTables::new(second, window).expect("tables");
+        for _ in 0..tables.capacity().saturating_sub(1) {
+            read_into(&mut tables, table, all, now_ns()).expect("a batch");
+        }
+        let me = std::process::id();
+        let cpu0 = cpu_seconds(me);
+        let wall0 = Instant::now();
+        let mut answer_rows = 0;
+        for _ in 0..reads {
+            read_into(&mut tables, table, all, now_ns()).expect("a batch");
+            tables.register(&engine).expect("registered");
+            let batches = engine.query(QUERY).expect("the query runs");
+            answer_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        let cpu = (cpu_seconds(me) - cpu0) / reads as f64;
+        let wall = wall0.elapsed().as_secs_f64() / reads as f64;
+        println!(
+            "  {what}: {:.2} ms CPU ({:.2} ms wall) per refresh, {} sample rows in the tables, {answer_rows} answer rows; at 1 Hz {:.2}% of a CPU",
+            cpu * 1e3,
+            wall * 1e3,
+            tables.rows(),
+            cpu * 100.0
+        );
     }
 }

@@ -106,7 +106,10 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBtaskscope serve\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-listen\fR \fIADDR:PORT\fR] [\fB\-\-token\-file\fR \fIFILE\fR]
 .br
 \fBtaskscope top\fR [\fB\-\-pin\-dir\fR \fIDIR\fR] [\fB\-\-interval\fR \fIDURATION\fR] [\fB\-\-by\fR \fICOLUMNS\fR] [\fB\-\-dir\fR \fIDIR\fR [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR]]
+.br
 \fBtaskscope sql\fR [\fB\-\-dir\fR \fIDIR\fR] [\fB\-\-since\fR \fIDURATION\fR | \fB\-\-from\fR \fITIME\fR] [\fB\-\-to\fR \fITIME\fR] [\fB\-\-format\fR \fItable\fR|\fIcsv\fR|\fIjson\fR] (\fIQUERY\fR | \fB\-f\fR \fIFILE\fR)
+.br
+\fBtaskscope sql \-\-live\fR [\fB\-\-pin\-dir\fR \fIDIR\fR] [\fB\-\-interval\fR \fIDURATION\fR] [\fB\-\-window\fR \fIDURATION\fR] [\fB\-\-count\fR \fIN\fR] [\fB\-\-all\fR] [\fB\-\-format\fR \fItable\fR|\fIcsv\fR|\fIjson\fR] (\fIQUERY\fR | \fB\-f\fR \fIFILE\fR)
 .br
 \fBtaskscope export\fR (\fB\-\-from\fR \fITIME\fR [\fB\-\-to\fR \fITIME\fR] | \fB\-\-since\fR \fIDURATION\fR | \fB\-\-day\fR \fIDAY\fR) \fB\-o\fR \fIPATH\fR [\fIOPTIONS\fR]
 .br

@@ -19,6 +19,7 @@ pub mod run;
 pub mod serve;
 pub mod settings;
 pub mod sql;
+pub mod sql_live;
 pub mod top;
 pub mod window;
 

@@ -4,6 +4,7 @@
 //! The query is the argument, or the text of `-f FILE` (`-f -`: standard
 //! input). The window flags are report's (`window`): periods outside the
 //! window are not read, and rows outside it are not in the tables.
+//! `--live` queries a running agent's thread table instead (`sql_live`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use clap::{Args, ValueEnum};
 
 use super::parse;
 use super::read::{window_of, WindowArgs};
+use super::sql_live::{self, LiveArgs};
 use crate::error::{Outcome, Usage};
 use crate::query::{self, print};
 
@@ -59,6 +61,9 @@ pub struct SqlArgs {
     /// Stop the query after this long [default: no limit]
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub timeout: Option<Duration>,
+
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 impl SqlArgs {
@@ -90,11 +95,14 @@ impl SqlArgs {
 /// `taskscope sql`.
 pub fn sql(args: &SqlArgs) -> Result<Outcome> {
     let text = args.text()?;
-    let window = window_of(&args.window)?;
     let limits = query::Limits {
         memory_bytes: usize::try_from(args.memory_limit).unwrap_or(usize::MAX),
         timeout: args.timeout,
     };
+    if args.live.live {
+        return sql_live::run(&args.live, &text, limits, args.format);
+    }
+    let window = window_of(&args.window)?;
     let answer = query::run_on_files(&args.window.dir, window, limits, &text)?;
     if answer.failure.is_none() {
         let format = match args.format {
@@ -147,5 +155,58 @@ mod tests {
         assert!(parse(&["sql"]).is_err(), "a query is needed");
         assert!(parse(&["sql", "SELECT 1", "-f", "q.sql"]).is_err());
         assert!(parse(&["sql", "SELECT 1", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn live_flags() {
+        let sql = |args: &[&str]| {
+            let mut all = vec!["sql"];
+            all.extend_from_slice(args);
+            parse(&all).map(|cli| match cli.command {
+                Command::Sql(sql) => sql,
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        let s = sql(&["--live", "SELECT 1"]).expect("parses");
+        assert!(s.live.live && !s.live.all);
+        assert_eq!(
+            (s.live.interval, s.live.window, s.live.count),
+            (Duration::from_secs(1), None, None)
+        );
+        assert_eq!(s.live.pin_dir, PathBuf::from("/sys/fs/bpf/taskscope"));
+        let s = sql(&[
+            "--live",
+            "--interval",
+            "500ms",
+            "--window",
+            "60s",
+            "--count",
+            "3",
+            "--all",
+            "--pin-dir",
+            "/p",
+            "SELECT 1",
+        ])
+        .expect("parses");
+        assert_eq!(s.live.interval, Duration::from_millis(500));
+        assert_eq!(s.live.window, Some(Duration::from_secs(60)));
+        assert_eq!((s.live.count, s.live.all), (Some(3), true));
+        // The files' flags make no sense live; live flags need --live.
+        for flags in [
+            &["--live", "--dir", "/d"][..],
+            &["--live", "--since", "1h"],
+            &["--live", "--from", "2026-12-01"],
+            &["--live", "--to", "2026-12-01"],
+            &["--window", "60s"],
+            &["--count", "2"],
+            &["--all"],
+            &["--interval", "2s"],
+            &["--pin-dir", "/p"],
+            &["--live", "--count", "0"],
+        ] {
+            let mut args = flags.to_vec();
+            args.push("SELECT 1");
+            assert!(sql(&args).is_err(), "{flags:?} should not parse");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! "Read the live threads now": one scan of a running agent's pinned
 //! thread table (`bpf::live`) turned into rows with the `samples`
-//! columns a live read can fill, for `taskscope top` (and `sql --live`).
+//! columns a live read can fill, for `taskscope top`; for `sql --live`,
+//! the writer's own `samples` rows of it ([`with_sample_rows`]).
 //!
 //! The decision a reader must know: the rows come from the agent's own
 //! decoder (`decode`, `settle`), so a live row says what the agent's row
@@ -14,9 +15,13 @@
 
 use crate::bpf::live::LiveTable;
 use crate::output::decode;
+use crate::output::rows::{sample_row, SampleNames};
+use crate::output::sample::until_nul;
 use crate::output::sample::Sample;
 use crate::output::settle;
+use crate::output::stacks::Resolved;
 use crate::store::names::{dev_name, io_op_name, syscall_name};
+use crate::store::schema::{FileTarget, SampleRow};
 use crate::store::thread_state::ThreadState;
 use crate::store::wait_class::{classify, WaitClass, WaitFacts};
 
@@ -103,14 +108,42 @@ pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
     }
 }
 
+/// One read of the table as the agent's decoder left it: the decoded
+/// samples (for `sql --live`, which makes `samples` rows of them with the
+/// writer's own `output::rows::sample_row`).
+#[derive(Debug, Clone, Default)]
+pub struct SampleRead {
+    /// Time of the read (UTC, microseconds).
+    pub ts_us: i64,
+    pub samples: Vec<Sample>,
+    /// Live threads walked.
+    pub walked: u32,
+    /// Threads skipped because their entry kept changing while read.
+    pub torn: u32,
+}
+
 /// Read every live thread of `table` now: active ones only unless `all`
 /// (sleeping and idle threads too). `woke_ns` is when the caller woke to
 /// read (CLOCK_MONOTONIC), so the thread this reader displaced from its
 /// CPU is put back there, as the agent does for its own.
 pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
-    let mut read = LiveRead::default();
+    let read = read_samples(table, all, woke_ns);
+    LiveRead {
+        rows: read
+            .samples
+            .iter()
+            .map(|s| live_row(s, read.ts_us))
+            .collect(),
+        walked: read.walked,
+        torn: read.torn,
+    }
+}
+
+/// [`read_now`]'s scan, the samples decoded and settled but not yet rows.
+pub fn read_samples(table: &LiveTable, all: bool, woke_ns: u64) -> SampleRead {
+    let mut read = SampleRead::default();
     let reader_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
-    let ts_us = std::time::SystemTime::now()
+    read.ts_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
@@ -144,8 +177,59 @@ pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
         settle::restore_displaced(&mut samples, cpu, woke_ns.min(now_ns), now_ns);
     }
     settle::settle_cpus(&mut samples, now_ns);
-    read.rows = samples.iter().map(|s| live_row(s, ts_us)).collect();
+    read.samples = samples;
     read
+}
+
+/// The names a live read has for one sample: its comm, its waker's, its
+/// request's device.
+struct LiveNames {
+    comm: String,
+    waker_comm: String,
+    io_dev: Option<String>,
+}
+
+/// The `samples` rows of `read`, `weight_us` each, made by the writer's
+/// own row builder (`rows::sample_row`, so the values are the agent's),
+/// handed to `f`. What only the writer resolves is empty: no stacks (so no
+/// `kfunc`: the wait class is inferred without it), no executable, user,
+/// cgroup, host, container, file, socket or process title.
+pub fn with_sample_rows<R>(
+    read: &SampleRead,
+    weight_us: u64,
+    f: impl FnOnce(&[SampleRow<'_>]) -> R,
+) -> R {
+    let names: Vec<LiveNames> = read
+        .samples
+        .iter()
+        .map(|s| LiveNames {
+            comm: String::from_utf8_lossy(s.comm_bytes()).into_owned(),
+            waker_comm: String::from_utf8_lossy(until_nul(&s.wait.waker_comm)).into_owned(),
+            io_dev: s.io.as_ref().map(|io| dev_name(io.dev)),
+        })
+        .collect();
+    let stacks = Resolved::default();
+    let rows: Vec<SampleRow<'_>> = read
+        .samples
+        .iter()
+        .zip(&names)
+        .map(|(sample, n)| {
+            let names = SampleNames {
+                comm: &n.comm,
+                exe: "",
+                user: "",
+                cgroup: "",
+                io_dev: n.io_dev.as_deref(),
+                host: "",
+                container: None,
+                waker_comm: &n.waker_comm,
+                target: FileTarget::default(),
+                proc_title: "",
+            };
+            sample_row(read.ts_us, weight_us, sample, names, &stacks)
+        })
+        .collect();
+    f(&rows)
 }
 
 /// CLOCK_MONOTONIC now, nanoseconds (the clock of the table's times).
@@ -186,6 +270,29 @@ mod tests {
         assert_eq!(row.wait_class, WaitClass::Timer);
         assert_eq!((row.tid, row.ts_us, row.comm.as_str()), (7, 5, "spin"));
         assert_eq!(row.state_since_us, Some(0));
+    }
+
+    #[test]
+    fn a_read_makes_the_writers_rows_without_the_writers_names() {
+        let read = SampleRead {
+            ts_us: 42,
+            samples: vec![decode::decode(
+                &entry(9, ts_thread_flags::TS_F_ON_CPU.0, 0, 0),
+                1_000,
+            )],
+            walked: 3,
+            torn: 0,
+        };
+        with_sample_rows(&read, 1_000_000, |rows| {
+            let row = &rows[0];
+            assert_eq!((row.ts_us, row.weight_us, row.tid), (42, 1_000_000, 9));
+            assert_eq!(
+                (row.comm, row.exe, row.user, row.host),
+                ("spin", "", "", "")
+            );
+            assert_eq!(row.state, ThreadState::OnCpu);
+            assert_eq!((row.kfunc, row.kstack_id), (None, None));
+        });
     }
 
     #[test]

@@ -20,10 +20,13 @@
 //! problem (exit 3) and its period left out, and the query runs again.
 //!
 //! A caller with rows of its own (the live view) registers them with
-//! [`Engine::register_batches`] under a table's name and runs the same SQL.
+//! [`Engine::register_batches`] under a table's name and runs the same SQL;
+//! `live` makes the tables of `taskscope sql --live` from reads of the
+//! pinned thread table.
 
 mod errors;
 mod files;
+pub mod live;
 mod named;
 pub mod predicate;
 pub mod print;

@@ -25,7 +25,7 @@ pub enum Format {
 
 /// `batch` with timestamps as text in the files' form, and string views
 /// as plain strings (every writer takes those).
-fn printable(batch: &RecordBatch) -> Result<RecordBatch> {
+pub fn printable(batch: &RecordBatch) -> Result<RecordBatch> {
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {

@@ -24,6 +24,7 @@ mod serve;
 mod service;
 mod ship;
 mod sql;
+mod sql_live;
 mod stacks;
 mod storage;
 mod support;

@@ -11,7 +11,7 @@ use crate::support::*;
 /// A tmux session running an interactive shell, killed on drop.
 /// Removes a pin directory when the test ends, also when it fails: pins
 /// of an agent killed with its test would keep their maps in the kernel.
-struct PinsRemoved(std::path::PathBuf);
+pub(crate) struct PinsRemoved(pub(crate) std::path::PathBuf);
 
 impl Drop for PinsRemoved {
     fn drop(&mut self) {
@@ -24,12 +24,12 @@ impl Drop for PinsRemoved {
     }
 }
 
-struct Tmux {
+pub(crate) struct Tmux {
     name: String,
 }
 
 impl Tmux {
-    fn start(tag: &str, width: u16, height: u16) -> Tmux {
+    pub(crate) fn start(tag: &str, width: u16, height: u16) -> Tmux {
         // One session start at a time: two first `new-session`s race to
         // start the tmux server.
         static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -56,12 +56,12 @@ impl Tmux {
     }
 
     /// Type `text` and Enter.
-    fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         self.keys(&["-l", text]);
         self.keys(&["Enter"]);
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let status = Command::new("tmux")
             .args(["send-keys", "-t", &self.name])
             .args(keys)
@@ -70,7 +70,7 @@ impl Tmux {
         assert!(status.success());
     }
 
-    fn capture(&self) -> String {
+    pub(crate) fn capture(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
@@ -78,7 +78,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn display(&self, format: &str) -> String {
+    pub(crate) fn display(&self, format: &str) -> String {
         let out = Command::new("tmux")
             .args(["display-message", "-p", "-t", &self.name, format])
             .output()
@@ -87,7 +87,7 @@ impl Tmux {
     }
 
     /// Wait until `ok(screen)`; fails with the last screen after `limit`.
-    fn wait_for(&self, ok: impl Fn(&str) -> bool, limit: Duration) -> String {
+    pub(crate) fn wait_for(&self, ok: impl Fn(&str) -> bool, limit: Duration) -> String {
         let start = Instant::now();
         loop {
             let screen = self.capture();
@@ -112,7 +112,7 @@ impl Drop for Tmux {
 }
 
 /// The line of `screen` holding every one of `words`.
-fn line_with<'a>(screen: &'a str, words: &[&str]) -> Option<&'a str> {
+pub(crate) fn line_with<'a>(screen: &'a str, words: &[&str]) -> Option<&'a str> {
     screen
         .lines()
         .find(|line| words.iter().all(|w| line.contains(w)))
