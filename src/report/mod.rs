@@ -236,12 +236,13 @@ pub fn timeline_of(
     window: Window,
     bucket: Duration,
     by: &str,
+    filter: Option<&str>,
     all_states: bool,
 ) -> Result<Timeline> {
     let mut catalog = Catalog::open(dir)?;
     let query = Query {
         window,
-        predicate: None,
+        predicate: filter,
         all_states,
     };
     aggregate::timeline(&mut catalog, &query, by, Some(bucket), auto_bucket)

@@ -152,17 +152,6 @@ pub fn sort_rows(rows: &mut [GroupRow], sort: Sort) {
     }
 }
 
-/// Whether any value of `key` contains `filter` (case-insensitive).
-pub fn key_matches(key: &[Option<String>], filter: &str) -> bool {
-    if filter.is_empty() {
-        return true;
-    }
-    let filter = filter.to_lowercase();
-    key.iter()
-        .flatten()
-        .any(|v| v.to_lowercase().contains(&filter))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,10 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn filters_and_sorts() {
-        let key = vec![Some("SLEEP".to_string()), None];
-        assert!(key_matches(&key, "slee"));
-        assert!(!key_matches(&key, "disk"));
+    fn sorts() {
         let mut rows = vec![
             GroupRow {
                 key: vec![Some("b".into())],

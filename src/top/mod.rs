@@ -12,6 +12,7 @@
 //! hook), SIGTERM/SIGHUP; a resize (SIGWINCH) redraws.
 
 mod chart;
+mod filter;
 mod group;
 mod source;
 mod ui;
@@ -68,7 +69,9 @@ impl Prompt {
     fn label(self) -> &'static str {
         match self {
             Prompt::Group => "group by (comma-separated columns; empty: defaults)",
-            Prompt::Filter => "filter (text in any column; empty: none)",
+            Prompt::Filter => {
+                "filter: SQL condition on the rows, e.g. comm LIKE 'pg%' (empty: none)"
+            }
         }
     }
 }
@@ -231,7 +234,9 @@ fn event_loop(
                     // Sleepers too when counted, or for a thread's
                     // recent states.
                     let all = app.all_states || matches!(app.level, Level::Thread { .. });
-                    live.read(next_read_ns, all);
+                    if let Err(err) = live.read(next_read_ns, all) {
+                        app.message = Some(format!("{err:#}"));
+                    }
                     dirty = true;
                 }
                 let interval = live.interval.as_nanos() as u64;
@@ -323,7 +328,18 @@ fn handle_key(
                 let (prompt, text) = (*prompt, text.trim().to_string());
                 app.input = None;
                 match prompt {
-                    Prompt::Filter => app.filter = text,
+                    Prompt::Filter => {
+                        // A SQL condition on the rows, as report's --where.
+                        let checked = match source {
+                            Source::Live(live) => live.set_filter(&text),
+                            Source::History(_) if text.is_empty() => Ok(()),
+                            Source::History(_) => crate::report::check_samples(&[], Some(&text)),
+                        };
+                        match checked {
+                            Ok(()) => app.filter = text,
+                            Err(err) => app.message = Some(format!("filter: {err:#}")),
+                        }
+                    }
                     Prompt::Group => {
                         let by: Vec<String> = if text.is_empty() {
                             DEFAULT_GROUPS.iter().map(|s| s.to_string()).collect()

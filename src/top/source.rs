@@ -1,6 +1,8 @@
 //! Where `top`'s screens come from: the live table (a ring of reads) or
 //! the files over a window (through `report`, so the numbers are the
-//! report's).
+//! report's). The filter (`/`) is a SQL condition on the rows: the
+//! report's `--where` in history, evaluated on each read live
+//! (`filter::LiveFilter`).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::chart::{class_index, Column};
-use super::group::{self, key_matches, sort_rows, GroupRow, Sort};
+use super::filter::LiveFilter;
+use super::group::{self, sort_rows, GroupRow, Sort};
 use crate::bpf::live::LiveTable;
 use crate::output::live::{self, LiveRow};
 use crate::report;
@@ -67,11 +70,37 @@ pub struct Ask<'a> {
     pub chart_width: usize,
 }
 
+/// One read of the live table, and its rows the filter keeps.
+struct Read {
+    ts: i64,
+    rows: Vec<LiveRow>,
+    /// The rows the filter keeps (None: no filter).
+    kept: Option<Vec<LiveRow>>,
+}
+
+impl Read {
+    fn shown(&self) -> &[LiveRow] {
+        self.kept.as_deref().unwrap_or(&self.rows)
+    }
+}
+
 /// The live table and its recent reads.
 pub struct Live {
     table: LiveTable,
-    reads: VecDeque<(i64, Vec<LiveRow>)>,
+    reads: VecDeque<Read>,
+    filter: Option<LiveFilter>,
     pub interval: Duration,
+}
+
+/// The rows of `rows` that `filter` keeps.
+fn kept(filter: &LiveFilter, rows: &[LiveRow]) -> Result<Vec<LiveRow>> {
+    let keep = filter.keep(rows)?;
+    Ok(rows
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(r, _)| r.clone())
+        .collect())
 }
 
 impl Live {
@@ -79,19 +108,48 @@ impl Live {
         Live {
             table,
             reads: VecDeque::new(),
+            filter: None,
             interval,
         }
     }
 
     /// Read the table now: active threads only unless `all` (decoding
     /// every sleeper costs ~8x more over 10,000 threads: `benches/live.rs`).
-    pub fn read(&mut self, woke_ns: u64, all: bool) {
+    pub fn read(&mut self, woke_ns: u64, all: bool) -> Result<()> {
         let read = live::read_now(&self.table, all, woke_ns);
         let ts = read.rows.first().map(|r| r.ts_us).unwrap_or_else(now_us);
-        self.reads.push_back((ts, read.rows));
+        let kept = self
+            .filter
+            .as_ref()
+            .map(|f| kept(f, &read.rows))
+            .transpose()?;
+        self.reads.push_back(Read {
+            ts,
+            rows: read.rows,
+            kept,
+        });
         while self.reads.len() > KEPT_READS {
             self.reads.pop_front();
         }
+        Ok(())
+    }
+
+    /// Filter the rows by `text` (a SQL condition; empty: no filter), the
+    /// reads kept so far too. A bad condition changes nothing.
+    pub fn set_filter(&mut self, text: &str) -> Result<()> {
+        let filter = match text.trim() {
+            "" => None,
+            text => Some(LiveFilter::new(text)?),
+        };
+        let mut kept_rows = Vec::with_capacity(self.reads.len());
+        for read in &self.reads {
+            kept_rows.push(filter.as_ref().map(|f| kept(f, &read.rows)).transpose()?);
+        }
+        for (read, kept) in self.reads.iter_mut().zip(kept_rows) {
+            read.kept = kept;
+        }
+        self.filter = filter;
+        Ok(())
     }
 
     fn screen(&self, ask: &Ask<'_>) -> Result<Screen> {
@@ -101,7 +159,7 @@ impl Live {
             .iter()
             .rev()
             .take(TABLE_READS)
-            .map(|(_, rows)| &rows[..])
+            .map(Read::shown)
             .collect();
         let mut screen = Screen {
             scope: format!(
@@ -116,9 +174,9 @@ impl Live {
         screen.chart = self
             .reads
             .iter()
-            .map(|(_, rows)| {
+            .map(|read| {
                 let mut column: Vec<(usize, f64)> = Vec::new();
-                for row in rows.iter().filter(|r| keep(r)) {
+                for row in read.shown().iter().filter(|r| keep(r)) {
                     let i = class_index(row.wait_class.name());
                     match column.iter_mut().find(|(j, _)| *j == i) {
                         Some((_, v)) => *v += 1.0,
@@ -150,7 +208,6 @@ impl Live {
                 screen.detail = self.thread_detail(*tid);
             }
         }
-        screen.rows.retain(|r| key_matches(&r.key, ask.filter));
         sort_rows(&mut screen.rows, ask.sort);
         Ok(screen)
     }
@@ -158,10 +215,11 @@ impl Live {
     fn thread_detail(&self, tid: u32) -> Vec<String> {
         let mut lines = Vec::new();
         let mut name = None;
-        for (ts, rows) in self.reads.iter().rev() {
-            let Some(r) = rows.iter().find(|r| r.tid == tid) else {
+        for read in self.reads.iter().rev() {
+            let Some(r) = read.rows.iter().find(|r| r.tid == tid) else {
                 continue;
             };
+            let ts = &read.ts;
             name.get_or_insert_with(|| format!("thread {tid} ({}) of process {}", r.comm, r.tgid));
             lines.push(format!(
                 "{}  {:<15} {:<9} {:<16} {:>10}  cpu {}",
@@ -214,11 +272,13 @@ impl History {
         let len_s = (self.window.len_us() / 1_000_000).max(1) as u64;
         let step = (len_s / ask.chart_width.max(1) as u64).max(1);
         screen.chart_step = format!("one column per {}", humantime(Duration::from_secs(step)));
+        let filter = (!ask.filter.is_empty()).then_some(ask.filter);
         let timeline = report::timeline_of(
             &self.dir,
             self.window,
             Duration::from_secs(step),
             "wait_class",
+            filter,
             ask.all_states,
         );
         if let Ok(timeline) = timeline {
@@ -234,10 +294,13 @@ impl History {
                 .collect();
         }
         let (by, filter, all_states) = match ask.level {
-            Level::Groups => (ask.by.to_vec(), None, ask.all_states),
+            Level::Groups => (ask.by.to_vec(), filter.map(str::to_string), ask.all_states),
             Level::Threads { columns, key } => (
                 THREAD_COLUMNS.iter().map(|c| c.to_string()).collect(),
-                Some(predicate(columns, key)),
+                Some(match filter {
+                    Some(f) => format!("({f}) AND {}", predicate(columns, key)),
+                    None => predicate(columns, key),
+                }),
                 ask.all_states,
             ),
             Level::Thread { tid } => (
@@ -261,7 +324,6 @@ impl History {
                 avg: active.avg_active(g),
                 samples: g.samples,
             })
-            .filter(|r| key_matches(&r.key, ask.filter))
             .collect();
         // The report's order (thread time, then key) unless sorted by key.
         if ask.sort == Sort::Key {

@@ -17,7 +17,7 @@ const HELP: &[&str] = &[
     "",
     " Up/Down j/k  select a row        Enter  drill down: group, threads, thread",
     " Esc/Bksp     back up a level     q      quit (Ctrl-C too)",
-    " g            group by columns    /      filter rows (text in any column)",
+    " g            group by columns    /      filter rows (a SQL condition)",
     " s            sort (AAS, key)     a      all states (sleeping, idle too)",
     " p / Space    pause (live)        ?      this help",
     " [ ] Left/Right  move the window  - +    zoom out / in (history mode)",

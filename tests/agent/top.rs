@@ -186,8 +186,10 @@ fn top_live_then_history_over_the_ground_truth() {
     // screen); typed before, the shell's line discipline echoes them onto
     // the main screen.
     tmux.wait_for(|s| s.contains("taskscope top live"), Duration::from_secs(3));
+    // The filter is a SQL condition on the rows (as report's --where).
+    const GT: &str = "comm LIKE 'gt-%'";
     tmux.keys(&["/"]);
-    tmux.line("gt-");
+    tmux.line(GT);
     // Within 3 s: every spinner runnable (on a CPU or queued for one:
     // one more spinner than CPUs, and this machine's other work, keep
     // some queued) and the sleeper in clock_nanosleep.
@@ -210,8 +212,8 @@ fn top_live_then_history_over_the_ground_truth() {
         "took {:?}:\n{screen}",
         started.elapsed()
     );
-    // The chart is stacked by wait class (no state letter such as S for
-    // SLEEP; with every state, the idle kernel threads' I at least).
+    // The chart is stacked by wait class, over the filtered rows: the
+    // spinners' CPU or RUNQUEUE, and no state letter such as S (SLEEP).
     assert!(
         screen.contains("avg active threads by wait class"),
         "{screen}"
@@ -220,7 +222,10 @@ fn top_live_then_history_over_the_ground_truth() {
         .lines()
         .filter(|l| l.contains('┤') || l.contains('│'))
         .collect();
-    assert!(chart.contains('I') && !chart.contains('S'), "{screen}");
+    assert!(
+        (chart.contains('C') || chart.contains('R')) && !chart.contains('S'),
+        "{screen}"
+    );
     // And on a CPU: some read within the last ten shows a spinner there.
     tmux.wait_for(
         |s| line_with(s, &["ON_CPU", "gt-spin"]).is_some(),
@@ -229,8 +234,8 @@ fn top_live_then_history_over_the_ground_truth() {
 
     // Drill down: the sleeper's group, its thread, the thread.
     tmux.keys(&["/"]);
-    tmux.keys(&["BSpace", "BSpace", "BSpace"]);
-    tmux.line("gt-sleeper");
+    tmux.keys(&vec!["BSpace"; GT.len()]);
+    tmux.line("comm = 'gt-sleeper'");
     tmux.wait_for(
         |s| line_with(s, &["SLEEP", "gt-sleeper"]).is_some() && !s.contains("gt-spin"),
         Duration::from_secs(3),
@@ -346,6 +351,36 @@ fn top_live_then_history_over_the_ground_truth() {
         |s| s.contains("by wait_class,comm"),
         Duration::from_secs(10),
     );
+    // A filter (SQL, report's --where): only the spinners' groups; a
+    // bad one says why and changes nothing.
+    const SPIN: &str = "regexp_like(comm, '^gt-spin') AND tid > 0";
+    tmux.keys(&["/"]);
+    tmux.line(SPIN);
+    let screen = tmux.wait_for(
+        |s| s.contains("filter 'regexp_like") && s.contains("gt-spin"),
+        Duration::from_secs(10),
+    );
+    let rows: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| !l.contains("AAS"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty() && !l.contains("group(s)"))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|l| l.contains("gt-spin")),
+        "{screen}"
+    );
+    tmux.keys(&["/"]);
+    tmux.keys(&vec!["BSpace"; SPIN.len()]);
+    tmux.line("nosuch = 1");
+    tmux.wait_for(
+        |s| s.contains("filter:") && s.contains("nosuch"),
+        Duration::from_secs(10),
+    );
+    // (The prompt holds the filter in force: the bad one changed nothing.)
+    tmux.keys(&["/"]);
+    tmux.keys(&vec!["BSpace"; SPIN.len()]);
+    tmux.keys(&["Enter"]);
     // Move the window back a whole length: nothing there, and said so.
     tmux.keys(&["["]);
     tmux.wait_for(
