@@ -231,6 +231,26 @@ static __always_inline struct ts_thread *thread_of(struct task_struct *task)
 }
 
 
+/*
+ * The slot + 1 of the current thread, for hooks in its own context that
+ * must not lose it (sys_enter, sys_exit): the CPU's record of its
+ * switch-in (no lookup), or when that switch-in was not seen (the record
+ * names another thread) its task storage. Otherwise sys_enter would leave
+ * the previous syscall's entry time in place, and the next switch-out,
+ * seeing the same number with a known entry, would count a sleep from an
+ * earlier call of the same syscall (one row in 150, 203 ms early, under
+ * load in passive::default_syscall_times_...); and sys_exit would lose
+ * the call's completion.
+ */
+static __always_inline __u32 current_slot(struct ts_cpu *c)
+{
+	__u32 slot = running_slot(c);
+
+	if (slot == TS_NO_SLOT && c && c->slot != TS_NO_SLOT)
+		thread_of_slot(bpf_get_current_task_btf(), &slot);
+	return slot;
+}
+
 /* This CPU's state. */
 static __always_inline struct ts_cpu *this_cpu_state(void)
 {

@@ -25,12 +25,14 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	struct ts_syscall_args *more;
 	struct ts_thread *t;
 	__u64 enter;
+	__u32 slot;
 
 	/* The running thread's entry, set by its switch-in: no lookups. */
 	if (!c)
 		return 0;
-	t = thread_at(running_slot(c));
-	more = syscall_args_at(running_slot(c));
+	slot = current_slot(c);
+	t = thread_at(slot);
+	more = syscall_args_at(slot);
 	if (!t || !more)
 		return 0;
 	/*
@@ -76,7 +78,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 
 	if (!c)
 		return 0;
-	t = thread_at(running_slot(c));
+	t = thread_at(current_slot(c));
 	if (!t)
 		return 0;
 	/* Its entry was seen (a seeded one was not numbered), and came no
