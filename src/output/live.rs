@@ -51,6 +51,42 @@ pub struct LiveRow {
     pub blocker_kind: Option<&'static str>,
 }
 
+#[cfg(test)]
+impl LiveRow {
+    /// A row for tests: thread `tid` of process 1 named `comm`, in `state`
+    /// and `wait_class`, in `syscall`; everything else empty or zero.
+    pub fn for_test(
+        tid: u32,
+        comm: &str,
+        state: ThreadState,
+        wait_class: WaitClass,
+        syscall: Option<&'static str>,
+    ) -> LiveRow {
+        LiveRow {
+            ts_us: 0,
+            tid,
+            tgid: 1,
+            comm: comm.to_string(),
+            state,
+            state_since_us: None,
+            cpu: 0,
+            syscall,
+            syscall_nr: None,
+            syscall_us: None,
+            io_dev: None,
+            io_op: None,
+            io_bytes: None,
+            io_us: None,
+            wait_class,
+            kthread: false,
+            waker_tid: None,
+            waker_comm: None,
+            blocker_tid: None,
+            blocker_kind: None,
+        }
+    }
+}
+
 /// One read of the table.
 #[derive(Debug, Clone, Default)]
 pub struct LiveRead {

@@ -160,25 +160,11 @@ mod tests {
     ) -> LiveRow {
         LiveRow {
             ts_us: 1_764_554_400_000_000,
-            tid,
             tgid: 100,
-            comm: comm.to_string(),
-            state,
             state_since_us: Some(1_500),
             cpu: 1,
-            syscall,
-            syscall_nr: None,
             syscall_us: syscall.map(|_| 2_000_000),
-            io_dev: None,
-            io_op: None,
-            io_bytes: None,
-            io_us: None,
-            wait_class: class,
-            kthread: false,
-            waker_tid: None,
-            waker_comm: None,
-            blocker_tid: None,
-            blocker_kind: None,
+            ..LiveRow::for_test(tid, comm, state, class, syscall)
         }
     }
 

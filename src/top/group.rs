@@ -159,32 +159,12 @@ mod tests {
     use crate::store::wait_class::WaitClass;
 
     fn row(tid: u32, comm: &str, state: ThreadState, syscall: Option<&'static str>) -> LiveRow {
-        LiveRow {
-            ts_us: 0,
-            tid,
-            tgid: 1,
-            comm: comm.into(),
-            state,
-            state_since_us: None,
-            cpu: 0,
-            syscall,
-            syscall_nr: None,
-            syscall_us: None,
-            io_dev: None,
-            io_op: None,
-            io_bytes: None,
-            io_us: None,
-            wait_class: if state == ThreadState::OnCpu {
-                WaitClass::Cpu
-            } else {
-                WaitClass::Timer
-            },
-            kthread: false,
-            waker_tid: None,
-            waker_comm: None,
-            blocker_tid: None,
-            blocker_kind: None,
-        }
+        let class = if state == ThreadState::OnCpu {
+            WaitClass::Cpu
+        } else {
+            WaitClass::Timer
+        };
+        LiveRow::for_test(tid, comm, state, class, syscall)
     }
 
     #[test]
