@@ -14,6 +14,7 @@
 
 mod api;
 mod assets;
+mod chart;
 mod guard;
 mod params;
 mod stacks;
@@ -28,7 +29,8 @@ use axum::Router;
 
 use crate::error::Usage;
 
-pub use api::{bucket_for, MAX_POINTS, QUERIES, QUERY_TIME};
+pub use api::{QUERIES, QUERY_TIME};
+pub use chart::{bucket_for, MAX_POINTS};
 
 /// Environment variable that may hold the token instead of `--token-file`.
 pub const TOKEN_ENV: &str = "TASKSCOPE_SERVE_TOKEN";
