@@ -103,7 +103,7 @@ install_fleet_engines() {
     export TASKSCOPE_FLEET_PYTHON="$venv/bin/python"
 }
 
-# The browser driver of the web view's test (tests/agent/serve.rs):
+# The browser driver of the web view's test (tests/agent/serve/):
 # puppeteer-core pinned by tests/web/package-lock.json, `npm ci` into a
 # cache directory keyed by the lock file's hash; it drives the system
 # Chromium (no browser download).

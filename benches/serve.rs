@@ -7,6 +7,8 @@
 //! - Top Activity over a week: `/api/activity` over the week of
 //!   `benches/report.rs` (50 active rows per tick, 30 million rows), in
 //!   30-minute buckets (≤ 500 points).
+//! - The live page's poll: `/api/changes` (the data version; stat only)
+//!   of that week's directory, per request (the median run of 100).
 //!
 //! Data is written by the real writer, Parquet and CSV (or the week is
 //! read from TASKSCOPE_BENCH_SERVE_WEEK=DIR, data of `benches/report.rs`);
@@ -151,8 +153,15 @@ fn main() {
             .collect(),
     };
     let mut row = Vec::new();
+    let mut polls = Vec::new();
     for dir in &week_dirs {
         let server = Server::start(dir);
+        let (median, slowest) = timed(|| {
+            for _ in 0..100 {
+                server.get("/api/changes");
+            }
+        });
+        polls.push((median / 100.0, slowest / 100.0));
         let to = newest(&server) + 1_000_000;
         let target = format!(
             "/api/activity?from={}&to={}&by=wait_class",
@@ -171,5 +180,13 @@ fn main() {
         "Top Activity over a week (30 min buckets)",
         cell(row[0]),
         cell(row[1])
+    );
+    let ms =
+        |(median, slowest): (f64, f64)| format!("{:.2}ms ({:.2}ms)", median * 1e3, slowest * 1e3);
+    println!(
+        "  {:<62} {:>15} {:>15}",
+        "/api/changes over the week's directory, per request",
+        ms(polls[0]),
+        ms(polls[1])
     );
 }

@@ -1,6 +1,10 @@
 // taskscope serve: the Top Activity page. Plain JavaScript over the JSON
 // API (no build step); uPlot draws the chart. The URL holds the window,
 // the selection and the filters, so a pasted link opens the same view.
+// Live (no end time, no selection) it asks /api/changes every POLL_MS and
+// reads the data again only when the directory changed: it follows any
+// flush interval of the agent, and costs one small request when nothing
+// was written.
 'use strict';
 
 const COLORS = {
@@ -14,12 +18,16 @@ const COLORS = {
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948',
   '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac', '#1f77b4', '#aec7e8'];
 const FILTERS = ['comm', 'tgid', 'container', 'where'];
-const REFRESH_MS = 10000;
+const POLL_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 let chart = null;
 let info = null;
-let timer = null;
+let timer = null; // the next poll
+let loads = 0; // loadAll calls: a poll of an older load stops
+let seenVersion = null; // the data version the panels were read at
+let rest = null; // the panels' refresh in flight (live)
+let restAgain = false; // the data changed again meanwhile
 let last = null; // the activity answer drawn
 let cpusTotal = 0; // the CPU line (0: not known yet)
 
@@ -163,6 +171,7 @@ function onSelect(u) {
   const to = u.posToVal(u.select.left + u.select.width, 'x');
   const v = setView({ sel_from: iso(Math.floor(from)), sel_to: iso(Math.ceil(to)) }, true);
   showSelection();
+  schedule(v, loads); // a selection is a fixed window: no more polls
   loadPanels(v);
 }
 
@@ -432,16 +441,23 @@ function loadPanels(v) {
 
 // Every panel but the top groups (which come with the chart first).
 function loadRest(v) {
-  loadCpus(v);
-  loadThreads(v);
-  loadBlockers(v);
-  loadLatency(v);
-  loadStacks(v);
-  loadThread(v);
   loadFlame(v);
+  return Promise.all([loadCpus(v), loadThreads(v), loadBlockers(v), loadLatency(v),
+    loadStacks(v), loadThread(v)]);
 }
 
-// --- the form, live refresh, start --------------------------------------
+// The same, after the data changed: one refresh at a time, so panels
+// slower than the agent's flushes never pile up queries (the chart does
+// not wait for them); a change meanwhile refreshes them once more.
+function refreshRest() {
+  if (rest) { restAgain = true; return; }
+  rest = loadRest(view()).finally(() => {
+    rest = null;
+    if (restAgain) { restAgain = false; refreshRest(); }
+  });
+}
+
+// --- the form, following the agent, start --------------------------------
 function fillForm(v) {
   $('f-from').value = v.from; $('f-to').value = v.to;
   if (v.since) $('f-since').value = v.since;
@@ -450,30 +466,59 @@ function fillForm(v) {
   $('group-by').value = v.groups;
 }
 
-function live(v) {
-  return !v.to && !(v.sel_from && v.sel_to) && !windowParams(v).to;
+// A window that ends now and no selection: the page follows the data.
+function following(v) {
+  return !v.to && !(v.sel_from && v.sel_to);
 }
 
-function schedule(v) {
+// The data ended over two minutes ago: its last hour is shown.
+function ended(v) {
+  return following(v) && Boolean(windowParams(v).to);
+}
+
+async function dataVersion() {
+  try { return (await getJson('/api/changes')).version; } catch (err) { return null; }
+}
+
+function schedule(v, load) {
   clearTimeout(timer);
-  $('status').textContent = live(v) ? 'live: refreshed every ' + REFRESH_MS / 1000 + ' s' : '';
-  if (live(v)) {
-    timer = setTimeout(async () => { await loadAll(); }, REFRESH_MS);
-  }
+  let status = '';
+  if (ended(v)) status = 'no new data for over 2 min: its last hour is shown; checked every ' + POLL_MS / 1000 + ' s';
+  else if (following(v)) status = 'live: follows the agent\'s flushes (checked every ' + POLL_MS / 1000 + ' s)';
+  $('status').textContent = status;
+  if (following(v)) timer = setTimeout(() => poll(load), POLL_MS);
 }
 
-async function loadAll() {
+// One look at the data's version: read everything again when it changed.
+async function poll(load) {
+  if (!following(view())) return schedule(view(), load); // a selection was made
+  const version = await dataVersion();
+  if (load !== loads) return; // the view changed meanwhile: its own polls run
+  if (version && version !== seenVersion) await loadAll(version);
+  else schedule(view(), load);
+}
+
+// Read and draw the view. `version`: the data version a poll saw change
+// (a live refresh); none when the view itself changed.
+async function loadAll(version) {
+  const load = ++loads;
+  clearTimeout(timer);
   const v = view();
   fillForm(v);
+  // The version first: the answers are at least as new as it.
+  seenVersion = following(v) ? (version || await dataVersion()) : null;
+  if (version && ended(v)) await loadInfo();
   // The first view: the chart and the top groups (one read of the files
   // when the panels show the chart's window).
   if (v.sel_from && v.sel_to) await Promise.all([loadChart(v), loadGroups(v)]);
   else await loadOverview(v);
-  loadRest(v);
-  schedule(v);
+  if (version) refreshRest(); else loadRest(v);
+  if (load === loads) schedule(v, load);
 }
 
-async function start() {
+// Where the data is (directory, hosts, span), for the page's header and
+// the window (`windowParams`).
+async function loadInfo() {
   try {
     info = await getJson('/api/info');
     const hosts = info.hosts.map((h) => h.host).join(', ') || 'no data yet';
@@ -485,6 +530,10 @@ async function start() {
   } catch (err) {
     $('source').textContent = 'cannot read the data: ' + err.message;
   }
+}
+
+async function start() {
+  await loadInfo();
   $('filters').addEventListener('submit', (e) => {
     e.preventDefault();
     const changes = { sel_from: '', sel_to: '' };
@@ -501,13 +550,14 @@ async function start() {
     const v = setView({ sel_from: '', sel_to: '' }, true);
     if (chart) chart.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
     showSelection();
+    schedule(v, loads); // following again
     loadPanels(v);
   });
   $('group-by').addEventListener('change', () => loadGroups(setView({ groups: $('group-by').value }, true)));
   $('latency-table').addEventListener('change', () => loadLatency(setView({ latency: $('latency-table').value }, true)));
   $('stacks-kind').addEventListener('change', () => loadStacks(setView({ stacks: $('stacks-kind').value }, true)));
   $('flame-draw').addEventListener('click', () => loadFlame(setView({ flame: '1' }, true)));
-  window.addEventListener('popstate', loadAll);
+  window.addEventListener('popstate', () => loadAll());
   window.addEventListener('resize', () => { if (chart) chart.setSize({ width: $('chart').clientWidth, height: 280 }); });
   await loadAll();
   document.body.dataset.ready = '1';

@@ -10,10 +10,13 @@
 //! built into the binary (`assets`); nothing is read from disk but the
 //! data directory, nothing is written, and `guard` checks the method and
 //! the token and sets the security headers on every response. It binds
-//! loopback unless given another address and a token.
+//! loopback unless given another address and a token. A live page polls
+//! `changes` (a token from directory entries and sizes) every second and
+//! asks the endpoints again only when it changed.
 
 mod api;
 mod assets;
+mod changes;
 mod chart;
 mod guard;
 mod params;
@@ -91,6 +94,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::asset))
         .route("/api/info", get(api::info))
+        .route("/api/changes", get(changes::changes))
         .route("/api/cpus", get(api::cpus_now))
         .route("/api/activity", get(api::activity))
         .route("/api/overview", get(api::overview))

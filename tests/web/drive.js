@@ -1,4 +1,4 @@
-// The browser half of tests/agent/serve.rs: drive the system Chromium over
+// The browser half of tests/agent/serve/mod.rs: drive the system Chromium over
 // the DevTools protocol (puppeteer-core) through the page of `taskscope
 // serve`, and print what it saw as one JSON document on stdout.
 //

@@ -16,7 +16,12 @@
 //! damaged file, a period missing a table (`problems`) — is collected as a
 //! [`Problem`] that the reading command prints, one line each, and turns
 //! into exit status 3 (an incomplete answer).
+//!
+//! A live view asks [`version`] (`changes`) whether anything it would
+//! read has changed, from directory entries and sizes only, before it
+//! reads again.
 
+mod changes;
 mod inprogress;
 mod problems;
 
@@ -26,6 +31,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::store::layout::{stamp_of, CSV_EXT, PARQUET_EXT};
+pub use changes::{version, Version};
 pub use inprogress::{journal_reader, open, published_paths, Opened, TolerantEnd};
 pub use problems::{archive_window, Problem, TableReads};
 

@@ -3,7 +3,10 @@
 //! loads the page, reads the chart and the tables, drags a brush, opens a
 //! thread's timeline and the flame graph and takes a screenshot of each
 //! view (target/serve-screenshots/); then plain HTTP requests check the
-//! security rules and the bounds.
+//! security rules and the bounds. `live`: the page follows a running
+//! agent.
+
+mod live;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -603,63 +606,4 @@ fn serve_needs_a_token_beyond_loopback() {
     );
     assert_eq!(get(server.port, "/api/info").0, 401);
     assert_eq!(http(server.port, "GET", "/api/info", &[&bearer]).0, 200);
-}
-
-/// While the agent writes, the chart follows the present: a window ending
-/// now includes the period being written, up to its newest flushed tick.
-#[test]
-fn live_window_follows_the_period_being_written() {
-    require_root();
-    let _serial = exclusive();
-    let _workload = Workload::start();
-    let scratch = scratch();
-    let out = scratch.path().join("out");
-    let mut agent = AgentRun::new()
-        .args(["-F", "10", "--flush-interval", "1s"])
-        .output(&out)
-        .duration("60s")
-        .spawn();
-    wait_for_first_tick(&out, Duration::from_secs(20));
-    let server = Server::start(
-        &[
-            "--dir",
-            out.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let newest_of = |answer: &Value| answer["in_progress_until"].as_str().map(str::to_string);
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_secs(3));
-        let answer = get_json(server.port, "/api/activity?since=5m");
-        assert_eq!(answer["live"], true, "{answer}");
-        assert!(
-            !answer["times"].as_array().expect("times").is_empty(),
-            "{answer}"
-        );
-        seen.push(newest_of(&answer).unwrap_or_else(|| panic!("not read live: {answer}")));
-    }
-    // The page follows by itself: without a reload, its chart is drawn
-    // again (every 10 s) with a newer flushed tick.
-    let page = node("follow.js", &[&server.url("/?since=5m"), "25"]);
-    send_signal(&agent, nix::sys::signal::Signal::SIGTERM);
-    let _ = agent.wait();
-    assert!(
-        seen.windows(2).all(|pair| pair[0] < pair[1]),
-        "the newest tick read did not advance: {seen:?}"
-    );
-    assert_eq!(page["page_errors"], serde_json::json!([]), "{page}");
-    let (first, later) = (&page["first"], &page["later"]);
-    assert!(
-        first["status"].as_str().unwrap_or("").starts_with("live"),
-        "{page}"
-    );
-    assert!(
-        first["newest"].is_string()
-            && later["newest"].as_str() > first["newest"].as_str()
-            && later["draws"].as_u64() > first["draws"].as_u64(),
-        "the page did not follow the present: {page}"
-    );
 }
