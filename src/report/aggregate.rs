@@ -220,7 +220,7 @@ pub(super) fn sampled(
     projection: &Projection,
     filter: Option<&Filter>,
     window: &Window,
-) -> Vec<Result<Vec<(i64, i64)>, String>> {
+) -> Result<Vec<Result<Vec<(i64, i64)>, String>>> {
     read::scan_files(
         ticks,
         projection,
@@ -245,7 +245,7 @@ pub fn sampling_period(catalog: &mut Catalog, window: &Window) -> Result<Option<
     let mut projection = Projection::of::<Ticks>(&[], "report")?;
     projection.need::<Ticks>("ts", "report")?;
     projection.need::<Ticks>("weight_us", "report")?;
-    let reads = sampled(&files, &projection, None, window);
+    let reads = sampled(&files, &projection, None, window)?;
     let tables: [TableReads<'_>; 1] = [(Ticks::NAME, errors(&files, &reads))];
     catalog.leave_out(&tables, |_, _| false);
     let mut counts: HashMap<i64, u64> = HashMap::new();
@@ -333,7 +333,7 @@ pub fn newest_tick(catalog: &mut Catalog) -> Result<Option<i64>> {
         from_us: i64::MIN,
         to_us: i64::MAX,
     };
-    let reads = sampled(&files, &projection, None, &everything);
+    let reads = sampled(&files, &projection, None, &everything)?;
     Ok(reads
         .into_iter()
         .flatten()
