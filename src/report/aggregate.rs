@@ -214,13 +214,16 @@ pub fn active(catalog: &mut Catalog, query: &Query<'_>, groups: &[String]) -> Re
     active.ok_or_else(|| anyhow::anyhow!("the pass was asked for groups"))
 }
 
+/// Per ticks file: its (ts, weight_us) ticks, or why it could not be read.
+pub(super) type TickReads = Vec<Result<Vec<(i64, i64)>, String>>;
+
 /// Each ticks file's ticks in `window` that pass `expr`: (ts, weight_us).
 pub(super) fn sampled(
     ticks: &[DataFile],
     projection: &Projection,
     filter: Option<&Filter>,
     window: &Window,
-) -> Result<Vec<Result<Vec<(i64, i64)>, String>>> {
+) -> Result<TickReads> {
     read::scan_files(
         ticks,
         projection,

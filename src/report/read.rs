@@ -195,8 +195,8 @@ pub fn scan_files<S: Send>(
                     return;
                 };
                 let mut state = init(file);
-                let result =
-                    scan_file(file, projection, filter, |row| each(&mut state, row)).map(|()| state);
+                let result = scan_file(file, projection, filter, |row| each(&mut state, row))
+                    .map(|()| state);
                 if let Ok(mut results) = results.lock() {
                     results[i] = Some(result);
                 }

@@ -178,5 +178,8 @@ fn partition_columns_are_the_rows_date_and_hour() {
 fn an_expression_failing_on_the_rows_is_a_usage_error() {
     let err = check("tid / 0 = 1", &[("tid", Cell::Int(7))]).unwrap_err();
     assert!(err.is::<crate::error::Usage>(), "{err}");
-    assert!(err.to_string().starts_with("--where cannot be evaluated: "), "{err}");
+    assert!(
+        err.to_string().starts_with("--where cannot be evaluated: "),
+        "{err}"
+    );
 }
