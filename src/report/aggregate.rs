@@ -214,13 +214,16 @@ pub fn active(catalog: &mut Catalog, query: &Query<'_>, groups: &[String]) -> Re
     active.ok_or_else(|| anyhow::anyhow!("the pass was asked for groups"))
 }
 
+/// Per ticks file: its (ts, weight_us) ticks, or why it could not be read.
+pub(super) type TickReads = Vec<Result<Vec<(i64, i64)>, String>>;
+
 /// Each ticks file's ticks in `window` that pass `expr`: (ts, weight_us).
 pub(super) fn sampled(
     ticks: &[DataFile],
     projection: &Projection,
     filter: Option<&Filter>,
     window: &Window,
-) -> Vec<Result<Vec<(i64, i64)>, String>> {
+) -> Result<TickReads> {
     read::scan_files(
         ticks,
         projection,
@@ -245,7 +248,7 @@ pub fn sampling_period(catalog: &mut Catalog, window: &Window) -> Result<Option<
     let mut projection = Projection::of::<Ticks>(&[], "report")?;
     projection.need::<Ticks>("ts", "report")?;
     projection.need::<Ticks>("weight_us", "report")?;
-    let reads = sampled(&files, &projection, None, window);
+    let reads = sampled(&files, &projection, None, window)?;
     let tables: [TableReads<'_>; 1] = [(Ticks::NAME, errors(&files, &reads))];
     catalog.leave_out(&tables, |_, _| false);
     let mut counts: HashMap<i64, u64> = HashMap::new();
@@ -333,7 +336,7 @@ pub fn newest_tick(catalog: &mut Catalog) -> Result<Option<i64>> {
         from_us: i64::MIN,
         to_us: i64::MAX,
     };
-    let reads = sampled(&files, &projection, None, &everything);
+    let reads = sampled(&files, &projection, None, &everything)?;
     Ok(reads
         .into_iter()
         .flatten()

@@ -151,7 +151,7 @@ pub fn folded(
                 .entry((state.to_string(), comm.to_string(), kstack, ustack))
                 .or_default() += row.cell(1).as_int().unwrap_or(0);
         },
-    );
+    )?;
     let mut stack_projection =
         Projection::of::<Stacks>(&["stack_id".into(), "frames".into()], "flamegraph")?;
     // Absent from files written before frame kinds existed.
@@ -172,7 +172,7 @@ pub fn folded(
                     .or_insert_with(|| stack_frames(text, kinds));
             }
         },
-    );
+    )?;
     // A period needs its stacks file only when its samples refer to stacks
     // (`--stacks none` writes none).
     let refers: BTreeSet<&str> = samples

@@ -118,7 +118,7 @@ pub fn latency<T: Table>(
                 }
             }
         },
-    );
+    )?;
     let tables: [TableReads<'_>; 1] = [(T::NAME, errors(&files, &reads))];
     catalog.leave_out(&tables, |_, _| false);
     let mut by_group: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();

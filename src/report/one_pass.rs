@@ -78,7 +78,7 @@ pub fn pass(
     };
     let (ticks_projection, ticks_expr) = ticks_query(&prepared)?;
     let (samples, ticks) = period_files(catalog, &window);
-    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window);
+    let tick_reads = sampled(&ticks, &ticks_projection, ticks_expr.as_ref(), &window)?;
     // The width follows the data in the window, not the window: 15 s of
     // data in an hour's window is drawn in seconds.
     let bucket = timeline.as_ref().map(|t| {
@@ -154,7 +154,7 @@ pub fn pass(
                 }
             }
         },
-    );
+    )?;
     let out = left_out(catalog, &samples, &sample_reads, &ticks, &tick_reads);
     let live = live_until(&samples, &out);
     let mut sampled_us = 0;

@@ -30,6 +30,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::read::{Cell, Projection, Row};
+use crate::error::Usage;
 use crate::query::predicate;
 use crate::store::schema::{ColumnType, Table};
 
@@ -114,7 +115,7 @@ impl Filter {
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let input = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
         predicate::evaluate(&*self.physical, &input)
-            .map_err(|err| anyhow!("--where cannot be evaluated on it: {err}"))
+            .map_err(|err| Usage(format!("--where cannot be evaluated: {err}")).into())
     }
 }
 
@@ -122,8 +123,16 @@ impl Filter {
 /// to `projection`. A bad expression is a one-line error with the
 /// position.
 pub fn parse<T: Table>(text: &str, projection: &mut Projection) -> Result<Filter> {
-    let logical = predicate::parse(text, &schema_of::<T>(None))
+    let mut fields: Vec<Field> = schema_of::<T>(None)
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
+    fields.push(Field::new(PARTITION_DATE, DataType::Date32, true));
+    fields.push(Field::new(PARTITION_HOUR, DataType::Int32, true));
+    let logical = predicate::parse(text, &Schema::new(fields))
         .map_err(|err| anyhow!("--where: {}", at_end(&err.to_string(), text)))?;
+    let logical = partitions(logical)?;
     let logical = times::<T>(logical)?;
     for name in columns(&logical) {
         projection.require::<T>(&name, "--where")?;
@@ -142,6 +151,31 @@ fn at_end(message: &str, text: &str) -> String {
         }
         _ => message.to_string(),
     }
+}
+
+/// The partition columns of `taskscope sql` (a file's UTC date and hour).
+const PARTITION_DATE: &str = "date";
+const PARTITION_HOUR: &str = "hour";
+
+/// `date` and `hour`, the partition columns `taskscope sql` has, as what
+/// they are for every row: the UTC date and hour of its `ts`.
+fn partitions(expr: Expr) -> Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::functions::datetime::expr_fn::date_part;
+    use datafusion::logical_expr::{cast, col, lit};
+    expr.transform_up(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_none() && c.name == PARTITION_DATE => {
+                Transformed::yes(cast(col("ts"), DataType::Date32))
+            }
+            Expr::Column(c) if c.relation.is_none() && c.name == PARTITION_HOUR => {
+                Transformed::yes(cast(date_part(lit("hour"), col("ts")), DataType::Int32))
+            }
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .map_err(|err| anyhow!("--where: {err}"))
 }
 
 /// Text compared with a timestamp column read as a time as `--from`

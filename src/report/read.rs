@@ -28,6 +28,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::csv_read;
 use super::predicate::{CsvBatches, Filter};
+use crate::error::Usage;
 use crate::store::catalog::{self, DataFile, FileFormat, Opened};
 use crate::store::schema::{ColumnType, Table};
 
@@ -168,13 +169,15 @@ pub fn scan_file(
 /// Read every file of `files` into its own state from `init`, on every
 /// CPU (files are taken one at a time by worker threads). Per file, in
 /// the order of `files`: its state, or why it could not be read whole.
+/// A `--where` that cannot be evaluated (`tid / 0 = 1`) is the user's
+/// error, not the file's: the whole read fails with it (a usage error).
 pub fn scan_files<S: Send>(
     files: &[DataFile],
     projection: &Projection,
     filter: Option<&Filter>,
     init: impl Fn(&DataFile) -> S + Sync,
     each: impl Fn(&mut S, &dyn Row) + Sync,
-) -> Vec<Result<S, String>> {
+) -> Result<Vec<Result<S, String>>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let workers = std::thread::available_parallelism()
@@ -182,7 +185,7 @@ pub fn scan_files<S: Send>(
         .min(files.len())
         .max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<S, String>>>> =
+    let results: Mutex<Vec<Option<Result<S>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -193,20 +196,24 @@ pub fn scan_files<S: Send>(
                 };
                 let mut state = init(file);
                 let result = scan_file(file, projection, filter, |row| each(&mut state, row))
-                    .map(|()| state)
-                    .map_err(|err| format!("{err:#}"));
+                    .map(|()| state);
                 if let Ok(mut results) = results.lock() {
                     results[i] = Some(result);
                 }
             });
         }
     });
-    results
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("a reader thread failed".to_string())))
-        .collect()
+    let mut reads = Vec::with_capacity(files.len());
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    for result in results {
+        reads.push(match result {
+            Some(Ok(state)) => Ok(state),
+            Some(Err(err)) if err.is::<Usage>() => return Err(err),
+            Some(Err(err)) => Err(format!("{err:#}")),
+            None => Err("a reader thread failed".to_string()),
+        });
+    }
+    Ok(reads)
 }
 
 /// Parse a decimal integer (the CSV form of BIGINT).

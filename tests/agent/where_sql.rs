@@ -3,7 +3,7 @@
 //! regular expressions in its `--where` gives the thread time DuckDB's CLI
 //! sums for the same predicate over the same files, from Parquet and from
 //! CSV; a bad expression or an unknown column is one line with the
-//! position, exit 2.
+//! position, exit 2, as is an expression that fails on the rows.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use crate::support::*;
 /// predicates the hand-written subset could not say. DuckDB names the
 /// regular-expression test `regexp_matches` and divides integers into
 /// doubles; the thresholds are far from where that could matter.
-const CASES: [(&str, &str); 4] = [
+const CASES: [(&str, &str); 5] = [
     (
         "lower(comm) LIKE 'gt-spin%' AND weight_us / 1000 > 5",
         "lower(comm) LIKE 'gt-spin%' AND weight_us / 1000 > 5",
@@ -29,6 +29,12 @@ const CASES: [(&str, &str); 4] = [
     (
         "length(comm) > 8 AND upper(substr(comm, 1, 3)) = 'GT-' AND weight_us * 2 >= 2",
         "length(comm) > 8 AND upper(substr(comm, 1, 3)) = 'GT-' AND weight_us * 2 >= 2",
+    ),
+    // The partition columns: DuckDB takes them from the files' paths,
+    // the report from each row's ts.
+    (
+        "hour BETWEEN 0 AND 23 AND date > DATE '2000-01-01' AND comm LIKE 'gt-s%'",
+        "hour BETWEEN 0 AND 23 AND date > DATE '2000-01-01' AND comm LIKE 'gt-s%'",
     ),
 ];
 
@@ -144,6 +150,8 @@ fn where_is_any_sql_expression_and_agrees_with_duckdb() {
             "line 1, column 7: column 'nosuch' not found",
         ),
         ("tid + 1", "not true or false"),
+        // Evaluation fails on the rows: the user's error, not the file's.
+        ("tid / 0 = 1", "--where cannot be evaluated: "),
     ] {
         let out = taskscope(&["report", "--dir", dir, "--where", predicate]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -162,4 +170,8 @@ fn where_is_any_sql_expression_and_agrees_with_duckdb() {
         let want = duckdb_by_comm(&out, "read_csv('samples/*/*/*.csv.zst')", theirs);
         assert_same(&format!("CSV: {ours}"), &report_by_comm(dir, ours), &want);
     }
+    let out = taskscope(&["report", "--dir", dir, "--where", "tid / 0 = 1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--where cannot be evaluated: "), "{stderr}");
 }

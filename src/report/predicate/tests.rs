@@ -153,3 +153,33 @@ fn times_as_from_reads_them() {
     let err = check("ts > '2026-02-30'", &row).unwrap_err().to_string();
     assert!(err.contains("not a timestamp for column ts"), "{err}");
 }
+
+#[test]
+fn partition_columns_are_the_rows_date_and_hour() {
+    let row = [("ts", Cell::Timestamp(1_795_352_645_000_000))]; // 2026-11-22 13:04:05
+    for (predicate, want) in [
+        ("hour = 13", true),
+        ("hour BETWEEN 2 AND 4", false),
+        ("date = DATE '2026-11-22'", true),
+        ("date = '2026-11-22' AND hour + 1 = 14", true),
+        ("date > '2026-11-22'", false),
+    ] {
+        assert_eq!(check(predicate, &row).unwrap(), want, "{predicate}");
+    }
+    // They restrict the time sampled as ts does.
+    let mut projection = Projection::of::<Samples>(&[], "test").unwrap();
+    let filter = parse::<Samples>("hour = 13 AND comm = 'x'", &mut projection).unwrap();
+    let mut ticks = Projection::of::<Ticks>(&[], "test").unwrap();
+    let kept = ticks_filter::<Ticks>(&filter, &mut ticks).unwrap();
+    assert!(kept.is_some() && ticks.index("ts").is_some());
+}
+
+#[test]
+fn an_expression_failing_on_the_rows_is_a_usage_error() {
+    let err = check("tid / 0 = 1", &[("tid", Cell::Int(7))]).unwrap_err();
+    assert!(err.is::<crate::error::Usage>(), "{err}");
+    assert!(
+        err.to_string().starts_with("--where cannot be evaluated: "),
+        "{err}"
+    );
+}
