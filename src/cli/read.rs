@@ -87,7 +87,8 @@ pub struct ReportArgs {
     pub by: Vec<String>,
 
     /// Only rows for which this SQL expression is true: any expression of
-    /// the query engine (functions, arithmetic, CASE), e.g.
+    /// the query engine (functions, arithmetic, CASE) over the table's
+    /// columns and date/hour (the row's UTC date and hour), e.g.
     /// "state = 'DISK' AND lower(comm) LIKE 'postgres%'"
     #[arg(long = "where", value_name = "PREDICATE")]
     pub filter: Option<String>,
