@@ -10,7 +10,8 @@
 //! required, as in DuckDB). A call is planned as the subquery its template
 //! becomes with each parameter replaced by the expression given (the call
 //! is replaced in the parsed statement before planning, so arguments are
-//! any SQL expressions, as in DuckDB's macros); calls of table macros in a
+//! any SQL expressions, as in DuckDB's macros, and keep their positions
+//! for error messages); calls of table macros in a
 //! template are expanded in turn, and the scalar macros the templates call
 //! (`taskscope_in_window`, `taskscope_active`, `taskscope_sampled_us`) are
 //! rewritten afterwards by `scalars`, as in any query. Where DuckDB has a
@@ -27,7 +28,7 @@ use std::ops::ControlFlow;
 
 use datafusion::common::{plan_datafusion_err, plan_err, DataFusionError, Result};
 use datafusion::sql::sqlparser::ast::{
-    FunctionArg, FunctionArgExpr, Ident, Query, Statement, TableAlias, TableFactor, VisitMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, Query, Statement, TableAlias, TableFactor, VisitMut,
     VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -307,22 +308,63 @@ WHERE taskscope_in_window(start_ts, {from_ts}, {to_ts}) AND ({pid} IS NULL OR tg
     },
 ];
 
-/// The SQL of `called` with `args` (SQL text of each parameter, in
-/// order): each `{param}` replaced by its argument in parentheses.
-pub(super) fn fill(called: &Macro, args: &[String]) -> String {
+/// The name that stands for parameter `param` in a template's parsed text.
+fn placeholder(param: &str) -> String {
+    format!("__taskscope_{param}")
+}
+
+/// The SQL text of `called`'s template with a placeholder name for each
+/// `{param}` (see [`Substitute`]).
+pub(super) fn fill(called: &Macro) -> String {
     let mut sql = called.template.to_string();
-    for ((param, _), value) in called.params.iter().zip(args) {
-        sql = sql.replace(&format!("{{{param}}}"), &format!("({value})"));
+    for (param, _) in called.params {
+        sql = sql.replace(&format!("{{{param}}}"), &placeholder(param));
     }
     sql
 }
 
-/// The arguments of a call of `called` as SQL text, in parameter order,
+/// Replaces each placeholder of a parsed template by its argument, in
+/// parentheses. The argument keeps the position it has in the user's SQL,
+/// so an error in it (an unknown column) says where the user wrote it.
+pub(super) struct Substitute<'a> {
+    names: Vec<String>,
+    args: &'a [Expr],
+}
+
+impl<'a> Substitute<'a> {
+    pub(super) fn new(called: &Macro, args: &'a [Expr]) -> Substitute<'a> {
+        let names = called.params.iter().map(|(p, _)| placeholder(p)).collect();
+        Substitute { names, args }
+    }
+}
+
+impl VisitorMut for Substitute<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(ident) = &*expr {
+            if let Some(index) = self.names.iter().position(|n| *n == ident.value) {
+                *expr = Expr::Nested(Box::new(self.args[index].clone()));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `text` parsed as an expression (a parameter's default).
+fn parse_expr(called: &Macro, text: &str) -> Result<Expr> {
+    Parser::new(&GenericDialect {})
+        .try_with_sql(text)
+        .and_then(|mut parser| parser.parse_expr())
+        .map_err(|err| plan_datafusion_err!("{}: {err}", called.name))
+}
+
+/// The arguments of a call of `called`, in parameter order,
 /// defaults filled in; by position or by name (`:=`, `=>`). An error names
 /// the macro and its parameters: an unknown name, one given twice, too
 /// many, or a required one missing.
-pub(super) fn arguments(called: &Macro, args: &[FunctionArg]) -> Result<Vec<String>> {
-    let mut values: Vec<Option<String>> = vec![None; called.params.len()];
+pub(super) fn arguments(called: &Macro, args: &[FunctionArg]) -> Result<Vec<Expr>> {
+    let mut values: Vec<Option<Expr>> = vec![None; called.params.len()];
     let list = || {
         called
             .params
@@ -374,14 +416,14 @@ pub(super) fn arguments(called: &Macro, args: &[FunctionArg]) -> Result<Vec<Stri
                 called.params[index].0
             );
         }
-        *slot = Some(expr.to_string());
+        *slot = Some(expr.clone());
     }
     values
         .into_iter()
         .zip(called.params)
         .map(|(value, (param, default))| match (value, default) {
             (Some(value), _) => Ok(value),
-            (None, Some(default)) => Ok(default.to_string()),
+            (None, Some(default)) => parse_expr(called, default),
             (None, None) => plan_err!(
                 "{} needs its argument {param}: its parameters are {}",
                 called.name,
@@ -398,11 +440,12 @@ struct Expander(Option<DataFusionError>);
 impl Expander {
     /// The subquery of a call of `called`.
     fn subquery(&mut self, called: &Macro, args: &[FunctionArg]) -> Result<Box<Query>> {
-        let sql = fill(called, &arguments(called, args)?);
+        let args = arguments(called, args)?;
         let mut query = Parser::new(&GenericDialect {})
-            .try_with_sql(&sql)
+            .try_with_sql(&fill(called))
             .and_then(|mut parser| parser.parse_query())
             .map_err(|err| plan_datafusion_err!("{}: {err}", called.name))?;
+        let _ = query.visit(&mut Substitute::new(called, &args));
         let _ = query.visit(self);
         match self.0.take() {
             Some(err) => Err(err),
@@ -474,12 +517,7 @@ mod tests {
     #[test]
     fn templates_fill_every_placeholder() {
         for named in NAMED {
-            let args: Vec<String> = named
-                .params
-                .iter()
-                .map(|(_, d)| d.unwrap_or("NULL").to_string())
-                .collect();
-            let sql = fill(named, &args);
+            let sql = fill(named);
             assert!(!sql.contains('{'), "{}: {sql}", named.name);
             Parser::new(&GenericDialect {})
                 .try_with_sql(&sql)

@@ -7,8 +7,9 @@
 //! The decision a reader must know: the first four are macros here too. A
 //! call is replaced in the parsed statement, before planning, by its
 //! template with each parameter replaced by the argument's expression (in
-//! parentheses), as `named` does for the table macros, so arguments are any
-//! SQL expressions and the template is planned with the rest of the query
+//! parentheses, keeping its position for error messages), as `named` does
+//! for the table macros, so arguments are any SQL expressions and the
+//! template is planned with the rest of the query
 //! (`taskscope_sampled_us` is a scalar subquery over `ticks`, which a
 //! function could not be). `taskscope_active`'s list of states comes from
 //! the code (`ThreadState::is_active`). `ago()` is the current time to the
@@ -34,7 +35,7 @@ use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, Statement, VisitM
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::named::{arguments, fill, Macro};
+use super::named::{arguments, fill, Macro, Substitute};
 use crate::store::thread_state::ThreadState;
 
 /// The scalar macros rewritten before planning. `{active_states}` is the
@@ -91,12 +92,13 @@ impl Rewriter {
                 ))
             }
         };
-        let sql =
-            fill(called, &arguments(called, args)?).replace("{active_states}", &active_states());
+        let args = arguments(called, args)?;
+        let sql = fill(called).replace("{active_states}", &active_states());
         let mut expr = Parser::new(&GenericDialect {})
             .try_with_sql(&format!("({sql})"))
             .and_then(|mut parser| parser.parse_expr())
             .map_err(|err| plan_datafusion_err!("{}: {err}", called.name))?;
+        let _ = expr.visit(&mut Substitute::new(called, &args));
         let _ = expr.visit(self);
         match self.0.take() {
             Some(err) => Err(err),

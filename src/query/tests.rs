@@ -308,6 +308,20 @@ fn scalar_macros_and_describing_tables_answer() {
         value("SELECT reads || ' ' || csv_files || ' ' || parquet_files FROM taskscope_sources WHERE name = 'samples'"),
         "csv 1 0"
     );
+    // An error in a macro's argument says where the user wrote it.
+    let err = run_on_files(
+        dir.path(),
+        window(),
+        Limits::default(),
+        "SELECT 1,\n  ago(nosuch) FROM samples",
+    )
+    .err()
+    .expect("an error");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("line 2, column 7") && text.contains("nosuch"),
+        "{text}"
+    );
     // A macro called wrongly: one line naming it, exit 2.
     for (sql, says) in [
         ("SELECT ago()", "ago needs its argument span"),
