@@ -161,6 +161,10 @@ impl Engine {
                 .await
                 .map_err(errors::planning)?;
             options.verify_plan(&plan).map_err(errors::planning)?;
+            // Optimized here, before any file is read, so that what fails
+            // in folding constants (`ago('soon')`, a bad CAST of a
+            // literal) is the user's SQL (exit 2), not a reading error.
+            let plan = ctx.state().optimize(&plan).map_err(errors::planning)?;
             let frame = ctx
                 .execute_logical_plan(plan)
                 .await

@@ -337,6 +337,10 @@ fn scalar_macros_and_describing_tables_answer() {
             "SELECT taskscope_frames_of_kind('a', 'b') ",
             "taskscope_frames_of_kind",
         ),
+        (
+            "SELECT count(*) FROM samples WHERE ts > ago('soon')",
+            "soon",
+        ),
     ] {
         let err = run_on_files(dir.path(), window(), Limits::default(), sql)
             .err()
