@@ -117,15 +117,20 @@ pub enum Command {
     /// error; 2 bad flags or not a terminal.
     Top(top::TopArgs),
     /// Run one SQL query over the files (tables samples, stacks, ticks,
-    /// syscalls, iorq; the named queries of taskscope.sql)
+    /// syscalls, iorq; the views and macros of taskscope.sql)
     ///
     /// Any user who can read the files. The tables hold the rows of the
     /// window (--since, --from/--to; default the last hour) with the
     /// partition columns date and hour, the period being written included
     /// up to its last complete tick. The named queries are table
     /// functions: SELECT * FROM top_activity(), top_waits(),
-    /// active_threads(INTERVAL '1 minute'), top_stacks('user'),
-    /// top_syscalls(), latency_summary(), latency_histogram().
+    /// top_blockers(), active_threads(INTERVAL '1 minute'),
+    /// top_stacks('user'), top_syscalls(), latency_summary(),
+    /// latency_histogram(), taskscope_latencies(from_ts, to_ts, pid). The
+    /// scalar macros: ago('1 hour'), taskscope_active(state),
+    /// taskscope_in_window(t, from_ts, to_ts), taskscope_sampled_us(from_ts,
+    /// to_ts), taskscope_frames_of_kind(frames, frame_kinds, kind). The
+    /// tables taskscope_tables and taskscope_sources.
     ///
     /// Exit status: 0 an answer; 1 no data in the window or an error while
     /// reading; 2 bad flags or SQL (the message gives line and column); 3

@@ -6,8 +6,11 @@
 //! limit) and a time limit per query. Its tables are `samples`, `stacks`,
 //! `ticks`, `syscalls` and `iorq`, with the columns `store::schema` lists
 //! (strings as Utf8View) and the hive partition columns `date` (DATE) and
-//! `hour` (INTEGER), and the named queries of `share/taskscope.sql` as
-//! table functions (`named`).
+//! `hour` (INTEGER), and every other object of `share/taskscope.sql` under
+//! its name: the table macros as table functions (`named`), the scalar
+//! macros rewritten into their expressions or, for
+//! `taskscope_frames_of_kind`, a function (`scalars`), and the tables
+//! `taskscope_tables` and, over files, `taskscope_sources` (`sources`).
 //!
 //! [`run_on_files`] answers one query over a data directory: the catalog
 //! (`store::catalog`) chooses each period once (Parquet when both formats
@@ -30,6 +33,8 @@ pub mod live;
 mod named;
 pub mod predicate;
 pub mod print;
+mod scalars;
+mod sources;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -79,7 +84,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A session without tables, with the named queries: every CPU, the
+    /// A session with the shipped script's macros and `taskscope_tables`
+    /// but no data tables: every CPU, the
     /// memory pool of `limits`, no temporary files, spans on SQL errors.
     pub fn new(limits: Limits) -> Result<Engine> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -108,11 +114,14 @@ impl Engine {
             .build_arc()
             .context("cannot set up the query engine's memory pool")?;
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
-        Ok(Engine {
+        ctx.register_udf(scalars::frames_of_kind());
+        let engine = Engine {
             runtime,
             ctx,
             limits,
-        })
+        };
+        sources::register_tables(&engine)?;
+        Ok(engine)
     }
 
     /// The DataFusion session (to register more tables or functions).
@@ -152,6 +161,10 @@ impl Engine {
                 .await
                 .map_err(errors::planning)?;
             options.verify_plan(&plan).map_err(errors::planning)?;
+            // Optimized here, before any file is read, so that what fails
+            // in folding constants (`ago('soon')`, a bad CAST of a
+            // literal) is the user's SQL (exit 2), not a reading error.
+            let plan = ctx.state().optimize(&plan).map_err(errors::planning)?;
             let frame = ctx
                 .execute_logical_plan(plan)
                 .await
@@ -182,11 +195,15 @@ impl Engine {
     }
 }
 
-/// The calls of named queries in `statement` (also under EXPLAIN) replaced
-/// by their SQL.
+/// The calls of the shipped macros in `statement` (also under EXPLAIN)
+/// replaced by their SQL: table macros first, then the scalar macros, which
+/// their templates call too.
 fn expand_named(statement: &mut DFStatement) -> datafusion::error::Result<()> {
     match statement {
-        DFStatement::Statement(inner) => named::expand_calls(inner),
+        DFStatement::Statement(inner) => {
+            named::expand_calls(inner)?;
+            scalars::rewrite_calls(inner)
+        }
         DFStatement::Explain(explain) => expand_named(&mut explain.statement),
         _ => Ok(()),
     }
@@ -244,6 +261,7 @@ pub fn run_on_files(dir: &Path, window: Window, limits: Limits, sql: &str) -> Re
         .collect();
     let mut left_out: BTreeSet<String> = catalog.leave_out(&reads, needed);
     let engine = Engine::new(limits)?;
+    sources::register_sources(&engine, &mut catalog)?;
     let mut checked = false;
     loop {
         let has_samples = tables

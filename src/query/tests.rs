@@ -258,3 +258,95 @@ fn the_memory_limit_is_an_error_not_a_spill() {
     assert!(matches!(err, QueryError::Limit(_)), "{err}");
     assert!(err.to_string().contains("memory limit of 1 MiB"), "{err}");
 }
+
+/// The scalar macros and the describing tables of the shipped script, on
+/// the published period (2026-11-22, days before any test runs).
+#[test]
+fn scalar_macros_and_describing_tables_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    published(dir.path());
+    let value = |sql: &str| {
+        let answer = run_on_files(dir.path(), window(), Limits::default(), sql)
+            .unwrap_or_else(|err| panic!("{sql}: {err:#}"));
+        one_value(&answer)
+    };
+    assert_eq!(
+        value("SELECT count(*) FROM samples WHERE taskscope_active(state)"),
+        "2"
+    );
+    assert_eq!(
+        value(
+            "SELECT count(*) FROM samples WHERE ts < ago('1 hour') AND ts < ago(INTERVAL '1 day')"
+        ),
+        "3"
+    );
+    assert_eq!(
+        value("SELECT count(*) FROM samples WHERE taskscope_in_window(ts, NULL, TIMESTAMP '2026-11-22 13:00:01')"),
+        "2"
+    );
+    assert_eq!(
+        value("SELECT taskscope_sampled_us(NULL, TIMESTAMP '2026-11-22 13:00:01')"),
+        "1000000"
+    );
+    assert_eq!(
+        value("SELECT taskscope_frames_of_kind('f;g;h', 'jit;native;jit', 'jit')"),
+        "f;h"
+    );
+    assert_eq!(
+        value("SELECT count(*) FROM samples WHERE taskscope_frames_of_kind(comm, 'native', 'native') = comm"),
+        "3"
+    );
+    assert_eq!(
+        value("SELECT count(*) FROM taskscope_latencies(NULL, NULL, 7)"),
+        "0"
+    );
+    assert_eq!(
+        value("SELECT string_agg(name, '/') FROM taskscope_tables"),
+        "samples/stacks/ticks/syscalls/iorq"
+    );
+    assert_eq!(
+        value("SELECT reads || ' ' || csv_files || ' ' || parquet_files FROM taskscope_sources WHERE name = 'samples'"),
+        "csv 1 0"
+    );
+    // An error in a macro's argument says where the user wrote it.
+    let err = run_on_files(
+        dir.path(),
+        window(),
+        Limits::default(),
+        "SELECT 1,\n  ago(nosuch) FROM samples",
+    )
+    .err()
+    .expect("an error");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("line 2, column 7") && text.contains("nosuch"),
+        "{text}"
+    );
+    // A macro called wrongly: one line naming it, exit 2.
+    for (sql, says) in [
+        ("SELECT ago()", "ago needs its argument span"),
+        (
+            "SELECT taskscope_active(state, 1) FROM samples",
+            "taskscope_active takes at most 1 argument",
+        ),
+        (
+            "SELECT * FROM taskscope_latencies(NULL)",
+            "taskscope_latencies needs its argument to_ts",
+        ),
+        (
+            "SELECT taskscope_frames_of_kind('a', 'b') ",
+            "taskscope_frames_of_kind",
+        ),
+        (
+            "SELECT count(*) FROM samples WHERE ts > ago('soon')",
+            "soon",
+        ),
+    ] {
+        let err = run_on_files(dir.path(), window(), Limits::default(), sql)
+            .err()
+            .expect("an error");
+        let text = format!("{err:#}");
+        assert_eq!(crate::error::exit_status(&err), 2, "{sql}: {text}");
+        assert!(text.contains(says) && !text.contains('\n'), "{sql}: {text}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Wakers and blockers (issue 13) against a workload whose threads wait
 //! for one another in known ways (tests/workload/blockers.c): one agent
-//! run, several checks, DuckDB on the files.
+//! run, several checks, DuckDB and `taskscope sql` on the files.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -203,6 +203,10 @@ fn wakers_and_blockers() {
     assert_eq!(rows[0]["waiters"], 3, "{rows:#}");
     assert_eq!(rows[0]["syscall"], "clock_nanosleep", "{rows:#}");
     assert_eq!(rows[1]["blocker_comm"], "bk-kholder", "{rows:#}");
+    // `taskscope sql` gives DuckDB's rows, and they are not empty.
+    crate::query::same_rows(&out, &out, "auto", &["SELECT * FROM top_blockers()"]);
+    let ours = crate::query::rows(&out, "SELECT * FROM top_blockers() LIMIT 1");
+    assert_eq!(ours[0]["blocker_comm"], "bk-holder", "{ours:?}");
     // `--by blocker` groups by blocker_tid.
     let by = taskscope(&[
         "report",

@@ -1,9 +1,10 @@
 //! `taskscope sql`, the query layer: on the ground-truth workload's files
 //! (CSV, Parquet, both, a mix of periods) it gives the rows the DuckDB CLI
-//! gives with the shipped script, for every shipped named query and every
-//! `taskscope sql` example of the README; bad SQL, an empty window and a
-//! damaged file end as `report` ends (exit 2, 1, 3); the period being
-//! written is in the tables.
+//! gives with the shipped script, for every object the script defines
+//! (views, tables, table and scalar macros; a test keeps the list
+//! complete) and every `taskscope sql` example of the README; bad SQL, an
+//! empty window and a damaged file end as `report` ends (exit 2, 1, 3);
+//! the period being written is in the tables.
 
 use std::path::Path;
 use std::process::Output;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::sql::run_sql;
+use crate::sql::{run_sql, shipped_objects};
 use crate::support::*;
 
 type Row = Map<String, Value>;
@@ -44,7 +45,7 @@ fn json_rows(out: &Output) -> Vec<Row> {
 }
 
 /// The rows `taskscope sql` gives for `query` over every period since 2000.
-fn rows(dir: &Path, query: &str) -> Vec<Row> {
+pub(crate) fn rows(dir: &Path, query: &str) -> Vec<Row> {
     let out = sql(dir, &["--from", "2000-01-01", "--format", "json"], query);
     assert!(out.status.success(), "{query}: {}", stderr(&out));
     json_rows(&out)
@@ -78,7 +79,7 @@ fn normal_rows(rows: &[Row]) -> Vec<Vec<(String, Value)>> {
 
 /// `taskscope sql` on `ours` gives for each query the rows DuckDB gives
 /// with the shipped script on `theirs` read as `format`, in the same order.
-fn same_rows(ours: &Path, theirs: &Path, format: &str, queries: &[&str]) {
+pub(crate) fn same_rows(ours: &Path, theirs: &Path, format: &str, queries: &[&str]) {
     let duck = run_sql(theirs, format, queries);
     for (query, expected) in queries.iter().zip(duck) {
         let got = rows(ours, query);
@@ -92,8 +93,11 @@ fn same_rows(ours: &Path, theirs: &Path, format: &str, queries: &[&str]) {
     }
 }
 
-/// The queries both engines run: counts, every shipped named query, and
-/// the README's `taskscope sql` examples.
+/// The queries both engines run: counts, every object of the shipped
+/// script (`directory_queries` has those that describe the directory
+/// itself), and the README's `taskscope sql` examples. Those with `ago()`
+/// choose windows that hold all of the test's rows, so that both engines'
+/// `now()` give the same rows.
 fn shared_queries() -> Vec<String> {
     let mut queries: Vec<String> = [
         "SELECT (SELECT count(*) FROM samples) AS samples, (SELECT count(*) FROM ticks) AS ticks, \
@@ -109,12 +113,69 @@ fn shared_queries() -> Vec<String> {
         "SELECT * FROM top_syscalls(all_states := true)",
         "SELECT * FROM latency_summary()",
         "SELECT * FROM latency_histogram()",
+        "SELECT * FROM top_blockers()",
+        "SELECT * FROM top_blockers(ago('1 day'), to_ts := ago('-1 hour'))",
+        "SELECT * FROM top_activity(from_ts := ago(INTERVAL '1 day'))",
+        "SELECT count(*) AS n, min(ts) >= ago('1 day') AS recent, max(ts) < ago(INTERVAL '-1 hour') AS past \
+         FROM samples WHERE ts >= ago('2 hours')",
+        "SELECT state, taskscope_active(state) AS active, count(*) AS n FROM samples \
+         GROUP BY state ORDER BY state",
+        "SELECT count(*) AS n FROM ticks WHERE taskscope_in_window(ts, NULL, ago('-1 hour')) \
+         AND NOT taskscope_in_window(ts, ago('-1 hour'), NULL)",
+        "SELECT taskscope_sampled_us(NULL, NULL) AS sampled_us, \
+         taskscope_sampled_us(ago('1 day'), NULL) AS today_us",
+        "SELECT kind, name, count(*) AS n, sum(duration_us) AS us \
+         FROM taskscope_latencies(NULL, NULL, NULL) GROUP BY kind, name ORDER BY kind, name",
+        "SELECT stack_id, kind, taskscope_frames_of_kind(frames, frame_kinds, 'kernel') AS kernel_frames, \
+         taskscope_frames_of_kind(frames, frame_kinds, 'native') AS native_frames, \
+         taskscope_frames_of_kind(frames, NULL, kind) AS none_frames FROM stacks ORDER BY stack_id",
+        "SELECT taskscope_frames_of_kind('f;g;h', 'jit;native;jit', 'jit') AS jit_frames, \
+         taskscope_frames_of_kind(NULL, 'jit', 'jit') AS null_frames",
+        "SELECT * FROM taskscope_tables",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     queries.extend(readme_sql_examples());
     queries
+}
+
+/// Queries of what the script says of the directory itself, which both
+/// engines answer alike only on the same directory (DuckDB's `sql` column,
+/// the text its view runs, is NULL in `taskscope sql`).
+fn directory_queries() -> Vec<String> {
+    vec![
+        "SELECT name, reads, parquet_files, csv_files, csv_only_files FROM taskscope_sources"
+            .to_string(),
+    ]
+}
+
+/// Every view, table and macro of share/taskscope.sql is run by a query
+/// that both engines answer: a new one cannot be left out of `taskscope
+/// sql`.
+#[test]
+fn every_shipped_object_is_compared_with_duckdb() {
+    let queries: Vec<String> = shared_queries()
+        .into_iter()
+        .chain(directory_queries())
+        .collect();
+    let objects = shipped_objects();
+    assert!(objects.len() >= 20, "{objects:?}");
+    for (kind, name) in objects {
+        let called = |query: &String| {
+            query.match_indices(name.as_str()).any(|(at, _)| {
+                let before = query[..at].chars().next_back();
+                let after = query[at + name.len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            })
+        };
+        assert!(
+            queries.iter().any(called),
+            "share/taskscope.sql defines {kind} {name}, which no query of shared_queries() \
+             or directory_queries() in tests/agent/query.rs runs: add one, and make it work in `taskscope sql`"
+        );
+    }
 }
 
 /// The ```sql blocks of the README's `taskscope sql` section.
@@ -185,9 +246,12 @@ fn sql_answers_as_duckdb_does_on_every_format() {
     assert_success(&status);
     let queries = shared_queries();
     let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let directory = directory_queries();
+    let directory: Vec<&str> = directory.iter().map(String::as_str).collect();
 
     // Both formats: read from Parquet; as DuckDB reads them.
     same_rows(&out, &out, "parquet", &queries);
+    same_rows(&out, &out, "parquet", &directory);
     // CSV only, and Parquet only.
     let csv = scratch.path().join("csv");
     copy_files(&out, &csv, |f| f.to_string_lossy().ends_with(".csv.zst"));
@@ -216,6 +280,7 @@ fn sql_answers_as_duckdb_does_on_every_format() {
         }
     }
     same_rows(&mixed, &mixed, "auto", &queries);
+    same_rows(&mixed, &mixed, "auto", &directory);
     let counts = &rows(&mixed, queries[0])[0];
     let single = &rows(&out, queries[0])[0];
     assert_eq!(

@@ -40,7 +40,7 @@ fn readme_sql_section() -> String {
 
 /// (kind, name) of every `CREATE OR REPLACE TEMP TABLE|VIEW|MACRO` in the
 /// script.
-fn shipped_objects() -> Vec<(String, String)> {
+pub(crate) fn shipped_objects() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(script_path()).expect("read share/taskscope.sql");
     let mut objects = Vec::new();
     for line in text.lines() {
