@@ -507,7 +507,12 @@ async function loadAll(version) {
   fillForm(v);
   // The version first: the answers are at least as new as it.
   seenVersion = following(v) ? (version || await dataVersion()) : null;
-  if (version && ended(v)) await loadInfo();
+  if (version) {
+    // The header's span follows the data too; the window needs it first
+    // when the data had ended.
+    const fresh = loadInfo();
+    if (ended(v)) await fresh;
+  }
   // The first view: the chart and the top groups (one read of the files
   // when the panels show the chart's window).
   if (v.sel_from && v.sel_to) await Promise.all([loadChart(v), loadGroups(v)]);

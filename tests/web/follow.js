@@ -48,6 +48,7 @@ async function main() {
       draws: Number(document.querySelector('#chart').dataset.draws || 0),
       status: document.querySelector('#status').textContent,
       msg: document.querySelector('#chart-msg').textContent,
+      span: document.querySelector('#span').textContent,
     }));
     seen.first = await chart();
     if (mode === 'follow') {

@@ -101,6 +101,12 @@ fn live_page_follows_the_agents_flushes() {
         assert!(count(&step["requests"], "/api/overview") >= 1, "{page}");
         newest = drawn;
     }
+    // The header's span ("data … to … UTC") follows the flushes too.
+    let last_span = steps[steps.len() - 1]["span"].as_str().unwrap_or("");
+    assert!(
+        last_span.contains(" to ") && Some(last_span) != page["first"]["span"].as_str(),
+        "{page}"
+    );
     let times: Vec<u64> = steps.iter().filter_map(|s| s["ms"].as_u64()).collect();
     eprintln!("the page drew a newer flushed tick after {times:?} ms");
 
