@@ -201,12 +201,50 @@ impl Engine {
 fn expand_named(statement: &mut DFStatement) -> datafusion::error::Result<()> {
     match statement {
         DFStatement::Statement(inner) => {
+            select_all_from_first(inner);
             named::expand_calls(inner)?;
             scalars::rewrite_calls(inner)
         }
         DFStatement::Explain(explain) => expand_named(&mut explain.statement),
         _ => Ok(()),
     }
+}
+
+/// DuckDB's `FROM t` (no SELECT: every column), as the shipped script's
+/// examples write it (`FROM top_activity() LIMIT 20`): the parser accepts
+/// it with an empty projection, which DataFusion would answer with rows
+/// of no columns (an error), so it becomes `SELECT * FROM t`.
+fn select_all_from_first(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Query, SelectFlavor, SelectItem, SetExpr, VisitMut, VisitorMut, WildcardAdditionalOptions,
+    };
+    use std::ops::ControlFlow;
+    fn fix(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(select)
+                if select.flavor == SelectFlavor::FromFirstNoSelect
+                    && select.projection.is_empty() =>
+            {
+                select.projection =
+                    vec![SelectItem::Wildcard(WildcardAdditionalOptions::default())];
+                select.flavor = SelectFlavor::FromFirst;
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                fix(left);
+                fix(right);
+            }
+            _ => {}
+        }
+    }
+    struct Fixer;
+    impl VisitorMut for Fixer {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            fix(&mut query.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Fixer);
 }
 
 /// The rows of one query over a data directory, and what could not be

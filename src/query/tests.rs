@@ -173,6 +173,18 @@ fn published_files_and_the_open_period_are_tables() {
         String::from_utf8(out).unwrap(),
         "state,avg_threads\nON_CPU,0.333\nSLEEP,0.333\n"
     );
+    // DuckDB's FROM-first form, as the shipped script's examples write it:
+    // every column, also in a subquery and a UNION.
+    for query in [
+        "FROM top_activity(all_states := true) ORDER BY state LIMIT 1",
+        "SELECT * FROM (FROM top_activity(all_states := true)) ORDER BY state LIMIT 1",
+        "FROM top_activity(all_states := true) UNION ALL FROM top_activity() ORDER BY state LIMIT 1",
+    ] {
+        let answer = run_on_files(d, window(), Limits::default(), query).unwrap();
+        let columns = answer.batches[0].schema().fields().len();
+        assert_eq!(columns, 8, "{query}");
+        assert_eq!(answer.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{query}");
+    }
 }
 
 #[test]
