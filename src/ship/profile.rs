@@ -129,6 +129,11 @@ pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSe
                 where_()
             );
         }
+        // object_store would pair the environment's token with the
+        // profile's keys (the SDKs ignore such a token): refuse instead.
+        if settings.access_key_id.is_some() && environment("AWS_SESSION_TOKEN").is_some() {
+            bail!("AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID while the keys come from {}: unset it or export the keys it belongs to", where_());
+        }
     }
     if environment("AWS_REGION").is_none() && environment("AWS_DEFAULT_REGION").is_none() {
         settings.region = get("region");
@@ -296,7 +301,7 @@ mod tests {
             )
         );
 
-        write(home, "config", "[profile sso]\nsso_session = corp\nregion = x\n[profile half]\naws_access_key_id = AKSECRETVALUE\n");
+        write(home, "config", "[profile sso]\nsso_session = corp\nregion = x\n[profile half]\naws_access_key_id = AKSECRETVALUE\n[profile whole]\naws_access_key_id = AK\naws_secret_access_key = S\n");
         let err = resolve_with(home, &[("AWS_PROFILE", "sso")])
             .unwrap_err()
             .to_string();
@@ -306,6 +311,16 @@ mod tests {
         );
         // With keys in the environment the profile's credentials are not used.
         assert!(resolve_with(home, &[("AWS_PROFILE", "sso"), ("AWS_ACCESS_KEY_ID", "AK")]).is_ok());
+        let err = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "whole"),
+                ("AWS_SESSION_TOKEN", "TOKENVALUE"),
+            ],
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(err.starts_with("AWS_SESSION_TOKEN is set without"), "{err}");
+        assert!(!err.contains("TOKENVALUE"), "a value in an error: {err}");
         let err = resolve_with(home, &[("AWS_PROFILE", "half")])
             .unwrap_err()
             .to_string();
