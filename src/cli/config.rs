@@ -136,12 +136,16 @@ pub fn validate(args: &RunArgs) -> Result<Config> {
     })
 }
 
-/// `--ship-to`, checked.
+/// `--ship-to`, checked, with the AWS profile it will use (a missing,
+/// unreadable or unsupported profile is a bad setting: `run` refuses to
+/// start).
 pub fn ship_destination(args: &RunArgs) -> Result<Option<crate::ship::Destination>> {
-    args.ship_to
-        .as_deref()
-        .map(crate::ship::Destination::parse)
-        .transpose()
+    let Some(url) = args.ship_to.as_deref() else {
+        return Ok(None);
+    };
+    let destination = crate::ship::Destination::parse(url)?;
+    crate::ship::profile_settings()?;
+    Ok(Some(destination))
 }
 
 fn check_range(flag: &str, value: Duration, min: Duration, max: Duration) -> Result<()> {

@@ -202,8 +202,11 @@ pub struct RunArgs {
     /// Objects are laid out PREFIX/TABLE/date=YYYY-MM-DD/hour=HH/host=HOST/FILE
     /// (both formats if both are written). Credentials and the endpoint
     /// come from the AWS_* environment (AWS_ACCESS_KEY_ID,
-    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; http only to an
-    /// explicit endpoint), a web-identity role or the instance metadata.
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL), then the
+    /// profile AWS_PROFILE (default "default") of ~/.aws/credentials and
+    /// ~/.aws/config (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE), then a
+    /// web-identity role or the instance metadata; http only to an explicit
+    /// endpoint (the environment's or the profile's endpoint_url).
     /// A store that is down never stops recording: files wait in the output
     /// directory (the .shipped ledger says what left) and retention keeps
     /// them until shipped, unless over --max-disk (ticks.unshipped_deleted).

@@ -1,20 +1,22 @@
 //! The destination (`s3://bucket/prefix`) and the S3 client for it.
 //!
 //! Credentials and the endpoint come the way every AWS client takes
-//! them, through `object_store`'s `AmazonS3Builder::from_env`:
-//! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,
-//! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` (or
-//! `AWS_ENDPOINT_URL_S3`), web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` +
-//! `AWS_ROLE_ARN`), ECS container credentials, and otherwise the EC2
-//! instance metadata service. Profiles in `~/.aws/config` are not read
-//! (object_store does not): export the keys or use a role.
+//! them: first the environment, through `object_store`'s
+//! `AmazonS3Builder::from_env` (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+//! `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`); then the profile
+//! `AWS_PROFILE` (or `default`) of the AWS shared files, for what the
+//! environment does not say (see `profile`); then object_store's own chain:
+//! web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), ECS
+//! container credentials, and otherwise the EC2 instance metadata service.
 //!
 //! The decision a reader must know: plain http is allowed only to an
-//! endpoint given explicitly (`AWS_ENDPOINT_URL=http://…`), never by
-//! `AWS_ALLOW_HTTP` alone, so a mistyped setting cannot send data and
-//! signatures unencrypted to AWS's own endpoints. Every request is
-//! retried a bounded number of times with exponential backoff (object_store's
-//! `RetryConfig`); the shipper adds its own backoff between passes.
+//! endpoint given explicitly (`AWS_ENDPOINT_URL=http://…`, or an
+//! `endpoint_url` in the profile), never by `AWS_ALLOW_HTTP` alone, so a
+//! mistyped setting cannot send data and signatures unencrypted to AWS's
+//! own endpoints. Every request is retried a bounded number of times with
+//! exponential backoff (object_store's `RetryConfig`); the shipper adds its
+//! own backoff between passes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use super::profile::{self, ENDPOINT_VARIABLES};
 
 /// Where published files go: `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,17 +69,19 @@ impl Destination {
 
 /// The endpoint given explicitly in the environment, if any.
 fn explicit_endpoint() -> Option<String> {
-    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+    ENDPOINT_VARIABLES
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
-/// The S3 client for `destination`, configured from the environment.
+/// The S3 client for `destination`, configured from the environment and
+/// the AWS profile.
 pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>> {
     // rustls needs one crypto provider for the process: ring (no C
     // toolchain for aws-lc). Installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let endpoint = explicit_endpoint();
+    let profile = profile::from_process_environment()?;
+    let endpoint = explicit_endpoint().or(profile.endpoint_url);
     let allow_http = endpoint
         .as_deref()
         .is_some_and(|url| url.starts_with("http://"));
@@ -98,8 +104,19 @@ pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>> {
             max_retries: 3,
             retry_timeout: Duration::from_secs(30),
         });
+    if let Some(url) = &endpoint {
+        builder = builder.with_endpoint(url);
+    }
+    if let (Some(key), Some(secret)) = (profile.access_key_id, profile.secret_access_key) {
+        builder = builder
+            .with_access_key_id(key)
+            .with_secret_access_key(secret);
+        if let Some(token) = profile.session_token {
+            builder = builder.with_token(token);
+        }
+    }
     if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
-        builder = builder.with_region("us-east-1");
+        builder = builder.with_region(profile.region.as_deref().unwrap_or("us-east-1"));
     }
     let store = builder
         .build()

@@ -21,6 +21,7 @@
 //! once, not at every retry.
 
 mod client;
+mod profile;
 mod queue;
 mod upload;
 
@@ -36,6 +37,7 @@ use object_store::ObjectStore;
 use tracing::{debug, info, warn};
 
 pub use client::Destination;
+pub use profile::from_process_environment as profile_settings;
 use queue::Ledger;
 use upload::Shipped;
 

@@ -1,0 +1,342 @@
+//! The AWS shared files (`~/.aws/credentials`, `~/.aws/config`) read as
+//! the AWS CLI reads them, for the settings the S3 client can take: keys,
+//! session token, region and endpoint of the profile `AWS_PROFILE` (or
+//! `default`).
+//!
+//! The decision a reader must know: the environment always wins, as in the
+//! AWS SDKs. Keys come from the profile only when `AWS_ACCESS_KEY_ID` is
+//! not set, and then all together from the profile (never a key from one
+//! place and a secret or token from another); within the profile the
+//! credentials file wins over the config file, key by key. A profile that
+//! asks for something the shipper cannot do (assume-role, SSO,
+//! `credential_process`) is an error, never silently skipped. Errors name
+//! files, lines and setting names, never a value.
+//!
+//! The files are parsed with `rust-ini` (the smallest well-kept INI
+//! crate; the AWS SDK's own parser comes with the whole SDK runtime),
+//! with quotes and escapes off and indented lines continuing the value
+//! above, which is how the AWS files nest `s3 =` sub-settings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use ini::{Ini, ParseOption};
+
+/// What a profile adds to the environment; `None` where the environment
+/// already says or the profile does not.
+#[derive(Default, PartialEq, Eq)]
+pub struct ProfileSettings {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub region: Option<String>,
+    /// An endpoint from the profile is explicit, as `AWS_ENDPOINT_URL` is.
+    pub endpoint_url: Option<String>,
+}
+
+/// Never shows a key, secret or token, only whether it is set.
+impl std::fmt::Debug for ProfileSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |value: &Option<String>| value.as_ref().map(|_| "(set)");
+        f.debug_struct("ProfileSettings")
+            .field("access_key_id", &set(&self.access_key_id))
+            .field("secret_access_key", &set(&self.secret_access_key))
+            .field("session_token", &set(&self.session_token))
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .finish()
+    }
+}
+
+/// Keys of profiles whose credentials come some way the shipper cannot
+/// take, and what that way is called.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("role_arn", "assume-role"),
+    ("source_profile", "assume-role"),
+    ("credential_source", "assume-role"),
+    ("credential_process", "credential_process"),
+    ("sso_session", "SSO"),
+    ("sso_start_url", "SSO"),
+    ("sso_account_id", "SSO"),
+    ("web_identity_token_file", "web identity in a profile"),
+];
+
+/// The environment variables that give an endpoint, most specific first.
+pub const ENDPOINT_VARIABLES: &[&str] =
+    &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"];
+
+/// The settings of the profile the process environment chooses.
+pub fn from_process_environment() -> Result<ProfileSettings> {
+    resolve(&|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+}
+
+/// The settings of the profile chosen by `environment` (a variable's
+/// value, if set and not empty), for what the environment does not set.
+pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSettings> {
+    let named = environment("AWS_PROFILE");
+    let profile = named.clone().unwrap_or_else(|| "default".to_string());
+    let home = environment("HOME").map(PathBuf::from);
+    let file = |variable: &str, default: &str| {
+        environment(variable)
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(default)))
+    };
+    let credentials_file = file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    let config_file = file("AWS_CONFIG_FILE", ".aws/config");
+    let credentials = load(credentials_file.as_deref())?;
+    let config = load(config_file.as_deref())?;
+    let config_section = if profile == "default" {
+        profile.clone()
+    } else {
+        format!("profile {profile}")
+    };
+    let from_credentials = properties(credentials.as_ref(), &profile);
+    let from_config = properties(config.as_ref(), &config_section);
+    if from_credentials.is_none() && from_config.is_none() {
+        if named.is_some() {
+            bail!(
+                "AWS_PROFILE={profile}: no such profile in {} or {}",
+                shown(credentials_file.as_deref()),
+                shown(config_file.as_deref())
+            );
+        }
+        return Ok(ProfileSettings::default());
+    }
+    // The credentials file wins, key by key.
+    let mut merged = from_config.unwrap_or_default();
+    merged.extend(from_credentials.unwrap_or_default());
+    let get = |key: &str| merged.get(key).filter(|v| !v.is_empty()).cloned();
+    let where_ = || {
+        format!(
+            "profile '{profile}' ({} / {})",
+            shown(credentials_file.as_deref()),
+            shown(config_file.as_deref())
+        )
+    };
+
+    let mut settings = ProfileSettings::default();
+    if environment("AWS_ACCESS_KEY_ID").is_none() {
+        if let Some((key, way)) = UNSUPPORTED.iter().find(|(key, _)| get(key).is_some()) {
+            bail!("{} sets {key}: {way} profiles are not supported by --ship-to; export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an instance or web identity role", where_());
+        }
+        settings.access_key_id = get("aws_access_key_id");
+        settings.secret_access_key = get("aws_secret_access_key");
+        settings.session_token = get("aws_session_token");
+        if settings.access_key_id.is_some() != settings.secret_access_key.is_some() {
+            bail!(
+                "{} sets only one of aws_access_key_id and aws_secret_access_key",
+                where_()
+            );
+        }
+        // object_store would pair the environment's token with the
+        // profile's keys (the SDKs ignore such a token): refuse instead.
+        if settings.access_key_id.is_some() && environment("AWS_SESSION_TOKEN").is_some() {
+            bail!("AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID while the keys come from {}: unset it or export the keys it belongs to", where_());
+        }
+    }
+    if environment("AWS_REGION").is_none() && environment("AWS_DEFAULT_REGION").is_none() {
+        settings.region = get("region");
+    }
+    if ENDPOINT_VARIABLES
+        .iter()
+        .all(|name| environment(name).is_none())
+    {
+        // As the SDKs: the `[services NAME]` section's `s3 = endpoint_url`
+        // first, then the profile's own endpoint_url.
+        let services_endpoint = get("services").and_then(|services| {
+            let section = properties(config.as_ref(), &format!("services {services}"))?;
+            nested(section.get("s3")?, "endpoint_url")
+        });
+        settings.endpoint_url = services_endpoint.or_else(|| get("endpoint_url"));
+    }
+    Ok(settings)
+}
+
+/// The file at `path` parsed, or `None` when there is no such file.
+fn load(path: Option<&Path>) -> Result<Option<Ini>> {
+    let Some(path) = path else { return Ok(None) };
+    let options = ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        enabled_indented_mutiline_value: true,
+        enabled_preserve_key_leading_whitespace: false,
+    };
+    match Ini::load_from_file_opt(path, options) {
+        Ok(ini) => Ok(Some(ini)),
+        Err(ini::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(ini::Error::Io(err)) => bail!("cannot read {}: {err}", path.display()),
+        Err(ini::Error::Parse(err)) => bail!(
+            "{}, line {}: not an AWS config/credentials file ({})",
+            path.display(),
+            err.line,
+            err.msg
+        ),
+    }
+}
+
+/// The settings of `[section]`, if the file has one.
+fn properties(file: Option<&Ini>, section: &str) -> Option<HashMap<String, String>> {
+    let properties = file?.section(Some(section))?;
+    Some(
+        properties
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+    )
+}
+
+/// `key` of a nested block (`s3 =` followed by indented `key = value`).
+fn nested(block: &str, key: &str) -> Option<String> {
+    block.lines().find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        (name.trim() == key && !value.trim().is_empty()).then(|| value.trim().to_string())
+    })
+}
+
+fn shown(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(no HOME)".to_string(), |p| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `resolve` over `variables`, with HOME at `home`.
+    fn resolve_with(home: &Path, variables: &[(&str, &str)]) -> Result<ProfileSettings> {
+        let mut all: HashMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.insert("HOME".into(), home.display().to_string());
+        resolve(&|name| all.get(name).cloned())
+    }
+
+    fn write(home: &Path, name: &str, text: &str) {
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        std::fs::write(home.join(".aws").join(name), text).unwrap();
+    }
+
+    #[test]
+    fn credentials_file_wins_over_config_and_environment_over_both() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(
+            home,
+            "credentials",
+            "[fleet]\naws_access_key_id = AKCRED\naws_secret_access_key = s=cred\n",
+        );
+        write(
+            home,
+            "config",
+            "[default]\nregion = eu-west-1\n\n[profile fleet]\n# a comment\naws_access_key_id = AKCONF\naws_secret_access_key = sconf\naws_session_token = tconf\nregion = eu-north-1\nendpoint_url = http://store:9000\n",
+        );
+        let fleet = resolve_with(home, &[("AWS_PROFILE", "fleet")]).unwrap();
+        assert_eq!(fleet.access_key_id.as_deref(), Some("AKCRED"));
+        assert_eq!(fleet.secret_access_key.as_deref(), Some("s=cred"));
+        assert_eq!(fleet.session_token.as_deref(), Some("tconf"));
+        assert_eq!(fleet.region.as_deref(), Some("eu-north-1"));
+        assert_eq!(fleet.endpoint_url.as_deref(), Some("http://store:9000"));
+
+        // Keys, region and endpoint in the environment: the profile adds nothing.
+        let env = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "fleet"),
+                ("AWS_ACCESS_KEY_ID", "AKENV"),
+                ("AWS_DEFAULT_REGION", "us-west-2"),
+                ("AWS_ENDPOINT_URL_S3", "https://s3.example"),
+            ],
+        )
+        .unwrap();
+        assert!(env == ProfileSettings::default());
+
+        // No AWS_PROFILE: [default], which has only a region.
+        let default = resolve_with(home, &[]).unwrap();
+        assert_eq!(default.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(default.access_key_id, None);
+    }
+
+    #[test]
+    fn files_named_by_the_environment_and_the_services_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("conf.ini");
+        std::fs::write(
+            &config,
+            "[profile edge]\nendpoint_url = https://general\nservices = local\ns3 =\n  addressing_style = path\n\n[services local]\ns3 =\n  endpoint_url = http://127.0.0.1:9000\n",
+        )
+        .unwrap();
+        let settings = resolve_with(
+            Path::new("/nonexistent"),
+            &[
+                ("AWS_PROFILE", "edge"),
+                ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(settings.access_key_id, None);
+    }
+
+    #[test]
+    fn missing_unsupported_and_malformed_profiles_are_one_line_errors() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        // No files and no AWS_PROFILE: nothing to add, no error.
+        assert!(resolve_with(home, &[]).unwrap() == ProfileSettings::default());
+        let err = resolve_with(home, &[("AWS_PROFILE", "nope")])
+            .unwrap_err()
+            .to_string();
+        let credentials = home.join(".aws/credentials");
+        let config = home.join(".aws/config");
+        assert_eq!(
+            err,
+            format!(
+                "AWS_PROFILE=nope: no such profile in {} or {}",
+                credentials.display(),
+                config.display()
+            )
+        );
+
+        write(home, "config", "[profile sso]\nsso_session = corp\nregion = x\n[profile half]\naws_access_key_id = AKSECRETVALUE\n[profile whole]\naws_access_key_id = AK\naws_secret_access_key = S\n");
+        let err = resolve_with(home, &[("AWS_PROFILE", "sso")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sets sso_session: SSO profiles are not supported"),
+            "{err}"
+        );
+        // With keys in the environment the profile's credentials are not used.
+        assert!(resolve_with(home, &[("AWS_PROFILE", "sso"), ("AWS_ACCESS_KEY_ID", "AK")]).is_ok());
+        let err = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "whole"),
+                ("AWS_SESSION_TOKEN", "TOKENVALUE"),
+            ],
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(err.starts_with("AWS_SESSION_TOKEN is set without"), "{err}");
+        assert!(!err.contains("TOKENVALUE"), "a value in an error: {err}");
+        let err = resolve_with(home, &[("AWS_PROFILE", "half")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only one of aws_access_key_id"), "{err}");
+        assert!(!err.contains("AKSECRETVALUE"), "a value in an error: {err}");
+
+        write(
+            home,
+            "credentials",
+            "[ok]\naws_access_key_id = AK\n= orphan value\n",
+        );
+        let err = resolve_with(home, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}, line 3:", credentials.display())),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
