@@ -225,7 +225,7 @@ WITH latencies AS (SELECT * FROM taskscope_latencies({from_ts}, {to_ts}, {pid}))
 ranked AS (
     SELECT kind, name, duration_us,
            row_number() OVER (PARTITION BY kind, name ORDER BY duration_us) AS rn,
-           count(*) OVER (PARTITION BY kind, name) AS n
+           count(duration_us) OVER (PARTITION BY kind, name) AS n
     FROM latencies
 ),
 summary AS (

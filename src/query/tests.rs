@@ -362,3 +362,60 @@ fn scalar_macros_and_describing_tables_answer() {
         assert!(text.contains(says) && !text.contains('\n'), "{sql}: {text}");
     }
 }
+
+/// A call without a duration (NULL) is not a value of the percentiles, as
+/// DuckDB's quantile_disc skips it (it is counted in `count`, as there).
+#[test]
+fn latency_percentiles_skip_calls_without_a_duration() {
+    use crate::store::schema::Syscalls;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    published(d);
+    let mut rows: Vec<Vec<(&str, String)>> = (1..=10)
+        .map(|i| {
+            vec![
+                ("enter_ts", "2026-11-22 13:00:00.000000".to_string()),
+                ("syscall", "pwrite64".to_string()),
+                ("duration_us", (i * 10).to_string()),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        ("enter_ts", "2026-11-22 13:00:00.500000".to_string()),
+        ("syscall", "pwrite64".to_string()),
+    ]);
+    let borrowed: Vec<Vec<(&str, &str)>> = rows
+        .iter()
+        .map(|r| r.iter().map(|(k, v)| (*k, v.as_str())).collect())
+        .collect();
+    let refs: Vec<&[(&str, &str)]> = borrowed.iter().map(Vec::as_slice).collect();
+    write_zstd(
+        &d.join(format!("syscalls/{HOUR}/h-20261122T130000Z.csv.zst")),
+        &csv_text::<Syscalls>(&refs),
+    );
+    let answer = run_on_files(
+        d,
+        window(),
+        Limits::default(),
+        "SELECT count, p50_us, p95_us, p99_us, max_us FROM latency_summary()",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "count,p50_us,p95_us,p99_us,max_us\n11,50,100,100,100\n"
+    );
+    // In the histogram it is a bucket of its own, last (as in DuckDB).
+    let answer = run_on_files(
+        d,
+        window(),
+        Limits::default(),
+        "SELECT low_us, high_us, count FROM latency_histogram()",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("\n,1,1\n"), "{text}");
+}
