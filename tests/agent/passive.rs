@@ -178,8 +178,11 @@ fn default_syscall_times_are_marked_lower_bounds_within_the_entry_latency() {
     // and in both runs nearly so (the scheduler's last-ran time, not the
     // hook). It is converted from the run queue's task clock, which leaves
     // out IRQ and steal time: what accumulates of those between the two
-    // runs moves the second run's bound later, never earlier (27 ms once,
-    // on this VM during the whole suite).
+    // runs moves the second run's bound later (27 ms once, on this VM
+    // during the whole suite). Earlier only by what the offset between
+    // the scheduler's clock and CLOCK_MONOTONIC moved between the runs
+    // (NTP slews the latter, up to 0.5 ms per second): -1.3 ms once in the
+    // suite, so 5 ms are allowed.
     let spread = number(&p, "last_entry") - number(&p, "first_entry");
     assert!(
         spread <= 1_000.0,
@@ -187,7 +190,7 @@ fn default_syscall_times_are_marked_lower_bounds_within_the_entry_latency() {
     );
     let later = number(&e, "first_entry") - number(&p, "first_entry");
     assert!(
-        (-1_000.0..=100_000.0).contains(&later),
+        (-5_000.0..=100_000.0).contains(&later),
         "the exact run's (second) entry instant is {later} us after the passive run's"
     );
 }
