@@ -82,15 +82,15 @@ fn window() -> Window {
     }
 }
 
-fn one_value(answer: &Answer) -> String {
+/// The answer as CSV text (header first).
+fn csv_of(answer: &Answer) -> String {
     let mut out = Vec::new();
     print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap_or("")
-        .to_string()
+    String::from_utf8(out).unwrap()
+}
+
+fn one_value(answer: &Answer) -> String {
+    csv_of(answer).lines().nth(1).unwrap_or("").to_string()
 }
 
 #[test]
@@ -145,12 +145,7 @@ fn published_files_and_the_open_period_are_tables() {
                max(comm) FILTER (WHERE tid = 2) AS odd FROM samples";
     let answer = run_on_files(d, window(), Limits::default(), sql).unwrap();
     assert!(answer.problems.is_empty(), "{:?}", answer.problems);
-    let mut out = Vec::new();
-    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        "n,w,hours,odd\n4,4000000,2,\"b,\nc\"\n"
-    );
+    assert_eq!(csv_of(&answer), "n,w,hours,odd\n4,4000000,2,\"b,\nc\"\n");
     // The window drops rows, not only periods.
     let narrow = Window {
         from_us: window().from_us,
@@ -167,10 +162,8 @@ fn published_files_and_the_open_period_are_tables() {
         "SELECT state, avg_threads FROM top_activity(all_states := true) WHERE comm = 'a' ORDER BY state",
     )
     .unwrap();
-    let mut out = Vec::new();
-    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        csv_of(&answer),
         "state,avg_threads\nON_CPU,0.333\nSLEEP,0.333\n"
     );
     // DuckDB's FROM-first form, as the shipped script's examples write it:
@@ -400,10 +393,8 @@ fn latency_percentiles_skip_calls_without_a_duration() {
         "SELECT count, p50_us, p95_us, p99_us, max_us FROM latency_summary()",
     )
     .unwrap();
-    let mut out = Vec::new();
-    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        csv_of(&answer),
         "count,p50_us,p95_us,p99_us,max_us\n11,50,100,100,100\n"
     );
     // In the histogram it is a bucket of its own, last (as in DuckDB).
@@ -414,8 +405,6 @@ fn latency_percentiles_skip_calls_without_a_duration() {
         "SELECT low_us, high_us, count FROM latency_histogram()",
     )
     .unwrap();
-    let mut out = Vec::new();
-    print::write(&mut out, &answer.batches, print::Format::Csv).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = csv_of(&answer);
     assert!(text.ends_with("\n,1,1\n"), "{text}");
 }
