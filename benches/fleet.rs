@@ -179,8 +179,10 @@ if engine == 'duckdb':
     con.execute(f"LOAD '{ext}'")
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'AKIDTEST', SECRET 'SECRETTEST', ENDPOINT '127.0.0.1:{port}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
     con.execute(f"SET VARIABLE taskscope_fleet = 's3://fleet/{prefix}'")
-    con.execute(open(sql_file).read())
+    # Loading the script is timed too: it reads nothing (table macros, no
+    # views), and the clock would hide it if it did.
     t = time.monotonic()
+    con.execute(open(sql_file).read())
     rows = con.sql(f"SELECT * FROM fleet_top_waits(TIMESTAMP '{start}', TIMESTAMP '{end}')").fetchall()
 else:
     import chdb
@@ -190,7 +192,9 @@ else:
     sql = sql.replace('FROM_TS', start)
     if end.endswith('00:00:00') and end != start:
         sql = sql.replace(" AND hour = toHour(toDateTime('" + start + "', 'UTC'))", '') \
-                 .replace("+ INTERVAL 1 HOUR", "+ INTERVAL 1 DAY")
+                 .replace("+ INTERVAL 1 HOUR", "+ INTERVAL 1 DAY") \
+                 .replace("'date=%F/hour=%H'", "'date=%F/hour=*'")
+        assert "hour=*" in sql, "the README's ClickHouse query names its hour's objects"
     t = time.monotonic()
     rows = chdb.query(sql, 'CSV').data().splitlines()
 print(f"{time.monotonic() - t:.2f} {len(rows)}")

@@ -38,11 +38,20 @@ con.execute("SET VARIABLE taskscope_fleet = 's3://fleet/agents'")
 con.execute(open(sql_file).read())
 cols = "host, container_id, state, syscall, waited_s"
 duck = con.sql(f"SELECT {cols} FROM fleet_top_waits(TIMESTAMP '{start}', {end_sql})").fetchall()
+hosts = con.sql(f"SELECT host, ticks, files FROM fleet_hosts(TIMESTAMP '{start}', {end_sql})").fetchall()
+per_host = con.sql(f"SELECT host, count(*) FROM fleet_samples(TIMESTAMP '{start}', {end_sql}) GROUP BY host ORDER BY host").fetchall()
+try:
+    con.sql(f"FROM fleet_top_waits(TIMESTAMP '{start}' - INTERVAL 400 DAY, TIMESTAMP '{start}' - INTERVAL 400 DAY + INTERVAL 1 HOUR)").fetchall()
+    empty = 'no error'
+except duckdb.Error as e:
+    empty = str(e).splitlines()[0]
 ch_sql = open(sys.argv[4]).read().replace('ENDPOINT', f'http://127.0.0.1:{port}/fleet/agents') \
     .replace('FROM_TS', start).replace('KEY_ID', 'AKIDTEST').replace('SECRET_KEY', 'SECRETTEST')
 ch = [r for r in chdb.query(ch_sql, 'JSONCompact').data().splitlines()]
 ch = json.loads('\n'.join(ch))['data'] if ch else []
-print(json.dumps({'duckdb': [[str(v) for v in r] for r in duck],
+print(json.dumps({'hosts': [[str(v) for v in r] for r in hosts],
+                  'samples': [[str(v) for v in r] for r in per_host], 'empty': empty,
+                  'duckdb': [[str(v) for v in r] for r in duck],
                   'chdb': [[str(r[0]), str(r[2]), str(r[5]), str(r[6]), str(float(r[8]))] for r in ch]}))
 "#;
 
@@ -197,5 +206,38 @@ fn duckdb_and_clickhouse_agree_on_top_waits_by_host_and_container() {
             "no RUNQUEUE waits of host processes on {host}: {rows:?}"
         );
     }
+    // The window's macros: every host's ticks and rows of that hour, the
+    // same rows as its own files; a window with no object says so.
+    for (host, out) in [("fleet-a", &out_a), ("fleet-b", &out_b)] {
+        let local = query(
+            out,
+            &format!(
+                "SELECT count(*) AS n FROM 'samples/*/*/*.parquet' \
+                 WHERE ts >= TIMESTAMP '{start}' AND ts < TIMESTAMP '{start}' + INTERVAL 1 HOUR"
+            ),
+        )[0]["n"]
+            .as_u64()
+            .expect("a count");
+        let row = |key: &str| {
+            answer[key]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .find(|r| r[0] == host)
+                .cloned()
+                .unwrap_or_else(|| panic!("{host} missing from {key}: {answer}"))
+        };
+        assert_eq!(row("samples")[1], local.to_string(), "{host}'s rows");
+        let ticks: u64 = row("hosts")[1].as_str().expect("ticks").parse().expect("n");
+        assert!(ticks >= 3, "{host}: {ticks} ticks in fleet_hosts");
+    }
+    let empty = answer["empty"].as_str().expect("the empty window's answer");
+    assert!(
+        empty.contains("No files found that match the pattern")
+            && empty.contains("/samples/date=")
+            && empty.contains("/hour=")
+            && !empty.contains("hour=*"),
+        "a window without objects: {empty}"
+    );
     let _ = (KEY, BUCKET, PREFIX);
 }
