@@ -138,7 +138,7 @@ pub fn shipping_agent(out: &Path, port: u16, secret: &str) -> AgentRun {
 }
 
 /// The host in a published file's name.
-fn host_of(name: &str) -> String {
+pub fn host_of(name: &str) -> String {
     let base = name
         .trim_end_matches(".parquet")
         .trim_end_matches(".csv.zst");
@@ -183,7 +183,7 @@ fn ledger(out: &Path) -> Vec<String> {
 
 /// Every published file of `out` is an object with the same bytes, listed
 /// once in the ledger; returns the number of files.
-fn assert_all_shipped(out: &Path, s3: &S3) -> usize {
+pub fn assert_all_shipped(out: &Path, s3: &S3) -> usize {
     let local = published(out);
     let objects = s3.objects();
     assert!(
@@ -244,7 +244,7 @@ fn stamp_of(relative: &str) -> String {
     name[host.len() + 1..host.len() + 17].to_string()
 }
 
-fn lines_with(log: &str, text: &str) -> usize {
+pub fn lines_with(log: &str, text: &str) -> usize {
     log.lines().filter(|l| l.contains(text)).count()
 }
 
@@ -382,7 +382,7 @@ fn killed_mid_shipping_leaves_no_partial_object_and_resumes_without_duplicates()
 }
 
 /// `date -u` of `secs` since the epoch as a file stamp.
-fn stamp(secs: i64) -> String {
+pub fn stamp(secs: i64) -> String {
     let out = Command::new("date")
         .args([
             "-u",
@@ -395,7 +395,7 @@ fn stamp(secs: i64) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn epoch_of(stamp: &str) -> i64 {
+pub fn epoch_of(stamp: &str) -> i64 {
     let iso = format!(
         "{}-{}-{} {}:{}:{}",
         &stamp[0..4],
