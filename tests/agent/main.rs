@@ -25,6 +25,7 @@ mod serve;
 mod service;
 mod ship;
 mod ship_kill;
+mod ship_profile;
 mod sql;
 mod sql_live;
 mod stacks;
