@@ -4,7 +4,8 @@
 //! them: first the environment, through `object_store`'s
 //! `AmazonS3Builder::from_env` (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
-//! `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`); then the profile
+//! `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`, all endpoints off with
+//! `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`); then the profile
 //! `AWS_PROFILE` (or `default`) of the AWS shared files, for what the
 //! environment does not say (see `profile`); then object_store's own chain:
 //! web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), ECS
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::multipart::MultipartStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::profile::{self, ENDPOINT_VARIABLES};
@@ -67,6 +69,12 @@ impl Destination {
     }
 }
 
+/// What the shipper needs of the store: objects, and multipart uploads
+/// by id (so that an upload a crash cut can be aborted by the next run).
+pub trait Store: ObjectStore + MultipartStore {}
+
+impl<T: ObjectStore + MultipartStore> Store for T {}
+
 /// The endpoint given explicitly in the environment, if any.
 fn explicit_endpoint() -> Option<String> {
     ENDPOINT_VARIABLES
@@ -74,19 +82,41 @@ fn explicit_endpoint() -> Option<String> {
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// `AmazonS3Builder::from_env`, without the endpoint variables
+/// (`AWS_ENDPOINT…`) when `ignore_endpoints`.
+fn builder_from_env(ignore_endpoints: bool) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::new();
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if !name.starts_with("AWS_") || (ignore_endpoints && name.starts_with("AWS_ENDPOINT")) {
+            continue;
+        }
+        if let Ok(key) = name.to_ascii_lowercase().parse() {
+            builder = builder.with_config(key, value);
+        }
+    }
+    builder
+}
+
 /// The S3 client for `destination`, configured from the environment and
 /// the AWS profile.
-pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>> {
+pub fn connect(destination: &Destination) -> Result<Arc<dyn Store>> {
     // rustls needs one crypto provider for the process: ring (no C
     // toolchain for aws-lc). Installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let profile = profile::from_process_environment()?;
-    let endpoint = explicit_endpoint().or(profile.endpoint_url);
+    let endpoint = if profile.ignore_endpoints {
+        None
+    } else {
+        explicit_endpoint().or(profile.endpoint_url)
+    };
     let allow_http = endpoint
         .as_deref()
         .is_some_and(|url| url.starts_with("http://"));
     // Client options first: they replace every client option set before.
-    let mut builder = AmazonS3Builder::from_env()
+    let mut builder = builder_from_env(profile.ignore_endpoints)
         .with_client_options(
             ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))

@@ -24,6 +24,7 @@ mod client;
 mod profile;
 mod queue;
 mod upload;
+mod uploads;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -33,13 +34,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use object_store::ObjectStore;
 use tracing::{debug, info, warn};
 
 pub use client::Destination;
+use client::Store;
 pub use profile::from_process_environment as profile_settings;
 use queue::Ledger;
 use upload::Shipped;
+use uploads::Uploads;
 
 use crate::files::at;
 use crate::store::shipped::object_key;
@@ -51,6 +53,10 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// How long the last pass at shutdown may take.
 const FINAL_PASS: Duration = Duration::from_secs(15);
+/// Refusals (not failures to reach the store) after which an earlier
+/// run's multipart upload is no longer aborted, but left to the bucket's
+/// lifecycle rule.
+const ABORT_TRIES: u32 = 3;
 
 /// The shipper's state, logged when it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +160,7 @@ fn describe(err: &object_store::Error) -> String {
 fn run(
     destination: &Destination,
     output_dir: &std::path::Path,
-    store: Arc<dyn ObjectStore>,
+    store: Arc<dyn Store>,
     stopped: &Receiver<()>,
 ) {
     let runtime = match runtime() {
@@ -167,6 +173,7 @@ fn run(
     let mut state = State::Starting;
     let mut backoff = BACKOFF_FIRST;
     let mut conflicts = std::collections::HashSet::new();
+    let mut refused = std::collections::HashMap::new();
     loop {
         let pass = match at::open_dir(output_dir) {
             Ok(out) => runtime
@@ -175,6 +182,7 @@ fn run(
                     &out,
                     store.as_ref(),
                     &mut conflicts,
+                    &mut refused,
                     None,
                 ))
                 .map(Some),
@@ -219,6 +227,7 @@ fn run(
             &out,
             store.as_ref(),
             &mut conflicts,
+            &mut refused,
             Some(deadline),
         )) {
             Ok(_) => info!(destination = %destination.url, "shipping: up to date at exit"),
@@ -259,11 +268,16 @@ impl Failure {
 async fn pass(
     destination: &Destination,
     out: &OwnedFd,
-    store: &dyn ObjectStore,
+    store: &dyn Store,
     conflicts: &mut std::collections::HashSet<String>,
+    refused: &mut std::collections::HashMap<String, u32>,
     deadline: Option<Instant>,
 ) -> std::result::Result<usize, Failure> {
     let local = |err: anyhow::Error| Failure::Local(format!("{err:#}"));
+    let mut uploads = Uploads::open(out).map_err(local)?;
+    abort_earlier_uploads(store, &mut uploads, refused)
+        .await
+        .map_err(local)?;
     let files = queue::published(out).map_err(local)?;
     let mut ledger = Ledger::open(out, &destination.url, &files).map_err(local)?;
     let mut sent = 0;
@@ -280,7 +294,7 @@ async fn pass(
         let Some(key) = object_key(&destination.prefix, &file.relative) else {
             continue;
         };
-        let shipping = upload::ship(store, out, file, &key);
+        let shipping = upload::ship(store, out, file, &key, &mut uploads);
         let result = match deadline {
             Some(d) => tokio::time::timeout(d.saturating_duration_since(Instant::now()), shipping)
                 .await
@@ -312,4 +326,49 @@ async fn pass(
         }
     }
     Ok(sent)
+}
+
+/// Abort the multipart uploads an earlier pass or run began and did not
+/// end (a kill, a crash, or an abort that did not go through). One the
+/// store no longer knows is done; one it refuses to abort `ABORT_TRIES`
+/// times is left to the bucket's lifecycle rule (logged); one it cannot be
+/// asked about now (unreachable) waits for the next pass.
+async fn abort_earlier_uploads(
+    store: &dyn Store,
+    uploads: &mut Uploads<'_>,
+    refused: &mut std::collections::HashMap<String, u32>,
+) -> Result<()> {
+    for begun in uploads.begun().to_vec() {
+        let Ok(key) = object_store::path::Path::parse(&begun.key) else {
+            uploads.end(&begun.id)?;
+            continue;
+        };
+        match store.abort_multipart(&key, &begun.id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                info!(
+                    key = begun.key,
+                    "aborted the multipart upload an earlier run left incomplete"
+                );
+                refused.remove(&begun.id);
+                uploads.end(&begun.id)?;
+            }
+            // No answer (or a server error): try again at the next pass.
+            Err(err @ object_store::Error::Generic { .. }) => {
+                debug!(
+                    key = begun.key,
+                    "cannot abort an earlier multipart upload now: {err}"
+                );
+            }
+            Err(err) => {
+                let tries = refused.entry(begun.id.clone()).or_insert(0);
+                *tries += 1;
+                if *tries >= ABORT_TRIES {
+                    warn!(key = begun.key, upload_id = begun.id, "the store refuses to abort the multipart upload an earlier run left incomplete ({}); it is left to the bucket's lifecycle rule (AbortIncompleteMultipartUpload)", describe(&err));
+                    refused.remove(&begun.id);
+                    uploads.end(&begun.id)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

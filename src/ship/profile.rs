@@ -12,6 +12,18 @@
 //! `credential_process`) is an error, never silently skipped. Errors name
 //! files, lines and setting names, never a value.
 //!
+//! Endpoints follow the SDKs' order: `AWS_ENDPOINT_URL_S3`, then
+//! `AWS_ENDPOINT_URL`, then the `s3 = endpoint_url` of the profile's
+//! `[services NAME]` section, then the profile's own `endpoint_url`; and
+//! none of them when `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` (or, when that
+//! is not set, the profile's `ignore_configured_endpoint_urls`) is true.
+//! An `endpoint_url` nested under the profile's own `s3 =` (a convention
+//! of the third-party awscli-plugin-endpoint, which the SDKs do not read)
+//! is an error rather than silently not used. In the config file
+//! `[profile default]` is the default profile as `[default]` is; when both
+//! are there `[profile default]` is used, as in the AWS SDKs for Rust and
+//! Java.
+//!
 //! The files are parsed with `rust-ini` (the smallest well-kept INI
 //! crate; the AWS SDK's own parser comes with the whole SDK runtime),
 //! with quotes and escapes off and indented lines continuing the value
@@ -33,6 +45,10 @@ pub struct ProfileSettings {
     pub region: Option<String>,
     /// An endpoint from the profile is explicit, as `AWS_ENDPOINT_URL` is.
     pub endpoint_url: Option<String>,
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` or the profile's
+    /// `ignore_configured_endpoint_urls` is true: no endpoint from the
+    /// environment either.
+    pub ignore_endpoints: bool,
 }
 
 /// Never shows a key, secret or token, only whether it is set.
@@ -45,6 +61,7 @@ impl std::fmt::Debug for ProfileSettings {
             .field("session_token", &set(&self.session_token))
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
+            .field("ignore_endpoints", &self.ignore_endpoints)
             .finish()
     }
 }
@@ -65,6 +82,19 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// The environment variables that give an endpoint, most specific first.
 pub const ENDPOINT_VARIABLES: &[&str] =
     &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"];
+/// The variable and the profile setting that turn every configured
+/// endpoint off.
+const IGNORE_VARIABLE: &str = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS";
+const IGNORE_SETTING: &str = "ignore_configured_endpoint_urls";
+
+/// `true` or `false` as the SDKs read them (any case); `None` otherwise.
+fn boolean(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
 
 /// The settings of the profile the process environment chooses.
 pub fn from_process_environment() -> Result<ProfileSettings> {
@@ -86,11 +116,23 @@ pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSe
     let config_file = file("AWS_CONFIG_FILE", ".aws/config");
     let credentials = load(credentials_file.as_deref())?;
     let config = load(config_file.as_deref())?;
-    let config_section = if profile == "default" {
-        profile.clone()
-    } else {
+    let config_section = if profile != "default" {
         format!("profile {profile}")
+    } else if config
+        .as_ref()
+        .is_some_and(|c| c.section(Some("profile default")).is_some())
+    {
+        "profile default".to_string()
+    } else {
+        profile.clone()
     };
+    // The environment's word on ignoring endpoints, if it has one.
+    let environment_ignores = environment(IGNORE_VARIABLE)
+        .map(|value| {
+            boolean(&value)
+                .ok_or_else(|| anyhow::anyhow!("{IGNORE_VARIABLE} is neither true nor false"))
+        })
+        .transpose();
     let from_credentials = properties(credentials.as_ref(), &profile);
     let from_config = properties(config.as_ref(), &config_section);
     if from_credentials.is_none() && from_config.is_none() {
@@ -101,7 +143,10 @@ pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSe
                 shown(config_file.as_deref())
             );
         }
-        return Ok(ProfileSettings::default());
+        return Ok(ProfileSettings {
+            ignore_endpoints: environment_ignores?.unwrap_or(false),
+            ..ProfileSettings::default()
+        });
     }
     // The credentials file wins, key by key.
     let mut merged = from_config.unwrap_or_default();
@@ -138,16 +183,44 @@ pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSe
     if environment("AWS_REGION").is_none() && environment("AWS_DEFAULT_REGION").is_none() {
         settings.region = get("region");
     }
-    if ENDPOINT_VARIABLES
+    let ignore = match environment_ignores? {
+        Some(ignore) => ignore,
+        None => match get(IGNORE_SETTING) {
+            Some(value) => boolean(&value).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} sets {IGNORE_SETTING} to neither true nor false",
+                    where_()
+                )
+            })?,
+            None => false,
+        },
+    };
+    settings.ignore_endpoints = ignore;
+    let from_environment = ENDPOINT_VARIABLES
         .iter()
-        .all(|name| environment(name).is_none())
-    {
+        .any(|name| environment(name).is_some());
+    if !ignore && !from_environment {
+        if get("s3").is_some_and(|block| nested(&block, "endpoint_url").is_some()) {
+            bail!("{} sets endpoint_url under s3 =, which the AWS SDKs do not read: give it as the profile's endpoint_url, or in the s3 = of a [services NAME] section named by services = NAME", where_());
+        }
         // As the SDKs: the `[services NAME]` section's `s3 = endpoint_url`
         // first, then the profile's own endpoint_url.
-        let services_endpoint = get("services").and_then(|services| {
-            let section = properties(config.as_ref(), &format!("services {services}"))?;
-            nested(section.get("s3")?, "endpoint_url")
-        });
+        let services_endpoint = match get("services") {
+            Some(services) => {
+                let Some(section) = properties(config.as_ref(), &format!("services {services}"))
+                else {
+                    bail!(
+                        "{} sets services = {services} but {} has no [services {services}] section",
+                        where_(),
+                        shown(config_file.as_deref())
+                    );
+                };
+                section
+                    .get("s3")
+                    .and_then(|block| nested(block, "endpoint_url"))
+            }
+            None => None,
+        };
         settings.endpoint_url = services_endpoint.or_else(|| get("endpoint_url"));
     }
     Ok(settings)
@@ -338,5 +411,174 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn profile_default_is_the_default_profile_and_wins_over_default() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(
+            home,
+            "config",
+            "[profile default]\nregion = eu-central-1\nendpoint_url = http://pd:9000\n",
+        );
+        let settings = resolve_with(home, &[]).unwrap();
+        assert_eq!(settings.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(settings.endpoint_url.as_deref(), Some("http://pd:9000"));
+        // Named explicitly, the same.
+        let named = resolve_with(home, &[("AWS_PROFILE", "default")]).unwrap();
+        assert!(named == settings, "{named:?}");
+        // Both: [profile default], whole (no key of [default] mixed in).
+        write(
+            home,
+            "config",
+            "[default]\nregion = us-west-1\naws_access_key_id = AKD\naws_secret_access_key = SD\n\n[profile default]\nregion = eu-central-1\n",
+        );
+        let both = resolve_with(home, &[]).unwrap();
+        assert_eq!(both.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(both.access_key_id, None);
+    }
+
+    #[test]
+    fn endpoints_in_the_sdks_order_and_the_services_section_must_exist() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(
+            home,
+            "config",
+            "[profile both]\nendpoint_url = https://global\nservices = local\n\n[profile global]\nendpoint_url = https://global\n\n[profile other]\nservices = dynamo-only\nendpoint_url = https://global\n\n[profile missing]\nservices = nowhere\n\n[services local]\ns3 =\n  endpoint_url = http://s3-local:9000\n\n[services dynamo-only]\ndynamodb =\n  endpoint_url = http://dynamo:8000\n",
+        );
+        let endpoint =
+            |variables: &[(&str, &str)]| resolve_with(home, variables).unwrap().endpoint_url;
+        // services s3 > the profile's endpoint_url.
+        assert_eq!(
+            endpoint(&[("AWS_PROFILE", "both")]).as_deref(),
+            Some("http://s3-local:9000")
+        );
+        assert_eq!(
+            endpoint(&[("AWS_PROFILE", "global")]).as_deref(),
+            Some("https://global")
+        );
+        // A services section without s3: the profile's endpoint_url.
+        assert_eq!(
+            endpoint(&[("AWS_PROFILE", "other")]).as_deref(),
+            Some("https://global")
+        );
+        // AWS_ENDPOINT_URL (and _S3) > both: the profile gives none.
+        for variable in ENDPOINT_VARIABLES {
+            assert_eq!(
+                endpoint(&[("AWS_PROFILE", "both"), (variable, "http://env")]),
+                None
+            );
+        }
+        let err = resolve_with(home, &[("AWS_PROFILE", "missing")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "profile 'missing' ({} / {}) sets services = nowhere but {} has no [services nowhere] section",
+                home.join(".aws/credentials").display(),
+                home.join(".aws/config").display(),
+                home.join(".aws/config").display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_endpoint_nested_in_the_profiles_own_s3_block_is_an_error() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(
+            home,
+            "config",
+            "[profile plugin]\nregion = eu-west-1\ns3 =\n  endpoint_url = http://minio:9000\n  addressing_style = path\n",
+        );
+        let err = resolve_with(home, &[("AWS_PROFILE", "plugin")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sets endpoint_url under s3 =, which the AWS SDKs do not read"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // Not consulted when the environment gives the endpoint or all are ignored.
+        let env = resolve_with(
+            home,
+            &[("AWS_PROFILE", "plugin"), ("AWS_ENDPOINT_URL", "http://e")],
+        );
+        assert_eq!(env.unwrap().region.as_deref(), Some("eu-west-1"));
+        let ignored = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "plugin"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(ignored.ignore_endpoints && ignored.endpoint_url.is_none());
+    }
+
+    #[test]
+    fn ignore_configured_endpoint_urls_from_the_environment_or_the_profile() {
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(
+            home,
+            "config",
+            "[profile ignoring]\nendpoint_url = http://store:9000\nservices = local\nignore_configured_endpoint_urls = TRUE\n\n[profile using]\nendpoint_url = http://store:9000\nignore_configured_endpoint_urls = false\n\n[profile odd]\nignore_configured_endpoint_urls = yes\n\n[services local]\ns3 =\n  endpoint_url = http://s3-local:9000\n",
+        );
+        let ignoring = resolve_with(home, &[("AWS_PROFILE", "ignoring")]).unwrap();
+        assert!(ignoring.ignore_endpoints);
+        assert_eq!(ignoring.endpoint_url, None);
+        let using = resolve_with(home, &[("AWS_PROFILE", "using")]).unwrap();
+        assert!(!using.ignore_endpoints);
+        assert_eq!(using.endpoint_url.as_deref(), Some("http://store:9000"));
+        // The environment variable wins over the profile, both ways.
+        let env_false = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "ignoring"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "false"),
+            ],
+        )
+        .unwrap();
+        assert!(!env_false.ignore_endpoints);
+        assert_eq!(
+            env_false.endpoint_url.as_deref(),
+            Some("http://s3-local:9000")
+        );
+        let env_true = resolve_with(
+            home,
+            &[
+                ("AWS_PROFILE", "using"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(env_true.ignore_endpoints && env_true.endpoint_url.is_none());
+        // Without any profile: the environment's word still counts.
+        let empty = tempfile::tempdir().unwrap();
+        let bare = resolve_with(
+            empty.path(),
+            &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "True")],
+        )
+        .unwrap();
+        assert!(bare.ignore_endpoints);
+        // Anything else than true/false: one line, no guessing.
+        let err = resolve_with(home, &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is neither true nor false"
+        );
+        let err = resolve_with(home, &[("AWS_PROFILE", "odd")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("sets ignore_configured_endpoint_urls to neither true nor false"),
+            "{err}"
+        );
     }
 }

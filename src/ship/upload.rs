@@ -14,8 +14,9 @@
 //! visible only when complete (and, with the SHA-256 checksum header
 //! object_store sends, only if the bytes arrived intact); larger ones go
 //! as a multipart upload, visible only once completed and aborted on any
-//! error. A process killed mid-upload leaves no object, or at worst an
-//! incomplete multipart upload the store's lifecycle rule cleans up.
+//! error. A process killed mid-upload leaves no object; its incomplete
+//! multipart upload (invisible to readers, but its parts take space) is
+//! aborted by the next run, which finds it in `uploads`.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -23,12 +24,14 @@ use std::os::fd::OwnedFd;
 use anyhow::{Context, Result};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attribute, Attributes, GetOptions, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload,
+    Attribute, Attributes, GetOptions, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use sha2::{Digest, Sha256};
 
+use super::client::Store;
 use super::queue::Pending;
+use super::uploads::Uploads;
 
 /// Largest file sent in one PUT (S3 allows 5 GiB; this bounds memory).
 pub const SINGLE_PUT_MAX: u64 = 64 << 20;
@@ -71,7 +74,7 @@ fn digest(mut file: impl Read) -> std::io::Result<(u64, String)> {
 
 /// The size and SHA-256 metadata of the object at `key`, if there is one.
 async fn existing(
-    store: &dyn ObjectStore,
+    store: &dyn Store,
     key: &ObjectPath,
 ) -> object_store::Result<Option<(u64, Option<String>, String)>> {
     let options = GetOptions {
@@ -97,10 +100,11 @@ async fn existing(
 
 /// Ship `file` of `out` to `key`.
 pub async fn ship(
-    store: &dyn ObjectStore,
+    store: &dyn Store,
     out: &OwnedFd,
     file: &Pending,
     key: &str,
+    uploads: &mut Uploads<'_>,
 ) -> Result<(Shipped, u64)> {
     let key = ObjectPath::parse(key).with_context(|| format!("bad object key {key}"))?;
     let (size, sha256) = digest(
@@ -166,42 +170,7 @@ pub async fn ship(
             Err(err) => return Err(err.into()),
         }
     } else {
-        let options = PutMultipartOptions {
-            attributes,
-            ..PutMultipartOptions::default()
-        };
-        let mut upload = store.put_multipart_opts(&key, options).await?;
-        let sent: Result<_> = async {
-            let mut chunk = vec![0u8; PART_SIZE];
-            loop {
-                let mut filled = 0;
-                while filled < PART_SIZE {
-                    let n = reader.read(&mut chunk[filled..])?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 {
-                    break;
-                }
-                upload
-                    .put_part(PutPayload::from(chunk[..filled].to_vec()))
-                    .await?;
-                if filled < PART_SIZE {
-                    break;
-                }
-            }
-            Ok(upload.complete().await?)
-        }
-        .await;
-        match sent {
-            Ok(put) => put,
-            Err(err) => {
-                let _ = upload.abort().await;
-                return Err(err);
-            }
-        }
+        multipart(store, &key, reader, attributes, uploads).await?
     };
     Ok((
         Shipped::Sent {
@@ -209,4 +178,62 @@ pub async fn ship(
         },
         size,
     ))
+}
+
+/// Send `reader` to `key` as a multipart upload, recorded in `uploads`
+/// from its creation until it is completed or aborted.
+async fn multipart(
+    store: &dyn Store,
+    key: &ObjectPath,
+    mut reader: impl Read,
+    attributes: Attributes,
+    uploads: &mut Uploads<'_>,
+) -> Result<PutResult> {
+    let options = PutMultipartOptions {
+        attributes,
+        ..PutMultipartOptions::default()
+    };
+    let id = store.create_multipart_opts(key, options).await?;
+    if let Err(err) = uploads.begin(&id, key.as_ref()) {
+        let _ = store.abort_multipart(key, &id).await;
+        return Err(err);
+    }
+    let sent: Result<PutResult> = async {
+        let mut parts = Vec::new();
+        let mut chunk = vec![0u8; PART_SIZE];
+        loop {
+            let mut filled = 0;
+            while filled < PART_SIZE {
+                let n = reader.read(&mut chunk[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let payload = PutPayload::from(chunk[..filled].to_vec());
+            parts.push(store.put_part(key, &id, parts.len(), payload).await?);
+            if filled < PART_SIZE {
+                break;
+            }
+        }
+        Ok(store.complete_multipart(key, &id, parts).await?)
+    }
+    .await;
+    match sent {
+        Ok(put) => {
+            uploads.end(&id)?;
+            Ok(put)
+        }
+        Err(err) => {
+            // Left in `uploads` if the abort did not go through: the
+            // next pass aborts it.
+            if store.abort_multipart(key, &id).await.is_ok() {
+                uploads.end(&id)?;
+            }
+            Err(err)
+        }
+    }
 }

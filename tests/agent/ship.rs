@@ -138,7 +138,7 @@ pub fn shipping_agent(out: &Path, port: u16, secret: &str) -> AgentRun {
 }
 
 /// The host in a published file's name.
-fn host_of(name: &str) -> String {
+pub fn host_of(name: &str) -> String {
     let base = name
         .trim_end_matches(".parquet")
         .trim_end_matches(".csv.zst");
@@ -183,7 +183,7 @@ fn ledger(out: &Path) -> Vec<String> {
 
 /// Every published file of `out` is an object with the same bytes, listed
 /// once in the ledger; returns the number of files.
-fn assert_all_shipped(out: &Path, s3: &S3) -> usize {
+pub fn assert_all_shipped(out: &Path, s3: &S3) -> usize {
     let local = published(out);
     let objects = s3.objects();
     assert!(
@@ -244,7 +244,7 @@ fn stamp_of(relative: &str) -> String {
     name[host.len() + 1..host.len() + 17].to_string()
 }
 
-fn lines_with(log: &str, text: &str) -> usize {
+pub fn lines_with(log: &str, text: &str) -> usize {
     log.lines().filter(|l| l.contains(text)).count()
 }
 
@@ -382,7 +382,7 @@ fn killed_mid_shipping_leaves_no_partial_object_and_resumes_without_duplicates()
 }
 
 /// `date -u` of `secs` since the epoch as a file stamp.
-fn stamp(secs: i64) -> String {
+pub fn stamp(secs: i64) -> String {
     let out = Command::new("date")
         .args([
             "-u",
@@ -395,7 +395,7 @@ fn stamp(secs: i64) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn epoch_of(stamp: &str) -> i64 {
+pub fn epoch_of(stamp: &str) -> i64 {
     let iso = format!(
         "{}-{}-{} {}:{}:{}",
         &stamp[0..4],
@@ -509,83 +509,4 @@ fn two_hosts_with_skewed_clocks_share_one_bucket() {
             "{key}"
         );
     }
-}
-
-/// `run --ship-to` with the credentials, region and endpoint only in the
-/// AWS shared files (`AWS_PROFILE`), none in the environment.
-fn agent_with_profile(dir: &Path, out: &Path, profile: &str) -> Command {
-    let mut command = AgentRun::new()
-        .output(out)
-        .args(["--format", "parquet", "--test-rotate-secs", "2"])
-        .args(["--stacks", "none", "--duration", "6"])
-        .args(["--ship-to", &format!("s3://{BUCKET}/{PREFIX}")])
-        .env("AWS_PROFILE", profile)
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
-        .env("AWS_CONFIG_FILE", dir.join("config"))
-        .command();
-    for name in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_ENDPOINT",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
-
-#[test]
-fn a_named_aws_profile_ships_and_a_missing_one_refuses_to_start() {
-    require_root();
-    let _guard = exclusive();
-    let dir = scratch();
-    let out = dir.path().join("out");
-    let s3 = S3::start(&dir.path().join("s3"), free_port());
-    std::fs::write(
-        dir.path().join("credentials"),
-        format!("[default]\naws_access_key_id = WRONG\naws_secret_access_key = WRONG\n\n[fleet]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n"),
-    )
-    .expect("credentials file");
-    std::fs::write(
-        dir.path().join("config"),
-        format!(
-            "[profile fleet]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\n",
-            s3.port
-        ),
-    )
-    .expect("config file");
-
-    let child = agent_with_profile(dir.path(), &out, "fleet")
-        .spawn()
-        .expect("start taskscope");
-    let run = wait_with_limit(child, Duration::from_secs(90));
-    assert_success(&run);
-    let log = String::from_utf8_lossy(&run.stderr);
-    assert!(log.contains("shipping: up to date"), "log:\n{log}");
-    assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
-    assert!(assert_all_shipped(&out, &s3) >= 2);
-
-    let child = agent_with_profile(dir.path(), &dir.path().join("out2"), "nope")
-        .spawn()
-        .expect("start taskscope");
-    let run = wait_with_limit(child, Duration::from_secs(60));
-    assert_eq!(run.status.code(), Some(2), "{run:?}");
-    let error = String::from_utf8_lossy(&run.stderr);
-    let expected = format!(
-        "AWS_PROFILE=nope: no such profile in {} or {}",
-        dir.path().join("credentials").display(),
-        dir.path().join("config").display()
-    );
-    assert_eq!(
-        error
-            .lines()
-            .filter(|line| line.contains(&expected))
-            .count(),
-        1,
-        "stderr:\n{error}"
-    );
 }
