@@ -129,6 +129,18 @@ fn restart_ships_everything_once(out: &Path, s3: &S3) -> String {
     String::from_utf8_lossy(&run.stderr).into_owned()
 }
 
+/// SIGKILL the agent and return the request bytes the relay had forwarded
+/// of each request the agent's death cut.
+fn kill_and_cut(child: std::process::Child, relay: &Relay) -> Vec<u64> {
+    send_signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_with_limit(child, Duration::from_secs(10));
+    wait_until("the relay seeing the agent go", || {
+        !relay.cut_requests().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    relay.cut_requests()
+}
+
 #[test]
 fn killed_during_a_single_put_leaves_no_object_and_the_next_start_ships_it_once() {
     require_root();
@@ -146,15 +158,9 @@ fn killed_during_a_single_put_leaves_no_object_and_the_next_start_ships_it_once(
     wait_until("a request body of 256 KiB in flight", || {
         relay.in_flight() >= KILL_AT
     });
-    send_signal(&child, nix::sys::signal::Signal::SIGKILL);
-    let _ = wait_with_limit(child, Duration::from_secs(10));
-    wait_until("the relay seeing the agent go", || {
-        !relay.cut_requests().is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(200));
     // Exactly one request was cut, in its body: more than any header, less
     // than the file.
-    let cut = relay.cut_requests();
+    let cut = kill_and_cut(child, &relay);
     eprintln!("single PUT: killed with {cut:?} bytes of the request forwarded (body {SIZE})");
     assert_eq!(cut.len(), 1, "requests cut: {cut:?}");
     assert!(
@@ -200,13 +206,7 @@ fn killed_during_a_multipart_upload_leaves_no_object_and_the_next_start_aborts_i
     wait_until("part 1 stored and 4 MiB of part 2 in flight", || {
         !server_files(&s3, ".upload_id-").is_empty() && relay.in_flight() >= KILL_AT
     });
-    send_signal(&child, nix::sys::signal::Signal::SIGKILL);
-    let _ = wait_with_limit(child, Duration::from_secs(10));
-    wait_until("the relay seeing the agent go", || {
-        !relay.cut_requests().is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let cut = relay.cut_requests();
+    let cut = kill_and_cut(child, &relay);
     eprintln!(
         "multipart: killed with {cut:?} bytes of part 2 forwarded (part {PART}), {} bytes in all",
         relay.uploaded()
