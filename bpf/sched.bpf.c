@@ -193,7 +193,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 
 				if (s) {
 					t->stack_ns = now;
-					capture_stacks(ctx, prev, s, now, now, 0);
+					capture_stacks(ctx, prev, s, now, now, 0, 0);
 				}
 			}
 		}
