@@ -582,6 +582,14 @@ impl Writer {
             self.recover_orphans();
         }
         self.stats.rows_pending = self.pending.values().sum();
+        let (published, publications) = self.stacks.python_published();
+        tracing::debug!(
+            python_spliced = self.stacks.python_spliced,
+            python_kept_native = self.stacks.python_kept_native,
+            python_threads_published = published,
+            python_publications = publications,
+            "Python frames"
+        );
         let stats = &self.stats;
         if stats.rows_dropped > 0 || stats.rows_pending > 0 {
             log_totals!(

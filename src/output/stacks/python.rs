@@ -34,7 +34,9 @@
 //! keeps thread states by thread id (used only while the state there still
 //! names the thread) and code objects' names (used only while the object
 //! still points to the same name and file objects, which it keeps alive);
-//! a `SymbolCache` parses each interpreter file once.
+//! a `SymbolCache` parses each interpreter file once. On-CPU captures
+//! get their chain from the on-CPU sample instead (`oncpu`: read in BPF at
+//! the capture) and share the naming and grouping (`Interpreter::groups`).
 
 use std::path::Path;
 
