@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * CPython frame chains read at the on-CPU sample (oncpu.bpf.c), at the
- * same instant as the native user stack, so the writer can name the
- * Python functions of a running thread exactly (output::stacks::python).
+ * CPython frame chains read at the on-CPU sample (oncpu.bpf.c) and at a
+ * captured switch-out (sched.bpf.c, where the thread is still current), at
+ * the same instant as the native user stack, so the writer can name the
+ * Python functions of a thread that runs on exactly
+ * (output::stacks::python).
  *
  * Only threads userspace published in `py_threads` are read: for any
  * other thread the cost is one hash lookup that misses. The walk follows

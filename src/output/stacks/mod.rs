@@ -142,8 +142,9 @@ pub struct RawStacks {
     pub on_cpu: bool,
     /// The switch-out the capture belongs to (off CPU).
     pub switch_out_ns: u64,
-    /// The CPython frame chain the on-CPU sample read with it (a thread
-    /// the writer published: `python::Publisher`).
+    /// The CPython frame chain read in BPF with it, by the on-CPU sample
+    /// or at the switch-out (a thread the writer published:
+    /// `python::Publisher`).
     pub python: Option<python::Chain>,
 }
 
@@ -466,7 +467,7 @@ impl StackResolver {
         exe_id: u64,
         raw: &RawStacks,
     ) -> Option<Interpreter> {
-        let possible = if raw.on_cpu {
+        let possible = if raw.on_cpu || raw.python.is_some() {
             self.publisher.is_some()
         } else {
             raw.switch_out_ns != 0 && self.switches.is_some()
@@ -497,7 +498,7 @@ impl StackResolver {
         if !native.iter().any(splice::is_eval_loop) {
             return None;
         }
-        if raw.on_cpu {
+        if raw.on_cpu || raw.python.is_some() {
             return self.on_cpu_frames((tgid, tid, slot), exe_id, raw, interpreter, native, cut);
         }
         let switches = self.switches.as_ref()?;
@@ -519,8 +520,9 @@ impl StackResolver {
         splice::agrees(native, &groups, !cut).then_some(groups)
     }
 
-    /// The Python frames of an on-CPU capture: from the chain the sample
-    /// read with it, if they agree with the native stack. A failed chain
+    /// The Python frames of an on-CPU capture, or of a switch-out capture
+    /// of a published thread: from the chain read in BPF with it, if they
+    /// agree with the native stack. A failed chain
     /// unpublishes its thread (its thread state may have moved: the next
     /// capture publishes it again, `publish_python`).
     fn on_cpu_frames(

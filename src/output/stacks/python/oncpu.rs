@@ -1,5 +1,7 @@
 //! Python frames of on-CPU captures: the frame chain the on-CPU sample
-//! read in BPF at the instant of the native stack (`bpf/python.bpf.h`).
+//! read in BPF at the instant of the native stack (`bpf/python.bpf.h`;
+//! the switch hook reads it too for the captures it takes of a published
+//! thread going to sleep).
 //!
 //! The writer publishes a Python thread (`Publisher`) the first time it
 //! sees an on-CPU capture of it without a chain: its thread state (found
