@@ -12,14 +12,19 @@
 //! 4. The agent's RSS while 10 short-lived processes per second start,
 //!    each from its own (deleted) copy of a binary: the worst case for the
 //!    per-process and per-file caches.
+//! 5. CPython frames on CPU: the real agent at 20 Hz `--all` over 8
+//!    CPython 3.12 processes spinning in one thread each and 4 of 48
+//!    threads napping 50 ms, with the on-CPU frame chain read and without
+//!    (`TS_NO_PYCHAIN`), alternating.
 //!
 //! Run as root: `cargo bench --bench stacks`. `TASKSCOPE_BENCH_CHURN_SECS`
-//! sets the length of part 4 (default 60).
+//! sets the length of part 4 (default 60); `TASKSCOPE_BENCH_PYTHON_ONLY`
+//! runs part 5 alone.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,6 +171,55 @@ fn nap_binary() -> PathBuf {
     binary
 }
 
+/// Part 5: the agent's CPU (percent of a CPU) with and without the
+/// on-CPU CPython chain read, medians over `passes` alternating pairs.
+fn python_cost(passes: usize) -> (f64, f64) {
+    let python = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+    let spin = "import threading, time\ndef py_spin():\n    x = 0\n    while True:\n        x += 1\nthreading.Thread(target=py_spin, daemon=True).start()\ntime.sleep(3600)\n";
+    let nap = "import threading, time\ndef py_nap():\n    while True:\n        time.sleep(0.05)\nfor _ in range(48):\n    threading.Thread(target=py_nap, daemon=True).start()\ntime.sleep(3600)\n";
+    let mut children: Vec<Child> = std::iter::repeat_n(spin, 8)
+        .chain(std::iter::repeat_n(nap, 4))
+        .map(|script| {
+            Command::new(python)
+                .args(["-c", script])
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {python}: {e}"))
+        })
+        .collect();
+    let (mut with, mut without) = (vec![], vec![]);
+    for pass in 0..passes {
+        for chains in [pass % 2 == 0, pass % 2 == 1] {
+            let dir = scratch_dir("bench-stacks-python");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_taskscope"));
+            command
+                .args(["run", "--all", "-F", "20", "--no-pin", "--output-dir"])
+                .arg(&dir)
+                .stderr(Stdio::null());
+            if !chains {
+                command.env("TS_NO_PYCHAIN", "1");
+            }
+            let mut agent = command.spawn().expect("start taskscope");
+            std::thread::sleep(Duration::from_secs(6));
+            let before = cpu_seconds(agent.id());
+            let measure = Duration::from_secs(10);
+            std::thread::sleep(measure);
+            let used = cpu_seconds(agent.id()) - before;
+            stop_agent(&mut agent);
+            let percent = 100.0 * used / measure.as_secs_f64();
+            if chains {
+                with.push(percent);
+            } else {
+                without.push(percent);
+            }
+        }
+    }
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (median(&mut with), median(&mut without))
+}
+
 /// Perf maps (JIT names) on the writer: (ms to read a map of `lines`
 /// lines, ns per lookup, µs to read 1,000 lines appended since).
 fn perf_map_costs(lines: u64) -> (f64, f64, f64) {
@@ -217,6 +271,11 @@ fn main() {
         return;
     }
     let passes = passes(6);
+    if std::env::var_os("TASKSCOPE_BENCH_PYTHON_ONLY").is_some() {
+        let (with, without) = python_cost(passes);
+        println!("| agent CPU, --all 20 Hz, 200 CPython threads (8 spinning): on-CPU chains / none | {with:.2}% / {without:.2}% of a CPU |");
+        return;
+    }
 
     // 1. Symbolization.
     let kernel = kernel_addresses(4_000);
@@ -353,4 +412,6 @@ fn main() {
         "| distinct nap stacks defined (one per period expected) | {} |",
         String::from_utf8_lossy(&rows.stdout).trim()
     );
+    let (with, without) = python_cost(passes);
+    println!("| agent CPU, --all 20 Hz, 200 CPython threads (8 spinning): on-CPU chains / none | {with:.2}% / {without:.2}% of a CPU |");
 }

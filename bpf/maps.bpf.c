@@ -46,6 +46,7 @@ const volatile enum ts_stack_flags ts_stack_flags_btf = TS_S_ONCPU;
 const volatile enum ts_track_kinds ts_track_kinds_btf = TS_TRACK_SYSCALLS;
 const volatile enum ts_completion_kind ts_completion_kind_btf = TS_C_SYSCALL;
 const volatile enum ts_lock_flags ts_lock_flags_btf = TS_LCB_F_SPIN;
+const volatile enum ts_py_flags ts_py_flags_btf = TS_PY_COMPLETE;
 /* ... and the ring buffer record's struct. */
 struct ts_completion ts_completion_btf = {};
 struct ts_wait ts_wait_btf = {};

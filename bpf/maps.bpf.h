@@ -64,6 +64,24 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
 } stacks SEC(".maps");
 
+/* Python threads whose frame chain the on-CPU sample reads, by tid
+ * (userspace adds and removes them; sized at load). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct ts_py_thread);
+	__uint(max_entries, 1); /* TS_PY_THREADS when user stacks are on */
+} py_threads SEC(".maps");
+
+/* Their chains, by ts_py_thread.chain (mmap-able). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE_);
+	__type(key, __u32);
+	__type(value, struct ts_py_chain);
+	__uint(max_entries, 1); /* TS_PY_THREADS when user stacks are on */
+} py_chains SEC(".maps");
+
 /* Syscall arguments beyond the first three, one entry per slot of
  * `threads` (mmap-able; struct ts_syscall_args). */
 TS_EXTERN struct {
@@ -439,10 +457,13 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
  * Capture `task`'s stacks into `s` (task is current unless `ctx` is NULL:
  * then only the kernel stack, through bpf_get_task_stack). Captures are
  * rare, and may come from another CPU (the iterator), so the entry is taken
- * with a compare-and-swap; a busy entry is skipped.
+ * with a compare-and-swap; a busy entry is skipped. `py_chain` (entry + 1
+ * of `py_chains`, 0: none) is the CPython frame chain read at `now` for
+ * this capture (python.bpf.h).
  */
 static __always_inline void capture_stacks(void *ctx, struct task_struct *task, struct ts_stack *s,
-					   __u64 now, __u64 switch_out_ns, __u32 how)
+					   __u64 now, __u64 switch_out_ns, __u32 how,
+					   __u32 py_chain)
 {
 	__u32 seq = READ_ONCE(s->seq), flags = how;
 	long n;
@@ -453,6 +474,11 @@ static __always_inline void capture_stacks(void *ctx, struct task_struct *task, 
 	s->switch_out_ns = switch_out_ns;
 	s->kframes = 0;
 	s->uframes = 0;
+	s->py_chain = 0;
+	if (py_chain) {
+		s->py_chain = py_chain - 1;
+		flags |= TS_S_PYTHON;
+	}
 	if (stack_kinds & TS_S_KERNEL) {
 		n = ctx ? bpf_get_stack(ctx, s->kips, sizeof(s->kips), 0)
 			: bpf_get_task_stack(task, s->kips, sizeof(s->kips), 0);

@@ -6,9 +6,11 @@
  * running would look as if it were still in that syscall, because there is
  * no sys_exit hook. A sample inside a syscall also records its arguments
  * (from the saved registers) and bounds its entry time: no later than the
- * sample.
+ * sample. The stacks it captures come with the CPython frame chain of
+ * a Python thread userspace published (python.bpf.h).
  */
 #include "fd.bpf.h"
+#include "python.bpf.h"
 
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
@@ -72,7 +74,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
 
 		if (s)
-			capture_stacks(ctx, task, s, now, 0, TS_S_ONCPU);
+			capture_stacks(ctx, task, s, now, 0, TS_S_ONCPU,
+				       (stack_kinds & TS_S_USER) ? capture_python(task, now) : 0);
 	}
 	return 0;
 }

@@ -23,6 +23,7 @@
 #include "track.bpf.h"
 #include "waits.bpf.h"
 #include "fd.bpf.h"
+#include "python.bpf.h"
 
 /*
  * The entry of `prev`, the thread this CPU is switching away from, and
@@ -193,7 +194,11 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 
 				if (s) {
 					t->stack_ns = now;
-					capture_stacks(ctx, prev, s, now, now, 0);
+					/* prev is still current: its frame chain
+					 * too, if userspace published it. */
+					capture_stacks(ctx, prev, s, now, now, 0,
+						       (stack_kinds & TS_S_USER) ?
+							       capture_python(prev, now) : 0);
 				}
 			}
 		}

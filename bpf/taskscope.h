@@ -220,6 +220,7 @@ enum ts_stack_flags {
 	TS_S_USER = 1 << 2,        /* uips valid */
 	TS_S_PEEK = 1 << 3,        /* peek holds the user stack at user_sp */
 	TS_S_ITER = 1 << 4,        /* captured by the task iterator (off CPU) */
+	TS_S_PYTHON = 1 << 5,      /* py_chain names the CPython frame chain read with it */
 };
 
 /*
@@ -234,7 +235,7 @@ struct ts_stack {
 	__u32 seq;            /* odd while being written */
 	__u32 flags;          /* enum ts_stack_flags */
 	__u32 served;         /* last stack_requests value served by the iterator */
-	__u32 pad;
+	__u32 py_chain;       /* TS_S_PYTHON: the entry of `py_chains` read with it */
 	__u64 captured_ns;
 	__u64 switch_out_ns;  /* switch-out the capture belongs to (off CPU) */
 	__u32 kframes;
@@ -247,6 +248,71 @@ struct ts_stack {
 };
 
 _Static_assert(sizeof(struct ts_stack) == 1016, "ts_stack layout");
+
+/*
+ * CPython frame chains read by the on-CPU sample, at the instant of its
+ * stack capture (bpf/oncpu.bpf.c). Userspace (output::stacks::python)
+ * publishes each Python thread it found in `py_threads`: where its thread
+ * state is and the few offsets of its interpreter's version the walk
+ * needs; the sample walks up to TS_PY_DEPTH frames into the thread's own
+ * entry of the mmap-able `py_chains` array, stamped with the capture's
+ * time and thread id.
+ */
+#define TS_PY_DEPTH 48
+/* Python threads whose chain is read (entries of both maps). */
+#define TS_PY_THREADS 4096
+/* ts_py_thread.cframe_current: `current` is the frame pointer itself. */
+#define TS_PY_DIRECT 0xffffffffu
+/* ts_py_thread.shim_owner: `marker` is the is_entry byte (3.11). */
+#define TS_PY_IS_ENTRY 0xffffffffu
+
+/* A thread to read the chain of, by thread id (`py_threads`). Offsets
+ * are bytes into the structure named. */
+struct ts_py_thread {
+	__u64 tstate;           /* its PyThreadState */
+	__u32 tgid;             /* the process (a reused tid is not it) */
+	__u32 chain;            /* its entry of `py_chains` */
+	__u32 native_id;        /* tstate->native_thread_id (checked == tid) */
+	__u32 current;          /* tstate->current_frame, or tstate->cframe */
+	__u32 cframe_current;   /* cframe->current_frame; TS_PY_DIRECT */
+	__u32 previous;         /* frame->previous */
+	__u32 code;             /* frame->f_code (f_executable) */
+	__u32 marker;           /* frame->owner (3.12+), frame->is_entry (3.11) */
+	__u32 shim_owner;       /* owner of the C stack's shim frames; TS_PY_IS_ENTRY */
+	__u32 code_qualname;    /* code->co_qualname */
+	__u32 code_filename;    /* code->co_filename */
+	__u32 code_firstlineno; /* code->co_firstlineno (an int) */
+};
+
+/* Bits of `ts_py_chain.flags`. */
+enum ts_py_flags {
+	TS_PY_COMPLETE = 1 << 0,  /* walked to the first frame */
+	TS_PY_TRUNCATED = 1 << 1, /* more than TS_PY_DEPTH frames */
+	TS_PY_FAILED = 1 << 2,    /* a read failed or a value was not plausible */
+};
+
+/*
+ * One frame: the code object's address with bit 0 set when the frame
+ * closes its eval-loop call's group (is_entry, 3.11), or 1 alone for a
+ * shim frame (3.12+); and a fingerprint of the code object at the capture
+ * (co_qualname ^ co_filename rotated 17 ^ co_firstlineno), which the
+ * writer checks against the object it reads later.
+ */
+struct ts_py_frame {
+	__u64 code;
+	__u64 print;
+};
+
+struct ts_py_chain {
+	__u32 seq;              /* odd while being written */
+	__u32 n;                /* frames */
+	__u32 tid;
+	__u32 flags;            /* enum ts_py_flags */
+	__u64 captured_ns;      /* ts_stack.captured_ns of the capture */
+	struct ts_py_frame frames[TS_PY_DEPTH];
+};
+
+_Static_assert(sizeof(struct ts_py_chain) == 24 + 16 * TS_PY_DEPTH, "ts_py_chain layout");
 
 /* Task-local storage: which slot a task owns. */
 struct ts_slot_ref {

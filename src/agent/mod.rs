@@ -96,10 +96,14 @@ pub fn run_agent(config: &Config) -> Result<()> {
     // move between threads); it reports whether it could start.
     let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
     let switches = agent.table().switch_view();
+    let python_threads = agent.python_threads()?;
     let writer_thread = thread::Builder::new()
         .name("taskscope-writer".into())
-        .spawn(
-            move || match Writer::new(out, writer_config).map(|w| w.with_switches(switches)) {
+        .spawn(move || {
+            match Writer::new(out, writer_config).map(|w| {
+                w.with_switches(switches)
+                    .with_python_threads(python_threads)
+            }) {
                 Ok(writer) => {
                     let _ = ready_tx.send(Ok(()));
                     let supervisor = WriterSupervisor {
@@ -119,8 +123,8 @@ pub fn run_agent(config: &Config) -> Result<()> {
                     let _ = ready_tx.send(Err(err));
                     None
                 }
-            },
-        )
+            }
+        })
         .context("cannot start the writer thread")?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}

@@ -253,7 +253,11 @@ impl Collector {
                 captured_ns: copied.captured_ns,
                 raw: Some(raws.len() as u32),
             });
-            raws.push(RawStacks::from_capture(&copy));
+            raws.push(RawStacks::from_capture(&copy).with_chain(
+                &copy,
+                sample.tid,
+                table.py_chains(),
+            ));
             self.sent.insert(slot, copied.captured_ns);
             stats.with_stacks += 1;
         }

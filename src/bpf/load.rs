@@ -209,6 +209,13 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         .set_max_entries(slots_if(options.stacks.any()))?;
     maps.stack_requests
         .set_max_entries(slots_if(options.stacks.any()))?;
+    let python = if python_chains(options) {
+        super::python::PY_THREADS
+    } else {
+        1
+    };
+    maps.py_threads.set_max_entries(python)?;
+    maps.py_chains.set_max_entries(python)?;
     if options.track.any() {
         maps.completions.set_max_entries(COMPLETIONS_RING_BYTES)?;
     }
@@ -328,7 +335,7 @@ fn map_table(
         .then(|| (maps.stacks.as_fd(), maps.stack_requests.as_fd()));
     // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
     // long as `skel`; the Agent drops the table before the skeleton.
-    unsafe {
+    let mut table = unsafe {
         ThreadTable::new(
             maps.threads.as_fd(),
             maps.syscall_args.as_fd(),
@@ -340,7 +347,17 @@ fn map_table(
             maps.fds.as_fd(),
             globals,
         )
+    }?;
+    if python_chains(options) {
+        table.map_py_chains(maps.py_chains.as_fd())?;
     }
+    Ok(table)
+}
+
+/// Whether the on-CPU sample reads CPython frame chains: with user
+/// stacks, unless `TS_NO_PYCHAIN` is set (benches only, to measure it).
+fn python_chains(options: &LoadOptions) -> bool {
+    options.stacks.user && std::env::var_os("TS_NO_PYCHAIN").is_none()
 }
 
 /// A reader of the completions ring buffer that collects records into the

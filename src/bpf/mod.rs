@@ -17,6 +17,7 @@ pub mod live;
 mod load;
 mod pin;
 pub mod probe;
+pub mod python;
 pub mod table;
 
 #[allow(
@@ -157,6 +158,17 @@ impl Agent {
     /// The thread table.
     pub fn table(&self) -> &ThreadTable {
         &self.table
+    }
+
+    /// The `py_threads` map, for the writer to publish Python threads
+    /// (user stacks on); `None` otherwise.
+    pub fn python_threads(&self) -> Result<Option<python::PyThreadMap>> {
+        if self.table.py_chains().is_none() {
+            return Ok(None);
+        }
+        let handle = libbpf_rs::MapHandle::try_from(&self.skel.maps.py_threads)
+            .context("cannot duplicate the py_threads map")?;
+        Ok(Some(python::PyThreadMap::new(handle)))
     }
 
     /// Which optional parts are running.

@@ -143,6 +143,8 @@ pub struct ThreadTable {
     globals: NonNull<bss>,
     /// A read-only mapping of `threads` for the writer thread.
     switches: std::sync::Arc<SwitchView>,
+    /// `py_chains`, when user stacks are captured.
+    py_chains: Option<super::python::PyChains>,
 }
 
 /// A read-only mapping of the `threads` map of its own, so the writer
@@ -251,7 +253,20 @@ impl ThreadTable {
                 )?,
                 capacity,
             }),
+            py_chains: None,
         })
+    }
+
+    /// Map `py_chains` (user stacks on).
+    pub(crate) fn map_py_chains(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.py_chains = Some(super::python::PyChains::new(fd)?);
+        Ok(())
+    }
+
+    /// The CPython frame chains of on-CPU captures, when user stacks are
+    /// captured.
+    pub fn py_chains(&self) -> Option<&super::python::PyChains> {
+        self.py_chains.as_ref()
     }
 
     /// The writer's view of thread switches.

@@ -228,6 +228,15 @@ impl Writer {
         self
     }
 
+    /// Name CPython frames in on-CPU captures too, from the chains the
+    /// on-CPU sample reads of the threads published in `map`.
+    pub fn with_python_threads(mut self, map: Option<crate::bpf::python::PyThreadMap>) -> Writer {
+        if let Some(map) = map {
+            self.stacks.set_python_threads(map);
+        }
+        self
+    }
+
     /// Prepare the output directory: publish what earlier runs left in
     /// `.inprogress/`, then apply retention.
     pub fn new(out: OutputDir, config: WriterConfig) -> Result<Writer> {
@@ -346,6 +355,14 @@ impl Writer {
     /// The stacks of every sample of `tick`, in `self.resolved`.
     fn resolve_stacks(&mut self, tick: &Tick) {
         self.resolved.clear();
+        for sample in &tick.samples {
+            if let Some(stack) = &sample.stack {
+                if let Some(raw) = stack.raw.and_then(|i| tick.stacks.get(i as usize)) {
+                    self.stacks
+                        .publish_python(sample.tgid, sample.tid, sample.exe_id, stack, raw);
+                }
+            }
+        }
         for sample in &tick.samples {
             let resolved = match &sample.stack {
                 Some(stack) => {
@@ -565,6 +582,14 @@ impl Writer {
             self.recover_orphans();
         }
         self.stats.rows_pending = self.pending.values().sum();
+        let (published, publications) = self.stacks.python_published();
+        tracing::debug!(
+            python_spliced = self.stacks.python_spliced,
+            python_kept_native = self.stacks.python_kept_native,
+            python_threads_published = published,
+            python_publications = publications,
+            "Python frames"
+        );
         let stats = &self.stats;
         if stats.rows_dropped > 0 || stats.rows_pending > 0 {
             log_totals!(

@@ -9,9 +9,11 @@
 //! captures; this module, on the writer thread, turns them into rows of
 //! the `stacks` table: unwinds the user frames a frame-pointer walk loses,
 //! symbolizes, puts CPython functions in place of the interpreter loop's
-//! frames (`python`, `splice`: only for a capture taken off CPU whose
-//! thread has not run since, checked through a read-only view of the
-//! thread table before and after reading the interpreter's memory), and
+//! frames (`python`, `splice`: for a capture taken off CPU whose thread
+//! has not run since, checked through a read-only view of the thread
+//! table before and after reading the interpreter's memory; for an
+//! on-CPU capture from the frame chain the sample read in BPF with it,
+//! `python::oncpu`), and
 //! names each stack by a hash of its symbolized frames, so the same code
 //! path has the same `stack_id` in every process and across restarts.
 
@@ -140,6 +142,10 @@ pub struct RawStacks {
     pub on_cpu: bool,
     /// The switch-out the capture belongs to (off CPU).
     pub switch_out_ns: u64,
+    /// The CPython frame chain read in BPF with it, by the on-CPU sample
+    /// or at the switch-out (a thread the writer published:
+    /// `python::Publisher`).
+    pub python: Option<python::Chain>,
 }
 
 impl RawStacks {
@@ -168,7 +174,25 @@ impl RawStacks {
             kernel_first_exact: has(f::TS_S_ONCPU),
             on_cpu: has(f::TS_S_ONCPU),
             switch_out_ns: s.switch_out_ns,
+            python: None,
         }
+    }
+
+    /// With the frame chain read with the capture `s` of thread `tid`,
+    /// if `chains` still holds it.
+    pub fn with_chain(
+        mut self,
+        s: &ts_stack,
+        tid: u32,
+        chains: Option<&crate::bpf::python::PyChains>,
+    ) -> RawStacks {
+        use crate::bpf::types::ts_stack_flags as f;
+        if s.flags & f::TS_S_PYTHON.0 != 0 {
+            self.python = chains
+                .and_then(|c| c.read(s.py_chain, tid, s.captured_ns))
+                .map(|c| python::Chain::from_capture(&c));
+        }
+        self
     }
 }
 
@@ -282,6 +306,10 @@ pub struct StackResolver {
     /// thread ran since the capture, or the read did not agree).
     pub python_spliced: u64,
     pub python_kept_native: u64,
+    /// Python threads published for the on-CPU sample to read their frame
+    /// chains (`python::Publisher`); none: on-CPU captures keep the
+    /// eval loop's native frames.
+    publisher: Option<python::Publisher>,
 }
 
 impl StackResolver {
@@ -292,6 +320,20 @@ impl StackResolver {
     /// Name CPython frames, checking thread switches in `switches`.
     pub fn set_switches(&mut self, switches: Arc<SwitchView>) {
         self.switches = Some(switches);
+    }
+
+    /// Name CPython frames of on-CPU captures too, publishing Python
+    /// threads in `map` for the on-CPU sample to read their chains.
+    pub fn set_python_threads(&mut self, map: crate::bpf::python::PyThreadMap) {
+        self.publisher = Some(python::Publisher::new(map));
+    }
+
+    /// Python threads whose chains the on-CPU sample reads now, and
+    /// publications so far (for logs and benchmarks).
+    pub fn python_published(&self) -> (usize, u64) {
+        self.publisher
+            .as_ref()
+            .map_or((0, 0), |p| (p.len(), p.publications))
     }
 
     /// The stacks of a sample of thread `tid` of process `tgid` (image
@@ -417,16 +459,20 @@ impl StackResolver {
     }
 
     /// The interpreter of a Python process whose capture may get Python
-    /// frames: one taken off CPU (an on-CPU capture's thread has run on
-    /// by the time the writer could read its frames), with the switch
-    /// view at hand.
+    /// frames: one taken off CPU with the switch view at hand, or on CPU
+    /// with Python threads published (the chain comes with the capture).
     fn python_of(
         &mut self,
         thread: (u32, u32, u32),
         exe_id: u64,
         raw: &RawStacks,
     ) -> Option<Interpreter> {
-        if raw.on_cpu || raw.switch_out_ns == 0 || self.switches.is_none() {
+        let possible = if raw.on_cpu || raw.python.is_some() {
+            self.publisher.is_some()
+        } else {
+            raw.switch_out_ns != 0 && self.switches.is_some()
+        };
+        if !possible {
             return None;
         }
         let process = self.processes.get_mut(&(thread.0, exe_id))?;
@@ -452,6 +498,9 @@ impl StackResolver {
         if !native.iter().any(splice::is_eval_loop) {
             return None;
         }
+        if raw.on_cpu || raw.python.is_some() {
+            return self.on_cpu_frames((tgid, tid, slot), exe_id, raw, interpreter, native, cut);
+        }
         let switches = self.switches.as_ref()?;
         let still = || {
             switches.read(slot as usize).is_some_and(|s| {
@@ -469,6 +518,70 @@ impl StackResolver {
             return None;
         }
         splice::agrees(native, &groups, !cut).then_some(groups)
+    }
+
+    /// The Python frames of an on-CPU capture, or of a switch-out capture
+    /// of a published thread: from the chain read in BPF with it, if they
+    /// agree with the native stack. A failed chain
+    /// unpublishes its thread (its thread state may have moved: the next
+    /// capture publishes it again, `publish_python`).
+    fn on_cpu_frames(
+        &mut self,
+        (tgid, tid, _): (u32, u32, u32),
+        exe_id: u64,
+        raw: &RawStacks,
+        interpreter: Interpreter,
+        native: &[Frames],
+        cut: bool,
+    ) -> Option<Vec<Vec<python::PyFrame>>> {
+        let publisher = self.publisher.as_mut()?;
+        let cache = &mut self.processes.get_mut(&(tgid, exe_id))?.python_cache;
+        match &raw.python {
+            Some(python::Chain::Complete(frames)) => {
+                publisher.used(tid);
+                let groups = interpreter.chain_frames(tgid, frames, cache)?;
+                splice::agrees(native, &groups, !cut).then_some(groups)
+            }
+            Some(python::Chain::Truncated) => {
+                publisher.used(tid);
+                None
+            }
+            Some(python::Chain::Failed) => {
+                publisher.remove(tid);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Publish the thread of an on-CPU capture of a Python process that
+    /// came without a frame chain, so that its next on-CPU samples read
+    /// it. Called for a tick's captures before any is resolved: the
+    /// first tick's symbolization (hundreds of milliseconds) does not
+    /// delay it.
+    pub fn publish_python(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        exe_id: u64,
+        stack: &StackRef,
+        raw: &RawStacks,
+    ) {
+        let wanted = self.publisher.as_ref().is_some_and(|p| p.wants(tgid, tid));
+        if !raw.on_cpu || raw.python.is_some() || raw.user.is_empty() || !wanted {
+            return;
+        }
+        self.ensure_process(tgid, exe_id, &raw.user);
+        let Some(interpreter) = self.python_of((tgid, tid, stack.slot), exe_id, raw) else {
+            return;
+        };
+        let Some(process) = self.processes.get_mut(&(tgid, exe_id)) else {
+            return;
+        };
+        let thread = interpreter.published(tgid, tid, &mut process.python_cache);
+        if let Some(publisher) = &mut self.publisher {
+            publisher.publish(tgid, tid, stack.slot, thread);
+        }
     }
 
     /// A capture's native user frames, unwound and symbolized, and whether
@@ -519,6 +632,9 @@ impl StackResolver {
             self.processes
                 .retain(|_, p| p.used_at.elapsed() < PROCESS_IDLE);
             self.pruned_at = Some(Instant::now());
+            if let Some(publisher) = &mut self.publisher {
+                publisher.prune(self.switches.as_deref());
+            }
         }
         if let Some(p) = self.processes.get_mut(&(tgid, exe_id)) {
             p.used_at = Instant::now();

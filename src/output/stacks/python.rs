@@ -34,7 +34,9 @@
 //! keeps thread states by thread id (used only while the state there still
 //! names the thread) and code objects' names (used only while the object
 //! still points to the same name and file objects, which it keeps alive);
-//! a `SymbolCache` parses each interpreter file once.
+//! a `SymbolCache` parses each interpreter file once. On-CPU captures
+//! get their chain from the on-CPU sample instead (`oncpu`: read in BPF at
+//! the capture) and share the naming and grouping (`Interpreter::groups`).
 
 use std::path::Path;
 
@@ -81,6 +83,16 @@ enum Entry {
     /// `_PyInterpreterFrame.is_entry` at this offset: the outermost frame
     /// the loop runs (3.11).
     IsEntry(u64),
+}
+
+/// One frame of a chain: its code object (none for a shim), the code
+/// object's fingerprint at the capture (on-CPU chains), and whether the
+/// frame closes its loop call's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    code: Option<u64>,
+    print: Option<u64>,
+    closes: bool,
 }
 
 /// The offsets a reader needs.
@@ -419,7 +431,7 @@ impl Interpreter {
     ) -> Option<Vec<Vec<PyFrame>>> {
         let memory = Memory(nix::unistd::Pid::from_raw(i32::try_from(tgid).ok()?));
         let o = &self.layout;
-        let tstate = self.find_thread(&memory, tid, cache)?;
+        let (_, tstate) = self.find_thread(&memory, tid, cache)?;
         let mut frame = match o.current {
             Current::Direct(at) => word(&tstate, at)?,
             Current::ViaCFrame {
@@ -432,36 +444,59 @@ impl Interpreter {
         };
         // The chain first: each frame's code object (none for a shim),
         // and whether the frame closes its loop call's group.
-        let mut chain: Vec<(Option<u64>, bool)> = Vec::new();
+        let mut chain: Vec<Link> = Vec::new();
         while frame != 0 {
             if chain.len() >= MAX_FRAMES {
                 return None;
             }
             let bytes = memory.read(frame, o.frame_len())?;
             let owner = *bytes.get(o.frame_owner as usize)?;
-            chain.push(match o.entry {
+            let (code, closes) = match o.entry {
                 Entry::CStackShim if owner == FRAME_OWNED_BY_CSTACK => (None, true),
                 Entry::CStackShim => (Some(word(&bytes, o.frame_code)?), false),
                 Entry::IsEntry(at) => (
                     Some(word(&bytes, o.frame_code)?),
                     *bytes.get(at as usize)? != 0,
                 ),
+            };
+            chain.push(Link {
+                code,
+                print: None,
+                closes,
             });
             frame = word(&bytes, o.frame_previous)?;
         }
-        // Then every code object in one read.
-        let codes: Vec<u64> = chain.iter().filter_map(|&(code, _)| code).collect();
+        self.groups(&memory, &chain, cache)
+    }
+
+    /// The frames of `chain` (innermost first) grouped by the loop calls
+    /// that run them: every code object read in one call, each checked
+    /// (`code_frame`, and against its fingerprint when it has one).
+    fn groups(
+        &self,
+        memory: &Memory,
+        chain: &[Link],
+        cache: &mut ReadCache,
+    ) -> Option<Vec<Vec<PyFrame>>> {
+        let o = &self.layout;
+        let codes: Vec<u64> = chain.iter().filter_map(|link| link.code).collect();
         let len = o.code_len();
         let bytes = memory.read_many(&codes, len)?;
         let mut read = bytes.chunks_exact(len).zip(&codes);
         let mut groups = Vec::new();
         let mut group = Vec::new();
-        for (code, closes) in chain {
-            if code.is_some() {
+        for link in chain {
+            if link.code.is_some() {
                 let (bytes, &code) = read.next()?;
-                group.push(self.code_frame(&memory, code, bytes, cache)?);
+                if link
+                    .print
+                    .is_some_and(|print| self.print(bytes) != Some(print))
+                {
+                    return None;
+                }
+                group.push(self.code_frame(memory, code, bytes, cache)?);
             }
-            if closes {
+            if link.closes {
                 groups.push(std::mem::take(&mut group));
             }
         }
@@ -469,11 +504,26 @@ impl Interpreter {
         group.is_empty().then_some(groups)
     }
 
+    /// The fingerprint of the code object whose first bytes are `bytes`,
+    /// as the on-CPU sample computes it (`bpf/python.bpf.h`).
+    fn print(&self, bytes: &[u8]) -> Option<u64> {
+        let o = &self.layout;
+        let qualname = word(bytes, o.code_qualname)?;
+        let filename = word(bytes, o.code_filename)?;
+        let line = word(bytes, o.code_firstlineno)? & 0xffff_ffff;
+        Some(qualname ^ filename.rotate_left(17) ^ line)
+    }
+
     /// The start of thread `tid`'s thread state (through its current
     /// frame's field): from the cache if the state there still names the
     /// thread, else by walking every interpreter's threads (remembering
     /// them all).
-    fn find_thread(&self, memory: &Memory, tid: u32, cache: &mut ReadCache) -> Option<Vec<u8>> {
+    fn find_thread(
+        &self,
+        memory: &Memory,
+        tid: u32,
+        cache: &mut ReadCache,
+    ) -> Option<(u64, Vec<u8>)> {
         let o = &self.layout;
         let current = match o.current {
             Current::Direct(at) => at,
@@ -483,7 +533,7 @@ impl Interpreter {
         if let Some(&at) = cache.tstates.get(&tid) {
             if let Some(bytes) = memory.read(at, len) {
                 if word(&bytes, o.thread_native_id)? == u64::from(tid) {
-                    return Some(bytes);
+                    return Some((at, bytes));
                 }
             }
             cache.tstates.remove(&tid);
@@ -509,7 +559,7 @@ impl Interpreter {
                 }
                 let next = word(&bytes, o.thread_next)?;
                 if native == Some(tid) && found.is_none() {
-                    found = Some(bytes);
+                    found = Some((tstate, bytes));
                 }
                 tstate = next;
             }
@@ -553,6 +603,9 @@ impl Interpreter {
         Some(frame)
     }
 }
+
+mod oncpu;
+pub use oncpu::{Chain, Publisher};
 
 #[cfg(test)]
 mod tests;

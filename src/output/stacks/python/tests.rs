@@ -92,6 +92,18 @@ fn sleeping_threads_show_their_functions(python: &str) {
     let again = found.and_then(|i| i.thread_frames(pid, worker, &mut cache));
     assert_eq!(worker_groups, again);
     assert!(cache.tstates.len() >= 2 && !cache.codes.is_empty());
+    // The chain as the on-CPU sample walks it with the published
+    // offsets: the same groups; a fingerprint that changed names nothing.
+    let published = found.and_then(|i| i.published(pid, worker, &mut cache));
+    let chain = published.and_then(|t| walk_like_bpf(pid, worker, &t));
+    let from_chain = found
+        .zip(chain.as_ref())
+        .and_then(|(i, c)| i.chain_frames(pid, c, &mut cache));
+    let mut changed = chain.clone().unwrap_or_default();
+    if let Some(frame) = changed.iter_mut().find(|(code, _)| *code != 1) {
+        frame.1 ^= 1;
+    }
+    let from_changed = found.and_then(|i| i.chain_frames(pid, &changed, &mut cache));
     let other = found.and_then(|i| i.thread_frames(pid, 1, &mut cache));
     let _ = child.kill();
     let _ = child.wait();
@@ -127,6 +139,47 @@ fn sleeping_threads_show_their_functions(python: &str) {
         "{worker_groups:?}"
     );
     assert!(found.layout.version >> 16 >= 0x030b);
+    assert!(published.is_some_and(|t| t.tgid == pid), "{python}");
+    assert_eq!(from_chain, Some(worker_groups), "{python}: {chain:x?}");
+    assert_eq!(from_changed, None, "{python}");
+}
+
+/// Thread `tid`'s chain read as `bpf/python.bpf.h` reads it, from what
+/// `Interpreter::published` gives the sample.
+fn walk_like_bpf(
+    pid: u32,
+    tid: u32,
+    t: &crate::bpf::types::ts_py_thread,
+) -> Option<Vec<(u64, u64)>> {
+    let m = Memory(nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?));
+    let at = |base: u64, off: u32| base + u64::from(off);
+    if m.u64(at(t.tstate, t.native_id))? != u64::from(tid) {
+        return None;
+    }
+    let mut frame = m.u64(at(t.tstate, t.current))?;
+    if t.cframe_current != u32::MAX && frame != 0 {
+        frame = m.u64(at(frame, t.cframe_current))?;
+    }
+    let mut out = Vec::new();
+    while frame != 0 {
+        let code = m.u64(at(frame, t.code))?;
+        let previous = m.u64(at(frame, t.previous))?;
+        let marker = m.read(at(frame, t.marker), 1)?[0];
+        if t.shim_owner != u32::MAX && u32::from(marker) == t.shim_owner {
+            out.push((1, 0));
+        } else {
+            let qualname = m.u64(at(code, t.code_qualname))?;
+            let filename = m.u64(at(code, t.code_filename))?;
+            let line = m.u64(at(code, t.code_firstlineno))? & 0xffff_ffff;
+            let closes = t.shim_owner == u32::MAX && marker != 0;
+            out.push((
+                code | u64::from(closes),
+                qualname ^ filename.rotate_left(17) ^ line,
+            ));
+        }
+        frame = previous;
+    }
+    Some(out)
 }
 
 #[test]
