@@ -104,8 +104,22 @@ impl UnwindCache {
     }
 }
 
-/// The user stack with the innermost frames recovered where possible.
+/// Addresses below this are in the null page, which nothing maps: a walk
+/// that reads one as a return address has left the stack's frames
+/// (`libc.so.6+0x…;0x0` after a signal trampoline, say).
+const NULL_PAGE_END: u64 = 4096;
+
+/// The user stack with the innermost frames recovered where possible,
+/// ending before the first address a walk read from outside its frames.
 pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+    let mut ips = recover_frames(raw, maps, cache);
+    if let Some(end) = ips.iter().position(|&addr| addr < NULL_PAGE_END) {
+        ips.truncate(end);
+    }
+    ips
+}
+
+fn recover_frames(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
     let fp = raw.ips;
     if fp.is_empty() {
         return Vec::new();
@@ -332,5 +346,27 @@ mod tests {
             &mut UnwindCache::default()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_chain_ends_before_an_address_in_the_null_page() {
+        for (ips, kept) in [
+            (&[0x1000, 0x2000, 0x0][..], 2),
+            (&[0x1000, 0x2000, 0x7d9, 0x3000][..], 2),
+            (&[0x1000, 0x2000, 0x3000][..], 3),
+        ] {
+            let raw = RawUser {
+                ips,
+                sp: 0x7000,
+                bp: 0x7100,
+                peek: None,
+                tgid: 0,
+            };
+            assert_eq!(
+                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+                ips[..kept],
+                "{ips:x?}"
+            );
+        }
     }
 }
