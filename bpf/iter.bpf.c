@@ -122,6 +122,13 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 	 */
 	if (task->on_cpu || READ_ONCE(t->switch_out_ns) != switch_out_ns)
 		flags &= ~(TS_S_KERNEL | TS_S_USER);
+	/*
+	 * Off CPU yet runnable: preempted, not asleep. Its stacks are a point
+	 * of the run it resumes, which may describe it once it runs again
+	 * (the capture replaced that run's on-CPU sample).
+	 */
+	else if (task_state(task) == 0 /* TASK_RUNNING */)
+		flags |= TS_S_PREEMPTED;
 	s->flags = flags;
 	__sync_fetch_and_add(&s->seq, 1);
 	return 0;

@@ -221,6 +221,7 @@ enum ts_stack_flags {
 	TS_S_PEEK = 1 << 3,        /* peek holds the user stack at user_sp */
 	TS_S_ITER = 1 << 4,        /* captured by the task iterator (off CPU) */
 	TS_S_PYTHON = 1 << 5,      /* py_chain names the CPython frame chain read with it */
+	TS_S_PREEMPTED = 1 << 6,   /* TS_S_ITER of a runnable thread: where it was preempted */
 };
 
 /*

@@ -58,7 +58,12 @@ pub struct Scan {
 /// - An ON_CPU row takes an on-CPU capture from its run since it last
 ///   slept (preempted or not, it has been computing since), up to the end
 ///   of the scan; none when it slept again between the scan instant and
-///   the read of its entry (its run at the scan instant is gone).
+///   the read of its entry (its run at the scan instant is gone). The
+///   refresh pass's capture of the thread preempted during that run
+///   counts too: it replaced the run's on-CPU capture when a RUNQUEUE row
+///   asked for one, and without it the thread's ON_CPU rows went without
+///   stacks until the next on-CPU sample hit it (12% of a busy Node
+///   process's rows with five spinners on two CPUs).
 /// - A RUNQUEUE row takes an on-CPU capture only of the run it was
 ///   preempted from: after its last sleep and before both the switch-out
 ///   and the scan instant. A thread woken from a sleep has not run since
@@ -82,6 +87,15 @@ pub fn describes(header: &StackHeader, sample: &Sample, scan: Scan) -> bool {
         }
         ThreadState::RunQueue if has(ts_stack_flags::TS_S_ONCPU) => {
             (sample.wait_ns..=sample.switch_out_ns.min(scan.now_ns)).contains(&at)
+        }
+        // The refresh pass captured it preempted (that capture replaced
+        // the run's on-CPU sample): a point of the run it resumed, unless
+        // it has slept since (a sleep's switch-out is its `wait_ns`).
+        ThreadState::OnCpu if has(ts_stack_flags::TS_S_PREEMPTED) => {
+            header.switch_out_ns > sample.wait_ns
+                && sample.wait_ns <= scan.now_ns
+                && header.switch_out_ns <= scan.now_ns
+                && at <= scan.read_ns
         }
         ThreadState::OnCpu => false,
         _ if has(ts_stack_flags::TS_S_ONCPU) => false,
@@ -334,6 +348,7 @@ mod tests {
     const U: u32 = ts_stack_flags::TS_S_USER.0;
     const ONCPU: u32 = ts_stack_flags::TS_S_ONCPU.0;
     const ITER: u32 = ts_stack_flags::TS_S_ITER.0;
+    const PREEMPTED: u32 = ts_stack_flags::TS_S_PREEMPTED.0;
 
     #[test]
     fn running_rows_take_captures_since_the_last_sleep() {
@@ -358,6 +373,32 @@ mod tests {
         // Never slept since the agent started: any on-CPU capture.
         assert!(describes_now(
             &at(ONCPU | U, 10),
+            &sample(ThreadState::OnCpu, 0, 0)
+        ));
+        // The refresh pass's capture of it preempted during that run does
+        // (captured at 1,800 while it waited from its switch-out at 1,700),
+        // but not of its sleep, nor of a preemption before it slept.
+        let iter = |flags, switch_out_ns| StackHeader {
+            flags: ITER | K | U | flags,
+            captured_ns: 1_800,
+            switch_out_ns,
+        };
+        assert!(describes_now(&iter(PREEMPTED, 1_700), &running));
+        assert!(
+            !describes_now(&iter(0, 1_700), &running),
+            "not known to be preempted"
+        );
+        assert!(!describes_now(&iter(PREEMPTED, 1_000), &running), "its sleep");
+        assert!(
+            !describes_now(&iter(PREEMPTED, 900), &running),
+            "before it slept"
+        );
+        assert!(
+            !describes_now(&iter(PREEMPTED, 5_500), &running),
+            "after the scan instant"
+        );
+        assert!(describes_now(
+            &iter(PREEMPTED, 300),
             &sample(ThreadState::OnCpu, 0, 0)
         ));
         // A switch-out capture never describes a running thread.
