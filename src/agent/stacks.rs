@@ -388,7 +388,10 @@ mod tests {
             !describes_now(&iter(0, 1_700), &running),
             "not known to be preempted"
         );
-        assert!(!describes_now(&iter(PREEMPTED, 1_000), &running), "its sleep");
+        assert!(
+            !describes_now(&iter(PREEMPTED, 1_000), &running),
+            "its sleep"
+        );
         assert!(
             !describes_now(&iter(PREEMPTED, 900), &running),
             "before it slept"
