@@ -407,18 +407,27 @@ async function loadStacks(v) {
 }
 
 function loadFlame(v) {
-  const img = $('flame');
-  if (!v.flame) { img.removeAttribute('src'); return; }
+  const frame = $('flame');
+  if (!v.flame) { frame.hidden = true; frame.removeAttribute('src'); return; }
   $('flame-msg').textContent = 'drawing…';
   const url = apiUrl('/api/flame.svg', panelParams(v), filterParams(v));
-  img.onload = () => { $('flame-msg').textContent = ''; img.dataset.loaded = url; };
-  img.onerror = async () => {
-    try {
-      const response = await fetch(url);
-      $('flame-msg').textContent = (await response.text()).trim();
-    } catch (err) { $('flame-msg').textContent = err.message; }
+  // inferno's interactive SVG in a frame of its own (its script runs only
+  // there, under the SVG's own policy); an error answer is one line of text.
+  frame.onload = () => {
+    const doc = frame.contentDocument;
+    const svg = doc && doc.contentType === 'image/svg+xml' ? doc.documentElement : null;
+    if (!svg) {
+      frame.hidden = true;
+      $('flame-msg').textContent = doc && doc.body ? doc.body.textContent.trim() : 'no flame graph';
+      return;
+    }
+    frame.hidden = false;
+    frame.style.height = (svg.getAttribute('height') || '600') + 'px';
+    $('flame-msg').textContent = '';
+    frame.dataset.loaded = url;
   };
-  img.src = url;
+  frame.hidden = false;
+  frame.src = url;
 }
 
 // Another host's CPU count is read from its samples: after the first view.

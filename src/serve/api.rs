@@ -509,11 +509,21 @@ fn flame_of(shared: &Shared, selection: &Selection) -> Result<Response, Failure>
         text.push('\n');
     }
     let svg = flame::svg(&text, &selection.window, &None)?;
+    // Its own policy (the page's would stop its script): see flame_policy.
+    let policy = HeaderValue::from_str(&super::flame_policy::policy(&svg))
+        .map_err(|err| anyhow::anyhow!("flame graph policy: {err}"))?;
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("image/svg+xml"),
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("SAMEORIGIN"),
+            ),
+        ],
         svg,
     )
         .into_response())

@@ -22,24 +22,27 @@ use super::Shared;
 /// Name of the cookie that carries the token.
 const COOKIE: &str = "taskscope_token";
 
-/// The page's policy: only this server's own scripts, styles and images
-/// (the flame graph is an <img> of this server's SVG; its own script does
-/// not run there), no frames, no plugins, no form posts elsewhere.
+/// The page's policy: only this server's own scripts, styles, images and
+/// frames (the flame graph's SVG, whose own response lets only its own
+/// inline script run: `flame_policy`), no plugins, no form posts
+/// elsewhere, and no one may frame the page.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
 
 /// Method, token, headers.
 pub async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let mut response = check(&shared, request, next).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // A handler may set a stricter policy of its own (the flame graph).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

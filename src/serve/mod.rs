@@ -18,6 +18,7 @@ mod api;
 mod assets;
 mod changes;
 mod chart;
+mod flame_policy;
 mod guard;
 mod params;
 mod stacks;

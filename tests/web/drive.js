@@ -105,12 +105,36 @@ async function main() {
       (document.querySelector('#flame-msg').textContent && document.querySelector('#flame-msg').textContent !== 'drawing…'),
     { timeout: 60000 });
     seen.flame = await page.evaluate(() => {
-      const img = document.querySelector('#flame');
-      return { loaded: img.dataset.loaded || null, width: img.naturalWidth, height: img.naturalHeight,
-        msg: document.querySelector('#flame-msg').textContent };
+      const frame = document.querySelector('#flame');
+      const doc = frame.contentDocument;
+      const svg = doc && doc.documentElement;
+      return { loaded: frame.dataset.loaded || null, width: frame.clientWidth, height: frame.clientHeight,
+        msg: document.querySelector('#flame-msg').textContent,
+        type: doc ? doc.contentType : null, frames: svg ? svg.querySelectorAll('#frames > g').length : 0 };
     });
     const flame = await page.$('#flame-panel');
     await flame.screenshot({ path: shots + '/serve-flame.png' });
+    // It is inferno's interactive SVG: hovering a frame names it below, and
+    // clicking one zooms (its script ran under the SVG's own policy).
+    const inFlame = page.frames().find((f) => f.url().includes('/api/flame.svg'));
+    if (inFlame) {
+      const target = await inFlame.evaluateHandle(() => {
+        const frames = [...document.querySelectorAll('#frames > g')];
+        return frames.find((g) => g.querySelector('title').textContent.includes('spin_forever')) ||
+          frames.find((g) => parseFloat(g.querySelector('rect').getAttribute('width')) > 5 &&
+            !g.querySelector('title').textContent.startsWith('all '));
+      });
+      const name = await inFlame.evaluate((g) => g ? g.querySelector('title').textContent : null, target);
+      if (name) {
+        const box = await target.asElement().boundingBox();
+        await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+        seen.flame.hovered = await inFlame.evaluate(() => document.getElementById('details').textContent);
+        await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+        seen.flame.clicked = name;
+        seen.flame.zoomed = await inFlame.evaluate(() =>
+          !document.getElementById('unzoom').classList.contains('hide'));
+      }
+    }
     // (An element's screenshot scrolls it into view: after the brush.)
     const stacks = await page.$('#stacks-panel');
     await stacks.screenshot({ path: shots + '/serve-stacks.png' });

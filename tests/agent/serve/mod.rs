@@ -361,8 +361,26 @@ fn web_view_on_ground_truth() {
     );
     let flame = &seen["flame"];
     assert!(
-        flame["loaded"].is_string() && flame["width"].as_u64().unwrap_or(0) > 100,
+        flame["loaded"].is_string()
+            && flame["type"] == "image/svg+xml"
+            && flame["width"].as_u64().unwrap_or(0) > 100
+            && flame["height"].as_u64().unwrap_or(0) > 100
+            && flame["frames"].as_u64().unwrap_or(0) > 10,
         "no flame graph: {flame}"
+    );
+    // Interactive, as `taskscope flamegraph` draws it: hovering a frame
+    // names it, clicking it zooms (the SVG's own script ran, allowed by
+    // its policy's hashes; the page's console has no policy violation).
+    let clicked = flame["clicked"].as_str().expect("a frame to click");
+    assert!(clicked.contains("spin_forever"), "{flame}");
+    let function = clicked.split(" (").next().unwrap_or(clicked);
+    assert!(
+        flame["hovered"].as_str().unwrap_or("").contains(function),
+        "hovering {function} does not name it: {flame}"
+    );
+    assert_eq!(
+        flame["zoomed"], true,
+        "clicking {function} does not zoom: {flame}"
     );
     for name in [
         "serve-overview",
@@ -455,11 +473,12 @@ fn web_view_on_ground_truth() {
         let sep = if endpoint.contains('?') { '&' } else { '?' };
         get_json(port, &format!("/api/{endpoint}{sep}from={from}&to={to}"));
     }
-    security_checks(&server);
+    security_checks(&server, &format!("from={from}&to={to}"));
 }
 
 /// Plain HTTP: traversal, methods, malformed parameters, headers.
-fn security_checks(server: &Server) {
+/// `window`: the query of a window that has samples.
+fn security_checks(server: &Server, window: &str) {
     let port = server.port;
     for target in [
         "/assets/../../etc/passwd",
@@ -492,6 +511,23 @@ fn security_checks(server: &Server) {
         "{head}"
     );
     assert!(!page.contains("<script>"), "inline script in the page");
+    assert!(
+        head.to_ascii_lowercase().contains("x-frame-options: deny"),
+        "{head}"
+    );
+    // The flame graph's own policy: its inline script by hash, nothing
+    // else, framed by this server's page only.
+    let (status, head, svg) = get(port, &format!("/api/flame.svg?{window}"));
+    assert_eq!(status, 200, "flame.svg: {head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'; script-src 'sha256-")
+            && lower.contains("frame-ancestors 'self'")
+            && lower.contains("x-frame-options: sameorigin")
+            && !lower.contains("unsafe-inline"),
+        "{head}"
+    );
+    assert!(svg.contains("<script"), "no script in the flame graph");
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         for target in ["/", "/api/top", "/api/nothing"] {
             let (status, _, body) = http(port, method, target, &[]);
