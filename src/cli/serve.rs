@@ -28,6 +28,14 @@ pub struct ServeArgs {
     /// which sets a cookie); at least 16 printable characters
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -39,6 +47,7 @@ impl ServeArgs {
             token_env: std::env::var(serve::TOKEN_ENV)
                 .ok()
                 .filter(|t| !t.is_empty()),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
 }

@@ -84,7 +84,8 @@ async fn check(shared: &Shared, request: Request, next: Next) -> Response {
         } else {
             format!("{}?{}", request.uri().path(), rest.join("&"))
         };
-        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        let secure = if shared.tls { "; Secure" } else { "" };
+        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
         let mut response = StatusCode::SEE_OTHER.into_response();
         if let (Ok(location), Ok(cookie)) = (
             HeaderValue::from_str(&location),

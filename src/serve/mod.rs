@@ -22,6 +22,7 @@ mod flame_policy;
 mod guard;
 mod params;
 mod stacks;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub struct Request {
     pub token_file: Option<PathBuf>,
     /// The token from [`TOKEN_ENV`], when set.
     pub token_env: Option<String>,
+    /// HTTPS with this PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// What every handler shares.
@@ -58,6 +61,8 @@ pub struct Shared {
     pub token: Option<String>,
     /// The query slots (`api::bounded`).
     pub queries: Arc<tokio::sync::Semaphore>,
+    /// Served over HTTPS (the token's cookie is then `Secure`).
+    pub tls: bool,
 }
 
 /// The token the request names, checked; a usage error (exit 2) when a
@@ -133,7 +138,12 @@ pub fn run(request: &Request) -> Result<()> {
         hostname,
         token,
         queries: Arc::new(tokio::sync::Semaphore::new(QUERIES)),
+        tls: request.tls.is_some(),
     });
+    let tls = match &request.tls {
+        Some((cert, key)) => Some(tls::config(cert, key)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(QUERIES * 2)
@@ -146,8 +156,9 @@ pub fn run(request: &Request) -> Result<()> {
         let address = listener.local_addr()?;
         // One line on stdout (tests and scripts read the port from it).
         println!(
-            "taskscope: serving {} on http://{address}/{}",
+            "taskscope: serving {} on {}://{address}/{}",
             request.dir.display(),
+            if tls.is_some() { "https" } else { "http" },
             if shared.token.is_some() {
                 " (token required)"
             } else {
@@ -157,8 +168,11 @@ pub fn run(request: &Request) -> Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         // Until SIGINT or SIGTERM (their default action: nothing to save).
-        axum::serve(listener, router(shared))
-            .await
-            .context("the server failed")
+        match tls {
+            Some(config) => tls::serve(listener, router(shared), config).await,
+            None => axum::serve(listener, router(shared))
+                .await
+                .context("the server failed"),
+        }
     })
 }

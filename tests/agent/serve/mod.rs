@@ -7,6 +7,7 @@
 //! agent.
 
 mod live;
+mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -42,7 +43,7 @@ impl Server {
             .read_line(&mut line)
             .expect("read the serve line");
         let port = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|addr| addr.rsplit(':').next())
@@ -73,6 +74,16 @@ fn http(port: u16, method: &str, target: &str, headers: &[&str]) -> (u16, String
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
+    stream
+        .write_all(&request(method, target, headers))
+        .expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("receive");
+    response_parts(&response)
+}
+
+/// The bytes of a request (the connection closes after the answer).
+fn request(method: &str, target: &str, headers: &[&str]) -> Vec<u8> {
     let mut request =
         format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for header in headers {
@@ -80,10 +91,12 @@ fn http(port: u16, method: &str, target: &str, headers: &[&str]) -> (u16, String
         request.push_str("\r\n");
     }
     request.push_str("Content-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("receive");
-    let text = String::from_utf8_lossy(&response).into_owned();
+    request.into_bytes()
+}
+
+/// (status, head, body) of a whole response.
+fn response_parts(response: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')
