@@ -59,7 +59,18 @@ pub trait Row {
     fn passes(&self) -> bool {
         true
     }
+    /// The values of `columns` as one number that stands for them within
+    /// the batch this row came from, and that batch's number (unique in
+    /// the process): rows of one batch with the same code have the same
+    /// values. None when the reader has no such code (CSV rows, or
+    /// columns that are not dictionary-encoded text).
+    fn group_code(&self, _columns: &[usize]) -> Option<(u64, u64)> {
+        None
+    }
 }
+
+/// Numbers batches for [`Row::group_code`].
+static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The columns to read from one table, by name, with their types.
 #[derive(Debug, Clone)]
@@ -256,11 +267,38 @@ struct BatchRow<'b> {
     /// Which rows pass the `--where` (None: all).
     mask: Option<&'b BooleanArray>,
     row: usize,
+    /// The batch's number (`BATCHES`).
+    batch: u64,
 }
 
 impl Row for BatchRow<'_> {
     fn passes(&self) -> bool {
         self.mask.is_none_or(|m| m.value(self.row))
+    }
+
+    /// Up to four dictionary-encoded (or absent) columns: their keys in
+    /// the batch's dictionaries, 16 bits each (0: NULL).
+    fn group_code(&self, columns: &[usize]) -> Option<(u64, u64)> {
+        if columns.len() > 4 {
+            return None;
+        }
+        let mut code = 0u64;
+        for &column in columns {
+            let part = match &self.columns[column] {
+                Values::Absent => 0,
+                Values::Dict(keys, _) if keys.is_null(self.row) => 0,
+                Values::Dict(keys, _) => {
+                    let key = keys.keys().value(self.row);
+                    if !(0..0xffff).contains(&key) {
+                        return None;
+                    }
+                    key as u64 + 1
+                }
+                _ => return None,
+            };
+            code = code << 16 | part;
+        }
+        Some((self.batch, code))
     }
 
     fn cell(&self, column: usize) -> Cell<'_> {
@@ -313,7 +351,17 @@ fn scan_parquet(
     filter: Option<&Filter>,
     mut each: impl FnMut(&dyn Row),
 ) -> Result<()> {
-    let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
+    let builder = match ParquetRecordBatchReaderBuilder::try_new(file.try_clone()?) {
+        Ok(builder) => builder,
+        Err(err) => bail!("it is not a readable Parquet file ({err})"),
+    };
+    // Text columns as dictionaries, as the writer encodes them: no string
+    // is copied out of a page, and a row's text is an index.
+    let hinted = dictionary_hint(builder.schema());
+    let builder = match ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(hinted),
+    ) {
         Ok(builder) => builder,
         Err(err) => bail!("it is not a readable Parquet file ({err})"),
     };
@@ -345,6 +393,23 @@ fn scan_parquet(
     Ok(())
 }
 
+/// `schema` with every Utf8 column read as Dictionary(Int32, Utf8).
+fn dictionary_hint(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+    use arrow_schema::{DataType, Field, Schema};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            )),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Call `each` with every row of `batch`, each saying whether it passes
 /// `filter`.
 fn batch_rows(
@@ -360,11 +425,13 @@ fn batch_rows(
         .map(|(name, ty)| column_values(batch, name, *ty))
         .collect::<Result<_>>()?;
     let mask = filter.map(|f| f.mask(batch)).transpose()?;
+    let number = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for row in 0..batch.num_rows() {
         each(&BatchRow {
             columns: &columns,
             mask: mask.as_ref(),
             row,
+            batch: number,
         });
     }
     Ok(())
