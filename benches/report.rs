@@ -55,10 +55,14 @@ fn main() {
     let days = env("TASKSCOPE_BENCH_REPORT_DAYS", 7);
     let rows = env("TASKSCOPE_BENCH_REPORT_ROWS", 50) as u32;
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).unwrap();
     let end_us = taskscope::store::timefmt::unix_micros_now() / 3_600_000_000 * 3_600_000_000;
     let given = std::env::var_os("TASKSCOPE_BENCH_REPORT_DATA").map(std::path::PathBuf::from);
+    if given.is_none() {
+        // A fresh week (never the one TASKSCOPE_BENCH_REPORT_DATA names,
+        // which may be this very directory from an earlier run).
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+    }
     let data = given.clone().unwrap_or_else(|| base.clone());
     let csv_dir = data.join("csv");
     let parquet_dir = data.join("parquet");
