@@ -79,6 +79,8 @@ pub struct UnwindCache {
     /// by `ProcessMaps::reading`: building one costs a few µs per mapping.
     #[cfg(target_arch = "x86_64")]
     unwinders: FxHashMap<u64, framehop::x86_64::UnwinderX86_64<Arc<[u8]>>>,
+    #[cfg(target_arch = "x86_64")]
+    trampolines: Trampolines,
 }
 
 impl UnwindCache {
@@ -119,37 +121,62 @@ pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -
     ips
 }
 
+/// Frames unwound from the captured registers, innermost first.
+#[derive(Debug, Default)]
+struct Unwound {
+    ips: Vec<u64>,
+    /// Index of the last signal trampoline the unwind went through; the
+    /// interrupted code's instruction pointer follows it.
+    trampoline: Option<usize>,
+}
+
 fn recover_frames(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
-    let fp = raw.ips;
-    if fp.is_empty() {
+    if raw.ips.is_empty() {
         return Vec::new();
     }
-    let unwound = unwind_window(raw, maps, cache);
-    if unwound.len() <= 1 {
+    splice_chain(raw.ips, unwind_window(raw, maps, cache))
+}
+
+/// The unwound frames continued with the frame-pointer chain `fp` where
+/// the two meet.
+fn splice_chain(fp: &[u64], unwound: Unwound) -> Vec<u64> {
+    if unwound.ips.len() <= 1 {
         return fp.to_vec();
     }
+    // Past a signal frame the chain only counts from the trampoline on:
+    // a handler's frames would lead the splice back around it (the
+    // chain skips the interrupted function).
+    let (from, fp_from) = match unwound.trampoline {
+        Some(t) => match fp.iter().position(|&a| a == unwound.ips[t]) {
+            Some(q) => (t + 1, q),
+            None => (unwound.ips.len(), fp.len()),
+        },
+        None => (1, 0),
+    };
+    let fp_rest = fp.get(fp_from + 1..).unwrap_or_default();
     // Where the unwound frames meet the frame-pointer chain, continue
     // with the chain; if they never meet, the chain's first frame after the
-    // leaf is its caller's caller (the leaf kept the frame pointer).
-    for (j, addr) in unwound.iter().enumerate().skip(1) {
-        if let Some(p) = fp.iter().skip(1).position(|a| a == addr) {
-            let mut out = unwound[..j].to_vec();
-            out.extend_from_slice(&fp[p + 1..]);
+    // leaf (or the trampoline) is its caller's caller (the leaf kept the
+    // frame pointer).
+    for (j, addr) in unwound.ips.iter().enumerate().skip(from) {
+        if let Some(p) = fp_rest.iter().position(|a| a == addr) {
+            let mut out = unwound.ips[..j].to_vec();
+            out.extend_from_slice(&fp_rest[p..]);
             return out;
         }
     }
-    let mut out = unwound;
-    out.extend_from_slice(&fp[1..]);
+    let mut out = unwound.ips;
+    out.extend_from_slice(fp_rest);
     out
 }
 
 #[cfg(target_arch = "x86_64")]
-fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Unwound {
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
     use framehop::{FrameAddress, Unwinder};
 
     let Some(peek) = raw.peek else {
-        return Vec::new();
+        return Unwound::default();
     };
     if !cache.unwinders.contains_key(&maps.reading) {
         if cache.unwinders.len() >= 256 {
@@ -163,21 +190,103 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
         sp: raw.sp,
         window: peek,
         live: None,
+        extended: false,
     };
     let mut read_stack = |addr: u64| memory.read(addr);
     let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
     let unwinder = &cache.unwinders[&maps.reading];
-    let regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
-    let mut frames = unwinder.iter_frames(raw.ips[0], regs, rules, &mut read_stack);
-    let mut out = Vec::new();
-    while out.len() < MAX_FRAMES {
-        match frames.next() {
-            Ok(Some(FrameAddress::InstructionPointer(ip))) => out.push(ip),
-            Ok(Some(FrameAddress::ReturnAddress(ret))) => out.push(ret.get()),
+    let mut regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
+    let mut address = FrameAddress::InstructionPointer(raw.ips[0]);
+    let mut out = Unwound {
+        ips: vec![raw.ips[0]],
+        trampoline: None,
+    };
+    while out.ips.len() < MAX_FRAMES {
+        // A signal handler returns into the trampoline, whose frame is
+        // the kernel's signal frame: the interrupted code's registers.
+        if let FrameAddress::ReturnAddress(ret) = address {
+            if cache.trampolines.is(maps, ret.get()) {
+                let Some((ip, sp, bp)) = sigframe_regs(regs.sp(), &mut read_stack) else {
+                    break;
+                };
+                out.trampoline = Some(out.ips.len() - 1);
+                out.ips.push(ip);
+                regs = UnwindRegsX86_64::new(ip, sp, bp);
+                address = FrameAddress::InstructionPointer(ip);
+                continue;
+            }
+        }
+        match unwinder.unwind_frame(address, &mut regs, rules, &mut read_stack) {
+            Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
+                Some(next) => {
+                    out.ips.push(ret);
+                    address = next;
+                }
+                None => break,
+            },
             Ok(None) | Err(_) => break,
         }
     }
     out
+}
+
+/// x86_64's `rt_sigframe`: the handler's return address (`pretcode`, the
+/// trampoline), then `struct ucontext`, whose `uc_mcontext.gregs` start
+/// 40 bytes in (after `uc_flags`, `uc_link`, `uc_stack`).
+const UCONTEXT_GREGS: u64 = 40;
+/// `REG_RBP`, `REG_RSP`, `REG_RIP` in `gregs`.
+const REG_RBP: u64 = 10;
+const REG_RSP: u64 = 15;
+const REG_RIP: u64 = 16;
+
+/// The interrupted code's (ip, sp, bp), from the signal frame whose
+/// `ucontext` is at `uc` (the stack pointer just past the handler's
+/// return address).
+fn sigframe_regs(
+    uc: u64,
+    read_stack: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> Option<(u64, u64, u64)> {
+    let mut greg = |r: u64| read_stack(uc + UCONTEXT_GREGS + 8 * r).ok();
+    let (ip, sp, bp) = (greg(REG_RIP)?, greg(REG_RSP)?, greg(REG_RBP)?);
+    // The interrupted code ran below the signal frame (or on another
+    // stack, which the window does not reach).
+    (ip >= NULL_PAGE_END && sp > uc).then_some((ip, sp, bp))
+}
+
+/// glibc's x86_64 signal trampoline `__restore_rt`: `mov $15,%rax`
+/// (`rt_sigreturn`); `syscall`. musl's `__restore_rt` is the same code.
+const TRAMPOLINE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+
+/// Which return addresses are a signal trampoline, by the code bytes at
+/// them in the mapped file, cached per (file, offset).
+#[derive(Default)]
+struct Trampolines {
+    known: FxHashMap<((u64, u64), u64), bool>,
+}
+
+impl Trampolines {
+    fn is(&mut self, maps: &ProcessMaps, addr: u64) -> bool {
+        let Some(m) = maps.find(addr) else {
+            return false;
+        };
+        let Some(file) = &m.file else { return false };
+        let offset = addr - m.start + m.offset;
+        if self.known.len() > 4096 {
+            self.known.clear();
+        }
+        *self
+            .known
+            .entry((file.key, offset))
+            .or_insert_with(|| is_trampoline_at(&file.open_path, offset))
+    }
+}
+
+fn is_trampoline_at(path: &std::path::Path, offset: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut code = [0u8; TRAMPOLINE.len()];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut code, offset))
+        .is_ok_and(|()| code == TRAMPOLINE)
 }
 
 /// An unwinder for every executable, file-backed mapping in `maps`.
@@ -237,6 +346,8 @@ struct StackMemory<'a> {
     /// The live stack from `sp`, read once when first needed; empty when
     /// unreadable or changed.
     live: Option<Vec<u8>>,
+    /// Whether `live` has been read to `LIVE_STACK_BYTES`.
+    extended: bool,
 }
 
 impl StackMemory<'_> {
@@ -255,13 +366,15 @@ impl StackMemory<'_> {
             return word(self.window);
         }
         // Most callers' frames are within a few KiB: read that much first,
-        // all of it only when the unwinder goes further.
-        let short = self.live.is_none();
+        // all of it only when the unwinder goes further (at whichever
+        // read that is: a signal frame's registers and the frames above
+        // it are usually past the first KiBs).
         let live = self
             .live
             .get_or_insert_with(|| read_live(self.tgid, self.sp, self.window, LIVE_STACK_FIRST));
-        if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && short {
+        if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && !self.extended {
             *live = read_live(self.tgid, self.sp, self.window, LIVE_STACK_BYTES);
+            self.extended = true;
         }
         word(live)
     }
@@ -290,8 +403,8 @@ fn read_live(tgid: u32, sp: u64, window: &[u8], bytes: usize) -> Vec<u8> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn unwind_window(_raw: &RawUser<'_>, _maps: &ProcessMaps, _cache: &mut UnwindCache) -> Vec<u64> {
-    Vec::new()
+fn unwind_window(_raw: &RawUser<'_>, _maps: &ProcessMaps, _cache: &mut UnwindCache) -> Unwound {
+    Unwound::default()
 }
 
 #[cfg(test)]
@@ -321,9 +434,28 @@ mod tests {
             sp,
             window: &frame[..16],
             live: None,
+            extended: false,
         };
         assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
         assert_eq!(memory.read(sp - 8), Err(()));
+    }
+
+    #[test]
+    fn live_stack_is_extended_at_the_first_read_past_its_first_kib() {
+        // A first read within LIVE_STACK_FIRST, a later one beyond it (the
+        // frames above a signal frame): both are read.
+        let frame = std::hint::black_box([0x5au8; 3 * LIVE_STACK_FIRST]);
+        let sp = frame.as_ptr() as u64;
+        let mut memory = StackMemory {
+            tgid: std::process::id(),
+            sp,
+            window: &frame[..16],
+            live: None,
+            extended: false,
+        };
+        assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
+        let far = sp + 2 * LIVE_STACK_FIRST as u64;
+        assert_eq!(memory.read(far), Ok(0x5a5a_5a5a_5a5a_5a5a));
     }
 
     #[test]
@@ -368,5 +500,98 @@ mod tests {
                 "{ips:x?}"
             );
         }
+    }
+
+    /// A synthetic `rt_sigframe` on a stack window: the handler's return
+    /// address, then `ucontext` with the interrupted registers.
+    #[test]
+    fn a_signal_frame_gives_the_interrupted_registers() {
+        const SP: u64 = 0x7ffd_0000_0000;
+        let mut window = vec![0u8; 2048];
+        let put = |w: &mut Vec<u8>, at: u64, v: u64| {
+            let i = (at - SP) as usize;
+            w[i..i + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        let pretcode = SP + 0x40;
+        let uc = pretcode + 8;
+        put(&mut window, pretcode, 0x7f00_0003_c050);
+        put(&mut window, uc + 40 + 8 * 10, 0x7ffd_0000_1000); // rbp
+        put(&mut window, uc + 40 + 8 * 15, SP + 0x600); // rsp
+        put(&mut window, uc + 40 + 8 * 16, 0x5555_0000_11f1); // rip
+        let mut memory = StackMemory {
+            tgid: 0,
+            sp: SP,
+            window: &window,
+            live: None,
+            extended: false,
+        };
+        let mut read = |a: u64| memory.read(a);
+        assert_eq!(
+            sigframe_regs(uc, &mut read),
+            Some((0x5555_0000_11f1, SP + 0x600, 0x7ffd_0000_1000))
+        );
+        // Registers that do not describe code below the frame: none.
+        put(&mut window, uc + 40 + 8 * 15, SP);
+        let mut memory = StackMemory {
+            tgid: 0,
+            sp: SP,
+            window: &window,
+            live: None,
+            extended: false,
+        };
+        assert_eq!(sigframe_regs(uc, &mut |a| memory.read(a)), None);
+        // A frame beyond the window (and no live stack): none.
+        assert_eq!(sigframe_regs(SP + 4096, &mut |a| memory.read(a)), None);
+    }
+
+    #[test]
+    fn the_trampoline_is_recognised_by_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib");
+        let mut code = vec![0x90u8; 64];
+        code[17..26].copy_from_slice(&TRAMPOLINE);
+        std::fs::write(&path, &code).unwrap();
+        assert!(is_trampoline_at(&path, 17));
+        assert!(!is_trampoline_at(&path, 16));
+        assert!(!is_trampoline_at(&path, 60), "past the end of the file");
+        assert!(!is_trampoline_at(&dir.path().join("missing"), 0));
+    }
+
+    #[test]
+    fn past_a_signal_frame_the_chain_joins_after_the_trampoline() {
+        // leaf, handler, trampoline 0x30, interrupted 0x40, caller 0x50, main 0x60
+        let unwound = |ips: &[u64], t: Option<usize>| Unwound {
+            ips: ips.to_vec(),
+            trampoline: t,
+        };
+        // The chain has the handler, the trampoline, then the caller's
+        // frames: joined at the caller, not at the handler.
+        let fp = [0x10, 0x20, 0x30, 0x50, 0x60, 0x70];
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40, 0x50], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]
+        );
+        // The unwind stops at the interrupted function: the chain after the
+        // trampoline continues it.
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]
+        );
+        // A chain without the trampoline (garbage past the handler) adds
+        // nothing to the unwound frames.
+        let fp = [0x10, 0x20, 0x999, 0x60];
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40, 0x50, 0x60], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60]
+        );
+        // Without a signal frame, the first meeting point as before.
+        assert_eq!(
+            splice_chain(&[0x10, 0x50, 0x60], unwound(&[0x10, 0x20, 0x50], None)),
+            [0x10, 0x20, 0x50, 0x60]
+        );
+        assert_eq!(
+            splice_chain(&[0x10, 0x50, 0x60], unwound(&[0x10, 0x20], None)),
+            [0x10, 0x20, 0x50, 0x60]
+        );
     }
 }
