@@ -111,14 +111,30 @@ impl UnwindCache {
 /// (`libc.so.6+0x…;0x0` after a signal trampoline, say).
 const NULL_PAGE_END: u64 = 4096;
 
+/// A user stack as recovered.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recovered {
+    pub ips: Vec<u64>,
+    /// The unwind needed the live stack and found it changed since the
+    /// capture (the thread ran on): another capture with the same window
+    /// may unwind further, so this result is not one to remember.
+    pub live_changed: bool,
+    /// Whether the unwind went through a signal frame.
+    pub signal_frames: bool,
+}
+
 /// The user stack with the innermost frames recovered where possible,
 /// ending before the first address a walk read from outside its frames.
-pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
-    let mut ips = recover_frames(raw, maps, cache);
+pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Recovered {
+    let (mut ips, live_changed, signal_frames) = recover_frames(raw, maps, cache);
     if let Some(end) = ips.iter().position(|&addr| addr < NULL_PAGE_END) {
         ips.truncate(end);
     }
-    ips
+    Recovered {
+        ips,
+        live_changed,
+        signal_frames,
+    }
 }
 
 /// Frames unwound from the captured registers, innermost first.
@@ -128,13 +144,21 @@ struct Unwound {
     /// Index of the last signal trampoline the unwind went through; the
     /// interrupted code's instruction pointer follows it.
     trampoline: Option<usize>,
+    /// The live stack was needed but no longer matched the window.
+    live_changed: bool,
 }
 
-fn recover_frames(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+fn recover_frames(
+    raw: &RawUser<'_>,
+    maps: &ProcessMaps,
+    cache: &mut UnwindCache,
+) -> (Vec<u64>, bool, bool) {
     if raw.ips.is_empty() {
-        return Vec::new();
+        return (Vec::new(), false, false);
     }
-    splice_chain(raw.ips, unwind_window(raw, maps, cache))
+    let unwound = unwind_window(raw, maps, cache);
+    let (live_changed, signal_frames) = (unwound.live_changed, unwound.trampoline.is_some());
+    (splice_chain(raw.ips, unwound), live_changed, signal_frames)
 }
 
 /// The unwound frames continued with the frame-pointer chain `fp` where
@@ -200,6 +224,7 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
     let mut out = Unwound {
         ips: vec![raw.ips[0]],
         trampoline: None,
+        live_changed: false,
     };
     while out.ips.len() < MAX_FRAMES {
         // A signal handler returns into the trampoline, whose frame is
@@ -227,6 +252,7 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
             Ok(None) | Err(_) => break,
         }
     }
+    out.live_changed = memory.changed();
     out
 }
 
@@ -351,6 +377,11 @@ struct StackMemory<'a> {
 }
 
 impl StackMemory<'_> {
+    /// Whether the live stack was read and found changed (or gone).
+    fn changed(&self) -> bool {
+        self.tgid != 0 && self.live.as_ref().is_some_and(Vec::is_empty)
+    }
+
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let off = addr.checked_sub(self.sp).ok_or(())? as usize;
         let word = |bytes: &[u8]| -> Result<u64, ()> {
@@ -438,6 +469,16 @@ mod tests {
         };
         assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
         assert_eq!(memory.read(sp - 8), Err(()));
+        assert!(!memory.changed());
+        let mut memory = StackMemory {
+            tgid: me,
+            sp,
+            window: &other[..16],
+            live: None,
+            extended: false,
+        };
+        assert_eq!(memory.read(sp + 256), Err(()));
+        assert!(memory.changed(), "a window the live stack no longer has");
     }
 
     #[test]
@@ -469,7 +510,7 @@ mod tests {
             tgid: 0,
         };
         assert_eq!(
-            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
             ips
         );
         assert!(recover(
@@ -477,6 +518,7 @@ mod tests {
             &ProcessMaps::default(),
             &mut UnwindCache::default()
         )
+        .ips
         .is_empty());
     }
 
@@ -495,7 +537,7 @@ mod tests {
                 tgid: 0,
             };
             assert_eq!(
-                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
                 ips[..kept],
                 "{ips:x?}"
             );
@@ -563,6 +605,7 @@ mod tests {
         let unwound = |ips: &[u64], t: Option<usize>| Unwound {
             ips: ips.to_vec(),
             trampoline: t,
+            live_changed: false,
         };
         // The chain has the handler, the trampoline, then the caller's
         // frames: joined at the caller, not at the handler.
