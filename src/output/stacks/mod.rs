@@ -21,6 +21,8 @@ pub mod maps;
 pub mod perfmap;
 pub mod python;
 mod resolve_python;
+#[cfg(target_arch = "x86_64")]
+mod sigframe;
 pub mod splice;
 pub mod symbolize;
 pub mod unwind;
