@@ -590,6 +590,11 @@ impl Writer {
             python_publications = publications,
             "Python frames"
         );
+        tracing::debug!(
+            through_signal_frames = self.stacks.user_through_signal_frames,
+            cut_live_stack_changed = self.stacks.user_cut_live_changed,
+            "native user stacks resolved"
+        );
         let stats = &self.stats;
         if stats.rows_dropped > 0 || stats.rows_pending > 0 {
             log_totals!(

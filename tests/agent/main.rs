@@ -26,6 +26,7 @@ mod service;
 mod ship;
 mod ship_kill;
 mod ship_profile;
+mod sigframe;
 mod sql;
 mod sql_live;
 mod stacks;

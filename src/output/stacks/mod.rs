@@ -21,6 +21,8 @@ pub mod maps;
 pub mod perfmap;
 pub mod python;
 mod resolve_python;
+#[cfg(target_arch = "x86_64")]
+mod sigframe;
 pub mod splice;
 pub mod symbolize;
 pub mod unwind;
@@ -307,6 +309,10 @@ pub struct StackResolver {
     /// thread ran since the capture, or the read did not agree).
     pub python_spliced: u64,
     pub python_kept_native: u64,
+    /// Native user stacks unwound through a signal frame, and those cut
+    /// short where the unwind needed the live stack and found it changed.
+    pub user_through_signal_frames: u64,
+    pub user_cut_live_changed: u64,
     /// Python threads published for the on-CPU sample to read their frame
     /// chains (`python::Publisher`); none: on-CPU captures keep the
     /// eval loop's native frames.
@@ -402,14 +408,16 @@ impl StackResolver {
             let (frames, cut) = match self.python_memo.get(&key) {
                 Some((frames, cut)) => (Arc::clone(frames), *cut),
                 None => {
-                    let (frames, cut) = self.native_user(tgid, exe_id, raw);
+                    let (frames, cut, settled) = self.native_user(tgid, exe_id, raw);
                     let frames: Arc<[Frames]> = frames.into();
-                    memo_insert(
-                        &mut self.python_memo,
-                        PYTHON_MEMO_LIMIT,
-                        key,
-                        (Arc::clone(&frames), cut),
-                    );
+                    if settled {
+                        memo_insert(
+                            &mut self.python_memo,
+                            PYTHON_MEMO_LIMIT,
+                            key,
+                            (Arc::clone(&frames), cut),
+                        );
+                    }
                     (frames, cut)
                 }
             };
@@ -449,22 +457,36 @@ impl StackResolver {
         if let Some(ustack) = self.user_memo.get(&key) {
             resolved.ustack = *ustack;
         } else {
-            let (frames, cut) = self.native_user(tgid, exe_id, raw);
+            let (frames, cut, settled) = self.native_user(tgid, exe_id, raw);
             resolved.ustack = self.define(StackKind::User, &frames, cut);
             if self.user_memo.capacity() == 0 {
                 self.user_memo.reserve(USER_MEMO_LIMIT);
             }
-            memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
+            if settled {
+                memo_insert(&mut self.user_memo, USER_MEMO_LIMIT, key, resolved.ustack);
+            }
         }
         resolved
     }
 
-    /// A capture's native user frames, unwound and symbolized, and whether
-    /// they are cut short of the thread's entry point.
-    fn native_user(&mut self, tgid: u32, exe_id: u64, raw: &RawStacks) -> (Vec<Frames>, bool) {
+    /// A capture's native user frames, unwound and symbolized; whether
+    /// they are cut short of the thread's entry point; and whether every
+    /// capture with the same `user_key` resolves the same (not when the
+    /// unwind found the live stack changed: the thread ran on, and a later
+    /// capture of the same wait may unwind further).
+    fn native_user(
+        &mut self,
+        tgid: u32,
+        exe_id: u64,
+        raw: &RawStacks,
+    ) -> (Vec<Frames>, bool, bool) {
         let process = &self.processes[&(tgid, exe_id)];
         {
-            let ips = unwind::recover(
+            let unwind::Recovered {
+                ips,
+                live_changed,
+                signal_frames,
+            } = unwind::recover(
                 &RawUser {
                     ips: &raw.user,
                     sp: raw.user_sp,
@@ -486,7 +508,10 @@ impl StackResolver {
             if let Some(entry) = entry {
                 frames.truncate(entry + 1);
             }
-            (frames, entry.is_none())
+            self.user_through_signal_frames += u64::from(signal_frames);
+            let cut_changed = live_changed && entry.is_none();
+            self.user_cut_live_changed += u64::from(cut_changed);
+            (frames, entry.is_none(), !cut_changed)
         }
     }
 

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::maps::{MappedFile, ProcessMaps};
+#[cfg(target_arch = "x86_64")]
+use super::sigframe::{sigframe_regs, Trampolines};
 
 /// A user stack as captured.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +81,8 @@ pub struct UnwindCache {
     /// by `ProcessMaps::reading`: building one costs a few µs per mapping.
     #[cfg(target_arch = "x86_64")]
     unwinders: FxHashMap<u64, framehop::x86_64::UnwinderX86_64<Arc<[u8]>>>,
+    #[cfg(target_arch = "x86_64")]
+    trampolines: Trampolines,
 }
 
 impl UnwindCache {
@@ -107,49 +111,98 @@ impl UnwindCache {
 /// Addresses below this are in the null page, which nothing maps: a walk
 /// that reads one as a return address has left the stack's frames
 /// (`libc.so.6+0x…;0x0` after a signal trampoline, say).
-const NULL_PAGE_END: u64 = 4096;
+pub(super) const NULL_PAGE_END: u64 = 4096;
+
+/// A user stack as recovered.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recovered {
+    pub ips: Vec<u64>,
+    /// The unwind needed the live stack and found it changed since the
+    /// capture (the thread ran on): another capture with the same window
+    /// may unwind further, so this result is not one to remember.
+    pub live_changed: bool,
+    /// Whether the unwind went through a signal frame.
+    pub signal_frames: bool,
+}
 
 /// The user stack with the innermost frames recovered where possible,
 /// ending before the first address a walk read from outside its frames.
-pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
-    let mut ips = recover_frames(raw, maps, cache);
+pub fn recover(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Recovered {
+    let (mut ips, live_changed, signal_frames) = recover_frames(raw, maps, cache);
     if let Some(end) = ips.iter().position(|&addr| addr < NULL_PAGE_END) {
         ips.truncate(end);
     }
-    ips
+    Recovered {
+        ips,
+        live_changed,
+        signal_frames,
+    }
 }
 
-fn recover_frames(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
-    let fp = raw.ips;
-    if fp.is_empty() {
-        return Vec::new();
+/// Frames unwound from the captured registers, innermost first.
+#[derive(Debug, Default)]
+struct Unwound {
+    ips: Vec<u64>,
+    /// Index of the last signal trampoline the unwind went through; the
+    /// interrupted code's instruction pointer follows it.
+    trampoline: Option<usize>,
+    /// The live stack was needed but no longer matched the window.
+    live_changed: bool,
+}
+
+fn recover_frames(
+    raw: &RawUser<'_>,
+    maps: &ProcessMaps,
+    cache: &mut UnwindCache,
+) -> (Vec<u64>, bool, bool) {
+    if raw.ips.is_empty() {
+        return (Vec::new(), false, false);
     }
     let unwound = unwind_window(raw, maps, cache);
-    if unwound.len() <= 1 {
+    let (live_changed, signal_frames) = (unwound.live_changed, unwound.trampoline.is_some());
+    (splice_chain(raw.ips, unwound), live_changed, signal_frames)
+}
+
+/// The unwound frames continued with the frame-pointer chain `fp` where
+/// the two meet.
+fn splice_chain(fp: &[u64], unwound: Unwound) -> Vec<u64> {
+    if unwound.ips.len() <= 1 {
         return fp.to_vec();
     }
+    // Past a signal frame the chain only counts from the trampoline on:
+    // a handler's frames would lead the splice back around it (the
+    // chain skips the interrupted function).
+    let (from, fp_from) = match unwound.trampoline {
+        Some(t) => match fp.iter().position(|&a| a == unwound.ips[t]) {
+            Some(q) => (t + 1, q),
+            None => (unwound.ips.len(), fp.len()),
+        },
+        None => (1, 0),
+    };
+    let fp_rest = fp.get(fp_from + 1..).unwrap_or_default();
     // Where the unwound frames meet the frame-pointer chain, continue
     // with the chain; if they never meet, the chain's first frame after the
-    // leaf is its caller's caller (the leaf kept the frame pointer).
-    for (j, addr) in unwound.iter().enumerate().skip(1) {
-        if let Some(p) = fp.iter().skip(1).position(|a| a == addr) {
-            let mut out = unwound[..j].to_vec();
-            out.extend_from_slice(&fp[p + 1..]);
+    // leaf (or the trampoline) is its caller's caller (the leaf kept the
+    // frame pointer).
+    for (j, addr) in unwound.ips.iter().enumerate().skip(from) {
+        if let Some(p) = fp_rest.iter().position(|a| a == addr) {
+            let mut out = unwound.ips[..j].to_vec();
+            out.extend_from_slice(&fp_rest[p..]);
             return out;
         }
     }
-    let mut out = unwound;
-    out.extend_from_slice(&fp[1..]);
+    let mut out = unwound.ips;
+    out.extend_from_slice(fp_rest);
     out
 }
 
 #[cfg(target_arch = "x86_64")]
-fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Vec<u64> {
+fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache) -> Unwound {
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
     use framehop::{FrameAddress, Unwinder};
 
     let Some(peek) = raw.peek else {
-        return Vec::new();
+        return Unwound::default();
     };
     if !cache.unwinders.contains_key(&maps.reading) {
         if cache.unwinders.len() >= 256 {
@@ -163,20 +216,45 @@ fn unwind_window(raw: &RawUser<'_>, maps: &ProcessMaps, cache: &mut UnwindCache)
         sp: raw.sp,
         window: peek,
         live: None,
+        extended: false,
     };
     let mut read_stack = |addr: u64| memory.read(addr);
     let rules = cache.rules.get_or_insert_with(CacheX86_64::new);
     let unwinder = &cache.unwinders[&maps.reading];
-    let regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
-    let mut frames = unwinder.iter_frames(raw.ips[0], regs, rules, &mut read_stack);
-    let mut out = Vec::new();
-    while out.len() < MAX_FRAMES {
-        match frames.next() {
-            Ok(Some(FrameAddress::InstructionPointer(ip))) => out.push(ip),
-            Ok(Some(FrameAddress::ReturnAddress(ret))) => out.push(ret.get()),
+    let mut regs = UnwindRegsX86_64::new(raw.ips[0], raw.sp, raw.bp);
+    let mut address = FrameAddress::InstructionPointer(raw.ips[0]);
+    let mut out = Unwound {
+        ips: vec![raw.ips[0]],
+        trampoline: None,
+        live_changed: false,
+    };
+    while out.ips.len() < MAX_FRAMES {
+        // A signal handler returns into the trampoline, whose frame is
+        // the kernel's signal frame: the interrupted code's registers.
+        if let FrameAddress::ReturnAddress(ret) = address {
+            if cache.trampolines.is(maps, ret.get()) {
+                let Some((ip, sp, bp)) = sigframe_regs(regs.sp(), &mut read_stack) else {
+                    break;
+                };
+                out.trampoline = Some(out.ips.len() - 1);
+                out.ips.push(ip);
+                regs = UnwindRegsX86_64::new(ip, sp, bp);
+                address = FrameAddress::InstructionPointer(ip);
+                continue;
+            }
+        }
+        match unwinder.unwind_frame(address, &mut regs, rules, &mut read_stack) {
+            Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
+                Some(next) => {
+                    out.ips.push(ret);
+                    address = next;
+                }
+                None => break,
+            },
             Ok(None) | Err(_) => break,
         }
     }
+    out.live_changed = memory.changed();
     out
 }
 
@@ -237,9 +315,16 @@ struct StackMemory<'a> {
     /// The live stack from `sp`, read once when first needed; empty when
     /// unreadable or changed.
     live: Option<Vec<u8>>,
+    /// Whether `live` has been read to `LIVE_STACK_BYTES`.
+    extended: bool,
 }
 
 impl StackMemory<'_> {
+    /// Whether the live stack was read and found changed (or gone).
+    fn changed(&self) -> bool {
+        self.tgid != 0 && self.live.as_ref().is_some_and(Vec::is_empty)
+    }
+
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let off = addr.checked_sub(self.sp).ok_or(())? as usize;
         let word = |bytes: &[u8]| -> Result<u64, ()> {
@@ -255,13 +340,15 @@ impl StackMemory<'_> {
             return word(self.window);
         }
         // Most callers' frames are within a few KiB: read that much first,
-        // all of it only when the unwinder goes further.
-        let short = self.live.is_none();
+        // all of it only when the unwinder goes further (at whichever
+        // read that is: a signal frame's registers and the frames above
+        // it are usually past the first KiBs).
         let live = self
             .live
             .get_or_insert_with(|| read_live(self.tgid, self.sp, self.window, LIVE_STACK_FIRST));
-        if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && short {
+        if off + 8 > live.len() && live.len() == LIVE_STACK_FIRST && !self.extended {
             *live = read_live(self.tgid, self.sp, self.window, LIVE_STACK_BYTES);
+            self.extended = true;
         }
         word(live)
     }
@@ -290,8 +377,8 @@ fn read_live(tgid: u32, sp: u64, window: &[u8], bytes: usize) -> Vec<u8> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn unwind_window(_raw: &RawUser<'_>, _maps: &ProcessMaps, _cache: &mut UnwindCache) -> Vec<u64> {
-    Vec::new()
+fn unwind_window(_raw: &RawUser<'_>, _maps: &ProcessMaps, _cache: &mut UnwindCache) -> Unwound {
+    Unwound::default()
 }
 
 #[cfg(test)]
@@ -321,9 +408,38 @@ mod tests {
             sp,
             window: &frame[..16],
             live: None,
+            extended: false,
         };
         assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
         assert_eq!(memory.read(sp - 8), Err(()));
+        assert!(!memory.changed());
+        let mut memory = StackMemory {
+            tgid: me,
+            sp,
+            window: &other[..16],
+            live: None,
+            extended: false,
+        };
+        assert_eq!(memory.read(sp + 256), Err(()));
+        assert!(memory.changed(), "a window the live stack no longer has");
+    }
+
+    #[test]
+    fn live_stack_is_extended_at_the_first_read_past_its_first_kib() {
+        // A first read within LIVE_STACK_FIRST, a later one beyond it (the
+        // frames above a signal frame): both are read.
+        let frame = std::hint::black_box([0x5au8; 3 * LIVE_STACK_FIRST]);
+        let sp = frame.as_ptr() as u64;
+        let mut memory = StackMemory {
+            tgid: std::process::id(),
+            sp,
+            window: &frame[..16],
+            live: None,
+            extended: false,
+        };
+        assert_eq!(memory.read(sp + 256), Ok(0x5a5a_5a5a_5a5a_5a5a));
+        let far = sp + 2 * LIVE_STACK_FIRST as u64;
+        assert_eq!(memory.read(far), Ok(0x5a5a_5a5a_5a5a_5a5a));
     }
 
     #[test]
@@ -337,7 +453,7 @@ mod tests {
             tgid: 0,
         };
         assert_eq!(
-            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
             ips
         );
         assert!(recover(
@@ -345,6 +461,7 @@ mod tests {
             &ProcessMaps::default(),
             &mut UnwindCache::default()
         )
+        .ips
         .is_empty());
     }
 
@@ -363,10 +480,49 @@ mod tests {
                 tgid: 0,
             };
             assert_eq!(
-                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()),
+                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
                 ips[..kept],
                 "{ips:x?}"
             );
         }
+    }
+
+    #[test]
+    fn past_a_signal_frame_the_chain_joins_after_the_trampoline() {
+        // leaf, handler, trampoline 0x30, interrupted 0x40, caller 0x50, main 0x60
+        let unwound = |ips: &[u64], t: Option<usize>| Unwound {
+            ips: ips.to_vec(),
+            trampoline: t,
+            live_changed: false,
+        };
+        // The chain has the handler, the trampoline, then the caller's
+        // frames: joined at the caller, not at the handler.
+        let fp = [0x10, 0x20, 0x30, 0x50, 0x60, 0x70];
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40, 0x50], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]
+        );
+        // The unwind stops at the interrupted function: the chain after the
+        // trampoline continues it.
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]
+        );
+        // A chain without the trampoline (garbage past the handler) adds
+        // nothing to the unwound frames.
+        let fp = [0x10, 0x20, 0x999, 0x60];
+        assert_eq!(
+            splice_chain(&fp, unwound(&[0x10, 0x20, 0x30, 0x40, 0x50, 0x60], Some(2))),
+            [0x10, 0x20, 0x30, 0x40, 0x50, 0x60]
+        );
+        // Without a signal frame, the first meeting point as before.
+        assert_eq!(
+            splice_chain(&[0x10, 0x50, 0x60], unwound(&[0x10, 0x20, 0x50], None)),
+            [0x10, 0x20, 0x50, 0x60]
+        );
+        assert_eq!(
+            splice_chain(&[0x10, 0x50, 0x60], unwound(&[0x10, 0x20], None)),
+            [0x10, 0x20, 0x50, 0x60]
+        );
     }
 }
