@@ -96,10 +96,16 @@ fn jit_share(dir: &Path, pid: u32, name: &str) -> (f64, f64, f64, f64) {
              SELECT (SELECT count(*) FROM s) AS n, \
                     (SELECT count(ustack_id) FROM s) AS with_stack, \
                     (SELECT count(*) FROM j WHERE len(list_filter(f, lambda x: x[1] LIKE '{name}%' AND x[2] = 'jit')) > 0) AS named, \
-                    (SELECT coalesce(sum(len(list_filter(f, lambda x: x[2] = 'jit'))), 0) FROM j) AS jit_frames"
+                    (SELECT coalesce(sum(len(list_filter(f, lambda x: x[2] = 'jit'))), 0)::BIGINT FROM j) AS jit_frames"
         ),
     );
-    let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
+    // A number or a failure, never a silent 0 (a sum is a HUGEINT, which
+    // `duckdb -json` writes as a string: the query casts it).
+    let get = |key: &str| {
+        rows[0][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number: {rows:?}"))
+    };
     let (n, with_stack) = (get("n"), get("with_stack"));
     assert!(n > 0.0, "process {pid} has no ON_CPU rows");
     (
