@@ -24,7 +24,8 @@ RUN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make gcc)
 # What the benchmarks add (they read the files with zstdcat and DuckDB).
 BENCH_PACKAGES=(zstd python3)
 # What the test suite adds.
-TEST_PACKAGES=(zstd python3 chromium systemd man-db groff-base dpkg-dev nodejs tmux openssl)
+TEST_PACKAGES=(zstd python3 chromium systemd man-db groff-base dpkg-dev nodejs tmux openssl
+    openjdk-17-jdk-headless)
 # What building the Debian package adds.
 PACKAGE_PACKAGES=(dpkg-dev)
 

@@ -1,8 +1,10 @@
 //! JIT frames: real runtimes that write perf maps (CPython 3.12 under
-//! `-X perf`, Node under `--perf-basic-prof`) get their busy function
-//! named and marked `jit`; a perf map that is missing, someone else's or
-//! a symlink names nothing, costs no error storm and breaks nothing.
+//! `-X perf`, Node under `--perf-basic-prof`, Debian's OpenJDK 17 through
+//! `jcmd <pid> Compiler.perfmap`) get their busy function named and marked
+//! `jit`; a perf map that is missing, someone else's or a symlink names
+//! nothing, costs no error storm and breaks nothing.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +34,30 @@ function jsBusyJit(n) { let x = 0; for (let i = 0; i < n; i++) { x += Math.sqrt(
 const end = Date.now() + Number(process.argv[2]) * 1000;
 let t = 0;
 while (Date.now() < end) { t += jsBusyJit(100000); }
+"#;
+
+/// A hot method C2 compiles on its own (not inlined into `main`: the
+/// test's command line says `dontinline`), called in a loop for
+/// `args[0]` seconds on the main thread.
+const JAVA_BUSY: &str = r#"
+public class Busy {
+    static double javaBusyJit(int n) {
+        double x = 0;
+        for (int i = 0; i < n; i++) {
+            x += Math.sqrt(i) * i;
+        }
+        return x;
+    }
+
+    public static void main(String[] args) {
+        long end = System.nanoTime() + (long) (Double.parseDouble(args[0]) * 1e9);
+        double t = 0;
+        while (System.nanoTime() < end) {
+            t += javaBusyJit(100000);
+        }
+        System.out.println(t);
+    }
+}
 "#;
 
 /// A child killed when dropped (a failing test leaves no spinner behind).
@@ -96,10 +122,16 @@ fn jit_share(dir: &Path, pid: u32, name: &str) -> (f64, f64, f64, f64) {
              SELECT (SELECT count(*) FROM s) AS n, \
                     (SELECT count(ustack_id) FROM s) AS with_stack, \
                     (SELECT count(*) FROM j WHERE len(list_filter(f, lambda x: x[1] LIKE '{name}%' AND x[2] = 'jit')) > 0) AS named, \
-                    (SELECT coalesce(sum(len(list_filter(f, lambda x: x[2] = 'jit'))), 0) FROM j) AS jit_frames"
+                    (SELECT coalesce(sum(len(list_filter(f, lambda x: x[2] = 'jit'))), 0)::BIGINT FROM j) AS jit_frames"
         ),
     );
-    let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
+    // A number or a failure, never a silent 0 (a sum is a HUGEINT, which
+    // `duckdb -json` writes as a string: the query casts it).
+    let get = |key: &str| {
+        rows[0][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number: {rows:?}"))
+    };
     let (n, with_stack) = (get("n"), get("with_stack"));
     assert!(n > 0.0, "process {pid} has no ON_CPU rows");
     (
@@ -294,4 +326,138 @@ fn jit_frames_are_named_from_perf_maps() {
             && l.contains(&format!("pid={}", missing.pid()))),
         "a missing map is not a problem: {log}"
     );
+}
+
+/// Whether a `-XX:+PrintCompilation` line says C2 (tier 4) compiled
+/// `Busy::javaBusyJit` itself (`651 1090  4  Busy::javaBusyJit (28
+/// bytes)`), not an on-stack replacement of its loop (`% 4
+/// Busy::javaBusyJit @ 4 (28 bytes)`) nor its retirement (`made not
+/// entrant`).
+fn c2_compiled(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    !line.contains("made not entrant")
+        && words
+            .windows(3)
+            .any(|w| w[0] == "4" && w[1] == "Busy::javaBusyJit" && w[2].starts_with('('))
+}
+
+/// Debian's OpenJDK writes its perf map only when asked (`jcmd <pid>
+/// Compiler.perfmap`, JDK 17+): asked once C2 has compiled the hot method,
+/// the map names it and the agent marks it `jit`. Started with
+/// `-XX:+PreserveFramePointer`: the compiled method keeps `rbp` as a frame
+/// pointer, so the kernel's walk goes on to its caller (the interpreted
+/// `main`, `Interpreter` in the map); without it the leaf is named just
+/// the same, but its caller is skipped (the walk lands in `StubRoutines`).
+#[test]
+fn java_jit_frames_are_named_from_jcmd_perfmap() {
+    require_root();
+    let _serial = exclusive();
+    let scratch = scratch();
+    std::fs::write(scratch.path().join("Busy.java"), JAVA_BUSY).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new("java")
+        .args([
+            "-XX:+PreserveFramePointer",
+            "-XX:CompileCommand=dontinline,Busy::javaBusyJit",
+            "-XX:+PrintCompilation",
+            "Busy.java",
+            "60",
+        ])
+        .current_dir(scratch.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!("cannot start java: {err} (openjdk-17-jdk-headless: ./dev.sh setup)")
+        });
+    let stdout = child.stdout.take().unwrap();
+    let java = Runtime(child);
+    // The JVM prints a line per compilation as long as it runs: the pipe
+    // is drained to the end, the C2 compilation of the method signalled.
+    let (compiled, c2) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if c2_compiled(&line) {
+                let _ = compiled.send(());
+            }
+        }
+    });
+    c2.recv_timeout(Duration::from_secs(30))
+        .expect("C2 never compiled Busy::javaBusyJit within 30 s");
+    let warm_up = started.elapsed();
+
+    let asked = Instant::now();
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", java.pid()));
+    let jcmd = Command::new("jcmd")
+        .args([&java.pid().to_string(), "Compiler.perfmap"])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run jcmd: {err} (openjdk-17-jdk-headless)"));
+    assert!(jcmd.status.success(), "{jcmd:?}");
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let jcmd_time = asked.elapsed();
+    let entries = text
+        .lines()
+        .filter(|l| l.ends_with("Busy.javaBusyJit(int)"))
+        .count();
+    eprintln!(
+        "java: start-up and warm-up to C2 {:.2} s, jcmd Compiler.perfmap {:.2} s, \
+         {} map lines, {entries} for javaBusyJit",
+        warm_up.as_secs_f64(),
+        jcmd_time.as_secs_f64(),
+        text.lines().count()
+    );
+    assert!(entries > 0, "javaBusyJit is not in {}", map.display());
+
+    let out = scratch.path().join("out");
+    let agent = AgentRun::new()
+        .args(["-F", "20"])
+        .duration(5)
+        .output(&out)
+        .spawn();
+    let agent = wait_with_limit(agent, Duration::from_secs(60));
+    assert_success(&agent);
+    let log = String::from_utf8_lossy(&agent.stderr);
+    // The map is root's, like the JVM: the owner check lets it through.
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("not naming JIT frames")
+                && l.contains(&format!("pid={}", java.pid()))),
+        "{log}"
+    );
+
+    let method = "double Busy.javaBusyJit(int)";
+    let (n, have, named, jit_frames) = jit_share(&out, java.pid(), method);
+    eprintln!(
+        "java -XX:+PreserveFramePointer: {n} ON_CPU rows, user stack on {have:.3}, \
+         {method} jit frame in {named:.3}, {jit_frames} jit frames"
+    );
+    assert!(have >= 0.9, "java: user stacks on {have:.3} of rows");
+    assert!(jit_frames > 0.0, "java: no jit frames");
+    assert!(
+        named >= 0.9,
+        "java: {named:.3} of user stacks have a jit frame {method}: {}",
+        some_frames(&out, java.pid())
+    );
+    // Frame pointers kept: the method's caller, `main`, follows it on the
+    // stack (interpreted; compiled, had its loop run long enough).
+    let rows = query(
+        &out,
+        &format!(
+            "SELECT count(*) FILTER (WHERE string_split(t.frames, ';')[1] LIKE '{method}%' \
+                      AND (string_split(t.frames, ';')[2] LIKE 'Interpreter%' \
+                           OR string_split(t.frames, ';')[2] LIKE 'void Busy.main(%')) \
+                    / count(*) AS share \
+             FROM {SAMPLES} s JOIN (SELECT DISTINCT stack_id, frames FROM {STACKS}) t \
+               ON t.stack_id = s.ustack_id \
+             WHERE s.tgid = {} AND s.state = 'ON_CPU'",
+            java.pid()
+        ),
+    );
+    let caller = rows[0]["share"].as_f64().unwrap_or(0.0);
+    eprintln!("java: javaBusyJit called from main on {caller:.3} of stacks");
+    assert!(
+        caller >= 0.9,
+        "java: {caller:.3}: {}",
+        some_frames(&out, java.pid())
+    );
+    eprintln!("java: whole test {:.1} s", started.elapsed().as_secs_f64());
 }
