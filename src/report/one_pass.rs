@@ -41,10 +41,8 @@ struct Sums {
     groups: FxHashMap<Vec<u8>, usize>,
     /// Weight and rows of each group.
     sums: Vec<(i64, u64)>,
-    /// The current batch's group codes (`Row::group_code`) and their
-    /// group: most rows find their group by one small integer.
-    codes: FxHashMap<u64, usize>,
-    codes_of: u64,
+    /// Most rows find their group by one small integer.
+    group_codes: Codes<usize>,
     key: KeyBuffer,
     total_us: i64,
     other_us: i64,
@@ -53,25 +51,42 @@ struct Sums {
     /// The `--by` values seen, each once, and their indexes.
     values: Vec<String>,
     value_of: FxHashMap<String, u32>,
-    /// The current batch's codes of the `--by` value, as `codes`.
-    value_codes: FxHashMap<u64, u32>,
-    value_codes_of: u64,
+    value_codes: Codes<u32>,
     timeline_other_us: i64,
     text: String,
+}
+
+/// What the current batch's codes (`Row::group_code`) stand for.
+#[derive(Default)]
+struct Codes<T> {
+    of: FxHashMap<u64, T>,
+    batch: u64,
+}
+
+impl<T: Copy> Codes<T> {
+    /// What `code` stands for, if this batch has seen it.
+    fn get(&mut self, code: Option<(u64, u64)>) -> Option<T> {
+        let (batch, code) = code?;
+        if batch != self.batch {
+            self.of.clear();
+            self.batch = batch;
+        }
+        self.of.get(&code).copied()
+    }
+
+    fn put(&mut self, code: Option<(u64, u64)>, value: T) {
+        if let Some((_, code)) = code {
+            self.of.insert(code, value);
+        }
+    }
 }
 
 impl Sums {
     /// The index of `row`'s group by `columns`, added if new.
     fn group_of(&mut self, row: &dyn Row, columns: &[usize]) -> usize {
         let code = row.group_code(columns);
-        if let Some((batch, code)) = code {
-            if batch != self.codes_of {
-                self.codes.clear();
-                self.codes_of = batch;
-            }
-            if let Some(&group) = self.codes.get(&code) {
-                return group;
-            }
+        if let Some(group) = self.group_codes.get(code) {
+            return group;
         }
         let key = self.key.build(row, columns);
         let group = match self.groups.get(key) {
@@ -83,23 +98,15 @@ impl Sums {
                 group
             }
         };
-        if let Some((_, code)) = code {
-            self.codes.insert(code, group);
-        }
+        self.group_codes.put(code, group);
         group
     }
 
     /// The index of `row`'s value of column `by` in `values`, added if new.
     fn value_index(&mut self, row: &dyn Row, by: usize) -> u32 {
         let code = row.group_code(&[by]);
-        if let Some((batch, code)) = code {
-            if batch != self.value_codes_of {
-                self.value_codes.clear();
-                self.value_codes_of = batch;
-            }
-            if let Some(&value) = self.value_codes.get(&code) {
-                return value;
-            }
+        if let Some(value) = self.value_codes.get(code) {
+            return value;
         }
         let text = cell_text(row.cell(by), &mut self.text);
         let value = match self.value_of.get(text) {
@@ -111,9 +118,7 @@ impl Sums {
                 value
             }
         };
-        if let Some((_, code)) = code {
-            self.value_codes.insert(code, value);
-        }
+        self.value_codes.put(code, value);
         value
     }
 }
