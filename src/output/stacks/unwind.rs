@@ -442,18 +442,27 @@ mod tests {
         assert_eq!(memory.read(far), Ok(0x5a5a_5a5a_5a5a_5a5a));
     }
 
-    #[test]
-    fn without_a_window_the_chain_is_kept() {
-        let ips = [0x1000, 0x2000, 0x3000];
-        let raw = RawUser {
-            ips: &ips,
+    /// A frame-pointer chain captured without the top of the stack.
+    fn chain_only(ips: &[u64]) -> RawUser<'_> {
+        RawUser {
+            ips,
             sp: 0x7000,
             bp: 0x7100,
             peek: None,
             tgid: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn without_a_window_the_chain_is_kept() {
+        let ips = [0x1000, 0x2000, 0x3000];
         assert_eq!(
-            recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
+            recover(
+                &chain_only(&ips),
+                &ProcessMaps::default(),
+                &mut UnwindCache::default()
+            )
+            .ips,
             ips
         );
         assert!(recover(
@@ -472,15 +481,13 @@ mod tests {
             (&[0x1000, 0x2000, 0x7d9, 0x3000][..], 2),
             (&[0x1000, 0x2000, 0x3000][..], 3),
         ] {
-            let raw = RawUser {
-                ips,
-                sp: 0x7000,
-                bp: 0x7100,
-                peek: None,
-                tgid: 0,
-            };
             assert_eq!(
-                recover(&raw, &ProcessMaps::default(), &mut UnwindCache::default()).ips,
+                recover(
+                    &chain_only(ips),
+                    &ProcessMaps::default(),
+                    &mut UnwindCache::default()
+                )
+                .ips,
                 ips[..kept],
                 "{ips:x?}"
             );
