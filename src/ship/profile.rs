@@ -27,7 +27,10 @@
 //! The files are parsed with `rust-ini` (the smallest well-kept INI
 //! crate; the AWS SDK's own parser comes with the whole SDK runtime),
 //! with quotes and escapes off and indented lines continuing the value
-//! above, which is how the AWS files nest `s3 =` sub-settings.
+//! above, which is how the AWS files nest `s3 =` sub-settings. rust-ini
+//! accepts lines the SDKs reject (an unclosed `[section`, a line without
+//! `=`), so each line is checked against the SDKs' rules first
+//! (`check_lines`) and a broken file is named with its first broken line.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -229,23 +232,76 @@ pub fn resolve(environment: &dyn Fn(&str) -> Option<String>) -> Result<ProfileSe
 /// The file at `path` parsed, or `None` when there is no such file.
 fn load(path: Option<&Path>) -> Result<Option<Ini>> {
     let Some(path) = path else { return Ok(None) };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => bail!("cannot read {}: {err}", path.display()),
+    };
+    let malformed = |line: usize, msg: &str| {
+        anyhow::anyhow!(
+            "{}, line {line}: not an AWS config/credentials file ({msg})",
+            path.display()
+        )
+    };
+    if let Err((line, msg)) = check_lines(&text) {
+        return Err(malformed(line, msg));
+    }
     let options = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
         enabled_indented_mutiline_value: true,
         enabled_preserve_key_leading_whitespace: false,
     };
-    match Ini::load_from_file_opt(path, options) {
-        Ok(ini) => Ok(Some(ini)),
-        Err(ini::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(ini::Error::Io(err)) => bail!("cannot read {}: {err}", path.display()),
-        Err(ini::Error::Parse(err)) => bail!(
-            "{}, line {}: not an AWS config/credentials file ({})",
-            path.display(),
-            err.line,
-            err.msg
-        ),
+    Ini::load_from_str_opt(&text, options)
+        .map(Some)
+        .map_err(|err| malformed(err.line, &err.msg))
+}
+
+/// The line rules of the AWS shared files that `rust-ini` does not
+/// enforce (it reads an unclosed `[section` up to the file's end and joins
+/// a line without `=` to the next key): a section header ends with `]`
+/// (a comment may follow it), a setting has a name and `=`, settings come
+/// after a header, and an indented line continues a setting. The first
+/// broken line's number (from 1) and what is wrong with it.
+fn check_lines(text: &str) -> Result<(), (usize, &'static str)> {
+    let mut in_section = false;
+    let mut after_setting = false;
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        let trimmed = line.trim_start();
+        let number = index + 1;
+        if trimmed.is_empty() || trimmed.starts_with(['#', ';']) {
+            continue;
+        }
+        if trimmed.len() < line.len() {
+            // Indented: the value of the setting above goes on.
+            if !after_setting {
+                return Err((number, "an indented line continues no setting"));
+            }
+            continue;
+        }
+        if let Some(header) = trimmed.strip_prefix('[') {
+            let closed = header
+                .split(['#', ';'])
+                .next()
+                .is_some_and(|head| head.trim_end().ends_with(']'));
+            if !closed {
+                return Err((number, "a section header must end with ']'"));
+            }
+            in_section = true;
+            after_setting = false;
+            continue;
+        }
+        match trimmed.split_once('=') {
+            None => return Err((number, "a setting needs '='")),
+            Some((name, _)) if name.trim().is_empty() => {
+                return Err((number, "a setting needs a name before '='"))
+            }
+            Some(_) if !in_section => return Err((number, "a setting before any [section]")),
+            Some(_) => after_setting = true,
+        }
     }
+    Ok(())
 }
 
 /// The settings of `[section]`, if the file has one.
@@ -411,6 +467,61 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn broken_lines_are_named_by_their_own_number() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("[fleet\naws_access_key_id = AK\n\n", 1, "must end with ']'"),
+            (
+                "[fleet]\naws_access_key_id AK\naws_secret_access_key = S\n",
+                2,
+                "needs '='",
+            ),
+            (
+                "aws_access_key_id = AK\n[fleet]\n",
+                1,
+                "before any [section]",
+            ),
+            (
+                "[fleet]\n  endpoint_url = http://x\n",
+                2,
+                "continues no setting",
+            ),
+            ("[a]\nx = 1\n[b]\n = 2\n", 4, "continues no setting"),
+            ("[a]\nx = 1\n=2\n", 3, "needs a name"),
+        ];
+        for (text, line, what) in cases {
+            assert_eq!(
+                check_lines(text).unwrap_err().0,
+                *line,
+                "{text:?}: {:?}",
+                check_lines(text)
+            );
+            assert!(check_lines(text).unwrap_err().1.contains(what), "{text:?}");
+        }
+        // What the AWS files really hold passes: comments, a comment after
+        // a header, nested sub-settings, blank lines, `=` in a value.
+        let good = "# top\n[default] ; the default\nregion = eu-west-1\n\n\
+                    [profile fleet]\ns3 =\n  endpoint_url = http://h:9000\n  \
+                    addressing_style = path\naws_secret_access_key = a=b\n";
+        assert_eq!(check_lines(good), Ok(()));
+
+        let home = tempfile::tempdir().unwrap();
+        let home = home.path();
+        write(home, "config", "[profile fleet]\nregion = x\n");
+        write(home, "credentials", "[fleet\naws_access_key_id = AK\n");
+        let credentials = home.join(".aws/credentials");
+        let err = resolve_with(home, &[("AWS_PROFILE", "fleet")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}, line 1: not an AWS config/credentials file (a section header must end with ']')",
+                credentials.display()
+            )
+        );
     }
 
     #[test]
