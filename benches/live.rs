@@ -20,7 +20,7 @@ use common::*;
 use taskscope::bpf::live::LiveTable;
 use taskscope::bpf::{Agent, LoadOptions, StackKinds, SyscallMode, TrackKinds};
 use taskscope::cli::sql_live::read_into;
-use taskscope::output::live::{now_ns, read_now};
+use taskscope::output::live::{now_ns, read_now, LiveStacks};
 use taskscope::query::live::{register_empty, LiveTables};
 use taskscope::query::{Engine, Limits};
 
@@ -76,16 +76,19 @@ fn main() {
     println!(
         "live reader: {THREADS} sleeping threads, table of {MAX_THREADS} slots, {reads} reads each"
     );
-    for (what, all) in [
-        ("active states (top's default)", false),
-        ("all states (--all-states, a)", true),
+    for (what, all, with_stacks) in [
+        ("active states, with stacks (top's default)", false, true),
+        ("active states, without stacks", false, false),
+        ("all states (--all-states, a), with stacks", true, true),
+        ("all states, without stacks", true, false),
     ] {
         let mut rows = 0;
         let mut walked = 0;
+        let mut stacks = LiveStacks::new();
         let cpu0 = thread_cpu();
         let wall0 = Instant::now();
         for _ in 0..reads {
-            let read = read_now(&table, all, now_ns());
+            let read = read_now(&table, all, now_ns(), with_stacks.then_some(&mut stacks));
             rows = read.rows.len();
             walked = read.walked;
         }
@@ -127,15 +130,16 @@ fn sql_live(table: &LiveTable, reads: usize) {
         ),
     ] {
         let mut tables = LiveTables::new(second, window).expect("tables");
+        let mut stacks = LiveStacks::new();
         for _ in 0..tables.capacity().saturating_sub(1) {
-            read_into(&mut tables, table, all, now_ns()).expect("a batch");
+            read_into(&mut tables, table, &mut stacks, all, now_ns()).expect("a batch");
         }
         let me = std::process::id();
         let cpu0 = cpu_seconds(me);
         let wall0 = Instant::now();
         let mut answer_rows = 0;
         for _ in 0..reads {
-            read_into(&mut tables, table, all, now_ns()).expect("a batch");
+            read_into(&mut tables, table, &mut stacks, all, now_ns()).expect("a batch");
             tables.register(&engine).expect("registered");
             let batches = engine.query(QUERY).expect("the query runs");
             answer_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();

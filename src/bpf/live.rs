@@ -13,7 +13,8 @@
 //! are opened read-write and mapped read-only. Handing such a descriptor
 //! to another user would let them write the table, so the agent pins
 //! with mode 0600: live readers are root (the pins' owner); other users
-//! read the files (history mode).
+//! read the files (history mode). The threads' last stack captures
+//! (`stacks`) are read the same way when the agent pinned them.
 
 use std::ffi::CString;
 use std::io;
@@ -26,8 +27,8 @@ use libbpf_rs::libbpf_sys;
 use super::pin::PINNED_MAPS;
 use super::probe::is_bpffs;
 use super::table::{self, Mapping};
-use super::types::{ts_fd, ts_slot_state, ts_syscall_args, ts_thread, ts_wait};
-use super::{SchedFields, ThreadEntry};
+use super::types::{ts_fd, ts_slot_state, ts_stack, ts_syscall_args, ts_thread, ts_wait};
+use super::{SchedFields, StackHeader, ThreadEntry};
 
 /// Why the live table cannot be read: what a caller shows, and whether
 /// reading the files instead makes sense.
@@ -52,6 +53,9 @@ pub struct LiveTable {
     args: Mapping,
     waits: Mapping,
     fds: Mapping,
+    /// `stacks`, when the agent captures them (and pinned them: an agent
+    /// of an earlier version did not).
+    stacks: Option<Mapping>,
     capacity: usize,
     // The mappings keep the maps alive; the descriptors are not needed
     // after mapping and are closed here.
@@ -157,17 +161,28 @@ impl LiveTable {
         // `threads` first: the agent pins it last and removes it first.
         let threads = open_pin(dir, "threads")?;
         let capacity = threads.max_entries;
-        let mut others = Vec::new();
-        for name in &PINNED_MAPS[..PINNED_MAPS.len() - 1] {
-            others.push(open_pin(dir, name)?);
-        }
-        let [args, waits, fds] = [&others[0], &others[1], &others[2]];
+        let [args, waits, fds] = [
+            open_pin(dir, "syscall_args")?,
+            open_pin(dir, "waits")?,
+            open_pin(dir, "fds")?,
+        ];
+        debug_assert_eq!(PINNED_MAPS.len(), 5, "every pin is opened here");
+        // One entry when the agent runs without stacks; no pin from an
+        // agent before stacks were pinned.
+        let stacks = match open_pin(dir, "stacks") {
+            Ok(opened) if opened.max_entries == capacity => {
+                Some(map::<ts_stack>(&opened, "stacks", capacity, dir)?)
+            }
+            Ok(_) | Err(LiveError::NotPinned(_)) => None,
+            Err(err) => return Err(err),
+        };
         Ok(LiveTable {
+            stacks,
             dir: dir.to_path_buf(),
             entries: map::<ts_thread>(&threads, "threads", capacity, dir)?,
-            args: map::<ts_syscall_args>(args, "syscall_args", capacity, dir)?,
-            waits: map::<ts_wait>(waits, "waits", capacity, dir)?,
-            fds: map::<ts_fd>(fds, "fds", capacity, dir)?,
+            args: map::<ts_syscall_args>(&args, "syscall_args", capacity, dir)?,
+            waits: map::<ts_wait>(&waits, "waits", capacity, dir)?,
+            fds: map::<ts_fd>(&fds, "fds", capacity, dir)?,
             capacity: capacity as usize,
         })
     }
@@ -224,5 +239,33 @@ impl LiveTable {
         assert!(slot < self.capacity, "slot {slot} out of range");
         // SAFETY: an in-bounds entry of the mapping.
         unsafe { table::read_fd_at(self.fds.base.as_ptr().cast::<ts_fd>().add(slot)) }
+    }
+
+    /// Whether the agent's stack captures are readable here.
+    pub fn has_stacks(&self) -> bool {
+        self.stacks.is_some()
+    }
+
+    fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
+        assert!(slot < self.capacity, "slot {slot} out of range");
+        // SAFETY: in bounds of the mapping (same capacity as `threads`).
+        self.stacks
+            .as_ref()
+            .map(|m| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
+    }
+
+    /// What `slot`'s last stack capture describes, or None (no stacks, or
+    /// being written).
+    pub fn stack_header(&self, slot: usize) -> Option<StackHeader> {
+        // SAFETY: an in-bounds entry of the live mapping.
+        self.stack_entry(slot)
+            .and_then(|e| unsafe { table::stack_header_at(e) })
+    }
+
+    /// A consistent copy of `slot`'s last stack capture.
+    pub fn read_stack(&self, slot: usize) -> Option<ts_stack> {
+        // SAFETY: an in-bounds entry of the live mapping.
+        self.stack_entry(slot)
+            .and_then(|e| unsafe { table::read_stack_at(e) })
     }
 }

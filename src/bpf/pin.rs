@@ -9,7 +9,9 @@
 //! agent's pins are never touched.
 //!
 //! What is pinned: `threads` (the entries), and beside it what decoding an
-//! entry needs (`syscall_args`, `waits`, `fds`); `threads` is pinned last
+//! entry needs (`syscall_args`, `waits`, `fds`) and the threads' last
+//! stack captures (`stacks`: one entry when the agent runs without
+//! stacks, so a reader tells by its size); `threads` is pinned last
 //! and removed first, so a reader that finds it finds the rest. The
 //! directory gets the files' modes and group (`--file-mode`, `--group`);
 //! the pins themselves are 0600, root's: a reader must open them
@@ -41,7 +43,7 @@ pub const USUAL_BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_MODE: u32 = 0o600;
 
 /// The pins, in the order they are made (`threads` last).
-pub const PINNED_MAPS: [&str; 4] = ["syscall_args", "waits", "fds", "threads"];
+pub const PINNED_MAPS: [&str; 5] = ["syscall_args", "waits", "fds", "stacks", "threads"];
 
 /// The pinned maps, and the lock on their directory that says a live
 /// agent owns them.
@@ -193,6 +195,7 @@ pub fn pin_table(skel: &mut TaskscopeSkel<'_>, dir: &Path, perms: &Permissions) 
             "syscall_args" => maps.syscall_args.pin(&path),
             "waits" => maps.waits.pin(&path),
             "fds" => maps.fds.pin(&path),
+            "stacks" => maps.stacks.pin(&path),
             _ => maps.threads.pin(&path),
         };
         if let Err(err) = pinned {

@@ -284,43 +284,16 @@ impl ThreadTable {
 
     /// What slot `slot`'s stacks describe, or None (no stacks, or busy).
     pub fn stack_header(&self, slot: usize) -> Option<StackHeader> {
-        let e = self.stack_entry(slot)?;
-        // SAFETY: fields of an in-bounds stack entry.
-        unsafe {
-            let seq = self.u32_at(&raw mut (*e).seq);
-            let before = seq.load(Ordering::Acquire);
-            if before & 1 != 0 {
-                return None;
-            }
-            let header = StackHeader {
-                flags: ptr::read_volatile(&raw const (*e).flags),
-                captured_ns: ptr::read_volatile(&raw const (*e).captured_ns),
-                switch_out_ns: ptr::read_volatile(&raw const (*e).switch_out_ns),
-            };
-            fence(Ordering::Acquire);
-            (seq.load(Ordering::Relaxed) == before).then_some(header)
-        }
+        // SAFETY: an in-bounds stack entry of the live mapping.
+        self.stack_entry(slot)
+            .and_then(|e| unsafe { stack_header_at(e) })
     }
 
     /// A consistent copy of slot `slot`'s stacks.
     pub fn read_stack(&self, slot: usize) -> Option<ts_stack> {
-        let e = self.stack_entry(slot)?;
-        // SAFETY: an in-bounds stack entry; the copy is checked against its
-        // sequence counter as for `read`.
-        let seq = self.u32_at(unsafe { &raw mut (*e).seq });
-        for _ in 0..READ_ATTEMPTS {
-            let before = seq.load(Ordering::Acquire);
-            if before & 1 != 0 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let copy = unsafe { ptr::read_volatile(e) };
-            fence(Ordering::Acquire);
-            if seq.load(Ordering::Relaxed) == before {
-                return Some(copy);
-            }
-        }
-        None
+        // SAFETY: an in-bounds stack entry of the live mapping.
+        self.stack_entry(slot)
+            .and_then(|e| unsafe { read_stack_at(e) })
     }
 
     /// A consistent copy of slot `slot`'s `waits` entry (waker and kernel
@@ -613,6 +586,53 @@ pub(super) unsafe fn read_entry_at(
             return Some(copy);
         }
         std::hint::spin_loop();
+    }
+    None
+}
+
+/// What the stack entry at `e` describes, or None while it is being
+/// written.
+///
+/// # Safety
+/// `e` points to a `ts_stack` of a live shared mapping.
+pub(super) unsafe fn stack_header_at(e: *mut ts_stack) -> Option<StackHeader> {
+    // SAFETY: fields of that entry (the caller's promise).
+    unsafe {
+        let seq = atomic_u32(&raw mut (*e).seq);
+        let before = seq.load(Ordering::Acquire);
+        if before & 1 != 0 {
+            return None;
+        }
+        let header = StackHeader {
+            flags: ptr::read_volatile(&raw const (*e).flags),
+            captured_ns: ptr::read_volatile(&raw const (*e).captured_ns),
+            switch_out_ns: ptr::read_volatile(&raw const (*e).switch_out_ns),
+        };
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == before).then_some(header)
+    }
+}
+
+/// A consistent copy of the stack entry at `e`, checked against its
+/// sequence counter as entries are.
+///
+/// # Safety
+/// `e` points to a `ts_stack` of a live shared mapping.
+pub(super) unsafe fn read_stack_at(e: *mut ts_stack) -> Option<ts_stack> {
+    // SAFETY: the entry's counter (the caller's promise).
+    let seq = unsafe { atomic_u32(&raw mut (*e).seq) };
+    for _ in 0..READ_ATTEMPTS {
+        let before = seq.load(Ordering::Acquire);
+        if before & 1 != 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: as above.
+        let copy = unsafe { ptr::read_volatile(e) };
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) == before {
+            return Some(copy);
+        }
     }
     None
 }

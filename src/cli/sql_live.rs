@@ -18,6 +18,7 @@
 //! after the current answer (or within 2 s, cursor shown, if a query runs
 //! longer); `--count N` ends it after N answers.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -34,7 +35,7 @@ use super::parse;
 use super::sql::SqlFormat;
 use crate::bpf::live::LiveTable;
 use crate::error::{Outcome, Usage};
-use crate::output::live::{now_ns, read_samples, with_sample_rows};
+use crate::output::live::{now_ns, read_samples, with_sample_rows, LiveStacks};
 use crate::query::live::{register_empty, LiveRead, LiveTables};
 use crate::query::{print, Engine, Limits, QueryError};
 use crate::store::timefmt;
@@ -169,6 +170,7 @@ fn refresh_loop(
     // Deadlines on CLOCK_MONOTONIC, the table's clock, as top's.
     let mut next_ns = now_ns();
     let mut answers = 0u64;
+    let mut stacks = LiveStacks::new();
     loop {
         let wait = Duration::from_nanos(next_ns.saturating_sub(now_ns()));
         match stop.recv_timeout(wait) {
@@ -176,7 +178,7 @@ fn refresh_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
-        let walked = read_into(tables, table, args.all, next_ns)?;
+        let walked = read_into(tables, table, &mut stacks, args.all, next_ns)?;
         tables.register(engine)?;
         let batches = engine.query(sql).map_err(QueryError::into_anyhow)?;
         let ts_us = tables.newest_ts().unwrap_or_default();
@@ -208,16 +210,27 @@ fn refresh_loop(
 pub fn read_into(
     tables: &mut LiveTables,
     table: &LiveTable,
+    stacks: &mut LiveStacks,
     all: bool,
     woke_ns: u64,
 ) -> Result<u32> {
-    let read = read_samples(table, all, woke_ns);
+    let read = read_samples(table, all, woke_ns, Some(stacks));
+    let mut named = HashSet::new();
+    let definitions: Vec<_> = read
+        .stacks
+        .iter()
+        .flat_map(|s| [s.kstack, s.ustack])
+        .flatten()
+        .filter(|id| named.insert(*id))
+        .filter_map(|id| stacks.definition(id))
+        .collect();
     with_sample_rows(&read, tables.weight_us(), |rows| {
         tables.push(&LiveRead {
             ts_us: read.ts_us,
             rows,
             walked: read.walked,
             torn: read.torn,
+            stacks: &definitions,
         })
     })?;
     Ok(read.walked)

@@ -6,22 +6,32 @@
 //! The decision a reader must know: the rows come from the agent's own
 //! decoder (`decode`, `settle`), so a live row says what the agent's row
 //! for the same instant says about state, syscall, I/O, waker and wait
-//! class. What only the agent's writer adds is left empty: `kfunc` and the
-//! stacks (the stack maps are not pinned; the files have them), the
-//! executable, user, cgroup and container names, the fd's file and the
-//! socket, pthread-mutex blockers (read from process memory). `wait_class`
-//! is classified without `kfunc`, from state, syscall, own I/O and kernel
-//! lock, the same rules the writer applies to a row without a kernel stack.
+//! class. Stacks too, when the agent pinned its captures (`bpf::live`):
+//! a row takes its slot's last capture only if that capture describes it
+//! (`capture::describes`, the sampler's rule), and [`LiveStacks`] resolves
+//! it with the writer's own resolver, so `kfunc`, `kstack_id` and
+//! `ustack_id` are the agent's (CPython frames are not spliced live: that
+//! needs the agent's switch view). The reader never asks the agent for a
+//! capture, so a row whose capture is older than its state has none.
+//! What only the agent's writer adds is left empty: the executable, user,
+//! cgroup and container names, the fd's file and the socket,
+//! pthread-mutex blockers (read from process memory). `wait_class` is
+//! classified as the writer does: with `kfunc` where a stack gave one.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::bpf::live::LiveTable;
+use crate::output::capture::{describes, Scan};
 use crate::output::decode;
 use crate::output::rows::{sample_row, SampleNames};
 use crate::output::sample::until_nul;
-use crate::output::sample::Sample;
+use crate::output::sample::{Sample, StackRef};
 use crate::output::settle;
-use crate::output::stacks::Resolved;
+use crate::output::stacks::{RawStacks, Resolved, StackResolver};
 use crate::store::names::{dev_name, io_op_name, syscall_name};
-use crate::store::schema::{FileTarget, SampleRow};
+use crate::store::schema::{FileTarget, SampleRow, StackRow};
 use crate::store::thread_state::ThreadState;
 use crate::store::wait_class::{classify, WaitClass, WaitFacts};
 
@@ -49,6 +59,11 @@ pub struct LiveRow {
     pub waker_comm: Option<String>,
     pub blocker_tid: Option<u32>,
     pub blocker_kind: Option<&'static str>,
+    /// Innermost kernel function outside the scheduler, from the stack
+    /// capture that describes the row (None without one).
+    pub kfunc: Option<Arc<str>>,
+    pub kstack_id: Option<i64>,
+    pub ustack_id: Option<i64>,
 }
 
 #[cfg(test)]
@@ -83,6 +98,9 @@ impl LiveRow {
             waker_comm: None,
             blocker_tid: None,
             blocker_kind: None,
+            kfunc: None,
+            kstack_id: None,
+            ustack_id: None,
         }
     }
 }
@@ -107,8 +125,8 @@ fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// The row of a decoded sample read at `ts_us`.
-pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
+/// The row of a decoded sample read at `ts_us`, with its stacks.
+pub fn live_row(sample: &Sample, ts_us: i64, stacks: &Resolved) -> LiveRow {
     let syscall = sample.syscall.as_ref();
     let io = sample.io.as_ref();
     let name = syscall.and_then(|s| syscall_name(s.nr));
@@ -131,7 +149,7 @@ pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
         wait_class: classify(&WaitFacts {
             state: sample.state,
             syscall: name,
-            kfunc: None,
+            kfunc: stacks.kfunc.as_deref(),
             own_io: io.is_some(),
             kthread: sample.kthread,
             kernel_lock: wait.lock.is_some_and(|l| l.in_kernel()),
@@ -141,6 +159,9 @@ pub fn live_row(sample: &Sample, ts_us: i64) -> LiveRow {
         waker_comm: (wait.waker_tid != 0).then(|| text(&wait.waker_comm)),
         blocker_tid: (wait.blocker_tid != 0).then_some(wait.blocker_tid),
         blocker_kind: wait.lock.map(|l| l.name()),
+        kfunc: stacks.kfunc.clone(),
+        kstack_id: stacks.kstack,
+        ustack_id: stacks.ustack,
     }
 }
 
@@ -152,31 +173,159 @@ pub struct SampleRead {
     /// Time of the read (UTC, microseconds).
     pub ts_us: i64,
     pub samples: Vec<Sample>,
+    /// The stacks of each sample (same order), or empty without stacks.
+    pub stacks: Vec<Resolved>,
     /// Live threads walked.
     pub walked: u32,
     /// Threads skipped because their entry kept changing while read.
     pub torn: u32,
 }
 
+impl SampleRead {
+    /// The stacks of sample `i` (none when the read has no stacks).
+    pub fn stacks_of(&self, i: usize) -> &Resolved {
+        static NONE: Resolved = Resolved {
+            kstack: None,
+            ustack: None,
+            kfunc: None,
+        };
+        self.stacks.get(i).unwrap_or(&NONE)
+    }
+}
+
+/// The stacks of live rows: each slot's last capture, taken for a row it
+/// describes and resolved by the writer's own resolver (symbolized,
+/// unwound, named by the same `stack_id`), once per capture.
+#[derive(Default)]
+pub struct LiveStacks {
+    resolver: StackResolver,
+    /// Slot → the capture last resolved for it: not copied again.
+    resolved: FxHashMap<u32, u64>,
+}
+
+impl LiveStacks {
+    pub fn new() -> LiveStacks {
+        LiveStacks::default()
+    }
+
+    /// The stacks of `samples` (read from `table` at `scan.0`, whose
+    /// entries had all been read by `scan.1`), in their order. Every
+    /// capture is matched and copied first, then resolved: resolving (the
+    /// first time a process is symbolized takes a while) must not let the
+    /// captures move on past the read.
+    pub fn resolve(
+        &mut self,
+        table: &LiveTable,
+        samples: &mut [Sample],
+        scan: (u64, u64),
+    ) -> Vec<Resolved> {
+        let scan = Scan {
+            now_ns: scan.0,
+            read_ns: scan.1,
+        };
+        let copies: Vec<Option<Option<RawStacks>>> = samples
+            .iter_mut()
+            .map(|sample| self.copy(table, sample, scan))
+            .collect();
+        let out = samples
+            .iter()
+            .zip(copies)
+            .map(|(sample, copy)| match (copy, &sample.stack) {
+                (Some(raw), Some(stack)) => self.resolver.resolve(
+                    sample.tgid,
+                    sample.tid,
+                    sample.exe_id,
+                    stack,
+                    raw.as_ref(),
+                ),
+                _ => Resolved::default(),
+            })
+            .collect();
+        if self.resolved.len() > table.capacity() * 2 {
+            self.resolved.clear();
+        }
+        out
+    }
+
+    /// The capture that describes `sample`, noted in `sample.stack`:
+    /// `Some(None)` when it was resolved before (not copied again),
+    /// `Some(Some(copy))` when new, `None` when no capture describes it.
+    fn copy(
+        &mut self,
+        table: &LiveTable,
+        sample: &mut Sample,
+        scan: Scan,
+    ) -> Option<Option<RawStacks>> {
+        let slot = sample.slot;
+        let header = table
+            .stack_header(slot as usize)
+            .filter(|h| describes(h, sample, scan))?;
+        if self.resolved.get(&slot) == Some(&header.captured_ns) {
+            sample.stack = Some(StackRef {
+                slot,
+                captured_ns: header.captured_ns,
+                raw: None,
+            });
+            return Some(None);
+        }
+        // Copy it out; a capture that replaced it meanwhile counts if it
+        // describes the row too.
+        let copy = table.read_stack(slot as usize)?;
+        let copied = crate::bpf::StackHeader {
+            flags: copy.flags,
+            captured_ns: copy.captured_ns,
+            switch_out_ns: copy.switch_out_ns,
+        };
+        if copied != header && !describes(&copied, sample, scan) {
+            return None;
+        }
+        self.resolved.insert(slot, copied.captured_ns);
+        sample.stack = Some(StackRef {
+            slot,
+            captured_ns: copied.captured_ns,
+            raw: None,
+        });
+        Some(Some(RawStacks::from_capture(&copy)))
+    }
+
+    /// The definition (frames, innermost first) of a stack these rows
+    /// named.
+    pub fn definition(&self, id: i64) -> Option<Arc<StackRow>> {
+        self.resolver.definition(id)
+    }
+}
+
 /// Read every live thread of `table` now: active ones only unless `all`
 /// (sleeping and idle threads too). `woke_ns` is when the caller woke to
 /// read (CLOCK_MONOTONIC), so the thread this reader displaced from its
 /// CPU is put back there, as the agent does for its own.
-pub fn read_now(table: &LiveTable, all: bool, woke_ns: u64) -> LiveRead {
-    let read = read_samples(table, all, woke_ns);
+pub fn read_now(
+    table: &LiveTable,
+    all: bool,
+    woke_ns: u64,
+    stacks: Option<&mut LiveStacks>,
+) -> LiveRead {
+    let read = read_samples(table, all, woke_ns, stacks);
     LiveRead {
         rows: read
             .samples
             .iter()
-            .map(|s| live_row(s, read.ts_us))
+            .enumerate()
+            .map(|(i, s)| live_row(s, read.ts_us, read.stacks_of(i)))
             .collect(),
         walked: read.walked,
         torn: read.torn,
     }
 }
 
-/// [`read_now`]'s scan, the samples decoded and settled but not yet rows.
-pub fn read_samples(table: &LiveTable, all: bool, woke_ns: u64) -> SampleRead {
+/// [`read_now`]'s scan, the samples decoded and settled but not yet rows
+/// (with their stacks when `stacks` is given and the agent pinned them).
+pub fn read_samples(
+    table: &LiveTable,
+    all: bool,
+    woke_ns: u64,
+    stacks: Option<&mut LiveStacks>,
+) -> SampleRead {
     let mut read = SampleRead::default();
     let reader_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
     read.ts_us = std::time::SystemTime::now()
@@ -213,6 +362,9 @@ pub fn read_samples(table: &LiveTable, all: bool, woke_ns: u64) -> SampleRead {
         settle::restore_displaced(&mut samples, cpu, woke_ns.min(now_ns), now_ns);
     }
     settle::settle_cpus(&mut samples, now_ns);
+    if let Some(stacks) = stacks.filter(|_| table.has_stacks()) {
+        read.stacks = stacks.resolve(table, &mut samples, (now_ns, monotonic_ns()));
+    }
     read.samples = samples;
     read
 }
@@ -227,9 +379,9 @@ struct LiveNames {
 
 /// The `samples` rows of `read`, `weight_us` each, made by the writer's
 /// own row builder (`rows::sample_row`, so the values are the agent's),
-/// handed to `f`. What only the writer resolves is empty: no stacks (so no
-/// `kfunc`: the wait class is inferred without it), no executable, user,
-/// cgroup, host, container, file, socket or process title.
+/// handed to `f`, with the read's stacks (`kfunc` and the stack ids) where
+/// it has them. What only the writer resolves is empty: no executable,
+/// user, cgroup, host, container, file, socket or process title.
 pub fn with_sample_rows<R>(
     read: &SampleRead,
     weight_us: u64,
@@ -244,12 +396,12 @@ pub fn with_sample_rows<R>(
             io_dev: s.io.as_ref().map(|io| dev_name(io.dev)),
         })
         .collect();
-    let stacks = Resolved::default();
     let rows: Vec<SampleRow<'_>> = read
         .samples
         .iter()
         .zip(&names)
-        .map(|(sample, n)| {
+        .enumerate()
+        .map(|(i, (sample, n))| {
             let names = SampleNames {
                 comm: &n.comm,
                 exe: "",
@@ -262,7 +414,7 @@ pub fn with_sample_rows<R>(
                 target: FileTarget::default(),
                 proc_title: "",
             };
-            sample_row(read.ts_us, weight_us, sample, names, &stacks)
+            sample_row(read.ts_us, weight_us, sample, names, read.stacks_of(i))
         })
         .collect();
     f(&rows)
@@ -300,7 +452,7 @@ mod tests {
             .find(|&nr| syscall_name(nr) == Some("clock_nanosleep"))
             .expect("clock_nanosleep has a number");
         let e = entry(7, ts_thread_flags::TS_F_IN_SYSCALL.0, 0x1, nr);
-        let row = live_row(&decode::decode(&e, 1_000), 5);
+        let row = live_row(&decode::decode(&e, 1_000), 5, &Resolved::default());
         assert_eq!(row.state, ThreadState::Sleep);
         assert_eq!(row.syscall, Some("clock_nanosleep"));
         assert_eq!(row.wait_class, WaitClass::Timer);
@@ -316,6 +468,7 @@ mod tests {
                 &entry(9, ts_thread_flags::TS_F_ON_CPU.0, 0, 0),
                 1_000,
             )],
+            stacks: Vec::new(),
             walked: 3,
             torn: 0,
         };
@@ -335,7 +488,7 @@ mod tests {
     fn a_running_thread_is_on_cpu_with_its_time_in_state() {
         let mut e = entry(8, ts_thread_flags::TS_F_ON_CPU.0, 0, 0);
         e.thread.switch_out_ns = 50;
-        let row = live_row(&decode::decode(&e, 2_100), 0);
+        let row = live_row(&decode::decode(&e, 2_100), 0, &Resolved::default());
         assert_eq!(row.state, ThreadState::OnCpu);
         assert_eq!(row.wait_class, WaitClass::Cpu);
         assert_eq!(row.syscall, None);

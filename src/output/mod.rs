@@ -42,6 +42,7 @@
 //! sample whose stack is missing.
 
 pub mod blocker;
+pub mod capture;
 pub mod decode;
 pub mod dir;
 pub mod enrich;

@@ -9,23 +9,25 @@
 //! columns of `store::schema`, so a live row has every column of the
 //! files (and `date`, `hour` of its read) with the values the agent's row
 //! for the same instant would have, where a live read knows them. Empty
-//! text is NULL: what only the agent's writer resolves — `kfunc` and the
-//! stack ids, `exe`, `user`, `cgroup`, `host`, the container and pod
-//! columns, `file`, the socket columns, `proc_title` (see `output::live`).
+//! text is NULL: what only the agent's writer resolves — `exe`, `user`,
+//! `cgroup`, `host`, the container and pod columns, `file`, the socket
+//! columns, `proc_title` (see `output::live`).
 //! `weight_us` is the interval between reads: each row stands for that
 //! much of one thread's time, as a file row stands for the agent's tick.
 //!
 //! `ticks` has one row per read (ts, weight_us, threads walked, rows,
 //! torn_reads; the agent's counters NULL), so the named queries that
 //! divide by the sampled time (`top_activity`, `top_waits`,
-//! `active_threads`) work live. `stacks`, `syscalls` and `iorq` are there
-//! and empty (the live table has no stacks and no completed calls).
+//! `active_threads`) work live. `stacks` holds the definitions of the
+//! stacks the window's rows name (once each, under the newest read that
+//! names it), when the agent pinned its captures; `syscalls` and `iorq`
+//! are there and empty (the live table has no completed calls).
 //!
 //! [`LiveTables`] keeps the reads of a sliding window (the last
 //! `round(window / interval)` reads, at least one) and registers them
 //! with [`Engine::register_batches`] before each query.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +40,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{table_schema, Engine};
 use crate::store::layout::TABLES;
-use crate::store::schema::{ColumnType, SampleRow, Samples, Table, TickRow, Ticks, Value};
+use crate::store::schema::{
+    ColumnType, SampleRow, Samples, StackRow, Stacks, Table, TickRow, Ticks, Value,
+};
 
 /// The `ticks` columns a live read fills; the others are the agent's own
 /// counters, NULL here.
@@ -52,6 +56,8 @@ struct Read {
     ts_us: i64,
     samples: RecordBatch,
     tick: RecordBatch,
+    /// The definitions of the stacks its rows name.
+    stacks: Vec<Arc<StackRow>>,
 }
 
 /// The reads in the window, oldest first.
@@ -61,6 +67,7 @@ pub struct LiveTables {
     weight_us: u64,
     samples_schema: SchemaRef,
     ticks_schema: SchemaRef,
+    stacks_schema: SchemaRef,
 }
 
 impl LiveTables {
@@ -78,6 +85,7 @@ impl LiveTables {
             weight_us: interval.as_micros() as u64,
             samples_schema: schema(Samples::NAME)?,
             ticks_schema: schema(Ticks::NAME)?,
+            stacks_schema: schema(Stacks::NAME)?,
         })
     }
 
@@ -96,6 +104,7 @@ impl LiveTables {
             ts_us: read.ts_us,
             samples,
             tick,
+            stacks: read.stacks.to_vec(),
         });
         while self.reads.len() > self.keep {
             self.reads.pop_front();
@@ -123,13 +132,40 @@ impl LiveTables {
         self.reads.iter().map(|r| r.samples.num_rows()).sum()
     }
 
-    /// Register `samples` and `ticks` of the reads in the window.
+    /// Register `samples`, `ticks` and `stacks` of the reads in the
+    /// window.
     pub fn register(&self, engine: &Engine) -> Result<()> {
         let samples = self.reads.iter().map(|r| r.samples.clone()).collect();
         engine.register_batches(Samples::NAME, self.samples_schema.clone(), samples)?;
         let ticks = self.reads.iter().map(|r| r.tick.clone()).collect();
         engine.register_batches(Ticks::NAME, self.ticks_schema.clone(), ticks)?;
+        engine.register_batches(Stacks::NAME, self.stacks_schema.clone(), self.stacks()?)?;
         Ok(())
+    }
+
+    /// One `stacks` row per stack the window's rows name, under the
+    /// newest read that names it.
+    fn stacks(&self) -> Result<Vec<RecordBatch>> {
+        let mut seen = HashSet::new();
+        let mut batches = Vec::new();
+        for read in self.reads.iter().rev() {
+            let rows: Vec<StackRow> = read
+                .stacks
+                .iter()
+                .filter(|def| seen.insert(def.id))
+                .map(|def| StackRow::clone(def))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut columns = columns_of::<Stacks>(&rows)?;
+            columns.extend(partition_columns(read.ts_us, rows.len()));
+            batches.push(
+                RecordBatch::try_new(self.stacks_schema.clone(), columns)
+                    .context("live stacks do not fit their schema")?,
+            );
+        }
+        Ok(batches)
     }
 }
 
@@ -225,6 +261,8 @@ pub struct LiveRead<'r, 'a> {
     pub walked: u32,
     /// Threads skipped because their entry kept changing while read.
     pub torn: u32,
+    /// The definitions of the stacks `rows` name.
+    pub stacks: &'r [Arc<StackRow>],
 }
 
 /// The `samples` batch of one read, with `date` and `hour`.
@@ -320,6 +358,7 @@ mod tests {
             rows: &rows,
             walked: 10,
             torn: 0,
+            stacks: &[],
         };
         tables.push(&read).unwrap();
     }

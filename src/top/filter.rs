@@ -8,7 +8,7 @@
 //! is evaluated on the live rows themselves, batched with the `samples`
 //! column names and types of what a live read fills ([`LIVE_SCHEMA`]), so
 //! the same text means the same thing in both modes, and a column that
-//! only the agent's writer fills (`kfunc`, `file`, ...) is an error naming
+//! only the agent's writer fills (`file`, `exe`, ...) is an error naming
 //! the live columns. A read's result is kept with the read (see
 //! `source::Live`): a redraw does not evaluate it again.
 
@@ -44,6 +44,9 @@ const LIVE_SCHEMA: &[(&str, DataType)] = &[
     ("waker_comm", DataType::Utf8),
     ("blocker_tid", DataType::Int64),
     ("blocker_kind", DataType::Utf8),
+    ("kfunc", DataType::Utf8),
+    ("kstack_id", DataType::Int64),
+    ("ustack_id", DataType::Int64),
 ];
 
 fn schema() -> SchemaRef {
@@ -140,6 +143,9 @@ fn batch(rows: &[LiveRow], schema: &SchemaRef) -> Result<RecordBatch> {
         texts(rows, |r| r.waker_comm.as_deref()),
         ints(rows, |r| r.blocker_tid.map(i64::from)),
         texts(rows, |r| r.blocker_kind),
+        texts(rows, |r| r.kfunc.as_deref()),
+        ints(rows, |r| r.kstack_id),
+        ints(rows, |r| r.ustack_id),
     ];
     RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| anyhow!("live rows do not fit their schema: {e}"))
@@ -204,9 +210,9 @@ mod tests {
 
     #[test]
     fn errors_say_where_and_what_live_rows_have() {
-        let err = LiveFilter::new("kfunc = 'x'").unwrap_err().to_string();
+        let err = LiveFilter::new("file = 'x'").unwrap_err().to_string();
         assert!(
-            err.contains("kfunc") && err.contains("live rows have: ts, tid"),
+            err.contains("file") && err.contains("live rows have: ts, tid"),
             "{err}"
         );
         let err = LiveFilter::new("comm = ").unwrap_err().to_string();

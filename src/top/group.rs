@@ -55,13 +55,14 @@ pub fn live_columns(by: &[String]) -> Result<Vec<String>> {
 }
 
 /// The value of column `column` of `row`; None for NULL (and for the
-/// columns only the agent's writer fills: kfunc, file, sock_remote).
+/// columns only the agent's writer fills: file, sock_remote).
 pub fn value(row: &LiveRow, column: &str) -> Option<String> {
     match column {
         "wait_class" => Some(row.wait_class.name().to_string()),
         "state" => Some(row.state.name().to_string()),
         "comm" => Some(row.comm.clone()),
         "syscall" => row.syscall.map(str::to_string),
+        "kfunc" => row.kfunc.as_deref().map(str::to_string),
         "tid" => Some(row.tid.to_string()),
         "tgid" => Some(row.tgid.to_string()),
         "cpu" => Some(row.cpu.to_string()),

@@ -14,13 +14,15 @@ use super::chart::{class_index, Column};
 use super::filter::LiveFilter;
 use super::group::{self, sort_rows, GroupRow, Sort};
 use crate::bpf::live::LiveTable;
-use crate::output::live::{self, LiveRow};
+use crate::output::live::{self, LiveRow, LiveStacks};
 use crate::report;
 use crate::store::catalog::Window;
 use crate::store::timefmt;
 
 /// Reads the live table keeps: the chart's last minutes.
 const KEPT_READS: usize = 600;
+/// Frames shown at most per stack in a thread's detail.
+const STACK_LINES: usize = 24;
 /// Reads the live groups average over.
 pub const TABLE_READS: usize = 10;
 
@@ -87,6 +89,9 @@ impl Read {
 /// The live table and its recent reads.
 pub struct Live {
     table: LiveTable,
+    /// The rows' stacks, resolved as the writer does (when the agent
+    /// pinned its captures).
+    stacks: Box<LiveStacks>,
     reads: VecDeque<Read>,
     filter: Option<LiveFilter>,
     pub interval: Duration,
@@ -107,6 +112,7 @@ impl Live {
     pub fn new(table: LiveTable, interval: Duration) -> Live {
         Live {
             table,
+            stacks: Box::new(LiveStacks::new()),
             reads: VecDeque::new(),
             filter: None,
             interval,
@@ -116,7 +122,7 @@ impl Live {
     /// Read the table now: active threads only unless `all` (decoding
     /// every sleeper costs ~8x more over 10,000 threads: `benches/live.rs`).
     pub fn read(&mut self, woke_ns: u64, all: bool) -> Result<()> {
-        let read = live::read_now(&self.table, all, woke_ns);
+        let read = live::read_now(&self.table, all, woke_ns, Some(&mut self.stacks));
         let ts = read.rows.first().map(|r| r.ts_us).unwrap_or_else(now_us);
         let kept = self
             .filter
@@ -236,18 +242,62 @@ impl Live {
                 break;
             }
         }
-        let mut out = vec![
-            name.unwrap_or_else(|| format!("thread {tid}: not seen in the recent reads")),
-            "newest first: time, state, wait class, syscall, time in state, cpu".to_string(),
-        ];
+        let mut out =
+            vec![name.unwrap_or_else(|| format!("thread {tid}: not seen in the recent reads"))];
+        out.extend(self.stack_lines(tid));
+        out.push("newest first: time, state, wait class, syscall, time in state, cpu".to_string());
         out.extend(lines);
+        out
+    }
+
+    /// The thread's stacks in its newest row that has any: kernel frames,
+    /// then user frames, innermost first (as `stacks.frames`).
+    fn stack_lines(&self, tid: u32) -> Vec<String> {
+        if !self.table.has_stacks() {
+            return vec![
+                "stacks: this agent does not capture them (--stacks none) or did not pin them"
+                    .to_string(),
+                String::new(),
+            ];
+        }
+        let newest = self.reads.iter().rev().find_map(|read| {
+            read.rows
+                .iter()
+                .find(|r| r.tid == tid && (r.kstack_id.is_some() || r.ustack_id.is_some()))
+                .map(|r| (read.ts, r))
+        });
+        let Some((ts, row)) = newest else {
+            return vec![
+                "stacks: none yet (a capture describes a row only once it is of that very state)"
+                    .to_string(),
+                String::new(),
+            ];
+        };
+        let mut out = vec![format!(
+            "stacks at {} ({}{}), innermost first:",
+            &ts_text(ts)[11..19],
+            row.state.name(),
+            row.syscall.map(|s| format!(" in {s}")).unwrap_or_default()
+        )];
+        for (kind, id) in [("kernel", row.kstack_id), ("user", row.ustack_id)] {
+            let Some(def) = id.and_then(|id| self.stacks.definition(id)) else {
+                continue;
+            };
+            out.push(format!(
+                "  {kind}{}:",
+                if def.truncated { " (cut short)" } else { "" }
+            ));
+            out.extend(
+                def.frames
+                    .split(';')
+                    .take(STACK_LINES)
+                    .map(|f| format!("    {f}")),
+            );
+            if def.depth as usize > STACK_LINES {
+                out.push(format!("    ... {} more", def.depth as usize - STACK_LINES));
+            }
+        }
         out.push(String::new());
-        out.push(
-            "stacks: not in the live table; in the files: top --dir DIR --since 10m,".to_string(),
-        );
-        out.push(format!(
-            "or taskscope flamegraph --where 'tid = {tid}' -o t.svg"
-        ));
         out
     }
 }

@@ -24,7 +24,7 @@ const HELP: &[&str] = &[
     "",
     "Chart letters (wait classes): C CPU, R RUNQUEUE, D IO, L LOCK,",
     "N NET, P IPC, G PAGING, T TIMER, I IDLE, O OTHER.",
-    "Live rows have no kfunc or stacks (the writer adds those): see the files.",
+    "Live: Enter on a thread shows its stacks; no file or socket names (files).",
     "",
     "Press any key to close.",
 ];

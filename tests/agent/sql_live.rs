@@ -70,7 +70,13 @@ fn sql_live_over_the_ground_truth() {
     // start): each with every spinner on a CPU or queued for one, the
     // sleeper (with --all: sleepers too) in clock_nanosleep.
     let started = Instant::now();
-    let query = format!("SELECT comm, state, syscall FROM samples WHERE tgid = {pid}");
+    // Stacks come from the agent's pinned captures, resolved as the
+    // writer resolves them: `kfunc` and the stack ids on the rows, their
+    // definitions in `stacks`.
+    let query = format!(
+        "SELECT s.comm, s.state, s.syscall, s.kfunc, u.frames AS uframes \
+         FROM samples s LEFT JOIN stacks u ON u.stack_id = s.ustack_id WHERE s.tgid = {pid}"
+    );
     let run = live(
         &pin_dir,
         &["--count", "3", "--format", "json", "--all"],
@@ -85,6 +91,8 @@ fn sql_live_over_the_ground_truth() {
         "took {took:?}"
     );
     let mut sleeper_seen = 0;
+    let mut sleeper_stacks = 0;
+    let mut spinner_stacks = 0;
     for answer in &got {
         assert_eq!(answer["reads"], 1, "{answer}");
         assert!(
@@ -105,9 +113,61 @@ fn sql_live_over_the_ground_truth() {
         {
             sleeper_seen += 1;
         }
+        let frames = |r: &&Value| r["uframes"].as_str().unwrap_or("").to_string();
+        if of_comm(answer, "gt-sleeper")
+            .iter()
+            .any(|r| r["kfunc"] == "hrtimer_nanosleep" && frames(r).contains("sleep_forever"))
+        {
+            sleeper_stacks += 1;
+        }
+        spinner_stacks += spinners
+            .iter()
+            .flat_map(|spin| of_comm(answer, spin))
+            .filter(|r| frames(r).contains("spin_forever"))
+            .count();
     }
     // The sleeper wakes every 200 ms for a few microseconds.
     assert!(sleeper_seen >= 2, "the sleeper in clock_nanosleep: {got:?}");
+    assert!(
+        sleeper_stacks >= 2,
+        "the sleeper's kfunc and user stack: {got:?}"
+    );
+    assert!(
+        spinner_stacks >= spinners.len(),
+        "spinners' user stacks: {spinner_stacks} rows with spin_forever in {got:?}"
+    );
+
+    // The shipped top_stacks works live: the window's stacks are in
+    // `stacks`, once each, and the spinners' user stack leads.
+    let run = live(
+        &pin_dir,
+        &["--count", "1", "--format", "json", "--window", "3s"],
+        "SELECT frames, avg_threads FROM top_stacks('user') LIMIT 1",
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let got = answers(&run);
+    let top = &rows(&got[0]);
+    assert!(
+        top.len() == 1
+            && top[0]["frames"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("spin_forever")),
+        "top_stacks('user') live: {got:?}"
+    );
+    let run = live(
+        &pin_dir,
+        &["--count", "1", "--format", "csv", "--window", "3s"],
+        "SELECT count(*) - count(DISTINCT stack_id) AS repeated FROM stacks",
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with(",0")),
+        "a stack defined twice: {}",
+        String::from_utf8_lossy(&run.stdout)
+    );
 
     // GROUP BY ALL over the newest read; without --all active threads
     // only (as the agent writes): no sleeper.

@@ -169,7 +169,7 @@ fn top_live_then_history_over_the_ground_truth() {
         .limit(Duration::from_secs(60))
         .spawn();
     wait_for_first_tick(&out, Duration::from_secs(20));
-    for name in ["threads", "syscall_args", "waits", "fds"] {
+    for name in ["threads", "syscall_args", "waits", "fds", "stacks"] {
         let meta = std::fs::metadata(pin_dir.join(name))
             .unwrap_or_else(|e| panic!("{} not pinned: {e}", pin_dir.join(name).display()));
         use std::os::unix::fs::PermissionsExt;
@@ -255,9 +255,20 @@ fn top_live_then_history_over_the_ground_truth() {
         line_with(&screen, &["SLEEP", "TIMER", "clock_nanosleep"]).is_some(),
         "the thread's recent states:\n{screen}"
     );
+    // Its current stacks, from the agent's pinned captures, resolved as
+    // the writer resolves them: the kernel's sleep, then the workload's
+    // own function in the user stack.
+    let screen = tmux.wait_for(
+        |s| s.contains("  kernel") && s.contains("hrtimer_nanosleep") && s.contains("  user"),
+        Duration::from_secs(5),
+    );
     assert!(
-        screen.contains("stacks:"),
-        "where to find stacks:\n{screen}"
+        screen.contains("stacks at") && screen.contains("in clock_nanosleep"),
+        "the stacks' heading:\n{screen}"
+    );
+    assert!(
+        screen.contains("sleep_forever"),
+        "the sleeper's own function in its user stack:\n{screen}"
     );
 
     // Resize (SIGWINCH) to 80×24: redrawn at the new size, still running.

@@ -693,6 +693,12 @@ impl StackResolver {
         }
     }
 
+    /// The definition of stack `id`, if this resolver made it (a live
+    /// reader shows a thread's frames from it; nothing counts as written).
+    pub fn definition(&self, id: i64) -> Option<Arc<StackRow>> {
+        self.definitions.get(&id).cloned()
+    }
+
     /// A new period starts: its `stacks` file has nothing yet.
     pub fn new_period(&mut self) {
         self.emitted.clear();
