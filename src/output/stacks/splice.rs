@@ -133,6 +133,18 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_shows_its_current_line_and_two_lines_are_two_frames() {
+        let at = |line| PyFrame {
+            line,
+            ..py("py_spin")
+        };
+        assert_eq!(&*python_frame(&at(12)).texts[0], "py_spin [prog.py:12]");
+        assert_ne!(python_frame(&at(12)).texts, python_frame(&at(13)).texts);
+        // Groups differing by a line only are different keys.
+        assert_ne!(vec![vec![at(12)]], vec![vec![at(13)]]);
+    }
+
+    #[test]
     fn counts_that_disagree_keep_the_native_frames() {
         let stack = [native("read"), native("_PyEval_EvalFrameDefault")];
         // More groups than loop frames in a complete stack: moved on.
