@@ -12,10 +12,12 @@
 //! 4. The agent's RSS while 10 short-lived processes per second start,
 //!    each from its own (deleted) copy of a binary: the worst case for the
 //!    per-process and per-file caches.
-//! 5. CPython frames on CPU: the real agent at 20 Hz `--all` over 8
-//!    CPython 3.12 processes spinning in one thread each and 4 of 48
-//!    threads napping 50 ms, with the on-CPU frame chain read and without
-//!    (`TS_NO_PYCHAIN`), alternating.
+//! 5. CPython frames: the real agent at 20 Hz `--all` over 8 CPython 3.12
+//!    processes spinning in one thread each and 4 of 48 threads napping
+//!    50 ms, in turn with frames at their current lines (as shipped), at
+//!    their first lines (`TS_NO_PYLINE`) and without the on-CPU frame
+//!    chain (`TS_NO_PYCHAIN`): the agent's and its writer thread's CPU,
+//!    and the writer's per Python row.
 //!
 //! Run as root: `cargo bench --bench stacks`. `TASKSCOPE_BENCH_CHURN_SECS`
 //! sets the length of part 4 (default 60); `TASKSCOPE_BENCH_PYTHON_ONLY`
@@ -171,9 +173,52 @@ fn nap_binary() -> PathBuf {
     binary
 }
 
-/// Part 5: the agent's CPU (percent of a CPU) with and without the
-/// on-CPU CPython chain read, medians over `passes` alternating pairs.
-fn python_cost(passes: usize) -> (f64, f64) {
+/// Part 5: the agent's and its writer thread's CPU (percent of a CPU) with
+/// Python frames at their current lines (as shipped), at their first
+/// lines (`TS_NO_PYLINE`: the reader before lines), and without on-CPU
+/// chains (`TS_NO_PYCHAIN`), medians over `passes` passes of the three in
+/// turn.
+struct PythonCost {
+    agent: [f64; 3],
+    writer: [f64; 3],
+}
+
+/// The variants of part 5, in the order of `PythonCost`'s fields.
+const PYTHON_VARIANTS: [(&str, Option<&str>); 3] = [
+    ("lines", None),
+    ("first lines", Some("TS_NO_PYLINE")),
+    ("no on-CPU chains", Some("TS_NO_PYCHAIN")),
+];
+
+/// Python threads of part 5's workload (8 spinners, 4 × 48 nappers, 12
+/// main threads): a row each per tick under `--all`.
+const PYTHON_THREADS: f64 = 212.0;
+
+/// CPU seconds of thread `tid` of process `pid` so far.
+fn thread_cpu_seconds(pid: u32, tid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// The agent's writer thread (`taskscope-writer`, shown truncated).
+fn writer_tid(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim() == "taskscope-write")
+        })
+}
+
+fn python_cost(passes: usize) -> PythonCost {
     let python = "/root/.pyenv/versions/3.12.1/bin/python3.12";
     let spin = "import threading, time\ndef py_spin():\n    x = 0\n    while True:\n        x += 1\nthreading.Thread(target=py_spin, daemon=True).start()\ntime.sleep(3600)\n";
     let nap = "import threading, time\ndef py_nap():\n    while True:\n        time.sleep(0.05)\nfor _ in range(48):\n    threading.Thread(target=py_nap, daemon=True).start()\ntime.sleep(3600)\n";
@@ -186,38 +231,76 @@ fn python_cost(passes: usize) -> (f64, f64) {
                 .unwrap_or_else(|e| panic!("start {python}: {e}"))
         })
         .collect();
-    let (mut with, mut without) = (vec![], vec![]);
+    let mut agent_cpu: [Vec<f64>; 3] = Default::default();
+    let mut writer_cpu: [Vec<f64>; 3] = Default::default();
     for pass in 0..passes {
-        for chains in [pass % 2 == 0, pass % 2 == 1] {
+        for turn in 0..3 {
+            let variant = (pass + turn) % 3;
             let dir = scratch_dir("bench-stacks-python");
             let mut command = Command::new(env!("CARGO_BIN_EXE_taskscope"));
             command
                 .args(["run", "--all", "-F", "20", "--no-pin", "--output-dir"])
                 .arg(&dir)
                 .stderr(Stdio::null());
-            if !chains {
-                command.env("TS_NO_PYCHAIN", "1");
+            if let Some(knob) = PYTHON_VARIANTS[variant].1 {
+                command.env(knob, "1");
             }
             let mut agent = command.spawn().expect("start taskscope");
             std::thread::sleep(Duration::from_secs(6));
-            let before = cpu_seconds(agent.id());
+            let writer = writer_tid(agent.id()).expect("the agent's writer thread");
+            let before = (
+                cpu_seconds(agent.id()),
+                thread_cpu_seconds(agent.id(), writer),
+            );
             let measure = Duration::from_secs(10);
             std::thread::sleep(measure);
-            let used = cpu_seconds(agent.id()) - before;
+            let after = (
+                cpu_seconds(agent.id()),
+                thread_cpu_seconds(agent.id(), writer),
+            );
             stop_agent(&mut agent);
-            let percent = 100.0 * used / measure.as_secs_f64();
-            if chains {
-                with.push(percent);
-            } else {
-                without.push(percent);
-            }
+            let percent = |used: f64| 100.0 * used / measure.as_secs_f64();
+            agent_cpu[variant].push(percent(after.0 - before.0));
+            writer_cpu[variant].push(percent(after.1 - before.1));
         }
     }
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
     }
-    (median(&mut with), median(&mut without))
+    PythonCost {
+        agent: agent_cpu.map(|mut v| median(&mut v)),
+        writer: writer_cpu.map(|mut v| median(&mut v)),
+    }
+}
+
+/// Part 5's table rows.
+fn print_python_cost(cost: &PythonCost) {
+    let percents = |v: &[f64; 3]| {
+        v.iter()
+            .map(|p| format!("{p:.2}%"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let names = PYTHON_VARIANTS.map(|(name, _)| name).join(" / ");
+    println!(
+        "| agent CPU, --all 20 Hz, 200 CPython 3.12 threads (8 spinning): {names} | {} of a CPU |",
+        percents(&cost.agent)
+    );
+    println!(
+        "| writer thread CPU, same: {names} | {} of a CPU |",
+        percents(&cost.writer)
+    );
+    // A row per Python thread per tick.
+    let rows = PYTHON_THREADS * 20.0;
+    let per_row = cost
+        .writer
+        .map(|p| p / 100.0 / rows * 1e6)
+        .iter()
+        .map(|us| format!("{us:.2} µs"))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    println!("| writer CPU per Python row ({rows} rows/s): {names} | {per_row} |");
 }
 
 /// Perf maps (JIT names) on the writer: (ms to read a map of `lines`
@@ -272,8 +355,7 @@ fn main() {
     }
     let passes = passes(6);
     if std::env::var_os("TASKSCOPE_BENCH_PYTHON_ONLY").is_some() {
-        let (with, without) = python_cost(passes);
-        println!("| agent CPU, --all 20 Hz, 200 CPython threads (8 spinning): on-CPU chains / none | {with:.2}% / {without:.2}% of a CPU |");
+        print_python_cost(&python_cost(passes));
         return;
     }
 
@@ -412,6 +494,5 @@ fn main() {
         "| distinct nap stacks defined (one per period expected) | {} |",
         String::from_utf8_lossy(&rows.stdout).trim()
     );
-    let (with, without) = python_cost(passes);
-    println!("| agent CPU, --all 20 Hz, 200 CPython threads (8 spinning): on-CPU chains / none | {with:.2}% / {without:.2}% of a CPU |");
+    print_python_cost(&python_cost(passes));
 }

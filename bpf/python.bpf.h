@@ -10,8 +10,9 @@
  * other thread the cost is one hash lookup that misses. The walk follows
  * thread state -> current frame -> previous ... with bpf_probe_read_user,
  * at most TS_PY_DEPTH frames, and stores per frame the code object's
- * address, whether the frame closes its eval-loop call's group, and a
- * fingerprint of the code object. Anything implausible (a read that
+ * address, whether the frame closes its eval-loop call's group, a
+ * fingerprint of the code object, and the frame's instruction pointer
+ * (the writer tells the line from it). Anything implausible (a read that
  * fails, a thread state that names another thread, a misaligned code
  * pointer) marks the chain failed: the writer keeps the native frames.
  */
@@ -33,7 +34,7 @@ static __always_inline __u32 py_walk(struct ts_py_thread *p, struct ts_py_chain 
 
 #pragma clang loop unroll(disable)
 	for (i = 0; i < TS_PY_DEPTH; i++) {
-		__u64 code = 0, prev = 0, qualname = 0, filename = 0;
+		__u64 code = 0, prev = 0, instr = 0, qualname = 0, filename = 0;
 		__u32 line = 0;
 		__u8 marker = 0;
 
@@ -46,16 +47,19 @@ static __always_inline __u32 py_walk(struct ts_py_thread *p, struct ts_py_chain 
 			/* The C stack's shim: closes a group, names nothing. */
 			c->frames[i].code = 1;
 			c->frames[i].print = 0;
+			c->frames[i].instr = 0;
 		} else {
 			if (!code || (code & 7))
 				return TS_PY_FAILED;
 			if (!py_u64(&qualname, code + p->code_qualname) ||
 			    !py_u64(&filename, code + p->code_filename) ||
+			    !py_u64(&instr, frame + p->instr) ||
 			    bpf_probe_read_user(&line, 4, (void *)(code + p->code_firstlineno)))
 				return TS_PY_FAILED;
 			c->frames[i].code = code | (shim == TS_PY_IS_ENTRY && marker);
 			c->frames[i].print =
 				qualname ^ ((filename << 17) | (filename >> 47)) ^ (__u64)line;
+			c->frames[i].instr = instr;
 		}
 		c->n = i + 1;
 		frame = prev;

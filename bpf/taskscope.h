@@ -278,12 +278,16 @@ struct ts_py_thread {
 	__u32 cframe_current;   /* cframe->current_frame; TS_PY_DIRECT */
 	__u32 previous;         /* frame->previous */
 	__u32 code;             /* frame->f_code (f_executable) */
+	__u32 instr;            /* frame->prev_instr (3.11, 3.12), instr_ptr (3.13) */
 	__u32 marker;           /* frame->owner (3.12+), frame->is_entry (3.11) */
 	__u32 shim_owner;       /* owner of the C stack's shim frames; TS_PY_IS_ENTRY */
 	__u32 code_qualname;    /* code->co_qualname */
 	__u32 code_filename;    /* code->co_filename */
 	__u32 code_firstlineno; /* code->co_firstlineno (an int) */
+	__u32 pad;
 };
+
+_Static_assert(sizeof(struct ts_py_thread) == 64, "ts_py_thread layout");
 
 /* Bits of `ts_py_chain.flags`. */
 enum ts_py_flags {
@@ -297,11 +301,14 @@ enum ts_py_flags {
  * closes its eval-loop call's group (is_entry, 3.11), or 1 alone for a
  * shim frame (3.12+); and a fingerprint of the code object at the capture
  * (co_qualname ^ co_filename rotated 17 ^ co_firstlineno), which the
- * writer checks against the object it reads later.
+ * writer checks against the object it reads later; and the frame's
+ * instruction pointer (0 for a shim), from which the writer tells the line
+ * executing.
  */
 struct ts_py_frame {
 	__u64 code;
 	__u64 print;
+	__u64 instr;
 };
 
 struct ts_py_chain {
@@ -313,7 +320,8 @@ struct ts_py_chain {
 	struct ts_py_frame frames[TS_PY_DEPTH];
 };
 
-_Static_assert(sizeof(struct ts_py_chain) == 24 + 16 * TS_PY_DEPTH, "ts_py_chain layout");
+_Static_assert(sizeof(struct ts_py_frame) == 24, "ts_py_frame layout");
+_Static_assert(sizeof(struct ts_py_chain) == 24 + 24 * TS_PY_DEPTH, "ts_py_chain layout");
 
 /* Task-local storage: which slot a task owns. */
 struct ts_slot_ref {

@@ -17,12 +17,17 @@ use anyhow::Result;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::table::Mapping;
-use super::types::{ts_py_chain, ts_py_thread};
+use super::types::{ts_py_chain, ts_py_frame, ts_py_thread};
 
 /// Entries of `py_threads` and `py_chains` (`TS_PY_THREADS`).
 pub const PY_THREADS: u32 = 4_096;
 
+// The layouts `bpf/taskscope.h` asserts: 48 frames of code, fingerprint
+// and instruction pointer.
 const _: () = assert!(size_of::<ts_py_chain>().is_multiple_of(8));
+const _: () = assert!(size_of::<ts_py_frame>() == 24);
+const _: () = assert!(size_of::<ts_py_chain>() == 24 + 24 * 48);
+const _: () = assert!(size_of::<ts_py_thread>() == 64);
 
 /// Retries of a torn read before giving a chain up.
 const READ_ATTEMPTS: usize = 4;

@@ -4,8 +4,11 @@
 //! and every thread's rows show its Python function, marked `python`, in
 //! place of the eval loop, with the right state and syscall: off CPU from
 //! the frames read after the fact, on CPU from the chain the on-CPU
-//! sample read in BPF. A Python process that exits while sampled costs no
-//! error storm and no wrong name.
+//! sample read in BPF. Each frame names the line executing: the blocking
+//! call's line in the blocked functions, the loop's lines in the spinner,
+//! the call's line in their callers (lines found in the script's text). A
+//! Python process that exits while sampled costs no error storm and no
+//! wrong name.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -59,6 +62,22 @@ def py_short():
 py_short()
 "#;
 
+/// The line number (1-based, as Python counts) of the first line of
+/// `script` after the line starting with `after` that contains `needle`.
+fn line_of(script: &str, after: &str, needle: &str) -> usize {
+    let lines: Vec<&str> = script.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with(after))
+        .unwrap_or_else(|| panic!("no {after:?} in the script"));
+    from + 1
+        + lines[from + 1..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} after {after:?}"))
+        + 1
+}
+
 /// A Python program, killed when dropped; its threads' ids by function.
 struct Program {
     child: Child,
@@ -100,15 +119,17 @@ impl Drop for Program {
 }
 
 /// For thread `tid`'s rows with a user stack: how many, the share whose
-/// stack has a `python` frame `function [...]`, and the share of those in
-/// `state` and syscall `syscall`.
+/// stack has a `python` frame `function [...]`, the share of those in
+/// `state` and syscall `syscall`, and the share of those whose frame is
+/// `function [prog.py:line]` and whose caller `run`'s is
+/// `run [prog.py:run_line]`.
 fn python_share(
     dir: &Path,
     tid: u32,
     function: &str,
-    state: &str,
-    syscall: &str,
-) -> (f64, f64, f64) {
+    (state, syscall): (&str, &str),
+    (line, run_line): (usize, usize),
+) -> (f64, f64, f64, f64) {
     let rows = query(
         dir,
         &format!(
@@ -116,15 +137,23 @@ fn python_share(
                           list_zip(string_split(frames, ';'), string_split(frame_kinds, ';')) AS f \
                         FROM {STACKS}), \
                   s AS (SELECT s.state, s.syscall, \
-                          len(list_filter(t.f, lambda x: x[1] LIKE '{function} [%' AND x[2] = 'python')) > 0 AS named \
+                          len(list_filter(t.f, lambda x: x[1] LIKE '{function} [%' AND x[2] = 'python')) > 0 AS named, \
+                          len(list_filter(t.f, lambda x: x[1] = '{function} [prog.py:{line}]' AND x[2] = 'python')) > 0 \
+                          AND len(list_filter(t.f, lambda x: x[1] = 'run [prog.py:{run_line}]' AND x[2] = 'python')) > 0 AS at_line \
                         FROM {SAMPLES} s JOIN t ON t.stack_id = s.ustack_id WHERE s.tid = {tid}) \
              SELECT count(*) AS n, count(*) FILTER (named) AS named, \
-                    count(*) FILTER (named AND state = '{state}' AND syscall = '{syscall}') AS right FROM s"
+                    count(*) FILTER (named AND state = '{state}' AND syscall = '{syscall}') AS right, \
+                    count(*) FILTER (named AND at_line) AS at_line FROM s"
         ),
     );
     let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
     let (n, named) = (get("n"), get("named"));
-    (n, named / n.max(1.0), get("right") / named.max(1.0))
+    (
+        n,
+        named / n.max(1.0),
+        get("right") / named.max(1.0),
+        get("at_line") / named.max(1.0),
+    )
 }
 
 /// Some of thread `tid`'s user stacks, for failure messages.
@@ -188,15 +217,24 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
     assert_success(&agent);
     let log = String::from_utf8_lossy(&agent.stderr);
 
+    // The lines executing: the blocking calls, the spinner's loop, and
+    // `run`'s call of each function.
+    let run_line = line_of(PROGRAM, "def run(", "    f()");
+    let spin_lines = [
+        line_of(PROGRAM, "def py_spin", "while True"),
+        line_of(PROGRAM, "def py_spin", "x += 1"),
+    ];
     for (python, program) in PYTHONS.iter().zip(&programs) {
-        for (function, state, syscall) in [
-            ("py_sleep", "SLEEP", "clock_nanosleep"),
-            ("py_wait_lock", "SLEEP", "futex"),
-            ("py_read_pipe", "SLEEP", "read"),
+        for (function, state, syscall, call) in [
+            ("py_sleep", "SLEEP", "clock_nanosleep", "time.sleep("),
+            ("py_wait_lock", "SLEEP", "futex", "lock.acquire()"),
+            ("py_read_pipe", "SLEEP", "read", "os.read("),
         ] {
             let tid = program.tid(function);
-            let (n, named, right) = python_share(&out, tid, function, state, syscall);
-            eprintln!("{python} {function}: {n} rows with a user stack, {named:.3} name it, {right:.3} of those {state} in {syscall}");
+            let line = line_of(PROGRAM, &format!("def {function}"), call);
+            let (n, named, right, at_line) =
+                python_share(&out, tid, function, (state, syscall), (line, run_line));
+            eprintln!("{python} {function}: {n} rows with a user stack, {named:.3} name it, {right:.3} of those {state} in {syscall}, {at_line:.3} at line {line} (run at {run_line})");
             assert!(n >= 20.0, "{python} {function}: {n} rows with a user stack");
             assert!(
                 named >= 0.9,
@@ -206,6 +244,11 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
             assert!(
                 right >= 0.99,
                 "{python} {function}: {right:.3} {state} in {syscall}"
+            );
+            assert!(
+                at_line >= 0.9,
+                "{python} {function}: {at_line:.3} at line {line}: {}",
+                some_python_frames(&out, tid)
             );
         }
         // The spinner: its on-CPU captures name it too, from the frame
@@ -222,6 +265,9 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
                       s AS (SELECT s.state, \
                               len(list_filter(list_zip(string_split(t.frames, ';'), string_split(t.frame_kinds, ';')), \
                                   lambda x: x[1] LIKE 'py_spin [%' AND x[2] = 'python')) > 0 AS named, \
+                              len(list_filter(list_zip(string_split(t.frames, ';'), string_split(t.frame_kinds, ';')), \
+                                  lambda x: x[1] IN ('py_spin [prog.py:{}]', 'py_spin [prog.py:{}]') AND x[2] = 'python')) > 0 \
+                              AND t.frames LIKE '%;run [prog.py:{run_line}];%' AS at_line, \
                               t.frame_kinds LIKE '%python%' AND t.frames NOT LIKE '%;run [prog.py:%' AS elsewhere, \
                               s.ts >= (SELECT min(ts) FROM {SAMPLES}) + INTERVAL 2 SECOND AS steady \
                             FROM {SAMPLES} s JOIN t ON t.stack_id = s.ustack_id WHERE s.tid = {tid}) \
@@ -231,8 +277,10 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
                         count(*) FILTER (steady AND named) AS steady_named, \
                         count(*) FILTER (steady AND state = 'ON_CPU') AS on_cpu, \
                         count(*) FILTER (steady AND state = 'ON_CPU' AND named) AS on_cpu_named, \
+                        count(*) FILTER (steady AND state = 'ON_CPU' AND named AND at_line) AS on_cpu_at_line, \
                         count(*) FILTER (named AND state NOT IN ('ON_CPU', 'RUNQUEUE')) AS named_waiting, \
-                        count(*) FILTER (elsewhere) AS elsewhere FROM s"
+                        count(*) FILTER (elsewhere) AS elsewhere FROM s",
+                spin_lines[0], spin_lines[1]
             ),
         );
         let get = |key: &str| rows[0][key].as_f64().unwrap_or(0.0);
@@ -243,6 +291,11 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
             get("on_cpu_named") / get("on_cpu") >= 0.9,
             "{python} py_spin: ON_CPU rows named {rows:?}: {}",
             some_frames(&out, tid)
+        );
+        // At a line of its loop, called from `run`'s line.
+        assert!(
+            get("on_cpu_at_line") / get("on_cpu_named") >= 0.9,
+            "{python} py_spin: ON_CPU rows at lines {spin_lines:?} {rows:?}: {spin}"
         );
         // Preempted (RUNQUEUE) rows take the capture of the run they were
         // preempted from: named the same way.
@@ -294,12 +347,8 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
     }
 
     // The same stacks through zstdcat and awk: the ids of stacks with a
-    // `py_sleep [prog.py:N]` frame, N the function's first line.
-    let line = PROGRAM
-        .lines()
-        .position(|l| l.starts_with("def py_sleep"))
-        .unwrap()
-        + 1;
+    // `py_sleep [prog.py:N]` frame, N the line of its `time.sleep`.
+    let line = line_of(PROGRAM, "def py_sleep", "time.sleep(");
     let awk = shell(
         &out,
         &format!(
@@ -362,10 +411,17 @@ fn python_functions_replace_the_eval_loop_on_and_off_cpu() {
              WHERE s.tgid = {exiting_pid} AND t.frame_kinds LIKE '%python%'"
         ),
     );
+    // Sleeping (or, on CPU, at its first line), called from line 5.
+    let sleep = line_of(SHORT, "def py_short", "time.sleep(");
+    let call = line_of(SHORT, "def py_short", "py_short()");
     for row in &names {
         let frames = row["frames"].as_str().unwrap();
         assert!(
-            frames.contains(";py_short [short.py:3];<module> [short.py:1];"),
+            [sleep, sleep - 1]
+                .iter()
+                .any(|line| frames.contains(&format!(
+                    ";py_short [short.py:{line}];<module> [short.py:{call}];"
+                ))),
             "{frames}"
         );
     }

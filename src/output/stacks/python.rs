@@ -23,7 +23,15 @@
 //! then its current frame (`tstate->current_frame` in 3.13,
 //! `tstate->cframe->current_frame` before) and the `previous` chain. Each
 //! frame's code object (its type must be `PyCode_Type`) gives the
-//! function's qualified name, file and first line. Frames are grouped by
+//! function's qualified name, file and first line, and the frame's
+//! instruction pointer (`prev_instr` in 3.11 and 3.12, `instr_ptr` in
+//! 3.13: the instruction executing, for a caller its call) the line
+//! executing: its code unit in `co_code_adaptive` looked up in the code
+//! object's location table (`co_linetable`, a `bytes` object: its type
+//! must be `PyBytes_Type`; `linetable`). A pointer outside the code, a
+//! table that does not parse or does not cover exactly the code's units,
+//! or an instruction without a line leaves the function's first line:
+//! never another line. Frames are grouped by
 //! the call of the eval loop (`_PyEval_EvalFrameDefault`) that runs them:
 //! 3.12 and 3.13 push a shim frame owned by the C stack at each entry to
 //! the loop, 3.11 marks the first frame a loop ran (`is_entry`). Memory is
@@ -32,8 +40,10 @@
 //! that is not compact ASCII, a chain longer than `MAX_FRAMES`, a frame
 //! run by no loop) makes the whole read `None`. A `ReadCache` per process
 //! keeps thread states by thread id (used only while the state there still
-//! names the thread) and code objects' names (used only while the object
-//! still points to the same name and file objects, which it keeps alive);
+//! names the thread) and code objects' names and parsed location tables
+//! (used only while the object still points to the same name, file and
+//! table objects, which it keeps alive, and has the same first line: the
+//! line itself is looked up per frame, never cached);
 //! a `SymbolCache` parses each interpreter file once. On-CPU captures
 //! get their chain from the on-CPU sample instead (`oncpu`: read in BPF at
 //! the capture) and share the naming and grouping (`Interpreter::groups`).
@@ -56,13 +66,21 @@ const MAX_TEXT: u64 = 1_024;
 const DEBUG_OFFSETS_SIZE: usize = 584;
 /// `_PyInterpreterFrame.owner` of the C stack's shim frames (3.12+).
 const FRAME_OWNED_BY_CSTACK: u8 = 3;
+/// Whether frames get the line executing: unless `TS_NO_PYLINE` is set
+/// (benches only: the reader as before, every frame at its first line,
+/// to measure the line's cost side by side).
+static LINES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("TS_NO_PYLINE").is_none());
 
-/// One Python frame: qualified name, file and the function's first line.
+/// One Python frame: qualified name, file, the function's first line and
+/// the line being executed (for a caller, the line of the call in
+/// progress; the first line when it cannot be told).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyFrame {
     pub qualname: String,
     pub filename: String,
     pub firstlineno: u32,
+    pub line: u32,
 }
 
 /// Where a thread state keeps its innermost frame.
@@ -86,12 +104,14 @@ enum Entry {
 }
 
 /// One frame of a chain: its code object (none for a shim), the code
-/// object's fingerprint at the capture (on-CPU chains), and whether the
-/// frame closes its loop call's group.
+/// object's fingerprint at the capture (on-CPU chains), its instruction
+/// pointer (0 if unknown), and whether the frame closes its loop call's
+/// group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Link {
     code: Option<u64>,
     print: Option<u64>,
+    instr: u64,
     closes: bool,
 }
 
@@ -108,12 +128,24 @@ pub struct Layout {
     thread_native_id: u64,
     frame_previous: u64,
     frame_code: u64,
+    /// `prev_instr` (3.11, 3.12) or `instr_ptr` (3.13): the instruction
+    /// executing (a caller: its call), as a pointer into the code.
+    frame_instr: u64,
     frame_owner: u64,
     entry: Entry,
     code_filename: u64,
     code_qualname: u64,
     code_firstlineno: u64,
+    /// `co_linetable` (a `bytes` object).
+    code_linetable: u64,
+    /// `co_code_adaptive`: the code units, inline in the object.
+    code_adaptive: u64,
     ob_type: u64,
+    /// `ob_size` of a variable-size object: a code object's code units,
+    /// a `bytes` object's length.
+    ob_size: u64,
+    /// `PyBytesObject.ob_sval`.
+    bytes_sval: u64,
     unicode_state: u64,
     unicode_length: u64,
     unicode_ascii_size: u64,
@@ -140,12 +172,17 @@ impl Layout {
             thread_native_id: 160,
             frame_previous: 48,
             frame_code: 32,
+            frame_instr: 56,
             frame_owner: 69,
             entry: Entry::IsEntry(68),
             code_filename: 112,
             code_qualname: 128,
             code_firstlineno: 72,
+            code_linetable: 136,
+            code_adaptive: 184,
             ob_type: 8,
+            ob_size: 16,
+            bytes_sval: 32,
             unicode_state: 32,
             unicode_length: 16,
             unicode_ascii_size: 48,
@@ -166,6 +203,7 @@ impl Layout {
                 frame_owner: 70,
                 entry: Entry::CStackShim,
                 code_firstlineno: 68,
+                code_adaptive: 192,
                 unicode_ascii_size: 40,
                 ..common
             });
@@ -194,12 +232,17 @@ impl Layout {
             thread_native_id: at(200),
             frame_previous: at(232),
             frame_code: at(240),
+            frame_instr: at(248),
             frame_owner: at(264),
             entry: Entry::CStackShim,
             code_filename: at(280),
             code_qualname: at(296),
             code_firstlineno: at(312),
+            code_linetable: at(304),
+            code_adaptive: at(344),
             ob_type: at(360),
+            ob_size: at(520),
+            bytes_sval: at(528),
             unicode_state: at(544),
             unicode_length: at(552),
             unicode_ascii_size: at(560),
@@ -212,7 +255,12 @@ impl Layout {
             Entry::IsEntry(at) => at.max(self.frame_owner),
             Entry::CStackShim => self.frame_owner,
         };
-        (self.frame_previous.max(self.frame_code).max(owner) + 8) as usize
+        (self
+            .frame_previous
+            .max(self.frame_code)
+            .max(self.frame_instr)
+            .max(owner)
+            + 8) as usize
     }
 
     fn code_len(&self) -> usize {
@@ -220,7 +268,9 @@ impl Layout {
             .code_filename
             .max(self.code_qualname)
             .max(self.code_firstlineno)
+            .max(self.code_linetable)
             .max(self.ob_type)
+            .max(self.ob_size)
             + 8) as usize
     }
 }
@@ -295,6 +345,9 @@ fn word(bytes: &[u8], at: u64) -> Option<u64> {
 pub struct Interpreter {
     runtime: u64,
     code_type: u64,
+    /// `PyBytes_Type` (a location table's type); without it every frame
+    /// shows its function's first line.
+    bytes_type: Option<u64>,
     pub layout: Layout,
 }
 
@@ -305,6 +358,7 @@ pub struct Interpreter {
 pub struct FileSymbols {
     runtime: u64,
     code_type: u64,
+    bytes_type: Option<u64>,
     version_at: u64,
     version: u64,
     segments: Vec<(u64, u64, u64)>,
@@ -322,6 +376,7 @@ impl FileSymbols {
         };
         let runtime = find("_PyRuntime")?.address();
         let code_type = find("PyCode_Type")?.address();
+        let bytes_type = find("PyBytes_Type").map(|s| s.address());
         let version_symbol = find("Py_Version")?;
         let version_at = version_symbol.address();
         let section = elf.section_by_index(version_symbol.section_index()?).ok()?;
@@ -334,6 +389,7 @@ impl FileSymbols {
         Some(FileSymbols {
             runtime,
             code_type,
+            bytes_type,
             version_at,
             version,
             segments,
@@ -394,6 +450,7 @@ pub fn interpreter(tgid: u32, maps: &ProcessMaps, files: &mut SymbolCache) -> Op
         return Some(Interpreter {
             runtime,
             code_type: at(s.code_type),
+            bytes_type: s.bytes_type.map(at),
             layout,
         });
     }
@@ -402,13 +459,28 @@ pub fn interpreter(tgid: u32, maps: &ProcessMaps, files: &mut SymbolCache) -> Op
 
 /// What reading a process's frames learned, to read less next time:
 /// thread states by thread id (checked on every use: the state at that
-/// address must still name the thread) and code objects' names by address
-/// (used only while the object there still points to the same name and
-/// file objects, which it keeps alive, and has the same first line).
+/// address must still name the thread) and code objects by address (used
+/// only while the object still points to the same name, file and location
+/// table objects, which it keeps alive, and has the same first line).
 #[derive(Debug, Default)]
 pub struct ReadCache {
     tstates: FxHashMap<u32, u64>,
-    codes: FxHashMap<u64, (u64, u64, u32, PyFrame)>,
+    codes: FxHashMap<u64, Code>,
+    /// Heap bytes of the tables in `codes`, as parsed.
+    table_bytes: usize,
+}
+
+/// A code object read: the pointers it was read through (its identity),
+/// its names, and its location table once a frame needed it (`None`
+/// inside: unreadable or not understood; its frames show the first line).
+#[derive(Debug)]
+struct Code {
+    qualname: u64,
+    filename: u64,
+    firstlineno: u32,
+    linetable: u64,
+    frame: PyFrame,
+    table: Option<Option<LineTable>>,
 }
 
 /// Thread states a `ReadCache` keeps before it is cleared (16 bytes
@@ -417,6 +489,10 @@ const TSTATE_LIMIT: usize = 16_384;
 /// Code objects' names a `ReadCache` keeps before it is cleared (a few
 /// hundred bytes each, per process).
 const CODE_LIMIT: usize = 2_048;
+/// Heap bytes of parsed location tables a `ReadCache` keeps before they
+/// are dropped (12 bytes per entry of a table, an entry per 1 to 8 code
+/// units: a typical function's takes a few hundred bytes).
+const TABLE_BYTES: usize = 2 << 20;
 
 impl Interpreter {
     /// The Python frames of thread `tid` of process `tgid`, grouped by the
@@ -462,6 +538,7 @@ impl Interpreter {
             chain.push(Link {
                 code,
                 print: None,
+                instr: word(&bytes, o.frame_instr)?,
                 closes,
             });
             frame = word(&bytes, o.frame_previous)?;
@@ -494,7 +571,7 @@ impl Interpreter {
                 {
                     return None;
                 }
-                group.push(self.code_frame(memory, code, bytes, cache)?);
+                group.push(self.code_frame(memory, (code, link.instr), bytes, cache)?);
             }
             if link.closes {
                 groups.push(std::mem::take(&mut group));
@@ -569,11 +646,11 @@ impl Interpreter {
     }
 
     /// The frame of the code object at `code`, whose first bytes are
-    /// `bytes`; `None` if it is not a code object.
+    /// `bytes`, executing at `instr`; `None` if it is not a code object.
     fn code_frame(
         &self,
         memory: &Memory,
-        code: u64,
+        (code, instr): (u64, u64),
         bytes: &[u8],
         cache: &mut ReadCache,
     ) -> Option<PyFrame> {
@@ -584,27 +661,92 @@ impl Interpreter {
         let qualname = word(bytes, o.code_qualname)?;
         let filename = word(bytes, o.code_filename)?;
         let firstlineno = u32::try_from(word(bytes, o.code_firstlineno)? & 0xffff_ffff).ok()?;
-        if let Some((q, f, l, frame)) = cache.codes.get(&code) {
-            if (*q, *f, *l) == (qualname, filename, firstlineno) {
-                return Some(frame.clone());
+        let linetable = word(bytes, o.code_linetable)?;
+        let same = |c: &Code| {
+            (c.qualname, c.filename, c.firstlineno, c.linetable)
+                == (qualname, filename, firstlineno, linetable)
+        };
+        if !cache.codes.get(&code).is_some_and(same) {
+            let frame = PyFrame {
+                qualname: memory.ascii_str(qualname, o)?,
+                filename: memory.ascii_str(filename, o)?,
+                firstlineno,
+                line: firstlineno,
+            };
+            if cache.codes.len() >= CODE_LIMIT {
+                cache.codes.clear();
+                cache.table_bytes = 0;
+            }
+            cache.codes.insert(
+                code,
+                Code {
+                    qualname,
+                    filename,
+                    firstlineno,
+                    linetable,
+                    frame,
+                    table: None,
+                },
+            );
+        }
+        let mut frame = cache.codes.get(&code)?.frame.clone();
+        // The code unit executing: `instr` must point into this object's
+        // code, else the first line stands (a frame that has not started
+        // points just before its first unit).
+        let units = word(bytes, o.ob_size)?;
+        let unit = instr
+            .checked_sub(code + o.code_adaptive)
+            .filter(|d| d % 2 == 0 && d / 2 < units)
+            .and_then(|d| u32::try_from(d / 2).ok());
+        if let Some(unit) = unit.filter(|_| *LINES) {
+            if cache.codes.get(&code)?.table.is_none() {
+                let table = self.line_table(memory, linetable, firstlineno);
+                let size = table.as_ref().map_or(0, LineTable::heap_bytes);
+                if cache.table_bytes + size > TABLE_BYTES {
+                    // The names stay: the tables are read again.
+                    cache.codes.values_mut().for_each(|c| c.table = None);
+                    cache.table_bytes = 0;
+                }
+                cache.table_bytes += size;
+                cache.codes.get_mut(&code)?.table = Some(table);
+            }
+            let table = cache
+                .codes
+                .get(&code)?
+                .table
+                .as_ref()
+                .and_then(Option::as_ref);
+            if let Some(line) = table
+                .filter(|t| u64::from(t.units()) == units)
+                .and_then(|t| t.line(unit))
+            {
+                frame.line = line;
             }
         }
-        let frame = PyFrame {
-            qualname: memory.ascii_str(qualname, o)?,
-            filename: memory.ascii_str(filename, o)?,
-            firstlineno,
-        };
-        if cache.codes.len() >= CODE_LIMIT {
-            cache.codes.clear();
-        }
-        cache
-            .codes
-            .insert(code, (qualname, filename, firstlineno, frame.clone()));
         Some(frame)
+    }
+
+    /// The location table `co_linetable` at `at` of a code object whose
+    /// first line is `firstlineno`; `None` unless it is a `bytes` object
+    /// (of at most `MAX_TABLE` bytes) that parses.
+    fn line_table(&self, memory: &Memory, at: u64, firstlineno: u32) -> Option<LineTable> {
+        let o = &self.layout;
+        let head = memory.read(at, o.bytes_sval as usize)?;
+        if Some(word(&head, o.ob_type)?) != self.bytes_type {
+            return None;
+        }
+        let len = word(&head, o.ob_size)?;
+        if len > linetable::MAX_TABLE {
+            return None;
+        }
+        let bytes = memory.read(at + o.bytes_sval, len as usize)?;
+        LineTable::parse(&bytes, firstlineno)
     }
 }
 
+mod linetable;
 mod oncpu;
+use linetable::LineTable;
 pub use oncpu::{Chain, Publisher};
 
 #[cfg(test)]

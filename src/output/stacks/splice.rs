@@ -59,13 +59,15 @@ pub fn splice(native: &[Frames], groups: &[Vec<PyFrame>], complete: bool) -> Opt
 }
 
 /// A Python frame as a stack frame: `qualname [file:line]` (the file's
-/// base name, as native frames show theirs; the function's first line).
+/// base name, as native frames show theirs; the line executing — for a
+/// caller, the line of the call in progress — or the function's first
+/// line when it cannot be told).
 pub fn python_frame(frame: &PyFrame) -> Frames {
     let file = Path::new(&frame.filename).file_name().map_or_else(
         || frame.filename.clone(),
         |f| f.to_string_lossy().into_owned(),
     );
-    let text = format!("{} [{file}:{}]", frame.qualname, frame.firstlineno);
+    let text = format!("{} [{file}:{}]", frame.qualname, frame.line);
     Frames {
         texts: vec![Arc::from(text.as_str())],
         function: Some(Arc::from(frame.qualname.as_str())),
@@ -94,6 +96,7 @@ mod tests {
             qualname: name.to_string(),
             filename: "/srv/app/prog.py".to_string(),
             firstlineno: 7,
+            line: 12,
         }
     }
 
@@ -118,15 +121,27 @@ mod tests {
             [
                 "clock_nanosleep+0x10",
                 "time_sleep+0x10",
-                "py_sleep [prog.py:7]",
-                "run [prog.py:7]",
+                "py_sleep [prog.py:12]",
+                "run [prog.py:12]",
                 "_PyObject_Call+0x10",
-                "_bootstrap [prog.py:7]",
+                "_bootstrap [prog.py:12]",
                 "start_thread+0x10"
             ]
         );
         assert_eq!(spliced[2].kind, FrameKind::Python);
         assert_eq!(&*spliced[2].module, "prog.py");
+    }
+
+    #[test]
+    fn a_frame_shows_its_current_line_and_two_lines_are_two_frames() {
+        let at = |line| PyFrame {
+            line,
+            ..py("py_spin")
+        };
+        assert_eq!(&*python_frame(&at(12)).texts[0], "py_spin [prog.py:12]");
+        assert_ne!(python_frame(&at(12)).texts, python_frame(&at(13)).texts);
+        // Groups differing by a line only are different keys.
+        assert_ne!(vec![vec![at(12)]], vec![vec![at(13)]]);
     }
 
     #[test]
@@ -139,7 +154,7 @@ mod tests {
         assert!(splice(&stack, &[], false).is_none());
         // A cut stack takes the innermost groups.
         let cut = splice(&stack, &[vec![py("a")], vec![py("b")]], false).unwrap();
-        assert_eq!(texts(&cut), ["read+0x10", "a [prog.py:7]"]);
+        assert_eq!(texts(&cut), ["read+0x10", "a [prog.py:12]"]);
         // No loop frame: nothing to replace.
         assert!(splice(&[native("read")], &[vec![py("a")]], false).is_none());
         assert!(!is_eval_loop(&native("_PyEval_EvalFrameDefaultX")));

@@ -102,7 +102,7 @@ static STACK_COLUMNS: &[Column<Stacks>] = &[
     Column {
         name: "frames",
         ty: ColumnType::Text,
-        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress; CPython functions as qualname [file:first line]",
+        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress; CPython functions as qualname [file:line], the line executing (for a caller, the line of its call in progress; the function's first line when it cannot be told)",
         value: |r| Value::Text(&r.frames),
     },
     Column {
@@ -121,7 +121,7 @@ static STACK_COLUMNS: &[Column<Stacks>] = &[
     Column {
         name: "frame_kinds",
         ty: ColumnType::Text,
-        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, jit (named from the process's perf map), or python (a CPython function, qualname [file:first line], in place of the interpreter loop's frame)",
+        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, jit (named from the process's perf map), or python (a CPython function, qualname [file:line] with the line executing, in place of the interpreter loop's frame)",
         value: |r| Value::Text(&r.frame_kinds),
     },
 ];

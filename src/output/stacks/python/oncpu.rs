@@ -11,7 +11,8 @@
 //! the same grouping and checks as off CPU) and, since a code object may
 //! be freed and its memory reused by then, only while each still has the
 //! fingerprint the sample took (its qualified name and file objects and
-//! first line). A chain that failed, was cut at `TS_PY_DEPTH` frames or
+//! first line). Each frame's line comes from the instruction pointer the
+//! sample read with it (`Interpreter::code_frame`). A chain that failed, was cut at `TS_PY_DEPTH` frames or
 //! does not match keeps the native frames.
 //!
 //! Entries are removed when their slot holds another thread, after
@@ -50,9 +51,9 @@ const RETRY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chain {
     /// Walked to the first frame: per frame, innermost first, the code
-    /// object's address (bit 0: closes its group; 1 alone: a shim) and
-    /// its fingerprint.
-    Complete(Vec<(u64, u64)>),
+    /// object's address (bit 0: closes its group; 1 alone: a shim), its
+    /// fingerprint and the frame's instruction pointer.
+    Complete(Vec<(u64, u64, u64)>),
     /// Deeper than the sample walks.
     Truncated,
     /// A read failed or the thread state was not the thread's.
@@ -63,7 +64,12 @@ impl Chain {
     pub fn from_capture(c: &ts_py_chain) -> Chain {
         let n = (c.n as usize).min(c.frames.len());
         if c.flags & ts_py_flags::TS_PY_COMPLETE.0 != 0 {
-            Chain::Complete(c.frames[..n].iter().map(|f| (f.code, f.print)).collect())
+            Chain::Complete(
+                c.frames[..n]
+                    .iter()
+                    .map(|f| (f.code, f.print, f.instr))
+                    .collect(),
+            )
         } else if c.flags & ts_py_flags::TS_PY_TRUNCATED.0 != 0 {
             Chain::Truncated
         } else {
@@ -100,11 +106,13 @@ impl Interpreter {
             cframe_current,
             previous: off(o.frame_previous)?,
             code: off(o.frame_code)?,
+            instr: off(o.frame_instr)?,
             marker,
             shim_owner,
             code_qualname: off(o.code_qualname)?,
             code_filename: off(o.code_filename)?,
             code_firstlineno: off(o.code_firstlineno)?,
+            pad: 0,
         })
     }
 
@@ -114,7 +122,7 @@ impl Interpreter {
     pub fn chain_frames(
         &self,
         tgid: u32,
-        frames: &[(u64, u64)],
+        frames: &[(u64, u64, u64)],
         cache: &mut ReadCache,
     ) -> Option<Vec<Vec<PyFrame>>> {
         if frames.len() > MAX_FRAMES {
@@ -123,16 +131,18 @@ impl Interpreter {
         let shims = self.layout.entry == Entry::CStackShim;
         let chain = frames
             .iter()
-            .map(|&(code, print)| match code {
+            .map(|&(code, print, instr)| match code {
                 1 if shims => Some(Link {
                     code: None,
                     print: None,
+                    instr: 0,
                     closes: true,
                 }),
                 _ if code & 6 != 0 || code & !7 == 0 || (shims && code & 1 != 0) => None,
                 _ => Some(Link {
                     code: Some(code & !7),
                     print: Some(print),
+                    instr,
                     closes: code & 1 != 0,
                 }),
             })
@@ -294,15 +304,21 @@ mod tests {
         c.frames[0] = ts_py_frame {
             code: 0x1000,
             print: 7,
+            instr: 0x10c8,
         };
-        c.frames[1] = ts_py_frame { code: 1, print: 0 };
+        c.frames[1] = ts_py_frame {
+            code: 1,
+            print: 0,
+            instr: 0,
+        };
         c.frames[2] = ts_py_frame {
             code: 0x2000,
             print: 9,
+            instr: 0x20c8,
         };
         assert_eq!(
             Chain::from_capture(&c),
-            Chain::Complete(vec![(0x1000, 7), (1, 0)])
+            Chain::Complete(vec![(0x1000, 7, 0x10c8), (1, 0, 0)])
         );
         c.flags = ts_py_flags::TS_PY_TRUNCATED.0;
         assert_eq!(Chain::from_capture(&c), Chain::Truncated);

@@ -100,10 +100,26 @@ fn sleeping_threads_show_their_functions(python: &str) {
         .zip(chain.as_ref())
         .and_then(|(i, c)| i.chain_frames(pid, c, &mut cache));
     let mut changed = chain.clone().unwrap_or_default();
-    if let Some(frame) = changed.iter_mut().find(|(code, _)| *code != 1) {
+    if let Some(frame) = changed.iter_mut().find(|(code, _, _)| *code != 1) {
         frame.1 ^= 1;
     }
     let from_changed = found.and_then(|i| i.chain_frames(pid, &changed, &mut cache));
+    // Instruction pointers outside their code (none, before it, past its
+    // end, odd): the first line, never another.
+    let lost: Vec<Option<Vec<Vec<PyFrame>>>> = [0, 8, 1 << 40, 1]
+        .into_iter()
+        .map(|bad| {
+            let mut lost = chain.clone().unwrap_or_default();
+            for frame in lost.iter_mut().filter(|(code, _, _)| *code != 1) {
+                frame.2 = match bad {
+                    1 => frame.2 | 1,
+                    8 => (frame.0 & !7) + 8,
+                    bad => bad,
+                };
+            }
+            found.and_then(|i| i.chain_frames(pid, &lost, &mut cache))
+        })
+        .collect();
     let other = found.and_then(|i| i.thread_frames(pid, 1, &mut cache));
     let _ = child.kill();
     let _ = child.wait();
@@ -118,6 +134,9 @@ fn sleeping_threads_show_their_functions(python: &str) {
         (groups[0][0].filename.as_str(), groups[0][0].firstlineno),
         ("<string>", 3)
     );
+    // Each frame's line is the one executing: the sleep, the calls.
+    let lines: Vec<(u32, u32)> = groups[0].iter().map(|f| (f.firstlineno, f.line)).collect();
+    assert_eq!(lines, [(3, 4), (5, 6), (1, 11)], "{python}");
     // The worker: its function, then `Thread.run`, `_bootstrap_inner`,
     // `_bootstrap` (in one loop call or several: 3.11 enters the loop
     // again for the call through `CALL_FUNCTION_EX`, 3.12+ do not).
@@ -133,6 +152,23 @@ fn sleeping_threads_show_their_functions(python: &str) {
         "{worker_groups:?}"
     );
     assert!(worker_names.contains(&"Thread.run"), "{worker_groups:?}");
+    let py_worker = &worker_groups[0][0];
+    assert_eq!((py_worker.firstlineno, py_worker.line), (7, 8), "{python}");
+    for lost in lost {
+        let lost = lost.unwrap_or_else(|| panic!("{python}: lost instruction pointers"));
+        let firsts: Vec<Vec<PyFrame>> = worker_groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|f| PyFrame {
+                        line: f.firstlineno,
+                        ..f.clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lost, firsts, "{python}");
+    }
     assert_eq!(
         worker_names.last(),
         Some(&"Thread._bootstrap"),
@@ -150,7 +186,7 @@ fn walk_like_bpf(
     pid: u32,
     tid: u32,
     t: &crate::bpf::types::ts_py_thread,
-) -> Option<Vec<(u64, u64)>> {
+) -> Option<Vec<(u64, u64, u64)>> {
     let m = Memory(nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?));
     let at = |base: u64, off: u32| base + u64::from(off);
     if m.u64(at(t.tstate, t.native_id))? != u64::from(tid) {
@@ -166,7 +202,7 @@ fn walk_like_bpf(
         let previous = m.u64(at(frame, t.previous))?;
         let marker = m.read(at(frame, t.marker), 1)?[0];
         if t.shim_owner != u32::MAX && u32::from(marker) == t.shim_owner {
-            out.push((1, 0));
+            out.push((1, 0, 0));
         } else {
             let qualname = m.u64(at(code, t.code_qualname))?;
             let filename = m.u64(at(code, t.code_filename))?;
@@ -175,6 +211,7 @@ fn walk_like_bpf(
             out.push((
                 code | u64::from(closes),
                 qualname ^ filename.rotate_left(17) ^ line,
+                m.u64(at(frame, t.instr))?,
             ));
         }
         frame = previous;
