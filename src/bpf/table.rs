@@ -619,8 +619,20 @@ pub(super) unsafe fn stack_header_at(e: *mut ts_stack) -> Option<StackHeader> {
 /// # Safety
 /// `e` points to a `ts_stack` of a live shared mapping.
 pub(super) unsafe fn read_stack_at(e: *mut ts_stack) -> Option<ts_stack> {
-    // SAFETY: the entry's counter (the caller's promise).
-    let seq = unsafe { atomic_u32(&raw mut (*e).seq) };
+    // SAFETY: the entry and its counter (the caller's promise).
+    unsafe { read_counted(e, &raw mut (*e).seq) }
+}
+
+/// A consistent copy of the entry at `e`, whose writers keep the sequence
+/// counter at `seq` odd while they write: read when it is even and the
+/// same after the copy, or None when writers kept it busy.
+///
+/// # Safety
+/// `e` is an entry of a live shared mapping of plain-old-data (any bit
+/// pattern valid) and `seq` its 4-aligned counter.
+unsafe fn read_counted<T>(e: *mut T, seq: *mut u32) -> Option<T> {
+    // SAFETY: the caller's promise.
+    let seq = unsafe { atomic_u32(seq) };
     for _ in 0..READ_ATTEMPTS {
         let before = seq.load(Ordering::Acquire);
         if before & 1 != 0 {
@@ -681,20 +693,6 @@ pub(super) unsafe fn read_wait_at(e: *mut ts_wait) -> Option<ts_wait> {
 /// # Safety
 /// `e` is an entry of a live mapping of `fds`.
 pub(super) unsafe fn read_fd_at(e: *mut ts_fd) -> Option<ts_fd> {
-    // SAFETY: the counter of that entry.
-    let seq = unsafe { atomic_u32(&raw mut (*e).seq) };
-    for _ in 0..READ_ATTEMPTS {
-        let before = seq.load(Ordering::Acquire);
-        if before & 1 != 0 {
-            std::hint::spin_loop();
-            continue;
-        }
-        // SAFETY: as above; plain old data, any bit pattern valid.
-        let copy = unsafe { ptr::read_volatile(e) };
-        fence(Ordering::Acquire);
-        if seq.load(Ordering::Relaxed) == before {
-            return Some(copy);
-        }
-    }
-    None
+    // SAFETY: the entry and its counter (the caller's promise).
+    unsafe { read_counted(e, &raw mut (*e).seq) }
 }
