@@ -4,17 +4,22 @@
 //! * `getppid()` in a loop: cost per syscall.
 //! * Same-CPU pipe ping-pong: round trips per second (each round trip is
 //!   4 syscalls, 2 context switches and 2 wakeups).
+//! * Cross-CPU pipe ping-pong (the two threads pinned to CPUs 0 and 1):
+//!   every wakeup comes from the other CPU, and is handed over to the
+//!   wakee's CPU when that one is idle (csd_queue_cpu names the waker).
 //!
 //! Each pass measures, in rotating order: no agent; the floor (an empty
 //! `sys_enter` + `sys_exit` pair, no agent); the agent as `run` ships it
 //! (stacks on, `--syscalls passive`); and `--syscalls exact` (stacks on).
-//! Two more setups leave one part of the defaults' switch-out work out
-//! (the fd record of `file`, the waker hook) to show what each costs.
+//! Three more setups leave one part of the defaults' work out (the fd
+//! record of `file`, the waker record, the hand-over hook) to show what
+//! each costs.
 //! Medians of the per-pass ratios to "no agent" are reported, and, from
 //! the kernel's own BPF run-time statistics (`kernel.bpf_stats_enabled`,
 //! switched on for the run), the nanoseconds each scheduler hook takes per
-//! run during the ping-pong: unlike the rates, those hardly move with the
-//! load other work puts on the machine. Run as root:
+//! run during the ping-pong (csd_queue_cpu: during the cross-CPU one):
+//! unlike the rates, those hardly move with the load other work puts on
+//! the machine. Run as root:
 //! `cargo bench --bench hooks` (`TASKSCOPE_BENCH_PASSES=N` passes).
 
 mod common;
@@ -28,6 +33,9 @@ use taskscope::bpf::{StackKinds, SyscallMode};
 
 const SYSCALLS: u64 = 1_000_000;
 const ROUND_TRIPS: u64 = 40_000;
+/// Cross-CPU round trips are slower (an IPI each way when the other CPU
+/// sleeps).
+const CROSS_ROUND_TRIPS: u64 = 10_000;
 
 fn getppid_ns() -> f64 {
     let start = Instant::now();
@@ -49,7 +57,7 @@ enum Setup {
     Exact,
 }
 
-const SETUPS: [(Setup, &str); 6] = [
+const SETUPS: [(Setup, &str); 7] = [
     (Setup::NoAgent, "no agent"),
     (Setup::Floor, "empty sys_enter + sys_exit (floor)"),
     (
@@ -65,10 +73,14 @@ const SETUPS: [(Setup, &str); 6] = [
         Setup::Without("TS_NO_WAKER"),
         "defaults without the waker record (TS_NO_WAKER)",
     ),
+    (
+        Setup::Without("TS_NO_CSD"),
+        "defaults without the hand-over waker hook (TS_NO_CSD)",
+    ),
 ];
 
 /// The agent's scheduler hooks whose run time is reported.
-const HOOKS: [&str; 2] = ["on_sched_switch", "on_sched_wakeup"];
+const HOOKS: [&str; 3] = ["on_sched_switch", "on_sched_wakeup", "on_csd_queue"];
 
 /// Run time and runs so far of the programs named in `HOOKS` whose id is
 /// in `ids` (loaded by this process: the ids its load took), by name.
@@ -94,7 +106,7 @@ fn newest_prog_id() -> u32 {
 }
 
 /// Nanoseconds per run of each hook between two `hook_runs` readings.
-fn per_run(before: &HashMap<String, (u64, u64)>, after: &HashMap<String, (u64, u64)>) -> [f64; 2] {
+fn per_run(before: &HashMap<String, (u64, u64)>, after: &HashMap<String, (u64, u64)>) -> [f64; 3] {
     HOOKS.map(|name| {
         let (t0, n0) = before.get(name).copied().unwrap_or((0, 0));
         let (t1, n1) = after.get(name).copied().unwrap_or((0, 0));
@@ -126,9 +138,22 @@ impl Drop for BpfStats {
     }
 }
 
+/// What one setup measured.
+#[derive(Clone, Copy)]
+struct Measured {
+    getppid_ns: f64,
+    /// Round trips per second, same CPU and across CPUs 0 and 1.
+    pingpong: f64,
+    cross: f64,
+    /// ns per run of each of `HOOKS`.
+    hooks: [f64; 3],
+}
+
 /// Load `setup`, measure, unload: getppid() ns, ping-pong round trips per
-/// second, ns per run of each of `HOOKS` during the ping-pong.
-fn measure(setup: Setup) -> (f64, f64, [f64; 2]) {
+/// second (same CPU, across two), ns per run of each of `HOOKS` (the
+/// scheduler hooks during the same-CPU ping-pong, csd_queue_cpu during
+/// the cross-CPU one).
+fn measure(setup: Setup) -> Measured {
     let before_load = newest_prog_id();
     let stacks = StackKinds {
         kernel: true,
@@ -156,15 +181,24 @@ fn measure(setup: Setup) -> (f64, f64, [f64; 2]) {
         ),
     };
     let ids = (before_load, newest_prog_id());
-    let syscall = getppid_ns();
+    let getppid_ns = getppid_ns();
     let pingpong = pingpong_per_sec(ROUND_TRIPS);
+    let cross = pingpong_on(CROSS_ROUND_TRIPS, 0, 1);
     let stats = BpfStats::enable();
     let before = hook_runs(ids);
     pingpong_per_sec(ROUND_TRIPS / 4);
-    let hooks = per_run(&before, &hook_runs(ids));
+    let mut hooks = per_run(&before, &hook_runs(ids));
+    let before = hook_runs(ids);
+    pingpong_on(CROSS_ROUND_TRIPS / 4, 0, 1);
+    hooks[2] = per_run(&before, &hook_runs(ids))[2];
     drop(stats);
     drop(hold);
-    (syscall, pingpong, hooks)
+    Measured {
+        getppid_ns,
+        pingpong,
+        cross,
+        hooks,
+    }
 }
 
 fn main() {
@@ -175,6 +209,8 @@ fn main() {
     );
     let mut getppid = vec![Vec::new(); SETUPS.len()];
     let mut pingpong = vec![Vec::new(); SETUPS.len()];
+    let mut cross = vec![Vec::new(); SETUPS.len()];
+    let mut cross_kept = vec![Vec::new(); SETUPS.len()];
     let mut hook_ns = vec![vec![Vec::new(); HOOKS.len()]; SETUPS.len()];
     let (mut added, mut share, mut kept) = (
         vec![Vec::new(); SETUPS.len()],
@@ -182,14 +218,23 @@ fn main() {
         vec![Vec::new(); SETUPS.len()],
     );
     for pass in 0..passes {
-        let mut results = [(0.0, 0.0, [f64::NAN; 2]); SETUPS.len()];
+        let mut results = [Measured {
+            getppid_ns: 0.0,
+            pingpong: 0.0,
+            cross: 0.0,
+            hooks: [f64::NAN; 3],
+        }; SETUPS.len()];
         for k in 0..SETUPS.len() {
             let i = (pass + k) % SETUPS.len();
             results[i] = measure(SETUPS[i].0);
         }
-        let (base_ns, base_rt, _) = results[0];
-        for (i, &(ns, rt, hooks)) in results.iter().enumerate() {
-            for (k, v) in hooks.iter().enumerate() {
+        let base = results[0];
+        let (base_ns, base_rt) = (base.getppid_ns, base.pingpong);
+        for (i, m) in results.iter().enumerate() {
+            let (ns, rt) = (m.getppid_ns, m.pingpong);
+            cross[i].push(m.cross);
+            cross_kept[i].push(100.0 * m.cross / base.cross);
+            for (k, v) in m.hooks.iter().enumerate() {
                 if v.is_finite() {
                     hook_ns[i][k].push(*v);
                 }
@@ -203,9 +248,9 @@ fn main() {
     }
     println!();
     println!(
-        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | sched_switch | sched_wakeup |"
+        "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | cross-CPU ping-pong | vs no agent | sched_switch | sched_wakeup | csd_queue_cpu |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, (_, name)) in SETUPS.iter().enumerate() {
         let hooks: Vec<String> = hook_ns[i]
             .iter_mut()
@@ -218,12 +263,14 @@ fn main() {
             })
             .collect();
         println!(
-            "| {name} | {:.0} ns | {:+.1} ns | {:+.1}% | {:.0} rt/s | {:.1}% | {} |",
+            "| {name} | {:.0} ns | {:+.1} ns | {:+.1}% | {:.0} rt/s | {:.1}% | {:.0} rt/s | {:.1}% | {} |",
             median(&mut getppid[i]),
             median(&mut added[i]),
             median(&mut share[i]),
             median(&mut pingpong[i]),
             median(&mut kept[i]),
+            median(&mut cross[i]),
+            median(&mut cross_kept[i]),
             hooks.join(" | "),
         );
     }

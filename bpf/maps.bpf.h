@@ -114,6 +114,15 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* max_slots, set at load */
 } waits SEC(".maps");
 
+/* Wakers noted at a hand-over to the wakee's CPU, one entry per slot of
+ * `threads` (struct ts_handover; csd_queue_cpu, Linux 6.6+). */
+TS_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ts_handover);
+	__uint(max_entries, 1); /* max_slots when csd_queue_cpu exists, set at load */
+} handovers SEC(".maps");
+
 /* Per-CPU state, indexed by CPU number. */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -243,7 +243,7 @@ static __always_inline void mark_woken(struct task_struct *p, bool waker)
 	cpu = task_cpu(p);
 	WRITE_ONCE(t->wakeup_ns, rq_now(task_rq_of(p), bpf_map_lookup_elem(&cpus, &cpu)));
 	if (waker)
-		note_waker(slot);
+		note_waker(t, slot);
 }
 
 SEC("tp_btf/sched_wakeup")

@@ -150,6 +150,26 @@ struct ts_wait {
 
 _Static_assert(sizeof(struct ts_wait) == 64, "ts_wait is one cache line");
 
+/*
+ * The waker of a wakeup handed over to the wakee's CPU (Linux 6.6+): noted
+ * by csd_queue_cpu in the waker's context, taken by the sched_wakeup that
+ * follows on the wakee's CPU, outside the waker's context (waits.bpf.h).
+ * One entry per slot of `threads`, in the `handovers` array (BPF only).
+ */
+struct ts_handover {
+	__u32 armed;        /* 1: noted and not yet taken */
+	__u32 waker_tid;    /* 0: handed over from an interrupt, no waker */
+	__u32 waker_tgid;
+	__u32 reserved;
+	__u64 switch_in_ns; /* the wakee's ts_thread.switch_in_ns when noted */
+	__u64 sp;           /* scratch: a stack address of the hand-over */
+	char waker_comm[TS_COMM_LEN];
+};
+
+/* The type of a call_single_data (include/linux/smp_types.h, 5.8+). */
+#define TS_CSD_FLAG_TYPE_MASK 0xF0
+#define TS_CSD_TYPE_TTWU 0x30
+
 /* contention_begin's flags (include/trace/events/lock.h), stable since 5.19. */
 enum ts_lock_flags {
 	TS_LCB_F_SPIN = 1 << 0,
@@ -367,6 +387,11 @@ struct ts_counters {
 	                         * hook saw (the entry said it was waiting) */
 	__u64 switch_in_late;   /* a switch-in whose lookup failed (task storage
 	                         * busy), recorded at the switch-out */
+	__u64 handovers_noted;  /* a wakeup of a tracked thread handed over to its
+	                         * CPU by a waker (csd_queue_cpu) */
+	__u64 handovers_unnamed; /* ... by an interrupt (no waker) */
+	__u64 handovers_taken;  /* a noted waker its sched_wakeup recorded */
+	__u64 handovers_stale;  /* a noted waker dropped: the wakee had run since */
 };
 
 /* Bits of the `track_kinds` tunable (--track). */

@@ -251,6 +251,12 @@ static __always_inline void track_task(struct task_struct *task, __u64 now, bool
 			ts_seq_end(&w->lock_seq);
 		}
 	}
+	{
+		struct ts_handover *h = bpf_map_lookup_elem(&handovers, &idx);
+
+		if (h)
+			WRITE_ONCE(h->armed, 0);
+	}
 
 	/* Publish: slot + 1 and its generation, in one 8-byte CAS. */
 	want = ((__u64)t->slot_gen << 32) | (__u32)(slot + 1);

@@ -29,39 +29,82 @@
  * not the waker. The kernel's preempt count would say so directly, but it
  * is a per-CPU variable that kallsyms does not list on every kernel (the
  * verifier then cannot resolve it). The address of a local variable is
- * turned into a plain number by a store to and a load from the map entry
- * (privileged programs may).
+ * turned into a plain number by a store to and a load from `scratch`, in
+ * a map entry (privileged programs may).
  */
-static __always_inline bool on_task_stack(struct task_struct *cur, struct ts_wait *w)
+static __always_inline bool on_task_stack(struct task_struct *cur, __u64 *scratch)
 {
 	volatile __u64 marker = 0;
 	__u64 here, base;
 
-	*(volatile __u64 *)&w->waker_sp = (__u64)&marker;
-	here = *(volatile __u64 *)&w->waker_sp;
+	*(volatile __u64 *)scratch = (__u64)&marker;
+	here = *(volatile __u64 *)scratch;
 	base = (__u64)cur->stack;
 	return here - base < TS_THREAD_SIZE;
 }
 
 /*
- * Who woke the thread in slot `slot` (slot + 1), from sched_wakeup. That
- * tracepoint runs in the waker's context when the wakeup is done on the
- * spot (the wakee is enqueued by the waker, or was still on its run
- * queue); a wakeup handed to the wakee's CPU (an IPI: another cache
- * domain, or the wakee still switching out there) runs on that CPU's
- * interrupt stack and records no waker, as does a wakeup from an
- * interrupt (a timer, a device, a softirq). A waker is a thread in a
- * syscall (or a kernel thread) on its own stack: an interrupt that arrives
- * in user mode runs on the task's stack on x86_64, but its saved
- * registers are not a syscall's.
+ * Whether `cur`, the current task, is what woke a thread from this hook:
+ * a thread (not the idle task) in a syscall, or a kernel thread, on its
+ * own stack. An interrupt that arrives in user mode runs on the task's
+ * stack on x86_64, but its saved registers are not a syscall's.
+ */
+static __always_inline bool current_is_waker(struct task_struct *cur, __u64 *scratch)
+{
+	return cur->pid && on_task_stack(cur, scratch) &&
+	       ((cur->flags & PF_KTHREAD) || syscall_in_progress(cur, NULL, NULL) >= 0);
+}
+
+/*
+ * The waker noted for `t` (slot + 1 `slot`) at a hand-over, taken (the
+ * entry is disarmed) when it is for this wakeup; NULL otherwise.
+ *
+ * A hand-over is always followed by the wakee's sched_wakeup and the
+ * wakee cannot sleep again before it has been switched in, so a noted
+ * waker is this wakeup's when the wakee's switch-in time is still the one
+ * seen at the hand-over. One left armed (the sched_wakeup that should
+ * have taken it did not find the wakee's entry) is older than the
+ * wakee's next switch-in, and is dropped: no waker, never a wrong one.
+ */
+static __always_inline struct ts_handover *take_handover(struct ts_thread *t, __u32 slot)
+{
+	struct ts_handover *h;
+	__u32 idx = slot - 1;
+
+	h = bpf_map_lookup_elem(&handovers, &idx);
+	if (!h || !READ_ONCE(h->armed))
+		return NULL;
+	WRITE_ONCE(h->armed, 0);
+	if (!h->waker_tid)
+		return NULL;
+	if (h->switch_in_ns != READ_ONCE(t->switch_in_ns)) {
+		__sync_fetch_and_add(&counters.handovers_stale, 1);
+		return NULL;
+	}
+	__sync_fetch_and_add(&counters.handovers_taken, 1);
+	return h;
+}
+
+/*
+ * Who woke the thread `t` in slot `slot` (slot + 1), from sched_wakeup.
+ * That tracepoint runs in the waker's context when the wakeup is done on
+ * the spot (the wakee is enqueued by the waker, or was still on its run
+ * queue). A wakeup handed over to the wakee's CPU (ttwu_queue_wakelist:
+ * that CPU is idle or in another cache domain, or the wakee is still
+ * switching out there) runs on that CPU, from an IPI or its idle loop:
+ * its waker is the one csd_queue_cpu noted at the hand-over, in the
+ * waker's context (on_csd_queue, Linux 6.6+; none on older kernels).
+ * A wakeup from an interrupt (a timer, a device, a softirq) records no
+ * waker.
  *
  * It used to be a sched_waking program of its own (which always runs in
- * the waker's context): a second program on every wakeup, ~45 ns, for the
- * wakeups handed over by IPI.
+ * the waker's context): a second program on every wakeup, ~45 ns. The
+ * hand-over hook runs only for hand-overs, which cost an IPI anyway.
  */
-static __always_inline void note_waker(__u32 slot)
+static __always_inline void note_waker(struct ts_thread *t, __u32 slot)
 {
 	struct task_struct *cur;
+	struct ts_handover *h;
 	struct ts_wait *w;
 	__u32 idx = slot - 1;
 
@@ -72,14 +115,20 @@ static __always_inline void note_waker(__u32 slot)
 		return;
 	cur = bpf_get_current_task_btf();
 	ts_seq_begin(&w->seq);
-	if (!on_task_stack(cur, w) ||
-	    (!(cur->flags & PF_KTHREAD) && syscall_in_progress(cur, NULL, NULL) < 0)) {
-		w->waker_tid = 0;
-		w->waker_tgid = 0;
-	} else {
+	if (current_is_waker(cur, &w->waker_sp)) {
 		w->waker_tid = cur->pid;
 		w->waker_tgid = cur->tgid;
 		copy_comm(w->waker_comm, cur);
+	} else if ((h = take_handover(t, slot))) {
+		__u64 *from = (__u64 *)h->waker_comm, *to = (__u64 *)w->waker_comm;
+
+		w->waker_tid = h->waker_tid;
+		w->waker_tgid = h->waker_tgid;
+		to[0] = from[0];
+		to[1] = from[1];
+	} else {
+		w->waker_tid = 0;
+		w->waker_tgid = 0;
 	}
 	ts_seq_end(&w->seq);
 }

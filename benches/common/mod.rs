@@ -173,6 +173,13 @@ pub fn passes(default: usize) -> usize {
 /// Round trips per second between two threads pinned to CPU 0, over pipes
 /// (each round trip: 4 syscalls, 2 context switches, 2 wakeups).
 pub fn pingpong_per_sec(round_trips: u64) -> f64 {
+    pingpong_on(round_trips, 0, 0)
+}
+
+/// As [`pingpong_per_sec`], with the echo thread pinned to `echo_cpu` and
+/// the caller to `cpu`: on two CPUs, every wakeup is made from the other
+/// CPU (handed over to the wakee's CPU when that one is idle).
+pub fn pingpong_on(round_trips: u64, cpu: usize, echo_cpu: usize) -> f64 {
     use std::io::{Read, Write};
     let pipe = || {
         let (r, w) = rustix::pipe::pipe().expect("pipe");
@@ -181,14 +188,14 @@ pub fn pingpong_per_sec(round_trips: u64) -> f64 {
     let (mut to_echo_r, mut to_echo_w) = pipe();
     let (mut back_r, mut back_w) = pipe();
     let echo = std::thread::spawn(move || {
-        pin_to(0);
+        pin_to(echo_cpu);
         let mut byte = [0u8; 1];
         for _ in 0..round_trips {
             to_echo_r.read_exact(&mut byte).expect("read");
             back_w.write_all(&byte).expect("write");
         }
     });
-    pin_to(0);
+    pin_to(cpu);
     let mut byte = [7u8; 1];
     let start = std::time::Instant::now();
     for _ in 0..round_trips {

@@ -355,6 +355,10 @@ pub fn sample_loop(
         map_update_failed = hooks.map_update_failed,
         switches_in_late = hooks.switch_in_late,
         switches_in_missed = hooks.switch_in_missed,
+        handovers_noted = hooks.handovers_noted,
+        handovers_taken = hooks.handovers_taken,
+        handovers_stale = hooks.handovers_stale,
+        handovers_unnamed = hooks.handovers_unnamed,
         "sampler finished"
     );
     Ok(())

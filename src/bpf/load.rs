@@ -48,6 +48,9 @@ struct Plan {
     io_start: bool,
     /// contention_begin/end exist (5.19+): kernel lock waits and owners.
     lock_contention: bool,
+    /// csd_queue_cpu exists (6.6+): the waker of a wakeup handed over to
+    /// the wakee's CPU.
+    handover: bool,
     /// How syscalls are seen: exact when asked, or when --track syscalls
     /// needs the entry hook's sequence numbers.
     syscalls: SyscallMode,
@@ -77,6 +80,7 @@ impl Plan {
             // flushes.
             io_start: block_io && kernel_has_tracepoints(&["block_io_start"]),
             lock_contention: kernel_has_tracepoints(&["contention_begin", "contention_end"]),
+            handover: handover_wakers(),
             syscalls: if options.track.syscalls {
                 SyscallMode::Exact
             } else {
@@ -139,6 +143,7 @@ impl Agent {
             oncpu_cpus = features.oncpu_cpus,
             pinned = ?features.pinned,
             max_threads = options.max_threads,
+            handover_wakers = plan.handover,
             "BPF programs attached"
         );
         let mut agent = Agent {
@@ -202,6 +207,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     let maps = &mut open.maps;
     maps.threads.set_max_entries(options.max_threads)?;
     maps.waits.set_max_entries(options.max_threads)?;
+    maps.handovers.set_max_entries(slots_if(plan.handover))?;
     maps.syscall_args.set_max_entries(options.max_threads)?;
     maps.free_ring.set_max_entries(plan.ring_size as u32)?;
     maps.fds.set_max_entries(options.max_threads)?;
@@ -242,6 +248,8 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     // Kernel lock waits (contention_begin/end): Linux 5.19 on.
     progs.on_contention_begin.set_autoload(plan.lock_contention);
     progs.on_contention_end.set_autoload(plan.lock_contention);
+    // Wakers of wakeups handed over to the wakee's CPU: Linux 6.6 on.
+    progs.on_csd_queue.set_autoload(plan.handover);
     Ok(open)
 }
 
@@ -267,6 +275,9 @@ fn attach(skel: &TaskscopeSkel<'_>, options: &LoadOptions, plan: &Plan) -> Resul
     if plan.lock_contention {
         tracepoints.push(("contention_begin", &progs.on_contention_begin));
         tracepoints.push(("contention_end", &progs.on_contention_end));
+    }
+    if plan.handover {
+        tracepoints.push(("csd_queue_cpu", &progs.on_csd_queue));
     }
     if plan.io_start {
         tracepoints.push(("block_io_start", &progs.on_block_io_start));
@@ -352,6 +363,23 @@ fn map_table(
         table.map_py_chains(maps.py_chains.as_fd())?;
     }
     Ok(table)
+}
+
+/// Whether the waker of a wakeup handed over to the wakee's CPU is
+/// recorded: when the kernel has csd_queue_cpu (6.6+), unless `TS_NO_CSD`
+/// is set (benches only, to measure it). Said once, at load.
+fn handover_wakers() -> bool {
+    if std::env::var_os("TS_NO_CSD").is_some() || std::env::var_os("TS_NO_WAKER").is_some() {
+        return false;
+    }
+    let found = kernel_has_tracepoints(&["csd_queue_cpu"]);
+    if !found {
+        info!(
+            "no csd_queue_cpu tracepoint (Linux < 6.6): wakeups handed over to the wakee's CPU \
+             by IPI have no waker"
+        );
+    }
+    found
 }
 
 /// Whether the on-CPU sample reads CPython frame chains: with user

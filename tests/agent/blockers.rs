@@ -128,11 +128,9 @@ fn wakers_and_blockers() {
         n >= 200.0 && share >= 0.9,
         "kwaiter: LOCK held by bk-kholder on {share} of {n} rows\n{log}"
     );
-    // The pipe reader runs after bk-pwriter woke it. A wakeup handed to
-    // an idle CPU's wake list (an IPI) runs the hook outside the waker's
-    // context and records no waker: how many rows that leaves without one
-    // follows the machine's load (94-100% named here idle and with 2 or 4
-    // spinners, 83% in one CI run). A named waker must never be wrong.
+    // The pipe reader runs after bk-pwriter woke it, on the spot or
+    // through the reader's CPU's wake list (csd_queue_cpu names the waker
+    // then). A named waker must never be wrong.
     let reader = workload_tid(&out, "preader");
     let running = "state IN ('ON_CPU', 'RUNQUEUE')";
     let (share, n) = share_of(&out, reader, running, "waker_comm = 'bk-pwriter'");
@@ -149,9 +147,10 @@ fn wakers_and_blockers() {
              WHERE tid = {reader} GROUP BY ALL ORDER BY n DESC"
         ),
     );
-    // At least 30 rows: how often the reader runs follows the load too.
+    eprintln!("preader: waker bk-pwriter on {share:.3} of {n} running rows, another on {wrong}");
+    // At least 30 rows: how often the reader runs follows the load.
     assert!(
-        n >= 30.0 && share >= 0.75 && wrong == 0.0,
+        n >= 30.0 && share >= 0.9 && wrong == 0.0,
         "preader: waker bk-pwriter on {share} of {n} rows, another on {wrong}: {seen:?}"
     );
     // `report --blockers` names bk-holder first, asleep in
@@ -259,10 +258,92 @@ fn wakers_and_blockers() {
     );
 }
 
+/// Wakeups handed over to the wakee's CPU (tests/workload/handover.c: a
+/// pipe writer on CPU 0 wakes a reader asleep on an idle CPU 1, which the
+/// kernel does through CPU 1's wake list, outside the writer's context)
+/// name their waker: csd_queue_cpu notes it at the hand-over (Linux 6.6+).
+/// Without that hook (`TS_NO_CSD=1` in the environment) about none do.
+#[test]
+fn handed_over_wakeups_name_the_waker() {
+    require_root();
+    let _serial = exclusive();
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    let binary = BINARY.get_or_init(|| compile_workload("handover"));
+    let (mut child, tids) = spawn_workload(&mut Command::new(binary));
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let pid = tids["pid"].as_i64().expect("pid").to_string();
+    let agent = AgentRun::new()
+        .args(["--all", "-F", "100", "--pid", &pid])
+        .output(&out)
+        .duration(5)
+        .spawn();
+    let status = wait_with_limit(agent, Duration::from_secs(40));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_success(&status);
+    let log = String::from_utf8_lossy(&status.stderr);
+    let (reader, writer) = (
+        workload_tid(&out, "ho-reader"),
+        workload_tid(&out, "ho-writer"),
+    );
+    assert_eq!(
+        (reader, writer),
+        (
+            tids["reader"].as_i64().unwrap(),
+            tids["writer"].as_i64().unwrap()
+        )
+    );
+    // Rows after its first sleep: until a wakeup is seen there is no
+    // waker to name (a reader slowed down by other work on its CPU may
+    // find bytes waiting at first).
+    let running = format!(
+        "state IN ('ON_CPU', 'RUNQUEUE') AND ts > (SELECT min(ts) FROM {SAMPLES} \
+         WHERE tid = {reader} AND state = 'SLEEP')"
+    );
+    let running = running.as_str();
+    let (share, n) = share_of(
+        &out,
+        reader,
+        running,
+        &format!("waker_tid = {writer} AND waker_comm = 'ho-writer'"),
+    );
+    let (wrong, _) = share_of(
+        &out,
+        reader,
+        running,
+        &format!("waker_tid IS NOT NULL AND waker_tid <> {writer}"),
+    );
+    let seen = query(
+        &out,
+        &format!(
+            "SELECT state, cpu, waker_comm, count(*) AS n FROM {SAMPLES} \
+             WHERE tid = {reader} GROUP BY ALL ORDER BY n DESC"
+        ),
+    );
+    // How many wakeups were handed over follows the load on CPU 1 (a
+    // busy CPU is woken on the spot): said, not asserted.
+    let handovers = ["handovers_noted", "handovers_taken", "handovers_stale"]
+        .map(|key| format!("{key}={}", log_field(&log, "sampler finished", key)));
+    eprintln!(
+        "ho-reader: waker ho-writer on {share:.3} of {n} running rows, another on {wrong}; {}",
+        handovers.join(" ")
+    );
+    // ~30% of 500 ticks: the reader spins 3 ms of every 10.
+    assert!(
+        n >= 50.0 && share >= 0.9 && wrong == 0.0,
+        "ho-reader: waker ho-writer on {share} of {n} rows, another on {wrong}: {seen:?}\n{log}"
+    );
+}
+
 /// A role's tid as the files name it (by thread name, so a mix-up of tids
-/// shows).
+/// shows): bk-`role`, or `role` itself when it has a dash.
 fn workload_tid(dir: &Path, role: &str) -> i64 {
-    let comm = format!("bk-{role}");
+    let comm = if role.contains('-') {
+        role.to_string()
+    } else {
+        format!("bk-{role}")
+    };
     let rows = query(
         dir,
         &format!("SELECT DISTINCT tid FROM {SAMPLES} WHERE comm = '{comm}'"),

@@ -35,6 +35,10 @@ const HOOKS: &[Hook] = &[
         without: Some("kernel lock waits are classified by their caller, without blocker_tid (Linux < 5.19)"),
     },
     Hook {
+        name: "csd_queue_cpu",
+        without: Some("wakeups handed over to the wakee's CPU by IPI have no waker_tid (Linux < 6.6)"),
+    },
+    Hook {
         name: "block_io_start",
         without: Some("requests are attributed when issued, not when built (Linux < 6.5): waits inside cache flushes lack io_*"),
     },

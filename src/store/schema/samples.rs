@@ -342,7 +342,7 @@ static SAMPLE_COLUMNS: &[Column<Samples>] = &[
     Column {
         name: "waker_tid",
         ty: ColumnType::Int64,
-        description: "On ON_CPU and RUNQUEUE rows: the thread whose wakeup this thread runs (or waits for a CPU) after (sched_wakeup, in the waker's context); empty when woken from an interrupt (timer, device, softirq), by a wakeup handed to its CPU by IPI, or not seen. How long it then waited for a CPU: state_since_us of its RUNQUEUE rows",
+        description: "On ON_CPU and RUNQUEUE rows: the thread whose wakeup this thread runs (or waits for a CPU) after (sched_wakeup in the waker's context, or csd_queue_cpu when the wakeup is handed over to the wakee's CPU); empty when woken from an interrupt (timer, device, softirq), by a wakeup handed over by IPI on Linux < 6.6, or not seen. How long it then waited for a CPU: state_since_us of its RUNQUEUE rows",
         value: |r| r.wait.waker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
     },
     Column {
