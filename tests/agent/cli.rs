@@ -611,6 +611,9 @@ fn user_named_outputs_replace_only_regular_files() {
             data_arg,
             "--since",
             "1h",
+            // Every sampled thread: a quiet machine may have had no
+            // thread on a CPU at the run's 20 ticks.
+            "--all-states",
             "-o",
             output.to_str().unwrap(),
         ];
