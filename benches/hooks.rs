@@ -20,7 +20,9 @@
 //! run during the ping-pong (csd_queue_cpu: during the cross-CPU one):
 //! unlike the rates, those hardly move with the load other work puts on
 //! the machine. Run as root:
-//! `cargo bench --bench hooks` (`TASKSCOPE_BENCH_PASSES=N` passes).
+//! `cargo bench --bench hooks` (`TASKSCOPE_BENCH_PASSES=N` passes;
+//! `TASKSCOPE_BENCH_SETUPS=shipped,TS_NO_FD` runs only those setups
+//! beside "no agent").
 
 mod common;
 
@@ -201,32 +203,54 @@ fn measure(setup: Setup) -> Measured {
     }
 }
 
+/// The setups to run: "no agent" (the reference) and those whose label
+/// contains one of the comma-separated words of `TASKSCOPE_BENCH_SETUPS`
+/// (all when unset), e.g. `shipped,TS_NO_FD`.
+fn chosen_setups() -> Vec<(Setup, &'static str)> {
+    let wanted = std::env::var("TASKSCOPE_BENCH_SETUPS").ok();
+    SETUPS
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, name))| {
+            *i == 0
+                || wanted
+                    .as_deref()
+                    .is_none_or(|w| w.split(',').any(|word| name.contains(word.trim())))
+        })
+        .map(|(_, setup)| *setup)
+        .collect()
+}
+
 fn main() {
     let passes = passes(20);
+    let setups = chosen_setups();
     println!(
         "hook overhead: {passes} passes of {} setups in rotating order, {SYSCALLS} getppid() and {ROUND_TRIPS} ping-pong round trips each",
-        SETUPS.len()
+        setups.len()
     );
-    let mut getppid = vec![Vec::new(); SETUPS.len()];
-    let mut pingpong = vec![Vec::new(); SETUPS.len()];
-    let mut cross = vec![Vec::new(); SETUPS.len()];
-    let mut cross_kept = vec![Vec::new(); SETUPS.len()];
-    let mut hook_ns = vec![vec![Vec::new(); HOOKS.len()]; SETUPS.len()];
+    let mut getppid = vec![Vec::new(); setups.len()];
+    let mut pingpong = vec![Vec::new(); setups.len()];
+    let mut cross = vec![Vec::new(); setups.len()];
+    let mut cross_kept = vec![Vec::new(); setups.len()];
+    let mut hook_ns = vec![vec![Vec::new(); HOOKS.len()]; setups.len()];
     let (mut added, mut share, mut kept) = (
-        vec![Vec::new(); SETUPS.len()],
-        vec![Vec::new(); SETUPS.len()],
-        vec![Vec::new(); SETUPS.len()],
+        vec![Vec::new(); setups.len()],
+        vec![Vec::new(); setups.len()],
+        vec![Vec::new(); setups.len()],
     );
     for pass in 0..passes {
-        let mut results = [Measured {
-            getppid_ns: 0.0,
-            pingpong: 0.0,
-            cross: 0.0,
-            hooks: [f64::NAN; 3],
-        }; SETUPS.len()];
-        for k in 0..SETUPS.len() {
-            let i = (pass + k) % SETUPS.len();
-            results[i] = measure(SETUPS[i].0);
+        let mut results = vec![
+            Measured {
+                getppid_ns: 0.0,
+                pingpong: 0.0,
+                cross: 0.0,
+                hooks: [f64::NAN; 3],
+            };
+            setups.len()
+        ];
+        for k in 0..setups.len() {
+            let i = (pass + k) % setups.len();
+            results[i] = measure(setups[i].0);
         }
         let base = results[0];
         let (base_ns, base_rt) = (base.getppid_ns, base.pingpong);
@@ -251,7 +275,7 @@ fn main() {
         "| setup | getppid() | added per getppid() | % of the call | ping-pong | vs no agent | cross-CPU ping-pong | vs no agent | sched_switch | sched_wakeup | csd_queue_cpu |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (i, (_, name)) in SETUPS.iter().enumerate() {
+    for (i, (_, name)) in setups.iter().enumerate() {
         let hooks: Vec<String> = hook_ns[i]
             .iter_mut()
             .map(|v| {
