@@ -10,7 +10,7 @@
 //! (`recover`). A write error (a full disk) abandons the open period — its
 //! journal is cut back to its last flush and stays for recovery — drops
 //! and counts the rows it cannot keep, logs once a minute, and writing
-//! resumes with a new period as soon as a write succeeds.
+//! resumes with a new period as soon as a write succeeds (`failures`).
 //!
 //! Every sample row the writer receives ends in exactly one of: published
 //! (in a file of its period), recovered (its period's journal published
@@ -46,6 +46,7 @@ pub mod capture;
 pub mod decode;
 pub mod dir;
 pub mod enrich;
+mod failures;
 pub mod fd_names;
 pub mod identity;
 pub mod live;
@@ -68,26 +69,24 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::bpf::types::ts_completion_kind;
 use crate::bpf::TrackKinds;
 use crate::files::at;
-use crate::store::layout::{parse_journal_name, INPROGRESS_DIR, TABLES};
+use crate::store::layout::{INPROGRESS_DIR, TABLES};
 use crate::store::names::dev_name;
-use crate::store::schema::{Iorq, Samples, Syscalls, Table};
+use crate::store::schema::{Iorq, Syscalls, Table};
 pub use dir::{OutputDir, OutputPlan};
 use enrich::Enricher;
 pub use period::Formats;
-use period::{Abandoned, Target};
+use period::Target;
 use periods::{OpenPeriods, Published};
 pub use recover::Recovered;
 pub use retention::Retention;
 use stacks::{Resolved, StackResolver};
 use tick::Tick;
 
-/// Minimum time between two error log lines.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// After a write error, ticks are dropped without touching the disk until
 /// this much time has passed (no flood of empty files on a full disk).
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -324,35 +323,6 @@ impl Writer {
         self.flush_if_due();
     }
 
-    /// Give up the open periods after a write error: each journal is cut
-    /// back to its last flush (or removed if nothing in it was durable),
-    /// the sample rows beyond that are dropped, the rest pending recovery.
-    fn abandon_all(&mut self) {
-        let (samples, others) = self.tables.abandon(&self.place.target());
-        for abandoned in &others {
-            settle(&self.place.inprogress, abandoned);
-        }
-        if let Some(samples) = samples {
-            let kept = settle(&self.place.inprogress, &samples);
-            self.stats.rows_dropped += samples.rows_written - kept;
-            if kept > 0 {
-                self.pending.insert(samples.journal, kept);
-            }
-        }
-    }
-
-    /// A flush or publication wrote data: the disk takes data again.
-    fn durable_again(&mut self) {
-        if self.failing {
-            self.failing = false;
-            info!(
-                dropped_rows_total = self.stats.rows_dropped,
-                "writing again"
-            );
-            self.recover_orphans();
-        }
-    }
-
     /// The stacks of every sample of `tick`, in `self.resolved`.
     fn resolve_stacks(&mut self, tick: &Tick) {
         self.resolved.clear();
@@ -493,43 +463,6 @@ impl Writer {
         self.apply_retention();
     }
 
-    /// Publish journals of periods abandoned after write errors (and any
-    /// an earlier run left).
-    fn recover_orphans(&mut self) {
-        let open = self.tables.journals();
-        let open: Vec<&str> = open.iter().map(String::as_str).collect();
-        match recover::recover_all(&self.place.target(), &open) {
-            Ok((_, per_journal)) => {
-                for (journal, recovered) in per_journal {
-                    let Some(table) = parse_journal_name(&journal).map(|(t, _)| t) else {
-                        continue;
-                    };
-                    let recovered = recovered.unwrap_or(0);
-                    match self.pending.remove(&journal) {
-                        Some(held) => {
-                            if recovered > held {
-                                warn!(
-                                    journal,
-                                    held,
-                                    recovered,
-                                    "recovered more rows than the journal was known to hold"
-                                );
-                            }
-                            self.stats.rows_recovered += recovered;
-                            self.stats.rows_dropped += held.saturating_sub(recovered);
-                        }
-                        None if table == Samples::NAME => {
-                            self.stats.recovered.sample_rows += recovered;
-                            self.stats.recovered.rows += recovered;
-                        }
-                        None => self.stats.recovered.rows += recovered,
-                    }
-                }
-            }
-            Err(err) => warn!("cannot recover abandoned files yet: {err:#}"),
-        }
-    }
-
     fn apply_retention(&mut self) {
         let now = crate::store::timefmt::unix_micros_now() / 1_000_000;
         let place = &self.place;
@@ -544,35 +477,6 @@ impl Writer {
             Ok(swept) => self.stats.unshipped_deleted += swept.unshipped_files as u64,
             Err(err) => warn!("retention failed: {err:#}"),
         }
-    }
-
-    /// Notice that the output directory was removed (or replaced) while
-    /// running and create it again, with the checks of the first start.
-    /// The rows of the open periods went with the removed directory and
-    /// are counted as dropped. An error means the directory cannot be made
-    /// again safely: the agent must stop.
-    pub fn check_output_dir(&mut self) -> Result<()> {
-        if self.place.out.still_at_path()? {
-            return Ok(());
-        }
-        let path = self.place.out.path().display().to_string();
-        warn!(output_dir = %path, "the output directory was removed or replaced while running; creating it again");
-        let out = self.place.out.recreate().with_context(|| {
-            format!(
-                "the output directory {path} was removed while running and cannot be created again"
-            )
-        })?;
-        let inprogress = prepare_dirs(&out, self.place.config.track)?;
-        // The open periods' journals and those pending recovery went with
-        // the removed directory.
-        let (samples, _) = self.tables.abandon(&self.place.target());
-        if let Some(samples) = samples {
-            self.stats.rows_dropped += samples.rows_written;
-        }
-        self.stats.rows_dropped += self.pending.drain().map(|(_, rows)| rows).sum::<u64>();
-        self.place.out = out;
-        self.place.inprogress = inprogress;
-        Ok(())
     }
 
     /// Publish the open files (if any), try once more to recover the
@@ -609,25 +513,6 @@ impl Writer {
         }
         self.stats.clone()
     }
-
-    fn drop_rows(&mut self, rows: u64, err: &anyhow::Error) {
-        self.stats.rows_dropped += rows;
-        self.errors_since_log += 1;
-        self.failing = true;
-        self.failed_at = Some(Instant::now());
-        let due = self
-            .last_error_log
-            .is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL);
-        if due {
-            error!(
-                dropped_rows_total = self.stats.rows_dropped,
-                errors = self.errors_since_log,
-                "cannot write samples (will keep trying): {err:#}"
-            );
-            self.last_error_log = Some(Instant::now());
-            self.errors_since_log = 0;
-        }
-    }
 }
 
 /// Create `.inprogress/` and the directory of every table written (the
@@ -648,23 +533,4 @@ fn prepare_dirs(out: &OutputDir, track: TrackKinds) -> Result<OwnedFd> {
         }
     }
     Ok(inprogress)
-}
-
-/// Leave an abandoned journal holding exactly the rows its last flush made
-/// durable: cut back to that length, or removed if nothing was durable.
-/// Returns the rows it holds now.
-fn settle(inprogress: &OwnedFd, abandoned: &Abandoned) -> u64 {
-    if abandoned.rows_durable == 0 {
-        let _ = at::remove_file(inprogress, &abandoned.journal);
-        return 0;
-    }
-    if abandoned.rows_durable < abandoned.rows_written {
-        if let Err(err) = at::truncate_file(inprogress, &abandoned.journal, abandoned.durable_len) {
-            warn!(
-                journal = abandoned.journal,
-                "cannot cut the journal back to its last flush ({err}); its recovery may count rows already counted as dropped"
-            );
-        }
-    }
-    abandoned.rows_durable
 }
