@@ -221,39 +221,27 @@ fn user_named_outputs_replace_only_regular_files() {
     let kinds = before(&special);
 
     let data_arg = data.to_str().unwrap();
-    let flamegraph = |output: &Path, force: bool| {
-        let mut args = vec![
-            "flamegraph",
-            "--dir",
-            data_arg,
-            "--since",
-            "1h",
-            // Every sampled thread: a quiet machine may have had no
-            // thread on a CPU at the run's 20 ticks.
-            "--all-states",
-            "-o",
-            output.to_str().unwrap(),
-        ];
-        if force {
-            args.push("--force");
-        }
-        taskscope(&args)
-    };
-    let export = |output: &Path, force: bool| {
-        let mut args = vec![
-            "export",
+    // `command` over the run's hour, written to `output`.
+    let write = |command: &[&str], output: &Path, force: bool| {
+        let mut args = command.to_vec();
+        args.extend([
             "--dir",
             data_arg,
             "--since",
             "1h",
             "-o",
             output.to_str().unwrap(),
-        ];
+        ]);
         if force {
             args.push("--force");
         }
         taskscope(&args)
     };
+    // Every sampled thread: a quiet machine may have had no thread on a
+    // CPU at the run's 20 ticks.
+    let flamegraph =
+        |output: &Path, force: bool| write(&["flamegraph", "--all-states"], output, force);
+    let export = |output: &Path, force: bool| write(&["export"], output, force);
     for force in [false, true] {
         for (name, needle) in [
             ("link.svg", "is a symlink"),
