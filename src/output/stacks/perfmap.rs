@@ -310,6 +310,32 @@ mod tests {
             (map.find(0x1004), map.find(0x3004).unwrap().0),
             (None, "third")
         );
+        // Cut short in the middle of a line (a full disk, a runtime killed
+        // mid-write, someone emptying it): read again from the start,
+        // complete lines only, so the cut entry names nothing (never a
+        // name cut short) and the entries before it stay.
+        std::fs::write(&path, "3000 10 third\n4000 10 fourth\n5000 10 fifth\n").unwrap();
+        map.refresh(tgid);
+        assert_eq!(map.find(0x5004).unwrap().0, "fifth");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len("3000 10 third\n4000 10 fou".len() as u64)
+            .unwrap();
+        map.refresh(tgid);
+        assert_eq!(
+            (
+                map.find(0x3004).unwrap().0,
+                map.find(0x4004),
+                map.find(0x5004)
+            ),
+            ("third", None, None)
+        );
+        // Emptied, then written again from the start.
+        file.set_len(0).unwrap();
+        map.refresh(tgid);
+        assert_eq!((map.find(0x3004), map.generation()), (None, 0));
+        std::fs::write(&path, "6000 10 sixth\n").unwrap();
+        map.refresh(tgid);
+        assert_eq!(map.find(0x6004).unwrap().0, "sixth");
         // Someone else's file names nothing, and is reported once.
         std::os::unix::fs::chown(&path, Some(ids.euid + 4242), None).unwrap();
         let stranger = Refused::Owner {
