@@ -33,7 +33,7 @@ use crate::output::stacks::{RawStacks, Resolved, StackResolver};
 use crate::store::names::{dev_name, io_op_name, syscall_name};
 use crate::store::schema::{FileTarget, SampleRow, StackRow};
 use crate::store::thread_state::ThreadState;
-use crate::store::wait_class::{classify, WaitClass, WaitFacts};
+use crate::store::wait_class::{classify, Memo, WaitClass, WaitFacts};
 
 /// One thread as a live read saw it: the `samples` columns it can fill.
 #[derive(Debug, Clone, PartialEq)]
@@ -396,6 +396,7 @@ pub fn with_sample_rows<R>(
             io_dev: s.io.as_ref().map(|io| dev_name(io.dev)),
         })
         .collect();
+    let mut classes = Memo::default();
     let rows: Vec<SampleRow<'_>> = read
         .samples
         .iter()
@@ -414,7 +415,14 @@ pub fn with_sample_rows<R>(
                 target: FileTarget::default(),
                 proc_title: "",
             };
-            sample_row(read.ts_us, weight_us, sample, names, read.stacks_of(i))
+            sample_row(
+                &mut classes,
+                read.ts_us,
+                weight_us,
+                sample,
+                names,
+                read.stacks_of(i),
+            )
         })
         .collect();
     f(&rows)

@@ -77,6 +77,7 @@ use crate::files::at;
 use crate::store::layout::{INPROGRESS_DIR, TABLES};
 use crate::store::names::dev_name;
 use crate::store::schema::{Iorq, Syscalls, Table};
+use crate::store::wait_class;
 pub use dir::{OutputDir, OutputPlan};
 use enrich::Enricher;
 pub use period::Formats;
@@ -84,6 +85,7 @@ use period::Target;
 use periods::{OpenPeriods, Published};
 pub use recover::Recovered;
 pub use retention::Retention;
+use sample::{Sample, WaitSample};
 use stacks::{Resolved, StackResolver};
 use tick::Tick;
 
@@ -205,6 +207,8 @@ pub struct Writer {
     enrich: Enricher,
     /// Owners of the pthread mutexes sampled threads wait for.
     futex_owners: blocker::FutexOwners,
+    /// Wait classes remembered from row to row.
+    classes: wait_class::Memo,
     stacks: StackResolver,
     /// The stacks of the current tick's samples.
     resolved: Vec<Resolved>,
@@ -251,6 +255,7 @@ impl Writer {
             },
             tables,
             futex_owners: blocker::FutexOwners::new(),
+            classes: wait_class::Memo::default(),
             enrich: if track.any() {
                 Enricher::new().remembering_threads()
             } else {
@@ -365,13 +370,23 @@ impl Writer {
         let names = self.enrich.names();
         for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
             let comm = String::from_utf8_lossy(sample.comm_bytes());
-            // A pthread mutex's owner, read from the process (blocker.rs).
-            let mut sample = *sample;
-            if let Some((kind, owner)) = self.futex_owners.resolve(&sample) {
-                sample.wait.lock = Some(kind);
-                sample.wait.blocker_tid = owner;
-            }
-            let sample = &sample;
+            // A pthread mutex's owner, read from the process (blocker.rs),
+            // in a copy of the sample (only then: a sample is ~250 bytes).
+            let with_owner;
+            let sample = match self.futex_owners.resolve(sample) {
+                Some((kind, owner)) => {
+                    with_owner = Sample {
+                        wait: WaitSample {
+                            lock: Some(kind),
+                            blocker_tid: owner,
+                            ..sample.wait
+                        },
+                        ..*sample
+                    };
+                    &with_owner
+                }
+                None => sample,
+            };
             let waker_comm = String::from_utf8_lossy(sample::until_nul(&sample.wait.waker_comm));
             let io_dev = sample.io.map(|io| dev_name(io.dev));
             let names = rows::SampleNames {
@@ -390,7 +405,14 @@ impl Writer {
                 target: names.target(sample),
                 proc_title: names.title(sample),
             };
-            let row = rows::sample_row(tick.ts_us, tick.weight_us, sample, names, stacks);
+            let row = rows::sample_row(
+                &mut self.classes,
+                tick.ts_us,
+                tick.weight_us,
+                sample,
+                names,
+                stacks,
+            );
             self.tables.samples.write(&row)?;
         }
         self.write_completions(tick)?;

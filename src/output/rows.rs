@@ -15,7 +15,7 @@ use crate::output::stacks::Resolved;
 use crate::output::tick::{Tick, TickStats};
 use crate::store::names::{io_flags, io_op_name, syscall_name};
 use crate::store::schema::{FileTarget, IorqRow, SampleRow, SyscallRow, TickRow, WaitColumns};
-use crate::store::wait_class::{classify, WaitFacts};
+use crate::store::wait_class::{Memo, WaitFacts};
 
 // The store names the BPF side's I/O flag bits.
 const _: () = assert!(
@@ -46,8 +46,10 @@ pub struct SampleNames<'a> {
     pub proc_title: &'a str,
 }
 
-/// The `samples` row of `sample` at `ts_us`.
+/// The `samples` row of `sample` at `ts_us`; `classes` remembers wait
+/// classes from row to row.
 pub fn sample_row<'a>(
+    classes: &mut Memo,
     ts_us: i64,
     weight_us: u64,
     sample: &Sample,
@@ -58,14 +60,17 @@ pub fn sample_row<'a>(
     let io = sample.io.as_ref();
     let syscall_name = syscall.and_then(|s| syscall_name(s.nr));
     let kfunc = stacks.kfunc.as_deref();
-    let wait_class = classify(&WaitFacts {
-        state: sample.state,
-        syscall: syscall_name,
-        kfunc,
-        own_io: io.is_some(),
-        kthread: sample.kthread,
-        kernel_lock: sample.wait.lock.is_some_and(|l| l.in_kernel()),
-    });
+    let wait_class = classes.classify(
+        syscall.map(|s| s.nr),
+        &WaitFacts {
+            state: sample.state,
+            syscall: syscall_name,
+            kfunc,
+            own_io: io.is_some(),
+            kthread: sample.kthread,
+            kernel_lock: sample.wait.lock.is_some_and(|l| l.in_kernel()),
+        },
+    );
     let wait = &sample.wait;
     SampleRow {
         ts_us,
