@@ -127,6 +127,35 @@ static NO_STACKS: taskscope::output::stacks::Resolved = taskscope::output::stack
     kfunc: None,
 };
 
+/// CPU per row (ns) of `class` over the `waits` cases, one figure per
+/// tick of `THREADS` rows; `class` gets the case's index and its facts.
+fn per_row(
+    waits: &[(ThreadState, Option<&str>, Option<&str>)],
+    mut class: impl FnMut(usize, &WaitFacts<'_>),
+) -> Vec<f64> {
+    (0..TICKS)
+        .map(|_| {
+            let start = Instant::now();
+            for i in 0..THREADS as usize {
+                let case = i % waits.len();
+                let (state, syscall, kfunc) = waits[case];
+                class(
+                    case,
+                    &WaitFacts {
+                        state,
+                        syscall,
+                        kfunc: std::hint::black_box(kfunc),
+                        own_io: false,
+                        kthread: syscall.is_none(),
+                        kernel_lock: false,
+                    },
+                );
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(THREADS)
+        })
+        .collect()
+}
+
 fn main() {
     let ticks: Vec<Vec<Sample>> = (0..TICKS as u64).map(tick_samples).collect();
 
@@ -285,45 +314,15 @@ fn main() {
         (ThreadState::Idle, None, Some("worker_thread")),
         (ThreadState::Sleep, None, Some("rcu_gp_kthread.isra.0")),
     ];
-    let mut classify_ns = Vec::new();
-    for _ in 0..TICKS {
-        let start = Instant::now();
-        for i in 0..THREADS as usize {
-            let (state, syscall, kfunc) = waits[i % waits.len()];
-            std::hint::black_box(classify(&WaitFacts {
-                state,
-                syscall,
-                kfunc: std::hint::black_box(kfunc),
-                own_io: false,
-                kthread: syscall.is_none(),
-                kernel_lock: false,
-            }));
-        }
-        classify_ns.push(start.elapsed().as_nanos() as f64 / f64::from(THREADS));
-    }
+    let mut classify_ns = per_row(&waits, |_, facts| {
+        std::hint::black_box(classify(facts));
+    });
     // The same through the writer's memo (the syscall's number stands for
     // its name: here the case's index).
     let mut memo = Memo::default();
-    let mut memo_ns = Vec::new();
-    for _ in 0..TICKS {
-        let start = Instant::now();
-        for i in 0..THREADS as usize {
-            let case = i % waits.len();
-            let (state, syscall, kfunc) = waits[case];
-            std::hint::black_box(memo.classify(
-                syscall.map(|_| case as i32),
-                &WaitFacts {
-                    state,
-                    syscall,
-                    kfunc: std::hint::black_box(kfunc),
-                    own_io: false,
-                    kthread: syscall.is_none(),
-                    kernel_lock: false,
-                },
-            ));
-        }
-        memo_ns.push(start.elapsed().as_nanos() as f64 / f64::from(THREADS));
-    }
+    let mut memo_ns = per_row(&waits, |case, facts| {
+        std::hint::black_box(memo.classify(facts.syscall.map(|_| case as i32), facts));
+    });
 
     println!("| writer stage ({THREADS} rows per tick, {TICKS} ticks) | CPU per row |");
     println!("| --- | --- |");
