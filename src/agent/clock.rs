@@ -8,10 +8,10 @@ fn nanos(clock: rustix::time::ClockId) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use).
-pub fn monotonic_ns() -> u64 {
-    nanos(rustix::time::ClockId::Monotonic)
-}
+/// CLOCK_MONOTONIC in nanoseconds (the clock the BPF hooks use), and
+/// one instant on it and the wall clock (`store::timefmt`, which the
+/// readers of the live table share).
+pub use crate::store::timefmt::{monotonic_ns, now_pair};
 
 /// CPU time of the calling thread, nanoseconds.
 pub fn thread_cpu_ns() -> u64 {

@@ -15,7 +15,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use tracing::{info, warn};
 
 use super::budget::CpuBudget;
-use super::clock::{monotonic_ns, thread_cpu_ns};
+use super::clock::{monotonic_ns, now_pair, thread_cpu_ns};
 use super::config::Config;
 use super::decode;
 use super::service::Service;
@@ -29,7 +29,6 @@ use crate::bpf::{Agent, ThreadTable};
 use crate::output::sample::{FdSample, Sample};
 use crate::output::tick::{QueuedBytes, Tick, TickStats};
 use crate::store::thread_state::ThreadState;
-use crate::store::timefmt;
 
 /// How many entries ahead the scan prefetches (three 4 KiB pages; measured
 /// flat from 12 to 160, so the scan is near the memory floor of one cache
@@ -213,7 +212,9 @@ pub fn sample_loop(
         if config.track.any() {
             agent.table().set_tick_ns(u64::MAX);
         }
-        let now_ns = monotonic_ns();
+        // The tick's instant, on both clocks at once: its rows' durations
+        // count to `now_ns`, its `ts` is the same instant's wall time.
+        let (now_ns, ts_us) = now_pair();
         if let Some(collector) = &collector {
             collector.disarm(agent.table());
         }
@@ -230,7 +231,6 @@ pub fn sample_loop(
         }
 
         let cpu_before = thread_cpu_ns();
-        let ts_us = timefmt::unix_micros_now();
         let mut samples = Vec::with_capacity(samples_capacity);
         let mut stats = scan(
             agent.table(),

@@ -33,6 +33,7 @@ use crate::output::stacks::{RawStacks, Resolved, StackResolver};
 use crate::store::names::{dev_name, io_op_name, syscall_name};
 use crate::store::schema::{FileTarget, SampleRow, StackRow};
 use crate::store::thread_state::ThreadState;
+use crate::store::timefmt::{monotonic_ns, now_pair};
 use crate::store::wait_class::{classify, Memo, WaitClass, WaitFacts};
 
 /// One thread as a live read saw it: the `samples` columns it can fill.
@@ -118,11 +119,6 @@ pub struct LiveRead {
 fn text(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// The row of a decoded sample read at `ts_us`, with its stacks.
@@ -328,11 +324,9 @@ pub fn read_samples(
 ) -> SampleRead {
     let mut read = SampleRead::default();
     let reader_cpu = u32::try_from(rustix::thread::sched_getcpu()).ok();
-    read.ts_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let now_ns = monotonic_ns();
+    // The read's instant on both clocks at once (as the agent's ticks).
+    let (now_ns, ts_us) = now_pair();
+    read.ts_us = ts_us;
     let mut samples = Vec::new();
     for slot in 0..table.capacity() {
         if !table.is_live(slot) {
