@@ -132,9 +132,14 @@ impl ParquetFile {
 
     /// Append one row of table `T`.
     pub fn write_row<T: Table>(&mut self, row: &T::Row<'_>) -> io::Result<()> {
-        for (builder, column) in self.builders.iter_mut().zip(T::columns()) {
-            builder.append((column.value)(row))?;
-        }
+        let mut builders = self.builders.iter_mut();
+        let mut appended = Ok(());
+        T::for_each_value(row, |value| {
+            if let (Ok(()), Some(builder)) = (&appended, builders.next()) {
+                appended = builder.append(value);
+            }
+        });
+        appended?;
         self.row_done()
     }
 

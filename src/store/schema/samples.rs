@@ -129,346 +129,449 @@ impl Table for Samples {
     fn columns() -> &'static [Column<Self>] {
         SAMPLE_COLUMNS
     }
+    fn for_each_value<'r, 'a>(row: &'r Self::Row<'a>, out: impl FnMut(Value<'r>)) {
+        Self::each_value(row, out)
+    }
 }
 
-static SAMPLE_COLUMNS: &[Column<Samples>] = &[
-    Column {
-        name: "ts",
-        ty: ColumnType::Timestamp,
-        description: "Time of the tick (UTC, microseconds); the same for every row of one tick",
-        value: |r| Value::Timestamp(r.ts_us),
-    },
-    Column { name: "tid", ty: ColumnType::Int64, description: "Thread id", value: |r| Value::Int(r.tid.into()) },
-    Column {
-        name: "tgid",
-        ty: ColumnType::Int64,
-        description: "Process id (thread group id)",
-        value: |r| Value::Int(r.tgid.into()),
-    },
-    Column {
-        name: "comm",
-        ty: ColumnType::Text,
-        description: "Thread name (task comm, at most 15 bytes)",
-        value: |r| Value::Text(r.comm),
-    },
-    Column {
-        name: "exe",
-        ty: ColumnType::Text,
-        description: "Path of the process's executable; empty for kernel threads and processes gone before lookup",
-        value: |r| opt_text(r.exe),
-    },
-    Column {
-        name: "user",
-        ty: ColumnType::Text,
-        description: "Effective user name (the uid when it has no name)",
-        value: |r| Value::Text(r.user),
-    },
-    Column {
-        name: "state",
-        ty: ColumnType::Text,
-        description: "ON_CPU, RUNQUEUE, SLEEP, DISK (uninterruptible with its own block request in flight), UNINTERRUPTIBLE (without one), IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
-        value: |r| Value::Text(r.state.name()),
-    },
-    Column {
-        name: "state_since_us",
-        ty: ColumnType::Int64,
-        description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others). For a wait that began before the agent started, a lower bound (since_lower_bound); empty when not known",
-        value: |r| opt_int(r.state_since_us),
-    },
-    Column {
-        name: "cpu",
-        ty: ColumnType::Int64,
-        description: "CPU the thread runs on, or last ran on",
-        value: |r| Value::Int(r.cpu.into()),
-    },
-    Column {
-        name: "syscall",
-        ty: ColumnType::Text,
-        description: "Name of the syscall the thread is in; empty when not in a syscall",
-        value: |r| r.syscall.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "syscall_nr",
-        ty: ColumnType::Int64,
-        description: "Number of that syscall",
-        value: |r| r.syscall_nr.map_or(Value::Null, |nr| Value::Int(nr.into())),
-    },
-    Column {
-        name: "syscall_us",
-        ty: ColumnType::Int64,
-        description: "Time in that syscall so far: exact with --syscalls exact; by default a lower bound counted from the switch-out or on-CPU sample that found the thread in it (syscall_us_lower_bound). For a syscall entered before the agent started, a lower bound (since_lower_bound)",
-        value: |r| opt_int(r.syscall_us),
-    },
-    Column {
-        name: "syscall_arg0",
-        ty: ColumnType::Int64,
-        description: "First syscall argument (signed 64-bit register value)",
-        value: |r| syscall_arg(r, 0),
-    },
-    Column {
-        name: "syscall_arg1",
-        ty: ColumnType::Int64,
-        description: "Second syscall argument",
-        value: |r| syscall_arg(r, 1),
-    },
-    Column {
-        name: "syscall_arg2",
-        ty: ColumnType::Int64,
-        description: "Third syscall argument",
-        value: |r| syscall_arg(r, 2),
-    },
-    Column {
-        name: "io_dev",
-        ty: ColumnType::Text,
-        description: "major:minor of the block device of the thread's request in flight",
-        value: |r| r.io_dev.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "io_op",
-        ty: ColumnType::Text,
-        description: "Operation of that request: READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
-        value: |r| r.io_op.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "io_bytes",
-        ty: ColumnType::Int64,
-        description: "Size of that request in bytes",
-        value: |r| r.io_bytes.map_or(Value::Null, |bytes| Value::Int(bytes.into())),
-    },
-    Column {
-        name: "io_us",
-        ty: ColumnType::Int64,
-        description: "Age of that request (since it was queued)",
-        value: |r| opt_int(r.io_us),
-    },
-    Column {
-        name: "cgroup",
-        ty: ColumnType::Text,
-        description: "cgroup v2 path of the thread",
-        value: |r| opt_text(r.cgroup),
-    },
-    Column {
-        name: "weight_us",
-        ty: ColumnType::Int64,
-        description: "Thread time this row stands for: 1,000,000 / frequency",
-        value: |r| Value::Int(r.weight_us as i64),
-    },
-    Column {
-        name: "kfunc",
-        ty: ColumnType::Text,
-        description: "Innermost kernel function of the kernel stack outside the scheduler: where the thread waits (what wchan showed)",
-        value: |r| r.kfunc.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "kstack_id",
-        ty: ColumnType::Int64,
-        description: "Kernel stack of the thread (stacks.stack_id); empty when not captured",
-        value: |r| r.kstack_id.map_or(Value::Null, Value::Int),
-    },
-    Column {
-        name: "ustack_id",
-        ty: ColumnType::Int64,
-        description: "User stack of the thread (stacks.stack_id); empty when not captured and for kernel threads",
-        value: |r| r.ustack_id.map_or(Value::Null, Value::Int),
-    },
-    Column {
-        name: "syscall_seq",
-        ty: ColumnType::Int64,
-        description: "The thread's syscall number of that syscall (1, 2, ... since tracking began); empty when its entry was not seen. With --track syscalls, syscalls.seq",
-        value: |r| opt_int(r.syscall_seq),
-    },
-    Column {
-        name: "io_seq",
-        ty: ColumnType::Int64,
-        description: "The thread's request number of the request in flight. With --track io, iorq.seq",
-        value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
-    },
-    Column {
-        name: "wait_class",
-        ty: ColumnType::Text,
-        description: "What the thread's time goes to: CPU, RUNQUEUE, IO, LOCK, NET, IPC, TIMER, IDLE, PAGING, OTHER (rules: README, Wait classes)",
-        value: |r| Value::Text(r.wait_class.name()),
-    },
-    Column {
-        name: "since_lower_bound",
-        ty: ColumnType::Bool,
-        description: "true when state_since_us or syscall_us is a lower bound because the thread began that wait or syscall before the agent started: its start is taken from the scheduler's last-ran timestamp (see also syscall_us_lower_bound)",
-        value: |r| Value::Bool(r.since_lower_bound),
-    },
-    // Identity (issue 17).
-    Column {
-        name: "host",
-        ty: ColumnType::Text,
-        description: "Host name of the agent as in the file names: the kernel's node name at start, characters other than letters, digits, . _ - replaced by _ (a rename shows after a restart)",
-        value: |r| Value::Text(r.host),
-    },
-    Column {
-        name: "container_id",
-        ty: ColumnType::Text,
-        description: "Id of the thread's container (64 hex digits; the machine name for systemd-nspawn), from its cgroup path in cgroup v2 or v1; empty outside containers and when not recognized",
-        value: |r| opt_text(r.container.container_id),
-    },
-    Column {
-        name: "container_runtime",
-        ty: ColumnType::Text,
-        description: "docker, containerd, cri-o, podman, systemd-nspawn or runc; empty when neither the cgroup path nor the runtime's files say",
-        value: |r| opt_text(r.container.container_runtime),
-    },
-    Column {
-        name: "container_name",
-        ty: ColumnType::Text,
-        description: "Name of the container: its name in the pod for Kubernetes, docker's name, the nspawn machine name; empty when unknown",
-        value: |r| opt_text(r.container.container_name),
-    },
-    Column {
-        name: "pod_name",
-        ty: ColumnType::Text,
-        description: "Kubernetes pod of the container, from the runtime's annotations on this node; empty when unknown",
-        value: |r| opt_text(r.container.pod_name),
-    },
-    Column {
-        name: "pod_namespace",
-        ty: ColumnType::Text,
-        description: "Kubernetes namespace of that pod",
-        value: |r| opt_text(r.container.pod_namespace),
-    },
-    Column {
-        name: "pod_uid",
-        ty: ColumnType::Text,
-        description: "Kubernetes UID of that pod, from the cgroup path or the annotations",
-        value: |r| opt_text(r.container.pod_uid),
-    },
-    // Waker and blocker (issue 13).
-    Column {
-        name: "waker_tid",
-        ty: ColumnType::Int64,
-        description: "On ON_CPU and RUNQUEUE rows: the thread whose wakeup this thread runs (or waits for a CPU) after (sched_wakeup in the waker's context, or csd_queue_cpu when the wakeup is handed over to the wakee's CPU); empty when woken from an interrupt (timer, device, softirq), by a wakeup handed over by IPI on Linux < 6.6, or not seen. How long it then waited for a CPU: state_since_us of its RUNQUEUE rows",
-        value: |r| r.wait.waker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
-    },
-    Column {
-        name: "waker_comm",
-        ty: ColumnType::Text,
-        description: "Thread name of waker_tid at the wakeup",
-        value: |r| opt_text(r.wait.waker_comm),
-    },
-    Column {
-        name: "blocker_tid",
-        ty: ColumnType::Int64,
-        description: "The thread holding the lock this one waits for: a pthread mutex (glibc's __owner, or a PI futex word; checked to be a live thread of the same process) or a kernel mutex or write-held rw-semaphore (its owner when this thread last went to sleep). Empty when not known, and for condition variables, semaphores and reader-held rw-semaphores, which have no owner (README, How blockers are found)",
-        value: |r| r.wait.blocker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
-    },
-    Column {
-        name: "blocker_kind",
-        ty: ColumnType::Text,
-        description: "The lock it waits for, when recognized: pthread_mutex, pi_futex, mutex (kernel), rwsem_write, rwsem_read (kernel rw-semaphore taken for writing, reading)",
-        value: |r| r.wait.blocker_kind.map_or(Value::Null, Value::Text),
-    },
-    // What the thread waits on (issue 13).
-    Column {
-        name: "file",
-        ty: ColumnType::Text,
-        description: "What the fd of a fd syscall (read/write families, fsync, fdatasync, ioctl, recv/send families, accept, connect, ...) names: a path, socket:[inode], pipe:[inode], anon_inode:[eventfd], ... as /proc/PID/fd shows it; empty when not in such a syscall, when the thread has not switched out in it (on a CPU), or when the fd no longer names the same file at write time",
-        value: |r| r.target.file.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "file_pos",
-        ty: ColumnType::Int64,
-        description: "Position (f_pos) of that file when the thread switched out in the syscall; paths only (pread/pwrite take their offset from syscall arguments instead)",
-        value: |r| r.target.file_pos.map_or(Value::Null, Value::Int),
-    },
-    Column {
-        name: "sock_proto",
-        ty: ColumnType::Text,
-        description: "For a file that is a socket: tcp, tcp6, udp, udp6 or unix (from sock_diag, at most a second old; empty for sockets of another network namespace than the agent's)",
-        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.proto)),
-    },
-    Column {
-        name: "sock_local",
-        ty: ColumnType::Text,
-        description: "Local address:port of that socket ([v6]:port for IPv6); for a unix socket its bound path (@name for an abstract one), empty when unbound (an accepted connection shows its listener's path)",
-        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.local)),
-    },
-    Column {
-        name: "sock_remote",
-        ty: ColumnType::Text,
-        description: "Remote address:port of that socket (0.0.0.0:0 when not connected); for a unix socket the bound path of its peer, empty when the peer is unbound",
-        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.remote)),
-    },
-    Column {
-        name: "sock_state",
-        ty: ColumnType::Text,
-        description: "TCP state of that socket (ESTABLISHED, LISTEN, CLOSE_WAIT, ...); CONNECTED or UNCONNECTED for UDP; ESTABLISHED, LISTEN or UNCONNECTED for unix",
-        value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.state)),
-    },
-    Column {
-        name: "tcp_srtt_us",
-        ty: ColumnType::Int64,
-        description: "TCP only: smoothed round-trip time, microseconds (tcp_info.tcpi_rtt)",
-        value: |r| r.target.socket.and_then(|s| s.srtt_us).map_or(Value::Null, |v| Value::Int(v.into())),
-    },
-    Column {
-        name: "tcp_cwnd",
-        ty: ColumnType::Int64,
-        description: "TCP only: congestion window, segments",
-        value: |r| r.target.socket.and_then(|s| s.cwnd).map_or(Value::Null, |v| Value::Int(v.into())),
-    },
-    Column {
-        name: "tcp_retrans",
-        ty: ColumnType::Int64,
-        description: "TCP only: retransmitted segments over the connection's life",
-        value: |r| r.target.socket.and_then(|s| s.retrans).map_or(Value::Null, |v| Value::Int(v.into())),
-    },
-    // Passive syscalls (issue 14).
-    Column {
-        name: "syscall_arg3",
-        ty: ColumnType::Int64,
-        description: "Fourth syscall argument (signed 64-bit register value)",
-        value: |r| syscall_arg(r, 3),
-    },
-    Column {
-        name: "syscall_arg4",
-        ty: ColumnType::Int64,
-        description: "Fifth syscall argument",
-        value: |r| syscall_arg(r, 4),
-    },
-    Column {
-        name: "syscall_arg5",
-        ty: ColumnType::Int64,
-        description: "Sixth syscall argument",
-        value: |r| syscall_arg(r, 5),
-    },
-    Column {
-        name: "syscall_us_lower_bound",
-        ty: ColumnType::Bool,
-        description: "true when syscall_us is a lower bound: the syscall's entry was not seen (the default, --syscalls passive, counts from the last switch-out or on-CPU sample that found the thread in it; or it began before the agent started); false when exact; empty without syscall_us",
-        value: |r| r.syscall_us_lower_bound.map_or(Value::Null, Value::Bool),
-    },
-    // Which process is which (issue 13).
-    Column {
-        name: "proc_title",
-        ty: ColumnType::Text,
-        description: "Title of the thread's process: argv[0] as the process left it, which shows a title the process set for itself (postgres: walwriter, nginx: worker process) and never the arguments of a plain command line (mysql -pPASSWORD shows mysql); at most 128 bytes, control characters as \\xNN; read at most a second before; empty for kernel threads, zombies and processes not read yet (README, Process titles)",
-        value: |r| opt_text(r.proc_title),
-    },
-    // Unix socket peers (issue 13).
-    Column {
-        name: "peer_pid",
-        ty: ColumnType::Int64,
-        description: "For a file that is a connected unix socket: the process holding the socket at its other end (sock_diag's peer inode, found in that process's /proc/PID/fd; checked at most a second before). Empty when unknown: the peer is gone, held by several processes (shared across fork or passed and still open), or in another network namespace (README, Unix socket peers)",
-        value: |r| r.target.socket.and_then(|s| s.peer_pid).map_or(Value::Null, |v| Value::Int(v.into())),
-    },
-    Column {
-        name: "peer_comm",
-        ty: ColumnType::Text,
-        description: "Name (comm of its main thread) of the peer_pid process when it was found",
-        value: |r| r.target.socket.map_or(Value::Null, |s| opt_text(s.peer_comm)),
-    },
-];
+columns!(
+    Samples,
+    SAMPLE_COLUMNS = [
+        Column {
+            name: "ts",
+            ty: ColumnType::Timestamp,
+            description: "Time of the tick (UTC, microseconds); the same for every row of one tick",
+            value: |r| Value::Timestamp(r.ts_us),
+        },
+        Column { name: "tid", ty: ColumnType::Int64, description: "Thread id", value: |r| Value::Int(r.tid.into()) },
+        Column {
+            name: "tgid",
+            ty: ColumnType::Int64,
+            description: "Process id (thread group id)",
+            value: |r| Value::Int(r.tgid.into()),
+        },
+        Column {
+            name: "comm",
+            ty: ColumnType::Text,
+            description: "Thread name (task comm, at most 15 bytes)",
+            value: |r| Value::Text(r.comm),
+        },
+        Column {
+            name: "exe",
+            ty: ColumnType::Text,
+            description: "Path of the process's executable; empty for kernel threads and processes gone before lookup",
+            value: |r| opt_text(r.exe),
+        },
+        Column {
+            name: "user",
+            ty: ColumnType::Text,
+            description: "Effective user name (the uid when it has no name)",
+            value: |r| Value::Text(r.user),
+        },
+        Column {
+            name: "state",
+            ty: ColumnType::Text,
+            description: "ON_CPU, RUNQUEUE, SLEEP, DISK (uninterruptible with its own block request in flight), UNINTERRUPTIBLE (without one), IDLE, STOPPED, TRACED, ZOMBIE, DEAD, PARKED, NEW, FROZEN, RTLOCK_WAIT",
+            value: |r| Value::Text(r.state.name()),
+        },
+        Column {
+            name: "state_since_us",
+            ty: ColumnType::Int64,
+            description: "Time in the current state: since switch-in (ON_CPU), wakeup or preemption (RUNQUEUE), switch-out (others). For a wait that began before the agent started, a lower bound (since_lower_bound); empty when not known",
+            value: |r| opt_int(r.state_since_us),
+        },
+        Column {
+            name: "cpu",
+            ty: ColumnType::Int64,
+            description: "CPU the thread runs on, or last ran on",
+            value: |r| Value::Int(r.cpu.into()),
+        },
+        Column {
+            name: "syscall",
+            ty: ColumnType::Text,
+            description: "Name of the syscall the thread is in; empty when not in a syscall",
+            value: |r| r.syscall.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "syscall_nr",
+            ty: ColumnType::Int64,
+            description: "Number of that syscall",
+            value: |r| r.syscall_nr.map_or(Value::Null, |nr| Value::Int(nr.into())),
+        },
+        Column {
+            name: "syscall_us",
+            ty: ColumnType::Int64,
+            description: "Time in that syscall so far: exact with --syscalls exact; by default a lower bound counted from the switch-out or on-CPU sample that found the thread in it (syscall_us_lower_bound). For a syscall entered before the agent started, a lower bound (since_lower_bound)",
+            value: |r| opt_int(r.syscall_us),
+        },
+        Column {
+            name: "syscall_arg0",
+            ty: ColumnType::Int64,
+            description: "First syscall argument (signed 64-bit register value)",
+            value: |r| syscall_arg(r, 0),
+        },
+        Column {
+            name: "syscall_arg1",
+            ty: ColumnType::Int64,
+            description: "Second syscall argument",
+            value: |r| syscall_arg(r, 1),
+        },
+        Column {
+            name: "syscall_arg2",
+            ty: ColumnType::Int64,
+            description: "Third syscall argument",
+            value: |r| syscall_arg(r, 2),
+        },
+        Column {
+            name: "io_dev",
+            ty: ColumnType::Text,
+            description: "major:minor of the block device of the thread's request in flight",
+            value: |r| r.io_dev.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "io_op",
+            ty: ColumnType::Text,
+            description: "Operation of that request: READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
+            value: |r| r.io_op.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "io_bytes",
+            ty: ColumnType::Int64,
+            description: "Size of that request in bytes",
+            value: |r| r.io_bytes.map_or(Value::Null, |bytes| Value::Int(bytes.into())),
+        },
+        Column {
+            name: "io_us",
+            ty: ColumnType::Int64,
+            description: "Age of that request (since it was queued)",
+            value: |r| opt_int(r.io_us),
+        },
+        Column {
+            name: "cgroup",
+            ty: ColumnType::Text,
+            description: "cgroup v2 path of the thread",
+            value: |r| opt_text(r.cgroup),
+        },
+        Column {
+            name: "weight_us",
+            ty: ColumnType::Int64,
+            description: "Thread time this row stands for: 1,000,000 / frequency",
+            value: |r| Value::Int(r.weight_us as i64),
+        },
+        Column {
+            name: "kfunc",
+            ty: ColumnType::Text,
+            description: "Innermost kernel function of the kernel stack outside the scheduler: where the thread waits (what wchan showed)",
+            value: |r| r.kfunc.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "kstack_id",
+            ty: ColumnType::Int64,
+            description: "Kernel stack of the thread (stacks.stack_id); empty when not captured",
+            value: |r| r.kstack_id.map_or(Value::Null, Value::Int),
+        },
+        Column {
+            name: "ustack_id",
+            ty: ColumnType::Int64,
+            description: "User stack of the thread (stacks.stack_id); empty when not captured and for kernel threads",
+            value: |r| r.ustack_id.map_or(Value::Null, Value::Int),
+        },
+        Column {
+            name: "syscall_seq",
+            ty: ColumnType::Int64,
+            description: "The thread's syscall number of that syscall (1, 2, ... since tracking began); empty when its entry was not seen. With --track syscalls, syscalls.seq",
+            value: |r| opt_int(r.syscall_seq),
+        },
+        Column {
+            name: "io_seq",
+            ty: ColumnType::Int64,
+            description: "The thread's request number of the request in flight. With --track io, iorq.seq",
+            value: |r| r.io_seq.map_or(Value::Null, |seq| Value::Int(seq.into())),
+        },
+        Column {
+            name: "wait_class",
+            ty: ColumnType::Text,
+            description: "What the thread's time goes to: CPU, RUNQUEUE, IO, LOCK, NET, IPC, TIMER, IDLE, PAGING, OTHER (rules: README, Wait classes)",
+            value: |r| Value::Text(r.wait_class.name()),
+        },
+        Column {
+            name: "since_lower_bound",
+            ty: ColumnType::Bool,
+            description: "true when state_since_us or syscall_us is a lower bound because the thread began that wait or syscall before the agent started: its start is taken from the scheduler's last-ran timestamp (see also syscall_us_lower_bound)",
+            value: |r| Value::Bool(r.since_lower_bound),
+        },
+        // Identity (issue 17).
+        Column {
+            name: "host",
+            ty: ColumnType::Text,
+            description: "Host name of the agent as in the file names: the kernel's node name at start, characters other than letters, digits, . _ - replaced by _ (a rename shows after a restart)",
+            value: |r| Value::Text(r.host),
+        },
+        Column {
+            name: "container_id",
+            ty: ColumnType::Text,
+            description: "Id of the thread's container (64 hex digits; the machine name for systemd-nspawn), from its cgroup path in cgroup v2 or v1; empty outside containers and when not recognized",
+            value: |r| opt_text(r.container.container_id),
+        },
+        Column {
+            name: "container_runtime",
+            ty: ColumnType::Text,
+            description: "docker, containerd, cri-o, podman, systemd-nspawn or runc; empty when neither the cgroup path nor the runtime's files say",
+            value: |r| opt_text(r.container.container_runtime),
+        },
+        Column {
+            name: "container_name",
+            ty: ColumnType::Text,
+            description: "Name of the container: its name in the pod for Kubernetes, docker's name, the nspawn machine name; empty when unknown",
+            value: |r| opt_text(r.container.container_name),
+        },
+        Column {
+            name: "pod_name",
+            ty: ColumnType::Text,
+            description: "Kubernetes pod of the container, from the runtime's annotations on this node; empty when unknown",
+            value: |r| opt_text(r.container.pod_name),
+        },
+        Column {
+            name: "pod_namespace",
+            ty: ColumnType::Text,
+            description: "Kubernetes namespace of that pod",
+            value: |r| opt_text(r.container.pod_namespace),
+        },
+        Column {
+            name: "pod_uid",
+            ty: ColumnType::Text,
+            description: "Kubernetes UID of that pod, from the cgroup path or the annotations",
+            value: |r| opt_text(r.container.pod_uid),
+        },
+        // Waker and blocker (issue 13).
+        Column {
+            name: "waker_tid",
+            ty: ColumnType::Int64,
+            description: "On ON_CPU and RUNQUEUE rows: the thread whose wakeup this thread runs (or waits for a CPU) after (sched_wakeup in the waker's context, or csd_queue_cpu when the wakeup is handed over to the wakee's CPU); empty when woken from an interrupt (timer, device, softirq), by a wakeup handed over by IPI on Linux < 6.6, or not seen. How long it then waited for a CPU: state_since_us of its RUNQUEUE rows",
+            value: |r| r.wait.waker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
+        },
+        Column {
+            name: "waker_comm",
+            ty: ColumnType::Text,
+            description: "Thread name of waker_tid at the wakeup",
+            value: |r| opt_text(r.wait.waker_comm),
+        },
+        Column {
+            name: "blocker_tid",
+            ty: ColumnType::Int64,
+            description: "The thread holding the lock this one waits for: a pthread mutex (glibc's __owner, or a PI futex word; checked to be a live thread of the same process) or a kernel mutex or write-held rw-semaphore (its owner when this thread last went to sleep). Empty when not known, and for condition variables, semaphores and reader-held rw-semaphores, which have no owner (README, How blockers are found)",
+            value: |r| r.wait.blocker_tid.map_or(Value::Null, |tid| Value::Int(tid.into())),
+        },
+        Column {
+            name: "blocker_kind",
+            ty: ColumnType::Text,
+            description: "The lock it waits for, when recognized: pthread_mutex, pi_futex, mutex (kernel), rwsem_write, rwsem_read (kernel rw-semaphore taken for writing, reading)",
+            value: |r| r.wait.blocker_kind.map_or(Value::Null, Value::Text),
+        },
+        // What the thread waits on (issue 13).
+        Column {
+            name: "file",
+            ty: ColumnType::Text,
+            description: "What the fd of a fd syscall (read/write families, fsync, fdatasync, ioctl, recv/send families, accept, connect, ...) names: a path, socket:[inode], pipe:[inode], anon_inode:[eventfd], ... as /proc/PID/fd shows it; empty when not in such a syscall, when the thread has not switched out in it (on a CPU), or when the fd no longer names the same file at write time",
+            value: |r| r.target.file.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "file_pos",
+            ty: ColumnType::Int64,
+            description: "Position (f_pos) of that file when the thread switched out in the syscall; paths only (pread/pwrite take their offset from syscall arguments instead)",
+            value: |r| r.target.file_pos.map_or(Value::Null, Value::Int),
+        },
+        Column {
+            name: "sock_proto",
+            ty: ColumnType::Text,
+            description: "For a file that is a socket: tcp, tcp6, udp, udp6 or unix (from sock_diag, at most a second old; empty for sockets of another network namespace than the agent's)",
+            value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.proto)),
+        },
+        Column {
+            name: "sock_local",
+            ty: ColumnType::Text,
+            description: "Local address:port of that socket ([v6]:port for IPv6); for a unix socket its bound path (@name for an abstract one), empty when unbound (an accepted connection shows its listener's path)",
+            value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.local)),
+        },
+        Column {
+            name: "sock_remote",
+            ty: ColumnType::Text,
+            description: "Remote address:port of that socket (0.0.0.0:0 when not connected); for a unix socket the bound path of its peer, empty when the peer is unbound",
+            value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.remote)),
+        },
+        Column {
+            name: "sock_state",
+            ty: ColumnType::Text,
+            description: "TCP state of that socket (ESTABLISHED, LISTEN, CLOSE_WAIT, ...); CONNECTED or UNCONNECTED for UDP; ESTABLISHED, LISTEN or UNCONNECTED for unix",
+            value: |r| r.target.socket.map_or(Value::Null, |s| Value::Text(s.state)),
+        },
+        Column {
+            name: "tcp_srtt_us",
+            ty: ColumnType::Int64,
+            description: "TCP only: smoothed round-trip time, microseconds (tcp_info.tcpi_rtt)",
+            value: |r| r.target.socket.and_then(|s| s.srtt_us).map_or(Value::Null, |v| Value::Int(v.into())),
+        },
+        Column {
+            name: "tcp_cwnd",
+            ty: ColumnType::Int64,
+            description: "TCP only: congestion window, segments",
+            value: |r| r.target.socket.and_then(|s| s.cwnd).map_or(Value::Null, |v| Value::Int(v.into())),
+        },
+        Column {
+            name: "tcp_retrans",
+            ty: ColumnType::Int64,
+            description: "TCP only: retransmitted segments over the connection's life",
+            value: |r| r.target.socket.and_then(|s| s.retrans).map_or(Value::Null, |v| Value::Int(v.into())),
+        },
+        // Passive syscalls (issue 14).
+        Column {
+            name: "syscall_arg3",
+            ty: ColumnType::Int64,
+            description: "Fourth syscall argument (signed 64-bit register value)",
+            value: |r| syscall_arg(r, 3),
+        },
+        Column {
+            name: "syscall_arg4",
+            ty: ColumnType::Int64,
+            description: "Fifth syscall argument",
+            value: |r| syscall_arg(r, 4),
+        },
+        Column {
+            name: "syscall_arg5",
+            ty: ColumnType::Int64,
+            description: "Sixth syscall argument",
+            value: |r| syscall_arg(r, 5),
+        },
+        Column {
+            name: "syscall_us_lower_bound",
+            ty: ColumnType::Bool,
+            description: "true when syscall_us is a lower bound: the syscall's entry was not seen (the default, --syscalls passive, counts from the last switch-out or on-CPU sample that found the thread in it; or it began before the agent started); false when exact; empty without syscall_us",
+            value: |r| r.syscall_us_lower_bound.map_or(Value::Null, Value::Bool),
+        },
+        // Which process is which (issue 13).
+        Column {
+            name: "proc_title",
+            ty: ColumnType::Text,
+            description: "Title of the thread's process: argv[0] as the process left it, which shows a title the process set for itself (postgres: walwriter, nginx: worker process) and never the arguments of a plain command line (mysql -pPASSWORD shows mysql); at most 128 bytes, control characters as \\xNN; read at most a second before; empty for kernel threads, zombies and processes not read yet (README, Process titles)",
+            value: |r| opt_text(r.proc_title),
+        },
+        // Unix socket peers (issue 13).
+        Column {
+            name: "peer_pid",
+            ty: ColumnType::Int64,
+            description: "For a file that is a connected unix socket: the process holding the socket at its other end (sock_diag's peer inode, found in that process's /proc/PID/fd; checked at most a second before). Empty when unknown: the peer is gone, held by several processes (shared across fork or passed and still open), or in another network namespace (README, Unix socket peers)",
+            value: |r| r.target.socket.and_then(|s| s.peer_pid).map_or(Value::Null, |v| Value::Int(v.into())),
+        },
+        Column {
+            name: "peer_comm",
+            ty: ColumnType::Text,
+            description: "Name (comm of its main thread) of the peer_pid process when it was found",
+            value: |r| r.target.socket.map_or(Value::Null, |s| opt_text(s.peer_comm)),
+        },
+    ]
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{column_names, describe};
+    use crate::store::schema::{assert_values_agree, column_names, describe};
+
+    /// A row with every column filled, in a socket syscall.
+    fn full_row() -> SampleRow<'static> {
+        SampleRow {
+            ts_us: 1_795_352_645_000_123,
+            weight_us: 50_000,
+            tid: 4711,
+            tgid: 4700,
+            comm: "wal-writer",
+            exe: "/usr/lib/postgresql/15/bin/postgres",
+            user: "postgres",
+            state: ThreadState::Disk,
+            state_since_us: Some(1_234),
+            cpu: 1,
+            syscall: Some("recvfrom"),
+            syscall_nr: Some(45),
+            syscall_us: Some(987),
+            syscall_args: Some([3, u64::MAX, 8192, 0, 1 << 47, 7]),
+            syscall_seq: Some(99),
+            io_dev: Some("254:1"),
+            io_op: Some("WRITE"),
+            io_bytes: Some(4096),
+            io_us: Some(12),
+            io_seq: Some(5),
+            cgroup: "/system.slice/postgresql.service",
+            kfunc: Some("io_schedule"),
+            kstack_id: Some(-17),
+            ustack_id: Some(18),
+            wait_class: WaitClass::Net,
+            since_lower_bound: true,
+            syscall_us_lower_bound: Some(false),
+            host: "db1",
+            container: ContainerIdentity {
+                container_id: "0123abcd",
+                container_runtime: "podman",
+                container_name: "pg",
+                pod_name: "pod",
+                pod_namespace: "ns",
+                pod_uid: "uid",
+            },
+            wait: WaitColumns {
+                waker_tid: Some(4712),
+                waker_comm: "walwriter",
+                blocker_tid: Some(4713),
+                blocker_kind: Some("mutex"),
+            },
+            target: FileTarget {
+                file: Some("socket:[1234]"),
+                file_pos: Some(-1),
+                socket: Some(SocketRow {
+                    proto: "tcp",
+                    local: "127.0.0.1:5432",
+                    remote: "127.0.0.1:40000",
+                    state: "ESTABLISHED",
+                    srtt_us: Some(40_000),
+                    cwnd: Some(10),
+                    retrans: Some(3),
+                    peer_pid: Some(4800),
+                    peer_comm: "psql",
+                }),
+            },
+            proc_title: "postgres: walwriter",
+        }
+    }
+
+    #[test]
+    fn straight_line_values_are_the_column_list() {
+        let full = full_row();
+        assert_values_agree::<Samples>(&full);
+        // And with every optional part empty.
+        let empty = SampleRow {
+            exe: "",
+            state: ThreadState::OnCpu,
+            state_since_us: None,
+            syscall: None,
+            syscall_nr: None,
+            syscall_us: None,
+            syscall_args: None,
+            syscall_seq: None,
+            io_dev: None,
+            io_op: None,
+            io_bytes: None,
+            io_us: None,
+            io_seq: None,
+            cgroup: "",
+            kfunc: None,
+            kstack_id: None,
+            ustack_id: None,
+            syscall_us_lower_bound: None,
+            container: ContainerIdentity::default(),
+            wait: WaitColumns::default(),
+            target: FileTarget::default(),
+            proc_title: "",
+            ..full
+        };
+        assert_values_agree::<Samples>(&empty);
+    }
 
     #[test]
     fn issue_columns_are_present_in_order() {

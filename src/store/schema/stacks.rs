@@ -89,39 +89,63 @@ impl Table for Stacks {
     fn columns() -> &'static [Column<Self>] {
         STACK_COLUMNS
     }
+    fn for_each_value<'r, 'a>(row: &'r Self::Row<'a>, out: impl FnMut(Value<'r>)) {
+        Self::each_value(row, out)
+    }
 }
 
-static STACK_COLUMNS: &[Column<Stacks>] = &[
-    Column {
-        name: "stack_id",
-        ty: ColumnType::Int64,
-        description: "Hash of the kind and the symbolized frames: the same path has the same id in every process and run",
-        value: |r| Value::Int(r.id),
-    },
-    Column { name: "kind", ty: ColumnType::Text, description: "kernel or user", value: |r| Value::Text(r.kind.name()) },
-    Column {
-        name: "frames",
-        ty: ColumnType::Text,
-        description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress; CPython functions as qualname [file:line], the line executing (for a caller, the line of its call in progress; the function's first line when it cannot be told)",
-        value: |r| Value::Text(&r.frames),
-    },
-    Column {
-        name: "module",
-        ty: ColumnType::Text,
-        description: "Module of the innermost frame: vmlinux, a kernel module, or a binary or library name",
-        value: |r| Value::Text(&r.module),
-    },
-    Column { name: "depth", ty: ColumnType::Int64, description: "Number of frames", value: |r| Value::Int(r.depth.into()) },
-    Column {
-        name: "truncated",
-        ty: ColumnType::Bool,
-        description: "The stack is known to be incomplete: the depth limit was reached, or a user stack does not end in a thread entry point",
-        value: |r| Value::Bool(r.truncated),
-    },
-    Column {
-        name: "frame_kinds",
-        ty: ColumnType::Text,
-        description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, jit (named from the process's perf map), or python (a CPython function, qualname [file:line] with the line executing, in place of the interpreter loop's frame)",
-        value: |r| Value::Text(&r.frame_kinds),
-    },
-];
+columns!(
+    Stacks,
+    STACK_COLUMNS = [
+        Column {
+            name: "stack_id",
+            ty: ColumnType::Int64,
+            description: "Hash of the kind and the symbolized frames: the same path has the same id in every process and run",
+            value: |r| Value::Int(r.id),
+        },
+        Column { name: "kind", ty: ColumnType::Text, description: "kernel or user", value: |r| Value::Text(r.kind.name()) },
+        Column {
+            name: "frames",
+            ty: ColumnType::Text,
+            description: "Frames innermost first, joined with ';': function+0xoffset, then [file:line] where debug info allows; inlined calls marked [inlined]; unsymbolized frames as module+0xoffset or 0xaddress; CPython functions as qualname [file:line], the line executing (for a caller, the line of its call in progress; the function's first line when it cannot be told)",
+            value: |r| Value::Text(&r.frames),
+        },
+        Column {
+            name: "module",
+            ty: ColumnType::Text,
+            description: "Module of the innermost frame: vmlinux, a kernel module, or a binary or library name",
+            value: |r| Value::Text(&r.module),
+        },
+        Column { name: "depth", ty: ColumnType::Int64, description: "Number of frames", value: |r| Value::Int(r.depth.into()) },
+        Column {
+            name: "truncated",
+            ty: ColumnType::Bool,
+            description: "The stack is known to be incomplete: the depth limit was reached, or a user stack does not end in a thread entry point",
+            value: |r| Value::Bool(r.truncated),
+        },
+        Column {
+            name: "frame_kinds",
+            ty: ColumnType::Text,
+            description: "The kind of each frame, in the order of frames, joined with ';': native (a binary or library), kernel, jit (named from the process's perf map), or python (a CPython function, qualname [file:line] with the line executing, in place of the interpreter loop's frame)",
+            value: |r| Value::Text(&r.frame_kinds),
+        },
+    ]
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn straight_line_values_are_the_column_list() {
+        crate::store::schema::assert_values_agree::<Stacks>(&StackRow {
+            id: 42,
+            kind: StackKind::User,
+            frames: "main;start".into(),
+            frame_kinds: "native;native".into(),
+            module: "/usr/bin/x".into(),
+            depth: 2,
+            truncated: true,
+        });
+    }
+}

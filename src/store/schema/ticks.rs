@@ -41,97 +41,103 @@ impl Table for Ticks {
     fn columns() -> &'static [Column<Self>] {
         TICK_COLUMNS
     }
+    fn for_each_value<'r, 'a>(row: &'r Self::Row<'a>, out: impl FnMut(Value<'r>)) {
+        Self::each_value(row, out)
+    }
 }
 
-static TICK_COLUMNS: &[Column<Ticks>] = &[
-    Column { name: "ts", ty: ColumnType::Timestamp, description: "Time of the tick (UTC), as in samples", value: |r| Value::Timestamp(r.ts_us) },
-    Column {
-        name: "weight_us",
-        ty: ColumnType::Int64,
-        description: "Thread time each sample row of this tick stands for",
-        value: |r| int(r.weight_us as i64),
-    },
-    Column { name: "threads", ty: ColumnType::Int64, description: "Tracked threads scanned", value: |r| int(r.threads) },
-    Column { name: "rows", ty: ColumnType::Int64, description: "Sample rows the tick produced", value: |r| int(r.rows) },
-    Column {
-        name: "pass_us",
-        ty: ColumnType::Int64,
-        description: "CPU time of the scan and of stack collection, microseconds",
-        value: |r| int(r.pass_us as i64),
-    },
-    Column {
-        name: "missed_ticks",
-        ty: ColumnType::Int64,
-        description: "Deadlines skipped because ticks overran, since the previous row (0: on time); the sum over rows is every skipped deadline",
-        value: |r| int(r.missed_ticks as i64),
-    },
-    Column {
-        name: "torn_reads",
-        ty: ColumnType::Int64,
-        description: "Threads skipped in this tick because their entry kept changing while read",
-        value: |r| int(r.torn_reads),
-    },
-    Column {
-        name: "dropped_ticks",
-        ty: ColumnType::Int64,
-        description: "Ticks dropped since start because the writer fell behind",
-        value: |r| int(r.dropped_ticks as i64),
-    },
-    Column {
-        name: "dropped_rows",
-        ty: ColumnType::Int64,
-        description: "Sample rows produced since start that will never be published: lost to write errors (full disk) or with dropped ticks",
-        value: |r| int(r.dropped_rows as i64),
-    },
-    Column {
-        name: "untracked_threads",
-        ty: ColumnType::Int64,
-        description: "New threads not tracked since start because the thread table was full",
-        value: |r| int(r.untracked_threads as i64),
-    },
-    Column {
-        name: "untracked_now",
-        ty: ColumnType::Int64,
-        description: "Live threads left out because the thread table is full, as of the last task-iterator pass (every second while not 0) plus new threads refused since",
-        value: |r| int(r.untracked_now as i64),
-    },
-    Column {
-        name: "slots_used",
-        ty: ColumnType::Int64,
-        description: "Thread-table slots in use (threads tracked, plus exited threads' slots not yet recycled)",
-        value: |r| int(r.slots_used as i64),
-    },
-    Column {
-        name: "map_update_failures",
-        ty: ColumnType::Int64,
-        description: "BPF map updates that failed in the hooks since start (their event was dropped)",
-        value: |r| int(r.map_update_failures as i64),
-    },
-    Column {
-        name: "stack_rows",
-        ty: ColumnType::Int64,
-        description: "Sample rows of this tick with stacks",
-        value: |r| int(r.stack_rows),
-    },
-    Column {
-        name: "stack_refreshes",
-        ty: ColumnType::Int64,
-        description: "Threads whose stacks were captured anew for this tick (their capture predated their wait)",
-        value: |r| int(r.stack_refreshes),
-    },
-    Column {
-        name: "stacks_of_other_wait",
-        ty: ColumnType::Int64,
-        description: "Sample rows of this tick left without stacks because the only capture was of another wait than the row's (the thread switched in and out again while the scan reached it)",
-        value: |r| int(r.stacks_of_other_wait),
-    },
-    Column {
-        name: "unshipped_deleted",
-        ty: ColumnType::Int64,
-        description: "Published files retention deleted before --ship-to had shipped them (over --max-disk), since start",
-        value: |r| int(r.unshipped_deleted as i64),
-    },
-];
+columns!(
+    Ticks,
+    TICK_COLUMNS = [
+        Column { name: "ts", ty: ColumnType::Timestamp, description: "Time of the tick (UTC), as in samples", value: |r| Value::Timestamp(r.ts_us) },
+        Column {
+            name: "weight_us",
+            ty: ColumnType::Int64,
+            description: "Thread time each sample row of this tick stands for",
+            value: |r| int(r.weight_us as i64),
+        },
+        Column { name: "threads", ty: ColumnType::Int64, description: "Tracked threads scanned", value: |r| int(r.threads) },
+        Column { name: "rows", ty: ColumnType::Int64, description: "Sample rows the tick produced", value: |r| int(r.rows) },
+        Column {
+            name: "pass_us",
+            ty: ColumnType::Int64,
+            description: "CPU time of the scan and of stack collection, microseconds",
+            value: |r| int(r.pass_us as i64),
+        },
+        Column {
+            name: "missed_ticks",
+            ty: ColumnType::Int64,
+            description: "Deadlines skipped because ticks overran, since the previous row (0: on time); the sum over rows is every skipped deadline",
+            value: |r| int(r.missed_ticks as i64),
+        },
+        Column {
+            name: "torn_reads",
+            ty: ColumnType::Int64,
+            description: "Threads skipped in this tick because their entry kept changing while read",
+            value: |r| int(r.torn_reads),
+        },
+        Column {
+            name: "dropped_ticks",
+            ty: ColumnType::Int64,
+            description: "Ticks dropped since start because the writer fell behind",
+            value: |r| int(r.dropped_ticks as i64),
+        },
+        Column {
+            name: "dropped_rows",
+            ty: ColumnType::Int64,
+            description: "Sample rows produced since start that will never be published: lost to write errors (full disk) or with dropped ticks",
+            value: |r| int(r.dropped_rows as i64),
+        },
+        Column {
+            name: "untracked_threads",
+            ty: ColumnType::Int64,
+            description: "New threads not tracked since start because the thread table was full",
+            value: |r| int(r.untracked_threads as i64),
+        },
+        Column {
+            name: "untracked_now",
+            ty: ColumnType::Int64,
+            description: "Live threads left out because the thread table is full, as of the last task-iterator pass (every second while not 0) plus new threads refused since",
+            value: |r| int(r.untracked_now as i64),
+        },
+        Column {
+            name: "slots_used",
+            ty: ColumnType::Int64,
+            description: "Thread-table slots in use (threads tracked, plus exited threads' slots not yet recycled)",
+            value: |r| int(r.slots_used as i64),
+        },
+        Column {
+            name: "map_update_failures",
+            ty: ColumnType::Int64,
+            description: "BPF map updates that failed in the hooks since start (their event was dropped)",
+            value: |r| int(r.map_update_failures as i64),
+        },
+        Column {
+            name: "stack_rows",
+            ty: ColumnType::Int64,
+            description: "Sample rows of this tick with stacks",
+            value: |r| int(r.stack_rows),
+        },
+        Column {
+            name: "stack_refreshes",
+            ty: ColumnType::Int64,
+            description: "Threads whose stacks were captured anew for this tick (their capture predated their wait)",
+            value: |r| int(r.stack_refreshes),
+        },
+        Column {
+            name: "stacks_of_other_wait",
+            ty: ColumnType::Int64,
+            description: "Sample rows of this tick left without stacks because the only capture was of another wait than the row's (the thread switched in and out again while the scan reached it)",
+            value: |r| int(r.stacks_of_other_wait),
+        },
+        Column {
+            name: "unshipped_deleted",
+            ty: ColumnType::Int64,
+            description: "Published files retention deleted before --ship-to had shipped them (over --max-disk), since start",
+            value: |r| int(r.unshipped_deleted as i64),
+        },
+    ]
+);
 
 #[cfg(test)]
 mod tests {
@@ -153,5 +159,12 @@ mod tests {
             assert!(names.contains(&name), "ticks lacks {name}");
         }
         assert_eq!(arrow_schema::<Ticks>().fields().len(), names.len());
+        crate::store::schema::assert_values_agree::<Ticks>(&TickRow {
+            ts_us: 1,
+            weight_us: 50_000,
+            threads: 10,
+            rows: 9,
+            ..Default::default()
+        });
     }
 }

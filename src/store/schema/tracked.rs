@@ -42,6 +42,9 @@ impl Table for Syscalls {
     fn columns() -> &'static [Column<Self>] {
         SYSCALL_COLUMNS
     }
+    fn for_each_value<'r, 'a>(row: &'r Self::Row<'a>, out: impl FnMut(Value<'r>)) {
+        Self::each_value(row, out)
+    }
 }
 
 fn micros_between(from_ns: u64, to_ns: u64) -> Value<'static> {
@@ -51,69 +54,72 @@ fn micros_between(from_ns: u64, to_ns: u64) -> Value<'static> {
     int(((to_ns - from_ns) / 1_000) as i64)
 }
 
-static SYSCALL_COLUMNS: &[Column<Syscalls>] = &[
-    Column {
-        name: "enter_ts",
-        ty: ColumnType::Timestamp,
-        description: "When the syscall was entered (UTC, microseconds)",
-        value: |r| Value::Timestamp(r.enter_us),
-    },
-    Column {
-        name: "tid",
-        ty: ColumnType::Int64,
-        description: "Thread id",
-        value: |r| int(r.tid),
-    },
-    Column {
-        name: "tgid",
-        ty: ColumnType::Int64,
-        description: "Process id",
-        value: |r| int(r.tgid),
-    },
-    Column {
-        name: "syscall",
-        ty: ColumnType::Text,
-        description: "Name of the syscall",
-        value: |r| r.syscall.map_or(Value::Null, Value::Text),
-    },
-    Column {
-        name: "syscall_nr",
-        ty: ColumnType::Int64,
-        description: "Number of the syscall",
-        value: |r| int(r.syscall_nr),
-    },
-    Column {
-        name: "seq",
-        ty: ColumnType::Int64,
-        description:
-            "The thread's syscall number since the agent started tracking it: samples.syscall_seq",
-        value: |r| int(r.seq as i64),
-    },
-    Column {
-        name: "duration_us",
-        ty: ColumnType::Int64,
-        description: "Time from entry to return, microseconds (exact)",
-        value: |r| micros_between(r.start_ns, r.end_ns),
-    },
-    Column {
-        name: "ret",
-        ty: ColumnType::Int64,
-        description: "Return value (negative: -errno)",
-        value: |r| int(r.ret),
-    },
-    Column {
-        name: "comm",
-        ty: ColumnType::Text,
-        description: COMM,
-        value: |r| opt_text(r.comm),
-    },
-    Column {
-        name: "exe",
-        ty: ColumnType::Text,
-        description: EXE,
-        value: |r| opt_text(r.exe),
-    },
-];
+columns!(
+    Syscalls,
+    SYSCALL_COLUMNS = [
+        Column {
+            name: "enter_ts",
+            ty: ColumnType::Timestamp,
+            description: "When the syscall was entered (UTC, microseconds)",
+            value: |r| Value::Timestamp(r.enter_us),
+        },
+        Column {
+            name: "tid",
+            ty: ColumnType::Int64,
+            description: "Thread id",
+            value: |r| int(r.tid),
+        },
+        Column {
+            name: "tgid",
+            ty: ColumnType::Int64,
+            description: "Process id",
+            value: |r| int(r.tgid),
+        },
+        Column {
+            name: "syscall",
+            ty: ColumnType::Text,
+            description: "Name of the syscall",
+            value: |r| r.syscall.map_or(Value::Null, Value::Text),
+        },
+        Column {
+            name: "syscall_nr",
+            ty: ColumnType::Int64,
+            description: "Number of the syscall",
+            value: |r| int(r.syscall_nr),
+        },
+        Column {
+            name: "seq",
+            ty: ColumnType::Int64,
+            description:
+                "The thread's syscall number since the agent started tracking it: samples.syscall_seq",
+            value: |r| int(r.seq as i64),
+        },
+        Column {
+            name: "duration_us",
+            ty: ColumnType::Int64,
+            description: "Time from entry to return, microseconds (exact)",
+            value: |r| micros_between(r.start_ns, r.end_ns),
+        },
+        Column {
+            name: "ret",
+            ty: ColumnType::Int64,
+            description: "Return value (negative: -errno)",
+            value: |r| int(r.ret),
+        },
+        Column {
+            name: "comm",
+            ty: ColumnType::Text,
+            description: COMM,
+            value: |r| opt_text(r.comm),
+        },
+        Column {
+            name: "exe",
+            ty: ColumnType::Text,
+            description: EXE,
+            value: |r| opt_text(r.exe),
+        },
+    ]
+);
 
 const COMM: &str =
     "Thread name (as samples.comm) when the sample that saw this was taken; empty if not known";
@@ -158,111 +164,117 @@ impl Table for Iorq {
     fn columns() -> &'static [Column<Self>] {
         IORQ_COLUMNS
     }
+    fn for_each_value<'r, 'a>(row: &'r Self::Row<'a>, out: impl FnMut(Value<'r>)) {
+        Self::each_value(row, out)
+    }
 }
 
-static IORQ_COLUMNS: &[Column<Iorq>] = &[
-    Column {
-        name: "start_ts",
-        ty: ColumnType::Timestamp,
-        description: "When the request was queued (UTC, microseconds)",
-        value: |r| Value::Timestamp(r.start_us),
-    },
-    Column {
-        name: "tid",
-        ty: ColumnType::Int64,
-        description: "Thread that submitted the request",
-        value: |r| int(r.tid),
-    },
-    Column {
-        name: "tgid",
-        ty: ColumnType::Int64,
-        description: "Its process id",
-        value: |r| int(r.tgid),
-    },
-    Column {
-        name: "seq",
-        ty: ColumnType::Int64,
-        description:
-            "The thread's request number since the agent started tracking it: samples.io_seq",
-        value: |r| int(r.seq as i64),
-    },
-    Column {
-        name: "dev",
-        ty: ColumnType::Text,
-        description: "major:minor of the block device",
-        value: |r| Value::Text(r.dev),
-    },
-    Column {
-        name: "op",
-        ty: ColumnType::Text,
-        description: "READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
-        value: |r| Value::Text(io_op_name(r.op, r.flags, r.bytes)),
-    },
-    Column {
-        name: "flags",
-        ty: ColumnType::Text,
-        description: "Request flags: SYNC, META, FUA, PREFLUSH joined with '|'; empty when none",
-        value: |r| match io_flags_text(r.flags) {
-            "" => Value::Null,
-            text => Value::Text(text),
+columns!(
+    Iorq,
+    IORQ_COLUMNS = [
+        Column {
+            name: "start_ts",
+            ty: ColumnType::Timestamp,
+            description: "When the request was queued (UTC, microseconds)",
+            value: |r| Value::Timestamp(r.start_us),
         },
-    },
-    Column {
-        name: "sector",
-        ty: ColumnType::Int64,
-        description: "First sector (512 bytes)",
-        value: |r| int(r.sector as i64),
-    },
-    Column {
-        name: "bytes",
-        ty: ColumnType::Int64,
-        description: "Size in bytes",
-        value: |r| int(r.bytes),
-    },
-    Column {
-        name: "queued_us",
-        ty: ColumnType::Int64,
-        description: "Time from queueing to issue to the device; empty when the issue was not seen",
-        value: |r| {
-            opt_int(
-                (r.issue_ns >= r.start_ns && r.issue_ns != 0)
-                    .then(|| (r.issue_ns - r.start_ns) / 1_000),
-            )
+        Column {
+            name: "tid",
+            ty: ColumnType::Int64,
+            description: "Thread that submitted the request",
+            value: |r| int(r.tid),
         },
-    },
-    Column {
-        name: "service_us",
-        ty: ColumnType::Int64,
-        description:
-            "Time from issue to completion (the device's time); empty when the issue was not seen",
-        value: |r| micros_between(r.issue_ns, r.end_ns),
-    },
-    Column {
-        name: "duration_us",
-        ty: ColumnType::Int64,
-        description: "Time from queueing to completion, microseconds (exact)",
-        value: |r| micros_between(r.start_ns, r.end_ns),
-    },
-    Column {
-        name: "error",
-        ty: ColumnType::Int64,
-        description:
-            "Block layer status: 0 success, else the kernel's blk_status_t code (10 = I/O error)",
-        value: |r| int(r.error),
-    },
-    Column {
-        name: "comm",
-        ty: ColumnType::Text,
-        description: COMM,
-        value: |r| opt_text(r.comm),
-    },
-    Column {
-        name: "exe",
-        ty: ColumnType::Text,
-        description: EXE,
-        value: |r| opt_text(r.exe),
-    },
-];
+        Column {
+            name: "tgid",
+            ty: ColumnType::Int64,
+            description: "Its process id",
+            value: |r| int(r.tgid),
+        },
+        Column {
+            name: "seq",
+            ty: ColumnType::Int64,
+            description:
+                "The thread's request number since the agent started tracking it: samples.io_seq",
+            value: |r| int(r.seq as i64),
+        },
+        Column {
+            name: "dev",
+            ty: ColumnType::Text,
+            description: "major:minor of the block device",
+            value: |r| Value::Text(r.dev),
+        },
+        Column {
+            name: "op",
+            ty: ColumnType::Text,
+            description: "READ, WRITE, FLUSH, DISCARD, WRITE_ZEROES, ...",
+            value: |r| Value::Text(io_op_name(r.op, r.flags, r.bytes)),
+        },
+        Column {
+            name: "flags",
+            ty: ColumnType::Text,
+            description: "Request flags: SYNC, META, FUA, PREFLUSH joined with '|'; empty when none",
+            value: |r| match io_flags_text(r.flags) {
+                "" => Value::Null,
+                text => Value::Text(text),
+            },
+        },
+        Column {
+            name: "sector",
+            ty: ColumnType::Int64,
+            description: "First sector (512 bytes)",
+            value: |r| int(r.sector as i64),
+        },
+        Column {
+            name: "bytes",
+            ty: ColumnType::Int64,
+            description: "Size in bytes",
+            value: |r| int(r.bytes),
+        },
+        Column {
+            name: "queued_us",
+            ty: ColumnType::Int64,
+            description: "Time from queueing to issue to the device; empty when the issue was not seen",
+            value: |r| {
+                opt_int(
+                    (r.issue_ns >= r.start_ns && r.issue_ns != 0)
+                        .then(|| (r.issue_ns - r.start_ns) / 1_000),
+                )
+            },
+        },
+        Column {
+            name: "service_us",
+            ty: ColumnType::Int64,
+            description:
+                "Time from issue to completion (the device's time); empty when the issue was not seen",
+            value: |r| micros_between(r.issue_ns, r.end_ns),
+        },
+        Column {
+            name: "duration_us",
+            ty: ColumnType::Int64,
+            description: "Time from queueing to completion, microseconds (exact)",
+            value: |r| micros_between(r.start_ns, r.end_ns),
+        },
+        Column {
+            name: "error",
+            ty: ColumnType::Int64,
+            description:
+                "Block layer status: 0 success, else the kernel's blk_status_t code (10 = I/O error)",
+            value: |r| int(r.error),
+        },
+        Column {
+            name: "comm",
+            ty: ColumnType::Text,
+            description: COMM,
+            value: |r| opt_text(r.comm),
+        },
+        Column {
+            name: "exe",
+            ty: ColumnType::Text,
+            description: EXE,
+            value: |r| opt_text(r.exe),
+        },
+    ]
+);
 
 #[cfg(test)]
 mod tests {
@@ -328,5 +340,8 @@ mod tests {
         assert_eq!(value("duration_us"), Value::Int(3_000));
         assert_eq!(value("op"), Value::Text("WRITE"));
         assert_eq!(value("flags"), Value::Text("SYNC"));
+        crate::store::schema::assert_values_agree::<Iorq>(&row);
+        crate::store::schema::assert_values_agree::<Iorq>(&IorqRow::default());
+        crate::store::schema::assert_values_agree::<Syscalls>(&SyscallRow::default());
     }
 }
