@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use rustc_hash::FxHashMap;
 
 use crate::output::sample::{LockKind, Sample};
-use crate::store::names::syscall_name;
+use crate::store::names::FUTEX_NR;
 use crate::store::thread_state::ThreadState;
 
 const FUTEX_WAIT: u64 = 0;
@@ -64,7 +64,7 @@ impl FutexOwners {
             return None;
         }
         let call = sample.syscall?;
-        if syscall_name(call.nr) != Some("futex") {
+        if call.nr != FUTEX_NR {
             return None;
         }
         let [uaddr, op, val, ..] = call.args?;
@@ -149,6 +149,7 @@ fn read_u32s<const N: usize>(tgid: u32, addr: u64) -> Option<[u32; N]> {
 mod tests {
     use super::*;
     use crate::output::sample::SyscallSample;
+    use crate::store::names::syscall_name;
 
     /// A glibc mutex in this process, locked by this thread, read the way
     /// the writer reads another process's.

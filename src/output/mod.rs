@@ -369,7 +369,7 @@ impl Writer {
         self.enrich.prepare(&tick.samples);
         let names = self.enrich.names();
         for (sample, stacks) in tick.samples.iter().zip(&self.resolved) {
-            let comm = String::from_utf8_lossy(sample.comm_bytes());
+            let comm = sample::name_text(sample.comm_bytes());
             // A pthread mutex's owner, read from the process (blocker.rs),
             // in a copy of the sample (only then: a sample is ~250 bytes).
             let with_owner;
@@ -387,7 +387,10 @@ impl Writer {
                 }
                 None => sample,
             };
-            let waker_comm = String::from_utf8_lossy(sample::until_nul(&sample.wait.waker_comm));
+            let waker_comm = match sample.wait.waker_tid {
+                0 => "".into(),
+                _ => sample::name_text(sample::until_nul(&sample.wait.waker_comm)),
+            };
             let io_dev = sample.io.map(|io| dev_name(io.dev));
             let names = rows::SampleNames {
                 comm: &comm,
@@ -397,11 +400,7 @@ impl Writer {
                 io_dev: io_dev.as_deref(),
                 host,
                 container: names.container(sample),
-                waker_comm: if sample.wait.waker_tid != 0 {
-                    &waker_comm
-                } else {
-                    ""
-                },
+                waker_comm: &waker_comm,
                 target: names.target(sample),
                 proc_title: names.title(sample),
             };

@@ -149,6 +149,17 @@ impl LockKind {
     }
 }
 
+/// A kernel name as text: borrowed when it is UTF-8, as nearly all are
+/// (checked with the standard library's word-at-a-time validation, which
+/// the lossy conversion's chunk iterator is slower than), else with
+/// replacement characters.
+pub fn name_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// `comm`-style bytes up to their NUL.
 pub fn until_nul(bytes: &[u8]) -> &[u8] {
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -175,4 +186,20 @@ pub struct StackRef {
     pub slot: u32,
     pub captured_ns: u64,
     pub raw: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_text_borrowed_or_replaced() {
+        assert!(matches!(
+            name_text(b"postgres"),
+            std::borrow::Cow::Borrowed("postgres")
+        ));
+        assert_eq!(name_text(b"caf\xc3\xa9"), "café");
+        assert_eq!(name_text(b"bad\xff"), "bad\u{fffd}");
+        assert_eq!(until_nul(b"sh\0\0junk"), b"sh");
+    }
 }

@@ -15,6 +15,13 @@ pub mod io_flags {
     pub const PREFLUSH: u32 = 8;
 }
 
+/// Number of `futex` on the architecture taskscope was built for (the
+/// writer asks of every sleeping row whether it waits in it).
+#[cfg(target_arch = "x86_64")]
+pub const FUTEX_NR: i32 = syscalls::x86_64::Sysno::futex as i32;
+#[cfg(target_arch = "aarch64")]
+pub const FUTEX_NR: i32 = syscalls::aarch64::Sysno::futex as i32;
+
 /// Name of syscall `nr` on the architecture taskscope was built for.
 pub fn syscall_name(nr: i32) -> Option<&'static str> {
     let nr = usize::try_from(nr).ok()?;
@@ -84,6 +91,11 @@ pub fn dev_name(dev: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn futex_nr_is_futex() {
+        assert_eq!(syscall_name(FUTEX_NR), Some("futex"));
+    }
 
     #[test]
     fn syscall_names() {
