@@ -251,6 +251,51 @@ static __always_inline struct ts_thread *thread_of_slot(struct task_struct *task
 	return bpf_map_lookup_elem(&threads, &idx);
 }
 
+/*
+ * The entry of `task` when it is one of the last two threads switched out
+ * on the CPU of `c` (sched.bpf.c notes them), with its slot + 1 in `slot`;
+ * else NULL, and the caller looks it up (thread_of_slot). A noted slot is
+ * trusted only while it is live and still holds this task: same tid and
+ * start time. The address alone could be a freed task's reused by a new
+ * one; tid and start time alone could be a group leader's old entry, not
+ * yet released, after another thread's exec took over its tid and start
+ * time (de_thread) - that thread's address differs.
+ */
+static __always_inline struct ts_thread *recent_thread(struct ts_cpu *c, struct task_struct *task,
+						       __u32 *slot)
+{
+	__u64 addr = (__u64)task;
+	struct ts_thread *t;
+	__u32 s;
+
+	if (!c)
+		return NULL;
+	if (c->recent[0].task == addr)
+		s = c->recent[0].slot;
+	else if (c->recent[1].task == addr)
+		s = c->recent[1].slot;
+	else
+		return NULL;
+	t = thread_at(s);
+	if (!t || READ_ONCE(t->slot_state) != TS_SLOT_LIVE || t->tid != (__u32)task->pid ||
+	    t->start_ns != task->start_time)
+		return NULL;
+	*slot = s;
+	return t;
+}
+
+/* Note `task` (slot + 1 `slot`) as the thread last switched out on the
+ * CPU of `c`. */
+static __always_inline void note_recent(struct ts_cpu *c, struct task_struct *task, __u32 slot)
+{
+	if (c->recent[0].task == (__u64)task) {
+		c->recent[0].slot = slot;
+		return;
+	}
+	c->recent[1] = c->recent[0];
+	c->recent[0].task = (__u64)task;
+	c->recent[0].slot = slot;
+}
 
 static __always_inline struct ts_thread *thread_of(struct task_struct *task)
 {

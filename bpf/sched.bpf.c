@@ -213,9 +213,13 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		 */
 		if (t->exit_state & 0x10 /* EXIT_DEAD */)
 			__sync_val_compare_and_swap(&t->slot_state, TS_SLOT_LIVE, TS_SLOT_EXITED);
+		else
+			note_recent(c, prev, prev_slot);
 	}
 
-	t = thread_of_slot(next, &next_slot);
+	t = recent_thread(c, next, &next_slot);
+	if (!t)
+		t = thread_of_slot(next, &next_slot);
 	c->slot = next_slot != TS_NO_SLOT ? next_slot : untracked_or_unknown(next);
 	c->tid = next->pid;
 	c->in_ns = now;
@@ -237,7 +241,10 @@ static __always_inline void mark_woken(struct task_struct *p, bool waker)
 	struct ts_thread *t;
 	__u32 cpu, slot;
 
-	t = thread_of_slot(p, &slot);
+	/* Woken here, it most often last ran here too. */
+	t = recent_thread(this_cpu_state(), p, &slot);
+	if (!t)
+		t = thread_of_slot(p, &slot);
 	if (!t)
 		return;
 	cpu = task_cpu(p);

@@ -205,8 +205,18 @@ struct ts_cpu {
 	__s64 clock_offset;   /* CLOCK_MONOTONIC - rq->clock */
 	__u64 calibrated_at;  /* rq->clock at the last calibration; 0: never */
 	__u64 in_ns;          /* when it was switched in */
-	__u64 reserved[4];
+	/* The last two threads switched out here (most recent first): a
+	 * thread switched in or woken on this CPU is most often one of them
+	 * (a pipe or futex ping-pong), and its entry is then found without
+	 * a task-storage lookup (sched.bpf.c: recent_thread). */
+	struct ts_recent {
+		__u64 task;   /* its task_struct's address; 0: none */
+		__u32 slot;   /* its slot + 1 */
+		__u32 pad;
+	} recent[2];
 };
+
+_Static_assert(sizeof(struct ts_cpu) == 64, "ts_cpu is one cache line");
 
 #define TS_KSTACK_DEPTH 24
 #define TS_USTACK_DEPTH 32
