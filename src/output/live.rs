@@ -26,7 +26,7 @@ use crate::bpf::live::LiveTable;
 use crate::output::capture::{describes, Scan};
 use crate::output::decode;
 use crate::output::rows::{sample_row, SampleNames};
-use crate::output::sample::until_nul;
+use crate::output::sample::{name_text, until_nul};
 use crate::output::sample::{Sample, StackRef};
 use crate::output::settle;
 use crate::output::stacks::{RawStacks, Resolved, StackResolver};
@@ -385,8 +385,8 @@ pub fn with_sample_rows<R>(
         .samples
         .iter()
         .map(|s| LiveNames {
-            comm: String::from_utf8_lossy(s.comm_bytes()).into_owned(),
-            waker_comm: String::from_utf8_lossy(until_nul(&s.wait.waker_comm)).into_owned(),
+            comm: name_text(s.comm_bytes()).into_owned(),
+            waker_comm: name_text(until_nul(&s.wait.waker_comm)).into_owned(),
             io_dev: s.io.as_ref().map(|io| dev_name(io.dev)),
         })
         .collect();
