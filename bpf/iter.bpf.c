@@ -43,11 +43,11 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct ts_slot_ref *ref;
+	struct ts_stack_request *req;
 	struct ts_stack *s;
 	struct ts_thread *t;
 	struct pt_regs *regs;
-	__u32 idx, seq, flags = TS_S_ITER;
-	__u64 *want;
+	__u32 idx, want, entry, flags = TS_S_ITER;
 	__u64 fp, now, switch_out_ns;
 	long n;
 
@@ -57,19 +57,22 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 	if (!ref || ref->slot == TS_NO_SLOT)
 		return 0;
 	idx = ref->slot - 1;
-	want = bpf_map_lookup_elem(&stack_requests, &idx);
-	s = bpf_map_lookup_elem(&stacks, &idx);
+	req = bpf_map_lookup_elem(&stack_requests, &idx);
 	t = bpf_map_lookup_elem(&threads, &idx);
-	if (!want || !s || !t || (__u32)READ_ONCE(*want) == READ_ONCE(s->served))
+	if (!req || !t)
 		return 0;
-	seq = READ_ONCE(s->seq);
-	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+	want = READ_ONCE(req->want);
+	if (want == READ_ONCE(req->served))
 		return 0;
+	s = begin_capture(t, idx, &entry);
+	if (!s)
+		return 0;
+	req->served = want;
 	now = bpf_ktime_get_ns();
-	s->served = (__u32)READ_ONCE(*want);
 	s->captured_ns = now;
 	switch_out_ns = READ_ONCE(t->switch_out_ns);
 	s->switch_out_ns = switch_out_ns;
+	s->py_chain = 0;
 	s->kframes = 0;
 	s->uframes = 0;
 	if (stack_kinds & TS_S_KERNEL) {
@@ -129,8 +132,7 @@ int refresh_stacks(struct bpf_iter__task *ctx)
 	 */
 	else if (task_state(task) == 0 /* TASK_RUNNING */)
 		flags |= TS_S_PREEMPTED;
-	s->flags = flags;
-	__sync_fetch_and_add(&s->seq, 1);
+	end_capture(t, s, entry, flags);
 	return 0;
 }
 

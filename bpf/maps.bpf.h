@@ -55,13 +55,13 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* power of two >= threads' size, set at load */
 } free_ring SEC(".maps");
 
-/* Stacks, one entry per slot of `threads` (mmap-able). */
+/* Stack captures, a pool shared by the threads (mmap-able; struct ts_stack). */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE_);
 	__type(key, __u32);
 	__type(value, struct ts_stack);
-	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
+	__uint(max_entries, 1); /* stack_pool_mask + 1 when stacks are on, set at load */
 } stacks SEC(".maps");
 
 /* Python threads whose frame chain the on-CPU sample reads, by tid
@@ -92,16 +92,12 @@ TS_EXTERN struct {
 	__uint(max_entries, 1); /* max_slots, set at load */
 } syscall_args SEC(".maps");
 
-/*
- * Stack refresh requests, one per slot, written by userspace only: a slot
- * whose request is ahead of its stack's `served` mark gets its stacks
- * captured by the next refresh pass (iter.bpf.c).
- */
+/* Stack refresh requests, one per slot (mmap-able; struct ts_stack_request). */
 TS_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE_);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ts_stack_request);
 	__uint(max_entries, 1); /* max_slots when stacks are on, set at load */
 } stack_requests SEC(".maps");
 
@@ -168,6 +164,7 @@ TS_EXTERN const volatile __u32 max_slots;   /* --max-threads */
 TS_EXTERN const volatile __u64 ring_mask;   /* free_ring size - 1 */
 TS_EXTERN const volatile __u32 stack_kinds; /* --stacks: TS_S_KERNEL | TS_S_USER */
 TS_EXTERN const volatile __u64 stack_interval_ns; /* at most one switch-out capture per thread per period */
+TS_EXTERN const volatile __u32 stack_pool_mask; /* `stacks` entries - 1 (a power of two - 1) */
 TS_EXTERN const volatile __u32 track_kinds; /* --track: enum ts_track_kinds */
 TS_EXTERN const volatile __u32 record_wakers; /* who woke a thread (off only in benches) */
 
@@ -176,6 +173,7 @@ TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */
 TS_EXTERN __u64 free_tail;      /* next free_ring entry to fill (userspace) */
 TS_EXTERN __u32 next_fresh;     /* slots never used start here */
 TS_EXTERN __u32 reconcile_gen;  /* current reconciliation pass (userspace) */
+TS_EXTERN __u64 stack_cursor;   /* `stacks` entries taken (the next one: & stack_pool_mask) */
 TS_EXTERN __u64 capture_from_ns; /* every switch-out from here to the next tick captures stacks (userspace) */
 /*
  * --track: when the latest tick's scan ended (userspace), U64_MAX while a
@@ -508,21 +506,55 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
 }
 
 /*
- * Capture `task`'s stacks into `s` (task is current unless `ctx` is NULL:
- * then only the kernel stack, through bpf_get_task_stack). Captures are
- * rare, and may come from another CPU (the iterator), so the entry is taken
- * with a compare-and-swap; a busy entry is skipped. `py_chain` (entry + 1
- * of `py_chains`, 0: none) is the CPython frame chain read at `now` for
- * this capture (python.bpf.h).
+ * Take the `stacks` entry for a capture of the thread of `t` (slot index
+ * `idx`): its own while it still holds it, else the pool's next, the one
+ * taken longest ago. Captures may come from another CPU (the iterator), so
+ * the entry's counter is taken with a compare-and-swap; NULL when the
+ * entry is being written (the capture is skipped). The entry is the
+ * thread's from here; end_capture() hands it back.
  */
-static __always_inline void capture_stacks(void *ctx, struct task_struct *task, struct ts_stack *s,
-					   __u64 now, __u64 switch_out_ns, __u32 how,
+static __always_inline struct ts_stack *begin_capture(struct ts_thread *t, __u32 idx, __u32 *entry)
+{
+	__u32 e = READ_ONCE(t->stack_entry), seq;
+	struct ts_stack *s = bpf_map_lookup_elem(&stacks, &e);
+
+	if (!s || READ_ONCE(s->slot) != idx + 1) {
+		e = (__u32)__sync_fetch_and_add(&stack_cursor, 1) & stack_pool_mask;
+		s = bpf_map_lookup_elem(&stacks, &e);
+		if (!s)
+			return NULL;
+	}
+	seq = READ_ONCE(s->seq);
+	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return NULL;
+	s->slot = idx + 1;
+	*entry = e;
+	return s;
+}
+
+/* Publish a capture taken with begin_capture(). */
+static __always_inline void end_capture(struct ts_thread *t, struct ts_stack *s, __u32 entry,
+					__u32 flags)
+{
+	s->flags = flags;
+	__sync_fetch_and_add(&s->seq, 1);
+	WRITE_ONCE(t->stack_entry, entry);
+}
+
+/*
+ * Capture the stacks of `task`, current, whose entry is `t` at slot index
+ * `idx`. `py_chain` (entry + 1 of `py_chains`, 0: none) is the CPython
+ * frame chain read at `now` for this capture (python.bpf.h).
+ */
+static __always_inline void capture_stacks(void *ctx, struct task_struct *task, struct ts_thread *t,
+					   __u32 idx, __u64 now, __u64 switch_out_ns, __u32 how,
 					   __u32 py_chain)
 {
-	__u32 seq = READ_ONCE(s->seq), flags = how;
+	__u32 flags = how, entry;
+	struct ts_stack *s = begin_capture(t, idx, &entry);
 	long n;
 
-	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+	if (!s)
 		return;
 	s->captured_ns = now;
 	s->switch_out_ns = switch_out_ns;
@@ -534,14 +566,13 @@ static __always_inline void capture_stacks(void *ctx, struct task_struct *task, 
 		flags |= TS_S_PYTHON;
 	}
 	if (stack_kinds & TS_S_KERNEL) {
-		n = ctx ? bpf_get_stack(ctx, s->kips, sizeof(s->kips), 0)
-			: bpf_get_task_stack(task, s->kips, sizeof(s->kips), 0);
+		n = bpf_get_stack(ctx, s->kips, sizeof(s->kips), 0);
 		if (n > 0) {
 			s->kframes = n / 8;
 			flags |= TS_S_KERNEL;
 		}
 	}
-	if ((stack_kinds & TS_S_USER) && ctx && !(task->flags & PF_KTHREAD)) {
+	if ((stack_kinds & TS_S_USER) && !(task->flags & PF_KTHREAD)) {
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
 		n = bpf_get_stack(ctx, s->uips, sizeof(s->uips), BPF_F_USER_STACK);
@@ -567,8 +598,7 @@ static __always_inline void capture_stacks(void *ctx, struct task_struct *task, 
 			}
 		}
 	}
-	s->flags = flags;
-	__sync_fetch_and_add(&s->seq, 1);
+	end_capture(t, s, entry, flags);
 }
 
 static __always_inline bool comm_equal(char *have, struct task_struct *task)

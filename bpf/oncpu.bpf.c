@@ -69,14 +69,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	else if (nr >= 0 && nr == t->syscall_nr && (t->flags & TS_F_ARGS_KNOWN))
 		record_fd(task, slot, nr, t->syscall_args[0], now);
 	/* Where it runs: the stacks of the running thread. */
-	if (stack_kinds) {
-		__u32 idx = slot - 1;
-		struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
-
-		if (s)
-			capture_stacks(ctx, task, s, now, 0, TS_S_ONCPU,
-				       (stack_kinds & TS_S_USER) ? capture_python(task, now) : 0);
-	}
+	if (stack_kinds)
+		capture_stacks(ctx, task, t, slot - 1, now, 0, TS_S_ONCPU,
+			       (stack_kinds & TS_S_USER) ? capture_python(task, now) : 0);
 	return 0;
 }
 

@@ -189,17 +189,12 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			__u64 window = READ_ONCE(capture_from_ns);
 
 			if ((window && now >= window) || now - t->stack_ns >= stack_interval_ns) {
-				__u32 idx = prev_slot - 1;
-				struct ts_stack *s = bpf_map_lookup_elem(&stacks, &idx);
-
-				if (s) {
-					t->stack_ns = now;
-					/* prev is still current: its frame chain
-					 * too, if userspace published it. */
-					capture_stacks(ctx, prev, s, now, now, 0,
-						       (stack_kinds & TS_S_USER) ?
-							       capture_python(prev, now) : 0);
-				}
+				t->stack_ns = now;
+				/* prev is still current: its frame chain too,
+				 * if userspace published it. */
+				capture_stacks(ctx, prev, t, prev_slot - 1, now, now, 0,
+					       (stack_kinds & TS_S_USER) ?
+						       capture_python(prev, now) : 0);
 			}
 		}
 		/*

@@ -118,7 +118,9 @@ struct ts_thread {
 	__u32 io_inflight;  /* requests of this thread in flight */
 	__u32 io_flags;     /* enum ts_io_flags */
 	__u32 io_rq_seq;    /* requests started since the slot was taken; io_rq's number */
-	__u32 io_reserved;
+	__u32 stack_entry;  /* entry of the `stacks` pool with its last capture,
+	                     * if ts_stack.slot still names this slot (a single
+	                     * store by the capturing hook; stacks on only) */
 };
 
 _Static_assert(sizeof(struct ts_thread) == 256, "ts_thread is four cache lines");
@@ -255,17 +257,21 @@ enum ts_stack_flags {
 };
 
 /*
- * The stacks of one thread, one entry per slot of `threads` in the
- * mmap-able `stacks` array: the last capture, with the switch-out it
- * belongs to, so the sampler can tell whether it still describes where the
- * thread waits. User stacks are frame-pointer walks plus a copy of the top
+ * The stacks of one thread: one entry of the mmap-able `stacks` pool, a
+ * capture with the switch-out it belongs to, so the sampler can tell
+ * whether it still describes where the thread waits. The pool is smaller
+ * than the thread table: a thread keeps capturing into its entry
+ * (`ts_thread.stack_entry`) while `slot` names it, and otherwise takes the
+ * pool's next one (`stack_cursor`), the one taken longest ago, from
+ * whichever thread had it; the sampler keeps what it needs of a capture
+ * once it has read it. User stacks are frame-pointer walks plus a copy of the top
  * of the user stack (`peek`), from which userspace unwinds the innermost
  * frames of libraries built without frame pointers.
  */
 struct ts_stack {
 	__u32 seq;            /* odd while being written */
 	__u32 flags;          /* enum ts_stack_flags */
-	__u32 served;         /* last stack_requests value served by the iterator */
+	__u32 slot;           /* slot + 1 of the thread captured (0: none yet) */
 	__u32 py_chain;       /* TS_S_PYTHON: the entry of `py_chains` read with it */
 	__u64 captured_ns;
 	__u64 switch_out_ns;  /* switch-out the capture belongs to (off CPU) */
@@ -279,6 +285,16 @@ struct ts_stack {
 };
 
 _Static_assert(sizeof(struct ts_stack) == 1016, "ts_stack layout");
+
+/*
+ * A refresh request, one per slot of `threads` in the mmap-able
+ * `stack_requests` array: userspace bumps `want`; the refresh pass
+ * captures the thread while `served` differs, and copies `want` there.
+ */
+struct ts_stack_request {
+	__u32 want;
+	__u32 served;
+};
 
 /*
  * CPython frame chains read by the on-CPU sample, at the instant of its

@@ -1,7 +1,8 @@
 //! Sampler side: which capture describes each row.
 //!
-//! A slot's stack buffer holds its thread's last capture. For each row the
-//! sampler checks that the capture belongs to the state the row reports
+//! A thread's last capture is in the entry of the `stacks` pool its slot
+//! names, until another thread takes that entry (`bpf::table::StackPool`).
+//! For each row the sampler checks that the capture belongs to the state the row reports
 //! (`describes`) and otherwise asks the refresh pass (a sleepable task
 //! iterator) to capture the thread now. A row whose capture is still not
 //! right gets no stack ids rather than wrong ones.
@@ -19,14 +20,16 @@
 //! A thread that has not switched since its last sample keeps the same
 //! capture: the sampler copies a buffer out of the table only the first
 //! time it hands it to the writer (`sent`), and the writer resolves it
-//! once and reuses the result for every later row.
+//! once and reuses the result for every later row. `sent` keeps each
+//! capture's header, so the capture goes on describing the thread's rows
+//! after the pool gave its entry to another thread.
 
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::clock::monotonic_ns;
 use crate::bpf::{Agent, StackHeader, ThreadTable};
-use crate::output::capture::{describes, of_other_wait, Scan};
+use crate::output::capture::{describes, describing, of_other_wait, Scan};
 use crate::output::sample::{Sample, StackRef};
 use crate::output::stacks::RawStacks;
 use crate::store::thread_state::ThreadState;
@@ -56,8 +59,10 @@ pub struct CollectStats {
 
 /// Per-agent state of stack collection on the sampler thread.
 pub struct Collector {
-    /// Per slot: `captured_ns` of the capture last handed to the writer.
-    sent: FxHashMap<u32, u64>,
+    /// Per slot: the capture last handed to the writer, which still
+    /// describes the slot's rows after the pool gave its entry to another
+    /// thread (the writer keeps its stacks).
+    sent: FxHashMap<u32, StackHeader>,
     /// No refresh pass before this time.
     next_refresh_ns: u64,
     window_ns: u64,
@@ -106,7 +111,7 @@ impl Collector {
         for (i, sample) in samples.iter().enumerate() {
             let found = table.stack_header(sample.slot as usize);
             other_wait.push(found.is_some_and(|h| of_other_wait(&h, sample, window)));
-            let header = found.filter(|h| describes(h, sample, scan));
+            let header = describing(found, self.sent.get(&sample.slot), sample, scan);
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }
@@ -152,7 +157,7 @@ impl Collector {
                 continue;
             };
             let slot = sample.slot;
-            if self.sent.get(&slot) == Some(&header.captured_ns) {
+            if self.sent.get(&slot) == Some(&header) {
                 sample.stack = Some(StackRef {
                     slot,
                     captured_ns: header.captured_ns,
@@ -185,7 +190,7 @@ impl Collector {
                 sample.tid,
                 table.py_chains(),
             ));
-            self.sent.insert(slot, copied.captured_ns);
+            self.sent.insert(slot, copied);
             stats.with_stacks += 1;
         }
         stats.copied = raws.len() as u32;

@@ -53,9 +53,9 @@ pub struct LiveTable {
     args: Mapping,
     waits: Mapping,
     fds: Mapping,
-    /// `stacks`, when the agent captures them (and pinned them: an agent
-    /// of an earlier version did not).
-    stacks: Option<Mapping>,
+    /// The `stacks` pool, when the agent captures them (and pinned them:
+    /// an agent of an earlier version did not).
+    stacks: Option<table::StackPool>,
     capacity: usize,
     // The mappings keep the maps alive; the descriptors are not needed
     // after mapping and are closed here.
@@ -136,7 +136,8 @@ fn not_pinned(dir: &Path) -> LiveError {
     ))
 }
 
-/// Check a map is what this version of taskscope reads, and map it.
+/// Check a map is what this version of taskscope reads (`capacity`
+/// entries of `T`), and map it.
 fn map<T>(opened: &Opened, name: &str, capacity: u32, dir: &Path) -> Result<Mapping, LiveError> {
     if opened.value_size as usize != size_of::<T>()
         || opened.max_entries != capacity
@@ -167,11 +168,14 @@ impl LiveTable {
             open_pin(dir, "fds")?,
         ];
         debug_assert_eq!(PINNED_MAPS.len(), 5, "every pin is opened here");
-        // One entry when the agent runs without stacks; no pin from an
-        // agent before stacks were pinned.
+        // One entry when the agent runs without stacks, else its pool of
+        // captures (a power of two, `table::stack_pool_size`); no pin from
+        // an agent before stacks were pinned.
         let stacks = match open_pin(dir, "stacks") {
-            Ok(opened) if opened.max_entries == capacity => {
-                Some(map::<ts_stack>(&opened, "stacks", capacity, dir)?)
+            Ok(opened) if opened.max_entries > 1 && opened.max_entries.is_power_of_two() => {
+                let pool = opened.max_entries;
+                let mapping = map::<ts_stack>(&opened, "stacks", pool, dir)?;
+                Some(table::StackPool::new(mapping, pool as usize))
             }
             Ok(_) | Err(LiveError::NotPinned(_)) => None,
             Err(err) => return Err(err),
@@ -246,26 +250,18 @@ impl LiveTable {
         self.stacks.is_some()
     }
 
-    fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
-        assert!(slot < self.capacity, "slot {slot} out of range");
-        // SAFETY: in bounds of the mapping (same capacity as `threads`).
-        self.stacks
-            .as_ref()
-            .map(|m| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
-    }
-
-    /// What `slot`'s last stack capture describes, or None (no stacks, or
-    /// being written).
+    /// What `slot`'s last stack capture describes, or None (no stacks,
+    /// being written, or its pool entry went to another thread).
     pub fn stack_header(&self, slot: usize) -> Option<StackHeader> {
-        // SAFETY: an in-bounds entry of the live mapping.
-        self.stack_entry(slot)
-            .and_then(|e| unsafe { table::stack_header_at(e) })
+        let pool = self.stacks.as_ref()?;
+        // SAFETY: slot `slot`'s in-bounds entry of the live mapping.
+        unsafe { pool.header(self.entry(slot), slot) }
     }
 
     /// A consistent copy of `slot`'s last stack capture.
     pub fn read_stack(&self, slot: usize) -> Option<ts_stack> {
-        // SAFETY: an in-bounds entry of the live mapping.
-        self.stack_entry(slot)
-            .and_then(|e| unsafe { table::read_stack_at(e) })
+        let pool = self.stacks.as_ref()?;
+        // SAFETY: slot `slot`'s in-bounds entry of the live mapping.
+        unsafe { pool.read(self.entry(slot), slot) }
     }
 }

@@ -22,6 +22,7 @@ use super::probe::{
     check_btf, kernel_at_least, kernel_has_tracepoints, online_cpus, open_cpu_clock,
 };
 use super::skel::{types, OpenTaskscopeSkel, TaskscopeSkel, TaskscopeSkelBuilder};
+use super::table::stack_pool_size;
 use super::{Agent, Completions, Features, LoadOptions, SyscallMode, ThreadTable, TrackKinds};
 
 /// Bytes of the completions ring buffer: 13,000 records, far more than
@@ -197,6 +198,7 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
         options.track.syscalls,
         types::ts_track_kinds::TS_TRACK_SYSCALLS.0,
     ) | flag(options.track.io, types::ts_track_kinds::TS_TRACK_IO.0);
+    rodata.stack_pool_mask = stack_pool(options) - 1;
     rodata.stack_interval_ns = if std::env::var_os("TS_STACK_EVERY").is_some() {
         0
     } else {
@@ -211,8 +213,11 @@ fn open_sized(options: &LoadOptions, plan: &Plan) -> Result<OpenTaskscopeSkel<'s
     maps.syscall_args.set_max_entries(options.max_threads)?;
     maps.free_ring.set_max_entries(plan.ring_size as u32)?;
     maps.fds.set_max_entries(options.max_threads)?;
-    maps.stacks
-        .set_max_entries(slots_if(options.stacks.any()))?;
+    maps.stacks.set_max_entries(if options.stacks.any() {
+        stack_pool(options)
+    } else {
+        1
+    })?;
     maps.stack_requests
         .set_max_entries(slots_if(options.stacks.any()))?;
     let python = if python_chains(options) {
@@ -340,10 +345,10 @@ fn map_table(
         .map(NonNull::from)
         .ok_or_else(|| anyhow!("BPF object has no .bss"))?;
     let maps = &skel.maps;
-    let stack_maps = options
-        .stacks
-        .any()
-        .then(|| (maps.stacks.as_fd(), maps.stack_requests.as_fd()));
+    let stack_maps = options.stacks.any().then(|| {
+        let pool = stack_pool(options) as usize;
+        (maps.stacks.as_fd(), pool, maps.stack_requests.as_fd())
+    });
     // SAFETY: `globals` is the skeleton's mmap-ed .bss, which lives as
     // long as `skel`; the Agent drops the table before the skeleton.
     let mut table = unsafe {
@@ -380,6 +385,19 @@ fn handover_wakers() -> bool {
         );
     }
     found
+}
+
+/// Entries of the stack capture pool: `table::stack_pool_size`, or
+/// `TS_STACK_POOL` rounded up to a power of two (tests only, to make
+/// threads take each other's entries).
+fn stack_pool(options: &LoadOptions) -> u32 {
+    std::env::var("TS_STACK_POOL")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or_else(
+            || stack_pool_size(options.max_threads),
+            |n| n.clamp(1, options.max_threads.max(1)).next_power_of_two(),
+        )
 }
 
 /// Whether the on-CPU sample reads CPython frame chains: with user

@@ -9,8 +9,8 @@
 //! agent's pins are never touched.
 //!
 //! What is pinned: `threads` (the entries), and beside it what decoding an
-//! entry needs (`syscall_args`, `waits`, `fds`) and the threads' last
-//! stack captures (`stacks`: one entry when the agent runs without
+//! entry needs (`syscall_args`, `waits`, `fds`) and the
+//! pool of stack captures (`stacks`: one entry when the agent runs without
 //! stacks, so a reader tells by its size); `threads` is pinned last
 //! and removed first, so a reader that finds it finds the rest. The
 //! directory gets the files' modes and group (`--file-mode`, `--group`);

@@ -18,13 +18,15 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use anyhow::{Context, Result};
 
 use super::types::{
-    bss, ts_counters, ts_fd, ts_slot_state, ts_stack, ts_syscall_args, ts_thread, ts_wait,
+    bss, ts_counters, ts_fd, ts_slot_state, ts_stack, ts_stack_request, ts_syscall_args, ts_thread,
+    ts_wait,
 };
 
+mod pool;
 mod reads;
-pub(super) use reads::{
-    peek_at, read_entry_at, read_fd_at, read_stack_at, read_wait_at, slot_state_at, stack_header_at,
-};
+pub(super) use pool::StackPool;
+pub use pool::{stack_pool_size, STACK_POOL_MAX};
+pub(super) use reads::{peek_at, read_entry_at, read_fd_at, read_wait_at, slot_state_at};
 
 // The kernel lays out the values of an mmap-able array 8-byte aligned
 // (round_up(value_size, 8) apart): every value shared through mmap must
@@ -111,6 +113,13 @@ impl Mapping {
     }
 }
 
+// SAFETY: a mapping is an address range that stays valid until dropped;
+// every holder reads and writes through it with atomic or volatile
+// accesses only (the hooks write concurrently anyway).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped; no references into it
@@ -129,7 +138,7 @@ pub struct StackHeader {
 
 /// The mmap-ed `threads` map, the free-slot ring and the shared globals.
 pub struct ThreadTable {
-    entries: Mapping,
+    entries: std::sync::Arc<Mapping>,
     /// `syscall_args`, one entry per slot.
     args: Mapping,
     capacity: usize,
@@ -137,8 +146,8 @@ pub struct ThreadTable {
     ring_mask: u64,
     /// `waits`: waker and kernel-lock wait, one entry per slot.
     waits: Mapping,
-    /// `stacks` and `stack_requests`, when stacks are captured.
-    stacks: Option<(Mapping, Mapping)>,
+    /// The `stacks` pool and `stack_requests`, when stacks are captured.
+    stacks: Option<(StackPool, Mapping)>,
     /// `fds`: per slot, the file a fd syscall's fd named at switch-out.
     fds: Mapping,
     /// The skeleton's mmap-ed .bss; lives as long as the skeleton, which
@@ -150,20 +159,16 @@ pub struct ThreadTable {
     py_chains: Option<super::python::PyChains>,
 }
 
-/// A read-only mapping of the `threads` map of its own, so the writer
-/// thread can tell whether a thread has run since a capture (the Python
-/// frame read, `output::stacks::python`) without sharing the sampler's
-/// table. The mapping keeps the map alive after the agent closes it.
+/// The writer thread's view of the `threads` map, so it can tell whether
+/// a thread has run since a capture (the Python frame read,
+/// `output::stacks::python`) without sharing the sampler's table. It
+/// shares the table's mapping (a second mapping would count the table
+/// twice in the agent's resident memory) and only loads from it; the
+/// mapping keeps the map alive after the agent closes it.
 pub struct SwitchView {
-    entries: Mapping,
+    entries: std::sync::Arc<Mapping>,
     capacity: usize,
 }
-
-// SAFETY: a read-only shared mapping, valid for the view's lifetime; every
-// access is an atomic load.
-unsafe impl Send for SwitchView {}
-// SAFETY: as above: loads only, no interior state.
-unsafe impl Sync for SwitchView {}
 
 /// A slot's thread and its last switches, read in one window of the
 /// entry's sequence counter.
@@ -222,19 +227,31 @@ impl ThreadTable {
         ring: BorrowedFd<'_>,
         ring_size: usize,
         waits: BorrowedFd<'_>,
-        stacks: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+        stacks: Option<(BorrowedFd<'_>, usize, BorrowedFd<'_>)>,
         fds: BorrowedFd<'_>,
         globals: NonNull<bss>,
     ) -> Result<ThreadTable> {
         let stacks = match stacks {
-            Some((stacks, requests)) => Some((
-                Mapping::new(stacks, capacity * size_of::<ts_stack>(), "stacks")?,
-                Mapping::new(requests, capacity * size_of::<u64>(), "stack_requests")?,
+            Some((stacks, pool, requests)) => Some((
+                StackPool::new(
+                    Mapping::new(stacks, StackPool::bytes(pool), "stacks")?,
+                    pool,
+                ),
+                Mapping::new(
+                    requests,
+                    capacity * size_of::<ts_stack_request>(),
+                    "stack_requests",
+                )?,
             )),
             None => None,
         };
+        let entries = std::sync::Arc::new(Mapping::new(
+            threads,
+            capacity * size_of::<ts_thread>(),
+            "threads",
+        )?);
         Ok(ThreadTable {
-            entries: Mapping::new(threads, capacity * size_of::<ts_thread>(), "threads")?,
+            entries: std::sync::Arc::clone(&entries),
             args: Mapping::new(
                 args,
                 capacity * size_of::<ts_syscall_args>(),
@@ -247,15 +264,7 @@ impl ThreadTable {
             stacks,
             fds: Mapping::new(fds, capacity * size_of::<ts_fd>(), "fds")?,
             globals,
-            switches: std::sync::Arc::new(SwitchView {
-                entries: Mapping::with(
-                    threads,
-                    capacity * size_of::<ts_thread>(),
-                    "threads (read-only)",
-                    rustix::mm::ProtFlags::READ,
-                )?,
-                capacity,
-            }),
+            switches: std::sync::Arc::new(SwitchView { entries, capacity }),
             py_chains: None,
         })
     }
@@ -277,26 +286,19 @@ impl ThreadTable {
         std::sync::Arc::clone(&self.switches)
     }
 
-    fn stack_entry(&self, slot: usize) -> Option<*mut ts_stack> {
-        assert!(slot < self.capacity, "slot {slot} out of range");
-        // SAFETY: in bounds of the mapping (same capacity as `threads`).
-        self.stacks
-            .as_ref()
-            .map(|(m, _)| unsafe { m.base.as_ptr().cast::<ts_stack>().add(slot) })
-    }
-
-    /// What slot `slot`'s stacks describe, or None (no stacks, or busy).
+    /// What slot `slot`'s last capture describes, or None (no stacks,
+    /// being written, or its pool entry went to another thread).
     pub fn stack_header(&self, slot: usize) -> Option<StackHeader> {
-        // SAFETY: an in-bounds stack entry of the live mapping.
-        self.stack_entry(slot)
-            .and_then(|e| unsafe { stack_header_at(e) })
+        let (pool, _) = self.stacks.as_ref()?;
+        // SAFETY: slot `slot`'s in-bounds entry of the live mapping.
+        unsafe { pool.header(self.entry(slot), slot) }
     }
 
-    /// A consistent copy of slot `slot`'s stacks.
+    /// A consistent copy of slot `slot`'s last capture.
     pub fn read_stack(&self, slot: usize) -> Option<ts_stack> {
-        // SAFETY: an in-bounds stack entry of the live mapping.
-        self.stack_entry(slot)
-            .and_then(|e| unsafe { read_stack_at(e) })
+        let (pool, _) = self.stacks.as_ref()?;
+        // SAFETY: slot `slot`'s in-bounds entry of the live mapping.
+        unsafe { pool.read(self.entry(slot), slot) }
     }
 
     /// A consistent copy of slot `slot`'s `waits` entry (waker and kernel
@@ -320,10 +322,12 @@ impl ThreadTable {
     pub fn request_stack(&self, slot: usize) {
         if let Some((_, requests)) = &self.stacks {
             assert!(slot < self.capacity, "slot {slot} out of range");
-            // SAFETY: an in-bounds u32 of the requests mapping, written only
-            // from here.
-            let cell = self.u64_at(unsafe { requests.base.as_ptr().cast::<u64>().add(slot) });
-            cell.fetch_add(1, Ordering::Release);
+            // SAFETY: the `want` of an in-bounds request, written only from
+            // here.
+            let want = unsafe {
+                &raw mut (*requests.base.as_ptr().cast::<ts_stack_request>().add(slot)).want
+            };
+            self.u32_at(want).fetch_add(1, Ordering::Release);
         }
     }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::bpf::live::LiveTable;
-use crate::output::capture::{describes, Scan};
+use crate::output::capture::{describes, describing, Scan};
 use crate::output::decode;
 use crate::output::rows::{sample_row, SampleNames};
 use crate::output::sample::{name_text, until_nul};
@@ -195,8 +195,10 @@ impl SampleRead {
 #[derive(Default)]
 pub struct LiveStacks {
     resolver: StackResolver,
-    /// Slot → the capture last resolved for it: not copied again.
-    resolved: FxHashMap<u32, u64>,
+    /// Slot → the capture last resolved for it: not copied again, and
+    /// still describing the slot's rows after the pool gave its entry to
+    /// another thread.
+    resolved: FxHashMap<u32, crate::bpf::StackHeader>,
 }
 
 impl LiveStacks {
@@ -253,10 +255,13 @@ impl LiveStacks {
         scan: Scan,
     ) -> Option<Option<RawStacks>> {
         let slot = sample.slot;
-        let header = table
-            .stack_header(slot as usize)
-            .filter(|h| describes(h, sample, scan))?;
-        if self.resolved.get(&slot) == Some(&header.captured_ns) {
+        let header = describing(
+            table.stack_header(slot as usize),
+            self.resolved.get(&slot),
+            sample,
+            scan,
+        )?;
+        if self.resolved.get(&slot) == Some(&header) {
             sample.stack = Some(StackRef {
                 slot,
                 captured_ns: header.captured_ns,
@@ -275,7 +280,7 @@ impl LiveStacks {
         if copied != header && !describes(&copied, sample, scan) {
             return None;
         }
-        self.resolved.insert(slot, copied.captured_ns);
+        self.resolved.insert(slot, copied);
         sample.stack = Some(StackRef {
             slot,
             captured_ns: copied.captured_ns,

@@ -448,6 +448,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Let go of caches that are only needed while new stacks come
+    /// (`StackResolver::release_idle`).
+    pub fn release_idle_caches(&mut self) {
+        if self.stacks.release_idle() {
+            tracing::debug!("symbolizer idle: parsed files released");
+        }
+    }
+
     /// Make the open files' rows durable if the flush interval has passed
     /// (at once while writes are failing, to learn whether they work again).
     pub fn flush_if_due(&mut self) {

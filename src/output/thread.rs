@@ -48,6 +48,7 @@ pub fn writer_loop(
     loop {
         if trimmed.elapsed() >= MEMORY_TRIM {
             trimmed = Instant::now();
+            writer.release_idle_caches();
             release_free_memory();
         }
         if dir_checked.elapsed() >= OUTPUT_DIR_CHECK {

@@ -291,6 +291,52 @@ fn kernel_only_stacks() {
     );
 }
 
+/// A pool of 8 captures for the ~100 threads `--all` samples: threads take
+/// each other's entries all the time. Each sleeping thread still has its
+/// own stacks on its rows (the sampler keeps what it read of a capture, and
+/// the refresh pass captures again what was taken before it was read), and
+/// never another thread's.
+#[test]
+fn a_small_stack_pool_still_gives_each_thread_its_own_stacks() {
+    require_root();
+    let _serial = exclusive();
+    let mut workload = Workload::start();
+    let scratch = scratch();
+    let out = scratch.path().join("out");
+    let status = AgentRun::new()
+        .args(["--all", "-F", "20", "--duration", "5"])
+        .env("TS_STACK_POOL", "8")
+        .output(&out)
+        .run();
+    workload.stop();
+    assert_success(&status);
+    assert_ids_resolve(&out);
+    for (name, kernel_fn, user_fn) in [
+        ("sleeper", "nanosleep", "sleep_forever"),
+        ("piperead", "pipe_read", "read_pipe_forever"),
+        ("futex", "futex_wait", "wait_futex_forever"),
+    ] {
+        let tid = workload.tid(name);
+        let (have, right) = stack_share(&out, tid, "state = 'SLEEP'", "kernel", &[kernel_fn]);
+        assert!(
+            have >= 0.9 && right >= 0.99,
+            "{name}: kernel stacks on {have:.3} of rows, {right:.3} of them with {kernel_fn}"
+        );
+        let (have, right) = stack_share(&out, tid, "state = 'SLEEP'", "user", &[user_fn]);
+        assert!(
+            have >= 0.9 && right >= 0.99,
+            "{name}: user stacks on {have:.3} of rows, {right:.3} of them with {user_fn}"
+        );
+    }
+    for tid in workload.spinners() {
+        let (have, right) = stack_share(&out, tid, "state = 'ON_CPU'", "user", &["spin_forever"]);
+        assert!(
+            have >= 0.5 && right >= 0.99,
+            "spinner {tid}: user stacks on {have:.3} of ON_CPU rows, {right:.3} of them in spin_forever"
+        );
+    }
+}
+
 #[test]
 fn recycled_slots_keep_each_thread_its_own_state() {
     require_root();

@@ -109,11 +109,12 @@ pub(in crate::bpf) unsafe fn read_entry_at(
 }
 
 /// What the stack entry at `e` describes, or None while it is being
-/// written.
+/// written or when its `slot` is not `owner` (the pool gave it to another
+/// thread).
 ///
 /// # Safety
 /// `e` points to a `ts_stack` of a live shared mapping.
-pub(in crate::bpf) unsafe fn stack_header_at(e: *mut ts_stack) -> Option<StackHeader> {
+pub(in crate::bpf) unsafe fn stack_header_at(e: *mut ts_stack, owner: u32) -> Option<StackHeader> {
     // SAFETY: fields of that entry (the caller's promise).
     unsafe {
         let seq = atomic_u32(&raw mut (*e).seq);
@@ -121,13 +122,14 @@ pub(in crate::bpf) unsafe fn stack_header_at(e: *mut ts_stack) -> Option<StackHe
         if before & 1 != 0 {
             return None;
         }
+        let slot = ptr::read_volatile(&raw const (*e).slot);
         let header = StackHeader {
             flags: ptr::read_volatile(&raw const (*e).flags),
             captured_ns: ptr::read_volatile(&raw const (*e).captured_ns),
             switch_out_ns: ptr::read_volatile(&raw const (*e).switch_out_ns),
         };
         fence(Ordering::Acquire);
-        (seq.load(Ordering::Relaxed) == before).then_some(header)
+        (seq.load(Ordering::Relaxed) == before && slot == owner).then_some(header)
     }
 }
 

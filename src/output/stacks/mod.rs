@@ -280,6 +280,14 @@ impl StackResolver {
         StackResolver::default()
     }
 
+    /// Release the symbolizer's parsed files if it has been idle for
+    /// `symbolize::PARSED_IDLE` (the resolved stacks stay).
+    pub fn release_idle(&mut self) -> bool {
+        self.symbolizer
+            .as_mut()
+            .is_some_and(|s| s.release_idle(symbolize::PARSED_IDLE))
+    }
+
     /// Name CPython frames, checking thread switches in `switches`.
     pub fn set_switches(&mut self, switches: Arc<SwitchView>) {
         self.switches = Some(switches);
