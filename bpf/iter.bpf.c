@@ -8,6 +8,7 @@
  * did not see.
  */
 #include "track.bpf.h"
+#include "capture.bpf.h"
 
 SEC("iter/task")
 int seed_threads(struct bpf_iter__task *ctx)

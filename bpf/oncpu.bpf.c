@@ -11,6 +11,7 @@
  */
 #include "fd.bpf.h"
 #include "python.bpf.h"
+#include "capture.bpf.h"
 
 SEC("perf_event")
 int on_cpu_sample(struct bpf_perf_event_data *ctx)

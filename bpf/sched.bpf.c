@@ -24,6 +24,7 @@
 #include "waits.bpf.h"
 #include "fd.bpf.h"
 #include "python.bpf.h"
+#include "capture.bpf.h"
 
 /*
  * The entry of `prev`, the thread this CPU is switching away from, and

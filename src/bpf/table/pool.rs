@@ -5,7 +5,7 @@
 //! entries of about 1 KiB, where one per slot cost 32 MiB at 32,768 slots.
 //! A thread captures into the entry its `threads` entry names
 //! (`stack_entry`) while that entry's `slot` still names it, and otherwise
-//! takes the entry taken longest ago (bpf/maps.bpf.h, `begin_capture`). So
+//! takes the entry taken longest ago (bpf/capture.bpf.h, `begin_capture`). So
 //! a capture read here is checked twice: the entry is not being written
 //! (its sequence counter) and it is still this slot's.
 
