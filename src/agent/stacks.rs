@@ -2,9 +2,9 @@
 //!
 //! A thread's last capture is in the entry of the `stacks` pool its slot
 //! names, until another thread takes that entry (`bpf::table::StackPool`).
-//! For each row the sampler checks that the capture belongs to the state the row reports
-//! (`describes`) and otherwise asks the refresh pass (a sleepable task
-//! iterator) to capture the thread now. A row whose capture is still not
+//! For each row the sampler checks that the capture belongs to the state
+//! the row reports (`describes`) and otherwise asks the refresh pass (a
+//! sleepable task iterator) to capture the thread now. A row whose capture is still not
 //! right gets no stack ids rather than wrong ones.
 //!
 //! Three sources keep captures current at little cost:
