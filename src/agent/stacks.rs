@@ -111,7 +111,7 @@ impl Collector {
         for (i, sample) in samples.iter().enumerate() {
             let found = table.stack_header(sample.slot as usize);
             other_wait.push(found.is_some_and(|h| of_other_wait(&h, sample, window)));
-            let header = describing(found, self.sent.get(&sample.slot), sample, scan);
+            let header = describing(found, || self.sent.get(&sample.slot).copied(), sample, scan);
             if header.is_none() && refreshable(sample) {
                 stale.push(i);
             }

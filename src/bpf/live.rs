@@ -61,10 +61,6 @@ pub struct LiveTable {
     // after mapping and are closed here.
 }
 
-// SAFETY: read-only shared mappings, valid for the table's lifetime; every
-// access is an atomic or volatile load.
-unsafe impl Send for LiveTable {}
-
 /// One map's descriptor, size and value size.
 struct Opened {
     fd: OwnedFd,

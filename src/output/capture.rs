@@ -74,18 +74,18 @@ pub fn describes(header: &StackHeader, sample: &Sample, scan: Scan) -> bool {
 }
 
 /// The capture that describes `sample`: the slot's last one in the table
-/// (`found`), or else the one handed on before for the slot (`handed`),
-/// whose pool entry may since have gone to another thread; the reader
-/// kept what it needs of it.
+/// (`found`), or else the one handed on before for the slot (`handed`,
+/// looked up only then), whose pool entry may since have gone to another
+/// thread; the reader kept what it needs of it.
 pub fn describing(
     found: Option<StackHeader>,
-    handed: Option<&StackHeader>,
+    handed: impl FnOnce() -> Option<StackHeader>,
     sample: &Sample,
     scan: Scan,
 ) -> Option<StackHeader> {
     found
         .filter(|h| describes(h, sample, scan))
-        .or_else(|| handed.copied().filter(|h| describes(h, sample, scan)))
+        .or_else(|| handed().filter(|h| describes(h, sample, scan)))
 }
 
 /// Whether `header` is the capture of the wait a thread was in at the scan

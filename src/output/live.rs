@@ -257,7 +257,7 @@ impl LiveStacks {
         let slot = sample.slot;
         let header = describing(
             table.stack_header(slot as usize),
-            self.resolved.get(&slot),
+            || self.resolved.get(&slot).copied(),
             sample,
             scan,
         )?;
