@@ -8,8 +8,10 @@
 //!   every wakeup comes from the other CPU, and is handed over to the
 //!   wakee's CPU when that one is idle (csd_queue_cpu names the waker).
 //!
-//! Each pass measures, in rotating order: no agent; the floor (an empty
-//! `sys_enter` + `sys_exit` pair, no agent); the agent as `run` ships it
+//! Each pass measures, in rotating order: no agent; the syscall floor (an
+//! empty `sys_enter` + `sys_exit` pair, no agent); the scheduler floor (an
+//! empty `sched_switch` + `sched_wakeup` pair, no agent: what any program
+//! on the hooks a ping-pong runs costs); the agent as `run` ships it
 //! (stacks on, `--syscalls passive`); and `--syscalls exact` (stacks on).
 //! Three more setups leave one part of the defaults' work out (the fd
 //! record of `file`, the waker record, the hand-over hook) to show what
@@ -30,7 +32,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use common::*;
-use taskscope::bpf::floor::EmptySyscallHooks;
+use taskscope::bpf::floor::{EmptyHooks, Floor};
 use taskscope::bpf::{StackKinds, SyscallMode};
 
 const SYSCALLS: u64 = 1_000_000;
@@ -52,16 +54,23 @@ fn getppid_ns() -> f64 {
 #[derive(Clone, Copy)]
 enum Setup {
     NoAgent,
-    Floor,
+    Floor(Floor),
     Default,
     /// The defaults without one part of the switch-out's work (`TS_NO_*`).
     Without(&'static str),
     Exact,
 }
 
-const SETUPS: [(Setup, &str); 7] = [
+const SETUPS: [(Setup, &str); 8] = [
     (Setup::NoAgent, "no agent"),
-    (Setup::Floor, "empty sys_enter + sys_exit (floor)"),
+    (
+        Setup::Floor(Floor::Syscalls),
+        "empty sys_enter + sys_exit (syscall floor)",
+    ),
+    (
+        Setup::Floor(Floor::Scheduler),
+        "empty sched_switch + sched_wakeup (scheduler floor)",
+    ),
     (
         Setup::Default,
         "agent, shipped defaults (stacks on, --syscalls passive)",
@@ -84,14 +93,26 @@ const SETUPS: [(Setup, &str); 7] = [
 /// The agent's scheduler hooks whose run time is reported.
 const HOOKS: [&str; 3] = ["on_sched_switch", "on_sched_wakeup", "on_csd_queue"];
 
-/// Run time and runs so far of the programs named in `HOOKS` whose id is
-/// in `ids` (loaded by this process: the ids its load took), by name.
+/// The column of `HOOKS` a program's run time goes in: the agent's hooks
+/// by name, the scheduler floor's empty programs under the hook they
+/// stand in for.
+fn hook_column(name: &str) -> Option<&'static str> {
+    match name {
+        "floor_switch" => Some(HOOKS[0]),
+        "floor_wakeup" => Some(HOOKS[1]),
+        _ => HOOKS.iter().find(|h| **h == name).copied(),
+    }
+}
+
+/// Run time and runs so far of the programs reported in `HOOKS` whose id
+/// is in `ids` (loaded by this process: the ids its load took), by column.
 fn hook_runs(ids: (u32, u32)) -> HashMap<String, (u64, u64)> {
     let mut runs = HashMap::new();
     for info in libbpf_rs::query::ProgInfoIter::default() {
-        let name = info.name.to_string_lossy().into_owned();
-        if info.id > ids.0 && info.id <= ids.1 && HOOKS.contains(&name.as_str()) {
-            let e = runs.entry(name).or_insert((0, 0));
+        let name = info.name.to_string_lossy();
+        let column = hook_column(&name);
+        if let Some(column) = column.filter(|_| info.id > ids.0 && info.id <= ids.1) {
+            let e = runs.entry(column.to_string()).or_insert((0, 0));
             e.0 += info.run_time_ns;
             e.1 += info.run_cnt;
         }
@@ -161,11 +182,11 @@ fn measure(setup: Setup) -> Measured {
         kernel: true,
         user: true,
     };
-    let hold: (Option<taskscope::bpf::Agent>, Option<EmptySyscallHooks>) = match setup {
+    let hold: (Option<taskscope::bpf::Agent>, Option<EmptyHooks>) = match setup {
         Setup::NoAgent => (None, None),
-        Setup::Floor => (
+        Setup::Floor(floor) => (
             None,
-            Some(EmptySyscallHooks::attach().expect("attach the empty syscall hooks")),
+            Some(EmptyHooks::attach(floor).expect("attach the empty hooks of a floor")),
         ),
         Setup::Default => (
             Some(load_agent_with(32_768, 1, stacks, SyscallMode::Passive)),

@@ -312,4 +312,23 @@ int BPF_PROG(on_sched_process_free, struct task_struct *p)
 	return 0;
 }
 
+/*
+ * The scheduler floor: empty programs on the two hooks a same-CPU pipe
+ * ping-pong runs, never attached by the agent. benches/hooks.rs attaches
+ * them alone (bpf::floor) to show what any program there costs before its
+ * first instruction (the tracepoint's call into BPF, per switch and per
+ * wakeup).
+ */
+SEC("?tp_btf/sched_switch")
+int BPF_PROG(floor_switch)
+{
+	return 0;
+}
+
+SEC("?tp_btf/sched_wakeup")
+int BPF_PROG(floor_wakeup)
+{
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
