@@ -23,6 +23,9 @@ const volatile __u64 stack_interval_ns = 1000000000;
 const volatile __u32 track_kinds = 0;
 const volatile __u32 record_wakers = 1;
 
+/* A task's saved user registers from its kernel stack's base, in bytes
+ * (task_regs in maps.bpf.h); 0 until the first lookup learns it. */
+__u64 pt_regs_offset = 0;
 __u64 free_head = 0;
 __u64 free_tail = 0;
 __u32 next_fresh = 0;

@@ -173,6 +173,7 @@ TS_EXTERN __u64 free_head;      /* next free_ring entry to take (hooks) */
 TS_EXTERN __u64 free_tail;      /* next free_ring entry to fill (userspace) */
 TS_EXTERN __u32 next_fresh;     /* slots never used start here */
 TS_EXTERN __u32 reconcile_gen;  /* current reconciliation pass (userspace) */
+TS_EXTERN __u64 pt_regs_offset; /* task_regs(): learnt from the first bpf_task_pt_regs() */
 TS_EXTERN __u64 stack_cursor;   /* `stacks` entries taken (the next one: & stack_pool_mask) */
 TS_EXTERN __u64 capture_from_ns; /* every switch-out from here to the next tick captures stacks (userspace) */
 /*
@@ -457,6 +458,34 @@ static __always_inline struct ts_syscall_args *syscall_args_at(__u32 slot)
 }
 
 /*
+ * `task`'s saved user registers (the kernel's task_pt_regs). They sit at
+ * a fixed offset from the base of every task's kernel stack: THREAD_SIZE,
+ * less the stack's top padding (x86_64: 16 bytes with FRED, else none),
+ * less the registers' size. The kernel's config decides it, so it is
+ * learnt from the first bpf_task_pt_regs() call and kept in
+ * `pt_regs_offset` (every CPU writes the same value); from then on the
+ * address is computed and read through a cast, which the verifier turns
+ * into no instruction. A helper call costs ~25 ns on hosts whose CPU
+ * mitigations make every return expensive (the project's VMs), and the
+ * switch-out and the wakeup each made one: on a same-CPU pipe ping-pong,
+ * 100 ns per round trip.
+ */
+static __always_inline struct pt_regs *task_regs(struct task_struct *task)
+{
+	__u64 stack = (__u64)task->stack, off = READ_ONCE(pt_regs_offset);
+	struct pt_regs *regs;
+
+	if (!stack)
+		return NULL;
+	if (off)
+		return bpf_core_cast((void *)(stack + off), struct pt_regs);
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if ((__u64)regs > stack && (__u64)regs - stack < 64 * 1024)
+		WRITE_ONCE(pt_regs_offset, (__u64)regs - stack);
+	return regs;
+}
+
+/*
  * The syscall a task is inside right now according to its saved user
  * registers, or -1; with `args` non-NULL also its first three arguments,
  * and with `args_hi` non-NULL the other three, which stay in the saved
@@ -473,7 +502,7 @@ static __always_inline long syscall_in_progress(struct task_struct *task, __u64 
 
 	if (task->flags & PF_KTHREAD)
 		return -1;
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	regs = task_regs(task);
 	if (!regs)
 		return -1;
 #if defined(__TARGET_ARCH_x86)
