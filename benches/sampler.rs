@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use common::memcg::{Charge, MemCgroup};
 use common::*;
 use taskscope::agent::clock::monotonic_ns;
 use taskscope::agent::sampler::scan;
@@ -86,7 +87,8 @@ fn file_bytes_and_rows(dir: &std::path::Path) -> (u64, u64) {
 /// and in steady state: the largest sum of both over the last 10 s of the
 /// run (after the first stack captures, their symbolization, and the
 /// symbolizer's release of its parsed files 30 s after its last lookup).
-/// systemd's `MemoryMax` counts both.
+/// And what its memory cgroup was charged (`common::memcg`: systemd's
+/// `MemoryMax` counts that, the kernel memory of its BPF maps included).
 #[derive(Default, Clone, Copy)]
 struct Rss {
     peak: u64,
@@ -94,11 +96,20 @@ struct Rss {
     file: u64,
     steady_anon: u64,
     steady_file: u64,
+    /// The cgroup's largest total charge (page cache of the files written
+    /// included: reclaimable).
+    cg_peak: u64,
+    /// The largest anonymous + kernel charge seen, and its parts.
+    cg_hard: Charge,
+    /// The largest anonymous + kernel charge of the last 10 s.
+    cg_steady: Charge,
 }
 
-/// Run the real agent binary for `secs`; its resident memory.
+/// Run the real agent binary for `secs`, in a memory cgroup of its own;
+/// its resident memory and the cgroup's charges.
 fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> Rss {
-    let mut child = common::spawn_agent(args, dir);
+    let cgroup = MemCgroup::create("taskscope-bench-sampler");
+    let mut child = common::spawn_agent_in(args, dir, Some(&cgroup));
     let mut rss = Rss::default();
     let until = Instant::now() + Duration::from_secs(secs);
     let steady_from = until - Duration::from_secs(10);
@@ -109,11 +120,21 @@ fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> Rss {
         let file = common::status_kib(pid, "RssFile:") + common::status_kib(pid, "RssShmem:");
         rss.anon = rss.anon.max(anon);
         rss.file = rss.file.max(file);
-        if Instant::now() >= steady_from && anon + file > rss.steady_anon + rss.steady_file {
-            (rss.steady_anon, rss.steady_file) = (anon, file);
+        let charge = cgroup.charge();
+        if charge.hard > rss.cg_hard.hard {
+            rss.cg_hard = charge;
+        }
+        if Instant::now() >= steady_from {
+            if anon + file > rss.steady_anon + rss.steady_file {
+                (rss.steady_anon, rss.steady_file) = (anon, file);
+            }
+            if charge.hard > rss.cg_steady.hard {
+                rss.cg_steady = charge;
+            }
         }
     }
     rss.peak = common::status_kib(child.id(), "VmHWM:");
+    rss.cg_peak = cgroup.peak_kib();
     common::stop_agent(&mut child);
     rss
 }
@@ -260,6 +281,16 @@ fn main() {
             mib(rss.steady_anon),
             mib(rss.steady_file),
             mib(rss.steady_anon + rss.steady_file)
+        );
+        println!(
+            "| agent's memory cgroup, {name}: largest charge (page cache included); largest anonymous + kernel (BPF maps included: what a limit cannot reclaim); steady (largest of the last 10 s) anonymous + kernel | {:.1} MiB; {:.1} + {:.1} = {:.1} MiB; {:.1} + {:.1} = {:.1} MiB |",
+            mib(rss.cg_peak),
+            mib(rss.cg_hard.anon),
+            mib(rss.cg_hard.kernel),
+            mib(rss.cg_hard.hard),
+            mib(rss.cg_steady.anon),
+            mib(rss.cg_steady.kernel),
+            mib(rss.cg_steady.hard),
         );
     }
 }

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod memcg;
 pub mod report_data;
 
 use std::path::{Path, PathBuf};
@@ -17,14 +18,37 @@ use taskscope::bpf::{Agent, LoadOptions};
 /// The real agent, `taskscope run ARGS --no-pin --output-dir DIR`, in the
 /// background (its log discarded).
 pub fn spawn_agent(args: &[&str], dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_taskscope"))
+    spawn_agent_in(args, dir, None)
+}
+
+/// As `spawn_agent`, in the memory cgroup `cgroup` from before its first
+/// instruction (so its BPF maps are charged there, as under systemd).
+pub fn spawn_agent_in(args: &[&str], dir: &Path, cgroup: Option<&memcg::MemCgroup>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskscope"));
+    command
         .arg("run")
         .args(args)
         .args(["--no-pin", "--output-dir"])
         .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start taskscope")
+        .stderr(Stdio::null());
+    if let Some(cgroup) = cgroup {
+        let procs = std::ffi::CString::new(cgroup.procs().into_os_string().into_encoded_bytes())
+            .expect("a cgroup path without NUL");
+        // SAFETY: between fork and exec the closure only makes
+        // async-signal-safe calls (open, write, close) on memory
+        // allocated before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    }
+    command.spawn().expect("start taskscope")
 }
 
 /// Stop the agent with SIGTERM; it must exit 0.

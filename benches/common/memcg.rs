@@ -1,0 +1,127 @@
+//! A memory cgroup of its own for the agent under measurement, as systemd
+//! gives a service: what `MemoryMax=` would count.
+//!
+//! A cgroup is charged more than the process's RSS: the kernel memory the
+//! agent makes the kernel allocate (its BPF maps, whether mapped into the
+//! process or not, task storage, slab for the /proc files it reads) and
+//! the page cache of the files it writes and reads. Page cache is
+//! reclaimed under a limit; anonymous and kernel memory are not (there is
+//! no swap on these machines), so "hard" = anonymous + kernel is what a
+//! limit must leave room for. cgroup v2 where the memory controller is
+//! there, else v1.
+
+use std::path::PathBuf;
+
+/// One cgroup, removed (once empty) when dropped.
+pub struct MemCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// Charges of a memory cgroup, KiB.
+#[derive(Default, Clone, Copy)]
+pub struct Charge {
+    /// Everything charged: anonymous, page cache, kernel.
+    pub total: u64,
+    /// Anonymous + kernel: what a limit cannot reclaim.
+    pub hard: u64,
+    pub anon: u64,
+    pub kernel: u64,
+}
+
+impl MemCgroup {
+    /// A new cgroup `name` with no limit.
+    pub fn create(name: &str) -> MemCgroup {
+        let v2_root = PathBuf::from("/sys/fs/cgroup");
+        let v2 = std::fs::read_to_string(v2_root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        let dir = if v2 {
+            // Children of the root get the controller only when the root
+            // hands it down.
+            let _ = std::fs::write(v2_root.join("cgroup.subtree_control"), "+memory");
+            v2_root.join(name)
+        } else {
+            PathBuf::from("/sys/fs/cgroup/memory").join(name)
+        };
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create the memory cgroup {}: {e}", dir.display()));
+        MemCgroup { dir, v2 }
+    }
+
+    /// The `cgroup.procs` file a process writes "0" to, to join.
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_else(|e| panic!("cannot read {file} of {}: {e}", self.dir.display()))
+    }
+
+    fn stat(&self, field: &str) -> Option<u64> {
+        self.read("memory.stat").lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == field).then(|| v.trim().parse().ok())?
+        })
+    }
+
+    /// What is charged now.
+    pub fn charge(&self) -> Charge {
+        let bytes = |s: String| s.trim().parse::<u64>().unwrap_or(0);
+        let (total, anon, kernel) = if self.v2 {
+            // `kernel` (Linux 5.18+) covers all kernel memory; before it,
+            // its larger parts.
+            let kernel = self.stat("kernel").unwrap_or_else(|| {
+                [
+                    "kernel_stack",
+                    "pagetables",
+                    "percpu",
+                    "sock",
+                    "slab",
+                    "vmalloc",
+                ]
+                .iter()
+                .filter_map(|f| self.stat(f))
+                .sum()
+            });
+            (
+                bytes(self.read("memory.current")),
+                self.stat("anon").unwrap_or(0),
+                kernel,
+            )
+        } else {
+            (
+                bytes(self.read("memory.usage_in_bytes")),
+                self.stat("rss").unwrap_or(0),
+                bytes(self.read("memory.kmem.usage_in_bytes")),
+            )
+        };
+        Charge {
+            total: total / 1024,
+            hard: (anon + kernel) / 1024,
+            anon: anon / 1024,
+            kernel: kernel / 1024,
+        }
+    }
+
+    /// The largest total charge so far, KiB.
+    pub fn peak_kib(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
