@@ -230,7 +230,7 @@ fn main() {
     let rss_all = run_agent(&["--all", "--frequency", "20"], 60, &dir_20hz);
     let (bytes_20hz, rows_20hz) = file_bytes_and_rows(&dir_20hz);
     let dir_default = scratch("bench-agent-20hz");
-    let rss_default = run_agent(&["--frequency", "20"], 20, &dir_default);
+    let rss_default = run_agent(&["--frequency", "20"], 60, &dir_default);
     // Without user stacks nothing symbolizes this process's debug info
     // (the bench binary's DWARF is tens of MiB): what that costs.
     let dir_kernel = scratch("bench-agent-20hz-kernel");
@@ -270,7 +270,7 @@ fn main() {
     let mib = |kib: u64| kib as f64 / 1024.0;
     for (name, rss) in [
         ("--all at 20 Hz, 60 s", rss_all),
-        ("default filter at 20 Hz, 20 s", rss_default),
+        ("default filter at 20 Hz, 60 s", rss_default),
         ("--all at 20 Hz, --stacks kernel, 40 s", rss_kernel),
     ] {
         println!(
