@@ -12,9 +12,16 @@ use std::path::Path;
 
 use crate::support::*;
 
-/// Most the default's `syscall_us` may fall short of the exact value on a
-/// thread that blocks as soon as it enters (the README's documented error).
-const ENTRY_TO_SWITCH_US: f64 = 1_000.0;
+/// Typical shortfall of the default's `syscall_us` against the exact value
+/// on a thread that blocks as soon as it enters: the median of exact
+/// mode's entry-to-switch-out gap (the README's documented error).
+const ENTRY_TO_SWITCH_MEDIAN_US: f64 = 100.0;
+
+/// Most that gap may be: a thread preempted between its entry and its
+/// sleep adds its wait on the run queue (1.25 ms seen once in CI with the
+/// suite's other agents busy on both CPUs), still far below the 200 ms
+/// sleep.
+const ENTRY_TO_SWITCH_MAX_US: f64 = 50_000.0;
 
 /// One run of the agent on `workload` with `args` added, 3 s at 50 Hz.
 fn run(workload: &Workload, out: &Path, args: &[&str]) {
@@ -138,10 +145,15 @@ fn default_syscall_times_are_marked_lower_bounds_within_the_entry_latency() {
         "exact rows marked lower bounds: {e:?}"
     );
     assert!(
-        number(&e, "min_gap") >= 0.0 && number(&e, "max_gap") <= ENTRY_TO_SWITCH_US,
-        "exact: entry to switch-out {}..{} us, documented at most {ENTRY_TO_SWITCH_US} us",
+        number(&e, "min_gap") >= 0.0
+            && number(&e, "p50_gap") <= ENTRY_TO_SWITCH_MEDIAN_US
+            && number(&e, "max_gap") <= ENTRY_TO_SWITCH_MAX_US,
+        "exact: entry to switch-out {}..{} us, median {} us; documented median at most \
+         {ENTRY_TO_SWITCH_MEDIAN_US} us, the run-queue wait of a preemption at most \
+         {ENTRY_TO_SWITCH_MAX_US} us",
         number(&e, "min_gap"),
-        number(&e, "max_gap")
+        number(&e, "max_gap"),
+        number(&e, "p50_gap")
     );
     // Both see the same sleep: averages within sampling noise (uniform
     // over 200 ms, 40 to 150 rows each: standard error 5 to 9 ms).
