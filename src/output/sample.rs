@@ -193,6 +193,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_row_stays_small() {
+        // A tick of 10,000 rows holds 10,000 of these in the writer's
+        // queue (bounded in bytes: `tick::QUEUE_BYTES`).
+        let size = std::mem::size_of::<Sample>();
+        eprintln!("Sample: {size} bytes");
+        assert!(size <= 384, "Sample grew to {size} bytes");
+    }
+
+    #[test]
     fn names_are_text_borrowed_or_replaced() {
         assert!(matches!(
             name_text(b"postgres"),

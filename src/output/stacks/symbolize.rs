@@ -42,7 +42,10 @@ const PARSED_FILE_LIMIT: usize = 128;
 /// steady host every stack is a cache hit after the first minute, and the
 /// parsed state was 16 of the agent's 33 MiB of anonymous memory at 10,000
 /// threads (kallsyms 6 MiB; libc's separate debug file, decompressed, 10
-/// MiB). A lookup after the release parses again what it needs.
+/// MiB). A lookup after the release parses again what it needs. Kernel
+/// and user files idle apart: the kernel keeps showing new addresses
+/// (interrupts, kernel threads) long after the processes' stacks are all
+/// cached, and a single instance then kept the user files' DWARF for good.
 pub const PARSED_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One symbolized address: the frame texts (an address inside inlined
@@ -64,18 +67,56 @@ pub struct Frames {
 /// return address), the open file to read and the module name.
 type Located<'a> = (((u64, u64), u64, bool), &'a Path, String);
 
+/// One blazesym instance and its last lookup, released when idle.
+struct Parsed {
+    blaze: Blaze,
+    /// The last lookup `blaze` made; None: it holds nothing parsed.
+    used_at: Option<std::time::Instant>,
+}
+
+impl Parsed {
+    fn new() -> Parsed {
+        Parsed {
+            blaze: Blaze::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            used_at: None,
+        }
+    }
+
+    fn symbolize(&mut self, source: &Source<'_>, input: Input<&[u64]>) -> Vec<Symbolized<'_>> {
+        let results = self.blaze.symbolize(source, input).unwrap_or_default();
+        // Idle from the end of the lookup (parsing kallsyms takes ~0.1 s).
+        self.used_at = Some(std::time::Instant::now());
+        results
+    }
+
+    /// Start afresh if no lookup came for `idle`; true if it held
+    /// anything.
+    fn release_idle(&mut self, idle: std::time::Duration) -> bool {
+        if self.used_at.is_none_or(|at| at.elapsed() < idle) {
+            return false;
+        }
+        *self = Parsed::new();
+        true
+    }
+}
+
 /// Symbolizes kernel and user addresses, with caches.
 pub struct Symbolizer {
-    blaze: Blaze,
+    /// Kallsyms.
+    kernel_parsed: Parsed,
+    /// User files (ELF sections, DWARF).
+    user_parsed: Parsed,
     /// By (address, is a return address).
     kernel: FxHashMap<(u64, bool), Frames>,
     /// By (file, file offset, is a return address).
     user: FxHashMap<((u64, u64), u64, bool), Frames>,
     sched_text: Option<Range<u64>>,
-    /// Files handed to `blaze` since it was created.
+    /// Files handed to `user_parsed` since it was created.
     parsed: rustc_hash::FxHashSet<(u64, u64)>,
-    /// The last lookup `blaze` made; None: it holds nothing parsed.
-    used_at: Option<std::time::Instant>,
 }
 
 impl Default for Symbolizer {
@@ -87,25 +128,25 @@ impl Default for Symbolizer {
 impl Symbolizer {
     pub fn new() -> Symbolizer {
         Symbolizer {
-            blaze: new_blaze(),
+            kernel_parsed: Parsed::new(),
+            user_parsed: Parsed::new(),
             kernel: FxHashMap::default(),
             user: FxHashMap::default(),
             sched_text: sched_text_range(),
             parsed: Default::default(),
-            used_at: None,
         }
     }
 
-    /// Release blazesym's parsed state if it made no lookup for `idle`
-    /// (the frame caches stay); true if released.
+    /// Release blazesym's parsed kernel symbols, and apart from them its
+    /// parsed user files, if it made no lookup in them for `idle` (the
+    /// frame caches stay); true if anything was released.
     pub fn release_idle(&mut self, idle: std::time::Duration) -> bool {
-        if self.used_at.is_none_or(|at| at.elapsed() < idle) {
-            return false;
+        let kernel = self.kernel_parsed.release_idle(idle);
+        let user = self.user_parsed.release_idle(idle);
+        if user {
+            self.parsed.clear();
         }
-        self.blaze = new_blaze();
-        self.parsed.clear();
-        self.used_at = None;
-        true
+        kernel || user
     }
 
     /// Addresses cached.
@@ -124,7 +165,7 @@ impl Symbolizer {
             self.user.clear();
         }
         if self.parsed.len() > PARSED_FILE_LIMIT {
-            self.blaze = new_blaze();
+            self.user_parsed = Parsed::new();
             self.parsed.clear();
         }
     }
@@ -152,11 +193,9 @@ impl Symbolizer {
                 debug_syms: false,
                 ..Kernel::default()
             });
-            self.used_at = Some(std::time::Instant::now());
             let results = self
-                .blaze
-                .symbolize(&source, Input::AbsAddr(&lookups))
-                .unwrap_or_default();
+                .kernel_parsed
+                .symbolize(&source, Input::AbsAddr(&lookups));
             for (i, &(addr, ret)) in missing.iter().enumerate() {
                 let sched = self
                     .sched_text
@@ -212,11 +251,9 @@ impl Symbolizer {
             let offsets: Vec<u64> = wanted.iter().map(|&(offset, _)| offset).collect();
             self.parsed.insert(file_key);
             let source = Source::Elf(Elf::new(path));
-            self.used_at = Some(std::time::Instant::now());
             let results = self
-                .blaze
-                .symbolize(&source, Input::FileOffset(&offsets))
-                .unwrap_or_default();
+                .user_parsed
+                .symbolize(&source, Input::FileOffset(&offsets));
             for (i, &(offset, ret)) in wanted.iter().enumerate() {
                 let frames = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => frames_of(sym, &module, false, ret),
@@ -256,14 +293,6 @@ impl Symbolizer {
             })
             .collect()
     }
-}
-
-fn new_blaze() -> Blaze {
-    Blaze::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .build()
 }
 
 /// The kind of the frames of a module passed to `raw_frames`/`frames_of`.
@@ -398,8 +427,8 @@ mod tests {
         assert_eq!(s.cached(), before);
     }
 
-    #[test]
-    fn kernel_addresses_symbolize_from_kallsyms() {
+    /// `vfs_read`'s address, from kallsyms.
+    fn vfs_read() -> u64 {
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
         let addr = kallsyms
             .lines()
@@ -409,6 +438,12 @@ mod tests {
             })
             .expect("vfs_read in kallsyms");
         assert_ne!(addr, 0, "kallsyms hides addresses: tests must run as root");
+        addr
+    }
+
+    #[test]
+    fn kernel_addresses_symbolize_from_kallsyms() {
+        let addr = vfs_read();
         let mut s = Symbolizer::new();
         let frames = s.kernel(&[addr + 8, addr + 1, addr], true);
         assert_eq!(&*frames[0].texts[0], "vfs_read+0x8");
@@ -430,5 +465,33 @@ mod tests {
         assert_eq!(s.cached(), cached, "a cached address needs no lookup");
         assert_eq!(&*s.kernel(&[addr + 9], true)[0].texts[0], "vfs_read+0x9");
         assert!(s.release_idle(std::time::Duration::ZERO));
+    }
+
+    #[test]
+    fn user_files_are_released_while_kernel_lookups_go_on() {
+        let (user, kernel) = (marker_function_for_symbolization(), vfs_read());
+        let mut files = FileCache::default();
+        let maps = read_maps(std::process::id(), &mut files).unwrap();
+        let mut s = Symbolizer::new();
+        let frames = s.user(&maps, &PerfMap::default(), &[user]);
+        assert_eq!(s.parsed_files(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.kernel(&[kernel + 1], true);
+        // The user file idled 100 ms, kallsyms not at all.
+        assert!(s.release_idle(std::time::Duration::from_millis(50)));
+        assert_eq!(s.parsed_files(), 0, "the user file stays parsed");
+        assert!(s.user_parsed.used_at.is_none());
+        assert!(
+            s.kernel_parsed.used_at.is_some(),
+            "kallsyms released while in use"
+        );
+        // Frames stay cached.
+        let cached = s.cached();
+        assert_eq!(s.user(&maps, &PerfMap::default(), &[user]), frames);
+        assert_eq!(s.cached(), cached);
+        assert!(
+            s.user_parsed.used_at.is_none(),
+            "a cached frame parsed again"
+        );
     }
 }
