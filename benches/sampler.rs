@@ -103,6 +103,9 @@ struct Rss {
     cg_hard: Charge,
     /// The largest anonymous + kernel charge of the last 10 s.
     cg_steady: Charge,
+    /// What is left at the end once the page cache (and the kernel
+    /// memory indexing it) is reclaimed: the floor under a limit.
+    cg_floor: Charge,
 }
 
 /// Run the real agent binary for `secs`, in a memory cgroup of its own;
@@ -135,8 +138,37 @@ fn run_agent(args: &[&str], secs: u64, dir: &std::path::Path) -> Rss {
     }
     rss.peak = common::status_kib(child.id(), "VmHWM:");
     rss.cg_peak = cgroup.peak_kib();
+    cgroup.reclaim();
+    std::thread::sleep(Duration::from_millis(200));
+    rss.cg_floor = cgroup.charge();
     common::stop_agent(&mut child);
     rss
+}
+
+/// Run the real agent for `secs` under a memory limit of `limit_mib`
+/// (`MemoryMax=`): None if it lived, else the second the kernel killed it.
+fn killed_under_limit(
+    args: &[&str],
+    limit_mib: u64,
+    secs: u64,
+    dir: &std::path::Path,
+) -> Option<f64> {
+    let cgroup = MemCgroup::create("taskscope-bench-limit");
+    cgroup.limit(limit_mib << 20);
+    let started = Instant::now();
+    let mut child = common::spawn_agent_in(args, dir, Some(&cgroup));
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                cgroup.oom_kills() > 0,
+                "the agent stopped under the limit without an OOM kill: {status}"
+            );
+            return Some(started.elapsed().as_secs_f64());
+        }
+    }
+    common::stop_agent(&mut child);
+    None
 }
 
 fn main() {
@@ -239,6 +271,10 @@ fn main() {
         40,
         &dir_kernel,
     );
+    // The goal's limit, as a service would set it.
+    let limit_mib = 64;
+    let dir_limited = scratch("bench-agent-20hz-all-limited");
+    let killed = killed_under_limit(&["--all", "--frequency", "20"], limit_mib, 30, &dir_limited);
     drop(sleepers);
 
     println!();
@@ -292,5 +328,18 @@ fn main() {
             mib(rss.cg_steady.kernel),
             mib(rss.cg_steady.hard),
         );
+        println!(
+            "| agent's memory cgroup, {name}: at the end, once its page cache is reclaimed (what a limit cannot take back): anonymous + kernel | {:.1} + {:.1} = {:.1} MiB |",
+            mib(rss.cg_floor.anon),
+            mib(rss.cg_floor.kernel),
+            mib(rss.cg_floor.hard),
+        );
     }
+    println!(
+        "| --all at 20 Hz under a {limit_mib} MiB memory limit (MemoryMax), 30 s | {} |",
+        match killed {
+            None => "lived".to_string(),
+            Some(at) => format!("OOM-killed after {at:.1} s"),
+        }
+    );
 }

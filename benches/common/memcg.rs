@@ -105,6 +105,45 @@ impl MemCgroup {
         }
     }
 
+    /// Reclaim what the kernel can take back without killing anything:
+    /// the page cache of the files the agent wrote and read, with the
+    /// kernel memory that indexes it (radix-tree nodes, which `kernel`
+    /// counts: it grew ~0.1 MiB/s with the files written). What is left
+    /// is the floor a limit must leave room for.
+    pub fn reclaim(&self) {
+        let (file, what) = if self.v2 {
+            ("memory.reclaim", "1G")
+        } else {
+            ("memory.force_empty", "0")
+        };
+        // v2 says EAGAIN when it could not reclaim all it was asked.
+        let _ = std::fs::write(self.dir.join(file), what);
+    }
+
+    /// Limit the cgroup to `bytes` (`MemoryMax=`).
+    pub fn limit(&self, bytes: u64) {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(self.dir.join(file), bytes.to_string())
+            .unwrap_or_else(|e| panic!("cannot limit {}: {e}", self.dir.display()));
+    }
+
+    /// Processes the kernel killed for passing the limit.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.read(file)
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The largest total charge so far, KiB.
     pub fn peak_kib(&self) -> u64 {
         let file = if self.v2 {
