@@ -277,8 +277,8 @@ pub fn sample_loop(
         stats.slots_used = agent.table().slots_used();
         stats.map_update_failed = hooks.map_update_failed;
         // Room for a few more rows than this tick's: a Vec that outgrows
-        // its capacity doubles, and at 10,000 rows of ~400 bytes one more
-        // thread (or a restored displaced row) cost 4 MB more per tick.
+        // its capacity doubles, and at 10,000 rows of 352 bytes one more
+        // thread (or a restored displaced row) cost 3.5 MB more per tick.
         samples_capacity = samples.len() + samples.len() / 32 + 64;
         counters.ticks += 1;
         counters.rows += samples.len() as u64;

@@ -14,9 +14,11 @@ use crate::output::stacks::RawStacks;
 /// otherwise be ~700 MB. Sized for the agent's whole resident memory to
 /// stay within 64 MiB at 10,000 threads (`benches/sampler.rs`): the queue
 /// is the one part of it that grows with a stalled writer, and 64 MiB
-/// here alone broke that goal. 16 MiB is a few seconds of 10,000 rows at
-/// 20 Hz once their stacks were handed over, and one tick is always let
-/// through into an empty queue (however many first captures it carries).
+/// here alone broke that goal. 16 MiB is four ticks of 10,000 rows (352
+/// bytes each, `Sample`): a writer that falls behind by more than that,
+/// as while it symbolizes the first captures, drops ticks and counts
+/// them. One tick is always let through into an empty queue (however
+/// many first captures it carries).
 pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// One tick's worth of samples.
