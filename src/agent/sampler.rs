@@ -356,6 +356,7 @@ pub fn sample_loop(
         untracked_threads = hooks.slots_exhausted,
         io_contended = hooks.io_contended,
         map_update_failed = hooks.map_update_failed,
+        task_storage_failed = hooks.storage_failed,
         switches_in_late = hooks.switch_in_late,
         switches_in_missed = hooks.switch_in_missed,
         handovers_noted = hooks.handovers_noted,
