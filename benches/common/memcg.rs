@@ -59,11 +59,25 @@ impl MemCgroup {
             .unwrap_or_else(|e| panic!("cannot read {file} of {}: {e}", self.dir.display()))
     }
 
-    fn stat(&self, field: &str) -> Option<u64> {
-        self.read("memory.stat").lines().find_map(|l| {
+    /// The file named `v2` or `v1`, for this cgroup's version.
+    fn file(&self, v2: &'static str, v1: &'static str) -> &'static str {
+        if self.v2 {
+            v2
+        } else {
+            v1
+        }
+    }
+
+    /// The value of `key` in a "key value" per line `file`.
+    fn field(&self, file: &str, key: &str) -> Option<u64> {
+        self.read(file).lines().find_map(|l| {
             let (k, v) = l.split_once(' ')?;
-            (k == field).then(|| v.trim().parse().ok())?
+            (k == key).then(|| v.trim().parse().ok())?
         })
+    }
+
+    fn stat(&self, key: &str) -> Option<u64> {
+        self.field("memory.stat", key)
     }
 
     /// What is charged now.
@@ -111,46 +125,28 @@ impl MemCgroup {
     /// counts: it grew ~0.1 MiB/s with the files written). What is left
     /// is the floor a limit must leave room for.
     pub fn reclaim(&self) {
-        let (file, what) = if self.v2 {
-            ("memory.reclaim", "1G")
-        } else {
-            ("memory.force_empty", "0")
-        };
+        let file = self.file("memory.reclaim", "memory.force_empty");
+        let what = self.file("1G", "0");
         // v2 says EAGAIN when it could not reclaim all it was asked.
         let _ = std::fs::write(self.dir.join(file), what);
     }
 
     /// Limit the cgroup to `bytes` (`MemoryMax=`).
     pub fn limit(&self, bytes: u64) {
-        let file = if self.v2 {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
+        let file = self.file("memory.max", "memory.limit_in_bytes");
         std::fs::write(self.dir.join(file), bytes.to_string())
             .unwrap_or_else(|e| panic!("cannot limit {}: {e}", self.dir.display()));
     }
 
     /// Processes the kernel killed for passing the limit.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        self.read(file)
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-            .unwrap_or(0)
+        let file = self.file("memory.events", "memory.oom_control");
+        self.field(file, "oom_kill").unwrap_or(0)
     }
 
     /// The largest total charge so far, KiB.
     pub fn peak_kib(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
+        let file = self.file("memory.peak", "memory.max_usage_in_bytes");
         std::fs::read_to_string(self.dir.join(file))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
